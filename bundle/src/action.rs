@@ -1,0 +1,178 @@
+//! The normalized action: one vocabulary for an MCP JSON-RPC request and a plain HTTP request.
+//!
+//! The filter builds an [`Action`] from what Envoy hands it; `policyc eval` and the tabletop tests
+//! read the same shape from JSON. Field names here are the policy language's vocabulary and the
+//! receipt's (see `docs/policy-language.md`, "Vocabulary"). Every string is already normalized by
+//! the filter (lowercase host, decoded path, lowercase header names), so the policy compares what
+//! the upstream will act on.
+
+use serde::{Deserialize, Serialize};
+
+/// Which protocol an action came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// An MCP JSON-RPC message (Streamable HTTP).
+    #[default]
+    Mcp,
+    /// A plain HTTP request (egress), including CONNECT.
+    Http,
+}
+
+impl Kind {
+    /// The name the policy language uses for this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mcp => "mcp",
+            Kind::Http => "http",
+        }
+    }
+}
+
+/// How a principal was authenticated. The policy can require a method (`identity.agent_auth == mtls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// Not authenticated: the id, if any, is only a claim.
+    #[default]
+    None,
+    /// The mTLS peer certificate (SPIFFE URI SAN) verified by Envoy.
+    Mtls,
+    /// A JWT verified by Envoy's `jwt_authn` filter (read from its dynamic metadata).
+    Jwt,
+    /// A request header the operator configured as trusted (e.g. set by an inner gateway).
+    Header,
+}
+
+impl AuthMethod {
+    /// The name the policy language and receipts use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Mtls => "mtls",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Header => "header",
+        }
+    }
+}
+
+/// One authenticated (or not) principal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Principal {
+    /// The principal's id (SPIFFE id, JWT `sub`, ...); `None` when unknown.
+    pub id: Option<String>,
+    /// How `id` was established.
+    pub auth: AuthMethod,
+}
+
+/// Who is acting: the agent, the human on whose behalf it acts, and the workload it runs as.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Identity {
+    /// The AI agent (e.g. a JWT `azp`/`sub` claim, or a trusted header).
+    pub agent: Principal,
+    /// The human principal the agent acts for (e.g. a JWT `act.sub` or `sub` claim).
+    pub human: Principal,
+    /// The calling workload (e.g. the SPIFFE id of the mTLS peer).
+    pub workload: Principal,
+}
+
+/// Where the action goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Target {
+    /// Lowercase host name or IP literal, no port, no trailing dot.
+    pub host: String,
+    /// Port (the scheme's default when the request did not name one).
+    pub port: u16,
+    /// Normalized path: percent-decoded where safe, dot segments removed, never empty (`/`).
+    pub path: String,
+    /// Raw query string without the `?`.
+    pub query: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// For MCP: the configured name of the MCP server behind this route (or the authority).
+    pub server: String,
+}
+
+/// Risk flags computed inline by the filter while it normalizes the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Risk {
+    /// A secret-like value (API key, private key, bearer token, ...) appears in the arguments or body.
+    pub secrets: bool,
+    /// Data classes detected in the request (e.g. `pii`, `credential`), lowercase, sorted, unique.
+    pub data_classes: Vec<String>,
+}
+
+/// One normalized action: what the policy evaluates and the receipt records.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Action {
+    /// `mcp` or `http`.
+    pub kind: Kind,
+    /// The MCP method (`tools/call`, `initialize`, `notifications/initialized`, ...) or, for a
+    /// response the client posts back to a server request, `response`; for HTTP the request method
+    /// in upper case (`GET`, `POST`, `CONNECT`, ...).
+    pub operation: String,
+    /// `tools/call`: the tool name.
+    pub tool: Option<String>,
+    /// `resources/read`, `resources/subscribe`, ...: the resource URI.
+    pub resource: Option<String>,
+    /// `prompts/get`: the prompt name.
+    pub prompt: Option<String>,
+    /// `tools/call` arguments (or `prompts/get` arguments); `null` when there are none. For HTTP, the
+    /// request body when it is JSON and the policy inspects bodies, else `null`.
+    pub arguments: serde_json::Value,
+    /// Where the action goes.
+    pub target: Target,
+    /// Who is acting.
+    pub identity: Identity,
+    /// Request headers the policy may read: lowercase names, in arrival order. Hop-by-hop headers,
+    /// credentials and Portcullis' own headers are not included.
+    pub headers: Vec<(String, String)>,
+    /// The session key (from `Mcp-Session-Id` or the configured source), if any.
+    pub session_id: Option<String>,
+    /// The W3C trace id, if the request carried one.
+    pub trace_id: Option<String>,
+    /// The intent the agent declared on this request (only read when a session starts).
+    pub declared_intent: Option<String>,
+    /// Request body size in bytes (for an element of a JSON-RPC batch: that element's size).
+    pub size: u64,
+    /// Risk flags computed inline.
+    pub risk: Risk,
+}
+
+impl Action {
+    /// The action's name in the language's single "what is acted on" sense: the tool, else the
+    /// prompt, else the resource, else for HTTP the host. Used by session history and revocation.
+    pub fn subject(&self) -> &str {
+        if let Some(t) = &self.tool {
+            return t;
+        }
+        if let Some(p) = &self.prompt {
+            return p;
+        }
+        if let Some(r) = &self.resource {
+            return r;
+        }
+        &self.target.host
+    }
+
+    /// The first header with this (lowercase) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether this action is an outbound HTTP request that sends data (for egress byte counters).
+    pub fn egress_bytes(&self) -> u64 {
+        match self.kind {
+            Kind::Http => self.size,
+            Kind::Mcp => 0,
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The policy language's abstract syntax tree: the pivot between the parser (`syntax`), the checker
+//! (`check`), the formatter (`fmt`), the reference interpreter (`interp`) and code generation
+//! (`lower` / `codegen`). Every node that a diagnostic can point at carries a [`Span`].
+//!
+//! The grammar is in `docs/policy-language.md` and at the top of `syntax.rs`.
+
+use bundle::verdict::{Decision, Mode, RiskTier};
+
+/// A byte range in one source file, with the 1-based line and column of its start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Span {
+    /// Byte offset of the first character.
+    pub start: usize,
+    /// Byte offset just past the last character.
+    pub end: usize,
+    /// 1-based line of `start`.
+    pub line: u32,
+    /// 1-based column (in characters) of `start`.
+    pub col: u32,
+}
+
+/// An identifier or string with where it was written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Spanned<T> {
+    /// The value.
+    pub node: T,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// One policy file (a pack).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// The `pack` header.
+    pub pack: Pack,
+    /// Named lists (`let NAME = [...]`), classes, intents, tool schemas and rules, in source order.
+    pub items: Vec<Item>,
+}
+
+/// `pack "name" { version "..." mode M default D "reason" unknown_session D "reason" }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pack {
+    /// The pack's name.
+    pub name: Spanned<String>,
+    /// The pack's version string (recorded in the bundle and every receipt).
+    pub version: Spanned<String>,
+    /// Mode of rules that do not name one, and of the default decision.
+    pub mode: Mode,
+    /// Decision when no enforce/warn rule matched (DENY when omitted).
+    pub default: DecisionSpec,
+    /// Decision for an action whose session state is missing (DENY when omitted).
+    pub unknown_session: DecisionSpec,
+    /// Where the header was written.
+    pub span: Span,
+}
+
+/// A top-level item.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// `let NAME = ["a", "b*"]`: a named list of strings (or numbers) usable with `in` / `glob`.
+    List(ListDef),
+    /// `class NAME risk TIER [readonly] { when EXPR }`.
+    Class(ClassDef),
+    /// `intent NAME { ... }`.
+    Intent(IntentDef),
+    /// `tool "NAME" { args.PATH: TYPE, ... }`: the declared argument schema of a tool.
+    ToolSchema(ToolSchemaDef),
+    /// `rule NAME [mode M] { when EXPR  DECISION  [then EFFECTS] }`.
+    Rule(RuleDef),
+}
+
+/// A named list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListDef {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// Its elements.
+    pub values: Vec<Spanned<Literal>>,
+    /// The whole definition.
+    pub span: Span,
+}
+
+/// A named action class with a risk tier.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassDef {
+    /// Its name.
+    pub name: Spanned<String>,
+    /// Its risk tier.
+    pub risk: RiskTier,
+    /// Actions in a `readonly` class stay allowed after a session is dropped to read-only.
+    pub readonly: bool,
+    /// Which actions belong to it.
+    pub when: Expr,
+    /// The whole definition.
+    pub span: Span,
+}
+
+/// A task scope pinned at session start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntentDef {
+    /// Its name (what the agent declares).
+    pub name: Spanned<String>,
+    /// Human description (also used by drift scoring).
+    pub description: Option<Spanned<String>>,
+    /// Classes in scope.
+    pub classes: Vec<Spanned<String>>,
+    /// Tools in scope (globs).
+    pub tools: Vec<Spanned<String>>,
+    /// HTTP hosts in scope (globs).
+    pub hosts: Vec<Spanned<String>>,
+    /// Data scopes in scope (data classes the intent may touch).
+    pub data_scopes: Vec<Spanned<String>>,
+    /// Stop conditions.
+    pub limits: IntentLimits,
+    /// Decision for an action outside this intent (DENY when omitted).
+    pub outside: DecisionSpec,
+    /// The whole definition.
+    pub span: Span,
+}
+
+/// Stop conditions of an intent; reaching one denies with rule `stop:<what>`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntentLimits {
+    /// `max actions N`.
+    pub max_actions: Option<u32>,
+    /// `max egress_bytes N` (accepts `10MB`, `512KiB`, ...).
+    pub max_egress_bytes: Option<u64>,
+    /// `max duration 30m` in milliseconds.
+    pub max_duration_ms: Option<u64>,
+    /// `max approvals N`.
+    pub max_approvals: Option<u32>,
+}
+
+/// A tool's declared argument schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolSchemaDef {
+    /// The tool name.
+    pub tool: Spanned<String>,
+    /// Declared argument paths and their types.
+    pub args: Vec<(Spanned<Vec<String>>, ValueType)>,
+    /// The whole definition.
+    pub span: Span,
+}
+
+/// JSON value types the language can test and schemas can declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ValueType {
+    /// JSON string.
+    String,
+    /// JSON number.
+    Number,
+    /// JSON true/false.
+    Bool,
+    /// JSON array.
+    Array,
+    /// JSON object.
+    Object,
+    /// JSON null.
+    Null,
+}
+
+/// A rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleDef {
+    /// Its name (unique in the pack; recorded in receipts).
+    pub name: Spanned<String>,
+    /// Its mode, when it overrides the pack's.
+    pub mode: Option<Mode>,
+    /// When it matches.
+    pub when: Expr,
+    /// What it decides.
+    pub decision: DecisionSpec,
+    /// Session effects applied when it matches (and is not in audit mode).
+    pub effects: Vec<Spanned<EffectSpec>>,
+    /// The whole definition.
+    pub span: Span,
+}
+
+/// A decision with its reason and parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionSpec {
+    /// Which decision.
+    pub decision: Decision,
+    /// The human reason.
+    pub reason: String,
+    /// For MODIFY: the rewrites.
+    pub modifications: Vec<Spanned<ModSpec>>,
+    /// For STEP_UP: approver group and validity (seconds).
+    pub step_up: Option<(String, u32)>,
+    /// For DEFER: context service name and timeout (milliseconds).
+    pub defer: Option<(String, u32)>,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// One rewrite of a MODIFY decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModSpec {
+    /// `redact args.PATH`
+    Redact(Vec<PathStep>),
+    /// `drop args.PATH`
+    Drop(Vec<PathStep>),
+    /// `clamp args.PATH MIN..MAX`
+    Clamp(Vec<PathStep>, f64, f64),
+    /// `redact_secrets`
+    RedactSecrets,
+    /// `strip_header "name"`
+    StripHeader(String),
+    /// `set_header "name" "value"`
+    SetHeader(String, String),
+    /// `remove_tools ["glob", ...]`
+    RemoveTools(Vec<String>),
+}
+
+/// One session effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EffectSpec {
+    /// `taint "name"`
+    Taint(String),
+    /// `revoke tool "name"` (or `revoke tool` alone: the matched action's tool).
+    RevokeTool(Option<String>),
+    /// `revoke class NAME`
+    RevokeClass(String),
+    /// `read_only`
+    ReadOnly,
+    /// `kill`
+    Kill,
+}
+
+/// A step in an argument path: `args.a.b[0]["odd key"]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PathStep {
+    /// Object member.
+    Key(String),
+    /// Array element.
+    Index(u32),
+}
+
+/// A literal value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Literal {
+    /// `"text"`
+    Str(String),
+    /// `42`, `-1.5`, `10MB` (bytes), `30s` (milliseconds)
+    Num(f64),
+    /// `true` / `false`
+    Bool(bool),
+}
+
+/// Something an expression can read from the action or the session.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Field {
+    /// `kind`: "mcp" | "http" (compare with bare `mcp` / `http` or strings).
+    Kind,
+    /// `operation`
+    Operation,
+    /// `tool`
+    Tool,
+    /// `resource`
+    Resource,
+    /// `prompt`
+    Prompt,
+    /// `target.host`
+    Host,
+    /// `target.port`
+    Port,
+    /// `target.path`
+    Path,
+    /// `target.query`
+    Query,
+    /// `target.scheme`
+    Scheme,
+    /// `target.server`
+    Server,
+    /// `identity.agent` / `identity.human` / `identity.workload`
+    Principal(PrincipalRole),
+    /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
+    PrincipalAuth(PrincipalRole),
+    /// `header.NAME` or `header["name"]` (first value; lowercase name)
+    Header(String),
+    /// `args.PATH`
+    Arg(Vec<PathStep>),
+    /// `request.size`
+    RequestSize,
+    /// `risk.secrets` (bool)
+    RiskSecrets,
+    /// `risk.data_classes` (set; use with `contains`)
+    RiskDataClasses,
+    /// `session.id`
+    SessionId,
+    /// `trace.id`
+    TraceId,
+    /// `intent` (the session's pinned intent name, "" when none)
+    Intent,
+    /// `session.actions`
+    SessionActions,
+    /// `session.egress_bytes`
+    SessionEgressBytes,
+    /// `session.approvals`
+    SessionApprovals,
+    /// `session.elapsed` (milliseconds; compare with durations like `30m`)
+    SessionElapsed,
+    /// `session.drift`
+    SessionDrift,
+}
+
+/// Which principal of the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PrincipalRole {
+    /// The agent.
+    Agent,
+    /// The human.
+    Human,
+    /// The workload.
+    Workload,
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// What `session.count(...)` counts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CountSubject {
+    /// `tool "name"` (any subject: tool, prompt, resource or host)
+    Subject(String),
+    /// `class NAME`
+    Class(String),
+}
+
+/// A set operand: inline `["a", "b"]` or a named list.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SetRef {
+    /// Inline elements.
+    Inline(Vec<Spanned<Literal>>),
+    /// `NAME` of a `let` list.
+    Named(Spanned<String>),
+}
+
+/// A boolean expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// `true` / `false`
+    Const(bool),
+    /// `a and b`
+    And(Box<Expr>, Box<Expr>),
+    /// `a or b`
+    Or(Box<Expr>, Box<Expr>),
+    /// `not a`
+    Not(Box<Expr>),
+    /// `FIELD OP LITERAL` (strings compare by equality only; numbers by all six).
+    Cmp(Spanned<Field>, CmpOp, Spanned<Literal>),
+    /// `FIELD in SET` (exact membership).
+    In(Spanned<Field>, SetRef),
+    /// `FIELD glob "pat"` or `FIELD glob SET` (`*` any run, `?` one char; any pattern matches).
+    Glob(Spanned<Field>, SetRef),
+    /// `FIELD prefix "p"` or `FIELD prefix SET` (starts with any).
+    Prefix(Spanned<Field>, SetRef),
+    /// `FIELD matches "regex"` (whole-value match, compiled to a DFA; size-limited).
+    Matches(Spanned<Field>, Spanned<String>),
+    /// `FIELD is TYPE` (argument type tests; `exists` is `FIELD is present`).
+    IsType(Spanned<Field>, ValueType),
+    /// `FIELD present` (the field or argument exists and is not null).
+    Present(Spanned<Field>),
+    /// `len(FIELD) OP N` (string length in characters, array length, object member count).
+    Len(Spanned<Field>, CmpOp, f64),
+    /// `risk.data_classes contains "pii"` / `FIELD contains "x"` for arrays of strings.
+    Contains(Spanned<Field>, Spanned<String>),
+    /// `class NAME` (the action is in that class)
+    InClass(Spanned<String>),
+    /// `session.tainted("name")`
+    Tainted(Spanned<String>),
+    /// `session.used("subject")`
+    Used(Spanned<String>),
+    /// `session.seen(CLASS)`
+    Seen(Spanned<String>),
+    /// `session.count(tool "x" | class c, within DURATION) OP N`
+    Count(Spanned<CountSubject>, u64, CmpOp, u32),
+    /// `intent.outside` (the action is outside the pinned intent; false when no intent)
+    OutsideIntent,
+}
