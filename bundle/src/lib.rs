@@ -12,3 +12,4 @@
 pub mod action;
 pub mod session;
 pub mod verdict;
+pub mod keys;
