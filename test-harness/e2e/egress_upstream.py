@@ -1,0 +1,77 @@
+"""Plain HTTP upstream on loopback that stands in for external hosts (api.github.com,
+registry.npmjs.org, hooks.slack.com, exfil.example) behind the Envoy egress proxy.
+
+Answers every request with a small JSON document naming the host and path it saw, and appends
+every request (method, path, Host, headers, body) as one JSON line to the file named by
+``EGRESS_RECORD`` (or ``--record``). ``GET /healthz`` answers ``ok`` and is not recorded.
+
+Run: ``python egress_upstream.py --port 9090 [--record FILE]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_LOCK = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Records the request, answers JSON."""
+
+    protocol_version = "HTTP/1.1"
+    record_path: str | None = None
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        """Silence the default stderr access log."""
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        if self.path == "/healthz":
+            self._reply(200, b"ok", "text/plain")
+            return
+        host = self.headers.get("host", "")
+        if self.record_path:
+            entry = {
+                "at": time.time(),
+                "method": self.command,
+                "path": self.path,
+                "host": host,
+                "headers": [[k.lower(), v] for k, v in self.headers.items()],
+                "body": body.decode("utf-8", errors="replace"),
+            }
+            with _LOCK, open(self.record_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+        doc = {"upstream": "egress", "host": host, "method": self.command, "path": self.path,
+               "received_bytes": len(body)}
+        self._reply(200, json.dumps(doc).encode(), "application/json")
+
+    def _reply(self, status: int, payload: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def main() -> None:
+    """Parse arguments and serve until killed."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--record", default=os.environ.get("EGRESS_RECORD"))
+    args = ap.parse_args()
+    Handler.record_path = args.record
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
