@@ -5,3 +5,4 @@
 //! against. The `policyc` binary (`src/main.rs`) is a thin CLI over this library.
 
 pub mod ast;
+pub mod cli;
