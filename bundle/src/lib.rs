@@ -13,3 +13,26 @@ pub mod action;
 pub mod session;
 pub mod verdict;
 pub mod keys;
+pub mod canonical;
+pub mod receipt;
+pub mod approval;
+pub mod session_codec;
+
+pub mod builtin;
+pub mod disasm;
+mod encode;
+pub mod error;
+pub mod format;
+mod index;
+pub mod limits;
+mod load;
+pub mod matchers;
+pub mod sign;
+mod verify;
+mod vm;
+
+pub use encode::encode;
+pub use error::LoadError;
+pub use limits::Limits;
+pub use load::{Bundle, BundleInfo, Trust};
+pub use sign::sign;

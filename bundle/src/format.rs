@@ -1,0 +1,466 @@
+//! The bundle file format: constants, the in-memory program model that `policyc` fills in, and
+//! the encoder that writes it. The decoder (with every check) is in [`crate::verify`]; the byte
+//! layout is documented in `docs/bundle-format.md`.
+//!
+//! Layout of a bundle (all integers little-endian):
+//! ```text
+//! magic "PCLB" | version u16 | reserved u16 (0) | content_hash [32] = SHA-256(body)
+//! | sig_tag u8 (0 none, 1 ed25519) [ key_id_len u8 | key_id | signature [64] ]
+//! | body_len u32 | body
+//! ```
+//! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules.
+
+use crate::action::Kind;
+use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
+
+/// The four magic bytes at the start of every bundle.
+pub const MAGIC: [u8; 4] = *b"PCLB";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Domain separation prefix of the bundle signature.
+pub const SIGNATURE_DOMAIN: &[u8] = b"portcullis/bundle/v1\0";
+/// Bytes before the signature block: magic, version, reserved, content hash.
+pub const HEADER_LEN: usize = 40;
+
+/// A whole compiled policy: what the encoder writes and the decoder returns (after verification).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Program {
+    /// Pack name.
+    pub pack: String,
+    /// Pack version string.
+    pub version: String,
+    /// The pack's mode (default for rules, and the mode of `default` / `unknown_session` /
+    /// `intent:*` matches).
+    pub mode: Mode,
+    /// The pack's default decision.
+    pub default: DecisionDef,
+    /// Decision for a missing session.
+    pub unknown_session: DecisionDef,
+    /// Precompiled matchers, referred to by index from instructions.
+    pub matchers: Vec<MatcherDef>,
+    /// Classes in source order.
+    pub classes: Vec<ClassDef>,
+    /// Intents in source order.
+    pub intents: Vec<IntentDef>,
+    /// Rules in source order (the table order of matches).
+    pub rules: Vec<RuleDef>,
+}
+
+/// A decision with its reason and parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionDef {
+    /// Which decision.
+    pub decision: Decision,
+    /// The human reason.
+    pub reason: String,
+    /// MODIFY rewrites.
+    pub modifications: Vec<Modification>,
+    /// STEP_UP parameters.
+    pub step_up: Option<StepUp>,
+    /// DEFER parameters.
+    pub defer: Option<Defer>,
+}
+
+/// A class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassDef {
+    /// Name.
+    pub name: String,
+    /// Risk tier.
+    pub risk: RiskTier,
+    /// Whether actions in it stay allowed in a read-only session.
+    pub readonly: bool,
+    /// Condition code.
+    pub code: Vec<Instr>,
+}
+
+/// An intent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntentDef {
+    /// Name.
+    pub name: String,
+    /// Classes in scope (indices into [`Program::classes`]).
+    pub classes: Vec<u32>,
+    /// Tool globs in scope.
+    pub tools: Vec<String>,
+    /// Host globs in scope.
+    pub hosts: Vec<String>,
+    /// Data classes in scope (empty: not restricted).
+    pub data: Vec<String>,
+    /// `max actions`.
+    pub max_actions: Option<u32>,
+    /// `max egress_bytes`.
+    pub max_egress_bytes: Option<u64>,
+    /// `max duration` in ms.
+    pub max_duration_ms: Option<u64>,
+    /// `max approvals`.
+    pub max_approvals: Option<u32>,
+    /// Decision for an acting action outside the intent.
+    pub outside: DecisionDef,
+}
+
+/// A rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleDef {
+    /// Name.
+    pub name: String,
+    /// Mode (already resolved against the pack's).
+    pub mode: Mode,
+    /// Decision.
+    pub decision: DecisionDef,
+    /// Effects.
+    pub effects: Vec<EffectDef>,
+    /// What the condition pins (for the rule index).
+    pub pins: Pins,
+    /// Condition code.
+    pub code: Vec<Instr>,
+}
+
+/// A session effect as written in the policy (`revoke tool` alone has no name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EffectDef {
+    /// `taint "x"`.
+    Taint(String),
+    /// `revoke tool ["x"]`.
+    RevokeTool(Option<String>),
+    /// `revoke class c`.
+    RevokeClass(String),
+    /// `read_only`.
+    ReadOnly,
+    /// `kill`.
+    Kill,
+}
+
+/// Values a rule's condition requires (each is a conjunct of the top-level `and` chain), used
+/// only to index rules. Empty lists pin nothing. The compiler guarantees soundness: a rule can only
+/// match an action whose kind / operation / tool / host is in the pinned list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pins {
+    /// Required kind.
+    pub kind: Option<Kind>,
+    /// One of these operations.
+    pub operations: Vec<String>,
+    /// One of these tools.
+    pub tools: Vec<String>,
+    /// One of these hosts.
+    pub hosts: Vec<String>,
+}
+
+/// Where an instruction continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Jump {
+    /// To the instruction with this index (always a later one).
+    To(u16),
+    /// The condition holds.
+    Accept,
+    /// The condition does not hold.
+    Reject,
+}
+
+/// One instruction: test a predicate, continue at `on_true` or `on_false`. Conditions are
+/// compiled to forward-only control flow, so a condition runs at most `code.len()` instructions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instr {
+    /// The test.
+    pub pred: Pred,
+    /// Continuation when it holds.
+    pub on_true: Jump,
+    /// Continuation when it does not.
+    pub on_false: Jump,
+}
+
+/// Comparison operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+}
+
+/// JSON value type (`is` tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VType {
+    /// string
+    String,
+    /// number
+    Number,
+    /// bool
+    Bool,
+    /// array
+    Array,
+    /// object
+    Object,
+    /// null
+    Null,
+}
+
+/// A literal operand.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lit {
+    /// String.
+    Str(String),
+    /// Number.
+    Num(f64),
+    /// Boolean.
+    Bool(bool),
+}
+
+/// Which principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// agent
+    Agent,
+    /// human
+    Human,
+    /// workload
+    Workload,
+}
+
+/// A field the condition reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FieldRef {
+    /// `kind`
+    Kind,
+    /// `operation`
+    Operation,
+    /// `tool`
+    Tool,
+    /// `resource`
+    Resource,
+    /// `prompt`
+    Prompt,
+    /// `target.host`
+    Host,
+    /// `target.port`
+    Port,
+    /// `target.path`
+    Path,
+    /// `target.query`
+    Query,
+    /// `target.scheme`
+    Scheme,
+    /// `target.server`
+    Server,
+    /// `identity.<role>`
+    Principal(Role),
+    /// `identity.<role>_auth`
+    PrincipalAuth(Role),
+    /// `header.<name>`
+    Header(String),
+    /// `args.<path>`
+    Arg(Vec<PathSegment>),
+    /// `request.size`
+    RequestSize,
+    /// `risk.secrets`
+    RiskSecrets,
+    /// `risk.data_classes`
+    RiskDataClasses,
+    /// `session.id`
+    SessionId,
+    /// `trace.id`
+    TraceId,
+    /// `intent`
+    Intent,
+    /// `session.actions`
+    SessionActions,
+    /// `session.egress_bytes`
+    SessionEgressBytes,
+    /// `session.approvals`
+    SessionApprovals,
+    /// `session.elapsed`
+    SessionElapsed,
+    /// `session.drift`
+    SessionDrift,
+}
+
+/// A predicate.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pred {
+    /// Constant.
+    Const(bool),
+    /// `field OP literal`.
+    Cmp(FieldRef, CmpOp, Lit),
+    /// `field in SET` (matcher must be a [`MatcherDef::Set`]).
+    In(FieldRef, u32),
+    /// `field glob ...` (matcher must be [`MatcherDef::Globs`]).
+    Glob(FieldRef, u32),
+    /// `field prefix ...` (matcher must be [`MatcherDef::Prefixes`]).
+    Prefix(FieldRef, u32),
+    /// `field matches "re"` (matcher must be [`MatcherDef::Regex`]).
+    Matches(FieldRef, u32),
+    /// `field is TYPE`.
+    Is(FieldRef, VType),
+    /// `field present`.
+    Present(FieldRef),
+    /// `len(field) OP n`.
+    Len(FieldRef, CmpOp, f64),
+    /// `field contains "s"`.
+    Contains(FieldRef, String),
+    /// `class NAME` (index into classes).
+    InClass(u32),
+    /// `session.tainted(..)` with the name hash.
+    Tainted(u64),
+    /// `session.used(..)` with the name hash.
+    Used(u64),
+    /// `session.seen(CLASS)` with the class name hash.
+    Seen(u64),
+    /// `session.count(tool "x", within W) OP n`.
+    CountSubject(u64, u64, CmpOp, u32),
+    /// `session.count(class c, within W) OP n`.
+    CountClass(u64, u64, CmpOp, u32),
+    /// `intent.outside`.
+    OutsideIntent,
+}
+
+/// A precompiled matcher.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MatcherDef {
+    /// Exact membership: strings sorted ascending and unique, numbers, booleans.
+    Set {
+        /// Strings (sorted, unique).
+        strs: Vec<String>,
+        /// Numbers.
+        nums: Vec<f64>,
+        /// Booleans.
+        bools: Vec<bool>,
+    },
+    /// Any of these globs (`*`, `?`).
+    Globs(Vec<String>),
+    /// Starts with any of these (sorted, unique).
+    Prefixes(Vec<String>),
+    /// Whole-value regex: the source (for display) and a dense DFA serialized little-endian.
+    Regex {
+        /// The source pattern.
+        pattern: String,
+        /// `regex_automata::dfa::dense::DFA::to_bytes_little_endian` of an anchored DFA of
+        /// `(?:pattern)\z`.
+        dfa: Vec<u8>,
+    },
+}
+
+// ---- opcodes and tags (shared by encoder, decoder and disassembler) ----
+
+pub(crate) mod op {
+    pub const CONST: u8 = 0x01;
+    pub const CMP: u8 = 0x02;
+    pub const IN: u8 = 0x03;
+    pub const GLOB: u8 = 0x04;
+    pub const PREFIX: u8 = 0x05;
+    pub const MATCHES: u8 = 0x06;
+    pub const IS: u8 = 0x07;
+    pub const PRESENT: u8 = 0x08;
+    pub const LEN: u8 = 0x09;
+    pub const CONTAINS: u8 = 0x0A;
+    pub const IN_CLASS: u8 = 0x0B;
+    pub const TAINTED: u8 = 0x0C;
+    pub const USED: u8 = 0x0D;
+    pub const SEEN: u8 = 0x0E;
+    pub const COUNT_SUBJECT: u8 = 0x0F;
+    pub const COUNT_CLASS: u8 = 0x10;
+    pub const OUTSIDE_INTENT: u8 = 0x11;
+}
+
+/// Jump encodings: `0..=0xFFFD` an instruction index, then these two terminals.
+pub(crate) const JUMP_ACCEPT: u16 = 0xFFFF;
+pub(crate) const JUMP_REJECT: u16 = 0xFFFE;
+
+pub(crate) fn field_tag(f: &FieldRef) -> u8 {
+    match f {
+        FieldRef::Kind => 1,
+        FieldRef::Operation => 2,
+        FieldRef::Tool => 3,
+        FieldRef::Resource => 4,
+        FieldRef::Prompt => 5,
+        FieldRef::Host => 6,
+        FieldRef::Port => 7,
+        FieldRef::Path => 8,
+        FieldRef::Query => 9,
+        FieldRef::Scheme => 10,
+        FieldRef::Server => 11,
+        FieldRef::Principal(Role::Agent) => 12,
+        FieldRef::Principal(Role::Human) => 13,
+        FieldRef::Principal(Role::Workload) => 14,
+        FieldRef::PrincipalAuth(Role::Agent) => 15,
+        FieldRef::PrincipalAuth(Role::Human) => 16,
+        FieldRef::PrincipalAuth(Role::Workload) => 17,
+        FieldRef::Header(_) => 18,
+        FieldRef::Arg(_) => 19,
+        FieldRef::RequestSize => 20,
+        FieldRef::RiskSecrets => 21,
+        FieldRef::RiskDataClasses => 22,
+        FieldRef::SessionId => 23,
+        FieldRef::TraceId => 24,
+        FieldRef::Intent => 25,
+        FieldRef::SessionActions => 26,
+        FieldRef::SessionEgressBytes => 27,
+        FieldRef::SessionApprovals => 28,
+        FieldRef::SessionElapsed => 29,
+        FieldRef::SessionDrift => 30,
+    }
+}
+
+pub(crate) fn cmp_tag(c: CmpOp) -> u8 {
+    match c {
+        CmpOp::Eq => 0,
+        CmpOp::Ne => 1,
+        CmpOp::Lt => 2,
+        CmpOp::Le => 3,
+        CmpOp::Gt => 4,
+        CmpOp::Ge => 5,
+    }
+}
+
+pub(crate) fn vtype_tag(t: VType) -> u8 {
+    match t {
+        VType::String => 0,
+        VType::Number => 1,
+        VType::Bool => 2,
+        VType::Array => 3,
+        VType::Object => 4,
+        VType::Null => 5,
+    }
+}
+
+pub(crate) fn decision_tag(d: Decision) -> u8 {
+    match d {
+        Decision::Allow => 0,
+        Decision::Modify => 1,
+        Decision::Defer => 2,
+        Decision::StepUp => 3,
+        Decision::Deny => 4,
+    }
+}
+
+pub(crate) fn mode_tag(m: Mode) -> u8 {
+    match m {
+        Mode::Audit => 0,
+        Mode::Warn => 1,
+        Mode::Enforce => 2,
+    }
+}
+
+pub(crate) fn risk_tag(r: RiskTier) -> u8 {
+    match r {
+        RiskTier::Low => 0,
+        RiskTier::Medium => 1,
+        RiskTier::High => 2,
+        RiskTier::Critical => 3,
+    }
+}
+
+pub(crate) fn kind_tag(k: Option<Kind>) -> u8 {
+    match k {
+        None => 0,
+        Some(Kind::Mcp) => 1,
+        Some(Kind::Http) => 2,
+    }
+}

@@ -1,0 +1,720 @@
+//! The bundle decoder and verifier: bytes -> [`Program`], with checked reads only.
+//!
+//! Every read is bounds-checked; every count is checked against [`Limits`] before anything is
+//! allocated for it; every string-pool index, matcher index, class index, jump target and tag is
+//! checked before the program is returned. Jumps must go forward, so evaluating a condition runs
+//! at most as many instructions as it has. Trailing bytes are refused.
+
+use sha2::{Digest, Sha256};
+
+use crate::action::Kind;
+use crate::error::LoadError;
+use crate::format::{
+    ClassDef, CmpOp, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
+    IntentDef, JUMP_ACCEPT, JUMP_REJECT, Jump, Lit, MAGIC, MatcherDef, Pins, Pred, Program, Role,
+    RuleDef, VType, op,
+};
+use crate::limits::Limits;
+use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
+
+/// The outer structure of a bundle: header, signature block, body.
+pub(crate) struct Envelope<'a> {
+    /// The 40 header bytes (magic, version, reserved, content hash).
+    pub header: &'a [u8],
+    /// Signature block: key id and signature.
+    pub sig: Option<(String, [u8; 64])>,
+    /// The body length field and the body (what follows the signature block).
+    pub tail: &'a [u8],
+    /// The body.
+    pub body: &'a [u8],
+    /// The content hash from the header.
+    pub hash: [u8; 32],
+}
+
+fn take<'a>(
+    bytes: &'a [u8],
+    pos: &mut usize,
+    n: usize,
+    what: &'static str,
+) -> Result<&'a [u8], LoadError> {
+    let end = pos.checked_add(n).ok_or(LoadError::Truncated { what })?;
+    let s = bytes.get(*pos..end).ok_or(LoadError::Truncated { what })?;
+    *pos = end;
+    Ok(s)
+}
+
+/// Parse the envelope and check the content hash (not the signature).
+pub(crate) fn envelope<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Envelope<'a>, LoadError> {
+    if bytes.len() > limits.max_bundle_bytes {
+        return Err(LoadError::TooLarge {
+            what: "the bundle size in bytes",
+            found: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+            max: u64::try_from(limits.max_bundle_bytes).unwrap_or(u64::MAX),
+        });
+    }
+    let mut pos = 0usize;
+    let magic = take(bytes, &mut pos, 4, "header")?;
+    if magic != MAGIC {
+        return Err(LoadError::BadMagic);
+    }
+    let v = take(bytes, &mut pos, 2, "header")?;
+    let version = u16::from_le_bytes([*v.first().unwrap_or(&0), *v.get(1).unwrap_or(&0)]);
+    if version != FORMAT_VERSION {
+        return Err(LoadError::UnsupportedVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let reserved = take(bytes, &mut pos, 2, "header")?;
+    if reserved != [0, 0] {
+        return Err(LoadError::invalid("the reserved header bytes are not zero"));
+    }
+    let hash_bytes = take(bytes, &mut pos, 32, "header")?;
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(hash_bytes);
+    let header = bytes
+        .get(..HEADER_LEN)
+        .ok_or(LoadError::Truncated { what: "header" })?;
+    let tag = *take(bytes, &mut pos, 1, "signature block")?
+        .first()
+        .unwrap_or(&0);
+    let sig = match tag {
+        0 => None,
+        1 => {
+            let n = *take(bytes, &mut pos, 1, "signature block")?
+                .first()
+                .unwrap_or(&0);
+            let id = take(bytes, &mut pos, usize::from(n), "signature block")?;
+            let id = std::str::from_utf8(id)
+                .map_err(|_| LoadError::invalid("the signing key id is not text"))?
+                .to_owned();
+            let s = take(bytes, &mut pos, 64, "signature block")?;
+            let mut sig = [0u8; 64];
+            sig.copy_from_slice(s);
+            Some((id, sig))
+        }
+        t => {
+            return Err(LoadError::invalid(format!(
+                "unknown signature block tag {t}"
+            )));
+        }
+    };
+    let tail = bytes
+        .get(pos..)
+        .ok_or(LoadError::Truncated { what: "body" })?;
+    let l = take(bytes, &mut pos, 4, "body length")?;
+    let body_len = u32::from_le_bytes([
+        *l.first().unwrap_or(&0),
+        *l.get(1).unwrap_or(&0),
+        *l.get(2).unwrap_or(&0),
+        *l.get(3).unwrap_or(&0),
+    ]);
+    let body = take(
+        bytes,
+        &mut pos,
+        usize::try_from(body_len).unwrap_or(usize::MAX),
+        "body",
+    )?;
+    if pos != bytes.len() {
+        return Err(LoadError::invalid("trailing bytes after the body"));
+    }
+    if Sha256::digest(body).as_slice() != hash {
+        return Err(LoadError::HashMismatch);
+    }
+    Ok(Envelope {
+        header,
+        sig,
+        tail,
+        body,
+        hash,
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    limits: &'a Limits,
+    strings: Vec<String>,
+    section: &'static str,
+}
+
+fn too_large(what: &'static str, found: u64, max: u64) -> LoadError {
+    LoadError::TooLarge { what, found, max }
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], LoadError> {
+        take(self.buf, &mut self.pos, n, self.section)
+    }
+    fn u8(&mut self) -> Result<u8, LoadError> {
+        Ok(*self.bytes(1)?.first().unwrap_or(&0))
+    }
+    fn u16(&mut self) -> Result<u16, LoadError> {
+        let b = self.bytes(2)?;
+        let mut a = [0u8; 2];
+        a.copy_from_slice(b);
+        Ok(u16::from_le_bytes(a))
+    }
+    fn u32(&mut self) -> Result<u32, LoadError> {
+        let b = self.bytes(4)?;
+        let mut a = [0u8; 4];
+        a.copy_from_slice(b);
+        Ok(u32::from_le_bytes(a))
+    }
+    fn u64(&mut self) -> Result<u64, LoadError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn f64(&mut self) -> Result<f64, LoadError> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+    fn bool(&mut self) -> Result<bool, LoadError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            t => Err(LoadError::invalid(format!(
+                "{}: bad boolean byte {t}",
+                self.section
+            ))),
+        }
+    }
+    /// A count, checked against `max` and against the bytes left (each element takes at least
+    /// `min_size` bytes), so no allocation is ever larger than the input justifies.
+    fn count(&mut self, what: &'static str, max: u32, min_size: usize) -> Result<usize, LoadError> {
+        let n = self.u32()?;
+        if n > max {
+            return Err(too_large(what, u64::from(n), u64::from(max)));
+        }
+        let n = usize::try_from(n).map_err(|_| too_large(what, u64::from(n), u64::from(max)))?;
+        let left = self.buf.len().saturating_sub(self.pos);
+        if n.saturating_mul(min_size) > left {
+            return Err(LoadError::Truncated { what: self.section });
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<String, LoadError> {
+        let i = self.u32()?;
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| self.strings.get(i))
+            .cloned()
+            .ok_or_else(|| {
+                LoadError::invalid(format!(
+                    "{}: string index {i} is out of range",
+                    self.section
+                ))
+            })
+    }
+    fn strs(&mut self, what: &'static str) -> Result<Vec<String>, LoadError> {
+        let n = self.count(what, self.limits.max_matcher_elements, 4)?;
+        (0..n).map(|_| self.str()).collect()
+    }
+    fn opt_u32(&mut self) -> Result<Option<u32>, LoadError> {
+        Ok(if self.bool()? {
+            Some(self.u32()?)
+        } else {
+            None
+        })
+    }
+    fn opt_u64(&mut self) -> Result<Option<u64>, LoadError> {
+        Ok(if self.bool()? {
+            Some(self.u64()?)
+        } else {
+            None
+        })
+    }
+    fn bad(&self, what: &str, tag: u8) -> LoadError {
+        LoadError::invalid(format!("{}: unknown {what} tag {tag}", self.section))
+    }
+
+    fn pool(&mut self) -> Result<(), LoadError> {
+        self.section = "string pool";
+        let n = self.count("the number of strings", self.limits.max_strings, 4)?;
+        let mut strings = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.u32()?;
+            if len > self.limits.max_string_bytes {
+                return Err(too_large(
+                    "a string's length in bytes",
+                    u64::from(len),
+                    u64::from(self.limits.max_string_bytes),
+                ));
+            }
+            let b = self.bytes(usize::try_from(len).unwrap_or(usize::MAX))?;
+            let s = std::str::from_utf8(b)
+                .map_err(|_| LoadError::invalid("string pool: a string is not UTF-8"))?;
+            strings.push(s.to_owned());
+        }
+        self.strings = strings;
+        Ok(())
+    }
+
+    fn mode(&mut self) -> Result<Mode, LoadError> {
+        match self.u8()? {
+            0 => Ok(Mode::Audit),
+            1 => Ok(Mode::Warn),
+            2 => Ok(Mode::Enforce),
+            t => Err(self.bad("mode", t)),
+        }
+    }
+    fn cmp(&mut self) -> Result<CmpOp, LoadError> {
+        Ok(match self.u8()? {
+            0 => CmpOp::Eq,
+            1 => CmpOp::Ne,
+            2 => CmpOp::Lt,
+            3 => CmpOp::Le,
+            4 => CmpOp::Gt,
+            5 => CmpOp::Ge,
+            t => return Err(self.bad("comparison", t)),
+        })
+    }
+
+    fn path(&mut self) -> Result<Vec<PathSegment>, LoadError> {
+        let n = self.count("an argument path's depth", self.limits.max_path_depth, 5)?;
+        let mut p = Vec::with_capacity(n);
+        for _ in 0..n {
+            p.push(match self.u8()? {
+                0 => PathSegment::Key(self.str()?),
+                1 => PathSegment::Index(self.u32()?),
+                t => return Err(self.bad("path segment", t)),
+            });
+        }
+        Ok(p)
+    }
+
+    fn decision(&mut self) -> Result<DecisionDef, LoadError> {
+        let decision = match self.u8()? {
+            0 => Decision::Allow,
+            1 => Decision::Modify,
+            2 => Decision::Defer,
+            3 => Decision::StepUp,
+            4 => Decision::Deny,
+            t => return Err(self.bad("decision", t)),
+        };
+        let reason = self.str()?;
+        let n = self.count("the number of modifications", self.limits.max_list_items, 1)?;
+        let mut modifications = Vec::with_capacity(n);
+        for _ in 0..n {
+            modifications.push(match self.u8()? {
+                1 => Modification::RedactArg { path: self.path()? },
+                2 => Modification::DropArg { path: self.path()? },
+                3 => Modification::ClampArg {
+                    path: self.path()?,
+                    min: self.f64()?,
+                    max: self.f64()?,
+                },
+                4 => Modification::RedactSecrets,
+                5 => Modification::StripHeader { name: self.str()? },
+                6 => Modification::SetHeader {
+                    name: self.str()?,
+                    value: self.str()?,
+                },
+                7 => Modification::RemoveTools {
+                    patterns: self.strs("a remove_tools list")?,
+                },
+                t => return Err(self.bad("modification", t)),
+            });
+        }
+        let step_up = if self.bool()? {
+            Some(StepUp {
+                group: self.str()?,
+                timeout_s: self.u32()?,
+            })
+        } else {
+            None
+        };
+        let defer = if self.bool()? {
+            Some(Defer {
+                service: self.str()?,
+                timeout_ms: self.u32()?,
+            })
+        } else {
+            None
+        };
+        if decision == Decision::StepUp && step_up.is_none() {
+            return Err(LoadError::invalid(
+                "a step_up decision has no approver group",
+            ));
+        }
+        if decision == Decision::Defer && defer.is_none() {
+            return Err(LoadError::invalid(
+                "a defer decision has no context service",
+            ));
+        }
+        Ok(DecisionDef {
+            decision,
+            reason,
+            modifications,
+            step_up,
+            defer,
+        })
+    }
+
+    fn field(&mut self) -> Result<FieldRef, LoadError> {
+        Ok(match self.u8()? {
+            1 => FieldRef::Kind,
+            2 => FieldRef::Operation,
+            3 => FieldRef::Tool,
+            4 => FieldRef::Resource,
+            5 => FieldRef::Prompt,
+            6 => FieldRef::Host,
+            7 => FieldRef::Port,
+            8 => FieldRef::Path,
+            9 => FieldRef::Query,
+            10 => FieldRef::Scheme,
+            11 => FieldRef::Server,
+            12 => FieldRef::Principal(Role::Agent),
+            13 => FieldRef::Principal(Role::Human),
+            14 => FieldRef::Principal(Role::Workload),
+            15 => FieldRef::PrincipalAuth(Role::Agent),
+            16 => FieldRef::PrincipalAuth(Role::Human),
+            17 => FieldRef::PrincipalAuth(Role::Workload),
+            18 => FieldRef::Header(self.str()?),
+            19 => FieldRef::Arg(self.path()?),
+            20 => FieldRef::RequestSize,
+            21 => FieldRef::RiskSecrets,
+            22 => FieldRef::RiskDataClasses,
+            23 => FieldRef::SessionId,
+            24 => FieldRef::TraceId,
+            25 => FieldRef::Intent,
+            26 => FieldRef::SessionActions,
+            27 => FieldRef::SessionEgressBytes,
+            28 => FieldRef::SessionApprovals,
+            29 => FieldRef::SessionElapsed,
+            30 => FieldRef::SessionDrift,
+            t => return Err(self.bad("field", t)),
+        })
+    }
+
+    fn lit(&mut self) -> Result<Lit, LoadError> {
+        Ok(match self.u8()? {
+            0 => Lit::Str(self.str()?),
+            1 => Lit::Num(self.f64()?),
+            2 => Lit::Bool(self.bool()?),
+            t => return Err(self.bad("literal", t)),
+        })
+    }
+
+    fn jump(&mut self, at: usize, len: usize) -> Result<Jump, LoadError> {
+        let j = self.u16()?;
+        match j {
+            JUMP_ACCEPT => Ok(Jump::Accept),
+            JUMP_REJECT => Ok(Jump::Reject),
+            t => {
+                let ti = usize::from(t);
+                if ti <= at || ti >= len {
+                    return Err(LoadError::invalid(format!(
+                        "{}: instruction {at} jumps to {t}, which is not a later instruction",
+                        self.section
+                    )));
+                }
+                Ok(Jump::To(t))
+            }
+        }
+    }
+
+    /// Read condition code. `ctx` checks matcher/class references.
+    fn code(&mut self, ctx: &CodeCtx<'_>) -> Result<Vec<Instr>, LoadError> {
+        let n = self.count(
+            "the number of instructions in one condition",
+            self.limits.max_instructions_per_rule,
+            5,
+        )?;
+        if n == 0 {
+            return Err(LoadError::invalid(format!(
+                "{}: a condition has no instructions",
+                self.section
+            )));
+        }
+        let mut code = Vec::with_capacity(n);
+        for at in 0..n {
+            let pred = self.pred(ctx)?;
+            let on_true = self.jump(at, n)?;
+            let on_false = self.jump(at, n)?;
+            code.push(Instr {
+                pred,
+                on_true,
+                on_false,
+            });
+        }
+        Ok(code)
+    }
+
+    fn matcher_ref(&mut self, ctx: &CodeCtx<'_>, want: u8) -> Result<u32, LoadError> {
+        let m = self.u32()?;
+        let ok = usize::try_from(m)
+            .ok()
+            .and_then(|i| ctx.matchers.get(i))
+            .is_some_and(|def| matcher_kind(def) == want);
+        if !ok {
+            return Err(LoadError::invalid(format!(
+                "{}: matcher {m} is out of range or of the wrong kind",
+                self.section
+            )));
+        }
+        Ok(m)
+    }
+
+    fn pred(&mut self, ctx: &CodeCtx<'_>) -> Result<Pred, LoadError> {
+        let opcode = self.u8()?;
+        Ok(match opcode {
+            op::CONST => Pred::Const(self.bool()?),
+            op::CMP => Pred::Cmp(self.field()?, self.cmp()?, self.lit()?),
+            op::IN => Pred::In(self.field()?, self.matcher_ref(ctx, 1)?),
+            op::GLOB => Pred::Glob(self.field()?, self.matcher_ref(ctx, 2)?),
+            op::PREFIX => Pred::Prefix(self.field()?, self.matcher_ref(ctx, 3)?),
+            op::MATCHES => Pred::Matches(self.field()?, self.matcher_ref(ctx, 4)?),
+            op::IS => {
+                let f = self.field()?;
+                let t = match self.u8()? {
+                    0 => VType::String,
+                    1 => VType::Number,
+                    2 => VType::Bool,
+                    3 => VType::Array,
+                    4 => VType::Object,
+                    5 => VType::Null,
+                    t => return Err(self.bad("value type", t)),
+                };
+                Pred::Is(f, t)
+            }
+            op::PRESENT => Pred::Present(self.field()?),
+            op::LEN => Pred::Len(self.field()?, self.cmp()?, self.f64()?),
+            op::CONTAINS => Pred::Contains(self.field()?, self.str()?),
+            op::IN_CLASS => {
+                let c = self.u32()?;
+                if !ctx.in_rule || usize::try_from(c).map_or(true, |c| c >= ctx.classes) {
+                    return Err(LoadError::invalid(format!(
+                        "{}: class reference {c} is out of range (or used inside a class)",
+                        self.section
+                    )));
+                }
+                Pred::InClass(c)
+            }
+            op::TAINTED => Pred::Tainted(self.u64()?),
+            op::USED => Pred::Used(self.u64()?),
+            op::SEEN => Pred::Seen(self.u64()?),
+            op::COUNT_SUBJECT => {
+                Pred::CountSubject(self.u64()?, self.u64()?, self.cmp()?, self.u32()?)
+            }
+            op::COUNT_CLASS => Pred::CountClass(self.u64()?, self.u64()?, self.cmp()?, self.u32()?),
+            op::OUTSIDE_INTENT => {
+                if !ctx.in_rule {
+                    return Err(LoadError::invalid(format!(
+                        "{}: `intent.outside` is used inside a class",
+                        self.section
+                    )));
+                }
+                Pred::OutsideIntent
+            }
+            t => return Err(self.bad("opcode", t)),
+        })
+    }
+
+    fn matcher(&mut self, total_regex: &mut u64) -> Result<MatcherDef, LoadError> {
+        Ok(match self.u8()? {
+            1 => {
+                let strs = self.strs("a set's size")?;
+                if strs.windows(2).any(|w| w.first() >= w.get(1)) {
+                    return Err(LoadError::invalid("a string set is not sorted and unique"));
+                }
+                let n = self.count("a set's size", self.limits.max_matcher_elements, 8)?;
+                let nums = (0..n).map(|_| self.f64()).collect::<Result<Vec<_>, _>>()?;
+                let n = self.count("a set's size", 2, 1)?;
+                let bools = (0..n).map(|_| self.bool()).collect::<Result<Vec<_>, _>>()?;
+                MatcherDef::Set { strs, nums, bools }
+            }
+            2 => MatcherDef::Globs(self.strs("a glob list's size")?),
+            3 => MatcherDef::Prefixes(self.strs("a prefix list's size")?),
+            4 => {
+                let pattern = self.str()?;
+                let n = self.count(
+                    "a regex automaton's size in bytes",
+                    self.limits.max_regex_bytes,
+                    1,
+                )?;
+                *total_regex = total_regex.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+                if *total_regex > self.limits.max_total_regex_bytes {
+                    return Err(too_large(
+                        "the total size of regex automata in bytes",
+                        *total_regex,
+                        self.limits.max_total_regex_bytes,
+                    ));
+                }
+                let dfa = self.bytes(n)?.to_vec();
+                MatcherDef::Regex { pattern, dfa }
+            }
+            t => return Err(self.bad("matcher", t)),
+        })
+    }
+}
+
+struct CodeCtx<'a> {
+    matchers: &'a [MatcherDef],
+    classes: usize,
+    in_rule: bool,
+}
+
+fn matcher_kind(m: &MatcherDef) -> u8 {
+    match m {
+        MatcherDef::Set { .. } => 1,
+        MatcherDef::Globs(_) => 2,
+        MatcherDef::Prefixes(_) => 3,
+        MatcherDef::Regex { .. } => 4,
+    }
+}
+
+/// Decode and verify a body.
+pub(crate) fn body(body: &[u8], limits: &Limits) -> Result<Program, LoadError> {
+    let mut r = Reader {
+        buf: body,
+        pos: 0,
+        limits,
+        strings: Vec::new(),
+        section: "body",
+    };
+    r.pool()?;
+    r.section = "pack header";
+    let pack = r.str()?;
+    let version = r.str()?;
+    let mode = r.mode()?;
+    let default = r.decision()?;
+    let unknown_session = r.decision()?;
+
+    r.section = "matchers";
+    let n = r.count("the number of matchers", limits.max_matchers, 1)?;
+    let mut matchers = Vec::with_capacity(n);
+    let mut total_regex = 0u64;
+    for _ in 0..n {
+        matchers.push(r.matcher(&mut total_regex)?);
+    }
+
+    r.section = "classes";
+    let n = r.count("the number of classes", limits.max_classes, 7)?;
+    let mut classes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str()?;
+        let risk = match r.u8()? {
+            0 => RiskTier::Low,
+            1 => RiskTier::Medium,
+            2 => RiskTier::High,
+            3 => RiskTier::Critical,
+            t => return Err(r.bad("risk tier", t)),
+        };
+        let readonly = r.bool()?;
+        let ctx = CodeCtx {
+            matchers: &matchers,
+            classes: 0,
+            in_rule: false,
+        };
+        let code = r.code(&ctx)?;
+        classes.push(ClassDef {
+            name,
+            risk,
+            readonly,
+            code,
+        });
+    }
+
+    r.section = "intents";
+    let n = r.count("the number of intents", limits.max_intents, 8)?;
+    let mut intents = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str()?;
+        let k = r.count("an intent's class list", limits.max_matcher_elements, 4)?;
+        let mut cls = Vec::with_capacity(k);
+        for _ in 0..k {
+            let c = r.u32()?;
+            if usize::try_from(c).map_or(true, |c| c >= classes.len()) {
+                return Err(LoadError::invalid(format!(
+                    "intents: class index {c} is out of range"
+                )));
+            }
+            cls.push(c);
+        }
+        let tools = r.strs("an intent's tool list")?;
+        let hosts = r.strs("an intent's host list")?;
+        let data = r.strs("an intent's data list")?;
+        let max_actions = r.opt_u32()?;
+        let max_egress_bytes = r.opt_u64()?;
+        let max_duration_ms = r.opt_u64()?;
+        let max_approvals = r.opt_u32()?;
+        let outside = r.decision()?;
+        intents.push(IntentDef {
+            name,
+            classes: cls,
+            tools,
+            hosts,
+            data,
+            max_actions,
+            max_egress_bytes,
+            max_duration_ms,
+            max_approvals,
+            outside,
+        });
+    }
+
+    r.section = "rules";
+    let n = r.count("the number of rules", limits.max_rules, 8)?;
+    let mut rules = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str()?;
+        let mode = r.mode()?;
+        let decision = r.decision()?;
+        let k = r.count("the number of effects in a rule", limits.max_list_items, 1)?;
+        let mut effects = Vec::with_capacity(k);
+        for _ in 0..k {
+            effects.push(match r.u8()? {
+                1 => EffectDef::Taint(r.str()?),
+                2 => EffectDef::RevokeTool(if r.bool()? { Some(r.str()?) } else { None }),
+                3 => EffectDef::RevokeClass(r.str()?),
+                4 => EffectDef::ReadOnly,
+                5 => EffectDef::Kill,
+                t => return Err(r.bad("effect", t)),
+            });
+        }
+        let kind = match r.u8()? {
+            0 => None,
+            1 => Some(Kind::Mcp),
+            2 => Some(Kind::Http),
+            t => return Err(r.bad("kind", t)),
+        };
+        let operations = r.strs("a rule's pinned operations")?;
+        let tools = r.strs("a rule's pinned tools")?;
+        let hosts = r.strs("a rule's pinned hosts")?;
+        let ctx = CodeCtx {
+            matchers: &matchers,
+            classes: classes.len(),
+            in_rule: true,
+        };
+        let code = r.code(&ctx)?;
+        rules.push(RuleDef {
+            name,
+            mode,
+            decision,
+            effects,
+            pins: Pins {
+                kind,
+                operations,
+                tools,
+                hosts,
+            },
+            code,
+        });
+    }
+    if r.pos != body.len() {
+        return Err(LoadError::invalid("trailing bytes after the last rule"));
+    }
+    Ok(Program {
+        pack,
+        version,
+        mode,
+        default,
+        unknown_session,
+        matchers,
+        classes,
+        intents,
+        rules,
+    })
+}
