@@ -1,0 +1,697 @@
+//! Receipts: one signed, hash-chained record per evaluated action (AARM R5/R6).
+//!
+//! The filter builds a [`ReceiptBody`] (usually with [`ReceiptBody::for_action`]), then [`seal`]s
+//! it: `seal` fills the sequence number, the previous receipt's hash and the timestamp from the
+//! session's [`ChainHead`], hashes the canonical JSON of the body (see [`crate::canonical`]) and
+//! signs the hash when the [`SignPolicy`] says so. One signature attests every earlier receipt of
+//! the session, because each receipt commits to the previous one's hash.
+//!
+//! Signing rule (cost-aware; bound documented in `docs/receipts.md`): a receipt is signed when
+//! - its decision or its would-be decision is not ALLOW, or its event is not `action`; or
+//! - `force_sign` is set (session end); or
+//! - with it, `checkpoint_every` receipts have passed since the last signed one; or
+//! - the oldest unsigned receipt of the chain is `max_unsigned_ms` old or older.
+//!
+//! Signature: Ed25519 over `"portcullis/receipt/v1\0" || hash` (the 32 raw hash bytes).
+//!
+//! Arguments never appear in a receipt (AARM T9): only their top-level key names and the
+//! [`action_digest`] of the whole action.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::action::{Action, Identity, Kind};
+use crate::canonical::{self, CanonicalError, Numbers};
+use crate::verdict::{Decision, Effect, Mode, Modification, PathSegment, Verdict};
+
+pub mod verify;
+
+pub use verify::{
+    Finding, FindingKind, SessionSummary, VerifyReport, collect_receipts, verify_log,
+};
+
+/// The receipt body format version written by this build.
+pub const RECEIPT_VERSION: u32 = 1;
+/// The domain separator of receipt signatures.
+pub const RECEIPT_DOMAIN: &[u8] = b"portcullis/receipt/v1\0";
+/// The longest receipt JSON [`Receipt::from_json`] reads, in bytes.
+pub const MAX_RECEIPT_BYTES: usize = 256 * 1024;
+
+/// What a receipt records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// An evaluated action (the usual case).
+    #[default]
+    Action,
+    /// A standalone signed record that attests the chain so far (idle-session timer).
+    Checkpoint,
+    /// The session ended (expired, evicted or closed); always signed.
+    SessionEnd,
+    /// A DEFER was resolved (by the context service, or denied on timeout).
+    DeferResolved,
+}
+
+impl EventKind {
+    /// The name used in receipts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Action => "action",
+            EventKind::Checkpoint => "checkpoint",
+            EventKind::SessionEnd => "session_end",
+            EventKind::DeferResolved => "defer_resolved",
+        }
+    }
+}
+
+/// Where the action went (the query string is left out: it often carries credentials; the digest
+/// covers it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptTarget {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Normalized path.
+    pub path: String,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// MCP server name.
+    pub server: String,
+}
+
+/// The reviewer's view of an action: everything but argument values and headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptAction {
+    /// `mcp` or `http`.
+    pub kind: Kind,
+    /// MCP method or HTTP method.
+    pub operation: String,
+    /// Tool name.
+    pub tool: Option<String>,
+    /// Resource URI.
+    pub resource: Option<String>,
+    /// Prompt name.
+    pub prompt: Option<String>,
+    /// Target.
+    pub target: ReceiptTarget,
+    /// Request (element) size in bytes.
+    pub size: u64,
+    /// A secret-like value was detected.
+    pub secrets: bool,
+    /// Data classes detected.
+    pub data_classes: Vec<String>,
+    /// The argument object's top-level key names, sorted (never their values).
+    pub arg_keys: Vec<String>,
+    /// Lowercase hex of [`action_digest`].
+    pub digest: String,
+}
+
+/// One matched rule as the receipt records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchedRule {
+    /// Rule name.
+    pub rule: String,
+    /// The decision the rule asked for.
+    pub decision: Decision,
+    /// Its mode.
+    pub mode: Mode,
+}
+
+/// The bundle that decided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRef {
+    /// Pack name.
+    pub pack: String,
+    /// Pack version.
+    pub version: String,
+    /// Lowercase hex of the bundle's content hash.
+    pub hash: String,
+}
+
+/// The approval token that satisfied a STEP_UP.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRef {
+    /// The token id (its nonce, hex).
+    pub token_id: String,
+    /// Approver group.
+    pub group: String,
+    /// The approver's key id.
+    pub key_id: String,
+}
+
+/// Everything a receipt says. `v`, `seq`, `prev` and `ts_ms` are filled by [`seal`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    /// Body format version ([`RECEIPT_VERSION`]).
+    pub v: u32,
+    /// What this receipt records.
+    pub event: EventKind,
+    /// The session id (the chain's name).
+    pub session: String,
+    /// Position in the session's chain, from 1.
+    pub seq: u64,
+    /// Lowercase hex of the previous receipt's hash; 64 zeros for seq 1.
+    pub prev: String,
+    /// When it was sealed (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// W3C trace id.
+    pub trace: Option<String>,
+    /// The action (absent for checkpoints and session ends).
+    pub action: Option<ReceiptAction>,
+    /// The enforced decision.
+    pub decision: Option<Decision>,
+    /// What enforce mode would have decided.
+    pub would_be: Option<Decision>,
+    /// The deciding rule.
+    pub rule: Option<String>,
+    /// Its reason.
+    pub reason: Option<String>,
+    /// Every matched rule, in rule-table order.
+    pub matched: Vec<MatchedRule>,
+    /// What the filter changed (human-readable).
+    pub modifications: Vec<String>,
+    /// Session effects applied (`taint:<name>`, `revoke_tool:<name>`, `revoke_class:<name>`,
+    /// `read_only`, `kill`).
+    pub effects: Vec<String>,
+    /// Warnings sent to the agent.
+    pub warnings: Vec<String>,
+    /// Who acted.
+    pub identity: Option<Identity>,
+    /// Intent in force.
+    pub intent: Option<String>,
+    /// Intent drift × 1000, rounded (see [`drift_milli`]).
+    pub drift_milli: Option<i64>,
+    /// The bundle that decided.
+    pub bundle: Option<BundleRef>,
+    /// The approval that satisfied a STEP_UP.
+    pub approval: Option<ApprovalRef>,
+}
+
+/// A receipt signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The signer's key id ([`crate::keys::key_id`]).
+    pub key_id: String,
+    /// The Ed25519 signature over `RECEIPT_DOMAIN || hash`.
+    pub bytes: [u8; 64],
+}
+
+/// A sealed receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The body.
+    pub body: ReceiptBody,
+    /// SHA-256 of the canonical JSON of `body`.
+    pub hash: [u8; 32],
+    /// Present when this receipt was signed.
+    pub sig: Option<Signature>,
+}
+
+/// The state of a session's chain, kept with the session (see `session_codec`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Sequence number of the last receipt (0 before the first).
+    pub seq: u64,
+    /// Hash of the last receipt (zeros before the first).
+    pub prev: [u8; 32],
+    /// Receipts sealed since the last signed one.
+    pub unsigned: u32,
+    /// Timestamp of the oldest of those (0 when `unsigned` is 0).
+    pub oldest_unsigned_ms: u64,
+}
+
+/// When ALLOW receipts are signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignPolicy {
+    /// Sign at least every this many receipts (0 or 1: sign every receipt).
+    pub checkpoint_every: u32,
+    /// Sign when the oldest unsigned receipt is this old (ms).
+    pub max_unsigned_ms: u64,
+}
+
+impl Default for SignPolicy {
+    fn default() -> Self {
+        SignPolicy {
+            checkpoint_every: 16,
+            max_unsigned_ms: 5000,
+        }
+    }
+}
+
+/// A receipt signing key with its key id. Its `Debug` never prints the key.
+#[derive(Clone)]
+pub struct Signer {
+    key: SigningKey,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Wrap a signing key.
+    pub fn new(key: SigningKey) -> Self {
+        let key_id = crate::keys::key_id(&key.verifying_key());
+        Signer { key, key_id }
+    }
+
+    /// The key id receipts name.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public half.
+    pub fn verifying_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    fn sign_hash(&self, hash: &[u8; 32]) -> Signature {
+        let mut msg = Vec::with_capacity(RECEIPT_DOMAIN.len().saturating_add(32));
+        msg.extend_from_slice(RECEIPT_DOMAIN);
+        msg.extend_from_slice(hash);
+        Signature {
+            key_id: self.key_id.clone(),
+            bytes: self.key.sign(&msg).to_bytes(),
+        }
+    }
+}
+
+/// Why a receipt could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// Longer than [`MAX_RECEIPT_BYTES`].
+    #[error("the receipt is longer than {MAX_RECEIPT_BYTES} bytes")]
+    TooLong,
+    /// Not JSON, or not the receipt shape.
+    #[error("not a receipt: {0}")]
+    Malformed(String),
+    /// A body version this build does not read.
+    #[error("unsupported receipt version {0} (this build reads version 1)")]
+    Version(u64),
+    /// The body has no canonical form (e.g. a non-integer number).
+    #[error("the receipt body has no canonical form: {0}")]
+    Canonical(#[from] CanonicalError),
+}
+
+/// Intent drift as an integer (drift × 1000, rounded; 0 for NaN; saturating), so receipts stay
+/// integer-only.
+pub fn drift_milli(drift: f32) -> i64 {
+    if drift.is_nan() {
+        return 0;
+    }
+    // `as` saturates for out-of-range floats.
+    (f64::from(drift) * 1000.0).round() as i64
+}
+
+fn principal_json(p: &crate::action::Principal) -> Value {
+    json!({ "id": p.id, "auth": p.auth.as_str() })
+}
+
+/// SHA-256 of the canonical JSON of the action's *stable* fields: what an approval is bound to,
+/// and what a receipt names the action by.
+///
+/// Covered: `kind`, `operation`, `tool`, `resource`, `prompt`, `arguments` (whole, with values),
+/// `target` (host, port, path, query, scheme, server), `identity`, `session_id`, and for HTTP
+/// the request `size`. Left out because a retry of the same action legitimately changes them:
+/// `headers` (request ids, tracing, the approval token itself), `trace_id`, `declared_intent`,
+/// the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the arguments). Non-integer
+/// numbers in the arguments are written in `serde_json`'s shortest round-trip form.
+pub fn action_digest(action: &Action) -> [u8; 32] {
+    let mut m = Map::new();
+    m.insert("kind".into(), Value::from(action.kind.as_str()));
+    m.insert("operation".into(), Value::from(action.operation.as_str()));
+    m.insert("tool".into(), json!(action.tool));
+    m.insert("resource".into(), json!(action.resource));
+    m.insert("prompt".into(), json!(action.prompt));
+    m.insert("arguments".into(), action.arguments.clone());
+    let t = &action.target;
+    m.insert(
+        "target".into(),
+        json!({"host": t.host, "port": t.port, "path": t.path, "query": t.query,
+               "scheme": t.scheme, "server": t.server}),
+    );
+    let id = &action.identity;
+    m.insert(
+        "identity".into(),
+        json!({"agent": principal_json(&id.agent), "human": principal_json(&id.human),
+               "workload": principal_json(&id.workload)}),
+    );
+    m.insert("session_id".into(), json!(action.session_id));
+    if action.kind == Kind::Http {
+        m.insert("size".into(), Value::from(action.size));
+    }
+    // AllowFloats never fails.
+    let text =
+        canonical::to_canonical_with(&Value::Object(m), Numbers::AllowFloats).unwrap_or_default();
+    Sha256::digest(text.as_bytes()).into()
+}
+
+fn path_text(path: &[PathSegment]) -> String {
+    let mut s = String::new();
+    for seg in path {
+        s.push('/');
+        match seg {
+            PathSegment::Key(k) => s.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            PathSegment::Index(i) => s.push_str(&i.to_string()),
+        }
+    }
+    if s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// A human-readable line for a modification (argument paths as JSON pointers; header values are
+/// left out because they may be credentials).
+pub fn describe_modification(m: &Modification) -> String {
+    match m {
+        Modification::RedactArg { path } => format!("redact_arg {}", path_text(path)),
+        Modification::DropArg { path } => format!("drop_arg {}", path_text(path)),
+        Modification::ClampArg { path, min, max } => {
+            format!("clamp_arg {} to [{min}, {max}]", path_text(path))
+        }
+        Modification::RedactSecrets => "redact_secrets".to_owned(),
+        Modification::StripHeader { name } => format!("strip_header {name}"),
+        Modification::SetHeader { name, .. } => format!("set_header {name}"),
+        Modification::RemoveTools { patterns } => format!("remove_tools {}", patterns.join(",")),
+    }
+}
+
+/// How an effect is written in a receipt.
+pub fn describe_effect(e: &Effect) -> String {
+    match e {
+        Effect::Taint(t) => format!("taint:{t}"),
+        Effect::RevokeTool(t) => format!("revoke_tool:{t}"),
+        Effect::RevokeClass(c) => format!("revoke_class:{c}"),
+        Effect::ReadOnly => "read_only".to_owned(),
+        Effect::Kill => "kill".to_owned(),
+    }
+}
+
+impl ReceiptAction {
+    /// The reviewer's view of `action` (argument key names, never values).
+    pub fn from_action(action: &Action) -> Self {
+        let mut arg_keys: Vec<String> = match &action.arguments {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        arg_keys.sort();
+        let t = &action.target;
+        ReceiptAction {
+            kind: action.kind,
+            operation: action.operation.clone(),
+            tool: action.tool.clone(),
+            resource: action.resource.clone(),
+            prompt: action.prompt.clone(),
+            target: ReceiptTarget {
+                host: t.host.clone(),
+                port: t.port,
+                path: t.path.clone(),
+                scheme: t.scheme.clone(),
+                server: t.server.clone(),
+            },
+            size: action.size,
+            secrets: action.risk.secrets,
+            data_classes: action.risk.data_classes.clone(),
+            arg_keys,
+            digest: hex::encode(action_digest(action)),
+        }
+    }
+}
+
+impl ReceiptBody {
+    /// A body for a non-action event (checkpoint, session end) of `session`.
+    pub fn event(event: EventKind, session: &str) -> Self {
+        ReceiptBody {
+            v: RECEIPT_VERSION,
+            event,
+            session: session.to_owned(),
+            ..ReceiptBody::default()
+        }
+    }
+
+    /// A body for an evaluated action: action summary and digest, the verdict (decision, would-be,
+    /// deciding rule and reason, matched rules, modifications, effects, warnings, intent),
+    /// identity and trace id. The caller adds `bundle`, `drift_milli` and `approval`, and may
+    /// replace `modifications` with what it actually changed.
+    pub fn for_action(session: &str, action: &Action, verdict: &Verdict) -> Self {
+        ReceiptBody {
+            v: RECEIPT_VERSION,
+            event: EventKind::Action,
+            session: session.to_owned(),
+            trace: action.trace_id.clone(),
+            action: Some(ReceiptAction::from_action(action)),
+            decision: Some(verdict.decision),
+            would_be: Some(verdict.would_be),
+            rule: Some(verdict.deciding_rule.clone()),
+            reason: Some(verdict.reason.clone()),
+            matched: verdict
+                .matched
+                .iter()
+                .map(|m| MatchedRule {
+                    rule: m.rule.clone(),
+                    decision: m.decision,
+                    mode: m.mode,
+                })
+                .collect(),
+            modifications: verdict
+                .modifications
+                .iter()
+                .map(describe_modification)
+                .collect(),
+            effects: verdict.effects.iter().map(describe_effect).collect(),
+            warnings: verdict.warnings.clone(),
+            identity: Some(action.identity.clone()),
+            intent: verdict.intent.clone(),
+            ..ReceiptBody::default()
+        }
+    }
+
+    /// The canonical JSON of this body (the bytes that are hashed).
+    pub fn canonical_json(&self) -> Result<String, CanonicalError> {
+        // Serializing plain structs of strings, integers and enums to a Value cannot fail.
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        canonical::to_canonical(&v)
+    }
+
+    fn must_sign(&self) -> bool {
+        let not_allow = |d: Option<Decision>| matches!(d, Some(d) if d != Decision::Allow);
+        self.event != EventKind::Action || not_allow(self.decision) || not_allow(self.would_be)
+    }
+}
+
+/// SHA-256 of canonical bytes.
+pub(crate) fn hash_canonical(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// Seal `body` as the next receipt of the chain: set `v`, `seq`, `prev` and `ts_ms`, hash, sign
+/// if the policy (or `force_sign`) says so, and advance `chain`.
+pub fn seal(
+    mut body: ReceiptBody,
+    chain: &mut ChainHead,
+    signer: &Signer,
+    policy: &SignPolicy,
+    now_ms: u64,
+    force_sign: bool,
+) -> Receipt {
+    body.v = RECEIPT_VERSION;
+    body.seq = chain.seq.saturating_add(1);
+    body.prev = hex::encode(chain.prev);
+    body.ts_ms = now_ms;
+    // Every field of a body is a string, integer, bool, enum or list of those: the canonical form
+    // always exists.
+    let hash = hash_canonical(&body.canonical_json().unwrap_or_default());
+    let count_due = chain.unsigned.saturating_add(1) >= policy.checkpoint_every;
+    let age_due = chain.unsigned > 0
+        && now_ms.saturating_sub(chain.oldest_unsigned_ms) >= policy.max_unsigned_ms;
+    let sign = force_sign || body.must_sign() || count_due || age_due;
+    let sig = sign.then(|| signer.sign_hash(&hash));
+    chain.seq = body.seq;
+    chain.prev = hash;
+    if sign {
+        chain.unsigned = 0;
+        chain.oldest_unsigned_ms = 0;
+    } else {
+        if chain.unsigned == 0 {
+            chain.oldest_unsigned_ms = now_ms;
+        }
+        chain.unsigned = chain.unsigned.saturating_add(1);
+    }
+    Receipt { body, hash, sig }
+}
+
+/// A standalone signed `checkpoint` receipt for an idle session: attests every receipt so far.
+pub fn checkpoint(session: &str, chain: &mut ChainHead, signer: &Signer, now_ms: u64) -> Receipt {
+    let body = ReceiptBody::event(EventKind::Checkpoint, session);
+    seal(body, chain, signer, &SignPolicy::default(), now_ms, true)
+}
+
+/// A signed `session_end` receipt, the last of a chain.
+pub fn session_end(session: &str, chain: &mut ChainHead, signer: &Signer, now_ms: u64) -> Receipt {
+    let body = ReceiptBody::event(EventKind::SessionEnd, session);
+    seal(body, chain, signer, &SignPolicy::default(), now_ms, true)
+}
+
+impl Receipt {
+    /// The receipt as one line of canonical JSON:
+    /// `{"body":{...},"hash":"<hex>","sig":{"kid":"ed25519:...","sig":"<base64url>"}}`
+    /// (`"sig":null` when unsigned).
+    pub fn to_json(&self) -> String {
+        let body = self.body.canonical_json().unwrap_or_default();
+        let sig = match &self.sig {
+            Some(s) => canonical::to_canonical(&json!({
+                "kid": s.key_id,
+                "sig": URL_SAFE_NO_PAD.encode(s.bytes),
+            }))
+            .unwrap_or_default(),
+            None => "null".to_owned(),
+        };
+        format!(
+            r#"{{"body":{body},"hash":"{}","sig":{sig}}}"#,
+            hex::encode(self.hash)
+        )
+    }
+
+    /// The receipt for an HTTP header: base64url (no padding) of [`Receipt::to_json`].
+    pub fn to_header(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.to_json())
+    }
+
+    /// Read a receipt from its JSON (or its header form, base64url of the JSON). The stated hash
+    /// is not checked here; [`Receipt::hash_matches`] and [`verify_log`] do that.
+    pub fn from_json(text: &str) -> Result<Receipt, ReceiptError> {
+        let (r, _) = parse_text(text)?;
+        Ok(r)
+    }
+
+    /// Whether `hash` is the SHA-256 of the canonical body.
+    pub fn hash_matches(&self) -> bool {
+        match self.body.canonical_json() {
+            Ok(t) => hash_canonical(&t) == self.hash,
+            Err(_) => false,
+        }
+    }
+
+    /// Check the signature against `key` (the key id must match too). `false` when unsigned.
+    pub fn signature_valid(&self, key: &VerifyingKey) -> bool {
+        match &self.sig {
+            Some(s) => s.key_id == crate::keys::key_id(key) && sig_ok(key, &self.hash, &s.bytes),
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn sig_ok(key: &VerifyingKey, hash: &[u8; 32], sig: &[u8; 64]) -> bool {
+    let mut msg = Vec::with_capacity(RECEIPT_DOMAIN.len().saturating_add(32));
+    msg.extend_from_slice(RECEIPT_DOMAIN);
+    msg.extend_from_slice(hash);
+    key.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(sig))
+        .is_ok()
+}
+
+fn malformed(what: &str) -> ReceiptError {
+    ReceiptError::Malformed(what.to_owned())
+}
+
+/// Parse receipt text (JSON, or base64url of JSON). Returns the receipt and the hash computed over
+/// the canonical form of the body *as received*.
+pub(crate) fn parse_text(text: &str) -> Result<(Receipt, [u8; 32]), ReceiptError> {
+    if text.len() > MAX_RECEIPT_BYTES {
+        return Err(ReceiptError::TooLong);
+    }
+    let t = text.trim();
+    let decoded;
+    let json_text = if t.starts_with('{') {
+        t
+    } else {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(t)
+            .map_err(|_| malformed("neither JSON nor base64url"))?;
+        decoded = String::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))?;
+        &decoded
+    };
+    let v: Value =
+        serde_json::from_str(json_text).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    parse_value(&v)
+}
+
+/// Parse a receipt JSON value; see [`parse_text`].
+pub(crate) fn parse_value(v: &Value) -> Result<(Receipt, [u8; 32]), ReceiptError> {
+    let obj = v.as_object().ok_or_else(|| malformed("not an object"))?;
+    if obj
+        .keys()
+        .any(|k| !matches!(k.as_str(), "body" | "hash" | "sig"))
+    {
+        return Err(malformed("unknown member next to body/hash/sig"));
+    }
+    let body_v = obj.get("body").ok_or_else(|| malformed("no body"))?;
+    match body_v.get("v").and_then(Value::as_u64) {
+        Some(1) => {}
+        Some(other) => return Err(ReceiptError::Version(other)),
+        None => return Err(malformed("body has no version `v`")),
+    }
+    let computed = hash_canonical(&canonical::to_canonical(body_v)?);
+    let body: ReceiptBody = serde_json::from_value(body_v.clone())
+        .map_err(|e| ReceiptError::Malformed(format!("body: {e}")))?;
+    let hash_hex = obj
+        .get("hash")
+        .and_then(Value::as_str)
+        .ok_or_else(|| malformed("no hash"))?;
+    let hash = decode_hex32(hash_hex).ok_or_else(|| malformed("hash is not 64 hex digits"))?;
+    if decode_hex32(&body.prev).is_none() {
+        return Err(malformed("prev is not 64 hex digits"));
+    }
+    let sig = match obj.get("sig") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(s)) => {
+            let kid = s.get("kid").and_then(Value::as_str);
+            let sig = s.get("sig").and_then(Value::as_str);
+            let (Some(kid), Some(sig)) = (kid, sig) else {
+                return Err(malformed("sig needs kid and sig"));
+            };
+            let raw = URL_SAFE_NO_PAD
+                .decode(sig)
+                .map_err(|_| malformed("sig is not base64url"))?;
+            let bytes = <[u8; 64]>::try_from(raw.as_slice())
+                .map_err(|_| malformed("sig is not 64 bytes"))?;
+            Some(Signature {
+                key_id: kid.to_owned(),
+                bytes,
+            })
+        }
+        Some(_) => return Err(malformed("sig is not an object")),
+    };
+    Ok((Receipt { body, hash, sig }, computed))
+}
+
+pub(crate) fn decode_hex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let v = hex::decode(s).ok()?;
+    <[u8; 32]>::try_from(v.as_slice()).ok()
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "test arithmetic on small constants"
+)]
+mod tests;

@@ -1,0 +1,376 @@
+use super::*;
+use crate::action::{Principal, Target};
+use crate::keys::signing_key_from_seed;
+use crate::verdict::RuleMatch;
+
+fn action() -> Action {
+    Action {
+        kind: Kind::Mcp,
+        operation: "tools/call".into(),
+        tool: Some("send_email".into()),
+        arguments: json!({"to": "a@example.com", "body": "token sk-live-SECRET123", "n": 1.5}),
+        target: Target {
+            host: "workbench".into(),
+            port: 8080,
+            path: "/mcp".into(),
+            query: "api_key=QUERYSECRET".into(),
+            scheme: "http".into(),
+            server: "workbench".into(),
+        },
+        identity: Identity {
+            agent: Principal {
+                id: Some("agent-7".into()),
+                auth: crate::action::AuthMethod::Jwt,
+            },
+            ..Identity::default()
+        },
+        headers: vec![("authorization".into(), "Bearer HEADERSECRET".into())],
+        session_id: Some("s1".into()),
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+        size: 321,
+        ..Action::default()
+    }
+}
+
+fn verdict(d: Decision) -> Verdict {
+    Verdict {
+        decision: d,
+        would_be: d,
+        matched: vec![RuleMatch {
+            rule: "r1".into(),
+            decision: d,
+            mode: Mode::Enforce,
+            reason: "because".into(),
+        }],
+        deciding_rule: "r1".into(),
+        reason: "because".into(),
+        effects: vec![Effect::Taint("secret".into()), Effect::Kill],
+        modifications: vec![Modification::RedactArg {
+            path: vec![PathSegment::Key("body".into()), PathSegment::Index(2)],
+        }],
+        intent: Some("triage".into()),
+        ..Verdict::default()
+    }
+}
+
+fn signer() -> Signer {
+    Signer::new(signing_key_from_seed([1; 32]))
+}
+
+#[test]
+fn seal_chains_and_counts() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let p = SignPolicy::default();
+    let r1 = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Allow)),
+        &mut chain,
+        &s,
+        &p,
+        1000,
+        false,
+    );
+    assert_eq!(r1.body.seq, 1);
+    assert_eq!(r1.body.prev, "0".repeat(64));
+    assert_eq!(r1.body.ts_ms, 1000);
+    assert!(r1.sig.is_none());
+    assert!(r1.hash_matches());
+    let r2 = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Allow)),
+        &mut chain,
+        &s,
+        &p,
+        1001,
+        false,
+    );
+    assert_eq!(r2.body.seq, 2);
+    assert_eq!(r2.body.prev, hex::encode(r1.hash));
+    assert_eq!(
+        chain,
+        ChainHead {
+            seq: 2,
+            prev: r2.hash,
+            unsigned: 2,
+            oldest_unsigned_ms: 1000
+        }
+    );
+}
+
+#[test]
+fn non_allow_is_always_signed_and_resets_the_count() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let p = SignPolicy::default();
+    for d in [
+        Decision::Deny,
+        Decision::StepUp,
+        Decision::Defer,
+        Decision::Modify,
+    ] {
+        let r = seal(
+            ReceiptBody::for_action("s1", &action(), &verdict(d)),
+            &mut chain,
+            &s,
+            &p,
+            5,
+            false,
+        );
+        assert!(r.signature_valid(&s.verifying_key()), "{d:?}");
+        assert_eq!(chain.unsigned, 0);
+    }
+    // An audit-mode match: allowed, but it would have been denied.
+    let mut v = verdict(Decision::Allow);
+    v.would_be = Decision::Deny;
+    let r = seal(
+        ReceiptBody::for_action("s1", &action(), &v),
+        &mut chain,
+        &s,
+        &p,
+        5,
+        false,
+    );
+    assert!(r.sig.is_some());
+}
+
+#[test]
+fn allow_is_signed_every_checkpoint_every_receipts() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let p = SignPolicy {
+        checkpoint_every: 4,
+        max_unsigned_ms: u64::MAX,
+    };
+    let signed: Vec<bool> = (0..9)
+        .map(|i| {
+            seal(
+                ReceiptBody::for_action("s", &action(), &verdict(Decision::Allow)),
+                &mut chain,
+                &s,
+                &p,
+                i,
+                false,
+            )
+            .sig
+            .is_some()
+        })
+        .collect();
+    assert_eq!(
+        signed,
+        [false, false, false, true, false, false, false, true, false]
+    );
+}
+
+#[test]
+fn allow_is_signed_when_the_oldest_unsigned_is_too_old() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let p = SignPolicy {
+        checkpoint_every: 1000,
+        max_unsigned_ms: 5000,
+    };
+    let body = || ReceiptBody::for_action("s", &action(), &verdict(Decision::Allow));
+    assert!(
+        seal(body(), &mut chain, &s, &p, 10_000, false)
+            .sig
+            .is_none()
+    );
+    assert!(
+        seal(body(), &mut chain, &s, &p, 14_999, false)
+            .sig
+            .is_none()
+    );
+    assert!(
+        seal(body(), &mut chain, &s, &p, 15_000, false)
+            .sig
+            .is_some()
+    );
+    assert_eq!(chain.unsigned, 0);
+    assert!(
+        seal(body(), &mut chain, &s, &p, 40_000, false)
+            .sig
+            .is_none()
+    );
+    assert_eq!(chain.oldest_unsigned_ms, 40_000);
+    assert!(seal(body(), &mut chain, &s, &p, 40_001, true).sig.is_some());
+}
+
+#[test]
+fn checkpoint_and_session_end_are_signed_events() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let p = SignPolicy::default();
+    seal(
+        ReceiptBody::for_action("s", &action(), &verdict(Decision::Allow)),
+        &mut chain,
+        &s,
+        &p,
+        1,
+        false,
+    );
+    let c = checkpoint("s", &mut chain, &s, 9);
+    assert_eq!(c.body.event, EventKind::Checkpoint);
+    assert_eq!(c.body.seq, 2);
+    assert!(c.signature_valid(&s.verifying_key()));
+    assert!(c.body.action.is_none() && c.body.decision.is_none());
+    let e = session_end("s", &mut chain, &s, 10);
+    assert_eq!((e.body.event, e.body.seq), (EventKind::SessionEnd, 3));
+    assert!(e.signature_valid(&s.verifying_key()));
+}
+
+#[test]
+fn receipts_never_carry_argument_values_headers_or_query() {
+    let mut chain = ChainHead::default();
+    let r = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Deny)),
+        &mut chain,
+        &signer(),
+        &SignPolicy::default(),
+        1,
+        false,
+    );
+    let text = r.to_json();
+    for secret in ["SECRET123", "a@example.com", "HEADERSECRET", "QUERYSECRET"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    let a = r.body.action.as_ref().unwrap();
+    assert_eq!(a.arg_keys, ["body", "n", "to"]);
+    assert_eq!(a.digest, hex::encode(action_digest(&action())));
+    assert_eq!(r.body.effects, ["taint:secret", "kill"]);
+    assert_eq!(r.body.modifications, ["redact_arg /body/2"]);
+    assert_eq!(r.body.matched[0].rule, "r1");
+    assert_eq!(r.body.intent.as_deref(), Some("triage"));
+}
+
+#[test]
+fn json_and_header_round_trip() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let mut body = ReceiptBody::for_action("s1", &action(), &verdict(Decision::StepUp));
+    body.bundle = Some(BundleRef {
+        pack: "demo".into(),
+        version: "1.0.0".into(),
+        hash: "ab".repeat(32),
+    });
+    body.drift_milli = Some(drift_milli(0.25));
+    body.approval = Some(ApprovalRef {
+        token_id: "00".repeat(16),
+        group: "release".into(),
+        key_id: "ed25519:00".into(),
+    });
+    let r = seal(body, &mut chain, &s, &SignPolicy::default(), 77, false);
+    let line = r.to_json();
+    assert!(!line.contains('\n') && !line.contains(": "));
+    assert!(
+        line.starts_with(r#"{"body":{"action":{"arg_keys":"#),
+        "{line}"
+    );
+    let back = Receipt::from_json(&line).unwrap();
+    assert_eq!(back, r);
+    assert!(back.hash_matches() && back.signature_valid(&s.verifying_key()));
+    let h = r.to_header();
+    assert!(
+        h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(Receipt::from_json(&h).unwrap(), r);
+    // Unsigned form.
+    let u = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Allow)),
+        &mut chain,
+        &s,
+        &SignPolicy::default(),
+        78,
+        false,
+    );
+    assert!(u.to_json().ends_with(r#","sig":null}"#));
+    assert_eq!(Receipt::from_json(&u.to_json()).unwrap(), u);
+}
+
+#[test]
+fn from_json_refuses_bad_shapes() {
+    let mut chain = ChainHead::default();
+    let r = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Deny)),
+        &mut chain,
+        &signer(),
+        &SignPolicy::default(),
+        1,
+        false,
+    );
+    let line = r.to_json();
+    assert!(Receipt::from_json("").is_err());
+    assert!(Receipt::from_json("{}").is_err());
+    assert!(
+        Receipt::from_json(&line.replace(r#""v":1"#, r#""v":2"#)).unwrap_err()
+            == ReceiptError::Version(2)
+    );
+    assert!(Receipt::from_json(&line.replace(r#""size":321"#, r#""size":321.5"#)).is_err());
+    assert!(Receipt::from_json(&line.replace(r#""seq":1"#, r#""seq":1,"extra":0"#)).is_err());
+    assert!(Receipt::from_json(&line.replace(r#""hash":""#, r#""hash":"zz"#)).is_err());
+    assert_eq!(
+        Receipt::from_json(&" ".repeat(MAX_RECEIPT_BYTES + 1)),
+        Err(ReceiptError::TooLong)
+    );
+    // Changing a field keeps it readable, but the hash no longer matches.
+    let altered =
+        Receipt::from_json(&line.replace(r#""decision":"DENY""#, r#""decision":"ALLOW""#)).unwrap();
+    assert!(!altered.hash_matches());
+}
+
+#[test]
+fn digest_binds_what_is_acted_on_not_per_request_noise() {
+    let a = action();
+    let d = action_digest(&a);
+    let mut retry = a.clone();
+    retry.trace_id = Some("ffff".into());
+    retry.headers.push(("x-request-id".into(), "123".into()));
+    retry.size = 330;
+    retry.declared_intent = Some("x".into());
+    assert_eq!(
+        action_digest(&retry),
+        d,
+        "an identical retry must carry the same digest"
+    );
+    let mut changes: Vec<Action> = Vec::new();
+    let mut x = a.clone();
+    x.arguments["to"] = json!("evil@example.com");
+    changes.push(x);
+    let mut x = a.clone();
+    x.tool = Some("deploy".into());
+    changes.push(x);
+    let mut x = a.clone();
+    x.target.query = "api_key=OTHER".into();
+    changes.push(x);
+    let mut x = a.clone();
+    x.session_id = Some("s2".into());
+    changes.push(x);
+    let mut x = a.clone();
+    x.identity.human.id = Some("bob".into());
+    changes.push(x);
+    for c in changes {
+        assert_ne!(action_digest(&c), d);
+    }
+    // For HTTP the size is bound (the body may not be inspected).
+    let mut h = a.clone();
+    h.kind = Kind::Http;
+    let mut h2 = h.clone();
+    h2.size += 1;
+    assert_ne!(action_digest(&h), action_digest(&h2));
+}
+
+#[test]
+fn drift_is_integer_millis() {
+    assert_eq!(drift_milli(0.0), 0);
+    assert_eq!(drift_milli(0.1234), 123);
+    assert_eq!(drift_milli(-0.5), -500);
+    assert_eq!(drift_milli(f32::NAN), 0);
+    assert_eq!(drift_milli(f32::INFINITY), i64::MAX);
+}
+
+#[test]
+fn signer_debug_hides_the_key() {
+    let s = signer();
+    let dbg = format!("{s:?}");
+    assert!(dbg.contains(s.key_id()));
+    assert!(!dbg.contains(&format!("{:?}", signing_key_from_seed([1; 32]).to_bytes())));
+}

@@ -1,0 +1,480 @@
+//! Offline verification of receipt logs: what `policyc receipts verify` runs.
+//!
+//! Input lines may be a receipt's JSON, its header form (base64url of the JSON), or an Envoy JSON
+//! access-log object with a member `receipt` holding a receipt (as a JSON string, the header form,
+//! an object, or an array of those for a JSON-RPC batch). Lines without a receipt are ignored
+//! (`"receipt": "-"` or `null` is Envoy's "no value").
+//!
+//! Per session, receipts are checked one by one (hash, signature) and as a chain (order, gaps,
+//! duplicates, links). A signature on receipt `n` attests receipts `1..=n` when the chain up to it
+//! is intact; receipts after the last valid signature are reported as not yet attested.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Receipt, ReceiptError, decode_hex32, parse_text, parse_value, sig_ok};
+
+/// The longest log line read, in bytes; longer lines that mention a receipt are reported.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+/// What is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// A receipt could not be read.
+    Malformed,
+    /// The body does not hash to the stated hash: it was changed after sealing.
+    Altered,
+    /// A signature does not verify under the named key.
+    BadSignature,
+    /// The signing key is not among the trusted keys.
+    UnknownKey,
+    /// Sequence numbers are missing (dropped receipts).
+    Missing,
+    /// A receipt appears after one with a higher sequence number.
+    Reordered,
+    /// The same receipt appears twice.
+    Duplicated,
+    /// `prev` does not match the previous receipt's hash (spliced, forked or rewritten chain).
+    ChainBreak,
+    /// Receipts after the last valid signature: not yet attested.
+    UnsignedTail,
+}
+
+impl FindingKind {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::Malformed => "malformed",
+            FindingKind::Altered => "altered",
+            FindingKind::BadSignature => "bad_signature",
+            FindingKind::UnknownKey => "unknown_key",
+            FindingKind::Missing => "missing",
+            FindingKind::Reordered => "reordered",
+            FindingKind::Duplicated => "duplicated",
+            FindingKind::ChainBreak => "chain_break",
+            FindingKind::UnsignedTail => "unsigned_tail",
+        }
+    }
+}
+
+/// One problem, located.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Line number (as given by the caller, 1-based by convention).
+    pub line: usize,
+    /// The session, when known.
+    pub session: Option<String>,
+    /// The receipt's sequence number, when known.
+    pub seq: Option<u64>,
+    /// What is wrong.
+    pub kind: FindingKind,
+    /// A sentence for humans.
+    pub detail: String,
+}
+
+/// Per-session summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    /// Session id.
+    pub session: String,
+    /// Receipts read (duplicates included).
+    pub receipts: usize,
+    /// Receipts carrying a valid signature by a trusted key.
+    pub signed: usize,
+    /// Lowest sequence number seen.
+    pub first_seq: u64,
+    /// Highest sequence number seen.
+    pub last_seq: u64,
+    /// Highest sequence number covered by a valid signature, if any.
+    pub attested_through: Option<u64>,
+    /// Number of findings for this session.
+    pub findings: usize,
+}
+
+/// The result of verifying a log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Lines read.
+    pub lines: usize,
+    /// Receipts found.
+    pub receipts: usize,
+    /// Sessions, sorted by id.
+    pub sessions: Vec<SessionSummary>,
+    /// Every finding, sorted by line.
+    pub findings: Vec<Finding>,
+    /// `true` only when there are no findings at all.
+    pub ok: bool,
+}
+
+/// One receipt found in a log, with where it was and what its body really hashes to.
+#[derive(Clone, Debug)]
+pub(crate) struct Found {
+    pub(crate) line: usize,
+    pub(crate) receipt: Receipt,
+    pub(crate) computed: [u8; 32],
+}
+
+fn finding(line: usize, kind: FindingKind, detail: String) -> Finding {
+    Finding {
+        line,
+        session: None,
+        seq: None,
+        kind,
+        detail,
+    }
+}
+
+fn push_parsed(
+    out: &mut Vec<Found>,
+    bad: &mut Vec<Finding>,
+    line: usize,
+    r: Result<(Receipt, [u8; 32]), ReceiptError>,
+) {
+    match r {
+        Ok((receipt, computed)) => out.push(Found {
+            line,
+            receipt,
+            computed,
+        }),
+        Err(e) => bad.push(finding(line, FindingKind::Malformed, e.to_string())),
+    }
+}
+
+fn from_field(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, v: &Value) {
+    match v {
+        Value::Null => {}
+        Value::String(s) if s.trim().is_empty() || s.trim() == "-" => {}
+        Value::String(s) => {
+            let t = s.trim();
+            if t.starts_with('[') {
+                match serde_json::from_str::<Value>(t) {
+                    Ok(arr @ Value::Array(_)) => from_field(out, bad, line, &arr),
+                    _ => bad.push(finding(
+                        line,
+                        FindingKind::Malformed,
+                        "receipt array is not JSON".into(),
+                    )),
+                }
+            } else {
+                push_parsed(out, bad, line, parse_text(t));
+            }
+        }
+        Value::Object(_) => push_parsed(out, bad, line, parse_value(v)),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Array(_) => bad.push(finding(
+                        line,
+                        FindingKind::Malformed,
+                        "nested receipt arrays are not allowed".into(),
+                    )),
+                    _ => from_field(out, bad, line, item),
+                }
+            }
+        }
+        _ => bad.push(finding(
+            line,
+            FindingKind::Malformed,
+            "`receipt` is neither a string, an object nor an array".into(),
+        )),
+    }
+}
+
+fn mentions_receipt(line: &str) -> bool {
+    line.contains("\"receipt\"") || (line.contains("\"body\"") && line.contains("\"hash\""))
+}
+
+/// Find every receipt in the lines. Returns them in log order, and a `malformed` finding for each
+/// line that carries an unreadable receipt.
+pub(crate) fn collect_found<'a>(
+    lines: impl Iterator<Item = (usize, &'a str)>,
+) -> (Vec<Found>, Vec<Finding>, usize) {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    let mut count = 0usize;
+    for (no, text) in lines {
+        count = count.saturating_add(1);
+        let t = text.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if t.len() > MAX_LINE_BYTES {
+            if mentions_receipt(t) {
+                bad.push(finding(
+                    no,
+                    FindingKind::Malformed,
+                    format!("line is longer than {MAX_LINE_BYTES} bytes"),
+                ));
+            }
+            continue;
+        }
+        if !t.starts_with('{') {
+            continue;
+        }
+        let v: Value = match serde_json::from_str(t) {
+            Ok(v) => v,
+            Err(e) => {
+                if mentions_receipt(t) {
+                    bad.push(finding(
+                        no,
+                        FindingKind::Malformed,
+                        format!("not JSON: {e}"),
+                    ));
+                }
+                continue;
+            }
+        };
+        if v.get("body").is_some() && v.get("hash").is_some() {
+            push_parsed(&mut out, &mut bad, no, parse_value(&v));
+        } else if let Some(field) = v.get("receipt") {
+            from_field(&mut out, &mut bad, no, field);
+        }
+    }
+    (out, bad, count)
+}
+
+/// Every receipt in the lines, in log order, with its line number; and the `malformed` findings.
+pub fn collect_receipts<'a>(
+    lines: impl Iterator<Item = (usize, &'a str)>,
+) -> (Vec<(usize, Receipt)>, Vec<Finding>) {
+    let (found, bad, _) = collect_found(lines);
+    (
+        found.into_iter().map(|f| (f.line, f.receipt)).collect(),
+        bad,
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SigState {
+    None,
+    Valid,
+    Bad,
+    Unknown,
+}
+
+/// Verify every session chain found in `lines` (pairs of line number and text) against the
+/// trusted `keys`. See the module documentation for what is checked.
+pub fn verify_log<'a>(
+    lines: impl Iterator<Item = (usize, &'a str)>,
+    keys: &[VerifyingKey],
+) -> VerifyReport {
+    let (found, mut findings, line_count) = collect_found(lines);
+    let by_id: HashMap<String, &VerifyingKey> =
+        keys.iter().map(|k| (crate::keys::key_id(k), k)).collect();
+    let mut sessions: BTreeMap<String, Vec<&Found>> = BTreeMap::new();
+    for f in &found {
+        sessions
+            .entry(f.receipt.body.session.clone())
+            .or_default()
+            .push(f);
+    }
+    let mut summaries = Vec::new();
+    for (session, entries) in &sessions {
+        let before = findings.len();
+        let summary = verify_session(session, entries, &by_id, &mut findings);
+        let n = findings.len().saturating_sub(before);
+        summaries.push(SessionSummary {
+            findings: n,
+            ..summary
+        });
+    }
+    findings.sort_by_key(|f| (f.line, f.kind));
+    VerifyReport {
+        lines: line_count,
+        receipts: found.len(),
+        sessions: summaries,
+        ok: findings.is_empty(),
+        findings,
+    }
+}
+
+fn verify_session(
+    session: &str,
+    entries: &[&Found],
+    keys: &HashMap<String, &VerifyingKey>,
+    findings: &mut Vec<Finding>,
+) -> SessionSummary {
+    let mut add = |line: usize, seq: u64, kind: FindingKind, detail: String| {
+        findings.push(Finding {
+            line,
+            session: Some(session.to_owned()),
+            seq: Some(seq),
+            kind,
+            detail,
+        });
+    };
+    // 1. Each receipt on its own.
+    let mut sig_states = Vec::with_capacity(entries.len());
+    for f in entries {
+        let r = &f.receipt;
+        let seq = r.body.seq;
+        if f.computed != r.hash {
+            add(
+                f.line,
+                seq,
+                FindingKind::Altered,
+                format!(
+                    "receipt {seq} was changed after it was sealed (its body does not match its hash)"
+                ),
+            );
+        }
+        let state = match &r.sig {
+            None => SigState::None,
+            Some(s) => match keys.get(&s.key_id) {
+                None => {
+                    add(
+                        f.line,
+                        seq,
+                        FindingKind::UnknownKey,
+                        format!(
+                            "receipt {seq} is signed by `{}`, which is not a trusted key",
+                            s.key_id
+                        ),
+                    );
+                    SigState::Unknown
+                }
+                Some(k) if sig_ok(k, &r.hash, &s.bytes) => SigState::Valid,
+                Some(_) => {
+                    add(
+                        f.line,
+                        seq,
+                        FindingKind::BadSignature,
+                        format!(
+                            "receipt {seq}: the signature by `{}` does not verify",
+                            s.key_id
+                        ),
+                    );
+                    SigState::Bad
+                }
+            },
+        };
+        sig_states.push(state);
+    }
+    // 2. Order, duplicates and forks, in log order.
+    let mut chain: BTreeMap<u64, (&Found, SigState)> = BTreeMap::new();
+    let mut max_seq = 0u64;
+    let mut max_line = 0usize;
+    for (f, state) in entries.iter().zip(sig_states.iter().copied()) {
+        let seq = f.receipt.body.seq;
+        if seq == 0 {
+            add(
+                f.line,
+                seq,
+                FindingKind::Malformed,
+                "sequence numbers start at 1".into(),
+            );
+            continue;
+        }
+        if let Some((first, _)) = chain.get(&seq) {
+            if first.receipt.hash == f.receipt.hash && first.computed == f.computed {
+                add(
+                    f.line,
+                    seq,
+                    FindingKind::Duplicated,
+                    format!("receipt {seq} already appeared on line {}", first.line),
+                );
+            } else {
+                add(
+                    f.line,
+                    seq,
+                    FindingKind::ChainBreak,
+                    format!(
+                        "a different receipt {seq} already appeared on line {}: the chain was forked or spliced",
+                        first.line
+                    ),
+                );
+            }
+            continue;
+        }
+        if seq < max_seq {
+            add(
+                f.line,
+                seq,
+                FindingKind::Reordered,
+                format!("receipt {seq} comes after receipt {max_seq} (line {max_line})"),
+            );
+        } else {
+            max_seq = seq;
+            max_line = f.line;
+        }
+        chain.insert(seq, (f, state));
+    }
+    // 3. Gaps and links, in sequence order. A signature attests its prefix only while the chain
+    // from seq 1 is unbroken.
+    let mut expected = 1u64;
+    let mut prev = [0u8; 32];
+    let mut intact = true;
+    let mut attested: Option<u64> = None;
+    let mut last_signed: Option<u64> = None;
+    let mut signed = 0usize;
+    for (&seq, (f, state)) in &chain {
+        if seq > expected {
+            let last = seq.saturating_sub(1);
+            let what = if last == expected {
+                format!("receipt {expected} is")
+            } else {
+                format!("receipts {expected}..={last} are")
+            };
+            add(
+                f.line,
+                seq,
+                FindingKind::Missing,
+                format!("{what} missing before receipt {seq}"),
+            );
+            intact = false;
+        } else {
+            let stated = decode_hex32(&f.receipt.body.prev).unwrap_or([0xff; 32]);
+            if stated != prev {
+                let what = if seq == 1 {
+                    "the first receipt does not start a chain (prev is not zero)".to_owned()
+                } else {
+                    format!(
+                        "receipt {seq} does not follow receipt {} (prev hash mismatch)",
+                        seq.saturating_sub(1)
+                    )
+                };
+                add(f.line, seq, FindingKind::ChainBreak, what);
+                intact = false;
+            }
+        }
+        if f.computed != f.receipt.hash {
+            intact = false;
+        }
+        if *state == SigState::Valid {
+            signed = signed.saturating_add(1);
+            last_signed = Some(seq);
+            if intact {
+                attested = Some(seq);
+            }
+        }
+        prev = f.receipt.hash;
+        expected = seq.saturating_add(1);
+    }
+    // 4. The tail after the last valid signature.
+    let from = last_signed.map_or(0, |a| a.saturating_add(1));
+    let tail: Vec<(&u64, &(&Found, SigState))> = chain.range(from..).collect();
+    if let (Some((first_seq, (first, _))), Some((last_seq, _))) = (tail.first(), tail.last()) {
+        add(
+            first.line,
+            **first_seq,
+            FindingKind::UnsignedTail,
+            format!(
+                "receipts {first_seq}..={last_seq} are not yet attested by a signature ({} receipt(s))",
+                tail.len()
+            ),
+        );
+    }
+    SessionSummary {
+        session: session.to_owned(),
+        receipts: entries.len(),
+        signed,
+        first_seq: chain.keys().next().copied().unwrap_or(0),
+        last_seq: chain.keys().next_back().copied().unwrap_or(0),
+        attested_through: attested,
+        findings: 0,
+    }
+}
