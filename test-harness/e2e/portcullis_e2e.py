@@ -305,3 +305,37 @@ def decode_receipt_header(value: str) -> dict:
     """Decode an ``x-portcullis-receipt`` header (base64url of the receipt JSON)."""
     pad = "=" * (-len(value) % 4)
     return json.loads(base64.urlsafe_b64decode(value + pad))
+
+
+def jsonrpc_messages(record: dict) -> list[dict]:
+    """The JSON-RPC messages in one recorded upstream request body (batch or single)."""
+    try:
+        body = json.loads(record.get("body") or "null")
+    except json.JSONDecodeError:
+        return []
+    items = body if isinstance(body, list) else [body]
+    return [m for m in items if isinstance(m, dict)]
+
+
+def tool_calls(records: list[dict], tool: str | None = None) -> list[tuple[dict, dict]]:
+    """(record, message) for every tools/call (of ``tool``) the upstream received."""
+    out = []
+    for rec in records:
+        for msg in jsonrpc_messages(rec):
+            params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
+            if msg.get("method") == "tools/call" and (tool is None or params.get("name") == tool):
+                out.append((rec, msg))
+    return out
+
+
+def raw_mentions(records: list[dict], text: str) -> bool:
+    """Whether any recorded upstream body contains ``text`` verbatim."""
+    return any(text in (rec.get("body") or "") for rec in records)
+
+
+def header(record: dict, name: str) -> str | None:
+    """A header of a recorded upstream request (lowercase name), or None."""
+    for k, v in record.get("headers", []):
+        if k.lower() == name:
+            return v
+    return None

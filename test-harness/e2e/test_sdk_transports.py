@@ -1,0 +1,84 @@
+"""The official MCP SDK client through Envoy + Portcullis, in each transport the SDK speaks:
+legacy handshake with SSE responses, legacy with JSON responses, and the 2026-07-28 stateless
+protocol (no initialize, no Mcp-Session-Id: the session key is a configured header)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import portcullis_e2e as pe
+from agent import DENIED, Agent
+
+
+def _tools_log(stack: pe.Stack, n: int) -> list[dict]:
+    """Access log lines of tools/call requests (waits until ``n`` are there)."""
+    def calls() -> list[dict]:
+        return [line for line in stack.access_log() if line.get("decision") and line.get("mcp_method") == "tools/call"]
+    pe.wait_until(f"{n} tools/call access log lines", lambda: len(calls()) >= n, None, 10)
+    return calls()
+
+
+async def _allow_then_deny(url: str, **kw) -> tuple:
+    async with Agent(url, **kw) as agent:
+        tools = await agent.list_tools()
+        ok = await agent.call("read_file", {"path": "/repo/README.md"})
+        no = await agent.call("delete_branch", {"branch": "main"})
+        return agent.session_id, tools, ok, no
+
+
+@pytest.mark.parametrize("responses", ["sse", "json"])
+def test_legacy_session(responses: str, stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    stack.workbench(json_response=responses == "json")
+    stack.envoy("mcp-gateway", keys, demo_bundle)
+    sid, tools, ok, no = asyncio.run(_allow_then_deny(stack.mcp_url, intent="demo_task", mode="legacy"))
+    assert sid, "the server's Mcp-Session-Id reached the client through Envoy"
+    assert "read_file" in tools and "delete_branch" in tools
+    # ALLOW: the agent sees the real result, and the decision.
+    assert ok.ok, ok
+    assert "contents of /repo/README.md" in ok.text
+    assert ok.decision == "ALLOW"
+    assert ok.headers.get("x-portcullis-receipt"), "receipt header on the response"
+    # DENY: a JSON-RPC error with the documented code and data.
+    assert not no.ok
+    assert no.error_code == DENIED, no
+    assert no.decision == "DENY"
+    assert no.rule == "no_branch_deletion"
+    # Upstream got the allowed call (with Portcullis' receipt header) and never the denied one.
+    records = stack.upstream_requests()
+    calls = pe.tool_calls(records)
+    assert [m["params"]["name"] for _, m in calls] == ["read_file"]
+    assert pe.header(calls[0][0], "x-portcullis-receipt")
+    assert pe.header(calls[0][0], "x-portcullis-decision") == "ALLOW"
+    rules = [(line["decision"], line["rule"]) for line in _tools_log(stack, 2)]
+    assert rules == [("ALLOW", "read_repo"), ("DENY", "no_branch_deletion")]
+
+
+def test_stateless_2026_07_28(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    """2026-07-28: each POST stands alone; Portcullis keys the session on `x-agent-run`, so the
+    taint from fetch_url and the kill from get_secret still carry across requests."""
+    stack.workbench(json_response=True, stateless=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle,
+                patch={"session": {"key": {"source": "header", "name": "x-agent-run"}}})
+
+    async def go() -> tuple:
+        async with Agent(stack.mcp_url, intent="demo_task", mode="2026-07-28",
+                         headers={"x-agent-run": "run-42"}) as agent:
+            ok = await agent.call("read_file", {"path": "/repo/src/lib.rs"})
+            fetched = await agent.call("fetch_url", {"url": "https://docs.example/notes"})
+            secret = await agent.call("get_secret", {"name": "prod-db"})
+            after = await agent.call("run_tests", {})
+            return agent.session_id, ok, fetched, secret, after
+
+    sid, ok, fetched, secret, after = asyncio.run(go())
+    assert sid is None, "stateless protocol: no Mcp-Session-Id"
+    assert ok.ok and ok.decision == "ALLOW"
+    assert fetched.ok and "IGNORE PREVIOUS INSTRUCTIONS" in fetched.text
+    assert not secret.ok and secret.error_code == DENIED and secret.rule == "secret_after_untrusted"
+    assert not after.ok and after.rule == "session:killed"
+    names = [m["params"]["name"] for _, m in pe.tool_calls(stack.upstream_requests())]
+    assert names == ["read_file", "fetch_url"]
+    for rec in stack.upstream_requests():
+        assert pe.header(rec, "mcp-protocol-version") == "2026-07-28"
