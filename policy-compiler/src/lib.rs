@@ -6,3 +6,5 @@
 
 pub mod ast;
 pub mod cli;
+pub mod codegen;
+pub mod lower;

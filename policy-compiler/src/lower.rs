@@ -1,0 +1,567 @@
+//! Lowering: checked AST -> [`bundle::format::Program`] (the bundle's in-memory model).
+//!
+//! Conditions become forward-only branch code: each leaf test jumps to the "true" or "false"
+//! continuation of its context, so `and`, `or` and `not` cost nothing at run time and evaluation
+//! short-circuits exactly like the reference interpreter. `class X` inside a class is inlined
+//! (cycles are an error); inside a rule it reads the class set computed before the rules run.
+//! Every name the session stores is pre-hashed with `bundle::session::name_hash`.
+
+use std::collections::HashMap;
+
+use bundle::action::Kind;
+use bundle::format::{
+    ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit, MatcherDef,
+    Pins, Pred, Program, Role, RuleDef, VType,
+};
+use bundle::session::name_hash;
+use bundle::verdict::{Defer, Modification, PathSegment, StepUp};
+
+use crate::ast::{self, Expr, Field, Item, Literal, SetRef, Span};
+use crate::codegen::{CompileError, regex_dfa};
+
+/// Largest instruction index a jump can encode (`0xFFFE`/`0xFFFF` are ACCEPT/REJECT).
+const MAX_CODE: usize = 0xFFFD;
+
+#[derive(Clone, Copy)]
+enum Target {
+    Label(usize),
+    Accept,
+    Reject,
+}
+
+struct Lowerer<'p> {
+    lists: HashMap<&'p str, &'p [ast::Spanned<Literal>]>,
+    classes: HashMap<&'p str, (usize, &'p ast::ClassDef)>,
+    matchers: Vec<MatcherDef>,
+    matcher_index: HashMap<String, u32>,
+}
+
+struct Code {
+    instrs: Vec<(Pred, Target, Target)>,
+    labels: Vec<Option<usize>>,
+}
+
+fn err(span: Span, message: impl Into<String>) -> CompileError {
+    CompileError {
+        message: message.into(),
+        span,
+    }
+}
+
+fn cmp(op: ast::CmpOp) -> CmpOp {
+    match op {
+        ast::CmpOp::Eq => CmpOp::Eq,
+        ast::CmpOp::Ne => CmpOp::Ne,
+        ast::CmpOp::Lt => CmpOp::Lt,
+        ast::CmpOp::Le => CmpOp::Le,
+        ast::CmpOp::Gt => CmpOp::Gt,
+        ast::CmpOp::Ge => CmpOp::Ge,
+    }
+}
+
+fn vtype(t: ast::ValueType) -> VType {
+    match t {
+        ast::ValueType::String => VType::String,
+        ast::ValueType::Number => VType::Number,
+        ast::ValueType::Bool => VType::Bool,
+        ast::ValueType::Array => VType::Array,
+        ast::ValueType::Object => VType::Object,
+        ast::ValueType::Null => VType::Null,
+    }
+}
+
+fn path(p: &[ast::PathStep]) -> Vec<PathSegment> {
+    p.iter()
+        .map(|s| match s {
+            ast::PathStep::Key(k) => PathSegment::Key(k.clone()),
+            ast::PathStep::Index(i) => PathSegment::Index(*i),
+        })
+        .collect()
+}
+
+fn role(r: ast::PrincipalRole) -> Role {
+    match r {
+        ast::PrincipalRole::Agent => Role::Agent,
+        ast::PrincipalRole::Human => Role::Human,
+        ast::PrincipalRole::Workload => Role::Workload,
+    }
+}
+
+fn field(f: &Field) -> FieldRef {
+    match f {
+        Field::Kind => FieldRef::Kind,
+        Field::Operation => FieldRef::Operation,
+        Field::Tool => FieldRef::Tool,
+        Field::Resource => FieldRef::Resource,
+        Field::Prompt => FieldRef::Prompt,
+        Field::Host => FieldRef::Host,
+        Field::Port => FieldRef::Port,
+        Field::Path => FieldRef::Path,
+        Field::Query => FieldRef::Query,
+        Field::Scheme => FieldRef::Scheme,
+        Field::Server => FieldRef::Server,
+        Field::Principal(r) => FieldRef::Principal(role(*r)),
+        Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(role(*r)),
+        Field::Header(h) => FieldRef::Header(h.clone()),
+        Field::Arg(p) => FieldRef::Arg(path(p)),
+        Field::RequestSize => FieldRef::RequestSize,
+        Field::RiskSecrets => FieldRef::RiskSecrets,
+        Field::RiskDataClasses => FieldRef::RiskDataClasses,
+        Field::SessionId => FieldRef::SessionId,
+        Field::TraceId => FieldRef::TraceId,
+        Field::Intent => FieldRef::Intent,
+        Field::SessionActions => FieldRef::SessionActions,
+        Field::SessionEgressBytes => FieldRef::SessionEgressBytes,
+        Field::SessionApprovals => FieldRef::SessionApprovals,
+        Field::SessionElapsed => FieldRef::SessionElapsed,
+        Field::SessionDrift => FieldRef::SessionDrift,
+    }
+}
+
+fn lit(l: &Literal) -> Lit {
+    match l {
+        Literal::Str(s) => Lit::Str(s.clone()),
+        Literal::Num(n) => Lit::Num(*n),
+        Literal::Bool(b) => Lit::Bool(*b),
+    }
+}
+
+/// Lower a decision spec.
+pub(crate) fn decision(d: &ast::DecisionSpec) -> DecisionDef {
+    DecisionDef {
+        decision: d.decision,
+        reason: d.reason.clone(),
+        modifications: d
+            .modifications
+            .iter()
+            .map(|m| match &m.node {
+                ast::ModSpec::Redact(p) => Modification::RedactArg { path: path(p) },
+                ast::ModSpec::Drop(p) => Modification::DropArg { path: path(p) },
+                ast::ModSpec::Clamp(p, min, max) => Modification::ClampArg {
+                    path: path(p),
+                    min: *min,
+                    max: *max,
+                },
+                ast::ModSpec::RedactSecrets => Modification::RedactSecrets,
+                ast::ModSpec::StripHeader(n) => Modification::StripHeader { name: n.clone() },
+                ast::ModSpec::SetHeader(n, v) => Modification::SetHeader {
+                    name: n.clone(),
+                    value: v.clone(),
+                },
+                ast::ModSpec::RemoveTools(p) => Modification::RemoveTools {
+                    patterns: p.clone(),
+                },
+            })
+            .collect(),
+        step_up: d.step_up.as_ref().map(|(group, timeout_s)| StepUp {
+            group: group.clone(),
+            timeout_s: *timeout_s,
+        }),
+        defer: d.defer.as_ref().map(|(service, timeout_ms)| Defer {
+            service: service.clone(),
+            timeout_ms: *timeout_ms,
+        }),
+    }
+}
+
+impl Code {
+    fn new() -> Self {
+        Code {
+            instrs: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+    fn label(&mut self) -> usize {
+        self.labels.push(None);
+        self.labels.len().saturating_sub(1)
+    }
+    fn place(&mut self, l: usize) {
+        if let Some(slot) = self.labels.get_mut(l) {
+            *slot = Some(self.instrs.len());
+        }
+    }
+    fn finish(self, span: Span) -> Result<Vec<Instr>, CompileError> {
+        if self.instrs.len() > MAX_CODE {
+            return Err(err(span, "this condition is too large to compile"));
+        }
+        let resolve = |t: Target| -> Result<Jump, CompileError> {
+            Ok(match t {
+                Target::Accept => Jump::Accept,
+                Target::Reject => Jump::Reject,
+                Target::Label(l) => {
+                    let at = self
+                        .labels
+                        .get(l)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| err(span, "internal error: unplaced label"))?;
+                    Jump::To(u16::try_from(at).map_err(|_| err(span, "condition too large"))?)
+                }
+            })
+        };
+        self.instrs
+            .iter()
+            .map(|(pred, t, f)| {
+                Ok(Instr {
+                    pred: pred.clone(),
+                    on_true: resolve(*t)?,
+                    on_false: resolve(*f)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl<'p> Lowerer<'p> {
+    fn set_values(&self, s: &'p SetRef) -> Result<Vec<&'p Literal>, CompileError> {
+        match s {
+            SetRef::Inline(v) => Ok(v.iter().map(|l| &l.node).collect()),
+            SetRef::Named(n) => self
+                .lists
+                .get(n.node.as_str())
+                .map(|v| v.iter().map(|l| &l.node).collect())
+                .ok_or_else(|| err(n.span, format!("unknown list `{}`", n.node))),
+        }
+    }
+
+    fn matcher(&mut self, m: MatcherDef) -> u32 {
+        let key = format!("{m:?}");
+        if let Some(i) = self.matcher_index.get(&key) {
+            return *i;
+        }
+        let i = u32::try_from(self.matchers.len()).unwrap_or(u32::MAX);
+        self.matchers.push(m);
+        self.matcher_index.insert(key, i);
+        i
+    }
+
+    fn strings(vals: &[&Literal]) -> Vec<String> {
+        vals.iter()
+            .filter_map(|l| match l {
+                Literal::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn leaf(&mut self, e: &'p Expr, in_class: bool, span: Span) -> Result<Pred, CompileError> {
+        Ok(match e {
+            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), cmp(*op), lit(&l.node)),
+            Expr::In(f, s) => {
+                let vals = self.set_values(s)?;
+                let mut strs = Self::strings(&vals);
+                strs.sort();
+                strs.dedup();
+                let mut nums: Vec<f64> = vals
+                    .iter()
+                    .filter_map(|l| match l {
+                        Literal::Num(n) => Some(*n),
+                        _ => None,
+                    })
+                    .collect();
+                nums.sort_by(f64::total_cmp);
+                nums.dedup_by(|a, b| a.to_bits() == b.to_bits());
+                let mut bools: Vec<bool> = vals
+                    .iter()
+                    .filter_map(|l| match l {
+                        Literal::Bool(b) => Some(*b),
+                        _ => None,
+                    })
+                    .collect();
+                bools.sort();
+                bools.dedup();
+                Pred::In(
+                    field(&f.node),
+                    self.matcher(MatcherDef::Set { strs, nums, bools }),
+                )
+            }
+            Expr::Glob(f, s) => {
+                let mut g = Self::strings(&self.set_values(s)?);
+                let mut seen = std::collections::HashSet::new();
+                g.retain(|x| seen.insert(x.clone()));
+                Pred::Glob(field(&f.node), self.matcher(MatcherDef::Globs(g)))
+            }
+            Expr::Prefix(f, s) => {
+                let mut p = Self::strings(&self.set_values(s)?);
+                p.sort();
+                p.dedup();
+                Pred::Prefix(field(&f.node), self.matcher(MatcherDef::Prefixes(p)))
+            }
+            Expr::Matches(f, re) => {
+                let dfa = regex_dfa(&re.node).map_err(|m| err(re.span, m))?;
+                Pred::Matches(
+                    field(&f.node),
+                    self.matcher(MatcherDef::Regex {
+                        pattern: re.node.clone(),
+                        dfa,
+                    }),
+                )
+            }
+            Expr::IsType(f, t) => Pred::Is(field(&f.node), vtype(*t)),
+            Expr::Present(f) => Pred::Present(field(&f.node)),
+            Expr::Len(f, op, n) => Pred::Len(field(&f.node), cmp(*op), *n),
+            Expr::Contains(f, s) => Pred::Contains(field(&f.node), s.node.clone()),
+            Expr::InClass(n) => {
+                let (i, _) = self
+                    .classes
+                    .get(n.node.as_str())
+                    .ok_or_else(|| err(n.span, format!("unknown class `{}`", n.node)))?;
+                Pred::InClass(u32::try_from(*i).unwrap_or(u32::MAX))
+            }
+            Expr::Tainted(s) => Pred::Tainted(name_hash(&s.node)),
+            Expr::Used(s) => Pred::Used(name_hash(&s.node)),
+            Expr::Seen(c) => Pred::Seen(name_hash(&c.node)),
+            Expr::Count(subject, within, op, n) => match &subject.node {
+                ast::CountSubject::Subject(s) => {
+                    Pred::CountSubject(name_hash(s), *within, cmp(*op), *n)
+                }
+                ast::CountSubject::Class(c) => {
+                    Pred::CountClass(name_hash(c), *within, cmp(*op), *n)
+                }
+            },
+            Expr::OutsideIntent => {
+                if in_class {
+                    return Err(err(span, "`intent.outside` cannot be used in a class"));
+                }
+                Pred::OutsideIntent
+            }
+            Expr::Const(b) => Pred::Const(*b),
+            Expr::And(..) | Expr::Or(..) | Expr::Not(..) => {
+                return Err(err(span, "internal error: not a leaf"));
+            }
+        })
+    }
+
+    /// Emit code for `e` that continues at `t` when it holds and at `f` when not. `stack` holds
+    /// the classes being inlined (for cycle detection); `Some` means we are inside a class.
+    fn emit(
+        &mut self,
+        code: &mut Code,
+        e: &'p Expr,
+        t: Target,
+        f: Target,
+        stack: Option<&mut Vec<&'p str>>,
+        span: Span,
+    ) -> Result<(), CompileError> {
+        match e {
+            Expr::And(a, b) => {
+                let l = code.label();
+                let mut stack = stack;
+                self.emit(code, a, Target::Label(l), f, stack.as_deref_mut(), span)?;
+                code.place(l);
+                self.emit(code, b, t, f, stack, span)
+            }
+            Expr::Or(a, b) => {
+                let l = code.label();
+                let mut stack = stack;
+                self.emit(code, a, t, Target::Label(l), stack.as_deref_mut(), span)?;
+                code.place(l);
+                self.emit(code, b, t, f, stack, span)
+            }
+            Expr::Not(a) => self.emit(code, a, f, t, stack, span),
+            Expr::InClass(n) if stack.is_some() => {
+                let Some(stack) = stack else { return Ok(()) };
+                let name = n.node.as_str();
+                if stack.contains(&name) {
+                    return Err(err(n.span, format!("class `{name}` refers to itself")));
+                }
+                let (_, def) = *self
+                    .classes
+                    .get(name)
+                    .ok_or_else(|| err(n.span, format!("unknown class `{name}`")))?;
+                stack.push(name);
+                self.emit(code, &def.when, t, f, Some(&mut *stack), def.span)?;
+                stack.pop();
+                Ok(())
+            }
+            leaf => {
+                let pred = self.leaf(leaf, stack.is_some(), span)?;
+                code.instrs.push((pred, t, f));
+                Ok(())
+            }
+        }
+    }
+
+    fn condition(
+        &mut self,
+        e: &'p Expr,
+        class: Option<&'p str>,
+        span: Span,
+    ) -> Result<Vec<Instr>, CompileError> {
+        let mut code = Code::new();
+        match class {
+            Some(name) => {
+                let mut stack = vec![name];
+                self.emit(
+                    &mut code,
+                    e,
+                    Target::Accept,
+                    Target::Reject,
+                    Some(&mut stack),
+                    span,
+                )?;
+            }
+            None => self.emit(&mut code, e, Target::Accept, Target::Reject, None, span)?,
+        }
+        code.finish(span)
+    }
+}
+
+/// Collect what a rule's condition pins through its top-level `and` chain.
+fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pins) {
+    let strings = |s: &SetRef| -> Option<Vec<String>> {
+        let vals: Vec<&Literal> = match s {
+            SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
+            SetRef::Named(n) => lists
+                .get(n.node.as_str())?
+                .iter()
+                .map(|l| &l.node)
+                .collect(),
+        };
+        let mut v: Vec<String> = vals
+            .into_iter()
+            .filter_map(|l| match l {
+                Literal::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        // An empty list would read as "pins nothing"; the rule cannot match anyway.
+        if v.is_empty() { None } else { Some(v) }
+    };
+    match e {
+        Expr::And(a, b) => {
+            pins(a, lists, out);
+            pins(b, lists, out);
+        }
+        Expr::Cmp(f, ast::CmpOp::Eq, l) => {
+            let Literal::Str(s) = &l.node else { return };
+            match f.node {
+                Field::Kind if out.kind.is_none() => {
+                    out.kind = match s.as_str() {
+                        "mcp" => Some(Kind::Mcp),
+                        "http" => Some(Kind::Http),
+                        _ => None,
+                    };
+                }
+                Field::Operation if out.operations.is_empty() => out.operations = vec![s.clone()],
+                Field::Tool if out.tools.is_empty() => out.tools = vec![s.clone()],
+                Field::Host if out.hosts.is_empty() => out.hosts = vec![s.clone()],
+                _ => {}
+            }
+        }
+        Expr::In(f, set) => {
+            let slot = match f.node {
+                Field::Operation => &mut out.operations,
+                Field::Tool => &mut out.tools,
+                Field::Host => &mut out.hosts,
+                _ => return,
+            };
+            if slot.is_empty()
+                && let Some(v) = strings(set)
+            {
+                *slot = v;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Lower a policy to the bundle's program model.
+pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
+    let mut lw = Lowerer {
+        lists: HashMap::new(),
+        classes: HashMap::new(),
+        matchers: Vec::new(),
+        matcher_index: HashMap::new(),
+    };
+    let mut class_defs = Vec::new();
+    for item in &policy.items {
+        match item {
+            Item::List(l) => {
+                lw.lists.insert(l.name.node.as_str(), l.values.as_slice());
+            }
+            Item::Class(c) => {
+                lw.classes
+                    .insert(c.name.node.as_str(), (class_defs.len(), c));
+                class_defs.push(c);
+            }
+            _ => {}
+        }
+    }
+    let mut classes = Vec::new();
+    for c in &class_defs {
+        let code = lw.condition(&c.when, Some(c.name.node.as_str()), c.span)?;
+        classes.push(ClassDef {
+            name: c.name.node.clone(),
+            risk: c.risk,
+            readonly: c.readonly,
+            code,
+        });
+    }
+    let mut intents = Vec::new();
+    let mut rules = Vec::new();
+    for item in &policy.items {
+        match item {
+            Item::Intent(i) => {
+                let mut cls = Vec::new();
+                for c in &i.classes {
+                    let (idx, _) = lw
+                        .classes
+                        .get(c.node.as_str())
+                        .ok_or_else(|| err(c.span, format!("unknown class `{}`", c.node)))?;
+                    cls.push(u32::try_from(*idx).unwrap_or(u32::MAX));
+                }
+                let names = |v: &[ast::Spanned<String>]| v.iter().map(|s| s.node.clone()).collect();
+                intents.push(IntentDef {
+                    name: i.name.node.clone(),
+                    classes: cls,
+                    tools: names(&i.tools),
+                    hosts: names(&i.hosts),
+                    data: names(&i.data_scopes),
+                    max_actions: i.limits.max_actions,
+                    max_egress_bytes: i.limits.max_egress_bytes,
+                    max_duration_ms: i.limits.max_duration_ms,
+                    max_approvals: i.limits.max_approvals,
+                    outside: decision(&i.outside),
+                });
+            }
+            Item::Rule(r) => {
+                let code = lw.condition(&r.when, None, r.span)?;
+                let mut p = Pins::default();
+                pins(&r.when, &lw.lists, &mut p);
+                rules.push(RuleDef {
+                    name: r.name.node.clone(),
+                    mode: r.mode.unwrap_or(policy.pack.mode),
+                    decision: decision(&r.decision),
+                    effects: r
+                        .effects
+                        .iter()
+                        .map(|e| match &e.node {
+                            ast::EffectSpec::Taint(t) => EffectDef::Taint(t.clone()),
+                            ast::EffectSpec::RevokeTool(t) => EffectDef::RevokeTool(t.clone()),
+                            ast::EffectSpec::RevokeClass(c) => EffectDef::RevokeClass(c.clone()),
+                            ast::EffectSpec::ReadOnly => EffectDef::ReadOnly,
+                            ast::EffectSpec::Kill => EffectDef::Kill,
+                        })
+                        .collect(),
+                    pins: p,
+                    code,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(Program {
+        pack: policy.pack.name.node.clone(),
+        version: policy.pack.version.node.clone(),
+        mode: policy.pack.mode,
+        default: decision(&policy.pack.default),
+        unknown_session: decision(&policy.pack.unknown_session),
+        matchers: lw.matchers,
+        classes,
+        intents,
+        rules,
+    })
+}
