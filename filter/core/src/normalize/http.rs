@@ -1,0 +1,443 @@
+//! Plain HTTP (egress) normalization: authority, path, query, CONNECT, optional JSON body.
+//!
+//! Rules (also in `docs/filter-normalization.md`):
+//! - host: lowercase; one trailing dot stripped; port split off (default from the scheme);
+//!   IPv6 literals `[..]` read as an address and written in canonical compressed form without
+//!   brackets; a dotted-quad IPv4 written canonically; anything a resolver could read as a
+//!   non-canonical IPv4 (`127.1`, `0x7f.0.0.1`, `017.0.0.1`) refused; userinfo (`user@host`),
+//!   percent-escapes, non-ASCII and other characters outside `[a-z0-9.-_]` refused.
+//! - path: percent-escapes of unreserved characters decoded (`%7E` -> `~`, `%2e` -> `.`), other
+//!   escapes kept with upper-case hex, dot segments removed (RFC 3986 5.2.4, after decoding, so
+//!   `%2e%2e` is `..`); nothing else collapsed (`//` stays). Refused as ambiguous (HTTP 400):
+//!   an encoded `/` (`%2F`), `\` or `%5C`, `%00`, a malformed escape, a fragment, control
+//!   characters, spaces and non-ASCII.
+//! - query: raw, without `?`.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use bundle::action::{Action, Kind, Target};
+
+use super::{NormalizeConfig, Refusal, RequestHead, json, policy_headers, risk};
+
+/// A normalized origin-form path.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NormPath {
+    pub(crate) path: String,
+    pub(crate) query: String,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b.wrapping_sub(b'0')),
+        b'a'..=b'f' => Some(b.wrapping_sub(b'a').wrapping_add(10)),
+        b'A'..=b'F' => Some(b.wrapping_sub(b'A').wrapping_add(10)),
+        _ => None,
+    }
+}
+
+/// Normalize a raw origin-form `:path` (`/a/b?q`). `*` (asterisk-form) is kept as is.
+pub(crate) fn normalize_origin_path(raw: &str) -> Result<NormPath, Refusal> {
+    if raw == "*" {
+        return Ok(NormPath {
+            path: "*".to_owned(),
+            query: String::new(),
+        });
+    }
+    if !raw.starts_with('/') {
+        return Err(Refusal::bad_http("request path must start with `/`"));
+    }
+    if raw.contains('#') {
+        return Err(Refusal::bad_http("request path must not contain a fragment"));
+    }
+    let (path_raw, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (raw, ""),
+    };
+    for b in raw.bytes() {
+        if b <= 0x20 || b >= 0x7f {
+            return Err(Refusal::bad_http(
+                "request path contains a space, control or non-ascii character",
+            ));
+        }
+    }
+    if path_raw.contains('\\') {
+        return Err(Refusal::bad_http(
+            "request path contains `\\` (ambiguous: some servers read it as `/`)",
+        ));
+    }
+    let decoded = decode_unreserved(path_raw)?;
+    Ok(NormPath {
+        path: remove_dot_segments(&decoded),
+        query: query.to_owned(),
+    })
+}
+
+/// Decode `%XX` of unreserved characters; upper-case the hex of every other escape; refuse
+/// escapes of `/`, `\`, NUL and malformed escapes.
+fn decode_unreserved(p: &str) -> Result<String, Refusal> {
+    let bytes = p.as_bytes();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0usize;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            out.push(char::from(b));
+            i = i.saturating_add(1);
+            continue;
+        }
+        let hi = bytes.get(i.saturating_add(1)).copied().and_then(hex_val);
+        let lo = bytes.get(i.saturating_add(2)).copied().and_then(hex_val);
+        let (Some(hi), Some(lo)) = (hi, lo) else {
+            return Err(Refusal::bad_http("malformed percent-escape in request path"));
+        };
+        let v = (hi << 4) | lo;
+        match v {
+            b'/' | b'\\' => {
+                return Err(Refusal::bad_http(
+                    "request path contains an encoded `/` or `\\` (ambiguous)",
+                ));
+            }
+            0 => return Err(Refusal::bad_http("request path contains `%00`")),
+            _ if is_unreserved(v) => out.push(char::from(v)),
+            _ => {
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF".get(usize::from(hi)).copied().unwrap_or(b'0')));
+                out.push(char::from(b"0123456789ABCDEF".get(usize::from(lo)).copied().unwrap_or(b'0')));
+            }
+        }
+        i = i.saturating_add(3);
+    }
+    Ok(out)
+}
+
+/// RFC 3986 section 5.2.4 on an absolute path; `..` above the root stays at the root.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                out.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if trailing_slash || s.is_empty() {
+        s.push('/');
+    }
+    s
+}
+
+/// A parsed authority.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Authority {
+    pub(crate) host: String,
+    pub(crate) port: Option<u16>,
+}
+
+/// Parse `host[:port]` strictly (see the module docs).
+pub(crate) fn parse_authority(raw: &str) -> Result<Authority, Refusal> {
+    if raw.is_empty() {
+        return Err(Refusal::bad_http("request has no authority (host)"));
+    }
+    if raw.contains('@') {
+        return Err(Refusal::bad_http("authority must not contain userinfo (`@`)"));
+    }
+    let (host_part, port_part) = if let Some(rest) = raw.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err(Refusal::bad_http("unterminated ipv6 literal in authority"));
+        };
+        let addr: Ipv6Addr = inside
+            .parse()
+            .map_err(|_| Refusal::bad_http("invalid ipv6 literal in authority"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| Refusal::bad_http("invalid characters after ipv6 literal"))?,
+            ),
+        };
+        return Ok(Authority {
+            host: addr.to_string(),
+            port: parse_port(port)?,
+        });
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        }
+    };
+    let port = parse_port(port_part)?;
+    Ok(Authority {
+        host: normalize_host(host_part)?,
+        port,
+    })
+}
+
+fn parse_port(p: Option<&str>) -> Result<Option<u16>, Refusal> {
+    match p {
+        None | Some("") => Ok(None),
+        Some(p) => {
+            if !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 5 {
+                return Err(Refusal::bad_http("invalid port in authority"));
+            }
+            match p.parse::<u16>() {
+                Ok(0) | Err(_) => Err(Refusal::bad_http("invalid port in authority")),
+                Ok(n) => Ok(Some(n)),
+            }
+        }
+    }
+}
+
+fn normalize_host(h: &str) -> Result<String, Refusal> {
+    let lower = h.to_ascii_lowercase();
+    let host = lower.strip_suffix('.').unwrap_or(&lower);
+    if host.is_empty() || host.len() > 253 {
+        return Err(Refusal::bad_http("invalid host in authority"));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(Refusal::bad_http(
+            "host contains characters outside `a-z 0-9 - . _` (send IDNs as punycode)",
+        ));
+    }
+    if host.split('.').any(str::is_empty) {
+        return Err(Refusal::bad_http("host has an empty label"));
+    }
+    // A last label that is numeric (or hex) makes the WHATWG URL parser and inet_aton read the
+    // whole host as an IPv4 address; only the canonical dotted quad is unambiguous.
+    let last = host.rsplit('.').next().unwrap_or_default();
+    let numeric_last = last.bytes().all(|b| b.is_ascii_digit()) || last.starts_with("0x");
+    if numeric_last {
+        return match host.parse::<Ipv4Addr>() {
+            Ok(a) if a.to_string() == host => Ok(host.to_owned()),
+            _ => Err(Refusal::bad_http(
+                "host looks like a non-canonical ipv4 address (ambiguous)",
+            )),
+        };
+    }
+    Ok(host.to_owned())
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// Split an absolute-form request target (`http://host[:port]/path?q`) into scheme, authority
+/// and origin-form path.
+fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or_else(|| Refusal::bad_http("request path must start with `/` or `http(s)://`"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(Refusal::bad_http("absolute request target must be http or https"));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (auth, tail) = rest.split_at(end);
+    let path = if tail.is_empty() {
+        "/".to_owned()
+    } else if tail.starts_with('?') {
+        format!("/{tail}")
+    } else {
+        tail.to_owned()
+    };
+    Ok((scheme, auth, path))
+}
+
+/// Normalize a plain HTTP request (egress, CONNECT, or a non-MCP path) into an action.
+///
+/// `body` is the complete buffered body when [`super::needs_body`] asked for it, else `None`.
+/// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`) is
+/// parsed strictly into `arguments` (a malformed one is refused with 400); every body is
+/// risk-scanned as text. `size` is the body length, or the `content-length` header when the body
+/// was not buffered.
+pub fn normalize_http(
+    head: &RequestHead,
+    body: Option<&[u8]>,
+    cfg: &NormalizeConfig,
+) -> Result<Action, Refusal> {
+    let connect = head.method.eq_ignore_ascii_case("CONNECT");
+    let mut target = if connect {
+        connect_target(head)?
+    } else {
+        request_target(head)?
+    };
+    if target.server.is_empty() {
+        target.server = target.host.clone();
+    }
+    let mut action = Action {
+        kind: Kind::Http,
+        operation: head.method.to_ascii_uppercase(),
+        target,
+        headers: policy_headers(head),
+        session_id: super::session_id(head),
+        trace_id: super::trace_id(head),
+        declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
+        ..Action::default()
+    };
+    match body {
+        Some(b) => {
+            if b.len() > cfg.max_body_bytes {
+                return Err(Refusal::too_large(cfg.max_body_bytes));
+            }
+            action.size = u64::try_from(b.len()).unwrap_or(u64::MAX);
+            if cfg.inspect_http_bodies {
+                inspect_body(head, b, cfg, &mut action)?;
+            }
+        }
+        None => {
+            action.size = head
+                .header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Ok(action)
+}
+
+fn is_json_content_type(head: &RequestHead) -> bool {
+    let Some(ct) = head.header("content-type") else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+fn inspect_body(
+    head: &RequestHead,
+    body: &[u8],
+    cfg: &NormalizeConfig,
+    action: &mut Action,
+) -> Result<(), Refusal> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    if is_json_content_type(head) {
+        let parsed = json::parse(body, cfg.max_json_depth).map_err(|e| {
+            Refusal::bad_http(format!("request body declared as json: {}", e.reason()))
+        })?;
+        action.arguments = parsed.value;
+        action.risk = risk::scan_value(&action.arguments);
+    } else {
+        action.risk = risk::scan_text(&String::from_utf8_lossy(body));
+    }
+    Ok(())
+}
+
+fn request_target(head: &RequestHead) -> Result<Target, Refusal> {
+    let (scheme, auth_raw, origin) = if head.path.starts_with('/') || head.path == "*" {
+        let scheme = match head.scheme.to_ascii_lowercase() {
+            s if s.is_empty() => "http".to_owned(),
+            s => s,
+        };
+        (scheme, head.authority.as_str(), head.path.clone())
+    } else {
+        let (scheme, auth, origin) = split_absolute(&head.path)?;
+        // Absolute form: the URI's authority is the target; a different `:authority` is a
+        // request two hops could route differently.
+        if !head.authority.is_empty() {
+            let a = parse_authority(auth)?;
+            let b = parse_authority(&head.authority)?;
+            let dp = default_port(&scheme);
+            if a.host != b.host || a.port.unwrap_or(dp) != b.port.unwrap_or(dp) {
+                return Err(Refusal::bad_http(
+                    "absolute request target and host header name different hosts",
+                ));
+            }
+        }
+        (scheme, auth, origin)
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(Refusal::bad_http("scheme must be http or https"));
+    }
+    let auth = parse_authority(auth_raw)?;
+    let norm = normalize_origin_path(&origin)?;
+    Ok(Target {
+        port: auth.port.unwrap_or_else(|| default_port(&scheme)),
+        host: auth.host,
+        path: norm.path,
+        query: norm.query,
+        scheme,
+        server: String::new(),
+    })
+}
+
+fn connect_target(head: &RequestHead) -> Result<Target, Refusal> {
+    if !head.path.is_empty() {
+        return Err(Refusal::bad_http("connect request must not have a path"));
+    }
+    let auth = parse_authority(&head.authority)?;
+    let Some(port) = auth.port else {
+        return Err(Refusal::bad_http("connect authority must be `host:port`"));
+    };
+    Ok(Target {
+        host: auth.host,
+        port,
+        path: "/".to_owned(),
+        query: String::new(),
+        scheme: head.scheme.to_ascii_lowercase(),
+        server: String::new(),
+    })
+}
+
+/// The MCP target of a request on an MCP path (host/port/scheme from the authority, normalized
+/// path, configured server name).
+pub(crate) fn mcp_target(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Target, Refusal> {
+    let mut t = request_target(head)?;
+    t.server = if cfg.server_name.is_empty() {
+        t.host.clone()
+    } else {
+        cfg.server_name.clone()
+    };
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        assert_eq!(remove_dot_segments("/a/b/../c"), "/a/c");
+        assert_eq!(remove_dot_segments("/a/./b/."), "/a/b/");
+        assert_eq!(remove_dot_segments("/../../x"), "/x");
+        assert_eq!(remove_dot_segments("/a/.."), "/");
+        assert_eq!(remove_dot_segments("/a//b"), "/a//b");
+        assert_eq!(remove_dot_segments("/"), "/");
+        assert_eq!(remove_dot_segments("/a/"), "/a/");
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(parse_authority("Example.COM.:8080").unwrap().host, "example.com");
+        assert_eq!(parse_authority("[::1]:9").unwrap().host, "::1");
+        assert_eq!(parse_authority("[0:0::1]").unwrap().host, "::1");
+        assert!(parse_authority("127.1").is_err());
+        assert!(parse_authority("0x7f.0.0.1").is_err());
+        assert!(parse_authority("017.0.0.1").is_err());
+        assert!(parse_authority("a..b").is_err());
+        assert!(parse_authority("u@h").is_err());
+        assert!(parse_authority("h:0").is_err());
+        assert!(parse_authority("h:65536").is_err());
+        assert!(parse_authority("h:+1").is_err());
+        assert_eq!(parse_authority("10.0.0.1").unwrap().host, "10.0.0.1");
+    }
+}

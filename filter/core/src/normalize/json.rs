@@ -1,0 +1,515 @@
+//! A strict JSON parser (RFC 8259) that builds a `serde_json::Value` and refuses everything two
+//! JSON implementations could read differently.
+//!
+//! Why not `serde_json::from_slice`: it silently keeps the last of duplicate object keys (the
+//! Python MCP SDK does the same, other servers keep the first), so the filter and the server could
+//! read different tool names or arguments. This parser refuses:
+//! - invalid UTF-8 anywhere, a byte-order mark, trailing data after the value;
+//! - a `\u` escape that is a lone (unpaired) UTF-16 surrogate;
+//! - raw control characters in strings, every syntax error of RFC 8259;
+//! - nesting deeper than the configured depth (arrays and objects both count);
+//! - a number whose magnitude overflows `f64` (e.g. `1e400`); underflow (`1e-400`) reads as 0;
+//! - duplicate keys in any object ([`JsonError::DuplicateKey`], reported only when the document
+//!   is otherwise well-formed, so a syntax error always wins).
+//!
+//! Integers that fit `i64` / `u64` are kept exactly; larger integers and every number with a
+//! fraction or exponent become the nearest `f64`.
+
+use std::ops::Range;
+
+use serde_json::{Map, Number, Value};
+
+/// The deepest nesting any configuration may ask for: the parser recurses once per level, and a
+/// Wasm VM has a small stack.
+pub(crate) const HARD_MAX_DEPTH: usize = 512;
+
+/// Why a document was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum JsonError {
+    /// The bytes are not UTF-8.
+    Utf8,
+    /// The document starts with a UTF-8 byte-order mark.
+    Bom,
+    /// A syntax error at this byte offset.
+    Syntax {
+        /// Byte offset of the problem.
+        offset: usize,
+        /// What was wrong, lowercase.
+        what: &'static str,
+    },
+    /// A `\u` escape names an unpaired UTF-16 surrogate.
+    LoneSurrogate {
+        /// Byte offset of the escape.
+        offset: usize,
+    },
+    /// Nesting deeper than the limit.
+    TooDeep {
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// A number too large for `f64`.
+    NumberOverflow {
+        /// Byte offset of the number.
+        offset: usize,
+    },
+    /// Something other than whitespace follows the value.
+    TrailingData {
+        /// Byte offset of the first extra byte.
+        offset: usize,
+    },
+    /// An object has the same key twice (the first duplicate found).
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+}
+
+impl JsonError {
+    /// A lowercase, human-readable reason for refusals and logs.
+    pub(crate) fn reason(&self) -> String {
+        match self {
+            JsonError::Utf8 => "body is not valid utf-8".to_owned(),
+            JsonError::Bom => "body starts with a byte-order mark".to_owned(),
+            JsonError::Syntax { offset, what } => format!("invalid json at byte {offset}: {what}"),
+            JsonError::LoneSurrogate { offset } => {
+                format!("invalid json at byte {offset}: unpaired utf-16 surrogate in \\u escape")
+            }
+            JsonError::TooDeep { limit } => format!("json nested deeper than {limit} levels"),
+            JsonError::NumberOverflow { offset } => {
+                format!("invalid json at byte {offset}: number too large")
+            }
+            JsonError::TrailingData { offset } => {
+                format!("invalid json at byte {offset}: data after the json value")
+            }
+            JsonError::DuplicateKey { key } => {
+                format!("duplicate key `{}` in a json object", printable(key))
+            }
+        }
+    }
+}
+
+/// A key for messages: at most 64 characters, control characters escaped.
+fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(64) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A parsed document, with the byte range of each element when the top level is an array
+/// (so a JSON-RPC batch element knows its own size).
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    /// The value.
+    pub(crate) value: Value,
+    /// For a top-level array: each element's byte range in the input, in order. Empty otherwise.
+    pub(crate) element_spans: Vec<Range<usize>>,
+}
+
+/// Parse `bytes` as one strict JSON document; see the module docs for what is refused.
+pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError> {
+    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        return Err(JsonError::Bom);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Utf8)?;
+    let mut p = Parser {
+        text,
+        bytes,
+        pos: 0,
+        max_depth: max_depth.min(HARD_MAX_DEPTH),
+        duplicate: None,
+        spans: Vec::new(),
+    };
+    p.skip_ws();
+    let value = p.value(0)?;
+    p.skip_ws();
+    if p.pos < bytes.len() {
+        return Err(JsonError::TrailingData { offset: p.pos });
+    }
+    if let Some(key) = p.duplicate {
+        return Err(JsonError::DuplicateKey { key });
+    }
+    Ok(Parsed {
+        value,
+        element_spans: p.spans,
+    })
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    max_depth: usize,
+    duplicate: Option<String>,
+    spans: Vec<Range<usize>>,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) {
+        self.pos = self.pos.saturating_add(1);
+    }
+
+    fn err(&self, what: &'static str) -> JsonError {
+        JsonError::Syntax {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.bump();
+        }
+    }
+
+    fn expect_literal(&mut self, lit: &'static [u8], v: Value) -> Result<Value, JsonError> {
+        let end = self.pos.saturating_add(lit.len());
+        if self.bytes.get(self.pos..end) == Some(lit) {
+            self.pos = end;
+            Ok(v)
+        } else {
+            Err(self.err("unexpected token"))
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        match self.peek() {
+            None => Err(self.err("unexpected end of input")),
+            Some(b'{') => self.object(depth),
+            Some(b'[') => self.array(depth),
+            Some(b'"') => Ok(Value::String(self.string()?)),
+            Some(b't') => self.expect_literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.expect_literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.expect_literal(b"null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    fn enter(&self, depth: usize) -> Result<usize, JsonError> {
+        let d = depth.saturating_add(1);
+        if d > self.max_depth {
+            return Err(JsonError::TooDeep {
+                limit: self.max_depth,
+            });
+        }
+        Ok(d)
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        let inner = self.enter(depth)?;
+        self.bump(); // '['
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.bump();
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.skip_ws();
+            let start = self.pos;
+            let v = self.value(inner)?;
+            if depth == 0 {
+                self.spans.push(start..self.pos);
+            }
+            items.push(v);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.bump(),
+                Some(b']') => {
+                    self.bump();
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.err("expected `,` or `]` in array")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        let inner = self.enter(depth)?;
+        self.bump(); // '{'
+        let mut map = Map::new();
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.bump();
+            return Ok(Value::Object(map));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected a string key in object"));
+            }
+            let key = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected `:` after object key"));
+            }
+            self.bump();
+            self.skip_ws();
+            let v = self.value(inner)?;
+            if map.contains_key(&key) {
+                if self.duplicate.is_none() {
+                    self.duplicate = Some(key);
+                }
+            } else {
+                map.insert(key, v);
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.bump(),
+                Some(b'}') => {
+                    self.bump();
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(self.err("expected `,` or `}` in object")),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u16, JsonError> {
+        let mut v: u16 = 0;
+        for _ in 0..4 {
+            let d = match self.peek() {
+                Some(c @ b'0'..=b'9') => c.wrapping_sub(b'0'),
+                Some(c @ b'a'..=b'f') => c.wrapping_sub(b'a').wrapping_add(10),
+                Some(c @ b'A'..=b'F') => c.wrapping_sub(b'A').wrapping_add(10),
+                _ => return Err(self.err("invalid \\u escape")),
+            };
+            v = (v << 4) | u16::from(d);
+            self.bump();
+        }
+        Ok(v)
+    }
+
+    fn string(&mut self) -> Result<String, JsonError> {
+        self.bump(); // opening quote
+        let mut out = String::new();
+        let mut run_start = self.pos;
+        loop {
+            match self.peek() {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    out.push_str(self.text.get(run_start..self.pos).unwrap_or_default());
+                    self.bump();
+                    return Ok(out);
+                }
+                Some(b'\\') => {
+                    out.push_str(self.text.get(run_start..self.pos).unwrap_or_default());
+                    let esc_at = self.pos;
+                    self.bump();
+                    let Some(c) = self.peek() else {
+                        return Err(self.err("unterminated string"));
+                    };
+                    self.bump();
+                    match c {
+                        b'"' => out.push('"'),
+                        b'\\' => out.push('\\'),
+                        b'/' => out.push('/'),
+                        b'b' => out.push('\u{8}'),
+                        b'f' => out.push('\u{c}'),
+                        b'n' => out.push('\n'),
+                        b'r' => out.push('\r'),
+                        b't' => out.push('\t'),
+                        b'u' => out.push(self.unicode_escape(esc_at)?),
+                        _ => {
+                            return Err(JsonError::Syntax {
+                                offset: esc_at,
+                                what: "invalid escape",
+                            });
+                        }
+                    }
+                    run_start = self.pos;
+                }
+                Some(c) if c < 0x20 => return Err(self.err("control character in string")),
+                Some(_) => self.bump(),
+            }
+        }
+    }
+
+    /// After `\u`: read the escape (and its low surrogate, if it is a high one).
+    fn unicode_escape(&mut self, esc_at: usize) -> Result<char, JsonError> {
+        let hi = self.hex4()?;
+        let lone = JsonError::LoneSurrogate { offset: esc_at };
+        if (0xDC00..=0xDFFF).contains(&hi) {
+            return Err(lone);
+        }
+        if !(0xD800..=0xDBFF).contains(&hi) {
+            return char::from_u32(u32::from(hi)).ok_or(lone);
+        }
+        if self.bytes.get(self.pos..self.pos.saturating_add(2)) != Some(b"\\u".as_slice()) {
+            return Err(lone);
+        }
+        self.pos = self.pos.saturating_add(2);
+        let lo = self.hex4()?;
+        if !(0xDC00..=0xDFFF).contains(&lo) {
+            return Err(lone);
+        }
+        let cp = 0x10000u32
+            .saturating_add((u32::from(hi).saturating_sub(0xD800)) << 10)
+            .saturating_add(u32::from(lo).saturating_sub(0xDC00));
+        char::from_u32(cp).ok_or(lone)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.bump();
+        }
+        self.pos.saturating_sub(start)
+    }
+
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.bump();
+        }
+        match self.peek() {
+            Some(b'0') => {
+                self.bump();
+                if let Some(b'0'..=b'9') = self.peek() {
+                    return Err(self.err("leading zero in number"));
+                }
+            }
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.bump();
+            if self.digits() == 0 {
+                return Err(self.err("expected digits after `.`"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.bump();
+            if let Some(b'+' | b'-') = self.peek() {
+                self.bump();
+            }
+            if self.digits() == 0 {
+                return Err(self.err("expected digits in exponent"));
+            }
+        }
+        let text = self.text.get(start..self.pos).unwrap_or_default();
+        if integer {
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(Value::Number(Number::from(i)));
+            }
+            if let Ok(u) = text.parse::<u64>() {
+                return Ok(Value::Number(Number::from(u)));
+            }
+        }
+        let overflow = JsonError::NumberOverflow { offset: start };
+        let f: f64 = text.parse().map_err(|_| overflow.clone())?;
+        Number::from_f64(f).map(Value::Number).ok_or(overflow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Value, JsonError> {
+        parse(s.as_bytes(), 64).map(|p| p.value)
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert_eq!(
+            p(r#"{"a":1,"a":2}"#),
+            Err(JsonError::DuplicateKey { key: "a".into() })
+        );
+        assert_eq!(
+            p(r#"{"x":{"b":[{"k":1,"k":1}]}}"#),
+            Err(JsonError::DuplicateKey { key: "k".into() })
+        );
+        // Keys equal only after unescaping are duplicates too.
+        assert_eq!(
+            p(r#"{"name":1,"na\u006de":2}"#),
+            Err(JsonError::DuplicateKey {
+                key: "name".into()
+            })
+        );
+    }
+
+    #[test]
+    fn syntax_error_wins_over_duplicate() {
+        assert!(matches!(
+            p(r#"{"a":1,"a":2"#),
+            Err(JsonError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn surrogates() {
+        assert_eq!(p(r#""\ud834\udd1e""#), Ok(Value::String("𝄞".into())));
+        assert!(matches!(p(r#""\ud834""#), Err(JsonError::LoneSurrogate { .. })));
+        assert!(matches!(p(r#""\udd1e""#), Err(JsonError::LoneSurrogate { .. })));
+        assert!(matches!(
+            p(r#""\ud834\u0041""#),
+            Err(JsonError::LoneSurrogate { .. })
+        ));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(p("1e400"), Err(JsonError::NumberOverflow { offset: 0 }));
+        assert_eq!(p("-1e400"), Err(JsonError::NumberOverflow { offset: 0 }));
+        assert_eq!(p("1e-400"), Ok(serde_json::json!(0.0)));
+        assert_eq!(p("18446744073709551615"), Ok(serde_json::json!(u64::MAX)));
+        assert_eq!(p("-9223372036854775808"), Ok(serde_json::json!(i64::MIN)));
+        assert!(p("012").is_err());
+        assert!(p("1.").is_err());
+        assert!(p("-").is_err());
+    }
+
+    #[test]
+    fn depth_limit_counts_arrays_and_objects() {
+        let ok = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(parse(ok.as_bytes(), 64).is_ok());
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(
+            parse(deep.as_bytes(), 64).map(|p| p.value),
+            Err(JsonError::TooDeep { limit: 64 })
+        );
+        let objs = format!("{}1{}", r#"{"a":"#.repeat(3), "}".repeat(3));
+        assert_eq!(
+            parse(objs.as_bytes(), 2).map(|p| p.value),
+            Err(JsonError::TooDeep { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn bom_trailing_and_utf8() {
+        assert_eq!(p("\u{feff}{}"), Err(JsonError::Bom));
+        assert_eq!(p("{} x"), Err(JsonError::TrailingData { offset: 3 }));
+        assert_eq!(
+            parse(b"\"\xff\"", 64).map(|p| p.value),
+            Err(JsonError::Utf8)
+        );
+    }
+
+    #[test]
+    fn element_spans_cover_top_level_array_elements() {
+        let src = r#"[ {"a":1} , [2,3] ,"x"]"#;
+        let parsed = parse(src.as_bytes(), 64).unwrap();
+        let spans: Vec<&str> = parsed
+            .element_spans
+            .iter()
+            .map(|r| &src[r.clone()])
+            .collect();
+        assert_eq!(spans, vec![r#"{"a":1}"#, "[2,3]", r#""x""#]);
+    }
+}

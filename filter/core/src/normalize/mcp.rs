@@ -1,0 +1,425 @@
+//! MCP JSON-RPC (Streamable HTTP) normalization: one action per JSON-RPC message.
+//!
+//! Covers every MCP version the filter knows (2025-03-26, 2025-06-18, 2025-11-25, 2026-07-28):
+//! the method is the operation, whatever it is (unknown methods are normalized too; the policy's
+//! default denies them). Per method:
+//!
+//! | method | read from `params` | action fields |
+//! |---|---|---|
+//! | `tools/call` | `name` (string, required), `arguments` (object, optional) | `tool`, `arguments` |
+//! | `prompts/get` | `name` (string, required), `arguments` (object, optional) | `prompt`, `arguments` |
+//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe` | `uri` (string, required) | `resource` |
+//! | `completion/complete` | `ref` (`ref/prompt` name or `ref/resource` uri), `argument` | `prompt` or `resource`, `arguments` |
+//! | anything else | nothing | `arguments` is `null` |
+//! | a response (no `method`) | `result` or `error` | operation `response`, `arguments` = the result (or error) |
+
+use base64::Engine as _;
+use bundle::action::{Action, Kind};
+use serde_json::{Map, Value};
+
+use super::{
+    JsonRpcId, McpMessage, McpMessageKind, McpRequest, NormalizeConfig, Refusal, RequestHead,
+    Route, http, json, policy_headers, risk,
+};
+
+/// The `_meta` key carrying the protocol version in 2026-07-28 requests.
+const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// Normalize a complete MCP POST body (one JSON-RPC message, or a batch when the config allows
+/// it). Every bad input gets a [`Refusal`]; see `docs/filter-normalization.md` for the table.
+pub fn normalize_mcp(
+    head: &RequestHead,
+    body: &[u8],
+    cfg: &NormalizeConfig,
+) -> Result<McpRequest, Refusal> {
+    if body.len() > cfg.max_body_bytes {
+        return Err(Refusal::too_large(cfg.max_body_bytes));
+    }
+    let parsed = json::parse(body, cfg.max_json_depth).map_err(|e| match e {
+        json::JsonError::DuplicateKey { .. } => Refusal::invalid_request(e.reason(), None),
+        _ => Refusal::parse_error(e.reason()),
+    })?;
+    let base = base_action(head, cfg)?;
+    let header_version = head.header("mcp-protocol-version").map(str::to_owned);
+    match &parsed.value {
+        Value::Array(items) => {
+            if !cfg.allow_batches {
+                return Err(Refusal::invalid_request(
+                    "json-rpc batches are not supported",
+                    None,
+                ));
+            }
+            if items.is_empty() {
+                return Err(Refusal::invalid_request("empty json-rpc batch", None));
+            }
+            if items.len() > cfg.max_batch_len {
+                return Err(Refusal::invalid_request(
+                    format!("json-rpc batch has more than {} messages", cfg.max_batch_len),
+                    None,
+                ));
+            }
+            if head.header("mcp-method").is_some() || head.header("mcp-name").is_some() {
+                return Err(Refusal::invalid_request(
+                    "mcp-method / mcp-name headers cannot describe a batch",
+                    None,
+                ));
+            }
+            let mut messages = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let size = parsed.element_spans.get(i).map_or(0, |r| r.len());
+                messages.push(message(item, size, &base)?);
+            }
+            let protocol_version = protocol_version(header_version, &messages, items)?;
+            Ok(McpRequest {
+                batch: true,
+                messages,
+                protocol_version,
+            })
+        }
+        v => {
+            let msg = message(v, body.len(), &base)?;
+            check_routing_headers(head, v, &msg)?;
+            let messages = vec![msg];
+            let protocol_version =
+                protocol_version(header_version, &messages, std::slice::from_ref(v))?;
+            Ok(McpRequest {
+                batch: false,
+                messages,
+                protocol_version,
+            })
+        }
+    }
+}
+
+/// Normalize a body-less MCP request: GET (operation `stream/open`, the client opens its SSE
+/// stream) or DELETE (operation `session/delete`). Any other route is an internal error (500).
+pub fn normalize_mcp_headers_only(
+    head: &RequestHead,
+    route: Route,
+    cfg: &NormalizeConfig,
+) -> Result<Action, Refusal> {
+    let operation = match route {
+        Route::McpStream => "stream/open",
+        Route::McpDelete => "session/delete",
+        Route::Mcp | Route::Http | Route::Connect => {
+            return Err(Refusal {
+                http_status: 500,
+                jsonrpc_code: Some(-32603),
+                reason: "internal error: route needs a body normalizer".to_owned(),
+                id: None,
+            });
+        }
+    };
+    let mut action = base_action(head, cfg)?;
+    action.operation = operation.to_owned();
+    Ok(action)
+}
+
+/// Fields every message of this request shares: target, headers, session, trace, intent.
+fn base_action(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Action, Refusal> {
+    Ok(Action {
+        kind: Kind::Mcp,
+        target: http::mcp_target(head, cfg)?,
+        headers: policy_headers(head),
+        session_id: super::session_id(head),
+        trace_id: super::trace_id(head),
+        declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
+        ..Action::default()
+    })
+}
+
+fn read_id(obj: &Map<String, Value>) -> Result<Option<JsonRpcId>, Refusal> {
+    match obj.get("id") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(JsonRpcId::Str(s.clone()))),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) => Ok(Some(JsonRpcId::Num(i))),
+            None => Err(Refusal::invalid_request(
+                "json-rpc id must be a string or an integer",
+                None,
+            )),
+        },
+        Some(_) => Err(Refusal::invalid_request(
+            "json-rpc id must be a string or an integer",
+            None,
+        )),
+    }
+}
+
+fn message(v: &Value, size: usize, base: &Action) -> Result<McpMessage, Refusal> {
+    let Value::Object(obj) = v else {
+        return Err(Refusal::invalid_request(
+            "json-rpc message must be an object",
+            None,
+        ));
+    };
+    let id = read_id(obj)?;
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(Refusal::invalid_request(
+            "json-rpc message must have `jsonrpc: \"2.0\"`",
+            id,
+        ));
+    }
+    let params = match obj.get("params") {
+        None => None,
+        Some(Value::Object(p)) => Some(p),
+        Some(_) => {
+            return Err(Refusal::invalid_request(
+                "json-rpc `params` must be an object",
+                id,
+            ));
+        }
+    };
+    let mut action = base.clone();
+    action.size = u64::try_from(size).unwrap_or(u64::MAX);
+    let kind = match obj.get("method") {
+        Some(Value::String(method)) => {
+            if method.is_empty() {
+                return Err(Refusal::invalid_request("json-rpc `method` is empty", id));
+            }
+            if obj.contains_key("result") || obj.contains_key("error") {
+                return Err(Refusal::invalid_request(
+                    "json-rpc message has both `method` and `result`/`error`",
+                    id,
+                ));
+            }
+            let kind = if id.is_some() {
+                McpMessageKind::Request
+            } else if method.starts_with("notifications/") {
+                McpMessageKind::Notification
+            } else {
+                return Err(Refusal::invalid_request(
+                    format!("json-rpc request `{}` has no id", printable(method)),
+                    None,
+                ));
+            };
+            action.operation = method.clone();
+            method_fields(method, params, &mut action, &id)?;
+            kind
+        }
+        Some(_) => {
+            return Err(Refusal::invalid_request(
+                "json-rpc `method` must be a string",
+                id,
+            ));
+        }
+        None => {
+            if id.is_none() {
+                return Err(Refusal::invalid_request(
+                    "json-rpc message has neither `method` nor `id`",
+                    None,
+                ));
+            }
+            let payload = match (obj.get("result"), obj.get("error")) {
+                (Some(r), None) => r.clone(),
+                (None, Some(e @ Value::Object(_))) => e.clone(),
+                (None, Some(_)) => {
+                    return Err(Refusal::invalid_request(
+                        "json-rpc `error` must be an object",
+                        id,
+                    ));
+                }
+                _ => {
+                    return Err(Refusal::invalid_request(
+                        "json-rpc response must have exactly one of `result` and `error`",
+                        id,
+                    ));
+                }
+            };
+            action.operation = "response".to_owned();
+            action.arguments = payload;
+            McpMessageKind::Response
+        }
+    };
+    action.risk = risk::scan_value(&action.arguments);
+    Ok(McpMessage { id, action, kind })
+}
+
+fn required_str<'a>(
+    params: Option<&'a Map<String, Value>>,
+    key: &str,
+    method: &str,
+    id: &Option<JsonRpcId>,
+) -> Result<&'a str, Refusal> {
+    match params.and_then(|p| p.get(key)) {
+        Some(Value::String(s)) => Ok(s),
+        _ => Err(Refusal::invalid_params(
+            format!("`{method}` needs `params.{key}` as a string"),
+            id.clone(),
+        )),
+    }
+}
+
+fn optional_object(
+    params: Option<&Map<String, Value>>,
+    key: &str,
+    method: &str,
+    id: &Option<JsonRpcId>,
+) -> Result<Value, Refusal> {
+    match params.and_then(|p| p.get(key)) {
+        None | Some(Value::Null) => Ok(Value::Null),
+        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(_) => Err(Refusal::invalid_params(
+            format!("`{method}` `params.{key}` must be an object"),
+            id.clone(),
+        )),
+    }
+}
+
+fn method_fields(
+    method: &str,
+    params: Option<&Map<String, Value>>,
+    action: &mut Action,
+    id: &Option<JsonRpcId>,
+) -> Result<(), Refusal> {
+    match method {
+        "tools/call" => {
+            action.tool = Some(required_str(params, "name", method, id)?.to_owned());
+            action.arguments = optional_object(params, "arguments", method, id)?;
+        }
+        "prompts/get" => {
+            action.prompt = Some(required_str(params, "name", method, id)?.to_owned());
+            action.arguments = optional_object(params, "arguments", method, id)?;
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            action.resource = Some(required_str(params, "uri", method, id)?.to_owned());
+        }
+        "completion/complete" => {
+            if let Some(Value::Object(r)) = params.and_then(|p| p.get("ref")) {
+                match (r.get("type").and_then(Value::as_str), r.get("name"), r.get("uri")) {
+                    (Some("ref/prompt"), Some(Value::String(n)), _) => {
+                        action.prompt = Some(n.clone());
+                    }
+                    (Some("ref/resource"), _, Some(Value::String(u))) => {
+                        action.resource = Some(u.clone());
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(a @ Value::Object(_)) = params.and_then(|p| p.get("argument")) {
+                action.arguments = a.clone();
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A name for messages: at most 64 characters, control characters escaped.
+fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(64) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Decode an `Mcp-Name` / `Mcp-Param-*` header value: plain, or `=?base64?<standard base64 of
+/// UTF-8>?=` (SEP-2243). `None` when the sentinel form does not decode.
+fn decode_header_value(v: &str) -> Option<String> {
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok()
+        }
+        None => Some(v.to_owned()),
+    }
+}
+
+/// 2026-07-28 routing headers must agree with the body (the body is the truth): `Mcp-Method`
+/// with `method`; `Mcp-Name` with `params.name` (tools/call, prompts/get, others with a name) or
+/// `params.uri` (resources). `Mcp-Param-*` values must decode; their mapping to arguments lives
+/// in the server's tool schema, which the filter does not see, so they are not compared.
+fn check_routing_headers(head: &RequestHead, body: &Value, msg: &McpMessage) -> Result<(), Refusal> {
+    let id = msg.id.clone();
+    let body_method = body.get("method").and_then(Value::as_str);
+    for (name, value) in &head.headers {
+        let name = name.to_ascii_lowercase();
+        if name == "mcp-method" {
+            if body_method != Some(value.trim()) {
+                return Err(Refusal::invalid_request(
+                    "`mcp-method` header does not match the json-rpc method",
+                    id,
+                ));
+            }
+        } else if name == "mcp-name" {
+            let Some(decoded) = decode_header_value(value.trim()) else {
+                return Err(Refusal::invalid_request(
+                    "`mcp-name` header has an invalid base64 value",
+                    id,
+                ));
+            };
+            let params = body.get("params");
+            let by_name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
+            let by_uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
+            let expected = match body_method {
+                Some("tools/call" | "prompts/get") => by_name,
+                Some(m) if m.starts_with("resources/") => by_uri,
+                Some(_) => by_name.or(by_uri),
+                None => None,
+            };
+            if expected != Some(decoded.as_str()) {
+                return Err(Refusal::invalid_request(
+                    "`mcp-name` header does not match the name or uri in the body",
+                    id,
+                ));
+            }
+        } else if name.starts_with("mcp-param-") && decode_header_value(value.trim()).is_none() {
+            return Err(Refusal::invalid_request(
+                format!("`{}` header has an invalid base64 value", printable(&name)),
+                id,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn meta_version(v: &Value) -> Option<&str> {
+    v.get("params")?
+        .get("_meta")?
+        .get(META_PROTOCOL_VERSION)?
+        .as_str()
+}
+
+/// The request's protocol version; a header that disagrees with a 2026-07-28 `_meta` version in
+/// the body is refused (-32600).
+fn protocol_version(
+    header: Option<String>,
+    messages: &[McpMessage],
+    values: &[Value],
+) -> Result<Option<String>, Refusal> {
+    for (m, v) in messages.iter().zip(values) {
+        if let (Some(h), Some(meta)) = (header.as_deref(), meta_version(v))
+            && h.trim() != meta
+        {
+            return Err(Refusal::invalid_request(
+                "`mcp-protocol-version` header does not match `_meta` in the body",
+                m.id.clone(),
+            ));
+        }
+    }
+    if header.is_some() {
+        return Ok(header);
+    }
+    for v in values {
+        if v.get("method").and_then(Value::as_str) == Some("initialize")
+            && let Some(pv) = v
+                .get("params")
+                .and_then(|p| p.get("protocolVersion"))
+                .and_then(Value::as_str)
+        {
+            return Ok(Some(pv.to_owned()));
+        }
+        if let Some(meta) = meta_version(v) {
+            return Ok(Some(meta.to_owned()));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,463 @@
+//! Request normalization: MCP JSON-RPC (Streamable HTTP) and plain HTTP egress -> one
+//! [`bundle::action::Action`], plus the body rewrites a MODIFY verdict asks for.
+//!
+//! The rules and the answer to every bad input are written down in `docs/filter-normalization.md`.
+//! In short: the filter parses exactly as strictly as the strictest MCP server would, and refuses
+//! (a [`Refusal`], never forwarded) everything two implementations could read differently, so the
+//! policy never decides on a method, tool or argument the server does not act on.
+//!
+//! Entry points, in the order the filter calls them:
+//! 1. [`route`] on the request headers, then [`needs_body`];
+//! 2. [`BodyBuffer::push`] per body chunk (413 over the limit);
+//! 3. [`normalize_mcp`], [`normalize_mcp_headers_only`] or [`normalize_http`];
+//! 4. after a MODIFY verdict: [`apply_modifications`] (MCP) or [`apply_http_modifications`].
+
+mod http;
+pub(crate) mod json;
+mod mcp;
+mod modify;
+pub mod risk;
+
+pub use http::normalize_http;
+pub use mcp::{normalize_mcp, normalize_mcp_headers_only};
+pub use modify::{apply_http_modifications, apply_modifications};
+
+/// What the filter knows about a request when its headers arrive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The request method as sent (`:method`), e.g. `POST`.
+    pub method: String,
+    /// `:scheme` (`http` / `https`); may be empty (then `http` is assumed, CONNECT keeps it empty).
+    pub scheme: String,
+    /// `:authority` (or `Host`), raw: `host[:port]`.
+    pub authority: String,
+    /// The raw `:path`: origin-form (`/mcp?x=1`), absolute-form (`http://h/p`, forward proxy), or
+    /// empty for CONNECT.
+    pub path: String,
+    /// Request headers, lowercase names, in arrival order (pseudo-headers may be included; they
+    /// are ignored).
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    /// The first header with this name (`name` must be lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Normalization settings (part of the plugin configuration, parsed by `config.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NormalizeConfig {
+    /// Paths served by the MCP server (Streamable HTTP endpoint). A request path matches when it
+    /// equals an entry or continues it with `/` or `?` (`/mcp` matches `/mcp`, `/mcp/x`,
+    /// `/mcp?a`, not `/mcpx`). Matched against the normalized path.
+    pub mcp_paths: Vec<String>,
+    /// The configured name of the MCP server behind the MCP paths (`target.server`); when empty,
+    /// the request's host is used.
+    pub server_name: String,
+    /// Largest request body the filter buffers and parses; more is refused with HTTP 413.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted (arrays and objects both count); capped at 512.
+    pub max_json_depth: usize,
+    /// Whether plain HTTP (egress) request bodies are buffered, parsed (JSON) and risk-scanned.
+    pub inspect_http_bodies: bool,
+    /// Whether JSON-RPC batches (a top-level array, MCP 2025-03-26 only) are accepted. When
+    /// false every batch is refused with -32600; when true every element is normalized.
+    pub allow_batches: bool,
+    /// Most elements a batch may have (when batches are allowed).
+    pub max_batch_len: usize,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        NormalizeConfig {
+            mcp_paths: vec!["/mcp".to_owned()],
+            server_name: String::new(),
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: 64,
+            inspect_http_bodies: false,
+            allow_batches: false,
+            max_batch_len: 32,
+        }
+    }
+}
+
+/// Which normalizer a request goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// POST to an MCP path: JSON-RPC message(s) in the body.
+    Mcp,
+    /// GET on an MCP path: the client opens an SSE stream (operation `stream/open`).
+    McpStream,
+    /// DELETE on an MCP path: the client ends its session (operation `session/delete`).
+    McpDelete,
+    /// Any other request (egress or a non-MCP path), including other methods on an MCP path.
+    Http,
+    /// A CONNECT tunnel (egress to `host:port`).
+    Connect,
+}
+
+/// Decide which normalizer handles this request. Never fails: a request whose path cannot be
+/// normalized goes to [`Route::Http`], where [`normalize_http`] refuses it.
+pub fn route(head: &RequestHead, cfg: &NormalizeConfig) -> Route {
+    if head.method.eq_ignore_ascii_case("CONNECT") {
+        return Route::Connect;
+    }
+    let Ok(norm) = http::normalize_origin_path(&head.path) else {
+        return Route::Http;
+    };
+    let on_mcp_path = cfg.mcp_paths.iter().any(|p| path_matches(&norm.path, p));
+    if !on_mcp_path {
+        return Route::Http;
+    }
+    match head.method.as_str() {
+        "POST" => Route::Mcp,
+        "GET" => Route::McpStream,
+        "DELETE" => Route::McpDelete,
+        _ => Route::Http,
+    }
+}
+
+fn path_matches(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+/// Whether the filter must buffer the request body before it can decide. MCP POSTs always;
+/// plain HTTP only when `inspect_http_bodies` is set and the request does not declare an empty
+/// body (`content-length: 0`); header-only routes never. When Envoy reports end of stream with
+/// the headers, the caller treats the body as empty.
+pub fn needs_body(head: &RequestHead, route: Route, cfg: &NormalizeConfig) -> bool {
+    match route {
+        Route::Mcp => true,
+        Route::McpStream | Route::McpDelete | Route::Connect => false,
+        Route::Http => {
+            cfg.inspect_http_bodies && head.header("content-length").map(str::trim) != Some("0")
+        }
+    }
+}
+
+/// A JSON-RPC request id, kept exactly so an error answer echoes it back. MCP allows strings and
+/// integers; any other id is refused with -32600.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum JsonRpcId {
+    /// An integer id.
+    Num(i64),
+    /// A string id.
+    Str(String),
+}
+
+impl JsonRpcId {
+    /// The id as a JSON value, for building a JSON-RPC error response.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            JsonRpcId::Num(n) => serde_json::Value::from(*n),
+            JsonRpcId::Str(s) => serde_json::Value::String(s.clone()),
+        }
+    }
+}
+
+/// What kind of JSON-RPC message a body element is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum McpMessageKind {
+    /// A request: has `method` and `id`; the server answers it.
+    Request,
+    /// A notification: has `method`, no `id`; nobody answers it.
+    Notification,
+    /// A response the client posts back to a server request (sampling, elicitation, roots):
+    /// `result` or `error` with the server's `id`; operation `response`.
+    Response,
+}
+
+/// One normalized JSON-RPC message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpMessage {
+    /// The message id (requests and responses); `None` for notifications.
+    pub id: Option<JsonRpcId>,
+    /// The normalized action the policy evaluates.
+    pub action: bundle::action::Action,
+    /// Request, notification or response.
+    pub kind: McpMessageKind,
+}
+
+/// A normalized MCP POST body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct McpRequest {
+    /// The body was a JSON-RPC batch (array), even of one element.
+    pub batch: bool,
+    /// The messages, in body order (one unless `batch`).
+    pub messages: Vec<McpMessage>,
+    /// The MCP protocol version: the `mcp-protocol-version` header, else `params.protocolVersion`
+    /// of an `initialize`, else the 2026-07-28 `_meta` protocol version of the first message.
+    pub protocol_version: Option<String>,
+}
+
+/// A request refused during normalization: never forwarded, answered with this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The HTTP status to answer with (400, 405, 413, 500).
+    pub http_status: u16,
+    /// The JSON-RPC error code, when the refusal is about a JSON-RPC message (-32700 parse error,
+    /// -32600 invalid request, -32602 invalid params, -32603 internal error). `None` for refusals
+    /// at the HTTP level (body too large, bad path or authority).
+    pub jsonrpc_code: Option<i64>,
+    /// Lowercase human-readable reason (safe to show the agent; never contains secrets).
+    pub reason: String,
+    /// The id of the offending message when it could be read (echo it in the error).
+    pub id: Option<JsonRpcId>,
+}
+
+impl Refusal {
+    pub(crate) fn parse_error(reason: String) -> Self {
+        Refusal {
+            http_status: 400,
+            jsonrpc_code: Some(-32700),
+            reason,
+            id: None,
+        }
+    }
+
+    pub(crate) fn invalid_request(reason: impl Into<String>, id: Option<JsonRpcId>) -> Self {
+        Refusal {
+            http_status: 400,
+            jsonrpc_code: Some(-32600),
+            reason: reason.into(),
+            id,
+        }
+    }
+
+    pub(crate) fn invalid_params(reason: impl Into<String>, id: Option<JsonRpcId>) -> Self {
+        Refusal {
+            http_status: 400,
+            jsonrpc_code: Some(-32602),
+            reason: reason.into(),
+            id,
+        }
+    }
+
+    pub(crate) fn bad_http(reason: impl Into<String>) -> Self {
+        Refusal {
+            http_status: 400,
+            jsonrpc_code: None,
+            reason: reason.into(),
+            id: None,
+        }
+    }
+
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Refusal {
+            http_status: 413,
+            jsonrpc_code: None,
+            reason: format!("request body larger than {limit} bytes"),
+            id: None,
+        }
+    }
+
+    /// A JSON error body for refusals the filter answers itself: for MCP a JSON-RPC error
+    /// response (`{"jsonrpc":"2.0","id":<id|null>,"error":{"code":..,"message":..}}`; code -32600
+    /// when the refusal has none), for plain HTTP `{"error":"bad_request","reason":..}`.
+    pub fn to_json_body(&self, mcp: bool) -> Vec<u8> {
+        let v = if mcp {
+            serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": self.id.as_ref().map_or(serde_json::Value::Null, JsonRpcId::to_json),
+                "error": {"code": self.jsonrpc_code.unwrap_or(-32600), "message": self.reason},
+            })
+        } else {
+            let error = match self.http_status {
+                413 => "payload_too_large",
+                405 => "method_not_allowed",
+                500 => "internal_error",
+                _ => "bad_request",
+            };
+            serde_json::json!({"error": error, "reason": self.reason})
+        };
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// Accumulates body chunks up to a limit. Normalization runs on the complete body, so the result
+/// does not depend on how the proxy split it.
+#[derive(Clone, Debug, Default)]
+pub struct BodyBuffer {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl BodyBuffer {
+    /// An empty buffer that accepts at most `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        BodyBuffer {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Append a chunk. Over the limit: HTTP 413 refusal, and the buffer keeps only what it had.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), Refusal> {
+        let total = self.buf.len().saturating_add(chunk.len());
+        if total > self.limit {
+            return Err(Refusal::too_large(self.limit));
+        }
+        self.buf.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    /// The bytes buffered so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// How many bytes are buffered.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Take the buffered bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// The headers the policy may read: lowercase names, arrival order; pseudo-headers, hop-by-hop
+/// headers and Portcullis' own `x-portcullis-*` headers left out; credential headers kept with
+/// the value `[REDACTED]` (the policy can test for their presence; receipts never carry them).
+pub(crate) fn policy_headers(head: &RequestHead) -> Vec<(String, String)> {
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    const CREDENTIAL: &[&str] = &[
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-api-key",
+        "x-auth-token",
+    ];
+    head.headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let name = n.to_ascii_lowercase();
+            if name.starts_with(':') || name.starts_with("x-portcullis-") {
+                return None;
+            }
+            if HOP.contains(&name.as_str()) {
+                return None;
+            }
+            if CREDENTIAL.contains(&name.as_str()) {
+                return Some((name, "[REDACTED]".to_owned()));
+            }
+            Some((name, v.clone()))
+        })
+        .collect()
+}
+
+/// The W3C trace id of a valid `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), lowercase;
+/// `None` when absent or malformed, or when the trace id is all zeros.
+pub(crate) fn trace_id(head: &RequestHead) -> Option<String> {
+    let tp = head.header("traceparent")?.trim();
+    let mut parts = tp.split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let flags = parts.next()?;
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2)
+    {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace.to_owned())
+}
+
+/// The session id from `mcp-session-id` (visible ASCII only, at most 256 bytes), else `None`.
+pub(crate) fn session_id(head: &RequestHead) -> Option<String> {
+    let v = head.header("mcp-session-id")?;
+    if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return None;
+    }
+    Some(v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, path: &str) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            scheme: "http".into(),
+            authority: "mcp.local".into(),
+            path: path.into(),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let cfg = NormalizeConfig::default();
+        assert_eq!(route(&head("POST", "/mcp"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/mcp/"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/mcp?x=1"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/%6Dcp"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/a/../mcp"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/mcpx"), &cfg), Route::Http);
+        assert_eq!(route(&head("GET", "/mcp"), &cfg), Route::McpStream);
+        assert_eq!(route(&head("DELETE", "/mcp"), &cfg), Route::McpDelete);
+        assert_eq!(route(&head("PUT", "/mcp"), &cfg), Route::Http);
+        assert_eq!(route(&head("CONNECT", ""), &cfg), Route::Connect);
+        assert_eq!(route(&head("POST", "/m%2fcp"), &cfg), Route::Http);
+    }
+
+    #[test]
+    fn body_buffer_limit() {
+        let mut b = BodyBuffer::new(4);
+        assert!(b.push(b"ab").is_ok());
+        assert!(b.push(b"cd").is_ok());
+        let e = b.push(b"e").unwrap_err();
+        assert_eq!(e.http_status, 413);
+        assert_eq!(b.as_bytes(), b"abcd");
+    }
+
+    #[test]
+    fn traceparent() {
+        let mut h = head("GET", "/");
+        h.headers.push((
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ));
+        assert_eq!(
+            trace_id(&h).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        h.headers[0].1 = "00-00000000000000000000000000000000-00f067aa0ba902b7-01".into();
+        assert_eq!(trace_id(&h), None);
+        h.headers[0].1 = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".into();
+        assert_eq!(trace_id(&h), None);
+    }
+}

@@ -1,0 +1,475 @@
+//! Inline risk flags: secret-like values and data classes in arguments and bodies.
+//!
+//! Every detector is a hand-written single pass over the bytes (no backtracking), so the cost is
+//! linear in the input, which the body limit already bounds. Detectors:
+//!
+//! | finding | pattern | sets |
+//! |---|---|---|
+//! | AWS access key id | `AKIA` / `ASIA` + 16 of `[0-9A-Z]` | `secrets`, `credential` |
+//! | API key | `sk-` / `sk_` (incl. `sk-live-`, `sk_live_`) + 20 or more of `[A-Za-z0-9_-]` | `secrets`, `credential` |
+//! | GitHub token | `ghp_` `gho_` `ghu_` `ghs_` `ghr_` + 36 or more alphanumerics; `github_pat_` + 22 or more | `secrets`, `credential` |
+//! | Slack token | `xoxb-` `xoxp-` `xoxa-` `xoxs-` + 10 or more | `secrets`, `credential` |
+//! | PEM private key | `-----BEGIN ` ... `PRIVATE KEY-----` within 40 bytes | `secrets`, `credential` |
+//! | bearer token | `bearer ` (any case) + 16 or more token characters | `secrets`, `credential` |
+//! | high-entropy token | a run of 32 to 512 base64/url characters with upper, lower and digit and Shannon entropy of at least 4.2 bits per character | `secrets`, `credential` |
+//! | email address | `local@domain.tld` | `pii` |
+//! | US SSN | `ddd-dd-dddd` not inside a longer digit run, area not 000/666/9xx, group not 00, serial not 0000 | `pii` |
+//! | payment card | 13 to 19 digits (single spaces or dashes between allowed) passing the Luhn check | `pii`, `payment_card` |
+//!
+//! Object keys are scanned like string values.
+
+use bundle::action::Risk;
+use serde_json::Value;
+
+/// The replacement written over a redacted value.
+pub const REDACTED: &str = "[REDACTED]";
+
+#[derive(Default)]
+struct Findings {
+    secret: bool,
+    pii: bool,
+    card: bool,
+}
+
+impl Findings {
+    fn into_risk(self) -> Risk {
+        let mut classes = Vec::new();
+        if self.secret {
+            classes.push("credential".to_owned());
+        }
+        if self.card {
+            classes.push("payment_card".to_owned());
+        }
+        if self.pii || self.card {
+            classes.push("pii".to_owned());
+        }
+        classes.sort();
+        Risk {
+            secrets: self.secret,
+            data_classes: classes,
+        }
+    }
+
+    fn scan(&mut self, s: &str) {
+        let b = s.as_bytes();
+        if !self.secret && looks_secret(b) {
+            self.secret = true;
+        }
+        if !self.pii && (has_email(b) || has_ssn(b)) {
+            self.pii = true;
+        }
+        if !self.card && has_card(b) {
+            self.card = true;
+        }
+    }
+}
+
+/// Risk flags for a JSON value: every string and object key, at any depth.
+pub fn scan_value(v: &Value) -> Risk {
+    let mut f = Findings::default();
+    walk(v, &mut f);
+    f.into_risk()
+}
+
+/// Risk flags for a text body (not JSON).
+pub fn scan_text(s: &str) -> Risk {
+    let mut f = Findings::default();
+    f.scan(s);
+    f.into_risk()
+}
+
+fn walk(v: &Value, f: &mut Findings) {
+    match v {
+        Value::String(s) => f.scan(s),
+        Value::Array(a) => a.iter().for_each(|x| walk(x, f)),
+        Value::Object(m) => {
+            for (k, x) in m {
+                f.scan(k);
+                walk(x, f);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Whether this string contains a secret-like value (see the module table).
+pub fn is_secret_like(s: &str) -> bool {
+    looks_secret(s.as_bytes())
+}
+
+/// Replace every string that contains a secret-like value with `"[REDACTED]"`, and remove every
+/// object member whose key is secret-like. Returns the JSON paths changed (`$.a.b[2]` style), in
+/// document order.
+pub fn redact_secrets(value: &mut Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut path = String::from("$");
+    redact_walk(value, &mut path, &mut out);
+    out
+}
+
+fn redact_walk(v: &mut Value, path: &mut String, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            if looks_secret(s.as_bytes()) {
+                *v = Value::String(REDACTED.to_owned());
+                out.push(path.clone());
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                redact_walk(x, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Object(m) => {
+            let secret_keys: Vec<String> = m
+                .keys()
+                .filter(|k| looks_secret(k.as_bytes()))
+                .cloned()
+                .collect();
+            for k in secret_keys {
+                m.shift_remove(&k);
+                out.push(format!("{path}.{}", REDACTED));
+            }
+            for (k, x) in m.iter_mut() {
+                let len = path.len();
+                push_key(path, k);
+                redact_walk(x, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+/// Append `.key` (or `["key"]` when the key is not a plain identifier) to a JSON path.
+pub(crate) fn push_key(path: &mut String, k: &str) {
+    let plain = !k.is_empty()
+        && k
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if plain {
+        path.push('.');
+        path.push_str(k);
+    } else {
+        path.push('[');
+        path.push_str(&Value::String(k.to_owned()).to_string());
+        path.push(']');
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')
+}
+
+fn is_b64_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
+}
+
+/// Count bytes from `from` while `pred` holds.
+fn run_len(b: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
+    b.get(from..)
+        .map_or(0, |rest| rest.iter().take_while(|&&c| pred(c)).count())
+}
+
+fn starts_at(b: &[u8], i: usize, pat: &[u8]) -> bool {
+    b.get(i..i.saturating_add(pat.len())) == Some(pat)
+}
+
+fn starts_at_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
+    b.get(i..i.saturating_add(pat.len()))
+        .is_some_and(|s| s.eq_ignore_ascii_case(pat))
+}
+
+fn looks_secret(b: &[u8]) -> bool {
+    prefixed_secret(b) || pem_private_key(b) || high_entropy(b)
+}
+
+fn prefixed_secret(b: &[u8]) -> bool {
+    const GH: &[&[u8]] = &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"];
+    const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
+    for i in 0..b.len() {
+        let Some(&c) = b.get(i) else { break };
+        let after = |n: usize| i.saturating_add(n);
+        let hit = match c {
+            b'A' => {
+                (starts_at(b, i, b"AKIA"))
+                    && run_len(b, after(4), |x| x.is_ascii_digit() || x.is_ascii_uppercase()) >= 16
+            }
+            b'S' if starts_at(b, i, b"ASIA") => {
+                run_len(b, after(4), |x| x.is_ascii_digit() || x.is_ascii_uppercase()) >= 16
+            }
+            b's' => {
+                (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
+                    && run_len(b, after(3), is_token_char) >= 20
+            }
+            b'g' => {
+                (GH.iter().any(|p| starts_at(b, i, p))
+                    && run_len(b, after(4), |x| x.is_ascii_alphanumeric()) >= 36)
+                    || (starts_at(b, i, b"github_pat_") && run_len(b, after(11), is_token_char) >= 22)
+            }
+            b'x' => {
+                SLACK.iter().any(|p| starts_at(b, i, p)) && run_len(b, after(5), is_token_char) >= 10
+            }
+            b'b' | b'B' => {
+                starts_at_ci(b, i, b"bearer ")
+                    && run_len(b, after(7), |x| {
+                        is_token_char(x) || matches!(x, b'.' | b'~' | b'+' | b'/' | b'=')
+                    }) >= 16
+            }
+            _ => false,
+        };
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
+fn pem_private_key(b: &[u8]) -> bool {
+    const BEGIN: &[u8] = b"-----BEGIN ";
+    const END: &[u8] = b"PRIVATE KEY-----";
+    let mut i = 0usize;
+    while i < b.len() {
+        if starts_at(b, i, BEGIN) {
+            let start = i.saturating_add(BEGIN.len());
+            let stop = start.saturating_add(40).min(b.len());
+            let window = b.get(start..stop).unwrap_or_default();
+            if window.windows(END.len()).any(|w| w == END) {
+                return true;
+            }
+        }
+        i = i.saturating_add(1);
+    }
+    false
+}
+
+fn high_entropy(b: &[u8]) -> bool {
+    let mut i = 0usize;
+    while i < b.len() {
+        let n = run_len(b, i, is_b64_char);
+        if n == 0 {
+            i = i.saturating_add(1);
+            continue;
+        }
+        if (32..=512).contains(&n)
+            && let Some(tok) = b.get(i..i.saturating_add(n))
+            && entropy_token(tok)
+        {
+            return true;
+        }
+        i = i.saturating_add(n);
+    }
+    false
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "counts are at most 512, exact in f64"
+)]
+fn entropy_token(tok: &[u8]) -> bool {
+    let upper = tok.iter().any(u8::is_ascii_uppercase);
+    let lower = tok.iter().any(u8::is_ascii_lowercase);
+    let digit = tok.iter().any(u8::is_ascii_digit);
+    if !(upper && lower && digit) {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &c in tok {
+        if let Some(slot) = counts.get_mut(usize::from(c)) {
+            *slot = slot.saturating_add(1);
+        }
+    }
+    let len = tok.len() as f64;
+    let mut h = 0.0f64;
+    for &c in counts.iter().filter(|&&c| c > 0) {
+        let p = f64::from(c) / len;
+        h -= p * p.log2();
+    }
+    h >= 4.2
+}
+
+fn has_email(b: &[u8]) -> bool {
+    let local_char =
+        |x: u8| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'%' | b'+' | b'-');
+    for (i, &c) in b.iter().enumerate() {
+        if c != b'@' || i == 0 {
+            continue;
+        }
+        let before = b.get(i.saturating_sub(1)).copied().unwrap_or(b' ');
+        if !local_char(before) {
+            continue;
+        }
+        let dom_len = run_len(b, i.saturating_add(1), |x| {
+            x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-')
+        });
+        let dom = b
+            .get(i.saturating_add(1)..i.saturating_add(1).saturating_add(dom_len))
+            .unwrap_or_default();
+        let dom = dom.strip_suffix(b".").unwrap_or(dom);
+        let mut labels = dom.split(|&x| x == b'.');
+        let first_ok = labels.next().is_some_and(|l| !l.is_empty());
+        let rest: Vec<&[u8]> = labels.collect();
+        let tld_ok = rest
+            .last()
+            .is_some_and(|t| t.len() >= 2 && t.iter().all(u8::is_ascii_alphabetic));
+        if first_ok && tld_ok && rest.iter().all(|l| !l.is_empty()) {
+            return true;
+        }
+    }
+    false
+}
+
+fn digit_at(b: &[u8], i: usize) -> Option<u32> {
+    b.get(i)
+        .filter(|c| c.is_ascii_digit())
+        .map(|c| u32::from(c.wrapping_sub(b'0')))
+}
+
+fn has_ssn(b: &[u8]) -> bool {
+    // ddd-dd-dddd, not preceded or followed by a digit.
+    let shape = |i: usize| {
+        let d = |k: usize| digit_at(b, i.saturating_add(k)).is_some();
+        d(0) && d(1) && d(2) && b.get(i.saturating_add(3)) == Some(&b'-')
+            && d(4) && d(5) && b.get(i.saturating_add(6)) == Some(&b'-')
+            && d(7) && d(8) && d(9) && d(10)
+    };
+    let num = |i: usize, n: usize| -> u32 {
+        (0..n).fold(0u32, |acc, k| {
+            acc.saturating_mul(10)
+                .saturating_add(digit_at(b, i.saturating_add(k)).unwrap_or(0))
+        })
+    };
+    for i in 0..b.len() {
+        if i > 0 && digit_at(b, i.saturating_sub(1)).is_some() {
+            continue;
+        }
+        if !shape(i) || digit_at(b, i.saturating_add(11)).is_some() {
+            continue;
+        }
+        let area = num(i, 3);
+        let group = num(i.saturating_add(4), 2);
+        let serial = num(i.saturating_add(7), 4);
+        if area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 {
+            return true;
+        }
+    }
+    false
+}
+
+fn has_card(b: &[u8]) -> bool {
+    let mut i = 0usize;
+    while i < b.len() {
+        if digit_at(b, i).is_none() || (i > 0 && digit_at(b, i.saturating_sub(1)).is_some()) {
+            i = i.saturating_add(1);
+            continue;
+        }
+        // Collect a run of digits with single space/dash separators.
+        let mut digits: Vec<u32> = Vec::new();
+        let mut j = i;
+        loop {
+            match digit_at(b, j) {
+                Some(d) => {
+                    digits.push(d);
+                    j = j.saturating_add(1);
+                }
+                None => {
+                    let sep = matches!(b.get(j), Some(b' ' | b'-'));
+                    if sep && digit_at(b, j.saturating_add(1)).is_some() {
+                        j = j.saturating_add(1);
+                    } else {
+                        break;
+                    }
+                }
+            }
+            if digits.len() > 19 {
+                break;
+            }
+        }
+        if (13..=19).contains(&digits.len()) && luhn(&digits) {
+            return true;
+        }
+        i = j.max(i.saturating_add(1));
+    }
+    false
+}
+
+fn luhn(digits: &[u32]) -> bool {
+    let mut sum = 0u32;
+    for (k, &d) in digits.iter().rev().enumerate() {
+        let v = if k % 2 == 1 {
+            let x = d.saturating_mul(2);
+            if x > 9 { x.saturating_sub(9) } else { x }
+        } else {
+            d
+        };
+        sum = sum.saturating_add(v);
+    }
+    sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn secrets() {
+        for s in [
+            "key AKIAIOSFODNN7EXAMPLE here",
+            "sk-live-abcdefghijklmnopqrstuvwx",
+            "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE",
+            "-----BEGIN PRIVATE KEY-----",
+            "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc",
+            "token=Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac",
+        ] {
+            assert!(is_secret_like(s), "{s}");
+        }
+        for s in [
+            "hello world",
+            "AKIA short",
+            "sk-short",
+            "/repo/src/main.rs",
+            "878b6cb053da4fbf822fb5acd1356778",
+            "-----BEGIN PUBLIC KEY-----",
+            "the quick brown fox jumps over the lazy dog again",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaAAAAAA1",
+        ] {
+            assert!(!is_secret_like(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn classes() {
+        let r = scan_value(&json!({"to": "alice@example.com"}));
+        assert_eq!(r.data_classes, vec!["pii"]);
+        assert!(!r.secrets);
+        let r = scan_value(&json!({"ssn": "123-45-6789"}));
+        assert_eq!(r.data_classes, vec!["pii"]);
+        let r = scan_value(&json!({"ssn": "000-45-6789 and 1234-56-7890"}));
+        assert!(r.data_classes.is_empty());
+        let r = scan_value(&json!(["card 4111 1111 1111 1111"]));
+        assert_eq!(r.data_classes, vec!["payment_card", "pii"]);
+        let r = scan_value(&json!(["4111 1111 1111 1112"]));
+        assert!(r.data_classes.is_empty());
+        let r = scan_value(&json!({"AKIAIOSFODNN7EXAMPLE": 1}));
+        assert!(r.secrets);
+        assert_eq!(r.data_classes, vec!["credential"]);
+        assert!(!scan_value(&json!({"a": "not@email", "b": "x@y.c"})).data_classes.contains(&"pii".to_owned()));
+    }
+
+    #[test]
+    fn redaction_reports_paths() {
+        let mut v = json!({"a": {"k": "sk-live-abcdefghijklmnopqrstuvwx"}, "b": ["ok", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"], "c": 1});
+        let paths = redact_secrets(&mut v);
+        assert_eq!(paths, vec!["$.a.k", "$.b[1]"]);
+        assert_eq!(v, json!({"a": {"k": REDACTED}, "b": ["ok", REDACTED], "c": 1}));
+        let mut v = json!({"AKIAIOSFODNN7EXAMPLE": 1, "x": 2});
+        assert_eq!(redact_secrets(&mut v).len(), 1);
+        assert_eq!(v, json!({"x": 2}));
+    }
+}
