@@ -51,7 +51,9 @@ pub(crate) fn normalize_origin_path(raw: &str) -> Result<NormPath, Refusal> {
         return Err(Refusal::bad_http("request path must start with `/`"));
     }
     if raw.contains('#') {
-        return Err(Refusal::bad_http("request path must not contain a fragment"));
+        return Err(Refusal::bad_http(
+            "request path must not contain a fragment",
+        ));
     }
     let (path_raw, query) = match raw.split_once('?') {
         Some((p, q)) => (p, q),
@@ -91,7 +93,9 @@ fn decode_unreserved(p: &str) -> Result<String, Refusal> {
         let hi = bytes.get(i.saturating_add(1)).copied().and_then(hex_val);
         let lo = bytes.get(i.saturating_add(2)).copied().and_then(hex_val);
         let (Some(hi), Some(lo)) = (hi, lo) else {
-            return Err(Refusal::bad_http("malformed percent-escape in request path"));
+            return Err(Refusal::bad_http(
+                "malformed percent-escape in request path",
+            ));
         };
         let v = (hi << 4) | lo;
         match v {
@@ -104,8 +108,18 @@ fn decode_unreserved(p: &str) -> Result<String, Refusal> {
             _ if is_unreserved(v) => out.push(char::from(v)),
             _ => {
                 out.push('%');
-                out.push(char::from(b"0123456789ABCDEF".get(usize::from(hi)).copied().unwrap_or(b'0')));
-                out.push(char::from(b"0123456789ABCDEF".get(usize::from(lo)).copied().unwrap_or(b'0')));
+                out.push(char::from(
+                    b"0123456789ABCDEF"
+                        .get(usize::from(hi))
+                        .copied()
+                        .unwrap_or(b'0'),
+                ));
+                out.push(char::from(
+                    b"0123456789ABCDEF"
+                        .get(usize::from(lo))
+                        .copied()
+                        .unwrap_or(b'0'),
+                ));
             }
         }
         i = i.saturating_add(3);
@@ -156,7 +170,9 @@ pub(crate) fn parse_authority(raw: &str) -> Result<Authority, Refusal> {
         return Err(Refusal::bad_http("request has no authority (host)"));
     }
     if raw.contains('@') {
-        return Err(Refusal::bad_http("authority must not contain userinfo (`@`)"));
+        return Err(Refusal::bad_http(
+            "authority must not contain userinfo (`@`)",
+        ));
     }
     let (host_part, port_part) = if let Some(rest) = raw.strip_prefix('[') {
         let Some((inside, after)) = rest.split_once(']') else {
@@ -248,7 +264,9 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
         .ok_or_else(|| Refusal::bad_http("request path must start with `/` or `http(s)://`"))?;
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
-        return Err(Refusal::bad_http("absolute request target must be http or https"));
+        return Err(Refusal::bad_http(
+            "absolute request target must be http or https",
+        ));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (auth, tail) = rest.split_at(end);
@@ -317,7 +335,12 @@ fn is_json_content_type(head: &RequestHead) -> bool {
     let Some(ct) = head.header("content-type") else {
         return false;
     };
-    let mime = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -427,7 +450,10 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(parse_authority("Example.COM.:8080").unwrap().host, "example.com");
+        assert_eq!(
+            parse_authority("Example.COM.:8080").unwrap().host,
+            "example.com"
+        );
         assert_eq!(parse_authority("[::1]:9").unwrap().host, "::1");
         assert_eq!(parse_authority("[0:0::1]").unwrap().host, "::1");
         assert!(parse_authority("127.1").is_err());

@@ -438,9 +438,7 @@ mod tests {
         // Keys equal only after unescaping are duplicates too.
         assert_eq!(
             p(r#"{"name":1,"na\u006de":2}"#),
-            Err(JsonError::DuplicateKey {
-                key: "name".into()
-            })
+            Err(JsonError::DuplicateKey { key: "name".into() })
         );
     }
 
@@ -455,8 +453,14 @@ mod tests {
     #[test]
     fn surrogates() {
         assert_eq!(p(r#""\ud834\udd1e""#), Ok(Value::String("𝄞".into())));
-        assert!(matches!(p(r#""\ud834""#), Err(JsonError::LoneSurrogate { .. })));
-        assert!(matches!(p(r#""\udd1e""#), Err(JsonError::LoneSurrogate { .. })));
+        assert!(matches!(
+            p(r#""\ud834""#),
+            Err(JsonError::LoneSurrogate { .. })
+        ));
+        assert!(matches!(
+            p(r#""\udd1e""#),
+            Err(JsonError::LoneSurrogate { .. })
+        ));
         assert!(matches!(
             p(r#""\ud834\u0041""#),
             Err(JsonError::LoneSurrogate { .. })

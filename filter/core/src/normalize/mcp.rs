@@ -54,7 +54,10 @@ pub fn normalize_mcp(
             }
             if items.len() > cfg.max_batch_len {
                 return Err(Refusal::invalid_request(
-                    format!("json-rpc batch has more than {} messages", cfg.max_batch_len),
+                    format!(
+                        "json-rpc batch has more than {} messages",
+                        cfg.max_batch_len
+                    ),
                     None,
                 ));
             }
@@ -286,7 +289,11 @@ fn method_fields(
         }
         "completion/complete" => {
             if let Some(Value::Object(r)) = params.and_then(|p| p.get("ref")) {
-                match (r.get("type").and_then(Value::as_str), r.get("name"), r.get("uri")) {
+                match (
+                    r.get("type").and_then(Value::as_str),
+                    r.get("name"),
+                    r.get("uri"),
+                ) {
                     (Some("ref/prompt"), Some(Value::String(n)), _) => {
                         action.prompt = Some(n.clone());
                     }
@@ -337,7 +344,11 @@ fn decode_header_value(v: &str) -> Option<String> {
 /// with `method`; `Mcp-Name` with `params.name` (tools/call, prompts/get, others with a name) or
 /// `params.uri` (resources). `Mcp-Param-*` values must decode; their mapping to arguments lives
 /// in the server's tool schema, which the filter does not see, so they are not compared.
-fn check_routing_headers(head: &RequestHead, body: &Value, msg: &McpMessage) -> Result<(), Refusal> {
+fn check_routing_headers(
+    head: &RequestHead,
+    body: &Value,
+    msg: &McpMessage,
+) -> Result<(), Refusal> {
     let id = msg.id.clone();
     let body_method = body.get("method").and_then(Value::as_str);
     for (name, value) in &head.headers {

@@ -106,7 +106,11 @@ fn check_bounds(mods: &[Modification]) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn apply_to(target: &mut Value, root_name: &str, mods: &[Modification]) -> Result<Vec<String>, Refusal> {
+fn apply_to(
+    target: &mut Value,
+    root_name: &str,
+    mods: &[Modification],
+) -> Result<Vec<String>, Refusal> {
     check_bounds(mods)?;
     let mut changes = Vec::new();
     for m in mods {
@@ -215,7 +219,10 @@ fn as_integral_i64(x: f64) -> Option<i64> {
 fn clamp(v: &mut Value, min: f64, max: f64) -> Option<(String, String)> {
     let (x, is_string) = match v {
         Value::Number(n) => (n.as_f64()?, false),
-        Value::String(s) => (s.trim().parse::<f64>().ok().filter(|f| f.is_finite())?, true),
+        Value::String(s) => (
+            s.trim().parse::<f64>().ok().filter(|f| f.is_finite())?,
+            true,
+        ),
         _ => return None,
     };
     let c = x.clamp(min, max);
@@ -255,7 +262,10 @@ mod tests {
     #[test]
     fn clamp_keeps_integers_and_strings() {
         let mut v = json!(5000);
-        assert_eq!(clamp(&mut v, 1.0, 100.0), Some(("5000".into(), "100".into())));
+        assert_eq!(
+            clamp(&mut v, 1.0, 100.0),
+            Some(("5000".into(), "100".into()))
+        );
         assert_eq!(v, json!(100));
         let mut v = json!("5000");
         assert!(clamp(&mut v, 1.0, 100.0).is_some());

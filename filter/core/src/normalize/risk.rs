@@ -147,8 +147,7 @@ fn redact_walk(v: &mut Value, path: &mut String, out: &mut Vec<String>) {
 /// Append `.key` (or `["key"]` when the key is not a plain identifier) to a JSON path.
 pub(crate) fn push_key(path: &mut String, k: &str) {
     let plain = !k.is_empty()
-        && k
-            .bytes()
+        && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if plain {
         path.push('.');
@@ -196,10 +195,14 @@ fn prefixed_secret(b: &[u8]) -> bool {
         let hit = match c {
             b'A' => {
                 (starts_at(b, i, b"AKIA"))
-                    && run_len(b, after(4), |x| x.is_ascii_digit() || x.is_ascii_uppercase()) >= 16
+                    && run_len(b, after(4), |x| {
+                        x.is_ascii_digit() || x.is_ascii_uppercase()
+                    }) >= 16
             }
             b'S' if starts_at(b, i, b"ASIA") => {
-                run_len(b, after(4), |x| x.is_ascii_digit() || x.is_ascii_uppercase()) >= 16
+                run_len(b, after(4), |x| {
+                    x.is_ascii_digit() || x.is_ascii_uppercase()
+                }) >= 16
             }
             b's' => {
                 (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
@@ -208,10 +211,12 @@ fn prefixed_secret(b: &[u8]) -> bool {
             b'g' => {
                 (GH.iter().any(|p| starts_at(b, i, p))
                     && run_len(b, after(4), |x| x.is_ascii_alphanumeric()) >= 36)
-                    || (starts_at(b, i, b"github_pat_") && run_len(b, after(11), is_token_char) >= 22)
+                    || (starts_at(b, i, b"github_pat_")
+                        && run_len(b, after(11), is_token_char) >= 22)
             }
             b'x' => {
-                SLACK.iter().any(|p| starts_at(b, i, p)) && run_len(b, after(5), is_token_char) >= 10
+                SLACK.iter().any(|p| starts_at(b, i, p))
+                    && run_len(b, after(5), is_token_char) >= 10
             }
             b'b' | b'B' => {
                 starts_at_ci(b, i, b"bearer ")
@@ -332,9 +337,16 @@ fn has_ssn(b: &[u8]) -> bool {
     // ddd-dd-dddd, not preceded or followed by a digit.
     let shape = |i: usize| {
         let d = |k: usize| digit_at(b, i.saturating_add(k)).is_some();
-        d(0) && d(1) && d(2) && b.get(i.saturating_add(3)) == Some(&b'-')
-            && d(4) && d(5) && b.get(i.saturating_add(6)) == Some(&b'-')
-            && d(7) && d(8) && d(9) && d(10)
+        d(0) && d(1)
+            && d(2)
+            && b.get(i.saturating_add(3)) == Some(&b'-')
+            && d(4)
+            && d(5)
+            && b.get(i.saturating_add(6)) == Some(&b'-')
+            && d(7)
+            && d(8)
+            && d(9)
+            && d(10)
     };
     let num = |i: usize, n: usize| -> u32 {
         (0..n).fold(0u32, |acc, k| {
@@ -459,7 +471,11 @@ mod tests {
         let r = scan_value(&json!({"AKIAIOSFODNN7EXAMPLE": 1}));
         assert!(r.secrets);
         assert_eq!(r.data_classes, vec!["credential"]);
-        assert!(!scan_value(&json!({"a": "not@email", "b": "x@y.c"})).data_classes.contains(&"pii".to_owned()));
+        assert!(
+            !scan_value(&json!({"a": "not@email", "b": "x@y.c"}))
+                .data_classes
+                .contains(&"pii".to_owned())
+        );
     }
 
     #[test]
@@ -467,7 +483,10 @@ mod tests {
         let mut v = json!({"a": {"k": "sk-live-abcdefghijklmnopqrstuvwx"}, "b": ["ok", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"], "c": 1});
         let paths = redact_secrets(&mut v);
         assert_eq!(paths, vec!["$.a.k", "$.b[1]"]);
-        assert_eq!(v, json!({"a": {"k": REDACTED}, "b": ["ok", REDACTED], "c": 1}));
+        assert_eq!(
+            v,
+            json!({"a": {"k": REDACTED}, "b": ["ok", REDACTED], "c": 1})
+        );
         let mut v = json!({"AKIAIOSFODNN7EXAMPLE": 1, "x": 2});
         assert_eq!(redact_secrets(&mut v).len(), 1);
         assert_eq!(v, json!({"x": 2}));
