@@ -91,6 +91,9 @@ pub struct SessionSummary {
     pub last_seq: u64,
     /// Highest sequence number covered by a valid signature, if any.
     pub attested_through: Option<u64>,
+    /// A `session_end` receipt was seen: the chain is complete. Without it, a log cut after a
+    /// signed receipt looks exactly like a session that is still running.
+    pub ended: bool,
     /// Number of findings for this session.
     pub findings: usize,
 }
@@ -185,7 +188,9 @@ fn from_field(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, v: &Val
 }
 
 fn mentions_receipt(line: &str) -> bool {
-    line.contains("\"receipt\"") || (line.contains("\"body\"") && line.contains("\"hash\""))
+    ["\"receipt\"", "\"body\"", "\"hash\""]
+        .iter()
+        .any(|m| line.contains(m))
 }
 
 /// Find every receipt in the lines. Returns them in log order, and a `malformed` finding for each
@@ -213,6 +218,13 @@ pub(crate) fn collect_found<'a>(
             continue;
         }
         if !t.starts_with('{') {
+            if mentions_receipt(t) {
+                bad.push(finding(
+                    no,
+                    FindingKind::Malformed,
+                    "a line that mentions a receipt is not a JSON object".into(),
+                ));
+            }
             continue;
         }
         let v: Value = match serde_json::from_str(t) {
@@ -228,7 +240,7 @@ pub(crate) fn collect_found<'a>(
                 continue;
             }
         };
-        if v.get("body").is_some() && v.get("hash").is_some() {
+        if ["body", "hash", "sig"].iter().any(|k| v.get(k).is_some()) {
             push_parsed(&mut out, &mut bad, no, parse_value(&v));
         } else if let Some(field) = v.get("receipt") {
             from_field(&mut out, &mut bad, no, field);
@@ -475,6 +487,9 @@ fn verify_session(
         first_seq: chain.keys().next().copied().unwrap_or(0),
         last_seq: chain.keys().next_back().copied().unwrap_or(0),
         attested_through: attested,
+        ended: entries
+            .iter()
+            .any(|f| f.receipt.body.event == super::EventKind::SessionEnd),
         findings: 0,
     }
 }
