@@ -1,0 +1,242 @@
+//! Builders for hand-written programs and actions (the bundle crate has no parser).
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+
+use bundle::action::{Action, Kind};
+use bundle::format::*;
+use bundle::verdict::{Decision, Mode};
+use bundle::{Bundle, Trust};
+
+pub fn dec(d: Decision, reason: &str) -> DecisionDef {
+    DecisionDef {
+        decision: d,
+        reason: reason.to_owned(),
+        modifications: vec![],
+        step_up: None,
+        defer: None,
+    }
+}
+
+pub fn prog() -> Program {
+    Program {
+        pack: "t".into(),
+        version: "1.0.0".into(),
+        mode: Mode::Enforce,
+        default: dec(Decision::Deny, "not allowed"),
+        unknown_session: dec(Decision::Deny, "session lost"),
+        matchers: vec![],
+        classes: vec![],
+        intents: vec![],
+        rules: vec![],
+    }
+}
+
+/// One-instruction condition.
+pub fn when(p: Pred) -> Vec<Instr> {
+    vec![Instr {
+        pred: p,
+        on_true: Jump::Accept,
+        on_false: Jump::Reject,
+    }]
+}
+
+/// `a and b`.
+pub fn and(a: Pred, b: Pred) -> Vec<Instr> {
+    vec![
+        Instr {
+            pred: a,
+            on_true: Jump::To(1),
+            on_false: Jump::Reject,
+        },
+        Instr {
+            pred: b,
+            on_true: Jump::Accept,
+            on_false: Jump::Reject,
+        },
+    ]
+}
+
+pub fn rule(name: &str, code: Vec<Instr>, d: DecisionDef) -> RuleDef {
+    RuleDef {
+        name: name.into(),
+        mode: Mode::Enforce,
+        decision: d,
+        effects: vec![],
+        pins: Pins::default(),
+        code,
+    }
+}
+
+pub fn tool_is(t: &str) -> Pred {
+    Pred::Cmp(FieldRef::Tool, CmpOp::Eq, Lit::Str(t.into()))
+}
+
+pub fn call(tool: &str, args: serde_json::Value) -> Action {
+    Action {
+        kind: Kind::Mcp,
+        operation: "tools/call".into(),
+        tool: Some(tool.into()),
+        arguments: args,
+        ..Action::default()
+    }
+}
+
+pub fn http(method: &str, host: &str, size: u64) -> Action {
+    let mut a = Action {
+        kind: Kind::Http,
+        operation: method.into(),
+        size,
+        ..Action::default()
+    };
+    a.target.host = host.into();
+    a.target.path = "/".into();
+    a.target.scheme = "https".into();
+    a.target.port = 443;
+    a
+}
+
+pub fn load(p: &Program) -> Bundle {
+    Bundle::from_bytes(&bundle::encode(p), &Trust::AllowUnsigned).unwrap()
+}
+
+pub fn regex_dfa(pattern: &str) -> Vec<u8> {
+    use regex_automata::dfa::{StartKind, dense};
+    let dfa = dense::Builder::new()
+        .configure(dense::Config::new().start_kind(StartKind::Anchored))
+        .build(&format!("(?:{pattern})\\z"))
+        .unwrap();
+    let (bytes, pad) = dfa.to_bytes_little_endian();
+    bytes[pad..].to_vec()
+}
+
+/// A program that uses every section and most opcodes (the v1 golden is this program).
+pub fn rich() -> Program {
+    use bundle::verdict::{Defer, Modification, PathSegment, RiskTier, StepUp};
+    let mut p = prog();
+    p.matchers = vec![
+        MatcherDef::Set {
+            strs: vec!["list_dir".into(), "read_file".into()],
+            nums: vec![1.0],
+            bools: vec![],
+        },
+        MatcherDef::Globs(vec!["deps/*".into()]),
+        MatcherDef::Prefixes(vec!["/repo".into()]),
+        MatcherDef::Regex {
+            pattern: "sk-[a-z]+".into(),
+            dfa: regex_dfa("sk-[a-z]+"),
+        },
+    ];
+    p.classes = vec![
+        ClassDef {
+            name: "repo_read".into(),
+            risk: RiskTier::Low,
+            readonly: true,
+            code: when(Pred::In(FieldRef::Tool, 0)),
+        },
+        ClassDef {
+            name: "secret_read".into(),
+            risk: RiskTier::High,
+            readonly: false,
+            code: when(tool_is("get_secret")),
+        },
+    ];
+    p.intents = vec![IntentDef {
+        name: "dependency_update".into(),
+        classes: vec![0],
+        tools: vec!["git_push".into(), "create_pr".into()],
+        hosts: vec!["registry.npmjs.org".into()],
+        data: vec![],
+        max_actions: Some(200),
+        max_egress_bytes: Some(1 << 20),
+        max_duration_ms: Some(1_800_000),
+        max_approvals: Some(2),
+        outside: dec(Decision::Deny, "outside the dependency_update task"),
+    }];
+    let mut push = rule(
+        "bounded_push",
+        and(
+            tool_is("git_push"),
+            Pred::Glob(FieldRef::Arg(vec![PathSegment::Key("branch".into())]), 1),
+        ),
+        dec(Decision::Allow, "pushing a deps branch"),
+    );
+    push.pins.tools = vec!["git_push".into()];
+    let mut read = rule(
+        "read_repo",
+        when(Pred::InClass(0)),
+        dec(Decision::Allow, "reading is fine"),
+    );
+    read.mode = Mode::Enforce;
+    let mut secrets = rule(
+        "secrets_after_injection",
+        and(
+            Pred::Tainted(bundle::session::name_hash("untrusted_instruction")),
+            Pred::InClass(1),
+        ),
+        dec(
+            Decision::Deny,
+            "secret access after a tool returned instructions",
+        ),
+    );
+    secrets.effects = vec![EffectDef::Kill, EffectDef::RevokeTool(None)];
+    let mut deploy = rule(
+        "prod_deploy",
+        and(
+            tool_is("deploy"),
+            Pred::Cmp(
+                FieldRef::Arg(vec![PathSegment::Key("env".into())]),
+                CmpOp::Eq,
+                Lit::Str("production".into()),
+            ),
+        ),
+        DecisionDef {
+            step_up: Some(StepUp {
+                group: "release-managers".into(),
+                timeout_s: 900,
+            }),
+            ..dec(
+                Decision::StepUp,
+                "production deploys need a release manager",
+            )
+        },
+    );
+    deploy.mode = Mode::Warn;
+    deploy.pins.tools = vec!["deploy".into()];
+    let mut redact = rule(
+        "redact_keys",
+        when(Pred::Matches(
+            FieldRef::Arg(vec![PathSegment::Key("body".into())]),
+            3,
+        )),
+        DecisionDef {
+            modifications: vec![
+                Modification::RedactArg {
+                    path: vec![PathSegment::Key("body".into())],
+                },
+                Modification::ClampArg {
+                    path: vec![PathSegment::Key("limit".into()), PathSegment::Index(0)],
+                    min: 1.0,
+                    max: 100.0,
+                },
+                Modification::SetHeader {
+                    name: "x-a".into(),
+                    value: "b".into(),
+                },
+            ],
+            ..dec(Decision::Modify, "secrets are redacted")
+        },
+    );
+    redact.effects = vec![EffectDef::Taint("secret".into())];
+    let ctx = rule(
+        "ask_context",
+        when(Pred::Prefix(FieldRef::Path, 2)),
+        DecisionDef {
+            defer: Some(Defer {
+                service: "ctx".into(),
+                timeout_ms: 250,
+            }),
+            ..dec(Decision::Defer, "ask the context service")
+        },
+    );
+    p.rules = vec![push, read, secrets, deploy, redact, ctx];
+    p
+}

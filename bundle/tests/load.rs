@@ -1,0 +1,439 @@
+//! Loading: envelope, hash, signatures, versions, goldens, limits, and hostile bytes.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use bundle::format::{FORMAT_VERSION, MAGIC, Program};
+use bundle::keys::{key_id, signing_key_from_seed};
+use bundle::{Bundle, Limits, LoadError, Trust, sign};
+use common::*;
+use proptest::prelude::*;
+use sha2::{Digest, Sha256};
+
+fn golden_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/bundles")
+}
+
+/// Wrap a body with a correct header and hash (lets tests reach the body decoder).
+fn wrap(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&Sha256::digest(body));
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn body_of(unsigned: &[u8]) -> &[u8] {
+    &unsigned[45..]
+}
+
+#[test]
+fn round_trip_preserves_the_program_and_is_deterministic() {
+    let p = rich();
+    let a = bundle::encode(&p);
+    assert_eq!(a, bundle::encode(&p.clone()));
+    let b = Bundle::from_bytes(&a, &Trust::AllowUnsigned).unwrap();
+    assert_eq!(b.program(), &p);
+    let info = b.info();
+    assert_eq!(info.pack, "t");
+    assert_eq!(info.version, "1.0.0");
+    assert_eq!(info.rules, 6);
+    assert_eq!(info.key_id, None);
+    assert_eq!(
+        info.content_hash.as_slice(),
+        Sha256::digest(body_of(&a)).as_slice()
+    );
+}
+
+#[test]
+fn signatures() {
+    let sk = signing_key_from_seed([9; 32]);
+    let other = signing_key_from_seed([8; 32]);
+    let unsigned = bundle::encode(&rich());
+    let signed = sign(&unsigned, &sk).unwrap();
+    let trust = Trust::Keys(vec![sk.verifying_key()]);
+    let b = Bundle::from_bytes(&signed, &trust).unwrap();
+    assert_eq!(
+        b.info().key_id.as_deref(),
+        Some(key_id(&sk.verifying_key()).as_str())
+    );
+    // unsigned refused when keys are configured
+    assert_eq!(
+        Bundle::from_bytes(&unsigned, &trust).unwrap_err(),
+        LoadError::Unsigned
+    );
+    // signed by another key
+    let foreign = sign(&unsigned, &other).unwrap();
+    assert!(matches!(
+        Bundle::from_bytes(&foreign, &trust).unwrap_err(),
+        LoadError::UnknownKey { key_id } if key_id == bundle::keys::key_id(&other.verifying_key())
+    ));
+    // a signature that does not verify (flip one signature byte)
+    let mut bad = signed.clone();
+    let sig_at = 40 + 1 + 1 + key_id(&sk.verifying_key()).len();
+    bad[sig_at + 3] ^= 1;
+    assert_eq!(
+        Bundle::from_bytes(&bad, &trust).unwrap_err(),
+        LoadError::BadSignature
+    );
+    // the signature covers the header: a different reserved field breaks it before anything else
+    // re-signing replaces the signature
+    let resigned = sign(&foreign, &sk).unwrap();
+    assert_eq!(resigned, signed);
+    // AllowUnsigned accepts both
+    assert!(Bundle::from_bytes(&signed, &Trust::AllowUnsigned).is_ok());
+    // altering the body is a hash mismatch, whatever the trust
+    let mut altered = signed.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 0x20;
+    assert_eq!(
+        Bundle::from_bytes(&altered, &trust).unwrap_err(),
+        LoadError::HashMismatch
+    );
+    // a re-hashed altered body (attacker recomputes the hash) fails the signature
+    let mut rehashed = signed.clone();
+    rehashed[last] ^= 0x20;
+    let body_start = rehashed.len() - body_of(&unsigned).len();
+    let h = Sha256::digest(&rehashed[body_start..]);
+    rehashed[8..40].copy_from_slice(&h);
+    assert_eq!(
+        Bundle::from_bytes(&rehashed, &trust).unwrap_err(),
+        LoadError::BadSignature
+    );
+}
+
+#[test]
+fn header_errors_are_clear() {
+    let good = bundle::encode(&rich());
+    assert_eq!(
+        Bundle::from_bytes(b"", &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::Truncated { what: "header" }
+    );
+    assert_eq!(
+        Bundle::from_bytes(b"PK\x03\x04xxxxxx", &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::BadMagic
+    );
+    let mut future = good.clone();
+    future[4..6].copy_from_slice(&2u16.to_le_bytes());
+    let e = Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err();
+    assert_eq!(
+        e,
+        LoadError::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "bundle format version 2 is not supported (this build reads version 1); rebuild the bundle with a matching policyc"
+    );
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert!(matches!(
+        Bundle::from_bytes(&trailing, &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::Invalid { .. }
+    ));
+    let mut body_trailing = body_of(&good).to_vec();
+    body_trailing.push(0);
+    assert_eq!(
+        Bundle::from_bytes(&wrap(&body_trailing), &Trust::AllowUnsigned)
+            .unwrap_err()
+            .to_string(),
+        "the bundle is invalid: trailing bytes after the last rule"
+    );
+    // every strict prefix is refused without panicking
+    for n in 0..good.len() {
+        assert!(
+            Bundle::from_bytes(&good[..n], &Trust::AllowUnsigned).is_err(),
+            "prefix {n}"
+        );
+    }
+    // every strict prefix of the body, re-hashed, is refused by the body decoder
+    let body = body_of(&good);
+    for n in 0..body.len() {
+        assert!(
+            Bundle::from_bytes(&wrap(&body[..n]), &Trust::AllowUnsigned).is_err(),
+            "body prefix {n}"
+        );
+    }
+}
+
+#[test]
+fn verifier_rejects_backward_jumps_and_bad_indices() {
+    use bundle::format::{Instr, Jump, Pred};
+    let mut p = prog();
+    p.rules.push(rule(
+        "loop",
+        vec![
+            Instr {
+                pred: Pred::Const(true),
+                on_true: Jump::To(1),
+                on_false: Jump::Reject,
+            },
+            Instr {
+                pred: Pred::Const(true),
+                on_true: Jump::To(1),
+                on_false: Jump::Reject,
+            },
+        ],
+        dec(bundle::verdict::Decision::Allow, "x"),
+    ));
+    let e = Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the bundle is invalid: rules: instruction 1 jumps to 1, which is not a later instruction"
+    );
+    let mut p = prog();
+    p.rules.push(rule(
+        "m",
+        when(Pred::Glob(bundle::format::FieldRef::Tool, 7)),
+        dec(bundle::verdict::Decision::Allow, "x"),
+    ));
+    let e = Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).unwrap_err();
+    assert!(e.to_string().contains("matcher 7 is out of range"), "{e}");
+    let mut p = prog();
+    p.rules.push(rule(
+        "c",
+        when(Pred::InClass(0)),
+        dec(bundle::verdict::Decision::Allow, "x"),
+    ));
+    assert!(Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).is_err());
+    // a set that is not sorted would break binary search: refused
+    let mut p = prog();
+    p.matchers.push(bundle::format::MatcherDef::Set {
+        strs: vec!["b".into(), "a".into()],
+        nums: vec![],
+        bools: vec![],
+    });
+    assert!(Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).is_err());
+    // an empty condition
+    let mut p = prog();
+    p.rules.push(rule(
+        "e",
+        vec![],
+        dec(bundle::verdict::Decision::Allow, "x"),
+    ));
+    assert!(Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).is_err());
+}
+
+fn trips(limits: Limits, what: &str) {
+    let bytes = bundle::encode(&rich());
+    assert!(Bundle::from_bytes(&bytes, &Trust::AllowUnsigned).is_ok());
+    match Bundle::from_bytes_with_limits(&bytes, &Trust::AllowUnsigned, &limits) {
+        Err(LoadError::TooLarge { what: w, .. }) => assert_eq!(w, what),
+        other => panic!("expected TooLarge({what}), got {other:?}"),
+    }
+}
+
+#[test]
+fn every_load_limit_trips() {
+    let d = Limits::default;
+    let len = bundle::encode(&rich()).len();
+    trips(
+        Limits {
+            max_bundle_bytes: len - 1,
+            ..d()
+        },
+        "the bundle size in bytes",
+    );
+    trips(
+        Limits {
+            max_strings: 3,
+            ..d()
+        },
+        "the number of strings",
+    );
+    trips(
+        Limits {
+            max_string_bytes: 4,
+            ..d()
+        },
+        "a string's length in bytes",
+    );
+    trips(
+        Limits {
+            max_rules: 5,
+            ..d()
+        },
+        "the number of rules",
+    );
+    trips(
+        Limits {
+            max_classes: 1,
+            ..d()
+        },
+        "the number of classes",
+    );
+    trips(
+        Limits {
+            max_intents: 0,
+            ..d()
+        },
+        "the number of intents",
+    );
+    trips(
+        Limits {
+            max_instructions_per_rule: 1,
+            ..d()
+        },
+        "the number of instructions in one condition",
+    );
+    trips(
+        Limits {
+            max_matchers: 3,
+            ..d()
+        },
+        "the number of matchers",
+    );
+    trips(
+        Limits {
+            max_matcher_elements: 1,
+            ..d()
+        },
+        "a set's size",
+    );
+    trips(
+        Limits {
+            max_regex_bytes: 16,
+            ..d()
+        },
+        "a regex automaton's size in bytes",
+    );
+    trips(
+        Limits {
+            max_total_regex_bytes: 16,
+            ..d()
+        },
+        "the total size of regex automata in bytes",
+    );
+    trips(
+        Limits {
+            max_path_depth: 1,
+            ..d()
+        },
+        "an argument path's depth",
+    );
+    trips(
+        Limits {
+            max_list_items: 2,
+            ..d()
+        },
+        "the number of modifications",
+    );
+}
+
+#[test]
+fn v1_golden_keeps_loading() {
+    let dir = golden_dir();
+    let sk = signing_key_from_seed([42; 32]);
+    let unsigned = bundle::encode(&rich());
+    let signed = sign(&unsigned, &sk).unwrap();
+    if std::env::var_os("BLESS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("v1-rich.bundle"), &signed).unwrap();
+        std::fs::write(
+            dir.join("v1-rich.pub"),
+            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
+        )
+        .unwrap();
+    }
+    let golden =
+        std::fs::read(dir.join("v1-rich.bundle")).expect("golden missing: run with BLESS=1");
+    let pk = bundle::keys::parse_verifying_key(
+        &std::fs::read_to_string(dir.join("v1-rich.pub")).unwrap(),
+    )
+    .unwrap();
+    let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
+    assert_eq!(b.info().format_version, 1);
+    assert_eq!(b.program(), &rich());
+    assert_eq!(
+        golden, signed,
+        "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
+    );
+    // a future version of the same bytes fails with a clear version error
+    let mut future = golden.clone();
+    future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert!(matches!(
+        Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::UnsupportedVersion { found, supported: 1 } if found == FORMAT_VERSION + 1
+    ));
+}
+
+#[test]
+fn disassembly_shows_header_rules_and_code() {
+    let b = load(&rich());
+    let text = bundle::disasm::disassemble(&b);
+    assert!(
+        text.starts_with("bundle format v1\npack \"t\" version \"1.0.0\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("r0 bounded_push mode Enforce -> ALLOW \"pushing a deps branch\""),
+        "{text}"
+    );
+    assert!(text.contains("CMP tool == \"git_push\""), "{text}");
+    assert!(text.contains("GLOB args[\"branch\"] m1"), "{text}");
+    assert!(text.contains("regex \"sk-[a-z]+\""), "{text}");
+}
+
+fn actions() -> Vec<bundle::action::Action> {
+    use serde_json::json;
+    vec![
+        call("git_push", json!({"branch": "deps/x"})),
+        call("send_email", json!({"body": "sk-abc", "limit": [1]})),
+        http("POST", "exfil.example", 10),
+    ]
+}
+
+fn smoke(bytes: &[u8]) {
+    if let Ok(b) = Bundle::from_bytes(bytes, &Trust::AllowUnsigned) {
+        let s = bundle::session::SessionState::default();
+        for a in actions() {
+            let _ = b.evaluate(&a, &s, 1_800_000_000_000);
+        }
+        let _ = bundle::disasm::disassemble(&b);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        smoke(&bytes);
+        smoke(&wrap(&bytes));
+    }
+
+    #[test]
+    fn mutated_golden_bodies_never_panic(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let unsigned = bundle::encode(&rich());
+        let mut body = body_of(&unsigned).to_vec();
+        for (at, v) in edits {
+            let i = at.index(body.len());
+            body[i] = v;
+        }
+        if truncate {
+            body.truncate(cut.index(body.len()));
+        }
+        smoke(&wrap(&body));
+    }
+}
+
+#[allow(dead_code)]
+fn _program_is_send_sync(b: Bundle) -> impl Send + Sync {
+    let _: &Program = b.program();
+    b
+}
