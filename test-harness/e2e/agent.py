@@ -96,12 +96,16 @@ class Agent:
         if intent:
             hdrs["x-portcullis-intent"] = intent
         self.last_post: httpx2.Response | None = None
+        self._session_id: str | None = None
         self.http = httpx2.AsyncClient(headers=hdrs, timeout=httpx2.Timeout(timeout),
                                        event_hooks={"response": [self._on_response]})
         self.client = Client(streamable_http_client(url, http_client=self.http), mode=mode,
                              read_timeout_seconds=timeout, cache=None)
 
     async def _on_response(self, response: httpx2.Response) -> None:
+        sid = response.headers.get("mcp-session-id") or response.request.headers.get("mcp-session-id")
+        if sid:
+            self._session_id = sid
         if response.request.method == "POST":
             self.last_post = response
 
@@ -119,8 +123,7 @@ class Agent:
     @property
     def session_id(self) -> str | None:
         """The Mcp-Session-Id the server assigned (legacy mode)."""
-        return self.http.headers.get("mcp-session-id") or (
-            self.last_post.headers.get("mcp-session-id") if self.last_post is not None else None)
+        return self._session_id
 
     async def call(self, tool: str, arguments: dict[str, Any] | None = None, *,
                    approval: str | None = None) -> Outcome:

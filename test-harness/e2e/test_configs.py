@@ -49,3 +49,19 @@ def test_plugin_config_never_holds_the_signing_key(keys: pe.Keys, demo_bundle: P
         "ACCESS_LOG": "a"}, pe.render.plugin_config("mcp-gateway", subst))
     secret = keys.secret_line("receipt").split(":", 1)[1]
     assert secret not in written["envoy"].read_text()
+
+
+def test_render_cli_names_the_missing_variable(tmp_path: Path) -> None:
+    proc = subprocess.run([pe.PYTHON, str(pe.REPO / "envoy-configs/render.py"), "egress-proxy", "--out",
+                           str(tmp_path), "--var", "LISTEN_PORT=1"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert "--var ADMIN_PORT=" in proc.stderr
+
+
+def test_plugin_patch_merges_and_deletes() -> None:
+    cfg = pe.render.plugin_config("mcp-gateway", {"bundle": "QUJD", "bundle_pub": "pub", "approver_pub": "ap"},
+                                  {"session": {"key": {"source": "traceparent"}}, "approvers": None})
+    doc = __import__("json").loads(cfg)
+    assert doc["session"] == {"key": {"source": "traceparent"}}
+    assert "approvers" not in doc
+    assert doc["bundle"] == {"inline_base64": "QUJD"}
