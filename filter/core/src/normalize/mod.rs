@@ -282,6 +282,19 @@ impl Refusal {
     }
 }
 
+/// Parse untrusted JSON with the filter's strict rules (see `docs/filter-normalization.md`):
+/// anything two JSON readers could read differently is refused. Duplicate keys give -32600,
+/// every other problem -32700 (HTTP 400). `max_depth` is capped at 512. Use it for any JSON the
+/// filter must trust (e.g. a context service's answer).
+pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, Refusal> {
+    json::parse(bytes, max_depth)
+        .map(|p| p.value)
+        .map_err(|e| match e {
+            json::JsonError::DuplicateKey { .. } => Refusal::invalid_request(e.reason(), None),
+            _ => Refusal::parse_error(e.reason()),
+        })
+}
+
 /// Accumulates body chunks up to a limit. Normalization runs on the complete body, so the result
 /// does not depend on how the proxy split it.
 #[derive(Clone, Debug, Default)]
