@@ -6,5 +6,7 @@
 
 pub mod ast;
 pub mod cli;
+pub mod diag;
+pub mod syntax;
 pub mod codegen;
 pub mod lower;
