@@ -8,6 +8,12 @@ mod fmt;
 mod test;
 // Other subcommands' modules (brief B: build, inspect, keys, eval; brief E: approve, receipts)
 // go here, one `mod` line each.
+mod approve;
+mod receipts;
+mod build;
+mod eval;
+mod inspect;
+mod keys;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -45,7 +51,23 @@ pub enum Command {
     /// Run the tabletop tests (`tests.toml` next to `policy.pcl`) of policy packs.
     Test(test::TestArgs),
     // ---- brief B's subcommands (build, inspect, keygen, sign, verify, eval) go below ----
+    /// Compile a policy file to a bundle (optionally signed).
+    Build(build::BuildArgs),
+    /// Show a bundle's header, hashes, rule table and bytecode.
+    Inspect(inspect::InspectArgs),
+    /// Create an Ed25519 signing key pair (NAME.key, NAME.pub) and print its key id.
+    Keygen(keys::KeygenArgs),
+    /// Sign (or re-sign) a bundle.
+    Sign(keys::SignArgs),
+    /// Check a bundle's integrity and signature against trusted public keys (exit 0/1).
+    Verify(keys::VerifyArgs),
+    /// Evaluate one action (JSON) against a bundle and print the verdict as JSON.
+    Eval(eval::EvalArgs),
     // ---- brief E's subcommands (approve, receipts) go below ----
+    /// Mint an approval token for a STEP_UP action (prints the token).
+    Approve(approve::ApproveArgs),
+    /// Verify receipt logs offline, or show one session's timeline.
+    Receipts(receipts::ReceiptsArgs),
 }
 
 /// Parse the process arguments, run the subcommand, and return the exit code.
@@ -62,5 +84,13 @@ pub fn run() -> i32 {
         Command::Check(args) => check::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Build(args) => build::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Sign(args) => keys::sign(&args),
+        Command::Verify(args) => keys::verify(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Approve(args) => approve::run(&args),
+        Command::Receipts(args) => receipts::run(&args),
     }
 }
