@@ -1,0 +1,259 @@
+//! `policyc approve` and `policyc receipts verify|show`, run as a user would.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use bundle::keys::{format_signing_key, signing_key_from_seed};
+
+fn policyc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_policyc"))
+        .args(args)
+        .output()
+        .expect("policyc runs")
+}
+
+fn receipts_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/receipts")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("policyc-e-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn verify_intact_log_exits_0() {
+    let log = receipts_dir().join("session.jsonl");
+    let key = receipts_dir().join("test.pub");
+    let o = policyc(&["receipts", "verify", s(&log), "--pub", s(&key)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("attested through 5, ended"));
+}
+
+#[test]
+fn verify_tampered_log_exits_1_and_names_the_line() {
+    let text = std::fs::read_to_string(receipts_dir().join("session.jsonl")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1); // drop receipt 2
+    let tampered = lines
+        .join("\n")
+        .replace(r#""decision":"DENY""#, r#""decision":"ALLOW""#);
+    let dir = scratch("tamper");
+    let log = dir.join("access.log");
+    std::fs::write(&log, tampered).unwrap();
+    let key = receipts_dir().join("test.pub");
+    let o = policyc(&[
+        "receipts",
+        "verify",
+        s(&log),
+        "--pub",
+        s(&key),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let kinds: Vec<(u64, &str)> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["line"].as_u64().unwrap(), f["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [(2, "altered"), (2, "missing")]);
+}
+
+#[test]
+fn verify_with_the_wrong_key_or_no_file_fails() {
+    let log = receipts_dir().join("session.jsonl");
+    let dir = scratch("wrongkey");
+    let other = dir.join("other.pub");
+    std::fs::write(
+        &other,
+        bundle::keys::format_verifying_key(&signing_key_from_seed([8; 32]).verifying_key()),
+    )
+    .unwrap();
+    let o = policyc(&["receipts", "verify", s(&log), "--pub", s(&other)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("unknown_key"));
+    let o = policyc(&["receipts", "verify", "/nonexistent/log", "--pub", s(&other)]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = policyc(&["receipts", "verify", s(&log)]);
+    assert_eq!(o.status.code(), Some(2), "--pub is required");
+}
+
+#[test]
+fn show_prints_the_session_timeline_in_order() {
+    let log = receipts_dir().join("session.jsonl");
+    let o = policyc(&["receipts", "show", s(&log), "--session", "sess-1"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    let order: Vec<usize> = [
+        "intent `code_review`",
+        "ALLOW",
+        "MODIFY",
+        "DENY",
+        "checkpoint",
+        "session_end",
+    ]
+    .iter()
+    .map(|w| {
+        out.find(w)
+            .unwrap_or_else(|| panic!("`{w}` missing in:\n{out}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert!(out.contains("rule `no_exfil`: secrets never leave"));
+    assert!(out.contains("approved: token 0f0f"));
+    assert!(out.contains("modified: clamp_arg /limit"));
+    assert!(out.contains("human alice@corp.example (jwt)"));
+    let o = policyc(&["receipts", "show", s(&log), "--session", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = policyc(&[
+        "receipts",
+        "show",
+        s(&log),
+        "--trace",
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["receipts"].as_array().unwrap().len(), 1);
+    assert_eq!(v["receipts"][0]["body"]["action"]["tool"], "read_file");
+}
+
+#[test]
+fn approve_mints_a_token_the_filter_accepts() {
+    let dir = scratch("approve");
+    let sk = signing_key_from_seed([11; 32]);
+    let key = dir.join("approver.key");
+    std::fs::write(&key, format_signing_key(&sk)).unwrap();
+    let digest = [0x3c_u8; 32];
+    let o = policyc(&[
+        "approve",
+        "--digest",
+        &hex::encode(digest),
+        "--group",
+        "release",
+        "--key",
+        s(&key),
+        "--ttl",
+        "10m",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let issued = v["issued_s"].as_u64().unwrap();
+    assert_eq!(v["expires_s"].as_u64().unwrap(), issued + 600);
+    let approvers = [("release".to_owned(), sk.verifying_key())];
+    let token = v["token"].as_str().unwrap();
+    let a = bundle::approval::verify(token, &digest, "release", &approvers, issued + 1).unwrap();
+    assert_eq!(a.token_id, v["token_id"].as_str().unwrap());
+    assert_eq!(
+        bundle::approval::verify(token, &digest, "release", &approvers, issued + 600),
+        Err(bundle::approval::ApprovalError::Expired)
+    );
+    // Two tokens for the same action have different ids (fresh nonce each time).
+    let o2 = policyc(&[
+        "approve",
+        "--digest",
+        &hex::encode(digest),
+        "--group",
+        "release",
+        "--key",
+        s(&key),
+    ]);
+    assert_eq!(o2.status.code(), Some(0));
+    let t2 = stdout(&o2);
+    assert_ne!(t2.trim(), token);
+    assert_ne!(
+        bundle::approval::verify(t2.trim(), &digest, "release", &approvers, issued + 1)
+            .unwrap()
+            .token_id,
+        a.token_id
+    );
+}
+
+#[test]
+fn approve_refuses_bad_input() {
+    let dir = scratch("approve-bad");
+    let key = dir.join("approver.key");
+    std::fs::write(&key, format_signing_key(&signing_key_from_seed([11; 32]))).unwrap();
+    let d = "ab".repeat(32);
+    for args in [
+        vec![
+            "approve",
+            "--digest",
+            "xyz",
+            "--group",
+            "g",
+            "--key",
+            s(&key),
+        ],
+        vec![
+            "approve",
+            "--digest",
+            &d,
+            "--group",
+            "g",
+            "--key",
+            s(&key),
+            "--ttl",
+            "3d",
+        ],
+        vec![
+            "approve",
+            "--digest",
+            &d,
+            "--group",
+            "g",
+            "--key",
+            s(&key),
+            "--ttl",
+            "soon",
+        ],
+        vec![
+            "approve",
+            "--digest",
+            &d,
+            "--group",
+            "g",
+            "--key",
+            "/nonexistent.key",
+        ],
+        vec![
+            "approve",
+            "--digest",
+            &d,
+            "--group",
+            "g",
+            "--key",
+            s(&receipts_dir().join("test.pub")),
+        ],
+    ] {
+        let o = policyc(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(o.stdout.is_empty());
+    }
+}
