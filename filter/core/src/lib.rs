@@ -2,4 +2,17 @@
 //! only through the `Host` trait, so every path here runs under the mock host in tests and under
 //! Envoy through `filter/wasm`.
 
+pub mod config;
+mod decide;
+pub mod host;
+mod identity;
+pub mod mock;
+pub mod plugin;
+pub mod request;
+pub mod respond;
+pub mod session_store;
 pub mod normalize;
+
+pub use host::Host;
+pub use plugin::Plugin;
+pub use request::{FilterAction, Stream};

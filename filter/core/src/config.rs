@@ -1,0 +1,639 @@
+//! Plugin configuration: the JSON Envoy hands the filter at `on_configure`, parsed once by a pure
+//! function ([`parse`]) into a typed [`Config`]. Unknown keys, wrong types, unparsable keys and
+//! dangling references are errors, never defaults. Every key and default is documented in
+//! `docs/filter-config.md`.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::VerifyingKey;
+use serde::Deserialize;
+
+/// Upper bound on the plugin configuration size we accept (the bundle is inline, so it is large).
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a configuration was refused. The filter then denies every action with this as the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid plugin configuration: {}", self.0)
+    }
+}
+
+/// Where the receipt signing key comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SigningKeySource {
+    /// The secret key line itself (`portcullis-ed25519-secret:...`).
+    Inline(String),
+    /// The name of a VM environment variable holding the secret key line.
+    Env(String),
+}
+
+/// Where the session key of a request comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionKeySource {
+    /// The `mcp-session-id` header (legacy MCP sessions).
+    McpSessionId,
+    /// A configured request header (e.g. an agent-run id set by a trusted gateway).
+    Header(String),
+    /// The trace id of the W3C `traceparent` header.
+    Traceparent,
+}
+
+/// What the filter does when its own machinery fails (shared data, call-out dispatch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Deny the action (default).
+    #[default]
+    Closed,
+    /// Let the action's own decision stand even though session state could not be saved.
+    Open,
+}
+
+/// JWT identity: claims of a token Envoy's `jwt_authn` verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtIdentity {
+    /// The `payload_in_metadata` name of the provider.
+    pub provider: String,
+    /// Claim path (dot-separated) naming the agent, if any.
+    pub agent_claim: Option<String>,
+    /// Claim path (dot-separated) naming the human principal, if any.
+    pub human_claim: Option<String>,
+}
+
+/// Headers trusted to carry identity (only when the operator says an inner hop sets them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderIdentity {
+    /// Header naming the agent.
+    pub agent: Option<String>,
+    /// Header naming the human.
+    pub human: Option<String>,
+    /// Header naming the workload.
+    pub workload: Option<String>,
+}
+
+/// Where identity comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// Take the workload from the mTLS peer URI SAN.
+    pub mtls: bool,
+    /// JWT claims, if configured.
+    pub jwt: Option<JwtIdentity>,
+    /// Trusted headers, if configured.
+    pub headers: Option<HeaderIdentity>,
+}
+
+/// A context service for DEFER decisions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextService {
+    /// The Envoy cluster to call.
+    pub cluster: String,
+    /// `:authority` of the call.
+    pub authority: String,
+    /// `:path` of the call.
+    pub path: String,
+}
+
+/// Receipt signing cadence and the checkpoint timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptConfig {
+    /// Sign an ALLOW receipt at least every this many receipts.
+    pub checkpoint_every: u32,
+    /// Sign when the oldest unsigned receipt is older than this.
+    pub max_unsigned_ms: u64,
+    /// Timer period for checkpoints of idle sessions (0: no timer).
+    pub tick_ms: u64,
+}
+
+/// Session store settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Where the session key comes from.
+    pub key: SessionKeySource,
+    /// Sessions one worker tracks before evicting the least recently used.
+    pub max_sessions: usize,
+    /// A session idle for longer than this is expired.
+    pub idle_ttl_ms: u64,
+}
+
+/// The parsed plugin configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The signed bundle bytes.
+    pub bundle: Vec<u8>,
+    /// Keys a bundle must be signed by (at least one).
+    pub trusted_bundle_keys: Vec<VerifyingKey>,
+    /// The receipt signing key.
+    pub signing_key: SigningKeySource,
+    /// Receipt cadence.
+    pub receipts: ReceiptConfig,
+    /// Largest request body buffered (bytes).
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+    /// Path prefixes that are MCP endpoints.
+    pub mcp_paths: Vec<String>,
+    /// The MCP server's name (`target.server`).
+    pub server_name: String,
+    /// Accept JSON-RPC batches (every element is evaluated).
+    pub allow_batches: bool,
+    /// Buffer and inspect plain HTTP request bodies.
+    pub inspect_http_bodies: bool,
+    /// Sessions.
+    pub session: SessionConfig,
+    /// Identity sources.
+    pub identity: IdentityConfig,
+    /// Approver groups -> keys that may sign approvals for them.
+    pub approvers: BTreeMap<String, Vec<VerifyingKey>>,
+    /// Context services by name.
+    pub context_services: BTreeMap<String, ContextService>,
+    /// Failure mode.
+    pub failure_mode: FailureMode,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    bundle: RawBundle,
+    trusted_bundle_keys: Vec<String>,
+    signing_key: RawSigningKey,
+    #[serde(default)]
+    receipts: RawReceipts,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    mcp: RawMcp,
+    #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    identity: RawIdentity,
+    #[serde(default)]
+    approvers: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    context_services: BTreeMap<String, RawContextService>,
+    #[serde(default)]
+    failure_mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundle {
+    inline_base64: Option<String>,
+    /// Reserved for pulling bundles from a bundle server (not supported yet).
+    server: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigningKey {
+    inline: Option<String>,
+    env: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReceipts {
+    checkpoint_every: Option<u32>,
+    max_unsigned_ms: Option<u64>,
+    tick_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    paths: Option<Vec<String>>,
+    server_name: Option<String>,
+    allow_batches: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    inspect_bodies: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    key: Option<RawSessionKey>,
+    max_sessions: Option<usize>,
+    idle_ttl_s: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessionKey {
+    source: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    mtls: Option<bool>,
+    jwt: Option<RawJwt>,
+    headers: Option<RawHeaders>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    provider: String,
+    agent_claim: Option<String>,
+    human_claim: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    agent: Option<String>,
+    human: Option<String>,
+    workload: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContextService {
+    cluster: String,
+    authority: Option<String>,
+    path: Option<String>,
+}
+
+/// Default: sign at least every 16 receipts.
+pub const DEFAULT_CHECKPOINT_EVERY: u32 = 16;
+/// Default: sign when the oldest unsigned receipt is 5 s old.
+pub const DEFAULT_MAX_UNSIGNED_MS: u64 = 5_000;
+/// Default timer period.
+pub const DEFAULT_TICK_MS: u64 = 1_000;
+/// Default body limit (1 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default JSON depth limit.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Default session cap per worker.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default idle ttl (1 hour).
+pub const DEFAULT_IDLE_TTL_S: u64 = 3_600;
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(err(format!(
+            "`{field}`: `{name}` is not a valid header name"
+        )));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
+fn public_key(field: &str, text: &str) -> Result<VerifyingKey, ConfigError> {
+    bundle::keys::parse_verifying_key(text).map_err(|e| err(format!("`{field}`: {e}")))
+}
+
+/// Parse and validate a plugin configuration. Pure: no host access (the signing key named by an
+/// environment variable is resolved later, by the plugin, through the host).
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(err(format!(
+            "the configuration is larger than {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(err("the configuration is empty (a bundle is required)"));
+    }
+    let raw: RawConfig =
+        serde_json::from_slice(bytes).map_err(|e| err(format!("not valid: {e}")))?;
+
+    if raw.bundle.server.is_some() {
+        return Err(err(
+            "`bundle.server`: pulling bundles from a bundle server is not supported yet; use `bundle.inline_base64`",
+        ));
+    }
+    let b64 = raw
+        .bundle
+        .inline_base64
+        .ok_or_else(|| err("`bundle.inline_base64` is required"))?;
+    let bundle = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| err("`bundle.inline_base64` is not valid base64"))?;
+    if bundle.is_empty() {
+        return Err(err("`bundle.inline_base64` is empty"));
+    }
+
+    if raw.trusted_bundle_keys.is_empty() {
+        return Err(err(
+            "`trusted_bundle_keys` is empty: at least one key must sign the bundle",
+        ));
+    }
+    let trusted_bundle_keys = raw
+        .trusted_bundle_keys
+        .iter()
+        .map(|k| public_key("trusted_bundle_keys", k))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let signing_key = match (raw.signing_key.inline, raw.signing_key.env) {
+        (Some(line), None) => {
+            bundle::keys::parse_signing_key(&line)
+                .map_err(|e| err(format!("`signing_key.inline`: {e}")))?;
+            SigningKeySource::Inline(line)
+        }
+        (None, Some(var)) if !var.is_empty() => SigningKeySource::Env(var),
+        (None, Some(_)) => return Err(err("`signing_key.env` is empty")),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "`signing_key`: give either `inline` or `env`, not both",
+            ));
+        }
+        (None, None) => return Err(err("`signing_key` needs `inline` or `env`")),
+    };
+
+    let receipts = ReceiptConfig {
+        checkpoint_every: raw
+            .receipts
+            .checkpoint_every
+            .unwrap_or(DEFAULT_CHECKPOINT_EVERY),
+        max_unsigned_ms: raw
+            .receipts
+            .max_unsigned_ms
+            .unwrap_or(DEFAULT_MAX_UNSIGNED_MS),
+        tick_ms: raw.receipts.tick_ms.unwrap_or(DEFAULT_TICK_MS),
+    };
+    if receipts.checkpoint_every == 0 {
+        return Err(err("`receipts.checkpoint_every` must be at least 1"));
+    }
+
+    let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let max_json_depth = raw.limits.max_json_depth.unwrap_or(DEFAULT_MAX_JSON_DEPTH);
+    if max_body_bytes == 0 || max_json_depth == 0 {
+        return Err(err("`limits` values must be at least 1"));
+    }
+
+    let mcp_paths = raw.mcp.paths.unwrap_or_else(|| vec!["/mcp".to_owned()]);
+    if let Some(p) = mcp_paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(err(format!("`mcp.paths`: `{p}` must start with `/`")));
+    }
+    let server_name = raw.mcp.server_name.unwrap_or_else(|| "mcp".to_owned());
+
+    let key = match raw.session.key {
+        None => SessionKeySource::McpSessionId,
+        Some(k) => match (k.source.as_str(), k.name) {
+            ("mcp-session-id", None) => SessionKeySource::McpSessionId,
+            ("traceparent", None) => SessionKeySource::Traceparent,
+            ("header", Some(name)) => SessionKeySource::Header(header_name("session.key.name", &name)?),
+            ("header", None) => return Err(err("`session.key.name` is required with `source: header`")),
+            ("mcp-session-id" | "traceparent", Some(_)) => {
+                return Err(err("`session.key.name` is only allowed with `source: header`"));
+            }
+            (other, _) => {
+                return Err(err(format!(
+                    "`session.key.source`: `{other}` is not one of `mcp-session-id`, `header`, `traceparent`"
+                )));
+            }
+        },
+    };
+    let session = SessionConfig {
+        key,
+        max_sessions: raw.session.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+        idle_ttl_ms: raw
+            .session
+            .idle_ttl_s
+            .unwrap_or(DEFAULT_IDLE_TTL_S)
+            .saturating_mul(1000),
+    };
+    if session.max_sessions == 0 || session.idle_ttl_ms == 0 {
+        return Err(err("`session.max_sessions` and `session.idle_ttl_s` must be at least 1"));
+    }
+
+    let jwt = match raw.identity.jwt {
+        None => None,
+        Some(j) => {
+            if j.provider.is_empty() {
+                return Err(err("`identity.jwt.provider` is empty"));
+            }
+            if j.agent_claim.is_none() && j.human_claim.is_none() {
+                return Err(err(
+                    "`identity.jwt` needs `agent_claim` or `human_claim` (or remove it)",
+                ));
+            }
+            Some(JwtIdentity {
+                provider: j.provider,
+                agent_claim: j.agent_claim,
+                human_claim: j.human_claim,
+            })
+        }
+    };
+    let headers = match raw.identity.headers {
+        None => None,
+        Some(h) => {
+            let f = |field: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+                v.map(|n| header_name(field, &n)).transpose()
+            };
+            let h = HeaderIdentity {
+                agent: f("identity.headers.agent", h.agent)?,
+                human: f("identity.headers.human", h.human)?,
+                workload: f("identity.headers.workload", h.workload)?,
+            };
+            if h.agent.is_none() && h.human.is_none() && h.workload.is_none() {
+                return Err(err("`identity.headers` names no header (or remove it)"));
+            }
+            Some(h)
+        }
+    };
+    let identity = IdentityConfig {
+        mtls: raw.identity.mtls.unwrap_or(true),
+        jwt,
+        headers,
+    };
+
+    let mut approvers = BTreeMap::new();
+    for (group, keys) in raw.approvers {
+        if keys.is_empty() {
+            return Err(err(format!("`approvers.{group}` lists no key")));
+        }
+        let field = format!("approvers.{group}");
+        let keys = keys
+            .iter()
+            .map(|k| public_key(&field, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        approvers.insert(group, keys);
+    }
+
+    let mut context_services = BTreeMap::new();
+    for (name, s) in raw.context_services {
+        if s.cluster.is_empty() {
+            return Err(err(format!("`context_services.{name}.cluster` is empty")));
+        }
+        let path = s.path.unwrap_or_else(|| "/".to_owned());
+        if !path.starts_with('/') {
+            return Err(err(format!(
+                "`context_services.{name}.path` must start with `/`"
+            )));
+        }
+        let authority = s.authority.unwrap_or_else(|| s.cluster.clone());
+        context_services.insert(
+            name,
+            ContextService {
+                cluster: s.cluster,
+                authority,
+                path,
+            },
+        );
+    }
+
+    let failure_mode = match raw.failure_mode.as_deref() {
+        None | Some("closed") => FailureMode::Closed,
+        Some("open") => FailureMode::Open,
+        Some(other) => {
+            return Err(err(format!(
+                "`failure_mode`: `{other}` is not `closed` or `open`"
+            )));
+        }
+    };
+
+    Ok(Config {
+        bundle,
+        trusted_bundle_keys,
+        signing_key,
+        receipts,
+        max_body_bytes,
+        max_json_depth,
+        mcp_paths,
+        server_name,
+        allow_batches: raw.mcp.allow_batches.unwrap_or(false),
+        inspect_http_bodies: raw.http.inspect_bodies.unwrap_or(false),
+        session,
+        identity,
+        approvers,
+        context_services,
+        failure_mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+
+    fn base() -> serde_json::Value {
+        let pk = format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key());
+        let sk = format_signing_key(&signing_key_from_seed([2; 32]));
+        serde_json::json!({
+            "bundle": {"inline_base64": "UENMQg=="},
+            "trusted_bundle_keys": [pk],
+            "signing_key": {"inline": sk},
+        })
+    }
+
+    fn parse_v(v: &serde_json::Value) -> Result<Config, ConfigError> {
+        parse(&serde_json::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = parse_v(&base()).unwrap();
+        assert_eq!(c.bundle, b"PCLB");
+        assert_eq!(c.receipts.checkpoint_every, 16);
+        assert_eq!(c.receipts.max_unsigned_ms, 5000);
+        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.max_json_depth, 64);
+        assert_eq!(c.mcp_paths, vec!["/mcp".to_owned()]);
+        assert_eq!(c.session.key, SessionKeySource::McpSessionId);
+        assert_eq!(c.session.idle_ttl_ms, 3_600_000);
+        assert!(c.identity.mtls);
+        assert!(c.identity.jwt.is_none() && c.identity.headers.is_none());
+        assert_eq!(c.failure_mode, FailureMode::Closed);
+        assert!(!c.allow_batches);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_at_every_level() {
+        for (path, v) in [
+            ("/", serde_json::json!({"bundel": 1})),
+            ("/session", serde_json::json!({"idle_ttl": 5})),
+            ("/identity", serde_json::json!({"mtsl": true})),
+        ] {
+            let mut c = base();
+            if path == "/" {
+                c.as_object_mut().unwrap().insert("bundel".into(), 1.into());
+            } else {
+                c.as_object_mut()
+                    .unwrap()
+                    .insert(path.trim_start_matches('/').into(), v);
+            }
+            let e = parse_v(&c).unwrap_err();
+            assert!(e.0.contains("unknown field"), "{e}");
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (serde_json::json!({"bundle": {"inline_base64": "!!"}}), "not valid base64"),
+            (serde_json::json!({"bundle": {"server": {"cluster": "b"}}}), "not supported yet"),
+            (serde_json::json!({"trusted_bundle_keys": []}), "at least one key"),
+            (serde_json::json!({"trusted_bundle_keys": ["nope"]}), "trusted_bundle_keys"),
+            (serde_json::json!({"signing_key": {}}), "`inline` or `env`"),
+            (serde_json::json!({"signing_key": {"inline": "x"}}), "signing_key.inline"),
+            (serde_json::json!({"session": {"key": {"source": "header"}}}), "session.key.name"),
+            (serde_json::json!({"session": {"key": {"source": "cookie"}}}), "`cookie`"),
+            (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
+            (serde_json::json!({"approvers": {"ops": []}}), "approvers.ops"),
+            (serde_json::json!({"approvers": {"ops": ["bad"]}}), "approvers.ops"),
+            (serde_json::json!({"context_services": {"risk": {"cluster": ""}}}), "context_services.risk"),
+            (serde_json::json!({"identity": {"jwt": {"provider": "p"}}}), "agent_claim"),
+            (serde_json::json!({"identity": {"headers": {"agent": "bad header"}}}), "valid header"),
+            (serde_json::json!({"receipts": {"checkpoint_every": 0}}), "checkpoint_every"),
+        ];
+        for (patch, needle) in cases {
+            let mut c = base();
+            for (k, v) in patch.as_object().unwrap() {
+                c.as_object_mut().unwrap().insert(k.clone(), v.clone());
+            }
+            let e = parse_v(&c).unwrap_err();
+            assert!(e.0.contains(needle), "expected `{needle}` in `{e}`");
+        }
+        assert!(parse(b"").unwrap_err().0.contains("empty"));
+        assert!(parse(b"{not json").is_err());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let mut c = base();
+        let pk = format_verifying_key(&signing_key_from_seed([3; 32]).verifying_key());
+        let o = c.as_object_mut().unwrap();
+        o.insert("signing_key".into(), serde_json::json!({"env": "PORTCULLIS_KEY"}));
+        o.insert("session".into(), serde_json::json!({"key": {"source": "header", "name": "X-Agent-Run"}, "max_sessions": 5, "idle_ttl_s": 60}));
+        o.insert("identity".into(), serde_json::json!({"mtls": false, "jwt": {"provider": "agents", "agent_claim": "azp", "human_claim": "act.sub"}, "headers": {"agent": "x-agent-id"}}));
+        o.insert("approvers".into(), serde_json::json!({"release-managers": [pk]}));
+        o.insert("context_services".into(), serde_json::json!({"risk": {"cluster": "risk", "path": "/decide"}}));
+        o.insert("failure_mode".into(), "open".into());
+        o.insert("mcp".into(), serde_json::json!({"paths": ["/mcp", "/v2/mcp"], "server_name": "workbench", "allow_batches": true}));
+        let c = parse_v(&c).unwrap();
+        assert_eq!(c.signing_key, SigningKeySource::Env("PORTCULLIS_KEY".into()));
+        assert_eq!(c.session.key, SessionKeySource::Header("x-agent-run".into()));
+        assert_eq!(c.session.idle_ttl_ms, 60_000);
+        assert!(!c.identity.mtls);
+        assert_eq!(c.identity.jwt.as_ref().unwrap().human_claim.as_deref(), Some("act.sub"));
+        assert_eq!(c.approvers["release-managers"].len(), 1);
+        assert_eq!(c.context_services["risk"].authority, "risk");
+        assert_eq!(c.failure_mode, FailureMode::Open);
+        assert!(c.allow_batches);
+    }
+}

@@ -1,0 +1,341 @@
+//! The plugin (root context): configuration, the loaded bundle, the receipt signer, this worker's
+//! session bookkeeping, metrics, and the timer that checkpoints idle sessions.
+//!
+//! A plugin is built once per configuration by [`Plugin::configure`]. If anything is wrong
+//! (configuration, bundle, signing key) it is still built, in a *failed* state that makes every
+//! request be denied with the error as the reason: fail closed, never pass-through.
+
+use std::cell::RefCell;
+
+use bundle::receipt::{self, BundleRef, ChainHead, Receipt, SignPolicy, Signer};
+use bundle::session::SessionStatus;
+use bundle::session_codec::SessionExtra;
+use bundle::{Bundle, Trust};
+use ed25519_dalek::VerifyingKey;
+
+use crate::config::{self, Config, SigningKeySource};
+use crate::host::{Host, LogLevel, MetricKind, SharedDataError};
+use crate::normalize::NormalizeConfig;
+use crate::session_store::{self, MAX_CAS_ATTEMPTS, Record, Tracker};
+
+/// Everything a working plugin holds.
+pub(crate) struct Loaded {
+    pub cfg: Config,
+    pub norm: NormalizeConfig,
+    pub bundle: Bundle,
+    pub signer: Signer,
+    pub sign_policy: SignPolicy,
+    /// `approvers` flattened for `bundle::approval::verify`.
+    pub approvers: Vec<(String, VerifyingKey)>,
+    pub bundle_ref: BundleRef,
+}
+
+/// Metric names (Envoy prefixes Wasm metrics with `wasmcustom.`).
+const METRICS: [(Metric, &str, MetricKind); 9] = [
+    (Metric::Allow, "portcullis_decisions_allow", MetricKind::Counter),
+    (Metric::Modify, "portcullis_decisions_modify", MetricKind::Counter),
+    (Metric::Defer, "portcullis_decisions_defer", MetricKind::Counter),
+    (Metric::StepUp, "portcullis_decisions_step_up", MetricKind::Counter),
+    (Metric::Deny, "portcullis_decisions_deny", MetricKind::Counter),
+    (Metric::Refused, "portcullis_refused", MetricKind::Counter),
+    (Metric::Errors, "portcullis_errors", MetricKind::Counter),
+    (Metric::Evicted, "portcullis_sessions_ended", MetricKind::Counter),
+    (Metric::Sessions, "portcullis_sessions_tracked", MetricKind::Gauge),
+];
+
+/// The metrics the filter keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Metric {
+    Allow,
+    Modify,
+    Defer,
+    StepUp,
+    Deny,
+    /// Requests refused before evaluation (bad input).
+    Refused,
+    /// Internal failures (session store, call-outs, configuration).
+    Errors,
+    /// Sessions ended by expiry or eviction.
+    Evicted,
+    /// Sessions this worker tracks (gauge).
+    Sessions,
+}
+
+/// The plugin: one per configuration per worker.
+pub struct Plugin {
+    pub(crate) loaded: Result<Loaded, String>,
+    pub(crate) tracker: RefCell<Tracker>,
+    /// The receipt chain of requests that carry no session key (per worker).
+    pub(crate) anon_chain: RefCell<ChainHead>,
+    pub(crate) anon_name: String,
+    metric_ids: Vec<(Metric, u32)>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("error", &self.error())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared-data key of the worker counter used to name per-worker anonymous chains.
+const WORKER_COUNTER_KEY: &str = "portcullis/workers";
+
+fn next_worker_number(host: &dyn Host) -> u64 {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let Ok((value, cas)) = host.get_shared_data(WORKER_COUNTER_KEY) else {
+            break;
+        };
+        let current = value
+            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let next = current.saturating_add(1);
+        match host.set_shared_data(WORKER_COUNTER_KEY, &next.to_be_bytes(), cas) {
+            Ok(()) => return next,
+            Err(SharedDataError::CasMismatch) => continue,
+            Err(SharedDataError::Other(_)) => break,
+        }
+    }
+    // Fall back to the clock: still distinct across restarts.
+    host.now_ms()
+}
+
+fn load(host: &dyn Host, bytes: &[u8]) -> Result<Loaded, String> {
+    let cfg = config::parse(bytes).map_err(|e| e.to_string())?;
+    let bundle = Bundle::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
+        .map_err(|e| format!("the policy bundle was refused: {e}"))?;
+    let key_line = match &cfg.signing_key {
+        SigningKeySource::Inline(line) => line.clone(),
+        SigningKeySource::Env(var) => host.env_var(var).ok_or_else(|| {
+            format!("the receipt signing key variable `{var}` is not set in the VM environment")
+        })?,
+    };
+    let key = bundle::keys::parse_signing_key(&key_line)
+        .map_err(|e| format!("the receipt signing key is not usable: {e}"))?;
+    let info = bundle.info();
+    let bundle_ref = BundleRef {
+        pack: info.pack.clone(),
+        version: info.version.clone(),
+        hash: hex::encode(info.content_hash),
+    };
+    let norm = NormalizeConfig {
+        mcp_paths: cfg.mcp_paths.clone(),
+        server_name: cfg.server_name.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        max_json_depth: cfg.max_json_depth,
+        inspect_http_bodies: cfg.inspect_http_bodies,
+        allow_batches: cfg.allow_batches,
+        ..NormalizeConfig::default()
+    };
+    let approvers = cfg
+        .approvers
+        .iter()
+        .flat_map(|(g, keys)| keys.iter().map(move |k| (g.clone(), *k)))
+        .collect();
+    let sign_policy = SignPolicy {
+        checkpoint_every: cfg.receipts.checkpoint_every,
+        max_unsigned_ms: cfg.receipts.max_unsigned_ms,
+    };
+    Ok(Loaded {
+        cfg,
+        norm,
+        bundle,
+        signer: Signer::new(key),
+        sign_policy,
+        approvers,
+        bundle_ref,
+    })
+}
+
+impl Plugin {
+    /// Build the plugin from its configuration. Never fails: a bad configuration yields a plugin
+    /// that denies everything (and says why in the log and in every answer).
+    pub fn configure(host: &dyn Host, config: &[u8]) -> Plugin {
+        let loaded = load(host, config);
+        let metric_ids = METRICS
+            .iter()
+            .filter_map(|(m, name, kind)| host.define_metric(*kind, name).ok().map(|id| (*m, id)))
+            .collect();
+        let worker = next_worker_number(host);
+        let plugin = Plugin {
+            loaded,
+            tracker: RefCell::new(Tracker::default()),
+            anon_chain: RefCell::new(ChainHead::default()),
+            anon_name: format!("anon/{worker}"),
+            metric_ids,
+        };
+        match &plugin.loaded {
+            Ok(l) => {
+                let i = l.bundle.info();
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}), receipts signed by {}",
+                        i.pack,
+                        i.version,
+                        i.rules,
+                        l.bundle_ref.hash,
+                        l.signer.key_id()
+                    ),
+                );
+                host.set_tick_period_ms(l.cfg.receipts.tick_ms);
+            }
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("portcullis: {e}; every request will be denied"),
+                );
+                plugin.count(host, Metric::Errors);
+            }
+        }
+        plugin
+    }
+
+    /// The configuration error, when the plugin failed to load.
+    pub fn error(&self) -> Option<&str> {
+        self.loaded.as_ref().err().map(String::as_str)
+    }
+
+    pub(crate) fn count(&self, host: &dyn Host, metric: Metric) {
+        self.add(host, metric, 1);
+    }
+
+    pub(crate) fn add(&self, host: &dyn Host, metric: Metric, delta: i64) {
+        if let Some((_, id)) = self.metric_ids.iter().find(|(m, _)| *m == metric) {
+            host.increment_metric(*id, delta);
+        }
+    }
+
+    /// Note a served session, then evict over the cap.
+    pub(crate) fn touched(
+        &self,
+        host: &dyn Host,
+        l: &Loaded,
+        session: &str,
+        rec: &Record,
+        now_ms: u64,
+    ) {
+        let before = self.tracker.borrow().len();
+        self.tracker
+            .borrow_mut()
+            .touch(session, now_ms, &rec.state, &rec.chain);
+        loop {
+            let victim = self.tracker.borrow().victim(l.cfg.session.max_sessions);
+            let Some(victim) = victim else { break };
+            self.end_session(host, l, &victim, "evicted");
+            // INVARIANT: end_session always forgets the victim, so this loop ends.
+            self.tracker.borrow_mut().forget(&victim);
+        }
+        let after = self.tracker.borrow().len();
+        let delta = i64::try_from(after).unwrap_or(i64::MAX).saturating_sub(i64::try_from(before).unwrap_or(i64::MAX));
+        if delta != 0 {
+            self.add(host, Metric::Sessions, delta);
+        }
+    }
+
+    /// End a session: leave a tombstone (status missing, chain kept) and log a signed
+    /// `session_end` receipt.
+    fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let now = host.now_ms();
+            let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+            if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
+                return; // already a tombstone
+            }
+            let why = rec.ended.unwrap_or(why);
+            rec.state = session_store::tombstone(rec.state.started_ms);
+            rec.extra = SessionExtra {
+                last_seen_ms: now,
+                ..SessionExtra::default()
+            };
+            let r = receipt::session_end(session, &mut rec.chain, &l.signer, now);
+            match session_store::store(host, session, &rec) {
+                Ok(()) => {
+                    host.log(
+                        LogLevel::Info,
+                        &format!("portcullis: session `{session}` ended ({why})"),
+                    );
+                    log_receipt(host, &r);
+                    self.count(host, Metric::Evicted);
+                    return;
+                }
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(SharedDataError::Other(e)) => {
+                    host.log(
+                        LogLevel::Error,
+                        &format!("portcullis: cannot end session `{session}`: {e}"),
+                    );
+                    self.count(host, Metric::Errors);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The timer: end sessions idle past their ttl, and sign a `checkpoint` for sessions whose
+    /// oldest unsigned receipt is older than `max_unsigned_ms`, so no receipt stays unattested
+    /// for longer than `max_unsigned_ms` + the tick period while its session is idle.
+    pub fn on_tick(&self, host: &dyn Host) {
+        let Ok(l) = &self.loaded else { return };
+        let now = host.now_ms();
+        let idle = self.tracker.borrow().idle(now, l.cfg.session.idle_ttl_ms);
+        for s in idle {
+            self.end_session(host, l, &s, "expired");
+            self.tracker.borrow_mut().forget(&s);
+            self.add(host, Metric::Sessions, -1);
+        }
+        let due = self
+            .tracker
+            .borrow()
+            .checkpoint_due(now, l.cfg.receipts.max_unsigned_ms);
+        for s in due {
+            self.checkpoint(host, l, &s);
+        }
+        let anon_due = {
+            let c = self.anon_chain.borrow();
+            c.unsigned > 0 && now.saturating_sub(c.oldest_unsigned_ms) >= l.cfg.receipts.max_unsigned_ms
+        };
+        if anon_due {
+            let r = receipt::checkpoint(&self.anon_name, &mut self.anon_chain.borrow_mut(), &l.signer, now);
+            log_receipt(host, &r);
+        }
+    }
+
+    fn checkpoint(&self, host: &dyn Host, l: &Loaded, session: &str) {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let now = host.now_ms();
+            let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+            if rec.chain.unsigned == 0 {
+                self.tracker
+                    .borrow_mut()
+                    .touch(session, now, &rec.state, &rec.chain);
+                return;
+            }
+            // A checkpoint is not activity: keep last_seen as it was.
+            let r = receipt::checkpoint(session, &mut rec.chain, &l.signer, now);
+            match session_store::store(host, session, &rec) {
+                Ok(()) => {
+                    log_receipt(host, &r);
+                    let mut t = self.tracker.borrow_mut();
+                    t.touch(session, rec.extra.last_seen_ms, &rec.state, &rec.chain);
+                    return;
+                }
+                Err(SharedDataError::CasMismatch) => continue,
+                Err(SharedDataError::Other(e)) => {
+                    host.log(
+                        LogLevel::Error,
+                        &format!("portcullis: cannot checkpoint session `{session}`: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Write a receipt that has no request to travel with (checkpoint, session end) to the log, one
+/// line, prefixed so a log shipper can pick it out: `portcullis receipt {...}`.
+pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
+    host.log(LogLevel::Info, &format!("portcullis receipt {}", r.to_json()));
+}
