@@ -4,6 +4,15 @@
 //! duplicate object keys: valid JSON syntax, but refused as an invalid request (-32600) because
 //! servers disagree on which duplicate wins.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::path::PathBuf;
 
 use filter_core::normalize::parse_json;
