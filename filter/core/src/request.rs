@@ -44,7 +44,10 @@ enum Phase {
     Headers,
     Body,
     Waiting,
-    Done,
+    /// The request went (or goes) upstream.
+    Forwarded,
+    /// The filter answered locally.
+    Answered,
 }
 
 /// A DEFER waiting for its call-out.
@@ -178,8 +181,8 @@ impl Stream {
     ) -> FilterAction {
         match self.phase {
             Phase::Body => {}
-            Phase::Waiting | Phase::Done => return FilterAction::Pause,
-            Phase::Headers => return FilterAction::Continue,
+            Phase::Waiting | Phase::Answered => return FilterAction::Pause,
+            Phase::Headers | Phase::Forwarded => return FilterAction::Continue,
         }
         let plugin = Rc::clone(&self.plugin);
         let Ok(l) = &plugin.loaded else {
@@ -219,7 +222,7 @@ impl Stream {
         );
         set_state(host, "DENY", "filter:refused", self.session.as_deref().unwrap_or(""), None);
         self.plugin.count(host, Metric::Refused);
-        self.phase = Phase::Done;
+        self.phase = Phase::Answered;
     }
 
     fn evaluate(&mut self, host: &dyn Host, l: &Loaded, body: Option<Vec<u8>>) -> FilterAction {
@@ -292,7 +295,7 @@ impl Stream {
     ) -> FilterAction {
         let receipts: Vec<&Receipt> = plan.msgs.iter().filter_map(|m| m.receipt.as_ref()).collect();
         let deciding = deciding_msg(&plan);
-        let (rule, reason) = deciding.map_or(("none", ""), |m| (m.rule.as_str(), m.reason.as_str()));
+        let rule = deciding.map_or("none", |m| m.rule.as_str());
         for (m, a) in plan.msgs.iter().zip(actions) {
             let level = if m.enforced == Decision::Allow { LogLevel::Debug } else { LogLevel::Info };
             host.log(
@@ -308,7 +311,6 @@ impl Stream {
                 ),
             );
         }
-        let receipt_id = deciding.and_then(|m| m.receipt.as_ref()).map(|r| hex::encode(r.hash));
         let json = (!receipts.is_empty()).then(|| receipts_json(&receipts));
         let header = receipts_header(&receipts);
         match plan.overall {
@@ -320,7 +322,7 @@ impl Stream {
                     if plan.overall == Decision::StepUp { Metric::StepUp } else { Metric::Deny },
                 );
                 self.answer_plan(host, shape, &plan, &header);
-                self.phase = Phase::Done;
+                self.phase = Phase::Answered;
                 FilterAction::Pause
             }
             Decision::Defer => {
@@ -367,8 +369,7 @@ impl Stream {
                     host,
                     if plan.overall == Decision::Modify { Metric::Modify } else { Metric::Allow },
                 );
-                let _ = receipt_id;
-                self.phase = Phase::Done;
+                self.phase = Phase::Forwarded;
                 FilterAction::Continue
             }
         }
@@ -436,7 +437,7 @@ impl Stream {
             let (status, body) = d.http();
             send_json(host, status, d.decision(), &body, extra);
         }
-        self.phase = Phase::Done;
+        self.phase = Phase::Answered;
     }
 
     fn start_defer(
@@ -567,7 +568,7 @@ impl Stream {
             self.add_to_response = add;
             set_state(host, "ALLOW", &rule, &p.chain_name, Some(&json));
             self.plugin.count(host, Metric::Allow);
-            self.phase = Phase::Done;
+            self.phase = Phase::Forwarded;
             host.resume_request();
         } else {
             let d = Denial {
