@@ -5,8 +5,12 @@
 //! against. The `policyc` binary (`src/main.rs`) is a thin CLI over this library.
 
 pub mod ast;
+pub mod check;
 pub mod cli;
 pub mod diag;
+pub mod fmt;
+pub mod interp;
 pub mod syntax;
+pub mod tabletop;
 pub mod codegen;
 pub mod lower;

@@ -91,7 +91,7 @@
 //! comment     = "#" { any } newline | "//" { any } newline ;
 //! ```
 
-mod expr;
+pub(crate) mod expr;
 pub(crate) mod lex;
 
 use crate::ast::{

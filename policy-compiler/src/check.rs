@@ -1,0 +1,741 @@
+//! Semantic checks over a parsed policy. Reports every problem of a run at once.
+//!
+//! Errors: undefined and duplicate names (lists, classes, intents, rules, tool schemas); a class
+//! that refers to itself or a later class, or uses `intent.outside`; type errors (a string field
+//! compared with `<`, a number literal against a string field, `len` / `is` on something that is
+//! not an argument, ...); header names that are not lowercase; regex syntax errors and regexes too
+//! large for an automaton; argument paths checked against a `tool "x" { ... }` schema when the
+//! rule's `when` pins the tool with `tool == "x"` (unknown argument, type mismatch); clamp bounds
+//! in the wrong order; empty step-up group or defer service.
+//!
+//! Warnings: a rule that can never match (`false`, `tool == "a" and tool == "b"`,
+//! `kind == http and tool == "x"`, ...), and a rule shadowed by a stricter enforce-mode rule whose
+//! condition is the same or weaker (it can never decide).
+
+use crate::ast::{
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep, Policy,
+    RuleDef, SetRef, Span, Spanned, ValueType,
+};
+use crate::diag::{suggest, Diagnostic};
+use crate::fmt::expr as expr_text;
+use crate::syntax::expr::{arg_path_text, field_name};
+use bundle::verdict::{Decision, Mode};
+use std::collections::{HashMap, HashSet};
+
+/// Parse and check source text: the policy (when it parsed) and every diagnostic, errors first
+/// in source order, then warnings.
+pub fn parse_and_check(src: &str) -> (Option<Policy>, Vec<Diagnostic>) {
+    match crate::syntax::parse(src) {
+        Ok(p) => {
+            let d = check(&p);
+            (Some(p), d)
+        }
+        Err(d) => (None, d),
+    }
+}
+
+/// Check a parsed policy. Errors and warnings, sorted by position.
+pub fn check(p: &Policy) -> Vec<Diagnostic> {
+    let mut c = Checker::new(p);
+    c.run();
+    let mut d = c.diags;
+    d.sort_by_key(|d| (d.span.start, !d.is_error()));
+    d
+}
+
+/// The static type of a field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ty {
+    Str,
+    Num,
+    Bool,
+    StrSet,
+    /// An argument: whatever the JSON holds (or the schema says).
+    Any,
+}
+
+fn field_ty(f: &Field) -> Ty {
+    match f {
+        Field::Port
+        | Field::RequestSize
+        | Field::SessionActions
+        | Field::SessionEgressBytes
+        | Field::SessionApprovals
+        | Field::SessionElapsed
+        | Field::SessionDrift => Ty::Num,
+        Field::RiskSecrets => Ty::Bool,
+        Field::RiskDataClasses => Ty::StrSet,
+        Field::Arg(_) => Ty::Any,
+        _ => Ty::Str,
+    }
+}
+
+fn lit_ty(l: &Literal) -> Ty {
+    match l {
+        Literal::Str(_) => Ty::Str,
+        Literal::Num(_) => Ty::Num,
+        Literal::Bool(_) => Ty::Bool,
+    }
+}
+
+fn ty_word(t: Ty) -> &'static str {
+    match t {
+        Ty::Str => "a string",
+        Ty::Num => "a number",
+        Ty::Bool => "a boolean",
+        Ty::StrSet => "a set of strings",
+        Ty::Any => "a value",
+    }
+}
+
+fn vt_to_ty(t: ValueType) -> Option<Ty> {
+    match t {
+        ValueType::String => Some(Ty::Str),
+        ValueType::Number => Some(Ty::Num),
+        ValueType::Bool => Some(Ty::Bool),
+        _ => None,
+    }
+}
+
+fn vt_word(t: ValueType) -> &'static str {
+    match t {
+        ValueType::String => "string",
+        ValueType::Number => "number",
+        ValueType::Bool => "bool",
+        ValueType::Array => "array",
+        ValueType::Object => "object",
+        ValueType::Null => "null",
+    }
+}
+
+struct Checker<'p> {
+    p: &'p Policy,
+    diags: Vec<Diagnostic>,
+    lists: HashMap<&'p str, &'p crate::ast::ListDef>,
+    classes: HashMap<&'p str, usize>,
+    schemas: HashMap<&'p str, &'p crate::ast::ToolSchemaDef>,
+}
+
+impl<'p> Checker<'p> {
+    fn new(p: &'p Policy) -> Self {
+        Checker { p, diags: Vec::new(), lists: HashMap::new(), classes: HashMap::new(), schemas: HashMap::new() }
+    }
+
+    fn err(&mut self, span: Span, msg: String) -> &mut Diagnostic {
+        self.diags.push(Diagnostic::error(span, msg));
+        let last = self.diags.len().saturating_sub(1);
+        &mut self.diags[last]
+    }
+
+    fn run(&mut self) {
+        self.names();
+        let p = self.p;
+        self.decision(&p.pack.default);
+        self.decision(&p.pack.unknown_session);
+        for (pos, item) in p.items.iter().enumerate() {
+            match item {
+                Item::List(l) => {
+                    let tys: HashSet<_> = l.values.iter().map(|v| std::mem::discriminant(&v.node)).collect();
+                    if tys.len() > 1 {
+                        self.err(l.name.span, format!("list `{}` mixes strings, numbers and booleans", l.name.node));
+                    }
+                }
+                Item::Class(c) => {
+                    self.expr(&c.when, Scope::Class(pos, &c.name.node), None);
+                }
+                Item::Intent(i) => {
+                    for c in &i.classes {
+                        self.class_ref(c, None);
+                    }
+                    self.decision(&i.outside);
+                }
+                Item::ToolSchema(t) => {
+                    let mut seen = HashSet::new();
+                    for (path, _) in &t.args {
+                        if !seen.insert(&path.node) {
+                            self.err(path.span, format!("argument `{}` is declared twice", schema_path_text(&path.node)));
+                        }
+                    }
+                }
+                Item::Rule(r) => self.rule(r),
+            }
+        }
+        self.rule_warnings();
+    }
+
+    /// Duplicate definitions; builds the name tables.
+    fn names(&mut self) {
+        let p = self.p;
+        let mut seen: HashMap<(&str, &str), Span> = HashMap::new();
+        let mut dup = |this: &mut Self, kind: &'static str, name: &'p Spanned<String>| {
+            if let Some(first) = seen.get(&(kind, name.node.as_str())) {
+                let first = *first;
+                this.err(name.span, format!("{kind} `{}` is defined twice", name.node))
+                    .hint = Some(format!("the first definition is on line {}", first.line));
+                false
+            } else {
+                seen.insert((kind, name.node.as_str()), name.span);
+                true
+            }
+        };
+        for (pos, item) in p.items.iter().enumerate() {
+            match item {
+                Item::List(l) => {
+                    if dup(self, "list", &l.name) {
+                        self.lists.insert(&l.name.node, l);
+                    }
+                }
+                Item::Class(c) => {
+                    if dup(self, "class", &c.name) {
+                        self.classes.insert(&c.name.node, pos);
+                    }
+                }
+                Item::Intent(i) => {
+                    dup(self, "intent", &i.name);
+                }
+                Item::ToolSchema(t) => {
+                    if dup(self, "tool schema", &t.tool) {
+                        self.schemas.insert(&t.tool.node, t);
+                    }
+                }
+                Item::Rule(r) => {
+                    if dup(self, "rule", &r.name) {
+                        if r.name.node == "default" || r.name.node == "none" {
+                            self.err(r.name.span, format!("`{}` is reserved and cannot name a rule", r.name.node));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn class_ref(&mut self, c: &Spanned<String>, before: Option<(usize, &str)>) {
+        match self.classes.get(c.node.as_str()) {
+            None => {
+                let names: Vec<&str> = self.classes.keys().copied().collect();
+                let d = self.err(c.span, format!("undefined class `{}`", c.node));
+                if let Some(s) = suggest(&c.node, names) {
+                    d.hint = Some(format!("did you mean `{s}`?"));
+                }
+            }
+            Some(&def_pos) => {
+                if let Some((pos, name)) = before {
+                    if def_pos >= pos {
+                        let msg = if c.node == name {
+                            format!("class `{name}` refers to itself")
+                        } else {
+                            format!("class `{name}` refers to class `{}`, which is defined after it", c.node)
+                        };
+                        self.err(c.span, msg).hint =
+                            Some("a class can only refer to classes defined above it".to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    fn decision(&mut self, d: &DecisionSpec) {
+        if let Some((g, _)) = &d.step_up {
+            if g.trim().is_empty() {
+                self.err(d.span, "a step_up needs an approver group".to_owned());
+            }
+        }
+        if let Some((s, _)) = &d.defer {
+            if s.trim().is_empty() {
+                self.err(d.span, "a defer needs a context service name".to_owned());
+            }
+        }
+        for m in &d.modifications {
+            match &m.node {
+                ModSpec::Clamp(_, lo, hi) if lo > hi => {
+                    self.err(m.span, format!("clamp bounds are reversed: {lo} is greater than {hi}"))
+                        .hint = Some(format!("write `{hi}..{lo}`"));
+                }
+                ModSpec::StripHeader(h) | ModSpec::SetHeader(h, _) => self.header_name(h, m.span),
+                _ => {}
+            }
+        }
+    }
+
+    fn header_name(&mut self, h: &str, span: Span) {
+        if h != h.to_ascii_lowercase() {
+            self.err(span, format!("header name `{h}` is not lowercase"))
+                .hint = Some(format!("header names are lowercased before evaluation: write `{}`", h.to_ascii_lowercase()));
+        }
+        if h.is_empty() {
+            self.err(span, "empty header name".to_owned());
+        }
+    }
+
+    fn rule(&mut self, r: &'p RuleDef) {
+        let pinned = pinned_tool(&r.when);
+        let schema = pinned.and_then(|t| self.schemas.get(t).copied());
+        self.expr(&r.when, Scope::Rule, schema);
+        self.decision(&r.decision);
+        if let Some(s) = schema {
+            for m in &r.decision.modifications {
+                match &m.node {
+                    ModSpec::Redact(path) | ModSpec::Drop(path) => {
+                        self.arg_against_schema(path, m.span, s, None);
+                    }
+                    ModSpec::Clamp(path, _, _) => self.arg_against_schema(path, m.span, s, Some(Ty::Num)),
+                    _ => {}
+                }
+            }
+        }
+        for e in &r.effects {
+            if let EffectSpec::RevokeClass(c) = &e.node {
+                self.class_ref(&Spanned { node: c.clone(), span: e.span }, None);
+            }
+        }
+        if r.decision.decision != Decision::Allow && r.decision.decision != Decision::Deny && r.mode == Some(Mode::Audit) {
+            // Fine: audit rules may ask for anything; nothing to check.
+        }
+    }
+
+    fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Literal>>> {
+        match s {
+            SetRef::Inline(v) => Some(v.iter().collect()),
+            SetRef::Named(n) => self.lists.get(n.node.as_str()).map(|l| l.values.iter().collect()),
+        }
+    }
+
+    fn set_ref(&mut self, s: &SetRef) {
+        if let SetRef::Named(n) = s {
+            if !self.lists.contains_key(n.node.as_str()) {
+                let names: Vec<&str> = self.lists.keys().copied().collect();
+                let d = self.err(n.span, format!("undefined list `{}`", n.node));
+                d.hint = Some(match suggest(&n.node, names) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!("define it with `let {} = [...]`", n.node),
+                });
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &'p Expr, scope: Scope<'_>, schema: Option<&'p crate::ast::ToolSchemaDef>) {
+        match e {
+            Expr::Const(_) => {}
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                self.expr(a, scope, schema);
+                self.expr(b, scope, schema);
+            }
+            Expr::Not(a) => self.expr(a, scope, schema),
+            Expr::Cmp(f, op, lit) => {
+                self.field(f);
+                let ft = self.field_type(f, schema);
+                let lt = lit_ty(&lit.node);
+                let name = field_name(&f.node);
+                match ft {
+                    Ty::StrSet => {
+                        self.err(f.span, format!("`{name}` is a set of strings and cannot be compared"))
+                            .hint = Some(format!("write `{name} contains \"...\"`"));
+                    }
+                    Ty::Any => {}
+                    _ if ft != lt => {
+                        self.err(lit.span, format!(
+                            "`{name}` is {} but `{}` is {}",
+                            ty_word(ft),
+                            crate::fmt::literal(&lit.node),
+                            ty_word(lt)
+                        ));
+                    }
+                    Ty::Str | Ty::Bool if !matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                        self.err(f.span, format!("`{name}` is {} and can only be compared with `==` or `!=`", ty_word(ft)))
+                            .hint = (ft == Ty::Str).then(|| "use `glob`, `prefix` or `matches` for patterns".to_owned());
+                    }
+                    _ => {}
+                }
+                if ft == Ty::Any && lt != Ty::Num && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
+                    self.err(lit.span, format!("`{}` is {} and cannot be compared with `{}`", crate::fmt::literal(&lit.node), ty_word(lt), op_text(*op)));
+                }
+                if let Literal::Str(s) = &lit.node {
+                    let allowed: Option<&[&str]> = match &f.node {
+                        Field::Kind => Some(&["mcp", "http"]),
+                        Field::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
+                        _ => None,
+                    };
+                    if let Some(allowed) = allowed {
+                        if !allowed.contains(&s.as_str()) {
+                            self.err(lit.span, format!("`{name}` is never `{s}`"))
+                                .hint = Some(format!("it is one of {}", allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")));
+                        }
+                    }
+                }
+                self.arg_use(f, schema, Some(lt).filter(|_| true), Some(*op));
+            }
+            Expr::In(f, s) => {
+                self.field(f);
+                self.set_ref(s);
+                let ft = self.field_type(f, schema);
+                if ft == Ty::StrSet {
+                    self.err(f.span, format!("`{}` is a set of strings; test it with `contains`", field_name(&f.node)));
+                }
+                if let Some(values) = self.set_literals(s) {
+                    if matches!(ft, Ty::Str | Ty::Num | Ty::Bool) {
+                        for v in values {
+                            let lt = lit_ty(&v.node);
+                            if lt != ft {
+                                self.err(v.span, format!(
+                                    "`{}` is {} but `{}` in the list is {}",
+                                    field_name(&f.node), ty_word(ft), crate::fmt::literal(&v.node), ty_word(lt)
+                                ));
+                            }
+                        }
+                    }
+                }
+                self.arg_use(f, schema, None, None);
+            }
+            Expr::Glob(f, s) | Expr::Prefix(f, s) => {
+                let word = if matches!(e, Expr::Glob(..)) { "glob" } else { "prefix" };
+                self.field(f);
+                self.set_ref(s);
+                self.string_only(f, word, schema);
+                if let Some(values) = self.set_literals(s) {
+                    for v in values {
+                        if !matches!(v.node, Literal::Str(_)) {
+                            self.err(v.span, format!("`{word}` patterns are strings, found `{}`", crate::fmt::literal(&v.node)));
+                        }
+                    }
+                }
+                self.arg_use(f, schema, Some(Ty::Str), None);
+            }
+            Expr::Matches(f, re) => {
+                self.field(f);
+                self.string_only(f, "matches", schema);
+                self.regex(re);
+                self.arg_use(f, schema, Some(Ty::Str), None);
+            }
+            Expr::IsType(f, _) => {
+                self.field(f);
+                if !matches!(f.node, Field::Arg(_)) {
+                    self.err(f.span, format!("`is` tests the type of an argument; `{}` is always {}", field_name(&f.node), ty_word(field_ty(&f.node))));
+                }
+                self.arg_use(f, schema, None, None);
+            }
+            Expr::Present(f) => {
+                self.field(f);
+                self.arg_use(f, schema, None, None);
+            }
+            Expr::Len(f, _, n) => {
+                self.field(f);
+                if !matches!(f.node, Field::Arg(_)) {
+                    self.err(f.span, format!("`len` applies to arguments, not to `{}`", field_name(&f.node)));
+                }
+                if *n < 0.0 || n.fract() != 0.0 {
+                    self.err(f.span, format!("`len(...)` is compared with a whole number, found `{n}`"));
+                }
+                if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
+                    if let Some(t) = schema_type(s, path) {
+                        if !matches!(t, ValueType::String | ValueType::Array | ValueType::Object) {
+                            self.err(f.span, format!("`len` needs a string, array or object, but `{}` is declared `{}`", arg_path_text(path), vt_word(t)));
+                        }
+                    }
+                }
+                self.arg_use(f, schema, None, None);
+            }
+            Expr::Contains(f, _) => {
+                self.field(f);
+                if matches!(field_ty(&f.node), Ty::Num | Ty::Bool) {
+                    self.err(f.span, format!("`contains` applies to strings and sets, not to `{}`", field_name(&f.node)));
+                }
+                if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
+                    if let Some(t) = schema_type(s, path) {
+                        if !matches!(t, ValueType::String | ValueType::Array) {
+                            self.err(f.span, format!("`contains` needs a string or an array, but `{}` is declared `{}`", arg_path_text(path), vt_word(t)));
+                        }
+                    }
+                }
+                self.arg_use(f, schema, None, None);
+            }
+            Expr::InClass(c) | Expr::Seen(c) => {
+                let before = match scope {
+                    Scope::Class(pos, name) if matches!(e, Expr::InClass(_)) => Some((pos, name)),
+                    _ => None,
+                };
+                self.class_ref(c, before);
+            }
+            Expr::Count(s, _, _, _) => {
+                if let CountSubject::Class(c) = &s.node {
+                    self.class_ref(&Spanned { node: c.clone(), span: s.span }, None);
+                }
+            }
+            Expr::Tainted(_) | Expr::Used(_) => {}
+            Expr::OutsideIntent => {
+                if let Scope::Class(_, name) = scope {
+                    self.err(Span::default(), format!("class `{name}` uses `intent.outside`, which depends on the classes themselves"));
+                    // Point at the class name instead of nowhere.
+                    if let Some(Item::Class(c)) = self.p.items.iter().find(|i| matches!(i, Item::Class(c) if c.name.node == name)) {
+                        if let Some(last) = self.diags.last_mut() {
+                            last.span = c.name.span;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn field(&mut self, f: &Spanned<Field>) {
+        if let Field::Header(h) = &f.node {
+            self.header_name(h, f.span);
+        }
+    }
+
+    fn field_type(&self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
+        match (&f.node, schema) {
+            (Field::Arg(path), Some(s)) => schema_type(s, path).and_then(vt_to_ty).unwrap_or(Ty::Any),
+            _ => field_ty(&f.node),
+        }
+    }
+
+    fn string_only(&mut self, f: &Spanned<Field>, word: &str, schema: Option<&crate::ast::ToolSchemaDef>) {
+        let ft = self.field_type(f, schema);
+        if !matches!(ft, Ty::Str | Ty::Any) {
+            self.err(f.span, format!("`{word}` applies to strings, but `{}` is {}", field_name(&f.node), ty_word(ft)));
+        }
+    }
+
+    /// Check an argument path used in a rule whose tool has a schema.
+    fn arg_use(&mut self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>, want: Option<Ty>, _op: Option<CmpOp>) {
+        if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
+            self.arg_against_schema(path, f.span, s, want);
+        }
+    }
+
+    fn arg_against_schema(&mut self, path: &[PathStep], span: Span, s: &crate::ast::ToolSchemaDef, want: Option<Ty>) {
+        if path.is_empty() {
+            return;
+        }
+        match schema_lookup(s, path) {
+            SchemaHit::Unknown => {
+                let declared: Vec<String> = s.args.iter().map(|(p, _)| schema_path_text(&p.node)).collect();
+                let d = self.err(span, format!("tool `{}` has no argument `{}`", s.tool.node, arg_path_text(path)));
+                d.hint = Some(match suggest(&arg_path_text(path), declared.iter().map(String::as_str)) {
+                    Some(x) => format!("did you mean `{x}`?"),
+                    None => format!("its schema declares {}", if declared.is_empty() { "no arguments".to_owned() } else { declared.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ") }),
+                });
+            }
+            SchemaHit::Exact(t) => {
+                if let (Some(want), Some(have)) = (want, vt_to_ty(t)) {
+                    if want != have {
+                        self.err(span, format!(
+                            "`{}` is declared `{}` for tool `{}`, but is used as {}",
+                            arg_path_text(path), vt_word(t), s.tool.node, ty_word(want)
+                        ));
+                    }
+                } else if want.is_some() && matches!(t, ValueType::Array | ValueType::Object | ValueType::Null) {
+                    self.err(span, format!(
+                        "`{}` is declared `{}` for tool `{}`, but is used as {}",
+                        arg_path_text(path), vt_word(t), s.tool.node, ty_word(want.unwrap_or(Ty::Any))
+                    ));
+                }
+            }
+            SchemaHit::Inside => {}
+        }
+    }
+
+    fn regex(&mut self, re: &Spanned<String>) {
+        if let Err(e) = regex_syntax::Parser::new().parse(&re.node) {
+            let msg = e.to_string();
+            let detail = msg.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_owned();
+            self.err(re.span, format!("invalid regex `{}`: {detail}", re.node));
+            return;
+        }
+        if let Err(e) = crate::interp::compile_regex(&re.node) {
+            self.err(re.span, format!("regex `{}` cannot be compiled to an automaton: {e}", re.node))
+                .hint = Some("simplify it, or avoid Unicode word boundaries (`\\b`); use `(?-u:\\b)`".to_owned());
+        }
+    }
+
+    fn rule_warnings(&mut self) {
+        let p = self.p;
+        let rules: Vec<&RuleDef> = p.items.iter().filter_map(|i| if let Item::Rule(r) = i { Some(r) } else { None }).collect();
+        for r in &rules {
+            if let Some(why) = never_matches(&r.when) {
+                self.diags.push(
+                    Diagnostic::warning(r.name.span, format!("rule `{}` can never match: {why}", r.name.node)),
+                );
+            }
+        }
+        let conj: Vec<HashSet<String>> = rules.iter().map(|r| conjuncts(&r.when)).collect();
+        for (i, r) in rules.iter().enumerate() {
+            let r_mode = r.mode.unwrap_or(p.pack.mode);
+            if r_mode != Mode::Enforce || never_matches(&r.when).is_some() {
+                continue;
+            }
+            for (j, s) in rules.iter().enumerate() {
+                if i == j || s.mode.unwrap_or(p.pack.mode) != Mode::Enforce {
+                    continue;
+                }
+                let (Some(ci), Some(cj)) = (conj.get(i), conj.get(j)) else { continue };
+                // `s` matches whenever `r` does when every conjunct of `s` is a conjunct of `r`.
+                if cj.is_subset(ci) && s.decision.decision > r.decision.decision {
+                    self.diags.push(
+                        Diagnostic::warning(r.name.span, format!(
+                            "rule `{}` can never decide: rule `{}` matches whenever it does and is stricter ({})",
+                            r.name.node, s.name.node, s.decision.decision.as_str()
+                        ))
+                        .with_hint("remove it, narrow the stricter rule, or run it in audit mode"),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    Class(usize, &'a str),
+    Rule,
+}
+
+fn op_text(op: CmpOp) -> &'static str {
+    match op {
+        CmpOp::Eq => "==",
+        CmpOp::Ne => "!=",
+        CmpOp::Lt => "<",
+        CmpOp::Le => "<=",
+        CmpOp::Gt => ">",
+        CmpOp::Ge => ">=",
+    }
+}
+
+fn schema_path_text(p: &[String]) -> String {
+    arg_path_text(&p.iter().map(|k| PathStep::Key(k.clone())).collect::<Vec<_>>())
+}
+
+enum SchemaHit {
+    Exact(ValueType),
+    /// Inside a declared array or object (not described further).
+    Inside,
+    Unknown,
+}
+
+fn step_key(s: &PathStep) -> String {
+    match s {
+        PathStep::Key(k) => k.clone(),
+        PathStep::Index(n) => n.to_string(),
+    }
+}
+
+fn schema_lookup(s: &crate::ast::ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
+    let keys: Vec<String> = path.iter().map(step_key).collect();
+    for (p, t) in &s.args {
+        if p.node == keys {
+            return SchemaHit::Exact(*t);
+        }
+    }
+    for (p, t) in &s.args {
+        if keys.starts_with(&p.node) && matches!(t, ValueType::Array | ValueType::Object) {
+            return SchemaHit::Inside;
+        }
+        // A declared deeper path implies the intermediate objects exist.
+        if p.node.starts_with(&keys) {
+            return SchemaHit::Exact(ValueType::Object);
+        }
+    }
+    SchemaHit::Unknown
+}
+
+fn schema_type(s: &crate::ast::ToolSchemaDef, path: &[PathStep]) -> Option<ValueType> {
+    match schema_lookup(s, path) {
+        SchemaHit::Exact(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// The top-level conjuncts of a condition (`a and (b and c)` -> {a, b, c}), as canonical text.
+fn conjuncts(e: &Expr) -> HashSet<String> {
+    let mut out = HashSet::new();
+    fn walk(e: &Expr, out: &mut HashSet<String>) {
+        match e {
+            Expr::And(a, b) => {
+                walk(a, out);
+                walk(b, out);
+            }
+            Expr::Const(true) => {}
+            other => {
+                out.insert(expr_text(other));
+            }
+        }
+    }
+    walk(e, &mut out);
+    out
+}
+
+fn conjunct_list(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::And(a, b) => {
+            let mut v = conjunct_list(a);
+            v.extend(conjunct_list(b));
+            v
+        }
+        other => vec![other],
+    }
+}
+
+/// The tool a condition pins with a top-level `tool == "x"` (or `tool in ["x"]`).
+pub(crate) fn pinned_tool(e: &Expr) -> Option<&str> {
+    conjunct_list(e).into_iter().find_map(|c| match c {
+        Expr::Cmp(f, CmpOp::Eq, lit) if f.node == Field::Tool => match &lit.node {
+            Literal::Str(s) => Some(s.as_str()),
+            _ => None,
+        },
+        Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => match v.first().map(|l| &l.node) {
+            Some(Literal::Str(s)) => Some(s.as_str()),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Why a condition can never hold, when that is visible from its top-level conjuncts.
+fn never_matches(e: &Expr) -> Option<String> {
+    let parts = conjunct_list(e);
+    if parts.iter().any(|c| matches!(c, Expr::Const(false))) {
+        return Some("its condition contains `false`".to_owned());
+    }
+    let mut pinned: HashMap<String, (String, String)> = HashMap::new();
+    for c in &parts {
+        if let Expr::Cmp(f, CmpOp::Eq, lit) = c {
+            if let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_))) {
+                let name = field_name(&f.node);
+                let text = expr_text(c);
+                if let Some((other, other_text)) = pinned.get(&name) {
+                    if other != v {
+                        return Some(format!("`{other_text}` and `{text}` cannot both hold"));
+                    }
+                }
+                pinned.insert(name, (v.clone(), text));
+            }
+        }
+    }
+    if let Some((k, ktext)) = pinned.get("kind") {
+        if k == "http" {
+            for f in ["tool", "resource", "prompt"] {
+                if let Some((_, t)) = pinned.get(f) {
+                    return Some(format!("an HTTP action has no {f}: `{ktext}` and `{t}` cannot both hold"));
+                }
+            }
+            for c in &parts {
+                if let Expr::Present(f) = c {
+                    if matches!(f.node, Field::Tool | Field::Resource | Field::Prompt) {
+                        return Some(format!("an HTTP action has no {}", field_name(&f.node)));
+                    }
+                }
+            }
+        }
+    }
+    // `x` and `not x` at the top level.
+    let texts: HashSet<String> = parts.iter().map(|c| expr_text(c)).collect();
+    for c in &parts {
+        if let Expr::Not(inner) = c {
+            let t = expr_text(inner);
+            if texts.contains(&t) {
+                return Some(format!("`{t}` and `not {t}` cannot both hold"));
+            }
+        }
+    }
+    None
+}

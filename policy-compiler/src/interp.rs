@@ -1,0 +1,578 @@
+//! The tree-walking reference interpreter: the "Evaluation" section of `docs/policy-language.md`,
+//! written to be obviously right rather than fast. It is the oracle the bytecode VM is tested
+//! against (`tests/differential.rs`), and what `policyc test` runs every tabletop case through.
+
+use crate::ast::{
+    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
+    ModSpec, PathStep, Policy, PrincipalRole, RuleDef, SetRef, ValueType,
+};
+use bundle::action::{Action, Kind};
+use bundle::builtin as b;
+use bundle::session::{name_hash, SessionState, SessionStatus};
+use bundle::verdict::{
+    Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, StepUp, Verdict,
+};
+use serde_json::Value as Json;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Evaluate one action against a policy. Never panics; see the module docs.
+pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms: u64) -> Verdict {
+    let pack_mode = policy.pack.mode;
+
+    // 1. Classes, in source order. A class's `when` may refer to classes defined before it.
+    let mut classes: Vec<&ClassDef> = Vec::new();
+    for item in &policy.items {
+        if let Item::Class(c) = item {
+            let ctx = Ctx { policy, action, session, now_ms, classes: &classes, intent: None };
+            if ctx.eval(&c.when) {
+                classes.push(c);
+            }
+        }
+    }
+    let risk = classes.iter().map(|c| c.risk).max().unwrap_or(RiskTier::Low);
+
+    // The intent in force.
+    let intent_name: Option<String> = match (&session.intent, session.status) {
+        (Some(i), _) => Some(i.clone()),
+        (None, SessionStatus::New) => action.declared_intent.clone(),
+        (None, _) => None,
+    };
+    let intent_def = intent_name.as_deref().and_then(|n| find_intent(policy, n));
+    let verdict_intent = match (&session.intent, intent_def) {
+        (Some(i), _) => Some(i.clone()),
+        (None, Some(d)) => Some(d.name.node.clone()),
+        (None, None) => None,
+    };
+    let ctx = Ctx { policy, action, session, now_ms, classes: &classes, intent: intent_def };
+
+    // 2. Built-in checks.
+    let mut matches: Vec<Match<'_>> = Vec::new();
+    if session.status == SessionStatus::Missing {
+        matches.push(Match::spec(b::SESSION_UNKNOWN, &policy.pack.unknown_session, pack_mode));
+    }
+    if session.killed {
+        matches.push(Match::builtin(b::SESSION_KILLED, b::KILLED_REASON));
+    }
+    let subject_revoked = session.tool_revoked(name_hash(action.subject()));
+    let class_revoked = classes.iter().any(|c| session.class_revoked(name_hash(&c.name.node)));
+    if subject_revoked || class_revoked {
+        matches.push(Match::builtin(b::SESSION_REVOKED, b::REVOKED_REASON));
+    }
+    if session.read_only && writes(action) && !classes.iter().any(|c| c.readonly) {
+        matches.push(Match::builtin(b::SESSION_READ_ONLY, b::READ_ONLY_REASON));
+    }
+    match (&intent_name, intent_def) {
+        (Some(_), None) => matches.push(Match::builtin(b::INTENT_UNKNOWN, b::INTENT_UNKNOWN_REASON)),
+        (_, Some(def)) => {
+            if ctx.outside_intent() {
+                let name = format!("{}{}", b::INTENT_PREFIX, def.name.node);
+                matches.push(Match::spec_owned(name, &def.outside, pack_mode));
+            }
+            let l = &def.limits;
+            if l.max_actions.is_some_and(|m| session.actions >= m) {
+                matches.push(Match::builtin(b::STOP_MAX_ACTIONS, b::MAX_ACTIONS_REASON));
+            }
+            if l.max_egress_bytes.is_some_and(|m| {
+                session.egress_bytes.saturating_add(action.egress_bytes()) > m
+            }) {
+                matches.push(Match::builtin(b::STOP_MAX_EGRESS_BYTES, b::MAX_EGRESS_BYTES_REASON));
+            }
+            if l.max_duration_ms.is_some_and(|m| session.elapsed_ms(now_ms) > m) {
+                matches.push(Match::builtin(b::STOP_MAX_DURATION, b::MAX_DURATION_REASON));
+            }
+        }
+        (None, None) => {}
+    }
+
+    // 3. Rules, in source order.
+    for item in &policy.items {
+        if let Item::Rule(r) = item {
+            if ctx.eval(&r.when) {
+                matches.push(Match::rule(r, pack_mode));
+            }
+        }
+    }
+
+    // 4. Default.
+    if !matches.iter().any(|m| matches!(m.mode, Mode::Enforce | Mode::Warn)) {
+        matches.push(Match::spec(b::DEFAULT, &policy.pack.default, pack_mode));
+    }
+
+    // 5. Resolution.
+    let enforced = || matches.iter().filter(|m| m.mode == Mode::Enforce);
+    let mut decision = enforced().map(|m| m.decision).max().unwrap_or(Decision::Allow);
+    let would_be = matches.iter().map(|m| m.decision).max().unwrap_or(Decision::Allow);
+    let deciding = enforced().find(|m| m.decision == decision);
+    let warnings = matches
+        .iter()
+        .filter(|m| m.mode == Mode::Warn && m.decision > Decision::Allow)
+        .map(|m| format!("{}: {}", m.name, m.reason))
+        .collect();
+    let modifications = if decision == Decision::Modify {
+        enforced()
+            .filter(|m| m.decision == Decision::Modify)
+            .filter_map(|m| m.spec)
+            .flat_map(|s| s.modifications.iter().map(|x| modification(&x.node)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut effects: Vec<Effect> = Vec::new();
+    for m in enforced() {
+        for e in m.effects {
+            let e = effect(&e.node, action);
+            if !effects.contains(&e) {
+                effects.push(e);
+            }
+        }
+    }
+    let mut verdict = Verdict {
+        decision,
+        would_be,
+        matched: matches.iter().map(Match::to_rule_match).collect(),
+        deciding_rule: deciding.map_or_else(|| b::NONE.to_owned(), |m| m.name.clone()),
+        reason: deciding.map_or_else(String::new, |m| m.reason.to_owned()),
+        modifications,
+        effects,
+        step_up: None,
+        defer: None,
+        warnings,
+        classes: classes.iter().map(|c| c.name.node.clone()).collect(),
+        risk,
+        intent: verdict_intent,
+    };
+    if let Some(spec) = deciding.and_then(|m| m.spec) {
+        if decision == Decision::StepUp {
+            verdict.step_up = spec.step_up.as_ref().map(|(g, t)| StepUp { group: g.clone(), timeout_s: *t });
+        }
+        if decision == Decision::Defer {
+            verdict.defer = spec.defer.as_ref().map(|(s, t)| Defer { service: s.clone(), timeout_ms: *t });
+        }
+    }
+
+    // 6. Approvals stop.
+    if decision == Decision::StepUp
+        && intent_def
+            .and_then(|d| d.limits.max_approvals)
+            .is_some_and(|m| session.approvals >= m)
+    {
+        decision = Decision::Deny;
+        verdict.matched.push(RuleMatch {
+            rule: b::STOP_MAX_APPROVALS.to_owned(),
+            decision: Decision::Deny,
+            mode: Mode::Enforce,
+            reason: b::MAX_APPROVALS_REASON.to_owned(),
+        });
+        verdict.decision = decision;
+        verdict.would_be = Decision::Deny;
+        verdict.deciding_rule = b::STOP_MAX_APPROVALS.to_owned();
+        verdict.reason = b::MAX_APPROVALS_REASON.to_owned();
+        verdict.step_up = None;
+    }
+    verdict
+}
+
+fn find_intent<'p>(policy: &'p Policy, name: &str) -> Option<&'p IntentDef> {
+    policy.items.iter().find_map(|i| match i {
+        Item::Intent(d) if d.name.node == name => Some(d),
+        _ => None,
+    })
+}
+
+/// Whether a read-only session refuses this action (absent a `readonly` class).
+fn writes(action: &Action) -> bool {
+    match action.kind {
+        Kind::Mcp => action.operation == "tools/call",
+        Kind::Http => !matches!(action.operation.as_str(), "GET" | "HEAD" | "OPTIONS"),
+    }
+}
+
+/// Whether intents judge this action (protocol messages are always in scope).
+fn acting(action: &Action) -> bool {
+    match action.kind {
+        Kind::Mcp => matches!(action.operation.as_str(), "tools/call" | "resources/read" | "prompts/get"),
+        Kind::Http => true,
+    }
+}
+
+/// One matched rule or built-in, before resolution.
+struct Match<'p> {
+    name: String,
+    decision: Decision,
+    mode: Mode,
+    reason: &'p str,
+    spec: Option<&'p DecisionSpec>,
+    effects: &'p [crate::ast::Spanned<EffectSpec>],
+}
+
+impl<'p> Match<'p> {
+    fn builtin(name: &str, reason: &'p str) -> Self {
+        Match { name: name.to_owned(), decision: Decision::Deny, mode: Mode::Enforce, reason, spec: None, effects: &[] }
+    }
+    fn spec(name: &str, spec: &'p DecisionSpec, mode: Mode) -> Self {
+        Self::spec_owned(name.to_owned(), spec, mode)
+    }
+    fn spec_owned(name: String, spec: &'p DecisionSpec, mode: Mode) -> Self {
+        Match { name, decision: spec.decision, mode, reason: &spec.reason, spec: Some(spec), effects: &[] }
+    }
+    fn rule(r: &'p RuleDef, pack_mode: Mode) -> Self {
+        Match {
+            name: r.name.node.clone(),
+            decision: r.decision.decision,
+            mode: r.mode.unwrap_or(pack_mode),
+            reason: &r.decision.reason,
+            spec: Some(&r.decision),
+            effects: &r.effects,
+        }
+    }
+    fn to_rule_match(&self) -> RuleMatch {
+        RuleMatch { rule: self.name.clone(), decision: self.decision, mode: self.mode, reason: self.reason.to_owned() }
+    }
+}
+
+fn path_segments(p: &[PathStep]) -> Vec<PathSegment> {
+    p.iter()
+        .map(|s| match s {
+            PathStep::Key(k) => PathSegment::Key(k.clone()),
+            PathStep::Index(n) => PathSegment::Index(*n),
+        })
+        .collect()
+}
+
+/// The verdict form of a modification.
+pub(crate) fn modification(m: &ModSpec) -> Modification {
+    match m {
+        ModSpec::Redact(p) => Modification::RedactArg { path: path_segments(p) },
+        ModSpec::Drop(p) => Modification::DropArg { path: path_segments(p) },
+        ModSpec::Clamp(p, lo, hi) => Modification::ClampArg { path: path_segments(p), min: *lo, max: *hi },
+        ModSpec::RedactSecrets => Modification::RedactSecrets,
+        ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
+        ModSpec::SetHeader(h, v) => Modification::SetHeader { name: h.clone(), value: v.clone() },
+        ModSpec::RemoveTools(p) => Modification::RemoveTools { patterns: p.clone() },
+    }
+}
+
+fn effect(e: &EffectSpec, action: &Action) -> Effect {
+    match e {
+        EffectSpec::Taint(t) => Effect::Taint(t.clone()),
+        EffectSpec::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
+        EffectSpec::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
+        EffectSpec::RevokeClass(c) => Effect::RevokeClass(c.clone()),
+        EffectSpec::ReadOnly => Effect::ReadOnly,
+        EffectSpec::Kill => Effect::Kill,
+    }
+}
+
+/// A field's value: absent, or a JSON value.
+enum Val<'a> {
+    Absent,
+    Str(&'a str),
+    Owned(Json),
+    Json(&'a Json),
+}
+
+impl Val<'_> {
+    fn json(&self) -> Option<Json> {
+        match self {
+            Val::Absent => None,
+            Val::Str(s) => Some(Json::String((*s).to_owned())),
+            Val::Owned(j) => Some(j.clone()),
+            Val::Json(j) => Some((*j).clone()),
+        }
+    }
+}
+
+struct Ctx<'a> {
+    policy: &'a Policy,
+    action: &'a Action,
+    session: &'a SessionState,
+    now_ms: u64,
+    classes: &'a [&'a ClassDef],
+    intent: Option<&'a IntentDef>,
+}
+
+fn non_empty(s: &str) -> Val<'_> {
+    if s.is_empty() { Val::Absent } else { Val::Str(s) }
+}
+
+fn num(n: impl Into<f64>) -> Val<'static> {
+    serde_json::Number::from_f64(n.into()).map_or(Val::Absent, |n| Val::Owned(Json::Number(n)))
+}
+
+impl<'a> Ctx<'a> {
+    fn in_class(&self, name: &str) -> bool {
+        self.classes.iter().any(|c| c.name.node == name)
+    }
+
+    /// `intent.outside`: an acting action outside the intent in force (false when none).
+    fn outside_intent(&self) -> bool {
+        let Some(def) = self.intent else { return false };
+        if !acting(self.action) {
+            return false;
+        }
+        let a = self.action;
+        let inside = def.classes.iter().any(|c| self.in_class(&c.node))
+            || a.tool.as_deref().is_some_and(|t| def.tools.iter().any(|g| glob(&g.node, t)))
+            || (a.kind == Kind::Http && def.hosts.iter().any(|g| glob(&g.node, &a.target.host)));
+        let data_ok = def.data_scopes.is_empty()
+            || a.risk.data_classes.iter().all(|d| def.data_scopes.iter().any(|s| s.node == *d));
+        !(inside && data_ok)
+    }
+
+    fn field(&self, f: &Field) -> Val<'a> {
+        let a = self.action;
+        let s = self.session;
+        match f {
+            Field::Kind => Val::Str(a.kind.as_str()),
+            Field::Operation => Val::Str(&a.operation),
+            Field::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
+            Field::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
+            Field::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
+            Field::Host => non_empty(&a.target.host),
+            Field::Port => if a.target.port == 0 { Val::Absent } else { num(a.target.port) },
+            Field::Path => non_empty(&a.target.path),
+            Field::Query => non_empty(&a.target.query),
+            Field::Scheme => non_empty(&a.target.scheme),
+            Field::Server => non_empty(&a.target.server),
+            Field::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
+            Field::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
+            Field::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
+            Field::Arg(p) => lookup(&a.arguments, p).map_or(Val::Absent, Val::Json),
+            Field::RequestSize => num(a.size as f64),
+            Field::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
+            Field::RiskDataClasses => Val::Owned(Json::Array(
+                a.risk.data_classes.iter().map(|d| Json::String(d.clone())).collect(),
+            )),
+            Field::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
+            Field::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
+            Field::Intent => Val::Str(self.intent.map_or("", |d| d.name.node.as_str())),
+            Field::SessionActions => num(s.actions),
+            Field::SessionEgressBytes => num(s.egress_bytes as f64),
+            Field::SessionApprovals => num(s.approvals),
+            Field::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
+            Field::SessionDrift => num(s.drift),
+        }
+    }
+
+    fn set_values(&self, set: &'a SetRef) -> Vec<&'a Literal> {
+        match set {
+            SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
+            SetRef::Named(n) => self
+                .policy
+                .items
+                .iter()
+                .find_map(|i| match i {
+                    Item::List(l) if l.name.node == n.node => Some(l.values.iter().map(|l| &l.node).collect()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn string_field(&self, f: &Field) -> Option<String> {
+        match self.field(f).json()? {
+            Json::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn eval(&self, e: &Expr) -> bool {
+        match e {
+            Expr::Const(b) => *b,
+            Expr::And(x, y) => self.eval(x) && self.eval(y),
+            Expr::Or(x, y) => self.eval(x) || self.eval(y),
+            Expr::Not(x) => !self.eval(x),
+            Expr::Cmp(f, op, lit) => self.field(&f.node).json().is_some_and(|v| compare(&v, *op, &lit.node)),
+            Expr::In(f, set) => self
+                .field(&f.node)
+                .json()
+                .is_some_and(|v| self.set_values(set).iter().any(|l| compare(&v, CmpOp::Eq, l))),
+            Expr::Glob(f, set) => self.string_field(&f.node).is_some_and(|v| {
+                self.set_values(set).iter().any(|l| matches!(l, Literal::Str(p) if glob(p, &v)))
+            }),
+            Expr::Prefix(f, set) => self.string_field(&f.node).is_some_and(|v| {
+                self.set_values(set).iter().any(|l| matches!(l, Literal::Str(p) if v.starts_with(p.as_str())))
+            }),
+            Expr::Matches(f, re) => self.string_field(&f.node).is_some_and(|v| regex_match(&re.node, &v)),
+            Expr::IsType(f, t) => self.field(&f.node).json().is_some_and(|v| type_of(&v) == *t),
+            Expr::Present(f) => self.field(&f.node).json().is_some_and(|v| !v.is_null()),
+            Expr::Len(f, op, n) => {
+                let len = match self.field(&f.node).json() {
+                    Some(Json::String(s)) => s.chars().count(),
+                    Some(Json::Array(a)) => a.len(),
+                    Some(Json::Object(o)) => o.len(),
+                    _ => return false,
+                };
+                cmp_num(len as f64, *op, *n)
+            }
+            Expr::Contains(f, s) => match self.field(&f.node).json() {
+                Some(Json::Array(a)) => a.iter().any(|v| v.as_str() == Some(s.node.as_str())),
+                Some(Json::String(v)) => v.contains(s.node.as_str()),
+                _ => false,
+            },
+            Expr::InClass(c) => self.in_class(&c.node),
+            Expr::Tainted(t) => self.session.tainted(name_hash(&t.node)),
+            Expr::Used(t) => self.session.used(name_hash(&t.node)),
+            Expr::Seen(c) => self.session.seen_class(name_hash(&c.node)),
+            Expr::Count(subject, window, op, n) => {
+                let count = match &subject.node {
+                    CountSubject::Subject(t) => self.session.count_subject(name_hash(t), *window, self.now_ms),
+                    CountSubject::Class(c) => self.session.count_class(name_hash(c), *window, self.now_ms),
+                };
+                cmp_num(f64::from(count), *op, f64::from(*n))
+            }
+            Expr::OutsideIntent => self.outside_intent(),
+        }
+    }
+}
+
+fn principal(a: &Action, r: PrincipalRole) -> &bundle::action::Principal {
+    match r {
+        PrincipalRole::Agent => &a.identity.agent,
+        PrincipalRole::Human => &a.identity.human,
+        PrincipalRole::Workload => &a.identity.workload,
+    }
+}
+
+/// Follow an argument path into the arguments (`args` alone is the whole arguments value, absent
+/// when it is `null`).
+fn lookup<'j>(args: &'j Json, path: &[PathStep]) -> Option<&'j Json> {
+    if path.is_empty() && args.is_null() {
+        return None;
+    }
+    let mut cur = args;
+    for step in path {
+        cur = match (step, cur) {
+            (PathStep::Key(k), Json::Object(o)) => o.get(k)?,
+            (PathStep::Index(n), Json::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn type_of(v: &Json) -> ValueType {
+    match v {
+        Json::Null => ValueType::Null,
+        Json::Bool(_) => ValueType::Bool,
+        Json::Number(_) => ValueType::Number,
+        Json::String(_) => ValueType::String,
+        Json::Array(_) => ValueType::Array,
+        Json::Object(_) => ValueType::Object,
+    }
+}
+
+fn cmp_num(a: f64, op: CmpOp, b: f64) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+    }
+}
+
+/// `value OP literal`: same types only; strings and booleans by (in)equality, numbers as f64.
+fn compare(v: &Json, op: CmpOp, lit: &Literal) -> bool {
+    match (v, lit) {
+        (Json::String(a), Literal::Str(b)) => match op {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            _ => false,
+        },
+        (Json::Bool(a), Literal::Bool(b)) => match op {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            _ => false,
+        },
+        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| cmp_num(a, op, *b)),
+        _ => false,
+    }
+}
+
+/// Glob over characters: `*` any run (including none), `?` exactly one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Iterative matcher with backtracking to the last `*`: O(len(p) * len(t)) worst case.
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+}
+
+thread_local! {
+    static REGEX_CACHE: RefCell<HashMap<String, Option<regex_automata::dfa::regex::Regex>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Whole-value regex match (the pattern must match all of `text`). A pattern that does not
+/// compile matches nothing (the checker refuses such policies).
+pub fn regex_match(pattern: &str, text: &str) -> bool {
+    REGEX_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let re = cache
+            .entry(pattern.to_owned())
+            .or_insert_with(|| compile_regex(pattern).ok());
+        re.as_ref().is_some_and(|re| re.is_match(text))
+    })
+}
+
+/// Compile a pattern for whole-value matching: `\A(?:PATTERN)\z`.
+pub(crate) fn compile_regex(pattern: &str) -> Result<regex_automata::dfa::regex::Regex, String> {
+    regex_automata::dfa::regex::Regex::builder()
+        .dense(regex_automata::dfa::dense::Config::new().dfa_size_limit(Some(REGEX_DFA_LIMIT)).determinize_size_limit(Some(REGEX_DFA_LIMIT)))
+        .build(&format!(r"\A(?:{pattern})\z"))
+        .map_err(|e| e.to_string())
+}
+
+/// Size limit of one regex's DFA, in bytes (the checker refuses larger ones).
+pub(crate) const REGEX_DFA_LIMIT: usize = 4 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_semantics() {
+        assert!(glob("deps/*", "deps/lodash"));
+        assert!(glob("deps/*", "deps/"));
+        assert!(!glob("deps/*", "dep/x"));
+        assert!(glob("a?c", "abc"));
+        assert!(!glob("a?c", "ac"));
+        assert!(glob("*.corp.example", "x.y.corp.example"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "aXbYbZc"));
+        assert!(!glob("a*b*c", "aXbYbZ"));
+        assert!(glob("é?", "éü"));
+    }
+
+    #[test]
+    fn regex_is_whole_value() {
+        assert!(regex_match("a|ab", "ab"));
+        assert!(!regex_match("b", "abc"));
+        assert!(regex_match("(?i)select.*", "SELECT 1"));
+        assert!(!regex_match("(", "("));
+    }
+}
