@@ -13,10 +13,10 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep, Policy,
-    RuleDef, SetRef, Span, Spanned, ValueType,
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep,
+    Policy, RuleDef, SetRef, Span, Spanned, ValueType,
 };
-use crate::diag::{suggest, Diagnostic};
+use crate::diag::{Diagnostic, suggest};
 use crate::fmt::expr as expr_text;
 use crate::syntax::expr::{arg_path_text, field_name};
 use bundle::verdict::{Decision, Mode};
@@ -118,7 +118,13 @@ struct Checker<'p> {
 
 impl<'p> Checker<'p> {
     fn new(p: &'p Policy) -> Self {
-        Checker { p, diags: Vec::new(), lists: HashMap::new(), classes: HashMap::new(), schemas: HashMap::new() }
+        Checker {
+            p,
+            diags: Vec::new(),
+            lists: HashMap::new(),
+            classes: HashMap::new(),
+            schemas: HashMap::new(),
+        }
     }
 
     fn err(&mut self, span: Span, msg: String) -> &mut Diagnostic {
@@ -135,9 +141,16 @@ impl<'p> Checker<'p> {
         for (pos, item) in p.items.iter().enumerate() {
             match item {
                 Item::List(l) => {
-                    let tys: HashSet<_> = l.values.iter().map(|v| std::mem::discriminant(&v.node)).collect();
+                    let tys: HashSet<_> = l
+                        .values
+                        .iter()
+                        .map(|v| std::mem::discriminant(&v.node))
+                        .collect();
                     if tys.len() > 1 {
-                        self.err(l.name.span, format!("list `{}` mixes strings, numbers and booleans", l.name.node));
+                        self.err(
+                            l.name.span,
+                            format!("list `{}` mixes strings, numbers and booleans", l.name.node),
+                        );
                     }
                 }
                 Item::Class(c) => {
@@ -153,7 +166,13 @@ impl<'p> Checker<'p> {
                     let mut seen = HashSet::new();
                     for (path, _) in &t.args {
                         if !seen.insert(&path.node) {
-                            self.err(path.span, format!("argument `{}` is declared twice", schema_path_text(&path.node)));
+                            self.err(
+                                path.span,
+                                format!(
+                                    "argument `{}` is declared twice",
+                                    schema_path_text(&path.node)
+                                ),
+                            );
                         }
                     }
                 }
@@ -170,8 +189,11 @@ impl<'p> Checker<'p> {
         let mut dup = |this: &mut Self, kind: &'static str, name: &'p Spanned<String>| {
             if let Some(first) = seen.get(&(kind, name.node.as_str())) {
                 let first = *first;
-                this.err(name.span, format!("{kind} `{}` is defined twice", name.node))
-                    .hint = Some(format!("the first definition is on line {}", first.line));
+                this.err(
+                    name.span,
+                    format!("{kind} `{}` is defined twice", name.node),
+                )
+                .hint = Some(format!("the first definition is on line {}", first.line));
                 false
             } else {
                 seen.insert((kind, name.node.as_str()), name.span);
@@ -199,10 +221,13 @@ impl<'p> Checker<'p> {
                     }
                 }
                 Item::Rule(r) => {
-                    if dup(self, "rule", &r.name) {
-                        if r.name.node == "default" || r.name.node == "none" {
-                            self.err(r.name.span, format!("`{}` is reserved and cannot name a rule", r.name.node));
-                        }
+                    if dup(self, "rule", &r.name)
+                        && (r.name.node == "default" || r.name.node == "none")
+                    {
+                        self.err(
+                            r.name.span,
+                            format!("`{}` is reserved and cannot name a rule", r.name.node),
+                        );
                     }
                 }
             }
@@ -219,37 +244,43 @@ impl<'p> Checker<'p> {
                 }
             }
             Some(&def_pos) => {
-                if let Some((pos, name)) = before {
-                    if def_pos >= pos {
-                        let msg = if c.node == name {
-                            format!("class `{name}` refers to itself")
-                        } else {
-                            format!("class `{name}` refers to class `{}`, which is defined after it", c.node)
-                        };
-                        self.err(c.span, msg).hint =
-                            Some("a class can only refer to classes defined above it".to_owned());
-                    }
+                if let Some((pos, name)) = before
+                    && def_pos >= pos
+                {
+                    let msg = if c.node == name {
+                        format!("class `{name}` refers to itself")
+                    } else {
+                        format!(
+                            "class `{name}` refers to class `{}`, which is defined after it",
+                            c.node
+                        )
+                    };
+                    self.err(c.span, msg).hint =
+                        Some("a class can only refer to classes defined above it".to_owned());
                 }
             }
         }
     }
 
     fn decision(&mut self, d: &DecisionSpec) {
-        if let Some((g, _)) = &d.step_up {
-            if g.trim().is_empty() {
-                self.err(d.span, "a step_up needs an approver group".to_owned());
-            }
+        if let Some((g, _)) = &d.step_up
+            && g.trim().is_empty()
+        {
+            self.err(d.span, "a step_up needs an approver group".to_owned());
         }
-        if let Some((s, _)) = &d.defer {
-            if s.trim().is_empty() {
-                self.err(d.span, "a defer needs a context service name".to_owned());
-            }
+        if let Some((s, _)) = &d.defer
+            && s.trim().is_empty()
+        {
+            self.err(d.span, "a defer needs a context service name".to_owned());
         }
         for m in &d.modifications {
             match &m.node {
                 ModSpec::Clamp(_, lo, hi) if lo > hi => {
-                    self.err(m.span, format!("clamp bounds are reversed: {lo} is greater than {hi}"))
-                        .hint = Some(format!("write `{hi}..{lo}`"));
+                    self.err(
+                        m.span,
+                        format!("clamp bounds are reversed: {lo} is greater than {hi}"),
+                    )
+                    .hint = Some(format!("write `{hi}..{lo}`"));
                 }
                 ModSpec::StripHeader(h) | ModSpec::SetHeader(h, _) => self.header_name(h, m.span),
                 _ => {}
@@ -260,7 +291,10 @@ impl<'p> Checker<'p> {
     fn header_name(&mut self, h: &str, span: Span) {
         if h != h.to_ascii_lowercase() {
             self.err(span, format!("header name `{h}` is not lowercase"))
-                .hint = Some(format!("header names are lowercased before evaluation: write `{}`", h.to_ascii_lowercase()));
+                .hint = Some(format!(
+                "header names are lowercased before evaluation: write `{}`",
+                h.to_ascii_lowercase()
+            ));
         }
         if h.is_empty() {
             self.err(span, "empty header name".to_owned());
@@ -278,17 +312,28 @@ impl<'p> Checker<'p> {
                     ModSpec::Redact(path) | ModSpec::Drop(path) => {
                         self.arg_against_schema(path, m.span, s, None);
                     }
-                    ModSpec::Clamp(path, _, _) => self.arg_against_schema(path, m.span, s, Some(Ty::Num)),
+                    ModSpec::Clamp(path, _, _) => {
+                        self.arg_against_schema(path, m.span, s, Some(Ty::Num))
+                    }
                     _ => {}
                 }
             }
         }
         for e in &r.effects {
             if let EffectSpec::RevokeClass(c) = &e.node {
-                self.class_ref(&Spanned { node: c.clone(), span: e.span }, None);
+                self.class_ref(
+                    &Spanned {
+                        node: c.clone(),
+                        span: e.span,
+                    },
+                    None,
+                );
             }
         }
-        if r.decision.decision != Decision::Allow && r.decision.decision != Decision::Deny && r.mode == Some(Mode::Audit) {
+        if r.decision.decision != Decision::Allow
+            && r.decision.decision != Decision::Deny
+            && r.mode == Some(Mode::Audit)
+        {
             // Fine: audit rules may ask for anything; nothing to check.
         }
     }
@@ -296,24 +341,32 @@ impl<'p> Checker<'p> {
     fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Literal>>> {
         match s {
             SetRef::Inline(v) => Some(v.iter().collect()),
-            SetRef::Named(n) => self.lists.get(n.node.as_str()).map(|l| l.values.iter().collect()),
+            SetRef::Named(n) => self
+                .lists
+                .get(n.node.as_str())
+                .map(|l| l.values.iter().collect()),
         }
     }
 
     fn set_ref(&mut self, s: &SetRef) {
-        if let SetRef::Named(n) = s {
-            if !self.lists.contains_key(n.node.as_str()) {
-                let names: Vec<&str> = self.lists.keys().copied().collect();
-                let d = self.err(n.span, format!("undefined list `{}`", n.node));
-                d.hint = Some(match suggest(&n.node, names) {
-                    Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("define it with `let {} = [...]`", n.node),
-                });
-            }
+        if let SetRef::Named(n) = s
+            && !self.lists.contains_key(n.node.as_str())
+        {
+            let names: Vec<&str> = self.lists.keys().copied().collect();
+            let d = self.err(n.span, format!("undefined list `{}`", n.node));
+            d.hint = Some(match suggest(&n.node, names) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("define it with `let {} = [...]`", n.node),
+            });
         }
     }
 
-    fn expr(&mut self, e: &'p Expr, scope: Scope<'_>, schema: Option<&'p crate::ast::ToolSchemaDef>) {
+    fn expr(
+        &mut self,
+        e: &'p Expr,
+        scope: Scope<'_>,
+        schema: Option<&'p crate::ast::ToolSchemaDef>,
+    ) {
         match e {
             Expr::Const(_) => {}
             Expr::And(a, b) | Expr::Or(a, b) => {
@@ -328,26 +381,47 @@ impl<'p> Checker<'p> {
                 let name = field_name(&f.node);
                 match ft {
                     Ty::StrSet => {
-                        self.err(f.span, format!("`{name}` is a set of strings and cannot be compared"))
-                            .hint = Some(format!("write `{name} contains \"...\"`"));
+                        self.err(
+                            f.span,
+                            format!("`{name}` is a set of strings and cannot be compared"),
+                        )
+                        .hint = Some(format!("write `{name} contains \"...\"`"));
                     }
                     Ty::Any => {}
                     _ if ft != lt => {
-                        self.err(lit.span, format!(
-                            "`{name}` is {} but `{}` is {}",
-                            ty_word(ft),
-                            crate::fmt::literal(&lit.node),
-                            ty_word(lt)
-                        ));
+                        self.err(
+                            lit.span,
+                            format!(
+                                "`{name}` is {} but `{}` is {}",
+                                ty_word(ft),
+                                crate::fmt::literal(&lit.node),
+                                ty_word(lt)
+                            ),
+                        );
                     }
                     Ty::Str | Ty::Bool if !matches!(op, CmpOp::Eq | CmpOp::Ne) => {
-                        self.err(f.span, format!("`{name}` is {} and can only be compared with `==` or `!=`", ty_word(ft)))
-                            .hint = (ft == Ty::Str).then(|| "use `glob`, `prefix` or `matches` for patterns".to_owned());
+                        self.err(
+                            f.span,
+                            format!(
+                                "`{name}` is {} and can only be compared with `==` or `!=`",
+                                ty_word(ft)
+                            ),
+                        )
+                        .hint = (ft == Ty::Str)
+                            .then(|| "use `glob`, `prefix` or `matches` for patterns".to_owned());
                     }
                     _ => {}
                 }
                 if ft == Ty::Any && lt != Ty::Num && !matches!(op, CmpOp::Eq | CmpOp::Ne) {
-                    self.err(lit.span, format!("`{}` is {} and cannot be compared with `{}`", crate::fmt::literal(&lit.node), ty_word(lt), op_text(*op)));
+                    self.err(
+                        lit.span,
+                        format!(
+                            "`{}` is {} and cannot be compared with `{}`",
+                            crate::fmt::literal(&lit.node),
+                            ty_word(lt),
+                            op_text(*op)
+                        ),
+                    );
                 }
                 if let Literal::Str(s) = &lit.node {
                     let allowed: Option<&[&str]> = match &f.node {
@@ -355,11 +429,18 @@ impl<'p> Checker<'p> {
                         Field::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
                         _ => None,
                     };
-                    if let Some(allowed) = allowed {
-                        if !allowed.contains(&s.as_str()) {
-                            self.err(lit.span, format!("`{name}` is never `{s}`"))
-                                .hint = Some(format!("it is one of {}", allowed.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")));
-                        }
+                    if let Some(allowed) = allowed
+                        && !allowed.contains(&s.as_str())
+                    {
+                        self.err(lit.span, format!("`{name}` is never `{s}`")).hint =
+                            Some(format!(
+                                "it is one of {}",
+                                allowed
+                                    .iter()
+                                    .map(|a| format!("`{a}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
                     }
                 }
                 self.arg_use(f, schema, Some(lt).filter(|_| true), Some(*op));
@@ -369,32 +450,54 @@ impl<'p> Checker<'p> {
                 self.set_ref(s);
                 let ft = self.field_type(f, schema);
                 if ft == Ty::StrSet {
-                    self.err(f.span, format!("`{}` is a set of strings; test it with `contains`", field_name(&f.node)));
+                    self.err(
+                        f.span,
+                        format!(
+                            "`{}` is a set of strings; test it with `contains`",
+                            field_name(&f.node)
+                        ),
+                    );
                 }
-                if let Some(values) = self.set_literals(s) {
-                    if matches!(ft, Ty::Str | Ty::Num | Ty::Bool) {
-                        for v in values {
-                            let lt = lit_ty(&v.node);
-                            if lt != ft {
-                                self.err(v.span, format!(
+                if let Some(values) = self.set_literals(s)
+                    && matches!(ft, Ty::Str | Ty::Num | Ty::Bool)
+                {
+                    for v in values {
+                        let lt = lit_ty(&v.node);
+                        if lt != ft {
+                            self.err(
+                                v.span,
+                                format!(
                                     "`{}` is {} but `{}` in the list is {}",
-                                    field_name(&f.node), ty_word(ft), crate::fmt::literal(&v.node), ty_word(lt)
-                                ));
-                            }
+                                    field_name(&f.node),
+                                    ty_word(ft),
+                                    crate::fmt::literal(&v.node),
+                                    ty_word(lt)
+                                ),
+                            );
                         }
                     }
                 }
                 self.arg_use(f, schema, None, None);
             }
             Expr::Glob(f, s) | Expr::Prefix(f, s) => {
-                let word = if matches!(e, Expr::Glob(..)) { "glob" } else { "prefix" };
+                let word = if matches!(e, Expr::Glob(..)) {
+                    "glob"
+                } else {
+                    "prefix"
+                };
                 self.field(f);
                 self.set_ref(s);
                 self.string_only(f, word, schema);
                 if let Some(values) = self.set_literals(s) {
                     for v in values {
                         if !matches!(v.node, Literal::Str(_)) {
-                            self.err(v.span, format!("`{word}` patterns are strings, found `{}`", crate::fmt::literal(&v.node)));
+                            self.err(
+                                v.span,
+                                format!(
+                                    "`{word}` patterns are strings, found `{}`",
+                                    crate::fmt::literal(&v.node)
+                                ),
+                            );
                         }
                     }
                 }
@@ -409,7 +512,14 @@ impl<'p> Checker<'p> {
             Expr::IsType(f, _) => {
                 self.field(f);
                 if !matches!(f.node, Field::Arg(_)) {
-                    self.err(f.span, format!("`is` tests the type of an argument; `{}` is always {}", field_name(&f.node), ty_word(field_ty(&f.node))));
+                    self.err(
+                        f.span,
+                        format!(
+                            "`is` tests the type of an argument; `{}` is always {}",
+                            field_name(&f.node),
+                            ty_word(field_ty(&f.node))
+                        ),
+                    );
                 }
                 self.arg_use(f, schema, None, None);
             }
@@ -420,31 +530,58 @@ impl<'p> Checker<'p> {
             Expr::Len(f, _, n) => {
                 self.field(f);
                 if !matches!(f.node, Field::Arg(_)) {
-                    self.err(f.span, format!("`len` applies to arguments, not to `{}`", field_name(&f.node)));
+                    self.err(
+                        f.span,
+                        format!(
+                            "`len` applies to arguments, not to `{}`",
+                            field_name(&f.node)
+                        ),
+                    );
                 }
                 if *n < 0.0 || n.fract() != 0.0 {
-                    self.err(f.span, format!("`len(...)` is compared with a whole number, found `{n}`"));
+                    self.err(
+                        f.span,
+                        format!("`len(...)` is compared with a whole number, found `{n}`"),
+                    );
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
-                    if let Some(t) = schema_type(s, path) {
-                        if !matches!(t, ValueType::String | ValueType::Array | ValueType::Object) {
-                            self.err(f.span, format!("`len` needs a string, array or object, but `{}` is declared `{}`", arg_path_text(path), vt_word(t)));
-                        }
-                    }
+                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                    && let Some(t) = schema_type(s, path)
+                    && !matches!(t, ValueType::String | ValueType::Array | ValueType::Object)
+                {
+                    self.err(
+                        f.span,
+                        format!(
+                            "`len` needs a string, array or object, but `{}` is declared `{}`",
+                            arg_path_text(path),
+                            vt_word(t)
+                        ),
+                    );
                 }
                 self.arg_use(f, schema, None, None);
             }
             Expr::Contains(f, _) => {
                 self.field(f);
                 if matches!(field_ty(&f.node), Ty::Num | Ty::Bool) {
-                    self.err(f.span, format!("`contains` applies to strings and sets, not to `{}`", field_name(&f.node)));
+                    self.err(
+                        f.span,
+                        format!(
+                            "`contains` applies to strings and sets, not to `{}`",
+                            field_name(&f.node)
+                        ),
+                    );
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
-                    if let Some(t) = schema_type(s, path) {
-                        if !matches!(t, ValueType::String | ValueType::Array) {
-                            self.err(f.span, format!("`contains` needs a string or an array, but `{}` is declared `{}`", arg_path_text(path), vt_word(t)));
-                        }
-                    }
+                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                    && let Some(t) = schema_type(s, path)
+                    && !matches!(t, ValueType::String | ValueType::Array)
+                {
+                    self.err(
+                        f.span,
+                        format!(
+                            "`contains` needs a string or an array, but `{}` is declared `{}`",
+                            arg_path_text(path),
+                            vt_word(t)
+                        ),
+                    );
                 }
                 self.arg_use(f, schema, None, None);
             }
@@ -457,7 +594,13 @@ impl<'p> Checker<'p> {
             }
             Expr::Count(s, _, _, _) => {
                 if let CountSubject::Class(c) = &s.node {
-                    self.class_ref(&Spanned { node: c.clone(), span: s.span }, None);
+                    self.class_ref(
+                        &Spanned {
+                            node: c.clone(),
+                            span: s.span,
+                        },
+                        None,
+                    );
                 }
             }
             Expr::Tainted(_) | Expr::Used(_) => {}
@@ -465,10 +608,14 @@ impl<'p> Checker<'p> {
                 if let Scope::Class(_, name) = scope {
                     self.err(Span::default(), format!("class `{name}` uses `intent.outside`, which depends on the classes themselves"));
                     // Point at the class name instead of nowhere.
-                    if let Some(Item::Class(c)) = self.p.items.iter().find(|i| matches!(i, Item::Class(c) if c.name.node == name)) {
-                        if let Some(last) = self.diags.last_mut() {
-                            last.span = c.name.span;
-                        }
+                    if let Some(Item::Class(c)) = self
+                        .p
+                        .items
+                        .iter()
+                        .find(|i| matches!(i, Item::Class(c) if c.name.node == name))
+                        && let Some(last) = self.diags.last_mut()
+                    {
+                        last.span = c.name.span;
                     }
                 }
             }
@@ -483,51 +630,115 @@ impl<'p> Checker<'p> {
 
     fn field_type(&self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
         match (&f.node, schema) {
-            (Field::Arg(path), Some(s)) => schema_type(s, path).and_then(vt_to_ty).unwrap_or(Ty::Any),
+            (Field::Arg(path), Some(s)) => {
+                schema_type(s, path).and_then(vt_to_ty).unwrap_or(Ty::Any)
+            }
             _ => field_ty(&f.node),
         }
     }
 
-    fn string_only(&mut self, f: &Spanned<Field>, word: &str, schema: Option<&crate::ast::ToolSchemaDef>) {
+    fn string_only(
+        &mut self,
+        f: &Spanned<Field>,
+        word: &str,
+        schema: Option<&crate::ast::ToolSchemaDef>,
+    ) {
         let ft = self.field_type(f, schema);
         if !matches!(ft, Ty::Str | Ty::Any) {
-            self.err(f.span, format!("`{word}` applies to strings, but `{}` is {}", field_name(&f.node), ty_word(ft)));
+            self.err(
+                f.span,
+                format!(
+                    "`{word}` applies to strings, but `{}` is {}",
+                    field_name(&f.node),
+                    ty_word(ft)
+                ),
+            );
         }
     }
 
     /// Check an argument path used in a rule whose tool has a schema.
-    fn arg_use(&mut self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>, want: Option<Ty>, _op: Option<CmpOp>) {
+    fn arg_use(
+        &mut self,
+        f: &Spanned<Field>,
+        schema: Option<&crate::ast::ToolSchemaDef>,
+        want: Option<Ty>,
+        _op: Option<CmpOp>,
+    ) {
         if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
             self.arg_against_schema(path, f.span, s, want);
         }
     }
 
-    fn arg_against_schema(&mut self, path: &[PathStep], span: Span, s: &crate::ast::ToolSchemaDef, want: Option<Ty>) {
+    fn arg_against_schema(
+        &mut self,
+        path: &[PathStep],
+        span: Span,
+        s: &crate::ast::ToolSchemaDef,
+        want: Option<Ty>,
+    ) {
         if path.is_empty() {
             return;
         }
         match schema_lookup(s, path) {
             SchemaHit::Unknown => {
-                let declared: Vec<String> = s.args.iter().map(|(p, _)| schema_path_text(&p.node)).collect();
-                let d = self.err(span, format!("tool `{}` has no argument `{}`", s.tool.node, arg_path_text(path)));
-                d.hint = Some(match suggest(&arg_path_text(path), declared.iter().map(String::as_str)) {
-                    Some(x) => format!("did you mean `{x}`?"),
-                    None => format!("its schema declares {}", if declared.is_empty() { "no arguments".to_owned() } else { declared.iter().map(|d| format!("`{d}`")).collect::<Vec<_>>().join(", ") }),
-                });
+                let declared: Vec<String> = s
+                    .args
+                    .iter()
+                    .map(|(p, _)| schema_path_text(&p.node))
+                    .collect();
+                let d = self.err(
+                    span,
+                    format!(
+                        "tool `{}` has no argument `{}`",
+                        s.tool.node,
+                        arg_path_text(path)
+                    ),
+                );
+                d.hint = Some(
+                    match suggest(&arg_path_text(path), declared.iter().map(String::as_str)) {
+                        Some(x) => format!("did you mean `{x}`?"),
+                        None => format!(
+                            "its schema declares {}",
+                            if declared.is_empty() {
+                                "no arguments".to_owned()
+                            } else {
+                                declared
+                                    .iter()
+                                    .map(|d| format!("`{d}`"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ),
+                    },
+                );
             }
             SchemaHit::Exact(t) => {
                 if let (Some(want), Some(have)) = (want, vt_to_ty(t)) {
                     if want != have {
-                        self.err(span, format!(
-                            "`{}` is declared `{}` for tool `{}`, but is used as {}",
-                            arg_path_text(path), vt_word(t), s.tool.node, ty_word(want)
-                        ));
+                        self.err(
+                            span,
+                            format!(
+                                "`{}` is declared `{}` for tool `{}`, but is used as {}",
+                                arg_path_text(path),
+                                vt_word(t),
+                                s.tool.node,
+                                ty_word(want)
+                            ),
+                        );
                     }
-                } else if want.is_some() && matches!(t, ValueType::Array | ValueType::Object | ValueType::Null) {
-                    self.err(span, format!(
-                        "`{}` is declared `{}` for tool `{}`, but is used as {}",
-                        arg_path_text(path), vt_word(t), s.tool.node, ty_word(want.unwrap_or(Ty::Any))
-                    ));
+                } else if want.is_some()
+                    && matches!(t, ValueType::Array | ValueType::Object | ValueType::Null)
+                {
+                    self.err(
+                        span,
+                        format!(
+                            "`{}` is declared `{}` for tool `{}`, but is used as {}",
+                            arg_path_text(path),
+                            vt_word(t),
+                            s.tool.node,
+                            ty_word(want.unwrap_or(Ty::Any))
+                        ),
+                    );
                 }
             }
             SchemaHit::Inside => {}
@@ -537,24 +748,43 @@ impl<'p> Checker<'p> {
     fn regex(&mut self, re: &Spanned<String>) {
         if let Err(e) = regex_syntax::Parser::new().parse(&re.node) {
             let msg = e.to_string();
-            let detail = msg.lines().last().unwrap_or("").trim().trim_start_matches("error: ").to_owned();
+            let detail = msg
+                .lines()
+                .last()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches("error: ")
+                .to_owned();
             self.err(re.span, format!("invalid regex `{}`: {detail}", re.node));
             return;
         }
         if let Err(e) = crate::interp::compile_regex(&re.node) {
-            self.err(re.span, format!("regex `{}` cannot be compiled to an automaton: {e}", re.node))
-                .hint = Some("simplify it, or avoid Unicode word boundaries (`\\b`); use `(?-u:\\b)`".to_owned());
+            self.err(
+                re.span,
+                format!(
+                    "regex `{}` cannot be compiled to an automaton: {e}",
+                    re.node
+                ),
+            )
+            .hint = Some(
+                "simplify it, or avoid Unicode word boundaries (`\\b`); use `(?-u:\\b)`".to_owned(),
+            );
         }
     }
 
     fn rule_warnings(&mut self) {
         let p = self.p;
-        let rules: Vec<&RuleDef> = p.items.iter().filter_map(|i| if let Item::Rule(r) = i { Some(r) } else { None }).collect();
+        let rules: Vec<&RuleDef> = p
+            .items
+            .iter()
+            .filter_map(|i| if let Item::Rule(r) = i { Some(r) } else { None })
+            .collect();
         for r in &rules {
             if let Some(why) = never_matches(&r.when) {
-                self.diags.push(
-                    Diagnostic::warning(r.name.span, format!("rule `{}` can never match: {why}", r.name.node)),
-                );
+                self.diags.push(Diagnostic::warning(
+                    r.name.span,
+                    format!("rule `{}` can never match: {why}", r.name.node),
+                ));
             }
         }
         let conj: Vec<HashSet<String>> = rules.iter().map(|r| conjuncts(&r.when)).collect();
@@ -567,7 +797,9 @@ impl<'p> Checker<'p> {
                 if i == j || s.mode.unwrap_or(p.pack.mode) != Mode::Enforce {
                     continue;
                 }
-                let (Some(ci), Some(cj)) = (conj.get(i), conj.get(j)) else { continue };
+                let (Some(ci), Some(cj)) = (conj.get(i), conj.get(j)) else {
+                    continue;
+                };
                 // `s` matches whenever `r` does when every conjunct of `s` is a conjunct of `r`.
                 if cj.is_subset(ci) && s.decision.decision > r.decision.decision {
                     self.diags.push(
@@ -602,7 +834,11 @@ fn op_text(op: CmpOp) -> &'static str {
 }
 
 fn schema_path_text(p: &[String]) -> String {
-    arg_path_text(&p.iter().map(|k| PathStep::Key(k.clone())).collect::<Vec<_>>())
+    arg_path_text(
+        &p.iter()
+            .map(|k| PathStep::Key(k.clone()))
+            .collect::<Vec<_>>(),
+    )
 }
 
 enum SchemaHit {
@@ -682,10 +918,12 @@ pub(crate) fn pinned_tool(e: &Expr) -> Option<&str> {
             Literal::Str(s) => Some(s.as_str()),
             _ => None,
         },
-        Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => match v.first().map(|l| &l.node) {
-            Some(Literal::Str(s)) => Some(s.as_str()),
-            _ => None,
-        },
+        Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => {
+            match v.first().map(|l| &l.node) {
+                Some(Literal::Str(s)) => Some(s.as_str()),
+                _ => None,
+            }
+        }
         _ => None,
     })
 }
@@ -698,32 +936,34 @@ fn never_matches(e: &Expr) -> Option<String> {
     }
     let mut pinned: HashMap<String, (String, String)> = HashMap::new();
     for c in &parts {
-        if let Expr::Cmp(f, CmpOp::Eq, lit) = c {
-            if let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_))) {
-                let name = field_name(&f.node);
-                let text = expr_text(c);
-                if let Some((other, other_text)) = pinned.get(&name) {
-                    if other != v {
-                        return Some(format!("`{other_text}` and `{text}` cannot both hold"));
-                    }
-                }
-                pinned.insert(name, (v.clone(), text));
+        if let Expr::Cmp(f, CmpOp::Eq, lit) = c
+            && let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_)))
+        {
+            let name = field_name(&f.node);
+            let text = expr_text(c);
+            if let Some((other, other_text)) = pinned.get(&name)
+                && other != v
+            {
+                return Some(format!("`{other_text}` and `{text}` cannot both hold"));
             }
+            pinned.insert(name, (v.clone(), text));
         }
     }
-    if let Some((k, ktext)) = pinned.get("kind") {
-        if k == "http" {
-            for f in ["tool", "resource", "prompt"] {
-                if let Some((_, t)) = pinned.get(f) {
-                    return Some(format!("an HTTP action has no {f}: `{ktext}` and `{t}` cannot both hold"));
-                }
+    if let Some((k, ktext)) = pinned.get("kind")
+        && k == "http"
+    {
+        for f in ["tool", "resource", "prompt"] {
+            if let Some((_, t)) = pinned.get(f) {
+                return Some(format!(
+                    "an HTTP action has no {f}: `{ktext}` and `{t}` cannot both hold"
+                ));
             }
-            for c in &parts {
-                if let Expr::Present(f) = c {
-                    if matches!(f.node, Field::Tool | Field::Resource | Field::Prompt) {
-                        return Some(format!("an HTTP action has no {}", field_name(&f.node)));
-                    }
-                }
+        }
+        for c in &parts {
+            if let Expr::Present(f) = c
+                && matches!(f.node, Field::Tool | Field::Resource | Field::Prompt)
+            {
+                return Some(format!("an HTTP action has no {}", field_name(&f.node)));
             }
         }
     }

@@ -91,9 +91,7 @@ impl Diagnostic {
             .get(self.span.start..self.span.end.max(self.span.start))
             .map(|s| s.lines().next().unwrap_or("").chars().count())
             .unwrap_or(1);
-        let width = span_chars
-            .min(line_chars.saturating_sub(start_char))
-            .max(1);
+        let width = span_chars.min(line_chars.saturating_sub(start_char)).max(1);
         let lead: String = text
             .chars()
             .take(start_char)
@@ -143,7 +141,10 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate to `word`, if it is close enough to be a plausible typo.
-pub(crate) fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let limit = (word.chars().count() / 3).max(1);
     candidates
         .into_iter()

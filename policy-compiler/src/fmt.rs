@@ -10,8 +10,8 @@
 //! defaults, durations in the largest exact unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec, Policy,
-    RuleDef, SetRef, Spanned, ValueType,
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec,
+    Policy, RuleDef, SetRef, Spanned, ValueType,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
 use bundle::verdict::{Decision, Mode, RiskTier};
@@ -36,7 +36,7 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
     let mut out = String::new();
     let mut next_comment = 0usize;
     // Print the comments that start before `limit` (byte offset in `src`).
-    let mut flush = |out: &mut String, limit: usize| {
+    let mut flush = |out: &mut String, limit: usize, item_start: usize| {
         let mut prev_end: Option<usize> = None;
         while let Some(c) = comments.get(next_comment).filter(|c| c.offset < limit) {
             if let Some(pe) = prev_end {
@@ -53,25 +53,37 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
         if prev_end.is_some() {
             // A blank line after a comment block that was separated from the item in the source.
             if let Some(pe) = prev_end {
-                let between = src.get(pe..limit).unwrap_or("");
+                let between = src.get(pe..item_start).unwrap_or("");
                 if between.matches('\n').count() >= 2 {
                     out.push('\n');
                 }
             }
         }
     };
-    let item_end = |i: &Item| match i {
-        Item::List(x) => x.span.end,
-        Item::Class(x) => x.span.end,
-        Item::Intent(x) => x.span.end,
-        Item::ToolSchema(x) => x.span.end,
-        Item::Rule(x) => x.span.end,
+    let item_span = |i: &Item| match i {
+        Item::List(x) => x.span,
+        Item::Class(x) => x.span,
+        Item::Intent(x) => x.span,
+        Item::ToolSchema(x) => x.span,
+        Item::Rule(x) => x.span,
     };
-    flush(&mut out, p.pack.span.end);
+    flush(&mut out, p.pack.span.end, p.pack.span.start);
     pack(&mut out, p);
+    let mut prev: Option<&Item> = None;
     for item in &p.items {
-        out.push('\n');
-        flush(&mut out, item_end(item));
+        // Consecutive `let` lists written without a blank line between them stay together.
+        let grouped = match (prev, item) {
+            (Some(Item::List(a)), Item::List(b)) => src
+                .get(a.span.end..b.span.start)
+                .is_some_and(|between| between.matches('\n').count() == 1),
+            _ => false,
+        };
+        if !grouped {
+            out.push('\n');
+        }
+        prev = Some(item);
+        let sp = item_span(item);
+        flush(&mut out, sp.end, sp.start);
         match item {
             Item::List(l) => {
                 let vals: Vec<String> = l.values.iter().map(|v| literal(&v.node)).collect();
@@ -96,8 +108,11 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
             Item::ToolSchema(t) => {
                 let _ = writeln!(out, "tool {} {{", quote(&t.tool.node));
                 for (path, ty) in &t.args {
-                    let steps: Vec<crate::ast::PathStep> =
-                        path.node.iter().map(|k| crate::ast::PathStep::Key(k.clone())).collect();
+                    let steps: Vec<crate::ast::PathStep> = path
+                        .node
+                        .iter()
+                        .map(|k| crate::ast::PathStep::Key(k.clone()))
+                        .collect();
                     let _ = writeln!(out, "  {}: {},", arg_path_text(&steps), vtype(*ty));
                 }
                 out.push_str("}\n");
@@ -106,7 +121,8 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
         }
     }
     // Comments after the last item.
-    let rest: Vec<&crate::syntax::Comment> = comments.get(next_comment..).unwrap_or(&[]).iter().collect();
+    let rest: Vec<&crate::syntax::Comment> =
+        comments.get(next_comment..).unwrap_or(&[]).iter().collect();
     if !rest.is_empty() {
         out.push('\n');
         for c in rest {
@@ -124,7 +140,11 @@ fn pack(out: &mut String, p: &Policy) {
     }
     let _ = writeln!(out, "  mode {}", mode(p.pack.mode));
     let _ = writeln!(out, "  default {}", decision(&p.pack.default));
-    let _ = writeln!(out, "  unknown_session {}", decision(&p.pack.unknown_session));
+    let _ = writeln!(
+        out,
+        "  unknown_session {}",
+        decision(&p.pack.unknown_session)
+    );
     out.push_str("}\n");
 }
 
@@ -137,9 +157,24 @@ fn intent(out: &mut String, i: &IntentDef) {
         let names: Vec<&str> = i.classes.iter().map(|c| c.node.as_str()).collect();
         let _ = writeln!(out, "  allow class [{}]", names.join(", "));
     }
-    for (word, list) in [("tool", &i.tools), ("host", &i.hosts), ("data", &i.data_scopes)] {
-        if !list.is_empty() {
-            let _ = writeln!(out, "  allow {word} {}", string_list(list));
+    for (word, list) in [
+        ("tool", &i.tools),
+        ("host", &i.hosts),
+        ("data", &i.data_scopes),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let one = format!("  allow {word} {}", string_list(list));
+        if one.chars().count() <= MAX_WIDTH {
+            out.push_str(&one);
+            out.push('\n');
+        } else {
+            let _ = writeln!(out, "  allow {word} [");
+            for s in list {
+                let _ = writeln!(out, "    {},", quote(&s.node));
+            }
+            out.push_str("  ]\n");
         }
     }
     let l = &i.limits;
@@ -160,10 +195,13 @@ fn intent(out: &mut String, i: &IntentDef) {
 }
 
 fn rule(out: &mut String, r: &RuleDef) {
-    let m = r.mode.map(|m| format!(" mode {}", mode(m))).unwrap_or_default();
+    let m = r
+        .mode
+        .map(|m| format!(" mode {}", mode(m)))
+        .unwrap_or_default();
     let _ = writeln!(out, "rule {}{m} {{", r.name.node);
     when(out, &r.when);
-    let _ = writeln!(out, "  {}", decision(&r.decision));
+    decision_lines(out, &r.decision);
     if !r.effects.is_empty() {
         let effects: Vec<String> = r.effects.iter().map(|e| effect(&e.node)).collect();
         let _ = writeln!(out, "  then {}", effects.join(", "));
@@ -230,7 +268,20 @@ fn prec(e: &Expr) -> u8 {
 /// operator need parentheses at equal precedence (the parser associates to the left).
 fn child(e: &Expr, p: u8, right: bool) -> String {
     let ep = prec(e);
-    if ep < p || (right && ep == p && p != PREC_NOT) {
+    // Beyond what parsing needs: `(a and b) or c` and `not (x == 1)` read better.
+    let clarity = (p == PREC_OR && ep == PREC_AND)
+        || (p == PREC_NOT
+            && !matches!(
+                e,
+                Expr::Not(_)
+                    | Expr::Const(_)
+                    | Expr::InClass(_)
+                    | Expr::Tainted(_)
+                    | Expr::Used(_)
+                    | Expr::Seen(_)
+                    | Expr::OutsideIntent
+            ));
+    if clarity || ep < p || (right && ep == p && p != PREC_NOT) {
         format!("({})", expr(e))
     } else {
         expr(e)
@@ -241,10 +292,23 @@ fn child(e: &Expr, p: u8, right: bool) -> String {
 pub fn expr(e: &Expr) -> String {
     match e {
         Expr::Const(b) => b.to_string(),
-        Expr::And(l, r) => format!("{} and {}", child(l, PREC_AND, false), child(r, PREC_AND, true)),
-        Expr::Or(l, r) => format!("{} or {}", child(l, PREC_OR, false), child(r, PREC_OR, true)),
+        Expr::And(l, r) => format!(
+            "{} and {}",
+            child(l, PREC_AND, false),
+            child(r, PREC_AND, true)
+        ),
+        Expr::Or(l, r) => format!(
+            "{} or {}",
+            child(l, PREC_OR, false),
+            child(r, PREC_OR, true)
+        ),
         Expr::Not(x) => format!("not {}", child(x, PREC_NOT, false)),
-        Expr::Cmp(f, op, v) => format!("{} {} {}", field_name(&f.node), cmp(*op), value(&f.node, &v.node)),
+        Expr::Cmp(f, op, v) => format!(
+            "{} {} {}",
+            field_name(&f.node),
+            cmp(*op),
+            value(&f.node, &v.node)
+        ),
         Expr::In(f, s) => format!("{} in {}", field_name(&f.node), set(s, false)),
         Expr::Glob(f, s) => format!("{} glob {}", field_name(&f.node), set(s, true)),
         Expr::Prefix(f, s) => format!("{} prefix {}", field_name(&f.node), set(s, true)),
@@ -262,7 +326,11 @@ pub fn expr(e: &Expr) -> String {
                 CountSubject::Subject(t) => format!("tool {}", quote(t)),
                 CountSubject::Class(c) => format!("class {c}"),
             };
-            format!("session.count({subject}, within {}) {} {n}", duration(*w), cmp(*op))
+            format!(
+                "session.count({subject}, within {}) {} {n}",
+                duration(*w),
+                cmp(*op)
+            )
         }
         Expr::OutsideIntent => "intent.outside".to_owned(),
     }
@@ -282,10 +350,19 @@ fn cmp(op: CmpOp) -> &'static str {
 fn value(f: &Field, v: &Literal) -> String {
     match (f, v) {
         (Field::Kind, Literal::Str(s)) if s == "mcp" || s == "http" => s.clone(),
-        (Field::PrincipalAuth(_), Literal::Str(s)) if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) => {
+        (Field::PrincipalAuth(_), Literal::Str(s))
+            if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) =>
+        {
             s.clone()
         }
         (Field::SessionElapsed, Literal::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
+        (Field::RequestSize | Field::SessionEgressBytes, Literal::Num(n))
+            if is_whole(*n)
+                && *n >= 1000.0
+                && ((*n as u64).is_multiple_of(1000) || (*n as u64).is_multiple_of(1024)) =>
+        {
+            size(*n as u64)
+        }
         _ => literal(v),
     }
 }
@@ -298,8 +375,19 @@ fn set(s: &SetRef, single_as_string: bool) -> String {
     match s {
         SetRef::Named(n) => n.node.clone(),
         SetRef::Inline(v) => match v.as_slice() {
-            [Spanned { node: Literal::Str(one), .. }] if single_as_string => quote(one),
-            _ => format!("[{}]", v.iter().map(|l| literal(&l.node)).collect::<Vec<_>>().join(", ")),
+            [
+                Spanned {
+                    node: Literal::Str(one),
+                    ..
+                },
+            ] if single_as_string => quote(one),
+            _ => format!(
+                "[{}]",
+                v.iter()
+                    .map(|l| literal(&l.node))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         },
     }
 }
@@ -314,17 +402,27 @@ pub fn literal(l: &Literal) -> String {
 }
 
 fn number(n: f64) -> String {
-    if is_whole(n) { format!("{}", n as i64) } else { format!("{n}") }
+    if is_whole(n) {
+        format!("{}", n as i64)
+    } else {
+        format!("{n}")
+    }
 }
 
 fn string_list(l: &[Spanned<String>]) -> String {
-    format!("[{}]", l.iter().map(|s| quote(&s.node)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        l.iter()
+            .map(|s| quote(&s.node))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Milliseconds in the largest unit that divides them exactly.
 pub fn duration(ms: u64) -> String {
     for (unit, mult) in [("h", 3_600_000u64), ("m", 60_000), ("s", 1_000)] {
-        if ms != 0 && ms % mult == 0 {
+        if ms != 0 && ms.is_multiple_of(mult) {
             return format!("{}{unit}", ms / mult);
         }
     }
@@ -341,7 +439,7 @@ pub fn size(bytes: u64) -> String {
         ("KiB", 1_024),
         ("KB", 1_000),
     ] {
-        if bytes != 0 && bytes % mult == 0 {
+        if bytes != 0 && bytes.is_multiple_of(mult) {
             return format!("{}{unit}", bytes / mult);
         }
     }
@@ -382,25 +480,80 @@ fn decision(d: &DecisionSpec) -> String {
         Decision::Allow => format!("allow {reason}"),
         Decision::Deny => format!("deny {reason}"),
         Decision::Modify => {
-            let mods: Vec<String> = d.modifications.iter().map(|m| modification(&m.node)).collect();
+            let mods: Vec<String> = d
+                .modifications
+                .iter()
+                .map(|m| modification(&m.node))
+                .collect();
             format!("modify {reason} {{ {} }}", mods.join("; "))
         }
         Decision::StepUp => {
             let (g, t) = d.step_up.clone().unwrap_or_default();
-            format!("step_up {reason} {{ group {} timeout {} }}", quote(&g), duration(u64::from(t).saturating_mul(1000)))
+            format!(
+                "step_up {reason} {{ group {} timeout {} }}",
+                quote(&g),
+                duration(u64::from(t).saturating_mul(1000))
+            )
         }
         Decision::Defer => {
             let (s, t) = d.defer.clone().unwrap_or_default();
-            format!("defer {reason} {{ service {} timeout {} }}", quote(&s), duration(u64::from(t)))
+            format!(
+                "defer {reason} {{ service {} timeout {} }}",
+                quote(&s),
+                duration(u64::from(t))
+            )
         }
     }
+}
+
+/// A rule's decision: on one line, or as a block when that line would be too long.
+fn decision_lines(out: &mut String, d: &DecisionSpec) {
+    let one = format!("  {}", decision(d));
+    if one.chars().count() <= MAX_WIDTH || matches!(d.decision, Decision::Allow | Decision::Deny) {
+        out.push_str(&one);
+        out.push('\n');
+        return;
+    }
+    let word = match d.decision {
+        Decision::Modify => "modify",
+        Decision::StepUp => "step_up",
+        _ => "defer",
+    };
+    let _ = writeln!(out, "  {word} {} {{", quote(&d.reason));
+    match d.decision {
+        Decision::Modify => {
+            for m in &d.modifications {
+                let _ = writeln!(out, "    {}", modification(&m.node));
+            }
+        }
+        Decision::StepUp => {
+            let (g, t) = d.step_up.clone().unwrap_or_default();
+            let _ = writeln!(out, "    group {}", quote(&g));
+            let _ = writeln!(
+                out,
+                "    timeout {}",
+                duration(u64::from(t).saturating_mul(1000))
+            );
+        }
+        _ => {
+            let (sv, t) = d.defer.clone().unwrap_or_default();
+            let _ = writeln!(out, "    service {}", quote(&sv));
+            let _ = writeln!(out, "    timeout {}", duration(u64::from(t)));
+        }
+    }
+    out.push_str("  }\n");
 }
 
 fn modification(m: &ModSpec) -> String {
     match m {
         ModSpec::Redact(p) => format!("redact {}", arg_path_text(p)),
         ModSpec::Drop(p) => format!("drop {}", arg_path_text(p)),
-        ModSpec::Clamp(p, lo, hi) => format!("clamp {} {}..{}", arg_path_text(p), number(*lo), number(*hi)),
+        ModSpec::Clamp(p, lo, hi) => format!(
+            "clamp {} {}..{}",
+            arg_path_text(p),
+            number(*lo),
+            number(*hi)
+        ),
         ModSpec::RedactSecrets => "redact_secrets".to_owned(),
         ModSpec::StripHeader(h) => format!("strip_header {}", quote(h)),
         ModSpec::SetHeader(h, v) => format!("set_header {} {}", quote(h), quote(v)),

@@ -8,7 +8,7 @@ use crate::ast::{
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
-use bundle::session::{name_hash, SessionState, SessionStatus};
+use bundle::session::{SessionState, SessionStatus, name_hash};
 use bundle::verdict::{
     Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, StepUp, Verdict,
 };
@@ -24,13 +24,24 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     let mut classes: Vec<&ClassDef> = Vec::new();
     for item in &policy.items {
         if let Item::Class(c) = item {
-            let ctx = Ctx { policy, action, session, now_ms, classes: &classes, intent: None };
+            let ctx = Ctx {
+                policy,
+                action,
+                session,
+                now_ms,
+                classes: &classes,
+                intent: None,
+            };
             if ctx.eval(&c.when) {
                 classes.push(c);
             }
         }
     }
-    let risk = classes.iter().map(|c| c.risk).max().unwrap_or(RiskTier::Low);
+    let risk = classes
+        .iter()
+        .map(|c| c.risk)
+        .max()
+        .unwrap_or(RiskTier::Low);
 
     // The intent in force.
     let intent_name: Option<String> = match (&session.intent, session.status) {
@@ -44,18 +55,31 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         (None, Some(d)) => Some(d.name.node.clone()),
         (None, None) => None,
     };
-    let ctx = Ctx { policy, action, session, now_ms, classes: &classes, intent: intent_def };
+    let ctx = Ctx {
+        policy,
+        action,
+        session,
+        now_ms,
+        classes: &classes,
+        intent: intent_def,
+    };
 
     // 2. Built-in checks.
     let mut matches: Vec<Match<'_>> = Vec::new();
     if session.status == SessionStatus::Missing {
-        matches.push(Match::spec(b::SESSION_UNKNOWN, &policy.pack.unknown_session, pack_mode));
+        matches.push(Match::spec(
+            b::SESSION_UNKNOWN,
+            &policy.pack.unknown_session,
+            pack_mode,
+        ));
     }
     if session.killed {
         matches.push(Match::builtin(b::SESSION_KILLED, b::KILLED_REASON));
     }
     let subject_revoked = session.tool_revoked(name_hash(action.subject()));
-    let class_revoked = classes.iter().any(|c| session.class_revoked(name_hash(&c.name.node)));
+    let class_revoked = classes
+        .iter()
+        .any(|c| session.class_revoked(name_hash(&c.name.node)));
     if subject_revoked || class_revoked {
         matches.push(Match::builtin(b::SESSION_REVOKED, b::REVOKED_REASON));
     }
@@ -63,7 +87,9 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         matches.push(Match::builtin(b::SESSION_READ_ONLY, b::READ_ONLY_REASON));
     }
     match (&intent_name, intent_def) {
-        (Some(_), None) => matches.push(Match::builtin(b::INTENT_UNKNOWN, b::INTENT_UNKNOWN_REASON)),
+        (Some(_), None) => {
+            matches.push(Match::builtin(b::INTENT_UNKNOWN, b::INTENT_UNKNOWN_REASON))
+        }
         (_, Some(def)) => {
             if ctx.outside_intent() {
                 let name = format!("{}{}", b::INTENT_PREFIX, def.name.node);
@@ -73,12 +99,17 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
             if l.max_actions.is_some_and(|m| session.actions >= m) {
                 matches.push(Match::builtin(b::STOP_MAX_ACTIONS, b::MAX_ACTIONS_REASON));
             }
-            if l.max_egress_bytes.is_some_and(|m| {
-                session.egress_bytes.saturating_add(action.egress_bytes()) > m
-            }) {
-                matches.push(Match::builtin(b::STOP_MAX_EGRESS_BYTES, b::MAX_EGRESS_BYTES_REASON));
+            if l.max_egress_bytes
+                .is_some_and(|m| session.egress_bytes.saturating_add(action.egress_bytes()) > m)
+            {
+                matches.push(Match::builtin(
+                    b::STOP_MAX_EGRESS_BYTES,
+                    b::MAX_EGRESS_BYTES_REASON,
+                ));
             }
-            if l.max_duration_ms.is_some_and(|m| session.elapsed_ms(now_ms) > m) {
+            if l.max_duration_ms
+                .is_some_and(|m| session.elapsed_ms(now_ms) > m)
+            {
                 matches.push(Match::builtin(b::STOP_MAX_DURATION, b::MAX_DURATION_REASON));
             }
         }
@@ -87,22 +118,32 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
 
     // 3. Rules, in source order.
     for item in &policy.items {
-        if let Item::Rule(r) = item {
-            if ctx.eval(&r.when) {
-                matches.push(Match::rule(r, pack_mode));
-            }
+        if let Item::Rule(r) = item
+            && ctx.eval(&r.when)
+        {
+            matches.push(Match::rule(r, pack_mode));
         }
     }
 
     // 4. Default.
-    if !matches.iter().any(|m| matches!(m.mode, Mode::Enforce | Mode::Warn)) {
+    if !matches
+        .iter()
+        .any(|m| matches!(m.mode, Mode::Enforce | Mode::Warn))
+    {
         matches.push(Match::spec(b::DEFAULT, &policy.pack.default, pack_mode));
     }
 
     // 5. Resolution.
     let enforced = || matches.iter().filter(|m| m.mode == Mode::Enforce);
-    let mut decision = enforced().map(|m| m.decision).max().unwrap_or(Decision::Allow);
-    let would_be = matches.iter().map(|m| m.decision).max().unwrap_or(Decision::Allow);
+    let mut decision = enforced()
+        .map(|m| m.decision)
+        .max()
+        .unwrap_or(Decision::Allow);
+    let would_be = matches
+        .iter()
+        .map(|m| m.decision)
+        .max()
+        .unwrap_or(Decision::Allow);
     let deciding = enforced().find(|m| m.decision == decision);
     let warnings = matches
         .iter()
@@ -144,10 +185,16 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     };
     if let Some(spec) = deciding.and_then(|m| m.spec) {
         if decision == Decision::StepUp {
-            verdict.step_up = spec.step_up.as_ref().map(|(g, t)| StepUp { group: g.clone(), timeout_s: *t });
+            verdict.step_up = spec.step_up.as_ref().map(|(g, t)| StepUp {
+                group: g.clone(),
+                timeout_s: *t,
+            });
         }
         if decision == Decision::Defer {
-            verdict.defer = spec.defer.as_ref().map(|(s, t)| Defer { service: s.clone(), timeout_ms: *t });
+            verdict.defer = spec.defer.as_ref().map(|(s, t)| Defer {
+                service: s.clone(),
+                timeout_ms: *t,
+            });
         }
     }
 
@@ -191,7 +238,10 @@ fn writes(action: &Action) -> bool {
 /// Whether intents judge this action (protocol messages are always in scope).
 fn acting(action: &Action) -> bool {
     match action.kind {
-        Kind::Mcp => matches!(action.operation.as_str(), "tools/call" | "resources/read" | "prompts/get"),
+        Kind::Mcp => matches!(
+            action.operation.as_str(),
+            "tools/call" | "resources/read" | "prompts/get"
+        ),
         Kind::Http => true,
     }
 }
@@ -208,13 +258,27 @@ struct Match<'p> {
 
 impl<'p> Match<'p> {
     fn builtin(name: &str, reason: &'p str) -> Self {
-        Match { name: name.to_owned(), decision: Decision::Deny, mode: Mode::Enforce, reason, spec: None, effects: &[] }
+        Match {
+            name: name.to_owned(),
+            decision: Decision::Deny,
+            mode: Mode::Enforce,
+            reason,
+            spec: None,
+            effects: &[],
+        }
     }
     fn spec(name: &str, spec: &'p DecisionSpec, mode: Mode) -> Self {
         Self::spec_owned(name.to_owned(), spec, mode)
     }
     fn spec_owned(name: String, spec: &'p DecisionSpec, mode: Mode) -> Self {
-        Match { name, decision: spec.decision, mode, reason: &spec.reason, spec: Some(spec), effects: &[] }
+        Match {
+            name,
+            decision: spec.decision,
+            mode,
+            reason: &spec.reason,
+            spec: Some(spec),
+            effects: &[],
+        }
     }
     fn rule(r: &'p RuleDef, pack_mode: Mode) -> Self {
         Match {
@@ -227,7 +291,12 @@ impl<'p> Match<'p> {
         }
     }
     fn to_rule_match(&self) -> RuleMatch {
-        RuleMatch { rule: self.name.clone(), decision: self.decision, mode: self.mode, reason: self.reason.to_owned() }
+        RuleMatch {
+            rule: self.name.clone(),
+            decision: self.decision,
+            mode: self.mode,
+            reason: self.reason.to_owned(),
+        }
     }
 }
 
@@ -243,13 +312,26 @@ fn path_segments(p: &[PathStep]) -> Vec<PathSegment> {
 /// The verdict form of a modification.
 pub(crate) fn modification(m: &ModSpec) -> Modification {
     match m {
-        ModSpec::Redact(p) => Modification::RedactArg { path: path_segments(p) },
-        ModSpec::Drop(p) => Modification::DropArg { path: path_segments(p) },
-        ModSpec::Clamp(p, lo, hi) => Modification::ClampArg { path: path_segments(p), min: *lo, max: *hi },
+        ModSpec::Redact(p) => Modification::RedactArg {
+            path: path_segments(p),
+        },
+        ModSpec::Drop(p) => Modification::DropArg {
+            path: path_segments(p),
+        },
+        ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
+            path: path_segments(p),
+            min: *lo,
+            max: *hi,
+        },
         ModSpec::RedactSecrets => Modification::RedactSecrets,
         ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
-        ModSpec::SetHeader(h, v) => Modification::SetHeader { name: h.clone(), value: v.clone() },
-        ModSpec::RemoveTools(p) => Modification::RemoveTools { patterns: p.clone() },
+        ModSpec::SetHeader(h, v) => Modification::SetHeader {
+            name: h.clone(),
+            value: v.clone(),
+        },
+        ModSpec::RemoveTools(p) => Modification::RemoveTools {
+            patterns: p.clone(),
+        },
     }
 }
 
@@ -293,7 +375,11 @@ struct Ctx<'a> {
 }
 
 fn non_empty(s: &str) -> Val<'_> {
-    if s.is_empty() { Val::Absent } else { Val::Str(s) }
+    if s.is_empty() {
+        Val::Absent
+    } else {
+        Val::Str(s)
+    }
 }
 
 fn num(n: impl Into<f64>) -> Val<'static> {
@@ -313,10 +399,15 @@ impl<'a> Ctx<'a> {
         }
         let a = self.action;
         let inside = def.classes.iter().any(|c| self.in_class(&c.node))
-            || a.tool.as_deref().is_some_and(|t| def.tools.iter().any(|g| glob(&g.node, t)))
+            || a.tool
+                .as_deref()
+                .is_some_and(|t| def.tools.iter().any(|g| glob(&g.node, t)))
             || (a.kind == Kind::Http && def.hosts.iter().any(|g| glob(&g.node, &a.target.host)));
         let data_ok = def.data_scopes.is_empty()
-            || a.risk.data_classes.iter().all(|d| def.data_scopes.iter().any(|s| s.node == *d));
+            || a.risk
+                .data_classes
+                .iter()
+                .all(|d| def.data_scopes.iter().any(|s| s.node == *d));
         !(inside && data_ok)
     }
 
@@ -330,7 +421,13 @@ impl<'a> Ctx<'a> {
             Field::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
             Field::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
             Field::Host => non_empty(&a.target.host),
-            Field::Port => if a.target.port == 0 { Val::Absent } else { num(a.target.port) },
+            Field::Port => {
+                if a.target.port == 0 {
+                    Val::Absent
+                } else {
+                    num(a.target.port)
+                }
+            }
             Field::Path => non_empty(&a.target.path),
             Field::Query => non_empty(&a.target.query),
             Field::Scheme => non_empty(&a.target.scheme),
@@ -342,7 +439,11 @@ impl<'a> Ctx<'a> {
             Field::RequestSize => num(a.size as f64),
             Field::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
             Field::RiskDataClasses => Val::Owned(Json::Array(
-                a.risk.data_classes.iter().map(|d| Json::String(d.clone())).collect(),
+                a.risk
+                    .data_classes
+                    .iter()
+                    .map(|d| Json::String(d.clone()))
+                    .collect(),
             )),
             Field::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
             Field::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
@@ -363,7 +464,9 @@ impl<'a> Ctx<'a> {
                 .items
                 .iter()
                 .find_map(|i| match i {
-                    Item::List(l) if l.name.node == n.node => Some(l.values.iter().map(|l| &l.node).collect()),
+                    Item::List(l) if l.name.node == n.node => {
+                        Some(l.values.iter().map(|l| &l.node).collect())
+                    }
                     _ => None,
                 })
                 .unwrap_or_default(),
@@ -383,19 +486,32 @@ impl<'a> Ctx<'a> {
             Expr::And(x, y) => self.eval(x) && self.eval(y),
             Expr::Or(x, y) => self.eval(x) || self.eval(y),
             Expr::Not(x) => !self.eval(x),
-            Expr::Cmp(f, op, lit) => self.field(&f.node).json().is_some_and(|v| compare(&v, *op, &lit.node)),
-            Expr::In(f, set) => self
+            Expr::Cmp(f, op, lit) => self
                 .field(&f.node)
                 .json()
-                .is_some_and(|v| self.set_values(set).iter().any(|l| compare(&v, CmpOp::Eq, l))),
+                .is_some_and(|v| compare(&v, *op, &lit.node)),
+            Expr::In(f, set) => self.field(&f.node).json().is_some_and(|v| {
+                self.set_values(set)
+                    .iter()
+                    .any(|l| compare(&v, CmpOp::Eq, l))
+            }),
             Expr::Glob(f, set) => self.string_field(&f.node).is_some_and(|v| {
-                self.set_values(set).iter().any(|l| matches!(l, Literal::Str(p) if glob(p, &v)))
+                self.set_values(set)
+                    .iter()
+                    .any(|l| matches!(l, Literal::Str(p) if glob(p, &v)))
             }),
             Expr::Prefix(f, set) => self.string_field(&f.node).is_some_and(|v| {
-                self.set_values(set).iter().any(|l| matches!(l, Literal::Str(p) if v.starts_with(p.as_str())))
+                self.set_values(set)
+                    .iter()
+                    .any(|l| matches!(l, Literal::Str(p) if v.starts_with(p.as_str())))
             }),
-            Expr::Matches(f, re) => self.string_field(&f.node).is_some_and(|v| regex_match(&re.node, &v)),
-            Expr::IsType(f, t) => self.field(&f.node).json().is_some_and(|v| type_of(&v) == *t),
+            Expr::Matches(f, re) => self
+                .string_field(&f.node)
+                .is_some_and(|v| regex_match(&re.node, &v)),
+            Expr::IsType(f, t) => self
+                .field(&f.node)
+                .json()
+                .is_some_and(|v| type_of(&v) == *t),
             Expr::Present(f) => self.field(&f.node).json().is_some_and(|v| !v.is_null()),
             Expr::Len(f, op, n) => {
                 let len = match self.field(&f.node).json() {
@@ -417,8 +533,13 @@ impl<'a> Ctx<'a> {
             Expr::Seen(c) => self.session.seen_class(name_hash(&c.node)),
             Expr::Count(subject, window, op, n) => {
                 let count = match &subject.node {
-                    CountSubject::Subject(t) => self.session.count_subject(name_hash(t), *window, self.now_ms),
-                    CountSubject::Class(c) => self.session.count_class(name_hash(c), *window, self.now_ms),
+                    CountSubject::Subject(t) => {
+                        self.session
+                            .count_subject(name_hash(t), *window, self.now_ms)
+                    }
+                    CountSubject::Class(c) => {
+                        self.session.count_class(name_hash(c), *window, self.now_ms)
+                    }
                 };
                 cmp_num(f64::from(count), *op, f64::from(*n))
             }
@@ -519,7 +640,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             },
         }
     }
-    p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
 thread_local! {
@@ -542,7 +664,11 @@ pub fn regex_match(pattern: &str, text: &str) -> bool {
 /// Compile a pattern for whole-value matching: `\A(?:PATTERN)\z`.
 pub(crate) fn compile_regex(pattern: &str) -> Result<regex_automata::dfa::regex::Regex, String> {
     regex_automata::dfa::regex::Regex::builder()
-        .dense(regex_automata::dfa::dense::Config::new().dfa_size_limit(Some(REGEX_DFA_LIMIT)).determinize_size_limit(Some(REGEX_DFA_LIMIT)))
+        .dense(
+            regex_automata::dfa::dense::Config::new()
+                .dfa_size_limit(Some(REGEX_DFA_LIMIT))
+                .determinize_size_limit(Some(REGEX_DFA_LIMIT)),
+        )
         .build(&format!(r"\A(?:{pattern})\z"))
         .map_err(|e| e.to_string())
 }

@@ -100,7 +100,9 @@ use crate::ast::{
 };
 use crate::diag::Diagnostic;
 use bundle::verdict::{Decision, Mode, RiskTier};
-use lex::{expected, ident, kw, must_ident, must_kw, must_string, must_sym, number, sp, span, string, sym};
+use lex::{
+    expected, ident, kw, must_ident, must_kw, must_string, must_sym, number, sp, span, string, sym,
+};
 use nom::IResult;
 use nom_locate::LocatedSpan;
 use std::cell::RefCell;
@@ -243,7 +245,11 @@ fn policy(i: In<'_>) -> R<'_, Policy> {
 fn pack(i: In<'_>) -> R<'_, Pack> {
     let (i, _) = sp(i)?;
     let start = i;
-    let (i, _) = must_kw(i, "pack", " at the start of the file (`pack \"name\" { ... }`)")?;
+    let (i, _) = must_kw(
+        i,
+        "pack",
+        " at the start of the file (`pack \"name\" { ... }`)",
+    )?;
     let (i, (name, name_span)) = must_string(i, "the pack's name as a string")?;
     let (mut i, _) = must_sym(i, "{", " after the pack name")?;
     let mut version = None;
@@ -262,7 +268,10 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
             return Ok((
                 rest,
                 Pack {
-                    name: Spanned { node: name, span: name_span },
+                    name: Spanned {
+                        node: name,
+                        span: name_span,
+                    },
                     version,
                     mode: mode.unwrap_or_default(),
                     default,
@@ -274,20 +283,29 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
         let (rest, (field, fspan)) = match ident(i) {
             Ok(x) => x,
             Err(nom::Err::Error(_)) => {
-                return Err(expected(i, "`version`, `mode`, `default`, `unknown_session` or `}`"));
+                return Err(expected(
+                    i,
+                    "`version`, `mode`, `default`, `unknown_session` or `}`",
+                ));
             }
             Err(e) => return Err(e),
         };
         let dup = |seen: bool| {
             if seen {
-                soft(Diagnostic::error(fspan, format!("duplicate `{field}` in the pack header")));
+                soft(Diagnostic::error(
+                    fspan,
+                    format!("duplicate `{field}` in the pack header"),
+                ));
             }
         };
         i = match field.as_str() {
             "version" => {
                 dup(version.is_some());
                 let (rest, (v, vspan)) = must_string(rest, "the version as a string")?;
-                version = Some(Spanned { node: v, span: vspan });
+                version = Some(Spanned {
+                    node: v,
+                    span: vspan,
+                });
                 rest
             }
             "mode" => {
@@ -324,7 +342,6 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
         };
     }
 }
-
 
 fn implicit_deny(reason: &str) -> DecisionSpec {
     DecisionSpec {
@@ -384,7 +401,10 @@ fn list_def(i: In<'_>, start: Span) -> R<'_, ListDef> {
     Ok((
         i,
         ListDef {
-            name: Spanned { node: name, span: nspan },
+            name: Spanned {
+                node: name,
+                span: nspan,
+            },
             values,
             span: join(start, &i),
         },
@@ -430,7 +450,10 @@ fn string_list<'a>(i: In<'a>, what: &str) -> R<'a, Vec<Spanned<String>>> {
             return Ok((rest, out));
         }
         let (rest, (s, sspan)) = must_string(i, "a string or `]`")?;
-        out.push(Spanned { node: s, span: sspan });
+        out.push(Spanned {
+            node: s,
+            span: sspan,
+        });
         i = rest;
         if let Ok((rest, _)) = sym(",")(i) {
             i = rest;
@@ -444,13 +467,31 @@ fn string_list<'a>(i: In<'a>, what: &str) -> R<'a, Vec<Spanned<String>>> {
 /// Recoverable when none starts here.
 pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
     if let Ok((rest, (s, sp_))) = string(i) {
-        return Ok((rest, Spanned { node: Literal::Str(s), span: sp_ }));
+        return Ok((
+            rest,
+            Spanned {
+                node: Literal::Str(s),
+                span: sp_,
+            },
+        ));
     }
     if let Ok((rest, s)) = kw("true")(i) {
-        return Ok((rest, Spanned { node: Literal::Bool(true), span: s }));
+        return Ok((
+            rest,
+            Spanned {
+                node: Literal::Bool(true),
+                span: s,
+            },
+        ));
     }
     if let Ok((rest, s)) = kw("false")(i) {
-        return Ok((rest, Spanned { node: Literal::Bool(false), span: s }));
+        return Ok((
+            rest,
+            Spanned {
+                node: Literal::Bool(false),
+                span: s,
+            },
+        ));
     }
     // Propagate fatal string errors (unterminated, bad escape).
     if let Err(e @ nom::Err::Failure(_)) = string(i) {
@@ -460,27 +501,40 @@ pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
     let value = match n.unit {
         None => n.value,
         Some(u) => {
-            let mult = lex::size_multiplier(u).or_else(|| lex::duration_multiplier(u)).unwrap_or(1);
+            let mult = lex::size_multiplier(u)
+                .or_else(|| lex::duration_multiplier(u))
+                .unwrap_or(1);
             match n.int.and_then(|v| v.checked_mul(mult)) {
                 Some(v) => v as f64,
                 None => {
                     soft(Diagnostic::error(
                         n.span,
-                        format!("`{}` is not a whole number of `{u}` or is too large", n.text),
+                        format!(
+                            "`{}` is not a whole number of `{u}` or is too large",
+                            n.text
+                        ),
                     ));
                     0.0
                 }
             }
         }
     };
-    Ok((rest, Spanned { node: Literal::Num(value), span: n.span }))
+    Ok((
+        rest,
+        Spanned {
+            node: Literal::Num(value),
+            span: n.span,
+        },
+    ))
 }
 
 /// A duration (`500ms`, `30s`, `15m`, `2h`) in milliseconds.
 pub(crate) fn duration<'a>(i: In<'a>, what: &str) -> R<'a, (u64, Span)> {
     let (rest, n) = match number(i) {
         Ok(x) => x,
-        Err(nom::Err::Error(_)) => return Err(expected(i, &format!("{what} (a duration like `30s`)"))),
+        Err(nom::Err::Error(_)) => {
+            return Err(expected(i, &format!("{what} (a duration like `30s`)")));
+        }
         Err(e) => return Err(e),
     };
     let Some(mult) = n.unit.and_then(lex::duration_multiplier) else {
@@ -495,7 +549,10 @@ pub(crate) fn duration<'a>(i: In<'a>, what: &str) -> R<'a, (u64, Span)> {
         None => {
             soft(Diagnostic::error(
                 n.span,
-                format!("duration `{}` must be a whole number and is too large or negative otherwise", n.text),
+                format!(
+                    "duration `{}` must be a whole number and is too large or negative otherwise",
+                    n.text
+                ),
             ));
             Ok((rest, (0, n.span)))
         }
@@ -521,14 +578,21 @@ pub(crate) fn integer<'a>(i: In<'a>, what: &str) -> R<'a, (u64, Span)> {
 
 fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
     u32::try_from(v).unwrap_or_else(|_| {
-        soft(Diagnostic::error(sp_, format!("{what} `{v}` is too large (at most {})", u32::MAX)));
+        soft(Diagnostic::error(
+            sp_,
+            format!("{what} `{v}` is too large (at most {})", u32::MAX),
+        ));
         u32::MAX
     })
 }
 
 fn class_def(i: In<'_>, start: Span) -> R<'_, crate::ast::ClassDef> {
     let (i, (name, nspan)) = must_ident(i, "the class name after `class`")?;
-    let (i, _) = must_kw(i, "risk", " after the class name (`class NAME risk low { ... }`)")?;
+    let (i, _) = must_kw(
+        i,
+        "risk",
+        " after the class name (`class NAME risk low { ... }`)",
+    )?;
     let (i, risk) = tier(i)?;
     let (i, readonly) = match kw("readonly")(i) {
         Ok((r, _)) => (r, true),
@@ -541,7 +605,10 @@ fn class_def(i: In<'_>, start: Span) -> R<'_, crate::ast::ClassDef> {
     Ok((
         i,
         crate::ast::ClassDef {
-            name: Spanned { node: name, span: nspan },
+            name: Spanned {
+                node: name,
+                span: nspan,
+            },
             risk,
             readonly,
             when,
@@ -561,14 +628,20 @@ fn tier(i: In<'_>) -> R<'_, RiskTier> {
             return Ok((r, t));
         }
     }
-    Err(expected(i, "a risk tier (`low`, `medium`, `high` or `critical`)"))
+    Err(expected(
+        i,
+        "a risk tier (`low`, `medium`, `high` or `critical`)",
+    ))
 }
 
 fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
     let (i, (name, nspan)) = must_ident(i, "the intent name after `intent`")?;
     let (mut i, _) = must_sym(i, "{", " to start the intent body")?;
     let mut def = IntentDef {
-        name: Spanned { node: name, span: nspan },
+        name: Spanned {
+            node: name,
+            span: nspan,
+        },
         description: None,
         classes: Vec::new(),
         tools: Vec::new(),
@@ -586,7 +659,10 @@ fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
         }
         if let Ok((rest, _)) = kw("description")(i) {
             let (rest, (d, dspan)) = must_string(rest, "the description as a string")?;
-            def.description = Some(Spanned { node: d, span: dspan });
+            def.description = Some(Spanned {
+                node: d,
+                span: dspan,
+            });
             i = rest;
         } else if let Ok((rest, _)) = kw("allow")(i) {
             if let Ok((rest, _)) = kw("class")(rest) {
@@ -597,7 +673,10 @@ fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
                         break;
                     }
                     let (rest, (c, cspan)) = must_ident(r, "a class name or `]`")?;
-                    def.classes.push(Spanned { node: c, span: cspan });
+                    def.classes.push(Spanned {
+                        node: c,
+                        span: cspan,
+                    });
                     r = rest;
                     if let Ok((rest, _)) = sym(",")(r) {
                         r = rest;
@@ -619,7 +698,10 @@ fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
                 def.data_scopes.extend(l);
                 i = rest;
             } else {
-                return Err(expected(rest, "`class`, `tool`, `host` or `data` after `allow`"));
+                return Err(expected(
+                    rest,
+                    "`class`, `tool`, `host` or `data` after `allow`",
+                ));
             }
         } else if let Ok((rest, _)) = kw("max")(i) {
             if let Ok((rest, _)) = kw("actions")(rest) {
@@ -664,7 +746,10 @@ fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
             }
         } else if let Ok((rest, ospan)) = kw("outside")(i) {
             if outside_seen {
-                soft(Diagnostic::error(ospan, "duplicate `outside` in the intent"));
+                soft(Diagnostic::error(
+                    ospan,
+                    "duplicate `outside` in the intent",
+                ));
             }
             outside_seen = true;
             let (rest, d) = decision(rest)?;
@@ -688,7 +773,10 @@ fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
             return Ok((
                 rest,
                 ToolSchemaDef {
-                    tool: Spanned { node: tool, span: tspan },
+                    tool: Spanned {
+                        node: tool,
+                        span: tspan,
+                    },
                     args,
                     span: join(start, &rest),
                 },
@@ -704,7 +792,13 @@ fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
                 crate::ast::PathStep::Index(n) => n.to_string(),
             })
             .collect();
-        args.push((Spanned { node: key_path, span: pspan }, t));
+        args.push((
+            Spanned {
+                node: key_path,
+                span: pspan,
+            },
+            t,
+        ));
         i = rest;
         if let Ok((rest, _)) = sym(",")(i) {
             i = rest;
@@ -772,7 +866,10 @@ fn rule_def(i: In<'_>, start: Span) -> R<'_, RuleDef> {
     Ok((
         i,
         RuleDef {
-            name: Spanned { node: name, span: nspan },
+            name: Spanned {
+                node: name,
+                span: nspan,
+            },
             mode,
             when,
             decision,
@@ -811,7 +908,13 @@ fn effect(i: In<'_>) -> R<'_, Spanned<EffectSpec>> {
             "an effect (`taint`, `revoke tool`, `revoke class`, `read_only` or `kill`)",
         ));
     };
-    Ok((rest, Spanned { node: e, span: span(&start, &rest) }))
+    Ok((
+        rest,
+        Spanned {
+            node: e,
+            span: span(&start, &rest),
+        },
+    ))
 }
 
 /// A decision with its reason and parameters.
@@ -850,7 +953,10 @@ pub(crate) fn decision(i: In<'_>) -> R<'_, DecisionSpec> {
             loop {
                 if let Ok((rr, close)) = sym("}")(r) {
                     if spec.modifications.is_empty() {
-                        soft(Diagnostic::error(close, "a `modify` decision needs at least one modification"));
+                        soft(Diagnostic::error(
+                            close,
+                            "a `modify` decision needs at least one modification",
+                        ));
                     }
                     r = rr;
                     break;
@@ -865,23 +971,34 @@ pub(crate) fn decision(i: In<'_>) -> R<'_, DecisionSpec> {
             r
         }
         Decision::StepUp => {
-            let (r, _) = must_sym(rest, "{", " (`step_up \"reason\" { group \"g\" timeout 15m }`)")?;
+            let (r, _) = must_sym(
+                rest,
+                "{",
+                " (`step_up \"reason\" { group \"g\" timeout 15m }`)",
+            )?;
             let (r, _) = must_kw(r, "group", " in the step_up parameters")?;
             let (r, (group, _)) = must_string(r, "the approver group as a string")?;
             let (r, _) = must_kw(r, "timeout", " after the approver group")?;
             let (r, (ms, tspan)) = duration(r, "the approval timeout")?;
             let (r, _) = must_sym(r, "}", " to end the step_up parameters")?;
             if ms == 0 || ms % 1000 != 0 {
-                soft(Diagnostic::error(
-                    tspan,
-                    "a step_up timeout must be a positive whole number of seconds",
-                ).with_hint("write e.g. `timeout 90s` or `timeout 15m`"));
+                soft(
+                    Diagnostic::error(
+                        tspan,
+                        "a step_up timeout must be a positive whole number of seconds",
+                    )
+                    .with_hint("write e.g. `timeout 90s` or `timeout 15m`"),
+                );
             }
             spec.step_up = Some((group, u32_of(ms / 1000, tspan, "step_up timeout")));
             r
         }
         Decision::Defer => {
-            let (r, _) = must_sym(rest, "{", " (`defer \"reason\" { service \"s\" timeout 500ms }`)")?;
+            let (r, _) = must_sym(
+                rest,
+                "{",
+                " (`defer \"reason\" { service \"s\" timeout 500ms }`)",
+            )?;
             let (r, _) = must_kw(r, "service", " in the defer parameters")?;
             let (r, (service, _)) = must_string(r, "the context service name as a string")?;
             let (r, _) = must_kw(r, "timeout", " after the context service")?;
@@ -917,7 +1034,9 @@ fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
         let (rest, (p, _)) = expr::arg_path_required(rest)?;
         let (rest, lo) = match number(rest) {
             Ok(x) => x,
-            Err(nom::Err::Error(_)) => return Err(expected(rest, "the lower bound (`clamp args.x 1..100`)")),
+            Err(nom::Err::Error(_)) => {
+                return Err(expected(rest, "the lower bound (`clamp args.x 1..100`)"));
+            }
             Err(e) => return Err(e),
         };
         let (rest, _) = must_sym(rest, "..", " between the bounds (`1..100`)")?;
@@ -928,7 +1047,10 @@ fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
         };
         for n in [&lo, &hi] {
             if n.unit.is_some() {
-                soft(Diagnostic::error(n.span, format!("clamp bounds are plain numbers, found `{}`", n.text)));
+                soft(Diagnostic::error(
+                    n.span,
+                    format!("clamp bounds are plain numbers, found `{}`", n.text),
+                ));
             }
         }
         (rest, ModSpec::Clamp(p, lo.value, hi.value))
@@ -941,12 +1063,21 @@ fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
         (rest, ModSpec::SetHeader(h, v))
     } else if let Ok((rest, _)) = kw("remove_tools")(i) {
         let (rest, l) = string_list(rest, "tool globs")?;
-        (rest, ModSpec::RemoveTools(l.into_iter().map(|s| s.node).collect()))
+        (
+            rest,
+            ModSpec::RemoveTools(l.into_iter().map(|s| s.node).collect()),
+        )
     } else {
         return Err(expected(
             i,
             "a modification (`redact`, `drop`, `clamp`, `redact_secrets`, `strip_header`, `set_header`, `remove_tools`) or `}`",
         ));
     };
-    Ok((rest, Spanned { node: m, span: span(&start, &rest) }))
+    Ok((
+        rest,
+        Spanned {
+            node: m,
+            span: span(&start, &rest),
+        },
+    ))
 }

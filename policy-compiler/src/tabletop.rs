@@ -105,7 +105,8 @@ impl CaseResult {
 
 /// Read and parse a `tests.toml`. The error is a readable sentence with the TOML position.
 pub fn load(path: &Path) -> Result<TestFile, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     parse(&text).map_err(|e| format!("`{}`: {e}", path.display()))
 }
 
@@ -116,7 +117,10 @@ pub fn parse(text: &str) -> Result<TestFile, String> {
 
 /// Simulate a case with an evaluator (`interp::evaluate` or a bundle's VM): evaluate and record
 /// each history action, then evaluate the action. Returns every verdict, the action's last.
-pub fn simulate(case: &Case, eval: &dyn Fn(&Action, &SessionState, u64) -> Verdict) -> Vec<Verdict> {
+pub fn simulate(
+    case: &Case,
+    eval: &dyn Fn(&Action, &SessionState, u64) -> Verdict,
+) -> Vec<Verdict> {
     let now = case.now_ms.unwrap_or(DEFAULT_NOW_MS);
     let n = u64::try_from(case.history.len()).unwrap_or(u64::MAX);
     let mut session = SessionState::default();
@@ -139,7 +143,10 @@ pub fn simulate(case: &Case, eval: &dyn Fn(&Action, &SessionState, u64) -> Verdi
         verdicts.push(v);
     }
     if case.session_status == CaseSession::Missing {
-        session = SessionState { status: SessionStatus::Missing, ..SessionState::default() };
+        session = SessionState {
+            status: SessionStatus::Missing,
+            ..SessionState::default()
+        };
     }
     let a = declare(&case.action);
     verdicts.push(eval(&a, &session, now));
@@ -158,32 +165,40 @@ pub fn check_expect(expect: &Expect, v: &Verdict) -> Vec<String> {
             v.reason
         ));
     }
-    if let Some(r) = &expect.rule {
-        if *r != v.deciding_rule {
-            out.push(format!("rule: expected `{r}`, got `{}`", v.deciding_rule));
-        }
+    if let Some(r) = &expect.rule
+        && *r != v.deciding_rule
+    {
+        out.push(format!("rule: expected `{r}`, got `{}`", v.deciding_rule));
     }
     let got_matched: Vec<String> = v.matched.iter().map(|m| m.rule.clone()).collect();
-    if let Some(m) = &expect.matched {
-        if *m != got_matched {
-            out.push(format!("matched: expected {m:?}, got {got_matched:?}"));
-        }
+    if let Some(m) = &expect.matched
+        && *m != got_matched
+    {
+        out.push(format!("matched: expected {m:?}, got {got_matched:?}"));
     }
     let json = |x: &dyn erased::Ser| x.json();
-    if let Some(e) = &expect.effects {
-        if *e != v.effects {
-            out.push(format!("effects: expected {}, got {}", json(e), json(&v.effects)));
-        }
+    if let Some(e) = &expect.effects
+        && *e != v.effects
+    {
+        out.push(format!(
+            "effects: expected {}, got {}",
+            json(e),
+            json(&v.effects)
+        ));
     }
-    if let Some(m) = &expect.modifications {
-        if *m != v.modifications {
-            out.push(format!("modifications: expected {}, got {}", json(m), json(&v.modifications)));
-        }
+    if let Some(m) = &expect.modifications
+        && *m != v.modifications
+    {
+        out.push(format!(
+            "modifications: expected {}, got {}",
+            json(m),
+            json(&v.modifications)
+        ));
     }
-    if let Some(w) = &expect.warnings {
-        if *w != v.warnings {
-            out.push(format!("warnings: expected {w:?}, got {:?}", v.warnings));
-        }
+    if let Some(w) = &expect.warnings
+        && *w != v.warnings
+    {
+        out.push(format!("warnings: expected {w:?}, got {:?}", v.warnings));
     }
     if !out.is_empty() && expect.matched.is_none() {
         out.push(format!("(matched: {got_matched:?})"));
@@ -209,12 +224,19 @@ pub fn run_cases(policy: &Policy, file: &TestFile) -> Vec<CaseResult> {
 }
 
 /// Run every case of a test file through any evaluator.
-pub fn run_cases_with(file: &TestFile, eval: &dyn Fn(&Action, &SessionState, u64) -> Verdict) -> Vec<CaseResult> {
+pub fn run_cases_with(
+    file: &TestFile,
+    eval: &dyn Fn(&Action, &SessionState, u64) -> Verdict,
+) -> Vec<CaseResult> {
     file.cases
         .iter()
         .map(|case| {
             let verdict = simulate(case, eval).pop().unwrap_or_default();
-            CaseResult { name: case.name.clone(), mismatches: check_expect(&case.expect, &verdict), verdict }
+            CaseResult {
+                name: case.name.clone(),
+                mismatches: check_expect(&case.expect, &verdict),
+                verdict,
+            }
         })
         .collect()
 }

@@ -11,10 +11,15 @@ fn every_example_pack_parses() {
     let mut n = 0;
     for entry in std::fs::read_dir(examples_dir()).unwrap() {
         let path = entry.unwrap().path().join("policy.pcl");
-        let Ok(src) = std::fs::read_to_string(&path) else { continue };
+        let Ok(src) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         n += 1;
         if let Err(diags) = policy::syntax::parse(&src) {
-            let text: String = diags.iter().map(|d| d.render(&path.display().to_string(), &src)).collect();
+            let text: String = diags
+                .iter()
+                .map(|d| d.render(&path.display().to_string(), &src))
+                .collect();
             panic!("{text}");
         }
     }

@@ -1,7 +1,7 @@
 //! `policyc check FILE...`: parse and check policy files, print every error and warning.
 //! Exit 0 when no file has errors (warnings allowed), 1 when one has, 2 when a file is unreadable.
 
-use super::{Format, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Format};
 use crate::diag::Diagnostic;
 use std::path::{Path, PathBuf};
 
@@ -33,7 +33,10 @@ impl Checked {
     /// Every diagnostic rendered as text.
     pub(crate) fn render(&self, file: &Path) -> String {
         let name = file.display().to_string();
-        self.diags.iter().map(|d| d.render(&name, &self.src) + "\n").collect()
+        self.diags
+            .iter()
+            .map(|d| d.render(&name, &self.src) + "\n")
+            .collect()
     }
     pub(crate) fn json(&self, file: &Path) -> Vec<serde_json::Value> {
         let name = file.display().to_string();
@@ -43,7 +46,8 @@ impl Checked {
 
 /// Read, parse and check one file. `Err` is an I/O error message.
 pub(crate) fn check_file(path: &Path) -> Result<Checked, String> {
-    let src = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let (policy, diags) = crate::check::parse_and_check(&src);
     Ok(Checked { src, policy, diags })
 }

@@ -2,7 +2,7 @@
 //! nothing and exit 1 when a file is not formatted. A file that does not parse is left alone and
 //! its errors are printed (exit 1). Unreadable or unwritable files exit 2.
 
-use super::{Format, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Format};
 use std::path::PathBuf;
 
 /// Arguments of `policyc fmt`.
@@ -73,7 +73,10 @@ pub(crate) fn run(args: &FmtArgs) -> i32 {
         }
     }
     if args.format == Format::Json {
-        println!("{}", serde_json::json!({"ok": code == EXIT_OK, "files": report}));
+        println!(
+            "{}",
+            serde_json::json!({"ok": code == EXIT_OK, "files": report})
+        );
     }
     code
 }

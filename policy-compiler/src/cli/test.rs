@@ -3,7 +3,7 @@
 //! the reference interpreter AND through the compiled bundle's VM; a failed expectation or any
 //! disagreement between the two (on any step of the case's history) fails the run (exit 1).
 
-use super::{Format, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Format};
 use crate::tabletop::{self, CaseResult};
 use bundle::verdict::Verdict;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,11 @@ pub(crate) fn run(args: &TestArgs) -> i32 {
             }
             runs.push(PackRun {
                 pack,
-                fatal: Some(format!("`{}` has {} error(s); no case was run", policy_path.display(), checked.errors())),
+                fatal: Some(format!(
+                    "`{}` has {} error(s); no case was run",
+                    policy_path.display(),
+                    checked.errors()
+                )),
                 cases: Vec::new(),
                 engines: "none",
             });
@@ -76,10 +80,14 @@ pub(crate) fn run(args: &TestArgs) -> i32 {
             continue;
         };
         let run = run_pack(pack, policy, &file);
-        if run.fatal.is_some() || run.cases.iter().any(|(r, vm)| !r.passed() || !vm.is_empty()) {
-            if code == EXIT_OK {
-                code = EXIT_FAILED;
-            }
+        if (run.fatal.is_some()
+            || run
+                .cases
+                .iter()
+                .any(|(r, vm)| !r.passed() || !vm.is_empty()))
+            && code == EXIT_OK
+        {
+            code = EXIT_FAILED;
         }
         runs.push(run);
     }
@@ -118,7 +126,11 @@ fn run_pack(pack: String, policy: &crate::ast::Policy, file: &tabletop::TestFile
                 let vv = tabletop::simulate(case, &|a, s, t| b.evaluate(a, s, t));
                 for (step, (x, y)) in iv.iter().zip(vv.iter()).enumerate() {
                     if x != y {
-                        let what = if step + 1 == iv.len() { "the action".to_owned() } else { format!("history action {}", step + 1) };
+                        let what = if step + 1 == iv.len() {
+                            "the action".to_owned()
+                        } else {
+                            format!("history action {}", step + 1)
+                        };
                         vm_diff.push(format!("interpreter and VM disagree on {what}:"));
                         vm_diff.extend(verdict_diff(x, y));
                         break;
@@ -128,24 +140,41 @@ fn run_pack(pack: String, policy: &crate::ast::Policy, file: &tabletop::TestFile
             (result, vm_diff)
         })
         .collect();
-    PackRun { pack, fatal, cases, engines }
+    PackRun {
+        pack,
+        fatal,
+        cases,
+        engines,
+    }
 }
 
 /// One line per differing verdict field: `  decision: interpreter DENY, vm ALLOW`.
 fn verdict_diff(x: &Verdict, y: &Verdict) -> Vec<String> {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) = (serde_json::to_value(x), serde_json::to_value(y)) else {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(x), serde_json::to_value(y))
+    else {
         return vec!["  (verdicts differ)".to_owned()];
     };
     a.iter()
         .filter(|(k, v)| b.get(*k) != Some(*v))
-        .map(|(k, v)| format!("  {k}: interpreter {v}, vm {}", b.get(k).cloned().unwrap_or_default()))
+        .map(|(k, v)| {
+            format!(
+                "  {k}: interpreter {v}, vm {}",
+                b.get(k).cloned().unwrap_or_default()
+            )
+        })
         .collect()
 }
 
 fn print_text(runs: &[PackRun]) {
     let (mut passed, mut failed) = (0usize, 0usize);
     for run in runs {
-        println!("pack {} ({} cases, {})", run.pack, run.cases.len(), run.engines);
+        println!(
+            "pack {} ({} cases, {})",
+            run.pack,
+            run.cases.len(),
+            run.engines
+        );
         if let Some(f) = &run.fatal {
             println!("  FAIL  {f}");
             failed = failed.saturating_add(1);
@@ -184,5 +213,8 @@ fn print_json(runs: &[PackRun], code: i32) {
             })
         })
         .collect();
-    println!("{}", serde_json::json!({"ok": code == EXIT_OK, "packs": packs}));
+    println!(
+        "{}",
+        serde_json::json!({"ok": code == EXIT_OK, "packs": packs})
+    );
 }

@@ -1,8 +1,12 @@
 //! Expressions, fields and argument paths.
 
-use super::lex::{expected, ident, kw, must_ident, must_string, must_sym, number, sp, span, string, sym};
-use super::{duration, literal, literal_items, soft, vtype, In, PErr, R};
-use crate::ast::{CmpOp, CountSubject, Expr, Field, Literal, PathStep, PrincipalRole, SetRef, Span, Spanned};
+use super::lex::{
+    expected, ident, kw, must_ident, must_string, must_sym, number, sp, span, string, sym,
+};
+use super::{In, PErr, R, duration, literal, literal_items, soft, vtype};
+use crate::ast::{
+    CmpOp, CountSubject, Expr, Field, Literal, PathStep, PrincipalRole, SetRef, Span, Spanned,
+};
 use crate::diag::Diagnostic;
 use nom::Input as _;
 
@@ -21,10 +25,22 @@ pub(crate) const FIELDS: [(&str, Field); 31] = [
     ("target.server", Field::Server),
     ("identity.agent", Field::Principal(PrincipalRole::Agent)),
     ("identity.human", Field::Principal(PrincipalRole::Human)),
-    ("identity.workload", Field::Principal(PrincipalRole::Workload)),
-    ("identity.agent_auth", Field::PrincipalAuth(PrincipalRole::Agent)),
-    ("identity.human_auth", Field::PrincipalAuth(PrincipalRole::Human)),
-    ("identity.workload_auth", Field::PrincipalAuth(PrincipalRole::Workload)),
+    (
+        "identity.workload",
+        Field::Principal(PrincipalRole::Workload),
+    ),
+    (
+        "identity.agent_auth",
+        Field::PrincipalAuth(PrincipalRole::Agent),
+    ),
+    (
+        "identity.human_auth",
+        Field::PrincipalAuth(PrincipalRole::Human),
+    ),
+    (
+        "identity.workload_auth",
+        Field::PrincipalAuth(PrincipalRole::Workload),
+    ),
     ("request.size", Field::RequestSize),
     ("risk.secrets", Field::RiskSecrets),
     ("risk.data_classes", Field::RiskDataClasses),
@@ -49,7 +65,10 @@ const OTHER_NAMES: [&str; 4] = ["session.seen", "session.count", "args", "header
 pub(crate) fn field_name(f: &Field) -> String {
     match f {
         Field::Header(h) => {
-            if !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if !h.is_empty()
+                && h.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 format!("header.{h}")
             } else {
                 format!("header[{}]", quote(h))
@@ -152,7 +171,12 @@ fn cmp_op(i: In<'_>) -> R<'_, CmpOp> {
 }
 
 fn must_cmp<'a>(i: In<'a>, after: &str) -> R<'a, CmpOp> {
-    cmp_op(i).map_err(|_| expected(i, &format!("a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`) after {after}")))
+    cmp_op(i).map_err(|_| {
+        expected(
+            i,
+            &format!("a comparison (`==`, `!=`, `<`, `<=`, `>`, `>=`) after {after}"),
+        )
+    })
 }
 
 fn primary(i: In<'_>) -> R<'_, Expr> {
@@ -170,7 +194,13 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
     }
     if let Ok((rest, _)) = kw("class")(i) {
         let (rest, (c, cspan)) = must_ident(rest, "a class name after `class`")?;
-        return Ok((rest, Expr::InClass(Spanned { node: c, span: cspan })));
+        return Ok((
+            rest,
+            Expr::InClass(Spanned {
+                node: c,
+                span: cspan,
+            }),
+        ));
     }
     if let Ok((rest, _)) = kw("len")(i) {
         let (rest, _) = must_sym(rest, "(", " after `len`")?;
@@ -182,7 +212,10 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
             Ok((_, x)) => {
                 return Err(nom::Err::Failure(PErr {
                     span: x.span,
-                    message: format!("expected a plain number after `len(...)`, found `{}`", x.text),
+                    message: format!(
+                        "expected a plain number after `len(...)`, found `{}`",
+                        x.text
+                    ),
                     hint: None,
                 }));
             }
@@ -194,7 +227,10 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
     let (after_name, (name, nspan)) = match dotted_name(i) {
         Ok(x) => x,
         Err(nom::Err::Error(_)) => {
-            return Err(expected(i, "a condition (a field like `tool`, `class NAME`, `not`, `(`, ...)"));
+            return Err(expected(
+                i,
+                "a condition (a field like `tool`, `class NAME`, `not`, `(`, ...)",
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -204,15 +240,28 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
             let (rest, _) = must_sym(after_name, "(", &format!(" after `{name}`"))?;
             let (rest, (s, sspan)) = must_string(rest, "a name as a string")?;
             let (rest, _) = must_sym(rest, ")", " to close the call")?;
-            let arg = Spanned { node: s, span: sspan };
-            let e = if name == "session.tainted" { Expr::Tainted(arg) } else { Expr::Used(arg) };
+            let arg = Spanned {
+                node: s,
+                span: sspan,
+            };
+            let e = if name == "session.tainted" {
+                Expr::Tainted(arg)
+            } else {
+                Expr::Used(arg)
+            };
             return Ok((rest, e));
         }
         "session.seen" => {
             let (rest, _) = must_sym(after_name, "(", " after `session.seen`")?;
             let (rest, (c, cspan)) = must_ident(rest, "a class name")?;
             let (rest, _) = must_sym(rest, ")", " to close the call")?;
-            return Ok((rest, Expr::Seen(Spanned { node: c, span: cspan })));
+            return Ok((
+                rest,
+                Expr::Seen(Spanned {
+                    node: c,
+                    span: cspan,
+                }),
+            ));
         }
         "session.count" => return count(after_name),
         _ => {}
@@ -233,9 +282,15 @@ fn count(i: In<'_>) -> R<'_, Expr> {
         let (rest, (c, _)) = must_ident(rest, "a class name")?;
         (rest, CountSubject::Class(c))
     } else {
-        return Err(expected(i, "`tool \"name\"` or `class NAME` in `session.count(...)`"));
+        return Err(expected(
+            i,
+            "`tool \"name\"` or `class NAME` in `session.count(...)`",
+        ));
     };
-    let subject = Spanned { node: subject, span: span(&start, &i) };
+    let subject = Spanned {
+        node: subject,
+        span: span(&start, &i),
+    };
     let (i, _) = must_sym(i, ",", " then `within DURATION`")?;
     let (i, _) = super::lex::must_kw(i, "within", " in `session.count(..., within 10m)`")?;
     let (i, (ms, _)) = duration(i, "the window")?;
@@ -243,7 +298,10 @@ fn count(i: In<'_>) -> R<'_, Expr> {
     let (i, op) = must_cmp(i, "`session.count(...)`")?;
     let (i, (n, nspan)) = super::integer(i, "a whole number")?;
     let n = u32::try_from(n).unwrap_or_else(|_| {
-        soft(Diagnostic::error(nspan, format!("count `{n}` is too large")));
+        soft(Diagnostic::error(
+            nspan,
+            format!("count `{n}` is too large"),
+        ));
         u32::MAX
     });
     Ok((i, Expr::Count(subject, ms, op, n)))
@@ -269,7 +327,16 @@ fn field_test(i: In<'_>, f: Spanned<Field>) -> R<'_, Expr> {
     }
     if let Ok((rest, _)) = kw("matches")(i) {
         let (rest, (re, rspan)) = must_string(rest, "a regular expression as a string")?;
-        return Ok((rest, Expr::Matches(f, Spanned { node: re, span: rspan })));
+        return Ok((
+            rest,
+            Expr::Matches(
+                f,
+                Spanned {
+                    node: re,
+                    span: rspan,
+                },
+            ),
+        ));
     }
     if let Ok((rest, _)) = kw("is")(i) {
         let (rest, t) = vtype(rest)?;
@@ -280,7 +347,16 @@ fn field_test(i: In<'_>, f: Spanned<Field>) -> R<'_, Expr> {
     }
     if let Ok((rest, _)) = kw("contains")(i) {
         let (rest, (s, sspan)) = must_string(rest, "a string after `contains`")?;
-        return Ok((rest, Expr::Contains(f, Spanned { node: s, span: sspan })));
+        return Ok((
+            rest,
+            Expr::Contains(
+                f,
+                Spanned {
+                    node: s,
+                    span: sspan,
+                },
+            ),
+        ));
     }
     Err(expected(
         i,
@@ -299,7 +375,13 @@ fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
     }
     if let Ok((rest, (w, wspan))) = ident(i) {
         if ["mcp", "http", "none", "mtls", "jwt", "header"].contains(&w.as_str()) {
-            return Ok((rest, Spanned { node: Literal::Str(w), span: wspan }));
+            return Ok((
+                rest,
+                Spanned {
+                    node: Literal::Str(w),
+                    span: wspan,
+                },
+            ));
         }
         return Err(nom::Err::Failure(PErr {
             span: wspan,
@@ -307,7 +389,10 @@ fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
             hint: Some(format!("write a string: `\"{w}\"`")),
         }));
     }
-    Err(expected(i, "a value (a string, a number, `true`, `false`, `mcp`, `http`, ...)"))
+    Err(expected(
+        i,
+        "a value (a string, a number, `true`, `false`, `mcp`, `http`, ...)",
+    ))
 }
 
 fn set(i: In<'_>) -> R<'_, SetRef> {
@@ -316,15 +401,30 @@ fn set(i: In<'_>) -> R<'_, SetRef> {
         return Ok((rest, SetRef::Inline(items)));
     }
     match ident(i) {
-        Ok((rest, (n, nspan))) => Ok((rest, SetRef::Named(Spanned { node: n, span: nspan }))),
-        Err(nom::Err::Error(_)) => Err(expected(i, "a list (`[\"a\", \"b\"]`) or the name of a `let` list")),
+        Ok((rest, (n, nspan))) => Ok((
+            rest,
+            SetRef::Named(Spanned {
+                node: n,
+                span: nspan,
+            }),
+        )),
+        Err(nom::Err::Error(_)) => Err(expected(
+            i,
+            "a list (`[\"a\", \"b\"]`) or the name of a `let` list",
+        )),
         Err(e) => Err(e),
     }
 }
 
 fn string_or_set(i: In<'_>) -> R<'_, SetRef> {
     match string(i) {
-        Ok((rest, (s, sspan))) => Ok((rest, SetRef::Inline(vec![Spanned { node: Literal::Str(s), span: sspan }]))),
+        Ok((rest, (s, sspan))) => Ok((
+            rest,
+            SetRef::Inline(vec![Spanned {
+                node: Literal::Str(s),
+                span: sspan,
+            }]),
+        )),
         Err(nom::Err::Error(_)) => set(i).map_err(|e| match e {
             nom::Err::Failure(_) => expected(i, "a string, a list or the name of a `let` list"),
             other => other,
@@ -344,7 +444,10 @@ fn dotted_name(i: In<'_>) -> R<'_, (String, Span)> {
     for (pos, c) in frag.char_indices() {
         let ok = c.is_ascii_alphanumeric()
             || c == '_'
-            || (c == '.' && frag.get(pos.saturating_add(1)..).is_some_and(|s| s.starts_with(|n: char| n.is_ascii_alphanumeric() || n == '_' || n == '-')))
+            || (c == '.'
+                && frag.get(pos.saturating_add(1)..).is_some_and(|s| {
+                    s.starts_with(|n: char| n.is_ascii_alphanumeric() || n == '_' || n == '-')
+                }))
             || (c == '-' && frag.get(..pos).is_some_and(|s| s.starts_with("header.")));
         if !ok {
             break;
@@ -352,7 +455,10 @@ fn dotted_name(i: In<'_>) -> R<'_, (String, Span)> {
         len = pos.saturating_add(c.len_utf8());
     }
     let rest = i.take_from(len);
-    Ok((rest, (frag.get(..len).unwrap_or("").to_owned(), span(&i, &rest))))
+    Ok((
+        rest,
+        (frag.get(..len).unwrap_or("").to_owned(), span(&i, &rest)),
+    ))
 }
 
 /// A field (cut on failure).
@@ -360,25 +466,54 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
     let (i, _) = sp(i)?;
     let start = i;
     if let Ok((rest, (p, pspan))) = arg_path(i) {
-        return Ok((rest, Spanned { node: Field::Arg(p), span: pspan }));
+        return Ok((
+            rest,
+            Spanned {
+                node: Field::Arg(p),
+                span: pspan,
+            },
+        ));
     }
     let (rest, (name, nspan)) = match dotted_name(i) {
         Ok(x) => x,
-        Err(nom::Err::Error(_)) => return Err(expected(i, "a field (`tool`, `target.host`, `args.x`, ...)")),
+        Err(nom::Err::Error(_)) => {
+            return Err(expected(
+                i,
+                "a field (`tool`, `target.host`, `args.x`, ...)",
+            ));
+        }
         Err(e) => return Err(e),
     };
-    if name == "header" {
-        if let Ok((r, _)) = sym("[")(rest) {
-            let (r, (h, _)) = must_string(r, "the header name as a string")?;
-            let (r, _) = must_sym(r, "]", " to close `header[`")?;
-            return Ok((r, Spanned { node: Field::Header(h), span: span(&start, &r) }));
-        }
+    if name == "header"
+        && let Ok((r, _)) = sym("[")(rest)
+    {
+        let (r, (h, _)) = must_string(r, "the header name as a string")?;
+        let (r, _) = must_sym(r, "]", " to close `header[`")?;
+        return Ok((
+            r,
+            Spanned {
+                node: Field::Header(h),
+                span: span(&start, &r),
+            },
+        ));
     }
     if let Some(h) = name.strip_prefix("header.") {
-        return Ok((rest, Spanned { node: Field::Header(h.to_owned()), span: nspan }));
+        return Ok((
+            rest,
+            Spanned {
+                node: Field::Header(h.to_owned()),
+                span: nspan,
+            },
+        ));
     }
     if let Some((_, f)) = FIELDS.iter().take(28).find(|(n, _)| *n == name) {
-        return Ok((rest, Spanned { node: f.clone(), span: nspan }));
+        return Ok((
+            rest,
+            Spanned {
+                node: f.clone(),
+                span: nspan,
+            },
+        ));
     }
     let names = FIELDS.iter().take(28).map(|(n, _)| *n).chain(OTHER_NAMES);
     let mut d = Diagnostic::error(nspan, format!("unknown field `{name}`"));
@@ -388,7 +523,13 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
         d = d.with_hint("see the vocabulary table in docs/policy-language.md");
     }
     soft(d);
-    Ok((rest, Spanned { node: Field::Tool, span: nspan }))
+    Ok((
+        rest,
+        Spanned {
+            node: Field::Tool,
+            span: nspan,
+        },
+    ))
 }
 
 /// `args { "." ident | "[" (string | integer) "]" }`. Recoverable when `args` is not here.
@@ -403,7 +544,12 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
             let after = i.take_from(1);
             let (rest, (k, _)) = match ident(after) {
                 Ok(x) if !after.fragment().starts_with(char::is_whitespace) => x,
-                _ => return Err(expected(after, "an argument name after `.` (use `[\"...\"]` for other keys)")),
+                _ => {
+                    return Err(expected(
+                        after,
+                        "an argument name after `.` (use `[\"...\"]` for other keys)",
+                    ));
+                }
             };
             steps.push(PathStep::Key(k));
             i = rest;
@@ -416,7 +562,10 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
             } else {
                 let (rest, (n, nspan)) = super::integer(after, "a string key or an array index")?;
                 let n = u32::try_from(n).unwrap_or_else(|_| {
-                    soft(Diagnostic::error(nspan, format!("array index `{n}` is too large")));
+                    soft(Diagnostic::error(
+                        nspan,
+                        format!("array index `{n}` is too large"),
+                    ));
                     u32::MAX
                 });
                 steps.push(PathStep::Index(n));

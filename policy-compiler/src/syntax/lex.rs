@@ -127,7 +127,12 @@ pub(crate) fn must_sym<'a>(i: In<'a>, s: &'static str, context: &str) -> R<'a, S
 /// An identifier: an ASCII letter, then letters, digits and `_`. Recoverable on mismatch.
 pub(crate) fn ident(i: In<'_>) -> R<'_, (String, Span)> {
     let (i, _) = sp(i)?;
-    if !i.fragment().chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+    if !i
+        .fragment()
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+    {
         return Err(nom::Err::Error(PErr::at(&i, "identifier")));
     }
     let (rest, name) = take_while(is_ident_char).parse(i)?;
@@ -170,7 +175,9 @@ pub(crate) fn string(i: In<'_>) -> R<'_, (String, Span)> {
                     'u' => {
                         let body = frag.get(epos.saturating_add(1)..).unwrap_or("");
                         let close = body.find('}');
-                        let hex = close.and_then(|c| body.get(1..c)).filter(|_| body.starts_with('{'));
+                        let hex = close
+                            .and_then(|c| body.get(1..c))
+                            .filter(|_| body.starts_with('{'));
                         let ch = hex
                             .and_then(|h| u32::from_str_radix(h, 16).ok())
                             .and_then(char::from_u32);
@@ -235,7 +242,9 @@ pub(crate) struct NumTok {
 }
 
 /// Units, longest first so `ms` wins over `m` and `MiB` over `MB`'s prefix.
-const UNITS: [&str; 11] = ["KiB", "MiB", "GiB", "KB", "MB", "GB", "ms", "B", "s", "m", "h"];
+const UNITS: [&str; 11] = [
+    "KiB", "MiB", "GiB", "KB", "MB", "GB", "ms", "B", "s", "m", "h",
+];
 
 /// Size units and their byte multipliers.
 pub(crate) fn size_multiplier(unit: &str) -> Option<u64> {
@@ -267,24 +276,39 @@ pub(crate) fn number(i: In<'_>) -> R<'_, NumTok> {
     let (i, _) = sp(i)?;
     let frag = *i.fragment();
     let neg = frag.starts_with('-');
-    let body = if neg { frag.get(1..).unwrap_or("") } else { frag };
-    let int_len = body.find(|c: char| !c.is_ascii_digit()).unwrap_or(body.len());
+    let body = if neg {
+        frag.get(1..).unwrap_or("")
+    } else {
+        frag
+    };
+    let int_len = body
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(body.len());
     if int_len == 0 {
         return Err(nom::Err::Error(PErr::at(&i, "number")));
     }
     let mut len = int_len;
     let after = body.get(int_len..).unwrap_or("");
     let mut has_fraction = false;
-    if after.starts_with('.') && after.get(1..).is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit())) {
+    if after.starts_with('.')
+        && after
+            .get(1..)
+            .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_digit()))
+    {
         let frac = after.get(1..).unwrap_or("");
-        let frac_len = frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len());
+        let frac_len = frac
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(frac.len());
         len = len.saturating_add(1).saturating_add(frac_len);
         has_fraction = true;
     }
     let digits = body.get(..len).unwrap_or("");
     let rest_str = body.get(len..).unwrap_or("");
     let unit = UNITS.iter().copied().find(|u| {
-        rest_str.starts_with(u) && !rest_str.get(u.len()..).is_some_and(|s| s.starts_with(is_ident_char))
+        rest_str.starts_with(u)
+            && !rest_str
+                .get(u.len()..)
+                .is_some_and(|s| s.starts_with(is_ident_char))
     });
     let total = usize::from(neg)
         .saturating_add(len)
@@ -297,13 +321,18 @@ pub(crate) fn number(i: In<'_>) -> R<'_, NumTok> {
             span: span(&i, &end),
             message: format!("invalid number {found}"),
             hint: Some(
-                "sizes are written `10MB`, `512KiB`, ...; durations `500ms`, `30s`, `15m`, `2h`".to_owned(),
+                "sizes are written `10MB`, `512KiB`, ...; durations `500ms`, `30s`, `15m`, `2h`"
+                    .to_owned(),
             ),
         }));
     }
     let magnitude: f64 = digits.parse().unwrap_or(f64::INFINITY);
     let value = if neg { -magnitude } else { magnitude };
-    let int = if neg || has_fraction { None } else { digits.parse::<u64>().ok() };
+    let int = if neg || has_fraction {
+        None
+    } else {
+        digits.parse::<u64>().ok()
+    };
     Ok((
         rest,
         NumTok {
