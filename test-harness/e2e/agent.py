@@ -37,6 +37,14 @@ def receipt_field(receipt: dict[str, Any] | None, name: str) -> Any:
     return body.get(name) if isinstance(body, dict) else None
 
 
+def _is_tool_call(request: httpx2.Request) -> bool:
+    try:
+        body = json.loads(request.content or b"null")
+    except (ValueError, httpx2.RequestNotRead):
+        return False
+    return isinstance(body, dict) and body.get("method") == "tools/call"
+
+
 @dataclass
 class Outcome:
     """What the agent saw for one tool call."""
@@ -106,7 +114,9 @@ class Agent:
         sid = response.headers.get("mcp-session-id") or response.request.headers.get("mcp-session-id")
         if sid:
             self._session_id = sid
-        if response.request.method == "POST":
+        if response.request.method == "POST" and _is_tool_call(response.request):
+            # Only the tools/call itself: the SDK may list tools right after a call (to validate
+            # structured output), and that answer carries its own decision.
             self.last_post = response
 
     async def __aenter__(self) -> Agent:

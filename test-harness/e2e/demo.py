@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,6 +40,14 @@ SCRIPT: list[tuple[str, dict, str, str]] = [
     ("get_secret", {"name": "prod-db"}, "DENY", "the injected instruction asks for a secret: kill"),
     ("run_tests", {}, "DENY", "anything after the kill"),
 ]
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(path.relative_to(pe.REPO))
+    except ValueError:
+        return str(path)
 
 
 def paint(decision: str | None) -> str:
@@ -100,6 +109,7 @@ def main() -> int:
         bundle = pe.compile_bundle(pe.DEMO_POLICY, OUT / "demo.bundle", keys)
         print(f"policy: {pe.DEMO_POLICY.relative_to(pe.REPO)} -> {bundle.relative_to(pe.REPO)} "
               f"({bundle.stat().st_size} bytes, signed with {keys.path('bundle', 'pub').name})")
+        shutil.rmtree(OUT / "run", ignore_errors=True)  # logs of an earlier run would mix chains
         with pe.stack(OUT / "run") as s:
             s.workbench()
             s.envoy("mcp-gateway", keys, bundle)
@@ -107,13 +117,20 @@ def main() -> int:
                   f"(config {s.files['envoy_yaml'].relative_to(pe.REPO)})\n")
             problems = asyncio.run(session(s.mcp_url, keys))
             log = s.files["access_log"]
-        # Envoy flushed the access log when it stopped.
+            # ALLOW receipts are signed in batches; the filter's timer signs the unsigned tail of
+            # each session within receipts.max_unsigned_ms (1 s in this config).
+            print("waiting for the filter to sign a checkpoint over every session's last receipts ...")
+            s.wait_attested()
+        # Envoy flushed the access log when it stopped; checkpoints are in Envoy's own log.
+        checkpoints = s.checkpoint_receipts()
         lines = pe.read_jsonl(log)
         with_receipt = [line for line in lines if line.get("receipt")]
-        print(f"access log: {log.relative_to(pe.REPO)}: {len(lines)} lines, {len(with_receipt)} with a receipt")
-        verify = pe.policyc("receipts", "verify", str(log), "--pub", str(keys.path("receipt", "pub")), check=False)
-        print(f"$ policyc receipts verify {log.relative_to(pe.REPO)} --pub {keys.path('receipt', 'pub').relative_to(pe.REPO)}")
-        print((verify.stdout + verify.stderr).rstrip())
+        print(f"access log: {rel(log)}: {len(lines)} lines, {len(with_receipt)} with a receipt; "
+              f"{len(pe.read_jsonl(checkpoints))} checkpoint receipt(s) from Envoy's log in {rel(checkpoints)}")
+        pub = keys.path("receipt", "pub")
+        verify = pe.policyc("receipts", "verify", str(log), str(checkpoints), "--pub", str(pub), check=False)
+        print(f"$ policyc receipts verify {rel(log)} {rel(checkpoints)} --pub {rel(pub)}")
+        print((verify.stdout + verify.stderr).replace(str(pe.REPO) + "/", "").rstrip())
         if verify.returncode != 0:
             problems.append(f"receipts verify exited {verify.returncode}")
         if not with_receipt:

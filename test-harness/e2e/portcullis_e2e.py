@@ -34,6 +34,8 @@ WASM = Path(os.environ.get("PORTCULLIS_WASM", REPO / "target/wasm32-wasip1/relea
 POLICYC = Path(os.environ.get("PORTCULLIS_POLICYC", REPO / "target/debug/policyc"))
 DEMO_POLICY = REPO / "examples/policies/demo/policy.pcl"
 START_TIMEOUT_S = 20.0
+# How the filter writes a receipt that has no request to travel with to Envoy's log.
+CHECKPOINT_MARKER = "portcullis receipt "
 
 
 class E2EError(RuntimeError):
@@ -267,6 +269,7 @@ class Stack:
         if "ecds" in written:
             self.files["ecds"] = written["ecds"]
         self.files["envoy_dir"] = out
+        self.files["envoy_log"] = proc.log
         if wait_ready:
             wait_until("envoy /ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, proc)
         return proc
@@ -284,6 +287,49 @@ class Stack:
         """Wait until the access log has at least ``n`` lines; returns them."""
         wait_until(f"{n} access log lines", lambda: len(self.access_log()) >= n, None, timeout)
         return self.access_log()
+
+    def checkpoint_receipts(self) -> Path:
+        """Receipts the filter wrote to Envoy's own log (checkpoints, session ends: records with
+        no request to travel with), extracted one JSON per line into ``checkpoints.jsonl``."""
+        out = self.dir / "checkpoints.jsonl"
+        found = []
+        log = self.files.get("envoy_log")
+        if log is not None and log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                marker = line.find(CHECKPOINT_MARKER)
+                if marker >= 0:
+                    found.append(line[marker + len(CHECKPOINT_MARKER):].strip())
+        out.write_text("".join(f"{r}\n" for r in found))
+        return out
+
+    def receipt_logs(self) -> list[Path]:
+        """Every file holding this run's receipts, for `policyc receipts verify`."""
+        return [self.files["access_log"], self.checkpoint_receipts()]
+
+    def unattested(self) -> dict[str, tuple[int, int]]:
+        """Sessions whose newest receipt is not covered by a signature yet:
+        session -> (newest seq, newest signed seq)."""
+        newest: dict[str, int] = {}
+        signed: dict[str, int] = {}
+        bodies: list[tuple[dict, bool]] = []
+        for line in self.access_log():
+            raw = line.get("receipt")
+            value = json.loads(raw) if isinstance(raw, str) and raw else None
+            for r in value if isinstance(value, list) else [value] if value else []:
+                bodies.append((r.get("body", r), bool(r.get("sig"))))
+        for path in [self.checkpoint_receipts()]:
+            for r in read_jsonl(path):
+                bodies.append((r.get("body", r), bool(r.get("sig"))))
+        for body, is_signed in bodies:
+            sess, seq = str(body.get("session")), int(body.get("seq") or 0)
+            newest[sess] = max(newest.get(sess, 0), seq)
+            if is_signed:
+                signed[sess] = max(signed.get(sess, 0), seq)
+        return {s: (n, signed.get(s, 0)) for s, n in newest.items() if signed.get(s, 0) < n}
+
+    def wait_attested(self, timeout: float = 15.0) -> None:
+        """Wait until the filter's timer has signed a checkpoint for every session's tail."""
+        wait_until("every receipt attested by a signature", lambda: not self.unattested(), None, timeout)
 
     def upstream_requests(self, name: str = "upstream") -> list[dict]:
         """What the upstream (workbench, egress, context) recorded."""
@@ -339,3 +385,28 @@ def header(record: dict, name: str) -> str | None:
         if k.lower() == name:
             return v
     return None
+
+
+def receipts_of(line: dict) -> list[dict]:
+    """The receipt bodies in one access log line (its ``receipt`` field: one receipt JSON, or an
+    array of them for a JSON-RPC batch); [] when the line has none."""
+    raw = line.get("receipt")
+    if not raw:
+        return []
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [r.get("body", r) for r in items if isinstance(r, dict)]
+
+
+def tool_call_lines(lines: list[dict]) -> list[tuple[dict, dict]]:
+    """(access log line, receipt body) for every line whose receipt is a tools/call action."""
+    out = []
+    for line in lines:
+        for body in receipts_of(line):
+            action = body.get("action") or {}
+            if action.get("operation") == "tools/call":
+                out.append((line, body))
+    return out

@@ -7,8 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 import portcullis_e2e as pe
 from agent import Agent
+from raw import RawMcp
 
 SESSION = [("read_file", {"path": "/repo/README.md"}, "ALLOW", "read_repo"),
            ("query_db", {"sql": "select 1", "limit": 1000}, "MODIFY", "bounded_queries"),
@@ -19,6 +22,16 @@ SESSION = [("read_file", {"path": "/repo/README.md"}, "ALLOW", "read_repo"),
 
 
 def _run_session(stack: pe.Stack) -> str | None:
+    """The session with one request at a time (raw client, no concurrent GET stream), so Envoy
+    writes the access log lines in decision order."""
+    with RawMcp(stack.mcp_url) as mcp:
+        mcp.initialize()
+        for tool, args, _, _ in SESSION:
+            mcp.call(tool, args)
+        return mcp.session_id
+
+
+def _run_sdk_session(stack: pe.Stack) -> str | None:
     async def go():
         async with Agent(stack.mcp_url, intent="demo_task") as agent:
             for tool, args, _, _ in SESSION:
@@ -27,22 +40,34 @@ def _run_session(stack: pe.Stack) -> str | None:
     return asyncio.run(go())
 
 
-def _verify(log: Path, keys: pe.Keys):
-    return pe.policyc("receipts", "verify", str(log), "--pub", str(keys.path("receipt", "pub")), check=False)
+def _verify(log: Path, keys: pe.Keys, checkpoints: Path, pub: Path | None = None):
+    """policyc receipts verify over the access log plus the checkpoint receipts from Envoy's log."""
+    pub = pub or keys.path("receipt", "pub")
+    return pe.policyc("receipts", "verify", str(log), str(checkpoints), "--pub", str(pub), check=False)
 
 
-def test_access_log_receipts_verify_and_tampering_is_caught(gateway: pe.Stack, keys: pe.Keys, tmp_path: Path) -> None:
-    _run_session(gateway)
+def test_access_log_receipts_verify_and_tampering_is_caught(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path,
+                                                            tmp_path: Path) -> None:
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle)
+    gateway = stack
+    sid = _run_session(gateway)
     log = gateway.files["access_log"]
+    # ALLOW receipts are signed in batches; the filter's timer signs a checkpoint for the tail.
+    gateway.wait_attested()
     gateway.stop()  # Envoy flushes its access log on exit
+    checkpoints = gateway.checkpoint_receipts()
     lines = pe.read_jsonl(log)
-    calls = [line for line in lines if line.get("mcp_method") == "tools/call"]
-    assert [(c["decision"], c["rule"]) for c in calls] == [(d, r) for _, _, d, r in SESSION]
-    for c in calls:
-        receipt = json.loads(c["receipt"])
-        assert receipt, c
+    calls = pe.tool_call_lines(lines)
+    assert [(c["decision"], c["rule"]) for c, _ in calls] == [(d, r) for _, _, d, r in SESSION]
+    assert [b["action"]["tool"] for _, b in calls] == [t for t, _, _, _ in SESSION]
+    for line, body in calls:
+        assert body["decision"] == line["decision"] and body["rule"] == line["rule"]
+        assert body["session"] == line["session"] == sid
+        assert "arguments" not in body["action"], "argument values never reach the log"
+    assert '"prod-db"' not in log.read_text(), "argument values never reach the log"
     # The chain is intact.
-    ok = _verify(log, keys)
+    ok = _verify(log, keys, checkpoints)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     # Alter one decision: caught.
     altered = tmp_path / "altered.log"
@@ -51,19 +76,28 @@ def test_access_log_receipts_verify_and_tampering_is_caught(gateway: pe.Stack, k
     text[idx] = text[idx].replace('\\"DENY\\"', '\\"ALLOW\\"')
     assert text[idx] != log.read_text().splitlines()[idx], "the receipt JSON names the decision"
     altered.write_text("\n".join(text) + "\n")
-    bad = _verify(altered, keys)
+    bad = _verify(altered, keys, checkpoints)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     # Drop one line: caught.
     dropped = tmp_path / "dropped.log"
     text = log.read_text().splitlines()
     del text[idx]
     dropped.write_text("\n".join(text) + "\n")
-    gap = _verify(dropped, keys)
+    gap = _verify(dropped, keys, checkpoints)
     assert gap.returncode == 1, gap.stdout + gap.stderr
     # A different key does not verify it.
-    foreign = _verify_with(log, keys.path("stranger", "pub"))
+    foreign = _verify(log, keys, checkpoints, keys.path("stranger", "pub"))
     assert foreign.returncode == 1, foreign.stdout + foreign.stderr
 
 
-def _verify_with(log: Path, pub: Path):
-    return pe.policyc("receipts", "verify", str(log), "--pub", str(pub), check=False)
+@pytest.mark.xfail(strict=False, reason=(
+    "brief E: `policyc receipts verify` reports `reordered` when lines are not in sequence order, "
+    "but Envoy writes an access log line when a stream ENDS, so with the SDK's concurrent "
+    "requests (standalone GET stream, notifications) the file order differs from the chain order"))
+def test_sdk_session_log_verifies(gateway: pe.Stack, keys: pe.Keys) -> None:
+    _run_sdk_session(gateway)
+    gateway.wait_attested()
+    log = gateway.files["access_log"]
+    gateway.stop()
+    ok = _verify(log, keys, gateway.checkpoint_receipts())
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -16,7 +16,7 @@ from agent import DENIED, Agent
 def _tools_log(stack: pe.Stack, n: int) -> list[dict]:
     """Access log lines of tools/call requests (waits until ``n`` are there)."""
     def calls() -> list[dict]:
-        return [line for line in stack.access_log() if line.get("decision") and line.get("mcp_method") == "tools/call"]
+        return [line for line, _ in pe.tool_call_lines(stack.access_log())]
     pe.wait_until(f"{n} tools/call access log lines", lambda: len(calls()) >= n, None, 10)
     return calls()
 
