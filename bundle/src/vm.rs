@@ -174,6 +174,8 @@ impl<'a> Ctx<'a> {
             FieldRef::Principal(r) => opt(principal(*r).id.as_deref()),
             FieldRef::PrincipalAuth(r) => Val::Str(auth_str(principal(*r).auth)),
             FieldRef::Header(h) => opt(a.header(h)),
+            // `args` alone is the whole arguments value, absent when there are none (null).
+            FieldRef::Arg(p) if p.is_empty() && a.arguments.is_null() => Val::Absent,
             FieldRef::Arg(p) => arg(&a.arguments, p).map_or(Val::Absent, json_val),
             FieldRef::RequestSize => Val::Num(u64_f(a.size)),
             FieldRef::RiskSecrets => Val::Bool(a.risk.secrets),
@@ -185,6 +187,7 @@ impl<'a> Ctx<'a> {
             FieldRef::SessionEgressBytes => Val::Num(u64_f(s.egress_bytes)),
             FieldRef::SessionApprovals => Val::Num(f64::from(s.approvals)),
             FieldRef::SessionElapsed => Val::Num(u64_f(s.elapsed_ms(self.now_ms))),
+            FieldRef::SessionDrift if s.drift.is_nan() => Val::Absent,
             FieldRef::SessionDrift => Val::Num(f64::from(s.drift)),
         }
     }

@@ -3,7 +3,8 @@
 //! Conditions become forward-only branch code: each leaf test jumps to the "true" or "false"
 //! continuation of its context, so `and`, `or` and `not` cost nothing at run time and evaluation
 //! short-circuits exactly like the reference interpreter. `class X` inside a class is inlined
-//! (cycles are an error); inside a rule it reads the class set computed before the rules run.
+//! when X is defined above (else it is `false`, as in the interpreter; the checker refuses it);
+//! inside a rule it reads the class set computed before the rules run.
 //! Every name the session stores is pre-hashed with `bundle::session::name_hash`.
 
 use std::collections::HashMap;
@@ -333,14 +334,14 @@ impl<'p> Lowerer<'p> {
     }
 
     /// Emit code for `e` that continues at `t` when it holds and at `f` when not. `stack` holds
-    /// the classes being inlined (for cycle detection); `Some` means we are inside a class.
+    /// the indices of the classes being inlined, innermost last; `Some` means we are in a class.
     fn emit(
         &mut self,
         code: &mut Code,
         e: &'p Expr,
         t: Target,
         f: Target,
-        stack: Option<&mut Vec<&'p str>>,
+        stack: Option<&mut Vec<usize>>,
         span: Span,
     ) -> Result<(), CompileError> {
         match e {
@@ -362,14 +363,19 @@ impl<'p> Lowerer<'p> {
             Expr::InClass(n) if stack.is_some() => {
                 let Some(stack) = stack else { return Ok(()) };
                 let name = n.node.as_str();
-                if stack.contains(&name) {
-                    return Err(err(n.span, format!("class `{name}` refers to itself")));
-                }
-                let (_, def) = *self
+                let (idx, def) = *self
                     .classes
                     .get(name)
                     .ok_or_else(|| err(n.span, format!("unknown class `{name}`")))?;
-                stack.push(name);
+                // Classes are decided in source order: a class can only see classes defined above
+                // the one being decided. The checker refuses other references; should one reach
+                // here, it reads as `false`, exactly as in the reference interpreter.
+                let current = stack.last().copied().unwrap_or(0);
+                if idx >= current {
+                    code.instrs.push((Pred::Const(false), t, f));
+                    return Ok(());
+                }
+                stack.push(idx);
                 self.emit(code, &def.when, t, f, Some(&mut *stack), def.span)?;
                 stack.pop();
                 Ok(())
@@ -385,13 +391,13 @@ impl<'p> Lowerer<'p> {
     fn condition(
         &mut self,
         e: &'p Expr,
-        class: Option<&'p str>,
+        class: Option<usize>,
         span: Span,
     ) -> Result<Vec<Instr>, CompileError> {
         let mut code = Code::new();
         match class {
-            Some(name) => {
-                let mut stack = vec![name];
+            Some(idx) => {
+                let mut stack = vec![idx];
                 self.emit(
                     &mut code,
                     e,
@@ -491,8 +497,8 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
         }
     }
     let mut classes = Vec::new();
-    for c in &class_defs {
-        let code = lw.condition(&c.when, Some(c.name.node.as_str()), c.span)?;
+    for (idx, c) in class_defs.iter().enumerate() {
+        let code = lw.condition(&c.when, Some(idx), c.span)?;
         classes.push(ClassDef {
             name: c.name.node.clone(),
             risk: c.risk,

@@ -76,10 +76,18 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
     let file = args.policy.display().to_string();
     let src = read_text(&args.policy)?;
     let key = args.sign.as_deref().map(read_signing_key).transpose()?;
-    let policy = crate::syntax::parse(&src).map_err(|diags| {
+    let (policy, diags) = crate::check::parse_and_check(&src);
+    let policy = match policy {
+        Some(p) if !diags.iter().any(Diagnostic::is_error) => p,
+        _ => {
+            report(&diags, &file, &src, args.format);
+            return Err(EXIT_FAILED);
+        }
+    };
+    if args.format == Format::Text {
+        // warnings do not stop the build; in JSON mode they are left to `policyc check`
         report(&diags, &file, &src, args.format);
-        EXIT_FAILED
-    })?;
+    }
     let unsigned = crate::codegen::compile(&policy).map_err(|e| {
         report(
             &[Diagnostic::error(e.span, e.message)],
