@@ -561,27 +561,32 @@ impl<'p> Checker<'p> {
             }
             Expr::Contains(f, _) => {
                 self.field(f);
-                if matches!(field_ty(&f.node), Ty::Num | Ty::Bool) {
-                    self.err(
+                if matches!(field_ty(&f.node), Ty::Num | Ty::Bool | Ty::Str) {
+                    let d = self.err(
                         f.span,
                         format!(
-                            "`contains` applies to strings and sets, not to `{}`",
-                            field_name(&f.node)
+                            "`contains` tests membership in a set or an array, and `{}` is {}",
+                            field_name(&f.node),
+                            ty_word(field_ty(&f.node))
                         ),
                     );
+                    if field_ty(&f.node) == Ty::Str {
+                        d.hint = Some("for a substring write `glob \"*text*\"`".to_owned());
+                    }
                 }
                 if let (Field::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
-                    && !matches!(t, ValueType::String | ValueType::Array)
+                    && t != ValueType::Array
                 {
                     self.err(
                         f.span,
                         format!(
-                            "`contains` needs a string or an array, but `{}` is declared `{}`",
+                            "`contains` needs an array, but `{}` is declared `{}`",
                             arg_path_text(path),
                             vt_word(t)
                         ),
-                    );
+                    )
+                    .hint = (t == ValueType::String).then(|| "for a substring write `glob \"*text*\"`".to_owned());
                 }
                 self.arg_use(f, schema, None, None);
             }

@@ -43,17 +43,15 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         .max()
         .unwrap_or(RiskTier::Low);
 
-    // The intent in force.
-    let intent_name: Option<String> = match (&session.intent, session.status) {
-        (Some(i), _) => Some(i.clone()),
-        (None, SessionStatus::New) => action.declared_intent.clone(),
-        (None, _) => None,
+    // The intent in force: for a new session the one the action declares, else the pinned one.
+    let intent_name: Option<String> = match session.status {
+        SessionStatus::New => action.declared_intent.clone(),
+        _ => session.intent.clone(),
     };
     let intent_def = intent_name.as_deref().and_then(|n| find_intent(policy, n));
-    let verdict_intent = match (&session.intent, intent_def) {
-        (Some(i), _) => Some(i.clone()),
-        (None, Some(d)) => Some(d.name.node.clone()),
-        (None, None) => None,
+    let verdict_intent = match session.status {
+        SessionStatus::New => intent_def.map(|d| d.name.node.clone()),
+        _ => session.intent.clone(),
     };
     let ctx = Ctx {
         policy,
@@ -374,13 +372,6 @@ struct Ctx<'a> {
     intent: Option<&'a IntentDef>,
 }
 
-fn non_empty(s: &str) -> Val<'_> {
-    if s.is_empty() {
-        Val::Absent
-    } else {
-        Val::Str(s)
-    }
-}
 
 fn num(n: impl Into<f64>) -> Val<'static> {
     serde_json::Number::from_f64(n.into()).map_or(Val::Absent, |n| Val::Owned(Json::Number(n)))
@@ -420,18 +411,13 @@ impl<'a> Ctx<'a> {
             Field::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
             Field::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
             Field::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Host => non_empty(&a.target.host),
-            Field::Port => {
-                if a.target.port == 0 {
-                    Val::Absent
-                } else {
-                    num(a.target.port)
-                }
-            }
-            Field::Path => non_empty(&a.target.path),
-            Field::Query => non_empty(&a.target.query),
-            Field::Scheme => non_empty(&a.target.scheme),
-            Field::Server => non_empty(&a.target.server),
+            // Target fields are always present ("" and 0 for an MCP action without them).
+            Field::Host => Val::Str(&a.target.host),
+            Field::Port => num(a.target.port),
+            Field::Path => Val::Str(&a.target.path),
+            Field::Query => Val::Str(&a.target.query),
+            Field::Scheme => Val::Str(&a.target.scheme),
+            Field::Server => Val::Str(&a.target.server),
             Field::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
             Field::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
             Field::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
@@ -524,7 +510,6 @@ impl<'a> Ctx<'a> {
             }
             Expr::Contains(f, s) => match self.field(&f.node).json() {
                 Some(Json::Array(a)) => a.iter().any(|v| v.as_str() == Some(s.node.as_str())),
-                Some(Json::String(v)) => v.contains(s.node.as_str()),
                 _ => false,
             },
             Expr::InClass(c) => self.in_class(&c.node),
