@@ -45,6 +45,7 @@ def test_broken_filter_refuses_everything(broken: str, policy: str, stack: pe.St
         answers += [mcp.call("read_file", {"path": "/repo/a"}) for _ in range(3)]
         answers.append(mcp.call("delete_branch", {"branch": "main"}))
     for r in answers:
-        refused = r.status >= 400 or r.error_code is not None
-        assert refused, (broken, policy, r.status, r.text[:300])
+        # The filter's documented fail-closed answer: JSON-RPC -32040, rule `filter:config`.
+        assert r.error_code == -32040, (broken, policy, r.status, r.text[:300])
+        assert r.message["error"]["data"]["rule"] == "filter:config"
     assert stack.upstream_requests() == [], "nothing reached the MCP server"

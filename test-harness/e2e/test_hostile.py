@@ -3,7 +3,6 @@ never execute something the policy denies, and never see Portcullis headers the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,11 +33,10 @@ def test_batch_with_a_denied_element_is_refused_whole(raw_gw) -> None:
              {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
               "params": {"name": "delete_branch", "arguments": {"branch": "main"}}}]
     r = mcp.post(batch)
-    assert r.status in (200, 400, 403), r.text
-    body = json.loads(r.text)
-    errors = body if isinstance(body, list) else [body]
-    assert any("error" in e for e in errors), r.text
+    # mcp.allow_batches is off (the default): a batch is refused whole, never forwarded.
+    assert r.status == 400 and r.error_code == -32600, (r.status, r.text)
     assert not executed(stack, "delete_branch")
+    assert pe.tool_calls(stack.upstream_requests(), "read_file") == []
 
 
 def test_duplicate_keys_cannot_smuggle_a_tool_name(raw_gw) -> None:
@@ -47,7 +45,8 @@ def test_duplicate_keys_cannot_smuggle_a_tool_name(raw_gw) -> None:
     body = (b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file",'
             b'"arguments":{"branch":"main","path":"/repo/a"},"name":"delete_branch"}}')
     r = mcp.post_bytes(body, mcp.headers(method="tools/call", name="read_file"))
-    assert r.error_code is not None, r.text
+    assert r.error_code == -32600, r.text
+    assert "duplicate key" in r.message["error"]["message"]
     assert not executed(stack, "delete_branch")
 
 
@@ -56,12 +55,13 @@ def test_mcp_name_header_disagreeing_with_body_is_refused(raw_gw) -> None:
     msg = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
            "params": {"name": "delete_branch", "arguments": {"branch": "main"}}}
     r = mcp.post(msg, method="tools/call", name="read_file")
-    assert r.error_code is not None, r.text
+    assert r.error_code == -32600, r.text
+    assert r.message["id"] == 8, "the refusal answers the request's id"
     # and the other way round: an allowed body under a lying header is refused too
     msg2 = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
             "params": {"name": "read_file", "arguments": {"path": "/repo/b"}}}
     r2 = mcp.post(msg2, method="tools/call", name="delete_branch")
-    assert r2.error_code is not None, r2.text
+    assert r2.error_code == -32600, r2.text
     assert not executed(stack, "delete_branch")
     assert pe.tool_calls(stack.upstream_requests(), "read_file") == []
 
@@ -87,6 +87,7 @@ def test_oversize_body_is_refused_with_413(raw_gw) -> None:
     big = "x" * (2 * 1024 * 1024)
     r = mcp.call("write_file", {"path": "/repo/big", "content": big, "branch": "deps/x"})
     assert r.status == 413, (r.status, r.text[:300])
+    assert r.error_code == -32600, r.text[:300]
     assert pe.tool_calls(stack.upstream_requests(), "write_file") == []
 
 
