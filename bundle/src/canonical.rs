@@ -45,13 +45,19 @@ pub fn to_canonical(v: &Value) -> Result<String, CanonicalError> {
 }
 
 /// The canonical bytes of `v` in the given number mode.
+#[cfg(test)]
 pub(crate) fn to_canonical_with(v: &Value, numbers: Numbers) -> Result<String, CanonicalError> {
     let mut out = String::new();
     write_value(&mut out, v, numbers)?;
     Ok(out)
 }
 
-fn write_value(out: &mut String, v: &Value, numbers: Numbers) -> Result<(), CanonicalError> {
+/// Append the canonical form of `v`.
+pub(crate) fn write_value(
+    out: &mut String,
+    v: &Value,
+    numbers: Numbers,
+) -> Result<(), CanonicalError> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
@@ -98,28 +104,39 @@ fn write_value(out: &mut String, v: &Value, numbers: Numbers) -> Result<(), Cano
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn write_string(out: &mut String, s: &str) {
+/// Write `s` as a canonical JSON string (see the module rules).
+pub(crate) fn write_string(out: &mut String, s: &str) {
+    out.reserve(s.len().saturating_add(2));
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if u32::from(c) < 0x20 => {
-                let b = u32::from(c);
-                out.push_str("\\u00");
-                for nibble in [b.wrapping_shr(4) & 0xf, b & 0xf] {
-                    let d = HEX.get(nibble as usize).copied().unwrap_or(b'0');
-                    out.push(char::from(d));
-                }
+    // Copy runs of characters that need no escape in one go.
+    let mut start = 0usize;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: Option<&str> = match b {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            0x08 => Some("\\b"),
+            b'\t' => Some("\\t"),
+            b'\n' => Some("\\n"),
+            0x0c => Some("\\f"),
+            b'\r' => Some("\\r"),
+            0..=0x1f => Some(""),
+            _ => None,
+        };
+        let Some(esc) = esc else { continue };
+        // INVARIANT: `i` is at an ASCII byte, so both slice ends are char boundaries.
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if esc.is_empty() {
+            out.push_str("\\u00");
+            for nibble in [b.wrapping_shr(4), b & 0xf] {
+                let d = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                out.push(char::from(d));
             }
-            c => out.push(c),
+        } else {
+            out.push_str(esc);
         }
+        start = i.saturating_add(1);
     }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 

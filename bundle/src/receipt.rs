@@ -21,10 +21,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::action::{Action, Identity, Kind};
+use crate::action::{Action, AuthMethod, Identity, Kind, Principal};
 use crate::canonical::{self, CanonicalError, Numbers};
 use crate::verdict::{Decision, Effect, Mode, Modification, PathSegment, Verdict};
 
@@ -75,10 +75,10 @@ impl EventKind {
 pub struct ReceiptTarget {
     /// Host.
     pub host: String,
-    /// Port.
-    pub port: u16,
     /// Normalized path.
     pub path: String,
+    /// Port.
+    pub port: u16,
     /// `http` or `https`.
     pub scheme: String,
     /// MCP server name.
@@ -89,113 +89,158 @@ pub struct ReceiptTarget {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptAction {
+    /// The argument object's top-level key names, sorted (never their values).
+    pub arg_keys: Vec<String>,
+    /// Data classes detected.
+    pub data_classes: Vec<String>,
+    /// Lowercase hex of [`action_digest`].
+    pub digest: String,
     /// `mcp` or `http`.
     pub kind: Kind,
     /// MCP method or HTTP method.
     pub operation: String,
-    /// Tool name.
-    pub tool: Option<String>,
-    /// Resource URI.
-    pub resource: Option<String>,
     /// Prompt name.
     pub prompt: Option<String>,
-    /// Target.
-    pub target: ReceiptTarget,
-    /// Request (element) size in bytes.
-    pub size: u64,
+    /// Resource URI.
+    pub resource: Option<String>,
     /// A secret-like value was detected.
     pub secrets: bool,
-    /// Data classes detected.
-    pub data_classes: Vec<String>,
-    /// The argument object's top-level key names, sorted (never their values).
-    pub arg_keys: Vec<String>,
-    /// Lowercase hex of [`action_digest`].
-    pub digest: String,
+    /// Request (element) size in bytes.
+    pub size: u64,
+    /// Target.
+    pub target: ReceiptTarget,
+    /// Tool name.
+    pub tool: Option<String>,
 }
 
 /// One matched rule as the receipt records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchedRule {
-    /// Rule name.
-    pub rule: String,
     /// The decision the rule asked for.
     pub decision: Decision,
     /// Its mode.
     pub mode: Mode,
+    /// Rule name.
+    pub rule: String,
 }
 
 /// The bundle that decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleRef {
+    /// Lowercase hex of the bundle's content hash.
+    pub hash: String,
     /// Pack name.
     pub pack: String,
     /// Pack version.
     pub version: String,
-    /// Lowercase hex of the bundle's content hash.
-    pub hash: String,
 }
 
 /// The approval token that satisfied a STEP_UP.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalRef {
-    /// The token id (its nonce, hex).
-    pub token_id: String,
     /// Approver group.
     pub group: String,
     /// The approver's key id.
     pub key_id: String,
+    /// The token id (its nonce, hex).
+    pub token_id: String,
 }
+
+/// One principal as a receipt records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptPrincipal {
+    /// How `id` was established.
+    pub auth: AuthMethod,
+    /// The principal's id, if known.
+    pub id: Option<String>,
+}
+
+/// Who acted: agent, human, workload.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptIdentity {
+    /// The AI agent.
+    pub agent: ReceiptPrincipal,
+    /// The human principal the agent acts for.
+    pub human: ReceiptPrincipal,
+    /// The calling workload.
+    pub workload: ReceiptPrincipal,
+}
+
+impl From<&Principal> for ReceiptPrincipal {
+    fn from(p: &Principal) -> Self {
+        ReceiptPrincipal {
+            auth: p.auth,
+            id: p.id.clone(),
+        }
+    }
+}
+
+impl From<&Identity> for ReceiptIdentity {
+    fn from(i: &Identity) -> Self {
+        ReceiptIdentity {
+            agent: (&i.agent).into(),
+            human: (&i.human).into(),
+            workload: (&i.workload).into(),
+        }
+    }
+}
+
+// INVARIANT: every struct serialized inside a body declares its fields in byte order of their
+// names and holds no floats, so `serde_json`'s compact output *is* the canonical form (serde_json
+// escapes strings exactly as `canonical` does). `body_fast_path_is_canonical` tests this.
 
 /// Everything a receipt says. `v`, `seq`, `prev` and `ts_ms` are filled by [`seal`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
-    /// Body format version ([`RECEIPT_VERSION`]).
-    pub v: u32,
-    /// What this receipt records.
-    pub event: EventKind,
-    /// The session id (the chain's name).
-    pub session: String,
-    /// Position in the session's chain, from 1.
-    pub seq: u64,
-    /// Lowercase hex of the previous receipt's hash; 64 zeros for seq 1.
-    pub prev: String,
-    /// When it was sealed (ms since the Unix epoch).
-    pub ts_ms: u64,
-    /// W3C trace id.
-    pub trace: Option<String>,
     /// The action (absent for checkpoints and session ends).
     pub action: Option<ReceiptAction>,
+    /// The approval that satisfied a STEP_UP.
+    pub approval: Option<ApprovalRef>,
+    /// The bundle that decided.
+    pub bundle: Option<BundleRef>,
     /// The enforced decision.
     pub decision: Option<Decision>,
-    /// What enforce mode would have decided.
-    pub would_be: Option<Decision>,
-    /// The deciding rule.
-    pub rule: Option<String>,
-    /// Its reason.
-    pub reason: Option<String>,
+    /// Intent drift × 1000, rounded (see [`drift_milli`]).
+    pub drift_milli: Option<i64>,
+    /// Session effects applied (`taint:<name>`, `revoke_tool:<name>`, `revoke_class:<name>`,
+    /// `read_only`, `kill`).
+    pub effects: Vec<String>,
+    /// What this receipt records.
+    pub event: EventKind,
+    /// Who acted.
+    pub identity: Option<ReceiptIdentity>,
+    /// Intent in force.
+    pub intent: Option<String>,
     /// Every matched rule, in rule-table order.
     pub matched: Vec<MatchedRule>,
     /// What the filter changed (human-readable).
     pub modifications: Vec<String>,
-    /// Session effects applied (`taint:<name>`, `revoke_tool:<name>`, `revoke_class:<name>`,
-    /// `read_only`, `kill`).
-    pub effects: Vec<String>,
+    /// Lowercase hex of the previous receipt's hash; 64 zeros for seq 1.
+    pub prev: String,
+    /// Its reason.
+    pub reason: Option<String>,
+    /// The deciding rule.
+    pub rule: Option<String>,
+    /// Position in the session's chain, from 1.
+    pub seq: u64,
+    /// The session id (the chain's name).
+    pub session: String,
+    /// W3C trace id.
+    pub trace: Option<String>,
+    /// When it was sealed (ms since the Unix epoch).
+    pub ts_ms: u64,
+    /// Body format version ([`RECEIPT_VERSION`]).
+    pub v: u32,
     /// Warnings sent to the agent.
     pub warnings: Vec<String>,
-    /// Who acted.
-    pub identity: Option<Identity>,
-    /// Intent in force.
-    pub intent: Option<String>,
-    /// Intent drift × 1000, rounded (see [`drift_milli`]).
-    pub drift_milli: Option<i64>,
-    /// The bundle that decided.
-    pub bundle: Option<BundleRef>,
-    /// The approval that satisfied a STEP_UP.
-    pub approval: Option<ApprovalRef>,
+    /// What enforce mode would have decided.
+    pub would_be: Option<Decision>,
 }
 
 /// A receipt signature.
@@ -333,33 +378,44 @@ fn principal_json(p: &crate::action::Principal) -> Value {
 /// the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the arguments). Non-integer
 /// numbers in the arguments are written in `serde_json`'s shortest round-trip form.
 pub fn action_digest(action: &Action) -> [u8; 32] {
-    let mut m = Map::new();
-    m.insert("kind".into(), Value::from(action.kind.as_str()));
-    m.insert("operation".into(), Value::from(action.operation.as_str()));
-    m.insert("tool".into(), json!(action.tool));
-    m.insert("resource".into(), json!(action.resource));
-    m.insert("prompt".into(), json!(action.prompt));
-    m.insert("arguments".into(), action.arguments.clone());
+    // Members are written in canonical (sorted) order by hand so the arguments, the large part,
+    // are canonicalized in place instead of being cloned into a new object.
     let t = &action.target;
-    m.insert(
-        "target".into(),
-        json!({"host": t.host, "port": t.port, "path": t.path, "query": t.query,
-               "scheme": t.scheme, "server": t.server}),
-    );
     let id = &action.identity;
-    m.insert(
-        "identity".into(),
-        json!({"agent": principal_json(&id.agent), "human": principal_json(&id.human),
-               "workload": principal_json(&id.workload)}),
-    );
-    m.insert("session_id".into(), json!(action.session_id));
-    if action.kind == Kind::Http {
-        m.insert("size".into(), Value::from(action.size));
-    }
+    let identity = json!({"agent": principal_json(&id.agent), "human": principal_json(&id.human),
+                          "workload": principal_json(&id.workload)});
+    let target = json!({"host": t.host, "port": t.port, "path": t.path, "query": t.query,
+                        "scheme": t.scheme, "server": t.server});
+    let opt = |out: &mut String, v: &Option<String>| match v {
+        Some(s) => canonical::write_string(out, s),
+        None => out.push_str("null"),
+    };
+    let mut out = String::with_capacity(256);
+    out.push_str("{\"arguments\":");
     // AllowFloats never fails.
-    let text =
-        canonical::to_canonical_with(&Value::Object(m), Numbers::AllowFloats).unwrap_or_default();
-    Sha256::digest(text.as_bytes()).into()
+    let _ = canonical::write_value(&mut out, &action.arguments, Numbers::AllowFloats);
+    out.push_str(",\"identity\":");
+    let _ = canonical::write_value(&mut out, &identity, Numbers::AllowFloats);
+    out.push_str(",\"kind\":");
+    canonical::write_string(&mut out, action.kind.as_str());
+    out.push_str(",\"operation\":");
+    canonical::write_string(&mut out, &action.operation);
+    out.push_str(",\"prompt\":");
+    opt(&mut out, &action.prompt);
+    out.push_str(",\"resource\":");
+    opt(&mut out, &action.resource);
+    out.push_str(",\"session_id\":");
+    opt(&mut out, &action.session_id);
+    if action.kind == Kind::Http {
+        out.push_str(",\"size\":");
+        out.push_str(&action.size.to_string());
+    }
+    out.push_str(",\"target\":");
+    let _ = canonical::write_value(&mut out, &target, Numbers::AllowFloats);
+    out.push_str(",\"tool\":");
+    opt(&mut out, &action.tool);
+    out.push('}');
+    Sha256::digest(out.as_bytes()).into()
 }
 
 fn path_text(path: &[PathSegment]) -> String {
@@ -477,7 +533,7 @@ impl ReceiptBody {
                 .collect(),
             effects: verdict.effects.iter().map(describe_effect).collect(),
             warnings: verdict.warnings.clone(),
-            identity: Some(action.identity.clone()),
+            identity: Some((&action.identity).into()),
             intent: verdict.intent.clone(),
             ..ReceiptBody::default()
         }
@@ -485,8 +541,14 @@ impl ReceiptBody {
 
     /// The canonical JSON of this body (the bytes that are hashed).
     pub fn canonical_json(&self) -> Result<String, CanonicalError> {
-        // Serializing plain structs of strings, integers and enums to a Value cannot fail.
-        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        // See the INVARIANT above `ReceiptBody`: the compact serde output is canonical.
+        serde_json::to_string(self).map_err(|_| CanonicalError::Float)
+    }
+
+    /// The canonical JSON computed the generic way (serialize to a value, sort, write). Equal to
+    /// [`ReceiptBody::canonical_json`]; used to test the fast path.
+    pub fn canonical_json_generic(&self) -> Result<String, CanonicalError> {
+        let v = serde_json::to_value(self).map_err(|_| CanonicalError::Float)?;
         canonical::to_canonical(&v)
     }
 
@@ -571,7 +633,7 @@ impl Receipt {
 
     /// The receipt for an HTTP header: base64url (no padding) of [`Receipt::to_json`].
     pub fn to_header(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.to_json())
+        header_from_json(&self.to_json())
     }
 
     /// Read a receipt from its JSON (or its header form, base64url of the JSON). The stated hash
@@ -596,6 +658,12 @@ impl Receipt {
             None => false,
         }
     }
+}
+
+/// The header form of a receipt line already produced by [`Receipt::to_json`] (saves serializing
+/// the body twice when both forms are needed).
+pub fn header_from_json(line: &str) -> String {
+    URL_SAFE_NO_PAD.encode(line)
 }
 
 pub(crate) fn sig_ok(key: &VerifyingKey, hash: &[u8; 32], sig: &[u8; 64]) -> bool {

@@ -137,6 +137,20 @@ proptest! {
     }
 
     #[test]
+    fn body_fast_path_is_canonical(
+        session in ".{0,12}", tool in proptest::option::of(".{0,12}"), reason in ".{0,20}",
+        keys in proptest::collection::vec(".{0,6}", 0..4), drift in any::<f32>(), seq in any::<u64>(),
+    ) {
+        let mut a = Action { tool, ..Action::default() };
+        a.arguments = serde_json::Value::Object(keys.iter().map(|k| (k.clone(), serde_json::Value::Null)).collect());
+        let v = Verdict { reason, ..Verdict::default() };
+        let mut body = ReceiptBody::for_action(&session, &a, &v);
+        body.drift_milli = Some(bundle::receipt::drift_milli(drift));
+        body.seq = seq;
+        prop_assert_eq!(body.canonical_json().unwrap(), body.canonical_json_generic().unwrap());
+    }
+
+    #[test]
     fn approval_verify_never_panics(token in ".{0,300}", dot in "[A-Za-z0-9_-]{0,120}\\.[A-Za-z0-9_-]{0,100}") {
         let k = signing_key_from_seed([1; 32]).verifying_key();
         let approvers = [("g".to_owned(), k)];

@@ -374,3 +374,32 @@ fn signer_debug_hides_the_key() {
     assert!(dbg.contains(s.key_id()));
     assert!(!dbg.contains(&format!("{:?}", signing_key_from_seed([1; 32]).to_bytes())));
 }
+
+#[test]
+fn body_fast_path_is_canonical() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    let mut body = ReceiptBody::for_action("s\u{1}\"é\n", &action(), &verdict(Decision::StepUp));
+    body.bundle = Some(BundleRef {
+        pack: "p".into(),
+        version: "v".into(),
+        hash: "00".repeat(32),
+    });
+    body.approval = Some(ApprovalRef {
+        token_id: "t".into(),
+        group: "g".into(),
+        key_id: "k".into(),
+    });
+    body.drift_milli = Some(-3);
+    body.warnings = vec!["w\t\u{7f}/".into()];
+    let r = seal(body, &mut chain, &s, &SignPolicy::default(), 1, false);
+    assert_eq!(
+        r.body.canonical_json().unwrap(),
+        r.body.canonical_json_generic().unwrap()
+    );
+    let empty = ReceiptBody::event(EventKind::Checkpoint, "");
+    assert_eq!(
+        empty.canonical_json().unwrap(),
+        empty.canonical_json_generic().unwrap()
+    );
+}

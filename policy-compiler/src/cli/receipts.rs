@@ -259,12 +259,12 @@ pub(crate) fn utc(ms: u64) -> String {
     )
 }
 
-fn who(p: &bundle::action::Principal) -> Option<String> {
+fn who(p: &bundle::receipt::ReceiptPrincipal) -> Option<String> {
     p.id.as_ref()
         .map(|id| format!("{id} ({})", p.auth.as_str()))
 }
 
-fn identity_text(id: &bundle::action::Identity) -> String {
+fn identity_text(id: &bundle::receipt::ReceiptIdentity) -> String {
     let mut parts = Vec::new();
     for (label, p) in [
         ("agent", &id.agent),
@@ -422,7 +422,7 @@ fn show(args: &ShowArgs) -> i32 {
         super::Format::Text => {
             let mut out = String::new();
             let mut last_session: Option<&str> = None;
-            let mut last_identity: Option<&bundle::action::Identity> = None;
+            let mut last_identity: Option<&bundle::receipt::ReceiptIdentity> = None;
             for (line, r) in &chosen {
                 let b = &r.body;
                 if last_session != Some(b.session.as_str()) {
