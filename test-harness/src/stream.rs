@@ -63,6 +63,11 @@ impl<'a> StreamView<'a> {
             .and_then(|h| header_value(h, name))
     }
 
+    /// The request header map as the filter left it (whether or not it went upstream).
+    pub fn request_headers(&self) -> &'a Pairs {
+        &self.st.req.headers
+    }
+
     /// Request body bytes that went upstream.
     pub fn forwarded_request_body(&self) -> &'a [u8] {
         &self.st.req.forwarded_body

@@ -1,0 +1,700 @@
+//! The wasm scenario runner: every `testdata/scenarios/*.json` through the BUILT
+//! `portcullis.wasm` under the strict wasmtime host. The format is defined in
+//! `testdata/scenarios/README.md`; `filter/core/tests/scenarios.rs` runs the same files natively
+//! under the mock host, and both must agree.
+//!
+//! Differences that come from Envoy itself (and that the native runner cannot see): a local
+//! response passes back through the filter's own `on_response_headers`/`on_response_body`;
+//! request headers are unreachable once the request continued; filter state is whatever
+//! `proxy_set_property` stored under `wasm.<path>`.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use harness::{Host, HostConfig, HttpCall, Pairs, StreamView};
+use serde_json::{Value, json};
+
+const START_MS: u64 = 1_800_000_000_000;
+
+fn scenarios_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/scenarios")
+}
+
+type Failure = String;
+
+fn placeholders(bundle_b64: &str) -> Vec<(String, String)> {
+    let public =
+        |seed: u8| format_verifying_key(&signing_key_from_seed([seed; 32]).verifying_key());
+    vec![
+        ("{{bundle_pub}}".into(), public(1)),
+        (
+            "{{receipt_secret}}".into(),
+            format_signing_key(&signing_key_from_seed([2; 32])),
+        ),
+        ("{{receipt_pub}}".into(), public(2)),
+        ("{{approver_pub}}".into(), public(3)),
+        ("{{stranger_pub}}".into(), public(4)),
+        ("{{bundle}}".into(), bundle_b64.to_string()),
+    ]
+}
+
+fn fill(text: &str, map: &[(String, String)]) -> String {
+    map.iter()
+        .fold(text.to_string(), |acc, (k, v)| acc.replace(k.as_str(), v))
+}
+
+fn fill_json(v: &mut Value, map: &[(String, String)]) {
+    match v {
+        Value::String(s) => *s = fill(s, map),
+        Value::Array(items) => items.iter_mut().for_each(|x| fill_json(x, map)),
+        Value::Object(members) => members.values_mut().for_each(|x| fill_json(x, map)),
+        _ => {}
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    if let Value::Object(t) = target {
+        for (k, v) in patch {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+    }
+}
+
+fn base_config() -> Value {
+    json!({
+        "bundle": { "inline_base64": "{{bundle}}" },
+        "trusted_bundle_keys": ["{{bundle_pub}}"],
+        "signing_key": { "inline": "{{receipt_secret}}" },
+        "approvers": { "release-managers": ["{{approver_pub}}"] },
+        "context_services": {
+            "risk": { "cluster": "context-risk", "authority": "risk.internal", "path": "/decide" }
+        },
+        "mcp": { "paths": ["/mcp"], "server_name": "workbench" }
+    })
+}
+
+fn compile_policy(path: &Path) -> Result<String, Failure> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ast = policy::syntax::parse(&src)
+        .map_err(|d| format!("{}: policy does not parse: {d:?}", path.display()))?;
+    let unsigned = policy::codegen::compile(&ast)
+        .map_err(|e| format!("{}: policy does not compile: {e:?}", path.display()))?;
+    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32]))
+        .map_err(|e| format!("signing the bundle: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(signed))
+}
+
+fn str_pairs(v: &Value) -> Vec<(String, String)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let name = p.get(0)?.as_str()?;
+            let value = p.get(1)?.as_str()?;
+            Some((name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+fn properties(v: Option<&Value>) -> Vec<(Vec<String>, String)> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let path = p["path"]
+                .as_array()?
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            Some((path, p["value"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// Recursive subset match: objects by member, everything else by equality.
+fn contains(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| contains(av, ev))),
+        _ => actual == expected,
+    }
+}
+
+fn header<'a>(pairs: &'a Pairs, name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+fn strings(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+struct Run {
+    host: Host,
+    file_props: Vec<(Vec<String>, String)>,
+    last_digest: Option<String>,
+}
+
+struct StepOutcome {
+    stream: Option<u32>,
+    logs_before: usize,
+    calls_before: usize,
+}
+
+impl Run {
+    fn token(&self, index: usize, a: &Value) -> Result<String, Failure> {
+        if let Some(raw) = a.get("raw").and_then(Value::as_str) {
+            return Ok(raw.to_string());
+        }
+        let digest_hex = match a["digest"].as_str().unwrap_or("previous") {
+            "previous" => self
+                .last_digest
+                .clone()
+                .ok_or("approval digest `previous`, but no earlier step asked for approval")?,
+            d => d.to_string(),
+        };
+        let digest: [u8; 32] = hex::decode(&digest_hex)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| format!("approval digest `{digest_hex}` is not 64 hex digits"))?;
+        let seed = match a["signer"].as_str().unwrap_or("approver") {
+            "approver" => 3,
+            "stranger" => 4,
+            other => return Err(format!("unknown approval signer `{other}`")),
+        };
+        let now_s = i64::try_from(self.host.now_ms() / 1000).unwrap_or(i64::MAX);
+        let issued = now_s.saturating_add(a["issued_offset_s"].as_i64().unwrap_or(0));
+        let nonce = a["nonce"]
+            .as_u64()
+            .map_or(index as u8, |n| u8::try_from(n).unwrap_or(u8::MAX));
+        Ok(bundle::approval::mint(
+            &digest,
+            a["group"].as_str().unwrap_or("release-managers"),
+            &signing_key_from_seed([seed; 32]),
+            u64::try_from(issued).unwrap_or(0),
+            u32::try_from(a["ttl_s"].as_u64().unwrap_or(300)).unwrap_or(u32::MAX),
+            [nonce; 16],
+        ))
+    }
+
+    fn step(&mut self, index: usize, step: &Value) -> Result<StepOutcome, Failure> {
+        let logs_before = self.host.logs().len();
+        let calls_before = self.host.http_calls().len();
+        if let Some(ms) = step["advance_ms"].as_u64() {
+            self.host.advance_time(ms);
+        }
+        if step["tick"].as_bool() == Some(true) {
+            self.host.tick().map_err(|e| format!("on_tick: {e:#}"))?;
+        }
+        let Some(req) = step.get("request") else {
+            return Ok(StepOutcome {
+                stream: None,
+                logs_before,
+                calls_before,
+            });
+        };
+        let mut headers = str_pairs(&req["headers"]);
+        if let Some(a) = req.get("approval") {
+            headers.push(("x-portcullis-approval".to_string(), self.token(index, a)?));
+        }
+        let body: Option<Vec<u8>> = match (req.get("body"), req.get("body_text")) {
+            (Some(b), _) => Some(serde_json::to_vec(b).map_err(|e| e.to_string())?),
+            (None, Some(t)) => Some(t.as_str().unwrap_or_default().as_bytes().to_vec()),
+            (None, None) => None,
+        };
+        let mut props = self.file_props.clone();
+        props.extend(properties(step.get("properties")));
+
+        let mut s = self
+            .host
+            .new_stream()
+            .map_err(|e| format!("new stream: {e:#}"))?;
+        let id = s.id();
+        for (path, value) in &props {
+            let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+            s.set_property(&segs, value.as_bytes());
+        }
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        s.request_headers(&header_refs, body.is_none())
+            .map_err(|e| format!("on_request_headers: {e:#}"))?;
+        if let Some(body) = &body {
+            let n = req["chunks"].as_u64().unwrap_or(1).max(1) as usize;
+            let size = body.len().div_ceil(n).max(1);
+            let chunks: Vec<&[u8]> = if body.is_empty() {
+                vec![&body[..]]
+            } else {
+                body.chunks(size).collect()
+            };
+            let last = chunks.len() - 1;
+            for (i, chunk) in chunks.iter().enumerate() {
+                let v = s.view();
+                if v.local_response().is_some() || v.finished() {
+                    break;
+                }
+                s.request_body(chunk, i == last)
+                    .map_err(|e| format!("on_request_body (chunk {i}): {e:#}"))?;
+            }
+        }
+        drop(s);
+
+        let new_calls: Vec<HttpCall> = self.host.http_calls()[calls_before..].to_vec();
+        if let (Some(call), Some(answer)) = (new_calls.last(), step.get("http_call_response")) {
+            if answer.as_str() == Some("timeout") {
+                self.host
+                    .fail_http_call(call.token)
+                    .map_err(|e| format!("call-out failure delivery: {e:#}"))?;
+            } else {
+                let status = u32::try_from(answer["status"].as_u64().unwrap_or(200)).unwrap_or(200);
+                let body = match answer.get("body") {
+                    Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+                    None => answer["body_text"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .as_bytes()
+                        .to_vec(),
+                };
+                self.host
+                    .respond_http_call(
+                        call.token,
+                        status,
+                        &[("content-type", "application/json")],
+                        &body,
+                    )
+                    .map_err(|e| format!("call-out response delivery: {e:#}"))?;
+            }
+        }
+
+        let forwarded = self
+            .host
+            .stream_view(id)
+            .is_some_and(|v| v.request_forwarded());
+        if let (true, Some(resp)) = (forwarded, step.get("response")) {
+            let rh = str_pairs(&resp["headers"]);
+            let rh: Vec<(&str, &str)> = rh.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let rbody = match resp.get("body") {
+                Some(b) => Some(serde_json::to_vec(b).map_err(|e| e.to_string())?),
+                None => resp
+                    .get("body_text")
+                    .and_then(Value::as_str)
+                    .map(|t| t.as_bytes().to_vec()),
+            };
+            let mut s = self.host.stream(id).map_err(|e| e.to_string())?;
+            s.response_headers(&rh, rbody.is_none())
+                .map_err(|e| format!("on_response_headers: {e:#}"))?;
+            if let Some(b) = rbody {
+                let v = s.view();
+                if v.local_response().is_none() && !v.finished() {
+                    s.response_body(&b, true)
+                        .map_err(|e| format!("on_response_body: {e:#}"))?;
+                }
+            }
+        }
+
+        if let Some(reply) = self.host.stream_view(id).and_then(|v| v.local_response()) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&reply.body) {
+                let digest = v
+                    .pointer("/error/data/approval_request/digest")
+                    .or_else(|| v.pointer("/approval_request/digest"))
+                    .and_then(Value::as_str);
+                if let Some(d) = digest {
+                    self.last_digest = Some(d.to_string());
+                }
+            }
+        }
+        Ok(StepOutcome {
+            stream: Some(id),
+            logs_before,
+            calls_before,
+        })
+    }
+
+    fn check(&self, e: &Value, out: &StepOutcome) -> Vec<Failure> {
+        let mut fails = Vec::new();
+        let view: Option<StreamView<'_>> = out.stream.and_then(|id| self.host.stream_view(id));
+        let forwarded = view.is_some_and(|v| v.request_forwarded());
+        let local = view.and_then(|v| v.local_response());
+        let empty = Pairs::new();
+        let req_headers: &Pairs = view
+            .map(|v| v.forwarded_request_headers().unwrap_or(v.request_headers()))
+            .unwrap_or(&empty);
+        let resp_headers: &Pairs = view
+            .and_then(|v| v.forwarded_response_headers())
+            .unwrap_or(&empty);
+        let calls = &self.host.http_calls()[out.calls_before..];
+        let logs = &self.host.logs()[out.logs_before..];
+        let fs = |k: &str| view.and_then(|v| v.filter_state_str(k));
+
+        if let Some(f) = e.get("forwarded").and_then(Value::as_bool)
+            && f != forwarded
+        {
+            fails.push(format!(
+                "forwarded: expected {f}, got {forwarded}; local response: {:?}",
+                local.map(|l| (l.status, l.body_text()))
+            ));
+        }
+        if let Some(lr) = e.get("local_response") {
+            match local {
+                None => fails.push("expected a local response, got none".to_string()),
+                Some(l) => {
+                    let text = l.body_text();
+                    let parsed: Option<Value> = serde_json::from_slice(&l.body).ok();
+                    if let Some(s) = lr.get("status").and_then(Value::as_u64)
+                        && u64::from(l.status) != s
+                    {
+                        fails.push(format!(
+                            "local response status {} (expected {s}); body {text}",
+                            l.status
+                        ));
+                    }
+                    if let Some(code) = lr.get("jsonrpc_code").and_then(Value::as_i64) {
+                        let got = parsed
+                            .as_ref()
+                            .and_then(|v| v.pointer("/error/code"))
+                            .and_then(Value::as_i64);
+                        if got != Some(code) {
+                            fails.push(format!(
+                                "jsonrpc code {got:?} (expected {code}); body {text}"
+                            ));
+                        }
+                    }
+                    for n in strings(lr.get("body_contains")) {
+                        if !text.contains(n) {
+                            fails.push(format!("local response body lacks `{n}`: {text}"));
+                        }
+                    }
+                    if let Some(bj) = lr.get("body_json")
+                        && !parsed.as_ref().is_some_and(|p| contains(p, bj))
+                    {
+                        fails.push(format!("local response body {text} does not contain {bj}"));
+                    }
+                    for h in strings(lr.get("headers_present")) {
+                        if header(&l.headers, h).is_none() {
+                            fails.push(format!("local response lacks header {h}: {:?}", l.headers));
+                        }
+                    }
+                }
+            }
+        }
+        for h in strings(e.get("forwarded_headers_present")) {
+            if header(req_headers, h).is_none() {
+                fails.push(format!("forwarded request lacks header {h}"));
+            }
+        }
+        for h in strings(e.get("forwarded_headers_absent")) {
+            if let Some(v) = header(req_headers, h) {
+                fails.push(format!("forwarded request still has header {h}: {v}"));
+            }
+        }
+        if let Some(vals) = e.get("forwarded_header_values").and_then(Value::as_object) {
+            for (k, v) in vals {
+                let got = header(req_headers, k);
+                if got != v.as_str() {
+                    fails.push(format!("forwarded header {k} = {got:?}, expected {v}"));
+                }
+            }
+        }
+        if let Some(fb) = e.get("forwarded_body") {
+            let body = view.map(|v| v.forwarded_request_body()).unwrap_or_default();
+            let got: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            if &got != fb {
+                fails.push(format!("forwarded body {got} != expected {fb}"));
+            }
+            if let Some(cl) = header(req_headers, "content-length")
+                && cl != body.len().to_string()
+            {
+                fails.push(format!(
+                    "content-length {cl} but the body upstream has {} bytes",
+                    body.len()
+                ));
+            }
+        }
+        for h in strings(e.get("response_headers_present")) {
+            if header(resp_headers, h).is_none() {
+                fails.push(format!("response lacks header {h}: {resp_headers:?}"));
+            }
+        }
+        for h in strings(e.get("response_headers_absent")) {
+            if header(resp_headers, h).is_some() {
+                fails.push(format!("response has header {h}"));
+            }
+        }
+        if let Some(vals) = e.get("filter_state").and_then(Value::as_object) {
+            for (k, v) in vals {
+                if fs(k) != v.as_str() {
+                    fails.push(format!(
+                        "filter state {k} = {:?}, expected {v} (keys set: {:?})",
+                        fs(k),
+                        view.map(|v| v.filter_state_keys())
+                    ));
+                }
+            }
+        }
+        for k in strings(e.get("filter_state_present")) {
+            if fs(k).is_none() {
+                fails.push(format!(
+                    "filter state {k} is not set (keys set: {:?})",
+                    view.map(|v| v.filter_state_keys())
+                ));
+            }
+        }
+        if let Some(n) = e.get("http_calls").and_then(Value::as_u64)
+            && calls.len() as u64 != n
+        {
+            fails.push(format!("{} call-outs, expected {n}", calls.len()));
+        }
+        if let Some(hc) = e.get("http_call") {
+            match calls.last() {
+                None => fails.push("expected a call-out, got none".to_string()),
+                Some(c) => {
+                    if let Some(cl) = hc.get("cluster").and_then(Value::as_str)
+                        && c.cluster != cl
+                    {
+                        fails.push(format!("call-out cluster {} != {cl}", c.cluster));
+                    }
+                    if let Some(p) = hc.get("path").and_then(Value::as_str)
+                        && c.header(":path") != Some(p)
+                    {
+                        fails.push(format!("call-out path {:?} != {p}", c.header(":path")));
+                    }
+                    let text = String::from_utf8_lossy(&c.body);
+                    for n in strings(hc.get("body_contains")) {
+                        if !text.contains(n) {
+                            fails.push(format!("call-out body lacks `{n}`: {text}"));
+                        }
+                    }
+                }
+            }
+        }
+        for n in strings(e.get("logs_contain")) {
+            if !logs.iter().any(|l| l.message.contains(n)) {
+                fails.push(format!("no log line of this step contains `{n}`"));
+            }
+        }
+        if let Some(rc) = e.get("receipt") {
+            match fs("wasm.portcullis.receipt") {
+                None => {
+                    fails.push("no receipt in filter state wasm.portcullis.receipt".to_string())
+                }
+                Some(text) => fails.extend(check_receipt(text, rc)),
+            }
+        }
+        fails
+    }
+}
+
+fn check_receipt(text: &str, rc: &Value) -> Vec<Failure> {
+    let mut fails = Vec::new();
+    let v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("receipt is not JSON: {e}: {text}")],
+    };
+    let last = match &v {
+        Value::Array(a) => a.last().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let r = match bundle::receipt::Receipt::from_json(&last.to_string()) {
+        Ok(r) => r,
+        Err(e) => return vec![format!("receipt does not parse: {e}")],
+    };
+    if !r.hash_matches() {
+        fails.push("receipt hash does not match its body".to_string());
+    }
+    let receipt_key = signing_key_from_seed([2; 32]).verifying_key();
+    if r.sig.is_some() && !r.signature_valid(&receipt_key) {
+        fails.push("receipt signature does not verify".to_string());
+    }
+    if let Some(d) = rc.get("decision").and_then(Value::as_str) {
+        let got = r.body.decision.map(|d| d.as_str());
+        if got != Some(d) {
+            fails.push(format!("receipt decision {got:?} != {d}"));
+        }
+    }
+    if let Some(rule) = rc.get("rule").and_then(Value::as_str)
+        && r.body.rule.as_deref() != Some(rule)
+    {
+        fails.push(format!("receipt rule {:?} != {rule}", r.body.rule));
+    }
+    if let Some(ev) = rc.get("event").and_then(Value::as_str)
+        && r.body.event.as_str() != ev
+    {
+        fails.push(format!("receipt event {} != {ev}", r.body.event.as_str()));
+    }
+    if let Some(signed) = rc.get("signed").and_then(Value::as_bool)
+        && r.sig.is_some() != signed
+    {
+        fails.push(format!(
+            "receipt signed = {}, expected {signed}",
+            r.sig.is_some()
+        ));
+    }
+    fails
+}
+
+fn clusters_of(config: &str) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_str(config).ok()?;
+    let services = v.get("context_services")?.as_object()?;
+    Some(
+        services
+            .values()
+            .filter_map(|s| s.get("cluster").and_then(Value::as_str).map(str::to_string))
+            .collect(),
+    )
+}
+
+fn load(path: &Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn run_scenario(module: &harness::FilterModule, sc: &Value) -> Result<(), Failure> {
+    let bundle_b64 = match sc.get("policy").and_then(Value::as_str) {
+        Some(p) => compile_policy(&scenarios_dir().join(p))?,
+        None => String::new(),
+    };
+    let map = placeholders(&bundle_b64);
+    let config = match sc.get("raw_config").and_then(Value::as_str) {
+        Some(raw) => fill(raw, &map),
+        None => {
+            let mut c = base_config();
+            if let Some(patch) = sc.get("config") {
+                merge_patch(&mut c, patch);
+            }
+            fill_json(&mut c, &map);
+            c.to_string()
+        }
+    };
+    let mut hc = HostConfig::new(config.clone()).with_start_ms(START_MS);
+    if let Some(clusters) = clusters_of(&config) {
+        hc = hc.with_clusters(clusters);
+    }
+    if let Some(env) = sc.get("vm_env").and_then(Value::as_object) {
+        for (k, v) in env {
+            hc = hc.with_env(k.clone(), fill(v.as_str().unwrap_or_default(), &map));
+        }
+    }
+    let host = Host::start(module, hc).map_err(|e| format!("plugin start: {e:#}"))?;
+    let mut run = Run {
+        host,
+        file_props: properties(sc.get("properties")),
+        last_digest: None,
+    };
+    let steps = sc["steps"].as_array().ok_or("no `steps` array")?;
+    for (i, step) in steps.iter().enumerate() {
+        let name = step["name"].as_str().unwrap_or("?");
+        let out = run
+            .step(i, step)
+            .map_err(|e| format!("step {i} `{name}`: {e}"))?;
+        if let Some(expect) = step.get("expect") {
+            let fails = run.check(expect, &out);
+            if !fails.is_empty() {
+                let logs: Vec<String> = run.host.logs()[out.logs_before..]
+                    .iter()
+                    .map(|l| format!("[{}] {}", l.level, l.message))
+                    .collect();
+                return Err(format!(
+                    "step {i} `{name}`:\n  {}\n  module logs of this step:\n    {}",
+                    fails.join("\n  "),
+                    logs.join("\n    ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn scenario_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| {
+        p.extension().is_some_and(|x| x == "json")
+            && !p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+    });
+    files.sort();
+    files
+}
+
+#[test]
+fn every_scenario_passes_against_the_built_wasm() {
+    let files = scenario_files();
+    assert!(
+        files.len() >= 12,
+        "expected at least 12 scenarios, found {}",
+        files.len()
+    );
+    let module = match harness::build::filter_module() {
+        Ok(m) => m,
+        Err(e) => panic!("cannot load the filter: {e:#}"),
+    };
+    let only = std::env::var("SCENARIO").ok();
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for f in &files {
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned());
+        if only.is_some() && only != stem {
+            continue;
+        }
+        ran += 1;
+        if let Err(e) = load(f).and_then(|sc| run_scenario(module, &sc)) {
+            failures.push(format!("{}: {e}", f.display()));
+        }
+    }
+    assert!(ran > 0, "no scenario matched SCENARIO={only:?}");
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} scenarios failed under the wasm host:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+/// The runner must be able to fail: the same scenario with one expectation changed is refused.
+#[test]
+fn a_wrong_expectation_is_reported() {
+    let module = match harness::build::filter_module() {
+        Ok(m) => m,
+        Err(e) => panic!("cannot load the filter: {e:#}"),
+    };
+    let original = load(&scenarios_dir().join("deny_default.json")).unwrap();
+    assert_eq!(run_scenario(module, &original), Ok(()));
+
+    let mut wrong_status = original.clone();
+    wrong_status["steps"][0]["expect"]["local_response"]["status"] = json!(599);
+    let e = run_scenario(module, &wrong_status).unwrap_err();
+    assert!(e.contains("local response status"), "{e}");
+
+    let mut wrong_state = original.clone();
+    wrong_state["steps"][0]["expect"]["filter_state"]["wasm.portcullis.decision"] = json!("ALLOW");
+    let e = run_scenario(module, &wrong_state).unwrap_err();
+    assert!(e.contains("wasm.portcullis.decision"), "{e}");
+
+    let mut wrong_forward = original;
+    wrong_forward["steps"][0]["expect"]["forwarded"] = json!(true);
+    let e = run_scenario(module, &wrong_forward).unwrap_err();
+    assert!(e.contains("forwarded: expected true"), "{e}");
+}
