@@ -396,10 +396,16 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         Some(k) => match (k.source.as_str(), k.name) {
             ("mcp-session-id", None) => SessionKeySource::McpSessionId,
             ("traceparent", None) => SessionKeySource::Traceparent,
-            ("header", Some(name)) => SessionKeySource::Header(header_name("session.key.name", &name)?),
-            ("header", None) => return Err(err("`session.key.name` is required with `source: header`")),
+            ("header", Some(name)) => {
+                SessionKeySource::Header(header_name("session.key.name", &name)?)
+            }
+            ("header", None) => {
+                return Err(err("`session.key.name` is required with `source: header`"));
+            }
             ("mcp-session-id" | "traceparent", Some(_)) => {
-                return Err(err("`session.key.name` is only allowed with `source: header`"));
+                return Err(err(
+                    "`session.key.name` is only allowed with `source: header`",
+                ));
             }
             (other, _) => {
                 return Err(err(format!(
@@ -418,7 +424,9 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             .saturating_mul(1000),
     };
     if session.max_sessions == 0 || session.idle_ttl_ms == 0 {
-        return Err(err("`session.max_sessions` and `session.idle_ttl_s` must be at least 1"));
+        return Err(err(
+            "`session.max_sessions` and `session.idle_ttl_s` must be at least 1",
+        ));
     }
 
     let jwt = match raw.identity.jwt {
@@ -585,21 +593,60 @@ mod tests {
     #[test]
     fn refusals_name_the_problem() {
         let cases: Vec<(serde_json::Value, &str)> = vec![
-            (serde_json::json!({"bundle": {"inline_base64": "!!"}}), "not valid base64"),
-            (serde_json::json!({"bundle": {"server": {"cluster": "b"}}}), "not supported yet"),
-            (serde_json::json!({"trusted_bundle_keys": []}), "at least one key"),
-            (serde_json::json!({"trusted_bundle_keys": ["nope"]}), "trusted_bundle_keys"),
+            (
+                serde_json::json!({"bundle": {"inline_base64": "!!"}}),
+                "not valid base64",
+            ),
+            (
+                serde_json::json!({"bundle": {"server": {"cluster": "b"}}}),
+                "not supported yet",
+            ),
+            (
+                serde_json::json!({"trusted_bundle_keys": []}),
+                "at least one key",
+            ),
+            (
+                serde_json::json!({"trusted_bundle_keys": ["nope"]}),
+                "trusted_bundle_keys",
+            ),
             (serde_json::json!({"signing_key": {}}), "`inline` or `env`"),
-            (serde_json::json!({"signing_key": {"inline": "x"}}), "signing_key.inline"),
-            (serde_json::json!({"session": {"key": {"source": "header"}}}), "session.key.name"),
-            (serde_json::json!({"session": {"key": {"source": "cookie"}}}), "`cookie`"),
+            (
+                serde_json::json!({"signing_key": {"inline": "x"}}),
+                "signing_key.inline",
+            ),
+            (
+                serde_json::json!({"session": {"key": {"source": "header"}}}),
+                "session.key.name",
+            ),
+            (
+                serde_json::json!({"session": {"key": {"source": "cookie"}}}),
+                "`cookie`",
+            ),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
-            (serde_json::json!({"approvers": {"ops": []}}), "approvers.ops"),
-            (serde_json::json!({"approvers": {"ops": ["bad"]}}), "approvers.ops"),
-            (serde_json::json!({"context_services": {"risk": {"cluster": ""}}}), "context_services.risk"),
-            (serde_json::json!({"identity": {"jwt": {"provider": "p"}}}), "agent_claim"),
-            (serde_json::json!({"identity": {"headers": {"agent": "bad header"}}}), "valid header"),
-            (serde_json::json!({"receipts": {"checkpoint_every": 0}}), "checkpoint_every"),
+            (
+                serde_json::json!({"approvers": {"ops": []}}),
+                "approvers.ops",
+            ),
+            (
+                serde_json::json!({"approvers": {"ops": ["bad"]}}),
+                "approvers.ops",
+            ),
+            (
+                serde_json::json!({"context_services": {"risk": {"cluster": ""}}}),
+                "context_services.risk",
+            ),
+            (
+                serde_json::json!({"identity": {"jwt": {"provider": "p"}}}),
+                "agent_claim",
+            ),
+            (
+                serde_json::json!({"identity": {"headers": {"agent": "bad header"}}}),
+                "valid header",
+            ),
+            (
+                serde_json::json!({"receipts": {"checkpoint_every": 0}}),
+                "checkpoint_every",
+            ),
         ];
         for (patch, needle) in cases {
             let mut c = base();
@@ -618,19 +665,37 @@ mod tests {
         let mut c = base();
         let pk = format_verifying_key(&signing_key_from_seed([3; 32]).verifying_key());
         let o = c.as_object_mut().unwrap();
-        o.insert("signing_key".into(), serde_json::json!({"env": "PORTCULLIS_KEY"}));
+        o.insert(
+            "signing_key".into(),
+            serde_json::json!({"env": "PORTCULLIS_KEY"}),
+        );
         o.insert("session".into(), serde_json::json!({"key": {"source": "header", "name": "X-Agent-Run"}, "max_sessions": 5, "idle_ttl_s": 60}));
         o.insert("identity".into(), serde_json::json!({"mtls": false, "jwt": {"provider": "agents", "agent_claim": "azp", "human_claim": "act.sub"}, "headers": {"agent": "x-agent-id"}}));
-        o.insert("approvers".into(), serde_json::json!({"release-managers": [pk]}));
-        o.insert("context_services".into(), serde_json::json!({"risk": {"cluster": "risk", "path": "/decide"}}));
+        o.insert(
+            "approvers".into(),
+            serde_json::json!({"release-managers": [pk]}),
+        );
+        o.insert(
+            "context_services".into(),
+            serde_json::json!({"risk": {"cluster": "risk", "path": "/decide"}}),
+        );
         o.insert("failure_mode".into(), "open".into());
         o.insert("mcp".into(), serde_json::json!({"paths": ["/mcp", "/v2/mcp"], "server_name": "workbench", "allow_batches": true}));
         let c = parse_v(&c).unwrap();
-        assert_eq!(c.signing_key, SigningKeySource::Env("PORTCULLIS_KEY".into()));
-        assert_eq!(c.session.key, SessionKeySource::Header("x-agent-run".into()));
+        assert_eq!(
+            c.signing_key,
+            SigningKeySource::Env("PORTCULLIS_KEY".into())
+        );
+        assert_eq!(
+            c.session.key,
+            SessionKeySource::Header("x-agent-run".into())
+        );
         assert_eq!(c.session.idle_ttl_ms, 60_000);
         assert!(!c.identity.mtls);
-        assert_eq!(c.identity.jwt.as_ref().unwrap().human_claim.as_deref(), Some("act.sub"));
+        assert_eq!(
+            c.identity.jwt.as_ref().unwrap().human_claim.as_deref(),
+            Some("act.sub")
+        );
         assert_eq!(c.approvers["release-managers"].len(), 1);
         assert_eq!(c.context_services["risk"].authority, "risk");
         assert_eq!(c.failure_mode, FailureMode::Open);

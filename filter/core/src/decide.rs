@@ -116,7 +116,12 @@ fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
     }
 }
 
-fn deny(mut r: MsgResult, rule: &str, reason: String, approval_error: Option<&'static str>) -> MsgResult {
+fn deny(
+    mut r: MsgResult,
+    rule: &str,
+    reason: String,
+    approval_error: Option<&'static str>,
+) -> MsgResult {
     r.enforced = Decision::Deny;
     r.rule = rule.to_owned();
     r.reason = reason;
@@ -126,7 +131,10 @@ fn deny(mut r: MsgResult, rule: &str, reason: String, approval_error: Option<&'s
 }
 
 /// Resolve what the filter does with one verdict.
-#[expect(clippy::too_many_arguments, reason = "one call site; the pieces are unrelated")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces are unrelated"
+)]
 fn enforce_one(
     w: &mut Work<'_>,
     shape: &Shape,
@@ -167,7 +175,12 @@ fn enforce_one(
                 );
             }
             let Some(step) = r.verdict.step_up.clone() else {
-                return deny(r, "filter:step_up", "the step-up decision names no approver group".into(), None);
+                return deny(
+                    r,
+                    "filter:step_up",
+                    "the step-up decision names no approver group".into(),
+                    None,
+                );
             };
             if !w.l.cfg.approvers.contains_key(&step.group) {
                 return deny(
@@ -232,7 +245,12 @@ fn enforce_one(
                 );
             }
             let Some(d) = r.verdict.defer.clone() else {
-                return deny(r, "filter:defer", "the defer decision names no context service".into(), None);
+                return deny(
+                    r,
+                    "filter:defer",
+                    "the defer decision names no context service".into(),
+                    None,
+                );
             };
             match w.l.cfg.context_services.get(&d.service) {
                 Some(service) => {
@@ -260,11 +278,22 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
     let body_mods: Vec<Modification> = mods.iter().filter(|m| is_body_mod(m)).cloned().collect();
     if !body_mods.is_empty() {
         let rewritten = match (shape, w.body.as_deref()) {
-            (Shape::Mcp { .. }, Some(body)) => normalize::apply_modifications(body, index, &body_mods),
-            (Shape::Http { body_buffered: true, .. }, Some(body)) => {
-                normalize::apply_http_modifications(body, &body_mods)
+            (Shape::Mcp { .. }, Some(body)) => {
+                normalize::apply_modifications(body, index, &body_mods)
             }
-            (Shape::Http { has_body: false, .. }, _) => Ok((Vec::new(), Vec::new())),
+            (
+                Shape::Http {
+                    body_buffered: true,
+                    ..
+                },
+                Some(body),
+            ) => normalize::apply_http_modifications(body, &body_mods),
+            (
+                Shape::Http {
+                    has_body: false, ..
+                },
+                _,
+            ) => Ok((Vec::new(), Vec::new())),
             _ => {
                 return deny(
                     r,
@@ -282,7 +311,12 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
                 r.changes.extend(changes);
             }
             Err(refusal) => {
-                return deny(r, "filter:modify", format!("the rewrite failed: {}", refusal.reason), None);
+                return deny(
+                    r,
+                    "filter:modify",
+                    format!("the rewrite failed: {}", refusal.reason),
+                    None,
+                );
             }
         }
     }
@@ -331,13 +365,7 @@ fn seal_one(
 
 /// Evaluate and enforce every action of the request against `rec` (mutated), sealing receipts
 /// into `rec.chain`. Pure apart from reading the clock.
-fn plan_on(
-    l: &Loaded,
-    input: &Input<'_>,
-    chain_name: &str,
-    rec: &mut Record,
-    now_ms: u64,
-) -> Plan {
+fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, now_ms: u64) -> Plan {
     let mut w = Work {
         l,
         now_ms,
@@ -365,7 +393,11 @@ fn plan_on(
         }
         msgs.push(r);
     }
-    let mut overall = msgs.iter().map(|m| m.enforced).max().unwrap_or(Decision::Deny);
+    let mut overall = msgs
+        .iter()
+        .map(|m| m.enforced)
+        .max()
+        .unwrap_or(Decision::Deny);
     if msgs.is_empty() {
         overall = Decision::Deny;
     }
@@ -385,19 +417,35 @@ fn plan_on(
         }
     }
     for (m, action) in msgs.iter_mut().zip(input.actions) {
-        m.receipt = Some(seal_one(l, chain_name, action, m, rec.state.drift, &mut rec.chain, now_ms));
+        m.receipt = Some(seal_one(
+            l,
+            chain_name,
+            action,
+            m,
+            rec.state.drift,
+            &mut rec.chain,
+            now_ms,
+        ));
     }
     rec.extra.last_seen_ms = now_ms;
     let warnings = msgs
         .iter()
         .flat_map(|m| m.verdict.warnings.iter().cloned())
         .collect();
-    let new_body = if overall == Decision::Modify { w.body.filter(|b| Some(b.as_slice()) != input.body) } else { None };
+    let new_body = if overall == Decision::Modify {
+        w.body.filter(|b| Some(b.as_slice()) != input.body)
+    } else {
+        None
+    };
     Plan {
         msgs,
         overall,
         new_body,
-        header_edits: if overall == Decision::Modify { w.header_edits } else { Vec::new() },
+        header_edits: if overall == Decision::Modify {
+            w.header_edits
+        } else {
+            Vec::new()
+        },
         warnings,
         chain_name: chain_name.to_owned(),
     }
@@ -440,14 +488,20 @@ pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
         let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
-        let ended = rec
-            .ended
-            .map(|why| (why, receipt::session_end(session, &mut rec.chain, &l.signer, now)));
+        let ended = rec.ended.map(|why| {
+            (
+                why,
+                receipt::session_end(session, &mut rec.chain, &l.signer, now),
+            )
+        });
         let plan = plan_on(l, input, session, &mut rec, now);
         match session_store::store(host, session, &rec) {
             Ok(()) => {
                 if let Some((why, r)) = ended {
-                    host.log(LogLevel::Info, &format!("portcullis: session `{session}` ended ({why})"));
+                    host.log(
+                        LogLevel::Info,
+                        &format!("portcullis: session `{session}` ended ({why})"),
+                    );
                     log_receipt(host, &r);
                 }
                 plugin.touched(host, l, session, &rec, now);
@@ -475,37 +529,56 @@ pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input
     }
 }
 
-/// Record how a DEFER was resolved: a `defer_resolved` receipt in the session's chain.
+/// A DEFER waiting for (or just given) its resolution.
+pub(crate) struct Deferred<'a> {
+    pub chain_name: &'a str,
+    pub session: Option<&'a str>,
+    pub action: &'a Action,
+    pub verdict: &'a Verdict,
+}
+
+/// Record how a DEFER was resolved: a signed `defer_resolved` receipt in the session's chain.
+/// `None` when the session could not be saved.
 pub(crate) fn resolve_defer(
     host: &dyn Host,
     plugin: &Plugin,
     l: &Loaded,
-    chain_name: &str,
-    session: Option<&str>,
-    action: &Action,
-    verdict: &Verdict,
+    d: &Deferred<'_>,
     outcome: Decision,
     reason: &str,
 ) -> Option<Receipt> {
-    let body = |now: u64, drift: f32| {
-        let mut b = ReceiptBody::for_action(chain_name, action, verdict);
+    let body = |drift: f32| {
+        let mut b = ReceiptBody::for_action(d.chain_name, d.action, d.verdict);
         b.event = EventKind::DeferResolved;
         b.decision = Some(outcome);
         b.reason = Some(reason.to_owned());
         b.bundle = Some(l.bundle_ref.clone());
         b.drift_milli = Some(receipt::drift_milli(drift));
-        let _ = now;
         b
     };
-    let Some(session) = session else {
+    let Some(session) = d.session else {
         let now = host.now_ms();
         let mut chain = plugin.anon_chain.borrow_mut();
-        return Some(receipt::seal(body(now, 0.0), &mut chain, &l.signer, &l.sign_policy, now, true));
+        return Some(receipt::seal(
+            body(0.0),
+            &mut chain,
+            &l.signer,
+            &l.sign_policy,
+            now,
+            true,
+        ));
     };
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
         let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
-        let r = receipt::seal(body(now, rec.state.drift), &mut rec.chain, &l.signer, &l.sign_policy, now, true);
+        let r = receipt::seal(
+            body(rec.state.drift),
+            &mut rec.chain,
+            &l.signer,
+            &l.sign_policy,
+            now,
+            true,
+        );
         rec.extra.last_seen_ms = now;
         match session_store::store(host, session, &rec) {
             Ok(()) => {

@@ -56,8 +56,12 @@ pub trait Host {
     fn get_shared_data(&self, key: &str) -> Result<SharedValue, HostError>;
     /// Write a shared-data key. With `cas = Some(c)` the write succeeds only if the key's current
     /// token is `c` (proxy-wasm semantics; `Some(0)`/`None` write unconditionally).
-    fn set_shared_data(&self, key: &str, value: &[u8], cas: Option<u32>)
-    -> Result<(), SharedDataError>;
+    fn set_shared_data(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError>;
 
     /// Read a property by path segments (`["connection", "uri_san_peer_certificate"]`).
     /// `None` when the property does not exist.

@@ -28,11 +28,11 @@ fn clean(value: &[u8]) -> Option<String> {
 }
 
 fn fill(slot: &mut Principal, id: Option<String>, auth: AuthMethod) {
-    if slot.id.is_none() {
-        if let Some(id) = id {
-            slot.id = Some(id);
-            slot.auth = auth;
-        }
+    if slot.id.is_none()
+        && let Some(id) = id
+    {
+        slot.id = Some(id);
+        slot.auth = auth;
     }
 }
 
@@ -64,10 +64,18 @@ pub(crate) fn identify(
     }
     if let Some(jwt) = &cfg.jwt {
         if let Some(c) = &jwt.agent_claim {
-            fill(&mut id.agent, jwt_claim(host, &jwt.provider, c), AuthMethod::Jwt);
+            fill(
+                &mut id.agent,
+                jwt_claim(host, &jwt.provider, c),
+                AuthMethod::Jwt,
+            );
         }
         if let Some(c) = &jwt.human_claim {
-            fill(&mut id.human, jwt_claim(host, &jwt.provider, c), AuthMethod::Jwt);
+            fill(
+                &mut id.human,
+                jwt_claim(host, &jwt.provider, c),
+                AuthMethod::Jwt,
+            );
         }
     }
     if let Some(h) = &cfg.headers {
@@ -108,7 +116,11 @@ pub(crate) fn spoofed_headers(cfg: &IdentityConfig, headers: &[(String, String)]
 }
 
 /// Remove [`spoofed_headers`] from the request the proxy forwards.
-pub(crate) fn strip_spoofed_headers(host: &dyn Host, cfg: &IdentityConfig, headers: &[(String, String)]) {
+pub(crate) fn strip_spoofed_headers(
+    host: &dyn Host,
+    cfg: &IdentityConfig,
+    headers: &[(String, String)],
+) {
     for name in spoofed_headers(cfg, headers) {
         host.set_request_header(&name, None);
     }
@@ -155,7 +167,14 @@ mod tests {
             "coder-bot",
         );
         host.set_property(
-            &["metadata", "filter_metadata", JWT_AUTHN_NS, "agents", "act", "sub"],
+            &[
+                "metadata",
+                "filter_metadata",
+                JWT_AUTHN_NS,
+                "agents",
+                "act",
+                "sub",
+            ],
             "alice",
         );
         let cfg = IdentityConfig {
@@ -168,7 +187,10 @@ mod tests {
             headers: None,
         };
         let id = identify(&host, &cfg, &h(&[("x-portcullis-agent", "root")]));
-        assert_eq!(id.workload.id.as_deref(), Some("spiffe://cluster.local/ns/a/sa/agent"));
+        assert_eq!(
+            id.workload.id.as_deref(),
+            Some("spiffe://cluster.local/ns/a/sa/agent")
+        );
         assert_eq!(id.workload.auth, AuthMethod::Mtls);
         assert_eq!(id.agent.id.as_deref(), Some("coder-bot"));
         assert_eq!(id.agent.auth, AuthMethod::Jwt);
@@ -179,7 +201,11 @@ mod tests {
     fn headers_are_read_only_when_configured_and_never_override_jwt() {
         let host = MockHost::new(0);
         let hdrs = h(&[("x-agent-id", "bot-7"), ("x-user", "mallory")]);
-        let none = IdentityConfig { mtls: true, jwt: None, headers: None };
+        let none = IdentityConfig {
+            mtls: true,
+            jwt: None,
+            headers: None,
+        };
         assert_eq!(identify(&host, &none, &hdrs), Identity::default());
         let cfg = IdentityConfig {
             mtls: false,
@@ -215,20 +241,39 @@ mod tests {
         };
         assert_eq!(
             spoofed_headers(&cfg, &hdrs),
-            vec!["x-portcullis-receipt".to_owned(), "x-portcullis-decision".to_owned()]
+            vec![
+                "x-portcullis-receipt".to_owned(),
+                "x-portcullis-decision".to_owned()
+            ]
         );
     }
 
     #[test]
     fn session_key_sources() {
-        let hdrs = h(&[("mcp-session-id", "abc"), ("x-run", "run-1"), ("x-bad", "a b")]);
-        assert_eq!(session_key(&SessionKeySource::McpSessionId, &hdrs, None).as_deref(), Some("abc"));
+        let hdrs = h(&[
+            ("mcp-session-id", "abc"),
+            ("x-run", "run-1"),
+            ("x-bad", "a b"),
+        ]);
+        assert_eq!(
+            session_key(&SessionKeySource::McpSessionId, &hdrs, None).as_deref(),
+            Some("abc")
+        );
         assert_eq!(
             session_key(&SessionKeySource::Header("x-run".into()), &hdrs, None).as_deref(),
             Some("run-1")
         );
-        assert_eq!(session_key(&SessionKeySource::Header("x-bad".into()), &hdrs, None), None);
-        assert_eq!(session_key(&SessionKeySource::Traceparent, &hdrs, Some("4bf9")).as_deref(), Some("4bf9"));
-        assert_eq!(session_key(&SessionKeySource::Traceparent, &hdrs, None), None);
+        assert_eq!(
+            session_key(&SessionKeySource::Header("x-bad".into()), &hdrs, None),
+            None
+        );
+        assert_eq!(
+            session_key(&SessionKeySource::Traceparent, &hdrs, Some("4bf9")).as_deref(),
+            Some("4bf9")
+        );
+        assert_eq!(
+            session_key(&SessionKeySource::Traceparent, &hdrs, None),
+            None
+        );
     }
 }

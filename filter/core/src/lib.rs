@@ -7,11 +7,11 @@ mod decide;
 pub mod host;
 mod identity;
 pub mod mock;
+pub mod normalize;
 pub mod plugin;
 pub mod request;
 pub mod respond;
 pub mod session_store;
-pub mod normalize;
 
 pub use host::Host;
 pub use plugin::Plugin;

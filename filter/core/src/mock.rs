@@ -39,6 +39,9 @@ pub struct HttpCall {
     pub timeout_ms: u64,
 }
 
+/// A call-out response being delivered: (headers, body).
+pub type CallResponse = (Vec<(String, String)>, Vec<u8>);
+
 /// One metric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metric {
@@ -87,7 +90,7 @@ pub struct MockState {
     /// Make `dispatch_http_call` fail.
     pub fail_http_calls: bool,
     /// The call-out response being delivered right now: (headers, body).
-    pub call_response: Option<(Vec<(String, String)>, Vec<u8>)>,
+    pub call_response: Option<CallResponse>,
     /// Metrics by id (index).
     pub metrics: Vec<Metric>,
     /// Tick period requested.
@@ -368,7 +371,9 @@ impl Host for MockHost {
         let idx = usize::try_from(id).unwrap_or(usize::MAX);
         match s.metrics.get_mut(idx) {
             Some(m) => m.value = m.value.saturating_add(delta),
-            None => s.violations.push(format!("increment of undefined metric {id}")),
+            None => s
+                .violations
+                .push(format!("increment of undefined metric {id}")),
         }
     }
 
@@ -407,7 +412,10 @@ mod tests {
             h.set_shared_data("k", b"c", Some(cas)),
             Err(SharedDataError::CasMismatch)
         );
-        assert_eq!(h.get_shared_data("k").unwrap().0.as_deref(), Some(&b"b"[..]));
+        assert_eq!(
+            h.get_shared_data("k").unwrap().0.as_deref(),
+            Some(&b"b"[..])
+        );
     }
 
     #[test]

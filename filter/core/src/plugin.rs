@@ -32,15 +32,43 @@ pub(crate) struct Loaded {
 
 /// Metric names (Envoy prefixes Wasm metrics with `wasmcustom.`).
 const METRICS: [(Metric, &str, MetricKind); 9] = [
-    (Metric::Allow, "portcullis_decisions_allow", MetricKind::Counter),
-    (Metric::Modify, "portcullis_decisions_modify", MetricKind::Counter),
-    (Metric::Defer, "portcullis_decisions_defer", MetricKind::Counter),
-    (Metric::StepUp, "portcullis_decisions_step_up", MetricKind::Counter),
-    (Metric::Deny, "portcullis_decisions_deny", MetricKind::Counter),
+    (
+        Metric::Allow,
+        "portcullis_decisions_allow",
+        MetricKind::Counter,
+    ),
+    (
+        Metric::Modify,
+        "portcullis_decisions_modify",
+        MetricKind::Counter,
+    ),
+    (
+        Metric::Defer,
+        "portcullis_decisions_defer",
+        MetricKind::Counter,
+    ),
+    (
+        Metric::StepUp,
+        "portcullis_decisions_step_up",
+        MetricKind::Counter,
+    ),
+    (
+        Metric::Deny,
+        "portcullis_decisions_deny",
+        MetricKind::Counter,
+    ),
     (Metric::Refused, "portcullis_refused", MetricKind::Counter),
     (Metric::Errors, "portcullis_errors", MetricKind::Counter),
-    (Metric::Evicted, "portcullis_sessions_ended", MetricKind::Counter),
-    (Metric::Sessions, "portcullis_sessions_tracked", MetricKind::Gauge),
+    (
+        Metric::Evicted,
+        "portcullis_sessions_ended",
+        MetricKind::Counter,
+    ),
+    (
+        Metric::Sessions,
+        "portcullis_sessions_tracked",
+        MetricKind::Gauge,
+    ),
 ];
 
 /// The metrics the filter keeps.
@@ -228,7 +256,9 @@ impl Plugin {
             self.tracker.borrow_mut().forget(&victim);
         }
         let after = self.tracker.borrow().len();
-        let delta = i64::try_from(after).unwrap_or(i64::MAX).saturating_sub(i64::try_from(before).unwrap_or(i64::MAX));
+        let delta = i64::try_from(after)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(before).unwrap_or(i64::MAX));
         if delta != 0 {
             self.add(host, Metric::Sessions, delta);
         }
@@ -294,10 +324,16 @@ impl Plugin {
         }
         let anon_due = {
             let c = self.anon_chain.borrow();
-            c.unsigned > 0 && now.saturating_sub(c.oldest_unsigned_ms) >= l.cfg.receipts.max_unsigned_ms
+            c.unsigned > 0
+                && now.saturating_sub(c.oldest_unsigned_ms) >= l.cfg.receipts.max_unsigned_ms
         };
         if anon_due {
-            let r = receipt::checkpoint(&self.anon_name, &mut self.anon_chain.borrow_mut(), &l.signer, now);
+            let r = receipt::checkpoint(
+                &self.anon_name,
+                &mut self.anon_chain.borrow_mut(),
+                &l.signer,
+                now,
+            );
             log_receipt(host, &r);
         }
     }
@@ -337,5 +373,8 @@ impl Plugin {
 /// Write a receipt that has no request to travel with (checkpoint, session end) to the log, one
 /// line, prefixed so a log shipper can pick it out: `portcullis receipt {...}`.
 pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
-    host.log(LogLevel::Info, &format!("portcullis receipt {}", r.to_json()));
+    host.log(
+        LogLevel::Info,
+        &format!("portcullis receipt {}", r.to_json()),
+    );
 }

@@ -104,13 +104,19 @@ fn receipts_json(rs: &[&Receipt]) -> String {
         [one] => one.to_json(),
         many => format!(
             "[{}]",
-            many.iter().map(|r| r.to_json()).collect::<Vec<_>>().join(",")
+            many.iter()
+                .map(|r| r.to_json())
+                .collect::<Vec<_>>()
+                .join(",")
         ),
     }
 }
 
 fn receipts_header(rs: &[&Receipt]) -> String {
-    rs.iter().map(|r| r.to_header()).collect::<Vec<_>>().join(",")
+    rs.iter()
+        .map(|r| r.to_header())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn is_mcp_route(route: Route) -> bool {
@@ -163,7 +169,8 @@ impl Stream {
         self.route = normalize::route(&self.head, &l.norm);
         self.identity = identity::identify(host, &l.cfg.identity, &self.head.headers);
         let trace = normalize::trace_id(&self.head);
-        self.session = identity::session_key(&l.cfg.session.key, &self.head.headers, trace.as_deref());
+        self.session =
+            identity::session_key(&l.cfg.session.key, &self.head.headers, trace.as_deref());
         if normalize::needs_body(&self.head, self.route, &l.norm) && !end_of_stream {
             self.phase = Phase::Body;
             return FilterAction::Pause;
@@ -213,14 +220,26 @@ impl Stream {
         let body = refusal.to_json_body(mcp);
         host.send_local_response(
             refusal.http_status,
-            &[("content-type", "application/json"), (DECISION_HEADER, "DENY")],
+            &[
+                ("content-type", "application/json"),
+                (DECISION_HEADER, "DENY"),
+            ],
             &body,
         );
         host.log(
             LogLevel::Info,
-            &format!("portcullis: refused {} {}: {}", self.head.method, self.head.path, refusal.reason),
+            &format!(
+                "portcullis: refused {} {}: {}",
+                self.head.method, self.head.path, refusal.reason
+            ),
         );
-        set_state(host, "DENY", "filter:refused", self.session.as_deref().unwrap_or(""), None);
+        set_state(
+            host,
+            "DENY",
+            "filter:refused",
+            self.session.as_deref().unwrap_or(""),
+            None,
+        );
         self.plugin.count(host, Metric::Refused);
         self.phase = Phase::Answered;
     }
@@ -231,9 +250,19 @@ impl Stream {
                 let bytes = body.as_deref().unwrap_or_default();
                 match normalize::normalize_mcp(&self.head, bytes, &l.norm) {
                     Ok(req) => {
-                        let msgs = req.messages.iter().map(|m| (m.id.clone(), m.kind)).collect();
+                        let msgs = req
+                            .messages
+                            .iter()
+                            .map(|m| (m.id.clone(), m.kind))
+                            .collect();
                         let actions = req.messages.into_iter().map(|m| m.action).collect();
-                        (Shape::Mcp { batch: req.batch, msgs }, actions)
+                        (
+                            Shape::Mcp {
+                                batch: req.batch,
+                                msgs,
+                            },
+                            actions,
+                        )
                     }
                     Err(r) => {
                         self.refuse(host, &r);
@@ -253,8 +282,8 @@ impl Stream {
             Route::Http | Route::Connect => {
                 match normalize::normalize_http(&self.head, body.as_deref(), &l.norm) {
                     Ok(a) => {
-                        let has_body = self.body_expected
-                            || body.as_ref().is_some_and(|b| !b.is_empty());
+                        let has_body =
+                            self.body_expected || body.as_ref().is_some_and(|b| !b.is_empty());
                         (
                             Shape::Http {
                                 body_buffered: body.is_some(),
@@ -293,11 +322,19 @@ impl Stream {
         actions: &[Action],
         plan: Plan,
     ) -> FilterAction {
-        let receipts: Vec<&Receipt> = plan.msgs.iter().filter_map(|m| m.receipt.as_ref()).collect();
+        let receipts: Vec<&Receipt> = plan
+            .msgs
+            .iter()
+            .filter_map(|m| m.receipt.as_ref())
+            .collect();
         let deciding = deciding_msg(&plan);
         let rule = deciding.map_or("none", |m| m.rule.as_str());
         for (m, a) in plan.msgs.iter().zip(actions) {
-            let level = if m.enforced == Decision::Allow { LogLevel::Debug } else { LogLevel::Info };
+            let level = if m.enforced == Decision::Allow {
+                LogLevel::Debug
+            } else {
+                LogLevel::Info
+            };
             host.log(
                 level,
                 &format!(
@@ -315,18 +352,31 @@ impl Stream {
         let header = receipts_header(&receipts);
         match plan.overall {
             Decision::Deny | Decision::StepUp => {
-                let told = if plan.overall == Decision::StepUp { "STEP_UP" } else { "DENY" };
+                let told = if plan.overall == Decision::StepUp {
+                    "STEP_UP"
+                } else {
+                    "DENY"
+                };
                 set_state(host, told, rule, &plan.chain_name, json.as_deref());
                 self.plugin.count(
                     host,
-                    if plan.overall == Decision::StepUp { Metric::StepUp } else { Metric::Deny },
+                    if plan.overall == Decision::StepUp {
+                        Metric::StepUp
+                    } else {
+                        Metric::Deny
+                    },
                 );
                 self.answer_plan(host, shape, &plan, &header);
                 self.phase = Phase::Answered;
                 FilterAction::Pause
             }
             Decision::Defer => {
-                let Some((m, action)) = plan.msgs.iter().zip(actions).find(|(m, _)| m.defer.is_some()) else {
+                let Some((m, action)) = plan
+                    .msgs
+                    .iter()
+                    .zip(actions)
+                    .find(|(m, _)| m.defer.is_some())
+                else {
                     return FilterAction::Pause;
                 };
                 self.plugin.count(host, Metric::Defer);
@@ -367,7 +417,11 @@ impl Stream {
                 set_state(host, decision, rule, &plan.chain_name, json.as_deref());
                 self.plugin.count(
                     host,
-                    if plan.overall == Decision::Modify { Metric::Modify } else { Metric::Allow },
+                    if plan.overall == Decision::Modify {
+                        Metric::Modify
+                    } else {
+                        Metric::Allow
+                    },
                 );
                 self.phase = Phase::Forwarded;
                 FilterAction::Continue
@@ -378,10 +432,9 @@ impl Stream {
     /// Send a local answer built from a plan where the request as a whole is refused.
     fn answer_plan(&mut self, host: &dyn Host, shape: &Shape, plan: &Plan, receipt_header: &str) {
         let denial_of = |m: &MsgResult| Denial {
-            kind: m
-                .denial
-                .clone()
-                .unwrap_or(DenialKind::Denied { approval_error: None }),
+            kind: m.denial.clone().unwrap_or(DenialKind::Denied {
+                approval_error: None,
+            }),
             rule: m.rule.clone(),
             reason: m.reason.clone(),
             receipt_id: m.receipt.as_ref().map(|r| hex::encode(r.hash)),
@@ -391,7 +444,11 @@ impl Stream {
         };
         let first = denial_of(first);
         let extra = [(RECEIPT_HEADER, receipt_header)];
-        let extra: &[(&str, &str)] = if receipt_header.is_empty() { &[] } else { &extra };
+        let extra: &[(&str, &str)] = if receipt_header.is_empty() {
+            &[]
+        } else {
+            &extra
+        };
         match shape {
             Shape::Mcp { batch: true, msgs } => {
                 let errors: Vec<serde_json::Value> = plan
@@ -408,15 +465,14 @@ impl Stream {
                     send_json(host, 200, first.decision(), &body, extra);
                 }
             }
-            Shape::Mcp { batch: false, msgs } => {
-                match msgs.first() {
-                    Some((id, McpMessageKind::Request)) => {
-                        let body = serde_json::to_vec(&first.jsonrpc_error(id.as_ref())).unwrap_or_default();
-                        send_json(host, 200, first.decision(), &body, extra);
-                    }
-                    _ => self.answer(host, &first, None, false, extra),
+            Shape::Mcp { batch: false, msgs } => match msgs.first() {
+                Some((id, McpMessageKind::Request)) => {
+                    let body =
+                        serde_json::to_vec(&first.jsonrpc_error(id.as_ref())).unwrap_or_default();
+                    send_json(host, 200, first.decision(), &body, extra);
                 }
-            }
+                _ => self.answer(host, &first, None, false, extra),
+            },
             Shape::McpHeaders | Shape::Http { .. } => self.answer(host, &first, None, false, extra),
         }
     }
@@ -500,11 +556,19 @@ impl Stream {
             Err(e) => {
                 host.log(
                     LogLevel::Error,
-                    &format!("portcullis: cannot call context service `{}`: {}", defer.service.cluster, e.0),
+                    &format!(
+                        "portcullis: cannot call context service `{}`: {}",
+                        defer.service.cluster, e.0
+                    ),
                 );
                 self.plugin.count(host, Metric::Errors);
                 self.pending = Some(pending);
-                self.finish_defer(host, l, Decision::Deny, "the context service could not be called".into());
+                self.finish_defer(
+                    host,
+                    l,
+                    Decision::Deny,
+                    "the context service could not be called".into(),
+                );
                 FilterAction::Pause
             }
         }
@@ -520,7 +584,8 @@ impl Stream {
         let headers = host.http_call_response_headers();
         let status = pseudo(&headers, ":status");
         let body = if body_size > 0 {
-            host.http_call_response_body(body_size.min(64 * 1024)).unwrap_or_default()
+            host.http_call_response_body(body_size.min(64 * 1024))
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -530,19 +595,20 @@ impl Stream {
 
     fn finish_defer(&mut self, host: &dyn Host, l: &Loaded, outcome: Decision, reason: String) {
         let Some(p) = self.pending.take() else { return };
-        let resolved = decide::resolve_defer(
-            host,
-            &self.plugin,
-            l,
-            &p.chain_name,
-            self.session.as_deref(),
-            &p.action,
-            &p.verdict,
-            outcome,
-            &reason,
-        );
-        let store_failed = resolved.is_none() && l.cfg.failure_mode == crate::config::FailureMode::Closed;
-        let outcome = if store_failed { Decision::Deny } else { outcome };
+        let d = decide::Deferred {
+            chain_name: &p.chain_name,
+            session: self.session.as_deref(),
+            action: &p.action,
+            verdict: &p.verdict,
+        };
+        let resolved = decide::resolve_defer(host, &self.plugin, l, &d, outcome, &reason);
+        let store_failed =
+            resolved.is_none() && l.cfg.failure_mode == crate::config::FailureMode::Closed;
+        let outcome = if store_failed {
+            Decision::Deny
+        } else {
+            outcome
+        };
         let receipts: Vec<&Receipt> = p.first_receipt.iter().chain(resolved.iter()).collect();
         let json = receipts_json(&receipts);
         let header = receipts_header(&receipts);
@@ -598,27 +664,53 @@ fn deciding_msg(plan: &Plan) -> Option<&MsgResult> {
 /// Anything else (no answer: timeout or reset; another status; another body) denies.
 fn interpret_answer(headers: &[(String, String)], status: &str, body: &[u8]) -> (Decision, String) {
     if headers.is_empty() {
-        return (Decision::Deny, "the context service did not answer in time".into());
+        return (
+            Decision::Deny,
+            "the context service did not answer in time".into(),
+        );
     }
     if status != "200" {
-        return (Decision::Deny, format!("the context service answered with status {status}"));
+        return (
+            Decision::Deny,
+            format!("the context service answered with status {status}"),
+        );
     }
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (Decision::Deny, "the context service's answer is not JSON".into());
+        return (
+            Decision::Deny,
+            "the context service's answer is not JSON".into(),
+        );
     };
     let reason = v
         .get("reason")
         .and_then(serde_json::Value::as_str)
-        .map(|r| r.chars().filter(|c| !c.is_control()).take(512).collect::<String>());
+        .map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(512)
+                .collect::<String>()
+        });
     match v.get("decision").and_then(serde_json::Value::as_str) {
-        Some("allow") => (Decision::Allow, reason.unwrap_or_else(|| "allowed by the context service".into())),
-        Some("deny") => (Decision::Deny, reason.unwrap_or_else(|| "denied by the context service".into())),
-        _ => (Decision::Deny, "the context service's answer has no decision".into()),
+        Some("allow") => (
+            Decision::Allow,
+            reason.unwrap_or_else(|| "allowed by the context service".into()),
+        ),
+        Some("deny") => (
+            Decision::Deny,
+            reason.unwrap_or_else(|| "denied by the context service".into()),
+        ),
+        _ => (
+            Decision::Deny,
+            "the context service's answer has no decision".into(),
+        ),
     }
 }
 
 fn send_json(host: &dyn Host, status: u16, decision: &str, body: &[u8], extra: &[(&str, &str)]) {
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), (DECISION_HEADER, decision)];
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        (DECISION_HEADER, decision),
+    ];
     headers.extend_from_slice(extra);
     host.send_local_response(status, &headers, body);
 }
@@ -640,9 +732,18 @@ mod tests {
     #[test]
     fn context_service_answers() {
         let h = vec![(":status".to_owned(), "200".to_owned())];
-        assert_eq!(interpret_answer(&h, "200", br#"{"decision":"allow","reason":"ok"}"#), (Decision::Allow, "ok".into()));
-        assert_eq!(interpret_answer(&h, "200", br#"{"decision":"deny"}"#).0, Decision::Deny);
-        assert_eq!(interpret_answer(&h, "200", br#"{"decision":"maybe"}"#).0, Decision::Deny);
+        assert_eq!(
+            interpret_answer(&h, "200", br#"{"decision":"allow","reason":"ok"}"#),
+            (Decision::Allow, "ok".into())
+        );
+        assert_eq!(
+            interpret_answer(&h, "200", br#"{"decision":"deny"}"#).0,
+            Decision::Deny
+        );
+        assert_eq!(
+            interpret_answer(&h, "200", br#"{"decision":"maybe"}"#).0,
+            Decision::Deny
+        );
         assert_eq!(interpret_answer(&h, "200", b"not json").0, Decision::Deny);
         assert_eq!(interpret_answer(&h, "503", b"").0, Decision::Deny);
         let (d, why) = interpret_answer(&[], "", b"");

@@ -29,7 +29,9 @@ pub(crate) struct ApprovalRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum DenialKind {
     /// DENY (including a failed approval: `approval_error` is set).
-    Denied { approval_error: Option<&'static str> },
+    Denied {
+        approval_error: Option<&'static str>,
+    },
     /// DENY by a stop condition.
     Stop,
     /// STEP_UP without a valid approval.
@@ -196,7 +198,12 @@ mod tests {
         assert_eq!(v["error"]["data"]["decision"], "STEP_UP");
         let req = &v["error"]["data"]["approval_request"];
         assert_eq!(req["digest"], "00ff");
-        assert!(req["approve_with"].as_str().unwrap().contains("--digest 00ff --group release-managers"));
+        assert!(
+            req["approve_with"]
+                .as_str()
+                .unwrap()
+                .contains("--digest 00ff --group release-managers")
+        );
         assert_eq!(a.http().0, 428);
     }
 }

@@ -267,7 +267,8 @@ mod tests {
     #[test]
     fn corrupt_record_is_missing() {
         let h = MockHost::new(0);
-        h.set_shared_data(&shared_key("s"), b"\x07garbage", None).unwrap();
+        h.set_shared_data(&shared_key("s"), b"\x07garbage", None)
+            .unwrap();
         let r = load(&h, "s", 0, 60_000);
         assert_eq!(r.state.status, SessionStatus::Missing);
         assert!(h.state().logs.iter().any(|(_, l)| l.contains("unreadable")));

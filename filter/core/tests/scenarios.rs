@@ -2,6 +2,19 @@
 //! mock host. The format is defined in `testdata/scenarios/README.md`; the wasm runner in
 //! `test-harness/tests/scenarios.rs` runs the same files against the built `.wasm`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+#![allow(
+    clippy::collapsible_if,
+    reason = "each check reads `if the scenario asks for X { if X differs { fail } }`"
+)]
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -18,10 +31,14 @@ fn scenarios_dir() -> PathBuf {
 }
 
 fn placeholders(bundle_b64: &str) -> Vec<(String, String)> {
-    let pubkey = |seed: u8| format_verifying_key(&signing_key_from_seed([seed; 32]).verifying_key());
+    let pubkey =
+        |seed: u8| format_verifying_key(&signing_key_from_seed([seed; 32]).verifying_key());
     vec![
         ("{{bundle_pub}}".into(), pubkey(1)),
-        ("{{receipt_secret}}".into(), format_signing_key(&signing_key_from_seed([2; 32]))),
+        (
+            "{{receipt_secret}}".into(),
+            format_signing_key(&signing_key_from_seed([2; 32])),
+        ),
         ("{{receipt_pub}}".into(), pubkey(2)),
         ("{{approver_pub}}".into(), pubkey(3)),
         ("{{stranger_pub}}".into(), pubkey(4)),
@@ -148,8 +165,18 @@ struct Run {
 
 impl Run {
     fn fail(&self, step: &str, msg: String) -> ! {
-        let logs: Vec<String> = self.host.state().logs.iter().map(|(_, l)| l.clone()).collect();
-        panic!("scenario `{}`, step `{step}`: {msg}\nlogs:\n{}", self.name, logs.join("\n"));
+        let logs: Vec<String> = self
+            .host
+            .state()
+            .logs
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
+        panic!(
+            "scenario `{}`, step `{step}`: {msg}\nlogs:\n{}",
+            self.name,
+            logs.join("\n")
+        );
     }
 
     fn step(&mut self, index: usize, step: &Value) {
@@ -179,61 +206,73 @@ impl Run {
             let body: Option<Vec<u8>> = if let Some(b) = req.get("body") {
                 Some(serde_json::to_vec(b).unwrap())
             } else {
-                req.get("body_text").map(|t| t.as_str().unwrap().as_bytes().to_vec())
+                req.get("body_text")
+                    .map(|t| t.as_str().unwrap().as_bytes().to_vec())
             };
             let mut stream = Stream::new(Rc::clone(&self.plugin));
             let mut action = stream.on_request_headers(&self.host, body.is_none());
-            if let Some(body) = &body {
-                if self.host.state().local_response.is_none() {
-                    let n = req["chunks"].as_u64().unwrap_or(1).max(1) as usize;
-                    let size = body.len().div_ceil(n).max(1);
-                    let chunks: Vec<&[u8]> = if body.is_empty() { vec![&body[..]] } else { body.chunks(size).collect() };
-                    let last = chunks.len() - 1;
-                    for (i, c) in chunks.iter().enumerate() {
-                        self.host.state().request_body.extend_from_slice(c);
-                        let total = self.host.state().request_body.len();
-                        action = stream.on_request_body(&self.host, total, i == last);
-                        if self.host.state().local_response.is_some() {
-                            break;
-                        }
+            if let Some(body) = &body
+                && self.host.state().local_response.is_none()
+            {
+                let n = req["chunks"].as_u64().unwrap_or(1).max(1) as usize;
+                let size = body.len().div_ceil(n).max(1);
+                let chunks: Vec<&[u8]> = if body.is_empty() {
+                    vec![&body[..]]
+                } else {
+                    body.chunks(size).collect()
+                };
+                let last = chunks.len() - 1;
+                for (i, c) in chunks.iter().enumerate() {
+                    self.host.state().request_body.extend_from_slice(c);
+                    let total = self.host.state().request_body.len();
+                    action = stream.on_request_body(&self.host, total, i == last);
+                    if self.host.state().local_response.is_some() {
+                        break;
                     }
                 }
             }
-            forwarded = action == FilterAction::Continue && self.host.state().local_response.is_none();
+            forwarded =
+                action == FilterAction::Continue && self.host.state().local_response.is_none();
             let new_calls = self.host.state().http_calls.len() > calls_before;
-            if new_calls {
-                if let Some(answer) = step.get("http_call_response") {
-                    let token = self.host.state().http_calls.last().unwrap().token;
-                    let (headers, body) = if answer.as_str() == Some("timeout") {
-                        (vec![], vec![])
-                    } else {
-                        let status = answer["status"].as_u64().unwrap_or(200).to_string();
-                        let body = match answer.get("body") {
-                            Some(b) => serde_json::to_vec(b).unwrap(),
-                            None => answer["body_text"].as_str().unwrap_or("").as_bytes().to_vec(),
-                        };
-                        (vec![(":status".to_owned(), status), ("content-type".to_owned(), "application/json".to_owned())], body)
+            if new_calls && let Some(answer) = step.get("http_call_response") {
+                let token = self.host.state().http_calls.last().unwrap().token;
+                let (headers, body) = if answer.as_str() == Some("timeout") {
+                    (vec![], vec![])
+                } else {
+                    let status = answer["status"].as_u64().unwrap_or(200).to_string();
+                    let body = match answer.get("body") {
+                        Some(b) => serde_json::to_vec(b).unwrap(),
+                        None => answer["body_text"]
+                            .as_str()
+                            .unwrap_or("")
+                            .as_bytes()
+                            .to_vec(),
                     };
-                    let len = body.len();
-                    self.host.state().call_response = Some((headers, body));
-                    stream.on_http_call_response(&self.host, token, len);
-                    self.host.state().call_response = None;
-                    forwarded = self.host.state().resumed > 0 && self.host.state().local_response.is_none();
-                }
+                    (
+                        vec![
+                            (":status".to_owned(), status),
+                            ("content-type".to_owned(), "application/json".to_owned()),
+                        ],
+                        body,
+                    )
+                };
+                let len = body.len();
+                self.host.state().call_response = Some((headers, body));
+                stream.on_http_call_response(&self.host, token, len);
+                self.host.state().call_response = None;
+                forwarded =
+                    self.host.state().resumed > 0 && self.host.state().local_response.is_none();
             }
-            if forwarded {
-                if let Some(resp) = step.get("response") {
-                    self.host.state().response_headers = pairs(&resp["headers"]);
-                    stream.on_response_headers(&self.host);
-                }
+            if forwarded && let Some(resp) = step.get("response") {
+                self.host.state().response_headers = pairs(&resp["headers"]);
+                stream.on_response_headers(&self.host);
             }
             let local = self.host.state().local_response.clone();
-            if let Some(l) = &local {
-                if let Ok(v) = serde_json::from_slice::<Value>(&l.body) {
-                    if let Some(d) = approval_digest(&v) {
-                        self.last_digest = Some(d);
-                    }
-                }
+            if let Some(l) = &local
+                && let Ok(v) = serde_json::from_slice::<Value>(&l.body)
+                && let Some(d) = approval_digest(&v)
+            {
+                self.last_digest = Some(d);
             }
         }
         let violations = self.host.state().violations.clone();
@@ -275,38 +314,68 @@ impl Run {
         )
     }
 
-    fn check(&self, sname: &str, e: &Value, forwarded: bool, logs_before: usize, calls_before: usize) {
+    fn check(
+        &self,
+        sname: &str,
+        e: &Value,
+        forwarded: bool,
+        logs_before: usize,
+        calls_before: usize,
+    ) {
         let st = self.host.state();
         let local = st.local_response.clone();
         let headers_after = st.request_headers.clone();
         let response_headers = st.response_headers.clone();
         let filter_state = st.filter_state.clone();
         let calls: Vec<_> = st.http_calls[calls_before..].to_vec();
-        let logs: Vec<String> = st.logs[logs_before..].iter().map(|(_, l)| l.clone()).collect();
+        let logs: Vec<String> = st.logs[logs_before..]
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
         let body = st.request_body.clone();
         drop(st);
         let fail = |m: String| -> ! { self.fail(sname, m) };
         if let Some(f) = e.get("forwarded").and_then(Value::as_bool) {
             if f != forwarded {
-                fail(format!("forwarded: expected {f}, got {forwarded}; local response: {:?}", local.as_ref().map(|l| (l.status, String::from_utf8_lossy(&l.body).into_owned()))));
+                fail(format!(
+                    "forwarded: expected {f}, got {forwarded}; local response: {:?}",
+                    local
+                        .as_ref()
+                        .map(|l| (l.status, String::from_utf8_lossy(&l.body).into_owned()))
+                ));
             }
         }
         if let Some(lr) = e.get("local_response") {
-            let Some(l) = &local else { fail("expected a local response, got none".into()) };
+            let Some(l) = &local else {
+                fail("expected a local response, got none".into())
+            };
             let text = String::from_utf8_lossy(&l.body).into_owned();
             if let Some(s) = lr.get("status").and_then(Value::as_u64) {
                 if u64::from(l.status) != s {
-                    fail(format!("local response status {} (expected {s}); body {text}", l.status));
+                    fail(format!(
+                        "local response status {} (expected {s}); body {text}",
+                        l.status
+                    ));
                 }
             }
             let parsed: Option<Value> = serde_json::from_slice(&l.body).ok();
             if let Some(code) = lr.get("jsonrpc_code").and_then(Value::as_i64) {
-                let got = parsed.as_ref().and_then(|v| v.pointer("/error/code")).and_then(Value::as_i64);
+                let got = parsed
+                    .as_ref()
+                    .and_then(|v| v.pointer("/error/code"))
+                    .and_then(Value::as_i64);
                 if got != Some(code) {
-                    fail(format!("jsonrpc code {got:?} (expected {code}); body {text}"));
+                    fail(format!(
+                        "jsonrpc code {got:?} (expected {code}); body {text}"
+                    ));
                 }
             }
-            for needle in lr.get("body_contains").and_then(Value::as_array).into_iter().flatten() {
+            for needle in lr
+                .get("body_contains")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let n = needle.as_str().unwrap();
                 if !text.contains(n) {
                     fail(format!("local response body lacks `{n}`: {text}"));
@@ -317,20 +386,40 @@ impl Run {
                     fail(format!("local response body {text} does not contain {bj}"));
                 }
             }
-            for h in lr.get("headers_present").and_then(Value::as_array).into_iter().flatten() {
+            for h in lr
+                .get("headers_present")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let h = h.as_str().unwrap();
                 if !l.headers.iter().any(|(n, _)| n == h) {
                     fail(format!("local response lacks header {h}: {:?}", l.headers));
                 }
             }
         }
-        let header = |name: &str| headers_after.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-        for h in e.get("forwarded_headers_present").and_then(Value::as_array).into_iter().flatten() {
+        let header = |name: &str| {
+            headers_after
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        for h in e
+            .get("forwarded_headers_present")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if header(h.as_str().unwrap()).is_none() {
                 fail(format!("forwarded request lacks header {h}"));
             }
         }
-        for h in e.get("forwarded_headers_absent").and_then(Value::as_array).into_iter().flatten() {
+        for h in e
+            .get("forwarded_headers_absent")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(v) = header(h.as_str().unwrap()) {
                 fail(format!("forwarded request still has header {h}: {v}"));
             }
@@ -338,7 +427,10 @@ impl Run {
         if let Some(vals) = e.get("forwarded_header_values").and_then(Value::as_object) {
             for (k, v) in vals {
                 if header(k).as_deref() != v.as_str() {
-                    fail(format!("forwarded header {k} = {:?}, expected {v}", header(k)));
+                    fail(format!(
+                        "forwarded header {k} = {:?}, expected {v}",
+                        header(k)
+                    ));
                 }
             }
         }
@@ -349,22 +441,39 @@ impl Run {
             }
             if let Some(cl) = header("content-length") {
                 if cl != body.len().to_string() {
-                    fail(format!("content-length {cl} but body has {} bytes", body.len()));
+                    fail(format!(
+                        "content-length {cl} but body has {} bytes",
+                        body.len()
+                    ));
                 }
             }
         }
         let rheader = |name: &str| response_headers.iter().any(|(n, _)| n == name);
-        for h in e.get("response_headers_present").and_then(Value::as_array).into_iter().flatten() {
+        for h in e
+            .get("response_headers_present")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if !rheader(h.as_str().unwrap()) {
                 fail(format!("response lacks header {h}"));
             }
         }
-        for h in e.get("response_headers_absent").and_then(Value::as_array).into_iter().flatten() {
+        for h in e
+            .get("response_headers_absent")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if rheader(h.as_str().unwrap()) {
                 fail(format!("response has header {h}"));
             }
         }
-        let fs = |k: &str| filter_state.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+        let fs = |k: &str| {
+            filter_state
+                .get(k)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
         if let Some(vals) = e.get("filter_state").and_then(Value::as_object) {
             for (k, v) in vals {
                 if fs(k).as_deref() != v.as_str() {
@@ -372,7 +481,12 @@ impl Run {
                 }
             }
         }
-        for k in e.get("filter_state_present").and_then(Value::as_array).into_iter().flatten() {
+        for k in e
+            .get("filter_state_present")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if fs(k.as_str().unwrap()).is_none() {
                 fail(format!("filter state {k} is not set"));
             }
@@ -383,34 +497,53 @@ impl Run {
             }
         }
         if let Some(hc) = e.get("http_call") {
-            let Some(c) = calls.last() else { fail("no call-out".into()) };
+            let Some(c) = calls.last() else {
+                fail("no call-out".into())
+            };
             if let Some(cl) = hc.get("cluster").and_then(Value::as_str) {
                 if c.cluster != cl {
                     fail(format!("call-out cluster {} != {cl}", c.cluster));
                 }
             }
             if let Some(p) = hc.get("path").and_then(Value::as_str) {
-                let got = c.headers.iter().find(|(n, _)| n == ":path").map(|(_, v)| v.as_str());
+                let got = c
+                    .headers
+                    .iter()
+                    .find(|(n, _)| n == ":path")
+                    .map(|(_, v)| v.as_str());
                 if got != Some(p) {
                     fail(format!("call-out path {got:?} != {p}"));
                 }
             }
             let text = String::from_utf8_lossy(&c.body);
-            for n in hc.get("body_contains").and_then(Value::as_array).into_iter().flatten() {
+            for n in hc
+                .get("body_contains")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if !text.contains(n.as_str().unwrap()) {
                     fail(format!("call-out body lacks {n}: {text}"));
                 }
             }
         }
-        for n in e.get("logs_contain").and_then(Value::as_array).into_iter().flatten() {
+        for n in e
+            .get("logs_contain")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let n = n.as_str().unwrap();
             if !logs.iter().any(|l| l.contains(n)) {
                 fail(format!("no log line contains `{n}`"));
             }
         }
         if let Some(rc) = e.get("receipt") {
-            let Some(text) = fs("wasm.portcullis.receipt") else { fail("no receipt in filter state".into()) };
-            let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| fail(format!("receipt is not JSON: {e}")));
+            let Some(text) = fs("wasm.portcullis.receipt") else {
+                fail("no receipt in filter state".into())
+            };
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| fail(format!("receipt is not JSON: {e}")));
             let last = match &v {
                 Value::Array(a) => a.last().cloned().unwrap_or(Value::Null),
                 other => other.clone(),
@@ -442,7 +575,10 @@ impl Run {
             }
             if let Some(s) = rc.get("signed").and_then(Value::as_bool) {
                 if r.sig.is_some() != s {
-                    fail(format!("receipt signed = {}, expected {s}", r.sig.is_some()));
+                    fail(format!(
+                        "receipt signed = {}, expected {s}",
+                        r.sig.is_some()
+                    ));
                 }
             }
         }
@@ -451,7 +587,8 @@ impl Run {
 
 fn run_file(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
-    let sc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let sc: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let name = sc["name"].as_str().unwrap_or("?").to_owned();
     let bundle_b64 = match sc.get("policy").and_then(Value::as_str) {
         Some(p) => compile_policy(&scenarios_dir().join(p)),
@@ -472,7 +609,9 @@ fn run_file(path: &Path) {
     let host = MockHost::new(START_MS);
     if let Some(env) = sc.get("vm_env").and_then(Value::as_object) {
         for (k, v) in env {
-            host.state().env.insert(k.clone(), substitute_str(v.as_str().unwrap(), &map));
+            host.state()
+                .env
+                .insert(k.clone(), substitute_str(v.as_str().unwrap(), &map));
         }
     }
     let plugin = Rc::new(Plugin::configure(&host, config.as_bytes()));
@@ -499,7 +638,11 @@ fn every_scenario_passes_natively() {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 12, "expected at least 12 scenarios, found {}", files.len());
+    assert!(
+        files.len() >= 12,
+        "expected at least 12 scenarios, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for f in &files {
         let r = std::panic::catch_unwind(|| run_file(f));
@@ -512,5 +655,11 @@ fn every_scenario_passes_natively() {
             failures.push(format!("{}:\n{msg}", f.display()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} scenarios failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }

@@ -1,1 +1,248 @@
-//! proxy-wasm glue: implements `filter_core::Host` over the proxy-wasm ABI. Thin by design.
+//! proxy-wasm glue: implements `filter_core::Host` over the proxy-wasm ABI. Thin by design: every
+//! decision is made in `filter_core`; this file only moves bytes between Envoy and it.
+//!
+//! No panics: every host call's error is turned into "absent" / ignored (the filter core fails
+//! closed on missing data), because a trapped VM fails every later request on the worker.
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use filter_core::host::{Host, HostError, LogLevel, MetricKind, SharedDataError, SharedValue};
+use filter_core::{FilterAction, Plugin, Stream};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
+
+/// The module's entry point (`_initialize`, exported by the macro): installs the root context.
+mod entry {
+    use super::Root;
+    use proxy_wasm::traits::RootContext;
+
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
+    }}
+}
+
+/// The proxy, reached through proxy-wasm host calls (acting on the current context).
+struct WasmHost;
+
+fn level(l: LogLevel) -> proxy_wasm::types::LogLevel {
+    match l {
+        LogLevel::Trace => proxy_wasm::types::LogLevel::Trace,
+        LogLevel::Debug => proxy_wasm::types::LogLevel::Debug,
+        LogLevel::Info => proxy_wasm::types::LogLevel::Info,
+        LogLevel::Warn => proxy_wasm::types::LogLevel::Warn,
+        LogLevel::Error => proxy_wasm::types::LogLevel::Error,
+    }
+}
+
+fn status_text(s: Status) -> String {
+    format!("host call failed: {s:?}")
+}
+
+impl Host for WasmHost {
+    fn now_ms(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn log(&self, l: LogLevel, message: &str) {
+        let _ = hostcalls::log(level(l), message);
+    }
+
+    fn get_shared_data(&self, key: &str) -> Result<SharedValue, HostError> {
+        hostcalls::get_shared_data(key).map_err(|s| HostError(status_text(s)))
+    }
+
+    fn set_shared_data(
+        &self,
+        key: &str,
+        value: &[u8],
+        cas: Option<u32>,
+    ) -> Result<(), SharedDataError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(SharedDataError::CasMismatch),
+            Err(s) => Err(SharedDataError::Other(status_text(s))),
+        }
+    }
+
+    fn get_property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok().flatten()
+    }
+
+    fn set_filter_state(&self, key: &str, value: &[u8]) {
+        let _ = hostcalls::set_property(vec![key], Some(value));
+    }
+
+    fn env_var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
+            .ok()
+            .flatten()
+    }
+
+    fn replace_request_body(&self, body: &[u8]) {
+        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body);
+    }
+
+    fn response_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default()
+    }
+
+    fn set_response_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn send_local_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
+    }
+
+    fn resume_request(&self) {
+        let _ = hostcalls::resume_http_request();
+    }
+
+    fn dispatch_http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            Some(body),
+            Vec::new(),
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|s| HostError(status_text(s)))
+    }
+
+    fn http_call_response_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default()
+    }
+
+    fn http_call_response_body(&self, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, len)
+            .ok()
+            .flatten()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        let t = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        hostcalls::define_metric(t, name).map_err(|s| HostError(status_text(s)))
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) {
+        let _ = hostcalls::increment_metric(id, delta);
+    }
+
+    fn set_tick_period_ms(&self, period_ms: u64) {
+        let _ = hostcalls::set_tick_period(Duration::from_millis(period_ms));
+    }
+}
+
+/// The root context: one plugin per configuration.
+struct Root {
+    plugin: Option<Rc<Plugin>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let config = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        self.plugin = Some(Rc::new(Plugin::configure(&WasmHost, &config)));
+        // Always accept: a bad configuration yields a plugin that denies every request with
+        // the reason, which is clearer to operators than a plugin that fails to load.
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(p) = &self.plugin {
+            p.on_tick(&WasmHost);
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let plugin = match &self.plugin {
+            Some(p) => Rc::clone(p),
+            // Not configured: a plugin with no configuration denies everything.
+            None => Rc::new(Plugin::configure(&WasmHost, b"")),
+        };
+        Some(Box::new(Http {
+            stream: Stream::new(plugin),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One HTTP stream.
+struct Http {
+    stream: Stream,
+}
+
+fn action(a: FilterAction) -> Action {
+    match a {
+        FilterAction::Continue => Action::Continue,
+        FilterAction::Pause => Action::Pause,
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        self.stream
+            .on_http_call_response(&WasmHost, token_id, body_size);
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        action(self.stream.on_request_headers(&WasmHost, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.stream
+                .on_request_body(&WasmHost, body_size, end_of_stream),
+        )
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        action(self.stream.on_response_headers(&WasmHost))
+    }
+}
