@@ -41,7 +41,7 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
         while let Some(c) = comments.get(next_comment).filter(|c| c.offset < limit) {
             if let Some(pe) = prev_end {
                 let between = src.get(pe..c.offset).unwrap_or("");
-                if between.matches('\n').count() >= 2 && !c.trailing {
+                if between.trim().is_empty() && between.matches('\n').count() >= 2 && !c.trailing {
                     out.push('\n');
                 }
             }
@@ -54,7 +54,7 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
             // A blank line after a comment block that was separated from the item in the source.
             if let Some(pe) = prev_end {
                 let between = src.get(pe..item_start).unwrap_or("");
-                if between.matches('\n').count() >= 2 {
+                if between.trim().is_empty() && between.matches('\n').count() >= 2 {
                     out.push('\n');
                 }
             }
