@@ -1,0 +1,401 @@
+//! Filter behaviour the scenario format cannot express: receipts verified as one chain, CAS
+//! contention and store failures with both failure modes, the anonymous chain, call-out dispatch
+//! failure, and the session record size.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::rc::Rc;
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use bundle::receipt::verify_log;
+use filter_core::mock::MockHost;
+use filter_core::session_store::shared_key;
+use filter_core::{FilterAction, Plugin, Stream};
+use serde_json::{Value, json};
+
+const START_MS: u64 = 1_800_000_000_000;
+
+fn bundle_b64() -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios/policies/basic.pcl");
+    let src = std::fs::read_to_string(path).unwrap();
+    let ast = policy::syntax::parse(&src).unwrap();
+    let unsigned = policy::codegen::compile(&ast).unwrap();
+    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
+    base64::engine::general_purpose::STANDARD.encode(signed)
+}
+
+fn config(extra: Value) -> Vec<u8> {
+    let mut c = json!({
+        "bundle": { "inline_base64": bundle_b64() },
+        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
+        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
+        "context_services": { "risk": { "cluster": "context-risk" } },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        c.as_object_mut().unwrap().insert(k.clone(), v.clone());
+    }
+    serde_json::to_vec(&c).unwrap()
+}
+
+fn setup(extra: Value) -> (MockHost, Rc<Plugin>) {
+    let host = MockHost::new(START_MS);
+    let plugin = Rc::new(Plugin::configure(&host, &config(extra)));
+    assert_eq!(plugin.error(), None);
+    (host, plugin)
+}
+
+struct Outcome {
+    forwarded: bool,
+    status: Option<u16>,
+    body: Value,
+    receipt: Option<String>,
+    rule: String,
+    session: String,
+}
+
+fn call(host: &MockHost, plugin: &Rc<Plugin>, session: Option<&str>, body: Value) -> Outcome {
+    let mut headers: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    if let Some(s) = session {
+        headers.push(("mcp-session-id".into(), s.into()));
+    }
+    host.new_stream(headers);
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let mut stream = Stream::new(Rc::clone(plugin));
+    let mut a = stream.on_request_headers(host, false);
+    if host.state().local_response.is_none() {
+        host.state().request_body = bytes.clone();
+        a = stream.on_request_body(host, bytes.len(), true);
+    }
+    let st = host.state();
+    let local = st.local_response.clone();
+    Outcome {
+        forwarded: a == FilterAction::Continue && local.is_none(),
+        status: local.as_ref().map(|l| l.status),
+        body: local
+            .as_ref()
+            .and_then(|l| serde_json::from_slice(&l.body).ok())
+            .unwrap_or(Value::Null),
+        receipt: st
+            .filter_state
+            .get("wasm.portcullis.receipt")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        rule: st
+            .filter_state
+            .get("wasm.portcullis.rule")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default(),
+        session: st
+            .filter_state
+            .get("wasm.portcullis.session")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+fn tool(id: i64, name: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": args}})
+}
+
+/// The access log the way Envoy would write it: one JSON object per request with the receipt
+/// filter state, plus the receipts the filter logged on its own (checkpoints, session ends).
+fn access_log(lines: &mut Vec<String>, o: &Outcome) {
+    if let Some(r) = &o.receipt {
+        lines.push(json!({ "receipt": r, "rule": o.rule }).to_string());
+    }
+}
+
+#[test]
+fn a_sessions_receipts_verify_as_one_chain_and_tampering_is_caught() {
+    let (host, plugin) = setup(json!({}));
+    let mut log = Vec::new();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    for body in [
+        init,
+        tool(1, "read_file", json!({"path": "/repo/a"})),
+        tool(2, "read_file", json!({"path": "/repo/b"})),
+        tool(3, "deploy", json!({"env": "production", "version": "1"})),
+        tool(4, "get_secret", json!({"name": "db"})),
+        tool(5, "read_file", json!({"path": "/repo/c"})),
+    ] {
+        let o = call(&host, &plugin, Some("chain-1"), body);
+        access_log(&mut log, &o);
+    }
+    assert_eq!(log.len(), 6);
+    let key = signing_key_from_seed([2; 32]).verifying_key();
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(report.ok, "{:#?}", report.findings);
+    assert_eq!(report.sessions.len(), 1);
+    assert_eq!(report.sessions[0].last_seq, 6);
+
+    // Dropping a line is caught.
+    let mut dropped = log.clone();
+    dropped.remove(2);
+    let report = verify_log(
+        dropped.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(!report.ok);
+}
+
+#[test]
+fn the_timer_attests_an_idle_sessions_unsigned_receipts() {
+    let (host, plugin) = setup(json!({}));
+    let mut log = Vec::new();
+    let o = call(
+        &host,
+        &plugin,
+        Some("idle"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    access_log(&mut log, &o);
+    let key = signing_key_from_seed([2; 32]).verifying_key();
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(
+        !report.ok,
+        "an unsigned ALLOW receipt is reported as not yet attested"
+    );
+    host.advance(6_000);
+    plugin.on_tick(&host);
+    for (_, line) in host.state().logs.iter() {
+        if let Some(r) = line.strip_prefix("portcullis receipt ") {
+            log.push(r.to_owned());
+        }
+    }
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(report.ok, "{:#?}", report.findings);
+    assert_eq!(report.sessions[0].attested_through, Some(2));
+}
+
+fn session_actions(host: &MockHost, session: &str) -> u32 {
+    let bytes = host
+        .state()
+        .shared
+        .get(&shared_key(session))
+        .unwrap()
+        .0
+        .clone();
+    bundle::session_codec::decode(&bytes).unwrap().0.actions
+}
+
+#[test]
+fn cas_contention_is_retried_and_the_action_recorded_once() {
+    let (host, plugin) = setup(json!({}));
+    call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    host.state().inject_cas_conflicts = 3;
+    let o = call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(2, "read_file", json!({"path": "/a"})),
+    );
+    assert!(o.forwarded);
+    assert_eq!(host.state().inject_cas_conflicts, 0);
+    assert_eq!(session_actions(&host, "c"), 2);
+}
+
+#[test]
+fn endless_contention_fails_closed_by_default() {
+    let (host, plugin) = setup(json!({}));
+    call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    host.state().inject_cas_conflicts = 1000;
+    let o = call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(2, "read_file", json!({"path": "/a"})),
+    );
+    assert!(!o.forwarded);
+    assert_eq!(o.body["error"]["code"], -32040);
+    assert_eq!(o.body["error"]["data"]["rule"], "filter:session_store");
+    assert_eq!(session_actions(&host, "c"), 1);
+}
+
+#[test]
+fn endless_contention_keeps_the_policy_decision_in_open_mode() {
+    let (host, plugin) = setup(json!({"failure_mode": "open"}));
+    call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    host.state().inject_cas_conflicts = 1000;
+    let o = call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(2, "read_file", json!({"path": "/a"})),
+    );
+    assert!(o.forwarded);
+    // ... but never turns a deny into an allow
+    let o = call(
+        &host,
+        &plugin,
+        Some("c"),
+        tool(3, "get_secret", json!({"name": "x"})),
+    );
+    assert!(!o.forwarded);
+    assert_eq!(o.rule, "no_secrets");
+}
+
+#[test]
+fn a_refused_store_write_fails_closed() {
+    let (host, plugin) = setup(json!({}));
+    host.state().fail_shared_writes = true;
+    let o = call(
+        &host,
+        &plugin,
+        Some("w"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    assert!(!o.forwarded);
+    assert_eq!(o.rule, "filter:session_store");
+    assert!(
+        host.state()
+            .logs
+            .iter()
+            .any(|(_, l)| l.contains("could not be saved"))
+    );
+}
+
+#[test]
+fn requests_without_a_session_key_chain_per_worker() {
+    let (host, plugin) = setup(json!({}));
+    let a = call(
+        &host,
+        &plugin,
+        None,
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    let b = call(
+        &host,
+        &plugin,
+        None,
+        tool(2, "read_file", json!({"path": "/b"})),
+    );
+    assert!(a.forwarded && b.forwarded);
+    assert!(a.session.starts_with("anon/"), "{}", a.session);
+    assert_eq!(a.session, b.session);
+    let r: Value = serde_json::from_str(b.receipt.as_deref().unwrap()).unwrap();
+    assert_eq!(r["body"]["seq"], 2);
+    // a second worker (another plugin instance) gets another chain name
+    let other = Rc::new(Plugin::configure(&host, &config(json!({}))));
+    let c = call(
+        &host,
+        &other,
+        None,
+        tool(3, "read_file", json!({"path": "/c"})),
+    );
+    assert_ne!(c.session, a.session);
+}
+
+#[test]
+fn a_context_service_that_cannot_be_called_denies() {
+    let (host, plugin) = setup(json!({}));
+    host.state().fail_http_calls = true;
+    let o = call(
+        &host,
+        &plugin,
+        Some("d"),
+        tool(1, "deploy", json!({"env": "staging", "version": "1"})),
+    );
+    assert!(!o.forwarded);
+    assert_eq!(o.status, Some(200));
+    assert_eq!(o.body["error"]["code"], -32042);
+    assert_eq!(o.body["error"]["data"]["rule"], "staging_deploy");
+}
+
+#[test]
+fn an_unconfigured_approver_group_or_context_service_denies() {
+    let (host, plugin) = setup(json!({"context_services": {}}));
+    let o = call(
+        &host,
+        &plugin,
+        Some("n"),
+        tool(1, "deploy", json!({"env": "production", "version": "1"})),
+    );
+    assert_eq!(o.body["error"]["data"]["rule"], "filter:no_approvers");
+    let o = call(
+        &host,
+        &plugin,
+        Some("n"),
+        tool(2, "deploy", json!({"env": "staging", "version": "1"})),
+    );
+    assert_eq!(o.body["error"]["data"]["rule"], "filter:no_context_service");
+}
+
+#[test]
+fn a_long_session_record_stays_small() {
+    let (host, plugin) = setup(json!({}));
+    for i in 0..40 {
+        let path = format!("/repo/file-{i}");
+        call(
+            &host,
+            &plugin,
+            Some("long"),
+            tool(i, "read_file", json!({"path": path})),
+        );
+    }
+    let len = host
+        .state()
+        .shared
+        .get(&shared_key("long"))
+        .unwrap()
+        .0
+        .len();
+    assert!(len < 512, "session record is {len} bytes");
+    assert_eq!(session_actions(&host, "long"), 40);
+}
+
+#[test]
+fn metrics_count_decisions() {
+    let (host, plugin) = setup(json!({}));
+    call(
+        &host,
+        &plugin,
+        Some("m"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
+    call(&host, &plugin, Some("m"), tool(2, "nope", json!({})));
+    assert_eq!(host.metric("portcullis_decisions_allow"), Some(1));
+    assert_eq!(host.metric("portcullis_decisions_deny"), Some(1));
+    assert_eq!(host.metric("portcullis_sessions_tracked"), Some(1));
+}
