@@ -55,11 +55,10 @@ impl Findings {
         if !self.secret && looks_secret(b) {
             self.secret = true;
         }
-        if !self.pii && (has_email(b) || has_ssn(b)) {
-            self.pii = true;
-        }
-        if !self.card && has_card(b) {
-            self.card = true;
+        if !(self.pii && self.card) {
+            let (pii, card) = pii_scan(b);
+            self.pii |= pii;
+            self.card |= card;
         }
     }
 }
@@ -182,73 +181,65 @@ fn starts_at_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(pat))
 }
 
+/// One pass: a cheap first-byte dispatch to the prefix detectors, then the entropy pass.
 fn looks_secret(b: &[u8]) -> bool {
-    prefixed_secret(b) || pem_private_key(b) || high_entropy(b)
-}
-
-fn prefixed_secret(b: &[u8]) -> bool {
-    const GH: &[&[u8]] = &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"];
-    const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
-    for i in 0..b.len() {
-        let Some(&c) = b.get(i) else { break };
-        let after = |n: usize| i.saturating_add(n);
+    for (i, &c) in b.iter().enumerate() {
         let hit = match c {
-            b'A' => {
-                (starts_at(b, i, b"AKIA"))
-                    && run_len(b, after(4), |x| {
-                        x.is_ascii_digit() || x.is_ascii_uppercase()
-                    }) >= 16
-            }
-            b'S' if starts_at(b, i, b"ASIA") => {
-                run_len(b, after(4), |x| {
-                    x.is_ascii_digit() || x.is_ascii_uppercase()
-                }) >= 16
-            }
-            b's' => {
-                (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
-                    && run_len(b, after(3), is_token_char) >= 20
-            }
-            b'g' => {
-                (GH.iter().any(|p| starts_at(b, i, p))
-                    && run_len(b, after(4), |x| x.is_ascii_alphanumeric()) >= 36)
-                    || (starts_at(b, i, b"github_pat_")
-                        && run_len(b, after(11), is_token_char) >= 22)
-            }
-            b'x' => {
-                SLACK.iter().any(|p| starts_at(b, i, p))
-                    && run_len(b, after(5), is_token_char) >= 10
-            }
-            b'b' | b'B' => {
-                starts_at_ci(b, i, b"bearer ")
-                    && run_len(b, after(7), |x| {
-                        is_token_char(x) || matches!(x, b'.' | b'~' | b'+' | b'/' | b'=')
-                    }) >= 16
-            }
+            b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B' => prefixed_at(b, i, c),
+            b'-' => pem_at(b, i),
             _ => false,
         };
         if hit {
             return true;
         }
     }
-    false
+    high_entropy(b)
 }
 
-fn pem_private_key(b: &[u8]) -> bool {
+fn upper_or_digit(x: u8) -> bool {
+    x.is_ascii_digit() || x.is_ascii_uppercase()
+}
+
+fn bearer_char(x: u8) -> bool {
+    is_token_char(x) || matches!(x, b'.' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// A prefixed secret starting at `i` (whose byte is `c`).
+fn prefixed_at(b: &[u8], i: usize, c: u8) -> bool {
+    const GH: &[&[u8]] = &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"];
+    const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
+    let after = |n: usize| i.saturating_add(n);
+    match c {
+        b'A' => starts_at(b, i, b"AKIA") && run_len(b, after(4), upper_or_digit) >= 16,
+        b'S' => starts_at(b, i, b"ASIA") && run_len(b, after(4), upper_or_digit) >= 16,
+        b's' => {
+            (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
+                && run_len(b, after(3), is_token_char) >= 20
+        }
+        b'g' => {
+            (GH.iter().any(|p| starts_at(b, i, p))
+                && run_len(b, after(4), |x| x.is_ascii_alphanumeric()) >= 36)
+                || (starts_at(b, i, b"github_pat_") && run_len(b, after(11), is_token_char) >= 22)
+        }
+        b'x' => {
+            SLACK.iter().any(|p| starts_at(b, i, p)) && run_len(b, after(5), is_token_char) >= 10
+        }
+        b'b' | b'B' => starts_at_ci(b, i, b"bearer ") && run_len(b, after(7), bearer_char) >= 16,
+        _ => false,
+    }
+}
+
+/// A PEM private key header starting at `i`.
+fn pem_at(b: &[u8], i: usize) -> bool {
     const BEGIN: &[u8] = b"-----BEGIN ";
     const END: &[u8] = b"PRIVATE KEY-----";
-    let mut i = 0usize;
-    while i < b.len() {
-        if starts_at(b, i, BEGIN) {
-            let start = i.saturating_add(BEGIN.len());
-            let stop = start.saturating_add(40).min(b.len());
-            let window = b.get(start..stop).unwrap_or_default();
-            if window.windows(END.len()).any(|w| w == END) {
-                return true;
-            }
-        }
-        i = i.saturating_add(1);
+    if !starts_at(b, i, BEGIN) {
+        return false;
     }
-    false
+    let start = i.saturating_add(BEGIN.len());
+    let stop = start.saturating_add(40).min(b.len());
+    let window = b.get(start..stop).unwrap_or_default();
+    window.windows(END.len()).any(|w| w == END)
 }
 
 fn high_entropy(b: &[u8]) -> bool {
@@ -296,35 +287,56 @@ fn entropy_token(tok: &[u8]) -> bool {
     h >= 4.2
 }
 
-fn has_email(b: &[u8]) -> bool {
-    let local_char =
-        |x: u8| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'%' | b'+' | b'-');
+/// PII findings of one string: (email or SSN, payment card). One pass, dispatching on `@` and
+/// on the first digit of each digit run.
+fn pii_scan(b: &[u8]) -> (bool, bool) {
+    let (mut pii, mut card) = (false, false);
     for (i, &c) in b.iter().enumerate() {
-        if c != b'@' || i == 0 {
-            continue;
+        match c {
+            b'@' if !pii => pii = email_at(b, i),
+            b'0'..=b'9' if i == 0 || digit_at(b, i.saturating_sub(1)).is_none() => {
+                if !pii {
+                    pii = ssn_at(b, i);
+                }
+                if !card {
+                    card = card_at(b, i);
+                }
+            }
+            _ => {}
         }
-        let before = b.get(i.saturating_sub(1)).copied().unwrap_or(b' ');
-        if !local_char(before) {
-            continue;
-        }
-        let dom_len = run_len(b, i.saturating_add(1), |x| {
-            x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-')
-        });
-        let dom = b
-            .get(i.saturating_add(1)..i.saturating_add(1).saturating_add(dom_len))
-            .unwrap_or_default();
-        let dom = dom.strip_suffix(b".").unwrap_or(dom);
-        let mut labels = dom.split(|&x| x == b'.');
-        let first_ok = labels.next().is_some_and(|l| !l.is_empty());
-        let rest: Vec<&[u8]> = labels.collect();
-        let tld_ok = rest
-            .last()
-            .is_some_and(|t| t.len() >= 2 && t.iter().all(u8::is_ascii_alphabetic));
-        if first_ok && tld_ok && rest.iter().all(|l| !l.is_empty()) {
-            return true;
+        if pii && card {
+            break;
         }
     }
-    false
+    (pii, card)
+}
+
+fn email_at(b: &[u8], i: usize) -> bool {
+    let local_char =
+        |x: u8| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'%' | b'+' | b'-');
+    if i == 0 || !b.get(i.saturating_sub(1)).is_some_and(|&x| local_char(x)) {
+        return false;
+    }
+    let from = i.saturating_add(1);
+    let dom_len = run_len(b, from, |x| {
+        x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-')
+    });
+    let dom = b
+        .get(from..from.saturating_add(dom_len))
+        .unwrap_or_default();
+    let dom = dom.strip_suffix(b".").unwrap_or(dom);
+    let mut labels = dom.split(|&x| x == b'.');
+    if labels.next().is_none_or(<[u8]>::is_empty) {
+        return false;
+    }
+    let mut last: Option<&[u8]> = None;
+    for l in labels {
+        if l.is_empty() {
+            return false;
+        }
+        last = Some(l);
+    }
+    last.is_some_and(|t| t.len() >= 2 && t.iter().all(u8::is_ascii_alphabetic))
 }
 
 fn digit_at(b: &[u8], i: usize) -> Option<u32> {
@@ -333,79 +345,55 @@ fn digit_at(b: &[u8], i: usize) -> Option<u32> {
         .map(|c| u32::from(c.wrapping_sub(b'0')))
 }
 
-fn has_ssn(b: &[u8]) -> bool {
-    // ddd-dd-dddd, not preceded or followed by a digit.
-    let shape = |i: usize| {
-        let d = |k: usize| digit_at(b, i.saturating_add(k)).is_some();
-        d(0) && d(1)
-            && d(2)
-            && b.get(i.saturating_add(3)) == Some(&b'-')
-            && d(4)
-            && d(5)
-            && b.get(i.saturating_add(6)) == Some(&b'-')
-            && d(7)
-            && d(8)
-            && d(9)
-            && d(10)
+/// `ddd-dd-dddd` at `i` (the caller checked no digit precedes), not followed by a digit, with a
+/// plausible area, group and serial.
+fn ssn_at(b: &[u8], i: usize) -> bool {
+    let Some(w) = b.get(i..i.saturating_add(11)) else {
+        return false;
     };
-    let num = |i: usize, n: usize| -> u32 {
+    let shape = w.iter().enumerate().all(|(k, &x)| match k {
+        3 | 6 => x == b'-',
+        _ => x.is_ascii_digit(),
+    });
+    if !shape || digit_at(b, i.saturating_add(11)).is_some() {
+        return false;
+    }
+    let num = |from: usize, n: usize| -> u32 {
         (0..n).fold(0u32, |acc, k| {
             acc.saturating_mul(10)
-                .saturating_add(digit_at(b, i.saturating_add(k)).unwrap_or(0))
+                .saturating_add(digit_at(w, from.saturating_add(k)).unwrap_or(0))
         })
     };
-    for i in 0..b.len() {
-        if i > 0 && digit_at(b, i.saturating_sub(1)).is_some() {
-            continue;
-        }
-        if !shape(i) || digit_at(b, i.saturating_add(11)).is_some() {
-            continue;
-        }
-        let area = num(i, 3);
-        let group = num(i.saturating_add(4), 2);
-        let serial = num(i.saturating_add(7), 4);
-        if area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 {
-            return true;
-        }
-    }
-    false
+    let (area, group, serial) = (num(0, 3), num(4, 2), num(7, 4));
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
 }
 
-fn has_card(b: &[u8]) -> bool {
-    let mut i = 0usize;
-    while i < b.len() {
-        if digit_at(b, i).is_none() || (i > 0 && digit_at(b, i.saturating_sub(1)).is_some()) {
-            i = i.saturating_add(1);
-            continue;
-        }
-        // Collect a run of digits with single space/dash separators.
-        let mut digits: Vec<u32> = Vec::new();
-        let mut j = i;
-        loop {
-            match digit_at(b, j) {
-                Some(d) => {
-                    digits.push(d);
+/// 13 to 19 digits from `i` (single spaces or dashes between) passing Luhn.
+fn card_at(b: &[u8], i: usize) -> bool {
+    let mut digits = [0u32; 20];
+    let mut n = 0usize;
+    let mut j = i;
+    loop {
+        match digit_at(b, j) {
+            Some(d) => {
+                match digits.get_mut(n) {
+                    Some(slot) => *slot = d,
+                    None => return false,
+                }
+                n = n.saturating_add(1);
+                j = j.saturating_add(1);
+            }
+            None => {
+                let sep = matches!(b.get(j), Some(b' ' | b'-'));
+                if sep && digit_at(b, j.saturating_add(1)).is_some() {
                     j = j.saturating_add(1);
-                }
-                None => {
-                    let sep = matches!(b.get(j), Some(b' ' | b'-'));
-                    if sep && digit_at(b, j.saturating_add(1)).is_some() {
-                        j = j.saturating_add(1);
-                    } else {
-                        break;
-                    }
+                } else {
+                    break;
                 }
             }
-            if digits.len() > 19 {
-                break;
-            }
         }
-        if (13..=19).contains(&digits.len()) && luhn(&digits) {
-            return true;
-        }
-        i = j.max(i.saturating_add(1));
     }
-    false
+    (13..=19).contains(&n) && luhn(digits.get(..n).unwrap_or_default())
 }
 
 fn luhn(digits: &[u32]) -> bool {
