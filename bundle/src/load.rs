@@ -31,7 +31,8 @@ pub struct BundleInfo {
     pub version: String,
     /// SHA-256 of the body (the content hash in the header).
     pub content_hash: [u8; 32],
-    /// The key id of the signature, when the bundle is signed.
+    /// The key id of the signature, when the bundle is signed. With [`Trust::Keys`] it is the
+    /// verified signer; with [`Trust::AllowUnsigned`] it is only what the bundle claims.
     pub key_id: Option<String>,
     /// Number of rules.
     pub rules: u32,
@@ -110,6 +111,15 @@ impl Bundle {
             Trust::AllowUnsigned => env.sig.as_ref().map(|(id, _)| id.clone()),
         };
         let prog = crate::verify::body(env.body, limits)?;
+        let classes = u64::try_from(prog.classes.len()).unwrap_or(u64::MAX);
+        if classes > crate::vm::MAX_CLASSES {
+            // The VM keeps an evaluation's class set in a fixed bitset of this size.
+            return Err(LoadError::TooLarge {
+                what: "the number of classes",
+                found: classes,
+                max: crate::vm::MAX_CLASSES,
+            });
+        }
         let matchers = prog
             .matchers
             .iter()

@@ -19,8 +19,12 @@ use crate::matchers::glob_match;
 use crate::session::{SessionState, SessionStatus, name_hash};
 use crate::verdict::{Decision, Effect, Mode, PathSegment, RiskTier, RuleMatch, Verdict};
 
-/// Most classes (bits of the per-evaluation class set); equals `Limits::default().max_classes`.
+/// Words of the per-evaluation class set.
 const CLASS_WORDS: usize = 16;
+/// Most classes a bundle may have (bits of the per-evaluation class set); a bundle with more is
+/// refused at load whatever `Limits::max_classes` says.
+pub(crate) const MAX_CLASSES: u64 = 1024;
+const _: () = assert!(MAX_CLASSES == (CLASS_WORDS as u64) * 64);
 
 /// The step budget ran out.
 struct StepLimit;

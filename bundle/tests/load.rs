@@ -437,3 +437,39 @@ fn _program_is_send_sync(b: Bundle) -> impl Send + Sync {
     let _: &Program = b.program();
     b
 }
+
+#[test]
+fn more_classes_than_the_vm_class_set_holds_is_refused_whatever_the_limits() {
+    let mut p = prog();
+    p.classes = (0..1025)
+        .map(|i| bundle::format::ClassDef {
+            name: format!("c{i}"),
+            risk: bundle::verdict::RiskTier::Low,
+            readonly: false,
+            code: when(bundle::format::Pred::Const(true)),
+        })
+        .collect();
+    let limits = Limits {
+        max_classes: 5000,
+        ..Limits::default()
+    };
+    let e = Bundle::from_bytes_with_limits(&bundle::encode(&p), &Trust::AllowUnsigned, &limits)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        LoadError::TooLarge {
+            what: "the number of classes",
+            found: 1025,
+            max: 1024
+        }
+    );
+    p.classes.truncate(1024);
+    let b = Bundle::from_bytes_with_limits(&bundle::encode(&p), &Trust::AllowUnsigned, &limits)
+        .unwrap();
+    let v = b.evaluate(
+        &call("x", serde_json::json!({})),
+        &bundle::session::SessionState::new(0),
+        0,
+    );
+    assert_eq!(v.classes.len(), 1024, "the last class is still seen");
+}
