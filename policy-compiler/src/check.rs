@@ -310,10 +310,10 @@ impl<'p> Checker<'p> {
             for m in &r.decision.modifications {
                 match &m.node {
                     ModSpec::Redact(path) | ModSpec::Drop(path) => {
-                        self.arg_against_schema(path, m.span, s, None);
+                        self.arg_against_schema(path, m.span, s, None, true);
                     }
                     ModSpec::Clamp(path, _, _) => {
-                        self.arg_against_schema(path, m.span, s, Some(Ty::Num))
+                        self.arg_against_schema(path, m.span, s, Some(Ty::Num), true)
                     }
                     _ => {}
                 }
@@ -443,7 +443,7 @@ impl<'p> Checker<'p> {
                             ));
                     }
                 }
-                self.arg_use(f, schema, Some(lt).filter(|_| true), Some(*op));
+                self.arg_use(f, schema, None, Some(*op));
             }
             Expr::In(f, s) => {
                 self.field(f);
@@ -501,13 +501,13 @@ impl<'p> Checker<'p> {
                         }
                     }
                 }
-                self.arg_use(f, schema, Some(Ty::Str), None);
+                self.arg_use(f, schema, Some(Ty::Str), None); // scalar types checked above
             }
             Expr::Matches(f, re) => {
                 self.field(f);
                 self.string_only(f, "matches", schema);
                 self.regex(re);
-                self.arg_use(f, schema, Some(Ty::Str), None);
+                self.arg_use(f, schema, Some(Ty::Str), None); // scalar types checked above
             }
             Expr::IsType(f, _) => {
                 self.field(f);
@@ -670,7 +670,9 @@ impl<'p> Checker<'p> {
         _op: Option<CmpOp>,
     ) {
         if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
-            self.arg_against_schema(path, f.span, s, want);
+            // Scalar mismatches were reported through `field_type`; only unknown arguments and
+            // array/object/null mismatches are left to report here.
+            self.arg_against_schema(path, f.span, s, want, false);
         }
     }
 
@@ -680,6 +682,7 @@ impl<'p> Checker<'p> {
         span: Span,
         s: &crate::ast::ToolSchemaDef,
         want: Option<Ty>,
+        scalar: bool,
     ) {
         if path.is_empty() {
             return;
@@ -719,7 +722,7 @@ impl<'p> Checker<'p> {
             }
             SchemaHit::Exact(t) => {
                 if let (Some(want), Some(have)) = (want, vt_to_ty(t)) {
-                    if want != have {
+                    if scalar && want != have {
                         self.err(
                             span,
                             format!(

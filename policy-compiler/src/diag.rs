@@ -145,7 +145,7 @@ pub(crate) fn suggest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<String> {
-    let limit = (word.chars().count() / 3).max(1);
+    let limit = (word.chars().count().saturating_add(2) / 3).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))

@@ -649,6 +649,9 @@ pub fn regex_match(pattern: &str, text: &str) -> bool {
 /// Compile a pattern for whole-value matching: `\A(?:PATTERN)\z`.
 pub(crate) fn compile_regex(pattern: &str) -> Result<regex_automata::dfa::regex::Regex, String> {
     regex_automata::dfa::regex::Regex::builder()
+        .thompson(
+            regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(REGEX_DFA_LIMIT)),
+        )
         .dense(
             regex_automata::dfa::dense::Config::new()
                 .dfa_size_limit(Some(REGEX_DFA_LIMIT))
