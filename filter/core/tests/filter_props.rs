@@ -168,7 +168,7 @@ proptest! {
             }
             let st = host.state();
             let answered = st.local_response.is_some();
-            let waiting = st.http_calls.len() > 0 && !answered && a == FilterAction::Pause;
+            let waiting = !st.http_calls.is_empty() && !answered && a == FilterAction::Pause;
             prop_assert!(st.violations.is_empty(), "{:?}", st.violations);
             prop_assert!(answered || a == FilterAction::Continue || waiting,
                 "request neither forwarded nor answered");
