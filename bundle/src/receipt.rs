@@ -89,7 +89,8 @@ pub struct ReceiptTarget {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptAction {
-    /// The argument object's top-level key names, sorted (never their values).
+    /// The argument object's top-level key names, sorted (never their values); at most
+    /// [`MAX_ARG_KEYS`] names of at most [`MAX_ARG_KEY_BYTES`] bytes, then `+N more`.
     pub arg_keys: Vec<String>,
     /// Data classes detected.
     pub data_classes: Vec<String>,
@@ -460,14 +461,35 @@ pub fn describe_effect(e: &Effect) -> String {
     }
 }
 
+/// How many argument names a receipt lists (the rest are counted: `+N more`).
+pub const MAX_ARG_KEYS: usize = 32;
+/// The longest argument name a receipt lists, in bytes (longer ones are cut and end in `…`).
+pub const MAX_ARG_KEY_BYTES: usize = 64;
+
+fn bounded_name(k: &str) -> String {
+    if k.len() <= MAX_ARG_KEY_BYTES {
+        return k.to_owned();
+    }
+    let mut end = MAX_ARG_KEY_BYTES;
+    while !k.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    format!("{}…", k.get(..end).unwrap_or_default())
+}
+
 impl ReceiptAction {
     /// The reviewer's view of `action` (argument key names, never values).
     pub fn from_action(action: &Action) -> Self {
         let mut arg_keys: Vec<String> = match &action.arguments {
-            Value::Object(m) => m.keys().cloned().collect(),
+            Value::Object(m) => m.keys().map(|k| bounded_name(k)).collect(),
             _ => Vec::new(),
         };
         arg_keys.sort();
+        if arg_keys.len() > MAX_ARG_KEYS {
+            let more = arg_keys.len().saturating_sub(MAX_ARG_KEYS);
+            arg_keys.truncate(MAX_ARG_KEYS);
+            arg_keys.push(format!("+{more} more"));
+        }
         let t = &action.target;
         ReceiptAction {
             kind: action.kind,

@@ -403,3 +403,22 @@ fn body_fast_path_is_canonical() {
         empty.canonical_json_generic().unwrap()
     );
 }
+
+#[test]
+fn argument_names_are_bounded() {
+    let mut a = action();
+    let mut m = serde_json::Map::new();
+    for i in 0..40 {
+        m.insert(format!("k{i:02}"), json!(i));
+    }
+    m.insert("é".repeat(40), json!(0));
+    a.arguments = Value::Object(m);
+    let r = ReceiptAction::from_action(&a);
+    assert_eq!(r.arg_keys.len(), MAX_ARG_KEYS + 1);
+    assert_eq!(r.arg_keys.last().unwrap(), "+9 more");
+    assert_eq!(r.arg_keys[0], "k00");
+    let mut b = action();
+    b.arguments = json!({ "é".repeat(40): 1 });
+    let long = &ReceiptAction::from_action(&b).arg_keys[0];
+    assert_eq!(long, &format!("{}…", "é".repeat(32)));
+}
