@@ -112,9 +112,21 @@ fn receipts_json(rs: &[&Receipt]) -> String {
     }
 }
 
+/// Longest `x-portcullis-receipt` value; beyond it (large batches) the header carries the receipt
+/// ids (hex hashes) instead, and the full receipts are only in the access log.
+const MAX_RECEIPT_HEADER_BYTES: usize = 16 * 1024;
+
 fn receipts_header(rs: &[&Receipt]) -> String {
-    rs.iter()
+    let full = rs
+        .iter()
         .map(|r| r.to_header())
+        .collect::<Vec<_>>()
+        .join(",");
+    if full.len() <= MAX_RECEIPT_HEADER_BYTES {
+        return full;
+    }
+    rs.iter()
+        .map(|r| hex::encode(r.hash))
         .collect::<Vec<_>>()
         .join(",")
 }

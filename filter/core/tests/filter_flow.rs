@@ -399,3 +399,28 @@ fn metrics_count_decisions() {
     assert_eq!(host.metric("portcullis_decisions_deny"), Some(1));
     assert_eq!(host.metric("portcullis_sessions_tracked"), Some(1));
 }
+
+#[test]
+fn a_large_batch_carries_receipt_ids_in_the_header() {
+    let (host, plugin) = setup(json!({"mcp": {"allow_batches": true}}));
+    let batch: Vec<Value> = (0..32)
+        .map(|i| tool(i, "read_file", json!({"path": format!("/repo/{i}")})))
+        .collect();
+    let o = call(&host, &plugin, Some("big"), Value::Array(batch));
+    assert!(o.forwarded);
+    let header = host.request_header("x-portcullis-receipt").unwrap();
+    let ids: Vec<&str> = header.split(',').collect();
+    assert_eq!(ids.len(), 32);
+    assert!(
+        ids.iter()
+            .all(|id| id.len() == 64 && hex::decode(id).is_ok())
+    );
+    // the access log still has every receipt
+    let all: Value = serde_json::from_str(o.receipt.as_deref().unwrap()).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 32);
+    // a small batch carries the receipts themselves
+    let small = Value::Array(vec![tool(40, "read_file", json!({"path": "/a"}))]);
+    call(&host, &plugin, Some("big"), small);
+    let header = host.request_header("x-portcullis-receipt").unwrap();
+    assert!(header.len() > 64 && !header.contains(','));
+}
