@@ -33,7 +33,7 @@ PYTHON = sys.executable
 WASM = Path(os.environ.get("PORTCULLIS_WASM", REPO / "target/wasm32-wasip1/release/portcullis.wasm"))
 POLICYC = Path(os.environ.get("PORTCULLIS_POLICYC", REPO / "target/debug/policyc"))
 DEMO_POLICY = REPO / "examples/policies/demo/policy.pcl"
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 60.0  # generous: a loaded 2-core machine starts Python + the MCP SDK slowly
 # How the filter writes a receipt that has no request to travel with to Envoy's log.
 CHECKPOINT_MARKER = "portcullis receipt "
 
