@@ -586,7 +586,8 @@ impl<'p> Checker<'p> {
                             vt_word(t)
                         ),
                     )
-                    .hint = (t == ValueType::String).then(|| "for a substring write `glob \"*text*\"`".to_owned());
+                    .hint = (t == ValueType::String)
+                        .then(|| "for a substring write `glob \"*text*\"`".to_owned());
                 }
                 self.arg_use(f, schema, None, None);
             }

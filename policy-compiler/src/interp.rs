@@ -20,6 +20,16 @@ use std::collections::HashMap;
 pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms: u64) -> Verdict {
     let pack_mode = policy.pack.mode;
 
+    // The intent in force: for a new session the one the action declares, else the pinned one.
+    let intent_name: Option<String> = match session.status {
+        SessionStatus::New => action.declared_intent.clone(),
+        _ => session.intent.clone(),
+    };
+    let intent_def = intent_name.as_deref().and_then(|n| find_intent(policy, n));
+    let verdict_intent = match session.status {
+        SessionStatus::New => intent_def.map(|d| d.name.node.clone()),
+        _ => session.intent.clone(),
+    };
     // 1. Classes, in source order. A class's `when` may refer to classes defined before it.
     let mut classes: Vec<&ClassDef> = Vec::new();
     for item in &policy.items {
@@ -30,7 +40,8 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
                 session,
                 now_ms,
                 classes: &classes,
-                intent: None,
+                intent: intent_def,
+                in_class: true,
             };
             if ctx.eval(&c.when) {
                 classes.push(c);
@@ -43,16 +54,6 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         .max()
         .unwrap_or(RiskTier::Low);
 
-    // The intent in force: for a new session the one the action declares, else the pinned one.
-    let intent_name: Option<String> = match session.status {
-        SessionStatus::New => action.declared_intent.clone(),
-        _ => session.intent.clone(),
-    };
-    let intent_def = intent_name.as_deref().and_then(|n| find_intent(policy, n));
-    let verdict_intent = match session.status {
-        SessionStatus::New => intent_def.map(|d| d.name.node.clone()),
-        _ => session.intent.clone(),
-    };
     let ctx = Ctx {
         policy,
         action,
@@ -60,6 +61,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         now_ms,
         classes: &classes,
         intent: intent_def,
+        in_class: false,
     };
 
     // 2. Built-in checks.
@@ -370,8 +372,10 @@ struct Ctx<'a> {
     now_ms: u64,
     classes: &'a [&'a ClassDef],
     intent: Option<&'a IntentDef>,
+    /// Evaluating a class's `when`: `intent.outside` is false there (it depends on the classes;
+    /// the checker refuses it).
+    in_class: bool,
 }
-
 
 fn num(n: impl Into<f64>) -> Val<'static> {
     serde_json::Number::from_f64(n.into()).map_or(Val::Absent, |n| Val::Owned(Json::Number(n)))

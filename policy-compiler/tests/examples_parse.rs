@@ -1,5 +1,7 @@
 //! Every example pack in `examples/policies/` parses.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+
 use std::path::PathBuf;
 
 fn examples_dir() -> PathBuf {

@@ -1,6 +1,8 @@
 //! Formatter tests: idempotence and round trip (parse(fmt(x)) == x modulo spans) on the example
 //! packs, on a pack using every construct, and on generated ASTs (proptest).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+
 use bundle::verdict::{Decision, Mode, RiskTier};
 use policy::ast::*;
 use policy::fmt::{format_policy, format_source};
@@ -27,8 +29,13 @@ fn without_spans<T: std::fmt::Debug>(x: &T) -> String {
 fn assert_round_trip(src: &str) {
     let original = parse(src).unwrap_or_else(|d| panic!("{d:?}"));
     let once = format_source(src).unwrap();
-    let reparsed = parse(&once).unwrap_or_else(|d| panic!("formatted text does not parse: {d:?}\n{once}"));
-    assert_eq!(without_spans(&original), without_spans(&reparsed), "AST changed by formatting:\n{once}");
+    let reparsed =
+        parse(&once).unwrap_or_else(|d| panic!("formatted text does not parse: {d:?}\n{once}"));
+    assert_eq!(
+        without_spans(&original),
+        without_spans(&reparsed),
+        "AST changed by formatting:\n{once}"
+    );
     let twice = format_source(&once).unwrap();
     assert_eq!(once, twice, "formatting is not idempotent");
 }
@@ -38,7 +45,9 @@ fn example_packs_round_trip() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
-        let Ok(src) = std::fs::read_to_string(entry.unwrap().path().join("policy.pcl")) else { continue };
+        let Ok(src) = std::fs::read_to_string(entry.unwrap().path().join("policy.pcl")) else {
+            continue;
+        };
         assert_round_trip(&src);
         n += 1;
     }
@@ -71,13 +80,19 @@ fn canonical_forms() {
         ),
         "{out}"
     );
-    assert!(out.contains("step_up \"s\" { group \"g\" timeout 1h }"), "{out}");
+    assert!(
+        out.contains("step_up \"s\" { group \"g\" timeout 1h }"),
+        "{out}"
+    );
 }
 
 // ---- generated ASTs ----
 
 fn sp<T>(node: T) -> Spanned<T> {
-    Spanned { node, span: Span::default() }
+    Spanned {
+        node,
+        span: Span::default(),
+    }
 }
 
 fn ident() -> impl Strategy<Value = String> {
@@ -93,11 +108,18 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn number() -> impl Strategy<Value = f64> {
-    prop_oneof![(-1000i32..1000).prop_map(|n| f64::from(n) / 4.0), (0u32..5_000_000).prop_map(f64::from)]
+    prop_oneof![
+        (-1000i32..1000).prop_map(|n| f64::from(n) / 4.0),
+        (0u32..5_000_000).prop_map(f64::from)
+    ]
 }
 
 fn literal() -> impl Strategy<Value = Literal> {
-    prop_oneof![text().prop_map(Literal::Str), number().prop_map(Literal::Num), any::<bool>().prop_map(Literal::Bool)]
+    prop_oneof![
+        text().prop_map(Literal::Str),
+        number().prop_map(Literal::Num),
+        any::<bool>().prop_map(Literal::Bool)
+    ]
 }
 
 fn path() -> impl Strategy<Value = Vec<PathStep>> {
@@ -114,11 +136,30 @@ fn path() -> impl Strategy<Value = Vec<PathStep>> {
 fn field() -> impl Strategy<Value = Field> {
     prop_oneof![
         prop::sample::select(vec![
-            Field::Kind, Field::Operation, Field::Tool, Field::Resource, Field::Prompt, Field::Host, Field::Port,
-            Field::Path, Field::Query, Field::Scheme, Field::Server, Field::Principal(PrincipalRole::Agent),
-            Field::PrincipalAuth(PrincipalRole::Workload), Field::RequestSize, Field::RiskSecrets,
-            Field::RiskDataClasses, Field::SessionId, Field::TraceId, Field::Intent, Field::SessionActions,
-            Field::SessionEgressBytes, Field::SessionApprovals, Field::SessionElapsed, Field::SessionDrift,
+            Field::Kind,
+            Field::Operation,
+            Field::Tool,
+            Field::Resource,
+            Field::Prompt,
+            Field::Host,
+            Field::Port,
+            Field::Path,
+            Field::Query,
+            Field::Scheme,
+            Field::Server,
+            Field::Principal(PrincipalRole::Agent),
+            Field::PrincipalAuth(PrincipalRole::Workload),
+            Field::RequestSize,
+            Field::RiskSecrets,
+            Field::RiskDataClasses,
+            Field::SessionId,
+            Field::TraceId,
+            Field::Intent,
+            Field::SessionActions,
+            Field::SessionEgressBytes,
+            Field::SessionApprovals,
+            Field::SessionElapsed,
+            Field::SessionDrift,
         ]),
         text().prop_map(Field::Header),
         path().prop_map(Field::Arg),
@@ -126,7 +167,14 @@ fn field() -> impl Strategy<Value = Field> {
 }
 
 fn cmp() -> impl Strategy<Value = CmpOp> {
-    prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge])
+    prop::sample::select(vec![
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ])
 }
 
 fn set() -> impl Strategy<Value = SetRef> {
@@ -138,7 +186,12 @@ fn set() -> impl Strategy<Value = SetRef> {
 
 fn vtype() -> impl Strategy<Value = ValueType> {
     prop::sample::select(vec![
-        ValueType::String, ValueType::Number, ValueType::Bool, ValueType::Array, ValueType::Object, ValueType::Null,
+        ValueType::String,
+        ValueType::Number,
+        ValueType::Bool,
+        ValueType::Array,
+        ValueType::Object,
+        ValueType::Null,
     ])
 }
 
@@ -159,7 +212,10 @@ fn atom() -> impl Strategy<Value = Expr> {
         text().prop_map(|t| Expr::Used(sp(t))),
         ident().prop_map(|c| Expr::Seen(sp(c))),
         (
-            prop_oneof![text().prop_map(CountSubject::Subject), ident().prop_map(CountSubject::Class)],
+            prop_oneof![
+                text().prop_map(CountSubject::Subject),
+                ident().prop_map(CountSubject::Class)
+            ],
             1u64..10_000_000,
             cmp(),
             any::<u32>()
@@ -203,12 +259,20 @@ fn decision() -> impl Strategy<Value = DecisionSpec> {
     prop_oneof![
         text().prop_map(move |r| base(Decision::Allow, r)),
         text().prop_map(move |r| base(Decision::Deny, r)),
-        (text(), prop::collection::vec(modspec().prop_map(sp), 1..4))
-            .prop_map(move |(r, m)| DecisionSpec { modifications: m, ..base(Decision::Modify, r) }),
-        (text(), text(), 1u32..100_000)
-            .prop_map(move |(r, g, t)| DecisionSpec { step_up: Some((g, t)), ..base(Decision::StepUp, r) }),
-        (text(), text(), 1u32..100_000_000)
-            .prop_map(move |(r, s, t)| DecisionSpec { defer: Some((s, t)), ..base(Decision::Defer, r) }),
+        (text(), prop::collection::vec(modspec().prop_map(sp), 1..4)).prop_map(move |(r, m)| {
+            DecisionSpec {
+                modifications: m,
+                ..base(Decision::Modify, r)
+            }
+        }),
+        (text(), text(), 1u32..100_000).prop_map(move |(r, g, t)| DecisionSpec {
+            step_up: Some((g, t)),
+            ..base(Decision::StepUp, r)
+        }),
+        (text(), text(), 1u32..100_000_000).prop_map(move |(r, s, t)| DecisionSpec {
+            defer: Some((s, t)),
+            ..base(Decision::Defer, r)
+        }),
     ]
 }
 
@@ -232,47 +296,118 @@ fn strings() -> impl Strategy<Value = Vec<Spanned<String>>> {
 
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
-        (ident(), prop::collection::vec(literal().prop_map(sp), 0..4))
-            .prop_map(|(n, v)| Item::List(ListDef { name: sp(n), values: v, span: Span::default() })),
-        (ident(), prop::sample::select(vec![RiskTier::Low, RiskTier::Medium, RiskTier::High, RiskTier::Critical]), any::<bool>(), expr())
-            .prop_map(|(n, risk, readonly, when)| Item::Class(ClassDef { name: sp(n), risk, readonly, when, span: Span::default() })),
+        (ident(), prop::collection::vec(literal().prop_map(sp), 0..4)).prop_map(|(n, v)| {
+            Item::List(ListDef {
+                name: sp(n),
+                values: v,
+                span: Span::default(),
+            })
+        }),
+        (
+            ident(),
+            prop::sample::select(vec![
+                RiskTier::Low,
+                RiskTier::Medium,
+                RiskTier::High,
+                RiskTier::Critical
+            ]),
+            any::<bool>(),
+            expr()
+        )
+            .prop_map(|(n, risk, readonly, when)| Item::Class(ClassDef {
+                name: sp(n),
+                risk,
+                readonly,
+                when,
+                span: Span::default()
+            })),
         (
             ident(),
             prop::option::of(text()),
             prop::collection::vec(ident().prop_map(sp), 0..3),
             (strings(), strings(), strings()),
-            (prop::option::of(any::<u32>()), prop::option::of(0u64..1 << 40), prop::option::of(0u64..1 << 40), prop::option::of(any::<u32>())),
+            (
+                prop::option::of(any::<u32>()),
+                prop::option::of(0u64..1 << 40),
+                prop::option::of(0u64..1 << 40),
+                prop::option::of(any::<u32>())
+            ),
             decision()
         )
-            .prop_map(|(n, d, classes, (tools, hosts, data), (a, e, du, ap), outside)| {
-                Item::Intent(IntentDef {
+            .prop_map(
+                |(n, d, classes, (tools, hosts, data), (a, e, du, ap), outside)| {
+                    Item::Intent(IntentDef {
+                        name: sp(n),
+                        description: d.map(sp),
+                        classes,
+                        tools,
+                        hosts,
+                        data_scopes: data,
+                        limits: IntentLimits {
+                            max_actions: a,
+                            max_egress_bytes: e,
+                            max_duration_ms: du,
+                            max_approvals: ap,
+                        },
+                        outside,
+                        span: Span::default(),
+                    })
+                }
+            ),
+        (
+            text(),
+            prop::collection::vec(
+                (prop::collection::vec(text(), 0..3).prop_map(sp), vtype()),
+                0..3
+            )
+        )
+            .prop_map(|(t, args)| Item::ToolSchema(ToolSchemaDef {
+                tool: sp(t),
+                args,
+                span: Span::default()
+            })),
+        (
+            ident(),
+            prop::option::of(mode()),
+            expr(),
+            decision(),
+            prop::collection::vec(effect().prop_map(sp), 0..3)
+        )
+            .prop_map(|(n, m, when, decision, effects)| {
+                Item::Rule(RuleDef {
                     name: sp(n),
-                    description: d.map(sp),
-                    classes,
-                    tools,
-                    hosts,
-                    data_scopes: data,
-                    limits: IntentLimits { max_actions: a, max_egress_bytes: e, max_duration_ms: du, max_approvals: ap },
-                    outside,
+                    mode: m,
+                    when,
+                    decision,
+                    effects,
                     span: Span::default(),
                 })
-            }),
-        (text(), prop::collection::vec((prop::collection::vec(text(), 0..3).prop_map(sp), vtype()), 0..3))
-            .prop_map(|(t, args)| Item::ToolSchema(ToolSchemaDef { tool: sp(t), args, span: Span::default() })),
-        (ident(), prop::option::of(mode()), expr(), decision(), prop::collection::vec(effect().prop_map(sp), 0..3))
-            .prop_map(|(n, m, when, decision, effects)| {
-                Item::Rule(RuleDef { name: sp(n), mode: m, when, decision, effects, span: Span::default() })
             }),
     ]
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
-    (text(), text(), mode(), decision(), decision(), prop::collection::vec(item(), 0..5)).prop_map(
-        |(name, version, mode, default, unknown_session, items)| Policy {
-            pack: Pack { name: sp(name), version: sp(version), mode, default, unknown_session, span: Span::default() },
-            items,
-        },
+    (
+        text(),
+        text(),
+        mode(),
+        decision(),
+        decision(),
+        prop::collection::vec(item(), 0..5),
     )
+        .prop_map(
+            |(name, version, mode, default, unknown_session, items)| Policy {
+                pack: Pack {
+                    name: sp(name),
+                    version: sp(version),
+                    mode,
+                    default,
+                    unknown_session,
+                    span: Span::default(),
+                },
+                items,
+            },
+        )
 }
 
 proptest! {

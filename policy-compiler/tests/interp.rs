@@ -1,8 +1,10 @@
 //! Reference interpreter tests: one per rule of the "Evaluation" section of
 //! `docs/policy-language.md`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+
 use bundle::action::{Action, Kind};
-use bundle::session::{name_hash, HistoryEntry, SessionState, SessionStatus};
+use bundle::session::{HistoryEntry, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Effect, Mode, Modification, PathSegment, RiskTier, Verdict};
 use policy::interp::evaluate;
 use serde_json::json;
@@ -24,7 +26,11 @@ fn call(tool: &str, args: serde_json::Value) -> Action {
 }
 
 fn http(method: &str, host: &str) -> Action {
-    let mut a = Action { kind: Kind::Http, operation: method.into(), ..Action::default() };
+    let mut a = Action {
+        kind: Kind::Http,
+        operation: method.into(),
+        ..Action::default()
+    };
     a.target.host = host.into();
     a
 }
@@ -34,7 +40,11 @@ fn eval(src: &str, a: &Action) -> Verdict {
 }
 
 fn active() -> SessionState {
-    SessionState { status: SessionStatus::Active, started_ms: NOW - 60_000, ..SessionState::default() }
+    SessionState {
+        status: SessionStatus::Active,
+        started_ms: NOW - 60_000,
+        ..SessionState::default()
+    }
 }
 
 fn rules(v: &Verdict) -> Vec<&str> {
@@ -54,15 +64,37 @@ rule e { when tool == "x" defer "e" { service "ctx" timeout 200ms } }"#;
     assert_eq!(v.deciding_rule, "c");
     assert_eq!(v.reason, "c");
     assert_eq!(rules(&v), ["a", "b", "c", "d", "e"]);
-    assert!(v.modifications.is_empty(), "modifications only when the decision is MODIFY");
+    assert!(
+        v.modifications.is_empty(),
+        "modifications only when the decision is MODIFY"
+    );
     assert_eq!(v.step_up, None);
     // Without the deny: STEP_UP > DEFER > MODIFY > ALLOW.
-    let v = eval(&src.replace("rule c { when tool == \"x\" deny \"c\" }", ""), &call("x", json!({})));
+    let v = eval(
+        &src.replace("rule c { when tool == \"x\" deny \"c\" }", ""),
+        &call("x", json!({})),
+    );
     assert_eq!(v.decision, Decision::StepUp);
-    assert_eq!(v.step_up, Some(bundle::verdict::StepUp { group: "g".into(), timeout_s: 60 }));
-    let v = eval(&src.replace("rule c { when tool == \"x\" deny \"c\" }", "").replace("step_up \"s\" { group \"g\" timeout 1m }", "allow \"s\""), &call("x", json!({})));
+    assert_eq!(
+        v.step_up,
+        Some(bundle::verdict::StepUp {
+            group: "g".into(),
+            timeout_s: 60
+        })
+    );
+    let v = eval(
+        &src.replace("rule c { when tool == \"x\" deny \"c\" }", "")
+            .replace("step_up \"s\" { group \"g\" timeout 1m }", "allow \"s\""),
+        &call("x", json!({})),
+    );
     assert_eq!(v.decision, Decision::Defer);
-    assert_eq!(v.defer, Some(bundle::verdict::Defer { service: "ctx".into(), timeout_ms: 200 }));
+    assert_eq!(
+        v.defer,
+        Some(bundle::verdict::Defer {
+            service: "ctx".into(),
+            timeout_ms: 200
+        })
+    );
 }
 
 #[test]
@@ -71,7 +103,10 @@ fn deciding_rule_is_the_first_enforced_match_with_the_decision() {
 rule first { when tool == "x" deny "one" }
 rule second { when tool == "x" deny "two" }"#;
     let v = eval(src, &call("x", json!(null)));
-    assert_eq!((v.deciding_rule.as_str(), v.reason.as_str()), ("first", "one"));
+    assert_eq!(
+        (v.deciding_rule.as_str(), v.reason.as_str()),
+        ("first", "one")
+    );
 }
 
 #[test]
@@ -102,7 +137,10 @@ rule soon mode warn { when tool == "x" deny "will be denied" then kill }"#;
     assert_eq!(v.warnings, ["soon: will be denied"]);
     assert!(v.effects.is_empty(), "warn-mode effects are not applied");
     // A warn-mode ALLOW produces no warning.
-    let v = eval(&src.replace("deny \"will be denied\"", "allow \"fine\""), &call("x", json!(null)));
+    let v = eval(
+        &src.replace("deny \"will be denied\"", "allow \"fine\""),
+        &call("x", json!(null)),
+    );
     assert!(v.warnings.is_empty());
 }
 
@@ -130,7 +168,10 @@ rule ok { when tool == "read" allow "fine" }"#;
     assert_eq!(v.decision, Decision::Allow);
     let v = eval(src, &call("write", json!(null)));
     assert_eq!(rules(&v), ["default"]);
-    assert_eq!((v.decision, v.deciding_rule.as_str(), v.reason.as_str()), (Decision::Deny, "default", "closed"));
+    assert_eq!(
+        (v.decision, v.deciding_rule.as_str(), v.reason.as_str()),
+        (Decision::Deny, "default", "closed")
+    );
 }
 
 #[test]
@@ -145,9 +186,17 @@ rule c { when tool == "q" modify "c" { drop args.y; strip_header "authorization"
     assert_eq!(
         v.modifications,
         vec![
-            Modification::ClampArg { path: vec![PathSegment::Key("limit".into())], min: 1.0, max: 100.0 },
-            Modification::DropArg { path: vec![PathSegment::Key("y".into())] },
-            Modification::StripHeader { name: "authorization".into() },
+            Modification::ClampArg {
+                path: vec![PathSegment::Key("limit".into())],
+                min: 1.0,
+                max: 100.0
+            },
+            Modification::DropArg {
+                path: vec![PathSegment::Key("y".into())]
+            },
+            Modification::StripHeader {
+                name: "authorization".into()
+            },
         ]
     );
     assert_eq!(v.warnings, ["b: b"]);
@@ -176,10 +225,23 @@ class c risk high { when tool == "t" }"#;
 fn revoke_tool_alone_names_the_subject() {
     let src = r#"pack "p" {}
 rule a { when true deny "a" then revoke tool }"#;
-    assert_eq!(eval(src, &call("deploy", json!(null))).effects, [Effect::RevokeTool("deploy".into())]);
-    assert_eq!(eval(src, &http("POST", "exfil.example")).effects, [Effect::RevokeTool("exfil.example".into())]);
-    let prompt = Action { operation: "prompts/get".into(), prompt: Some("summarize".into()), ..Action::default() };
-    assert_eq!(eval(src, &prompt).effects, [Effect::RevokeTool("summarize".into())]);
+    assert_eq!(
+        eval(src, &call("deploy", json!(null))).effects,
+        [Effect::RevokeTool("deploy".into())]
+    );
+    assert_eq!(
+        eval(src, &http("POST", "exfil.example")).effects,
+        [Effect::RevokeTool("exfil.example".into())]
+    );
+    let prompt = Action {
+        operation: "prompts/get".into(),
+        prompt: Some("summarize".into()),
+        ..Action::default()
+    };
+    assert_eq!(
+        eval(src, &prompt).effects,
+        [Effect::RevokeTool("summarize".into())]
+    );
 }
 
 #[test]
@@ -200,11 +262,22 @@ class dangerous risk critical { when class files and not class reads }"#;
 #[test]
 fn missing_session_uses_unknown_session_in_pack_mode() {
     let src = r#"pack "p" { unknown_session deny "state lost" default allow "ok" }"#;
-    let s = SessionState { status: SessionStatus::Missing, ..SessionState::default() };
+    let s = SessionState {
+        status: SessionStatus::Missing,
+        ..SessionState::default()
+    };
     let v = evaluate(&pol(src), &call("x", json!(null)), &s, NOW);
     assert_eq!(rules(&v), ["session:unknown"]);
-    assert_eq!((v.decision, v.reason.as_str()), (Decision::Deny, "state lost"));
-    let v = evaluate(&pol(&src.replace("{ unknown", "{ mode audit unknown")), &call("x", json!(null)), &s, NOW);
+    assert_eq!(
+        (v.decision, v.reason.as_str()),
+        (Decision::Deny, "state lost")
+    );
+    let v = evaluate(
+        &pol(&src.replace("{ unknown", "{ mode audit unknown")),
+        &call("x", json!(null)),
+        &s,
+        NOW,
+    );
     assert_eq!(rules(&v), ["session:unknown", "default"]);
     assert_eq!(v.decision, Decision::Allow);
 }
@@ -215,24 +288,69 @@ fn killed_revoked_and_read_only_sessions() {
 class reads risk low readonly { when tool == "read_file" }
 class net risk medium { when kind == http }"#;
     let p = pol(src);
-    let killed = SessionState { killed: true, ..active() };
+    let killed = SessionState {
+        killed: true,
+        ..active()
+    };
     let v = evaluate(&p, &call("read_file", json!(null)), &killed, NOW);
-    assert_eq!((v.decision, v.deciding_rule.as_str()), (Decision::Deny, "session:killed"));
+    assert_eq!(
+        (v.decision, v.deciding_rule.as_str()),
+        (Decision::Deny, "session:killed")
+    );
     assert_eq!(v.reason, "the session was killed");
 
-    let revoked = SessionState { revoked_tools: vec![name_hash("deploy")], ..active() };
-    assert_eq!(evaluate(&p, &call("deploy", json!(null)), &revoked, NOW).deciding_rule, "session:revoked");
-    assert_eq!(evaluate(&p, &call("read_file", json!(null)), &revoked, NOW).decision, Decision::Allow);
-    let revoked_class = SessionState { revoked_classes: vec![name_hash("net")], ..active() };
-    assert_eq!(evaluate(&p, &http("GET", "a.example"), &revoked_class, NOW).deciding_rule, "session:revoked");
+    let revoked = SessionState {
+        revoked_tools: vec![name_hash("deploy")],
+        ..active()
+    };
+    assert_eq!(
+        evaluate(&p, &call("deploy", json!(null)), &revoked, NOW).deciding_rule,
+        "session:revoked"
+    );
+    assert_eq!(
+        evaluate(&p, &call("read_file", json!(null)), &revoked, NOW).decision,
+        Decision::Allow
+    );
+    let revoked_class = SessionState {
+        revoked_classes: vec![name_hash("net")],
+        ..active()
+    };
+    assert_eq!(
+        evaluate(&p, &http("GET", "a.example"), &revoked_class, NOW).deciding_rule,
+        "session:revoked"
+    );
 
-    let ro = SessionState { read_only: true, ..active() };
-    assert_eq!(evaluate(&p, &call("write_file", json!(null)), &ro, NOW).deciding_rule, "session:read_only");
-    assert_eq!(evaluate(&p, &call("read_file", json!(null)), &ro, NOW).decision, Decision::Allow, "readonly class");
-    assert_eq!(evaluate(&p, &http("GET", "a.example"), &ro, NOW).decision, Decision::Allow, "GET reads");
-    assert_eq!(evaluate(&p, &http("POST", "a.example"), &ro, NOW).deciding_rule, "session:read_only");
-    let list = Action { operation: "tools/list".into(), ..Action::default() };
-    assert_eq!(evaluate(&p, &list, &ro, NOW).decision, Decision::Allow, "protocol messages are not writes");
+    let ro = SessionState {
+        read_only: true,
+        ..active()
+    };
+    assert_eq!(
+        evaluate(&p, &call("write_file", json!(null)), &ro, NOW).deciding_rule,
+        "session:read_only"
+    );
+    assert_eq!(
+        evaluate(&p, &call("read_file", json!(null)), &ro, NOW).decision,
+        Decision::Allow,
+        "readonly class"
+    );
+    assert_eq!(
+        evaluate(&p, &http("GET", "a.example"), &ro, NOW).decision,
+        Decision::Allow,
+        "GET reads"
+    );
+    assert_eq!(
+        evaluate(&p, &http("POST", "a.example"), &ro, NOW).deciding_rule,
+        "session:read_only"
+    );
+    let list = Action {
+        operation: "tools/list".into(),
+        ..Action::default()
+    };
+    assert_eq!(
+        evaluate(&p, &list, &ro, NOW).decision,
+        Decision::Allow,
+        "protocol messages are not writes"
+    );
 }
 
 const INTENTS: &str = r#"pack "p" { default allow "ok" }
@@ -252,7 +370,10 @@ rule deploy { when tool == "deploy" step_up "approve" { group "g" timeout 1m } }
 rule outside_rule { when intent.outside and tool == "rm" deny "outside" }"#;
 
 fn with_intent(a: Action) -> Action {
-    Action { declared_intent: Some("fix".into()), ..a }
+    Action {
+        declared_intent: Some("fix".into()),
+        ..a
+    }
 }
 
 #[test]
@@ -260,14 +381,32 @@ fn intents_scope_acting_operations() {
     let p = pol(INTENTS);
     let s = SessionState::default();
     let v = evaluate(&p, &with_intent(call("read_file", json!(null))), &s, NOW);
-    assert_eq!((v.decision, v.intent.as_deref()), (Decision::Allow, Some("fix")), "in a class");
-    assert_eq!(evaluate(&p, &with_intent(call("git_push", json!(null))), &s, NOW).decision, Decision::Allow, "tool glob");
-    assert_eq!(evaluate(&p, &with_intent(http("GET", "registry.npmjs.org")), &s, NOW).decision, Decision::Allow, "host glob");
+    assert_eq!(
+        (v.decision, v.intent.as_deref()),
+        (Decision::Allow, Some("fix")),
+        "in a class"
+    );
+    assert_eq!(
+        evaluate(&p, &with_intent(call("git_push", json!(null))), &s, NOW).decision,
+        Decision::Allow,
+        "tool glob"
+    );
+    assert_eq!(
+        evaluate(&p, &with_intent(http("GET", "registry.npmjs.org")), &s, NOW).decision,
+        Decision::Allow,
+        "host glob"
+    );
     let v = evaluate(&p, &with_intent(call("rm", json!(null))), &s, NOW);
     assert_eq!(rules(&v), ["intent:fix", "outside_rule"]);
-    assert_eq!((v.decision, v.deciding_rule.as_str(), v.reason.as_str()), (Decision::Deny, "intent:fix", "not part of the fix"));
+    assert_eq!(
+        (v.decision, v.deciding_rule.as_str(), v.reason.as_str()),
+        (Decision::Deny, "intent:fix", "not part of the fix")
+    );
     // Protocol messages are always in scope.
-    let init = with_intent(Action { operation: "initialize".into(), ..Action::default() });
+    let init = with_intent(Action {
+        operation: "initialize".into(),
+        ..Action::default()
+    });
     assert_eq!(evaluate(&p, &init, &s, NOW).decision, Decision::Allow);
     // Data classes outside `allow data`.
     let mut a = with_intent(call("read_file", json!(null)));
@@ -279,15 +418,27 @@ fn intents_scope_acting_operations() {
 fn intent_is_pinned_after_the_first_action_and_unknown_intents_are_denied() {
     let p = pol(INTENTS);
     // An active session uses its pinned intent, whatever the action declares.
-    let pinned = SessionState { intent: Some("fix".into()), ..active() };
+    let pinned = SessionState {
+        intent: Some("fix".into()),
+        ..active()
+    };
     let mut a = call("rm", json!(null));
     a.declared_intent = Some("other".into());
     let v = evaluate(&p, &a, &pinned, NOW);
-    assert_eq!((v.deciding_rule.as_str(), v.intent.as_deref()), ("intent:fix", Some("fix")));
+    assert_eq!(
+        (v.deciding_rule.as_str(), v.intent.as_deref()),
+        ("intent:fix", Some("fix"))
+    );
     // Declaring an intent the pack does not define.
     let v = evaluate(&p, &a, &SessionState::default(), NOW);
-    assert_eq!((v.deciding_rule.as_str(), v.intent.as_deref()), ("intent:unknown", None));
-    assert_eq!(v.reason, "the declared intent is not defined by this policy");
+    assert_eq!(
+        (v.deciding_rule.as_str(), v.intent.as_deref()),
+        ("intent:unknown", None)
+    );
+    assert_eq!(
+        v.reason,
+        "the declared intent is not defined by this policy"
+    );
     // No intent at all: `intent.outside` is false.
     let v = evaluate(&p, &call("rm", json!(null)), &SessionState::default(), NOW);
     assert_eq!((v.decision, v.intent.clone()), (Decision::Allow, None));
@@ -296,21 +447,55 @@ fn intent_is_pinned_after_the_first_action_and_unknown_intents_are_denied() {
 #[test]
 fn stop_conditions() {
     let p = pol(INTENTS);
-    let base = SessionState { intent: Some("fix".into()), ..active() };
+    let base = SessionState {
+        intent: Some("fix".into()),
+        ..active()
+    };
     let read = call("read_file", json!(null));
-    let s = SessionState { actions: 5, ..base.clone() };
-    assert_eq!(evaluate(&p, &read, &s, NOW).deciding_rule, "stop:max_actions");
-    let s = SessionState { actions: 4, ..base.clone() };
+    let s = SessionState {
+        actions: 5,
+        ..base.clone()
+    };
+    assert_eq!(
+        evaluate(&p, &read, &s, NOW).deciding_rule,
+        "stop:max_actions"
+    );
+    let s = SessionState {
+        actions: 4,
+        ..base.clone()
+    };
     assert_eq!(evaluate(&p, &read, &s, NOW).decision, Decision::Allow);
     let mut post = http("GET", "registry.npmjs.org");
     post.size = 600;
-    let s = SessionState { egress_bytes: 400, ..base.clone() };
-    assert_eq!(evaluate(&p, &post, &s, NOW).decision, Decision::Allow, "400 + 600 = 1KB is not over");
-    let s = SessionState { egress_bytes: 401, ..base.clone() };
-    assert_eq!(evaluate(&p, &post, &s, NOW).deciding_rule, "stop:max_egress_bytes");
-    let s = SessionState { started_ms: NOW - 600_001, ..base.clone() };
-    assert_eq!(evaluate(&p, &read, &s, NOW).deciding_rule, "stop:max_duration");
-    let s = SessionState { started_ms: NOW - 600_000, ..base.clone() };
+    let s = SessionState {
+        egress_bytes: 400,
+        ..base.clone()
+    };
+    assert_eq!(
+        evaluate(&p, &post, &s, NOW).decision,
+        Decision::Allow,
+        "400 + 600 = 1KB is not over"
+    );
+    let s = SessionState {
+        egress_bytes: 401,
+        ..base.clone()
+    };
+    assert_eq!(
+        evaluate(&p, &post, &s, NOW).deciding_rule,
+        "stop:max_egress_bytes"
+    );
+    let s = SessionState {
+        started_ms: NOW - 600_001,
+        ..base.clone()
+    };
+    assert_eq!(
+        evaluate(&p, &read, &s, NOW).deciding_rule,
+        "stop:max_duration"
+    );
+    let s = SessionState {
+        started_ms: NOW - 600_000,
+        ..base.clone()
+    };
     assert_eq!(evaluate(&p, &read, &s, NOW).decision, Decision::Allow);
 }
 
@@ -318,16 +503,31 @@ fn stop_conditions() {
 fn approvals_stop_turns_step_up_into_deny() {
     let p = pol(INTENTS);
     let deploy = call("deploy", json!(null));
-    let fresh = SessionState { intent: Some("fix".into()), ..active() };
+    let fresh = SessionState {
+        intent: Some("fix".into()),
+        ..active()
+    };
     let v = evaluate(&p, &deploy, &fresh, NOW);
     // `deploy` is outside the intent too; make it inside to isolate the approvals stop.
     assert_eq!(v.decision, Decision::Deny);
-    let p = pol(&INTENTS.replace("allow tool [\"git_*\"]", "allow tool [\"git_*\", \"deploy\"]"));
+    let p = pol(&INTENTS.replace(
+        "allow tool [\"git_*\"]",
+        "allow tool [\"git_*\", \"deploy\"]",
+    ));
     let v = evaluate(&p, &deploy, &fresh, NOW);
-    assert_eq!((v.decision, v.deciding_rule.as_str()), (Decision::StepUp, "deploy"));
-    let used = SessionState { approvals: 1, ..fresh };
+    assert_eq!(
+        (v.decision, v.deciding_rule.as_str()),
+        (Decision::StepUp, "deploy")
+    );
+    let used = SessionState {
+        approvals: 1,
+        ..fresh
+    };
     let v = evaluate(&p, &deploy, &used, NOW);
-    assert_eq!((v.decision, v.deciding_rule.as_str()), (Decision::Deny, "stop:max_approvals"));
+    assert_eq!(
+        (v.decision, v.deciding_rule.as_str()),
+        (Decision::Deny, "stop:max_approvals")
+    );
     assert_eq!(rules(&v), ["deploy", "stop:max_approvals"]);
     assert_eq!(v.step_up, None);
     assert_eq!(v.reason, "the intent's approval limit was reached");
@@ -341,7 +541,11 @@ rule hdr { when header.x-team != "a" deny "hdr" }
 rule neg { when not (args.branch == "main") deny "neg" }
 rule res { when resource != "x" deny "res" }"#;
     let v = eval(src, &call("git_push", json!({})));
-    assert_eq!(rules(&v), ["neg"], "only `not` turns an absent comparison true");
+    assert_eq!(
+        rules(&v),
+        ["neg"],
+        "only `not` turns an absent comparison true"
+    );
     let v = eval(src, &call("git_push", json!({"branch": "dev"})));
     assert_eq!(rules(&v), ["ne", "neg"]);
     // null equals nothing and is not `present`.
@@ -385,9 +589,17 @@ rule dc { when risk.data_classes contains "pii" deny "dc" }"#;
     h.risk.data_classes = vec!["pii".into()];
     assert_eq!(rules(&eval(src, &h)), ["g", "q", "pre", "re", "dc"]);
     h.target.path = "/v1/users/1".into();
-    assert_eq!(rules(&eval(src, &h)), ["g", "q", "pre", "dc"], "matches is a whole-value match");
+    assert_eq!(
+        rules(&eval(src, &h)),
+        ["g", "q", "pre", "dc"],
+        "matches is a whole-value match"
+    );
     let v = eval(src, &call("t", json!({"title": "héé", "list": ["a", "b"]})));
-    assert_eq!(rules(&v), ["len", "arr", "obj"], "len counts characters, elements, members");
+    assert_eq!(
+        rules(&v),
+        ["len", "arr", "obj"],
+        "len counts characters, elements, members"
+    );
 }
 
 #[test]
@@ -405,17 +617,38 @@ rule el { when session.elapsed > 30s and session.actions == 3 deny "el" }"#;
         taints: vec![name_hash("secret")],
         class_table: vec![name_hash("pushes")],
         history: vec![
-            HistoryEntry { at_ms: 1_000, subject: push, classes: 1 },
-            HistoryEntry { at_ms: 55_000, subject: push, classes: 1 },
-            HistoryEntry { at_ms: 58_000, subject: push, classes: 1 },
-            HistoryEntry { at_ms: 59_000, subject: name_hash("fetch_url"), classes: 0 },
+            HistoryEntry {
+                at_ms: 1_000,
+                subject: push,
+                classes: 1,
+            },
+            HistoryEntry {
+                at_ms: 55_000,
+                subject: push,
+                classes: 1,
+            },
+            HistoryEntry {
+                at_ms: 58_000,
+                subject: push,
+                classes: 1,
+            },
+            HistoryEntry {
+                at_ms: 59_000,
+                subject: name_hash("fetch_url"),
+                classes: 0,
+            },
         ],
         actions: 3,
         ..active()
     };
     let v = evaluate(&pol(src), &call("x", json!(null)), &s, NOW);
     assert_eq!(rules(&v), ["t", "u", "s", "c", "cc", "el"]);
-    let v = evaluate(&pol(src), &call("x", json!(null)), &SessionState::default(), NOW);
+    let v = evaluate(
+        &pol(src),
+        &call("x", json!(null)),
+        &SessionState::default(),
+        NOW,
+    );
     assert_eq!(rules(&v), ["default"]);
 }
 
@@ -429,9 +662,25 @@ rule sid { when session.id == "s1" and trace.id present deny "sid" }"#;
     let mut a = http("PUT", "x.example");
     a.identity.agent.id = Some("bot".into());
     a.identity.agent.auth = bundle::action::AuthMethod::Jwt;
-    a.headers = vec![("content-type".into(), "application/json; charset=utf-8".into())];
+    a.headers = vec![(
+        "content-type".into(),
+        "application/json; charset=utf-8".into(),
+    )];
     a.target.scheme = "https".into();
     a.session_id = Some("s1".into());
     a.trace_id = Some("abc".into());
     assert_eq!(rules(&eval(src, &a)), ["id", "h", "k", "sid"]);
+}
+
+#[test]
+fn classes_see_the_intent_in_force() {
+    let src = r#"pack "p" { default allow "ok" }
+intent fix { allow tool ["*"] }
+class fixing risk high { when intent == "fix" }"#;
+    let v = eval(src, &with_intent(call("x", json!(null))));
+    assert_eq!(v.classes, ["fixing"]);
+    assert_eq!(
+        eval(src, &call("x", json!(null))).classes,
+        Vec::<String>::new()
+    );
 }

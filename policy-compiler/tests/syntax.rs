@@ -1,13 +1,14 @@
 //! Parser tests: every construct of the grammar, and exact rendered errors (line, column, caret,
 //! hint) for a few mistakes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+
 use bundle::verdict::{Decision, Mode, RiskTier};
 use policy::ast::*;
 use policy::syntax::parse;
 
 mod common;
 use common::EVERYTHING;
-
 
 #[test]
 fn parses_every_construct() {
@@ -16,23 +17,32 @@ fn parses_every_construct() {
     assert_eq!(p.pack.version.node, "2.1.0");
     assert_eq!(p.pack.mode, Mode::Warn);
     assert_eq!(p.pack.default.decision, Decision::Allow);
-    assert_eq!(p.pack.unknown_session.step_up, Some(("oncall".to_owned(), 120)));
+    assert_eq!(
+        p.pack.unknown_session.step_up,
+        Some(("oncall".to_owned(), 120))
+    );
     assert_eq!(p.items.len(), 10);
 
     let Item::List(l) = &p.items[0] else { panic!() };
     assert_eq!(l.values.len(), 2);
     let Item::List(l) = &p.items[1] else { panic!() };
     assert_eq!(l.values[1].node, Literal::Num(8443.0));
-    let Item::Class(c) = &p.items[4] else { panic!() };
+    let Item::Class(c) = &p.items[4] else {
+        panic!()
+    };
     assert_eq!((c.risk, c.readonly), (RiskTier::Critical, false));
-    let Item::Intent(i) = &p.items[5] else { panic!() };
+    let Item::Intent(i) = &p.items[5] else {
+        panic!()
+    };
     assert_eq!(i.classes.len(), 2);
     assert_eq!(i.limits.max_actions, Some(10));
     assert_eq!(i.limits.max_approvals, Some(2));
     assert_eq!(i.limits.max_egress_bytes, Some(10 * 1024 * 1024));
     assert_eq!(i.limits.max_duration_ms, Some(30 * 60_000));
     assert_eq!(i.outside.defer, Some(("ctx".to_owned(), 250)));
-    let Item::ToolSchema(t) = &p.items[6] else { panic!() };
+    let Item::ToolSchema(t) = &p.items[6] else {
+        panic!()
+    };
     assert_eq!(t.args.len(), 4);
     assert_eq!(t.args[3].0.node, vec!["odd key".to_owned()]);
     assert_eq!(t.args[3].1, ValueType::Bool);
@@ -67,17 +77,31 @@ fn parses_every_construct() {
         ]
     );
     let text = format!("{:?}", r.when);
-    assert!(text.contains("Count(Spanned { node: Subject(\"git_push\")"), "{text}");
+    assert!(
+        text.contains("Count(Spanned { node: Subject(\"git_push\")"),
+        "{text}"
+    );
     assert!(text.contains("600000, Ge, 3"), "{text}");
     assert!(text.contains("OutsideIntent"));
 
     let Item::Rule(r) = &p.items[9] else { panic!() };
-    let mods: Vec<ModSpec> = r.decision.modifications.iter().map(|m| m.node.clone()).collect();
+    let mods: Vec<ModSpec> = r
+        .decision
+        .modifications
+        .iter()
+        .map(|m| m.node.clone())
+        .collect();
     assert_eq!(mods.len(), 7);
-    assert_eq!(mods[0], ModSpec::Clamp(vec![PathStep::Key("limit".into())], 1.0, 100.0));
+    assert_eq!(
+        mods[0],
+        ModSpec::Clamp(vec![PathStep::Key("limit".into())], 1.0, 100.0)
+    );
     assert_eq!(mods[6], ModSpec::RemoveTools(vec!["admin_*".into()]));
     let text = format!("{:?}", r.when);
-    assert!(text.contains("[Key(\"opts\"), Key(\"deep\"), Index(0), Key(\"k\")]"), "{text}");
+    assert!(
+        text.contains("[Key(\"opts\"), Key(\"deep\"), Index(0), Key(\"k\")]"),
+        "{text}"
+    );
     assert!(text.contains("Num(-1.5)"));
 }
 
@@ -89,7 +113,10 @@ fn precedence_not_and_or() {
     assert_eq!(
         r.when,
         Expr::Or(
-            Box::new(Expr::And(Box::new(Expr::Not(Box::new(Expr::Const(true)))), Box::new(Expr::Const(false)))),
+            Box::new(Expr::And(
+                Box::new(Expr::Not(Box::new(Expr::Const(true)))),
+                Box::new(Expr::Const(false))
+            )),
             Box::new(Expr::Const(true))
         )
     );
@@ -112,8 +139,7 @@ fn omitted_pack_fields_default_to_deny() {
 
 fn rendered(src: &str) -> String {
     parse(src)
-        .err()
-        .expect("should fail")
+        .expect_err("should fail")
         .iter()
         .map(|d| d.render("policy.pcl", src))
         .collect::<Vec<_>>()
@@ -151,30 +177,77 @@ fn value_errors_are_all_reported_before_the_syntax_error() {
 fn other_syntax_errors() {
     let cases: &[(&str, &str)] = &[
         ("rule r {}", "expected `pack` at the start of the file"),
-        ("pack \"p\" { colour \"red\" }", "unknown pack field `colour`"),
-        ("pack \"p\" {}\nrule r { when tool == \"x\" deny \"open", "unterminated string"),
-        ("pack \"p\" {}\nrule r { when tool == \"\\q\" deny \"x\" }", "unknown escape `\\q`"),
-        ("pack \"p\" {}\nintent i { max duration 30 }", "expected a duration, found `30`"),
-        ("pack \"p\" {}\nintent i { max egress_bytes 10 }", "expected a size, found `10`"),
-        ("pack \"p\" {}\nrule r { when tool == \"x\" modify \"m\" { } }", "needs at least one modification"),
-        ("pack \"p\" {}\nrule r { when tool = \"x\" deny \"d\" }", "expected a test after `tool`"),
-        ("pack \"p\" {}\nrule r { when tool == bogus deny \"d\" }", "expected a value, found `bogus`"),
-        ("pack \"p\" {}\nfoo", "expected `let`, `class`, `intent`, `tool` or `rule`, found `foo`"),
+        (
+            "pack \"p\" { colour \"red\" }",
+            "unknown pack field `colour`",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool == \"x\" deny \"open",
+            "unterminated string",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool == \"\\q\" deny \"x\" }",
+            "unknown escape `\\q`",
+        ),
+        (
+            "pack \"p\" {}\nintent i { max duration 30 }",
+            "expected a duration, found `30`",
+        ),
+        (
+            "pack \"p\" {}\nintent i { max egress_bytes 10 }",
+            "expected a size, found `10`",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool == \"x\" modify \"m\" { } }",
+            "needs at least one modification",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool = \"x\" deny \"d\" }",
+            "expected a test after `tool`",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool == bogus deny \"d\" }",
+            "expected a value, found `bogus`",
+        ),
+        (
+            "pack \"p\" {}\nfoo",
+            "expected `let`, `class`, `intent`, `tool` or `rule`, found `foo`",
+        ),
         ("pack \"p\" {}\npack \"q\" {}", "a file holds one pack"),
-        ("pack \"p\" {}\nrule r { when len(args.x) > 5s deny \"d\" }", "expected a plain number"),
-        ("pack \"p\" {}\nrule r { when tool == \"x\" deny \"d\" then explode }", "expected an effect"),
-        ("pack \"p\" {}\nrule r { when session.count(tool \"x\", within 99999999999999999999h) > 1 deny \"d\" }", "is too large"),
+        (
+            "pack \"p\" {}\nrule r { when len(args.x) > 5s deny \"d\" }",
+            "expected a plain number",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when tool == \"x\" deny \"d\" then explode }",
+            "expected an effect",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when session.count(tool \"x\", within 99999999999999999999h) > 1 deny \"d\" }",
+            "is too large",
+        ),
     ];
     for (src, want) in cases {
         let got = rendered(src);
-        assert!(got.contains(want), "for {src:?}\nwanted {want:?}\ngot {got}");
+        assert!(
+            got.contains(want),
+            "for {src:?}\nwanted {want:?}\ngot {got}"
+        );
         assert!(got.contains(" --> policy.pcl:"), "{got}");
     }
 }
 
 #[test]
 fn garbage_never_panics() {
-    for src in ["", "pack", "pack \"", "pack \"p\" {", "\u{0}\u{ffff}", "pack \"p\" {} rule r { when ((((", "pack \"p\" {} let x = [1,"] {
+    for src in [
+        "",
+        "pack",
+        "pack \"",
+        "pack \"p\" {",
+        "\u{0}\u{ffff}",
+        "pack \"p\" {} rule r { when ((((",
+        "pack \"p\" {} let x = [1,",
+    ] {
         assert!(parse(src).is_err(), "{src:?}");
     }
 }

@@ -1,6 +1,8 @@
 //! Tabletop runner and `policyc` CLI tests: history is recorded like the filter does, failures
 //! are reported with a diff, and the exit codes are the documented ones.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+
 use policy::tabletop::{self, Case};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,7 +114,8 @@ fn history_is_one_second_apart_and_pins_the_declared_intent() {
     let seen = std::cell::RefCell::new(Vec::new());
     let p = policy::syntax::parse(POLICY).unwrap();
     let verdicts = tabletop::simulate(case, &|a, s, t| {
-        seen.borrow_mut().push((t, a.declared_intent.clone(), s.actions));
+        seen.borrow_mut()
+            .push((t, a.declared_intent.clone(), s.actions));
         policy::interp::evaluate(&p, a, s, t)
     });
     assert_eq!(verdicts.len(), 4);
@@ -131,7 +134,11 @@ fn history_is_one_second_apart_and_pins_the_declared_intent() {
 #[test]
 fn a_wrong_expectation_is_reported_with_a_diff() {
     let p = policy::syntax::parse(POLICY).unwrap();
-    let wrong = TESTS.replacen("decision = \"ALLOW\"\nrule = \"reads\"", "decision = \"DENY\"\nrule = \"secret\"", 1);
+    let wrong = TESTS.replacen(
+        "decision = \"ALLOW\"\nrule = \"reads\"",
+        "decision = \"DENY\"\nrule = \"secret\"",
+        1,
+    );
     let results = tabletop::run_cases(&p, &tabletop::parse(&wrong).unwrap());
     assert_eq!(
         results[0].mismatches,
@@ -152,8 +159,12 @@ fn malformed_test_files_are_refused() {
 }
 
 fn policyc(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_policyc")).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(env!("CARGO_BIN_EXE_policyc"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -169,7 +180,11 @@ fn policyc_test_runs_interpreter_and_vm_and_sets_the_exit_code() {
     assert!(out.contains("interpreter + bundle VM"), "{out}");
     assert!(out.contains("5 passed, 0 failed"), "{out}");
 
-    let bad = pack_dir("bad", POLICY, &TESTS.replacen("decision = \"ALLOW\"", "decision = \"DENY\"", 1));
+    let bad = pack_dir(
+        "bad",
+        POLICY,
+        &TESTS.replacen("decision = \"ALLOW\"", "decision = \"DENY\"", 1),
+    );
     let (code, out) = policyc(&["test", s(&bad.join("tests.toml"))]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL  reading is allowed"), "{out}");
@@ -191,7 +206,11 @@ fn policyc_check_and_fmt_exit_codes() {
     assert_eq!(code, 0, "{out}");
 
     let broken = dir.join("broken.pcl");
-    std::fs::write(&broken, "pack \"p\" {}\nrule r { when target.hots == \"a\" deny \"x\" }\n").unwrap();
+    std::fs::write(
+        &broken,
+        "pack \"p\" {}\nrule r { when target.hots == \"a\" deny \"x\" }\n",
+    )
+    .unwrap();
     let (code, out) = policyc(&["check", s(&broken)]);
     assert_eq!(code, 1);
     assert!(out.contains("error: unknown field `target.hots`"), "{out}");
@@ -207,11 +226,19 @@ fn policyc_check_and_fmt_exit_codes() {
 
     // fmt --check fails on an unformatted file, fmt fixes it, then --check passes.
     let messy = dir.join("messy.pcl");
-    std::fs::write(&messy, "pack \"p\" {}   rule r {when tool==\"x\" allow \"y\"}").unwrap();
+    std::fs::write(
+        &messy,
+        "pack \"p\" {}   rule r {when tool==\"x\" allow \"y\"}",
+    )
+    .unwrap();
     assert_eq!(policyc(&["fmt", "--check", s(&messy)]).0, 1);
     assert_eq!(policyc(&["fmt", s(&messy)]).0, 0);
     assert_eq!(policyc(&["fmt", "--check", s(&messy)]).0, 0);
-    assert!(std::fs::read_to_string(&messy).unwrap().contains("rule r {\n  when tool == \"x\"\n  allow \"y\"\n}\n"));
+    assert!(
+        std::fs::read_to_string(&messy)
+            .unwrap()
+            .contains("rule r {\n  when tool == \"x\"\n  allow \"y\"\n}\n")
+    );
     // A file with errors is never rewritten (an unknown field must not be formatted away).
     let before = std::fs::read_to_string(&broken).unwrap();
     assert_eq!(policyc(&["fmt", s(&broken)]).0, 1);
