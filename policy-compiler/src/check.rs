@@ -17,10 +17,17 @@ use crate::ast::{
     Policy, RuleDef, SetRef, Span, Spanned, ValueType,
 };
 use crate::diag::{Diagnostic, suggest};
-use crate::fmt::expr as expr_text;
 use crate::syntax::expr::{arg_path_text, field_name};
-use bundle::verdict::{Decision, Mode};
 use std::collections::{HashMap, HashSet};
+
+mod lint;
+mod schema;
+mod types;
+
+use types::{Ty, field_ty, lit_ty, op_text, ty_word, vt_to_ty, vt_word};
+
+pub(crate) use lint::pinned_tool;
+use schema::{SchemaHit, schema_lookup, schema_path_text, schema_type};
 
 /// Parse and check source text: the policy (when it parsed) and every diagnostic, errors first
 /// in source order, then warnings.
@@ -41,71 +48,6 @@ pub fn check(p: &Policy) -> Vec<Diagnostic> {
     let mut d = c.diags;
     d.sort_by_key(|d| (d.span.start, !d.is_error()));
     d
-}
-
-/// The static type of a field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ty {
-    Str,
-    Num,
-    Bool,
-    StrSet,
-    /// An argument: whatever the JSON holds (or the schema says).
-    Any,
-}
-
-fn field_ty(f: &Field) -> Ty {
-    match f {
-        Field::Port
-        | Field::RequestSize
-        | Field::SessionActions
-        | Field::SessionEgressBytes
-        | Field::SessionApprovals
-        | Field::SessionElapsed
-        | Field::SessionDrift => Ty::Num,
-        Field::RiskSecrets => Ty::Bool,
-        Field::RiskDataClasses => Ty::StrSet,
-        Field::Arg(_) => Ty::Any,
-        _ => Ty::Str,
-    }
-}
-
-fn lit_ty(l: &Literal) -> Ty {
-    match l {
-        Literal::Str(_) => Ty::Str,
-        Literal::Num(_) => Ty::Num,
-        Literal::Bool(_) => Ty::Bool,
-    }
-}
-
-fn ty_word(t: Ty) -> &'static str {
-    match t {
-        Ty::Str => "a string",
-        Ty::Num => "a number",
-        Ty::Bool => "a boolean",
-        Ty::StrSet => "a set of strings",
-        Ty::Any => "a value",
-    }
-}
-
-fn vt_to_ty(t: ValueType) -> Option<Ty> {
-    match t {
-        ValueType::String => Some(Ty::Str),
-        ValueType::Number => Some(Ty::Num),
-        ValueType::Bool => Some(Ty::Bool),
-        _ => None,
-    }
-}
-
-fn vt_word(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
-    }
 }
 
 struct Checker<'p> {
@@ -179,7 +121,8 @@ impl<'p> Checker<'p> {
                 Item::Rule(r) => self.rule(r),
             }
         }
-        self.rule_warnings();
+        let warnings = lint::rule_warnings(self.p);
+        self.diags.extend(warnings);
     }
 
     /// Duplicate definitions; builds the name tables.
@@ -329,12 +272,6 @@ impl<'p> Checker<'p> {
                     None,
                 );
             }
-        }
-        if r.decision.decision != Decision::Allow
-            && r.decision.decision != Decision::Deny
-            && r.mode == Some(Mode::Audit)
-        {
-            // Fine: audit rules may ask for anything; nothing to check.
         }
     }
 
@@ -780,211 +717,10 @@ impl<'p> Checker<'p> {
             );
         }
     }
-
-    fn rule_warnings(&mut self) {
-        let p = self.p;
-        let rules: Vec<&RuleDef> = p
-            .items
-            .iter()
-            .filter_map(|i| if let Item::Rule(r) = i { Some(r) } else { None })
-            .collect();
-        for r in &rules {
-            if let Some(why) = never_matches(&r.when) {
-                self.diags.push(Diagnostic::warning(
-                    r.name.span,
-                    format!("rule `{}` can never match: {why}", r.name.node),
-                ));
-            }
-        }
-        let conj: Vec<HashSet<String>> = rules.iter().map(|r| conjuncts(&r.when)).collect();
-        for (i, r) in rules.iter().enumerate() {
-            let r_mode = r.mode.unwrap_or(p.pack.mode);
-            if r_mode != Mode::Enforce || never_matches(&r.when).is_some() {
-                continue;
-            }
-            for (j, s) in rules.iter().enumerate() {
-                if i == j || s.mode.unwrap_or(p.pack.mode) != Mode::Enforce {
-                    continue;
-                }
-                let (Some(ci), Some(cj)) = (conj.get(i), conj.get(j)) else {
-                    continue;
-                };
-                // `s` matches whenever `r` does when every conjunct of `s` is a conjunct of `r`.
-                if cj.is_subset(ci) && s.decision.decision > r.decision.decision {
-                    self.diags.push(
-                        Diagnostic::warning(r.name.span, format!(
-                            "rule `{}` can never decide: rule `{}` matches whenever it does and is stricter ({})",
-                            r.name.node, s.name.node, s.decision.decision.as_str()
-                        ))
-                        .with_hint("remove it, narrow the stricter rule, or run it in audit mode"),
-                    );
-                    break;
-                }
-            }
-        }
-    }
 }
 
 #[derive(Clone, Copy)]
 enum Scope<'a> {
     Class(usize, &'a str),
     Rule,
-}
-
-fn op_text(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
-    }
-}
-
-fn schema_path_text(p: &[String]) -> String {
-    arg_path_text(
-        &p.iter()
-            .map(|k| PathStep::Key(k.clone()))
-            .collect::<Vec<_>>(),
-    )
-}
-
-enum SchemaHit {
-    Exact(ValueType),
-    /// Inside a declared array or object (not described further).
-    Inside,
-    Unknown,
-}
-
-fn step_key(s: &PathStep) -> String {
-    match s {
-        PathStep::Key(k) => k.clone(),
-        PathStep::Index(n) => n.to_string(),
-    }
-}
-
-fn schema_lookup(s: &crate::ast::ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
-    let keys: Vec<String> = path.iter().map(step_key).collect();
-    for (p, t) in &s.args {
-        if p.node == keys {
-            return SchemaHit::Exact(*t);
-        }
-    }
-    for (p, t) in &s.args {
-        if keys.starts_with(&p.node) && matches!(t, ValueType::Array | ValueType::Object) {
-            return SchemaHit::Inside;
-        }
-        // A declared deeper path implies the intermediate objects exist.
-        if p.node.starts_with(&keys) {
-            return SchemaHit::Exact(ValueType::Object);
-        }
-    }
-    SchemaHit::Unknown
-}
-
-fn schema_type(s: &crate::ast::ToolSchemaDef, path: &[PathStep]) -> Option<ValueType> {
-    match schema_lookup(s, path) {
-        SchemaHit::Exact(t) => Some(t),
-        _ => None,
-    }
-}
-
-/// The top-level conjuncts of a condition (`a and (b and c)` -> {a, b, c}), as canonical text.
-fn conjuncts(e: &Expr) -> HashSet<String> {
-    let mut out = HashSet::new();
-    fn walk(e: &Expr, out: &mut HashSet<String>) {
-        match e {
-            Expr::And(a, b) => {
-                walk(a, out);
-                walk(b, out);
-            }
-            Expr::Const(true) => {}
-            other => {
-                out.insert(expr_text(other));
-            }
-        }
-    }
-    walk(e, &mut out);
-    out
-}
-
-fn conjunct_list(e: &Expr) -> Vec<&Expr> {
-    match e {
-        Expr::And(a, b) => {
-            let mut v = conjunct_list(a);
-            v.extend(conjunct_list(b));
-            v
-        }
-        other => vec![other],
-    }
-}
-
-/// The tool a condition pins with a top-level `tool == "x"` (or `tool in ["x"]`).
-pub(crate) fn pinned_tool(e: &Expr) -> Option<&str> {
-    conjunct_list(e).into_iter().find_map(|c| match c {
-        Expr::Cmp(f, CmpOp::Eq, lit) if f.node == Field::Tool => match &lit.node {
-            Literal::Str(s) => Some(s.as_str()),
-            _ => None,
-        },
-        Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => {
-            match v.first().map(|l| &l.node) {
-                Some(Literal::Str(s)) => Some(s.as_str()),
-                _ => None,
-            }
-        }
-        _ => None,
-    })
-}
-
-/// Why a condition can never hold, when that is visible from its top-level conjuncts.
-fn never_matches(e: &Expr) -> Option<String> {
-    let parts = conjunct_list(e);
-    if parts.iter().any(|c| matches!(c, Expr::Const(false))) {
-        return Some("its condition contains `false`".to_owned());
-    }
-    let mut pinned: HashMap<String, (String, String)> = HashMap::new();
-    for c in &parts {
-        if let Expr::Cmp(f, CmpOp::Eq, lit) = c
-            && let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_)))
-        {
-            let name = field_name(&f.node);
-            let text = expr_text(c);
-            if let Some((other, other_text)) = pinned.get(&name)
-                && other != v
-            {
-                return Some(format!("`{other_text}` and `{text}` cannot both hold"));
-            }
-            pinned.insert(name, (v.clone(), text));
-        }
-    }
-    if let Some((k, ktext)) = pinned.get("kind")
-        && k == "http"
-    {
-        for f in ["tool", "resource", "prompt"] {
-            if let Some((_, t)) = pinned.get(f) {
-                return Some(format!(
-                    "an HTTP action has no {f}: `{ktext}` and `{t}` cannot both hold"
-                ));
-            }
-        }
-        for c in &parts {
-            if let Expr::Present(f) = c
-                && matches!(f.node, Field::Tool | Field::Resource | Field::Prompt)
-            {
-                return Some(format!("an HTTP action has no {}", field_name(&f.node)));
-            }
-        }
-    }
-    // `x` and `not x` at the top level.
-    let texts: HashSet<String> = parts.iter().map(|c| expr_text(c)).collect();
-    for c in &parts {
-        if let Expr::Not(inner) = c {
-            let t = expr_text(inner);
-            if texts.contains(&t) {
-                return Some(format!("`{t}` and `not {t}` cannot both hold"));
-            }
-        }
-    }
-    None
 }

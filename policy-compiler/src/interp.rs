@@ -41,7 +41,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
                 now_ms,
                 classes: &classes,
                 intent: intent_def,
-                in_class: true,
+                evaluating_classes: true,
             };
             if ctx.eval(&c.when) {
                 classes.push(c);
@@ -61,7 +61,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         now_ms,
         classes: &classes,
         intent: intent_def,
-        in_class: false,
+        evaluating_classes: false,
     };
 
     // 2. Built-in checks.
@@ -374,7 +374,7 @@ struct Ctx<'a> {
     intent: Option<&'a IntentDef>,
     /// Evaluating a class's `when`: `intent.outside` is false there (it depends on the classes;
     /// the checker refuses it).
-    in_class: bool,
+    evaluating_classes: bool,
 }
 
 fn num(n: impl Into<f64>) -> Val<'static> {
@@ -389,7 +389,7 @@ impl<'a> Ctx<'a> {
     /// `intent.outside`: an acting action outside the intent in force (false when none).
     fn outside_intent(&self) -> bool {
         let Some(def) = self.intent else { return false };
-        if !acting(self.action) {
+        if self.evaluating_classes || !acting(self.action) {
             return false;
         }
         let a = self.action;

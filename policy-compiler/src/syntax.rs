@@ -91,18 +91,18 @@
 //! comment     = "#" { any } newline | "//" { any } newline ;
 //! ```
 
+mod decision;
 pub(crate) mod expr;
+mod items;
 pub(crate) mod lex;
 
-use crate::ast::{
-    DecisionSpec, EffectSpec, IntentDef, IntentLimits, Item, ListDef, Literal, ModSpec, Pack,
-    Policy, RuleDef, Span, Spanned, ToolSchemaDef, ValueType,
-};
+use decision::decision;
+use items::{class_def, intent_def, list_def, rule_def, tool_schema};
+
+use crate::ast::{DecisionSpec, Item, Literal, Pack, Policy, Span, Spanned, ValueType};
 use crate::diag::Diagnostic;
-use bundle::verdict::{Decision, Mode, RiskTier};
-use lex::{
-    expected, ident, kw, must_ident, must_kw, must_string, must_sym, number, sp, span, string, sym,
-};
+use bundle::verdict::{Decision, Mode};
+use lex::{expected, ident, kw, must_kw, must_string, must_sym, number, sp, span, string, sym};
 use nom::IResult;
 use nom_locate::LocatedSpan;
 use std::cell::RefCell;
@@ -343,7 +343,7 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
     }
 }
 
-fn implicit_deny(reason: &str) -> DecisionSpec {
+pub(crate) fn implicit_deny(reason: &str) -> DecisionSpec {
     DecisionSpec {
         decision: Decision::Deny,
         reason: reason.to_owned(),
@@ -354,7 +354,7 @@ fn implicit_deny(reason: &str) -> DecisionSpec {
     }
 }
 
-fn mode_kw(i: In<'_>) -> R<'_, Mode> {
+pub(crate) fn mode_kw(i: In<'_>) -> R<'_, Mode> {
     if let Ok((r, _)) = kw("audit")(i) {
         return Ok((r, Mode::Audit));
     }
@@ -393,24 +393,6 @@ fn item(i: In<'_>) -> R<'_, Item> {
     Err(expected(i, "`let`, `class`, `intent`, `tool` or `rule`"))
 }
 
-fn list_def(i: In<'_>, start: Span) -> R<'_, ListDef> {
-    let (i, (name, nspan)) = must_ident(i, "the list's name after `let`")?;
-    let (i, _) = must_sym(i, "=", " after the list name")?;
-    let (i, _) = must_sym(i, "[", " to start the list")?;
-    let (i, values) = literal_items(i)?;
-    Ok((
-        i,
-        ListDef {
-            name: Spanned {
-                node: name,
-                span: nspan,
-            },
-            values,
-            span: join(start, &i),
-        },
-    ))
-}
-
 /// The span from `start` to the current position.
 pub(crate) fn join(start: Span, end: &In<'_>) -> Span {
     Span {
@@ -442,7 +424,7 @@ pub(crate) fn literal_items(mut i: In<'_>) -> R<'_, Vec<Spanned<Literal>>> {
 }
 
 /// Strings separated by commas, in brackets.
-fn string_list<'a>(i: In<'a>, what: &str) -> R<'a, Vec<Spanned<String>>> {
+pub(crate) fn string_list<'a>(i: In<'a>, what: &str) -> R<'a, Vec<Spanned<String>>> {
     let (mut i, _) = must_sym(i, "[", &format!(" to start the list of {what}"))?;
     let mut out = Vec::new();
     loop {
@@ -576,7 +558,7 @@ pub(crate) fn integer<'a>(i: In<'a>, what: &str) -> R<'a, (u64, Span)> {
     }
 }
 
-fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
+pub(crate) fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
     u32::try_from(v).unwrap_or_else(|_| {
         soft(Diagnostic::error(
             sp_,
@@ -584,226 +566,6 @@ fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
         ));
         u32::MAX
     })
-}
-
-fn class_def(i: In<'_>, start: Span) -> R<'_, crate::ast::ClassDef> {
-    let (i, (name, nspan)) = must_ident(i, "the class name after `class`")?;
-    let (i, _) = must_kw(
-        i,
-        "risk",
-        " after the class name (`class NAME risk low { ... }`)",
-    )?;
-    let (i, risk) = tier(i)?;
-    let (i, readonly) = match kw("readonly")(i) {
-        Ok((r, _)) => (r, true),
-        Err(_) => (i, false),
-    };
-    let (i, _) = must_sym(i, "{", " to start the class body")?;
-    let (i, _) = must_kw(i, "when", " in the class body")?;
-    let (i, when) = expr::expr(i)?;
-    let (i, _) = must_sym(i, "}", " to end the class")?;
-    Ok((
-        i,
-        crate::ast::ClassDef {
-            name: Spanned {
-                node: name,
-                span: nspan,
-            },
-            risk,
-            readonly,
-            when,
-            span: join(start, &i),
-        },
-    ))
-}
-
-fn tier(i: In<'_>) -> R<'_, RiskTier> {
-    for (w, t) in [
-        ("low", RiskTier::Low),
-        ("medium", RiskTier::Medium),
-        ("high", RiskTier::High),
-        ("critical", RiskTier::Critical),
-    ] {
-        if let Ok((r, _)) = kw(w)(i) {
-            return Ok((r, t));
-        }
-    }
-    Err(expected(
-        i,
-        "a risk tier (`low`, `medium`, `high` or `critical`)",
-    ))
-}
-
-fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
-    let (i, (name, nspan)) = must_ident(i, "the intent name after `intent`")?;
-    let (mut i, _) = must_sym(i, "{", " to start the intent body")?;
-    let mut def = IntentDef {
-        name: Spanned {
-            node: name,
-            span: nspan,
-        },
-        description: None,
-        classes: Vec::new(),
-        tools: Vec::new(),
-        hosts: Vec::new(),
-        data_scopes: Vec::new(),
-        limits: IntentLimits::default(),
-        outside: implicit_deny("outside the declared intent"),
-        span: start,
-    };
-    let mut outside_seen = false;
-    loop {
-        if let Ok((rest, _)) = sym("}")(i) {
-            def.span = join(start, &rest);
-            return Ok((rest, def));
-        }
-        if let Ok((rest, _)) = kw("description")(i) {
-            let (rest, (d, dspan)) = must_string(rest, "the description as a string")?;
-            def.description = Some(Spanned {
-                node: d,
-                span: dspan,
-            });
-            i = rest;
-        } else if let Ok((rest, _)) = kw("allow")(i) {
-            if let Ok((rest, _)) = kw("class")(rest) {
-                let (mut r, _) = must_sym(rest, "[", " to start the list of classes")?;
-                loop {
-                    if let Ok((rest, _)) = sym("]")(r) {
-                        r = rest;
-                        break;
-                    }
-                    let (rest, (c, cspan)) = must_ident(r, "a class name or `]`")?;
-                    def.classes.push(Spanned {
-                        node: c,
-                        span: cspan,
-                    });
-                    r = rest;
-                    if let Ok((rest, _)) = sym(",")(r) {
-                        r = rest;
-                    } else if sym("]")(r).is_err() {
-                        return Err(expected(r, "`,` or `]`"));
-                    }
-                }
-                i = r;
-            } else if let Ok((rest, _)) = kw("tool")(rest) {
-                let (rest, l) = string_list(rest, "tool globs")?;
-                def.tools.extend(l);
-                i = rest;
-            } else if let Ok((rest, _)) = kw("host")(rest) {
-                let (rest, l) = string_list(rest, "host globs")?;
-                def.hosts.extend(l);
-                i = rest;
-            } else if let Ok((rest, _)) = kw("data")(rest) {
-                let (rest, l) = string_list(rest, "data classes")?;
-                def.data_scopes.extend(l);
-                i = rest;
-            } else {
-                return Err(expected(
-                    rest,
-                    "`class`, `tool`, `host` or `data` after `allow`",
-                ));
-            }
-        } else if let Ok((rest, _)) = kw("max")(i) {
-            if let Ok((rest, _)) = kw("actions")(rest) {
-                let (rest, (n, nsp)) = integer(rest, "a whole number of actions")?;
-                def.limits.max_actions = Some(u32_of(n, nsp, "max actions"));
-                i = rest;
-            } else if let Ok((rest, _)) = kw("approvals")(rest) {
-                let (rest, (n, nsp)) = integer(rest, "a whole number of approvals")?;
-                def.limits.max_approvals = Some(u32_of(n, nsp, "max approvals"));
-                i = rest;
-            } else if let Ok((rest, _)) = kw("egress_bytes")(rest) {
-                let (rest, n) = match number(rest) {
-                    Ok(x) => x,
-                    Err(nom::Err::Error(_)) => return Err(expected(rest, "a size like `10MB`")),
-                    Err(e) => return Err(e),
-                };
-                let Some(mult) = n.unit.and_then(lex::size_multiplier) else {
-                    return Err(nom::Err::Failure(PErr {
-                        span: n.span,
-                        message: format!("expected a size, found `{}`", n.text),
-                        hint: Some("write a unit: `512B`, `64KiB`, `10MB`, `1GiB`, ...".to_owned()),
-                    }));
-                };
-                let bytes = n.int.and_then(|v| v.checked_mul(mult)).unwrap_or_else(|| {
-                    soft(Diagnostic::error(
-                        n.span,
-                        format!("size `{}` is not a whole number or is too large", n.text),
-                    ));
-                    0
-                });
-                def.limits.max_egress_bytes = Some(bytes);
-                i = rest;
-            } else if let Ok((rest, _)) = kw("duration")(rest) {
-                let (rest, (ms, _)) = duration(rest, "the maximum duration")?;
-                def.limits.max_duration_ms = Some(ms);
-                i = rest;
-            } else {
-                return Err(expected(
-                    rest,
-                    "`actions`, `approvals`, `egress_bytes` or `duration` after `max`",
-                ));
-            }
-        } else if let Ok((rest, ospan)) = kw("outside")(i) {
-            if outside_seen {
-                soft(Diagnostic::error(
-                    ospan,
-                    "duplicate `outside` in the intent",
-                ));
-            }
-            outside_seen = true;
-            let (rest, d) = decision(rest)?;
-            def.outside = d;
-            i = rest;
-        } else {
-            return Err(expected(
-                i,
-                "`description`, `allow`, `max`, `outside` or `}` in the intent",
-            ));
-        }
-    }
-}
-
-fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
-    let (i, (tool, tspan)) = must_string(i, "the tool name as a string after `tool`")?;
-    let (mut i, _) = must_sym(i, "{", " to start the tool's argument schema")?;
-    let mut args = Vec::new();
-    loop {
-        if let Ok((rest, _)) = sym("}")(i) {
-            return Ok((
-                rest,
-                ToolSchemaDef {
-                    tool: Spanned {
-                        node: tool,
-                        span: tspan,
-                    },
-                    args,
-                    span: join(start, &rest),
-                },
-            ));
-        }
-        let (rest, (path, pspan)) = expr::arg_path_required(i)?;
-        let (rest, _) = must_sym(rest, ":", " after the argument path")?;
-        let (rest, t) = vtype(rest)?;
-        let key_path = path
-            .into_iter()
-            .map(|s| match s {
-                crate::ast::PathStep::Key(k) => k,
-                crate::ast::PathStep::Index(n) => n.to_string(),
-            })
-            .collect();
-        args.push((
-            Spanned {
-                node: key_path,
-                span: pspan,
-            },
-            t,
-        ));
-        i = rest;
-        if let Ok((rest, _)) = sym(",")(i) {
-            i = rest;
-        }
-    }
 }
 
 /// A value type name.
@@ -823,261 +585,5 @@ pub(crate) fn vtype(i: In<'_>) -> R<'_, ValueType> {
     Err(expected(
         i,
         "a type (`string`, `number`, `bool`, `array`, `object` or `null`)",
-    ))
-}
-
-fn rule_def(i: In<'_>, start: Span) -> R<'_, RuleDef> {
-    let (i, (name, nspan)) = must_ident(i, "the rule name after `rule`")?;
-    let (i, mode) = match kw("mode")(i) {
-        Ok((rest, _)) => {
-            let (rest, m) = mode_kw(rest)?;
-            (rest, Some(m))
-        }
-        Err(_) => (i, None),
-    };
-    let (i, _) = must_sym(i, "{", " after the rule name")?;
-    let (i, _) = must_kw(i, "when", " at the start of the rule body")?;
-    let (i, when) = expr::expr(i)?;
-    let (i, decision) = match decision(i) {
-        Ok(x) => x,
-        Err(nom::Err::Failure(e)) if e.message.starts_with("expected a decision") => {
-            return Err(expected(
-                i,
-                "`and`, `or` or a decision (`allow`, `deny`, `modify`, `step_up`, `defer`)",
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    let mut effects = Vec::new();
-    let mut i = i;
-    if let Ok((rest, _)) = kw("then")(i) {
-        i = rest;
-        loop {
-            let (rest, e) = effect(i)?;
-            effects.push(e);
-            i = rest;
-            match sym(",")(i) {
-                Ok((rest, _)) => i = rest,
-                Err(_) => break,
-            }
-        }
-    }
-    let (i, _) = must_sym(i, "}", " to end the rule")?;
-    Ok((
-        i,
-        RuleDef {
-            name: Spanned {
-                node: name,
-                span: nspan,
-            },
-            mode,
-            when,
-            decision,
-            effects,
-            span: join(start, &i),
-        },
-    ))
-}
-
-fn effect(i: In<'_>) -> R<'_, Spanned<EffectSpec>> {
-    let (i, _) = sp(i)?;
-    let start = i;
-    let (rest, e) = if let Ok((rest, _)) = kw("taint")(i) {
-        let (rest, (t, _)) = must_string(rest, "the taint name as a string")?;
-        (rest, EffectSpec::Taint(t))
-    } else if let Ok((rest, _)) = kw("revoke")(i) {
-        if let Ok((rest, _)) = kw("tool")(rest) {
-            match string(rest) {
-                Ok((rest, (t, _))) => (rest, EffectSpec::RevokeTool(Some(t))),
-                Err(nom::Err::Error(_)) => (rest, EffectSpec::RevokeTool(None)),
-                Err(e) => return Err(e),
-            }
-        } else if let Ok((rest, _)) = kw("class")(rest) {
-            let (rest, (c, _)) = must_ident(rest, "a class name after `revoke class`")?;
-            (rest, EffectSpec::RevokeClass(c))
-        } else {
-            return Err(expected(rest, "`tool` or `class` after `revoke`"));
-        }
-    } else if let Ok((rest, _)) = kw("read_only")(i) {
-        (rest, EffectSpec::ReadOnly)
-    } else if let Ok((rest, _)) = kw("kill")(i) {
-        (rest, EffectSpec::Kill)
-    } else {
-        return Err(expected(
-            i,
-            "an effect (`taint`, `revoke tool`, `revoke class`, `read_only` or `kill`)",
-        ));
-    };
-    Ok((
-        rest,
-        Spanned {
-            node: e,
-            span: span(&start, &rest),
-        },
-    ))
-}
-
-/// A decision with its reason and parameters.
-pub(crate) fn decision(i: In<'_>) -> R<'_, DecisionSpec> {
-    let (i, _) = sp(i)?;
-    let start = i;
-    let words = [
-        ("allow", Decision::Allow),
-        ("deny", Decision::Deny),
-        ("modify", Decision::Modify),
-        ("step_up", Decision::StepUp),
-        ("defer", Decision::Defer),
-    ];
-    let Some((rest, d)) = words
-        .iter()
-        .find_map(|(w, d)| kw(w)(i).ok().map(|(r, _)| (r, *d)))
-    else {
-        return Err(expected(
-            i,
-            "a decision (`allow`, `deny`, `modify`, `step_up` or `defer`)",
-        ));
-    };
-    let (rest, (reason, _)) = must_string(rest, "the decision's reason as a string")?;
-    let mut spec = DecisionSpec {
-        decision: d,
-        reason,
-        modifications: Vec::new(),
-        step_up: None,
-        defer: None,
-        span: start_span(&start),
-    };
-    let rest = match d {
-        Decision::Allow | Decision::Deny => rest,
-        Decision::Modify => {
-            let (mut r, _) = must_sym(rest, "{", " to list the modifications")?;
-            loop {
-                if let Ok((rr, close)) = sym("}")(r) {
-                    if spec.modifications.is_empty() {
-                        soft(Diagnostic::error(
-                            close,
-                            "a `modify` decision needs at least one modification",
-                        ));
-                    }
-                    r = rr;
-                    break;
-                }
-                let (rr, m) = modification(r)?;
-                spec.modifications.push(m);
-                r = rr;
-                if let Ok((rr, _)) = sym(";")(r) {
-                    r = rr;
-                }
-            }
-            r
-        }
-        Decision::StepUp => {
-            let (r, _) = must_sym(
-                rest,
-                "{",
-                " (`step_up \"reason\" { group \"g\" timeout 15m }`)",
-            )?;
-            let (r, _) = must_kw(r, "group", " in the step_up parameters")?;
-            let (r, (group, _)) = must_string(r, "the approver group as a string")?;
-            let (r, _) = must_kw(r, "timeout", " after the approver group")?;
-            let (r, (ms, tspan)) = duration(r, "the approval timeout")?;
-            let (r, _) = must_sym(r, "}", " to end the step_up parameters")?;
-            if ms == 0 || ms % 1000 != 0 {
-                soft(
-                    Diagnostic::error(
-                        tspan,
-                        "a step_up timeout must be a positive whole number of seconds",
-                    )
-                    .with_hint("write e.g. `timeout 90s` or `timeout 15m`"),
-                );
-            }
-            spec.step_up = Some((group, u32_of(ms / 1000, tspan, "step_up timeout")));
-            r
-        }
-        Decision::Defer => {
-            let (r, _) = must_sym(
-                rest,
-                "{",
-                " (`defer \"reason\" { service \"s\" timeout 500ms }`)",
-            )?;
-            let (r, _) = must_kw(r, "service", " in the defer parameters")?;
-            let (r, (service, _)) = must_string(r, "the context service name as a string")?;
-            let (r, _) = must_kw(r, "timeout", " after the context service")?;
-            let (r, (ms, tspan)) = duration(r, "the defer timeout")?;
-            let (r, _) = must_sym(r, "}", " to end the defer parameters")?;
-            if ms == 0 {
-                soft(Diagnostic::error(tspan, "a defer timeout must be positive"));
-            }
-            spec.defer = Some((service, u32_of(ms, tspan, "defer timeout")));
-            r
-        }
-    };
-    spec.span = join(spec.span, &rest);
-    Ok((rest, spec))
-}
-
-fn start_span(i: &In<'_>) -> Span {
-    span(i, i)
-}
-
-fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
-    let (i, _) = sp(i)?;
-    let start = i;
-    let (rest, m) = if let Ok((rest, _)) = kw("redact_secrets")(i) {
-        (rest, ModSpec::RedactSecrets)
-    } else if let Ok((rest, _)) = kw("redact")(i) {
-        let (rest, (p, _)) = expr::arg_path_required(rest)?;
-        (rest, ModSpec::Redact(p))
-    } else if let Ok((rest, _)) = kw("drop")(i) {
-        let (rest, (p, _)) = expr::arg_path_required(rest)?;
-        (rest, ModSpec::Drop(p))
-    } else if let Ok((rest, _)) = kw("clamp")(i) {
-        let (rest, (p, _)) = expr::arg_path_required(rest)?;
-        let (rest, lo) = match number(rest) {
-            Ok(x) => x,
-            Err(nom::Err::Error(_)) => {
-                return Err(expected(rest, "the lower bound (`clamp args.x 1..100`)"));
-            }
-            Err(e) => return Err(e),
-        };
-        let (rest, _) = must_sym(rest, "..", " between the bounds (`1..100`)")?;
-        let (rest, hi) = match number(rest) {
-            Ok(x) => x,
-            Err(nom::Err::Error(_)) => return Err(expected(rest, "the upper bound")),
-            Err(e) => return Err(e),
-        };
-        for n in [&lo, &hi] {
-            if n.unit.is_some() {
-                soft(Diagnostic::error(
-                    n.span,
-                    format!("clamp bounds are plain numbers, found `{}`", n.text),
-                ));
-            }
-        }
-        (rest, ModSpec::Clamp(p, lo.value, hi.value))
-    } else if let Ok((rest, _)) = kw("strip_header")(i) {
-        let (rest, (h, _)) = must_string(rest, "the header name as a string")?;
-        (rest, ModSpec::StripHeader(h))
-    } else if let Ok((rest, _)) = kw("set_header")(i) {
-        let (rest, (h, _)) = must_string(rest, "the header name as a string")?;
-        let (rest, (v, _)) = must_string(rest, "the header value as a string")?;
-        (rest, ModSpec::SetHeader(h, v))
-    } else if let Ok((rest, _)) = kw("remove_tools")(i) {
-        let (rest, l) = string_list(rest, "tool globs")?;
-        (
-            rest,
-            ModSpec::RemoveTools(l.into_iter().map(|s| s.node).collect()),
-        )
-    } else {
-        return Err(expected(
-            i,
-            "a modification (`redact`, `drop`, `clamp`, `redact_secrets`, `strip_header`, `set_header`, `remove_tools`) or `}`",
-        ));
-    };
-    Ok((
-        rest,
-        Spanned {
-            node: m,
-            span: span(&start, &rest),
-        },
     ))
 }

@@ -1,0 +1,52 @@
+//! Tool argument schemas: looking an argument path up in a `tool "x" { ... }` declaration.
+
+use crate::ast::{PathStep, ToolSchemaDef, ValueType};
+use crate::syntax::expr::arg_path_text;
+
+pub(super) fn schema_path_text(p: &[String]) -> String {
+    arg_path_text(
+        &p.iter()
+            .map(|k| PathStep::Key(k.clone()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+pub(super) enum SchemaHit {
+    Exact(ValueType),
+    /// Inside a declared array or object (not described further).
+    Inside,
+    Unknown,
+}
+
+fn step_key(s: &PathStep) -> String {
+    match s {
+        PathStep::Key(k) => k.clone(),
+        PathStep::Index(n) => n.to_string(),
+    }
+}
+
+pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
+    let keys: Vec<String> = path.iter().map(step_key).collect();
+    for (p, t) in &s.args {
+        if p.node == keys {
+            return SchemaHit::Exact(*t);
+        }
+    }
+    for (p, t) in &s.args {
+        if keys.starts_with(&p.node) && matches!(t, ValueType::Array | ValueType::Object) {
+            return SchemaHit::Inside;
+        }
+        // A declared deeper path implies the intermediate objects exist.
+        if p.node.starts_with(&keys) {
+            return SchemaHit::Exact(ValueType::Object);
+        }
+    }
+    SchemaHit::Unknown
+}
+
+pub(super) fn schema_type(s: &ToolSchemaDef, path: &[PathStep]) -> Option<ValueType> {
+    match schema_lookup(s, path) {
+        SchemaHit::Exact(t) => Some(t),
+        _ => None,
+    }
+}
