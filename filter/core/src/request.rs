@@ -99,36 +99,36 @@ fn head_from(headers: Vec<(String, String)>) -> RequestHead {
     }
 }
 
-fn receipts_json(rs: &[&Receipt]) -> String {
-    match rs {
-        [one] => one.to_json(),
-        many => format!(
-            "[{}]",
-            many.iter()
-                .map(|r| r.to_json())
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
-}
-
 /// Longest `x-portcullis-receipt` value; beyond it (large batches) the header carries the receipt
 /// ids (hex hashes) instead, and the full receipts are only in the access log.
 const MAX_RECEIPT_HEADER_BYTES: usize = 16 * 1024;
 
-fn receipts_header(rs: &[&Receipt]) -> String {
-    let full = rs
+/// The receipts as filter state (one JSON line, or a JSON array of them) and as the header value
+/// (base64url of each JSON line, comma-separated, or the receipt ids when too long). Each receipt
+/// is serialized once.
+fn receipts_out(rs: &[&Receipt]) -> (Option<String>, String) {
+    use base64::Engine as _;
+    let lines: Vec<String> = rs.iter().map(|r| r.to_json()).collect();
+    let json = match lines.as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => Some(format!("[{}]", many.join(","))),
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let full = lines
         .iter()
-        .map(|r| r.to_header())
+        .map(|l| b64.encode(l))
         .collect::<Vec<_>>()
         .join(",");
-    if full.len() <= MAX_RECEIPT_HEADER_BYTES {
-        return full;
-    }
-    rs.iter()
-        .map(|r| hex::encode(r.hash))
-        .collect::<Vec<_>>()
-        .join(",")
+    let header = if full.len() <= MAX_RECEIPT_HEADER_BYTES {
+        full
+    } else {
+        rs.iter()
+            .map(|r| hex::encode(r.hash))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (json, header)
 }
 
 fn is_mcp_route(route: Route) -> bool {
@@ -360,8 +360,7 @@ impl Stream {
                 ),
             );
         }
-        let json = (!receipts.is_empty()).then(|| receipts_json(&receipts));
-        let header = receipts_header(&receipts);
+        let (json, header) = receipts_out(&receipts);
         match plan.overall {
             Decision::Deny | Decision::StepUp => {
                 let told = if plan.overall == Decision::StepUp {
@@ -622,8 +621,8 @@ impl Stream {
             outcome
         };
         let receipts: Vec<&Receipt> = p.first_receipt.iter().chain(resolved.iter()).collect();
-        let json = receipts_json(&receipts);
-        let header = receipts_header(&receipts);
+        let (json, header) = receipts_out(&receipts);
+        let json = json.unwrap_or_default();
         let rule = p.verdict.deciding_rule.clone();
         host.log(
             LogLevel::Info,
