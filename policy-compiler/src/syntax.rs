@@ -161,6 +161,7 @@ pub struct Comment {
 /// parsing, after any value errors collected before it).
 pub fn parse(src: &str) -> Result<Policy, Vec<Diagnostic>> {
     SOFT.with(|s| s.borrow_mut().clear());
+    expr::reset_nesting();
     let result = policy(LocatedSpan::new(src));
     let mut diags = SOFT.with(|s| std::mem::take(&mut *s.borrow_mut()));
     match result {

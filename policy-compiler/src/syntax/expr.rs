@@ -125,11 +125,85 @@ pub(crate) fn quote(s: &str) -> String {
     out
 }
 
+/// Most levels of parentheses and `not` around a condition (the parser recurses on them).
+pub const MAX_NESTING: usize = 64;
+/// Most operators on any path from a condition's root to a leaf (the interpreter, formatter and
+/// code generator recurse on the tree).
+pub const MAX_DEPTH: usize = 256;
+
+thread_local! {
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts one level of parser recursion for as long as it lives.
+struct Nest;
+
+impl Nest {
+    fn enter(i: In<'_>) -> Result<Nest, nom::Err<PErr>> {
+        let n = NESTING.with(|c| {
+            let n = c.get().saturating_add(1);
+            c.set(n);
+            n
+        });
+        let guard = Nest;
+        if n > MAX_NESTING {
+            let (found, len) = super::lex::next_token(&i);
+            let _ = found;
+            let end = i.take_from(len.min(i.fragment().len()));
+            return Err(nom::Err::Failure(PErr {
+                span: span(&i, &end),
+                message: format!(
+                    "condition nested too deeply (more than {MAX_NESTING} levels of parentheses or `not`)"
+                ),
+                hint: Some("split it into classes or several rules".to_owned()),
+            }));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        NESTING.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// Reset the nesting counter (a fatal error may leave guards dropped out of order; they are all
+/// dropped by the time `parse` returns, this is belt and braces).
+pub(crate) fn reset_nesting() {
+    NESTING.with(|c| c.set(0));
+}
+
+/// Depth of a condition tree (bounded: every subtree was checked when it was built).
+pub(crate) fn depth(e: &Expr) -> usize {
+    match e {
+        Expr::And(a, b) | Expr::Or(a, b) => depth(a).max(depth(b)).saturating_add(1),
+        Expr::Not(a) => depth(a).saturating_add(1),
+        _ => 1,
+    }
+}
+
+fn too_deep(start: &In<'_>, end: &In<'_>) -> nom::Err<PErr> {
+    nom::Err::Failure(PErr {
+        span: span(start, end),
+        message: format!("condition too large: more than {MAX_DEPTH} nested `and` / `or` / `not`"),
+        hint: Some("split it into classes or several rules".to_owned()),
+    })
+}
+
 /// `expr = or_expr`.
 pub(crate) fn expr(i: In<'_>) -> R<'_, Expr> {
+    let _nest = Nest::enter(i)?;
+    let (i, _) = sp(i)?;
+    let start = i;
     let (mut i, mut left) = and_expr(i)?;
+    let mut d = depth(&left);
     while let Ok((rest, _)) = kw("or")(i) {
         let (rest, right) = and_expr(rest)?;
+        d = d.max(depth(&right)).saturating_add(1);
+        if d > MAX_DEPTH {
+            return Err(too_deep(&start, &rest));
+        }
         left = Expr::Or(Box::new(left), Box::new(right));
         i = rest;
     }
@@ -137,9 +211,16 @@ pub(crate) fn expr(i: In<'_>) -> R<'_, Expr> {
 }
 
 fn and_expr(i: In<'_>) -> R<'_, Expr> {
+    let (i, _) = sp(i)?;
+    let start = i;
     let (mut i, mut left) = unary(i)?;
+    let mut d = depth(&left);
     while let Ok((rest, _)) = kw("and")(i) {
         let (rest, right) = unary(rest)?;
+        d = d.max(depth(&right)).saturating_add(1);
+        if d > MAX_DEPTH {
+            return Err(too_deep(&start, &rest));
+        }
         left = Expr::And(Box::new(left), Box::new(right));
         i = rest;
     }
@@ -148,7 +229,11 @@ fn and_expr(i: In<'_>) -> R<'_, Expr> {
 
 fn unary(i: In<'_>) -> R<'_, Expr> {
     if let Ok((rest, _)) = kw("not")(i) {
+        let _nest = Nest::enter(i)?;
         let (rest, e) = unary(rest)?;
+        if depth(&e) >= MAX_DEPTH {
+            return Err(too_deep(&i, &rest));
+        }
         return Ok((rest, Expr::Not(Box::new(e))));
     }
     primary(i)
