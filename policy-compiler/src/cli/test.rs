@@ -34,6 +34,7 @@ fn locate(p: &Path) -> (PathBuf, PathBuf) {
 /// The result of one pack.
 struct PackRun {
     pack: String,
+    diagnostics: Vec<serde_json::Value>,
     fatal: Option<String>,
     cases: Vec<(CaseResult, Vec<String>)>,
     engines: &'static str,
@@ -68,6 +69,7 @@ pub(crate) fn run(args: &TestArgs) -> i32 {
             }
             runs.push(PackRun {
                 pack,
+                diagnostics: checked.json(&policy_path),
                 fatal: Some(format!(
                     "`{}` has {} error(s); no case was run",
                     policy_path.display(),
@@ -142,6 +144,7 @@ fn run_pack(pack: String, policy: &crate::ast::Policy, file: &tabletop::TestFile
         .collect();
     PackRun {
         pack,
+        diagnostics: Vec::new(),
         fatal,
         cases,
         engines,
@@ -203,6 +206,7 @@ fn print_json(runs: &[PackRun], code: i32) {
                 "pack": run.pack,
                 "engines": run.engines,
                 "error": run.fatal,
+                "diagnostics": run.diagnostics,
                 "cases": run.cases.iter().map(|(r, vm)| serde_json::json!({
                     "name": r.name,
                     "ok": r.passed() && vm.is_empty(),

@@ -147,8 +147,7 @@ impl Nest {
         });
         let guard = Nest;
         if n > MAX_NESTING {
-            let (found, len) = super::lex::next_token(&i);
-            let _ = found;
+            let (_, len) = super::lex::next_token(&i);
             let end = i.take_from(len.min(i.fragment().len()));
             return Err(nom::Err::Failure(PErr {
                 span: span(&i, &end),
