@@ -421,3 +421,16 @@ proptest! {
         prop_assert_eq!(format_policy(&back), text);
     }
 }
+
+#[test]
+fn hash_and_slashes_inside_strings_are_not_comments() {
+    let src = "pack \"p#1\" {}\n// slash comment\nrule r { when target.path glob \"//x#y\" allow \"a # b\" }\n";
+    let out = format_source(src).unwrap();
+    assert!(out.contains("pack \"p#1\" {"), "{out}");
+    assert!(out.contains("// slash comment\nrule r {"), "{out}");
+    assert!(
+        out.contains("when target.path glob \"//x#y\"\n  allow \"a # b\""),
+        "{out}"
+    );
+    assert_eq!(policy::syntax::comments(src).len(), 1);
+}
