@@ -448,6 +448,34 @@ mod tests {
     }
 
     #[test]
+    fn configured_mcp_paths() {
+        let cfg = NormalizeConfig {
+            mcp_paths: vec!["/v2/mcp".into(), "/tools/".into()],
+            ..NormalizeConfig::default()
+        };
+        assert_eq!(route(&head("POST", "/v2/mcp"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/mcp"), &cfg), Route::Http);
+        assert_eq!(route(&head("POST", "/tools/x"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/tools"), &cfg), Route::Http);
+        let none = NormalizeConfig {
+            mcp_paths: vec![],
+            ..NormalizeConfig::default()
+        };
+        assert_eq!(route(&head("POST", "/mcp"), &none), Route::Http);
+    }
+
+    #[test]
+    fn session_ids_must_be_visible_ascii() {
+        let mut h = head("POST", "/mcp");
+        h.headers.push(("mcp-session-id".into(), "abc-123".into()));
+        assert_eq!(session_id(&h).as_deref(), Some("abc-123"));
+        for bad in ["", "a b", "caf\u{e9}", &"x".repeat(257)] {
+            h.headers[0].1 = bad.to_owned();
+            assert_eq!(session_id(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn body_buffer_limit() {
         let mut b = BodyBuffer::new(4);
         assert!(b.push(b"ab").is_ok());
