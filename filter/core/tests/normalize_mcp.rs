@@ -836,3 +836,28 @@ fn header_only_routes() {
     let r = normalize_mcp_headers_only(&head, Route::Mcp, &cfg()).unwrap_err();
     assert_eq!(r.http_status, 500);
 }
+
+#[test]
+fn forward_proxied_mcp_posts_are_parsed_as_mcp() {
+    let mut head = mcp_head(&[]);
+    head.authority = String::new();
+    head.path = "http://Tools.Example:9000/mcp?x=1".into();
+    assert_eq!(route(&head, &cfg()), Route::Mcp);
+    let r = normalize_mcp(
+        &head,
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"deploy"}}"#,
+        &NormalizeConfig::default(),
+    )
+    .unwrap();
+    let a = &r.messages[0].action;
+    assert_eq!(a.tool.as_deref(), Some("deploy"));
+    assert_eq!(
+        (a.target.host.as_str(), a.target.port),
+        ("tools.example", 9000)
+    );
+    assert_eq!(
+        (a.target.path.as_str(), a.target.query.as_str()),
+        ("/mcp", "x=1")
+    );
+    assert_eq!(a.target.server, "tools.example");
+}

@@ -256,6 +256,17 @@ fn default_port(scheme: &str) -> u16 {
     if scheme == "https" { 443 } else { 80 }
 }
 
+/// The normalized path of a request target in origin-form (`/a?b`) or absolute-form
+/// (`http://h/a?b`, forward proxy).
+pub(crate) fn normalize_target_path(raw: &str) -> Result<NormPath, Refusal> {
+    if raw.starts_with('/') || raw == "*" {
+        normalize_origin_path(raw)
+    } else {
+        let (_, _, origin) = split_absolute(raw)?;
+        normalize_origin_path(&origin)
+    }
+}
+
 /// Split an absolute-form request target (`http://host[:port]/path?q`) into scheme, authority
 /// and origin-form path.
 fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {

@@ -101,13 +101,14 @@ pub enum Route {
     Connect,
 }
 
-/// Decide which normalizer handles this request. Never fails: a request whose path cannot be
+/// Decide which normalizer handles this request (origin-form and absolute-form targets alike,
+/// so a forward-proxied MCP POST is parsed as MCP, not passed as plain HTTP). Never fails: a request whose path cannot be
 /// normalized goes to [`Route::Http`], where [`normalize_http`] refuses it.
 pub fn route(head: &RequestHead, cfg: &NormalizeConfig) -> Route {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Route::Connect;
     }
-    let Ok(norm) = http::normalize_origin_path(&head.path) else {
+    let Ok(norm) = http::normalize_target_path(&head.path) else {
         return Route::Http;
     };
     let on_mcp_path = cfg.mcp_paths.iter().any(|p| path_matches(&norm.path, p));
@@ -445,6 +446,15 @@ mod tests {
         assert_eq!(route(&head("PUT", "/mcp"), &cfg), Route::Http);
         assert_eq!(route(&head("CONNECT", ""), &cfg), Route::Connect);
         assert_eq!(route(&head("POST", "/m%2fcp"), &cfg), Route::Http);
+        // A forward proxy's absolute-form target reaches the MCP normalizer too.
+        assert_eq!(
+            route(&head("POST", "http://mcp.example/mcp"), &cfg),
+            Route::Mcp
+        );
+        assert_eq!(
+            route(&head("POST", "https://mcp.example:8443/x"), &cfg),
+            Route::Http
+        );
     }
 
     #[test]
