@@ -433,10 +433,13 @@ fn connect_target(head: &RequestHead) -> Result<Target, Refusal> {
 }
 
 /// The MCP target of a request on an MCP path (host/port/scheme from the authority, normalized
-/// path, configured server name).
+/// path, configured server name; the host for a forward-proxied absolute-form request).
 pub(crate) fn mcp_target(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Target, Refusal> {
     let mut t = request_target(head)?;
-    t.server = if cfg.server_name.is_empty() {
+    // A forward-proxied (absolute-form) request goes to the host it names, not to the MCP server
+    // this filter fronts.
+    let proxied = !(head.path.starts_with('/') || head.path == "*");
+    t.server = if cfg.server_name.is_empty() || proxied {
         t.host.clone()
     } else {
         cfg.server_name.clone()
