@@ -67,6 +67,7 @@ fn hosts_ports_and_paths_normalize() {
         ("h", "/%7Euser/%41%62c", "h", 443, "/~user/Abc", ""),
         ("h", "/a%20b/%2a", "h", 443, "/a%20b/%2A", ""),
         ("h", "/a//b/", "h", 443, "/a//b/", ""),
+        ("h", "/a;v=1/b;c/../d", "h", 443, "/a;v=1/d", ""),
         ("h", "/a/..", "h", 443, "/", ""),
         ("h", "/q?x=%2F..&y=/../", "h", 443, "/q", "x=%2F..&y=/../"),
         (
@@ -154,6 +155,9 @@ fn ambiguous_requests_are_refused_with_400() {
         ("h", "/a%zz", "malformed"),
         ("h", "/a%4", "malformed"),
         ("h", "/a#frag", "fragment"),
+        ("h", "/a/..;/admin", "`;` parameter"),
+        ("h", "/a/.;x/b", "`;` parameter"),
+        ("h", "/a/%2e%2e;/admin", "`;` parameter"),
         ("h", "/a b", "space"),
         ("h", "/caf\u{e9}", "non-ascii"),
         ("h", "relative", "must start with"),

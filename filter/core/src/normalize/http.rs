@@ -9,7 +9,8 @@
 //! - path: percent-escapes of unreserved characters decoded (`%7E` -> `~`, `%2e` -> `.`), other
 //!   escapes kept with upper-case hex, dot segments removed (RFC 3986 5.2.4, after decoding, so
 //!   `%2e%2e` is `..`); nothing else collapsed (`//` stays). Refused as ambiguous (HTTP 400):
-//!   an encoded `/` (`%2F`), `\` or `%5C`, `%00`, a malformed escape, a fragment, control
+//!   an encoded `/` (`%2F`), `\` or `%5C`, `%00`, a malformed escape, a fragment, a dot segment
+//!   with a `;` parameter (`/..;/`), control
 //!   characters, spaces and non-ASCII.
 //! - query: raw, without `?`.
 
@@ -72,6 +73,16 @@ pub(crate) fn normalize_origin_path(raw: &str) -> Result<NormPath, Refusal> {
         ));
     }
     let decoded = decode_unreserved(path_raw)?;
+    // `/..;x/` is `..` to some servers (Tomcat, Jetty strip path parameters first) and a plain
+    // segment to others: ambiguous.
+    if decoded
+        .split('/')
+        .any(|seg| seg.contains(';') && matches!(seg.split(';').next(), Some("." | "..")))
+    {
+        return Err(Refusal::bad_http(
+            "request path has a dot segment with a `;` parameter (ambiguous)",
+        ));
+    }
     Ok(NormPath {
         path: remove_dot_segments(&decoded),
         query: query.to_owned(),
