@@ -862,3 +862,17 @@ fn forward_proxied_mcp_posts_are_parsed_as_mcp() {
     // Not the configured server name (`workbench`): the proxied request goes elsewhere.
     assert_eq!(a.target.server, "tools.example");
 }
+
+#[test]
+fn refusal_reasons_never_echo_secrets() {
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"AKIAIOSFODNN7EXAMPLE":1,"AKIAIOSFODNN7EXAMPLE":2}}}"#;
+    let r = refused(&mcp_head(&[]), body, &cfg());
+    assert_eq!(r.reason, "duplicate key `[REDACTED]` in a json object");
+    let r = refused(
+        &mcp_head(&[]),
+        r#"{"jsonrpc":"2.0","method":"sk-live-abcdefghijklmnopqrstuvwx"}"#,
+        &cfg(),
+    );
+    assert!(!r.reason.contains("sk-live"), "{}", r.reason);
+    assert!(r.reason.contains("has no id"));
+}

@@ -82,23 +82,10 @@ impl JsonError {
                 format!("invalid json at byte {offset}: data after the json value")
             }
             JsonError::DuplicateKey { key } => {
-                format!("duplicate key `{}` in a json object", printable(key))
+                format!("duplicate key `{}` in a json object", super::printable(key))
             }
         }
     }
-}
-
-/// A key for messages: at most 64 characters, control characters escaped.
-fn printable(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars().take(64) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A parsed document, with the byte range of each element when the top level is an array

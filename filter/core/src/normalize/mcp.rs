@@ -192,7 +192,7 @@ fn message(v: &Value, size: usize, base: &Action) -> Result<McpMessage, Refusal>
                 McpMessageKind::Notification
             } else {
                 return Err(Refusal::invalid_request(
-                    format!("json-rpc request `{}` has no id", printable(method)),
+                    format!("json-rpc request `{}` has no id", super::printable(method)),
                     None,
                 ));
             };
@@ -312,19 +312,6 @@ fn method_fields(
     Ok(())
 }
 
-/// A name for messages: at most 64 characters, control characters escaped.
-fn printable(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars().take(64) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Decode an `Mcp-Name` / `Mcp-Param-*` header value: plain, or `=?base64?<standard base64 of
 /// UTF-8>?=` (SEP-2243). `None` when the sentinel form does not decode.
 fn decode_header_value(v: &str) -> Option<String> {
@@ -384,7 +371,10 @@ fn check_routing_headers(
             }
         } else if name.starts_with("mcp-param-") && decode_header_value(value.trim()).is_none() {
             return Err(Refusal::invalid_request(
-                format!("`{}` header has an invalid base64 value", printable(&name)),
+                format!(
+                    "`{}` header has an invalid base64 value",
+                    super::printable(&name)
+                ),
                 id,
             ));
         }

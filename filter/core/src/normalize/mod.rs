@@ -344,6 +344,23 @@ impl BodyBuffer {
     }
 }
 
+/// A name from the request for a refusal reason: at most 64 characters, control characters
+/// escaped, and `[REDACTED]` when it looks like a secret (reasons reach logs and receipts).
+pub(crate) fn printable(s: &str) -> String {
+    if risk::is_secret_like(s) {
+        return risk::REDACTED.to_owned();
+    }
+    let mut out = String::new();
+    for c in s.chars().take(64) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The headers the policy may read: lowercase names, arrival order; pseudo-headers, hop-by-hop
 /// headers and Portcullis' own `x-portcullis-*` headers left out; credential headers kept with
 /// the value `[REDACTED]` (the policy can test for their presence; receipts never carry them).
