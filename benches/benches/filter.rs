@@ -1,0 +1,102 @@
+//! The whole filter path for one request, natively under the mock host: request headers (strip,
+//! identity, route), body, normalize, evaluate, session read + CAS write, receipt sealed, headers
+//! set. A 1 KiB `tools/call` that the scenario pack allows.
+//!
+//! Run: `cargo bench -p portcullis-benches --bench filter`.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use filter_core::mock::MockHost;
+use filter_core::{FilterAction, Plugin, Stream};
+use serde_json::json;
+
+fn config(checkpoint_every: u32) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/scenarios/policies/basic.pcl");
+    let src = std::fs::read_to_string(path).unwrap_or_default();
+    let Ok(ast) = policy::syntax::parse(&src) else {
+        return Vec::new();
+    };
+    let Ok(unsigned) = policy::codegen::compile(&ast) else {
+        return Vec::new();
+    };
+    let Ok(signed) = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])) else {
+        return Vec::new();
+    };
+    serde_json::to_vec(&json!({
+        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
+        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
+        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
+        "receipts": { "checkpoint_every": checkpoint_every },
+        "mcp": { "server_name": "workbench" },
+    }))
+    .unwrap_or_default()
+}
+
+fn headers() -> Vec<(String, String)> {
+    [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-session-id", "bench-session"),
+        ("mcp-protocol-version", "2025-11-25"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect()
+}
+
+/// A 1 KiB `tools/call` of `query_db` (allowed by the `queries` rule).
+fn body() -> Vec<u8> {
+    let mut sql = String::from("select id, name, team from employees where team = 'platform'");
+    let mut b = Vec::new();
+    while b.len() < 1024 {
+        sql.push_str(" and id > 0");
+        b = serde_json::to_vec(&json!({
+            "jsonrpc": "2.0", "id": 42, "method": "tools/call",
+            "params": { "name": "query_db", "arguments": { "sql": sql, "limit": 50 } }
+        }))
+        .unwrap_or_default();
+    }
+    b
+}
+
+fn one_request(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8]) -> FilterAction {
+    host.new_stream(headers());
+    let mut stream = Stream::new(Rc::clone(plugin));
+    let a = stream.on_request_headers(host, false);
+    if a != FilterAction::Pause {
+        return a;
+    }
+    host.state().request_body = body.to_vec();
+    stream.on_request_body(host, body.len(), true)
+}
+
+fn bench(c: &mut Criterion) {
+    let body = body();
+    let mut g = c.benchmark_group("filter_request_1kib_tools_call");
+    for (name, every) in [("every_receipt_signed", 1u32), ("allow_receipts_batched_16", 16)] {
+        let host = MockHost::new(1_800_000_000_000);
+        let plugin = Rc::new(Plugin::configure(&host, &config(every)));
+        assert!(plugin.error().is_none(), "{:?}", plugin.error());
+        assert_eq!(one_request(&host, &plugin, &body), FilterAction::Continue);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                // Keep the mock's log from growing without bound.
+                host.state().logs.clear();
+                black_box(one_request(&host, &plugin, black_box(&body)))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
