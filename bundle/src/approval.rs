@@ -37,6 +37,9 @@ pub struct Approval {
     pub group: String,
     /// The approver's key id.
     pub key_id: String,
+    /// Issue time (unix seconds), so the filter can also enforce the policy's own maximum age
+    /// (`StepUp::timeout_s`): accept only while `now < min(expires_s, issued_s + timeout_s)`.
+    pub issued_s: u64,
     /// Expiry (unix seconds).
     pub expires_s: u64,
 }
@@ -226,6 +229,7 @@ pub fn verify(
         nonce: c.nonce,
         group: c.group,
         key_id: c.kid,
+        issued_s: c.iat,
         expires_s: c.exp,
     })
 }
@@ -261,6 +265,7 @@ mod tests {
         assert_eq!(a.group, "release");
         assert_eq!(a.key_id, crate::keys::key_id(&sk.verifying_key()));
         assert_eq!(a.expires_s, NOW + 900);
+        assert_eq!(a.issued_s, NOW);
     }
 
     #[test]
