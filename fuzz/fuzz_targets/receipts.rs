@@ -7,7 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let text = String::from_utf8_lossy(rest);
     match mode % 4 {
         0 => {
@@ -22,7 +24,8 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let key = bundle::keys::signing_key_from_seed([1; 32]).verifying_key();
-            let _ = bundle::approval::verify(&text, &[0; 32], "g", &[("g".into(), key)], 1_800_000_000);
+            let _ =
+                bundle::approval::verify(&text, &[0; 32], "g", &[("g".into(), key)], 1_800_000_000);
         }
         _ => {
             if let Ok((s, c, e)) = bundle::session_codec::decode(rest) {
