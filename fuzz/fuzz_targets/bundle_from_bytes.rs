@@ -32,8 +32,14 @@ fn actions() -> Vec<bundle::action::Action> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
-    let bytes = if mode & 1 == 0 { rest.to_vec() } else { wrap(rest) };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let bytes = if mode & 1 == 0 {
+        rest.to_vec()
+    } else {
+        wrap(rest)
+    };
     if let Ok(b) = Bundle::from_bytes(&bytes, &Trust::AllowUnsigned) {
         let mut s = bundle::session::SessionState::new(1_800_000_000_000);
         s.status = bundle::session::SessionStatus::Active;
