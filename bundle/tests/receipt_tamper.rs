@@ -290,6 +290,14 @@ fn reads_envoy_access_log_lines_and_batches() {
     assert!(r.ok, "{:?}", r.findings);
     assert_eq!(r.receipts, 12);
     assert_eq!(r.sessions.len(), 2);
+    // A text access log with the receipt line at the end of each line.
+    let text: Vec<String> = log
+        .iter()
+        .map(|l| format!("[2026-11-21T23:00:00.000Z] \"POST /mcp HTTP/1.1\" 200 receipt={l}"))
+        .collect();
+    let r = verify(&text, &keys);
+    assert!(r.ok, "{:?}", r.findings);
+    assert_eq!(r.receipts, 9);
     // A broken receipt inside an access-log line is reported, not skipped.
     lines.push(r#"{"receipt":"{\"body\":{}}"}"#.to_owned());
     lines.push(r#"{"receipt": {"body""#.to_owned());

@@ -2,7 +2,8 @@
 //!
 //! Input lines may be a receipt's JSON, its header form (base64url of the JSON), or an Envoy JSON
 //! access-log object with a member `receipt` holding a receipt (as a JSON string, the header form,
-//! an object, or an array of those for a JSON-RPC batch). Lines without a receipt are ignored
+//! an object, or an array of those for a JSON-RPC batch), or a text line that carries a receipt
+//! line after some prefix. Lines without a receipt are ignored
 //! (`"receipt": "-"` or `null` is Envoy's "no value").
 //!
 //! Per session, receipts are checked one by one (hash, signature) and as a chain (order, gaps,
@@ -187,6 +188,43 @@ fn from_field(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, v: &Val
     }
 }
 
+/// Every canonical receipt line starts with this (`action` is the first body member in byte
+/// order), which lets a text log line carry a receipt after some prefix.
+const EMBEDDED_MARKER: &str = "\"body\":{\"action\"";
+
+/// A non-JSON line (e.g. a text access log) may embed a receipt line: read the JSON value that
+/// starts at `{"body":{"action"`.
+fn embedded(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, t: &str) {
+    let Some(at) = t.find(EMBEDDED_MARKER) else {
+        if mentions_receipt(t) && t.contains("\"sig\":") {
+            bad.push(finding(
+                line,
+                FindingKind::Malformed,
+                "a line that mentions a receipt has none that can be read".into(),
+            ));
+        }
+        return;
+    };
+    let start = at.saturating_sub(1);
+    let Some(rest) = t.get(start..).filter(|r| r.starts_with('{')) else {
+        bad.push(finding(
+            line,
+            FindingKind::Malformed,
+            "a receipt in this line does not start with `{`".into(),
+        ));
+        return;
+    };
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+    match values.next() {
+        Some(Ok(v)) => push_parsed(out, bad, line, parse_value(&v)),
+        _ => bad.push(finding(
+            line,
+            FindingKind::Malformed,
+            "the receipt in this line is not valid JSON".into(),
+        )),
+    }
+}
+
 fn mentions_receipt(line: &str) -> bool {
     ["\"receipt\"", "\"body\"", "\"hash\""]
         .iter()
@@ -218,13 +256,7 @@ pub(crate) fn collect_found<'a>(
             continue;
         }
         if !t.starts_with('{') {
-            if mentions_receipt(t) {
-                bad.push(finding(
-                    no,
-                    FindingKind::Malformed,
-                    "a line that mentions a receipt is not a JSON object".into(),
-                ));
-            }
+            embedded(&mut out, &mut bad, no, t);
             continue;
         }
         let v: Value = match serde_json::from_str(t) {
