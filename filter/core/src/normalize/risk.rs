@@ -1,7 +1,8 @@
 //! Inline risk flags: secret-like values and data classes in arguments and bodies.
 //!
-//! Every detector is a hand-written single pass over the bytes (no backtracking), so the cost is
-//! linear in the input, which the body limit already bounds. Detectors:
+//! All detectors run in one hand-written pass over each string's bytes (each byte dispatches to
+//! the detectors that can start there; no backtracking; every look-ahead is bounded), so the cost
+//! is linear in the input, which the body limit already bounds. Detectors:
 //!
 //! | finding | pattern | sets |
 //! |---|---|---|
@@ -51,14 +52,55 @@ impl Findings {
     }
 
     fn scan(&mut self, s: &str) {
-        let b = s.as_bytes();
-        if !self.secret && looks_secret(b) {
-            self.secret = true;
+        self.scan_bytes(s.as_bytes());
+    }
+
+    fn done(&self) -> bool {
+        self.secret && self.pii && self.card
+    }
+
+    /// One pass over the bytes: each byte dispatches to the detectors that can start there
+    /// (prefixes, PEM header, `@`, the first digit of a run), and base64/url runs are measured
+    /// on the way for the entropy check. Stops as soon as every finding is made.
+    fn scan_bytes(&mut self, b: &[u8]) {
+        if self.done() {
+            return;
         }
-        if !(self.pii && self.card) {
-            let (pii, card) = pii_scan(b);
-            self.pii |= pii;
-            self.card |= card;
+        let mut run_start: Option<usize> = None;
+        for (i, &c) in b.iter().enumerate() {
+            match c {
+                b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B' if !self.secret => {
+                    self.secret = prefixed_at(b, i, c);
+                }
+                b'-' if !self.secret => self.secret = pem_at(b, i),
+                b'@' if !self.pii => self.pii = email_at(b, i),
+                b'0'..=b'9' if i == 0 || digit_at(b, i.saturating_sub(1)).is_none() => {
+                    if !self.pii {
+                        self.pii = ssn_at(b, i);
+                    }
+                    if !self.card {
+                        self.card = card_at(b, i);
+                    }
+                }
+                _ => {}
+            }
+            if is_b64_char(c) {
+                if run_start.is_none() {
+                    run_start = Some(i);
+                }
+            } else if let Some(start) = run_start.take()
+                && !self.secret
+            {
+                self.secret = entropy_run(b, start, i);
+            }
+            if self.done() {
+                return;
+            }
+        }
+        if let Some(start) = run_start
+            && !self.secret
+        {
+            self.secret = entropy_run(b, start, b.len());
         }
     }
 }
@@ -167,9 +209,18 @@ fn is_b64_char(b: u8) -> bool {
 }
 
 /// Count bytes from `from` while `pred` holds.
-fn run_len(b: &[u8], from: usize, pred: impl Fn(u8) -> bool) -> usize {
-    b.get(from..)
-        .map_or(0, |rest| rest.iter().take_while(|&&c| pred(c)).count())
+/// Whether the `min` bytes from `from` all satisfy `pred`. Looks at no more than `min` bytes, so
+/// a detector's look-ahead is bounded and overlapping triggers (`sk-sk-sk-...`) stay linear.
+fn run_at_least(b: &[u8], from: usize, min: usize, pred: impl Fn(u8) -> bool) -> bool {
+    b.get(from..from.saturating_add(min))
+        .is_some_and(|r| r.len() == min && r.iter().all(|&c| pred(c)))
+}
+
+/// Count bytes from `from` while `pred` holds, looking at no more than `cap` bytes.
+fn run_len(b: &[u8], from: usize, cap: usize, pred: impl Fn(u8) -> bool) -> usize {
+    b.get(from..).map_or(0, |rest| {
+        rest.iter().take(cap).take_while(|&&c| pred(c)).count()
+    })
 }
 
 fn starts_at(b: &[u8], i: usize, pat: &[u8]) -> bool {
@@ -181,19 +232,15 @@ fn starts_at_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(pat))
 }
 
-/// One pass: a cheap first-byte dispatch to the prefix detectors, then the entropy pass.
+/// Whether `b` holds a secret-like value (the secret detectors of [`Findings::scan_bytes`]).
 fn looks_secret(b: &[u8]) -> bool {
-    for (i, &c) in b.iter().enumerate() {
-        let hit = match c {
-            b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B' => prefixed_at(b, i, c),
-            b'-' => pem_at(b, i),
-            _ => false,
-        };
-        if hit {
-            return true;
-        }
-    }
-    high_entropy(b)
+    let mut f = Findings {
+        secret: false,
+        pii: true,
+        card: true,
+    };
+    f.scan_bytes(b);
+    f.secret
 }
 
 fn upper_or_digit(x: u8) -> bool {
@@ -210,21 +257,22 @@ fn prefixed_at(b: &[u8], i: usize, c: u8) -> bool {
     const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
     let after = |n: usize| i.saturating_add(n);
     match c {
-        b'A' => starts_at(b, i, b"AKIA") && run_len(b, after(4), upper_or_digit) >= 16,
-        b'S' => starts_at(b, i, b"ASIA") && run_len(b, after(4), upper_or_digit) >= 16,
+        b'A' => starts_at(b, i, b"AKIA") && run_at_least(b, after(4), 16, upper_or_digit),
+        b'S' => starts_at(b, i, b"ASIA") && run_at_least(b, after(4), 16, upper_or_digit),
         b's' => {
             (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
-                && run_len(b, after(3), is_token_char) >= 20
+                && run_at_least(b, after(3), 20, is_token_char)
         }
         b'g' => {
             (GH.iter().any(|p| starts_at(b, i, p))
-                && run_len(b, after(4), |x| x.is_ascii_alphanumeric()) >= 36)
-                || (starts_at(b, i, b"github_pat_") && run_len(b, after(11), is_token_char) >= 22)
+                && run_at_least(b, after(4), 36, |x| x.is_ascii_alphanumeric()))
+                || (starts_at(b, i, b"github_pat_")
+                    && run_at_least(b, after(11), 22, is_token_char))
         }
         b'x' => {
-            SLACK.iter().any(|p| starts_at(b, i, p)) && run_len(b, after(5), is_token_char) >= 10
+            SLACK.iter().any(|p| starts_at(b, i, p)) && run_at_least(b, after(5), 10, is_token_char)
         }
-        b'b' | b'B' => starts_at_ci(b, i, b"bearer ") && run_len(b, after(7), bearer_char) >= 16,
+        b'b' | b'B' => starts_at_ci(b, i, b"bearer ") && run_at_least(b, after(7), 16, bearer_char),
         _ => false,
     }
 }
@@ -242,23 +290,9 @@ fn pem_at(b: &[u8], i: usize) -> bool {
     window.windows(END.len()).any(|w| w == END)
 }
 
-fn high_entropy(b: &[u8]) -> bool {
-    let mut i = 0usize;
-    while i < b.len() {
-        let n = run_len(b, i, is_b64_char);
-        if n == 0 {
-            i = i.saturating_add(1);
-            continue;
-        }
-        if (32..=512).contains(&n)
-            && let Some(tok) = b.get(i..i.saturating_add(n))
-            && entropy_token(tok)
-        {
-            return true;
-        }
-        i = i.saturating_add(n);
-    }
-    false
+/// The entropy check on the base64/url run `b[start..end]` (32 to 512 characters).
+fn entropy_run(b: &[u8], start: usize, end: usize) -> bool {
+    (32..=512).contains(&end.saturating_sub(start)) && b.get(start..end).is_some_and(entropy_token)
 }
 
 #[expect(
@@ -287,30 +321,6 @@ fn entropy_token(tok: &[u8]) -> bool {
     h >= 4.2
 }
 
-/// PII findings of one string: (email or SSN, payment card). One pass, dispatching on `@` and
-/// on the first digit of each digit run.
-fn pii_scan(b: &[u8]) -> (bool, bool) {
-    let (mut pii, mut card) = (false, false);
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'@' if !pii => pii = email_at(b, i),
-            b'0'..=b'9' if i == 0 || digit_at(b, i.saturating_sub(1)).is_none() => {
-                if !pii {
-                    pii = ssn_at(b, i);
-                }
-                if !card {
-                    card = card_at(b, i);
-                }
-            }
-            _ => {}
-        }
-        if pii && card {
-            break;
-        }
-    }
-    (pii, card)
-}
-
 fn email_at(b: &[u8], i: usize) -> bool {
     let local_char =
         |x: u8| x.is_ascii_alphanumeric() || matches!(x, b'.' | b'_' | b'%' | b'+' | b'-');
@@ -318,7 +328,7 @@ fn email_at(b: &[u8], i: usize) -> bool {
         return false;
     }
     let from = i.saturating_add(1);
-    let dom_len = run_len(b, from, |x| {
+    let dom_len = run_len(b, from, 254, |x| {
         x.is_ascii_alphanumeric() || matches!(x, b'.' | b'-')
     });
     let dom = b
@@ -464,6 +474,34 @@ mod tests {
                 .data_classes
                 .contains(&"pii".to_owned())
         );
+    }
+
+    #[test]
+    fn one_pass_finds_everything_in_any_order() {
+        let all = vec!["credential", "payment_card", "pii"];
+        for s in [
+            "bob@example.com then AKIAIOSFODNN7EXAMPLE then 4111 1111 1111 1111",
+            "4111-1111-1111-1111 Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac 123-45-6789",
+            "Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac,x@y.io,4111111111111111",
+        ] {
+            assert_eq!(scan_text(s).data_classes, all, "{s}");
+            assert!(scan_text(s).secrets, "{s}");
+        }
+        // The entropy run at the very end of a string counts.
+        assert!(is_secret_like("tail Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac"));
+        assert!(!is_secret_like("bob@example.com 4111 1111 1111 1111"));
+    }
+
+    #[test]
+    fn overlapping_triggers_stay_linear() {
+        // Each of these would make an unbounded look-ahead quadratic; with bounded look-ahead a
+        // 256 KiB string is scanned at once (a hang here is the failure).
+        for unit in ["sk-", "AKIA", "xoxb-", "a@", "1 ", "-----BEGIN "] {
+            let s = unit.repeat(256 * 1024 / unit.len());
+            let _ = scan_text(&s);
+            let mut v = Value::String(s);
+            let _ = redact_secrets(&mut v);
+        }
     }
 
     #[test]
