@@ -165,15 +165,14 @@ fn redact_walk(v: &mut Value, path: &mut String, out: &mut Vec<String>) {
             }
         }
         Value::Object(m) => {
-            let secret_keys: Vec<String> = m
-                .keys()
-                .filter(|k| looks_secret(k.as_bytes()))
-                .cloned()
-                .collect();
-            for k in secret_keys {
-                m.shift_remove(&k);
-                out.push(format!("{path}.{}", REDACTED));
-            }
+            // One `retain` pass (order kept): removing keys one by one would be quadratic.
+            m.retain(|k, _| {
+                let secret = looks_secret(k.as_bytes());
+                if secret {
+                    out.push(format!("{path}.{REDACTED}"));
+                }
+                !secret
+            });
             for (k, x) in m.iter_mut() {
                 let len = path.len();
                 push_key(path, k);
@@ -502,6 +501,15 @@ mod tests {
             let mut v = Value::String(s);
             let _ = redact_secrets(&mut v);
         }
+        // Many secret-like keys in one object are removed in one pass.
+        let mut m = serde_json::Map::new();
+        for i in 0..20_000 {
+            m.insert(format!("AKIA{i:016}"), Value::from(i));
+        }
+        m.insert("keep".into(), Value::from(1));
+        let mut v = Value::Object(m);
+        assert_eq!(redact_secrets(&mut v).len(), 20_000);
+        assert_eq!(v, json!({"keep": 1}));
     }
 
     #[test]
