@@ -327,6 +327,22 @@ impl Host {
         self.store.data().streams.get(&id).map(StreamView::new)
     }
 
+    /// Drops the host's record of a stream that ended and whose context was deleted (long
+    /// runs such as benchmarks would otherwise keep every stream). Returns whether it did.
+    pub fn forget_stream(&mut self, id: u32) -> bool {
+        let st = self.store.data_mut();
+        if st.streams.get(&id).is_some_and(|s| s.finished && s.deleted) {
+            st.streams.remove(&id);
+            return true;
+        }
+        false
+    }
+
+    /// Drops the log lines collected so far (long runs).
+    pub fn clear_logs(&mut self) {
+        self.store.data_mut().logs.clear();
+    }
+
     /// Moves the clock (realtime and monotonic) forward. Fires nothing by itself: call
     /// [`Host::tick`] and answer or fail call-outs explicitly.
     pub fn advance_time(&mut self, ms: u64) {
@@ -458,6 +474,27 @@ impl Host {
     /// zero headers, body and trailers, and the call-out maps are unavailable.
     pub fn fail_http_call(&mut self, token: u32) -> Result<()> {
         self.deliver_call(token, None, (11, "reset".to_string()))
+    }
+
+    /// Fails, as Envoy's timer would, every pending call-out whose timeout has elapsed on the
+    /// host clock (see [`Host::advance_time`]); calls without a timeout never expire. Returns the
+    /// tokens it failed, oldest first.
+    pub fn expire_http_calls(&mut self) -> Result<Vec<u32>> {
+        let now = self.now_ms();
+        let due: Vec<u32> = self
+            .http_calls()
+            .iter()
+            .filter(|c| {
+                c.state == HttpCallState::Pending
+                    && c.timeout_ms > 0
+                    && c.dispatched_at_ms.saturating_add(u64::from(c.timeout_ms)) <= now
+            })
+            .map(|c| c.token)
+            .collect();
+        for token in &due {
+            self.fail_http_call(*token)?;
+        }
+        Ok(due)
     }
 
     fn deliver_call(

@@ -21,7 +21,7 @@
 //! println!("{:?}", view.forwarded_request_header("x-portcullis-decision"));
 //! println!("{:?}", view.filter_state_str("wasm.portcullis.receipt"));
 //! let id = s.id();
-//! drop(s);
+//! // (the stream borrows the host; use `h` again once `s` is no longer used)
 //! for call in h.pending_http_calls() { println!("{} {:?}", call.cluster, call.header(":path")); }
 //! # let token = 1;
 //! h.respond_http_call(token, 200, &[("content-type", "application/json")], b"{}")?; // or h.fail_http_call(token)

@@ -175,6 +175,8 @@ pub(crate) struct StreamState {
     pub(crate) properties: BTreeMap<Vec<u8>, Vec<u8>>,
     /// Filter state Envoy would hold (`wasm.` + property path -> value).
     pub(crate) filter_state: BTreeMap<String, Vec<u8>>,
+    /// Every filter state write, in order (Envoy keeps only the last; tests may want all).
+    pub(crate) filter_state_writes: Vec<(String, Vec<u8>)>,
     pub(crate) req: Direction,
     pub(crate) resp: Direction,
     /// A local reply was requested during the running callback (not yet sent).

@@ -100,6 +100,17 @@ impl<'a> StreamView<'a> {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// Every value written to filter state `key`, oldest first (Envoy keeps only the last; a
+    /// filter that writes a receipt per decision leaves them all here).
+    pub fn filter_state_history(&self, key: &str) -> Vec<&'a [u8]> {
+        self.st
+            .filter_state_writes
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+
     /// All filter state keys set on the stream.
     pub fn filter_state_keys(&self) -> Vec<&'a str> {
         self.st.filter_state.keys().map(String::as_str).collect()

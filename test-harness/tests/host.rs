@@ -121,7 +121,6 @@ fn a_paused_body_is_buffered_then_forwarded_with_the_held_headers() {
         Some("v"),
         "names lowercased"
     );
-    drop(s);
     let bodies: Vec<&str> = h.logs().iter().map(|l| l.message.as_str()).collect();
     assert_eq!(
         bodies,
@@ -196,7 +195,6 @@ fn local_reply_runs_through_the_response_callbacks_and_ends_the_stream() {
         "added by on_response_headers"
     );
     assert!(v.finished());
-    drop(s);
     let lines: Vec<&str> = h.logs().iter().map(|l| l.message.as_str()).collect();
     assert_eq!(lines, ["on_log", "on_delete"]);
 }
@@ -268,7 +266,6 @@ fn a_call_out_is_recorded_answered_and_the_stream_resumes() {
         Action::Continue
     );
     assert!(s.view().finished());
-    drop(s);
     // A second answer to the same call-out is a test bug.
     assert!(h.respond_http_call(call.token, 200, &[], b"").is_err());
 }
@@ -286,6 +283,26 @@ fn a_failed_call_out_is_delivered_with_zero_headers() {
     assert_eq!(h.http_calls()[0].state, HttpCallState::Failed);
     assert!(h.stream_view(id).unwrap().request_forwarded());
     assert!(h.logs().is_empty(), "no body was delivered");
+}
+
+#[test]
+fn call_outs_expire_only_once_their_timeout_elapsed() {
+    let mut h = Host::new(&http_call_module(), HostConfig::new("")).unwrap();
+    let id = {
+        let mut s = h.new_stream().unwrap();
+        s.request_headers(&[(":method", "GET")], true).unwrap();
+        s.id()
+    };
+    h.advance_time(499);
+    assert!(h.expire_http_calls().unwrap().is_empty());
+    assert!(h.stream_view(id).unwrap().request_paused());
+    h.advance_time(1);
+    assert_eq!(
+        h.expire_http_calls().unwrap(),
+        vec![h.http_calls()[0].token]
+    );
+    assert_eq!(h.http_calls()[0].state, HttpCallState::Failed);
+    assert!(h.stream_view(id).unwrap().request_forwarded());
 }
 
 #[test]
@@ -318,7 +335,6 @@ fn a_trap_fails_the_request_with_the_panic_message_and_poisons_the_vm() {
     let e = err_text(s.request_headers(&[(":method", "GET")], true));
     assert!(e.contains("proxy_on_request_headers"), "{e}");
     assert!(e.contains("panicked at 'boom'"), "{e}");
-    drop(s);
     let e = err_text(h.new_stream().map(|_| ()));
     assert!(e.contains("crashed earlier"), "{e}");
 }
@@ -390,7 +406,6 @@ fn header_injection_by_the_filter_fails_the_request() {
     let mut s = h.new_stream().unwrap();
     let e = err_text(s.request_headers(&[(":method", "GET")], true));
     assert!(e.contains("CR, LF or NUL"), "{e}");
-    drop(s);
     assert_eq!(h.violations().len(), 1);
 }
 
@@ -421,7 +436,6 @@ fn filter_state_and_properties_as_envoy_stores_them() {
     let mut s = h.new_stream().unwrap();
     s.request_headers(&[(":method", "GET")], true).unwrap();
     assert_eq!(s.filter_state("wasm.portcullis.decision"), Some("DENY"));
-    drop(s);
     assert!(h.logs_contain("spiffe://cluster.local/ns/a/sa/agent"));
     // A stream-level property overrides the host's.
     let mut s = h.new_stream().unwrap();
@@ -430,7 +444,6 @@ fn filter_state_and_properties_as_envoy_stores_them() {
         "spiffe://other",
     );
     s.request_headers(&[(":method", "GET")], true).unwrap();
-    drop(s);
     assert!(h.logs_contain("spiffe://other"));
 }
 
@@ -470,7 +483,6 @@ fn a_compiled_module_starts_many_independent_hosts() {
     let mut s = a.new_stream().unwrap();
     s.request_headers(&[(":method", "POST")], false).unwrap();
     s.request_body(b"only-in-a", true).unwrap();
-    drop(s);
     assert!(a.logs_contain("only-in-a"));
     assert!(b.logs().is_empty());
 }

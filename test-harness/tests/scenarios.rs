@@ -8,94 +8,17 @@
 //! request headers are unreachable once the request continued; filter state is whatever
 //! `proxy_set_property` stored under `wasm.<path>`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use bundle::keys::signing_key_from_seed;
 use harness::{Host, HostConfig, HttpCall, Pairs, StreamView};
 use serde_json::{Value, json};
-
-const START_MS: u64 = 1_800_000_000_000;
-
-fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/scenarios")
-}
-
-type Failure = String;
-
-fn placeholders(bundle_b64: &str) -> Vec<(String, String)> {
-    let public =
-        |seed: u8| format_verifying_key(&signing_key_from_seed([seed; 32]).verifying_key());
-    vec![
-        ("{{bundle_pub}}".into(), public(1)),
-        (
-            "{{receipt_secret}}".into(),
-            format_signing_key(&signing_key_from_seed([2; 32])),
-        ),
-        ("{{receipt_pub}}".into(), public(2)),
-        ("{{approver_pub}}".into(), public(3)),
-        ("{{stranger_pub}}".into(), public(4)),
-        ("{{bundle}}".into(), bundle_b64.to_string()),
-    ]
-}
-
-fn fill(text: &str, map: &[(String, String)]) -> String {
-    map.iter()
-        .fold(text.to_string(), |acc, (k, v)| acc.replace(k.as_str(), v))
-}
-
-fn fill_json(v: &mut Value, map: &[(String, String)]) {
-    match v {
-        Value::String(s) => *s = fill(s, map),
-        Value::Array(items) => items.iter_mut().for_each(|x| fill_json(x, map)),
-        Value::Object(members) => members.values_mut().for_each(|x| fill_json(x, map)),
-        _ => {}
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in patch {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
-fn base_config() -> Value {
-    json!({
-        "bundle": { "inline_base64": "{{bundle}}" },
-        "trusted_bundle_keys": ["{{bundle_pub}}"],
-        "signing_key": { "inline": "{{receipt_secret}}" },
-        "approvers": { "release-managers": ["{{approver_pub}}"] },
-        "context_services": {
-            "risk": { "cluster": "context-risk", "authority": "risk.internal", "path": "/decide" }
-        },
-        "mcp": { "paths": ["/mcp"], "server_name": "workbench" }
-    })
-}
-
-fn compile_policy(path: &Path) -> Result<String, Failure> {
-    let src = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let ast = policy::syntax::parse(&src)
-        .map_err(|d| format!("{}: policy does not parse: {d:?}", path.display()))?;
-    let unsigned = policy::codegen::compile(&ast)
-        .map_err(|e| format!("{}: policy does not compile: {e:?}", path.display()))?;
-    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32]))
-        .map_err(|e| format!("signing the bundle: {e:?}"))?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(signed))
-}
+use support::{
+    Failure, START_MS, base_config, compile_policy, fill, fill_json, merge_patch, placeholders,
+    scenarios_dir,
+};
 
 fn str_pairs(v: &Value) -> Vec<(String, String)> {
     v.as_array()
@@ -258,7 +181,6 @@ impl Run {
                     .map_err(|e| format!("on_request_body (chunk {i}): {e:#}"))?;
             }
         }
-        drop(s);
 
         let new_calls: Vec<HttpCall> = self.host.http_calls()[calls_before..].to_vec();
         if let (Some(call), Some(answer)) = (new_calls.last(), step.get("http_call_response")) {
@@ -313,15 +235,15 @@ impl Run {
             }
         }
 
-        if let Some(reply) = self.host.stream_view(id).and_then(|v| v.local_response()) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&reply.body) {
-                let digest = v
-                    .pointer("/error/data/approval_request/digest")
-                    .or_else(|| v.pointer("/approval_request/digest"))
-                    .and_then(Value::as_str);
-                if let Some(d) = digest {
-                    self.last_digest = Some(d.to_string());
-                }
+        if let Some(reply) = self.host.stream_view(id).and_then(|v| v.local_response())
+            && let Ok(v) = serde_json::from_slice::<Value>(&reply.body)
+        {
+            let digest = v
+                .pointer("/error/data/approval_request/digest")
+                .or_else(|| v.pointer("/approval_request/digest"))
+                .and_then(Value::as_str);
+            if let Some(d) = digest {
+                self.last_digest = Some(d.to_string());
             }
         }
         Ok(StepOutcome {
@@ -493,6 +415,21 @@ impl Run {
                 fails.push(format!("no log line of this step contains `{n}`"));
             }
         }
+        // Invariant of every step (not written in the files): a header the filter owns
+        // (`x-portcullis-*`) appears at most once wherever it goes.
+        let mut maps: Vec<(&str, &Pairs)> =
+            vec![("request", req_headers), ("response", resp_headers)];
+        if let Some(l) = local {
+            maps.push(("local response", &l.headers));
+        }
+        for (what, map) in maps {
+            let mut seen = std::collections::BTreeSet::new();
+            for (k, _) in map.iter().filter(|(k, _)| k.starts_with("x-portcullis-")) {
+                if !seen.insert(k.as_str()) {
+                    fails.push(format!("{what} carries header {k} more than once: {map:?}"));
+                }
+            }
+        }
         if let Some(rc) = e.get("receipt") {
             match fs("wasm.portcullis.receipt") {
                 None => {
@@ -507,17 +444,9 @@ impl Run {
 
 fn check_receipt(text: &str, rc: &Value) -> Vec<Failure> {
     let mut fails = Vec::new();
-    let v: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => return vec![format!("receipt is not JSON: {e}: {text}")],
-    };
-    let last = match &v {
-        Value::Array(a) => a.last().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
-    };
-    let r = match bundle::receipt::Receipt::from_json(&last.to_string()) {
+    let r = match support::parse_receipt(text) {
         Ok(r) => r,
-        Err(e) => return vec![format!("receipt does not parse: {e}")],
+        Err(e) => return vec![e],
     };
     if !r.hash_matches() {
         fails.push("receipt hash does not match its body".to_string());

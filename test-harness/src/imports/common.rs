@@ -131,6 +131,9 @@ pub(crate) fn proxy_set_property(
     let Some(stream) = g.state().effective_stream() else {
         return Ok(Status::NotFound.code());
     };
+    stream
+        .filter_state_writes
+        .push((key.clone(), value.clone()));
     stream.filter_state.insert(key, value);
     ok()
 }

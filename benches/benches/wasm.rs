@@ -1,0 +1,128 @@
+//! One MCP `tools/call` of about 1 KiB through the BUILT `portcullis.wasm` under the wasmtime
+//! proxy-wasm host (`test-harness`): a whole HTTP stream per iteration — request headers (pause),
+//! body (normalize + evaluate + session read/CAS write + signed receipt + headers), upstream
+//! response headers and body (receipt header on the way back), then the context ends.
+//!
+//! Two cases: `allowed_1k` (the policy allows it; the request goes upstream) and `denied_1k`
+//! (no rule allows the tool; the filter answers with a JSON-RPC error through its own response
+//! callbacks). The module is compiled without fuel metering; `allowed_1k_metered` shows what the
+//! test harness's fuel metering costs.
+//!
+//! Run: `cargo bench -p portcullis-benches --bench wasm -- --warm-up-time 2 --measurement-time 5`
+//! (builds `target/wasm32-wasip1/release/portcullis.wasm` first if it is stale; or set
+//! `PORTCULLIS_WASM=<path>`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use criterion::{Criterion, criterion_group, criterion_main};
+use harness::{FilterModule, Host, HostConfig};
+
+const POLICY: &str = "../testdata/scenarios/policies/basic.pcl";
+
+fn plugin_config() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(POLICY);
+    let src = std::fs::read_to_string(&path).unwrap();
+    let ast = policy::syntax::parse(&src).expect("policy parses");
+    let unsigned = policy::codegen::compile(&ast).expect("policy compiles");
+    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
+    serde_json::json!({
+        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
+        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
+        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
+        "mcp": { "paths": ["/mcp"], "server_name": "workbench" }
+    })
+    .to_string()
+}
+
+/// A `tools/call` body of `target` bytes (padding goes into the path argument).
+fn body(tool: &str, target: usize) -> Vec<u8> {
+    let make = |pad: usize| {
+        serde_json::to_vec(&serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": {
+                "name": tool,
+                "arguments": { "path": format!("/repo/{}", "d".repeat(pad)) }
+            }
+        }))
+        .unwrap()
+    };
+    let base = make(0).len();
+    let b = make(target.saturating_sub(base));
+    assert_eq!(b.len(), target);
+    b
+}
+
+const HEADERS: &[(&str, &str)] = &[
+    (":method", "POST"),
+    (":path", "/mcp"),
+    (":authority", "workbench"),
+    (":scheme", "http"),
+    ("content-type", "application/json"),
+    ("accept", "application/json, text/event-stream"),
+    ("mcp-session-id", "bench-session"),
+    ("content-length", "1024"),
+];
+
+const RESPONSE: &[u8] =
+    br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+
+/// One complete stream; returns whether the request went upstream.
+fn one(host: &mut Host, body: &[u8]) -> bool {
+    let mut s = host.new_stream().unwrap();
+    s.request_headers(HEADERS, false).unwrap();
+    s.request_body(body, true).unwrap();
+    let forwarded = s.view().request_forwarded();
+    if forwarded {
+        s.response_headers(
+            &[(":status", "200"), ("content-type", "application/json")],
+            false,
+        )
+        .unwrap();
+        s.response_body(RESPONSE, true).unwrap();
+    }
+    assert!(s.view().finished(), "the stream must end every iteration");
+    let id = s.id();
+    drop(s);
+    host.forget_stream(id);
+    host.clear_logs();
+    forwarded
+}
+
+fn bench(c: &mut Criterion) {
+    let path = harness::build::filter_wasm().unwrap();
+    let wasm = std::fs::read(&path).unwrap();
+    let config = plugin_config();
+    let allowed = body("read_file", 1024);
+    let denied = body("format_disk", 1024);
+
+    let unmetered = FilterModule::from_bytes_unmetered(&wasm).unwrap();
+    let mut host = Host::start(&unmetered, HostConfig::new(config.clone())).unwrap();
+    assert!(
+        one(&mut host, &allowed),
+        "read_file must be allowed by the bench policy"
+    );
+    assert!(!one(&mut host, &denied), "format_disk must be denied");
+
+    let mut g = c.benchmark_group("wasm");
+    g.bench_function("allowed_1k", |b| {
+        b.iter(|| black_box(one(&mut host, black_box(&allowed))))
+    });
+    g.bench_function("denied_1k", |b| {
+        b.iter(|| black_box(one(&mut host, black_box(&denied))))
+    });
+    let metered = FilterModule::from_bytes(&wasm).unwrap();
+    let mut host = Host::start(&metered, HostConfig::new(config)).unwrap();
+    g.bench_function("allowed_1k_metered", |b| {
+        b.iter(|| black_box(one(&mut host, black_box(&allowed))))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
