@@ -249,7 +249,10 @@ impl Plugin {
             .borrow_mut()
             .touch(session, now_ms, &rec.state, &rec.chain);
         loop {
-            let victim = self.tracker.borrow().victim(l.cfg.session.max_sessions);
+            let victim = self
+                .tracker
+                .borrow()
+                .victim(l.cfg.session.max_sessions, session);
             let Some(victim) = victim else { break };
             self.end_session(host, l, &victim, "evicted");
             // INVARIANT: end_session always forgets the victim, so this loop ends.
@@ -265,13 +268,18 @@ impl Plugin {
     }
 
     /// End a session: leave a tombstone (status missing, chain kept) and log a signed
-    /// `session_end` receipt.
+    /// `session_end` receipt. `evicted` always ends it; `expired` only when the record itself says
+    /// it is idle past the ttl (another worker may have served it since this one did).
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
             let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
             if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
                 return; // already a tombstone
+            }
+            if why == "expired" && rec.ended.is_none() {
+                // Another worker used the session since this one did: it is not idle.
+                return;
             }
             let why = rec.ended.unwrap_or(why);
             rec.state = session_store::tombstone(rec.state.started_ms);

@@ -166,14 +166,16 @@ impl Tracker {
     }
 
     /// The session to evict when more than `cap` are tracked: the least recently used one that is
-    /// neither killed nor tainted, else the least recently used overall.
-    pub fn victim(&self, cap: usize) -> Option<String> {
+    /// neither killed nor tainted, else the least recently used overall; never `keep` (the
+    /// session being served).
+    pub fn victim(&self, cap: usize, keep: &str) -> Option<String> {
         if self.entries.len() <= cap {
             return None;
         }
         let lru = |sticky: Option<bool>| {
             self.entries
                 .iter()
+                .filter(|(k, _)| k.as_str() != keep)
                 .filter(|(_, t)| sticky.is_none_or(|s| t.sticky == s))
                 .min_by_key(|(_, t)| t.last_seen_ms)
                 .map(|(k, _)| k.clone())
@@ -283,12 +285,16 @@ mod tests {
         t.touch("old-killed", 1, &killed, &chain);
         t.touch("mid", 2, &active(0), &chain);
         t.touch("new", 3, &active(0), &chain);
-        assert_eq!(t.victim(3), None);
-        assert_eq!(t.victim(2).as_deref(), Some("mid"));
+        assert_eq!(t.victim(3, "new"), None);
+        assert_eq!(t.victim(2, "new").as_deref(), Some("mid"));
+        // the session being served is never the victim, even when it is the only plain one
+        assert_eq!(t.victim(2, "mid").as_deref(), Some("new"));
         t.forget("mid");
         t.forget("new");
         t.touch("x", 5, &killed, &chain);
-        assert_eq!(t.victim(1).as_deref(), Some("old-killed"));
+        assert_eq!(t.victim(1, "x").as_deref(), Some("old-killed"));
+        t.touch("plain", 6, &active(0), &chain);
+        assert_eq!(t.victim(2, "plain").as_deref(), Some("old-killed"));
     }
 
     #[test]

@@ -424,3 +424,67 @@ fn a_large_batch_carries_receipt_ids_in_the_header() {
     let header = host.request_header("x-portcullis-receipt").unwrap();
     assert!(header.len() > 64 && !header.contains(','));
 }
+
+#[test]
+fn a_workers_timer_does_not_expire_a_session_another_worker_is_serving() {
+    let (host, worker_a) = setup(json!({"session": {"idle_ttl_s": 60}}));
+    let worker_b = Rc::new(Plugin::configure(
+        &host,
+        &config(json!({"session": {"idle_ttl_s": 60}})),
+    ));
+    assert!(
+        call(
+            &host,
+            &worker_a,
+            Some("shared"),
+            tool(1, "read_file", json!({"path": "/a"}))
+        )
+        .forwarded
+    );
+    host.advance(50_000);
+    assert!(
+        call(
+            &host,
+            &worker_b,
+            Some("shared"),
+            tool(2, "read_file", json!({"path": "/a"}))
+        )
+        .forwarded
+    );
+    host.advance(20_000);
+    worker_a.on_tick(&host);
+    assert!(
+        !host
+            .state()
+            .logs
+            .iter()
+            .any(|(_, l)| l.contains("ended (expired)")),
+        "worker A expired a session worker B served 20 s ago"
+    );
+    assert!(
+        call(
+            &host,
+            &worker_b,
+            Some("shared"),
+            tool(3, "read_file", json!({"path": "/a"}))
+        )
+        .forwarded
+    );
+    // once it really is idle, any worker's timer ends it and the next action is unknown
+    host.advance(61_000);
+    worker_a.on_tick(&host);
+    worker_b.on_tick(&host);
+    assert!(
+        host.state()
+            .logs
+            .iter()
+            .any(|(_, l)| l.contains("session `shared` ended (expired)"))
+    );
+    let o = call(
+        &host,
+        &worker_a,
+        Some("shared"),
+        tool(4, "read_file", json!({"path": "/a"})),
+    );
+    assert_eq!(o.rule, "session:unknown");
+}
