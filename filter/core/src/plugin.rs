@@ -351,9 +351,13 @@ impl Plugin {
             let now = host.now_ms();
             let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
             if rec.chain.unsigned == 0 {
-                self.tracker
-                    .borrow_mut()
-                    .touch(session, now, &rec.state, &rec.chain);
+                // Someone signed since: just refresh what this worker knows.
+                self.tracker.borrow_mut().touch(
+                    session,
+                    rec.extra.last_seen_ms,
+                    &rec.state,
+                    &rec.chain,
+                );
                 return;
             }
             // A checkpoint is not activity: keep last_seen as it was.
