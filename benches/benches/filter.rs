@@ -15,8 +15,8 @@ use filter_core::{FilterAction, Plugin, Stream};
 use serde_json::json;
 
 fn config(checkpoint_every: u32) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/scenarios/policies/basic.pcl");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/scenarios/policies/basic.pcl");
     let src = std::fs::read_to_string(path).unwrap_or_default();
     let Ok(ast) = policy::syntax::parse(&src) else {
         return Vec::new();
@@ -82,7 +82,10 @@ fn one_request(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8]) -> FilterActio
 fn bench(c: &mut Criterion) {
     let body = body();
     let mut g = c.benchmark_group("filter_request_1kib_tools_call");
-    for (name, every) in [("every_receipt_signed", 1u32), ("allow_receipts_batched_16", 16)] {
+    for (name, every) in [
+        ("every_receipt_signed", 1u32),
+        ("allow_receipts_batched_16", 16),
+    ] {
         let host = MockHost::new(1_800_000_000_000);
         let plugin = Rc::new(Plugin::configure(&host, &config(every)));
         assert!(plugin.error().is_none(), "{:?}", plugin.error());
