@@ -31,7 +31,7 @@ use crate::verdict::{Decision, Effect, Mode, Modification, PathSegment, Verdict}
 pub mod verify;
 
 pub use verify::{
-    Finding, FindingKind, SessionSummary, VerifyReport, collect_receipts, verify_log,
+    Finding, FindingKind, SessionSummary, TimelineEntry, VerifyReport, collect_receipts, verify_log,
 };
 
 /// The receipt body format version written by this build.

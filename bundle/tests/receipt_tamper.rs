@@ -95,6 +95,19 @@ fn intact_log_is_ok() {
     assert_eq!(r.sessions[0].attested_through, Some(9));
     assert_eq!(r.sessions[0].last_seq, 9);
     assert!(r.sessions[0].ended);
+    let timeline: Vec<(u64, Option<Decision>, bool)> = r.sessions[0]
+        .actions
+        .iter()
+        .map(|a| (a.seq, a.decision, a.signed))
+        .collect();
+    assert_eq!(timeline.len(), 9);
+    assert_eq!(timeline[2], (3, Some(Decision::Deny), true));
+    assert_eq!(timeline[3], (4, Some(Decision::Allow), false));
+    assert_eq!(timeline[8], (9, None, true));
+    assert_eq!(
+        r.sessions[0].actions[0].what.as_deref(),
+        Some("tools/call read_file")
+    );
 }
 
 #[test]

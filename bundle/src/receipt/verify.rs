@@ -97,6 +97,27 @@ pub struct SessionSummary {
     pub ended: bool,
     /// Number of findings for this session.
     pub findings: usize,
+    /// The session's receipts in sequence order (first copy of each sequence number).
+    pub actions: Vec<TimelineEntry>,
+}
+
+/// One receipt of a session, as the verification report lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimelineEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// Line it was read from.
+    pub line: usize,
+    /// `action`, `checkpoint`, `session_end`, `defer_resolved`.
+    pub event: super::EventKind,
+    /// Enforced decision (actions only).
+    pub decision: Option<crate::verdict::Decision>,
+    /// Deciding rule (actions only).
+    pub rule: Option<String>,
+    /// Operation and subject, e.g. `tools/call read_file` or `POST exfil.example/upload`.
+    pub what: Option<String>,
+    /// Carries a valid signature by a trusted key.
+    pub signed: bool,
 }
 
 /// The result of verifying a log.
@@ -523,5 +544,29 @@ fn verify_session(
             .iter()
             .any(|f| f.receipt.body.event == super::EventKind::SessionEnd),
         findings: 0,
+        actions: chain
+            .iter()
+            .map(|(&seq, (f, state))| {
+                let b = &f.receipt.body;
+                TimelineEntry {
+                    seq,
+                    line: f.line,
+                    event: b.event,
+                    decision: b.decision,
+                    rule: b.rule.clone(),
+                    what: b.action.as_ref().map(|a| {
+                        let subject = a
+                            .tool
+                            .as_deref()
+                            .or(a.prompt.as_deref())
+                            .or(a.resource.as_deref())
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("{}{}", a.target.host, a.target.path));
+                        format!("{} {subject}", a.operation)
+                    }),
+                    signed: *state == SigState::Valid,
+                }
+            })
+            .collect(),
     }
 }
