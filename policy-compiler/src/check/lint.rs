@@ -42,7 +42,11 @@ pub(super) fn rule_warnings(p: &Policy) -> Vec<Diagnostic> {
                         "rule `{}` can never decide: rule `{}` matches whenever it does and is stricter ({})",
                         r.name.node, s.name.node, s.decision.decision.as_str()
                     ))
-                    .with_hint("remove it, narrow the stricter rule, or run it in audit mode"),
+                    .with_hint(if r.effects.is_empty() {
+                        "remove it, narrow the stricter rule, or run it in audit mode"
+                    } else {
+                        "its effects still apply; if they are all it is for, give it the stricter rule's decision"
+                    }),
                 );
                 break;
             }
