@@ -31,7 +31,8 @@ use crate::verdict::{Decision, Effect, Mode, Modification, PathSegment, Verdict}
 pub mod verify;
 
 pub use verify::{
-    Finding, FindingKind, SessionSummary, TimelineEntry, VerifyReport, collect_receipts, verify_log,
+    Finding, FindingKind, SessionSummary, TimelineEntry, VerifyOptions, VerifyReport,
+    collect_receipts, verify_log, verify_log_with,
 };
 
 /// The receipt body format version written by this build.

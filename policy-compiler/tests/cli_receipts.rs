@@ -257,3 +257,62 @@ fn approve_refuses_bad_input() {
         assert!(o.stdout.is_empty());
     }
 }
+
+/// Envoy logs a stream when it ends, so an access log may list receipt 2 after receipt 3. The
+/// chain decides the order: a notice, exit 0; `--strict-order` makes it a failure.
+#[test]
+fn verify_notes_log_order_and_fails_only_with_strict_order() {
+    let text = std::fs::read_to_string(receipts_dir().join("session.jsonl")).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(1, 2); // receipt 2 now logged after receipt 3
+    let dir = scratch("reorder");
+    let log = dir.join("access.log");
+    std::fs::write(&log, lines.join("\n")).unwrap();
+    let key = receipts_dir().join("test.pub");
+    let o = policyc(&["receipts", "verify", s(&log), "--pub", s(&key)]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("notice: "), "{out}");
+    assert!(out.contains(":3: reordered"), "{out}");
+    assert!(out.contains("logged out of chain order"), "{out}");
+    let o = policyc(&[
+        "receipts",
+        "verify",
+        s(&log),
+        "--pub",
+        s(&key),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["findings"].as_array().unwrap().len(), 0);
+    assert_eq!(v["notices"][0]["kind"], "reordered");
+    assert_eq!(v["notices"][0]["line"], 3);
+    assert_eq!(
+        v["sessions"][0]["actions"][1]["logged_after"],
+        serde_json::json!([3, 2])
+    );
+    let o = policyc(&[
+        "receipts",
+        "verify",
+        s(&log),
+        "--pub",
+        s(&key),
+        "--strict-order",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(":3: reordered") && out.contains("FAILED"),
+        "{out}"
+    );
+    // The timeline is in chain order and says which receipt was logged late.
+    let o = policyc(&["receipts", "show", s(&log), "--session", "sess-1"]);
+    let out = stdout(&o);
+    assert!(out.contains("logged after receipt 3"), "{out}");
+    let two = out.find("#2 ").unwrap();
+    let three = out.find("#3 ").unwrap();
+    assert!(two < three, "{out}");
+}

@@ -9,6 +9,12 @@
 //! Per session, receipts are checked one by one (hash, signature) and as a chain (order, gaps,
 //! duplicates, links). A signature on receipt `n` attests receipts `1..=n` when the chain up to it
 //! is intact; receipts after the last valid signature are reported as not yet attested.
+//!
+//! Log order is not chain order: Envoy writes an access-log line when a stream *ends*, so a
+//! long-lived stream (an SSE `stream/open`) or a slow tool call is logged after later actions. The
+//! chain (`seq` and `prev`, inside the hashed body) is authoritative, so a receipt logged after a
+//! higher `seq` is a *notice* (`reordered`, in [`VerifyReport::notices`]), not a failure, unless
+//! [`VerifyOptions::strict_order`] asks for log order to match chain order.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -35,7 +41,8 @@ pub enum FindingKind {
     UnknownKey,
     /// Sequence numbers are missing (dropped receipts).
     Missing,
-    /// A receipt appears after one with a higher sequence number.
+    /// A receipt appears after one with a higher sequence number. A notice, not a failure, unless
+    /// [`VerifyOptions::strict_order`] is set.
     Reordered,
     /// The same receipt appears twice.
     Duplicated,
@@ -60,6 +67,20 @@ impl FindingKind {
             FindingKind::UnsignedTail => "unsigned_tail",
         }
     }
+
+    /// Whether this kind is only a notice under `options` (reported, but the log still verifies).
+    pub fn is_notice(self, options: &VerifyOptions) -> bool {
+        self == FindingKind::Reordered && !options.strict_order
+    }
+}
+
+/// How strict verification is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Treat `reordered` (log order differs from chain order) as a failure instead of a notice.
+    /// Only meaningful for logs written in chain order (e.g. raw receipt lines from one writer);
+    /// an Envoy access log legitimately differs, see the module documentation.
+    pub strict_order: bool,
 }
 
 /// One problem, located.
@@ -95,8 +116,10 @@ pub struct SessionSummary {
     /// A `session_end` receipt was seen: the chain is complete. Without it, a log cut after a
     /// signed receipt looks exactly like a session that is still running.
     pub ended: bool,
-    /// Number of findings for this session.
+    /// Number of findings (failures) for this session.
     pub findings: usize,
+    /// Number of notices (receipts logged out of chain order) for this session.
+    pub notices: usize,
     /// The session's receipts in sequence order (first copy of each sequence number).
     pub actions: Vec<TimelineEntry>,
 }
@@ -118,6 +141,8 @@ pub struct TimelineEntry {
     pub what: Option<String>,
     /// Carries a valid signature by a trusted key.
     pub signed: bool,
+    /// Logged after a receipt with a higher sequence number: `(that seq, its line)`.
+    pub logged_after: Option<(u64, usize)>,
 }
 
 /// The result of verifying a log.
@@ -129,9 +154,12 @@ pub struct VerifyReport {
     pub receipts: usize,
     /// Sessions, sorted by id.
     pub sessions: Vec<SessionSummary>,
-    /// Every finding, sorted by line.
+    /// Every finding (failure), sorted by line.
     pub findings: Vec<Finding>,
-    /// `true` only when there are no findings at all.
+    /// Every notice (reported, not a failure), sorted by line: `reordered` unless
+    /// [`VerifyOptions::strict_order`].
+    pub notices: Vec<Finding>,
+    /// `true` only when there are no findings at all (notices do not count).
     pub ok: bool,
 }
 
@@ -322,12 +350,23 @@ enum SigState {
 }
 
 /// Verify every session chain found in `lines` (pairs of line number and text) against the
-/// trusted `keys`. See the module documentation for what is checked.
+/// trusted `keys`, with default options (`reordered` is a notice). See the module documentation
+/// for what is checked.
 pub fn verify_log<'a>(
     lines: impl Iterator<Item = (usize, &'a str)>,
     keys: &[VerifyingKey],
 ) -> VerifyReport {
+    verify_log_with(lines, keys, &VerifyOptions::default())
+}
+
+/// [`verify_log`] with explicit [`VerifyOptions`].
+pub fn verify_log_with<'a>(
+    lines: impl Iterator<Item = (usize, &'a str)>,
+    keys: &[VerifyingKey],
+    options: &VerifyOptions,
+) -> VerifyReport {
     let (found, mut findings, line_count) = collect_found(lines);
+    let mut notices = Vec::new();
     let by_id: HashMap<String, &VerifyingKey> =
         keys.iter().map(|k| (crate::keys::key_id(k), k)).collect();
     let mut sessions: BTreeMap<String, Vec<&Found>> = BTreeMap::new();
@@ -339,21 +378,27 @@ pub fn verify_log<'a>(
     }
     let mut summaries = Vec::new();
     for (session, entries) in &sessions {
-        let before = findings.len();
-        let summary = verify_session(session, entries, &by_id, &mut findings);
-        let n = findings.len().saturating_sub(before);
+        let mut own = Vec::new();
+        let summary = verify_session(session, entries, &by_id, &mut own);
+        let (notes, fails): (Vec<Finding>, Vec<Finding>) =
+            own.into_iter().partition(|f| f.kind.is_notice(options));
         summaries.push(SessionSummary {
-            findings: n,
+            findings: fails.len(),
+            notices: notes.len(),
             ..summary
         });
+        findings.extend(fails);
+        notices.extend(notes);
     }
     findings.sort_by_key(|f| (f.line, f.kind));
+    notices.sort_by_key(|f| (f.line, f.kind));
     VerifyReport {
         lines: line_count,
         receipts: found.len(),
         sessions: summaries,
         ok: findings.is_empty(),
         findings,
+        notices,
     }
 }
 
@@ -421,6 +466,7 @@ fn verify_session(
     }
     // 2. Order, duplicates and forks, in log order.
     let mut chain: BTreeMap<u64, (&Found, SigState)> = BTreeMap::new();
+    let mut late: HashMap<u64, (u64, usize)> = HashMap::new();
     let mut max_seq = 0u64;
     let mut max_line = 0usize;
     for (f, state) in entries.iter().zip(sig_states.iter().copied()) {
@@ -460,8 +506,11 @@ fn verify_session(
                 f.line,
                 seq,
                 FindingKind::Reordered,
-                format!("receipt {seq} comes after receipt {max_seq} (line {max_line})"),
+                format!(
+                    "receipt {seq} was logged after receipt {max_seq} (line {max_line}); the chain fixes the order"
+                ),
             );
+            late.insert(seq, (max_seq, max_line));
         } else {
             max_seq = seq;
             max_line = f.line;
@@ -544,6 +593,7 @@ fn verify_session(
             .iter()
             .any(|f| f.receipt.body.event == super::EventKind::SessionEnd),
         findings: 0,
+        notices: 0,
         actions: chain
             .iter()
             .map(|(&seq, (f, state))| {
@@ -565,6 +615,7 @@ fn verify_session(
                         format!("{} {subject}", a.operation)
                     }),
                     signed: *state == SigState::Valid,
+                    logged_after: late.get(&seq).copied(),
                 }
             })
             .collect(),

@@ -2,7 +2,7 @@
 //! timelines for a SOC, from Envoy access logs or raw receipt lines.
 //!
 //! ```text
-//! policyc receipts verify LOG... --pub KEYFILE... [--format json]   # exit 0 intact, 1 findings, 2 usage/IO
+//! policyc receipts verify LOG... --pub KEYFILE... [--strict-order] [--format json]   # exit 0 intact, 1 findings, 2 usage/IO
 //! policyc receipts show LOG... (--session S | --trace T) [--format json]
 //! ```
 //!
@@ -12,7 +12,9 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
-use bundle::receipt::{EventKind, Finding, Receipt, VerifyReport, collect_receipts, verify_log};
+use bundle::receipt::{
+    EventKind, Finding, Receipt, VerifyOptions, VerifyReport, collect_receipts, verify_log_with,
+};
 use ed25519_dalek::VerifyingKey;
 
 /// Arguments of `policyc receipts`.
@@ -41,6 +43,11 @@ pub struct VerifyArgs {
     /// Trusted receipt signing public key files (`policyc keygen`'s `.pub`).
     #[arg(long = "pub", required = true)]
     pub keys: Vec<PathBuf>,
+    /// Fail (instead of noting) when log order differs from chain order. Envoy access logs are
+    /// written when a stream ends, so they legitimately differ; use this for logs written in
+    /// chain order.
+    #[arg(long)]
+    pub strict_order: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: super::Format,
@@ -147,7 +154,10 @@ fn verify(args: &VerifyArgs) -> i32 {
             return super::EXIT_USAGE;
         }
     };
-    let report = verify_log(input.numbered(), &keys);
+    let options = VerifyOptions {
+        strict_order: args.strict_order,
+    };
+    let report = verify_log_with(input.numbered(), &keys, &options);
     match args.format {
         super::Format::Json => println!("{}", report_json(&report, &input)),
         super::Format::Text => print!("{}", report_text(&report, &input)),
@@ -159,10 +169,8 @@ fn verify(args: &VerifyArgs) -> i32 {
     }
 }
 
-fn report_json(report: &VerifyReport, input: &Input) -> serde_json::Value {
-    let findings: Vec<serde_json::Value> = report
-        .findings
-        .iter()
+fn findings_json(list: &[Finding], input: &Input) -> Vec<serde_json::Value> {
+    list.iter()
         .map(|f| {
             let (file, line) = input
                 .origin
@@ -174,13 +182,17 @@ fn report_json(report: &VerifyReport, input: &Input) -> serde_json::Value {
                 "session": f.session, "seq": f.seq, "detail": f.detail,
             })
         })
-        .collect();
+        .collect()
+}
+
+fn report_json(report: &VerifyReport, input: &Input) -> serde_json::Value {
     serde_json::json!({
         "ok": report.ok,
         "lines": report.lines,
         "receipts": report.receipts,
         "sessions": report.sessions,
-        "findings": findings,
+        "findings": findings_json(&report.findings, input),
+        "notices": findings_json(&report.notices, input),
     })
 }
 
@@ -222,13 +234,36 @@ fn report_text(report: &VerifyReport, input: &Input) -> String {
                 format!(", {} finding(s)", s.findings)
             },
         ));
+        for a in s.actions.iter().filter(|a| a.logged_after.is_some()) {
+            if let Some((after, line)) = a.logged_after {
+                out.push_str(&format!(
+                    "  receipt {} ({}) logged at {} after receipt {after} at {}\n",
+                    a.seq,
+                    a.what.as_deref().unwrap_or(a.event.as_str()),
+                    input.place(a.line),
+                    input.place(line),
+                ));
+            }
+        }
     }
     for f in &report.findings {
         out.push_str(&finding_text(f, input));
         out.push('\n');
     }
+    for f in &report.notices {
+        out.push_str("notice: ");
+        out.push_str(&finding_text(f, input));
+        out.push('\n');
+    }
     if report.ok {
-        out.push_str("ok: every receipt is intact and attested\n");
+        out.push_str("ok: every receipt is intact and attested");
+        if !report.notices.is_empty() {
+            out.push_str(&format!(
+                " ({} receipt(s) logged out of chain order; the chain fixes the order)",
+                report.notices.len()
+            ));
+        }
+        out.push('\n');
     } else {
         out.push_str(&format!("FAILED: {} finding(s)\n", report.findings.len()));
     }
@@ -390,6 +425,23 @@ fn show(args: &ShowArgs) -> i32 {
             (None, None) => false,
         })
         .collect();
+    // Log order vs chain order, before sorting: a receipt logged after a higher seq of its session
+    // (Envoy logs a stream when it ends) is shown in chain order with a note.
+    let mut late: std::collections::HashMap<(usize, String, u64), (u64, usize)> =
+        std::collections::HashMap::new();
+    let mut highest: std::collections::HashMap<&str, (u64, usize)> =
+        std::collections::HashMap::new();
+    for (line, r) in &chosen {
+        let b = &r.body;
+        match highest.get(b.session.as_str()) {
+            Some(&(max, at)) if b.seq < max => {
+                late.insert((*line, b.session.clone(), b.seq), (max, at));
+            }
+            _ => {
+                highest.insert(b.session.as_str(), (b.seq, *line));
+            }
+        }
+    }
     chosen.sort_by(|a, b| {
         (&a.1.body.session, a.1.body.seq, a.0).cmp(&(&b.1.body.session, b.1.body.seq, b.0))
     });
@@ -408,8 +460,12 @@ fn show(args: &ShowArgs) -> i32 {
                 .iter()
                 .map(|(line, r)| {
                     let (file, n) = input.origin.get(line.saturating_sub(1)).cloned().unwrap_or_default();
+                    let after = late.get(&(*line, r.body.session.clone(), r.body.seq)).map(|(seq, l)| {
+                        let (f, n) = input.origin.get(l.saturating_sub(1)).cloned().unwrap_or_default();
+                        serde_json::json!({"seq": seq, "file": f, "line": n})
+                    });
                     serde_json::json!({
-                        "file": file, "line": n, "hash": hex::encode(r.hash),
+                        "file": file, "line": n, "hash": hex::encode(r.hash), "logged_after": after,
                         "signed": r.sig.is_some(), "body": serde_json::to_value(&r.body).unwrap_or_default(),
                     })
                 })
@@ -444,6 +500,12 @@ fn show(args: &ShowArgs) -> i32 {
                     last_identity = Some(id);
                 }
                 out.push_str(&timeline_line(&input.place(*line), r));
+                if let Some((after, at)) = late.get(&(*line, b.session.clone(), b.seq)) {
+                    out.push_str(&format!(
+                        "        logged after receipt {after} (at {}): log order is not chain order\n",
+                        input.place(*at)
+                    ));
+                }
             }
             out.push_str(
                 "(not verified: run `policyc receipts verify` with the signing public key)\n",
