@@ -316,3 +316,73 @@ fn verify_notes_log_order_and_fails_only_with_strict_order() {
     let three = out.find("#3 ").unwrap();
     assert!(two < three, "{out}");
 }
+
+/// A log that spans a receipt signing key rotation verifies with both public keys; with only the
+/// new one, the receipts signed by the old key are `unknown_key`.
+#[test]
+fn verify_a_log_spanning_a_key_rotation() {
+    use bundle::receipt::{ChainHead, ReceiptBody, SignPolicy, Signer, seal, session_end};
+    let old = Signer::new(signing_key_from_seed([21; 32]));
+    let new = Signer::new(signing_key_from_seed([22; 32]));
+    let mut chain = ChainHead::default();
+    let every = SignPolicy {
+        checkpoint_every: 1,
+        max_unsigned_ms: 60_000,
+    };
+    let mut lines = Vec::new();
+    for i in 0..6u64 {
+        let signer = if i < 3 { &old } else { &new };
+        let body = ReceiptBody::event(bundle::receipt::EventKind::Checkpoint, "rot");
+        lines.push(seal(body, &mut chain, signer, &every, 1_000 + i, false).to_json());
+    }
+    lines.push(session_end("rot", &mut chain, &new, 2_000).to_json());
+    let dir = scratch("rotation");
+    let log = dir.join("access.log");
+    std::fs::write(&log, lines.join("\n")).unwrap();
+    let old_pub = dir.join("old.pub");
+    let new_pub = dir.join("new.pub");
+    std::fs::write(
+        &old_pub,
+        bundle::keys::format_verifying_key(&old.verifying_key()),
+    )
+    .unwrap();
+    std::fs::write(
+        &new_pub,
+        bundle::keys::format_verifying_key(&new.verifying_key()),
+    )
+    .unwrap();
+    let o = policyc(&[
+        "receipts",
+        "verify",
+        s(&log),
+        "--pub",
+        s(&old_pub),
+        "--pub",
+        s(&new_pub),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("7 signed), attested through 7, ended"),
+        "{out}"
+    );
+    let o = policyc(&[
+        "receipts",
+        "verify",
+        s(&log),
+        "--pub",
+        s(&new_pub),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let unknown: Vec<u64> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "unknown_key")
+        .map(|f| f["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(unknown, [1, 2, 3]);
+}
