@@ -178,6 +178,22 @@ fn other_syntax_errors() {
     let cases: &[(&str, &str)] = &[
         ("rule r {}", "expected `pack` at the start of the file"),
         (
+            "pack \"p\" { mode warn mode audit }",
+            "duplicate `mode` in the pack header",
+        ),
+        (
+            "pack \"p\" {}\nintent i { outside deny \"a\" outside deny \"b\" }",
+            "duplicate `outside`",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when true defer \"d\" { service \"s\" timeout 0ms } }",
+            "defer timeout must be positive",
+        ),
+        (
+            "pack \"p\" {}\nrule r { when true modify \"m\" { clamp args.x 1s..2 } }",
+            "clamp bounds are plain numbers",
+        ),
+        (
             "pack \"p\" { colour \"red\" }",
             "unknown pack field `colour`",
         ),
