@@ -386,3 +386,98 @@ fn verify_a_log_spanning_a_key_rotation() {
         .collect();
     assert_eq!(unknown, [1, 2, 3]);
 }
+
+/// `policyc receipts export --format ocsf`: one OCSF API Activity event per receipt, with the
+/// fields SIEMs index in their standard places (docs/siem.md).
+#[test]
+fn export_ocsf_emits_one_api_activity_event_per_receipt() {
+    let log = receipts_dir().join("session.jsonl");
+    let o = policyc(&["receipts", "export", s(&log), "--format", "ocsf"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let receipts: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), receipts.len());
+    for (e, r) in events.iter().zip(&receipts) {
+        assert_eq!(e["class_uid"], 6003);
+        assert_eq!(e["category_uid"], 6);
+        assert_eq!(
+            e["type_uid"].as_u64().unwrap(),
+            600_300 + e["activity_id"].as_u64().unwrap()
+        );
+        assert_eq!(
+            e["metadata"]["uid"], r["hash"],
+            "the receipt hash identifies the event"
+        );
+        assert_eq!(e["metadata"]["correlation_uid"], r["body"]["session"]);
+        assert_eq!(e["metadata"]["sequence"], r["body"]["seq"]);
+        assert_eq!(e["time"], r["body"]["ts_ms"]);
+        assert_eq!(e["actor"]["session"]["uid"], r["body"]["session"]);
+    }
+    // The MODIFY of query_db: agent, human, rule, bundle, digest, modifications.
+    let m = &events[1];
+    assert_eq!(m["activity_name"], "tools/call");
+    assert_eq!(m["disposition"], "Corrected");
+    assert_eq!(m["status"], "Success");
+    assert_eq!(m["actor"]["user"]["uid"], "spiffe://corp/agent/coder");
+    assert_eq!(m["actor"]["invoked_by"], "alice@corp.example");
+    assert_eq!(m["actor"]["authorizations"][0]["decision"], "MODIFY");
+    assert_eq!(
+        m["actor"]["authorizations"][0]["policy"]["name"],
+        "clamp_rows"
+    );
+    assert_eq!(
+        m["actor"]["authorizations"][0]["policy"]["version"],
+        "1.2.0"
+    );
+    assert_eq!(m["resources"][0]["name"], "query_db");
+    assert_eq!(m["resources"][0]["type"], "mcp_tool");
+    assert_eq!(
+        m["api"]["request"]["uid"],
+        receipts[1]["body"]["action"]["digest"]
+    );
+    assert_eq!(
+        m["unmapped"]["portcullis"]["identity"]["agent_auth"],
+        "mtls"
+    );
+    assert_eq!(m["unmapped"]["portcullis"]["identity"]["human_auth"], "jwt");
+    assert_eq!(
+        m["unmapped"]["portcullis"]["modifications"][0],
+        "clamp_arg /limit to [0, 100]"
+    );
+    assert_eq!(
+        m["unmapped"]["portcullis"]["approval"]["token_id"],
+        "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
+    );
+    // The denied HTTP POST: blocked, a failure, with the HTTP request fields.
+    let d = events
+        .iter()
+        .find(|e| e["unmapped"]["portcullis"]["decision"] == "DENY")
+        .unwrap();
+    assert_eq!(d["disposition_id"], 2);
+    assert_eq!(d["status"], "Failure");
+    assert_eq!(d["activity_id"], 1, "POST is Create");
+    assert_eq!(d["http_request"]["http_method"], "POST");
+    assert_eq!(d["http_request"]["url"]["hostname"], "exfil.example");
+    assert_eq!(d["dst_endpoint"]["hostname"], "exfil.example");
+    assert_eq!(d["status_detail"], "secrets never leave");
+    // Session events are exported too.
+    assert_eq!(events.last().unwrap()["activity_name"], "session_end");
+    // --session filters; a non-receipt line is skipped.
+    let o = policyc(&["receipts", "export", s(&log), "--session", "nope"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(o.stdout.is_empty());
+    let o = policyc(&["receipts", "export", s(&log), "--format", "splunk"]);
+    assert_eq!(o.status.code(), Some(2), "unknown format is a usage error");
+}

@@ -4,10 +4,13 @@
 //! ```text
 //! policyc receipts verify LOG... --pub KEYFILE... [--strict-order] [--format json]   # exit 0 intact, 1 findings, 2 usage/IO
 //! policyc receipts show LOG... (--session S | --trace T) [--format json]
+//! policyc receipts export LOG... --format ocsf [--session S]   # one OCSF JSON per receipt
 //! ```
 //!
 //! `LOG` may be `-` for standard input. Several logs are read as one stream, in the order given
 //! (rotated logs: oldest first), so a chain may continue across files.
+
+mod ocsf;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -32,6 +35,30 @@ pub enum ReceiptsCommand {
     Verify(VerifyArgs),
     /// Print the timeline of one session (or of one trace).
     Show(ShowArgs),
+    /// Convert receipts to SIEM events: one JSON object per receipt and line (see docs/siem.md).
+    Export(ExportArgs),
+}
+
+/// Export formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// OCSF API Activity (class_uid 6003) events.
+    #[default]
+    Ocsf,
+}
+
+/// Arguments of `policyc receipts export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Log files; `-` reads standard input.
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
+    /// Event format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ExportFormat,
+    /// Only this session's receipts.
+    #[arg(long)]
+    pub session: Option<String>,
 }
 
 /// Arguments of `policyc receipts verify`.
@@ -76,6 +103,7 @@ pub(crate) fn run(args: &ReceiptsArgs) -> i32 {
     match &args.command {
         ReceiptsCommand::Verify(a) => verify(a),
         ReceiptsCommand::Show(a) => show(a),
+        ReceiptsCommand::Export(a) => export(a),
     }
 }
 
@@ -124,6 +152,42 @@ impl Input {
             Some((f, n)) => format!("{f}:{n}"),
             None => format!("line {line}"),
         }
+    }
+}
+
+/// One OCSF event per receipt, in log order, one per line. Unreadable receipts are reported on
+/// standard error and make the exit code 1 (the readable ones are still exported). Export does
+/// not verify: run `policyc receipts verify` on the same logs.
+fn export(args: &ExportArgs) -> i32 {
+    let input = match Input::read(&args.logs) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return super::EXIT_USAGE;
+        }
+    };
+    let (found, bad) = collect_receipts(input.numbered());
+    for f in &bad {
+        eprintln!("warning: {}", finding_text(f, &input));
+    }
+    let mut out = String::new();
+    for (line, r) in &found {
+        if args.session.as_deref().is_some_and(|s| s != r.body.session) {
+            continue;
+        }
+        let ExportFormat::Ocsf = args.format;
+        let place = input
+            .origin
+            .get(line.saturating_sub(1))
+            .map_or(*line, |o| o.1);
+        out.push_str(&ocsf::event(r, place).to_string());
+        out.push('\n');
+    }
+    print!("{out}");
+    if bad.is_empty() {
+        super::EXIT_OK
+    } else {
+        super::EXIT_FAILED
     }
 }
 
