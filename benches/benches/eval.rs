@@ -3,7 +3,12 @@
 //!
 //! Run: `cargo bench -p portcullis-benches --bench eval -- --warm-up-time 1 --measurement-time 3`
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::arithmetic_side_effects)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -33,7 +38,11 @@ rule secret_after_taint { when session.tainted("untrusted_instruction") and clas
 rule big_bodies { when request.size > 10000000 deny "too big" }
 "#,
     );
-    let patterns = ["sk-[a-z0-9]{20,}", "AKIA[0-9A-Z]{16}", "[0-9]{3}-[0-9]{2}-[0-9]{4}"];
+    let patterns = [
+        "sk-[a-z0-9]{20,}",
+        "AKIA[0-9A-Z]{16}",
+        "[0-9]{3}-[0-9]{2}-[0-9]{4}",
+    ];
     for i in 0..rules.saturating_sub(3) {
         match i % 5 {
             0 => writeln!(
@@ -88,7 +97,12 @@ fn actions() -> Vec<(&'static str, Action)> {
         "kind": "mcp", "operation": "tools/call", "tool": "not_in_pack", "arguments": {}
     }))
     .unwrap();
-    vec![("allowed_call", call), ("regex_deny", dlp), ("http_get", http), ("default_deny", unknown)]
+    vec![
+        ("allowed_call", call),
+        ("regex_deny", dlp),
+        ("http_get", http),
+        ("default_deny", unknown),
+    ]
 }
 
 fn bench_eval(c: &mut Criterion) {
@@ -135,7 +149,9 @@ fn bench_load(c: &mut Criterion) {
     for n in [100usize, 1_000] {
         let bytes = compile(&pack(n));
         g.bench_with_input(BenchmarkId::from_parameter(n), &bytes, |bch, bytes| {
-            bch.iter(|| black_box(Bundle::from_bytes(black_box(bytes), &Trust::AllowUnsigned).unwrap()))
+            bch.iter(|| {
+                black_box(Bundle::from_bytes(black_box(bytes), &Trust::AllowUnsigned).unwrap())
+            })
         });
     }
     g.finish();
