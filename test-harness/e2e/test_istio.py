@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import subprocess
+import tarfile
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -367,3 +369,65 @@ def test_access_log_provider_carries_the_receipt() -> None:
     tel = one("Telemetry", ISTIO / "telemetry/telemetry.yaml")
     assert [p["name"] for p in tel["spec"]["accessLogging"][0]["providers"]] == ["portcullis-receipts"]
     assert mesh["outboundTrafficPolicy"]["mode"] == "REGISTRY_ONLY"
+
+
+# ---------------------------------------------------------------- scripts/package-wasm
+
+
+def run_package(out: Path, wasm: Path = pe.WASM) -> subprocess.CompletedProcess[str]:
+    """scripts/package-wasm on an existing module (no build)."""
+    return subprocess.run([pe.PYTHON, str(pe.REPO / "scripts/package-wasm"), "--wasm", str(wasm), "--out", str(out),
+                           "--tag", "1.2.3"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def blob(layout: Path, desc: dict) -> bytes:
+    """The blob a descriptor names; its digest and size must match its content."""
+    algo, _, hexd = desc["digest"].partition(":")
+    assert algo == "sha256"
+    data = (layout / "blobs/sha256" / hexd).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == hexd, f"blob {hexd} content does not match its digest"
+    assert len(data) == desc["size"], f"blob {hexd}: size {len(data)} != descriptor {desc['size']}"
+    return data
+
+
+def test_package_wasm_writes_a_consistent_oci_layout(artifacts: None, tmp_path: Path) -> None:
+    proc = run_package(tmp_path / "pkg")
+    assert proc.returncode == 0, proc.stderr
+    pkg = tmp_path / "pkg"
+    module = pe.WASM.read_bytes()
+    assert (pkg / "portcullis.wasm").read_bytes() == module
+    assert (pkg / "portcullis.wasm.sha256").read_text() == f"{hashlib.sha256(module).hexdigest()}  portcullis.wasm\n"
+    layout = pkg / "oci"
+    assert json.loads((layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((layout / "index.json").read_text())
+    assert index["schemaVersion"] == 2
+    [entry] = index["manifests"]
+    assert entry["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "1.2.3"
+    manifest = json.loads(blob(layout, entry))
+    assert (pkg / "portcullis.oci.digest").read_text().strip() == entry["digest"].removeprefix("sha256:")
+    assert manifest["config"]["mediaType"] == "application/vnd.module.wasm.config.v1+json"
+    json.loads(blob(layout, manifest["config"]))
+    [layer] = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.module.wasm.content.layer.v1+wasm"
+    assert blob(layout, layer) == module
+    # Nothing in the layout that no descriptor names.
+    named = {entry["digest"], manifest["config"]["digest"], layer["digest"]}
+    assert {f"sha256:{p.name}" for p in (layout / "blobs/sha256").iterdir()} == named
+    # The tar holds exactly the layout, and is reproducible.
+    with tarfile.open(pkg / "portcullis-oci.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    on_disk = {str(p.relative_to(layout)): p.read_bytes() for p in layout.rglob("*") if p.is_file()}
+    assert members == on_disk
+    first = (pkg / "portcullis-oci.tar").read_bytes()
+    assert run_package(tmp_path / "pkg").returncode == 0
+    assert (pkg / "portcullis-oci.tar").read_bytes() == first
+
+
+def test_package_wasm_refuses_a_file_that_is_not_wasm(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.wasm"
+    fake.write_bytes(b"#!/bin/sh\necho not wasm\n")
+    proc = run_package(tmp_path / "pkg", fake)
+    assert proc.returncode == 1
+    assert "not a WebAssembly module" in proc.stderr
+    assert not (tmp_path / "pkg" / "oci").exists()
