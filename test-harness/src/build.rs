@@ -38,6 +38,7 @@ fn newest_source_mtime(root: &Path) -> Option<SystemTime> {
         .map(|d| root.join(d))
         .collect();
     stack.push(root.join("Cargo.lock"));
+    stack.push(root.join("Cargo.toml"));
     while let Some(path) = stack.pop() {
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
@@ -69,7 +70,8 @@ fn newest_source_mtime(root: &Path) -> Option<SystemTime> {
 /// The path of the filter `.wasm`, built fresh.
 ///
 /// `PORTCULLIS_WASM=<path>` uses that file as is. Otherwise the release build is used when it
-/// is newer than the sources of `filter/wasm`, `filter/core` and `bundle`; when it is missing
+/// is newer than the sources of `filter/wasm`, `filter/core` and `bundle` (and the workspace
+/// `Cargo.toml` / `Cargo.lock`); when it is missing
 /// or stale the function runs [`BUILD_COMMAND`] and fails with its output if that fails.
 pub fn filter_wasm() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PORTCULLIS_WASM") {
