@@ -14,6 +14,8 @@ mod build;
 mod eval;
 mod inspect;
 mod keys;
+// brief J: render a bundle into control-plane objects.
+mod render;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -68,6 +70,8 @@ pub enum Command {
     Approve(approve::ApproveArgs),
     /// Verify receipt logs offline, or show one session's timeline.
     Receipts(receipts::ReceiptsArgs),
+    /// Render a signed bundle as an ECDS resource or an Istio EnvoyFilter / WasmPlugin (YAML).
+    Render(render::RenderArgs),
 }
 
 /// Parse the process arguments, run the subcommand, and return the exit code.
@@ -92,5 +96,6 @@ pub fn run() -> i32 {
         Command::Eval(args) => eval::run(&args),
         Command::Approve(args) => approve::run(&args),
         Command::Receipts(args) => receipts::run(&args),
+        Command::Render(args) => render::run(&args),
     }
 }
