@@ -431,3 +431,95 @@ def test_package_wasm_refuses_a_file_that_is_not_wasm(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "not a WebAssembly module" in proc.stderr
     assert not (tmp_path / "pkg" / "oci").exists()
+
+
+# ---------------------------------------------------------------- policyc render
+
+
+def render_cli(bundle: Path, target: str, keys: pe.Keys, *extra: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`policyc render BUNDLE --target TARGET --trusted-key bundle.pub EXTRA...`."""
+    return pe.policyc("render", str(bundle), "--target", target, "--trusted-key", str(keys.path("bundle", "pub")),
+                      *extra, check=check)
+
+
+def plugin_config_file(folder: str, keys: pe.Keys, tmp: Path, patch: object | None = None) -> Path:
+    """``envoy-configs/<folder>/plugin-config.json`` without the keys render sets, as a file."""
+    subst = pe.render.substitutions(None, str(keys.path("bundle", "pub")), str(keys.path("approver", "pub")))
+    cfg = json.loads(pe.render.plugin_config(folder, {**subst, "bundle": "x"}, patch))
+    del cfg["bundle"], cfg["trusted_bundle_keys"]
+    path = tmp / f"{folder}-plugin-config.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_rendered_envoyfilter_validates_and_loads(keys: pe.Keys, demo_bundle: Path, tmp_path: Path) -> None:
+    sha = "ab" * 32
+    out = render_cli(demo_bundle, "istio-envoyfilter", keys, "--wasm",
+                     "https://artifacts.example.com/portcullis.wasm", "--wasm-sha256", sha,
+                     "--plugin-config", str(plugin_config_file("mcp-gateway", keys, tmp_path))).stdout
+    [ef] = [d for d in yaml.safe_load_all(out) if d]
+    assert schema_errors(ef) == []
+    ext, _ = envoyfilter_patches(ef)
+    assert ext["typed_config"]["config"]["vm_config"]["code"]["remote"]["sha256"] == sha
+    plugin = json.loads(ext["typed_config"]["config"]["configuration"]["value"])
+    assert base64.b64decode(plugin["bundle"]["inline_base64"]) == demo_bundle.read_bytes()
+    check_envoyfilter_in_envoy(ef, keys, tmp_path, "rendered-envoyfilter")
+
+
+def test_rendered_wasmplugin_validates_and_loads(keys: pe.Keys, egress_bundle: Path, tmp_path: Path) -> None:
+    cfg = plugin_config_file("egress-proxy", keys, tmp_path, {"mcp": {"paths": []}, "http": {"inspect_bodies": False}})
+    proc = render_cli(egress_bundle, "istio-wasmplugin", keys, "--wasm",
+                      "oci://registry.example.com/portcullis/filter:0.1.0", "--plugin-config", str(cfg),
+                      "--namespace", "agents", "--selector", "app=agent-egress")
+    assert "note:" not in proc.stderr, "header-only config: no warning"
+    [plugin] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert schema_errors(plugin) == []
+    assert plugin["metadata"]["namespace"] == "agents"
+    assert plugin["spec"]["selector"]["matchLabels"] == {"app": "agent-egress"}
+    envoy_validate(bootstrap([{"name": "portcullis", "typed_config": wasmplugin_filter(plugin)}], tmp_path),
+                   tmp_path, "rendered-wasmplugin")
+
+
+def test_rendered_bundle_server_reference_validates(keys: pe.Keys, demo_bundle: Path) -> None:
+    sha = hashlib.sha256(demo_bundle.read_bytes()).hexdigest()
+    for target in ("istio-envoyfilter", "istio-wasmplugin"):
+        proc = render_cli(demo_bundle, target, keys, "--wasm", "oci://r.example.com/p:1",
+                          "--bundle-url", "https://bundles.example.com/p/demo.bundle", "--sha256", sha)
+        [obj] = [d for d in yaml.safe_load_all(proc.stdout) if d]
+        assert schema_errors(obj) == [], target
+        assert "inline_base64" not in proc.stdout
+
+
+def test_rendered_ecds_switches_a_running_envoy(stack: pe.Stack, keys: pe.Keys, tmp_path: Path) -> None:
+    """CI flow for plain Envoy: `policyc render --target ecds` written over the watched ECDS file
+    (atomic rename) changes enforcement; a bundle signed by an untrusted key is not rendered."""
+    from conftest import compile_or_fail, reload_policy
+    from raw import RawMcp
+
+    v1 = compile_or_fail(reload_policy(tmp_path, 1, "allow"), tmp_path / "v1.bundle", keys)
+    v2 = compile_or_fail(reload_policy(tmp_path, 2, "deny"), tmp_path / "v2.bundle", keys)
+    stack.workbench(json_response=True)
+    stack.envoy("hot-reload", keys, v1)
+    cfg = plugin_config_file("hot-reload", keys, tmp_path)
+
+    def run_tests_rule(mcp: RawMcp) -> str | None:
+        r = mcp.call("run_tests", {})
+        assert r.status == 200
+        m = r.message if isinstance(r.message, dict) else {}
+        return ((m.get("error") or {}).get("data") or {}).get("rule") if "error" in m else None
+
+    with RawMcp(stack.mcp_url, intent=None) as mcp:
+        assert mcp.initialize().status == 200
+        assert run_tests_rule(mcp) is None  # v1 allows
+        stranger = tmp_path / "stranger.bundle"
+        pe.policyc("build", str(reload_policy(tmp_path, 3, "allow")), "-o", str(stranger), "--sign",
+                   str(keys.dir / "stranger.key"))
+        refused = render_cli(stranger, "ecds", keys, "--wasm", str(pe.WASM), "--plugin-config", str(cfg),
+                             check=False)
+        assert refused.returncode == 1 and refused.stdout == ""
+        rendered = render_cli(v2, "ecds", keys, "--wasm", str(pe.WASM), "--plugin-config", str(cfg)).stdout
+        pe.render.write_atomic(stack.files["ecds"], rendered)
+        rules: list[str | None] = []
+        pe.wait_until("v2 enforced", lambda: rules.append(run_tests_rule(mcp)) or rules[-1] == "tests_v2",
+                      None, 20)
+        assert run_tests_rule(mcp) == "tests_v2"
