@@ -6,6 +6,7 @@ local SESSIONS = tonumber(os.getenv("BENCH_SESSIONS") or "1000")
 -- BENCH_ONLY=k (1..7) sends only the k-th request type (per-type breakdown); unset: the whole mix.
 local ONLY = tonumber(os.getenv("BENCH_ONLY") or "0")
 local counter = 0
+local START = os.time()
 local reqs = nil
 
 local function pad(n) return string.rep("x", n) end
@@ -37,7 +38,13 @@ function request()
   local k = (counter % #bodies) + 1
   if ONLY > 0 then k = ONLY end
   local b = bodies[k]
-  local sid = "bench-session-" .. (math.floor(counter / #bodies) % SESSIONS)
+  local sid
+  if SESSIONS > 0 then
+    sid = "bench-session-" .. (math.floor(counter / #bodies) % SESSIONS)
+  else
+    -- BENCH_SESSIONS=0: sessions come and go (a new id every cycle of the mix, never reused)
+    sid = "rolling-" .. START .. "-" .. math.floor(counter / #bodies)
+  end
   if b[2] == "/mcp" then
     return wrk.format("POST", "/mcp", {
       ["Host"] = "mcp.internal",
