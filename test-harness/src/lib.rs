@@ -69,6 +69,7 @@
 pub mod abi;
 pub mod build;
 pub mod config;
+mod deferred;
 mod guest;
 mod host;
 mod imports;

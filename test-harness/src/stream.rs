@@ -18,7 +18,8 @@
 use anyhow::{Result, bail};
 
 use crate::abi::{Action, Pairs};
-use crate::host::{Host, len_u32, release};
+use crate::deferred::release;
+use crate::host::{Host, len_u32};
 use crate::state::{LocalReplyRequest, LocalResponse, Phase, StreamState, header_value};
 
 /// A live handle on one stream of a [`Host`].
