@@ -173,6 +173,31 @@ pub(crate) fn proxy_get_header_map_value(
     ok()
 }
 
+/// Reads a (map, key, value) edit, checks it, and applies `edit` to the writable map.
+#[expect(clippy::too_many_arguments, reason = "the ABI arguments plus the edit")]
+fn edit_header(
+    g: &mut dyn Guest,
+    name: &'static str,
+    map: i32,
+    key_ptr: u32,
+    key_len: u32,
+    value_ptr: u32,
+    value_len: u32,
+    edit: fn(&mut Pairs, String, Vec<u8>),
+) -> HostcallResult {
+    g.state().count(name);
+    let map = try_status!(map_type(map));
+    let key = try_status!(read_key(g, key_ptr, key_len));
+    let value = try_status!(read_bytes(g, value_ptr, value_len));
+    let st = g.state();
+    check_header(st, &key, &value);
+    let Some(target) = writable_map(st, map) else {
+        return Ok(Status::BadArgument.code());
+    };
+    edit(target, key, value);
+    ok()
+}
+
 /// `proxy_add_header_map_value(map_id, key, key_size, value, value_size)`.
 pub(crate) fn proxy_add_header_map_value(
     g: &mut dyn Guest,
@@ -182,17 +207,16 @@ pub(crate) fn proxy_add_header_map_value(
     value_ptr: u32,
     value_len: u32,
 ) -> HostcallResult {
-    g.state().count("proxy_add_header_map_value");
-    let map = try_status!(map_type(map));
-    let key = try_status!(read_key(g, key_ptr, key_len));
-    let value = try_status!(read_bytes(g, value_ptr, value_len));
-    let st = g.state();
-    check_header(st, &key, &value);
-    let Some(target) = writable_map(st, map) else {
-        return Ok(Status::BadArgument.code());
-    };
-    target.push((key, value));
-    ok()
+    edit_header(
+        g,
+        "proxy_add_header_map_value",
+        map,
+        key_ptr,
+        key_len,
+        value_ptr,
+        value_len,
+        |pairs, key, value| pairs.push((key, value)),
+    )
 }
 
 /// `proxy_replace_header_map_value(map_id, key, key_size, value, value_size)`: sets the first
@@ -205,30 +229,27 @@ pub(crate) fn proxy_replace_header_map_value(
     value_ptr: u32,
     value_len: u32,
 ) -> HostcallResult {
-    g.state().count("proxy_replace_header_map_value");
-    let map = try_status!(map_type(map));
-    let key = try_status!(read_key(g, key_ptr, key_len));
-    let value = try_status!(read_bytes(g, value_ptr, value_len));
-    let st = g.state();
-    check_header(st, &key, &value);
-    let Some(target) = writable_map(st, map) else {
-        return Ok(Status::BadArgument.code());
-    };
-    match target.iter().position(|(k, _)| *k == key) {
-        Some(first) => {
-            let mut index = 0usize;
-            target.retain(|(k, _)| {
-                let keep = *k != key || index == first;
-                index += 1;
-                keep
+    edit_header(
+        g,
+        "proxy_replace_header_map_value",
+        map,
+        key_ptr,
+        key_len,
+        value_ptr,
+        value_len,
+        |pairs, key, value| {
+            let mut seen = false;
+            pairs.retain(|(k, _)| {
+                let duplicate = *k == key && seen;
+                seen |= *k == key;
+                !duplicate
             });
-            if let Some(entry) = target.iter_mut().find(|(k, _)| *k == key) {
-                entry.1 = value;
+            match pairs.iter_mut().find(|(k, _)| *k == key) {
+                Some(entry) => entry.1 = value,
+                None => pairs.push((key, value)),
             }
-        }
-        None => target.push((key, value)),
-    }
-    ok()
+        },
+    )
 }
 
 /// `proxy_remove_header_map_value(map_id, key, key_size)`: OK also when the key is absent.
