@@ -122,8 +122,11 @@ pub struct SessionConfig {
 /// The parsed plugin configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The signed bundle bytes.
+    /// The signed bundle bytes (empty when a bundle server is configured without an initial
+    /// inline bundle: nothing is enforced until the first good fetch, so every request is denied).
     pub bundle: Vec<u8>,
+    /// Where to pull bundles from (`bundle.server`), if anywhere.
+    pub bundle_server: Option<crate::bundle_pull::BundleServer>,
     /// Keys a bundle must be signed by (at least one).
     pub trusted_bundle_keys: Vec<VerifyingKey>,
     /// The receipt signing key.
@@ -184,8 +187,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawBundle {
     inline_base64: Option<String>,
-    /// Reserved for pulling bundles from a bundle server (not supported yet).
-    server: Option<serde_json::Value>,
+    /// Pull bundles from a bundle server (`crate::bundle_pull`).
+    server: Option<crate::bundle_pull::RawBundleServer>,
 }
 
 #[derive(Deserialize)]
@@ -321,21 +324,25 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let raw: RawConfig =
         serde_json::from_slice(bytes).map_err(|e| err(format!("not valid: {e}")))?;
 
-    if raw.bundle.server.is_some() {
-        return Err(err(
-            "`bundle.server`: pulling bundles from a bundle server is not supported yet; use `bundle.inline_base64`",
-        ));
-    }
-    let b64 = raw
+    let bundle_server = raw
         .bundle
-        .inline_base64
-        .ok_or_else(|| err("`bundle.inline_base64` is required"))?;
-    let bundle = STANDARD
-        .decode(b64.trim())
-        .map_err(|_| err("`bundle.inline_base64` is not valid base64"))?;
-    if bundle.is_empty() {
-        return Err(err("`bundle.inline_base64` is empty"));
-    }
+        .server
+        .map(crate::bundle_pull::parse_server)
+        .transpose()
+        .map_err(|e| err(format!("`bundle.server`: {e}")))?;
+    let bundle = match (raw.bundle.inline_base64, &bundle_server) {
+        (Some(b64), _) => {
+            let bundle = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| err("`bundle.inline_base64` is not valid base64"))?;
+            if bundle.is_empty() {
+                return Err(err("`bundle.inline_base64` is empty"));
+            }
+            bundle
+        }
+        (None, Some(_)) => Vec::new(),
+        (None, None) => return Err(err("`bundle.inline_base64` is required")),
+    };
 
     if raw.trusted_bundle_keys.is_empty() {
         return Err(err(
@@ -517,6 +524,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
 
     Ok(Config {
         bundle,
+        bundle_server,
         trusted_bundle_keys,
         signing_key,
         receipts,
@@ -599,7 +607,7 @@ mod tests {
             ),
             (
                 serde_json::json!({"bundle": {"server": {"cluster": "b"}}}),
-                "not supported yet",
+                "missing field `path`",
             ),
             (
                 serde_json::json!({"trusted_bundle_keys": []}),

@@ -2,6 +2,7 @@
 //! only through the `Host` trait, so every path here runs under the mock host in tests and under
 //! Envoy through `filter/wasm`.
 
+pub mod bundle_pull;
 pub mod config;
 mod decide;
 pub mod host;

@@ -129,8 +129,14 @@ fn next_worker_number(host: &dyn Host) -> u64 {
     host.now_ms()
 }
 
-fn load(host: &dyn Host, bytes: &[u8]) -> Result<Loaded, String> {
-    let cfg = config::parse(bytes).map_err(|e| e.to_string())?;
+fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded, String> {
+    let mut cfg = config::parse(bytes).map_err(|e| e.to_string())?;
+    if let Some(b) = fetched {
+        b.clone_into(&mut cfg.bundle);
+    }
+    if cfg.bundle.is_empty() {
+        return Err(crate::bundle_pull::NO_BUNDLE_YET.to_owned());
+    }
     let bundle = Bundle::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
         .map_err(|e| format!("the policy bundle was refused: {e}"))?;
     let key_line = match &cfg.signing_key {
@@ -180,7 +186,13 @@ impl Plugin {
     /// Build the plugin from its configuration. Never fails: a bad configuration yields a plugin
     /// that denies everything (and says why in the log and in every answer).
     pub fn configure(host: &dyn Host, config: &[u8]) -> Plugin {
-        let loaded = load(host, config);
+        Plugin::configure_with(host, config, None)
+    }
+
+    /// [`Plugin::configure`] with the bundle replaced by `fetched` (a bundle pulled from the
+    /// bundle server, see [`crate::bundle_pull`]) when given.
+    pub fn configure_with(host: &dyn Host, config: &[u8], fetched: Option<&[u8]>) -> Plugin {
+        let loaded = load(host, config, fetched);
         let metric_ids = METRICS
             .iter()
             .filter_map(|(m, name, kind)| host.define_metric(*kind, name).ok().map(|id| (*m, id)))

@@ -7,6 +7,7 @@
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use filter_core::bundle_pull::BundlePuller;
 use filter_core::host::{Host, HostError, LogLevel, MetricKind, SharedDataError, SharedValue};
 use filter_core::{FilterAction, Plugin, Stream};
 use proxy_wasm::hostcalls;
@@ -20,7 +21,7 @@ mod entry {
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None }) });
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None, puller: None }) });
     }}
 }
 
@@ -163,9 +164,26 @@ impl Host for WasmHost {
 /// The root context: one plugin per configuration.
 struct Root {
     plugin: Option<Rc<Plugin>>,
+    /// Polls the bundle server when the configuration names one (`bundle.server`).
+    puller: Option<BundlePuller>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(p) = &mut self.puller
+            && let Some(new) = p.on_response(&WasmHost, token_id, body_size)
+        {
+            // New streams use the new bundle; streams in flight keep theirs.
+            self.plugin = Some(Rc::new(new));
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
@@ -178,6 +196,7 @@ impl RootContext for Root {
         .flatten()
         .unwrap_or_default();
         self.plugin = Some(Rc::new(Plugin::configure(&WasmHost, &config)));
+        self.puller = BundlePuller::new(&WasmHost, &config);
         // Always accept: a bad configuration yields a plugin that denies every request with
         // the reason, which is clearer to operators than a plugin that fails to load.
         true
@@ -185,6 +204,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(p) = &self.plugin {
+            p.on_tick(&WasmHost);
+        }
+        if let Some(p) = &mut self.puller {
             p.on_tick(&WasmHost);
         }
     }
