@@ -244,10 +244,6 @@ fn bundle_ref(args: &RenderArgs, bytes: &[u8]) -> Result<Value, i32> {
         (None, Target::Ecds) => parsed.host.clone(),
         (None, _) => format!("outbound|{}||{}", parsed.port, parsed.host),
     };
-    eprintln!(
-        "note: `bundle.server` needs a filter with bundle-server support (docs/deploy-istio.md, \
-         \"Bundle server\"); a filter without it refuses this configuration and denies every request"
-    );
     Ok(json!({ "server": {
         "cluster": cluster,
         "authority": parsed.authority,
