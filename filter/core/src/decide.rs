@@ -16,6 +16,8 @@ use crate::plugin::{Loaded, Plugin, log_receipt};
 use crate::respond::{ApprovalRequest, DenialKind};
 use crate::session_store::{self, MAX_CAS_ATTEMPTS, Record};
 
+mod drift;
+
 /// What kind of request the actions came from.
 #[derive(Clone, Debug)]
 pub(crate) enum Shape {
@@ -376,6 +378,8 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
     for (i, action) in input.actions.iter().enumerate() {
         let verdict = l.bundle.evaluate(action, &rec.state, now_ms);
         let intent = verdict.intent.clone();
+        // Drift: the policy saw the value before this action; the receipt carries it after.
+        let score = drift::action_score(&l.bundle, action, &verdict);
         let r = enforce_one(
             &mut w,
             input.shape,
@@ -390,6 +394,9 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
             let mut v = r.verdict.clone();
             v.decision = r.enforced;
             rec.state.record(action, &v, intent.as_deref(), now_ms);
+            if let Some(score) = score {
+                rec.state.drift = drift::next(rec.state.drift, score);
+            }
         }
         msgs.push(r);
     }

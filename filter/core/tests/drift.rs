@@ -1,0 +1,92 @@
+//! Intent drift (docs/filter.md "Intent drift"): the value every receipt carries, action by action.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+use std::path::Path;
+use std::rc::Rc;
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use filter_core::mock::MockHost;
+use filter_core::{Plugin, Stream};
+use serde_json::{Value, json};
+
+fn plugin(host: &MockHost) -> Rc<Plugin> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios/policies/drift.pcl");
+    let ast = policy::syntax::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let unsigned = policy::codegen::compile(&ast).unwrap();
+    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
+    let cfg = json!({
+        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
+        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
+        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
+        "approvers": { "release-managers": [format_verifying_key(&signing_key_from_seed([3; 32]).verifying_key())] },
+    });
+    let p = Rc::new(Plugin::configure(host, &serde_json::to_vec(&cfg).unwrap()));
+    assert_eq!(p.error(), None);
+    p
+}
+
+/// Send one MCP message in session `s1`; return the receipt's `drift_milli`.
+fn drift_after(host: &MockHost, p: &Rc<Plugin>, body: Value, intent: Option<&str>) -> i64 {
+    let mut headers: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("mcp-session-id", "s1"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    if let Some(i) = intent {
+        headers.push(("x-portcullis-intent".into(), i.into()));
+    }
+    host.new_stream(headers);
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let mut s = Stream::new(Rc::clone(p));
+    s.on_request_headers(host, false);
+    host.state().request_body = bytes.clone();
+    s.on_request_body(host, bytes.len(), true);
+    let st = host.state();
+    let r = st.filter_state.get("wasm.portcullis.receipt").unwrap();
+    let r: Value = serde_json::from_slice(r).unwrap();
+    r["body"]["drift_milli"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{r}"))
+}
+
+fn call(id: i64, tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+           "params": {"name": tool, "arguments": {"path": "/repo/x"}}})
+}
+
+#[test]
+fn drift_is_a_moving_average_of_off_intent_actions_and_is_in_every_receipt() {
+    let host = MockHost::new(1_800_000_000_000);
+    let p = plugin(&host);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    assert_eq!(drift_after(&host, &p, init, Some("triage")), 0);
+    // In scope (class repo_read), but only `read` is among the intent's tokens (`triage`,
+    // `repo`, `read`): score 0.4 * 0.5 = 0.2; drift += 0.3 * (score - drift).
+    assert_eq!(drift_after(&host, &p, call(1, "read_file"), None), 60);
+    // Protocol messages do not count.
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(drift_after(&host, &p, list, None), 60);
+    // Off intent, no shared token: score 0.8.
+    assert_eq!(drift_after(&host, &p, call(3, "send_email"), None), 282);
+    assert_eq!(drift_after(&host, &p, call(4, "write_file"), None), 437);
+    assert_eq!(drift_after(&host, &p, call(5, "send_email"), None), 546);
+    // Back on intent: drift decays toward the in-scope score.
+    assert_eq!(drift_after(&host, &p, call(6, "read_file"), None), 442);
+}
