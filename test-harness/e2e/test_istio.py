@@ -523,3 +523,46 @@ def test_rendered_ecds_switches_a_running_envoy(stack: pe.Stack, keys: pe.Keys, 
         pe.wait_until("v2 enforced", lambda: rules.append(run_tests_rule(mcp)) or rules[-1] == "tests_v2",
                       None, 20)
         assert run_tests_rule(mcp) == "tests_v2"
+
+
+def test_header_only_plugin_answers_bodies_without_pausing(keys: pe.Keys, egress_bundle: Path, tmp_path: Path) -> None:
+    """The WasmPlugin's Envoy filter has no `allow_on_headers_stop_iteration`: with the header-only
+    plugin configuration a POST with a body (to an MCP-looking path, too) is decided at the headers
+    and answered, never left hanging; an unknown host is still denied."""
+    import urllib.error
+    import urllib.request
+
+    doc = one("WasmPlugin", ISTIO / "header-only/wasmplugin.yaml")
+    filled = yaml.safe_load(fill(yaml.safe_dump(doc), subst_for(keys, egress_bundle)))
+    cfg = bootstrap([{"name": "portcullis", "typed_config": wasmplugin_filter(filled)}], tmp_path)
+    assert "allow_on_headers_stop_iteration" not in json.dumps(cfg)
+    admin, listen = pe.free_port(), pe.free_port()
+    cfg["admin"]["address"]["socket_address"]["port_value"] = admin
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = listen
+    path = tmp_path / "header-only.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = pe.Proc("envoy-header-only", [pe.envoy_binary(), "-c", str(path), "--concurrency", "1",
+                                         "--disable-hot-restart", "--log-level", "warning"],
+                   tmp_path / "envoy-header-only.log", {"PORTCULLIS_SIGNING_KEY": keys.secret_line("receipt")})
+
+    def post(host: str, target: str) -> tuple[int, dict[str, str]]:
+        req = urllib.request.Request(f"http://127.0.0.1:{listen}{target}", method="POST",
+                                     data=b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}',
+                                     headers={"host": host, "content-type": "application/json",
+                                              "x-agent-run": "run-1"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers)
+
+    try:
+        pe.wait_until("envoy /ready", lambda: pe.http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, proc)
+        # Allowed by the egress policy: forwarded (the test upstream is closed, so Envoy answers 503).
+        status, headers = post("api.github.com", "/mcp")
+        assert status == 503 and headers.get("x-portcullis-decision") in ("ALLOW", "MODIFY"), (status, headers)
+        # Not on the allowlist: denied by the filter.
+        status, _ = post("evil.example", "/upload")
+        assert status == 403
+    finally:
+        proc.stop()
