@@ -38,8 +38,13 @@ pub fn key_id(key: &VerifyingKey) -> String {
 }
 
 fn material(text: &str, prefix: &'static str) -> Result<[u8; 32], KeyError> {
-    let rest = text.trim().strip_prefix(prefix).ok_or(KeyError::Prefix(prefix))?;
-    let bytes = STANDARD.decode(rest.trim()).map_err(|_| KeyError::Material)?;
+    let rest = text
+        .trim()
+        .strip_prefix(prefix)
+        .ok_or(KeyError::Prefix(prefix))?;
+    let bytes = STANDARD
+        .decode(rest.trim())
+        .map_err(|_| KeyError::Material)?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyError::Material)
 }
 
@@ -89,7 +94,10 @@ mod tests {
 
     #[test]
     fn refuses_bad_text() {
-        assert_eq!(parse_signing_key("nope").unwrap_err(), KeyError::Prefix(SECRET_PREFIX));
+        assert_eq!(
+            parse_signing_key("nope").unwrap_err(),
+            KeyError::Prefix(SECRET_PREFIX)
+        );
         assert_eq!(
             parse_verifying_key("portcullis-ed25519-public:AAAA").unwrap_err(),
             KeyError::Material

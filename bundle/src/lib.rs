@@ -10,13 +10,13 @@
 //! Every decoder here treats its input as hostile: it never panics, and it reports a typed error.
 
 pub mod action;
-pub mod session;
-pub mod verdict;
-pub mod keys;
-pub mod canonical;
-pub mod receipt;
 pub mod approval;
+pub mod canonical;
+pub mod keys;
+pub mod receipt;
+pub mod session;
 pub mod session_codec;
+pub mod verdict;
 
 pub mod builtin;
 pub mod disasm;

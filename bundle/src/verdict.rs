@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 /// AARM's five decisions. The derived order is strictness: `Allow < Modify < Defer < StepUp < Deny`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Decision {
     /// Forward unchanged.
@@ -188,7 +190,9 @@ pub struct Verdict {
 }
 
 /// Risk tier of an action class.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RiskTier {
     /// Low.

@@ -7,10 +7,10 @@
 pub mod ast;
 pub mod check;
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod fmt;
 pub mod interp;
+pub mod lower;
 pub mod syntax;
 pub mod tabletop;
-pub mod codegen;
-pub mod lower;

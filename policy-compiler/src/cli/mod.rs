@@ -3,19 +3,17 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-mod check;
-mod fmt;
-mod test;
-// Other subcommands' modules (brief B: build, inspect, keys, eval; brief E: approve, receipts)
-// go here, one `mod` line each.
+// One module per subcommand (or family of subcommands).
 mod approve;
-mod receipts;
 mod build;
+mod check;
 mod eval;
+mod fmt;
 mod inspect;
 mod keys;
-// brief J: render a bundle into control-plane objects.
+mod receipts;
 mod render;
+mod test;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
