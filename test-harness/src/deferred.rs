@@ -50,10 +50,20 @@ impl Host {
 
     /// `continueDecoding()` / `continueEncoding()`: headers and buffered body go on.
     pub(crate) fn resume(&mut self, ctx: u32, request: bool) -> Result<()> {
-        let Some(stream) = self.store.data_mut().streams.get_mut(&ctx) else {
+        let st = self.store.data_mut();
+        let Some(stream) = st.streams.get_mut(&ctx) else {
             return Ok(());
         };
         if stream.finished || stream.local_response.is_some() {
+            return Ok(());
+        }
+        if request && stream.local_requested {
+            // Envoy would start the upstream request, then reset it for the local reply: the
+            // upstream has already seen a request the filter meant to refuse.
+            st.violation(format!(
+                "stream {ctx}: proxy_continue_stream before proxy_send_local_response in the same \
+                 callback lets the request reach upstream before the refusal"
+            ));
             return Ok(());
         }
         let dir = if request {

@@ -486,3 +486,24 @@ fn a_compiled_module_starts_many_independent_hosts() {
     assert!(a.logs_contain("only-in-a"));
     assert!(b.logs().is_empty());
 }
+
+#[test]
+fn continuing_before_refusing_in_one_callback_is_reported() {
+    let wasm = module(
+        r#"(import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $cont (param i32) (result i32)))"#,
+        r#"
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    (drop (call $cont (i32.const 0)))
+    (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
+                       (i32.const 0) (i32.const 0) (i32.const -1)))
+    (i32.const 1))"#,
+    );
+    let mut h = Host::new(&wasm, HostConfig::new("")).unwrap();
+    let mut s = h.new_stream().unwrap();
+    let e = err_text(s.request_headers(&[(":method", "GET")], true));
+    assert!(e.contains("reach upstream before the refusal"), "{e}");
+    let v = s.view();
+    assert_eq!(v.local_response().map(|r| r.status), Some(403));
+    assert!(!v.request_forwarded());
+}
