@@ -88,7 +88,6 @@ fn one(host: &mut Host, body: &[u8]) -> bool {
     }
     assert!(s.view().finished(), "the stream must end every iteration");
     let id = s.id();
-    drop(s);
     host.forget_stream(id);
     host.clear_logs();
     forwarded
