@@ -338,6 +338,21 @@ impl Run {
                 }
             }
         }
+        if let Some(want) = e.get("forwarded_response_body") {
+            let got = view
+                .map(|v| v.forwarded_response_body())
+                .unwrap_or_default();
+            let ok = match want {
+                Value::String(text) => got == text.as_bytes(),
+                v => serde_json::from_slice::<Value>(got).ok().as_ref() == Some(v),
+            };
+            if !ok {
+                fails.push(format!(
+                    "response body {:?} != expected {want}",
+                    String::from_utf8_lossy(got)
+                ));
+            }
+        }
         if let Some(fb) = e.get("forwarded_body") {
             let body = view.map(|v| v.forwarded_request_body()).unwrap_or_default();
             let got: Value = serde_json::from_slice(body).unwrap_or(Value::Null);

@@ -333,8 +333,10 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
                     .push((name.to_ascii_lowercase(), Some(value.clone())));
                 r.changes.push(receipt::describe_modification(m));
             }
-            // Response-side rewrite: nothing to do on the request (documented).
-            Modification::RemoveTools { .. } => {}
+            // Response-side rewrite (response.rs): recorded here, applied to the list result.
+            Modification::RemoveTools { .. } => {
+                r.changes.push(receipt::describe_modification(m));
+            }
             _ => {}
         }
     }

@@ -84,6 +84,10 @@ pub trait Host {
     fn response_headers(&self) -> Vec<(String, String)>;
     /// Replace (`Some`) or remove (`None`) a response header.
     fn set_response_header(&self, name: &str, value: Option<&str>);
+    /// `len` bytes of the buffered response body from `start` (`None`: not available).
+    fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+    /// Replace the whole buffered response body.
+    fn replace_response_body(&self, body: &[u8]);
     /// Answer the request locally (upstream is never contacted).
     fn send_local_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
     /// Continue a paused request (after a call-out resolved it).

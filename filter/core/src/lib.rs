@@ -12,6 +12,7 @@ pub mod normalize;
 pub mod plugin;
 pub mod request;
 pub mod respond;
+mod response;
 pub mod session_store;
 
 pub use host::Host;

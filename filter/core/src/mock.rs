@@ -81,6 +81,8 @@ pub struct MockState {
     pub request_body: Vec<u8>,
     /// Current response headers.
     pub response_headers: Vec<(String, String)>,
+    /// The buffered response body (what the filter reads and may replace).
+    pub response_body: Vec<u8>,
     /// The local response, if the filter sent one on this stream.
     pub local_response: Option<LocalResponse>,
     /// How many times the filter resumed the current stream.
@@ -124,6 +126,7 @@ impl MockHost {
         s.request_headers = request_headers;
         s.request_body.clear();
         s.response_headers.clear();
+        s.response_body.clear();
         s.local_response = None;
         s.resumed = 0;
         s.call_response = None;
@@ -273,6 +276,16 @@ impl Host for MockHost {
 
     fn response_headers(&self) -> Vec<(String, String)> {
         self.state.borrow().response_headers.clone()
+    }
+
+    fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        let s = self.state.borrow();
+        let end = start.saturating_add(len).min(s.response_body.len());
+        s.response_body.get(start..end).map(<[u8]>::to_vec)
+    }
+
+    fn replace_response_body(&self, body: &[u8]) {
+        self.state().response_body = body.to_vec();
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {

@@ -17,6 +17,7 @@ use crate::identity;
 use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal, RequestHead, Route};
 use crate::plugin::{Loaded, Metric, Plugin};
 use crate::respond::{Denial, DenialKind};
+use crate::response::ListFilter;
 
 /// Header carrying receipts (base64url of the receipt JSON; comma-separated for batches).
 pub const RECEIPT_HEADER: &str = "x-portcullis-receipt";
@@ -75,6 +76,8 @@ pub struct Stream {
     approval_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
+    /// List requests whose results get filtered on the response path.
+    lists: Option<ListFilter>,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -149,6 +152,7 @@ impl Stream {
             approval_token: None,
             add_to_response: Vec::new(),
             pending: None,
+            lists: None,
         }
     }
 
@@ -224,7 +228,31 @@ impl Stream {
         for (n, v) in &self.add_to_response {
             host.set_response_header(n, Some(v));
         }
+        if let Some(f) = &mut self.lists
+            && !f.on_headers(host)
+        {
+            self.lists = None;
+        }
         FilterAction::Continue
+    }
+
+    /// Response body data arrived; `body_size` is everything buffered so far. Only list results
+    /// are held (until their JSON-RPC response is complete) and rewritten; see `response.rs`.
+    pub fn on_response_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> FilterAction {
+        let plugin = Rc::clone(&self.plugin);
+        let (Some(f), Ok(l)) = (&mut self.lists, &plugin.loaded) else {
+            return FilterAction::Continue;
+        };
+        let a = f.on_body(host, l, self.session.as_deref(), body_size, end_of_stream);
+        if a == FilterAction::Continue {
+            self.lists = None;
+        }
+        a
     }
 
     fn refuse(&mut self, host: &dyn Host, refusal: &Refusal) {
@@ -425,6 +453,11 @@ impl Stream {
                     host.set_request_header(n, Some(v));
                 }
                 self.add_to_response = add;
+                if let Shape::Mcp { msgs, .. } = shape {
+                    self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
+                        |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
+                    ));
+                }
                 set_state(host, decision, rule, &plan.chain_name, json.as_deref());
                 self.plugin.count(
                     host,

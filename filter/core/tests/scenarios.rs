@@ -266,6 +266,18 @@ impl Run {
             if forwarded && let Some(resp) = step.get("response") {
                 self.host.state().response_headers = pairs(&resp["headers"]);
                 stream.on_response_headers(&self.host);
+                let rbody = match resp.get("body") {
+                    Some(b) => Some(serde_json::to_vec(b).unwrap()),
+                    None => resp
+                        .get("body_text")
+                        .and_then(Value::as_str)
+                        .map(|t| t.as_bytes().to_vec()),
+                };
+                if let Some(b) = rbody {
+                    let len = b.len();
+                    self.host.state().response_body = b;
+                    stream.on_response_body(&self.host, len, true);
+                }
             }
             let local = self.host.state().local_response.clone();
             if let Some(l) = &local
@@ -326,6 +338,7 @@ impl Run {
         let local = st.local_response.clone();
         let headers_after = st.request_headers.clone();
         let response_headers = st.response_headers.clone();
+        let response_body = st.response_body.clone();
         let filter_state = st.filter_state.clone();
         let calls: Vec<_> = st.http_calls[calls_before..].to_vec();
         let logs: Vec<String> = st.logs[logs_before..]
@@ -446,6 +459,11 @@ impl Run {
                         body.len()
                     ));
                 }
+            }
+        }
+        if let Some(want) = e.get("forwarded_response_body") {
+            if let Err(m) = check_response_body(&response_body, want) {
+                fail(m);
             }
         }
         let rheader = |name: &str| response_headers.iter().any(|(n, _)| n == name);
@@ -662,4 +680,25 @@ fn every_scenario_passes_natively() {
         files.len(),
         failures.join("\n\n")
     );
+}
+
+/// `forwarded_response_body`: a JSON value is compared as JSON; a string is the exact body text.
+fn check_response_body(got: &[u8], want: &Value) -> Result<(), String> {
+    match want {
+        Value::String(text) => {
+            if got != text.as_bytes() {
+                return Err(format!(
+                    "response body {:?} != expected {text:?}",
+                    String::from_utf8_lossy(got)
+                ));
+            }
+        }
+        v => {
+            let g: Value = serde_json::from_slice(got).unwrap_or(Value::Null);
+            if &g != v {
+                return Err(format!("response body {g} != expected {v}"));
+            }
+        }
+    }
+    Ok(())
 }

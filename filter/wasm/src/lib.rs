@@ -101,6 +101,16 @@ impl Host for WasmHost {
         let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body);
     }
 
+    fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, start, len)
+            .ok()
+            .flatten()
+    }
+
+    fn replace_response_body(&self, body: &[u8]) {
+        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, body);
+    }
+
     fn response_headers(&self) -> Vec<(String, String)> {
         hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default()
     }
@@ -266,5 +276,12 @@ impl HttpContext for Http {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers(&WasmHost))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(
+            self.stream
+                .on_response_body(&WasmHost, body_size, end_of_stream),
+        )
     }
 }
