@@ -55,6 +55,9 @@ pub enum EventKind {
     SessionEnd,
     /// A DEFER was resolved (by the context service, or denied on timeout).
     DeferResolved,
+    /// The result of a tool call was inspected on the response path (filter `response/result.rs`):
+    /// the action is the call, `effects` what the result did to the session.
+    Result,
 }
 
 impl EventKind {
@@ -65,6 +68,7 @@ impl EventKind {
             EventKind::Checkpoint => "checkpoint",
             EventKind::SessionEnd => "session_end",
             EventKind::DeferResolved => "defer_resolved",
+            EventKind::Result => "result",
         }
     }
 }

@@ -200,7 +200,6 @@ impl SessionState {
         intent: Option<&str>,
         now_ms: u64,
     ) {
-        use crate::verdict::Effect;
         if self.status != SessionStatus::Active {
             if self.status == SessionStatus::New {
                 self.started_ms = now_ms;
@@ -234,7 +233,15 @@ impl SessionState {
             subject,
             classes: bits,
         });
-        for effect in &verdict.effects {
+        self.apply_effects(&verdict.effects);
+    }
+
+    /// Apply session effects (taints, revocations, read-only, kill) without recording an action:
+    /// what [`SessionState::record`] does with a verdict's effects, and what the filter does with
+    /// the effects of rules matched by a tool *result* (`tools/result`, docs/filter.md).
+    pub fn apply_effects(&mut self, effects: &[crate::verdict::Effect]) {
+        use crate::verdict::Effect;
+        for effect in effects {
             let kept = match effect {
                 Effect::Taint(t) => insert_bounded(&mut self.taints, name_hash(t), SET_CAP),
                 Effect::RevokeTool(t) => {

@@ -17,7 +17,7 @@ use crate::identity;
 use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal, RequestHead, Route};
 use crate::plugin::{Loaded, Metric, Plugin};
 use crate::respond::{Denial, DenialKind};
-use crate::response::ListFilter;
+use crate::response::{ListFilter, ResultWatch};
 
 /// Header carrying receipts (base64url of the receipt JSON; comma-separated for batches).
 pub const RECEIPT_HEADER: &str = "x-portcullis-receipt";
@@ -78,6 +78,8 @@ pub struct Stream {
     pending: Option<Pending>,
     /// List requests whose results get filtered on the response path.
     lists: Option<ListFilter>,
+    /// Tool calls whose results get inspected on the response path.
+    results: Option<ResultWatch>,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -153,6 +155,7 @@ impl Stream {
             add_to_response: Vec::new(),
             pending: None,
             lists: None,
+            results: None,
         }
     }
 
@@ -233,6 +236,11 @@ impl Stream {
         {
             self.lists = None;
         }
+        if let Some(w) = &mut self.results
+            && !w.on_headers(host)
+        {
+            self.results = None;
+        }
         FilterAction::Continue
     }
 
@@ -245,14 +253,27 @@ impl Stream {
         end_of_stream: bool,
     ) -> FilterAction {
         let plugin = Rc::clone(&self.plugin);
-        let (Some(f), Ok(l)) = (&mut self.lists, &plugin.loaded) else {
+        let Ok(l) = &plugin.loaded else {
             return FilterAction::Continue;
         };
-        let a = f.on_body(host, l, self.session.as_deref(), body_size, end_of_stream);
-        if a == FilterAction::Continue {
-            self.lists = None;
+        if let Some(f) = &mut self.lists {
+            let a = f.on_body(host, l, self.session.as_deref(), body_size, end_of_stream);
+            if a == FilterAction::Continue {
+                self.lists = None;
+            }
+            return a;
         }
-        a
+        match &mut self.results {
+            Some(w) => w.on_body(
+                host,
+                &plugin,
+                l,
+                self.session.as_deref(),
+                body_size,
+                end_of_stream,
+            ),
+            None => FilterAction::Continue,
+        }
     }
 
     fn refuse(&mut self, host: &dyn Host, refusal: &Refusal) {
@@ -457,6 +478,15 @@ impl Stream {
                     self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
                     ));
+                    // A batch mixing list requests and tool calls: only the lists are handled.
+                    if self.lists.is_none() {
+                        self.results = ResultWatch::new(
+                            actions
+                                .iter()
+                                .zip(msgs)
+                                .map(|(a, (id, _))| (id.as_ref(), a)),
+                        );
+                    }
                 }
                 set_state(host, decision, rule, &plan.chain_name, json.as_deref());
                 self.plugin.count(

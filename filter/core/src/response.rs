@@ -14,7 +14,11 @@
 //! response that cannot be checked (not JSON, over the body limit) is replaced by a JSON-RPC
 //! error, code -32044: fail closed.
 
+mod inject;
+mod result;
 mod sse;
+
+pub(crate) use result::ResultWatch;
 
 use bundle::action::{Action, Risk};
 use bundle::matchers::glob_match;
@@ -109,6 +113,30 @@ enum Framing {
     Sse,
 }
 
+/// The framing of a response from its `content-type` (`None`: neither JSON nor SSE, or an HTTP
+/// status other than 2xx).
+fn framing(host: &dyn Host) -> Option<Framing> {
+    let headers = host.response_headers();
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    if !get(":status").starts_with('2') {
+        return None;
+    }
+    let ct = get("content-type");
+    if ct.starts_with("application/json") {
+        Some(Framing::Json)
+    } else if ct.starts_with("text/event-stream") {
+        Some(Framing::Sse)
+    } else {
+        None
+    }
+}
+
 /// The list filter of one stream (`None` in `Stream` when the request listed nothing).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ListFilter {
@@ -150,22 +178,7 @@ impl ListFilter {
     /// Response headers: pick the framing from `content-type` and drop `content-length` (the body
     /// may change). Returns false when there is nothing to do (error status, other content type).
     pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
-        let headers = host.response_headers();
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.to_ascii_lowercase())
-                .unwrap_or_default()
-        };
-        let ct = get("content-type");
-        self.framing = if ct.starts_with("application/json") {
-            Some(Framing::Json)
-        } else if ct.starts_with("text/event-stream") {
-            Some(Framing::Sse)
-        } else {
-            None
-        };
+        self.framing = framing(host);
         if self.framing.is_some() {
             host.set_response_header("content-length", None);
         }
