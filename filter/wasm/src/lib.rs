@@ -237,6 +237,19 @@ impl RootContext for Root {
     }
 }
 
+/// Test builds only (`--features fault-injection`, never in the release module): trap the VM when
+/// the request carries `x-portcullis-fault: <when>`, so the end-to-end tests can watch Envoy's
+/// `failure_policy` deal with a real trap (test-harness/e2e/test_trap.py).
+#[cfg(feature = "fault-injection")]
+#[expect(clippy::panic, reason = "the fault-injection test build traps on purpose")]
+fn trap_if_asked(when: &str) {
+    if let Ok(Some(v)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-portcullis-fault")
+        && v == when
+    {
+        panic!("portcullis fault injection: x-portcullis-fault: {when}");
+    }
+}
+
 /// One HTTP stream.
 struct Http {
     stream: Stream,
@@ -264,10 +277,14 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        trap_if_asked("trap");
         action(self.stream.on_request_headers(&WasmHost, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        trap_if_asked("trap-body");
         action(
             self.stream
                 .on_request_body(&WasmHost, body_size, end_of_stream),
