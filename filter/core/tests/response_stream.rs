@@ -119,3 +119,36 @@ fn notifications_pass_at_once_and_the_result_taints_the_session() {
     assert_eq!(String::from_utf8(out).unwrap(), result);
     assert!(!egress_forwarded(&host, &p));
 }
+
+#[test]
+fn a_secret_in_a_streamed_result_is_redacted_and_other_events_pass_unchanged() {
+    let host = MockHost::new(1_800_000_000_000);
+    let p = plugin(&host);
+    let mut s = mcp_call(&host, &p, 8, "get_secret");
+    host.state().response_headers = headers(&[
+        (":status", "200"),
+        ("content-type", "text/event-stream"),
+        ("content-length", "400"),
+    ]);
+    s.on_response_headers(&host);
+    assert!(
+        !host
+            .state()
+            .response_headers
+            .iter()
+            .any(|(k, _)| k == "content-length")
+    );
+    let log = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{\"level\":\"info\",\"data\":\"x\"}}\n\n";
+    let result = "event: message\nid: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c\"}]}}\n\n";
+    let (r1, r2) = result.split_at(50);
+    let (_, out) = chunk(&host, &mut s, format!("{log}{r1}").as_bytes(), false);
+    assert_eq!(String::from_utf8(out).unwrap(), log);
+    let (a, out) = chunk(&host, &mut s, r2.as_bytes(), false);
+    assert_eq!(a, FilterAction::Continue);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "event: message\nid: 3\ndata: {\"jsonrpc\":\"2.0\",\"id\":8,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"[REDACTED]\"}]}}\n\n"
+    );
+    let (_, out) = chunk(&host, &mut s, b": keep-alive\n\n", true);
+    assert_eq!(out, b": keep-alive\n\n");
+}

@@ -20,7 +20,7 @@ pub mod risk;
 
 pub use http::normalize_http;
 pub use mcp::{normalize_mcp, normalize_mcp_headers_only};
-pub use modify::{apply_http_modifications, apply_modifications};
+pub use modify::{apply_http_modifications, apply_modifications, apply_to_value};
 
 /// What the filter knows about a request when its headers arrive.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

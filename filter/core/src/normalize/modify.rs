@@ -106,6 +106,17 @@ fn check_bounds(mods: &[Modification]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Apply the argument rewrites of `mods` (redact / drop / clamp paths, redact secrets) to any JSON
+/// value, paths starting at `target`, changes reported under `root_name` (the response path uses
+/// it on a tool's `result`). Header and `remove_tools` modifications are ignored.
+pub fn apply_to_value(
+    target: &mut Value,
+    root_name: &str,
+    mods: &[Modification],
+) -> Result<Vec<String>, Refusal> {
+    apply_to(target, root_name, mods)
+}
+
 fn apply_to(
     target: &mut Value,
     root_name: &str,

@@ -9,11 +9,13 @@
 
 use bundle::action::Action;
 use bundle::receipt::{self, EventKind, ReceiptBody};
+use bundle::session::SessionState;
+use bundle::verdict::{Decision, Verdict};
 use serde_json::{Value, json};
 
 use super::{Framing, inject, sse};
 use crate::host::{Host, LogLevel, SharedDataError};
-use crate::normalize::{JsonRpcId, risk};
+use crate::normalize::{self, JsonRpcId, risk};
 use crate::plugin::{Loaded, Plugin, log_receipt};
 use crate::request::FilterAction;
 use crate::session_store::{self, MAX_CAS_ATTEMPTS};
@@ -72,6 +74,35 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     a
 }
 
+/// MODIFY on a result: the verdict's argument rewrites applied to the message's `result` (paths
+/// `args.X` address `result.X`; `redact_secrets` walks the whole result). Returns the new message
+/// (when something changed) and the receipt lines. A rewrite that cannot be made (bad clamp
+/// bounds) replaces the result by a JSON-RPC error -32044: fail closed.
+fn modify_result(msg: &Value, verdict: &Verdict) -> (Option<Value>, Vec<String>) {
+    if verdict.decision != Decision::Modify {
+        return (None, Vec::new());
+    }
+    let mut out = msg.clone();
+    let Some(result) = out.get_mut("result") else {
+        return (None, Vec::new());
+    };
+    match normalize::apply_to_value(result, "result", &verdict.modifications) {
+        Ok(changes) if changes.is_empty() => (None, changes),
+        Ok(changes) => (Some(out), changes),
+        Err(e) => {
+            let id = msg.get("id").cloned().unwrap_or(Value::Null);
+            let err = json!({"jsonrpc": "2.0", "id": id, "error": {
+                "code": super::UNCHECKED_RESPONSE_CODE,
+                "message": format!("portcullis: the tool result could not be rewritten: {}", e.reason),
+            }});
+            (
+                Some(err),
+                vec!["replaced the result by an error (rewrite failed)".to_owned()],
+            )
+        }
+    }
+}
+
 impl ResultWatch {
     /// Remember the forwarded `tools/call` requests among `(id, action)`.
     pub(crate) fn new<'a>(
@@ -87,9 +118,14 @@ impl ResultWatch {
         })
     }
 
-    /// Response headers: JSON or SSE are inspected; anything else passes untouched.
+    /// Response headers: JSON or SSE are inspected (`content-length` dropped); anything else
+    /// passes untouched.
     pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
         self.framing = super::framing(host);
+        if self.framing.is_some() {
+            // A MODIFY on the result may change its length; Envoy re-frames the body.
+            host.set_response_header("content-length", None);
+        }
         self.framing.is_some()
     }
 
@@ -112,12 +148,24 @@ impl ResultWatch {
                 }
                 let buf = host.response_body(0, body_size).unwrap_or_default();
                 match serde_json::from_slice::<Value>(&buf) {
-                    Ok(Value::Array(items)) => {
-                        for m in &items {
-                            self.inspect(host, plugin, l, session, m);
+                    Ok(Value::Array(mut items)) => {
+                        let mut changed = false;
+                        for m in &mut items {
+                            if let Some(new) = self.inspect(host, plugin, l, session, m) {
+                                *m = new;
+                                changed = true;
+                            }
+                        }
+                        if changed {
+                            let out = serde_json::to_vec(&items).unwrap_or_default();
+                            host.replace_response_body(&out);
                         }
                     }
-                    Ok(m) => self.inspect(host, plugin, l, session, &m),
+                    Ok(m) => {
+                        if let Some(new) = self.inspect(host, plugin, l, session, &m) {
+                            host.replace_response_body(&serde_json::to_vec(&new).unwrap_or_default());
+                        }
+                    }
                     Err(_) => host.log(
                         LogLevel::Warn,
                         "portcullis: a tool result is not JSON (or over the body limit); not inspected",
@@ -133,30 +181,58 @@ impl ResultWatch {
                 data.extend_from_slice(&chunk);
                 let events = sse::events(&data);
                 let done = events.last().map_or(0, |e| e.end);
+                let mut rewritten: Option<Vec<u8>> = None;
+                let mut copied = 0usize;
                 for ev in &events {
-                    if let Ok(m) = serde_json::from_str::<Value>(&ev.data) {
-                        self.inspect(host, plugin, l, session, &m);
+                    if let Ok(m) = serde_json::from_str::<Value>(&ev.data)
+                        && let Some(new) = self.inspect(host, plugin, l, session, &m)
+                    {
+                        let out = rewritten.get_or_insert_with(Vec::new);
+                        out.extend_from_slice(data.get(copied..ev.start).unwrap_or_default());
+                        out.extend_from_slice(&sse::rewrite(&data, ev, &new.to_string()));
+                        copied = ev.end;
                     }
                 }
-                if end_of_stream || data.len().saturating_sub(done) > l.cfg.max_body_bytes {
-                    // The tail is released as is: an unterminated event is never dispatched by
-                    // an SSE client; an over-long one is not held forever.
-                    if carried {
-                        host.replace_response_body(&data);
-                    }
-                    return FilterAction::Continue;
+                if let Some(mut out) = rewritten {
+                    out.extend_from_slice(data.get(copied..).unwrap_or_default());
+                    let done = out.len().saturating_sub(data.len().saturating_sub(done));
+                    data = out;
+                    return self.release(host, data, done, end_of_stream, l, true);
                 }
-                let (out, tail) = data.split_at(done.min(data.len()));
-                self.carry = tail.to_vec();
-                if carried || !self.carry.is_empty() {
-                    host.replace_response_body(out);
-                }
-                FilterAction::Continue
+                self.release(host, data, done, end_of_stream, l, carried)
             }
         }
     }
 
-    /// Inspect one JSON-RPC message if it answers a pending call.
+    /// SSE: send `data[..done]` (complete events) now and carry the rest, or send everything at
+    /// the end of the stream or when the tail outgrows the body limit (an unterminated event is
+    /// never dispatched by an SSE client; an over-long one is not held forever). `changed`: the
+    /// buffer differs from the chunk the host holds.
+    fn release(
+        &mut self,
+        host: &dyn Host,
+        data: Vec<u8>,
+        done: usize,
+        end_of_stream: bool,
+        l: &Loaded,
+        changed: bool,
+    ) -> FilterAction {
+        if end_of_stream || data.len().saturating_sub(done) > l.cfg.max_body_bytes {
+            if changed {
+                host.replace_response_body(&data);
+            }
+            return FilterAction::Continue;
+        }
+        let (out, tail) = data.split_at(done.min(data.len()));
+        self.carry = tail.to_vec();
+        if changed || !self.carry.is_empty() {
+            host.replace_response_body(out);
+        }
+        FilterAction::Continue
+    }
+
+    /// Inspect one JSON-RPC message if it answers a pending call. Returns the message to send
+    /// instead when the policy's verdict on the result is MODIFY and something was rewritten.
     fn inspect(
         &mut self,
         host: &dyn Host,
@@ -164,25 +240,22 @@ impl ResultWatch {
         l: &Loaded,
         session: Option<&str>,
         msg: &Value,
-    ) {
+    ) -> Option<Value> {
         if msg.get("result").is_none() && msg.get("error").is_none() {
-            return;
+            return None;
         }
-        let Some(i) = self
+        let i = self
             .pending
             .iter()
-            .position(|(id, _)| msg.get("id") == Some(&id.to_json()))
-        else {
-            return;
-        };
+            .position(|(id, _)| msg.get("id") == Some(&id.to_json()))?;
         let (_, call) = self.pending.swap_remove(i);
         let action = result_action(&call, msg);
         let Some(session) = session else {
             host.log(
                 LogLevel::Debug,
-                "portcullis: tool result of a request without a session key: nothing to taint",
+                "portcullis: tool result of a request without a session key: not recorded",
             );
-            return;
+            return None;
         };
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
@@ -191,11 +264,13 @@ impl ResultWatch {
             if rec.state.status != bundle::session::SessionStatus::Missing {
                 rec.state.apply_effects(&verdict.effects);
             }
+            let (rewritten, changes) = modify_result(msg, &verdict);
             let mut body = ReceiptBody::for_action(session, &action, &verdict);
             body.event = EventKind::Result;
             body.bundle = Some(l.bundle_ref.clone());
             body.drift_milli = Some(receipt::drift_milli(rec.state.drift));
-            let force = !verdict.effects.is_empty();
+            body.modifications = changes;
+            let force = !verdict.effects.is_empty() || !body.modifications.is_empty();
             let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, force);
             rec.extra.last_seen_ms = now;
             match session_store::store(host, session, &rec) {
@@ -213,7 +288,7 @@ impl ResultWatch {
                         );
                     }
                     log_receipt(host, &r);
-                    return;
+                    return rewritten;
                 }
                 Err(SharedDataError::CasMismatch) => continue,
                 Err(SharedDataError::Other(_)) => break,
@@ -223,5 +298,12 @@ impl ResultWatch {
             LogLevel::Error,
             &format!("portcullis: the tool result of session `{session}` could not be recorded"),
         );
+        // Still apply a rewrite the policy asks for: redaction must not depend on the store.
+        modify_result(
+            msg,
+            &l.bundle
+                .evaluate(&action, &SessionState::new(host.now_ms()), host.now_ms()),
+        )
+        .0
     }
 }
