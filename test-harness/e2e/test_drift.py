@@ -38,7 +38,8 @@ def test_off_intent_calls_raise_drift_until_approval_is_required(stack: pe.Stack
     outcomes = asyncio.run(run())
     assert [o.ok for o in outcomes] == [True, True, True, True, True, False], outcomes
     assert outcomes[-1].error_code == APPROVAL_REQUIRED and outcomes[-1].rule == "drifted", outcomes[-1]
-    lines = stack.wait_access_log(7)
-    drift = [body["drift_milli"] for _, body in pe.tool_call_lines(lines)]
+    def drift() -> list[int]:
+        return [body["drift_milli"] for _, body in pe.tool_call_lines(stack.access_log())]
+    pe.wait_until("6 tools/call access log lines", lambda: len(drift()) >= 6, None, 10)
     # 0.4*lexical + 0.4*outside (+ escalation), moving average with factor 0.3 (docs/filter.md).
-    assert drift == [60, 282, 437, 546, 622, 676], drift
+    assert drift() == [60, 282, 437, 546, 622, 676], drift()
