@@ -229,6 +229,8 @@ impl RootContext for Root {
         };
         Some(Box::new(Http {
             stream: Stream::new(plugin),
+            #[cfg(feature = "fault-injection")]
+            trap_body: false,
         }))
     }
 
@@ -238,21 +240,37 @@ impl RootContext for Root {
 }
 
 /// Test builds only (`--features fault-injection`, never in the release module): trap the VM when
-/// the request carries `x-portcullis-fault: <when>`, so the end-to-end tests can watch Envoy's
-/// `failure_policy` deal with a real trap (test-harness/e2e/test_trap.py).
+/// the request carries `x-portcullis-fault: trap` (here) or `trap-body` (at its body), so the
+/// end-to-end tests can watch Envoy's `failure_policy` deal with a real trap
+/// (test-harness/e2e/test_trap.py). Read before the filter strips `x-portcullis-*` headers;
+/// returns whether to trap at the body.
 #[cfg(feature = "fault-injection")]
-#[expect(clippy::panic, reason = "the fault-injection test build traps on purpose")]
-fn trap_if_asked(when: &str) {
-    if let Ok(Some(v)) = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-portcullis-fault")
-        && v == when
-    {
-        panic!("portcullis fault injection: x-portcullis-fault: {when}");
+fn fault_requested() -> bool {
+    let asked = hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-portcullis-fault")
+        .ok()
+        .flatten();
+    if asked.as_deref() == Some("trap") {
+        trap();
     }
+    asked.as_deref() == Some("trap-body")
+}
+
+/// The fault-injection trap itself (a panic is `unreachable` in the VM).
+#[cfg(feature = "fault-injection")]
+#[expect(
+    clippy::panic,
+    reason = "the fault-injection test build traps on purpose"
+)]
+fn trap() {
+    panic!("portcullis fault injection: x-portcullis-fault");
 }
 
 /// One HTTP stream.
 struct Http {
     stream: Stream,
+    /// Fault-injection test builds: trap when the body arrives.
+    #[cfg(feature = "fault-injection")]
+    trap_body: bool,
 }
 
 fn action(a: FilterAction) -> Action {
@@ -278,13 +296,17 @@ impl Context for Http {
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         #[cfg(feature = "fault-injection")]
-        trap_if_asked("trap");
+        {
+            self.trap_body = fault_requested();
+        }
         action(self.stream.on_request_headers(&WasmHost, end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         #[cfg(feature = "fault-injection")]
-        trap_if_asked("trap-body");
+        if self.trap_body {
+            trap();
+        }
         action(
             self.stream
                 .on_request_body(&WasmHost, body_size, end_of_stream),
