@@ -706,6 +706,13 @@ impl Stream {
                 host.set_request_header(n, Some(v));
             }
             self.add_to_response = add;
+            // A deferred request is a single message: its list result or tool result is
+            // checked on the response path like an allowed one.
+            let one = || std::iter::once((p.id.as_ref(), &p.action));
+            self.lists = ListFilter::new(one().map(|(id, a)| (id, a, &[][..])));
+            if self.lists.is_none() {
+                self.results = ResultWatch::new(one());
+            }
             set_state(host, "ALLOW", &rule, &p.chain_name, Some(&json));
             self.plugin.count(host, Metric::Allow);
             self.phase = Phase::Forwarded;
