@@ -2,8 +2,8 @@
 a key the config does not trust, or a plugin configuration that is not even JSON. With
 FAIL_CLOSED and with FAIL_RELOAD, every request is refused and the MCP server sees nothing.
 
-(No hook exists to trap the VM on purpose; these cases exercise the filter's own fail-closed
-path and Envoy's failure_policy for a plugin that fails to configure.)"""
+These cases exercise the filter's own fail-closed path for a plugin that cannot configure; a real
+VM trap under each failure_policy is tested in test_trap.py (test-only fault-injection build)."""
 
 from __future__ import annotations
 
