@@ -21,6 +21,7 @@ import base64
 import uvicorn
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -132,16 +133,15 @@ def build_server() -> MCPServer:
         return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
 
     @server.prompt()
-    def test_prompt_with_embedded_resource(resourceUri: str) -> list[types.PromptMessage]:  # noqa: N803
+    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:  # noqa: N803
         """A prompt carrying a resource."""
-        return [types.PromptMessage(role="user", content=_embedded(resourceUri, "Embedded resource content for testing.")),
-                types.PromptMessage(role="user", content=_text("Please process the embedded resource above."))]
+        return [UserMessage(_embedded(resourceUri, "Embedded resource content for testing.")),
+                UserMessage("Please process the embedded resource above.")]
 
     @server.prompt()
-    def test_prompt_with_image() -> list[types.PromptMessage]:
+    def test_prompt_with_image() -> list[UserMessage]:
         """A prompt carrying an image."""
-        return [types.PromptMessage(role="user", content=_image()),
-                types.PromptMessage(role="user", content=_text("Please analyze the image above."))]
+        return [UserMessage(_image()), UserMessage("Please analyze the image above.")]
 
     @server.custom_route("/healthz", methods=["GET"])
     async def healthz(_request: Request) -> PlainTextResponse:
