@@ -110,7 +110,16 @@ def test_streamed_call_passes_notifications_and_its_injected_result_taints(
     assert "IGNORE PREVIOUS INSTRUCTIONS" in out["fetch_text"], "the result itself reaches the agent"
     assert "sk-live" not in out["secret_text"] and "[REDACTED]" in out["secret_text"], out["secret_text"]
     assert out["email_after"] == (DENIED, "tainted_exfil"), out["email_after"]
+    stack.wait_attested()
     stack.stop()
-    envoy_log = stack.files["envoy_log"].read_text(errors="replace")
-    assert '"event":"result"' in envoy_log and "rule `injected_result`" in envoy_log
-    assert "redacted secret at result" in envoy_log
+    # The result receipts are in the access log, in the session's chain, and the log verifies.
+    bodies = [b for line in pe.read_jsonl(stack.files["access_log"]) for b in pe.receipts_of(line)]
+    results = [b for b in bodies if b["event"] == "result"]
+    assert [b["rule"] for b in results] == ["injected_result", "secret_results"], results
+    assert results[0]["effects"] == ["taint:untrusted_instruction"], results[0]
+    # The SDK server sends the text twice: as content and as structuredContent; both are redacted.
+    assert results[1]["modifications"] == ["redacted secret at result.content[0].text",
+                                           "redacted secret at result.structuredContent.result"], results[1]
+    out = pe.policyc("receipts", "verify", *map(str, stack.receipt_logs()), "--pub",
+                     str(keys.path("receipt", "pub")), check=False)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -80,6 +80,8 @@ pub struct Stream {
     lists: Option<ListFilter>,
     /// Tool calls whose results get inspected on the response path.
     results: Option<ResultWatch>,
+    /// The receipt JSON written to the filter state (a `result` receipt is appended to it).
+    receipt_json: Option<String>,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -156,6 +158,7 @@ impl Stream {
             pending: None,
             lists: None,
             results: None,
+            receipt_json: None,
         }
     }
 
@@ -263,17 +266,36 @@ impl Stream {
             }
             return a;
         }
-        match &mut self.results {
-            Some(w) => w.on_body(
-                host,
-                &plugin,
-                l,
-                self.session.as_deref(),
-                body_size,
-                end_of_stream,
-            ),
-            None => FilterAction::Continue,
+        let Some(w) = &mut self.results else {
+            return FilterAction::Continue;
+        };
+        let a = w.on_body(
+            host,
+            &plugin,
+            l,
+            self.session.as_deref(),
+            body_size,
+            end_of_stream,
+        );
+        let sealed = w.take_receipts();
+        if !sealed.is_empty() {
+            // The access log line of this stream carries the action's receipt and the result's,
+            // as an array (the same shape as a batch), so the chain is complete in the log.
+            let mut lines: Vec<String> = match self.receipt_json.take() {
+                Some(j) if j.starts_with('[') => j
+                    .strip_prefix('[')
+                    .and_then(|j| j.strip_suffix(']'))
+                    .map(|inner| vec![inner.to_owned()])
+                    .unwrap_or_default(),
+                Some(j) => vec![j],
+                None => Vec::new(),
+            };
+            lines.extend(sealed.iter().map(|r| r.to_json()));
+            let json = format!("[{}]", lines.join(","));
+            host.set_filter_state("portcullis.receipt", json.as_bytes());
+            self.receipt_json = Some(json);
         }
+        a
     }
 
     fn refuse(&mut self, host: &dyn Host, refusal: &Refusal) {
@@ -474,6 +496,7 @@ impl Stream {
                     host.set_request_header(n, Some(v));
                 }
                 self.add_to_response = add;
+                self.receipt_json.clone_from(&json);
                 if let Shape::Mcp { msgs, .. } = shape {
                     self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
@@ -714,6 +737,7 @@ impl Stream {
                 self.results = ResultWatch::new(one());
             }
             set_state(host, "ALLOW", &rule, &p.chain_name, Some(&json));
+            self.receipt_json = Some(json.clone());
             self.plugin.count(host, Metric::Allow);
             self.phase = Phase::Forwarded;
             host.resume_request();

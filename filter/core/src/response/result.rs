@@ -8,7 +8,7 @@
 //! event is carried over to the next chunk. A JSON body is held to its end (it is one message).
 
 use bundle::action::Action;
-use bundle::receipt::{self, EventKind, ReceiptBody};
+use bundle::receipt::{self, EventKind, Receipt, ReceiptBody};
 use bundle::session::SessionState;
 use bundle::verdict::{Decision, Verdict};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{Framing, inject, sse};
 use crate::host::{Host, LogLevel, SharedDataError};
 use crate::normalize::{self, JsonRpcId, risk};
-use crate::plugin::{Loaded, Plugin, log_receipt};
+use crate::plugin::{Loaded, Plugin};
 use crate::request::FilterAction;
 use crate::session_store::{self, MAX_CAS_ATTEMPTS};
 
@@ -31,6 +31,8 @@ pub(crate) struct ResultWatch {
     pending: Vec<(JsonRpcId, Action)>,
     framing: Option<Framing>,
     carry: Vec<u8>,
+    /// `result` receipts sealed and not yet handed to the stream (for the access log).
+    sealed: Vec<Receipt>,
 }
 
 /// The text of a result: every string value (at any depth), joined by `\n`, bounded.
@@ -116,6 +118,11 @@ impl ResultWatch {
             pending,
             ..ResultWatch::default()
         })
+    }
+
+    /// The `result` receipts sealed since the last call.
+    pub(crate) fn take_receipts(&mut self) -> Vec<Receipt> {
+        std::mem::take(&mut self.sealed)
     }
 
     /// Response headers: JSON or SSE are inspected (`content-length` dropped); anything else
@@ -251,43 +258,54 @@ impl ResultWatch {
         let (_, call) = self.pending.swap_remove(i);
         let action = result_action(&call, msg);
         let Some(session) = session else {
-            host.log(
-                LogLevel::Debug,
-                "portcullis: tool result of a request without a session key: not recorded",
-            );
-            return None;
+            // No session: nothing to taint or chain into; a MODIFY still rewrites the result.
+            let now = host.now_ms();
+            return modify_result(
+                msg,
+                &l.bundle.evaluate(&action, &SessionState::new(now), now),
+            )
+            .0;
         };
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
             let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
             let verdict = l.bundle.evaluate(&action, &rec.state, now);
+            let (rewritten, changes) = modify_result(msg, &verdict);
+            if verdict.effects.is_empty() && changes.is_empty() {
+                // The result changed nothing: no receipt, the session record is not written.
+                return rewritten;
+            }
             if rec.state.status != bundle::session::SessionStatus::Missing {
                 rec.state.apply_effects(&verdict.effects);
             }
-            let (rewritten, changes) = modify_result(msg, &verdict);
             let mut body = ReceiptBody::for_action(session, &action, &verdict);
             body.event = EventKind::Result;
             body.bundle = Some(l.bundle_ref.clone());
             body.drift_milli = Some(receipt::drift_milli(rec.state.drift));
             body.modifications = changes;
-            let force = !verdict.effects.is_empty() || !body.modifications.is_empty();
-            let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, force);
+            let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, true);
             rec.extra.last_seen_ms = now;
             match session_store::store(host, session, &rec) {
                 Ok(()) => {
                     plugin.touched(host, l, session, &rec, now);
-                    if !verdict.effects.is_empty() {
+                    {
                         host.log(
                             LogLevel::Info,
                             &format!(
-                                "portcullis: tool result of `{}` session `{session}` rule `{}`: {} effect(s) applied",
+                                "portcullis: tool result of `{}` session `{session}` rule `{}`: {} effect(s) applied; {}",
                                 call.subject(),
                                 verdict.deciding_rule,
-                                verdict.effects.len()
+                                verdict.effects.len(),
+                                if r.body.modifications.is_empty() {
+                                    "result unchanged".to_owned()
+                                } else {
+                                    r.body.modifications.join(", ")
+                                }
                             ),
                         );
                     }
-                    log_receipt(host, &r);
+                    // Not logged: the stream appends it to its access-log receipt (request.rs).
+                    self.sealed.push(r);
                     return rewritten;
                 }
                 Err(SharedDataError::CasMismatch) => continue,
