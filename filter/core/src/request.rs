@@ -11,6 +11,7 @@ use bundle::action::{Action, Identity};
 use bundle::receipt::{Receipt, ReceiptAction};
 use bundle::verdict::{Decision, Verdict};
 
+use crate::config::SessionKeySource;
 use crate::decide::{self, Input, MsgResult, Plan, Shape};
 use crate::host::{Host, LogLevel};
 use crate::identity;
@@ -18,6 +19,7 @@ use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal, RequestHead, Ro
 use crate::plugin::{Loaded, Metric, Plugin};
 use crate::respond::{Denial, DenialKind};
 use crate::response::{ListFilter, ResultWatch};
+use crate::session_store;
 
 /// Header carrying receipts (base64url of the receipt JSON; comma-separated for batches).
 pub const RECEIPT_HEADER: &str = "x-portcullis-receipt";
@@ -82,6 +84,9 @@ pub struct Stream {
     results: Option<ResultWatch>,
     /// The receipt JSON written to the filter state (a `result` receipt is appended to it).
     receipt_json: Option<String>,
+    /// An allowed legacy `initialize` that declared an intent: pinned to the session whose id the
+    /// server returns in `mcp-session-id` (the request itself had no session yet).
+    pin_intent: Option<String>,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -158,6 +163,7 @@ impl Stream {
             pending: None,
             lists: None,
             results: None,
+            pin_intent: None,
             receipt_json: None,
         }
     }
@@ -233,6 +239,19 @@ impl Stream {
     pub fn on_response_headers(&mut self, host: &dyn Host) -> FilterAction {
         for (n, v) in &self.add_to_response {
             host.set_response_header(n, Some(v));
+        }
+        if let Some(intent) = self.pin_intent.take() {
+            let plugin = Rc::clone(&self.plugin);
+            let session = host
+                .response_headers()
+                .into_iter()
+                .find(|(n, v)| {
+                    n.eq_ignore_ascii_case("mcp-session-id") && normalize::valid_session_id(v)
+                })
+                .map(|(_, v)| v);
+            if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
+                session_store::pin_intent(host, &session, &intent, l.cfg.session.idle_ttl_ms);
+            }
         }
         if let Some(f) = &mut self.lists
             && !f.on_headers(host)
@@ -397,6 +416,25 @@ impl Stream {
         self.enforce(host, l, &shape, &actions, plan)
     }
 
+    /// The intent to pin when the server answers: only for a single allowed `initialize` that
+    /// had no session key, when sessions are keyed by `mcp-session-id`.
+    fn intent_to_pin(
+        &self,
+        l: &Loaded,
+        shape: &Shape,
+        plan: &Plan,
+        actions: &[Action],
+    ) -> Option<String> {
+        if self.session.is_some()
+            || l.cfg.session.key != SessionKeySource::McpSessionId
+            || !matches!(shape, Shape::Mcp { batch: false, .. })
+        {
+            return None;
+        }
+        let (m, a) = plan.msgs.iter().zip(actions).next()?;
+        (a.operation == "initialize").then(|| m.verdict.intent.clone())?
+    }
+
     fn enforce(
         &mut self,
         host: &dyn Host,
@@ -497,6 +535,7 @@ impl Stream {
                 }
                 self.add_to_response = add;
                 self.receipt_json.clone_from(&json);
+                self.pin_intent = self.intent_to_pin(l, shape, &plan, actions);
                 if let Shape::Mcp { msgs, .. } = shape {
                     self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),

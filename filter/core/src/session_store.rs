@@ -121,6 +121,28 @@ pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), 
     host.set_shared_data(&shared_key(session), &bytes, rec.cas)
 }
 
+/// Pin `intent` on a session the MCP server has just created. A legacy `initialize` carries no
+/// session id (the server assigns it in the response), so the intent it declared cannot be pinned
+/// while it is evaluated; the filter pins it when the response names the session. Only a session
+/// with no record yet is written: if any action of the session was already recorded, its pinned
+/// intent (or none) stands. Contention is not retried: another writer means the session exists.
+pub(crate) fn pin_intent(host: &dyn Host, session: &str, intent: &str, idle_ttl_ms: u64) {
+    let now = host.now_ms();
+    let mut rec = load(host, session, now, idle_ttl_ms);
+    if rec.state.status != SessionStatus::New {
+        return;
+    }
+    rec.state.status = SessionStatus::Active;
+    rec.state.intent = Some(intent.to_owned());
+    rec.extra.last_seen_ms = now;
+    if let Err(e) = store(host, session, &rec) {
+        host.log(
+            LogLevel::Warn,
+            &format!("portcullis: intent `{intent}` not pinned on new session `{session}`: {e:?}"),
+        );
+    }
+}
+
 /// What this worker remembers about one session it served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tracked {

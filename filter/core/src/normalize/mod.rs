@@ -429,10 +429,12 @@ pub(crate) fn trace_id(head: &RequestHead) -> Option<String> {
 /// The session id from `mcp-session-id` (visible ASCII only, at most 256 bytes), else `None`.
 pub(crate) fn session_id(head: &RequestHead) -> Option<String> {
     let v = head.header("mcp-session-id")?;
-    if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return None;
-    }
-    Some(v.to_owned())
+    valid_session_id(v).then(|| v.to_owned())
+}
+
+/// Whether a `mcp-session-id` value is acceptable as a session key: 1 to 256 visible ASCII bytes.
+pub(crate) fn valid_session_id(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
 #[cfg(test)]
