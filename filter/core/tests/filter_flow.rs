@@ -11,11 +11,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::path::Path;
+mod common;
+
 use std::rc::Rc;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use bundle::keys::signing_key_from_seed;
 use bundle::receipt::verify_log;
 use filter_core::mock::MockHost;
 use filter_core::session_store::shared_key;
@@ -24,27 +24,12 @@ use serde_json::{Value, json};
 
 const START_MS: u64 = 1_800_000_000_000;
 
-fn bundle_b64() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios/policies/basic.pcl");
-    let src = std::fs::read_to_string(path).unwrap();
-    let ast = policy::syntax::parse(&src).unwrap();
-    let unsigned = policy::codegen::compile(&ast).unwrap();
-    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
-    base64::engine::general_purpose::STANDARD.encode(signed)
-}
-
 fn config(extra: Value) -> Vec<u8> {
-    let mut c = json!({
-        "bundle": { "inline_base64": bundle_b64() },
-        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-        "context_services": { "risk": { "cluster": "context-risk" } },
-    });
+    let mut all = json!({ "context_services": { "risk": { "cluster": "context-risk" } } });
     for (k, v) in extra.as_object().unwrap() {
-        c.as_object_mut().unwrap().insert(k.clone(), v.clone());
+        all.as_object_mut().unwrap().insert(k.clone(), v.clone());
     }
-    serde_json::to_vec(&c).unwrap()
+    common::config("basic.pcl", all)
 }
 
 fn setup(extra: Value) -> (MockHost, Rc<Plugin>) {

@@ -11,12 +11,11 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::path::Path;
+mod common;
+
 use std::rc::Rc;
 use std::sync::OnceLock;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
 use proptest::prelude::*;
@@ -25,23 +24,14 @@ use serde_json::json;
 fn config() -> &'static [u8] {
     static C: OnceLock<Vec<u8>> = OnceLock::new();
     C.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../testdata/scenarios/policies/basic.pcl");
-        let ast = policy::syntax::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let signed = bundle::sign(
-            &policy::codegen::compile(&ast).unwrap(),
-            &signing_key_from_seed([1; 32]),
+        common::config(
+            "basic.pcl",
+            json!({
+                "limits": { "max_body_bytes": 4096 },
+                "mcp": { "allow_batches": true },
+                "http": { "inspect_bodies": true },
+            }),
         )
-        .unwrap();
-        serde_json::to_vec(&json!({
-            "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
-            "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
-            "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-            "limits": { "max_body_bytes": 4096 },
-            "mcp": { "allow_batches": true },
-            "http": { "inspect_bodies": true },
-        }))
-        .unwrap()
     })
 }
 

@@ -11,30 +11,20 @@
     reason = "test code: a failed unwrap is a failed test"
 )]
 
-use std::path::Path;
+mod common;
+
 use std::rc::Rc;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
 use serde_json::json;
 
 fn plugin(host: &MockHost) -> Rc<Plugin> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/scenarios/policies/taint.pcl");
-    let ast = policy::syntax::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let unsigned = policy::codegen::compile(&ast).unwrap();
-    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
-    let cfg = json!({
-        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
-        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-        "session": { "key": { "source": "header", "name": "x-agent-run" } },
-    });
-    let p = Rc::new(Plugin::configure(host, &serde_json::to_vec(&cfg).unwrap()));
-    assert_eq!(p.error(), None);
-    p
+    common::plugin(
+        host,
+        "taint.pcl",
+        json!({ "session": { "key": { "source": "header", "name": "x-agent-run" } } }),
+    )
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
