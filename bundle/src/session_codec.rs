@@ -357,6 +357,63 @@ pub fn decode(bytes: &[u8]) -> Result<(SessionState, ChainHead, SessionExtra), C
 // ---------------------------------------------------------------------------------------------
 // JSON form
 
+// ---------------------------------------------------------------------------------------------
+// Keyed records (a record that names its session)
+
+/// The first byte of a keyed record ([`encode_keyed`]); distinct from [`CODEC_VERSION`], so a
+/// bare record is never taken for a keyed one.
+pub const KEYED_TAG: u8 = 0x4b;
+/// The longest session key a keyed record holds, in bytes.
+pub const KEYED_KEY_MAX_BYTES: usize = 1024;
+
+/// Encode a record together with the session key it belongs to, for stores where one location
+/// can hold different sessions over time (the filter's hashed session slots):
+///
+/// ```text
+/// tag              1 byte  = 0x4b
+/// key              varint length (1..=1024) + bytes
+/// record           the bytes of [`encode`]
+/// ```
+///
+/// `None` when the key is empty or longer than [`KEYED_KEY_MAX_BYTES`].
+pub fn encode_keyed(
+    key: &[u8],
+    state: &SessionState,
+    chain: &ChainHead,
+    extra: &SessionExtra,
+) -> Option<Vec<u8>> {
+    if key.is_empty() || key.len() > KEYED_KEY_MAX_BYTES {
+        return None;
+    }
+    let record = encode(state, chain, extra);
+    let mut out = Vec::with_capacity(record.len().saturating_add(key.len()).saturating_add(3));
+    out.push(KEYED_TAG);
+    put_len(&mut out, key.len());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&record);
+    Some(out)
+}
+
+/// Split a keyed record into the session key and the bytes of the record ([`decode`] them).
+/// Only the frame is checked here, so the owner of a record whose body is damaged can still be
+/// told. Never panics.
+pub fn split_keyed(bytes: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
+    let mut r = Reader { rest: bytes };
+    let tag = r.byte()?;
+    if tag != KEYED_TAG {
+        return Err(CodecError::Version(tag));
+    }
+    let len = r.varint()?;
+    let len = usize::try_from(len).map_err(|_| CodecError::Overflow)?;
+    if len == 0 || len > KEYED_KEY_MAX_BYTES {
+        return Err(CodecError::Invalid(format!(
+            "a keyed record's key must be 1 to {KEYED_KEY_MAX_BYTES} bytes"
+        )));
+    }
+    let key = r.bytes(len)?;
+    Ok((key, r.rest))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HistoryJson {
@@ -608,6 +665,58 @@ mod tests {
         assert!(encode(&s, &c, &e).len() < 512);
         let (s, c, e) = maximal();
         assert!(encode(&s, &c, &e).len() < 704 + 400);
+    }
+
+    #[test]
+    fn keyed_record_names_its_session_and_round_trips() {
+        let (s, c, e) = typical();
+        let bytes = encode_keyed(b"sess-1", &s, &c, &e).unwrap();
+        let (key, body) = split_keyed(&bytes).unwrap();
+        assert_eq!(key, b"sess-1");
+        assert_eq!(decode(body).unwrap(), (s.clone(), c.clone(), e.clone()));
+        // the frame costs the key plus two bytes
+        assert_eq!(bytes.len(), encode(&s, &c, &e).len() + 6 + 2);
+        // a damaged body still tells whose record it is
+        let mut damaged = bytes.clone();
+        damaged.truncate(damaged.len() - 3);
+        let (key, body) = split_keyed(&damaged).unwrap();
+        assert_eq!(key, b"sess-1");
+        assert!(decode(body).is_err());
+        // a bare record is not a keyed one
+        assert_eq!(
+            split_keyed(&encode(&s, &c, &e)),
+            Err(CodecError::Version(CODEC_VERSION))
+        );
+        // keys: 1..=1024 bytes
+        assert!(encode_keyed(b"", &s, &c, &e).is_none());
+        let long = vec![b'k'; KEYED_KEY_MAX_BYTES];
+        let bytes = encode_keyed(&long, &s, &c, &e).unwrap();
+        assert_eq!(split_keyed(&bytes).unwrap().0, long.as_slice());
+        assert!(encode_keyed(&[b'k'; KEYED_KEY_MAX_BYTES + 1], &s, &c, &e).is_none());
+    }
+
+    #[test]
+    fn keyed_frame_refuses_bad_input() {
+        let (s, c, e) = typical();
+        let bytes = encode_keyed(b"abc", &s, &c, &e).unwrap();
+        // every cut inside the frame is an error; cuts after it leave a record decode refuses
+        for n in 0..bytes.len() {
+            match split_keyed(&bytes[..n]) {
+                Err(_) => assert!(n < 5, "frame cut at {n} refused"),
+                Ok((key, body)) => {
+                    assert_eq!(key, b"abc");
+                    assert!(decode(body).is_err());
+                }
+            }
+        }
+        assert!(split_keyed(&[KEYED_TAG, 0]).is_err());
+        assert!(split_keyed(&[KEYED_TAG, 0x81, 0x08, b'x']).is_err()); // 1025 bytes
+        assert!(
+            split_keyed(&[
+                KEYED_TAG, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f
+            ])
+            .is_err()
+        );
     }
 
     #[test]

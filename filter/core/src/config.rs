@@ -117,6 +117,8 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// A session idle for longer than this is expired.
     pub idle_ttl_ms: u64,
+    /// Shared-data slots session records live in (the process-wide bound on session keys).
+    pub slots: u32,
 }
 
 /// The parsed plugin configuration.
@@ -233,6 +235,7 @@ struct RawSession {
     key: Option<RawSessionKey>,
     max_sessions: Option<usize>,
     idle_ttl_s: Option<u64>,
+    slots: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +289,11 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 /// Default session cap per worker.
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
+/// Default number of session slots: 32,768 keys in shared data for the whole process, about 3x
+/// the default per-worker cap, so a new session rarely finds all of its probes live.
+pub const DEFAULT_SESSION_SLOTS: u32 = 32_768;
+/// The most session slots a configuration may ask for (2^20; a slot holds at most about 1.4 KiB).
+pub const MAX_SESSION_SLOTS: u32 = 1 << 20;
 /// Default idle ttl (1 hour).
 pub const DEFAULT_IDLE_TTL_S: u64 = 3_600;
 
@@ -429,6 +437,17 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             .idle_ttl_s
             .unwrap_or(DEFAULT_IDLE_TTL_S)
             .saturating_mul(1000),
+        slots: match raw.session.slots {
+            None => DEFAULT_SESSION_SLOTS,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_SESSION_SLOTS).contains(n))
+                .ok_or_else(|| {
+                    err(format!(
+                        "`session.slots`: {n} is not between 1 and {MAX_SESSION_SLOTS}"
+                    ))
+                })?,
+        },
     };
     if session.max_sessions == 0 || session.idle_ttl_ms == 0 {
         return Err(err(
@@ -572,6 +591,7 @@ mod tests {
         assert_eq!(c.mcp_paths, vec!["/mcp".to_owned()]);
         assert_eq!(c.session.key, SessionKeySource::McpSessionId);
         assert_eq!(c.session.idle_ttl_ms, 3_600_000);
+        assert_eq!(c.session.slots, 32_768);
         assert!(c.identity.mtls);
         assert!(c.identity.jwt.is_none() && c.identity.headers.is_none());
         assert_eq!(c.failure_mode, FailureMode::Closed);
@@ -630,6 +650,19 @@ mod tests {
                 serde_json::json!({"session": {"key": {"source": "cookie"}}}),
                 "`cookie`",
             ),
+            (
+                serde_json::json!({"session": {"slots": 0}}),
+                "`session.slots`: 0 is not between 1 and 1048576",
+            ),
+            (
+                serde_json::json!({"session": {"slots": 1_048_577}}),
+                "`session.slots`",
+            ),
+            (
+                serde_json::json!({"session": {"slots": 1u64 << 40}}),
+                "`session.slots`",
+            ),
+            (serde_json::json!({"session": {"slots": -1}}), "`-1`"),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
             (
                 serde_json::json!({"approvers": {"ops": []}}),
@@ -677,7 +710,7 @@ mod tests {
             "signing_key".into(),
             serde_json::json!({"env": "PORTCULLIS_KEY"}),
         );
-        o.insert("session".into(), serde_json::json!({"key": {"source": "header", "name": "X-Agent-Run"}, "max_sessions": 5, "idle_ttl_s": 60}));
+        o.insert("session".into(), serde_json::json!({"key": {"source": "header", "name": "X-Agent-Run"}, "max_sessions": 5, "idle_ttl_s": 60, "slots": 100}));
         o.insert("identity".into(), serde_json::json!({"mtls": false, "jwt": {"provider": "agents", "agent_claim": "azp", "human_claim": "act.sub"}, "headers": {"agent": "x-agent-id"}}));
         o.insert(
             "approvers".into(),
@@ -699,6 +732,7 @@ mod tests {
             SessionKeySource::Header("x-agent-run".into())
         );
         assert_eq!(c.session.idle_ttl_ms, 60_000);
+        assert_eq!(c.session.slots, 100);
         assert!(!c.identity.mtls);
         assert_eq!(
             c.identity.jwt.as_ref().unwrap().human_claim.as_deref(),

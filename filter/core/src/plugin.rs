@@ -16,7 +16,7 @@ use ed25519_dalek::VerifyingKey;
 use crate::config::{self, Config, SigningKeySource};
 use crate::host::{Host, LogLevel, MetricKind, SharedDataError};
 use crate::normalize::NormalizeConfig;
-use crate::session_store::{self, MAX_CAS_ATTEMPTS, Record, Tracker};
+use crate::session_store::{self, Displaced, Layout, MAX_CAS_ATTEMPTS, Record, Tracker};
 
 /// Everything a working plugin holds.
 pub(crate) struct Loaded {
@@ -28,6 +28,9 @@ pub(crate) struct Loaded {
     /// `approvers` flattened for `bundle::approval::verify`.
     pub approvers: Vec<(String, VerifyingKey)>,
     pub bundle_ref: BundleRef,
+    /// The session slot layout this configuration asks for (the one in force is in shared data,
+    /// see [`session_store::install_layout`]).
+    pub layout: Layout,
 }
 
 /// Metric names (Envoy prefixes Wasm metrics with `wasmcustom.`).
@@ -171,6 +174,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         checkpoint_every: cfg.receipts.checkpoint_every,
         max_unsigned_ms: cfg.receipts.max_unsigned_ms,
     };
+    let layout = Layout::new(&key.to_bytes(), cfg.session.slots);
     Ok(Loaded {
         cfg,
         norm,
@@ -179,6 +183,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         sign_policy,
         approvers,
         bundle_ref,
+        layout,
     })
 }
 
@@ -220,6 +225,8 @@ impl Plugin {
                     ),
                 );
                 host.set_tick_period_ms(l.cfg.receipts.tick_ms);
+                // Without a layout every session is missing and unsaved (fail closed, logged).
+                let _ = session_store::install_layout(host, l.layout);
             }
             Err(e) => {
                 host.log(
@@ -257,6 +264,9 @@ impl Plugin {
         now_ms: u64,
     ) {
         let before = self.tracker.borrow().len();
+        if let Some(d) = &rec.displaced {
+            self.end_displaced(host, l, d, now_ms);
+        }
         self.tracker
             .borrow_mut()
             .touch(session, now_ms, &rec.state, &rec.chain);
@@ -267,7 +277,7 @@ impl Plugin {
                 .victim(l.cfg.session.max_sessions, session);
             let Some(victim) = victim else { break };
             self.end_session(host, l, &victim, "evicted");
-            // INVARIANT: end_session always forgets the victim, so this loop ends.
+            // INVARIANT: the victim is forgotten, so this loop ends.
             self.tracker.borrow_mut().forget(&victim);
         }
         let after = self.tracker.borrow().len();
@@ -279,13 +289,63 @@ impl Plugin {
         }
     }
 
+    /// A new session took the slot of a live one (written already): log the displaced session's
+    /// final, signed `session_end` receipt and forget it here. Its slot now holds the new session,
+    /// so its id is from now on a new session (see `docs/filter.md`, Sessions).
+    fn end_displaced(&self, host: &dyn Host, l: &Loaded, d: &Displaced, now_ms: u64) {
+        let mut chain = d.chain.clone();
+        let r = receipt::session_end(&d.session, &mut chain, &l.signer, now_ms);
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "portcullis: session `{}` ended ({}; its slot went to a new session)",
+                d.session, d.why
+            ),
+        );
+        log_receipt(host, &r);
+        self.count(host, Metric::Evicted);
+        // The caller's gauge update counts this.
+        self.tracker.borrow_mut().forget(&d.session);
+    }
+
+    /// Pin `intent` on a session the MCP server has just created (see
+    /// [`session_store::pin_intent`]), displacing a live session from its slot when every slot
+    /// the new session may use holds one (its `session_end` receipt is logged). Only a session
+    /// with no record yet is written; contention is not retried.
+    #[expect(
+        dead_code,
+        reason = "for request.rs, which still calls session_store::pin_intent (lead's file)"
+    )]
+    pub(crate) fn pin_intent(&self, host: &dyn Host, l: &Loaded, session: &str, intent: &str) {
+        let now = host.now_ms();
+        let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+        if rec.state.status != SessionStatus::New {
+            return;
+        }
+        rec.state.status = SessionStatus::Active;
+        rec.state.intent = Some(intent.to_owned());
+        rec.extra.last_seen_ms = now;
+        match session_store::store(host, session, &rec) {
+            Ok(()) => self.touched(host, l, session, &rec, now),
+            Err(e) => host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: intent `{intent}` not pinned on new session `{session}`: {e:?}"
+                ),
+            ),
+        }
+    }
+
     /// End a session: leave a tombstone (status missing, chain kept) and log a signed
     /// `session_end` receipt. `evicted` always ends it; `expired` only when the record itself says
     /// it is idle past the ttl (another worker may have served it since this one did).
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+            let Some(mut rec) = session_store::find(host, session, now, l.cfg.session.idle_ttl_ms)
+            else {
+                return; // no record left: its slot went to another session
+            };
             if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
                 return; // already a tombstone
             }
@@ -332,8 +392,9 @@ impl Plugin {
         let idle = self.tracker.borrow().idle(now, l.cfg.session.idle_ttl_ms);
         for s in idle {
             self.end_session(host, l, &s, "expired");
-            self.tracker.borrow_mut().forget(&s);
-            self.add(host, Metric::Sessions, -1);
+            if self.tracker.borrow_mut().forget(&s) {
+                self.add(host, Metric::Sessions, -1);
+            }
         }
         let due = self
             .tracker
@@ -361,7 +422,14 @@ impl Plugin {
     fn checkpoint(&self, host: &dyn Host, l: &Loaded, session: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+            let Some(mut rec) = session_store::find(host, session, now, l.cfg.session.idle_ttl_ms)
+            else {
+                // Its slot went to another session (whose worker logged its `session_end`).
+                if self.tracker.borrow_mut().forget(session) {
+                    self.add(host, Metric::Sessions, -1);
+                }
+                return;
+            };
             if rec.chain.unsigned == 0 {
                 // Someone signed since: just refresh what this worker knows.
                 self.tracker.borrow_mut().touch(

@@ -1,38 +1,223 @@
-//! Session records in Envoy shared data, and this worker's bookkeeping of the sessions it served.
+//! Session records in Envoy shared data, in a fixed number of hashed slots, and this worker's
+//! bookkeeping of the sessions it served.
 //!
-//! One shared-data key per session, `portcullis/s/<session key>`, holding
-//! `bundle::session_codec::encode(state, chain head, extra)`: the policy's view of the session,
-//! the receipt chain head, used approval token ids and the last-seen time. Updates use
-//! compare-and-swap (read, evaluate, write with the token read; on `CasMismatch` start over,
-//! at most [`MAX_CAS_ATTEMPTS`] times).
+//! **Slots.** proxy-wasm cannot delete a shared-data key, so one key per session would grow the
+//! store with every session id ever seen. Instead the store has `session.slots` keys,
+//! `portcullis/s/<slot in hex>`. A session lives in one of [`PROBES`] consecutive slots starting
+//! at its home slot, SHA-256(salt ‖ session key) mod slots. The salt is derived from the receipt
+//! signing key's secret seed ([`Layout::new`]), so an agent that picks its own session ids cannot
+//! aim them at another session's slots. Each slot holds
+//! `bundle::session_codec::encode_keyed(session key, state, chain head, extra)`: the record names
+//! its session, and a record naming another session is never read as this one's.
 //!
-//! Expiry and eviction leave a **tombstone**: a record with status `missing` (and the chain head,
-//! so the receipt chain continues), never a deleted key (proxy-wasm cannot delete shared data).
-//! A later action of that session is evaluated with `SessionStatus::Missing`, i.e. by the pack's
-//! `unknown_session` rule, and the tombstone is never turned back into an active session, so
-//! losing state never grants more than the session had.
+//! The layout in force (salt and slot count) is itself in shared data ([`LAYOUT_KEY`]), written by
+//! the first plugin configured in the process ([`install_layout`]) and read by every lookup, so
+//! every worker and every later configuration agree on where a session lives; a different
+//! `session.slots` (or a new signing key) takes effect when Envoy restarts.
 //!
-//! Limits, documented in `docs/filter.md`: the session cap is enforced per worker (each worker
-//! tracks the sessions it served, least recently used first, killed/tainted ones last), so a
-//! process holds at most `workers x max_sessions` live records; tombstones (about 50 bytes plus
-//! the key) are never reclaimed; two workers creating the same new session at the same instant
-//! both succeed (Envoy's shared data does not compare-and-swap a key that does not exist yet) and
-//! the later write wins.
+//! **Lookup** ([`load`]): the first probe whose record names this session. **Placement** of a new
+//! session: the first empty probe; else a tombstone (the oldest first); else an active record idle
+//! past the ttl (it expires); else the least recently seen active record, killed or tainted ones
+//! last (it is evicted). A displaced live session is returned in [`Record::displaced`], and
+//! [`crate::plugin::Plugin::touched`] logs its signed `session_end` receipt once the write of the
+//! new session succeeded. Every write is a compare-and-swap with the token the slot was read with;
+//! a slot read as empty is written with [`EMPTY_SLOT_CAS`], which no existing key holds, so of two
+//! workers placing a session in the same empty slot the second one fails and starts over.
+//!
+//! **Tombstones.** Expiry and eviction by this worker's cap leave a tombstone in the slot: status
+//! `missing` and the chain head. A later action of that session is evaluated with
+//! `SessionStatus::Missing`, i.e. by the pack's `unknown_session` rule, for as long as the
+//! tombstone exists; a tombstone is only reclaimed when a new session needs the slot, and from then
+//! on the old id is indistinguishable from a new session (the same as the agent opening a new one).
+//!
+//! **Fail closed.** A slot that cannot be read, or whose record does not even say whose it is, may
+//! hold this session: when the session is not found in another probe it is treated as `missing`
+//! (never as new). A record of this session that does not decode is `missing` as well.
+//!
+//! Limits, documented in `docs/filter.md`: shared data holds at most `slots` + 1 keys (bounded by
+//! `slots` x (record + key)); the per-worker cap still applies (`max_sessions`, least recently
+//! used first, killed/tainted last); a session displaced from its slot by a new one comes back as
+//! a new session.
 
 use std::collections::BTreeMap;
 
 use bundle::receipt::ChainHead;
 use bundle::session::{SessionState, SessionStatus};
 use bundle::session_codec::{self, SessionExtra};
+use sha2::{Digest, Sha256};
 
 use crate::host::{Host, LogLevel, SharedDataError};
 
 /// How many times a read-evaluate-write cycle is tried before the failure mode applies.
 pub const MAX_CAS_ATTEMPTS: usize = 8;
 
-/// The shared-data key of a session.
-pub fn shared_key(session: &str) -> String {
-    format!("portcullis/s/{session}")
+/// How many consecutive slots (from the home slot) a session may live in.
+pub const PROBES: u32 = 4;
+
+/// The shared-data key of the slot layout in force.
+pub const LAYOUT_KEY: &str = "portcullis/slots";
+
+/// The compare-and-swap token a record is written with into a slot that was read as empty.
+/// Envoy (like the mock) accepts any token for a key that does not exist, and refuses a non-zero
+/// token that differs from an existing key's: so if another worker created the slot in the
+/// meantime, this write fails instead of silently replacing it. Tokens count up from 1 for the
+/// whole process, so an existing key holds this one only after 4 billion shared-data writes.
+pub const EMPTY_SLOT_CAS: u32 = u32::MAX;
+
+const LAYOUT_MAGIC: &[u8; 4] = b"PSL1";
+
+/// The shared-data key of a slot.
+pub fn shared_key(slot: u32) -> String {
+    format!("portcullis/s/{slot:x}")
+}
+
+/// Where sessions live: the slot count and the salt of the slot hash.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    salt: [u8; 32],
+    slots: u32,
+}
+
+impl std::fmt::Debug for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The salt stays out of logs.
+        f.debug_struct("Layout")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Layout {
+    /// The layout for `slots` slots (at least 1) with the salt SHA-256("portcullis slots\0" ‖
+    /// `secret_seed`), where `secret_seed` is the receipt signing key's secret seed.
+    pub fn new(secret_seed: &[u8; 32], slots: u32) -> Layout {
+        let mut h = Sha256::new();
+        h.update(b"portcullis slots\0");
+        h.update(secret_seed);
+        Layout {
+            salt: h.finalize().into(),
+            slots: slots.max(1),
+        }
+    }
+
+    /// How many slots.
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40);
+        out.extend_from_slice(LAYOUT_MAGIC);
+        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(&self.slots.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Layout> {
+        let rest = bytes.strip_prefix(LAYOUT_MAGIC.as_slice())?;
+        let salt = <[u8; 32]>::try_from(rest.get(..32)?).ok()?;
+        let slots = u32::from_be_bytes(<[u8; 4]>::try_from(rest.get(32..)?).ok()?);
+        (slots > 0).then_some(Layout { salt, slots })
+    }
+
+    /// The home slot of a session key.
+    fn home(&self, session: &str) -> u64 {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(session.as_bytes());
+        let digest: [u8; 32] = h.finalize().into();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0u8; 8]));
+        u64::from_be_bytes(first)
+            .checked_rem(u64::from(self.slots))
+            .unwrap_or(0)
+    }
+
+    /// The slots a session may live in, in probe order (distinct, at most [`PROBES`]).
+    pub fn probes(&self, session: &str) -> Vec<u32> {
+        let home = self.home(session);
+        let slots = u64::from(self.slots);
+        (0..u64::from(PROBES.min(self.slots)))
+            .filter_map(|i| {
+                let s = home.wrapping_add(i).checked_rem(slots)?;
+                u32::try_from(s).ok()
+            })
+            .collect()
+    }
+}
+
+/// Make `wanted` the layout of the process unless one is already in force, and return the one in
+/// force (`None` when shared data cannot be read or written: every session is then `missing` and
+/// cannot be saved, i.e. fail closed). A layout already in force that differs from `wanted` is
+/// kept, with a warning: moving sessions between slots would forget them.
+pub fn install_layout(host: &dyn Host, wanted: Layout) -> Option<Layout> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        match host.get_shared_data(LAYOUT_KEY) {
+            Ok((Some(bytes), _)) => {
+                let Some(current) = Layout::decode(&bytes) else {
+                    host.log(
+                        LogLevel::Error,
+                        "portcullis: the session slot layout in shared data is unreadable; sessions cannot be saved",
+                    );
+                    return None;
+                };
+                if current != wanted {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis: sessions stay in the slot layout already in force ({} slots{}); the configured one ({} slots) applies after Envoy restarts",
+                            current.slots,
+                            if current.salt == wanted.salt {
+                                ""
+                            } else {
+                                ", salt from an earlier signing key"
+                            },
+                            wanted.slots
+                        ),
+                    );
+                }
+                return Some(current);
+            }
+            Ok((None, _)) => {
+                match host.set_shared_data(LAYOUT_KEY, &wanted.encode(), Some(EMPTY_SLOT_CAS)) {
+                    Ok(()) => return Some(wanted),
+                    Err(SharedDataError::CasMismatch) => continue,
+                    Err(SharedDataError::Other(e)) => {
+                        host.log(
+                            LogLevel::Error,
+                            &format!("portcullis: cannot write the session slot layout: {e}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("portcullis: cannot read the session slot layout: {}", e.0),
+                );
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn layout(host: &dyn Host) -> Option<Layout> {
+    match host.get_shared_data(LAYOUT_KEY) {
+        Ok((Some(bytes), _)) => Layout::decode(&bytes),
+        _ => None,
+    }
+}
+
+/// A live session displaced from its slot by a new one: its final `session_end` receipt is due
+/// once the new session's write succeeded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Displaced {
+    pub session: String,
+    pub chain: ChainHead,
+    /// `expired` (idle past the ttl) or `evicted`.
+    pub why: &'static str,
 }
 
 /// A session record as read.
@@ -41,10 +226,14 @@ pub(crate) struct Record {
     pub state: SessionState,
     pub chain: ChainHead,
     pub extra: SessionExtra,
-    /// The compare-and-swap token of what was read (`None`: the key did not exist).
+    /// The compare-and-swap token of the slot as read (`None`: the slot was empty).
     pub cas: Option<u32>,
     /// Why the session ended on this read (`expired`), so the caller can log it.
     pub ended: Option<&'static str>,
+    /// The slot this record is written to (`None`: no slot can be written, [`store`] fails).
+    pub slot: Option<u32>,
+    /// The live session this record replaces in its slot, if any.
+    pub displaced: Option<Displaced>,
 }
 
 /// The tombstone of a session: status missing, chain kept.
@@ -56,41 +245,156 @@ pub(crate) fn tombstone(started_ms: u64) -> SessionState {
     }
 }
 
-/// Read a session. A key that does not exist is a new session. A record that cannot be read
-/// (store error, corrupt bytes) is treated as missing: fail closed. An active record idle for
-/// longer than `idle_ttl_ms` is expired on the spot (returned as a tombstone; the caller writes it).
-pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Record {
-    let key = shared_key(session);
-    let (bytes, cas) = match host.get_shared_data(&key) {
-        Ok(v) => v,
-        Err(e) => {
-            host.log(
-                LogLevel::Error,
-                &format!("portcullis: cannot read session `{session}`: {}", e.0),
-            );
-            return Record {
-                state: tombstone(now_ms),
-                ..Record::default()
-            };
+/// What a probe may offer a new session, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Empty,
+    /// A tombstone, or a record of another session whose body is unreadable (its owner reads it as
+    /// missing anyway).
+    Dead,
+    Expired,
+    Live,
+    /// Killed or tainted: evicted last.
+    Sticky,
+}
+
+struct Candidate {
+    rank: Rank,
+    /// Probe order for empty slots, last activity otherwise.
+    order: u64,
+    slot: u32,
+    cas: Option<u32>,
+    displaced: Option<Displaced>,
+}
+
+/// What the probes of a session hold.
+enum Scan {
+    /// This session's record, in `slot`.
+    Found {
+        slot: u32,
+        cas: Option<u32>,
+        record: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
+    },
+    /// Not found. `unknown`: a probe whose owner cannot be told (`Some(slot, cas)` when it can be
+    /// overwritten, `None` when it could not even be read); `best`: where a new session goes.
+    Absent {
+        unknown: Option<Option<(u32, Option<u32>)>>,
+        best: Option<Candidate>,
+    },
+}
+
+fn scan(host: &dyn Host, layout: &Layout, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Scan {
+    let mut unknown = None;
+    let mut best: Option<Candidate> = None;
+    for (i, slot) in layout.probes(session).into_iter().enumerate() {
+        let key = shared_key(slot);
+        let cand = match host.get_shared_data(&key) {
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("portcullis: cannot read session slot `{key}`: {}", e.0),
+                );
+                unknown = unknown.or(Some(None));
+                continue;
+            }
+            Ok((None, cas)) => Candidate {
+                rank: Rank::Empty,
+                order: u64::try_from(i).unwrap_or(u64::MAX),
+                slot,
+                cas,
+                displaced: None,
+            },
+            Ok((Some(bytes), cas)) => {
+                let Ok((owner, body)) = session_codec::split_keyed(&bytes) else {
+                    if !matches!(unknown, Some(Some(_))) {
+                        unknown = Some(Some((slot, cas)));
+                    }
+                    continue;
+                };
+                let decoded = session_codec::decode(body);
+                if owner == session.as_bytes() {
+                    return Scan::Found {
+                        slot,
+                        cas,
+                        record: decoded,
+                    };
+                }
+                classify(owner, decoded, slot, cas, now_ms, idle_ttl_ms)
+            }
+        };
+        if best
+            .as_ref()
+            .is_none_or(|b| (cand.rank, cand.order) < (b.rank, b.order))
+        {
+            best = Some(cand);
         }
-    };
-    let Some(bytes) = bytes else {
-        return Record {
-            state: SessionState::new(now_ms),
+    }
+    Scan::Absent { unknown, best }
+}
+
+/// What another session's record in a probe offers a new session.
+fn classify(
+    owner: &[u8],
+    decoded: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
+    slot: u32,
+    cas: Option<u32>,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+) -> Candidate {
+    let Ok((state, chain, extra)) = decoded else {
+        return Candidate {
+            rank: Rank::Dead,
+            order: 0,
+            slot,
             cas,
-            ..Record::default()
+            displaced: None,
         };
     };
-    match session_codec::decode(&bytes) {
+    let order = extra.last_seen_ms;
+    let idle = now_ms.saturating_sub(extra.last_seen_ms);
+    let (rank, why) = if state.status == SessionStatus::Missing {
+        (Rank::Dead, None)
+    } else if idle > idle_ttl_ms {
+        (Rank::Expired, Some("expired"))
+    } else if state.killed || !state.taints.is_empty() {
+        (Rank::Sticky, Some("evicted"))
+    } else {
+        (Rank::Live, Some("evicted"))
+    };
+    Candidate {
+        rank,
+        order,
+        slot,
+        cas,
+        displaced: why.map(|why| Displaced {
+            session: String::from_utf8_lossy(owner).into_owned(),
+            chain,
+            why,
+        }),
+    }
+}
+
+/// The record of a session found in its slot, expired on the spot when idle past the ttl.
+fn found(
+    host: &dyn Host,
+    session: &str,
+    slot: u32,
+    cas: Option<u32>,
+    record: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+) -> Record {
+    match record {
         Ok((state, chain, extra)) => {
             let idle = now_ms.saturating_sub(extra.last_seen_ms);
             if state.status != SessionStatus::Missing && idle > idle_ttl_ms {
                 return Record {
                     state: tombstone(state.started_ms),
                     chain,
-                    extra: SessionExtra::default(),
                     cas,
                     ended: Some("expired"),
+                    slot: Some(slot),
+                    ..Record::default()
                 };
             }
             Record {
@@ -98,7 +402,8 @@ pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64
                 chain,
                 extra,
                 cas,
-                ended: None,
+                slot: Some(slot),
+                ..Record::default()
             }
         }
         Err(e) => {
@@ -109,16 +414,114 @@ pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64
             Record {
                 state: tombstone(now_ms),
                 cas,
+                slot: Some(slot),
                 ..Record::default()
             }
         }
     }
 }
 
-/// Write a session record with the token it was read with.
+fn no_layout(host: &dyn Host, session: &str, now_ms: u64) -> Record {
+    host.log(
+        LogLevel::Error,
+        &format!("portcullis: no session slot layout in shared data; session `{session}` is treated as missing and cannot be saved"),
+    );
+    Record {
+        state: tombstone(now_ms),
+        ..Record::default()
+    }
+}
+
+/// Read a session, or find the slot a new one goes to. Not found: a new session, with the slot it
+/// will be written to (and the live session it displaces, if any). A session that may be in a
+/// slot that cannot be read (store error, a record that does not say whose it is) or whose record
+/// does not decode is treated as missing: fail closed. An active record idle for longer than
+/// `idle_ttl_ms` is expired on the spot (returned as a tombstone; the caller writes it).
+pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Record {
+    let Some(layout) = layout(host) else {
+        return no_layout(host, session, now_ms);
+    };
+    match scan(host, &layout, session, now_ms, idle_ttl_ms) {
+        Scan::Found { slot, cas, record } => {
+            found(host, session, slot, cas, record, now_ms, idle_ttl_ms)
+        }
+        Scan::Absent {
+            unknown: Some(writable),
+            ..
+        } => {
+            host.log(
+                LogLevel::Error,
+                &format!("portcullis: a slot session `{session}` may live in is unreadable; treating the session as missing"),
+            );
+            Record {
+                state: tombstone(now_ms),
+                slot: writable.map(|(slot, _)| slot),
+                cas: writable.and_then(|(_, cas)| cas),
+                ..Record::default()
+            }
+        }
+        Scan::Absent {
+            unknown: None,
+            best: Some(c),
+        } => Record {
+            state: SessionState::new(now_ms),
+            cas: c.cas,
+            slot: Some(c.slot),
+            displaced: c.displaced,
+            ..Record::default()
+        },
+        Scan::Absent {
+            unknown: None,
+            best: None,
+        } => no_layout(host, session, now_ms),
+    }
+}
+
+/// Read a session that has a record, without choosing a slot for a new one (for ending and
+/// checkpointing sessions this worker served: one displaced since has nothing left to do).
+/// `None` when no probe holds the session.
+pub(crate) fn find(
+    host: &dyn Host,
+    session: &str,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+) -> Option<Record> {
+    let layout = layout(host)?;
+    match scan(host, &layout, session, now_ms, idle_ttl_ms) {
+        Scan::Found { slot, cas, record } => {
+            Some(found(host, session, slot, cas, record, now_ms, idle_ttl_ms))
+        }
+        Scan::Absent { .. } => None,
+    }
+}
+
+/// The shared-data key of the slot that holds a session's record, if one does (for tests and
+/// tools).
+pub fn slot_key_of(host: &dyn Host, session: &str) -> Option<String> {
+    let layout = layout(host)?;
+    layout.probes(session).into_iter().find_map(|slot| {
+        let key = shared_key(slot);
+        let (bytes, _) = host.get_shared_data(&key).ok()?;
+        let bytes = bytes?;
+        let (owner, _) = session_codec::split_keyed(&bytes).ok()?;
+        (owner == session.as_bytes()).then_some(key)
+    })
+}
+
+/// Write a session record into its slot with the token the slot was read with.
 pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), SharedDataError> {
-    let bytes = session_codec::encode(&rec.state, &rec.chain, &rec.extra);
-    host.set_shared_data(&shared_key(session), &bytes, rec.cas)
+    let Some(slot) = rec.slot else {
+        return Err(SharedDataError::Other(
+            "no session slot can be written".to_owned(),
+        ));
+    };
+    let bytes = session_codec::encode_keyed(session.as_bytes(), &rec.state, &rec.chain, &rec.extra)
+        .ok_or_else(|| SharedDataError::Other("the session key is too long".to_owned()))?;
+    host.set_shared_data(
+        &shared_key(slot),
+        &bytes,
+        Some(rec.cas.unwrap_or(EMPTY_SLOT_CAS)),
+    )
 }
 
 /// Pin `intent` on a session the MCP server has just created. A legacy `initialize` carries no
@@ -126,10 +529,20 @@ pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), 
 /// while it is evaluated; the filter pins it when the response names the session. Only a session
 /// with no record yet is written: if any action of the session was already recorded, its pinned
 /// intent (or none) stands. Contention is not retried: another writer means the session exists.
+/// This function has no signer, so it does not displace a live session from its slot (whose
+/// `session_end` receipt would be due): when every probe holds one, the intent is not pinned
+/// (logged) and the session's first recorded action creates its record.
 pub(crate) fn pin_intent(host: &dyn Host, session: &str, intent: &str, idle_ttl_ms: u64) {
     let now = host.now_ms();
     let mut rec = load(host, session, now, idle_ttl_ms);
     if rec.state.status != SessionStatus::New {
+        return;
+    }
+    if rec.displaced.is_some() {
+        host.log(
+            LogLevel::Warn,
+            &format!("portcullis: intent `{intent}` not pinned on new session `{session}`: every slot it may use holds a live session"),
+        );
         return;
     }
     rec.state.status = SessionStatus::Active;
@@ -177,9 +590,9 @@ impl Tracker {
         self.entries.insert(session.to_owned(), t);
     }
 
-    /// Forget a session.
-    pub fn forget(&mut self, session: &str) {
-        self.entries.remove(session);
+    /// Forget a session; whether it was tracked.
+    pub fn forget(&mut self, session: &str) -> bool {
+        self.entries.remove(session).is_some()
     }
 
     /// How many sessions are tracked.
@@ -237,6 +650,8 @@ mod tests {
     use super::*;
     use crate::mock::MockHost;
 
+    const TTL: u64 = 60_000;
+
     fn active(now: u64) -> SessionState {
         SessionState {
             status: SessionStatus::Active,
@@ -246,12 +661,46 @@ mod tests {
         }
     }
 
+    fn host_with(slots: u32) -> (MockHost, Layout) {
+        let h = MockHost::new(1000);
+        let l = install_layout(&h, Layout::new(&[7; 32], slots)).unwrap();
+        (h, l)
+    }
+
+    /// Record `state` for `session` as seen at `seen` (a new session takes its slot).
+    fn put(h: &MockHost, session: &str, state: SessionState, seen: u64) -> Record {
+        let mut rec = load(h, session, seen, TTL);
+        rec.state = state;
+        rec.extra.last_seen_ms = seen;
+        store(h, session, &rec).unwrap();
+        rec
+    }
+
+    /// `n` session keys that share one home slot.
+    fn colliding(l: &Layout, n: usize) -> Vec<String> {
+        let home = l.home("c0");
+        (0..)
+            .map(|i| format!("c{i}"))
+            .filter(|k| l.home(k) == home)
+            .take(n)
+            .collect()
+    }
+
+    fn slot_keys(h: &MockHost) -> usize {
+        h.state()
+            .shared
+            .keys()
+            .filter(|k| k.starts_with("portcullis/s/"))
+            .count()
+    }
+
     #[test]
     fn new_then_stored_then_read_back() {
-        let h = MockHost::new(1000);
-        let r = load(&h, "s1", 1000, 60_000);
+        let (h, _) = host_with(64);
+        let r = load(&h, "s1", 1000, TTL);
         assert_eq!(r.state.status, SessionStatus::New);
         assert_eq!(r.cas, None);
+        assert!(r.slot.is_some() && r.displaced.is_none());
         let rec = Record {
             state: active(1000),
             extra: SessionExtra {
@@ -261,10 +710,12 @@ mod tests {
             ..r
         };
         store(&h, "s1", &rec).unwrap();
-        let back = load(&h, "s1", 2000, 60_000);
+        let back = load(&h, "s1", 2000, TTL);
         assert_eq!(back.state.status, SessionStatus::Active);
         assert_eq!(back.state.actions, 3);
+        assert_eq!(back.slot, rec.slot);
         assert!(back.cas.is_some());
+        assert_eq!(slot_key_of(&h, "s1"), Some(shared_key(back.slot.unwrap())));
         // a stale token loses
         store(&h, "s1", &back).unwrap();
         assert_eq!(store(&h, "s1", &back), Err(SharedDataError::CasMismatch));
@@ -272,30 +723,285 @@ mod tests {
 
     #[test]
     fn idle_session_expires_to_a_tombstone() {
-        let h = MockHost::new(0);
-        let rec = Record {
-            state: active(0),
-            extra: SessionExtra {
-                last_seen_ms: 0,
-                ..SessionExtra::default()
-            },
-            ..Record::default()
-        };
-        store(&h, "s", &rec).unwrap();
-        let r = load(&h, "s", 61_000, 60_000);
+        let (h, _) = host_with(64);
+        put(&h, "s", active(0), 0);
+        let r = load(&h, "s", 61_000, TTL);
         assert_eq!(r.state.status, SessionStatus::Missing);
         assert_eq!(r.ended, Some("expired"));
         assert_eq!(r.state.actions, 0);
+        // written back, the tombstone stays the session's: still missing, not new
+        store(&h, "s", &r).unwrap();
+        let again = load(&h, "s", 200_000, TTL);
+        assert_eq!(again.state.status, SessionStatus::Missing);
+        assert_eq!(again.ended, None);
+        assert_eq!(again.slot, r.slot);
     }
 
     #[test]
-    fn corrupt_record_is_missing() {
-        let h = MockHost::new(0);
-        h.set_shared_data(&shared_key("s"), b"\x07garbage", None)
+    fn an_unreadable_slot_makes_the_session_missing_never_new() {
+        let (h, l) = host_with(64);
+        let home = l.probes("s")[0];
+        h.set_shared_data(&shared_key(home), b"\x07garbage", None)
             .unwrap();
-        let r = load(&h, "s", 0, 60_000);
+        let r = load(&h, "s", 0, TTL);
         assert_eq!(r.state.status, SessionStatus::Missing);
+        assert_eq!(r.slot, Some(home), "the unreadable slot is overwritten");
         assert!(h.state().logs.iter().any(|(_, l)| l.contains("unreadable")));
+        store(&h, "s", &r).unwrap();
+        assert_eq!(load(&h, "s", 0, TTL).state.status, SessionStatus::Missing);
+
+        // the session's own record with a damaged body: missing too
+        let (h, _) = host_with(64);
+        let rec = put(&h, "t", active(0), 0);
+        let key = shared_key(rec.slot.unwrap());
+        let mut bytes = h.state().shared.get(&key).unwrap().0.clone();
+        bytes.truncate(bytes.len() - 2);
+        h.set_shared_data(&key, &bytes, None).unwrap();
+        let r = load(&h, "t", 0, TTL);
+        assert_eq!(r.state.status, SessionStatus::Missing);
+        assert_eq!(r.state.actions, 0);
+
+        // an unreadable slot before the session's own slot does not hide it
+        let (h, l) = host_with(64);
+        let keys = colliding(&l, 2);
+        put(&h, &keys[0], active(0), 0);
+        put(&h, &keys[1], active(0), 0);
+        let home = shared_key(l.probes(&keys[1])[0]);
+        h.set_shared_data(&home, b"junk", None).unwrap();
+        let r = load(&h, &keys[1], 0, TTL);
+        assert_eq!(r.state.status, SessionStatus::Active);
+        assert_eq!(r.state.actions, 3);
+    }
+
+    #[test]
+    fn colliding_sessions_probe_consecutive_slots_and_keep_their_own_state() {
+        let (h, l) = host_with(64);
+        let keys = colliding(&l, 5);
+        let probes = l.probes(&keys[0]);
+        for (i, k) in keys.iter().take(4).enumerate() {
+            let mut s = active(0);
+            s.actions = u32::try_from(i).unwrap() + 10;
+            let rec = put(&h, k, s, 100 + u64::try_from(i).unwrap());
+            assert_eq!(rec.slot, Some(probes[i]), "{k} takes the next free probe");
+        }
+        for (i, k) in keys.iter().take(4).enumerate() {
+            let r = load(&h, k, 200, TTL);
+            assert_eq!(r.state.actions, u32::try_from(i).unwrap() + 10, "{k}");
+            assert_eq!(r.slot, Some(probes[i]));
+        }
+        // a fifth colliding session: every probe is live, the least recently seen one goes
+        let r = load(&h, &keys[4], 200, TTL);
+        assert_eq!(
+            r.state,
+            SessionState::new(200),
+            "nothing of another session leaks"
+        );
+        assert_eq!(r.slot, Some(probes[0]));
+        let d = r.displaced.clone().unwrap();
+        assert_eq!((d.session.as_str(), d.why), (keys[0].as_str(), "evicted"));
+        let mut rec = r;
+        rec.state = active(200);
+        rec.extra.last_seen_ms = 200;
+        store(&h, &keys[4], &rec).unwrap();
+        // the displaced session's id is now a new session; the others are untouched
+        let back = load(&h, &keys[0], 300, TTL);
+        assert_eq!(back.state.status, SessionStatus::New);
+        assert_eq!(back.state.actions, 0);
+        assert_eq!(load(&h, &keys[2], 300, TTL).state.actions, 12);
+        assert_eq!(slot_keys(&h), 4);
+    }
+
+    #[test]
+    fn a_new_session_takes_empty_then_oldest_tombstone_then_expired_then_lru_plain_then_sticky() {
+        // 4 slots: every session probes all of them
+        let (h, _) = host_with(4);
+        let mut killed = active(0);
+        killed.killed = true;
+        put(&h, "a", active(0), 10);
+        put(&h, "b", killed, 5);
+        let c_slot = put(&h, "c", tombstone(0), 30).slot;
+        let r = load(&h, "x", 1000, TTL);
+        assert_eq!(r.cas, None, "an empty slot comes first");
+        let d_slot = put(&h, "d", tombstone(0), 20).slot;
+
+        let r = load(&h, "n1", 1000, TTL);
+        assert_eq!(r.slot, d_slot, "the oldest tombstone");
+        assert!(r.displaced.is_none(), "a tombstone has already ended");
+        put(&h, "n1", active(1000), 1000);
+        let r = load(&h, "n2", 1000, TTL);
+        assert_eq!(r.slot, c_slot, "then the next oldest");
+        put(&h, "n2", active(1000), 1000);
+        // now: a (plain, seen 10), b (killed, seen 5), n1, n2 (seen 1000)
+
+        let b_slot = load(&h, "b", 1000, TTL).slot;
+        let a_slot = load(&h, "a", 1000, TTL).slot;
+        // b idle 995 ms > ttl 992: expired beats every live one, even though b is killed
+        let r = load(&h, "n3", 1000, 992);
+        assert_eq!(r.slot, b_slot);
+        assert_eq!(r.displaced.as_ref().unwrap().why, "expired");
+        // nothing idle: the least recently seen plain session, not the older killed one
+        let r = load(&h, "n3", 1000, TTL);
+        assert_eq!(r.slot, a_slot);
+        let d = r.displaced.unwrap();
+        assert_eq!((d.session.as_str(), d.why), ("a", "evicted"));
+        // only sticky sessions left to take: the least recently seen of them
+        let mut tainted = active(0);
+        tainted.taints = vec![bundle::session::name_hash("secret")];
+        let (h, _) = host_with(2);
+        put(&h, "k1", killed_at(), 50);
+        put(&h, "k2", tainted, 40);
+        let r = load(&h, "n", 100, TTL);
+        assert_eq!(r.displaced.unwrap().session, "k2");
+    }
+
+    fn killed_at() -> SessionState {
+        let mut s = active(0);
+        s.killed = true;
+        s
+    }
+
+    #[test]
+    fn one_slot_shared_by_two_sessions_never_leaks_state() {
+        let (h, _) = host_with(1);
+        let mut a = active(0);
+        a.killed = true;
+        a.actions = 7;
+        a.intent = Some("triage".into());
+        put(&h, "a", a.clone(), 0);
+        let rb = load(&h, "b", 10, TTL);
+        assert_eq!(rb.state, SessionState::new(10));
+        assert_eq!(rb.extra, SessionExtra::default());
+        assert_eq!(rb.chain, ChainHead::default());
+        assert_eq!(rb.displaced.as_ref().unwrap().session, "a");
+        put(&h, "b", active(10), 10);
+        let ra = load(&h, "a", 20, TTL);
+        assert_eq!(ra.state, SessionState::new(20), "b's record is not a's");
+        assert!(!ra.state.killed);
+        assert_eq!(ra.displaced.unwrap().session, "b");
+        // the kill of `a` is gone with its slot: documented (same as the agent opening a new
+        // session); while its record existed, it was read
+        assert_eq!(slot_keys(&h), 1);
+    }
+
+    #[test]
+    fn two_workers_racing_for_an_empty_slot_cannot_both_win() {
+        let (h, _) = host_with(1);
+        // different sessions, one slot
+        let wa = load(&h, "a", 0, TTL);
+        let wb = load(&h, "b", 0, TTL);
+        assert_eq!((wa.cas, wb.cas), (None, None));
+        store(
+            &h,
+            "a",
+            &Record {
+                state: active(0),
+                ..wa
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            store(
+                &h,
+                "b",
+                &Record {
+                    state: active(0),
+                    ..wb
+                }
+            ),
+            Err(SharedDataError::CasMismatch)
+        );
+        let wb = load(&h, "b", 0, TTL);
+        assert_eq!(wb.displaced.unwrap().session, "a", "the retry sees a");
+
+        // the same new session on two workers: the second one starts over from the first's record
+        let (h, _) = host_with(8);
+        let w1 = load(&h, "s", 0, TTL);
+        let w2 = load(&h, "s", 0, TTL);
+        let mut one = active(0);
+        one.actions = 1;
+        store(&h, "s", &Record { state: one, ..w1 }).unwrap();
+        assert_eq!(
+            store(
+                &h,
+                "s",
+                &Record {
+                    state: active(0),
+                    ..w2
+                }
+            ),
+            Err(SharedDataError::CasMismatch)
+        );
+        assert_eq!(load(&h, "s", 0, TTL).state.actions, 1);
+    }
+
+    #[test]
+    fn the_key_space_is_bounded_by_the_slot_count() {
+        let (h, _) = host_with(8);
+        for i in 0..200u64 {
+            put(&h, &format!("s{i}"), active(i), i);
+            assert!(slot_keys(&h) <= 8);
+        }
+        assert_eq!(h.state().shared.len(), 9, "8 slots and the layout");
+    }
+
+    #[test]
+    fn find_and_pin_intent_never_displace() {
+        let (h, _) = host_with(1);
+        assert!(find(&h, "nobody", 0, TTL).is_none());
+        assert_eq!(slot_keys(&h), 0, "find writes nothing");
+        put(&h, "a", active(0), 0);
+        pin_intent(&h, "b", "triage", TTL);
+        assert_eq!(load(&h, "a", 0, TTL).state.actions, 3, "a keeps its slot");
+        assert!(h.state().logs.iter().any(|(_, l)| l.contains("not pinned")));
+        // with a free slot the intent is pinned
+        let (h, _) = host_with(4);
+        pin_intent(&h, "b", "triage", TTL);
+        assert_eq!(
+            load(&h, "b", 1000, TTL).state.intent.as_deref(),
+            Some("triage")
+        );
+    }
+
+    #[test]
+    fn the_first_layout_stays_in_force_and_the_salt_depends_on_the_secret() {
+        let h = MockHost::new(0);
+        let first = Layout::new(&[1; 32], 8);
+        assert_eq!(install_layout(&h, first), Some(first));
+        assert_eq!(install_layout(&h, Layout::new(&[1; 32], 16)), Some(first));
+        assert_eq!(install_layout(&h, Layout::new(&[2; 32], 8)), Some(first));
+        let logs = h.state().logs.clone();
+        assert!(logs.iter().any(|(_, l)| l.contains("(8 slots)")));
+        assert!(
+            logs.iter()
+                .any(|(_, l)| l.contains("salt from an earlier signing key"))
+        );
+        // no salt in the debug form
+        assert_eq!(format!("{first:?}"), "Layout { slots: 8, .. }");
+        // another secret places sessions elsewhere
+        let other = Layout::new(&[2; 32], 1024);
+        let mine = Layout::new(&[1; 32], 1024);
+        assert!((0..32).any(|i| {
+            let k = format!("k{i}");
+            other.home(&k) != mine.home(&k)
+        }));
+        // a damaged layout is refused, and then nothing can be saved
+        let h = MockHost::new(0);
+        h.set_shared_data(LAYOUT_KEY, b"PSL1short", None).unwrap();
+        assert_eq!(install_layout(&h, first), None);
+        let r = load(&h, "s", 0, TTL);
+        assert_eq!(r.state.status, SessionStatus::Missing);
+        assert!(matches!(store(&h, "s", &r), Err(SharedDataError::Other(_))));
+    }
+
+    #[test]
+    fn probes_are_distinct_and_wrap() {
+        let l = Layout::new(&[3; 32], 3);
+        let p = l.probes("x");
+        assert_eq!(p.len(), 3);
+        let mut sorted = p.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(Layout::new(&[3; 32], 1000).probes("x").len(), 4);
     }
 
     #[test]
@@ -311,8 +1017,9 @@ mod tests {
         assert_eq!(t.victim(2, "new").as_deref(), Some("mid"));
         // the session being served is never the victim, even when it is the only plain one
         assert_eq!(t.victim(2, "mid").as_deref(), Some("new"));
-        t.forget("mid");
-        t.forget("new");
+        assert!(t.forget("mid"));
+        assert!(t.forget("new"));
+        assert!(!t.forget("new"));
         t.touch("x", 5, &killed, &chain);
         assert_eq!(t.victim(1, "x").as_deref(), Some("old-killed"));
         t.touch("plain", 6, &active(0), &chain);

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use bundle::keys::signing_key_from_seed;
 use bundle::receipt::verify_log;
 use filter_core::mock::MockHost;
-use filter_core::session_store::shared_key;
+use filter_core::session_store::slot_key_of;
 use filter_core::{FilterAction, Plugin, Stream};
 use serde_json::{Value, json};
 
@@ -179,15 +179,20 @@ fn the_timer_attests_an_idle_sessions_unsigned_receipts() {
     assert_eq!(report.sessions[0].attested_through, Some(2));
 }
 
+/// The bytes of a session's record (the keyed frame removed).
+fn session_record(host: &MockHost, session: &str) -> Vec<u8> {
+    let key = slot_key_of(host, session).unwrap();
+    let bytes = host.state().shared.get(&key).unwrap().0.clone();
+    let (owner, record) = bundle::session_codec::split_keyed(&bytes).unwrap();
+    assert_eq!(owner, session.as_bytes());
+    record.to_vec()
+}
+
 fn session_actions(host: &MockHost, session: &str) -> u32 {
-    let bytes = host
-        .state()
-        .shared
-        .get(&shared_key(session))
+    bundle::session_codec::decode(&session_record(host, session))
         .unwrap()
         .0
-        .clone();
-    bundle::session_codec::decode(&bytes).unwrap().0.actions
+        .actions
 }
 
 #[test]
@@ -359,13 +364,7 @@ fn a_long_session_record_stays_small() {
             tool(i, "read_file", json!({"path": path})),
         );
     }
-    let len = host
-        .state()
-        .shared
-        .get(&shared_key("long"))
-        .unwrap()
-        .0
-        .len();
+    let len = session_record(&host, "long").len();
     assert!(len < 512, "session record is {len} bytes");
     assert_eq!(session_actions(&host, "long"), 40);
 }

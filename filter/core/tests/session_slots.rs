@@ -1,0 +1,247 @@
+//! Sessions in a bounded number of shared-data slots, through the whole filter: the key space
+//! never grows past `session.slots` however many session ids pass, a session displaced from its
+//! slot gets its signed `session_end` receipt, state never leaks between sessions that share a
+//! slot, and a tombstone answers `unknown_session` until a new session reclaims its slot.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::rc::Rc;
+
+use bundle::keys::signing_key_from_seed;
+use bundle::receipt::{FindingKind, verify_log};
+use filter_core::mock::MockHost;
+use filter_core::session_store::{LAYOUT_KEY, slot_key_of};
+use filter_core::{FilterAction, Plugin, Stream};
+use serde_json::{Value, json};
+
+const START_MS: u64 = 1_800_000_000_000;
+
+struct Outcome {
+    forwarded: bool,
+    rule: String,
+    receipt: Option<String>,
+}
+
+fn call(host: &MockHost, plugin: &Rc<Plugin>, session: &str, body: &Value) -> Outcome {
+    let headers = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("mcp-session-id", session),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    host.new_stream(headers);
+    let bytes = serde_json::to_vec(body).unwrap();
+    let mut stream = Stream::new(Rc::clone(plugin));
+    let mut a = stream.on_request_headers(host, false);
+    if host.state().local_response.is_none() {
+        host.state().request_body = bytes.clone();
+        a = stream.on_request_body(host, bytes.len(), true);
+    }
+    let st = host.state();
+    let fs = |k: &str| {
+        st.filter_state
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    Outcome {
+        forwarded: a == FilterAction::Continue && st.local_response.is_none(),
+        rule: fs("wasm.portcullis.rule").unwrap_or_default(),
+        receipt: fs("wasm.portcullis.receipt"),
+    }
+}
+
+fn tool(name: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": args}})
+}
+
+fn read() -> Value {
+    tool("read_file", json!({"path": "/repo/a"}))
+}
+
+fn slot_keys(host: &MockHost) -> usize {
+    host.state()
+        .shared
+        .keys()
+        .filter(|k| k.starts_with("portcullis/s/"))
+        .count()
+}
+
+fn metric(host: &MockHost, name: &str) -> i64 {
+    host.state()
+        .metrics
+        .iter()
+        .find(|m| m.name == name)
+        .map_or(0, |m| m.value)
+}
+
+fn logged(host: &MockHost, needle: &str) -> usize {
+    host.state()
+        .logs
+        .iter()
+        .filter(|(_, l)| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn twenty_times_the_slot_count_in_sessions_never_grows_shared_data_past_the_slots() {
+    const SLOTS: usize = 8;
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"session": {"slots": SLOTS, "max_sessions": 5}}),
+    );
+    let mut log = Vec::new();
+    let mut seen = 0;
+    for i in 0..20 * SLOTS {
+        host.advance(10);
+        let o = call(&host, &plugin, &format!("run-{i}"), &read());
+        assert!(o.forwarded, "session {i}: {}", o.rule);
+        log.extend(o.receipt);
+        let logs = host.state().logs.clone();
+        for (_, line) in &logs[seen..] {
+            if let Some(r) = line.strip_prefix("portcullis receipt ") {
+                log.push(r.to_owned());
+            }
+        }
+        seen = logs.len();
+        assert!(slot_keys(&host) <= SLOTS, "after session {i}");
+    }
+    assert_eq!(slot_keys(&host), SLOTS);
+    // slots, the layout, the worker counter: nothing else
+    assert_eq!(host.state().shared.len(), SLOTS + 2);
+    assert!(host.state().shared.contains_key(LAYOUT_KEY));
+    // every session but the live ones ended with a receipt, counted
+    let ended = logged(&host, "ended (");
+    assert!(ended >= 20 * SLOTS - SLOTS, "{ended} sessions ended");
+    assert_eq!(metric(&host, "portcullis_sessions_ended"), ended as i64);
+    // and every chain verifies: the only findings are the unsigned ALLOW tails of live sessions
+    let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert_eq!(report.sessions.len(), 20 * SLOTS);
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.kind == FindingKind::UnsignedTail),
+        "{:#?}",
+        report.findings
+    );
+    let attested = report
+        .sessions
+        .iter()
+        .filter(|s| s.ended && s.attested_through == Some(s.last_seq))
+        .count();
+    assert_eq!(attested, ended);
+}
+
+#[test]
+fn a_tombstone_answers_unknown_session_until_a_new_session_reclaims_its_slot() {
+    // two slots: every session may use both; one session per worker
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"session": {"slots": 2, "max_sessions": 1}}),
+    );
+    assert!(call(&host, &plugin, "a", &read()).forwarded);
+    host.advance(10);
+    assert!(call(&host, &plugin, "b", &read()).forwarded);
+    assert_eq!(logged(&host, "session `a` ended (evicted)"), 1);
+    // a's tombstone holds: unknown_session, as often as asked
+    for _ in 0..3 {
+        host.advance(10);
+        let o = call(&host, &plugin, "a", &read());
+        assert!(!o.forwarded);
+        assert_eq!(o.rule, "session:unknown");
+    }
+    // c reclaims the tombstone (before evicting b's live record) ...
+    let a_slot = slot_key_of(&host, "a").unwrap();
+    host.advance(10);
+    assert!(call(&host, &plugin, "c", &read()).forwarded);
+    assert_eq!(slot_key_of(&host, "c"), Some(a_slot));
+    assert_eq!(slot_key_of(&host, "a"), None);
+    // ... and from then on `a` is a new session (documented limit: like opening a new one)
+    host.advance(10);
+    assert!(call(&host, &plugin, "a", &read()).forwarded);
+    assert_eq!(slot_keys(&host), 2);
+}
+
+#[test]
+fn sessions_sharing_one_slot_never_see_each_others_state() {
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(&host, "basic.pcl", json!({"session": {"slots": 1}}));
+    // k is killed
+    let o = call(
+        &host,
+        &plugin,
+        "k",
+        &tool("get_secret", json!({"name": "db"})),
+    );
+    assert!(!o.forwarded);
+    host.advance(10);
+    assert!(!call(&host, &plugin, "k", &read()).forwarded, "k is killed");
+    // p takes the only slot: k's kill is not p's, and k's end is receipted
+    host.advance(10);
+    let o = call(&host, &plugin, "p", &read());
+    assert!(o.forwarded, "{}", o.rule);
+    assert_eq!(
+        logged(
+            &host,
+            "session `k` ended (evicted; its slot went to a new session)"
+        ),
+        1
+    );
+    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    // p's own effects stay p's: a revoked tool is not revoked for q, which displaces p
+    assert!(call(&host, &plugin, "p", &tool("git_push", json!({}))).forwarded);
+    host.advance(10);
+    assert!(!call(&host, &plugin, "p", &tool("git_push", json!({}))).forwarded);
+    host.advance(10);
+    assert!(call(&host, &plugin, "q", &tool("git_push", json!({}))).forwarded);
+    assert_eq!(slot_keys(&host), 1);
+}
+
+#[test]
+fn a_worker_never_ends_a_session_another_worker_displaced() {
+    let host = MockHost::new(START_MS);
+    let cfg = common::config(
+        "basic.pcl",
+        json!({"session": {"slots": 1, "max_sessions": 1}}),
+    );
+    let worker_a = Rc::new(Plugin::configure(&host, &cfg));
+    let worker_b = Rc::new(Plugin::configure(&host, &cfg));
+    assert!(call(&host, &worker_a, "x", &read()).forwarded);
+    host.advance(10);
+    // B's y takes x's slot; B logs x's end
+    assert!(call(&host, &worker_b, "y", &read()).forwarded);
+    assert_eq!(logged(&host, "session `x` ended"), 1);
+    // A's z takes y's slot; A's cap then evicts x, which has no record left: nothing is written
+    host.advance(10);
+    assert!(call(&host, &worker_a, "z", &read()).forwarded);
+    assert_eq!(logged(&host, "session `y` ended"), 1);
+    assert_eq!(logged(&host, "session `x` ended"), 1);
+    assert!(slot_key_of(&host, "z").is_some(), "z keeps its slot");
+    // B's timer: y is gone, so no checkpoint lands in z's slot
+    host.advance(10_000);
+    worker_b.on_tick(&host);
+    assert_eq!(logged(&host, "\"event\":\"checkpoint\""), 0);
+    assert!(slot_key_of(&host, "z").is_some());
+    host.advance(10);
+    assert!(call(&host, &worker_a, "z", &read()).forwarded);
+}
