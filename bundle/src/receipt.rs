@@ -370,10 +370,6 @@ pub fn drift_milli(drift: f32) -> i64 {
     (f64::from(drift) * 1000.0).round() as i64
 }
 
-fn principal_json(p: &crate::action::Principal) -> Value {
-    json!({ "id": p.id, "auth": p.auth.as_str() })
-}
-
 /// SHA-256 of the canonical JSON of the action's *stable* fields: what an approval is bound to,
 /// and what a receipt names the action by.
 ///
@@ -384,25 +380,35 @@ fn principal_json(p: &crate::action::Principal) -> Value {
 /// the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the arguments). Non-integer
 /// numbers in the arguments are written in `serde_json`'s shortest round-trip form.
 pub fn action_digest(action: &Action) -> [u8; 32] {
-    // Members are written in canonical (sorted) order by hand so the arguments, the large part,
-    // are canonicalized in place instead of being cloned into a new object.
+    // Members are written in canonical (sorted) order by hand, straight into one buffer: the
+    // arguments (the large part) are canonicalized in place, and the identity and target need no
+    // intermediate JSON values. `digest_matches_generic_canonical_form` checks this against the
+    // generic canonicalization of the same object.
     let t = &action.target;
     let id = &action.identity;
-    let identity = json!({"agent": principal_json(&id.agent), "human": principal_json(&id.human),
-                          "workload": principal_json(&id.workload)});
-    let target = json!({"host": t.host, "port": t.port, "path": t.path, "query": t.query,
-                        "scheme": t.scheme, "server": t.server});
     let opt = |out: &mut String, v: &Option<String>| match v {
         Some(s) => canonical::write_string(out, s),
         None => out.push_str("null"),
     };
-    let mut out = String::with_capacity(256);
+    let principal = |out: &mut String, p: &crate::action::Principal| {
+        out.push_str("{\"auth\":");
+        canonical::write_string(out, p.auth.as_str());
+        out.push_str(",\"id\":");
+        opt(out, &p.id);
+        out.push('}');
+    };
+    let hint = usize::try_from(action.size).unwrap_or(0).min(1 << 20);
+    let mut out = String::with_capacity(hint.saturating_add(512));
     out.push_str("{\"arguments\":");
     // AllowFloats never fails.
     let _ = canonical::write_value(&mut out, &action.arguments, Numbers::AllowFloats);
-    out.push_str(",\"identity\":");
-    let _ = canonical::write_value(&mut out, &identity, Numbers::AllowFloats);
-    out.push_str(",\"kind\":");
+    out.push_str(",\"identity\":{\"agent\":");
+    principal(&mut out, &id.agent);
+    out.push_str(",\"human\":");
+    principal(&mut out, &id.human);
+    out.push_str(",\"workload\":");
+    principal(&mut out, &id.workload);
+    out.push_str("},\"kind\":");
     canonical::write_string(&mut out, action.kind.as_str());
     out.push_str(",\"operation\":");
     canonical::write_string(&mut out, &action.operation);
@@ -416,9 +422,19 @@ pub fn action_digest(action: &Action) -> [u8; 32] {
         out.push_str(",\"size\":");
         out.push_str(&action.size.to_string());
     }
-    out.push_str(",\"target\":");
-    let _ = canonical::write_value(&mut out, &target, Numbers::AllowFloats);
-    out.push_str(",\"tool\":");
+    out.push_str(",\"target\":{\"host\":");
+    canonical::write_string(&mut out, &t.host);
+    out.push_str(",\"path\":");
+    canonical::write_string(&mut out, &t.path);
+    out.push_str(",\"port\":");
+    out.push_str(&t.port.to_string());
+    out.push_str(",\"query\":");
+    canonical::write_string(&mut out, &t.query);
+    out.push_str(",\"scheme\":");
+    canonical::write_string(&mut out, &t.scheme);
+    out.push_str(",\"server\":");
+    canonical::write_string(&mut out, &t.server);
+    out.push_str("},\"tool\":");
     opt(&mut out, &action.tool);
     out.push('}');
     Sha256::digest(out.as_bytes()).into()
@@ -593,20 +609,48 @@ pub(crate) fn hash_canonical(text: &str) -> [u8; 32] {
 /// Seal `body` as the next receipt of the chain: set `v`, `seq`, `prev` and `ts_ms`, hash, sign
 /// if the policy (or `force_sign`) says so, and advance `chain`.
 pub fn seal(
-    mut body: ReceiptBody,
+    body: ReceiptBody,
     chain: &mut ChainHead,
     signer: &Signer,
     policy: &SignPolicy,
     now_ms: u64,
     force_sign: bool,
 ) -> Receipt {
+    seal_canonical(body, chain, signer, policy, now_ms, force_sign).0
+}
+
+/// [`seal`], also returning the receipt's JSON line ([`Receipt::to_json`]), built from the same
+/// canonical body text that was hashed: the body is serialized once, not once to hash and again
+/// to write. This is what the filter does on every request.
+pub fn seal_line(
+    body: ReceiptBody,
+    chain: &mut ChainHead,
+    signer: &Signer,
+    policy: &SignPolicy,
+    now_ms: u64,
+    force_sign: bool,
+) -> (Receipt, String) {
+    let (r, canonical) = seal_canonical(body, chain, signer, policy, now_ms, force_sign);
+    let line = r.line_with_body(&canonical);
+    (r, line)
+}
+
+fn seal_canonical(
+    mut body: ReceiptBody,
+    chain: &mut ChainHead,
+    signer: &Signer,
+    policy: &SignPolicy,
+    now_ms: u64,
+    force_sign: bool,
+) -> (Receipt, String) {
     body.v = RECEIPT_VERSION;
     body.seq = chain.seq.saturating_add(1);
     body.prev = hex::encode(chain.prev);
     body.ts_ms = now_ms;
     // Every field of a body is a string, integer, bool, enum or list of those: the canonical form
     // always exists.
-    let hash = hash_canonical(&body.canonical_json().unwrap_or_default());
+    let canonical = body.canonical_json().unwrap_or_default();
+    let hash = hash_canonical(&canonical);
     let count_due = chain.unsigned.saturating_add(1) >= policy.checkpoint_every;
     let age_due = chain.unsigned > 0
         && now_ms.saturating_sub(chain.oldest_unsigned_ms) >= policy.max_unsigned_ms;
@@ -623,7 +667,7 @@ pub fn seal(
         }
         chain.unsigned = chain.unsigned.saturating_add(1);
     }
-    Receipt { body, hash, sig }
+    (Receipt { body, hash, sig }, canonical)
 }
 
 /// A standalone signed `checkpoint` receipt for an idle session: attests every receipt so far.
@@ -643,7 +687,11 @@ impl Receipt {
     /// `{"body":{...},"hash":"<hex>","sig":{"kid":"ed25519:...","sig":"<base64url>"}}`
     /// (`"sig":null` when unsigned).
     pub fn to_json(&self) -> String {
-        let body = self.body.canonical_json().unwrap_or_default();
+        self.line_with_body(&self.body.canonical_json().unwrap_or_default())
+    }
+
+    /// The JSON line around `body`, the canonical JSON of `self.body`.
+    fn line_with_body(&self, body: &str) -> String {
         let sig = match &self.sig {
             Some(s) => canonical::to_canonical(&json!({
                 "kid": s.key_id,

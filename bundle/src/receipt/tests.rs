@@ -97,6 +97,26 @@ fn seal_chains_and_counts() {
 }
 
 #[test]
+fn seal_line_is_the_receipt_json_and_advances_the_chain_like_seal() {
+    let s = signer();
+    let p = SignPolicy::default();
+    let (mut a, mut b) = (ChainHead::default(), ChainHead::default());
+    for (i, d) in [Decision::Allow, Decision::Deny, Decision::Allow]
+        .into_iter()
+        .enumerate()
+    {
+        let now = 1000 + i as u64;
+        let body = ReceiptBody::for_action("s1", &action(), &verdict(d));
+        let plain = seal(body.clone(), &mut a, &s, &p, now, false);
+        let (r, line) = seal_line(body, &mut b, &s, &p, now, false);
+        assert_eq!(r, plain);
+        assert_eq!(line, plain.to_json());
+        assert_eq!(Receipt::from_json(&line).unwrap(), plain);
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
 fn non_allow_is_always_signed_and_resets_the_count() {
     let s = signer();
     let mut chain = ChainHead::default();
@@ -421,4 +441,47 @@ fn argument_names_are_bounded() {
     b.arguments = json!({ "é".repeat(40): 1 });
     let long = &ReceiptAction::from_action(&b).arg_keys[0];
     assert_eq!(long, &format!("{}…", "é".repeat(32)));
+}
+
+/// The hand-written canonical form of `action_digest` equals the generic canonicalization of the
+/// same object (sorted keys at every level), for MCP and HTTP actions and awkward strings.
+#[test]
+fn digest_matches_generic_canonical_form() {
+    let generic = |a: &Action| {
+        let p = |p: &Principal| json!({"id": p.id, "auth": p.auth.as_str()});
+        let t = &a.target;
+        let mut v = json!({
+            "arguments": a.arguments,
+            "identity": {"agent": p(&a.identity.agent), "human": p(&a.identity.human),
+                         "workload": p(&a.identity.workload)},
+            "kind": a.kind.as_str(), "operation": a.operation, "prompt": a.prompt,
+            "resource": a.resource, "session_id": a.session_id,
+            "target": {"host": t.host, "port": t.port, "path": t.path, "query": t.query,
+                       "scheme": t.scheme, "server": t.server},
+            "tool": a.tool,
+        });
+        if a.kind == Kind::Http {
+            v["size"] = json!(a.size);
+        }
+        let text = crate::canonical::to_canonical_with(&v, crate::canonical::Numbers::AllowFloats)
+            .unwrap();
+        let d: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        d
+    };
+    let mut http = action();
+    http.kind = Kind::Http;
+    http.operation = "POST".into();
+    http.tool = None;
+    http.size = 4096;
+    http.target.path = "/a\"b\\c\u{1}é".into();
+    http.identity.workload = Principal {
+        id: Some("spiffe://x/\u{2028}".into()),
+        auth: crate::action::AuthMethod::Mtls,
+    };
+    let mut nested = action();
+    nested.arguments = json!({"z": [1, {"b": null, "a": -2}], "A": "\t", "m": {"y": 1e300}});
+    nested.resource = Some("file:///r".into());
+    for a in [action(), http, nested, Action::default()] {
+        assert_eq!(action_digest(&a), generic(&a), "{a:?}");
+    }
 }
