@@ -51,6 +51,10 @@ pub trait Host {
     fn now_ms(&self) -> u64;
     /// Write a log line.
     fn log(&self, level: LogLevel, message: &str);
+    /// Whether a line at `level` would be kept (the proxy's log level, as last read). The request
+    /// path asks before formatting a line nobody keeps: in Envoy each line is a crossing out of
+    /// the VM, and the per-decision line is debug level.
+    fn log_enabled(&self, level: LogLevel) -> bool;
 
     /// Read a shared-data key: `(value, cas)`; `(None, None)` when the key does not exist.
     fn get_shared_data(&self, key: &str) -> Result<SharedValue, HostError>;

@@ -60,6 +60,8 @@ pub struct MockState {
     pub now_ms: u64,
     /// Every log line.
     pub logs: Vec<(LogLevel, String)>,
+    /// Lines below this level are not wanted (`log_enabled` says so); `None` keeps every line.
+    pub log_level: Option<LogLevel>,
     /// Shared data: key -> (value, cas token).
     pub shared: BTreeMap<String, (Vec<u8>, u32)>,
     /// Last cas token handed out.
@@ -196,6 +198,10 @@ impl Host for MockHost {
 
     fn log(&self, level: LogLevel, message: &str) {
         self.state().logs.push((level, message.to_owned()));
+    }
+
+    fn log_enabled(&self, level: LogLevel) -> bool {
+        self.state.borrow().log_level.is_none_or(|min| level >= min)
     }
 
     fn get_shared_data(&self, key: &str) -> Result<SharedValue, HostError> {

@@ -28,6 +28,27 @@ mod entry {
 /// The proxy, reached through proxy-wasm host calls (acting on the current context).
 struct WasmHost;
 
+thread_local! {
+    /// Envoy's log level as last read (at configure time and on every timer tick), so the request
+    /// path does not cross into the host for every line it might write. Trace until first read.
+    static PROXY_LOG_LEVEL: std::cell::Cell<LogLevel> = const { std::cell::Cell::new(LogLevel::Trace) };
+}
+
+/// Read Envoy's current log level (an admin `/logging` change shows at the next tick).
+fn refresh_log_level() {
+    use proxy_wasm::types::LogLevel as P;
+    if let Ok(l) = hostcalls::get_log_level() {
+        let l = match l {
+            P::Trace => LogLevel::Trace,
+            P::Debug => LogLevel::Debug,
+            P::Info => LogLevel::Info,
+            P::Warn => LogLevel::Warn,
+            P::Error | P::Critical => LogLevel::Error,
+        };
+        PROXY_LOG_LEVEL.with(|c| c.set(l));
+    }
+}
+
 fn level(l: LogLevel) -> proxy_wasm::types::LogLevel {
     match l {
         LogLevel::Trace => proxy_wasm::types::LogLevel::Trace,
@@ -52,6 +73,10 @@ impl Host for WasmHost {
 
     fn log(&self, l: LogLevel, message: &str) {
         let _ = hostcalls::log(level(l), message);
+    }
+
+    fn log_enabled(&self, l: LogLevel) -> bool {
+        l >= PROXY_LOG_LEVEL.with(std::cell::Cell::get)
     }
 
     fn get_shared_data(&self, key: &str) -> Result<SharedValue, HostError> {
@@ -197,6 +222,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        refresh_log_level();
         let config = hostcalls::get_buffer(
             BufferType::PluginConfiguration,
             0,
@@ -213,6 +239,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        refresh_log_level();
         if let Some(p) = &self.plugin {
             p.on_tick(&WasmHost);
         }
