@@ -61,20 +61,31 @@ impl Findings {
 
     /// One pass over the bytes: each byte dispatches to the detectors that can start there
     /// (prefixes, PEM header, `@`, the first digit of a run), and base64/url runs are measured
-    /// on the way for the entropy check. Stops as soon as every finding is made.
+    /// on the way for the entropy check. Stops as soon as every finding is made. A byte's roles
+    /// come from one table lookup ([`CLASS`]), so the common byte (part of a word, no detector
+    /// starts there) costs a load and two tests.
     fn scan_bytes(&mut self, b: &[u8]) {
         if self.done() {
             return;
         }
         let mut run_start: Option<usize> = None;
         for (i, &c) in b.iter().enumerate() {
-            match c {
-                b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B' if !self.secret => {
-                    self.secret = prefixed_at(b, i, c);
-                }
-                b'-' if !self.secret => self.secret = pem_at(b, i),
-                b'@' if !self.pii => self.pii = email_at(b, i),
-                b'0'..=b'9' if i == 0 || digit_at(b, i.saturating_sub(1)).is_none() => {
+            let k = CLASS.get(usize::from(c)).copied().unwrap_or(0);
+            if k & TRIGGER != 0 {
+                if k & PREFIX != 0 {
+                    if !self.secret {
+                        self.secret = prefixed_at(b, i, c);
+                    }
+                } else if k & DASH != 0 {
+                    if !self.secret {
+                        self.secret = pem_at(b, i);
+                    }
+                } else if k & AT != 0 {
+                    if !self.pii {
+                        self.pii = email_at(b, i);
+                    }
+                } else if i == 0 || digit_at(b, i.saturating_sub(1)).is_none() {
+                    // A digit that starts a run.
                     if !self.pii {
                         self.pii = ssn_at(b, i);
                     }
@@ -82,9 +93,11 @@ impl Findings {
                         self.card = card_at(b, i);
                     }
                 }
-                _ => {}
+                if self.done() {
+                    return;
+                }
             }
-            if is_b64_char(c) {
+            if k & B64 != 0 {
                 if run_start.is_none() {
                     run_start = Some(i);
                 }
@@ -92,9 +105,9 @@ impl Findings {
                 && !self.secret
             {
                 self.secret = entropy_run(b, start, i);
-            }
-            if self.done() {
-                return;
+                if self.done() {
+                    return;
+                }
             }
         }
         if let Some(start) = run_start
@@ -104,6 +117,54 @@ impl Findings {
         }
     }
 }
+
+/// A byte can start a prefixed token (`AKIA`, `sk-`, `ghp_`, `xoxb-`, `bearer`, ...).
+const PREFIX: u8 = 1;
+/// A byte can start a PEM header.
+const DASH: u8 = 2;
+/// A byte can be the `@` of an email address.
+const AT: u8 = 4;
+/// A digit (SSN, payment card).
+const DIGIT: u8 = 8;
+/// A base64/url character (entropy runs).
+const B64: u8 = 16;
+/// Any detector may start here.
+const TRIGGER: u8 = PREFIX | DASH | AT | DIGIT;
+
+/// The roles of each byte value, for [`Findings::scan_bytes`].
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c: usize = 0;
+    while c < 256 {
+        #[expect(clippy::cast_possible_truncation, reason = "c < 256")]
+        let b = c as u8;
+        let mut k = 0;
+        if matches!(b, b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B') {
+            k |= PREFIX;
+        }
+        if b == b'-' {
+            k |= DASH;
+        }
+        if b == b'@' {
+            k |= AT;
+        }
+        if b.is_ascii_digit() {
+            k |= DIGIT;
+        }
+        if is_b64_char(b) {
+            k |= B64;
+        }
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "c < 256 = t.len(), in a const block"
+        )]
+        {
+            t[c] = k;
+        }
+        c += 1;
+    }
+    t
+};
 
 /// Risk flags for a JSON value: every string and object key, at any depth.
 pub fn scan_value(v: &Value) -> Risk {
@@ -203,7 +264,7 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')
 }
 
-fn is_b64_char(b: u8) -> bool {
+const fn is_b64_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')
 }
 
