@@ -106,6 +106,24 @@ pub struct ReceiptConfig {
     pub max_unsigned_ms: u64,
     /// Timer period for checkpoints of idle sessions (0: no timer).
     pub tick_ms: u64,
+    /// What the `x-portcullis-receipt` header carries (the access log always has the whole
+    /// receipt).
+    pub header: ReceiptHeader,
+}
+
+/// What the `x-portcullis-receipt` request/response header carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiptHeader {
+    /// The whole receipt, base64url of its JSON line (about 1.5 KB), so the agent and the
+    /// upstream can verify it on their own.
+    #[default]
+    Full,
+    /// The receipt id only (the hex SHA-256 hash, 64 characters): enough to find the receipt in
+    /// the access log, for a fraction of the header bytes.
+    Id,
+    /// No receipt header (the decision header stays).
+    None,
 }
 
 /// Session store settings.
@@ -206,6 +224,7 @@ struct RawReceipts {
     checkpoint_every: Option<u32>,
     max_unsigned_ms: Option<u64>,
     tick_ms: Option<u64>,
+    header: Option<ReceiptHeader>,
 }
 
 #[derive(Deserialize, Default)]
@@ -389,6 +408,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             .max_unsigned_ms
             .unwrap_or(DEFAULT_MAX_UNSIGNED_MS),
         tick_ms: raw.receipts.tick_ms.unwrap_or(DEFAULT_TICK_MS),
+        header: raw.receipts.header.unwrap_or_default(),
     };
     if receipts.checkpoint_every == 0 {
         return Err(err("`receipts.checkpoint_every` must be at least 1"));

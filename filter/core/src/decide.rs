@@ -68,6 +68,8 @@ pub(crate) struct MsgResult {
     pub changes: Vec<String>,
     pub approval: Option<ApprovalRef>,
     pub receipt: Option<Receipt>,
+    /// `receipt` as its JSON line (serialized once, when sealed).
+    pub receipt_line: Option<String>,
 }
 
 /// The outcome of the decision phase.
@@ -100,7 +102,10 @@ fn is_body_mod(m: &Modification) -> bool {
 struct Work<'a> {
     l: &'a Loaded,
     now_ms: u64,
-    body: Option<Vec<u8>>,
+    /// The request body as received.
+    original: Option<&'a [u8]>,
+    /// The body after the MODIFY rewrites so far (`None`: unchanged).
+    rewritten: Option<Vec<u8>>,
     header_edits: Vec<(String, Option<String>)>,
 }
 
@@ -115,6 +120,7 @@ fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
         changes: Vec::new(),
         approval: None,
         receipt: None,
+        receipt_line: None,
     }
 }
 
@@ -279,7 +285,8 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
     let mut r = result(verdict, Decision::Modify);
     let body_mods: Vec<Modification> = mods.iter().filter(|m| is_body_mod(m)).cloned().collect();
     if !body_mods.is_empty() {
-        let rewritten = match (shape, w.body.as_deref()) {
+        let current = w.rewritten.as_deref().or(w.original);
+        let rewritten = match (shape, current) {
             (Shape::Mcp { .. }, Some(body)) => {
                 normalize::apply_modifications(body, index, &body_mods)
             }
@@ -308,7 +315,7 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
         match rewritten {
             Ok((new_body, changes)) => {
                 if !changes.is_empty() {
-                    w.body = Some(new_body);
+                    w.rewritten = Some(new_body);
                 }
                 r.changes.extend(changes);
             }
@@ -352,7 +359,7 @@ fn seal_one(
     drift: f32,
     chain: &mut ChainHead,
     now_ms: u64,
-) -> Receipt {
+) -> (Receipt, String) {
     let mut body = ReceiptBody::for_action(chain_name, action, &r.verdict);
     body.decision = Some(r.enforced);
     body.rule = Some(r.rule.clone());
@@ -364,7 +371,7 @@ fn seal_one(
     body.drift_milli = Some(receipt::drift_milli(drift));
     body.approval = r.approval.clone();
     let force = r.enforced != Decision::Allow;
-    receipt::seal(body, chain, &l.signer, &l.sign_policy, now_ms, force)
+    receipt::seal_line(body, chain, &l.signer, &l.sign_policy, now_ms, force)
 }
 
 /// Evaluate and enforce every action of the request against `rec` (mutated), sealing receipts
@@ -373,7 +380,8 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
     let mut w = Work {
         l,
         now_ms,
-        body: input.body.map(<[u8]>::to_vec),
+        original: input.body,
+        rewritten: None,
         header_edits: Vec::new(),
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
@@ -426,7 +434,7 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
         }
     }
     for (m, action) in msgs.iter_mut().zip(input.actions) {
-        m.receipt = Some(seal_one(
+        let (r, line) = seal_one(
             l,
             chain_name,
             action,
@@ -434,7 +442,9 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
             rec.state.drift,
             &mut rec.chain,
             now_ms,
-        ));
+        );
+        m.receipt = Some(r);
+        m.receipt_line = Some(line);
     }
     rec.extra.last_seen_ms = now_ms;
     let warnings = msgs
@@ -442,7 +452,7 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
         .flat_map(|m| m.verdict.warnings.iter().cloned())
         .collect();
     let new_body = if overall == Decision::Modify {
-        w.body.filter(|b| Some(b.as_slice()) != input.body)
+        w.rewritten.filter(|b| Some(b.as_slice()) != input.body)
     } else {
         None
     };
@@ -472,6 +482,7 @@ fn store_failed(mut plan: Plan, why: &str) -> Plan {
         m.defer = None;
         // The chain head was not saved, so this receipt is not part of the chain: drop it.
         m.receipt = None;
+        m.receipt_line = None;
     }
     plan.overall = Decision::Deny;
     plan.new_body = None;

@@ -31,6 +31,9 @@ pub(crate) struct Loaded {
     /// The session slot layout this configuration asks for (the one in force is in shared data,
     /// see [`session_store::install_layout`]).
     pub layout: Layout,
+    /// The pack can act on tool results (`response::result::pack_reads_results`); when not,
+    /// tool results pass without being held or read.
+    pub inspect_results: bool,
 }
 
 /// Metric names (Envoy prefixes Wasm metrics with `wasmcustom.`).
@@ -175,6 +178,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         max_unsigned_ms: cfg.receipts.max_unsigned_ms,
     };
     let layout = Layout::new(&key.to_bytes(), cfg.session.slots);
+    let inspect_results = crate::response::pack_reads_results(bundle.program());
     Ok(Loaded {
         cfg,
         norm,
@@ -184,6 +188,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         approvers,
         bundle_ref,
         layout,
+        inspect_results,
     })
 }
 

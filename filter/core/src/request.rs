@@ -11,7 +11,7 @@ use bundle::action::{Action, Identity};
 use bundle::receipt::{Receipt, ReceiptAction};
 use bundle::verdict::{Decision, Verdict};
 
-use crate::config::SessionKeySource;
+use crate::config::{ReceiptHeader, SessionKeySource};
 use crate::decide::{self, Input, MsgResult, Plan, Shape};
 use crate::host::{Host, LogLevel};
 use crate::identity;
@@ -115,30 +115,41 @@ fn head_from(headers: Vec<(String, String)>) -> RequestHead {
 /// ids (hex hashes) instead, and the full receipts are only in the access log.
 const MAX_RECEIPT_HEADER_BYTES: usize = 16 * 1024;
 
-/// The receipts as filter state (one JSON line, or a JSON array of them) and as the header value
-/// (base64url of each JSON line, comma-separated, or the receipt ids when too long). Each receipt
-/// is serialized once.
-fn receipts_out(rs: &[&Receipt]) -> (Option<String>, String) {
+/// The receipts as filter state (one JSON line, or a JSON array of them) and as the
+/// `x-portcullis-receipt` value `mode` asks for: base64url of each JSON line, comma-separated (the
+/// receipt ids instead when that is too long), the receipt ids (hex hashes), or nothing (empty).
+fn receipts_out(rs: &[(&Receipt, &str)], mode: ReceiptHeader) -> (Option<String>, String) {
     use base64::Engine as _;
-    let lines: Vec<String> = rs.iter().map(|r| r.to_json()).collect();
-    let json = match lines.as_slice() {
+    let json = match rs {
         [] => None,
-        [one] => Some(one.clone()),
-        many => Some(format!("[{}]", many.join(","))),
+        [(_, one)] => Some((*one).to_owned()),
+        many => Some(format!(
+            "[{}]",
+            many.iter().map(|(_, l)| *l).collect::<Vec<_>>().join(",")
+        )),
     };
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let full = lines
-        .iter()
-        .map(|l| b64.encode(l))
-        .collect::<Vec<_>>()
-        .join(",");
-    let header = if full.len() <= MAX_RECEIPT_HEADER_BYTES {
-        full
-    } else {
+    let ids = || {
         rs.iter()
-            .map(|r| hex::encode(r.hash))
+            .map(|(r, _)| hex::encode(r.hash))
             .collect::<Vec<_>>()
             .join(",")
+    };
+    let header = match mode {
+        ReceiptHeader::None => String::new(),
+        ReceiptHeader::Id => ids(),
+        ReceiptHeader::Full => {
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let full = rs
+                .iter()
+                .map(|(_, l)| b64.encode(l))
+                .collect::<Vec<_>>()
+                .join(",");
+            if full.len() <= MAX_RECEIPT_HEADER_BYTES {
+                full
+            } else {
+                ids()
+            }
+        }
     };
     (json, header)
 }
@@ -443,10 +454,10 @@ impl Stream {
         actions: &[Action],
         plan: Plan,
     ) -> FilterAction {
-        let receipts: Vec<&Receipt> = plan
+        let receipts: Vec<(&Receipt, &str)> = plan
             .msgs
             .iter()
-            .filter_map(|m| m.receipt.as_ref())
+            .filter_map(|m| Some((m.receipt.as_ref()?, m.receipt_line.as_deref()?)))
             .collect();
         let deciding = deciding_msg(&plan);
         let rule = deciding.map_or("none", |m| m.rule.as_str());
@@ -456,6 +467,9 @@ impl Stream {
             } else {
                 LogLevel::Info
             };
+            if !host.log_enabled(level) {
+                continue;
+            }
             host.log(
                 level,
                 &format!(
@@ -469,7 +483,7 @@ impl Stream {
                 ),
             );
         }
-        let (json, header) = receipts_out(&receipts);
+        let (json, header) = receipts_out(&receipts, l.cfg.receipts.header);
         match plan.overall {
             Decision::Deny | Decision::StepUp => {
                 let told = if plan.overall == Decision::StepUp {
@@ -541,7 +555,8 @@ impl Stream {
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
                     ));
                     // A batch mixing list requests and tool calls: only the lists are handled.
-                    if self.lists.is_none() {
+                    // A pack that cannot act on results does not hold them.
+                    if self.lists.is_none() && l.inspect_results {
                         self.results = ResultWatch::new(
                             actions
                                 .iter()
@@ -745,8 +760,15 @@ impl Stream {
         } else {
             outcome
         };
-        let receipts: Vec<&Receipt> = p.first_receipt.iter().chain(resolved.iter()).collect();
-        let (json, header) = receipts_out(&receipts);
+        // A DEFER is rare: these two are serialized here, not when sealed.
+        let lines: Vec<(&Receipt, String)> = p
+            .first_receipt
+            .iter()
+            .chain(resolved.iter())
+            .map(|r| (r, r.to_json()))
+            .collect();
+        let receipts: Vec<(&Receipt, &str)> = lines.iter().map(|(r, l)| (*r, l.as_str())).collect();
+        let (json, header) = receipts_out(&receipts, l.cfg.receipts.header);
         let json = json.unwrap_or_default();
         let rule = p.verdict.deciding_rule.clone();
         host.log(
@@ -760,10 +782,10 @@ impl Stream {
             ),
         );
         if outcome == Decision::Allow {
-            let add = vec![
-                (DECISION_HEADER.to_owned(), "ALLOW".to_owned()),
-                (RECEIPT_HEADER.to_owned(), header),
-            ];
+            let mut add = vec![(DECISION_HEADER.to_owned(), "ALLOW".to_owned())];
+            if !header.is_empty() {
+                add.push((RECEIPT_HEADER.to_owned(), header));
+            }
             for (n, v) in &add {
                 host.set_request_header(n, Some(v));
             }
@@ -772,7 +794,7 @@ impl Stream {
             // checked on the response path like an allowed one.
             let one = || std::iter::once((p.id.as_ref(), &p.action));
             self.lists = ListFilter::new(one().map(|(id, a)| (id, a, &[][..])));
-            if self.lists.is_none() {
+            if self.lists.is_none() && l.inspect_results {
                 self.results = ResultWatch::new(one());
             }
             set_state(host, "ALLOW", &rule, &p.chain_name, Some(&json));
@@ -790,7 +812,8 @@ impl Stream {
             set_state(host, "DENY", &rule, &p.chain_name, Some(&json));
             self.plugin.count(host, Metric::Deny);
             let extra = [(RECEIPT_HEADER, header.as_str())];
-            self.answer(host, &d, p.id.as_ref(), p.answer_with_jsonrpc, &extra);
+            let extra: &[(&str, &str)] = if header.is_empty() { &[] } else { &extra };
+            self.answer(host, &d, p.id.as_ref(), p.answer_with_jsonrpc, extra);
         }
     }
 }

@@ -18,7 +18,7 @@ mod inject;
 mod result;
 mod sse;
 
-pub(crate) use result::ResultWatch;
+pub(crate) use result::{ResultWatch, pack_reads_results};
 
 use bundle::action::{Action, Risk};
 use bundle::matchers::glob_match;

@@ -472,3 +472,49 @@ fn a_workers_timer_does_not_expire_a_session_another_worker_is_serving() {
     );
     assert_eq!(o.rule, "session:unknown");
 }
+
+/// `receipts.header`: `full` (default) carries the receipt, `id` its hash, `none` nothing; the
+/// access log has the whole receipt in every mode, and its hash is the id.
+#[test]
+fn the_receipt_header_carries_what_the_operator_chose() {
+    for mode in ["full", "id", "none"] {
+        let (host, plugin) = setup(json!({"receipts": {"header": mode}}));
+        let o = call(
+            &host,
+            &plugin,
+            Some("h"),
+            tool(1, "read_file", json!({"path": "/a"})),
+        );
+        assert!(o.forwarded, "{mode}");
+        let logged = bundle::receipt::Receipt::from_json(o.receipt.as_deref().unwrap()).unwrap();
+        assert!(logged.hash_matches(), "{mode}");
+        let header = host.request_header("x-portcullis-receipt");
+        assert_eq!(
+            host.request_header("x-portcullis-decision").as_deref(),
+            Some("ALLOW")
+        );
+        match mode {
+            "full" => {
+                let decoded = bundle::receipt::Receipt::from_json(&header.unwrap()).unwrap();
+                assert_eq!(decoded, logged);
+            }
+            "id" => assert_eq!(header, Some(hex::encode(logged.hash))),
+            _ => assert_eq!(header, None),
+        }
+        // A refusal carries the same choice.
+        let o = call(&host, &plugin, Some("h"), tool(2, "format_disk", json!({})));
+        assert!(!o.forwarded);
+        let local = host.state().local_response.clone().unwrap();
+        let header = local
+            .headers
+            .iter()
+            .find(|(n, _)| n == "x-portcullis-receipt")
+            .map(|(_, v)| v.clone());
+        assert_eq!(header.is_some(), mode != "none", "{mode}");
+    }
+    let bad = Plugin::configure(
+        &MockHost::new(START_MS),
+        &config(json!({"receipts": {"header": "some"}})),
+    );
+    assert!(bad.error().is_some());
+}

@@ -142,3 +142,43 @@ fn a_secret_in_a_streamed_result_is_redacted_and_other_events_pass_unchanged() {
     let (_, out) = chunk(&host, &mut s, b": keep-alive\n\n", true);
     assert_eq!(out, b": keep-alive\n\n");
 }
+
+/// A pack none of whose rules can see a `tools/result` action: the result is not held, not read
+/// and not rewritten (its `content-length` stays), because inspecting it could change nothing.
+/// With the taint pack the same response is held and its secret redacted.
+#[test]
+fn results_pass_untouched_when_no_rule_can_see_them() {
+    let response = br#"{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"sk-live-4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"}]}}"#;
+    let run = |p: &Rc<Plugin>, host: &MockHost| {
+        let mut s = mcp_call(host, p, 9, "get_secret");
+        host.state().response_headers = headers(&[
+            (":status", "200"),
+            ("content-type", "application/json"),
+            ("content-length", &response.len().to_string()),
+        ]);
+        assert_eq!(s.on_response_headers(host), FilterAction::Continue);
+        let kept_length = host
+            .state()
+            .response_headers
+            .iter()
+            .any(|(k, _)| k == "content-length");
+        let (a, out) = chunk(host, &mut s, response, true);
+        assert_eq!(a, FilterAction::Continue);
+        (kept_length, out)
+    };
+
+    let host = MockHost::new(1_800_000_000_000);
+    let calls_only = common::plugin(
+        &host,
+        "calls_only.pcl",
+        json!({ "session": { "key": { "source": "header", "name": "x-agent-run" } } }),
+    );
+    let (kept_length, out) = run(&calls_only, &host);
+    assert!(kept_length, "a result nobody inspects keeps its framing");
+    assert_eq!(out, response.to_vec());
+
+    let host = MockHost::new(1_800_000_000_000);
+    let (kept_length, out) = run(&plugin(&host), &host);
+    assert!(!kept_length, "a held result may change length");
+    assert!(!String::from_utf8(out).unwrap().contains("sk-live-"));
+}

@@ -58,6 +58,25 @@ fn result_text(v: &Value, out: &mut String) {
     }
 }
 
+/// Whether the pack can say anything about a tool result. A result only matters through a rule
+/// that matches its `tools/result` action (effects such as `taint`, or a MODIFY) or a MODIFY from
+/// the default, unknown-session or intent-outside decision. A rule whose condition pins the
+/// operation to others, or pins the kind to `http`, never matches a result (the compiler
+/// guarantees pins are sound). When nothing can match, every inspection would end with "no effect,
+/// nothing changed", so the filter does not hold tool results at all (no buffering, no session
+/// read on the response path).
+pub(crate) fn pack_reads_results(p: &bundle::format::Program) -> bool {
+    use bundle::action::Kind;
+    let modifies = |d: &bundle::format::DecisionDef| d.decision == Decision::Modify;
+    p.rules.iter().any(|r| {
+        r.pins.kind != Some(Kind::Http)
+            && (r.pins.operations.is_empty()
+                || r.pins.operations.iter().any(|o| o == RESULT_OPERATION))
+    }) || modifies(&p.default)
+        || modifies(&p.unknown_session)
+        || p.intents.iter().any(|i| modifies(&i.outside))
+}
+
 /// The `tools/result` action for a call's JSON-RPC response `msg` (documented in docs/filter.md).
 pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     let result = msg.get("result").cloned().unwrap_or(Value::Null);
@@ -323,5 +342,47 @@ impl ResultWatch {
                 .evaluate(&action, &SessionState::new(host.now_ms()), host.now_ms()),
         )
         .0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::pack_reads_results;
+
+    fn reads(rules: &str) -> bool {
+        let src = format!(
+            "pack \"p\" {{\n  version \"1.0.0\"\n  mode enforce\n  default deny \"no\"\n}}\n{rules}\n"
+        );
+        let ast = policy::syntax::parse(&src).unwrap();
+        let unsigned = policy::codegen::compile(&ast).unwrap();
+        let key = bundle::keys::signing_key_from_seed([1; 32]);
+        let signed = bundle::sign(&unsigned, &key).unwrap();
+        let trust = bundle::Trust::Keys(vec![key.verifying_key()]);
+        let b = bundle::Bundle::from_bytes(&signed, &trust).unwrap();
+        pack_reads_results(b.program())
+    }
+
+    #[test]
+    fn only_a_rule_or_decision_that_can_see_a_result_makes_results_worth_holding() {
+        // Pinned to other operations or to HTTP: a result can never match.
+        assert!(!reads(
+            "rule t { when kind == mcp and operation == \"tools/call\" and tool == \"a\" allow \"ok\" }\n\
+             rule h { when kind == http and target.host == \"x.example\" allow \"ok\" }"
+        ));
+        // A tool pinned without an operation matches the tool's results too.
+        assert!(reads(
+            "rule t { when tool == \"fetch_url\" and args.injection == true deny \"no\" }"
+        ));
+        // The result operation itself.
+        assert!(reads(
+            "rule r { when operation == \"tools/result\" deny \"no\" then taint \"x\" }"
+        ));
+        // A rule that pins nothing (here: only an argument) is visited for every action.
+        assert!(reads("rule w { when args.limit > 5 deny \"no\" }"));
     }
 }
