@@ -31,6 +31,8 @@ pub(crate) struct Loaded {
     /// The session slot layout this configuration asks for (the one in force is in shared data,
     /// see [`session_store::install_layout`]).
     pub layout: Layout,
+    /// The layout in force, read once.
+    pub layout_in_force: session_store::LayoutCache,
     /// The pack can act on tool results (`response::result::pack_reads_results`); when not,
     /// tool results pass without being held or read.
     pub inspect_results: bool,
@@ -188,6 +190,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         approvers,
         bundle_ref,
         layout,
+        layout_in_force: session_store::LayoutCache::default(),
         inspect_results,
     })
 }
@@ -231,7 +234,9 @@ impl Plugin {
                 );
                 host.set_tick_period_ms(l.cfg.receipts.tick_ms);
                 // Without a layout every session is missing and unsaved (fail closed, logged).
-                let _ = session_store::install_layout(host, l.layout);
+                if let Some(in_force) = session_store::install_layout(host, l.layout) {
+                    l.layout_in_force.prime(in_force);
+                }
             }
             Err(e) => {
                 host.log(
@@ -313,17 +318,22 @@ impl Plugin {
         self.tracker.borrow_mut().forget(&d.session);
     }
 
-    /// Pin `intent` on a session the MCP server has just created (see
-    /// [`session_store::pin_intent`]), displacing a live session from its slot when every slot
-    /// the new session may use holds one (its `session_end` receipt is logged). Only a session
-    /// with no record yet is written; contention is not retried.
-    #[expect(
-        dead_code,
-        reason = "for request.rs, which still calls session_store::pin_intent (lead's file)"
-    )]
+    /// Pin `intent` on a session the MCP server has just created. A legacy `initialize` carries
+    /// no session id (the server assigns it in the response), so the intent it declared cannot be
+    /// pinned while it is evaluated; the filter pins it when the response names the session.
+    /// Displaces a live session from its slot when every slot the new session may use holds one
+    /// (its `session_end` receipt is logged). Only a session with no record yet is written: if
+    /// any action of the session was already recorded, its pinned intent (or none) stands.
+    /// Contention is not retried: another writer means the session exists.
     pub(crate) fn pin_intent(&self, host: &dyn Host, l: &Loaded, session: &str, intent: &str) {
         let now = host.now_ms();
-        let mut rec = session_store::load(host, session, now, l.cfg.session.idle_ttl_ms);
+        let mut rec = session_store::load_in(
+            host,
+            l.layout_in_force.get(host),
+            session,
+            now,
+            l.cfg.session.idle_ttl_ms,
+        );
         if rec.state.status != SessionStatus::New {
             return;
         }
@@ -347,8 +357,13 @@ impl Plugin {
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let Some(mut rec) = session_store::find(host, session, now, l.cfg.session.idle_ttl_ms)
-            else {
+            let Some(mut rec) = session_store::find_in(
+                host,
+                l.layout_in_force.get(host),
+                session,
+                now,
+                l.cfg.session.idle_ttl_ms,
+            ) else {
                 return; // no record left: its slot went to another session
             };
             if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
@@ -427,8 +442,13 @@ impl Plugin {
     fn checkpoint(&self, host: &dyn Host, l: &Loaded, session: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let Some(mut rec) = session_store::find(host, session, now, l.cfg.session.idle_ttl_ms)
-            else {
+            let Some(mut rec) = session_store::find_in(
+                host,
+                l.layout_in_force.get(host),
+                session,
+                now,
+                l.cfg.session.idle_ttl_ms,
+            ) else {
                 // Its slot went to another session (whose worker logged its `session_end`).
                 if self.tracker.borrow_mut().forget(session) {
                     self.add(host, Metric::Sessions, -1);

@@ -19,7 +19,6 @@ use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal, RequestHead, Ro
 use crate::plugin::{Loaded, Metric, Plugin};
 use crate::respond::{Denial, DenialKind};
 use crate::response::{ListFilter, ResultWatch};
-use crate::session_store;
 
 /// Header carrying receipts (base64url of the receipt JSON; comma-separated for batches).
 pub const RECEIPT_HEADER: &str = "x-portcullis-receipt";
@@ -261,7 +260,7 @@ impl Stream {
                 })
                 .map(|(_, v)| v);
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
-                session_store::pin_intent(host, &session, &intent, l.cfg.session.idle_ttl_ms);
+                plugin.pin_intent(host, l, &session, &intent);
             }
         }
         if let Some(f) = &mut self.lists

@@ -209,7 +209,16 @@ impl ListFilter {
         let buf = host.response_body(0, body_size).unwrap_or_default();
         let now = host.now_ms();
         let state = match session {
-            Some(s) => session_store::load(host, s, now, l.cfg.session.idle_ttl_ms).state,
+            Some(s) => {
+                session_store::load_in(
+                    host,
+                    l.layout_in_force.get(host),
+                    s,
+                    now,
+                    l.cfg.session.idle_ttl_ms,
+                )
+                .state
+            }
             None => SessionState::new(now),
         };
         let cx = Cx {

@@ -39,6 +39,7 @@
 //! used first, killed/tainted last); a session displaced from its slot by a new one comes back as
 //! a new session.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use bundle::receipt::ChainHead;
@@ -207,6 +208,29 @@ fn layout(host: &dyn Host) -> Option<Layout> {
     match host.get_shared_data(LAYOUT_KEY) {
         Ok((Some(bytes), _)) => Layout::decode(&bytes),
         _ => None,
+    }
+}
+
+/// The layout in force, as this configuration last read it. It never changes while Envoy runs
+/// (the first configuration writes it, later ones keep it), so it is read from shared data once,
+/// not on every session lookup; until a read succeeds, every lookup tries again.
+#[derive(Debug, Default)]
+pub(crate) struct LayoutCache(Cell<Option<Layout>>);
+
+impl LayoutCache {
+    /// Remember `in_force` (what [`install_layout`] returned).
+    pub(crate) fn prime(&self, in_force: Layout) {
+        self.0.set(Some(in_force));
+    }
+
+    /// The layout in force.
+    pub(crate) fn get(&self, host: &dyn Host) -> Option<Layout> {
+        if let Some(l) = self.0.get() {
+            return Some(l);
+        }
+        let l = layout(host)?;
+        self.0.set(Some(l));
+        Some(l)
     }
 }
 
@@ -437,8 +461,20 @@ fn no_layout(host: &dyn Host, session: &str, now_ms: u64) -> Record {
 /// slot that cannot be read (store error, a record that does not say whose it is) or whose record
 /// does not decode is treated as missing: fail closed. An active record idle for longer than
 /// `idle_ttl_ms` is expired on the spot (returned as a tombstone; the caller writes it).
+#[cfg(test)]
 pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Record {
-    let Some(layout) = layout(host) else {
+    load_in(host, layout(host), session, now_ms, idle_ttl_ms)
+}
+
+/// [`load`] with the layout in force (`None`: there is none; the session is missing).
+pub(crate) fn load_in(
+    host: &dyn Host,
+    layout: Option<Layout>,
+    session: &str,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+) -> Record {
+    let Some(layout) = layout else {
         return no_layout(host, session, now_ms);
     };
     match scan(host, &layout, session, now_ms, idle_ttl_ms) {
@@ -480,13 +516,25 @@ pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64
 /// Read a session that has a record, without choosing a slot for a new one (for ending and
 /// checkpointing sessions this worker served: one displaced since has nothing left to do).
 /// `None` when no probe holds the session.
+#[cfg(test)]
 pub(crate) fn find(
     host: &dyn Host,
     session: &str,
     now_ms: u64,
     idle_ttl_ms: u64,
 ) -> Option<Record> {
-    let layout = layout(host)?;
+    find_in(host, layout(host), session, now_ms, idle_ttl_ms)
+}
+
+/// [`find`] with the layout in force.
+pub(crate) fn find_in(
+    host: &dyn Host,
+    layout: Option<Layout>,
+    session: &str,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+) -> Option<Record> {
+    let layout = layout?;
     match scan(host, &layout, session, now_ms, idle_ttl_ms) {
         Scan::Found { slot, cas, record } => {
             Some(found(host, session, slot, cas, record, now_ms, idle_ttl_ms))
@@ -522,38 +570,6 @@ pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), 
         &bytes,
         Some(rec.cas.unwrap_or(EMPTY_SLOT_CAS)),
     )
-}
-
-/// Pin `intent` on a session the MCP server has just created. A legacy `initialize` carries no
-/// session id (the server assigns it in the response), so the intent it declared cannot be pinned
-/// while it is evaluated; the filter pins it when the response names the session. Only a session
-/// with no record yet is written: if any action of the session was already recorded, its pinned
-/// intent (or none) stands. Contention is not retried: another writer means the session exists.
-/// This function has no signer, so it does not displace a live session from its slot (whose
-/// `session_end` receipt would be due): when every probe holds one, the intent is not pinned
-/// (logged) and the session's first recorded action creates its record.
-pub(crate) fn pin_intent(host: &dyn Host, session: &str, intent: &str, idle_ttl_ms: u64) {
-    let now = host.now_ms();
-    let mut rec = load(host, session, now, idle_ttl_ms);
-    if rec.state.status != SessionStatus::New {
-        return;
-    }
-    if rec.displaced.is_some() {
-        host.log(
-            LogLevel::Warn,
-            &format!("portcullis: intent `{intent}` not pinned on new session `{session}`: every slot it may use holds a live session"),
-        );
-        return;
-    }
-    rec.state.status = SessionStatus::Active;
-    rec.state.intent = Some(intent.to_owned());
-    rec.extra.last_seen_ms = now;
-    if let Err(e) = store(host, session, &rec) {
-        host.log(
-            LogLevel::Warn,
-            &format!("portcullis: intent `{intent}` not pinned on new session `{session}`: {e:?}"),
-        );
-    }
 }
 
 /// What this worker remembers about one session it served.
@@ -945,21 +961,13 @@ mod tests {
     }
 
     #[test]
-    fn find_and_pin_intent_never_displace() {
+    fn find_never_displaces() {
         let (h, _) = host_with(1);
         assert!(find(&h, "nobody", 0, TTL).is_none());
         assert_eq!(slot_keys(&h), 0, "find writes nothing");
         put(&h, "a", active(0), 0);
-        pin_intent(&h, "b", "triage", TTL);
+        assert!(find(&h, "b", 0, TTL).is_none());
         assert_eq!(load(&h, "a", 0, TTL).state.actions, 3, "a keeps its slot");
-        assert!(h.state().logs.iter().any(|(_, l)| l.contains("not pinned")));
-        // with a free slot the intent is pinned
-        let (h, _) = host_with(4);
-        pin_intent(&h, "b", "triage", TTL);
-        assert_eq!(
-            load(&h, "b", 1000, TTL).state.intent.as_deref(),
-            Some("triage")
-        );
     }
 
     #[test]
