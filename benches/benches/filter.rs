@@ -4,53 +4,25 @@
 //!
 //! Run: `cargo bench -p portcullis-benches --bench filter`.
 
-use std::path::Path;
 use std::rc::Rc;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
+use portcullis_benches::{BASIC_POLICY, mcp_headers, plugin_config};
 use serde_json::json;
 
 fn config(checkpoint_every: u32) -> Vec<u8> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/scenarios/policies/basic.pcl");
-    let src = std::fs::read_to_string(path).unwrap_or_default();
-    let Ok(ast) = policy::syntax::parse(&src) else {
-        return Vec::new();
-    };
-    let Ok(unsigned) = policy::codegen::compile(&ast) else {
-        return Vec::new();
-    };
-    let Ok(signed) = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])) else {
-        return Vec::new();
-    };
-    serde_json::to_vec(&json!({
-        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
-        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-        "receipts": { "checkpoint_every": checkpoint_every },
-        "mcp": { "server_name": "workbench" },
-    }))
+    plugin_config(
+        BASIC_POLICY,
+        &json!({ "receipts": { "checkpoint_every": checkpoint_every } }),
+    )
+    .map(String::into_bytes)
     .unwrap_or_default()
 }
 
 fn headers() -> Vec<(String, String)> {
-    [
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("accept", "application/json, text/event-stream"),
-        ("mcp-session-id", "bench-session"),
-        ("mcp-protocol-version", "2025-11-25"),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect()
+    mcp_headers(Some("bench-session"), 1024)
 }
 
 /// A 1 KiB `tools/call` of `query_db` (allowed by the `queries` rule).

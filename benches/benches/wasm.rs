@@ -16,47 +16,9 @@
 
 use std::hint::black_box;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use criterion::{Criterion, criterion_group, criterion_main};
 use harness::{FilterModule, Host, HostConfig};
-
-const POLICY: &str = "../testdata/scenarios/policies/basic.pcl";
-
-fn plugin_config() -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(POLICY);
-    let src = std::fs::read_to_string(&path).unwrap();
-    let ast = policy::syntax::parse(&src).expect("policy parses");
-    let unsigned = policy::codegen::compile(&ast).expect("policy compiles");
-    let signed = bundle::sign(&unsigned, &signing_key_from_seed([1; 32])).unwrap();
-    serde_json::json!({
-        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
-        "trusted_bundle_keys": [format_verifying_key(&signing_key_from_seed([1; 32]).verifying_key())],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-        "mcp": { "paths": ["/mcp"], "server_name": "workbench" }
-    })
-    .to_string()
-}
-
-/// A `tools/call` body of `target` bytes (padding goes into the path argument).
-fn body(tool: &str, target: usize) -> Vec<u8> {
-    let make = |pad: usize| {
-        serde_json::to_vec(&serde_json::json!({
-            "jsonrpc": "2.0",
-            "id": 42,
-            "method": "tools/call",
-            "params": {
-                "name": tool,
-                "arguments": { "path": format!("/repo/{}", "d".repeat(pad)) }
-            }
-        }))
-        .unwrap()
-    };
-    let base = make(0).len();
-    let b = make(target.saturating_sub(base));
-    assert_eq!(b.len(), target);
-    b
-}
+use portcullis_benches::{BASIC_POLICY, TOOL_RESULT, plugin_config, tools_call_body};
 
 const HEADERS: &[(&str, &str)] = &[
     (":method", "POST"),
@@ -68,9 +30,6 @@ const HEADERS: &[(&str, &str)] = &[
     ("mcp-session-id", "bench-session"),
     ("content-length", "1024"),
 ];
-
-const RESPONSE: &[u8] =
-    br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
 
 /// One complete stream; returns whether the request went upstream.
 fn one(host: &mut Host, body: &[u8]) -> bool {
@@ -84,7 +43,7 @@ fn one(host: &mut Host, body: &[u8]) -> bool {
             false,
         )
         .unwrap();
-        s.response_body(RESPONSE, true).unwrap();
+        s.response_body(TOOL_RESULT, true).unwrap();
     }
     assert!(s.view().finished(), "the stream must end every iteration");
     let id = s.id();
@@ -96,9 +55,9 @@ fn one(host: &mut Host, body: &[u8]) -> bool {
 fn bench(c: &mut Criterion) {
     let path = harness::build::filter_wasm().unwrap();
     let wasm = std::fs::read(&path).unwrap();
-    let config = plugin_config();
-    let allowed = body("read_file", 1024);
-    let denied = body("format_disk", 1024);
+    let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
+    let allowed = tools_call_body("read_file", 1024);
+    let denied = tools_call_body("format_disk", 1024);
 
     let unmetered = FilterModule::from_bytes_unmetered(&wasm).unwrap();
     let mut host = Host::start(&unmetered, HostConfig::new(config.clone())).unwrap();

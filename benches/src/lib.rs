@@ -1,1 +1,99 @@
-//! Shared fixtures for the criterion benches.
+//! Shared fixtures for the criterion benches and the `cost` profiling driver: one plugin
+//! configuration (a pack compiled and signed in process), the MCP request headers and
+//! `tools/call` bodies of an exact size, so every bench measures the same request.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
+use serde_json::{Value, json};
+
+/// The pack most filter benches evaluate (`testdata/scenarios/policies/basic.pcl`).
+pub const BASIC_POLICY: &str = "testdata/scenarios/policies/basic.pcl";
+
+/// The pack of the Envoy load benchmark, variant d (`benches/load/policy.pcl`).
+pub const LOAD_POLICY: &str = "benches/load/policy.pcl";
+
+/// A path relative to the repository root.
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Why a fixture could not be built.
+#[derive(Debug)]
+pub struct FixtureError(pub String);
+
+impl std::fmt::Display for FixtureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FixtureError {}
+
+/// The plugin configuration JSON for `policy` (a repo-relative `.pcl`), compiled and signed with
+/// a fixed bundle key, receipts signed with a fixed receipt key; `extra` members are merged in at
+/// the top level (e.g. `{"receipts": {"checkpoint_every": 1}}`).
+pub fn plugin_config(policy: &str, extra: &Value) -> Result<String, FixtureError> {
+    let path = repo_path(policy);
+    let src = std::fs::read_to_string(&path)
+        .map_err(|e| FixtureError(format!("{}: {e}", path.display())))?;
+    let ast = policy::syntax::parse(&src).map_err(|e| FixtureError(format!("{e:?}")))?;
+    let unsigned = policy::codegen::compile(&ast).map_err(|e| FixtureError(format!("{e:?}")))?;
+    let bundle_key = signing_key_from_seed([1; 32]);
+    let signed =
+        bundle::sign(&unsigned, &bundle_key).map_err(|e| FixtureError(format!("{e:?}")))?;
+    let mut cfg = json!({
+        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
+        "trusted_bundle_keys": [format_verifying_key(&bundle_key.verifying_key())],
+        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
+        "mcp": { "paths": ["/mcp"], "server_name": "workbench" },
+    });
+    if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            c.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(cfg.to_string())
+}
+
+/// Request headers of an MCP POST (legacy protocol, session `session` when given).
+pub fn mcp_headers(session: Option<&str>, content_length: usize) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2025-11-25"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    if let Some(s) = session {
+        h.push(("mcp-session-id".to_owned(), s.to_owned()));
+    }
+    h.push(("content-length".to_owned(), content_length.to_string()));
+    h
+}
+
+/// A `tools/call` of `tool` of exactly `size` bytes (or the smallest possible when `size` is
+/// smaller): the padding goes into a `path` argument.
+pub fn tools_call_body(tool: &str, size: usize) -> Vec<u8> {
+    let make = |pad: usize| {
+        serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": { "name": tool, "arguments": { "path": format!("/repo/{}", "d".repeat(pad)) } }
+        }))
+        .unwrap_or_default()
+    };
+    let base = make(0).len();
+    make(size.saturating_sub(base))
+}
+
+/// A small JSON-RPC result, as an upstream MCP server answers a tool call.
+pub const TOOL_RESULT: &[u8] =
+    br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;

@@ -443,6 +443,11 @@ impl Host {
             .unwrap_or(0)
     }
 
+    /// Every hostcall the module made so far, by name, with its count.
+    pub fn hostcall_counts(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.store.data().hostcall_counts
+    }
+
     /// Answers a pending call-out: `proxy_on_http_call_response(root, token, headers, body,
     /// trailers)` with `:status` first, then `headers`.
     pub fn respond_http_call(

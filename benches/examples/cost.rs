@@ -1,0 +1,161 @@
+//! Drives N whole requests through the filter, for instruction counting under callgrind
+//! (`benches/cost/run`): instruction counts do not depend on what else the machine is doing, so
+//! they compare two builds of the filter exactly, where wall-clock timings on this shared box do
+//! not.
+//!
+//! ```text
+//! cost <native|wasm> <case> <iterations>
+//! ```
+//!
+//! - `native`: `filter_core` under its mock host (Rust symbols, so callgrind attributes the cost
+//!   to functions: parse, risk scan, evaluation, digest, receipt, session codec ...).
+//! - `wasm`: the built `portcullis.wasm` under the test harness's wasmtime host (the code Envoy
+//!   runs, compiled by Cranelift instead of V8; JIT code has no symbols, so only totals). With
+//!   `COST_HOSTCALLS=1` it prints the hostcalls per request, by name.
+//!
+//! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
+//! back through the result inspection), `deny1k` (unknown tool, JSON-RPC error), `get` (egress
+//! GET, no body). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
+//! and its signing cadence (every 16th ALLOW receipt signed) are in the steady state.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::rc::Rc;
+
+use filter_core::mock::MockHost;
+use filter_core::{FilterAction, Plugin, Stream};
+use portcullis_benches::{BASIC_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body};
+
+struct Case {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    allowed: bool,
+}
+
+fn case(name: &str) -> Case {
+    let call = |tool: &str, size: usize, allowed: bool| {
+        let body = tools_call_body(tool, size);
+        Case {
+            headers: mcp_headers(Some("cost-session"), body.len()),
+            body,
+            allowed,
+        }
+    };
+    match name {
+        "call256" => call("read_file", 256, true),
+        "call1k" => call("read_file", 1024, true),
+        "call16k" => call("read_file", 16 * 1024, true),
+        "deny1k" => call("format_disk", 1024, false),
+        "get" => Case {
+            headers: [
+                (":method", "GET"),
+                (":path", "/repos/acme/widgets"),
+                (":authority", "api.github.com"),
+                (":scheme", "https"),
+                ("accept", "application/json"),
+            ]
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+            body: Vec::new(),
+            allowed: true,
+        },
+        other => panic!("unknown case {other}"),
+    }
+}
+
+fn native(c: &Case, n: u64) {
+    let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
+    let host = MockHost::new(1_800_000_000_000);
+    let plugin = Rc::new(Plugin::configure(&host, config.as_bytes()));
+    assert!(plugin.error().is_none(), "{:?}", plugin.error());
+    let one = || {
+        host.new_stream(c.headers.clone());
+        let mut s = Stream::new(Rc::clone(&plugin));
+        let mut a = s.on_request_headers(&host, c.body.is_empty());
+        if a == FilterAction::Pause && !c.body.is_empty() {
+            host.state().request_body.clone_from(&c.body);
+            a = s.on_request_body(&host, c.body.len(), true);
+        }
+        let forwarded = a == FilterAction::Continue && host.state().local_response.is_none();
+        if forwarded {
+            host.state().response_headers = vec![
+                (":status".to_owned(), "200".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+            ];
+            s.on_response_headers(&host);
+            host.state().response_body = TOOL_RESULT.to_vec();
+            s.on_response_body(&host, TOOL_RESULT.len(), true);
+        }
+        host.state().logs.clear();
+        host.advance(1);
+        forwarded
+    };
+    assert_eq!(one(), c.allowed, "the policy's answer changed");
+    for _ in 0..n {
+        black_box(one());
+    }
+}
+
+fn wasm(c: &Case, n: u64) {
+    use harness::{FilterModule, Host, HostConfig};
+    let bytes = std::fs::read(harness::build::filter_wasm().unwrap()).unwrap();
+    let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
+    let module = FilterModule::from_bytes_unmetered(&bytes).unwrap();
+    let mut host = Host::start(&module, HostConfig::new(config)).unwrap();
+    let headers: Vec<(&str, &str)> = c
+        .headers
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let one = |host: &mut Host| {
+        let mut s = host.new_stream().unwrap();
+        s.request_headers(&headers, c.body.is_empty()).unwrap();
+        if !c.body.is_empty() && !s.view().finished() && !s.view().request_forwarded() {
+            s.request_body(&c.body, true).unwrap();
+        }
+        let forwarded = s.view().request_forwarded();
+        if forwarded {
+            s.response_headers(
+                &[(":status", "200"), ("content-type", "application/json")],
+                false,
+            )
+            .unwrap();
+            s.response_body(TOOL_RESULT, true).unwrap();
+        }
+        let id = s.id();
+        host.forget_stream(id);
+        host.clear_logs();
+        forwarded
+    };
+    assert_eq!(one(&mut host), c.allowed, "the policy's answer changed");
+    let before = host.hostcall_counts().clone();
+    for _ in 0..n {
+        black_box(one(&mut host));
+    }
+    if std::env::var_os("COST_HOSTCALLS").is_some() && n > 0 {
+        // Hostcalls per request, steady state: each is a crossing out of the VM in Envoy.
+        for (name, after) in host.hostcall_counts() {
+            let per = after.saturating_sub(before.get(name).copied().unwrap_or(0));
+            if per > 0 {
+                println!("{name} {:.2}", per as f64 / n as f64);
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(target), Some(name), Some(n)) = (args.get(1), args.get(2), args.get(3)) else {
+        eprintln!("usage: cost <native|wasm> <call256|call1k|call16k|deny1k|get> <iterations>");
+        std::process::exit(2);
+    };
+    let n: u64 = n.parse().expect("iterations: a number");
+    let c = case(name);
+    match target.as_str() {
+        "native" => native(&c, n),
+        "wasm" => wasm(&c, n),
+        other => panic!("unknown target {other}"),
+    }
+}
