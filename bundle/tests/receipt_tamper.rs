@@ -373,3 +373,42 @@ fn reads_envoy_access_log_lines_and_batches() {
         [(15, FindingKind::Malformed), (16, FindingKind::Malformed)]
     );
 }
+
+/// A session id whose first session ended (signed `session_end`) and that came back as a new
+/// session (its slot was reused) logs a second chain from seq 1: two intact chains, not a break.
+/// A restart without the `session_end` before it, or a forged restart, still fails.
+#[test]
+fn a_session_id_reused_after_its_end_starts_a_second_chain() {
+    let (signer, keys, mut log) = setup();
+    let second = session_log("s", &signer, 5, 50_000);
+    log.extend(second.iter().cloned());
+    let r = verify(&log, &keys);
+    assert!(r.ok, "{:?}", r.findings);
+    assert_eq!(r.sessions.len(), 2);
+    assert_eq!(
+        (r.sessions[0].last_seq, r.sessions[1].last_seq),
+        (9, 6),
+        "each chain is attested on its own"
+    );
+    assert!(r.sessions.iter().all(|s| s.ended && s.session == "s"));
+
+    // Without the first chain's session_end, a restart is a fork.
+    let (_, _, first) = setup();
+    let mut no_end = first[..8].to_vec();
+    no_end.extend(second.iter().cloned());
+    let r = verify(&no_end, &keys);
+    assert!(!r.ok);
+    assert!(
+        kinds(&r).contains(&(9, FindingKind::ChainBreak)),
+        "{:?}",
+        r.findings
+    );
+
+    // A second chain by a key nobody trusts is caught like any other receipt.
+    let stranger = Signer::new(signing_key_from_seed([7; 32]));
+    let mut forged = first.clone();
+    forged.extend(session_log("s", &stranger, 3, 60_000));
+    let r = verify(&forged, &keys);
+    assert!(!r.ok);
+    assert!(r.findings.iter().any(|f| f.kind == FindingKind::UnknownKey));
+}

@@ -15,6 +15,13 @@
 //! chain (`seq` and `prev`, inside the hashed body) is authoritative, so a receipt logged after a
 //! higher `seq` is a *notice* (`reordered`, in [`VerifyReport::notices`]), not a failure, unless
 //! [`VerifyOptions::strict_order`] asks for log order to match chain order.
+//!
+//! A session id can start a second chain: the filter keeps sessions in a bounded number of slots,
+//! and once a session has ended (a signed `session_end`, the last receipt of its chain) and its
+//! slot was reused, the same id seen again is a new session whose chain starts again at 1. So,
+//! per session id in log order, a receipt with `seq` 1 and a zero `prev` that comes after a
+//! `session_end` starts a new chain, checked on its own (a second summary with the same session
+//! id). A chain restart anywhere else is still a `chain_break`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -377,7 +384,10 @@ pub fn verify_log_with<'a>(
             .push(f);
     }
     let mut summaries = Vec::new();
-    for (session, entries) in &sessions {
+    for (session, entries) in sessions
+        .iter()
+        .flat_map(|(s, e)| chains(e).map(move |c| (s, c)))
+    {
         let mut own = Vec::new();
         let summary = verify_session(session, entries, &by_id, &mut own);
         let (notes, fails): (Vec<Finding>, Vec<Finding>) =
@@ -400,6 +410,34 @@ pub fn verify_log_with<'a>(
         findings,
         notices,
     }
+}
+
+/// A session's receipts (log order) split into chains: a new one starts at a first receipt
+/// (`seq` 1, zero `prev`) logged after a `session_end`.
+fn chains<'a, 'b>(entries: &'b [&'a Found]) -> impl Iterator<Item = &'b [&'a Found]> {
+    let zero = "0".repeat(64);
+    let mut starts = vec![0usize];
+    let mut ended = false;
+    for (i, f) in entries.iter().enumerate() {
+        let b = &f.receipt.body;
+        if ended && b.seq == 1 && b.prev == zero {
+            starts.push(i);
+            ended = false;
+        }
+        if b.event == super::EventKind::SessionEnd {
+            ended = true;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .copied()
+        .chain(std::iter::once(entries.len()))
+        .collect();
+    starts
+        .into_iter()
+        .zip(ends)
+        .filter_map(move |(a, b)| entries.get(a..b))
 }
 
 fn verify_session(
