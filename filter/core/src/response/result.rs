@@ -77,14 +77,52 @@ pub(crate) fn pack_reads_results(p: &bundle::format::Program) -> bool {
         || p.intents.iter().any(|i| modifies(&i.outside))
 }
 
+/// `call` without its arguments and risk (a result action replaces both), so a large call is not
+/// copied for the response path. Spelled out field by field so that a new `Action` field is a
+/// compile error here, not a silent omission.
+fn without_arguments(call: &Action) -> Action {
+    let Action {
+        kind,
+        operation,
+        tool,
+        resource,
+        prompt,
+        arguments: _,
+        target,
+        identity,
+        headers,
+        session_id,
+        trace_id,
+        declared_intent,
+        size,
+        risk: _,
+    } = call;
+    Action {
+        kind: *kind,
+        operation: operation.clone(),
+        tool: tool.clone(),
+        resource: resource.clone(),
+        prompt: prompt.clone(),
+        arguments: Value::Null,
+        target: target.clone(),
+        identity: identity.clone(),
+        headers: headers.clone(),
+        session_id: session_id.clone(),
+        trace_id: trace_id.clone(),
+        declared_intent: declared_intent.clone(),
+        size: *size,
+        risk: bundle::action::Risk::default(),
+    }
+}
+
 /// The `tools/result` action for a call's JSON-RPC response `msg` (documented in docs/filter.md).
 pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
-    let result = msg.get("result").cloned().unwrap_or(Value::Null);
+    let result = msg.get("result").unwrap_or(&Value::Null);
     let mut text = String::new();
-    result_text(&result, &mut text);
+    result_text(result, &mut text);
     let mut a = call.clone();
     a.operation = RESULT_OPERATION.to_owned();
-    a.risk = risk::scan_value(&result);
+    a.risk = risk::scan_value(result);
     a.size = u64::try_from(result.to_string().len()).unwrap_or(u64::MAX);
     a.arguments = json!({
         "text": text,
@@ -131,7 +169,7 @@ impl ResultWatch {
     ) -> Option<Self> {
         let pending: Vec<_> = msgs
             .filter(|(_, a)| a.operation == "tools/call")
-            .filter_map(|(id, a)| Some((id?.clone(), a.clone())))
+            .filter_map(|(id, a)| Some((id?.clone(), without_arguments(a))))
             .collect();
         (!pending.is_empty()).then(|| ResultWatch {
             pending,
