@@ -14,8 +14,8 @@
 //!   `COST_HOSTCALLS=1` it prints the hostcalls per request, by name.
 //!
 //! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
-//! back through the result inspection), `deny1k` (unknown tool, JSON-RPC error), `get` (egress
-//! GET, no body). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
+//! back through the result inspection), `deny1k` (unknown tool, JSON-RPC error), `init` (an
+//! `initialize`), `get` (egress GET, no body). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
 //! and its signing cadence (every 16th ALLOW receipt signed) are in the steady state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -47,6 +47,14 @@ fn case(name: &str) -> Case {
         "call1k" => call("read_file", 1024, true),
         "call16k" => call("read_file", 16 * 1024, true),
         "deny1k" => call("format_disk", 1024, false),
+        "init" => {
+            let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#.to_vec();
+            Case {
+                headers: mcp_headers(Some("cost-session"), body.len()),
+                body,
+                allowed: true,
+            }
+        }
         "get" => Case {
             headers: [
                 (":method", "GET"),
@@ -148,7 +156,7 @@ fn wasm(c: &Case, n: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(target), Some(name), Some(n)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: cost <native|wasm> <call256|call1k|call16k|deny1k|get> <iterations>");
+        eprintln!("usage: cost <native|wasm> <call256|call1k|call16k|deny1k|init|get> <iterations>");
         std::process::exit(2);
     };
     let n: u64 = n.parse().expect("iterations: a number");
