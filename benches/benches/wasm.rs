@@ -18,38 +18,19 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use harness::{FilterModule, Host, HostConfig};
-use portcullis_benches::{BASIC_POLICY, TOOL_RESULT, plugin_config, tools_call_body};
-
-const HEADERS: &[(&str, &str)] = &[
-    (":method", "POST"),
-    (":path", "/mcp"),
-    (":authority", "workbench"),
-    (":scheme", "http"),
-    ("content-type", "application/json"),
-    ("accept", "application/json, text/event-stream"),
-    ("mcp-session-id", "bench-session"),
-    ("content-length", "1024"),
-];
+use portcullis_benches::{
+    BASIC_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body, wasm_stream,
+};
 
 /// One complete stream; returns whether the request went upstream.
 fn one(host: &mut Host, body: &[u8]) -> bool {
-    let mut s = host.new_stream().unwrap();
-    s.request_headers(HEADERS, false).unwrap();
-    s.request_body(body, true).unwrap();
-    let forwarded = s.view().request_forwarded();
-    if forwarded {
-        s.response_headers(
-            &[(":status", "200"), ("content-type", "application/json")],
-            false,
-        )
-        .unwrap();
-        s.response_body(TOOL_RESULT, true).unwrap();
-    }
-    assert!(s.view().finished(), "the stream must end every iteration");
-    let id = s.id();
-    host.forget_stream(id);
-    host.clear_logs();
-    forwarded
+    wasm_stream(
+        host,
+        &mcp_headers(Some("bench-session"), body.len()),
+        body,
+        TOOL_RESULT,
+    )
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {

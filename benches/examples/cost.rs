@@ -25,7 +25,9 @@ use std::rc::Rc;
 
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
-use portcullis_benches::{BASIC_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body};
+use portcullis_benches::{
+    BASIC_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body, wasm_stream,
+};
 
 struct Case {
     headers: Vec<(String, String)>,
@@ -112,31 +114,7 @@ fn wasm(c: &Case, n: u64) {
     let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
     let module = FilterModule::from_bytes_unmetered(&bytes).unwrap();
     let mut host = Host::start(&module, HostConfig::new(config)).unwrap();
-    let headers: Vec<(&str, &str)> = c
-        .headers
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let one = |host: &mut Host| {
-        let mut s = host.new_stream().unwrap();
-        s.request_headers(&headers, c.body.is_empty()).unwrap();
-        if !c.body.is_empty() && !s.view().finished() && !s.view().request_forwarded() {
-            s.request_body(&c.body, true).unwrap();
-        }
-        let forwarded = s.view().request_forwarded();
-        if forwarded {
-            s.response_headers(
-                &[(":status", "200"), ("content-type", "application/json")],
-                false,
-            )
-            .unwrap();
-            s.response_body(TOOL_RESULT, true).unwrap();
-        }
-        let id = s.id();
-        host.forget_stream(id);
-        host.clear_logs();
-        forwarded
-    };
+    let one = |host: &mut Host| wasm_stream(host, &c.headers, &c.body, TOOL_RESULT).unwrap();
     assert_eq!(one(&mut host), c.allowed, "the policy's answer changed");
     let before = host.hostcall_counts().clone();
     for _ in 0..n {
@@ -156,7 +134,9 @@ fn wasm(c: &Case, n: u64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(target), Some(name), Some(n)) = (args.get(1), args.get(2), args.get(3)) else {
-        eprintln!("usage: cost <native|wasm> <call256|call1k|call16k|deny1k|init|get> <iterations>");
+        eprintln!(
+            "usage: cost <native|wasm> <call256|call1k|call16k|deny1k|init|get> <iterations>"
+        );
         std::process::exit(2);
     };
     let n: u64 = n.parse().expect("iterations: a number");

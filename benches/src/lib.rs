@@ -97,3 +97,42 @@ pub fn tools_call_body(tool: &str, size: usize) -> Vec<u8> {
 /// A small JSON-RPC result, as an upstream MCP server answers a tool call.
 pub const TOOL_RESULT: &[u8] =
     br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+
+/// One whole HTTP stream through the built `.wasm` under the test harness's proxy-wasm host:
+/// request headers, the body (when there is one and the filter waits for it), and for a request
+/// that went upstream a `200` JSON answer `response`. Returns whether the request went upstream.
+pub fn wasm_stream(
+    host: &mut harness::Host,
+    headers: &[(String, String)],
+    body: &[u8],
+    response: &[u8],
+) -> Result<bool, FixtureError> {
+    fn fail(e: impl std::fmt::Display) -> FixtureError {
+        FixtureError(format!("{e:#}"))
+    }
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut s = host.new_stream().map_err(fail)?;
+    s.request_headers(&headers, body.is_empty()).map_err(fail)?;
+    if !body.is_empty() && !s.view().finished() && !s.view().request_forwarded() {
+        s.request_body(body, true).map_err(fail)?;
+    }
+    let forwarded = s.view().request_forwarded();
+    if forwarded {
+        s.response_headers(
+            &[(":status", "200"), ("content-type", "application/json")],
+            false,
+        )
+        .map_err(fail)?;
+        s.response_body(response, true).map_err(fail)?;
+    }
+    if !s.view().finished() {
+        return Err(FixtureError("the stream did not end".to_owned()));
+    }
+    let id = s.id();
+    host.forget_stream(id);
+    host.clear_logs();
+    Ok(forwarded)
+}

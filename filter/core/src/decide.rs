@@ -507,13 +507,7 @@ pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input
     let mut last_error = String::from("compare-and-swap contention");
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
-        let mut rec = session_store::load_in(
-            host,
-            l.layout_in_force.get(host),
-            session,
-            now,
-            l.cfg.session.idle_ttl_ms,
-        );
+        let mut rec = l.load_session(host, session, now);
         let ended = rec.ended.map(|why| {
             (
                 why,
@@ -547,13 +541,7 @@ pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input
     plugin.count(host, crate::plugin::Metric::Errors);
     // Evaluate once more without saving, to know what the policy said.
     let now = host.now_ms();
-    let mut rec = session_store::load_in(
-        host,
-        l.layout_in_force.get(host),
-        session,
-        now,
-        l.cfg.session.idle_ttl_ms,
-    );
+    let mut rec = l.load_session(host, session, now);
     let plan = plan_on(l, input, session, &mut rec, now);
     match l.cfg.failure_mode {
         FailureMode::Closed => store_failed(plan, &last_error),
@@ -602,13 +590,7 @@ pub(crate) fn resolve_defer(
     };
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
-        let mut rec = session_store::load_in(
-            host,
-            l.layout_in_force.get(host),
-            session,
-            now,
-            l.cfg.session.idle_ttl_ms,
-        );
+        let mut rec = l.load_session(host, session, now);
         let r = receipt::seal(
             body(rec.state.drift),
             &mut rec.chain,

@@ -38,6 +38,27 @@ pub(crate) struct Loaded {
     pub inspect_results: bool,
 }
 
+impl Loaded {
+    /// Read a session (or find the slot a new one goes to) in the layout in force; see
+    /// [`session_store::load_in`].
+    pub(crate) fn load_session(&self, host: &dyn Host, session: &str, now_ms: u64) -> Record {
+        let layout = self.layout_in_force.get(host);
+        session_store::load_in(host, layout, session, now_ms, self.cfg.session.idle_ttl_ms)
+    }
+
+    /// Read a session that has a record, without choosing a slot for a new one; see
+    /// [`session_store::find_in`].
+    pub(crate) fn find_session(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        now_ms: u64,
+    ) -> Option<Record> {
+        let layout = self.layout_in_force.get(host);
+        session_store::find_in(host, layout, session, now_ms, self.cfg.session.idle_ttl_ms)
+    }
+}
+
 /// Metric names (Envoy prefixes Wasm metrics with `wasmcustom.`).
 const METRICS: [(Metric, &str, MetricKind); 9] = [
     (
@@ -327,13 +348,7 @@ impl Plugin {
     /// Contention is not retried: another writer means the session exists.
     pub(crate) fn pin_intent(&self, host: &dyn Host, l: &Loaded, session: &str, intent: &str) {
         let now = host.now_ms();
-        let mut rec = session_store::load_in(
-            host,
-            l.layout_in_force.get(host),
-            session,
-            now,
-            l.cfg.session.idle_ttl_ms,
-        );
+        let mut rec = l.load_session(host, session, now);
         if rec.state.status != SessionStatus::New {
             return;
         }
@@ -357,13 +372,7 @@ impl Plugin {
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let Some(mut rec) = session_store::find_in(
-                host,
-                l.layout_in_force.get(host),
-                session,
-                now,
-                l.cfg.session.idle_ttl_ms,
-            ) else {
+            let Some(mut rec) = l.find_session(host, session, now) else {
                 return; // no record left: its slot went to another session
             };
             if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
@@ -442,13 +451,7 @@ impl Plugin {
     fn checkpoint(&self, host: &dyn Host, l: &Loaded, session: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let Some(mut rec) = session_store::find_in(
-                host,
-                l.layout_in_force.get(host),
-                session,
-                now,
-                l.cfg.session.idle_ttl_ms,
-            ) else {
+            let Some(mut rec) = l.find_session(host, session, now) else {
                 // Its slot went to another session (whose worker logged its `session_end`).
                 if self.tracker.borrow_mut().forget(session) {
                     self.add(host, Metric::Sessions, -1);

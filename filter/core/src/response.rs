@@ -30,7 +30,6 @@ use crate::host::{Host, LogLevel};
 use crate::normalize::JsonRpcId;
 use crate::plugin::Loaded;
 use crate::request::FilterAction;
-use crate::session_store;
 
 /// JSON-RPC error code of a list response the filter could not check.
 pub const UNCHECKED_RESPONSE_CODE: i64 = -32044;
@@ -209,16 +208,7 @@ impl ListFilter {
         let buf = host.response_body(0, body_size).unwrap_or_default();
         let now = host.now_ms();
         let state = match session {
-            Some(s) => {
-                session_store::load_in(
-                    host,
-                    l.layout_in_force.get(host),
-                    s,
-                    now,
-                    l.cfg.session.idle_ttl_ms,
-                )
-                .state
-            }
+            Some(s) => l.load_session(host, s, now).state,
             None => SessionState::new(now),
         };
         let cx = Cx {

@@ -325,13 +325,7 @@ impl ResultWatch {
         };
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
-            let mut rec = session_store::load_in(
-                host,
-                l.layout_in_force.get(host),
-                session,
-                now,
-                l.cfg.session.idle_ttl_ms,
-            );
+            let mut rec = l.load_session(host, session, now);
             let verdict = l.bundle.evaluate(&action, &rec.state, now);
             let (rewritten, changes) = modify_result(msg, &verdict);
             if verdict.effects.is_empty() && changes.is_empty() {
