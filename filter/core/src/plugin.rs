@@ -38,6 +38,12 @@ pub(crate) struct Loaded {
     pub inspect_results: bool,
 }
 
+/// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
+/// ~50-80 µs with its session read and write, so a tick stays under ~2.5 ms; with 1,000 busy
+/// sessions and no budget a tick signed ~180 of them and stalled the worker ~15-20 ms
+/// (BENCHMARKS.md, e's p99.9).
+pub const MAX_SIGNATURES_PER_TICK: usize = 32;
+
 impl Loaded {
     /// Read a session (or find the slot a new one goes to) in the layout in force; see
     /// [`session_store::load_in`].
@@ -418,8 +424,13 @@ impl Plugin {
     pub fn on_tick(&self, host: &dyn Host) {
         let Ok(l) = &self.loaded else { return };
         let now = host.now_ms();
+        // Each session end or checkpoint is a signature, and the tick runs on the worker that
+        // serves requests: a budget per tick keeps it from stalling them (the rest waits for the
+        // next tick; active sessions sign on their next receipt anyway).
+        let mut budget = MAX_SIGNATURES_PER_TICK;
         let idle = self.tracker.borrow().idle(now, l.cfg.session.idle_ttl_ms);
-        for s in idle {
+        for s in idle.into_iter().take(budget) {
+            budget = budget.saturating_sub(1);
             self.end_session(host, l, &s, "expired");
             if self.tracker.borrow_mut().forget(&s) {
                 self.add(host, Metric::Sessions, -1);
@@ -429,7 +440,7 @@ impl Plugin {
             .tracker
             .borrow()
             .checkpoint_due(now, l.cfg.receipts.max_unsigned_ms);
-        for s in due {
+        for s in due.into_iter().take(budget) {
             self.checkpoint(host, l, &s);
         }
         let anon_due = {

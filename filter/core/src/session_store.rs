@@ -643,15 +643,19 @@ impl Tracker {
             .collect()
     }
 
-    /// Sessions whose oldest unsigned receipt is at least `max_unsigned_ms` old.
+    /// Sessions whose oldest unsigned receipt is at least `max_unsigned_ms` old, the longest
+    /// waiting first.
     pub fn checkpoint_due(&self, now_ms: u64, max_unsigned_ms: u64) -> Vec<String> {
-        self.entries
+        let mut due: Vec<(u64, &String)> = self
+            .entries
             .iter()
             .filter(|(_, t)| {
                 t.unsigned > 0 && now_ms.saturating_sub(t.oldest_unsigned_ms) >= max_unsigned_ms
             })
-            .map(|(k, _)| k.clone())
-            .collect()
+            .map(|(k, t)| (t.oldest_unsigned_ms, k))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, k)| k.clone()).collect()
     }
 
     /// What is tracked for a session.

@@ -518,3 +518,44 @@ fn the_receipt_header_carries_what_the_operator_chose() {
     );
     assert!(bad.error().is_some());
 }
+
+/// One tick signs at most `MAX_SIGNATURES_PER_TICK` checkpoints (the longest waiting first), so a
+/// worker with many idle sessions is not stalled; the next ticks attest the rest.
+#[test]
+fn a_tick_signs_a_bounded_number_of_checkpoints_oldest_first() {
+    use filter_core::plugin::MAX_SIGNATURES_PER_TICK as BUDGET;
+    let (host, plugin) = setup(json!({}));
+    let n = BUDGET + 8;
+    for i in 0..n {
+        call(
+            &host,
+            &plugin,
+            Some(&format!("s{i:03}")),
+            tool(1, "read_file", json!({"path": "/a"})),
+        );
+        host.advance(10);
+    }
+    let checkpoints = |host: &MockHost| -> Vec<String> {
+        let logs = std::mem::take(&mut host.state().logs);
+        logs.iter()
+            .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
+            .map(|r| bundle::receipt::Receipt::from_json(r).unwrap())
+            .filter(|r| r.body.event == bundle::receipt::EventKind::Checkpoint)
+            .map(|r| r.body.session)
+            .collect()
+    };
+    host.state().logs.clear();
+    host.advance(6_000);
+    plugin.on_tick(&host);
+    let first = checkpoints(&host);
+    assert_eq!(first.len(), BUDGET);
+    let oldest: Vec<String> = (0..BUDGET).map(|i| format!("s{i:03}")).collect();
+    assert_eq!(first, oldest, "the longest waiting sessions first");
+    host.advance(1_000);
+    plugin.on_tick(&host);
+    let second = checkpoints(&host);
+    assert_eq!(second.len(), 8);
+    host.advance(1_000);
+    plugin.on_tick(&host);
+    assert!(checkpoints(&host).is_empty(), "every session is attested");
+}
