@@ -14,8 +14,8 @@ mod common;
 use std::rc::Rc;
 
 use bundle::keys::{format_verifying_key, signing_key_from_seed};
+use filter_core::Plugin;
 use filter_core::mock::MockHost;
-use filter_core::{Plugin, Stream};
 use serde_json::{Value, json};
 
 fn plugin(host: &MockHost) -> Rc<Plugin> {
@@ -30,26 +30,11 @@ fn plugin(host: &MockHost) -> Rc<Plugin> {
 
 /// Send one MCP message in session `s1`; return the receipt's `drift_milli`.
 fn drift_after(host: &MockHost, p: &Rc<Plugin>, body: Value, intent: Option<&str>) -> i64 {
-    let mut headers: Vec<(String, String)> = [
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("mcp-session-id", "s1"),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
+    let mut extra = vec![("mcp-session-id", "s1")];
     if let Some(i) = intent {
-        headers.push(("x-portcullis-intent".into(), i.into()));
+        extra.push(("x-portcullis-intent", i));
     }
-    host.new_stream(headers);
-    let bytes = serde_json::to_vec(&body).unwrap();
-    let mut s = Stream::new(Rc::clone(p));
-    s.on_request_headers(host, false);
-    host.state().request_body = bytes.clone();
-    s.on_request_body(host, bytes.len(), true);
+    common::send_mcp(host, p, &extra, &body);
     let st = host.state();
     let r = st.filter_state.get("wasm.portcullis.receipt").unwrap();
     let r: Value = serde_json::from_slice(r).unwrap();

@@ -19,7 +19,7 @@ use bundle::keys::signing_key_from_seed;
 use bundle::receipt::verify_log;
 use filter_core::mock::MockHost;
 use filter_core::session_store::slot_key_of;
-use filter_core::{FilterAction, Plugin, Stream};
+use filter_core::{FilterAction, Plugin};
 use serde_json::{Value, json};
 
 const START_MS: u64 = 1_800_000_000_000;
@@ -49,27 +49,8 @@ struct Outcome {
 }
 
 fn call(host: &MockHost, plugin: &Rc<Plugin>, session: Option<&str>, body: Value) -> Outcome {
-    let mut headers: Vec<(String, String)> = [
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
-    if let Some(s) = session {
-        headers.push(("mcp-session-id".into(), s.into()));
-    }
-    host.new_stream(headers);
-    let bytes = serde_json::to_vec(&body).unwrap();
-    let mut stream = Stream::new(Rc::clone(plugin));
-    let mut a = stream.on_request_headers(host, false);
-    if host.state().local_response.is_none() {
-        host.state().request_body = bytes.clone();
-        a = stream.on_request_body(host, bytes.len(), true);
-    }
+    let extra: Vec<(&str, &str)> = session.map(|s| ("mcp-session-id", s)).into_iter().collect();
+    let (_, a) = common::send_mcp(host, plugin, &extra, &body);
     let st = host.state();
     let local = st.local_response.clone();
     Outcome {

@@ -18,7 +18,7 @@ use bundle::keys::signing_key_from_seed;
 use bundle::receipt::{FindingKind, verify_log};
 use filter_core::mock::MockHost;
 use filter_core::session_store::{LAYOUT_KEY, slot_key_of};
-use filter_core::{FilterAction, Plugin, Stream};
+use filter_core::{FilterAction, Plugin};
 use serde_json::{Value, json};
 
 const START_MS: u64 = 1_800_000_000_000;
@@ -30,25 +30,7 @@ struct Outcome {
 }
 
 fn call(host: &MockHost, plugin: &Rc<Plugin>, session: &str, body: &Value) -> Outcome {
-    let headers = [
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("mcp-session-id", session),
-    ]
-    .iter()
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
-    host.new_stream(headers);
-    let bytes = serde_json::to_vec(body).unwrap();
-    let mut stream = Stream::new(Rc::clone(plugin));
-    let mut a = stream.on_request_headers(host, false);
-    if host.state().local_response.is_none() {
-        host.state().request_body = bytes.clone();
-        a = stream.on_request_body(host, bytes.len(), true);
-    }
+    let (_, a) = common::send_mcp(host, plugin, &[("mcp-session-id", session)], body);
     let st = host.state();
     let fs = |k: &str| {
         st.filter_state

@@ -54,3 +54,34 @@ pub fn plugin(host: &MockHost, pack: &str, extra: Value) -> Rc<Plugin> {
     assert_eq!(p.error(), None);
     p
 }
+
+/// Send one MCP POST (`body`, JSON) through a new stream of `plugin`: the MCP request headers
+/// plus `extra` headers, then the body unless the filter already answered at headers time.
+/// Returns the stream and what the last callback told the proxy.
+pub fn send_mcp(
+    host: &MockHost,
+    plugin: &Rc<Plugin>,
+    extra: &[(&str, &str)],
+    body: &Value,
+) -> (filter_core::Stream, filter_core::FilterAction) {
+    let headers: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    host.new_stream(headers);
+    let bytes = serde_json::to_vec(body).unwrap();
+    let mut stream = filter_core::Stream::new(Rc::clone(plugin));
+    let mut a = stream.on_request_headers(host, false);
+    if host.state().local_response.is_none() {
+        host.state().request_body = bytes.clone();
+        a = stream.on_request_body(host, bytes.len(), true);
+    }
+    (stream, a)
+}
