@@ -26,7 +26,8 @@ use std::rc::Rc;
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
 use portcullis_benches::{
-    BASIC_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body, wasm_stream,
+    BASIC_POLICY, LOAD_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body,
+    wasm_stream,
 };
 
 struct Case {
@@ -75,8 +76,23 @@ fn case(name: &str) -> Case {
     }
 }
 
+/// The plugin configuration of `COST_VARIANT`: `e` (default: the scenario pack with sessions on
+/// `mcp-session-id`, tool results inspected) or `d` (the load benchmark's variant d: its
+/// allowlist, no session key, so nothing is kept between requests and results are not held).
+fn config() -> String {
+    match std::env::var("COST_VARIANT").as_deref() {
+        Ok("d") => plugin_config(
+            LOAD_POLICY,
+            &serde_json::json!({"session": {"key": {"source": "header", "name": "x-bench-no-session"}}}),
+        )
+        .unwrap(),
+        Ok("e") | Err(_) => plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap(),
+        Ok(other) => panic!("COST_VARIANT: d or e, not {other}"),
+    }
+}
+
 fn native(c: &Case, n: u64) {
-    let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
+    let config = config();
     let host = MockHost::new(1_800_000_000_000);
     let plugin = Rc::new(Plugin::configure(&host, config.as_bytes()));
     assert!(plugin.error().is_none(), "{:?}", plugin.error());
@@ -111,7 +127,7 @@ fn native(c: &Case, n: u64) {
 fn wasm(c: &Case, n: u64) {
     use harness::{FilterModule, Host, HostConfig};
     let bytes = std::fs::read(harness::build::filter_wasm().unwrap()).unwrap();
-    let config = plugin_config(BASIC_POLICY, &serde_json::json!({})).unwrap();
+    let config = config();
     let module = FilterModule::from_bytes_unmetered(&bytes).unwrap();
     let mut host = Host::start(&module, HostConfig::new(config)).unwrap();
     let one = |host: &mut Host| wasm_stream(host, &c.headers, &c.body, TOOL_RESULT).unwrap();

@@ -46,6 +46,11 @@ impl FilterModule {
     fn compile(wasm: &[u8], metered: bool) -> Result<FilterModule> {
         let mut config = Config::new();
         config.consume_fuel(metered);
+        // `perf` can name JIT-compiled filter functions through /tmp/perf-<pid>.map (used by
+        // `benches/cost/run --perf`; the module needs its name section, i.e. an unstripped build).
+        if std::env::var_os("PORTCULLIS_WASM_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config)?;
         let module = Module::new(&engine, wasm).context("compiling the wasm module")?;
         Ok(FilterModule {
