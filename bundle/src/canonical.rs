@@ -104,39 +104,69 @@ pub(crate) fn write_value(
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// How many leading bytes of `b` a JSON string carries as they are: the length of the longest
+/// prefix without `"`, `\\` or a control byte (below 0x20). Both the canonical writer and the
+/// filter's JSON parser spend most of their time here on large arguments, so it tests eight bytes
+/// at a time (SWAR) and only looks at single bytes near the first special one.
+pub fn json_plain_len(b: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Exact "some byte of v is zero" test (the classic haszero; no false positives as a whole).
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut n = 0usize;
+    for chunk in b.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w);
+        // A byte below 0x20: x & 0xe0 is zero in that byte. Then `"` (0x22) and `\` (0x5c).
+        let special = has_zero(x & 0xe0e0_e0e0_e0e0_e0e0)
+            || has_zero(x ^ (ONES.wrapping_mul(0x22)))
+            || has_zero(x ^ (ONES.wrapping_mul(0x5c)));
+        if special {
+            break;
+        }
+        n = n.saturating_add(8);
+    }
+    let rest = b.get(n..).unwrap_or_default();
+    n.saturating_add(
+        rest.iter()
+            .take_while(|&&c| c >= 0x20 && c != b'"' && c != b'\\')
+            .count(),
+    )
+}
+
 /// Write `s` as a canonical JSON string (see the module rules).
 pub(crate) fn write_string(out: &mut String, s: &str) {
     out.reserve(s.len().saturating_add(2));
     out.push('"');
-    // Copy runs of characters that need no escape in one go.
-    let mut start = 0usize;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: Option<&str> = match b {
-            b'"' => Some("\\\""),
-            b'\\' => Some("\\\\"),
-            0x08 => Some("\\b"),
-            b'\t' => Some("\\t"),
-            b'\n' => Some("\\n"),
-            0x0c => Some("\\f"),
-            b'\r' => Some("\\r"),
-            0..=0x1f => Some(""),
-            _ => None,
+    let mut rest = s;
+    loop {
+        // Copy the run that needs no escape in one go. INVARIANT: `plain` is the end or the index
+        // of an ASCII byte, so the split is on a char boundary.
+        let plain = json_plain_len(rest.as_bytes());
+        let (run, tail) = rest.split_at_checked(plain).unwrap_or((rest, ""));
+        out.push_str(run);
+        let Some(&b) = tail.as_bytes().first() else {
+            break;
         };
-        let Some(esc) = esc else { continue };
-        // INVARIANT: `i` is at an ASCII byte, so both slice ends are char boundaries.
-        out.push_str(s.get(start..i).unwrap_or_default());
-        if esc.is_empty() {
-            out.push_str("\\u00");
-            for nibble in [b.wrapping_shr(4), b & 0xf] {
-                let d = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
-                out.push(char::from(d));
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            0x0c => out.push_str("\\f"),
+            b'\r' => out.push_str("\\r"),
+            _ => {
+                out.push_str("\\u00");
+                for nibble in [b.wrapping_shr(4), b & 0xf] {
+                    let d = HEX.get(usize::from(nibble)).copied().unwrap_or(b'0');
+                    out.push(char::from(d));
+                }
             }
-        } else {
-            out.push_str(esc);
         }
-        start = i.saturating_add(1);
+        rest = tail.get(1..).unwrap_or_default();
     }
-    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -187,5 +217,44 @@ mod tests {
             to_canonical(&big).unwrap(),
             "[18446744073709551615,-9223372036854775808]"
         );
+    }
+
+    /// The byte-at-a-time definition of [`json_plain_len`].
+    fn plain_len_reference(b: &[u8]) -> usize {
+        b.iter()
+            .position(|&c| c < 0x20 || c == b'"' || c == b'\\')
+            .unwrap_or(b.len())
+    }
+
+    #[test]
+    fn plain_len_finds_each_special_byte_at_each_offset() {
+        for special in (0u8..0x20).chain([b'"', b'\\']) {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut b = vec![b'a'; len];
+                    b[at] = special;
+                    assert_eq!(json_plain_len(&b), at, "byte {special:#x} at {at} of {len}");
+                }
+            }
+        }
+        // Neighbours of the special values, and UTF-8 bytes, are plain.
+        let plain: Vec<u8> =
+            [0x20u8, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xa2, 0xdc, 0xff].repeat(3);
+        assert_eq!(json_plain_len(&plain), plain.len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_len_agrees_with_the_reference(b in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            proptest::prop_assert_eq!(json_plain_len(&b), plain_len_reference(&b));
+        }
+
+        #[test]
+        fn strings_round_trip_through_a_json_parser(s in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            let mut out = String::new();
+            write_string(&mut out, &s);
+            let back: String = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(back, s);
+        }
     }
 }
