@@ -35,13 +35,16 @@ pub fn normalize_mcp(
     if body.len() > cfg.max_body_bytes {
         return Err(Refusal::too_large(cfg.max_body_bytes));
     }
-    let parsed = json::parse(body, cfg.max_json_depth).map_err(|e| match e {
+    let mut parsed = json::parse(body, cfg.max_json_depth).map_err(|e| match e {
         json::JsonError::DuplicateKey { .. } => Refusal::invalid_request(e.reason(), None),
         _ => Refusal::parse_error(e.reason()),
     })?;
     let base = base_action(head, cfg)?;
     let header_version = head.header("mcp-protocol-version").map(str::to_owned);
-    match &parsed.value {
+    // Each message's arguments (or result) are moved out of the parsed value into its action,
+    // not copied; what is checked after `message` (routing headers, protocol version) never
+    // reads them.
+    match &mut parsed.value {
         Value::Array(items) => {
             if !cfg.allow_batches {
                 return Err(Refusal::invalid_request(
@@ -68,7 +71,7 @@ pub fn normalize_mcp(
                 ));
             }
             let mut messages = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items.iter_mut().enumerate() {
                 let size = parsed.element_spans.get(i).map_or(0, |r| r.len());
                 messages.push(message(item, size, &base)?);
             }
@@ -149,7 +152,7 @@ fn read_id(obj: &Map<String, Value>) -> Result<Option<JsonRpcId>, Refusal> {
     }
 }
 
-fn message(v: &Value, size: usize, base: &Action) -> Result<McpMessage, Refusal> {
+fn message(v: &mut Value, size: usize, base: &Action) -> Result<McpMessage, Refusal> {
     let Value::Object(obj) = v else {
         return Err(Refusal::invalid_request(
             "json-rpc message must be an object",
@@ -163,16 +166,12 @@ fn message(v: &Value, size: usize, base: &Action) -> Result<McpMessage, Refusal>
             id,
         ));
     }
-    let params = match obj.get("params") {
-        None => None,
-        Some(Value::Object(p)) => Some(p),
-        Some(_) => {
-            return Err(Refusal::invalid_request(
-                "json-rpc `params` must be an object",
-                id,
-            ));
-        }
-    };
+    if obj.get("params").is_some_and(|p| !p.is_object()) {
+        return Err(Refusal::invalid_request(
+            "json-rpc `params` must be an object",
+            id,
+        ));
+    }
     let mut action = base.clone();
     action.size = u64::try_from(size).unwrap_or(u64::MAX);
     let kind = match obj.get("method") {
@@ -197,7 +196,8 @@ fn message(v: &Value, size: usize, base: &Action) -> Result<McpMessage, Refusal>
                 ));
             };
             action.operation = method.clone();
-            method_fields(method, params, &mut action, &id)?;
+            let params = obj.get_mut("params").and_then(Value::as_object_mut);
+            method_fields(params, &mut action, &id)?;
             kind
         }
         Some(_) => {
@@ -253,15 +253,16 @@ fn required_str<'a>(
     }
 }
 
+/// `params.<key>` as an object (or null), moved out of `params`.
 fn optional_object(
-    params: Option<&Map<String, Value>>,
+    params: Option<&mut Map<String, Value>>,
     key: &str,
     method: &str,
     id: &Option<JsonRpcId>,
 ) -> Result<Value, Refusal> {
-    match params.and_then(|p| p.get(key)) {
+    match params.and_then(|p| p.get_mut(key)) {
         None | Some(Value::Null) => Ok(Value::Null),
-        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(v @ Value::Object(_)) => Ok(std::mem::take(v)),
         Some(_) => Err(Refusal::invalid_params(
             format!("`{method}` `params.{key}` must be an object"),
             id.clone(),
@@ -269,26 +270,28 @@ fn optional_object(
     }
 }
 
+/// The fields of `action` its method (`action.operation`) reads from `params`; arguments are
+/// moved out of `params`.
 fn method_fields(
-    method: &str,
-    params: Option<&Map<String, Value>>,
+    params: Option<&mut Map<String, Value>>,
     action: &mut Action,
     id: &Option<JsonRpcId>,
 ) -> Result<(), Refusal> {
+    let method = action.operation.as_str();
     match method {
         "tools/call" => {
-            action.tool = Some(required_str(params, "name", method, id)?.to_owned());
+            action.tool = Some(required_str(params.as_deref(), "name", method, id)?.to_owned());
             action.arguments = optional_object(params, "arguments", method, id)?;
         }
         "prompts/get" => {
-            action.prompt = Some(required_str(params, "name", method, id)?.to_owned());
+            action.prompt = Some(required_str(params.as_deref(), "name", method, id)?.to_owned());
             action.arguments = optional_object(params, "arguments", method, id)?;
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            action.resource = Some(required_str(params, "uri", method, id)?.to_owned());
+            action.resource = Some(required_str(params.as_deref(), "uri", method, id)?.to_owned());
         }
         "completion/complete" => {
-            if let Some(Value::Object(r)) = params.and_then(|p| p.get("ref")) {
+            if let Some(Value::Object(r)) = params.as_deref().and_then(|p| p.get("ref")) {
                 match (
                     r.get("type").and_then(Value::as_str),
                     r.get("name"),
@@ -303,8 +306,8 @@ fn method_fields(
                     _ => {}
                 }
             }
-            if let Some(a @ Value::Object(_)) = params.and_then(|p| p.get("argument")) {
-                action.arguments = a.clone();
+            if let Some(a @ Value::Object(_)) = params.and_then(|p| p.get_mut("argument")) {
+                action.arguments = std::mem::take(a);
             }
         }
         _ => {}
