@@ -529,7 +529,7 @@ impl ReceiptAction {
             secrets: action.risk.secrets,
             data_classes: action.risk.data_classes.clone(),
             arg_keys,
-            digest: hex::encode(action_digest(action)),
+            digest: hash_hex(&action_digest(action)),
         }
     }
 }
@@ -584,8 +584,11 @@ impl ReceiptBody {
 
     /// The canonical JSON of this body (the bytes that are hashed).
     pub fn canonical_json(&self) -> Result<String, CanonicalError> {
-        // See the INVARIANT above `ReceiptBody`: the compact serde output is canonical.
-        serde_json::to_string(self).map_err(|_| CanonicalError::Float)
+        // See the INVARIANT above `ReceiptBody`: the compact serde output is canonical. A body is
+        // about 1 KiB: start there rather than grow from serde's default 128 bytes.
+        let mut out = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut out, self).map_err(|_| CanonicalError::Float)?;
+        String::from_utf8(out).map_err(|_| CanonicalError::Float)
     }
 
     /// The canonical JSON computed the generic way (serialize to a value, sort, write). Equal to
@@ -599,6 +602,14 @@ impl ReceiptBody {
         let not_allow = |d: Option<Decision>| matches!(d, Some(d) if d != Decision::Allow);
         self.event != EventKind::Action || not_allow(self.decision) || not_allow(self.would_be)
     }
+}
+
+/// Lowercase hex of a 32-byte hash, as receipts write it (`hex::encode` goes a char at a time).
+pub fn hash_hex(h: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    // Cannot fail: `out` is exactly twice as long as `h`.
+    let _ = hex::encode_to_slice(h, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// SHA-256 of canonical bytes.
@@ -645,7 +656,7 @@ fn seal_canonical(
 ) -> (Receipt, String) {
     body.v = RECEIPT_VERSION;
     body.seq = chain.seq.saturating_add(1);
-    body.prev = hex::encode(chain.prev);
+    body.prev = hash_hex(&chain.prev);
     body.ts_ms = now_ms;
     // Every field of a body is a string, integer, bool, enum or list of those: the canonical form
     // always exists.
@@ -702,7 +713,7 @@ impl Receipt {
         };
         format!(
             r#"{{"body":{body},"hash":"{}","sig":{sig}}}"#,
-            hex::encode(self.hash)
+            hash_hex(&self.hash)
         )
     }
 

@@ -485,3 +485,13 @@ fn digest_matches_generic_canonical_form() {
         assert_eq!(action_digest(&a), generic(&a), "{a:?}");
     }
 }
+
+#[test]
+fn hash_hex_is_lowercase_hex() {
+    let mut h = [0u8; 32];
+    for (i, b) in h.iter_mut().enumerate() {
+        *b = u8::try_from(i * 8 + 3).unwrap();
+    }
+    assert_eq!(hash_hex(&h), hex::encode(h));
+    assert_eq!(hash_hex(&[0xab; 32]), "ab".repeat(32));
+}

@@ -106,9 +106,17 @@ fn trusted(cfg: &IdentityConfig, name: &str) -> bool {
 /// header.
 pub(crate) fn spoofed_headers(cfg: &IdentityConfig, headers: &[(String, String)]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    const PREFIX: &str = "x-portcullis-";
     for (n, _) in headers {
+        // Most requests have none: test the prefix before lowercasing (and allocating).
+        if !n
+            .get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
+        {
+            continue;
+        }
         let lower = n.to_ascii_lowercase();
-        if lower.starts_with("x-portcullis-") && !trusted(cfg, &lower) && !out.contains(&lower) {
+        if !trusted(cfg, &lower) && !out.contains(&lower) {
             out.push(lower);
         }
     }

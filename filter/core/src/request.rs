@@ -129,7 +129,7 @@ fn receipts_out(rs: &[(&Receipt, &str)], mode: ReceiptHeader) -> (Option<String>
     };
     let ids = || {
         rs.iter()
-            .map(|(r, _)| hex::encode(r.hash))
+            .map(|(r, _)| bundle::receipt::hash_hex(&r.hash))
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -587,7 +587,10 @@ impl Stream {
             }),
             rule: m.rule.clone(),
             reason: m.reason.clone(),
-            receipt_id: m.receipt.as_ref().map(|r| hex::encode(r.hash)),
+            receipt_id: m
+                .receipt
+                .as_ref()
+                .map(|r| bundle::receipt::hash_hex(&r.hash)),
         };
         let Some(first) = deciding_msg(plan) else {
             return;
@@ -806,7 +809,9 @@ impl Stream {
                 kind: DenialKind::DeferDenied,
                 rule: rule.clone(),
                 reason,
-                receipt_id: resolved.as_ref().map(|r| hex::encode(r.hash)),
+                receipt_id: resolved
+                    .as_ref()
+                    .map(|r| bundle::receipt::hash_hex(&r.hash)),
             };
             set_state(host, "DENY", &rule, &p.chain_name, Some(&json));
             self.plugin.count(host, Metric::Deny);
