@@ -139,6 +139,22 @@ pub struct SessionConfig {
     pub slots: u32,
 }
 
+/// Where a benchmark build stops the request path (`bench_cut`, only with the `bench-cuts`
+/// feature; `benches/load/README.md`). Each cut lets the request through at that point, so a
+/// build with a cut set does not enforce: it exists to price the parts of the filter in Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchCut {
+    /// Right after the request (headers and body) is read: nothing parsed or decided.
+    AfterBody,
+    /// After normalization (strict parse, actions, risk scan): nothing decided.
+    AfterNormalize,
+    /// Decided and enforced, but no receipt sealed and nothing written back (no filter state,
+    /// headers or metric) for an allowed request.
+    NoWrites,
+    /// Everything but the receipt (no digest, no seal, no receipt header or filter state).
+    NoReceipts,
+}
+
 /// The parsed plugin configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -175,6 +191,9 @@ pub struct Config {
     pub context_services: BTreeMap<String, ContextService>,
     /// Failure mode.
     pub failure_mode: FailureMode,
+    /// Benchmark builds only: where the request path stops.
+    #[cfg(feature = "bench-cuts")]
+    pub bench_cut: Option<BenchCut>,
 }
 
 #[derive(Deserialize)]
@@ -201,6 +220,9 @@ struct RawConfig {
     context_services: BTreeMap<String, RawContextService>,
     #[serde(default)]
     failure_mode: Option<String>,
+    #[cfg(feature = "bench-cuts")]
+    #[serde(default)]
+    bench_cut: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -578,6 +600,19 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         approvers,
         context_services,
         failure_mode,
+        #[cfg(feature = "bench-cuts")]
+        bench_cut: match raw.bench_cut.as_deref() {
+            None => None,
+            Some("after_body") => Some(BenchCut::AfterBody),
+            Some("after_normalize") => Some(BenchCut::AfterNormalize),
+            Some("no_writes") => Some(BenchCut::NoWrites),
+            Some("no_receipts") => Some(BenchCut::NoReceipts),
+            Some(other) => {
+                return Err(err(format!(
+                    "bench_cut: after_body, after_normalize, no_writes or no_receipts, not `{other}`"
+                )));
+            }
+        },
     })
 }
 
@@ -616,6 +651,35 @@ mod tests {
         assert!(c.identity.jwt.is_none() && c.identity.headers.is_none());
         assert_eq!(c.failure_mode, FailureMode::Closed);
         assert!(!c.allow_batches);
+    }
+
+    /// A release build (no `bench-cuts` feature) must never accept a cut: it would let requests
+    /// through unenforced.
+    #[cfg(not(feature = "bench-cuts"))]
+    #[test]
+    fn release_builds_refuse_bench_cut() {
+        let mut c = base();
+        c["bench_cut"] = "after_body".into();
+        let e = parse_v(&c).unwrap_err();
+        assert!(e.0.contains("bench_cut"), "{e}");
+    }
+
+    #[cfg(feature = "bench-cuts")]
+    #[test]
+    fn bench_builds_read_each_cut() {
+        for (name, cut) in [
+            ("after_body", BenchCut::AfterBody),
+            ("after_normalize", BenchCut::AfterNormalize),
+            ("no_writes", BenchCut::NoWrites),
+            ("no_receipts", BenchCut::NoReceipts),
+        ] {
+            let mut c = base();
+            c["bench_cut"] = name.into();
+            assert_eq!(parse_v(&c).unwrap().bench_cut, Some(cut));
+        }
+        let mut c = base();
+        c["bench_cut"] = "everything".into();
+        assert!(parse_v(&c).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptB
 use bundle::session::{SessionState, SessionStatus};
 use bundle::verdict::{Decision, Modification, Verdict};
 
-use crate::config::{ContextService, FailureMode};
+use crate::config::{BenchCut, ContextService, FailureMode};
 use crate::host::{Host, LogLevel, SharedDataError};
 use crate::normalize::{self, JsonRpcId, McpMessageKind};
 use crate::plugin::{Loaded, Plugin, log_receipt};
@@ -433,7 +433,8 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
             }
         }
     }
-    for (m, action) in msgs.iter_mut().zip(input.actions) {
+    let seal = !l.bench_cut(BenchCut::NoReceipts) && !l.bench_cut(BenchCut::NoWrites);
+    for (m, action) in msgs.iter_mut().zip(input.actions).filter(|_| seal) {
         let (r, line) = seal_one(
             l,
             chain_name,

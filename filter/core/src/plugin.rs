@@ -38,6 +38,21 @@ pub(crate) struct Loaded {
     pub inspect_results: bool,
 }
 
+impl Loaded {
+    /// A benchmark build's cut is `at` (always false without the `bench-cuts` feature).
+    pub fn bench_cut(&self, at: crate::config::BenchCut) -> bool {
+        #[cfg(feature = "bench-cuts")]
+        {
+            self.cfg.bench_cut == Some(at)
+        }
+        #[cfg(not(feature = "bench-cuts"))]
+        {
+            let _ = at;
+            false
+        }
+    }
+}
+
 /// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
 /// ~50-80 µs with its session read and write, so a tick stays under ~2.5 ms; with 1,000 busy
 /// sessions and no budget a tick signed ~180 of them and stalled the worker ~15-20 ms
@@ -259,6 +274,16 @@ impl Plugin {
                         l.signer.key_id()
                     ),
                 );
+                #[cfg(feature = "bench-cuts")]
+                if let Some(cut) = l.cfg.bench_cut {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis: BENCHMARK BUILD, bench_cut {cut:?}: requests are let \
+                             through without full enforcement"
+                        ),
+                    );
+                }
                 host.set_tick_period_ms(l.cfg.receipts.tick_ms);
                 // Without a layout every session is missing and unsaved (fail closed, logged).
                 if let Some(in_force) = session_store::install_layout(host, l.layout) {

@@ -11,7 +11,7 @@ use bundle::action::{Action, Identity};
 use bundle::receipt::{Receipt, ReceiptAction};
 use bundle::verdict::{Decision, Verdict};
 
-use crate::config::{ReceiptHeader, SessionKeySource};
+use crate::config::{BenchCut, ReceiptHeader, SessionKeySource};
 use crate::decide::{self, Input, MsgResult, Plan, Shape};
 use crate::host::{Host, LogLevel};
 use crate::identity;
@@ -357,6 +357,10 @@ impl Stream {
     }
 
     fn evaluate(&mut self, host: &dyn Host, l: &Loaded, body: Option<Vec<u8>>) -> FilterAction {
+        if l.bench_cut(BenchCut::AfterBody) {
+            self.phase = Phase::Forwarded;
+            return FilterAction::Continue;
+        }
         let (shape, mut actions) = match self.route {
             Route::Mcp => {
                 let bytes = body.as_deref().unwrap_or_default();
@@ -414,6 +418,10 @@ impl Stream {
         for a in &mut actions {
             a.identity = self.identity.clone();
             a.session_id = self.session.clone();
+        }
+        if l.bench_cut(BenchCut::AfterNormalize) {
+            self.phase = Phase::Forwarded;
+            return FilterAction::Continue;
         }
         let input = Input {
             shape: &shape,
@@ -515,6 +523,10 @@ impl Stream {
                 self.plugin.count(host, Metric::Defer);
                 set_state(host, "DEFER", rule, &plan.chain_name, json.as_deref());
                 self.start_defer(host, l, shape, m, action, &plan.chain_name)
+            }
+            Decision::Allow | Decision::Modify if l.bench_cut(BenchCut::NoWrites) => {
+                self.phase = Phase::Forwarded;
+                FilterAction::Continue
             }
             Decision::Allow | Decision::Modify => {
                 for (name, value) in &plan.header_edits {
