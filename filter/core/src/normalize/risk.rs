@@ -170,7 +170,7 @@ static CLASS: [u8; 256] = {
         #[expect(clippy::cast_possible_truncation, reason = "c < 256")]
         let b = c as u8;
         let mut k = 0;
-        if matches!(b, b'A' | b'S' | b's' | b'g' | b'x' | b'b' | b'B') {
+        if matches!(b, b'A' | b's' | b'g' | b'x' | b'b' | b'B') {
             k |= PREFIX;
         }
         if b == b'-' {
@@ -347,9 +347,25 @@ fn prefixed_at(b: &[u8], i: usize, c: u8) -> bool {
     const GH: &[&[u8]] = &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"];
     const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
     let after = |n: usize| i.saturating_add(n);
+    // The second byte rules out almost every start at the cost of one compare: a run of `x` or
+    // `s` (common in text, and what an agent can send on purpose) stays cheap.
+    let next = b.get(after(1)).copied().unwrap_or(0);
+    let plausible = match c {
+        b'A' => next == b'K' || next == b'S',
+        b's' => next == b'k',
+        b'g' => next == b'h' || next == b'i',
+        b'x' => next == b'o',
+        b'b' | b'B' => next.eq_ignore_ascii_case(&b'e'),
+        _ => false,
+    };
+    if !plausible {
+        return false;
+    }
     match c {
-        b'A' => starts_at(b, i, b"AKIA") && run_at_least(b, after(4), 16, upper_or_digit),
-        b'S' => starts_at(b, i, b"ASIA") && run_at_least(b, after(4), 16, upper_or_digit),
+        b'A' => {
+            (starts_at(b, i, b"AKIA") || starts_at(b, i, b"ASIA"))
+                && run_at_least(b, after(4), 16, upper_or_digit)
+        }
         b's' => {
             (starts_at(b, i, b"sk-") || starts_at(b, i, b"sk_"))
                 && run_at_least(b, after(3), 20, is_token_char)
@@ -520,6 +536,7 @@ mod tests {
     fn secrets() {
         for s in [
             "key AKIAIOSFODNN7EXAMPLE here",
+            "temporary ASIAJEXAMPLEXEG2JICEA here",
             "sk-live-abcdefghijklmnopqrstuvwx",
             "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWXYZ012345",
             "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
@@ -654,7 +671,7 @@ mod tests {
                 proptest::prop_oneof![
                     "[a-zA-Z0-9+/=_-]{1,80}",
                     "[ .,:@-]{1,3}",
-                    "(sk-|AKIA|ghp_|xoxb-|Bearer |-----BEGIN )[A-Za-z0-9]{0,40}",
+                    "(sk-|AKIA|ASIA|ghp_|xoxb-|Bearer |-----BEGIN )[A-Za-z0-9]{0,40}",
                     "[0-9 -]{1,20}",
                     "[a-z]{1,10}@[a-z]{1,10}\\.[a-z]{2,4}",
                 ],
