@@ -128,26 +128,59 @@ impl Findings {
     }
 }
 
-/// How many leading bytes of `b` only continue a base64 run (class exactly [`B64`]: no detector
-/// starts there). Eight bytes per step with no branch inside a step: under V8 a loop that branches
-/// on every byte costs Envoy several nanoseconds a byte (BENCHMARKS.md, the cut ladder).
+/// How many leading bytes of `b` only continue a base64 run: no detector can start there. That
+/// is a base64 character that triggers nothing, or a prefix letter (`x`, `s`, `A`, ...) whose next
+/// byte rules its prefixes out ([`prefix_plausible`]). Eight bytes per step: under V8 a loop that
+/// dispatches on every byte cost Envoy ~8 ns a byte (a 16 KiB argument of `x`s, BENCHMARKS.md).
 fn quiet_len(b: &[u8]) -> usize {
-    let quiet = |c: u8| CLASS.get(usize::from(c)).copied().unwrap_or(0) == B64;
+    let quiet = |c: u8, next: u8| {
+        let k = CLASS.get(usize::from(c)).copied().unwrap_or(0);
+        let [s1, s2] = SECOND.get(usize::from(c)).copied().unwrap_or([0, 0]);
+        // Past the end `next` is 0, which no prefix letter allows: implausible, so quiet.
+        k & !PREFIX == B64 && (k & PREFIX == 0 || (next != s1 && next != s2))
+    };
     let mut n = 0usize;
-    for chunk in b.chunks_exact(8) {
-        if !chunk.iter().fold(true, |all, &c| all & quiet(c)) {
+    // Eight bytes and the one after them per step, with no early exit inside a step.
+    while let Some(step) = b.get(n..n.saturating_add(9)) {
+        let all = step.windows(2).fold(true, |all, w| {
+            all & matches!(*w, [c, next] if quiet(c, next))
+        });
+        if !all {
             break;
         }
         n = n.saturating_add(8);
     }
-    n.saturating_add(
-        b.get(n..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|&&c| quiet(c))
-            .count(),
-    )
+    while let Some(&c) = b.get(n) {
+        if !quiet(c, b.get(n.saturating_add(1)).copied().unwrap_or(0)) {
+            break;
+        }
+        n = n.saturating_add(1);
+    }
+    n
 }
+
+/// Whether a prefixed token could start at prefix letter `c` followed by `next`: its second byte
+/// is one every token of that letter has ([`SECOND`]: `AK`/`AS`, `sk`, `gh`/`gi`, `xo`, `be`).
+fn prefix_plausible(c: u8, next: Option<u8>) -> bool {
+    let [s1, s2] = SECOND.get(usize::from(c)).copied().unwrap_or([0, 0]);
+    next.is_some_and(|n| n != 0 && (n == s1 || n == s2))
+}
+
+/// For each prefix letter, the second bytes its tokens can have (0: none).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "u8 indices into a 256-entry table, in a const block"
+)]
+static SECOND: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    t[b'A' as usize] = [b'K', b'S'];
+    t[b's' as usize] = [b'k', b'k'];
+    t[b'g' as usize] = [b'h', b'i'];
+    t[b'x' as usize] = [b'o', b'o'];
+    t[b'b' as usize] = [b'e', b'E'];
+    t[b'B' as usize] = [b'e', b'E'];
+    t
+};
 
 /// A byte can start a prefixed token (`AKIA`, `sk-`, `ghp_`, `xoxb-`, `bearer`, ...).
 const PREFIX: u8 = 1;
@@ -347,18 +380,8 @@ fn prefixed_at(b: &[u8], i: usize, c: u8) -> bool {
     const GH: &[&[u8]] = &[b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"];
     const SLACK: &[&[u8]] = &[b"xoxb-", b"xoxp-", b"xoxa-", b"xoxs-"];
     let after = |n: usize| i.saturating_add(n);
-    // The second byte rules out almost every start at the cost of one compare: a run of `x` or
-    // `s` (common in text, and what an agent can send on purpose) stays cheap.
-    let next = b.get(after(1)).copied().unwrap_or(0);
-    let plausible = match c {
-        b'A' => next == b'K' || next == b'S',
-        b's' => next == b'k',
-        b'g' => next == b'h' || next == b'i',
-        b'x' => next == b'o',
-        b'b' | b'B' => next.eq_ignore_ascii_case(&b'e'),
-        _ => false,
-    };
-    if !plausible {
+    // The second byte rules out almost every start at the cost of one compare.
+    if !prefix_plausible(c, b.get(after(1)).copied()) {
         return false;
     }
     match c {
