@@ -38,6 +38,12 @@ pub(crate) struct Loaded {
     pub inspect_results: bool,
 }
 
+/// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
+/// ~50-80 µs with its session read and write, so a tick stays under ~2.5 ms; with 1,000 busy
+/// sessions and no budget a tick signed ~180 of them and stalled the worker ~15-20 ms
+/// (BENCHMARKS.md, e's p99.9).
+pub const MAX_SIGNATURES_PER_TICK: usize = 32;
+
 impl Loaded {
     /// A benchmark build's cut is `at` (always false without the `bench-cuts` feature).
     pub fn bench_cut(&self, at: crate::config::BenchCut) -> bool {
@@ -51,15 +57,7 @@ impl Loaded {
             false
         }
     }
-}
 
-/// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
-/// ~50-80 µs with its session read and write, so a tick stays under ~2.5 ms; with 1,000 busy
-/// sessions and no budget a tick signed ~180 of them and stalled the worker ~15-20 ms
-/// (BENCHMARKS.md, e's p99.9).
-pub const MAX_SIGNATURES_PER_TICK: usize = 32;
-
-impl Loaded {
     /// Read a session (or find the slot a new one goes to) in the layout in force; see
     /// [`session_store::load_in`].
     pub(crate) fn load_session(&self, host: &dyn Host, session: &str, now_ms: u64) -> Record {
