@@ -133,17 +133,15 @@ impl Findings {
 /// byte rules its prefixes out ([`prefix_plausible`]). Eight bytes per step: under V8 a loop that
 /// dispatches on every byte cost Envoy ~8 ns a byte (a 16 KiB argument of `x`s, BENCHMARKS.md).
 fn quiet_len(b: &[u8]) -> usize {
-    let quiet = |c: u8, next: u8| {
+    let quiet = |c: u8, next: Option<u8>| {
         let k = CLASS.get(usize::from(c)).copied().unwrap_or(0);
-        let [s1, s2] = SECOND.get(usize::from(c)).copied().unwrap_or([0, 0]);
-        // Past the end `next` is 0, which no prefix letter allows: implausible, so quiet.
-        k & !PREFIX == B64 && (k & PREFIX == 0 || (next != s1 && next != s2))
+        k & !PREFIX == B64 && (k & PREFIX == 0 || !prefix_plausible(c, next))
     };
     let mut n = 0usize;
     // Eight bytes and the one after them per step, with no early exit inside a step.
     while let Some(step) = b.get(n..n.saturating_add(9)) {
         let all = step.windows(2).fold(true, |all, w| {
-            all & matches!(*w, [c, next] if quiet(c, next))
+            all & matches!(*w, [c, next] if quiet(c, Some(next)))
         });
         if !all {
             break;
@@ -151,7 +149,7 @@ fn quiet_len(b: &[u8]) -> usize {
         n = n.saturating_add(8);
     }
     while let Some(&c) = b.get(n) {
-        if !quiet(c, b.get(n.saturating_add(1)).copied().unwrap_or(0)) {
+        if !quiet(c, b.get(n.saturating_add(1)).copied()) {
             break;
         }
         n = n.saturating_add(1);
@@ -161,6 +159,8 @@ fn quiet_len(b: &[u8]) -> usize {
 
 /// Whether a prefixed token could start at prefix letter `c` followed by `next`: its second byte
 /// is one every token of that letter has ([`SECOND`]: `AK`/`AS`, `sk`, `gh`/`gi`, `xo`, `be`).
+/// False past the end of the input. [`quiet_len`] asks it for every prefix letter it skips.
+#[inline]
 fn prefix_plausible(c: u8, next: Option<u8>) -> bool {
     let [s1, s2] = SECOND.get(usize::from(c)).copied().unwrap_or([0, 0]);
     next.is_some_and(|n| n != 0 && (n == s1 || n == s2))
