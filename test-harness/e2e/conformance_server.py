@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 
+import anyio
 import uvicorn
 from mcp import types
 from mcp.server.mcpserver import Context, MCPServer
@@ -25,6 +26,10 @@ from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
+
+# Sampling over the GET stream (JSON mode): attempts, and how long each waits for the client.
+SAMPLING_ATTEMPTS = 20
+SAMPLING_ATTEMPT_S = 2.0
 
 # A 1x1 PNG and a short WAV header, base64 (fixtures; their content is not inspected).
 PNG_1X1 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -45,8 +50,18 @@ def _embedded(uri: str, text: str, mime: str = "text/plain") -> types.EmbeddedRe
                                   resource=types.TextResourceContents(uri=uri, mime_type=mime, text=text))
 
 
-def build_server() -> MCPServer:
-    """The conformance fixture server."""
+async def _sample_over_get_stream(ctx: Context, messages: list[types.SamplingMessage]) -> types.CreateMessageResult:
+    """Sampling when POSTs are answered with JSON: only the standalone GET stream reaches the client,
+    and the client opens it alongside its first request, so it may not be there yet when the tool
+    runs (the SDK then drops the request, having no event store). Ask again until it is answered."""
+    for _ in range(SAMPLING_ATTEMPTS):
+        with anyio.move_on_after(SAMPLING_ATTEMPT_S):
+            return await ctx.session.create_message(messages, max_tokens=100)
+    raise TimeoutError(f"no sampling answer over the GET stream after {SAMPLING_ATTEMPTS} attempts")
+
+
+def build_server(*, json_response: bool = False) -> MCPServer:
+    """The conformance fixture server (``json_response``: POSTs are answered with JSON, not SSE)."""
     server = MCPServer("conformance-reference", version="1.0.0")
 
     @server.tool(structured_output=False)
@@ -101,8 +116,13 @@ def build_server() -> MCPServer:
     @server.tool(structured_output=False)
     async def test_sampling(prompt: str, ctx: Context) -> list[types.ContentBlock]:
         """Asks the client's LLM."""
-        result = await ctx.session.create_message(
-            [types.SamplingMessage(role="user", content=_text(prompt))], max_tokens=100)
+        messages = [types.SamplingMessage(role="user", content=_text(prompt))]
+        if not json_response:
+            # On the call's own SSE stream, which exists before the tool runs.
+            result = await ctx.session.create_message(messages, max_tokens=100,
+                                                      related_request_id=ctx.request_id)
+        else:
+            result = await _sample_over_get_stream(ctx, messages)
         content = result.content
         text = content.text if isinstance(content, types.TextContent) else str(content)
         return [_text(f"LLM response: {text}")]
@@ -156,7 +176,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not SSE")
     args = ap.parse_args()
-    app = build_server().streamable_http_app(
+    app = build_server(json_response=args.json_response).streamable_http_app(
         json_response=args.json_response,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
