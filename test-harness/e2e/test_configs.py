@@ -29,11 +29,27 @@ def test_config_validates(folder: str, failure_policy: str, keys: pe.Keys, demo_
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "OK" in proc.stdout + proc.stderr
+    # MCP's GET stream and long tool calls are SSE responses that stay open: a route deadline on
+    # the whole response would cut them (504, or a reset stream) however healthy they are.
+    routes = _routes_to(doc, "mcp_server")
+    assert routes or folder == "egress-proxy"
+    for route in routes:
+        assert route.get("timeout") == "0s", route
     if folder == "hot-reload":
         ecds = yaml.safe_load(written["ecds"].read_text())
         wasm = ecds["resources"][0]["typed_config"]["config"]
         assert wasm["failure_policy"] == failure_policy
         assert wasm["allow_on_headers_stop_iteration"] is True
+
+
+def _routes_to(node: object, cluster: str) -> list[dict]:
+    """Every route action in a config document that sends to ``cluster``."""
+    if isinstance(node, list):
+        return [r for item in node for r in _routes_to(item, cluster)]
+    if not isinstance(node, dict):
+        return []
+    found = [node] if node.get("cluster") == cluster else []
+    return found + [r for v in node.values() for r in _routes_to(v, cluster)]
 
 
 def test_render_refuses_missing_values(tmp_path: Path) -> None:
