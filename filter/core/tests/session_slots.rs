@@ -1,6 +1,7 @@
 //! Sessions in a bounded number of shared-data slots, through the whole filter: the key space
 //! never grows past `session.slots` however many session ids pass, a session displaced from its
-//! slot gets its signed `session_end` receipt, state never leaks between sessions that share a
+//! slot gets its signed `session_end` receipt (also when the slot goes to a session whose intent
+//! is pinned from an initialize response), state never leaks between sessions that share a
 //! slot, and a tombstone answers `unknown_session` until a new session reclaims its slot.
 
 #![allow(
@@ -226,4 +227,64 @@ fn a_worker_never_ends_a_session_another_worker_displaced() {
     assert!(slot_key_of(&host, "z").is_some());
     host.advance(10);
     assert!(call(&host, &worker_a, "z", &read()).forwarded);
+}
+
+#[test]
+fn an_intent_pinned_on_a_new_session_displaces_a_live_one_with_its_end_receipt() {
+    // one slot: the session the server names in its initialize response must take it
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(&host, "basic.pcl", json!({"session": {"slots": 1}}));
+    assert!(call(&host, &plugin, "live", &read()).forwarded);
+    assert!(slot_key_of(&host, "live").is_some());
+    // a legacy initialize: no session id yet, an intent declared
+    host.advance(10);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (mut stream, a) = common::send_mcp(
+        &host,
+        &plugin,
+        &[("x-portcullis-intent", "short_task")],
+        &init,
+    );
+    assert_eq!(a, FilterAction::Continue);
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("mcp-session-id".to_owned(), "s9".to_owned()),
+    ];
+    stream.on_response_headers(&host);
+    // s9 holds the slot now, and `live` got its end receipt, counted once
+    assert!(slot_key_of(&host, "s9").is_some());
+    assert_eq!(slot_key_of(&host, "live"), None);
+    assert_eq!(slot_keys(&host), 1);
+    assert_eq!(
+        logged(
+            &host,
+            "session `live` ended (evicted; its slot went to a new session)"
+        ),
+        1
+    );
+    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    let end = host
+        .state()
+        .logs
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
+        .map(|r| serde_json::from_str::<Value>(r).unwrap())
+        .find(|r| r["body"]["session"] == "live")
+        .expect("the displaced session's receipt");
+    assert_eq!(end["body"]["event"], "session_end");
+    assert!(end["sig"].is_object(), "a session_end receipt is signed");
+    // the pinned intent judges s9's calls without the header
+    host.advance(10);
+    let o = call(&host, &plugin, "s9", &read());
+    assert!(o.forwarded, "{}", o.rule);
+    host.advance(10);
+    let o = call(
+        &host,
+        &plugin,
+        "s9",
+        &tool("query_db", json!({"sql": "select 1", "limit": 5})),
+    );
+    assert!(!o.forwarded);
+    assert_eq!(o.rule, "intent:short_task");
 }
