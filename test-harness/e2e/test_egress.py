@@ -1,5 +1,6 @@
 """Agents' outbound HTTP through the Envoy forward proxy with Portcullis (policies/egress.pcl):
-an allowed GET, a POST whose secret is redacted, a denied host, and CONNECT tunnels."""
+an allowed GET, POSTs whose secret (an API key, a temporary AWS key) is redacted, a denied host,
+and CONNECT tunnels."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import portcullis_e2e as pe
 
 RUN = {"x-agent-run": "egress-run-1"}
 SECRET = "sk-live-4f9c2a7d1e8b60354f9c2a7d1e8b6035"
+# A temporary AWS access key id (STS): the risk scan missed the ASIA prefix until the third session.
+AWS_TEMPORARY_KEY = "ASIAY34FZKBOKMUTVV7A"
 
 
 @pytest.fixture
@@ -40,14 +43,15 @@ def test_allowed_get_reaches_the_host(proxy) -> None:
     assert pe.header(rec, "x-portcullis-receipt")
 
 
-def test_post_with_a_secret_is_redacted(proxy) -> None:
+@pytest.mark.parametrize("secret", [SECRET, AWS_TEMPORARY_KEY])
+def test_post_with_a_secret_is_redacted(proxy, secret: str) -> None:
     stack, client = proxy
-    body = {"text": f"deploy done, token {SECRET}", "channel": "#ops"}
+    body = {"text": f"deploy done, token {secret}", "channel": "#ops"}
     r = client.post("http://hooks.slack.com/services/T000/B000", json=body,
                     headers={**RUN, "authorization": "Bearer abc.def"})
     assert r.status_code == 200, r.text
     [rec] = stack.upstream_requests("egress")
-    assert SECRET not in rec["body"], rec["body"]
+    assert secret not in rec["body"], rec["body"]
     assert json.loads(rec["body"])["channel"] == "#ops"
     assert pe.header(rec, "authorization") is None
     assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
