@@ -35,6 +35,29 @@ pub(crate) struct ResultWatch {
     sealed: Vec<Receipt>,
 }
 
+/// The length in bytes of `v` serialized as compact JSON, counted without building the text.
+fn compact_json_len(v: &Value) -> u64 {
+    /// A writer that only counts what it is given.
+    struct Counter(u64);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 = self
+                .0
+                .saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    // Serializing a `Value` into a writer that never fails cannot fail.
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => u64::MAX,
+    }
+}
+
 /// The text of a result: every string value (at any depth), joined by `\n`, bounded.
 fn result_text(v: &Value, out: &mut String) {
     if out.len() >= MAX_TEXT_BYTES {
@@ -123,7 +146,7 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     let mut a = call.clone();
     a.operation = RESULT_OPERATION.to_owned();
     a.risk = risk::scan_value(result);
-    a.size = u64::try_from(result.to_string().len()).unwrap_or(u64::MAX);
+    a.size = compact_json_len(result);
     a.arguments = json!({
         "text": text,
         "injection": inject::detect(&text),
@@ -390,7 +413,18 @@ mod tests {
         reason = "test code: a failed unwrap is a failed test"
     )]
 
-    use super::pack_reads_results;
+    use super::{compact_json_len, pack_reads_results};
+
+    #[test]
+    fn a_results_size_is_its_compact_json_length() {
+        for v in [
+            serde_json::json!(null),
+            serde_json::json!({"content": [{"type": "text", "text": "h\u{e9} \"q\"\n\u{1}"}], "isError": false}),
+            serde_json::json!([1, 2.5, -3, "\u{1F600}", {"a": {}}]),
+        ] {
+            assert_eq!(compact_json_len(&v), v.to_string().len() as u64, "{v}");
+        }
+    }
 
     fn reads(rules: &str) -> bool {
         let src = format!(
