@@ -15,7 +15,8 @@
 //!
 //! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
 //! back through the result inspection), `deny1k` (unknown tool, JSON-RPC error), `init` (an
-//! `initialize`), `get` (egress GET, no body). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
+//! `initialize`), `get` (egress GET, no body), `text1k` / `text16k` (as `call1k` / `call16k`,
+//! the argument being realistic text: `portcullis_benches::REALISTIC_TEXT`). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
 //! and its signing cadence (every 16th ALLOW receipt signed) are in the steady state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
@@ -27,7 +28,7 @@ use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
 use portcullis_benches::{
     BASIC_POLICY, LOAD_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body,
-    wasm_stream,
+    tools_call_text_body, wasm_stream,
 };
 
 struct Case {
@@ -50,6 +51,16 @@ fn case(name: &str) -> Case {
         "call1k" => call("read_file", 1024, true),
         "call16k" => call("read_file", 16 * 1024, true),
         "deny1k" => call("format_disk", 1024, false),
+        "text1k" | "text16k" => {
+            let size = if name == "text1k" { 1024 } else { 16 * 1024 };
+            let body = tools_call_text_body("read_file", size).unwrap();
+            assert_eq!(body.len(), size);
+            Case {
+                headers: mcp_headers(Some("cost-session"), body.len()),
+                body,
+                allowed: true,
+            }
+        }
         "init" => {
             let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#.to_vec();
             Case {
@@ -151,7 +162,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(target), Some(name), Some(n)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!(
-            "usage: cost <native|wasm> <call256|call1k|call16k|deny1k|init|get> <iterations>"
+            "usage: cost <native|wasm> <call256|call1k|call16k|text1k|text16k|deny1k|init|get> <iterations>"
         );
         std::process::exit(2);
     };

@@ -9,7 +9,18 @@ local counter = 0
 local START = os.time()
 local reqs = nil
 
-local function pad(n) return string.rep("x", n) end
+-- BENCH_PAD_FILE (benches/load/run --payload text): lines `n<TAB>content`, the JSON-string content
+-- of each padding length; without it (or for another length) the padding is x's.
+local PADS = {}
+local pad_file = os.getenv("BENCH_PAD_FILE")
+if pad_file and pad_file ~= "" then
+  for line in io.lines(pad_file) do
+    local n, text = line:match("^(%d+)\t(.*)$")
+    if n then PADS[tonumber(n)] = text end
+  end
+end
+
+local function pad(n) return PADS[n] or string.rep("x", n) end
 
 local function call(id, size)
   -- arguments object of exactly `size` bytes: {"path":"/repo/a.txt","content":"xx..","branch":"main"}

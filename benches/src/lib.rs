@@ -94,6 +94,49 @@ pub fn tools_call_body(tool: &str, size: usize) -> Vec<u8> {
     make(size.saturating_sub(base))
 }
 
+/// Realistic text for a tool argument, read in place from `../shared`: the official MCP
+/// 2025-11-25 JSON schema (English descriptions, JSON punctuation, quotes and newlines to escape).
+/// Fixed content, so instruction counts of two builds compare exactly; unlike the `d`s of
+/// [`tools_call_body`] (a best case for the risk scan) it has the letters that start secret
+/// prefixes at their natural rate.
+pub const REALISTIC_TEXT: &str = "../shared/schemas/mcp/2025-11-25/schema.json";
+
+/// A `tools/call` of `tool` of exactly `size` bytes (or the smallest possible) whose `content`
+/// argument is the start of [`REALISTIC_TEXT`], cut between two characters and topped up with
+/// spaces (at most one escape's worth).
+pub fn tools_call_text_body(tool: &str, size: usize) -> Result<Vec<u8>, FixtureError> {
+    let path = repo_path(REALISTIC_TEXT);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| FixtureError(format!("{}: {e}", path.display())))?;
+    let make = |content: &str| {
+        serde_json::to_vec(&json!({
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": { "name": tool, "arguments": { "path": "/repo/schema.json", "content": content } }
+        }))
+        .unwrap_or_default()
+    };
+    // The bytes a character takes inside a JSON string, as serde_json writes it.
+    let escaped_len = |c: char| match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
+    };
+    let mut len = make("").len();
+    let mut content = String::new();
+    for c in text.chars() {
+        len = len.saturating_add(escaped_len(c));
+        if len > size {
+            break;
+        }
+        content.push(c);
+    }
+    let short = size.saturating_sub(make(&content).len());
+    content.extend(std::iter::repeat_n(' ', short));
+    Ok(make(&content))
+}
+
 /// A small JSON-RPC result, as an upstream MCP server answers a tool call.
 pub const TOOL_RESULT: &[u8] =
     br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
@@ -135,4 +178,29 @@ pub fn wasm_stream(
     host.forget_stream(id);
     host.clear_logs();
     Ok(forwarded)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_size_asked_for() {
+        let text = std::fs::read_to_string(repo_path(REALISTIC_TEXT)).unwrap();
+        for size in [300, 1024, 1025, 4096, 16 * 1024] {
+            assert_eq!(tools_call_body("read_file", size).len(), size);
+            let body = tools_call_text_body("read_file", size).unwrap();
+            assert_eq!(body.len(), size, "text body of {size} bytes");
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let content = v["params"]["arguments"]["content"].as_str().unwrap();
+            // the text itself: only the last few bytes (one escape's worth at most) are padding
+            let kept = content.get(..content.len().saturating_sub(5)).unwrap();
+            assert!(text.starts_with(kept), "{size}: {kept:?}");
+        }
+    }
 }
