@@ -1,6 +1,6 @@
 //! Drives N whole requests through the filter, for instruction counting under callgrind
 //! (`benches/cost/run`): instruction counts do not depend on what else the machine is doing, so
-//! they compare two builds of the filter exactly, where wall-clock timings on this shared box do
+//! they compare two builds of the filter closely, where wall-clock timings on this shared box do
 //! not.
 //!
 //! ```text
