@@ -14,10 +14,11 @@
 //!   `COST_HOSTCALLS=1` it prints the hostcalls per request, by name.
 //!
 //! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
-//! back through the result inspection), `deny1k` (unknown tool, JSON-RPC error), `init` (an
-//! `initialize`), `get` (egress GET, no body), `text1k` / `text16k` (as `call1k` / `call16k`,
-//! the argument being realistic text: `portcullis_benches::REALISTIC_TEXT`). Every request carries the same `mcp-session-id`, so sessions, the receipt chain
-//! and its signing cadence (every 16th ALLOW receipt signed) are in the steady state.
+//! back through the result inspection), `text1k` / `text16k` (as `call1k` / `call16k`, with an
+//! argument of realistic text: `portcullis_benches::REALISTIC_TEXT`), `deny1k` (unknown tool,
+//! JSON-RPC error), `init` (an `initialize`), `get` (egress GET, no body). Every request carries
+//! the same `mcp-session-id`, so sessions, the receipt chain and its signing cadence (every 16th
+//! ALLOW receipt signed) are in the steady state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

@@ -96,7 +96,7 @@ pub fn tools_call_body(tool: &str, size: usize) -> Vec<u8> {
 
 /// Realistic text for a tool argument, read in place from `../shared`: the official MCP
 /// 2025-11-25 JSON schema (English descriptions, JSON punctuation, quotes and newlines to escape).
-/// Fixed content, so instruction counts of two builds compare exactly; unlike the `d`s of
+/// Fixed content, so instruction counts of two builds compare; unlike the `d`s of
 /// [`tools_call_body`] (a best case for the risk scan) it has the letters that start secret
 /// prefixes at their natural rate.
 pub const REALISTIC_TEXT: &str = "../shared/schemas/mcp/2025-11-25/schema.json";
