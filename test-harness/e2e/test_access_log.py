@@ -1,5 +1,6 @@
 """Envoy's JSON access log: one line per action carrying decision, rule and receipt; the
-receipt chain verifies offline with `policyc receipts verify`, and tampering is caught."""
+receipt chain verifies offline with `policyc receipts verify`, and tampering is caught; the
+timer signs idle tails within its per-tick budget."""
 
 from __future__ import annotations
 
@@ -97,3 +98,31 @@ def test_sdk_session_log_verifies(gateway: pe.Stack, keys: pe.Keys) -> None:
     gateway.stop()
     ok = _verify(log, keys, gateway.checkpoint_receipts())
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_the_timer_attests_more_idle_tails_than_one_tick_may_sign(stack: pe.Stack, keys: pe.Keys,
+                                                                  demo_bundle: Path) -> None:
+    """More sessions with an unsigned tail than one tick may sign (32, docs/receipts.md): the timer
+    spreads their checkpoints over ticks, never more than 32 in one, until every tail is signed."""
+    stack.workbench(json_response=True)
+    # Ticks 2 s apart: the sessions below are all made within one, so their tails fall due together.
+    stack.envoy("mcp-gateway", keys, demo_bundle, patch={"receipts": {"max_unsigned_ms": 500, "tick_ms": 2000}})
+    sessions = 80
+    for _ in range(sessions):
+        with RawMcp(stack.mcp_url) as mcp:
+            mcp.initialize()
+            mcp.call("read_file", {"path": "/repo/README.md"})
+    stack.wait_attested(timeout=30)
+    stamps = sorted(r["body"]["ts_ms"] for r in pe.read_jsonl(stack.checkpoint_receipts())
+                    if r["body"]["event"] == "checkpoint" and not str(r["body"]["session"]).startswith("anon/"))
+    assert len(stamps) >= sessions
+    # A tick signs within milliseconds, and ticks are 2 s apart: a gap over 0.5 s starts a new tick.
+    ticks: list[list[int]] = []
+    for t in stamps:
+        if ticks and t - ticks[-1][-1] < 500:
+            ticks[-1].append(t)
+        else:
+            ticks.append([t])
+    sizes = [len(t) for t in ticks]
+    assert max(sizes) == 32, sizes  # the budget held back the rest ...
+    assert len(ticks) >= 3, sizes   # ... for later ticks
