@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import portcullis_e2e as pe
@@ -106,20 +107,23 @@ def test_the_timer_attests_more_idle_tails_than_one_tick_may_sign(stack: pe.Stac
     """More sessions with an unsigned tail than one tick may sign (32, docs/receipts.md): the timer
     spreads their checkpoints over ticks, never more than 32 in one, until every tail is signed."""
     stack.workbench(json_response=True)
-    tick_ms, due_ms, sessions = 3000, 500, 80
+    tick_ms, due_ms, sessions = 4000, 500, 80
     stack.envoy("mcp-gateway", keys, demo_bundle,
                 patch={"receipts": {"max_unsigned_ms": due_ms, "tick_ms": tick_ms}})
-    t0 = time.monotonic()
-    for _ in range(sessions):
+    def one_session(_: int) -> None:
         with RawMcp(stack.mcp_url) as mcp:
             mcp.initialize()
             mcp.call("read_file", {"path": "/repo/README.md"})
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(one_session, range(sessions)))
     made_ms = (time.monotonic() - t0) * 1000
     stack.wait_attested(timeout=30)
     stamps = sorted(r["body"]["ts_ms"] for r in pe.read_jsonl(stack.checkpoint_receipts())
                     if r["body"]["event"] == "checkpoint" and not str(r["body"]["session"]).startswith("anon/"))
     assert len(stamps) == sessions
-    # A tick signs within milliseconds and ticks are 3 s apart: a gap over 1 s starts a new tick.
+    # A tick signs within milliseconds and ticks are 4 s apart: a gap over 1 s starts a new tick.
     ticks: list[list[int]] = []
     for t in stamps:
         if ticks and t - ticks[-1][-1] < 1000:
@@ -129,7 +133,8 @@ def test_the_timer_attests_more_idle_tails_than_one_tick_may_sign(stack: pe.Stac
     sizes = [len(t) for t in ticks]
     assert max(sizes) <= 32, sizes
     # When every tail fell due within one tick period, at most one tick split them, so some tick
-    # found more than 32 due: the budget held the rest back for later ticks. (A machine slow
-    # enough to spread the sessions over more ticks only checks the bound above.)
+    # found more than 32 due: the budget held the rest back for later ticks. (Eight clients make
+    # the sessions in about a second even while the machine builds; one slow enough to spread
+    # them over more ticks only checks the bound above.)
     if made_ms + due_ms < tick_ms:
         assert max(sizes) == 32 and len(ticks) >= 3, (sizes, made_ms)
