@@ -10,17 +10,22 @@ local START = os.time()
 local reqs = nil
 
 -- BENCH_PAD_FILE (benches/load/run --payload text): lines `n<TAB>content`, the JSON-string content
--- of each padding length; without it (or for another length) the padding is x's.
-local PADS = {}
+-- of each padding length (PAD_SIZES in run); without the file the padding is x's.
+local PADS = nil
 local pad_file = os.getenv("BENCH_PAD_FILE")
 if pad_file and pad_file ~= "" then
+  PADS = {}
   for line in io.lines(pad_file) do
     local n, text = line:match("^(%d+)\t(.*)$")
     if n then PADS[tonumber(n)] = text end
   end
 end
 
-local function pad(n) return PADS[n] or string.rep("x", n) end
+local function pad(n)
+  if PADS == nil then return string.rep("x", n) end
+  -- A length the file lacks would quietly measure x's: stop instead.
+  return PADS[n] or error("BENCH_PAD_FILE has no padding of " .. n .. " bytes (PAD_SIZES in run)")
+end
 
 local function call(id, size)
   -- arguments object of exactly `size` bytes: {"path":"/repo/a.txt","content":"xx..","branch":"main"}
