@@ -404,6 +404,25 @@ fn a_session_id_reused_after_its_end_starts_a_second_chain() {
         r.findings
     );
 
+    // Envoy writes the end to its own log and the new chain's actions to the access log, so the
+    // verifier may read the new chain first: the receipts' times decide, not the log order.
+    let (_, _, first) = setup();
+    let (end, before_end) = first.split_last().expect("a session_end");
+    let mut files = before_end.to_vec();
+    files.extend(second.iter().cloned());
+    files.push(end.clone());
+    let r = verify(&files, &keys);
+    assert!(r.ok, "{:?}", r.findings);
+    assert_eq!(r.sessions.len(), 2);
+
+    // A first receipt made in the same millisecond as the end still follows it.
+    let same_ms = session_log("s", &signer, 3, 1_008);
+    let mut tie = same_ms.clone();
+    tie.extend(first.iter().cloned());
+    let r = verify(&tie, &keys);
+    assert!(r.ok, "{:?}", r.findings);
+    assert_eq!(r.sessions.len(), 2);
+
     // A second chain by a key nobody trusts is caught like any other receipt.
     let stranger = Signer::new(signing_key_from_seed([7; 32]));
     let mut forged = first.clone();

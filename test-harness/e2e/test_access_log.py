@@ -138,3 +138,46 @@ def test_the_timer_attests_more_idle_tails_than_one_tick_may_sign(stack: pe.Stac
     # them over more ticks only checks the bound above.)
     if made_ms + due_ms < tick_ms:
         assert max(sizes) == 32 and len(ticks) >= 3, (sizes, made_ms)
+
+
+def test_a_session_id_whose_slot_was_reused_verifies_as_a_second_chain(stack: pe.Stack, keys: pe.Keys,
+                                                                       demo_bundle: Path) -> None:
+    """With one session slot, each new session displaces the live one (signed `session_end` in
+    Envoy's log). When the displaced id acts again it is a new session whose chain restarts at 1:
+    the verifier reads two intact chains of that id, and a restart without the `session_end`
+    before it is a break (docs/filter.md, Sessions; docs/receipts.md)."""
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle, patch={"session": {"slots": 1}})
+    with RawMcp(stack.mcp_url) as first, RawMcp(stack.mcp_url) as second:
+        first.initialize()
+        assert first.call("read_file", {"path": "/repo/README.md"}).status == 200
+        second.initialize()  # its intent takes the only slot: `first` ends (evicted)
+        assert second.call("read_file", {"path": "/repo/README.md"}).status == 200
+        # `first` is new again (the server still knows it): seq 1 of a second chain, and `second`
+        # is displaced in turn.
+        again = first.call("read_file", {"path": "/repo/README.md"})
+        assert again.status == 200, again.text
+        a, b = first.session_id, second.session_id
+    stack.wait_attested()
+    log = stack.files["access_log"]
+    stack.stop()
+    checkpoints = stack.checkpoint_receipts()
+    ends = [r["body"]["session"] for r in pe.read_jsonl(checkpoints) if r["body"]["event"] == "session_end"]
+    assert ends.count(a) == 1 and ends.count(b) == 1, ends
+
+    ok = pe.policyc("receipts", "verify", str(log), str(checkpoints), "--pub", str(keys.path("receipt", "pub")),
+                    "--format", "json", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    chains = [(s["first_seq"], s["ended"]) for s in json.loads(ok.stdout)["sessions"] if s["session"] == a]
+    assert sorted(chains) == [(1, False), (1, True)], chains
+
+    # Drop the first chain's session_end: the restart at seq 1 is now a fork of that chain.
+    kept = [line for line in checkpoints.read_text().splitlines()
+            if not (json.loads(line)["body"]["event"] == "session_end" and json.loads(line)["body"]["session"] == a)]
+    no_end = checkpoints.with_name("no-end.jsonl")
+    no_end.write_text("\n".join(kept) + "\n")
+    bad = pe.policyc("receipts", "verify", str(log), str(no_end), "--pub", str(keys.path("receipt", "pub")),
+                     "--format", "json", check=False)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    kinds = {(f["kind"], f["session"]) for f in json.loads(bad.stdout)["findings"]}
+    assert ("chain_break", a) in kinds, kinds

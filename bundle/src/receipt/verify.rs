@@ -19,9 +19,10 @@
 //! A session id can start a second chain: the filter keeps sessions in a bounded number of slots,
 //! and once a session has ended (a signed `session_end`, the last receipt of its chain) and its
 //! slot was reused, the same id seen again is a new session whose chain starts again at 1. So,
-//! per session id in log order, a receipt with `seq` 1 and a zero `prev` that comes after a
-//! `session_end` starts a new chain, checked on its own (a second summary with the same session
-//! id). A chain restart anywhere else is still a `chain_break`.
+//! per session id, a receipt with `seq` 1 and a zero `prev` made after a `session_end` (by the
+//! receipts' signed timestamps: the end and the new start are often in different log files)
+//! starts a new chain, checked on its own (a second summary with the same session id). A chain
+//! restart anywhere else is still a `chain_break`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -386,10 +387,10 @@ pub fn verify_log_with<'a>(
     let mut summaries = Vec::new();
     for (session, entries) in sessions
         .iter()
-        .flat_map(|(s, e)| chains(e).map(move |c| (s, c)))
+        .flat_map(|(s, e)| chains(e).into_iter().map(move |c| (s, c)))
     {
         let mut own = Vec::new();
-        let summary = verify_session(session, entries, &by_id, &mut own);
+        let summary = verify_session(session, &entries, &by_id, &mut own);
         let (notes, fails): (Vec<Finding>, Vec<Finding>) =
             own.into_iter().partition(|f| f.kind.is_notice(options));
         summaries.push(SessionSummary {
@@ -412,32 +413,36 @@ pub fn verify_log_with<'a>(
     }
 }
 
-/// A session's receipts (log order) split into chains: a new one starts at a first receipt
-/// (`seq` 1, zero `prev`) logged after a `session_end`.
-fn chains<'a, 'b>(entries: &'b [&'a Found]) -> impl Iterator<Item = &'b [&'a Found]> {
+/// A session's receipts (log order) split into chains, each returned in log order.
+///
+/// A new chain starts at a first receipt (`seq` 1, zero `prev`) made after a `session_end` of the
+/// same id. "After" is by the receipts' own timestamps (`ts_ms`, inside the hashed body), not by
+/// log position: the filter logs `session_end` to Envoy's own log and actions to the access log, so
+/// a new chain's first action can come before the old chain's end in the input. At the same
+/// millisecond a first receipt sorts after every other receipt, so the end it follows counts.
+fn chains<'a>(entries: &[&'a Found]) -> Vec<Vec<&'a Found>> {
     let zero = "0".repeat(64);
-    let mut starts = vec![0usize];
+    let is_first = |f: &Found| f.receipt.body.seq == 1 && f.receipt.body.prev == zero;
+    let mut by_time: Vec<&'a Found> = entries.to_vec();
+    by_time.sort_by_key(|f| (f.receipt.body.ts_ms, is_first(f), f.line));
+    let mut out: Vec<Vec<&'a Found>> = vec![Vec::new()];
     let mut ended = false;
-    for (i, f) in entries.iter().enumerate() {
-        let b = &f.receipt.body;
-        if ended && b.seq == 1 && b.prev == zero {
-            starts.push(i);
+    for f in by_time {
+        if ended && is_first(f) {
+            out.push(Vec::new());
             ended = false;
         }
-        if b.event == super::EventKind::SessionEnd {
+        if f.receipt.body.event == super::EventKind::SessionEnd {
             ended = true;
         }
+        if let Some(chain) = out.last_mut() {
+            chain.push(f);
+        }
     }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .copied()
-        .chain(std::iter::once(entries.len()))
-        .collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .filter_map(move |(a, b)| entries.get(a..b))
+    for chain in &mut out {
+        chain.sort_by_key(|f| f.line);
+    }
+    out
 }
 
 fn verify_session(
