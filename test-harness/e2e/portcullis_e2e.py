@@ -243,8 +243,9 @@ class Stack:
 
     def envoy(self, folder: str, keys: Keys | None, bundle: Path | None, *, values: dict[str, str] | None = None,
               patch: object | None = None, raw_plugin_config: str | None = None,
-              failure_policy: str = "FAIL_CLOSED", wait_ready: bool = True) -> Proc:
-        """Render ``envoy-configs/folder`` and start Envoy on free ports; waits for admin /ready."""
+              failure_policy: str = "FAIL_CLOSED", wait_ready: bool = True, concurrency: int = 1) -> Proc:
+        """Render ``envoy-configs/folder`` and start Envoy on free ports (``concurrency`` worker
+        threads); waits for admin /ready."""
         listen, admin = free_port(), free_port()
         out = self.dir / f"envoy-{folder}"
         access_log = out / "access.log"
@@ -259,7 +260,7 @@ class Stack:
         cfg = render.plugin_config(folder, subst, patch, raw_plugin_config)
         written = render.render(folder, out, vals, cfg)
         env = {"PORTCULLIS_SIGNING_KEY": keys.secret_line("receipt")} if keys else {}
-        argv = [envoy_binary(), "-c", str(written["envoy"]), "--concurrency", "1", "--disable-hot-restart",
+        argv = [envoy_binary(), "-c", str(written["envoy"]), "--concurrency", str(concurrency), "--disable-hot-restart",
                 "--log-level", os.environ.get("ENVOY_LOG_LEVEL", "warning"), "--file-flush-interval-msec", "100",
                 "--component-log-level", "wasm:info"]
         proc = self.start(f"envoy-{folder}", argv, env)

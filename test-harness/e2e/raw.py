@@ -55,10 +55,14 @@ class Reply:
 class RawMcp:
     """A legacy MCP session over plain httpx."""
 
-    def __init__(self, url: str, *, intent: str | None = "demo_task", timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, intent: str | None = "demo_task", timeout: float = 10.0,
+                 fresh_connections: bool = False) -> None:
+        """``fresh_connections``: one TCP connection per request, so that with several Envoy
+        workers the requests of one session are spread over them."""
         self.url = url
         self.intent = intent
-        self.http = httpx.Client(timeout=timeout)
+        limits = httpx.Limits(max_keepalive_connections=0) if fresh_connections else httpx.Limits()
+        self.http = httpx.Client(timeout=timeout, limits=limits)
         self.session_id: str | None = None
         self.next_id = 1
 
