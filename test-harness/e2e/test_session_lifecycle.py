@@ -1,0 +1,81 @@
+"""How a session ends, through Envoy (docs/filter.md, Sessions): idle past `session.idle_ttl_s` it
+expires; above `session.max_sessions` the least recently used one is evicted. Either way the
+filter logs a signed `session_end`, and a later request naming the session is `missing`: the
+pack's `unknown_session` decision (the demo pack denies), never a fresh start that would shed its
+history. The receipt chain goes on through the end and verifies. Policy: examples/policies/demo."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import portcullis_e2e as pe
+from agent import decode_receipt, receipt_field
+from raw import RawMcp, Reply
+
+README = {"path": "/repo/README.md"}
+
+
+def _decision(r: Reply) -> tuple[str | None, str | None]:
+    receipt = decode_receipt(r.headers.get("x-portcullis-receipt"))
+    return receipt_field(receipt, "decision"), receipt_field(receipt, "rule")
+
+
+def _ends(stack: pe.Stack) -> list[str]:
+    return [r["body"]["session"] for r in pe.read_jsonl(stack.checkpoint_receipts())
+            if r["body"]["event"] == "session_end"]
+
+
+def _verify(stack: pe.Stack, keys: pe.Keys, log: Path) -> dict:
+    ok = pe.policyc("receipts", "verify", str(log), str(stack.checkpoint_receipts()),
+                    "--pub", str(keys.path("receipt", "pub")), "--format", "json", check=False)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    return json.loads(ok.stdout)
+
+
+def test_an_idle_session_expires_and_cannot_act_again(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle, patch={"session": {"idle_ttl_s": 1},
+                                                          "receipts": {"tick_ms": 200}})
+    with RawMcp(stack.mcp_url) as mcp:
+        mcp.initialize()
+        assert _decision(mcp.call("read_file", README)) == ("ALLOW", "read_repo")
+        sid = mcp.session_id
+        # The worker's timer expires it once it has been idle for over a second.
+        pe.wait_until("the idle session's session_end", lambda: sid in _ends(stack), None, 10)
+        late = mcp.call("read_file", README)
+    assert late.error_code is not None and _decision(late) == ("DENY", "session:unknown"), late.text
+    assert len(pe.tool_calls(stack.upstream_requests(), "read_file")) == 1, "the late call never reached the tool"
+    stack.wait_attested()
+    log = stack.files["access_log"]
+    stack.stop()
+    [chain] = [c for c in _verify(stack, keys, log)["sessions"] if c["session"] == sid]
+    assert chain["ended"] and chain["first_seq"] == 1, chain
+    events = [a["event"] for a in chain["actions"]]
+    assert events.index("session_end") < len(events) - 1, "the refused call is chained after the end"
+
+
+def test_the_least_recently_used_session_is_evicted_above_the_cap(stack: pe.Stack, keys: pe.Keys,
+                                                                  demo_bundle: Path) -> None:
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle, patch={"session": {"max_sessions": 2}})
+    with RawMcp(stack.mcp_url) as a, RawMcp(stack.mcp_url) as b, RawMcp(stack.mcp_url) as c:
+        for m in (a, b):
+            m.initialize()
+            assert _decision(m.call("read_file", README))[0] == "ALLOW"
+        time.sleep(0.01)
+        assert _decision(a.call("read_file", README))[0] == "ALLOW"  # b is now the least recent
+        c.initialize()  # a third session: b is evicted
+        assert _decision(c.call("read_file", README))[0] == "ALLOW"
+        pe.wait_until("b's session_end", lambda: b.session_id in _ends(stack), None, 10)
+        assert _decision(a.call("read_file", README))[0] == "ALLOW", "the recently used session stays"
+        evicted = b.call("read_file", README)
+        ids = a.session_id, b.session_id, c.session_id
+    assert _decision(evicted) == ("DENY", "session:unknown"), evicted.text
+    assert _ends(stack) == [ids[1]], "only the least recently used session was evicted"
+    stack.wait_attested()
+    log = stack.files["access_log"]
+    stack.stop()
+    report = _verify(stack, keys, log)
+    assert {c["session"] for c in report["sessions"] if c["ended"]} == {ids[1]}
