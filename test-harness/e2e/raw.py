@@ -56,13 +56,14 @@ class RawMcp:
     """A legacy MCP session over plain httpx."""
 
     def __init__(self, url: str, *, intent: str | None = "demo_task", timeout: float = 10.0,
-                 fresh_connections: bool = False) -> None:
+                 fresh_connections: bool = False, http2: bool = False) -> None:
         """``fresh_connections``: one TCP connection per request, so that with several Envoy
-        workers the requests of one session are spread over them."""
+        workers the requests of one session are spread over them. ``http2``: HTTP/2 with prior
+        knowledge (h2c) instead of HTTP/1.1."""
         self.url = url
         self.intent = intent
         limits = httpx.Limits(max_keepalive_connections=0) if fresh_connections else httpx.Limits()
-        self.http = httpx.Client(timeout=timeout, limits=limits)
+        self.http = httpx.Client(timeout=timeout, limits=limits, http1=not http2, http2=http2)
         self.session_id: str | None = None
         self.next_id = 1
 

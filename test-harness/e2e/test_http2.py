@@ -1,0 +1,60 @@
+"""An agent speaking HTTP/2 to Envoy (h2c, prior knowledge) gets the same decisions as over
+HTTP/1.1. Every other e2e test speaks HTTP/1.1; on HTTP/2 a body has no framing of its own
+(DATA frames, `content-length` optional), so the filter's body buffering, its rewrite (MODIFY)
+and its local replies (DENY) are checked here against what the upstream received.
+Policy: examples/policies/demo."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import portcullis_e2e as pe
+from agent import decode_receipt, receipt_field
+from raw import RawMcp, Reply
+
+
+def _decision(r: Reply) -> tuple[str | None, str | None]:
+    receipt = decode_receipt(r.headers.get("x-portcullis-receipt"))
+    return receipt_field(receipt, "decision"), receipt_field(receipt, "rule")
+
+
+def _downstream_cx(stack: pe.Stack, version: str) -> int:
+    """Downstream connections of the given HTTP version over every HTTP connection manager but
+    the admin's (which the test's own stats requests reach over HTTP/1.1)."""
+    status, body = pe.http_get(f"http://127.0.0.1:{stack.ports['admin']}/stats?filter=downstream_cx_{version}_total")
+    assert status == 200, body
+    return sum(int(m.group(1)) for m in re.finditer(rf"^http\.(?!admin\.)[^:]+\.downstream_cx_{version}_total: (\d+)$",
+                                                    body.decode(), re.M))
+
+
+def test_decisions_over_http2(gateway: pe.Stack) -> None:
+    with RawMcp(gateway.mcp_url, http2=True) as mcp:
+        mcp.initialize()
+        read = mcp.call("read_file", {"path": "/repo/README.md"})
+        clamped = mcp.call("query_db", {"sql": "select * from payroll", "limit": 500})
+        big = mcp.call("read_file", {"path": "/repo/" + "d" * 20_000})
+        denied = mcp.call("delete_branch", {"branch": "main"})
+    assert _downstream_cx(gateway, "http2") >= 1 and _downstream_cx(gateway, "http1") == 0, \
+        "the agent's connection was not HTTP/2"
+
+    assert read.status == 200 and _decision(read) == ("ALLOW", "read_repo"), read.text
+    assert "contents of /repo/README.md" in read.text
+
+    # MODIFY: the tool ran with the clamped limit, and the body the upstream got is whole.
+    assert _decision(clamped) == ("MODIFY", "bounded_queries"), clamped.text
+    [(rec, msg)] = pe.tool_calls(gateway.upstream_requests(), "query_db")
+    assert msg["params"]["arguments"] == {"sql": "select * from payroll", "limit": 100}
+    length = pe.header(rec, "content-length")
+    assert length is None or int(length) == len(rec["body"].encode()), (length, rec["body"])
+
+    # A body over several DATA frames is read whole before the decision.
+    assert big.status == 200 and _decision(big)[0] == "ALLOW", big.text[:300]
+    [(_, msg)] = [(r, m) for r, m in pe.tool_calls(gateway.upstream_requests(), "read_file")
+                  if len(m["params"]["arguments"]["path"]) > 100]
+    assert msg["params"]["arguments"]["path"] == "/repo/" + "d" * 20_000
+
+    # DENY: a JSON-RPC error to the agent, nothing upstream.
+    assert _decision(denied) == ("DENY", "no_branch_deletion"), denied.text
+    assert denied.error_code == -32040 and json.loads(denied.text)["error"]["data"]["rule"] == "no_branch_deletion"
+    assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
