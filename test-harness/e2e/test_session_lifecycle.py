@@ -1,8 +1,9 @@
 """How a session ends, through Envoy (docs/filter.md, Sessions): idle past `session.idle_ttl_s` it
-expires; above `session.max_sessions` the least recently used one is evicted. Either way the
-filter logs a signed `session_end`, and a later request naming the session is `missing`: the
-pack's `unknown_session` decision (the demo pack denies), never a fresh start that would shed its
-history. The receipt chain goes on through the end and verifies. Policy: examples/policies/demo."""
+expires; above `session.max_sessions` the least recently used one is evicted; the client's MCP
+`DELETE`, once the server accepts it, deletes it. Each way the filter logs a signed `session_end`,
+and a later request naming the session is `missing`: the pack's `unknown_session` decision (the
+demo pack denies), never a fresh start that would shed its history. The receipt chain goes on
+through the end and verifies. Policy: examples/policies/demo."""
 
 from __future__ import annotations
 
@@ -79,3 +80,24 @@ def test_the_least_recently_used_session_is_evicted_above_the_cap(stack: pe.Stac
     stack.stop()
     report = _verify(stack, keys, log)
     assert {c["session"] for c in report["sessions"] if c["ended"]} == {ids[1]}
+
+
+def test_a_session_the_client_deletes_is_over(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    """MCP's `DELETE` ends the session at the server; the filter ends it too (signed
+    `session_end`), so the id cannot be used again through Portcullis."""
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle)
+    with RawMcp(stack.mcp_url) as mcp:
+        mcp.initialize()
+        assert _decision(mcp.call("read_file", README))[0] == "ALLOW"
+        sid = mcp.session_id
+        bye = mcp.http.delete(mcp.url, headers=mcp.headers(method=None))
+        assert bye.status_code == 200, bye.text
+        pe.wait_until("the deleted session's session_end", lambda: _ends(stack) == [sid], None, 10)
+        late = mcp.call("read_file", README)
+    assert _decision(late) == ("DENY", "session:unknown"), late.text
+    stack.wait_attested()
+    log = stack.files["access_log"]
+    stack.stop()
+    [chain] = [c for c in _verify(stack, keys, log)["sessions"] if c["session"] == sid]
+    assert chain["ended"], chain

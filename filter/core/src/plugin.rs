@@ -131,7 +131,7 @@ pub(crate) enum Metric {
     Refused,
     /// Internal failures (session store, call-outs, configuration).
     Errors,
-    /// Sessions ended by expiry or eviction.
+    /// Sessions ended by expiry, eviction or the client's `DELETE`.
     Evicted,
     /// Sessions this worker tracks (gauge).
     Sessions,
@@ -395,8 +395,17 @@ impl Plugin {
         }
     }
 
+    /// The client ended its session (an allowed MCP `DELETE` the server accepted): a tombstone for
+    /// every worker, like an eviction, so a later request naming it is `missing`.
+    pub(crate) fn end_deleted(&self, host: &dyn Host, l: &Loaded, session: &str) {
+        self.end_session(host, l, session, "deleted");
+        if self.tracker.borrow_mut().forget(session) {
+            self.add(host, Metric::Sessions, -1);
+        }
+    }
+
     /// End a session: leave a tombstone (status missing, chain kept) and log a signed
-    /// `session_end` receipt. `evicted` always ends it; `expired` only when the record itself says
+    /// `session_end` receipt. `evicted` and `deleted` always end it; `expired` only when the record itself says
     /// it is idle past the ttl (another worker may have served it since this one did).
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {

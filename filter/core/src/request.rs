@@ -86,6 +86,9 @@ pub struct Stream {
     /// An allowed legacy `initialize` that declared an intent: pinned to the session whose id the
     /// server returns in `mcp-session-id` (the request itself had no session yet).
     pin_intent: Option<String>,
+    /// An allowed MCP `DELETE` (the client ends its session, sessions keyed by `mcp-session-id`):
+    /// the session ends for good when the server accepts it (2xx).
+    end_on_success: bool,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -174,6 +177,7 @@ impl Stream {
             lists: None,
             results: None,
             pin_intent: None,
+            end_on_success: false,
             receipt_json: None,
         }
     }
@@ -249,6 +253,9 @@ impl Stream {
     pub fn on_response_headers(&mut self, host: &dyn Host) -> FilterAction {
         for (n, v) in &self.add_to_response {
             host.set_response_header(n, Some(v));
+        }
+        if std::mem::take(&mut self.end_on_success) {
+            self.end_deleted_session(host);
         }
         if let Some(intent) = self.pin_intent.take() {
             let plugin = Rc::clone(&self.plugin);
@@ -434,6 +441,18 @@ impl Stream {
         self.enforce(host, l, &shape, &actions, plan)
     }
 
+    /// The server accepted the client's `DELETE` of its session: end it (docs/filter.md, Sessions).
+    fn end_deleted_session(&self, host: &dyn Host) {
+        let accepted = host
+            .response_headers()
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .is_some_and(|(_, v)| v.starts_with('2') && v.len() == 3);
+        if let (true, Ok(l), Some(session)) = (accepted, &self.plugin.loaded, &self.session) {
+            self.plugin.end_deleted(host, l, session);
+        }
+    }
+
     /// The intent to pin when the server answers: only for a single allowed `initialize` that
     /// had no session key, when sessions are keyed by `mcp-session-id`.
     fn intent_to_pin(
@@ -561,6 +580,9 @@ impl Stream {
                 self.add_to_response = add;
                 self.receipt_json.clone_from(&json);
                 self.pin_intent = self.intent_to_pin(l, shape, &plan, actions);
+                self.end_on_success = self.route == Route::McpDelete
+                    && self.session.is_some()
+                    && l.cfg.session.key == SessionKeySource::McpSessionId;
                 if let Shape::Mcp { msgs, .. } = shape {
                     self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),

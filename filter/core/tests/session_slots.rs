@@ -2,7 +2,8 @@
 //! never grows past `session.slots` however many session ids pass, a session displaced from its
 //! slot gets its signed `session_end` receipt (also when the slot goes to a session whose intent
 //! is pinned from an initialize response), state never leaks between sessions that share a
-//! slot, and a tombstone answers `unknown_session` until a new session reclaims its slot.
+//! slot, a tombstone answers `unknown_session` until a new session reclaims its slot, and a
+//! session the client deletes (MCP `DELETE`, accepted by the server) ends for every worker.
 
 #![allow(
     clippy::unwrap_used,
@@ -287,4 +288,92 @@ fn an_intent_pinned_on_a_new_session_displaces_a_live_one_with_its_end_receipt()
     );
     assert!(!o.forwarded);
     assert_eq!(o.rule, "intent:short_task");
+}
+
+/// The client's `DELETE` of its session, and the server's answer to it.
+fn delete(host: &MockHost, plugin: &Rc<Plugin>, session: &str, status: &str) -> FilterAction {
+    host.new_stream(
+        [
+            (":method", "DELETE"),
+            (":path", "/mcp"),
+            (":authority", "workbench"),
+            (":scheme", "http"),
+            ("mcp-session-id", session),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect(),
+    );
+    let mut stream = filter_core::Stream::new(Rc::clone(plugin));
+    let a = stream.on_request_headers(host, true);
+    if a == FilterAction::Continue {
+        host.state().response_headers = vec![(":status".to_owned(), status.to_owned())];
+        stream.on_response_headers(host);
+    }
+    a
+}
+
+#[test]
+fn a_session_the_client_deletes_ends_for_every_worker() {
+    let host = MockHost::new(START_MS);
+    let cfg = common::config("basic.pcl", json!({}));
+    let worker_a = Rc::new(Plugin::configure(&host, &cfg));
+    let worker_b = Rc::new(Plugin::configure(&host, &cfg));
+    // What the access log would hold: each request's receipt.
+    let mut log: Vec<String> = Vec::new();
+    let mut send = |worker: &Rc<Plugin>, session: &str| {
+        let o = call(&host, worker, session, &read());
+        log.extend(o.receipt.clone());
+        o
+    };
+    assert!(send(&worker_a, "gone").forwarded);
+    assert!(send(&worker_a, "kept").forwarded);
+    host.advance(10);
+    // A server that does not let clients end sessions (405): nothing changes.
+    assert_eq!(
+        delete(&host, &worker_a, "kept", "405"),
+        FilterAction::Continue
+    );
+    // The server accepts the other DELETE: a signed session_end, counted once.
+    assert_eq!(
+        delete(&host, &worker_a, "gone", "204"),
+        FilterAction::Continue
+    );
+    let deleted = host
+        .state()
+        .filter_state
+        .get("wasm.portcullis.receipt")
+        .cloned();
+    assert_eq!(logged(&host, "session `gone` ended (deleted)"), 1);
+    assert_eq!(logged(&host, "session `kept` ended"), 0);
+    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    // From now on the id is unknown on either worker, and the other session goes on.
+    for worker in [&worker_a, &worker_b] {
+        host.advance(10);
+        let o = send(worker, "gone");
+        assert!(!o.forwarded);
+        assert_eq!(o.rule, "session:unknown");
+        assert!(send(worker, "kept").forwarded);
+    }
+    // The deleted session's chain (its DELETE, the end, the refusals) verifies and is ended.
+    log.extend(deleted.map(|r| String::from_utf8_lossy(&r).into_owned()));
+    log.extend(
+        host.state()
+            .logs
+            .iter()
+            .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
+            .map(str::to_owned),
+    );
+    let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    let gone = report
+        .sessions
+        .iter()
+        .find(|s| s.session == "gone")
+        .unwrap();
+    assert!(gone.ended && gone.findings == 0, "{:#?}", report.findings);
+    assert_eq!(gone.receipts, 5, "read, DELETE, session_end, two refusals");
 }
