@@ -68,7 +68,7 @@ def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.St
     stack.workbench(json_response=True)
     stack.envoy("mcp-gateway", keys, demo_bundle, concurrency=WORKERS)
     s = Tracked(stack)
-    s.send(lambda m: m.initialize())
+    s.mcp.initialize()  # two requests (initialize, notifications/initialized): not tracked
     sid = s.mcp.session_id
     assert sid
 
