@@ -1,8 +1,8 @@
-"""An agent speaking HTTP/2 to Envoy (h2c, prior knowledge) gets the same decisions as over
-HTTP/1.1. Every other e2e test speaks HTTP/1.1; on HTTP/2 a body has no framing of its own
-(DATA frames, `content-length` optional), so the filter's body buffering, its rewrite (MODIFY)
-and its local replies (DENY) are checked here against what the upstream received.
-Policy: examples/policies/demo."""
+"""Bodies framed other than by `content-length` get the same decisions. An agent speaking HTTP/2
+(h2c, prior knowledge) sends DATA frames with `content-length` optional; an HTTP/1.1 agent may
+send `transfer-encoding: chunked`. The filter's body buffering, its rewrite (MODIFY), its size
+limit and its local replies (DENY) are checked here against what the upstream received. Every
+other e2e test sends HTTP/1.1 with `content-length`. Policy: examples/policies/demo."""
 
 from __future__ import annotations
 
@@ -58,3 +58,38 @@ def test_decisions_over_http2(gateway: pe.Stack) -> None:
     assert _decision(denied) == ("DENY", "no_branch_deletion"), denied.text
     assert denied.error_code == -32040 and json.loads(denied.text)["error"]["data"]["rule"] == "no_branch_deletion"
     assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
+
+
+def _chunked(mcp: RawMcp, message: dict, chunk: int) -> Reply:
+    """POST ``message`` with `transfer-encoding: chunked`, ``chunk`` bytes at a time."""
+    body = json.dumps(message, separators=(",", ":")).encode()
+    name = message.get("params", {}).get("name")
+    r = mcp.http.post(mcp.url, content=iter([body[i:i + chunk] for i in range(0, len(body), chunk)]),
+                      headers=mcp.headers(method=message["method"], name=name))
+    return Reply(r.status_code, r.headers, r.text)
+
+
+def _tool_call(name: str, arguments: dict) -> dict:
+    return {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
+def test_decisions_on_chunked_bodies(gateway: pe.Stack) -> None:
+    with RawMcp(gateway.mcp_url) as mcp:
+        mcp.initialize()
+        clamped = _chunked(mcp, _tool_call("query_db", {"sql": "select * from payroll", "limit": 500}), 7)
+        denied = _chunked(mcp, _tool_call("delete_branch", {"branch": "main"}), 5)
+        huge = _chunked(mcp, _tool_call("write_file", {"path": "/repo/big", "content": "x" * (2 << 20),
+                                                       "branch": "deps/x"}), 64 << 10)
+
+    assert _decision(clamped) == ("MODIFY", "bounded_queries"), clamped.text
+    [(rec, msg)] = pe.tool_calls(gateway.upstream_requests(), "query_db")
+    assert msg["params"]["arguments"] == {"sql": "select * from payroll", "limit": 100}
+    length = pe.header(rec, "content-length")
+    assert length is None or int(length) == len(rec["body"].encode()), (length, rec["body"])
+
+    assert _decision(denied) == ("DENY", "no_branch_deletion") and denied.error_code == -32040, denied.text
+    assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
+
+    # Over `limits.max_body_bytes` (1 MiB) with no length announced: refused once it is too big.
+    assert huge.status == 413 and huge.error_code == -32600, (huge.status, huge.text[:300])
+    assert not pe.tool_calls(gateway.upstream_requests(), "write_file")
