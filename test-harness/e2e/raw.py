@@ -5,6 +5,7 @@ mismatched Mcp-Name, spoofed headers, oversize bodies). Speaks legacy Streamable
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,18 @@ class Reply:
         """The first JSON-RPC message (None when there is none)."""
         msgs = self.messages
         return msgs[0] if msgs else None
+
+    @property
+    def decided(self) -> tuple[str | None, str | None]:
+        """(decision, rule) of the receipt in the ``x-portcullis-receipt`` header (the first one
+        for a batch); (None, None) when there is none."""
+        header = self.headers.get("x-portcullis-receipt", "").split(",")[0]
+        try:
+            receipt = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4))) if header else {}
+        except ValueError:
+            receipt = {}
+        body = receipt.get("body", {}) if isinstance(receipt, dict) else {}
+        return body.get("decision"), body.get("rule")
 
     @property
     def error_code(self) -> int | None:

@@ -10,13 +10,8 @@ import json
 import re
 
 import portcullis_e2e as pe
-from agent import decode_receipt, receipt_field
 from raw import RawMcp, Reply
 
-
-def _decision(r: Reply) -> tuple[str | None, str | None]:
-    receipt = decode_receipt(r.headers.get("x-portcullis-receipt"))
-    return receipt_field(receipt, "decision"), receipt_field(receipt, "rule")
 
 
 def _downstream_cx(stack: pe.Stack, version: str) -> int:
@@ -38,24 +33,24 @@ def test_decisions_over_http2(gateway: pe.Stack) -> None:
     assert _downstream_cx(gateway, "http2") >= 1 and _downstream_cx(gateway, "http1") == 0, \
         "the agent's connection was not HTTP/2"
 
-    assert read.status == 200 and _decision(read) == ("ALLOW", "read_repo"), read.text
+    assert read.status == 200 and read.decided == ("ALLOW", "read_repo"), read.text
     assert "contents of /repo/README.md" in read.text
 
     # MODIFY: the tool ran with the clamped limit, and the body the upstream got is whole.
-    assert _decision(clamped) == ("MODIFY", "bounded_queries"), clamped.text
+    assert clamped.decided == ("MODIFY", "bounded_queries"), clamped.text
     [(rec, msg)] = pe.tool_calls(gateway.upstream_requests(), "query_db")
     assert msg["params"]["arguments"] == {"sql": "select * from payroll", "limit": 100}
     length = pe.header(rec, "content-length")
     assert length is None or int(length) == len(rec["body"].encode()), (length, rec["body"])
 
     # A body over several DATA frames is read whole before the decision.
-    assert big.status == 200 and _decision(big)[0] == "ALLOW", big.text[:300]
+    assert big.status == 200 and big.decided[0] == "ALLOW", big.text[:300]
     [(_, msg)] = [(r, m) for r, m in pe.tool_calls(gateway.upstream_requests(), "read_file")
                   if len(m["params"]["arguments"]["path"]) > 100]
     assert msg["params"]["arguments"]["path"] == "/repo/" + "d" * 20_000
 
     # DENY: a JSON-RPC error to the agent, nothing upstream.
-    assert _decision(denied) == ("DENY", "no_branch_deletion"), denied.text
+    assert denied.decided == ("DENY", "no_branch_deletion"), denied.text
     assert denied.error_code == -32040 and json.loads(denied.text)["error"]["data"]["rule"] == "no_branch_deletion"
     assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
 
@@ -81,13 +76,13 @@ def test_decisions_on_chunked_bodies(gateway: pe.Stack) -> None:
         huge = _chunked(mcp, _tool_call("write_file", {"path": "/repo/big", "content": "x" * (2 << 20),
                                                        "branch": "deps/x"}), 64 << 10)
 
-    assert _decision(clamped) == ("MODIFY", "bounded_queries"), clamped.text
+    assert clamped.decided == ("MODIFY", "bounded_queries"), clamped.text
     [(rec, msg)] = pe.tool_calls(gateway.upstream_requests(), "query_db")
     assert msg["params"]["arguments"] == {"sql": "select * from payroll", "limit": 100}
     length = pe.header(rec, "content-length")
     assert length is None or int(length) == len(rec["body"].encode()), (length, rec["body"])
 
-    assert _decision(denied) == ("DENY", "no_branch_deletion") and denied.error_code == -32040, denied.text
+    assert denied.decided == ("DENY", "no_branch_deletion") and denied.error_code == -32040, denied.text
     assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
 
     # Over `limits.max_body_bytes` (1 MiB) with no length announced: refused once it is too big.

@@ -12,15 +12,10 @@ import time
 from pathlib import Path
 
 import portcullis_e2e as pe
-from agent import decode_receipt, receipt_field
-from raw import RawMcp, Reply
+from raw import RawMcp
 
 README = {"path": "/repo/README.md"}
 
-
-def _decision(r: Reply) -> tuple[str | None, str | None]:
-    receipt = decode_receipt(r.headers.get("x-portcullis-receipt"))
-    return receipt_field(receipt, "decision"), receipt_field(receipt, "rule")
 
 
 def _ends(stack: pe.Stack) -> list[str]:
@@ -41,12 +36,12 @@ def test_an_idle_session_expires_and_cannot_act_again(stack: pe.Stack, keys: pe.
                                                           "receipts": {"tick_ms": 200}})
     with RawMcp(stack.mcp_url) as mcp:
         mcp.initialize()
-        assert _decision(mcp.call("read_file", README)) == ("ALLOW", "read_repo")
+        assert mcp.call("read_file", README).decided == ("ALLOW", "read_repo")
         sid = mcp.session_id
         # The worker's timer expires it once it has been idle for over a second.
         pe.wait_until("the idle session's session_end", lambda: sid in _ends(stack), None, 10)
         late = mcp.call("read_file", README)
-    assert late.error_code is not None and _decision(late) == ("DENY", "session:unknown"), late.text
+    assert late.error_code is not None and late.decided == ("DENY", "session:unknown"), late.text
     assert len(pe.tool_calls(stack.upstream_requests(), "read_file")) == 1, "the late call never reached the tool"
     stack.wait_attested()
     log = stack.files["access_log"]
@@ -64,16 +59,16 @@ def test_the_least_recently_used_session_is_evicted_above_the_cap(stack: pe.Stac
     with RawMcp(stack.mcp_url) as a, RawMcp(stack.mcp_url) as b, RawMcp(stack.mcp_url) as c:
         for m in (a, b):
             m.initialize()
-            assert _decision(m.call("read_file", README))[0] == "ALLOW"
+            assert m.call("read_file", README).decided[0] == "ALLOW"
         time.sleep(0.01)
-        assert _decision(a.call("read_file", README))[0] == "ALLOW"  # b is now the least recent
+        assert a.call("read_file", README).decided[0] == "ALLOW"  # b is now the least recent
         c.initialize()  # a third session: b is evicted
-        assert _decision(c.call("read_file", README))[0] == "ALLOW"
+        assert c.call("read_file", README).decided[0] == "ALLOW"
         pe.wait_until("b's session_end", lambda: b.session_id in _ends(stack), None, 10)
-        assert _decision(a.call("read_file", README))[0] == "ALLOW", "the recently used session stays"
+        assert a.call("read_file", README).decided[0] == "ALLOW", "the recently used session stays"
         evicted = b.call("read_file", README)
         ids = a.session_id, b.session_id, c.session_id
-    assert _decision(evicted) == ("DENY", "session:unknown"), evicted.text
+    assert evicted.decided == ("DENY", "session:unknown"), evicted.text
     assert _ends(stack) == [ids[1]], "only the least recently used session was evicted"
     stack.wait_attested()
     log = stack.files["access_log"]
@@ -89,13 +84,13 @@ def test_a_session_the_client_deletes_is_over(stack: pe.Stack, keys: pe.Keys, de
     stack.envoy("mcp-gateway", keys, demo_bundle)
     with RawMcp(stack.mcp_url) as mcp:
         mcp.initialize()
-        assert _decision(mcp.call("read_file", README))[0] == "ALLOW"
+        assert mcp.call("read_file", README).decided[0] == "ALLOW"
         sid = mcp.session_id
         bye = mcp.http.delete(mcp.url, headers=mcp.headers(method=None))
         assert bye.status_code == 200, bye.text
         pe.wait_until("the deleted session's session_end", lambda: _ends(stack) == [sid], None, 10)
         late = mcp.call("read_file", README)
-    assert _decision(late) == ("DENY", "session:unknown"), late.text
+    assert late.decided == ("DENY", "session:unknown"), late.text
     stack.wait_attested()
     log = stack.files["access_log"]
     stack.stop()

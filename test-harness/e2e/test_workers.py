@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import portcullis_e2e as pe
-from agent import decode_receipt, receipt_field
 from raw import RawMcp, Reply
 
 WORKERS = 2
@@ -53,15 +52,6 @@ class Tracked:
         return self.send(lambda m: m.call(tool, args, extra))
 
 
-def _decision(r: Reply) -> tuple[str | None, str | None]:
-    """(decision, rule) from the error's data (a refusal) or the response headers."""
-    msg = r.message
-    data = msg.get("error", {}).get("data") if isinstance(msg, dict) and isinstance(msg.get("error"), dict) else None
-    if isinstance(data, dict) and data.get("decision"):
-        return data["decision"], data.get("rule")
-    receipt = decode_receipt(r.headers.get("x-portcullis-receipt"))
-    return r.headers.get("x-portcullis-decision"), receipt_field(receipt, "rule")
-
 
 def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.Stack, keys: pe.Keys,
                                                                      demo_bundle: Path) -> None:
@@ -76,7 +66,7 @@ def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.St
     served: set[int] = set()
     for _ in range(TRIES):
         r, w = s.call("read_file", {"path": "/repo/README.md"})
-        assert (r.status, _decision(r)) == (200, ("ALLOW", "read_repo")), r.text
+        assert (r.status, r.decided) == (200, ("ALLOW", "read_repo")), r.text
         served.add(w)
         if served == set(range(WORKERS)):
             break
@@ -85,16 +75,16 @@ def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.St
     # An approval token is single-use on every worker.
     args = {"env": "production", "version": "v2.4.1"}
     first, _ = s.call("deploy", args)
-    assert _decision(first) == ("STEP_UP", "production_deploy"), first.text
+    assert first.decided == ("STEP_UP", "production_deploy"), first.text
     req = first.message["error"]["data"]["approval_request"]
     token = pe.policyc("approve", "--digest", req["digest"], "--group", req["group"],
                        "--key", str(keys.path("approver", "key")), "--ttl", "15m").stdout.strip()
     approved, used_on = s.call("deploy", args, {"x-portcullis-approval": token})
-    assert approved.status == 200 and _decision(approved)[0] == "ALLOW", approved.text
+    assert approved.status == 200 and approved.decided[0] == "ALLOW", approved.text
     replays: set[int] = set()
     for _ in range(TRIES):
         again, w = s.call("deploy", args, {"x-portcullis-approval": token})
-        assert _decision(again)[0] != "ALLOW", f"replayed token accepted on worker {w}: {again.text}"
+        assert again.decided[0] != "ALLOW", f"replayed token accepted on worker {w}: {again.text}"
         replays.add(w)
         if used_on ^ 1 in replays:
             break
@@ -102,13 +92,13 @@ def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.St
 
     # Untrusted content taints the session; secret access then kills it, on whichever worker.
     r, _ = s.call("fetch_url", {"url": "https://docs.example/x"})
-    assert _decision(r)[0] == "ALLOW", r.text
+    assert r.decided[0] == "ALLOW", r.text
     r, killed_on = s.call("get_secret", {"name": "prod-db"})
-    assert _decision(r) == ("DENY", "secret_after_untrusted"), r.text
+    assert r.decided == ("DENY", "secret_after_untrusted"), r.text
     after_kill: set[int] = set()
     for _ in range(TRIES):
         r, w = s.call("read_file", {"path": "/repo/README.md"})
-        assert _decision(r) == ("DENY", "session:killed"), f"worker {w} let a killed session act: {r.text}"
+        assert r.decided == ("DENY", "session:killed"), f"worker {w} let a killed session act: {r.text}"
         after_kill.add(w)
         if killed_on ^ 1 in after_kill:
             break
