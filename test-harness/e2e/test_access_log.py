@@ -181,3 +181,21 @@ def test_a_session_id_whose_slot_was_reused_verifies_as_a_second_chain(stack: pe
     assert bad.returncode == 1, bad.stdout + bad.stderr
     kinds = {(f["kind"], f["session"]) for f in json.loads(bad.stdout)["findings"]}
     assert ("chain_break", a) in kinds, kinds
+
+
+def test_one_log_across_an_envoy_restart_verifies(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    """Envoy restarts (a deploy, a crash) and keeps appending to the same access log. Shared data
+    is gone, so the filter's chains start again: the anonymous chains of the new process must get
+    new names (`anon/<epoch>-<n>`), or the SOC's verification of the day's log reports a fork."""
+    stack.workbench(json_response=True)
+    names = []
+    for _ in range(2):
+        envoy = stack.envoy("mcp-gateway", keys, demo_bundle)
+        _run_session(stack)
+        stack.wait_attested()
+        envoy.stop()
+        stack.procs.remove(envoy)
+        names.append({line["session"] for line in stack.access_log() if line["session"].startswith("anon/")})
+    assert len(names[1] - names[0]) == 1, names
+    ok = _verify(stack.files["access_log"], keys, stack.checkpoint_receipts())
+    assert ok.returncode == 0, ok.stdout + ok.stderr

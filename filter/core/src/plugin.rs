@@ -155,26 +155,39 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Shared-data key of the worker counter used to name per-worker anonymous chains.
+/// Shared-data key of the counter that names per-worker anonymous chains: the process's epoch
+/// (ms) and the number of configurations since, 8 bytes big-endian each.
 const WORKER_COUNTER_KEY: &str = "portcullis/workers";
 
-fn next_worker_number(host: &dyn Host) -> u64 {
+/// The name of this configuration's anonymous chain, `anon/<epoch>-<n>`. `epoch` is the time (ms)
+/// of the process's first configuration and `n` counts configurations (workers, reloads) since:
+/// distinct within the process, and from the chains of an earlier run of Envoy, whose receipts
+/// end up in the same log (a bare counter restarted at 1 and every restart read as a fork).
+fn anon_chain_name(host: &dyn Host) -> String {
     for _ in 0..MAX_CAS_ATTEMPTS {
         let Ok((value, cas)) = host.get_shared_data(WORKER_COUNTER_KEY) else {
             break;
         };
-        let current = value
-            .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes);
-        let next = current.saturating_add(1);
-        match host.set_shared_data(WORKER_COUNTER_KEY, &next.to_be_bytes(), cas) {
-            Ok(()) => return next,
+        let word = |v: &[u8], at: usize| {
+            v.get(at..at.saturating_add(8))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        };
+        let (epoch, n) = value
+            .filter(|v| v.len() == 16)
+            .and_then(|v| Some((word(&v, 0)?, word(&v, 8)?)))
+            .unwrap_or_else(|| (host.now_ms(), 0));
+        let next = n.saturating_add(1);
+        let mut bytes = epoch.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&next.to_be_bytes());
+        match host.set_shared_data(WORKER_COUNTER_KEY, &bytes, cas) {
+            Ok(()) => return format!("anon/{epoch}-{next}"),
             Err(SharedDataError::CasMismatch) => continue,
             Err(SharedDataError::Other(_)) => break,
         }
     }
-    // Fall back to the clock: still distinct across restarts.
-    host.now_ms()
+    // No shared data: the clock alone still differs between workers' starts and restarts.
+    format!("anon/{}-0", host.now_ms())
 }
 
 fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded, String> {
@@ -250,12 +263,11 @@ impl Plugin {
             .iter()
             .filter_map(|(m, name, kind)| host.define_metric(*kind, name).ok().map(|id| (*m, id)))
             .collect();
-        let worker = next_worker_number(host);
         let plugin = Plugin {
             loaded,
             tracker: RefCell::new(Tracker::default()),
             anon_chain: RefCell::new(ChainHead::default()),
-            anon_name: format!("anon/{worker}"),
+            anon_name: anon_chain_name(host),
             metric_ids,
         };
         match &plugin.loaded {

@@ -283,7 +283,7 @@ fn requests_without_a_session_key_chain_per_worker() {
         tool(2, "read_file", json!({"path": "/b"})),
     );
     assert!(a.forwarded && b.forwarded);
-    assert!(a.session.starts_with("anon/"), "{}", a.session);
+    assert_eq!(a.session, format!("anon/{START_MS}-1"));
     assert_eq!(a.session, b.session);
     let r: Value = serde_json::from_str(b.receipt.as_deref().unwrap()).unwrap();
     assert_eq!(r["body"]["seq"], 2);
@@ -295,7 +295,32 @@ fn requests_without_a_session_key_chain_per_worker() {
         None,
         tool(3, "read_file", json!({"path": "/c"})),
     );
-    assert_ne!(c.session, a.session);
+    assert_eq!(c.session, format!("anon/{START_MS}-2"));
+    // Envoy restarted a minute later (shared data gone): new chains, not the old names from seq 1
+    // again, so one log spanning the restart verifies
+    let restarted = MockHost::new(START_MS + 60_000);
+    let plugin = Rc::new(Plugin::configure(&restarted, &config(json!({}))));
+    let d = call(
+        &restarted,
+        &plugin,
+        None,
+        tool(4, "read_file", json!({"path": "/d"})),
+    );
+    assert_eq!(d.session, format!("anon/{}-1", START_MS + 60_000));
+    let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
+    let log = [&a, &b, &c, &d].map(|o| o.receipt.clone().unwrap());
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .all(|f| f.kind == bundle::receipt::FindingKind::UnsignedTail),
+        "{:#?}",
+        report.findings
+    );
 }
 
 #[test]
