@@ -199,3 +199,19 @@ def test_one_log_across_an_envoy_restart_verifies(stack: pe.Stack, keys: pe.Keys
     assert len(names[1] - names[0]) == 1, names
     ok = _verify(stack.files["access_log"], keys, stack.checkpoint_receipts())
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_stopping_envoy_signs_the_receipts_it_had_not_signed_yet(stack: pe.Stack, keys: pe.Keys,
+                                                                 demo_bundle: Path) -> None:
+    """ALLOW receipts are signed in batches, or by the timer once `max_unsigned_ms` (5 s) old.
+    Envoy stopped within that time: the filter signs every unsigned tail on the way out, so the
+    log that ends there is attested to its last line."""
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle)
+    with RawMcp(stack.mcp_url) as mcp:
+        mcp.initialize()
+        mcp.call("read_file", {"path": "/repo/README.md"})
+    assert stack.unattested(), "the receipts are not signed yet"
+    stack.stop()
+    ok = _verify(stack.files["access_log"], keys, stack.checkpoint_receipts())
+    assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -44,6 +44,11 @@ pub(crate) struct Loaded {
 /// (BENCHMARKS.md, e's p99.9).
 pub const MAX_SIGNATURES_PER_TICK: usize = 32;
 
+/// Checkpoints signed at most when Envoy stops a configuration ([`Plugin::on_done`]): ~50-80 ms
+/// of the stopping worker at the cost above. Only sessions with receipts from the last
+/// `max_unsigned_ms` are unsigned then (the timer signed older ones).
+pub const MAX_SIGNATURES_AT_DONE: usize = 1024;
+
 impl Loaded {
     /// A benchmark build's cut is `at` (always false without the `bench-cuts` feature).
     pub fn bench_cut(&self, at: crate::config::BenchCut) -> bool {
@@ -487,12 +492,41 @@ impl Plugin {
         for s in due.into_iter().take(budget) {
             self.checkpoint(host, l, &s);
         }
-        let anon_due = {
+        self.checkpoint_anon(host, l, now, l.cfg.receipts.max_unsigned_ms);
+    }
+
+    /// Envoy stops this configuration: at shutdown, or when a new one replaces it (a new plugin
+    /// configuration, a pulled bundle). Sign a checkpoint now for each session this worker served
+    /// that has unsigned receipts, and for the anonymous chain, instead of leaving their last
+    /// receipts `unsigned_tail` in a log that ends here (or for a timer that no longer knows
+    /// them). At most [`MAX_SIGNATURES_AT_DONE`], oldest unsigned first; the rest is logged.
+    pub fn on_done(&self, host: &dyn Host) {
+        let Ok(l) = &self.loaded else { return };
+        let now = host.now_ms();
+        let due = self.tracker.borrow().checkpoint_due(now, 0);
+        let left = due.len().saturating_sub(MAX_SIGNATURES_AT_DONE);
+        for s in due.into_iter().take(MAX_SIGNATURES_AT_DONE) {
+            self.checkpoint(host, l, &s);
+        }
+        if left > 0 {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: stopping with {left} session(s) whose last receipts stay unsigned \
+                     (at most {MAX_SIGNATURES_AT_DONE} checkpoints are signed on the way out)"
+                ),
+            );
+        }
+        self.checkpoint_anon(host, l, now, 0);
+    }
+
+    /// Sign the anonymous chain's unsigned receipts once the oldest is `max_unsigned_ms` old.
+    fn checkpoint_anon(&self, host: &dyn Host, l: &Loaded, now: u64, max_unsigned_ms: u64) {
+        let due = {
             let c = self.anon_chain.borrow();
-            c.unsigned > 0
-                && now.saturating_sub(c.oldest_unsigned_ms) >= l.cfg.receipts.max_unsigned_ms
+            c.unsigned > 0 && now.saturating_sub(c.oldest_unsigned_ms) >= max_unsigned_ms
         };
-        if anon_due {
+        if due {
             let r = receipt::checkpoint(
                 &self.anon_name,
                 &mut self.anon_chain.borrow_mut(),

@@ -160,6 +160,56 @@ fn the_timer_attests_an_idle_sessions_unsigned_receipts() {
     assert_eq!(report.sessions[0].attested_through, Some(2));
 }
 
+#[test]
+fn stopping_the_plugin_signs_every_unsigned_tail_at_once() {
+    let (host, plugin) = setup(json!({}));
+    let mut log = Vec::new();
+    for (i, session) in [Some("a"), Some("b"), None].into_iter().enumerate() {
+        host.advance(10);
+        let o = call(
+            &host,
+            &plugin,
+            session,
+            tool(i as i64, "read_file", json!({"path": "/a"})),
+        );
+        access_log(&mut log, &o);
+    }
+    // Envoy stops the plugin a moment later, long before `max_unsigned_ms` (5 s).
+    host.advance(10);
+    plugin.on_done(&host);
+    let checkpoints: Vec<String> = host
+        .state()
+        .logs
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(checkpoints.len(), 3, "a, b and the anonymous chain");
+    log.extend(checkpoints);
+    let key = signing_key_from_seed([2; 32]).verifying_key();
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[key],
+    );
+    assert!(report.ok, "{:#?}", report.findings);
+    assert!(
+        report
+            .sessions
+            .iter()
+            .all(|s| s.attested_through == Some(s.last_seq))
+    );
+    // Nothing is left to sign: a second stop signs nothing.
+    plugin.on_done(&host);
+    assert_eq!(
+        host.state()
+            .logs
+            .iter()
+            .filter(|(_, l)| l.starts_with("portcullis receipt "))
+            .count(),
+        3
+    );
+}
+
 /// The bytes of a session's record (the keyed frame removed).
 fn session_record(host: &MockHost, session: &str) -> Vec<u8> {
     let key = slot_key_of(host, session).unwrap();

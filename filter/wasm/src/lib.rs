@@ -214,9 +214,20 @@ impl Context for Root {
         if let Some(p) = &mut self.puller
             && let Some(new) = p.on_response(&WasmHost, token_id, body_size)
         {
-            // New streams use the new bundle; streams in flight keep theirs.
-            self.plugin = Some(Rc::new(new));
+            // New streams use the new bundle; streams in flight keep theirs. The old plugin's
+            // timer stops with it, so it signs what it alone knew was unsigned.
+            if let Some(old) = self.plugin.replace(Rc::new(new)) {
+                old.on_done(&WasmHost);
+            }
         }
+    }
+
+    /// Envoy is stopping this plugin (shutdown, or a new configuration replaces it).
+    fn on_done(&mut self) -> bool {
+        if let Some(p) = &self.plugin {
+            p.on_done(&WasmHost);
+        }
+        true
     }
 }
 
@@ -231,7 +242,12 @@ impl RootContext for Root {
         .ok()
         .flatten()
         .unwrap_or_default();
-        self.plugin = Some(Rc::new(Plugin::configure(&WasmHost, &config)));
+        if let Some(old) = self
+            .plugin
+            .replace(Rc::new(Plugin::configure(&WasmHost, &config)))
+        {
+            old.on_done(&WasmHost);
+        }
         self.puller = BundlePuller::new(&WasmHost, &config);
         // Always accept: a bad configuration yields a plugin that denies every request with
         // the reason, which is clearer to operators than a plugin that fails to load.
