@@ -422,8 +422,8 @@ impl Plugin {
     }
 
     /// End a session: leave a tombstone (status missing, chain kept) and log a signed
-    /// `session_end` receipt. `evicted` and `deleted` always end it; `expired` only when the record itself says
-    /// it is idle past the ttl (another worker may have served it since this one did).
+    /// `session_end` receipt. `evicted` and `deleted` always end it; `expired` only when the
+    /// record itself says it is idle past the ttl (another worker may have served it since).
     fn end_session(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
         for _ in 0..MAX_CAS_ATTEMPTS {
             let now = host.now_ms();
