@@ -13,7 +13,6 @@ import portcullis_e2e as pe
 from raw import RawMcp, Reply
 
 
-
 def _downstream_cx(stack: pe.Stack, version: str) -> int:
     """Downstream connections of the given HTTP version over every HTTP connection manager but
     the admin's (which the test's own stats requests reach over HTTP/1.1)."""

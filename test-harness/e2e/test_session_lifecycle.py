@@ -17,7 +17,6 @@ from raw import RawMcp
 README = {"path": "/repo/README.md"}
 
 
-
 def _ends(stack: pe.Stack) -> list[str]:
     return [r["body"]["session"] for r in pe.read_jsonl(stack.checkpoint_receipts())
             if r["body"]["event"] == "session_end"]

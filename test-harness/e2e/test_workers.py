@@ -52,7 +52,6 @@ class Tracked:
         return self.send(lambda m: m.call(tool, args, extra))
 
 
-
 def test_one_session_over_two_workers_keeps_its_state_and_one_chain(stack: pe.Stack, keys: pe.Keys,
                                                                      demo_bundle: Path) -> None:
     stack.workbench(json_response=True)
