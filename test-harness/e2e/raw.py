@@ -68,7 +68,7 @@ class Reply:
 class RawMcp:
     """A legacy MCP session over plain httpx."""
 
-    def __init__(self, url: str, *, intent: str | None = "demo_task", timeout: float = 10.0,
+    def __init__(self, url: str, *, intent: str | None = "demo_task", timeout: float | httpx.Timeout = 10.0,
                  fresh_connections: bool = False, http2: bool = False) -> None:
         """``fresh_connections``: one TCP connection per request, so that with several Envoy
         workers the requests of one session are spread over them. ``http2``: HTTP/2 with prior

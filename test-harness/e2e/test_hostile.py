@@ -104,21 +104,22 @@ def test_malformed_json_gets_a_parse_error(raw_gw) -> None:
 
 def test_an_agent_that_hangs_up_during_a_defer_leaves_the_filter_healthy(stack: pe.Stack, keys: pe.Keys,
                                                                           demo_bundle: Path) -> None:
-    """The client gives up while the filter waits on the context service (DEFER): the call-out's
-    answer then arrives for a stream Envoy has already destroyed. Nothing may run, nothing may
-    trap, and the next requests are decided as before."""
+    """The client gives up while the filter waits on the context service (DEFER): Envoy destroys
+    the stream with the call-out still in flight. Nothing may run, nothing may trap, and the next
+    requests are decided as before."""
     stack.workbench(json_response=True)
     stack.context_service("allow", delay_s=0.2)  # within the pack's 300 ms timeout
     stack.envoy("mcp-gateway", keys, demo_bundle)
     email = {"to": "x@outside.example", "subject": "hi", "body": "b"}
     with RawMcp(stack.mcp_url) as mcp:
         mcp.initialize()
-        with RawMcp(stack.mcp_url, timeout=0.05) as impatient:
+        # Connects and sends at leisure, then waits 50 ms for the answer.
+        with RawMcp(stack.mcp_url, timeout=httpx.Timeout(5.0, read=0.05)) as impatient:
             impatient.session_id = mcp.session_id
             with pytest.raises(httpx.TimeoutException):
                 impatient.call("send_email", email)
         pe.wait_until("the call-out answered", lambda: len(stack.upstream_requests("context")) == 1, None, 5)
-        time.sleep(0.3)  # the answer has reached Envoy, for a stream that is gone
+        time.sleep(0.3)  # the context service has answered, after the stream was gone
         assert not executed(stack, "send_email"), "the abandoned call never runs"
         read = mcp.call("read_file", {"path": "/repo/README.md"})
         assert read.status == 200 and "contents of /repo/README.md" in read.text, read.text
