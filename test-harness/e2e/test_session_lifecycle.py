@@ -95,3 +95,33 @@ def test_a_session_the_client_deletes_is_over(stack: pe.Stack, keys: pe.Keys, de
     stack.stop()
     [chain] = [c for c in _verify(stack, keys, log)["sessions"] if c["session"] == sid]
     assert chain["ended"], chain
+
+
+def test_with_require_initialize_a_killed_session_stays_dead_across_an_envoy_restart(
+        stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    """Session records live in Envoy's memory, so a restart forgets them. By default the next
+    request of a session is then a new session's first (docs/filter.md, Sessions); with
+    `session.require_initialize` it is `missing`, because no `initialize` answer for that id
+    passed through the new process. So a killed session is not revived, the agent has to start
+    a new session, and the log across the restart verifies: the refusals are on the anonymous chain."""
+    stack.workbench(json_response=True)
+    patch = {"session": {"require_initialize": True}}
+    envoy = stack.envoy("mcp-gateway", keys, demo_bundle, patch=patch)
+    with RawMcp(stack.mcp_url) as mcp:
+        mcp.initialize()
+        assert mcp.call("fetch_url", {"url": "https://docs.example/x"}).decided[0] == "ALLOW"
+        assert mcp.call("get_secret", {"name": "prod-db"}).decided == ("DENY", "secret_after_untrusted")
+        assert mcp.call("read_file", README).decided == ("DENY", "session:killed")
+        envoy.stop()
+        stack.procs.remove(envoy)
+        stack.envoy("mcp-gateway", keys, demo_bundle, patch=patch)
+        mcp.url = stack.mcp_url  # the new process listens on another port
+        after = mcp.call("read_file", README)
+        assert after.decided == ("DENY", "session:unknown"), after.text
+        assert not pe.tool_calls(stack.upstream_requests(), "read_file"), "the killed session never read"
+    with RawMcp(stack.mcp_url) as fresh:
+        fresh.initialize()
+        assert fresh.call("read_file", README).decided == ("ALLOW", "read_repo")
+    log = stack.files["access_log"]
+    stack.stop()
+    _verify(stack, keys, log)

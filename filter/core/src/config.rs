@@ -137,6 +137,9 @@ pub struct SessionConfig {
     pub idle_ttl_ms: u64,
     /// Shared-data slots session records live in (the process-wide bound on session keys).
     pub slots: u32,
+    /// An MCP session id counts only once its `initialize` answer passed through this Envoy; any
+    /// other id is `missing` (an Envoy restart lost it, or the client made it up).
+    pub require_initialize: bool,
 }
 
 /// Where a benchmark build stops the request path (`bench_cut`, only with the `bench-cuts`
@@ -277,6 +280,7 @@ struct RawSession {
     max_sessions: Option<usize>,
     idle_ttl_s: Option<u64>,
     slots: Option<u64>,
+    require_initialize: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -490,7 +494,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                     ))
                 })?,
         },
+        require_initialize: raw.session.require_initialize.unwrap_or(false),
     };
+    if session.require_initialize && session.key != SessionKeySource::McpSessionId {
+        return Err(err(
+            "`session.require_initialize` needs `session.key.source` `mcp-session-id`: only the \
+             MCP server's `initialize` answer says when such a session begins",
+        ));
+    }
     if session.max_sessions == 0 || session.idle_ttl_ms == 0 {
         return Err(err(
             "`session.max_sessions` and `session.idle_ttl_s` must be at least 1",
@@ -647,6 +658,7 @@ mod tests {
         assert_eq!(c.session.key, SessionKeySource::McpSessionId);
         assert_eq!(c.session.idle_ttl_ms, 3_600_000);
         assert_eq!(c.session.slots, 32_768);
+        assert!(!c.session.require_initialize);
         assert!(c.identity.mtls);
         assert!(c.identity.jwt.is_none() && c.identity.headers.is_none());
         assert_eq!(c.failure_mode, FailureMode::Closed);
@@ -747,6 +759,14 @@ mod tests {
                 "`session.slots`",
             ),
             (serde_json::json!({"session": {"slots": -1}}), "`-1`"),
+            (
+                serde_json::json!({"session": {"require_initialize": true, "key": {"source": "traceparent"}}}),
+                "`session.require_initialize` needs",
+            ),
+            (
+                serde_json::json!({"session": {"require_initialize": "yes"}}),
+                "expected a boolean",
+            ),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
             (
                 serde_json::json!({"approvers": {"ops": []}}),

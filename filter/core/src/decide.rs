@@ -491,24 +491,41 @@ fn store_failed(mut plan: Plan, why: &str) -> Plan {
     plan
 }
 
+/// Decide with a session `state` that is not saved; receipts go to the worker's anonymous chain.
+fn unsaved(plugin: &Plugin, l: &Loaded, input: &Input<'_>, state: SessionState, now: u64) -> Plan {
+    let mut rec = Record {
+        state,
+        chain: plugin.anon_chain.borrow().clone(),
+        ..Record::default()
+    };
+    let plan = plan_on(l, input, &plugin.anon_name, &mut rec, now);
+    *plugin.anon_chain.borrow_mut() = rec.chain;
+    plan
+}
+
 /// Decide a request: evaluate, enforce, record and seal under compare-and-swap.
 pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input<'_>) -> Plan {
     let Some(session) = input.session else {
         // No session key: a new, unsaved session; receipts go to this worker's anonymous chain.
         let now = host.now_ms();
-        let mut rec = Record {
-            state: SessionState::new(now),
-            chain: plugin.anon_chain.borrow().clone(),
-            ..Record::default()
-        };
-        let plan = plan_on(l, input, &plugin.anon_name, &mut rec, now);
-        *plugin.anon_chain.borrow_mut() = rec.chain;
-        return plan;
+        return unsaved(plugin, l, input, SessionState::new(now), now);
     };
     let mut last_error = String::from("compare-and-swap contention");
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
         let mut rec = l.load_session(host, session, now);
+        if rec.state.status == SessionStatus::New && l.cfg.session.require_initialize {
+            // An id whose `initialize` answer never passed here: missing, and nothing is saved
+            // (made-up ids must not take slots from real sessions).
+            host.log(
+                LogLevel::Info,
+                &format!(
+                    "portcullis: session `{session}` is unknown (session.require_initialize); \
+                     deciding it as missing on the anonymous chain"
+                ),
+            );
+            return unsaved(plugin, l, input, session_store::tombstone(now), now);
+        }
         let ended = rec.ended.map(|why| {
             (
                 why,

@@ -385,29 +385,35 @@ impl Plugin {
         self.tracker.borrow_mut().forget(&d.session);
     }
 
-    /// Pin `intent` on a session the MCP server has just created. A legacy `initialize` carries
-    /// no session id (the server assigns it in the response), so the intent it declared cannot be
-    /// pinned while it is evaluated; the filter pins it when the response names the session.
-    /// Displaces a live session from its slot when every slot the new session may use holds one
-    /// (its `session_end` receipt is logged). Only a session with no record yet is written: if
-    /// any action of the session was already recorded, its pinned intent (or none) stands.
-    /// Contention is not retried: another writer means the session exists.
-    pub(crate) fn pin_intent(&self, host: &dyn Host, l: &Loaded, session: &str, intent: &str) {
+    /// Begin a session the MCP server has just created, pinning `intent` on it. A legacy
+    /// `initialize` carries no session id (the server assigns it in the response), so the intent
+    /// it declared cannot be pinned while it is evaluated; the filter writes the record when the
+    /// response names the session (with `session.require_initialize`, also without an intent:
+    /// only such a record makes the id known). Displaces a live session from its slot when every
+    /// slot the new session may use holds one (its `session_end` receipt is logged). Only a
+    /// session with no record yet is written: if any action of the session was already recorded,
+    /// its pinned intent (or none) stands. Contention is not retried: another writer means the
+    /// session exists.
+    pub(crate) fn begin_session(
+        &self,
+        host: &dyn Host,
+        l: &Loaded,
+        session: &str,
+        intent: Option<&str>,
+    ) {
         let now = host.now_ms();
         let mut rec = l.load_session(host, session, now);
         if rec.state.status != SessionStatus::New {
             return;
         }
         rec.state.status = SessionStatus::Active;
-        rec.state.intent = Some(intent.to_owned());
+        rec.state.intent = intent.map(str::to_owned);
         rec.extra.last_seen_ms = now;
         match session_store::store(host, session, &rec) {
             Ok(()) => self.touched(host, l, session, &rec, now),
             Err(e) => host.log(
                 LogLevel::Warn,
-                &format!(
-                    "portcullis: intent `{intent}` not pinned on new session `{session}`: {e:?}"
-                ),
+                &format!("portcullis: new session `{session}` not recorded: {e:?}"),
             ),
         }
     }

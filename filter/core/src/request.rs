@@ -83,9 +83,10 @@ pub struct Stream {
     results: Option<ResultWatch>,
     /// The receipt JSON written to the filter state (a `result` receipt is appended to it).
     receipt_json: Option<String>,
-    /// An allowed legacy `initialize` that declared an intent: pinned to the session whose id the
-    /// server returns in `mcp-session-id` (the request itself had no session yet).
-    pin_intent: Option<String>,
+    /// An allowed legacy `initialize`: the session whose id the server returns in
+    /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
+    /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
+    begin_session: Option<Option<String>>,
     /// An allowed MCP `DELETE` (the client ends its session, sessions keyed by `mcp-session-id`):
     /// the session ends for good when the server accepts it (2xx).
     end_on_success: bool,
@@ -176,7 +177,7 @@ impl Stream {
             pending: None,
             lists: None,
             results: None,
-            pin_intent: None,
+            begin_session: None,
             end_on_success: false,
             receipt_json: None,
         }
@@ -257,7 +258,7 @@ impl Stream {
         if std::mem::take(&mut self.end_on_success) {
             self.end_deleted_session(host);
         }
-        if let Some(intent) = self.pin_intent.take() {
+        if let Some(intent) = self.begin_session.take() {
             let plugin = Rc::clone(&self.plugin);
             let session = host
                 .response_headers()
@@ -267,7 +268,7 @@ impl Stream {
                 })
                 .map(|(_, v)| v);
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
-                plugin.pin_intent(host, l, &session, &intent);
+                plugin.begin_session(host, l, &session, intent.as_deref());
             }
         }
         if let Some(f) = &mut self.lists
@@ -453,15 +454,16 @@ impl Stream {
         }
     }
 
-    /// The intent to pin when the server answers: only for a single allowed `initialize` that
-    /// had no session key, when sessions are keyed by `mcp-session-id`.
-    fn intent_to_pin(
+    /// The session to begin when the server answers, with its intent: only for a single allowed
+    /// `initialize` that had no session key, when sessions are keyed by `mcp-session-id`, and
+    /// only when it declared an intent or `session.require_initialize` is on.
+    fn session_to_begin(
         &self,
         l: &Loaded,
         shape: &Shape,
         plan: &Plan,
         actions: &[Action],
-    ) -> Option<String> {
+    ) -> Option<Option<String>> {
         if self.session.is_some()
             || l.cfg.session.key != SessionKeySource::McpSessionId
             || !matches!(shape, Shape::Mcp { batch: false, .. })
@@ -469,7 +471,11 @@ impl Stream {
             return None;
         }
         let (m, a) = plan.msgs.iter().zip(actions).next()?;
-        (a.operation == "initialize").then(|| m.verdict.intent.clone())?
+        if a.operation != "initialize" {
+            return None;
+        }
+        let intent = m.verdict.intent.clone();
+        (intent.is_some() || l.cfg.session.require_initialize).then_some(intent)
     }
 
     fn enforce(
@@ -579,7 +585,7 @@ impl Stream {
                 }
                 self.add_to_response = add;
                 self.receipt_json.clone_from(&json);
-                self.pin_intent = self.intent_to_pin(l, shape, &plan, actions);
+                self.begin_session = self.session_to_begin(l, shape, &plan, actions);
                 self.end_on_success = self.route == Route::McpDelete
                     && self.session.is_some()
                     && l.cfg.session.key == SessionKeySource::McpSessionId;

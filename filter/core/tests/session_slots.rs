@@ -377,3 +377,63 @@ fn a_session_the_client_deletes_ends_for_every_worker() {
     assert!(gone.ended && gone.findings == 0, "{:#?}", report.findings);
     assert_eq!(gone.receipts, 5, "read, DELETE, session_end, two refusals");
 }
+
+#[test]
+fn with_require_initialize_only_ids_the_server_handed_out_here_are_sessions() {
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"session": {"require_initialize": true}}),
+    );
+    // An id no initialize answer named (made up, or lost with an Envoy restart): missing, and
+    // it takes no slot; its receipt is on the anonymous chain.
+    let o = call(&host, &plugin, "made-up", &read());
+    assert!(!o.forwarded);
+    assert_eq!(o.rule, "session:unknown");
+    assert_eq!(slot_keys(&host), 0);
+    let r: Value = serde_json::from_str(o.receipt.as_deref().unwrap()).unwrap();
+    assert!(
+        r["body"]["session"].as_str().unwrap().starts_with("anon/"),
+        "{r}"
+    );
+    // An initialize with no intent: the session the answer names begins then.
+    host.advance(10);
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (mut stream, a) = common::send_mcp(&host, &plugin, &[], &init);
+    assert_eq!(a, FilterAction::Continue);
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("mcp-session-id".to_owned(), "handed-out".to_owned()),
+    ];
+    stream.on_response_headers(&host);
+    assert!(slot_key_of(&host, "handed-out").is_some());
+    host.advance(10);
+    let o = call(&host, &plugin, "handed-out", &read());
+    assert!(o.forwarded, "{}", o.rule);
+    let r: Value = serde_json::from_str(o.receipt.as_deref().unwrap()).unwrap();
+    assert_eq!(r["body"]["session"], "handed-out");
+    // Still nothing for the made-up id.
+    host.advance(10);
+    assert_eq!(
+        call(&host, &plugin, "made-up", &read()).rule,
+        "session:unknown"
+    );
+    assert_eq!(slot_keys(&host), 1);
+}
+
+#[test]
+fn without_require_initialize_an_unknown_id_is_a_new_session() {
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(&host, "basic.pcl", json!({}));
+    assert!(call(&host, &plugin, "made-up", &read()).forwarded);
+    // and an initialize without an intent writes nothing when its answer comes
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (mut stream, _) = common::send_mcp(&host, &plugin, &[], &init);
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("mcp-session-id".to_owned(), "handed-out".to_owned()),
+    ];
+    stream.on_response_headers(&host);
+    assert_eq!(slot_key_of(&host, "handed-out"), None);
+}
