@@ -439,6 +439,15 @@ impl Stream {
             approval_token: self.approval_token.as_deref(),
         };
         let plan = decide::decide(host, &self.plugin, l, &input);
+        if self
+            .session
+            .as_deref()
+            .is_some_and(|s| s != plan.chain_name)
+        {
+            // Decided without a record (an unknown id under `session.require_initialize`): the
+            // rest of the stream (DEFER resolution, tool results, DELETE) writes none either.
+            self.session = None;
+        }
         self.enforce(host, l, &shape, &actions, plan)
     }
 
