@@ -517,13 +517,15 @@ pub(crate) fn decide(host: &dyn Host, plugin: &Plugin, l: &Loaded, input: &Input
         if rec.state.status == SessionStatus::New && l.cfg.session.require_initialize {
             // An id whose `initialize` answer never passed here: missing, and nothing is saved
             // (made-up ids must not take slots from real sessions).
-            host.log(
-                LogLevel::Info,
-                &format!(
-                    "portcullis: session `{session}` is unknown (session.require_initialize); \
-                     deciding it as missing on the anonymous chain"
-                ),
-            );
+            if host.log_enabled(LogLevel::Debug) {
+                host.log(
+                    LogLevel::Debug,
+                    &format!(
+                        "portcullis: session `{session}` is unknown (session.require_initialize); \
+                         deciding it as missing on the anonymous chain"
+                    ),
+                );
+            }
             return unsaved(plugin, l, input, session_store::tombstone(now), now);
         }
         let ended = rec.ended.map(|why| {
