@@ -403,6 +403,13 @@ fn a_session_id_reused_after_its_end_starts_a_second_chain() {
         "{:?}",
         r.findings
     );
+    let restart = r.findings.iter().find(|f| f.line == 9).unwrap();
+    assert!(
+        restart.detail.contains("starts again at receipt 1")
+            && restart.detail.contains("no session_end"),
+        "a restart says what it most often is: {}",
+        restart.detail
+    );
 
     // Envoy writes the end to its own log and the new chain's actions to the access log, so the
     // verifier may read the new chain first: the receipts' times decide, not the log order.

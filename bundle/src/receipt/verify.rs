@@ -531,6 +531,21 @@ fn verify_session(
                     FindingKind::Duplicated,
                     format!("receipt {seq} already appeared on line {}", first.line),
                 );
+            } else if seq == 1 && f.receipt.body.prev.bytes().all(|b| b == b'0') {
+                // A chain started again: no `session_end` came before it (else it would be a
+                // second chain). Say what that most often is, so it can be told from tampering.
+                add(
+                    f.line,
+                    seq,
+                    FindingKind::ChainBreak,
+                    format!(
+                        "the chain starts again at receipt 1 (the first one is on line {}) with \
+                         no session_end before it: the filter lost this session's state (an \
+                         Envoy restart, see session.require_initialize), two Envoys served the \
+                         session, or the chain was forked",
+                        first.line
+                    ),
+                );
             } else {
                 add(
                     f.line,
