@@ -1,7 +1,7 @@
 //! The built filter on two Envoy workers of one VM: two hosts (separate module instances, as
 //! Envoy runs one VM per worker thread) sharing one shared-data store. Session state, session
 //! effects and the receipt chain must cross workers, and a concurrent write from the other
-//! worker must not be lost (compare-and-swap).
+//! worker must not be lost (compare-and-swap). A worker Envoy stops signs its own sessions' tails.
 
 mod support;
 
@@ -205,4 +205,48 @@ fn a_write_from_the_other_worker_while_a_request_waits_is_not_lost() {
     );
     let receipts: Vec<Receipt> = sent.into_iter().flat_map(|s| s.receipts).collect();
     assert_one_chain(receipts);
+}
+
+/// Receipts the filter wrote to the proxy log (checkpoints, session ends).
+fn logged_receipts(host: &Host) -> Vec<Receipt> {
+    host.logs()
+        .iter()
+        .filter_map(|l| l.message.split_once("portcullis receipt "))
+        .map(|(_, r)| support::parse_receipt(r).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_worker_envoy_stops_signs_the_unsigned_tails_of_its_own_sessions() {
+    let (mut a, mut b) = workers();
+    let read = || call(1, "read_file", json!({"path": "/repo/README.md"}));
+    let on_a = send(&mut a, "x", read());
+    let on_b = send(&mut b, "y", read());
+    assert!(on_a.forwarded && on_b.forwarded);
+    assert!(
+        on_a.receipts
+            .iter()
+            .chain(&on_b.receipts)
+            .all(|r| r.sig.is_none()),
+        "ALLOW receipts wait for a signature"
+    );
+    // Envoy stops worker a (shutdown, or a new configuration replaces it).
+    a.shutdown().unwrap();
+    let signed = logged_receipts(&a);
+    assert_eq!(signed.len(), 1, "x's tail, and nothing for b's session y");
+    let checkpoint = &signed[0];
+    assert_eq!(
+        (checkpoint.body.session.as_str(), checkpoint.body.seq),
+        ("x", 2)
+    );
+    assert_eq!(
+        checkpoint.body.event,
+        bundle::receipt::EventKind::Checkpoint
+    );
+    assert!(checkpoint.sig.is_some(), "a checkpoint is signed");
+    assert!(
+        logged_receipts(&b).is_empty(),
+        "worker b signs nothing until it stops"
+    );
+    assert!(a.violations().is_empty(), "{:?}", a.violations());
 }
