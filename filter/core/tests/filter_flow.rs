@@ -177,13 +177,7 @@ fn stopping_the_plugin_signs_every_unsigned_tail_at_once() {
     // Envoy stops the plugin a moment later, long before `max_unsigned_ms` (5 s).
     host.advance(10);
     plugin.on_done(&host);
-    let checkpoints: Vec<String> = host
-        .state()
-        .logs
-        .iter()
-        .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
-        .map(str::to_owned)
-        .collect();
+    let checkpoints = common::logged_receipts(&host);
     assert_eq!(checkpoints.len(), 3, "a, b and the anonymous chain");
     log.extend(checkpoints);
     let key = signing_key_from_seed([2; 32]).verifying_key();
@@ -200,14 +194,7 @@ fn stopping_the_plugin_signs_every_unsigned_tail_at_once() {
     );
     // Nothing is left to sign: a second stop signs nothing.
     plugin.on_done(&host);
-    assert_eq!(
-        host.state()
-            .logs
-            .iter()
-            .filter(|(_, l)| l.starts_with("portcullis receipt "))
-            .count(),
-        3
-    );
+    assert_eq!(common::logged_receipts(&host).len(), 3);
 }
 
 /// The bytes of a session's record (the keyed frame removed).

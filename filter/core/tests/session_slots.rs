@@ -54,6 +54,25 @@ fn read() -> Value {
     tool("read_file", json!({"path": "/repo/a"}))
 }
 
+/// A legacy `initialize` (no session id yet, `extra` headers) and the server's answer naming
+/// `session` in `mcp-session-id`; returns what the filter did with the request.
+fn initialize_answered(
+    host: &MockHost,
+    plugin: &Rc<Plugin>,
+    extra: &[(&str, &str)],
+    session: &str,
+) -> FilterAction {
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (mut stream, a) = common::send_mcp(host, plugin, extra, &init);
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("mcp-session-id".to_owned(), session.to_owned()),
+    ];
+    stream.on_response_headers(host);
+    a
+}
+
 fn slot_keys(host: &MockHost) -> usize {
     host.state()
         .shared
@@ -239,20 +258,13 @@ fn an_intent_pinned_on_a_new_session_displaces_a_live_one_with_its_end_receipt()
     assert!(slot_key_of(&host, "live").is_some());
     // a legacy initialize: no session id yet, an intent declared
     host.advance(10);
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let (mut stream, a) = common::send_mcp(
+    let a = initialize_answered(
         &host,
         &plugin,
         &[("x-portcullis-intent", "short_task")],
-        &init,
+        "s9",
     );
     assert_eq!(a, FilterAction::Continue);
-    host.state().response_headers = vec![
-        (":status".to_owned(), "200".to_owned()),
-        ("content-type".to_owned(), "application/json".to_owned()),
-        ("mcp-session-id".to_owned(), "s9".to_owned()),
-    ];
-    stream.on_response_headers(&host);
     // s9 holds the slot now, and `live` got its end receipt, counted once
     assert!(slot_key_of(&host, "s9").is_some());
     assert_eq!(slot_key_of(&host, "live"), None);
@@ -357,13 +369,7 @@ fn a_session_the_client_deletes_ends_for_every_worker() {
     }
     // The deleted session's chain (its DELETE, the end, the refusals) verifies and is ended.
     log.extend(deleted.map(|r| String::from_utf8_lossy(&r).into_owned()));
-    log.extend(
-        host.state()
-            .logs
-            .iter()
-            .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
-            .map(str::to_owned),
-    );
+    log.extend(common::logged_receipts(&host));
     let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
     let report = verify_log(
         log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
@@ -399,14 +405,8 @@ fn with_require_initialize_only_ids_the_server_handed_out_here_are_sessions() {
     );
     // An initialize with no intent: the session the answer names begins then.
     host.advance(10);
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let (mut stream, a) = common::send_mcp(&host, &plugin, &[], &init);
+    let a = initialize_answered(&host, &plugin, &[], "handed-out");
     assert_eq!(a, FilterAction::Continue);
-    host.state().response_headers = vec![
-        (":status".to_owned(), "200".to_owned()),
-        ("mcp-session-id".to_owned(), "handed-out".to_owned()),
-    ];
-    stream.on_response_headers(&host);
     assert!(slot_key_of(&host, "handed-out").is_some());
     host.advance(10);
     let o = call(&host, &plugin, "handed-out", &read());
@@ -428,13 +428,7 @@ fn without_require_initialize_an_unknown_id_is_a_new_session() {
     let plugin = common::plugin(&host, "basic.pcl", json!({}));
     assert!(call(&host, &plugin, "made-up", &read()).forwarded);
     // and an initialize without an intent writes nothing when its answer comes
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
-    let (mut stream, _) = common::send_mcp(&host, &plugin, &[], &init);
-    host.state().response_headers = vec![
-        (":status".to_owned(), "200".to_owned()),
-        ("mcp-session-id".to_owned(), "handed-out".to_owned()),
-    ];
-    stream.on_response_headers(&host);
+    initialize_answered(&host, &plugin, &[], "handed-out");
     assert_eq!(slot_key_of(&host, "handed-out"), None);
 }
 

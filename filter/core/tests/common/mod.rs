@@ -85,3 +85,14 @@ pub fn send_mcp(
     }
     (stream, a)
 }
+
+/// Every receipt line the filter wrote to the proxy log so far (checkpoints, session ends):
+/// what `policyc receipts verify` reads from Envoy's own log.
+pub fn logged_receipts(host: &MockHost) -> Vec<String> {
+    host.state()
+        .logs
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix("portcullis receipt "))
+        .map(str::to_owned)
+        .collect()
+}
