@@ -87,9 +87,6 @@ pub struct Stream {
     /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
     /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
     begin_session: Option<Option<String>>,
-    /// An allowed MCP `DELETE` (the client ends its session, sessions keyed by `mcp-session-id`):
-    /// the session ends for good when the server accepts it (2xx).
-    end_on_success: bool,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -178,7 +175,6 @@ impl Stream {
             lists: None,
             results: None,
             begin_session: None,
-            end_on_success: false,
             receipt_json: None,
         }
     }
@@ -255,7 +251,7 @@ impl Stream {
         for (n, v) in &self.add_to_response {
             host.set_response_header(n, Some(v));
         }
-        if std::mem::take(&mut self.end_on_success) {
+        if self.phase == Phase::Forwarded && self.route == Route::McpDelete {
             self.end_deleted_session(host);
         }
         if let Some(intent) = self.begin_session.take() {
@@ -451,14 +447,21 @@ impl Stream {
         self.enforce(host, l, &shape, &actions, plan)
     }
 
-    /// The server accepted the client's `DELETE` of its session: end it (docs/filter.md, Sessions).
+    /// An allowed MCP `DELETE` was answered: when the server accepted it (2xx) and sessions are
+    /// keyed by `mcp-session-id`, the client's session ends for good (docs/filter.md, Sessions).
     fn end_deleted_session(&self, host: &dyn Host) {
+        let (Ok(l), Some(session)) = (&self.plugin.loaded, &self.session) else {
+            return;
+        };
+        if l.cfg.session.key != SessionKeySource::McpSessionId {
+            return;
+        }
         let accepted = host
             .response_headers()
             .iter()
             .find(|(n, _)| n == ":status")
             .is_some_and(|(_, v)| v.starts_with('2') && v.len() == 3);
-        if let (true, Ok(l), Some(session)) = (accepted, &self.plugin.loaded, &self.session) {
+        if accepted {
             self.plugin.end_deleted(host, l, session);
         }
     }
@@ -595,9 +598,6 @@ impl Stream {
                 self.add_to_response = add;
                 self.receipt_json.clone_from(&json);
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
-                self.end_on_success = self.route == Route::McpDelete
-                    && self.session.is_some()
-                    && l.cfg.session.key == SessionKeySource::McpSessionId;
                 if let Shape::Mcp { msgs, .. } = shape {
                     self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
                         |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
