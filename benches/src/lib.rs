@@ -117,12 +117,8 @@ pub fn tools_call_text_body(tool: &str, size: usize) -> Result<Vec<u8>, FixtureE
         }))
         .unwrap_or_default()
     };
-    // The bytes a character takes inside a JSON string, as serde_json writes it.
-    let escaped_len = |c: char| match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
-        c if u32::from(c) < 0x20 => 6,
-        c => c.len_utf8(),
-    };
+    // The bytes a character takes inside a JSON string: serde_json's own escaping, quotes off.
+    let escaped_len = |c: char| serde_json::to_string(&c).map_or(6, |s| s.len().saturating_sub(2));
     let mut len = make("").len();
     let mut content = String::new();
     for c in text.chars() {
