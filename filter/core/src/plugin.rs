@@ -418,10 +418,11 @@ impl Plugin {
         }
     }
 
-    /// The client ended its session (an allowed MCP `DELETE` the server accepted): a tombstone for
-    /// every worker, like an eviction, so a later request naming it is `missing`.
-    pub(crate) fn end_deleted(&self, host: &dyn Host, l: &Loaded, session: &str) {
-        self.end_session(host, l, session, "deleted");
+    /// [`Plugin::end_session`], then stop tracking the session on this worker. `deleted`: the
+    /// client ended it (an allowed MCP `DELETE` the server accepted), a tombstone for every
+    /// worker like an eviction, so a later request naming it is `missing`.
+    pub(crate) fn end_and_forget(&self, host: &dyn Host, l: &Loaded, session: &str, why: &str) {
+        self.end_session(host, l, session, why);
         if self.tracker.borrow_mut().forget(session) {
             self.add(host, Metric::Sessions, -1);
         }
@@ -486,10 +487,7 @@ impl Plugin {
         let idle = self.tracker.borrow().idle(now, l.cfg.session.idle_ttl_ms);
         for s in idle.into_iter().take(budget) {
             budget = budget.saturating_sub(1);
-            self.end_session(host, l, &s, "expired");
-            if self.tracker.borrow_mut().forget(&s) {
-                self.add(host, Metric::Sessions, -1);
-            }
+            self.end_and_forget(host, l, &s, "expired");
         }
         let due = self
             .tracker

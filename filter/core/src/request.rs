@@ -462,7 +462,7 @@ impl Stream {
             .find(|(n, _)| n == ":status")
             .is_some_and(|(_, v)| v.starts_with('2') && v.len() == 3);
         if accepted {
-            self.plugin.end_deleted(host, l, session);
+            self.plugin.end_and_forget(host, l, session, "deleted");
         }
     }
 
