@@ -591,3 +591,33 @@ pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
         &format!("portcullis receipt {}", r.to_json()),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::{WORKER_COUNTER_KEY, anon_chain_name};
+    use crate::mock::MockHost;
+
+    #[test]
+    fn anonymous_chains_are_named_per_process_and_a_counter_it_cannot_read_starts_anew() {
+        let host = MockHost::new(1_000);
+        assert_eq!(anon_chain_name(&host), "anon/1000-1");
+        host.advance(5);
+        assert_eq!(
+            anon_chain_name(&host),
+            "anon/1000-2",
+            "same process, same epoch"
+        );
+        // An earlier module's 8-byte counter, or anything else of the wrong size: a new epoch.
+        for bad in [vec![0u8; 8], vec![], vec![7u8; 17]] {
+            host.state()
+                .shared
+                .insert(WORKER_COUNTER_KEY.to_owned(), (bad, 1));
+            assert_eq!(anon_chain_name(&host), "anon/1005-1");
+        }
+    }
+}
