@@ -178,6 +178,12 @@ pub struct Config {
     pub max_json_depth: usize,
     /// Path prefixes that are MCP endpoints.
     pub mcp_paths: Vec<String>,
+    /// Path prefixes of the legacy HTTP+SSE transport (2024-11-05): its message endpoint
+    /// (`POST /messages?sessionId=...`) and event stream (`GET /sse`). MCP too.
+    pub mcp_legacy_paths: Vec<String>,
+    /// Hosts whose servers read request paths literally: for them a double-encoded escape or an
+    /// empty path segment is not refused (`http.literal_path_hosts`).
+    pub literal_path_hosts: Vec<String>,
     /// The MCP server's name (`target.server`).
     pub server_name: String,
     /// Accept JSON-RPC batches (every element is evaluated).
@@ -263,6 +269,7 @@ struct RawLimits {
 #[serde(deny_unknown_fields)]
 struct RawMcp {
     paths: Option<Vec<String>>,
+    legacy_paths: Option<Vec<String>>,
     server_name: Option<String>,
     allow_batches: Option<bool>,
 }
@@ -271,6 +278,7 @@ struct RawMcp {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     inspect_bodies: Option<bool>,
+    literal_path_hosts: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -450,7 +458,27 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     if let Some(p) = mcp_paths.iter().find(|p| !p.starts_with('/')) {
         return Err(err(format!("`mcp.paths`: `{p}` must start with `/`")));
     }
+    let mcp_legacy_paths = raw
+        .mcp
+        .legacy_paths
+        .unwrap_or_else(|| vec!["/messages".to_owned(), "/sse".to_owned()]);
+    if let Some(p) = mcp_legacy_paths.iter().find(|p| !p.starts_with('/')) {
+        return Err(err(format!(
+            "`mcp.legacy_paths`: `{p}` must start with `/`"
+        )));
+    }
     let server_name = raw.mcp.server_name.unwrap_or_else(|| "mcp".to_owned());
+    let mut literal_path_hosts = Vec::new();
+    for h in raw.http.literal_path_hosts.unwrap_or_default() {
+        match crate::normalize::host_of(&h) {
+            Some(host) => literal_path_hosts.push(host),
+            None => {
+                return Err(err(format!(
+                    "`http.literal_path_hosts`: `{h}` is not a host name or address"
+                )));
+            }
+        }
+    }
 
     let key = match raw.session.key {
         None => SessionKeySource::McpSessionId,
@@ -603,6 +631,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         max_body_bytes,
         max_json_depth,
         mcp_paths,
+        mcp_legacy_paths,
+        literal_path_hosts,
         server_name,
         allow_batches: raw.mcp.allow_batches.unwrap_or(false),
         inspect_http_bodies: raw.http.inspect_bodies.unwrap_or(false),

@@ -374,6 +374,43 @@ fn seal_one(
     receipt::seal_line(body, chain, &l.signer, &l.sign_policy, now_ms, force)
 }
 
+/// The policy's verdict on `action` as the strictest server would read it: the path as sent, and
+/// every other reading of it some server applies (case, `;` parameters, trailing dots;
+/// `normalize::path_readings`). When a reading is judged more strictly, its verdict decides, with
+/// a reason that says which reading it was: the filter never judges a request as something looser
+/// than what a server may execute.
+fn strictest_reading(l: &Loaded, action: &Action, state: &SessionState, now_ms: u64) -> Verdict {
+    let verdict = l.bundle.evaluate(action, state, now_ms);
+    let readings = normalize::path_readings(&action.target.path);
+    if readings.is_empty() || verdict.decision == Decision::Deny {
+        return verdict;
+    }
+    let mut alt = action.clone();
+    let mut strictest: Option<(Verdict, String)> = None;
+    for path in readings {
+        alt.target.path.clone_from(&path);
+        let v = l.bundle.evaluate(&alt, state, now_ms);
+        let current = strictest
+            .as_ref()
+            .map_or(verdict.decision, |(s, _)| s.decision);
+        if v.decision > current {
+            strictest = Some((v, path));
+        }
+    }
+    match strictest {
+        None => verdict,
+        Some((mut v, path)) => {
+            v.reason = format!(
+                "the path `{}` is `{}` to some servers, and the policy decides that: {}",
+                normalize::printable(&action.target.path),
+                normalize::printable(&path),
+                v.reason
+            );
+            v
+        }
+    }
+}
+
 /// Evaluate and enforce every action of the request against `rec` (mutated), sealing receipts
 /// into `rec.chain`. Pure apart from reading the clock.
 fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, now_ms: u64) -> Plan {
@@ -386,7 +423,7 @@ fn plan_on(l: &Loaded, input: &Input<'_>, chain_name: &str, rec: &mut Record, no
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
     for (i, action) in input.actions.iter().enumerate() {
-        let verdict = l.bundle.evaluate(action, &rec.state, now_ms);
+        let verdict = strictest_reading(l, action, &rec.state, now_ms);
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.
         let score = drift::action_score(&l.bundle, action, &verdict);

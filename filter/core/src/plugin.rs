@@ -36,6 +36,9 @@ pub(crate) struct Loaded {
     /// The pack can act on tool results (`response::result::pack_reads_results`); when not,
     /// tool results pass without being held or read.
     pub inspect_results: bool,
+    /// The pack reads byte counts (`request.size`, `session.egress_bytes`, an intent's
+    /// `max egress_bytes`): a body whose length is not declared is then read to count it.
+    pub counts_bytes: bool,
 }
 
 /// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
@@ -48,6 +51,31 @@ pub const MAX_SIGNATURES_PER_TICK: usize = 32;
 /// of the stopping worker at the cost above. Only sessions with receipts from the last
 /// `max_unsigned_ms` are unsigned then (the timer signed older ones).
 pub const MAX_SIGNATURES_AT_DONE: usize = 1024;
+
+/// Whether a pack reads byte counts: an intent with `max egress_bytes`, or a condition on
+/// `request.size` or `session.egress_bytes`.
+fn pack_counts_bytes(p: &bundle::format::Program) -> bool {
+    use bundle::format::{FieldRef, Pred};
+    let counts = |f: &FieldRef| matches!(f, FieldRef::RequestSize | FieldRef::SessionEgressBytes);
+    let reads = |pred: &Pred| match pred {
+        Pred::Cmp(f, ..)
+        | Pred::In(f, _)
+        | Pred::Glob(f, _)
+        | Pred::Prefix(f, _)
+        | Pred::Matches(f, _)
+        | Pred::Is(f, _)
+        | Pred::Present(f)
+        | Pred::Len(f, ..)
+        | Pred::Contains(f, _) => counts(f),
+        _ => false,
+    };
+    p.intents.iter().any(|i| i.max_egress_bytes.is_some())
+        || p.rules
+            .iter()
+            .flat_map(|r| r.code.iter())
+            .chain(p.classes.iter().flat_map(|c| c.code.iter()))
+            .any(|i| reads(&i.pred))
+}
 
 impl Loaded {
     /// A benchmark build's cut is `at` (always false without the `bench-cuts` feature).
@@ -221,6 +249,8 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
     };
     let norm = NormalizeConfig {
         mcp_paths: cfg.mcp_paths.clone(),
+        mcp_legacy_paths: cfg.mcp_legacy_paths.clone(),
+        literal_path_hosts: cfg.literal_path_hosts.clone(),
         server_name: cfg.server_name.clone(),
         max_body_bytes: cfg.max_body_bytes,
         max_json_depth: cfg.max_json_depth,
@@ -239,6 +269,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
     };
     let layout = Layout::new(&key.to_bytes(), cfg.session.slots);
     let inspect_results = crate::response::pack_reads_results(bundle.program());
+    let counts_bytes = pack_counts_bytes(bundle.program());
     Ok(Loaded {
         cfg,
         norm,
@@ -250,6 +281,7 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         layout,
         layout_in_force: session_store::LayoutCache::default(),
         inspect_results,
+        counts_bytes,
     })
 }
 

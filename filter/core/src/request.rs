@@ -87,6 +87,12 @@ pub struct Stream {
     /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
     /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
     begin_session: Option<Option<String>>,
+    /// Request body bytes Envoy holds for the filter (the `body_size` of the last body callback,
+    /// which paused): what trailers complete.
+    request_held: usize,
+    /// Response body bytes Envoy holds for the filter: the `body_size` of the last response body
+    /// callback when it paused, 0 when it let the data go.
+    response_held: usize,
 }
 
 fn pseudo(headers: &[(String, String)], name: &str) -> String {
@@ -176,6 +182,8 @@ impl Stream {
             results: None,
             begin_session: None,
             receipt_json: None,
+            request_held: 0,
+            response_held: 0,
         }
     }
 
@@ -210,7 +218,15 @@ impl Stream {
         let trace = normalize::trace_id(&self.head);
         self.session =
             identity::session_key(&l.cfg.session.key, &self.head.headers, trace.as_deref());
-        if normalize::needs_body(&self.head, self.route, &l.norm) && !end_of_stream {
+        if self.route == Route::McpMethodNotAllowed {
+            let refusal = Refusal::method_not_allowed(&self.head.method);
+            self.refuse(host, &refusal);
+            return FilterAction::Pause;
+        }
+        let needs_body = normalize::needs_body(&self.head, self.route, &l.norm)
+            // A byte budget needs the count: a body of undeclared length is read to count it.
+            || (l.counts_bytes && self.head.header("content-length").is_none());
+        if needs_body && !end_of_stream {
             self.phase = Phase::Body;
             return FilterAction::Pause;
         }
@@ -239,10 +255,37 @@ impl Stream {
             self.refuse(host, &refusal);
             return FilterAction::Pause;
         }
+        self.request_held = body_size;
         if !end_of_stream {
             return FilterAction::Pause;
         }
-        let body = host.request_body(0, body_size).unwrap_or_default();
+        self.request_complete(host, l)
+    }
+
+    /// Request trailers arrived (HTTP/2, or HTTP/1.1 chunked trailers Envoy forwards). They end
+    /// the body exactly as END_STREAM on the last data would: a stream still waiting for its body
+    /// is decided now, with everything Envoy buffered, and nothing continues before the decision.
+    /// Trailers themselves are not part of the action (no MCP server reads them).
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        match self.phase {
+            Phase::Body => {}
+            Phase::Waiting | Phase::Answered => return FilterAction::Pause,
+            Phase::Headers | Phase::Forwarded => return FilterAction::Continue,
+        }
+        let plugin = Rc::clone(&self.plugin);
+        let Ok(l) = &plugin.loaded else {
+            return FilterAction::Pause;
+        };
+        self.request_complete(host, l)
+    }
+
+    /// The whole request body is buffered (`request_held` bytes): normalize and decide.
+    fn request_complete(&mut self, host: &dyn Host, l: &Loaded) -> FilterAction {
+        let body = if self.request_held == 0 {
+            Vec::new()
+        } else {
+            host.request_body(0, self.request_held).unwrap_or_default()
+        };
         self.evaluate(host, l, Some(body))
     }
 
@@ -283,6 +326,30 @@ impl Stream {
     /// Response body data arrived; `body_size` is everything buffered so far. Only list results
     /// are held (until their JSON-RPC response is complete) and rewritten; see `response.rs`.
     pub fn on_response_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> FilterAction {
+        let a = self.response_data(host, body_size, end_of_stream);
+        self.response_held = if a == FilterAction::Pause {
+            body_size
+        } else {
+            0
+        };
+        a
+    }
+
+    /// Response trailers arrived: they end the response body as END_STREAM does, so a held list
+    /// or tool result is checked (and rewritten or replaced) before anything is released.
+    pub fn on_response_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        let held = self.response_held;
+        let a = self.response_data(host, held, true);
+        self.response_held = 0;
+        a
+    }
+
+    fn response_data(
         &mut self,
         host: &dyn Host,
         body_size: usize,
@@ -334,14 +401,14 @@ impl Stream {
     fn refuse(&mut self, host: &dyn Host, refusal: &Refusal) {
         let mcp = is_mcp_route(self.route);
         let body = refusal.to_json_body(mcp);
-        host.send_local_response(
-            refusal.http_status,
-            &[
-                ("content-type", "application/json"),
-                (DECISION_HEADER, "DENY"),
-            ],
-            &body,
-        );
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            (DECISION_HEADER, "DENY"),
+        ];
+        if refusal.http_status == 405 {
+            headers.push(("allow", normalize::MCP_METHODS));
+        }
+        host.send_local_response(refusal.http_status, &headers, &body);
         host.log(
             LogLevel::Info,
             &format!(
@@ -365,58 +432,11 @@ impl Stream {
             self.phase = Phase::Forwarded;
             return FilterAction::Continue;
         }
-        let (shape, mut actions) = match self.route {
-            Route::Mcp => {
-                let bytes = body.as_deref().unwrap_or_default();
-                match normalize::normalize_mcp(&self.head, bytes, &l.norm) {
-                    Ok(req) => {
-                        let msgs = req
-                            .messages
-                            .iter()
-                            .map(|m| (m.id.clone(), m.kind))
-                            .collect();
-                        let actions = req.messages.into_iter().map(|m| m.action).collect();
-                        (
-                            Shape::Mcp {
-                                batch: req.batch,
-                                msgs,
-                            },
-                            actions,
-                        )
-                    }
-                    Err(r) => {
-                        self.refuse(host, &r);
-                        return FilterAction::Pause;
-                    }
-                }
-            }
-            Route::McpStream | Route::McpDelete => {
-                match normalize::normalize_mcp_headers_only(&self.head, self.route, &l.norm) {
-                    Ok(a) => (Shape::McpHeaders, vec![a]),
-                    Err(r) => {
-                        self.refuse(host, &r);
-                        return FilterAction::Pause;
-                    }
-                }
-            }
-            Route::Http | Route::Connect => {
-                match normalize::normalize_http(&self.head, body.as_deref(), &l.norm) {
-                    Ok(a) => {
-                        let has_body =
-                            self.body_expected || body.as_ref().is_some_and(|b| !b.is_empty());
-                        (
-                            Shape::Http {
-                                body_buffered: body.is_some(),
-                                has_body,
-                            },
-                            vec![a],
-                        )
-                    }
-                    Err(r) => {
-                        self.refuse(host, &r);
-                        return FilterAction::Pause;
-                    }
-                }
+        let (shape, mut actions) = match self.normalize(l, body.as_deref()) {
+            Ok(n) => n,
+            Err(r) => {
+                self.refuse(host, &r);
+                return FilterAction::Pause;
             }
         };
         for a in &mut actions {
@@ -445,6 +465,74 @@ impl Stream {
             self.session = None;
         }
         self.enforce(host, l, &shape, &actions, plan)
+    }
+
+    /// Turn the request into its actions. The body (when read) decides as much as the route: a
+    /// JSON-RPC body is MCP wherever it goes, a body the filter cannot read (compressed) is
+    /// refused, and a body on a body-less MCP request is refused.
+    fn normalize(
+        &mut self,
+        l: &Loaded,
+        body: Option<&[u8]>,
+    ) -> Result<(Shape, Vec<Action>), Refusal> {
+        if body.is_some_and(|b| !b.is_empty()) {
+            normalize::check_body_encoding(&self.head)?;
+        }
+        let found_mcp = match (self.route, body) {
+            (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
+                normalize::is_jsonrpc_body(b, &l.norm)?
+            }
+            _ => false,
+        };
+        if found_mcp {
+            // Answered as JSON-RPC from here on, like any MCP POST.
+            self.route = Route::Mcp;
+        }
+        match self.route {
+            Route::Mcp => {
+                let bytes = body.unwrap_or_default();
+                let req = if found_mcp {
+                    normalize::normalize_mcp_found(&self.head, bytes, &l.norm)?
+                } else {
+                    normalize::normalize_mcp(&self.head, bytes, &l.norm)?
+                };
+                let msgs = req
+                    .messages
+                    .iter()
+                    .map(|m| (m.id.clone(), m.kind))
+                    .collect();
+                let actions = req.messages.into_iter().map(|m| m.action).collect();
+                Ok((
+                    Shape::Mcp {
+                        batch: req.batch,
+                        msgs,
+                    },
+                    actions,
+                ))
+            }
+            Route::McpStream | Route::McpDelete | Route::McpOptions => {
+                if body.is_some_and(|b| !b.is_empty()) {
+                    return Err(Refusal::bad_http(format!(
+                        "a `{}` request to the mcp endpoint must not carry a body (only POST does)",
+                        normalize::printable(&self.head.method)
+                    )));
+                }
+                let a = normalize::normalize_mcp_headers_only(&self.head, self.route, &l.norm)?;
+                Ok((Shape::McpHeaders, vec![a]))
+            }
+            Route::McpMethodNotAllowed => Err(Refusal::method_not_allowed(&self.head.method)),
+            Route::Http | Route::McpLegacy | Route::Connect => {
+                let a = normalize::normalize_http(&self.head, body, &l.norm)?;
+                let has_body = self.body_expected || body.is_some_and(|b| !b.is_empty());
+                Ok((
+                    Shape::Http {
+                        body_buffered: body.is_some(),
+                        has_body,
+                    },
+                    vec![a],
+                ))
+            }
+        }
     }
 
     /// An allowed MCP `DELETE` was answered: when the server accepted it (2xx) and sessions are
@@ -570,6 +658,12 @@ impl Stream {
                     host.set_request_header(name, value.as_deref());
                 }
                 if let Some(b) = &plan.new_body {
+                    if matches!(shape, Shape::Mcp { batch: false, .. }) {
+                        // The header copies of rewritten arguments follow the body.
+                        for (name, value) in normalize::param_header_edits(&self.head, b) {
+                            host.set_request_header(&name, value.as_deref());
+                        }
+                    }
                     host.replace_request_body(b);
                     if self.head.header("content-length").is_some() {
                         host.set_request_header("content-length", Some(&b.len().to_string()));

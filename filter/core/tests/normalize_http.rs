@@ -66,7 +66,6 @@ fn hosts_ports_and_paths_normalize() {
         ),
         ("h", "/%7Euser/%41%62c", "h", 443, "/~user/Abc", ""),
         ("h", "/a%20b/%2a", "h", 443, "/a%20b/%2A", ""),
-        ("h", "/a//b/", "h", 443, "/a//b/", ""),
         ("h", "/a;v=1/b;c/../d", "h", 443, "/a;v=1/d", ""),
         ("h", "/a/..", "h", 443, "/", ""),
         ("h", "/q?x=%2F..&y=/../", "h", 443, "/q", "x=%2F..&y=/../"),
@@ -180,6 +179,14 @@ fn ambiguous_requests_are_refused_with_400() {
         ("h:65536", "/", "port"),
         ("h:+80", "/", "port"),
         ("h:8o", "/", "port"),
+        // Two readings: servers that decode twice, or merge slashes, read another path.
+        ("h", "/%2561dmin", "double-encoded"),
+        ("h", "/%252e%252e/admin", "double-encoded"),
+        ("h", "/x/%252F", "double-encoded"),
+        ("h", "//admin", "empty segment"),
+        ("h", "/x/..//admin", "empty segment"),
+        ("h", "/a//b/", "empty segment"),
+        ("h", "/x/%2e%2e//admin", "empty segment"),
     ];
     for (auth, path, why) in cases {
         let e = normalize_http(&head("GET", auth, path), None, &NormalizeConfig::default())
@@ -347,8 +354,40 @@ fn needs_body_for_http_follows_the_config() {
     empty.headers.push(("content-length".into(), "0".into()));
     assert!(!needs_body(&empty, Route::Http, &inspecting()));
     assert!(needs_body(&h, Route::Mcp, &c));
-    assert!(!needs_body(&h, Route::McpStream, &c));
-    assert!(!needs_body(&h, Route::McpDelete, &c));
+    // The body-less MCP routes read a body that follows, to refuse it unless it is empty.
+    assert!(needs_body(&h, Route::McpStream, &c));
+    assert!(needs_body(&h, Route::McpDelete, &c));
+    assert!(needs_body(&h, Route::McpLegacy, &c));
+    assert!(!needs_body(&h, Route::McpMethodNotAllowed, &c));
+}
+
+#[test]
+fn hosts_that_read_paths_literally_keep_both_readings() {
+    let c = NormalizeConfig {
+        literal_path_hosts: vec!["files.internal".into()],
+        ..NormalizeConfig::default()
+    };
+    let a = normalize_http(&head("GET", "files.internal:8080", "/a//b%2561"), None, &c).unwrap();
+    assert_eq!(a.target.path, "/a//b%2561");
+    let e = normalize_http(&head("GET", "other.internal", "/a//b"), None, &c).unwrap_err();
+    assert_eq!(e.http_status, 400);
+}
+
+#[test]
+fn ipv6_literals_that_deliver_to_ipv4_are_the_ipv4_host() {
+    for (auth, host) in [
+        ("[::ffff:169.254.169.254]", "169.254.169.254"),
+        ("[::ffff:a9fe:a9fe]:80", "169.254.169.254"),
+        ("[::FFFF:127.0.0.1]", "127.0.0.1"),
+        ("[::169.254.169.254]", "169.254.169.254"),
+        ("[64:ff9b::a9fe:a9fe]", "169.254.169.254"),
+        ("[::1]", "::1"),
+        ("[::]", "::"),
+        ("[2001:db8::1]", "2001:db8::1"),
+    ] {
+        let a = normalize_http(&head("GET", auth, "/"), None, &NormalizeConfig::default()).unwrap();
+        assert_eq!(a.target.host, host, "{auth}");
+    }
 }
 
 #[test]

@@ -711,7 +711,10 @@ fn routing_headers_that_agree_are_accepted() {
         ("mcp-protocol-version", "2026-07-28"),
         ("mcp-method", "tools/call"),
         ("mcp-name", "add"),
-        ("mcp-param-region", "us"),
+        ("mcp-param-a", "2"),
+        ("mcp-param-b", "=?base64?NDA=?="),
+        // Declared under another name by `x-mcp-header`: it must still carry an argument's value.
+        ("mcp-param-second", "40"),
     ]);
     let r = normalize_mcp(&head, CALL.as_bytes(), &cfg()).unwrap();
     assert_eq!(r.protocol_version.as_deref(), Some("2026-07-28"));
@@ -735,6 +738,60 @@ fn routing_headers_that_agree_are_accepted() {
 }
 
 #[test]
+fn param_headers_follow_a_rewritten_argument() {
+    let head = mcp_head(&[
+        ("mcp-param-a", "2"),
+        ("mcp-param-token", "s3cr3t"),
+        ("mcp-param-gone", "40"),
+        ("mcp-param-note", "keep"),
+    ]);
+    let new = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"token":"[REDACTED]","note":"keep"}}}"#;
+    let mut edits = filter_core::normalize::param_header_edits(&head, new);
+    edits.sort();
+    assert_eq!(
+        edits,
+        vec![
+            ("mcp-param-a".to_owned(), Some("1".to_owned())),
+            ("mcp-param-gone".to_owned(), None),
+            ("mcp-param-token".to_owned(), Some("[REDACTED]".to_owned())),
+        ]
+    );
+    let unicode = br#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":"\u00e9"}}}"#;
+    assert_eq!(
+        filter_core::normalize::param_header_edits(&mcp_head(&[("mcp-param-a", "x")]), unicode),
+        vec![("mcp-param-a".to_owned(), Some("=?base64?w6k=?=".to_owned()))]
+    );
+}
+
+#[test]
+fn members_spelled_in_another_case_are_refused() {
+    let cases = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Name":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"},"PARAMS":{"name":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"token":"[REDACTED]","Token":"x"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"deep":[{"k":1,"K":2}]}}}"#,
+        // Go folds U+017F to `s` and the Kelvin sign U+212A to `k`.
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"param\u{17f}\":{}, \"params\":{}}",
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"a\",\"arguments\":{\"k\":1,\"\u{212a}\":2}}}",
+        // A lone member in another case: the filter would not read it, a case-blind server would.
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","Params":{"name":"a"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"a"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","Arguments":{"x":1}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","params":{"name":"a"}}"#,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"param\u{17f}\":{\"name\":\"a\"}}",
+    ];
+    for body in cases {
+        let r = refused(&mcp_head(&[]), body, &cfg());
+        assert_eq!(
+            (r.http_status, r.jsonrpc_code),
+            (400, Some(-32600)),
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn routing_headers_that_disagree_with_the_body_are_refused() {
     type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
     #[rustfmt::skip]
@@ -746,6 +803,10 @@ fn routing_headers_that_disagree_with_the_body_are_refused() {
         (vec![("mcp-name", "=?base64?cmVhZF9maWxl?=")], CALL, "mcp-name"),
         (vec![("mcp-name", "=?base64?!!!?=")], CALL, "invalid base64"),
         (vec![("mcp-param-region", "=?base64?@@?=")], CALL, "invalid base64"),
+        // An `Mcp-Param-*` header the body does not back (SEP-2243 mirrors arguments).
+        (vec![("mcp-param-region", "us")], CALL, "mcp-param-region"),
+        (vec![("mcp-param-a", "3")], CALL, "mcp-param-a"),
+        (vec![("mcp-param-A", "40")], CALL, "mcp-param-a"),
         (vec![("mcp-method", "tools/call"), ("mcp-method", "ping")], CALL, "mcp-method"),
         (vec![("mcp-name", "x")], r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#, "mcp-name"),
         (vec![("mcp-method", "ping")], r#"{"jsonrpc":"2.0","id":3,"result":{}}"#, "mcp-method"),

@@ -104,7 +104,13 @@ fn redact_secrets_covers_the_arguments_only() {
         v["params"]["_meta"]["progressToken"],
         "sk-live-abcdefghijklmnopqrstuvwx"
     );
+    // Risk flags cover everything the message carries: the secret left in `_meta` still counts.
     let n = normalize_mcp(&head(), &out, &NormalizeConfig::default()).unwrap();
+    assert!(n.messages[0].action.risk.secrets);
+    let mut v = body_of(&out);
+    v["params"]["_meta"]["progressToken"] = serde_json::json!("p1");
+    let clean = serde_json::to_vec(&v).unwrap();
+    let n = normalize_mcp(&head(), &clean, &NormalizeConfig::default()).unwrap();
     assert!(!n.messages[0].action.risk.secrets);
 }
 

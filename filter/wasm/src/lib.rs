@@ -356,6 +356,12 @@ impl HttpContext for Http {
         )
     }
 
+    /// Trailers end the request body like END_STREAM does: the SDK's default (Continue) would let
+    /// a body that never carried END_STREAM go upstream undecided.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_request_trailers(&WasmHost))
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         action(self.stream.on_response_headers(&WasmHost))
     }
@@ -365,5 +371,10 @@ impl HttpContext for Http {
             self.stream
                 .on_response_body(&WasmHost, body_size, end_of_stream),
         )
+    }
+
+    /// Trailers end the response body too: a held result is checked before it is released.
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        action(self.stream.on_response_trailers(&WasmHost))
     }
 }

@@ -11,7 +11,12 @@
 //!   `%2e%2e` is `..`); nothing else collapsed (`//` stays). Refused as ambiguous (HTTP 400):
 //!   an encoded `/` (`%2F`), `\` or `%5C`, `%00`, a malformed escape, a fragment, a dot segment
 //!   with a `;` parameter (`/..;/`), control
-//!   characters, spaces and non-ASCII.
+//!   characters, spaces and non-ASCII; and, unless the host is one of `literal_path_hosts`, a path
+//!   with two readings: an escape that still decodes after one decoding (`%252F`, `%2561`:
+//!   servers that decode twice read `/`, `a`), or an empty segment (`//admin`: nginx and most
+//!   routers merge it to `/admin`).
+//! - IPv6 literals that embed an IPv4 address the network delivers to (`::ffff:a.b.c.d`,
+//!   `::a.b.c.d`, the NAT64 `64:ff9b::a.b.c.d`) are that IPv4 address.
 //! - query: raw, without `?`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -40,8 +45,9 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Normalize a raw origin-form `:path` (`/a/b?q`). `*` (asterisk-form) is kept as is.
-pub(crate) fn normalize_origin_path(raw: &str) -> Result<NormPath, Refusal> {
+/// Normalize a raw origin-form `:path` (`/a/b?q`). `*` (asterisk-form) is kept as is. `literal`:
+/// the server reads paths literally, so double-encoded escapes and empty segments are kept.
+pub(crate) fn normalize_origin_path(raw: &str, literal: bool) -> Result<NormPath, Refusal> {
     if raw == "*" {
         return Ok(NormPath {
             path: "*".to_owned(),
@@ -83,10 +89,34 @@ pub(crate) fn normalize_origin_path(raw: &str) -> Result<NormPath, Refusal> {
             "request path has a dot segment with a `;` parameter (ambiguous)",
         ));
     }
+    if !literal {
+        two_readings(&decoded)?;
+    }
     Ok(NormPath {
         path: remove_dot_segments(&decoded),
         query: query.to_owned(),
     })
+}
+
+/// Refuse a (once-decoded) path that servers read two ways: an escape left after decoding that
+/// decodes again (`%25` + two hex digits), or an empty segment (`//`).
+fn two_readings(decoded: &str) -> Result<(), Refusal> {
+    let b = decoded.as_bytes();
+    let double = b.windows(5).any(
+        |w| matches!(w, [b'%', b'2', b'5', h, l] if hex_val(*h).is_some() && hex_val(*l).is_some()),
+    );
+    if double {
+        return Err(Refusal::bad_http(
+            "request path has a double-encoded escape (`%25xx`): servers that decode twice read \
+             another path",
+        ));
+    }
+    if decoded.contains("//") {
+        return Err(Refusal::bad_http(
+            "request path has an empty segment (`//`): servers that merge slashes read another path",
+        ));
+    }
+    Ok(())
 }
 
 /// Decode `%XX` of unreserved characters; upper-case the hex of every other escape; refuse
@@ -199,6 +229,12 @@ pub(crate) fn parse_authority(raw: &str) -> Result<Authority, Refusal> {
                     .ok_or_else(|| Refusal::bad_http("invalid characters after ipv6 literal"))?,
             ),
         };
+        if let Some(v4) = embedded_ipv4(addr) {
+            return Ok(Authority {
+                host: v4.to_string(),
+                port: parse_port(port)?,
+            });
+        }
         return Ok(Authority {
             host: addr.to_string(),
             port: parse_port(port)?,
@@ -214,6 +250,25 @@ pub(crate) fn parse_authority(raw: &str) -> Result<Authority, Refusal> {
         host: normalize_host(host_part)?,
         port,
     })
+}
+
+/// The IPv4 address an IPv6 literal delivers to: IPv4-mapped (`::ffff:a.b.c.d`), the deprecated
+/// IPv4-compatible form (`::a.b.c.d`, not `::` or `::1`), and the NAT64 well-known prefix
+/// (`64:ff9b::a.b.c.d`, RFC 6052). A host rule written for the IPv4 address must hold for them.
+fn embedded_ipv4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = a.segments();
+    let tail = |s: &[u16; 8]| {
+        let [.., hi, lo] = *s;
+        Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+    };
+    match s {
+        [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(tail(&s)),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail(&s)),
+        _ => None,
+    }
 }
 
 fn parse_port(p: Option<&str>) -> Result<Option<u16>, Refusal> {
@@ -269,12 +324,12 @@ fn default_port(scheme: &str) -> u16 {
 
 /// The normalized path of a request target in origin-form (`/a?b`) or absolute-form
 /// (`http://h/a?b`, forward proxy).
-pub(crate) fn normalize_target_path(raw: &str) -> Result<NormPath, Refusal> {
+pub(crate) fn normalize_target_path(raw: &str, literal: bool) -> Result<NormPath, Refusal> {
     if raw.starts_with('/') || raw == "*" {
-        normalize_origin_path(raw)
+        normalize_origin_path(raw, literal)
     } else {
         let (_, _, origin) = split_absolute(raw)?;
-        normalize_origin_path(&origin)
+        normalize_origin_path(&origin, literal)
     }
 }
 
@@ -318,7 +373,7 @@ pub fn normalize_http(
     let mut target = if connect {
         connect_target(head)?
     } else {
-        request_target(head)?
+        request_target(head, super::literal_paths(head, cfg))?
     };
     if target.server.is_empty() {
         target.server = target.host.clone();
@@ -333,6 +388,7 @@ pub fn normalize_http(
         declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
         ..Action::default()
     };
+    let mut scan = super::head_scan(head);
     match body {
         Some(b) => {
             if b.len() > cfg.max_body_bytes {
@@ -340,7 +396,7 @@ pub fn normalize_http(
             }
             action.size = u64::try_from(b.len()).unwrap_or(u64::MAX);
             if cfg.inspect_http_bodies {
-                inspect_body(head, b, cfg, &mut action)?;
+                inspect_body(head, b, cfg, &mut action, &mut scan)?;
             }
         }
         None => {
@@ -350,6 +406,7 @@ pub fn normalize_http(
                 .unwrap_or(0);
         }
     }
+    action.risk = scan.risk();
     Ok(action)
 }
 
@@ -371,6 +428,7 @@ fn inspect_body(
     body: &[u8],
     cfg: &NormalizeConfig,
     action: &mut Action,
+    scan: &mut risk::Scan,
 ) -> Result<(), Refusal> {
     if body.is_empty() {
         return Ok(());
@@ -380,14 +438,14 @@ fn inspect_body(
             Refusal::bad_http(format!("request body declared as json: {}", e.reason()))
         })?;
         action.arguments = parsed.value;
-        action.risk = risk::scan_value(&action.arguments);
+        scan.value(&action.arguments);
     } else {
-        action.risk = risk::scan_text(&String::from_utf8_lossy(body));
+        scan.text(&String::from_utf8_lossy(body));
     }
     Ok(())
 }
 
-fn request_target(head: &RequestHead) -> Result<Target, Refusal> {
+fn request_target(head: &RequestHead, literal: bool) -> Result<Target, Refusal> {
     let (scheme, auth_raw, origin) = if head.path.starts_with('/') || head.path == "*" {
         let scheme = match head.scheme.to_ascii_lowercase() {
             s if s.is_empty() => "http".to_owned(),
@@ -414,7 +472,7 @@ fn request_target(head: &RequestHead) -> Result<Target, Refusal> {
         return Err(Refusal::bad_http("scheme must be http or https"));
     }
     let auth = parse_authority(auth_raw)?;
-    let norm = normalize_origin_path(&origin)?;
+    let norm = normalize_origin_path(&origin, literal)?;
     Ok(Target {
         port: auth.port.unwrap_or_else(|| default_port(&scheme)),
         host: auth.host,
@@ -446,7 +504,7 @@ fn connect_target(head: &RequestHead) -> Result<Target, Refusal> {
 /// The MCP target of a request on an MCP path (host/port/scheme from the authority, normalized
 /// path, configured server name; the host for a forward-proxied absolute-form request).
 pub(crate) fn mcp_target(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Target, Refusal> {
-    let mut t = request_target(head)?;
+    let mut t = request_target(head, super::literal_paths(head, cfg))?;
     // A forward-proxied (absolute-form) request goes to the host it names, not to the MCP server
     // this filter fronts.
     let proxied = !(head.path.starts_with('/') || head.path == "*");

@@ -10,7 +10,13 @@
 //! - nesting deeper than the configured depth (arrays and objects both count);
 //! - a number whose magnitude overflows `f64` (e.g. `1e400`); underflow (`1e-400`) reads as 0;
 //! - duplicate keys in any object ([`JsonError::DuplicateKey`], reported only when the document
-//!   is otherwise well-formed, so a syntax error always wins).
+//!   is otherwise well-formed, so a syntax error always wins);
+//! - keys of one object that are equal once case is ignored ([`JsonError::CaseCollision`]):
+//!   Go's `encoding/json` (mark3labs/mcp-go, older official go-sdk), ASP.NET Core's web
+//!   defaults and Jackson's case-insensitive mode match members without case, so
+//!   `"method"` beside `"Method"` is one member to them, read last-wins or first-wins. The fold
+//!   ([`fold_key`]) covers ASCII and the Unicode letters Go folds onto ASCII (`ſ` is `s`, the
+//!   Kelvin sign `K` is `k`).
 //!
 //! Integers that fit `i64` / `u64` are kept exactly; larger integers and every number with a
 //! fraction or exponent become the nearest `f64`.
@@ -62,6 +68,13 @@ pub(crate) enum JsonError {
         /// The repeated key.
         key: String,
     },
+    /// Two keys of one object differ only in case (the first pair found).
+    CaseCollision {
+        /// The key that came first.
+        first: String,
+        /// The later key that folds to the same name.
+        second: String,
+    },
 }
 
 impl JsonError {
@@ -84,7 +97,22 @@ impl JsonError {
             JsonError::DuplicateKey { key } => {
                 format!("duplicate key `{}` in a json object", super::printable(key))
             }
+            JsonError::CaseCollision { first, second } => format!(
+                "keys `{}` and `{}` of a json object differ only in case (servers that ignore \
+                 case read them as one)",
+                super::printable(first),
+                super::printable(second)
+            ),
         }
+    }
+
+    /// Whether the document is well-formed JSON but names one member twice (exactly or up to
+    /// case): a JSON-RPC "invalid request" (-32600), not a parse error.
+    pub(crate) fn is_duplicate(&self) -> bool {
+        matches!(
+            self,
+            JsonError::DuplicateKey { .. } | JsonError::CaseCollision { .. }
+        )
     }
 }
 
@@ -118,8 +146,8 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
     if p.pos < bytes.len() {
         return Err(JsonError::TrailingData { offset: p.pos });
     }
-    if let Some(key) = p.duplicate {
-        return Err(JsonError::DuplicateKey { key });
+    if let Some(e) = p.duplicate {
+        return Err(e);
     }
     Ok(Parsed {
         value,
@@ -127,12 +155,55 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
     })
 }
 
+/// A key as servers that ignore case read it: ASCII letters lowercased; any other character
+/// `c` as `lower(upper(lower(c)))` with simple (one-character) mappings, a superset of Go's
+/// `encoding/json` fold (`upper(lower(c))`), so `ſ` folds to `s` and the Kelvin sign to `k`.
+/// Borrowed when the key is already folded (the common case: lowercase ASCII).
+pub(crate) fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if !key.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    std::borrow::Cow::Owned(key.chars().map(fold_char).collect())
+}
+
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return c.to_ascii_lowercase();
+    }
+    let simple_lower = |c: char| c.to_lowercase().next().unwrap_or(c);
+    let simple_upper = |c: char| c.to_uppercase().next().unwrap_or(c);
+    simple_lower(simple_upper(simple_lower(c)))
+}
+
+/// The first pair of keys of `map` that fold to the same name, as an error.
+fn case_collision(map: &Map<String, Value>) -> Option<JsonError> {
+    // Objects without an upper-case or non-ASCII key cannot collide (their keys are distinct
+    // and already folded): no work for the usual JSON-RPC object.
+    if !map
+        .keys()
+        .any(|k| k.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()))
+    {
+        return None;
+    }
+    let mut seen: std::collections::HashMap<std::borrow::Cow<'_, str>, &str> =
+        std::collections::HashMap::with_capacity(map.len());
+    for k in map.keys() {
+        if let Some(first) = seen.insert(fold_key(k), k) {
+            return Some(JsonError::CaseCollision {
+                first: first.to_owned(),
+                second: k.clone(),
+            });
+        }
+    }
+    None
+}
+
 struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
     max_depth: usize,
-    duplicate: Option<String>,
+    duplicate: Option<JsonError>,
     spans: Vec<Range<usize>>,
 }
 
@@ -245,7 +316,7 @@ impl Parser<'_> {
             let v = self.value(inner)?;
             if map.contains_key(&key) {
                 if self.duplicate.is_none() {
-                    self.duplicate = Some(key);
+                    self.duplicate = Some(JsonError::DuplicateKey { key });
                 }
             } else {
                 map.insert(key, v);
@@ -255,6 +326,9 @@ impl Parser<'_> {
                 Some(b',') => self.bump(),
                 Some(b'}') => {
                     self.bump();
+                    if self.duplicate.is_none() {
+                        self.duplicate = case_collision(&map);
+                    }
                     return Ok(Value::Object(map));
                 }
                 _ => return Err(self.err("expected `,` or `}` in object")),

@@ -32,14 +32,38 @@ pub fn normalize_mcp(
     body: &[u8],
     cfg: &NormalizeConfig,
 ) -> Result<McpRequest, Refusal> {
+    normalize_mcp_at(head, body, cfg, false)
+}
+
+/// Normalize a JSON-RPC body found on a request that is not addressed to a configured MCP path
+/// (egress, a legacy message endpoint, any path): the same rules as [`normalize_mcp`]; the server
+/// is the host it goes to.
+pub fn normalize_mcp_found(
+    head: &RequestHead,
+    body: &[u8],
+    cfg: &NormalizeConfig,
+) -> Result<McpRequest, Refusal> {
+    normalize_mcp_at(head, body, cfg, true)
+}
+
+fn normalize_mcp_at(
+    head: &RequestHead,
+    body: &[u8],
+    cfg: &NormalizeConfig,
+    found: bool,
+) -> Result<McpRequest, Refusal> {
     if body.len() > cfg.max_body_bytes {
         return Err(Refusal::too_large(cfg.max_body_bytes));
     }
     let mut parsed = json::parse(body, cfg.max_json_depth).map_err(|e| match e {
-        json::JsonError::DuplicateKey { .. } => Refusal::invalid_request(e.reason(), None),
+        e if e.is_duplicate() => Refusal::invalid_request(e.reason(), None),
         _ => Refusal::parse_error(e.reason()),
     })?;
-    let base = base_action(head, cfg)?;
+    let mut base = base_action(head, cfg)?;
+    if found {
+        base.target.server = base.target.host.clone();
+    }
+    let scan = super::head_scan(head);
     let header_version = head.header("mcp-protocol-version").map(str::to_owned);
     // Each message's arguments (or result) are moved out of the parsed value into its action,
     // not copied; what is checked after `message` (routing headers, protocol version) never
@@ -64,16 +88,19 @@ pub fn normalize_mcp(
                     None,
                 ));
             }
-            if head.header("mcp-method").is_some() || head.header("mcp-name").is_some() {
+            if head.headers.iter().any(|(n, _)| {
+                let n = n.to_ascii_lowercase();
+                n == "mcp-method" || n == "mcp-name" || n.starts_with("mcp-param-")
+            }) {
                 return Err(Refusal::invalid_request(
-                    "mcp-method / mcp-name headers cannot describe a batch",
+                    "mcp-method / mcp-name / mcp-param-* headers cannot describe a batch",
                     None,
                 ));
             }
             let mut messages = Vec::with_capacity(items.len());
             for (i, item) in items.iter_mut().enumerate() {
                 let size = parsed.element_spans.get(i).map_or(0, |r| r.len());
-                messages.push(message(item, size, &base)?);
+                messages.push(message(item, size, &base, scan)?);
             }
             let protocol_version = protocol_version(header_version, &messages, items)?;
             Ok(McpRequest {
@@ -83,7 +110,7 @@ pub fn normalize_mcp(
             })
         }
         v => {
-            let msg = message(v, body.len(), &base)?;
+            let msg = message(v, body.len(), &base, scan)?;
             check_routing_headers(head, v, &msg)?;
             let messages = vec![msg];
             let protocol_version =
@@ -97,27 +124,25 @@ pub fn normalize_mcp(
     }
 }
 
-/// Normalize a body-less MCP request: GET (operation `stream/open`, the client opens its SSE
-/// stream) or DELETE (operation `session/delete`). Any other route is an internal error (500).
+/// Normalize a body-less MCP request: GET or HEAD (operation `stream/open`, the client opens its
+/// SSE stream), DELETE (`session/delete`) or OPTIONS (`http/options`). Any other route is an
+/// internal error (500).
 pub fn normalize_mcp_headers_only(
     head: &RequestHead,
     route: Route,
     cfg: &NormalizeConfig,
 ) -> Result<Action, Refusal> {
-    let operation = match route {
-        Route::McpStream => "stream/open",
-        Route::McpDelete => "session/delete",
-        Route::Mcp | Route::Http | Route::Connect => {
-            return Err(Refusal {
-                http_status: 500,
-                jsonrpc_code: Some(-32603),
-                reason: "internal error: route needs a body normalizer".to_owned(),
-                id: None,
-            });
-        }
+    let Some(operation) = route.header_only_operation() else {
+        return Err(Refusal {
+            http_status: 500,
+            jsonrpc_code: Some(-32603),
+            reason: "internal error: route needs a body normalizer".to_owned(),
+            id: None,
+        });
     };
     let mut action = base_action(head, cfg)?;
     action.operation = operation.to_owned();
+    action.risk = super::head_scan(head).risk();
     Ok(action)
 }
 
@@ -152,7 +177,54 @@ fn read_id(obj: &Map<String, Value>) -> Result<Option<JsonRpcId>, Refusal> {
     }
 }
 
-fn message(v: &mut Value, size: usize, base: &Action) -> Result<McpMessage, Refusal> {
+/// Members of a JSON-RPC message the filter reads.
+const ENVELOPE_KEYS: &[&str] = &["jsonrpc", "id", "method", "params", "result", "error"];
+/// Members of `params` the filter reads (for some method).
+const PARAMS_KEYS: &[&str] = &[
+    "name",
+    "arguments",
+    "uri",
+    "ref",
+    "argument",
+    "_meta",
+    "protocolVersion",
+];
+
+/// Refuse a member spelled in another case than one the filter reads (`Params`, `NAME`,
+/// `paramſ`): the filter would not see it, and a server that matches members without case
+/// would act on it. (Two members of one object that differ only in case are already refused by
+/// the parser.)
+fn check_spelling(
+    obj: &Map<String, Value>,
+    known: &[&str],
+    where_: &str,
+    id: &Option<JsonRpcId>,
+) -> Result<(), Refusal> {
+    for k in obj.keys() {
+        if known.contains(&k.as_str()) {
+            continue;
+        }
+        let folded = json::fold_key(k);
+        if let Some(canonical) = known.iter().find(|c| json::fold_key(c) == folded) {
+            return Err(Refusal::invalid_request(
+                format!(
+                    "{where_} member `{}` must be spelled `{canonical}` (servers that ignore case \
+                     read it as `{canonical}`)",
+                    super::printable(k)
+                ),
+                id.clone(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn message(
+    v: &mut Value,
+    size: usize,
+    base: &Action,
+    mut scan: risk::Scan,
+) -> Result<McpMessage, Refusal> {
     let Value::Object(obj) = v else {
         return Err(Refusal::invalid_request(
             "json-rpc message must be an object",
@@ -160,6 +232,10 @@ fn message(v: &mut Value, size: usize, base: &Action) -> Result<McpMessage, Refu
         ));
     };
     let id = read_id(obj)?;
+    check_spelling(obj, ENVELOPE_KEYS, "json-rpc", &id)?;
+    if let Some(Value::Object(params)) = obj.get("params") {
+        check_spelling(params, PARAMS_KEYS, "`params`", &id)?;
+    }
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(Refusal::invalid_request(
             "json-rpc message must have `jsonrpc: \"2.0\"`",
@@ -234,7 +310,14 @@ fn message(v: &mut Value, size: usize, base: &Action) -> Result<McpMessage, Refu
             McpMessageKind::Response
         }
     };
-    action.risk = risk::scan_value(&action.arguments);
+    // Everything the message carries is scanned: the arguments (or the result a client posts
+    // back), and every other param (`_meta`, notification params), on top of what the request
+    // carries outside its body.
+    scan.value(&action.arguments);
+    if let Some(p) = obj.get("params") {
+        scan.value(p);
+    }
+    action.risk = scan.risk();
     Ok(McpMessage { id, action, kind })
 }
 
@@ -372,17 +455,134 @@ fn check_routing_headers(
                     id,
                 ));
             }
-        } else if name.starts_with("mcp-param-") && decode_header_value(value.trim()).is_none() {
-            return Err(Refusal::invalid_request(
-                format!(
-                    "`{}` header has an invalid base64 value",
-                    super::printable(&name)
-                ),
-                id,
-            ));
+        } else if let Some(param) = name.strip_prefix("mcp-param-") {
+            let Some(decoded) = decode_header_value(value.trim()) else {
+                return Err(Refusal::invalid_request(
+                    format!(
+                        "`{}` header has an invalid base64 value",
+                        super::printable(&name)
+                    ),
+                    id,
+                ));
+            };
+            if !mirrors_argument(&msg.action.arguments, param, &decoded) {
+                return Err(Refusal::invalid_request(
+                    format!(
+                        "`{}` header does not match the argument it mirrors in the body",
+                        super::printable(&name)
+                    ),
+                    id,
+                ));
+            }
         }
     }
     Ok(())
+}
+
+/// A primitive argument value as an `Mcp-Param-*` header carries it (decoded): strings as they
+/// are, numbers and booleans in their JSON text. `None` for null, arrays and objects (never
+/// mirrored).
+fn header_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+fn same_header_value(v: &Value, header: &str) -> bool {
+    match (header_text(v), v) {
+        (Some(t), _) if t == header => true,
+        // `1.0` in the body may be written `1` in the header: compare numbers as numbers.
+        (_, Value::Number(n)) => header
+            .parse::<f64>()
+            .is_ok_and(|h| n.as_f64().is_some_and(|b| b == h)),
+        _ => false,
+    }
+}
+
+/// The argument an `Mcp-Param-<param>` header mirrors: the top-level argument of that name
+/// (case ignored), when there is one. Its name is declared by `x-mcp-header` in the tool's
+/// schema, which the filter does not see; a header named otherwise must still carry the value
+/// of some argument.
+fn mirrored<'a>(args: &'a Value, param: &str) -> Option<(&'a String, &'a Value)> {
+    let folded = json::fold_key(param);
+    args.as_object()?
+        .iter()
+        .find(|(k, _)| json::fold_key(k) == folded)
+}
+
+fn any_value(v: &Value, header: &str) -> bool {
+    match v {
+        Value::Array(a) => a.iter().any(|x| any_value(x, header)),
+        Value::Object(m) => m.values().any(|x| any_value(x, header)),
+        _ => same_header_value(v, header),
+    }
+}
+
+/// Whether an `Mcp-Param-<param>` header value agrees with the body: equal to the argument of
+/// its name, or, without one, to some primitive argument value. A header the body does not back
+/// is refused (the server may route or act on the header).
+fn mirrors_argument(args: &Value, param: &str, header: &str) -> bool {
+    match mirrored(args, param) {
+        Some((_, v)) => same_header_value(v, header),
+        None => any_value(args, header),
+    }
+}
+
+/// Write a header value for an argument: plain when it is visible ASCII without surrounding
+/// spaces, else the `=?base64?...?=` form of SEP-2243.
+fn encode_header_value(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+        && !s.starts_with("=?");
+    if plain {
+        s.to_owned()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+        )
+    }
+}
+
+/// After a MODIFY rewrote a single-message body: every `Mcp-Param-*` header that no longer
+/// mirrors the (new) arguments is set to the new value of its argument, or removed when the
+/// argument is gone or was not found by name. So a redacted or clamped argument never reaches the
+/// server in its header copy.
+pub fn param_header_edits(head: &RequestHead, new_body: &[u8]) -> Vec<(String, Option<String>)> {
+    let params = head
+        .headers
+        .iter()
+        .filter_map(|(n, v)| {
+            let lower = n.to_ascii_lowercase();
+            lower
+                .strip_prefix("mcp-param-")
+                .map(|p| (lower.clone(), p.to_owned(), v.clone()))
+        })
+        .collect::<Vec<_>>();
+    if params.is_empty() {
+        return Vec::new();
+    }
+    let body: Value = serde_json::from_slice(new_body).unwrap_or(Value::Null);
+    let args = body
+        .get("params")
+        .and_then(|p| p.get("arguments"))
+        .unwrap_or(&Value::Null);
+    let mut edits = Vec::new();
+    for (name, param, value) in params {
+        let decoded = decode_header_value(value.trim()).unwrap_or_default();
+        if mirrors_argument(args, &param, &decoded) {
+            continue;
+        }
+        let new = mirrored(args, &param)
+            .and_then(|(_, v)| header_text(v))
+            .map(|t| encode_header_value(&t));
+        edits.push((name, new));
+    }
+    edits
 }
 
 fn meta_version(v: &Value) -> Option<&str> {

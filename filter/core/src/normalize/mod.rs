@@ -19,7 +19,7 @@ mod modify;
 pub mod risk;
 
 pub use http::normalize_http;
-pub use mcp::{normalize_mcp, normalize_mcp_headers_only};
+pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value};
 
 /// What the filter knows about a request when its headers arrive.
@@ -54,8 +54,15 @@ impl RequestHead {
 pub struct NormalizeConfig {
     /// Paths served by the MCP server (Streamable HTTP endpoint). A request path matches when it
     /// equals an entry or continues it with `/` or `?` (`/mcp` matches `/mcp`, `/mcp/x`,
-    /// `/mcp?a`, not `/mcpx`). Matched against the normalized path.
+    /// `/mcp?a`, not `/mcpx`), under every reading servers apply ([`endpoint_key`]: case,
+    /// repeated slashes, `;` parameters, trailing dots).
     pub mcp_paths: Vec<String>,
+    /// Message endpoints of the legacy HTTP+SSE transport (`POST /messages?sessionId=..`): their
+    /// bodies are always read, and judged as MCP when they are JSON-RPC.
+    pub mcp_legacy_paths: Vec<String>,
+    /// Hosts (normalized) whose servers read paths literally: a double-encoded escape or an
+    /// empty segment in their paths is not refused.
+    pub literal_path_hosts: Vec<String>,
     /// The configured name of the MCP server behind the MCP paths (`target.server`); when empty,
     /// the request's host is used.
     pub server_name: String,
@@ -76,6 +83,8 @@ impl Default for NormalizeConfig {
     fn default() -> Self {
         NormalizeConfig {
             mcp_paths: vec!["/mcp".to_owned()],
+            mcp_legacy_paths: vec!["/messages".to_owned()],
+            literal_path_hosts: Vec::new(),
             server_name: String::new(),
             max_body_bytes: 1024 * 1024,
             max_json_depth: 64,
@@ -91,57 +100,220 @@ impl Default for NormalizeConfig {
 pub enum Route {
     /// POST to an MCP path: JSON-RPC message(s) in the body.
     Mcp,
-    /// GET on an MCP path: the client opens an SSE stream (operation `stream/open`).
+    /// GET or HEAD on an MCP path: the client opens an SSE stream (operation `stream/open`).
     McpStream,
     /// DELETE on an MCP path: the client ends its session (operation `session/delete`).
     McpDelete,
-    /// Any other request (egress or a non-MCP path), including other methods on an MCP path.
+    /// OPTIONS on an MCP path (a CORS preflight; operation `http/options`).
+    McpOptions,
+    /// Any other method on an MCP path: refused with 405 (no MCP server acts on it, and it must
+    /// not be judged as plain HTTP either).
+    McpMethodNotAllowed,
+    /// A message endpoint of the legacy HTTP+SSE transport: the body is read, and judged as MCP
+    /// when it is JSON-RPC, else as plain HTTP.
+    McpLegacy,
+    /// Any other request (egress or a non-MCP path). Where its body is read, a JSON-RPC body
+    /// makes it MCP all the same.
     Http,
     /// A CONNECT tunnel (egress to `host:port`).
     Connect,
 }
 
+impl Route {
+    /// The operation of a body-less MCP request on this route.
+    pub fn header_only_operation(self) -> Option<&'static str> {
+        match self {
+            Route::McpStream => Some("stream/open"),
+            Route::McpDelete => Some("session/delete"),
+            Route::McpOptions => Some("http/options"),
+            _ => None,
+        }
+    }
+}
+
+/// The methods an MCP endpoint serves (the `allow` header of a 405).
+pub const MCP_METHODS: &str = "POST, GET, HEAD, DELETE, OPTIONS";
+
 /// Decide which normalizer handles this request (origin-form and absolute-form targets alike,
-/// so a forward-proxied MCP POST is parsed as MCP, not passed as plain HTTP). Never fails: a request whose path cannot be
-/// normalized goes to [`Route::Http`], where [`normalize_http`] refuses it.
+/// so a forward-proxied MCP POST is parsed as MCP, not passed as plain HTTP). Never fails: a
+/// request whose path cannot be normalized goes to [`Route::Http`], where [`normalize_http`]
+/// refuses it. The method is compared without case (`post` is POST to servers that accept it).
 pub fn route(head: &RequestHead, cfg: &NormalizeConfig) -> Route {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Route::Connect;
     }
-    let Ok(norm) = http::normalize_target_path(&head.path) else {
+    let Ok(norm) = http::normalize_target_path(&head.path, literal_paths(head, cfg)) else {
         return Route::Http;
     };
-    let on_mcp_path = cfg.mcp_paths.iter().any(|p| path_matches(&norm.path, p));
-    if !on_mcp_path {
-        return Route::Http;
+    let key = endpoint_key(&norm.path);
+    let on = |paths: &[String]| paths.iter().any(|p| path_matches(&key, &endpoint_key(p)));
+    if !on(&cfg.mcp_paths) {
+        return if on(&cfg.mcp_legacy_paths) {
+            Route::McpLegacy
+        } else {
+            Route::Http
+        };
     }
-    match head.method.as_str() {
+    match head.method.to_ascii_uppercase().as_str() {
         "POST" => Route::Mcp,
-        "GET" => Route::McpStream,
+        "GET" | "HEAD" => Route::McpStream,
         "DELETE" => Route::McpDelete,
-        _ => Route::Http,
+        "OPTIONS" => Route::McpOptions,
+        _ => Route::McpMethodNotAllowed,
     }
+}
+
+/// Whether this request's host is one whose server reads paths literally
+/// (`http.literal_path_hosts`).
+pub(crate) fn literal_paths(head: &RequestHead, cfg: &NormalizeConfig) -> bool {
+    if cfg.literal_path_hosts.is_empty() {
+        return false;
+    }
+    let authority = if head.path.starts_with('/') || head.authority.is_empty() {
+        head.authority.as_str()
+    } else {
+        head.path.split_once("://").map_or("", |(_, rest)| {
+            rest.split(['/', '?', '#']).next().unwrap_or("")
+        })
+    };
+    http::parse_authority(authority)
+        .is_ok_and(|a| cfg.literal_path_hosts.contains(&a.host))
+}
+
+/// The normalized host of a configured host name or address, `None` when it is not one.
+pub(crate) fn host_of(raw: &str) -> Option<String> {
+    http::parse_authority(raw)
+        .ok()
+        .filter(|a| a.port.is_none())
+        .map(|a| a.host)
+}
+
+/// A path as the most lenient servers route it: ASCII case folded (ASP.NET Core, IIS), `;`
+/// parameters dropped from every segment (Servlet containers), trailing dots dropped from every
+/// segment (IIS, some frameworks), empty segments merged (nginx `merge_slashes`, many routers);
+/// a trailing `/` is kept.
+pub(crate) fn endpoint_key(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/') {
+        let seg = seg.split(';').next().unwrap_or_default();
+        let seg = seg.trim_end_matches('.');
+        if seg.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.extend(seg.chars().map(|c| c.to_ascii_lowercase()));
+    }
+    if out.is_empty() || path.ends_with('/') {
+        out.push('/');
+    }
+    out
+}
+
+/// The other paths servers may read a normalized path as, for policy evaluation
+/// (docs/filter-normalization.md, "Paths with several readings"): with its ASCII case folded,
+/// with `;` parameters dropped from its segments, with trailing dots dropped from its segments,
+/// and every combination of these that applies. Empty for the usual path (lowercase, no `;`, no
+/// segment ending in `.`), so most requests pay one scan.
+pub fn path_readings(path: &str) -> Vec<String> {
+    let lower = path.bytes().any(|b| b.is_ascii_uppercase());
+    let params = path.contains(';');
+    let dots = path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or_default();
+        seg.ends_with('.') && !seg.trim_end_matches('.').is_empty()
+    });
+    if !(lower || params || dots) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for mask in 1u8..8 {
+        let (l, p, d) = (mask & 1 != 0, mask & 2 != 0, mask & 4 != 0);
+        if (l && !lower) || (p && !params) || (d && !dots) {
+            continue;
+        }
+        let segs: Vec<String> = path
+            .split('/')
+            .map(|seg| {
+                let mut seg = seg.to_owned();
+                if p {
+                    seg = seg.split(';').next().unwrap_or_default().to_owned();
+                }
+                if d && !seg.trim_end_matches('.').is_empty() {
+                    seg = seg.trim_end_matches('.').to_owned();
+                }
+                if l {
+                    seg.make_ascii_lowercase();
+                }
+                seg
+            })
+            .collect();
+        let reading = segs.join("/");
+        if reading != path && !out.contains(&reading) {
+            out.push(reading);
+        }
+    }
+    out
 }
 
 fn path_matches(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
-        None => false,
+        None => prefix.len() > 1 && path == prefix.trim_end_matches('/'),
     }
 }
 
-/// Whether the filter must buffer the request body before it can decide. MCP POSTs always;
-/// plain HTTP only when `inspect_http_bodies` is set and the request does not declare an empty
-/// body (`content-length: 0`); header-only routes never. When Envoy reports end of stream with
-/// the headers, the caller treats the body as empty.
+/// Whether the filter must buffer the request body before it can decide. MCP POSTs and legacy
+/// message endpoints always; the body-less MCP routes when a body follows the headers (to refuse
+/// it unless it is empty); plain HTTP only when `inspect_http_bodies` is set and the request does
+/// not declare an empty body (`content-length: 0`). When Envoy reports end of stream with the
+/// headers, the caller treats the body as empty.
 pub fn needs_body(head: &RequestHead, route: Route, cfg: &NormalizeConfig) -> bool {
     match route {
-        Route::Mcp => true,
-        Route::McpStream | Route::McpDelete | Route::Connect => false,
+        Route::Mcp | Route::McpLegacy => true,
+        Route::McpStream | Route::McpDelete | Route::McpOptions => true,
+        Route::McpMethodNotAllowed | Route::Connect => false,
         Route::Http => {
             cfg.inspect_http_bodies && head.header("content-length").map(str::trim) != Some("0")
         }
     }
+}
+
+/// Whether a body is a JSON-RPC message (an object with a `jsonrpc` member, in any case, or an
+/// array holding one), wherever it goes: then it is judged as MCP. A body that looks like
+/// JSON-RPC but is not strict JSON (a byte-order mark, a syntax error some parser forgives) is
+/// refused, since a lenient server may still read it as a call.
+pub fn is_jsonrpc_body(body: &[u8], cfg: &NormalizeConfig) -> Result<bool, Refusal> {
+    let text = body.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(body);
+    let Some(first) = text.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Ok(false);
+    };
+    if !matches!(first, b'{' | b'[') {
+        return Ok(false);
+    }
+    let is_rpc = |v: &serde_json::Value| {
+        v.as_object()
+            .is_some_and(|o| o.keys().any(|k| json::fold_key(k) == "jsonrpc"))
+    };
+    match json::parse(body, cfg.max_json_depth) {
+        Ok(p) => Ok(match &p.value {
+            serde_json::Value::Array(items) => items.iter().any(is_rpc),
+            v => is_rpc(v),
+        }),
+        Err(e) if mentions_jsonrpc(text) => Err(if e.is_duplicate() {
+            Refusal::invalid_request(e.reason(), None)
+        } else {
+            Refusal::parse_error(format!(
+                "body looks like json-rpc but is not strict json: {}",
+                e.reason()
+            ))
+        }),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Whether `jsonrpc` appears in the text, in any ASCII case (or written with a `\u` escape).
+fn mentions_jsonrpc(text: &[u8]) -> bool {
+    text.windows(7).any(|w| w.eq_ignore_ascii_case(b"jsonrpc"))
+        || text.windows(2).any(|w| w == b"\\u")
 }
 
 /// A JSON-RPC request id, kept exactly so an error answer echoes it back. MCP allows strings and
@@ -251,6 +423,19 @@ impl Refusal {
         }
     }
 
+    /// A method no MCP endpoint serves (405, with `allow: MCP_METHODS`).
+    pub(crate) fn method_not_allowed(method: &str) -> Self {
+        Refusal {
+            http_status: 405,
+            jsonrpc_code: None,
+            reason: format!(
+                "method `{}` is not served by the mcp endpoint (allowed: {MCP_METHODS})",
+                printable(method)
+            ),
+            id: None,
+        }
+    }
+
     pub(crate) fn too_large(limit: usize) -> Self {
         Refusal {
             http_status: 413,
@@ -273,6 +458,7 @@ impl Refusal {
         } else {
             let error = match self.http_status {
                 413 => "payload_too_large",
+                415 => "unsupported_media_type",
                 405 => "method_not_allowed",
                 500 => "internal_error",
                 _ => "bad_request",
@@ -291,7 +477,7 @@ pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, R
     json::parse(bytes, max_depth)
         .map(|p| p.value)
         .map_err(|e| match e {
-            json::JsonError::DuplicateKey { .. } => Refusal::invalid_request(e.reason(), None),
+            e if e.is_duplicate() => Refusal::invalid_request(e.reason(), None),
             _ => Refusal::parse_error(e.reason()),
         })
 }
@@ -399,6 +585,102 @@ pub(crate) fn policy_headers(head: &RequestHead) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Headers that are never scanned for secrets: credentials meant for the server (the policy sees
+/// them as `[REDACTED]`), Portcullis' own (an approval token is high-entropy by design), and
+/// identifiers and validators that are random by design.
+const UNSCANNED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "x-auth-token",
+    "mcp-session-id",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "if-match",
+    "if-none-match",
+    "etag",
+    "sec-websocket-key",
+];
+
+/// Risk findings of what a request carries outside its body: the path and the query (percent-
+/// decoded, `+` as a space, so an escape cannot hide a key) and every header value but those
+/// in [`UNSCANNED_HEADERS`] (`Mcp-Param-*` included). Each action of the request adds its body
+/// part to these.
+pub(crate) fn head_scan(head: &RequestHead) -> risk::Scan {
+    let mut scan = risk::Scan::default();
+    let (path, query) = head.path.split_once('?').unwrap_or((&head.path, ""));
+    scan.text(&percent_decode_lossy(path, false));
+    if !query.is_empty() {
+        scan.text(&percent_decode_lossy(query, true));
+    }
+    for (name, value) in &head.headers {
+        let name = name.to_ascii_lowercase();
+        if name.starts_with(':')
+            || name.starts_with("x-portcullis-")
+            || UNSCANNED_HEADERS.contains(&name.as_str())
+        {
+            continue;
+        }
+        scan.text(value);
+    }
+    scan
+}
+
+/// Percent-decode (every escape; malformed ones kept), as UTF-8 with replacement characters.
+fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0usize;
+    while let Some(&c) = b.get(i) {
+        let hex = |j: usize| b.get(j).and_then(|x| char::from(*x).to_digit(16));
+        match (c, hex(i.saturating_add(1)), hex(i.saturating_add(2))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from((h << 4) | l).unwrap_or(b'%'));
+                i = i.saturating_add(3);
+            }
+            (b'+', _, _) if plus_is_space => {
+                out.push(b' ');
+                i = i.saturating_add(1);
+            }
+            _ => {
+                out.push(c);
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A body the filter reads must be in a form it can read: any `content-encoding` other than
+/// `identity` (gzip, deflate, br, ...) is refused with 415, since a server that inflates request
+/// bodies (`express.json()` does) would act on what the filter never saw.
+pub fn check_body_encoding(head: &RequestHead) -> Result<(), Refusal> {
+    for (n, v) in &head.headers {
+        if n.eq_ignore_ascii_case("content-encoding")
+            && v.split(',')
+                .any(|c| !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty())
+        {
+            return Err(Refusal {
+                http_status: 415,
+                jsonrpc_code: None,
+                reason: format!(
+                    "request body has content-encoding `{}`; the filter reads only uncompressed \
+                     bodies: send it without content-encoding",
+                    printable(v.trim())
+                ),
+                id: None,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The W3C trace id of a valid `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), lowercase;
 /// `None` when absent or malformed, or when the trace id is all zeros.
 pub(crate) fn trace_id(head: &RequestHead) -> Option<String> {
@@ -462,8 +744,49 @@ mod tests {
         assert_eq!(route(&head("POST", "/mcpx"), &cfg), Route::Http);
         assert_eq!(route(&head("GET", "/mcp"), &cfg), Route::McpStream);
         assert_eq!(route(&head("DELETE", "/mcp"), &cfg), Route::McpDelete);
-        assert_eq!(route(&head("PUT", "/mcp"), &cfg), Route::Http);
+        assert_eq!(
+            route(&head("PUT", "/mcp"), &cfg),
+            Route::McpMethodNotAllowed
+        );
+        assert_eq!(
+            route(&head("PATCH", "/mcp"), &cfg),
+            Route::McpMethodNotAllowed
+        );
+        assert_eq!(route(&head("HEAD", "/mcp"), &cfg), Route::McpStream);
+        assert_eq!(route(&head("OPTIONS", "/mcp"), &cfg), Route::McpOptions);
         assert_eq!(route(&head("CONNECT", ""), &cfg), Route::Connect);
+        // Every reading servers apply to the endpoint's path, and the method's case.
+        for p in [
+            "/MCP",
+            "/Mcp/",
+            "/mcp;v=1",
+            "/mcp.",
+            "/mcp..",
+            "/MCP;JSESSIONID=1/",
+            "/mcp/.",
+            "/./mcp",
+        ] {
+            assert_eq!(route(&head("POST", p), &cfg), Route::Mcp, "{p}");
+        }
+        assert_eq!(route(&head("post", "/mcp"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("Get", "/mcp"), &cfg), Route::McpStream);
+        // `//mcp` has two readings: refused by the HTTP normalizer (400), never judged as HTTP.
+        assert_eq!(route(&head("POST", "//mcp"), &cfg), Route::Http);
+        assert!(http::normalize_target_path("//mcp", false).is_err());
+        let literal = NormalizeConfig {
+            literal_path_hosts: vec!["mcp.local".into()],
+            ..NormalizeConfig::default()
+        };
+        assert_eq!(route(&head("POST", "//mcp"), &literal), Route::Mcp);
+        // The legacy HTTP+SSE message endpoint.
+        assert_eq!(
+            route(&head("POST", "/messages?sessionId=abc"), &cfg),
+            Route::McpLegacy
+        );
+        assert_eq!(
+            route(&head("POST", "/Messages/?session_id=abc"), &cfg),
+            Route::McpLegacy
+        );
         assert_eq!(route(&head("POST", "/m%2fcp"), &cfg), Route::Http);
         // A forward proxy's absolute-form target reaches the MCP normalizer too.
         assert_eq!(
@@ -485,12 +808,126 @@ mod tests {
         assert_eq!(route(&head("POST", "/v2/mcp"), &cfg), Route::Mcp);
         assert_eq!(route(&head("POST", "/mcp"), &cfg), Route::Http);
         assert_eq!(route(&head("POST", "/tools/x"), &cfg), Route::Mcp);
-        assert_eq!(route(&head("POST", "/tools"), &cfg), Route::Http);
+        // Routers that ignore a trailing slash (Starlette redirects, ASP.NET Core) serve `/tools`
+        // at `/tools/`.
+        assert_eq!(route(&head("POST", "/tools"), &cfg), Route::Mcp);
+        assert_eq!(route(&head("POST", "/toolsx"), &cfg), Route::Http);
         let none = NormalizeConfig {
             mcp_paths: vec![],
             ..NormalizeConfig::default()
         };
         assert_eq!(route(&head("POST", "/mcp"), &none), Route::Http);
+    }
+
+    #[test]
+    fn path_readings_cover_case_parameters_and_dots() {
+        assert!(path_readings("/admin/x").is_empty());
+        assert_eq!(path_readings("/ADMIN"), vec!["/admin".to_owned()]);
+        assert_eq!(path_readings("/admin;x=1"), vec!["/admin".to_owned()]);
+        assert_eq!(path_readings("/admin./x"), vec!["/admin/x".to_owned()]);
+        let all = path_readings("/Admin.;a=b/X");
+        for want in [
+            "/admin.;a=b/x",
+            "/Admin./X",
+            "/admin./x",
+            "/Admin/X",
+            "/admin/x",
+        ] {
+            assert!(all.contains(&want.to_owned()), "{want} in {all:?}");
+        }
+    }
+
+    #[test]
+    fn jsonrpc_bodies_are_found_anywhere() {
+        let cfg = NormalizeConfig::default();
+        let yes: &[&[u8]] = &[
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
+            br#"  [{"a":1},{"JSONRPC":"2.0","method":"ping","id":2}]"#,
+            br#"{"jsonrpc":"2.0"}"#,
+        ];
+        for b in yes {
+            assert_eq!(
+                is_jsonrpc_body(b, &cfg),
+                Ok(true),
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        let no: &[&[u8]] = &[
+            b"",
+            b"hello",
+            br#"{"a":1}"#,
+            b"[1,2]",
+            br#"{"a":"jsonrpc"}"#,
+        ];
+        for b in no {
+            assert_eq!(
+                is_jsonrpc_body(b, &cfg),
+                Ok(false),
+                "{}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        // Looks like JSON-RPC but is not strict JSON: refused, a lenient server may read it.
+        for b in [
+            &b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}"[..],
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping",}"#,
+            br#"{"jsonrpc":"2.0","jsonrpc":"2.0"}"#,
+            br#"{"jsonrpc":"2.0","Method":"a","method":"b"}"#,
+        ] {
+            let r = is_jsonrpc_body(b, &cfg).unwrap_err();
+            assert_eq!(r.http_status, 400, "{}", String::from_utf8_lossy(b));
+        }
+    }
+
+    #[test]
+    fn body_encodings_other_than_identity_are_refused() {
+        let mut h = head("POST", "/mcp");
+        assert!(check_body_encoding(&h).is_ok());
+        h.headers
+            .push(("content-encoding".into(), "identity".into()));
+        assert!(check_body_encoding(&h).is_ok());
+        for enc in [
+            "gzip",
+            "deflate",
+            "br",
+            "identity, gzip",
+            "GZIP",
+            "x-custom",
+        ] {
+            h.headers[0].1 = enc.into();
+            assert_eq!(
+                check_body_encoding(&h).unwrap_err().http_status,
+                415,
+                "{enc}"
+            );
+        }
+    }
+
+    #[test]
+    fn head_scan_reads_path_query_and_headers() {
+        let mut h = head("GET", "/x?key=AKIA%49OSFODNN7EXAMPLE");
+        assert!(
+            head_scan(&h).risk().secrets,
+            "percent-escaped key in the query"
+        );
+        h.path = "/AKIAIOSFODNN7EXAMPLE/x".into();
+        assert!(head_scan(&h).risk().secrets, "key in the path");
+        h.path = "/x".into();
+        h.headers.push((
+            "x-data".into(),
+            "ghp_0123456789abcdefghijABCDEFGHIJ0123456789".into(),
+        ));
+        assert!(head_scan(&h).risk().secrets, "key in a header");
+        h.headers[0] = (
+            "authorization".into(),
+            "Bearer abcdefghijklmnopqrstuvwxyz".into(),
+        );
+        h.headers
+            .push(("mcp-param-email".into(), "jane@example.com".into()));
+        let r = head_scan(&h).risk();
+        assert!(!r.secrets, "credential headers are meant for the server");
+        assert_eq!(r.data_classes, vec!["pii".to_owned()]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde_json::Value;
 /// The replacement written over a redacted value.
 pub const REDACTED: &str = "[REDACTED]";
 
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Findings {
     secret: bool,
     pii: bool,
@@ -229,6 +229,32 @@ static CLASS: [u8; 256] = {
     }
     t
 };
+
+/// Findings gathered over several parts of one request (its path, query and headers, then each
+/// message's params): one [`Risk`] for all of them.
+#[derive(Clone, Copy, Default)]
+pub struct Scan(Findings);
+
+impl Scan {
+    /// Scan every string and object key of `v`.
+    pub fn value(&mut self, v: &Value) {
+        if !self.0.done() {
+            walk(v, &mut self.0);
+        }
+    }
+
+    /// Scan a text.
+    pub fn text(&mut self, s: &str) {
+        if !self.0.done() {
+            self.0.scan(s);
+        }
+    }
+
+    /// The flags found so far.
+    pub fn risk(self) -> Risk {
+        self.0.into_risk()
+    }
+}
 
 /// Risk flags for a JSON value: every string and object key, at any depth.
 pub fn scan_value(v: &Value) -> Risk {
