@@ -223,9 +223,16 @@ impl Stream {
             self.refuse(host, &refusal);
             return FilterAction::Pause;
         }
-        let needs_body = normalize::needs_body(&self.head, self.route, &l.norm)
-            // A byte budget needs the count: a body of undeclared length is read to count it.
-            || (l.counts_bytes && self.head.header("content-length").is_none());
+        let mut needs_body = normalize::needs_body(&self.head, self.route, &l.norm);
+        if l.counts_bytes && !end_of_stream && self.head.header("content-length").is_none() {
+            // A byte budget needs the count: a body of undeclared length is read to count it,
+            // or refused where bodies are never read.
+            if l.norm.header_only() {
+                self.refuse(host, &Refusal::length_required());
+                return FilterAction::Pause;
+            }
+            needs_body = true;
+        }
         if needs_body && !end_of_stream {
             self.phase = Phase::Body;
             return FilterAction::Pause;

@@ -185,17 +185,20 @@ fn case_collision(map: &Map<String, Value>) -> Option<JsonError> {
     {
         return None;
     }
-    let mut seen: std::collections::HashMap<std::borrow::Cow<'_, str>, &str> =
-        std::collections::HashMap::with_capacity(map.len());
-    for k in map.keys() {
-        if let Some(first) = seen.insert(fold_key(k), k) {
-            return Some(JsonError::CaseCollision {
-                first: first.to_owned(),
-                second: k.clone(),
-            });
-        }
-    }
-    None
+    // Sorted, not hashed: no hasher (and its random seed) in the module for a rare path.
+    let mut folded: Vec<(std::borrow::Cow<'_, str>, usize, &String)> = map
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (fold_key(k), i, k))
+        .collect();
+    folded.sort_unstable();
+    folded.windows(2).find_map(|w| match w {
+        [(fa, _, a), (fb, _, b)] if fa == fb => Some(JsonError::CaseCollision {
+            first: (*a).clone(),
+            second: (*b).clone(),
+        }),
+        _ => None,
+    })
 }
 
 struct Parser<'a> {

@@ -493,10 +493,10 @@ fn header_text(v: &Value) -> Option<String> {
 fn same_header_value(v: &Value, header: &str) -> bool {
     match (header_text(v), v) {
         (Some(t), _) if t == header => true,
-        // `1.0` in the body may be written `1` in the header: compare numbers as numbers.
+        // `1.0` in the body may be written `1` in the header.
         (_, Value::Number(n)) => header
-            .parse::<f64>()
-            .is_ok_and(|h| n.as_f64().is_some_and(|b| b == h)),
+            .parse::<i64>()
+            .is_ok_and(|h| n.as_f64() == Some(h as f64)),
         _ => false,
     }
 }

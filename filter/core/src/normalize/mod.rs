@@ -79,6 +79,16 @@ pub struct NormalizeConfig {
     pub max_batch_len: usize,
 }
 
+impl NormalizeConfig {
+    /// Header-only mode: no MCP path and no HTTP body inspection, so the filter never pauses a
+    /// request at its headers (Istio's WasmPlugin cannot allow that). Bodies are then never
+    /// read: not on legacy message endpoints, not to find JSON-RPC, not to count bytes
+    /// (docs/filter-normalization.md, "Header-only mode").
+    pub fn header_only(&self) -> bool {
+        self.mcp_paths.is_empty() && !self.inspect_http_bodies
+    }
+}
+
 impl Default for NormalizeConfig {
     fn default() -> Self {
         NormalizeConfig {
@@ -176,8 +186,7 @@ pub(crate) fn literal_paths(head: &RequestHead, cfg: &NormalizeConfig) -> bool {
             rest.split(['/', '?', '#']).next().unwrap_or("")
         })
     };
-    http::parse_authority(authority)
-        .is_ok_and(|a| cfg.literal_path_hosts.contains(&a.host))
+    http::parse_authority(authority).is_ok_and(|a| cfg.literal_path_hosts.contains(&a.host))
 }
 
 /// The normalized host of a configured host name or address, `None` when it is not one.
@@ -267,6 +276,9 @@ fn path_matches(path: &str, prefix: &str) -> bool {
 /// not declare an empty body (`content-length: 0`). When Envoy reports end of stream with the
 /// headers, the caller treats the body as empty.
 pub fn needs_body(head: &RequestHead, route: Route, cfg: &NormalizeConfig) -> bool {
+    if cfg.header_only() {
+        return false;
+    }
     match route {
         Route::Mcp | Route::McpLegacy => true,
         Route::McpStream | Route::McpDelete | Route::McpOptions => true,
@@ -436,6 +448,19 @@ impl Refusal {
         }
     }
 
+    /// A body of undeclared length where the policy counts bytes and the body cannot be read
+    /// (header-only mode): 411.
+    pub(crate) fn length_required() -> Self {
+        Refusal {
+            http_status: 411,
+            jsonrpc_code: None,
+            reason: "the policy counts request bytes: send `content-length` (this filter does \
+                     not read bodies)"
+                .to_owned(),
+            id: None,
+        }
+    }
+
     pub(crate) fn too_large(limit: usize) -> Self {
         Refusal {
             http_status: 413,
@@ -457,6 +482,7 @@ impl Refusal {
             })
         } else {
             let error = match self.http_status {
+                411 => "length_required",
                 413 => "payload_too_large",
                 415 => "unsupported_media_type",
                 405 => "method_not_allowed",

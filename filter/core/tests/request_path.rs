@@ -1,0 +1,507 @@
+//! The request path holds against a hostile agent (docs/filter-normalization.md, "Threat
+//! table"): trailers end a body, MCP is found by content and under every reading of its path,
+//! methods and bodies that do not belong are refused, paths with several readings are judged by
+//! the strictest, and header copies of arguments follow a MODIFY. Each test drives `Stream` over
+//! the mock host the way Envoy calls the filter.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
+mod common;
+
+use std::rc::Rc;
+
+use filter_core::mock::MockHost;
+use filter_core::{FilterAction, Plugin, Stream};
+use serde_json::{Value, json};
+
+const START_MS: u64 = 1_800_000_000_000;
+
+fn plugin(host: &MockHost, extra: Value) -> Rc<Plugin> {
+    let mut cfg = json!({ "mcp": { "paths": ["/mcp"], "server_name": "workbench" } });
+    for (k, v) in extra.as_object().unwrap() {
+        cfg.as_object_mut().unwrap().insert(k.clone(), v.clone());
+    }
+    common::plugin(host, "request_path.pcl", cfg)
+}
+
+/// What the agent and the upstream saw of one stream.
+#[derive(Debug)]
+struct Seen {
+    /// The request went upstream (the last callback continued and nothing was answered).
+    forwarded: bool,
+    status: Option<u16>,
+    body: Value,
+    decision: Option<String>,
+    rule: Option<String>,
+    /// The request body as it went upstream.
+    upstream_body: Vec<u8>,
+}
+
+enum End {
+    /// END_STREAM on the last body chunk.
+    Data,
+    /// The body ends with trailers (HTTP/2 trailers frame, HTTP/1.1 chunked trailers).
+    Trailers,
+}
+
+fn send(
+    host: &MockHost,
+    plugin: &Rc<Plugin>,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    end: End,
+) -> Seen {
+    let headers = [
+        (":method", method),
+        (":path", path),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    host.new_stream(headers);
+    let mut s = Stream::new(Rc::clone(plugin));
+    let no_body = body.is_empty() && matches!(end, End::Data);
+    let mut a = s.on_request_headers(host, no_body);
+    if host.state().local_response.is_none() && !no_body && a == FilterAction::Pause {
+        host.state().request_body = body.to_vec();
+        a = match end {
+            End::Data => s.on_request_body(host, body.len(), true),
+            End::Trailers => {
+                let a = if body.is_empty() {
+                    FilterAction::Pause
+                } else {
+                    s.on_request_body(host, body.len(), false)
+                };
+                assert_eq!(a, FilterAction::Pause, "the body is held until its end");
+                s.on_request_trailers(host)
+            }
+        };
+    }
+    let st = host.state();
+    let local = st.local_response.clone();
+    Seen {
+        forwarded: a == FilterAction::Continue && local.is_none(),
+        status: local.as_ref().map(|l| l.status),
+        body: local
+            .as_ref()
+            .and_then(|l| serde_json::from_slice(&l.body).ok())
+            .unwrap_or(Value::Null),
+        decision: st
+            .filter_state
+            .get("wasm.portcullis.decision")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        rule: st
+            .filter_state
+            .get("wasm.portcullis.rule")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
+        upstream_body: st.request_body.clone(),
+    }
+}
+
+fn call(id: i64, name: &str, args: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+        "params": {"name": name, "arguments": args}}))
+    .unwrap()
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[test]
+fn trailers_end_the_body_and_the_decision_comes_first() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let denied = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON],
+        &call(1, "delete_branch", json!({})),
+        End::Trailers,
+    );
+    assert!(!denied.forwarded, "{denied:?}");
+    assert_eq!(denied.rule.as_deref(), Some("no_branch_deletion"));
+    assert_eq!(denied.body["error"]["code"], -32040);
+
+    let allowed = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON],
+        &call(2, "read_file", json!({})),
+        End::Trailers,
+    );
+    assert!(allowed.forwarded, "{allowed:?}");
+    assert_eq!(allowed.decision.as_deref(), Some("ALLOW"));
+
+    let clamped = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON],
+        &call(3, "query_rows", json!({"limit": 500})),
+        End::Trailers,
+    );
+    assert!(clamped.forwarded);
+    let up: Value = serde_json::from_slice(&clamped.upstream_body).unwrap();
+    assert_eq!(up["params"]["arguments"]["limit"], 20);
+
+    // Headers, then trailers, no data: an empty body, refused as a parse error.
+    let empty = send(&host, &p, "POST", "/mcp", &[JSON], b"", End::Trailers);
+    assert_eq!((empty.forwarded, empty.status), (false, Some(400)));
+    assert_eq!(empty.body["error"]["code"], -32700);
+}
+
+#[test]
+fn the_mcp_endpoint_is_found_under_every_reading_of_its_path() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    for path in [
+        "/MCP", "/Mcp/", "/mcp;v=1", "/mcp.", "/%6Dcp", "/./mcp", "/mcp/",
+    ] {
+        for method in ["POST", "post", "Post"] {
+            let s = send(
+                &host,
+                &p,
+                method,
+                path,
+                &[JSON],
+                &call(1, "delete_branch", json!({})),
+                End::Data,
+            );
+            assert!(!s.forwarded, "{method} {path}");
+            assert_eq!(
+                s.rule.as_deref(),
+                Some("no_branch_deletion"),
+                "{method} {path}"
+            );
+        }
+    }
+    let merged = send(
+        &host,
+        &p,
+        "POST",
+        "//mcp",
+        &[JSON],
+        &call(1, "delete_branch", json!({})),
+        End::Data,
+    );
+    assert_eq!(
+        (merged.forwarded, merged.status),
+        (false, Some(400)),
+        "{merged:?}"
+    );
+}
+
+#[test]
+fn methods_and_bodies_that_do_not_belong_on_the_mcp_endpoint_are_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let body = call(1, "delete_branch", json!({}));
+    for method in ["PUT", "PATCH", "TRACE", "FOO"] {
+        let s = send(&host, &p, method, "/mcp", &[JSON], &body, End::Data);
+        assert_eq!((s.forwarded, s.status), (false, Some(405)), "{method}");
+        let allow = host.state().local_response.clone().unwrap();
+        assert!(
+            allow
+                .headers
+                .iter()
+                .any(|(n, v)| n == "allow" && v.contains("POST")),
+            "{method}"
+        );
+    }
+    for method in ["GET", "HEAD", "DELETE", "OPTIONS", "get"] {
+        let s = send(&host, &p, method, "/mcp", &[JSON], &body, End::Data);
+        assert_eq!(
+            (s.forwarded, s.status),
+            (false, Some(400)),
+            "{method}: {s:?}"
+        );
+        assert!(
+            s.body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("must not carry a body")
+        );
+        // The same over trailers.
+        let s = send(&host, &p, method, "/mcp", &[JSON], &body, End::Trailers);
+        assert_eq!(
+            (s.forwarded, s.status),
+            (false, Some(400)),
+            "{method} trailers"
+        );
+    }
+    // Without a body they are the header-only operations.
+    let get = send(&host, &p, "GET", "/mcp", &[], b"", End::Data);
+    assert!(get.forwarded, "{get:?}");
+    let options = send(&host, &p, "OPTIONS", "/mcp", &[], b"", End::Data);
+    assert!(options.forwarded, "{options:?}");
+    // An HTTP/2 GET whose empty DATA frame carries END_STREAM is still body-less.
+    host.new_stream(vec![
+        (":method".into(), "GET".into()),
+        (":path".into(), "/mcp".into()),
+        (":authority".into(), "workbench".into()),
+        (":scheme".into(), "http".into()),
+    ]);
+    let mut s = Stream::new(Rc::clone(&p));
+    assert_eq!(s.on_request_headers(&host, false), FilterAction::Pause);
+    assert_eq!(s.on_request_body(&host, 0, true), FilterAction::Continue);
+}
+
+#[test]
+fn a_jsonrpc_body_is_mcp_wherever_it_goes() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    for path in [
+        "/api/rpc",
+        "/x",
+        "/messages?sessionId=abc",
+        "/Messages/?session_id=abc",
+    ] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            path,
+            &[JSON],
+            &call(1, "delete_branch", json!({})),
+            End::Data,
+        );
+        assert!(!s.forwarded, "{path}");
+        assert_eq!(s.rule.as_deref(), Some("no_branch_deletion"), "{path}");
+        assert_eq!(
+            s.body["error"]["code"], -32040,
+            "answered as json-rpc: {path}"
+        );
+        // Whatever the content type says.
+        let s = send(
+            &host,
+            &p,
+            "PUT",
+            path,
+            &[("content-type", "text/plain")],
+            &call(1, "delete_branch", json!({})),
+            End::Data,
+        );
+        assert_eq!(s.rule.as_deref(), Some("no_branch_deletion"), "PUT {path}");
+    }
+    // A body that is not JSON-RPC stays plain HTTP.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/api/rpc",
+        &[JSON],
+        br#"{"a":1}"#,
+        End::Data,
+    );
+    assert!(s.forwarded);
+    // The legacy message endpoint reads its body even without `http.inspect_bodies`.
+    let q = plugin(&host, json!({}));
+    let s = send(
+        &host,
+        &q,
+        "POST",
+        "/messages?sessionId=abc",
+        &[JSON],
+        &call(1, "delete_branch", json!({})),
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_branch_deletion"));
+}
+
+#[test]
+fn compressed_request_bodies_are_refused_where_bodies_are_read() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    // Any bytes: the filter refuses on the encoding, it never guesses what they inflate to.
+    for path in ["/mcp", "/upload"] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            path,
+            &[JSON, ("content-encoding", "gzip")],
+            b"\x1f\x8b\x08\x00junk",
+            End::Data,
+        );
+        assert_eq!((s.forwarded, s.status), (false, Some(415)), "{path}: {s:?}");
+    }
+}
+
+#[test]
+fn case_smuggled_members_never_reach_the_server() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let bodies = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"delete_branch"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","Name":"delete_branch"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_rows","arguments":{"limit":5,"LIMIT":500}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","Params":{"name":"delete_branch"}}"#,
+    ];
+    for b in bodies {
+        let s = send(&host, &p, "POST", "/mcp", &[JSON], b.as_bytes(), End::Data);
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{b}");
+        assert_eq!(s.body["error"]["code"], -32600, "{b}");
+    }
+}
+
+#[test]
+fn an_egress_path_is_judged_under_every_reading_servers_apply() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    for path in [
+        "/ADMIN",
+        "/Admin/users",
+        "/admin;x=1",
+        "/admin.",
+        "/admin./x",
+        "/ADMIN;JSESSIONID=1",
+    ] {
+        let s = send(&host, &p, "GET", path, &[], b"", End::Data);
+        assert!(!s.forwarded, "{path}");
+        assert_eq!(s.rule.as_deref(), Some("no_admin"), "{path}");
+        if !path.starts_with("/admin") {
+            // The reason says which reading the policy judged.
+            let reason = s.body["reason"].as_str().unwrap();
+            assert!(reason.contains("to some servers"), "{path}: {reason}");
+        }
+    }
+    for path in ["/%2561dmin", "//admin", "/x/..//admin", "/%252e%252e/admin"] {
+        let s = send(&host, &p, "GET", path, &[], b"", End::Data);
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{path}");
+    }
+    let fine = send(&host, &p, "GET", "/public/Readme.md", &[], b"", End::Data);
+    assert!(fine.forwarded);
+    // A host whose server reads paths literally keeps its empty segments.
+    let lit = plugin(
+        &host,
+        json!({ "http": { "literal_path_hosts": ["workbench"] } }),
+    );
+    let s = send(&host, &lit, "GET", "/files//a", &[], b"", End::Data);
+    assert!(s.forwarded, "{s:?}");
+}
+
+#[test]
+fn ipv4_mapped_hosts_meet_the_ipv4_rule() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    for authority in [
+        "[::ffff:169.254.169.254]",
+        "[::ffff:a9fe:a9fe]:80",
+        "[64:ff9b::a9fe:a9fe]",
+    ] {
+        host.new_stream(vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), "/latest/meta-data".into()),
+            (":authority".into(), authority.into()),
+            (":scheme".into(), "http".into()),
+        ]);
+        let mut s = Stream::new(Rc::clone(&p));
+        assert_eq!(
+            s.on_request_headers(&host, true),
+            FilterAction::Pause,
+            "{authority}"
+        );
+        assert_eq!(
+            host.filter_state_str("wasm.portcullis.rule").as_deref(),
+            Some("no_metadata")
+        );
+    }
+}
+
+#[test]
+fn param_headers_are_checked_and_follow_a_modify() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let body = call(1, "query_rows", json!({"limit": 500, "table": "payroll"}));
+    let lying = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON, ("mcp-param-limit", "5")],
+        &body,
+        End::Data,
+    );
+    assert_eq!(
+        (lying.forwarded, lying.status),
+        (false, Some(400)),
+        "{lying:?}"
+    );
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[
+            JSON,
+            ("mcp-param-limit", "500"),
+            ("mcp-param-table", "payroll"),
+        ],
+        &body,
+        End::Data,
+    );
+    assert!(s.forwarded);
+    assert_eq!(
+        host.request_header("mcp-param-limit").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        host.request_header("mcp-param-table").as_deref(),
+        Some("payroll")
+    );
+}
+
+#[test]
+fn undeclared_lengths_are_counted_where_the_pack_counts_bytes() {
+    // `request_path.pcl` reads `request.size`: a PUT whose length is not declared (chunked,
+    // HTTP/2 without content-length) is read to count it, so 100 KiB is not "0 bytes".
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let big = vec![b'x'; 100 * 1024];
+    let s = send(&host, &p, "PUT", "/upload", &[], &big, End::Data);
+    assert!(!s.forwarded, "{s:?}");
+    assert_eq!(s.rule.as_deref(), Some("small_uploads"));
+    let s = send(&host, &p, "PUT", "/upload", &[], &big, End::Trailers);
+    assert_eq!(s.rule.as_deref(), Some("small_uploads"));
+    let small = send(&host, &p, "PUT", "/upload", &[], b"ok", End::Data);
+    assert!(small.forwarded);
+    // In header-only mode the body cannot be read: refused with 411 instead of counted as 0.
+    let header_only = plugin(&host, json!({ "mcp": { "paths": [] } }));
+    host.new_stream(vec![
+        (":method".into(), "PUT".into()),
+        (":path".into(), "/upload".into()),
+        (":authority".into(), "workbench".into()),
+        (":scheme".into(), "http".into()),
+    ]);
+    let mut st = Stream::new(Rc::clone(&header_only));
+    assert_eq!(st.on_request_headers(&host, false), FilterAction::Pause);
+    assert_eq!(
+        host.state().local_response.as_ref().map(|l| l.status),
+        Some(411)
+    );
+    // With a declared length nothing is held, in either mode.
+    host.new_stream(vec![
+        (":method".into(), "PUT".into()),
+        (":path".into(), "/upload".into()),
+        (":authority".into(), "workbench".into()),
+        (":scheme".into(), "http".into()),
+        ("content-length".into(), "2".into()),
+    ]);
+    let mut st = Stream::new(Rc::clone(&header_only));
+    assert_eq!(st.on_request_headers(&host, false), FilterAction::Continue);
+}
