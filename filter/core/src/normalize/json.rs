@@ -155,10 +155,12 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
     })
 }
 
-/// A key as servers that ignore case read it: ASCII letters lowercased; any other character
-/// `c` as `lower(upper(lower(c)))` with simple (one-character) mappings, a superset of Go's
-/// `encoding/json` fold (`upper(lower(c))`), so `ſ` folds to `s` and the Kelvin sign to `k`.
-/// Borrowed when the key is already folded (the common case: lowercase ASCII).
+/// A key as servers that ignore case read it: ASCII letters lowercased; any other character by
+/// its simple lowercase mapping, and the few characters whose uppercase lowers to another letter
+/// ([`FOLD_THROUGH_UPPER`]) to that letter. That is `lower(upper(lower(c)))`, a superset of Go's
+/// `encoding/json` fold (`upper(lower(c))`), so `ſ` folds to `s`, `ı` to `i` and the Kelvin sign
+/// to `k`, without carrying Unicode's uppercase table in the module. Borrowed when the key is
+/// already folded (the common case: lowercase ASCII).
 pub(crate) fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
     if !key.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         return std::borrow::Cow::Borrowed(key);
@@ -166,13 +168,34 @@ pub(crate) fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(key.chars().map(fold_char).collect())
 }
 
+/// Lowercase characters whose uppercase lowers to another character (Unicode CaseFolding's
+/// entries that differ from the lowercase mapping).
+const FOLD_THROUGH_UPPER: &[(char, char)] = &[
+    ('\u{00b5}', '\u{03bc}'), // micro sign -> mu
+    ('\u{0131}', 'i'),        // dotless i -> i (its uppercase is I)
+    ('\u{017f}', 's'),        // long s -> s
+    ('\u{0345}', '\u{03b9}'), // combining ypogegrammeni -> iota
+    ('\u{03c2}', '\u{03c3}'), // final sigma -> sigma
+    ('\u{03d0}', '\u{03b2}'), // beta symbol -> beta
+    ('\u{03d1}', '\u{03b8}'), // theta symbol -> theta
+    ('\u{03d5}', '\u{03c6}'), // phi symbol -> phi
+    ('\u{03d6}', '\u{03c0}'), // pi symbol -> pi
+    ('\u{03f0}', '\u{03ba}'), // kappa symbol -> kappa
+    ('\u{03f1}', '\u{03c1}'), // rho symbol -> rho
+    ('\u{03f5}', '\u{03b5}'), // lunate epsilon -> epsilon
+    ('\u{1e9b}', '\u{1e61}'), // long s with dot above -> s with dot above
+    ('\u{1fbe}', '\u{03b9}'), // greek prosgegrammeni -> iota
+];
+
 fn fold_char(c: char) -> char {
     if c.is_ascii() {
         return c.to_ascii_lowercase();
     }
-    let simple_lower = |c: char| c.to_lowercase().next().unwrap_or(c);
-    let simple_upper = |c: char| c.to_uppercase().next().unwrap_or(c);
-    simple_lower(simple_upper(simple_lower(c)))
+    let lower = c.to_lowercase().next().unwrap_or(c);
+    FOLD_THROUGH_UPPER
+        .iter()
+        .find(|(from, _)| *from == lower)
+        .map_or(lower, |(_, to)| *to)
 }
 
 /// The first pair of keys of `map` that fold to the same name, as an error.
@@ -509,6 +532,34 @@ mod tests {
             p(r#"{"name":1,"na\u006de":2}"#),
             Err(JsonError::DuplicateKey { key: "name".into() })
         );
+    }
+
+    #[test]
+    fn keys_that_fold_together_collide() {
+        for (a, b) in [
+            ("method", "Method"),
+            ("params", "PARAMS"),
+            ("params", "param\u{17f}"),
+            ("kind", "\u{212a}ind"),
+            ("id", "\u{130}d"),
+            ("id", "\u{131}d"),
+            ("\u{e9}t\u{e9}", "\u{c9}T\u{c9}"),
+            ("\u{3c3}", "\u{3c2}"),
+        ] {
+            assert_eq!(fold_key(a), fold_key(b), "{a} / {b}");
+            let doc = format!(r#"{{"x":{{"{a}":1,"{b}":2}}}}"#);
+            assert!(
+                matches!(p(&doc), Err(JsonError::CaseCollision { .. })),
+                "{doc}"
+            );
+        }
+        for (a, b) in [("name", "names"), ("\u{540d}", "\u{540e}"), ("a_b", "a-b")] {
+            assert_ne!(fold_key(a), fold_key(b), "{a} / {b}");
+        }
+        assert!(matches!(
+            fold_key("already_folded"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
