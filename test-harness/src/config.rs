@@ -46,6 +46,10 @@ pub struct HostConfig {
     pub fuel_per_call: u64,
     /// Largest linear memory the module may grow to.
     pub memory_limit: usize,
+    /// Stream callbacks the host treats as not exported (Envoy then continues, as it does for a
+    /// module without them): models a filter built without, e.g., `proxy_on_request_trailers`,
+    /// so a test can show it would catch that filter.
+    pub hidden_exports: Vec<String>,
 }
 
 impl Default for HostConfig {
@@ -66,6 +70,7 @@ impl Default for HostConfig {
             buffer_limit: DEFAULT_BUFFER_LIMIT,
             fuel_per_call: 5_000_000_000,
             memory_limit: 512 * 1024 * 1024,
+            hidden_exports: Vec::new(),
         }
     }
 }
@@ -119,6 +124,13 @@ impl HostConfig {
     /// Starts the clock here (ms since the epoch).
     pub fn with_start_ms(mut self, start_ms: u64) -> Self {
         self.start_ms = start_ms;
+        self
+    }
+
+    /// Treats the module's export `name` (a stream callback such as
+    /// `proxy_on_request_trailers`) as absent.
+    pub fn without_export(mut self, name: impl Into<String>) -> Self {
+        self.hidden_exports.push(name.into());
         self
     }
 

@@ -106,6 +106,7 @@ impl Host {
         // The request never goes (further) upstream.
         stream.req.headers_accessible = false;
         stream.req.body_accessible = false;
+        stream.req.trailers_accessible = false;
         stream.req.buffering = false;
 
         if stream.resp.forwarded_headers.is_some() {
@@ -232,7 +233,8 @@ impl Host {
     }
 }
 
-/// Headers (if still held) and everything buffered go on; the filter loses access.
+/// Headers (if still held), everything buffered, then the trailers (if they arrived) go on, in
+/// that order; the filter loses access to all three.
 pub(crate) fn release(dir: &mut Direction) {
     if dir.forwarded_headers.is_none() && dir.headers_seen {
         dir.forwarded_headers = Some(dir.headers.clone());
@@ -242,6 +244,10 @@ pub(crate) fn release(dir: &mut Direction) {
     dir.forwarded_body.extend_from_slice(&buffered);
     dir.buffering = false;
     dir.body_accessible = false;
+    if dir.trailers_seen && dir.forwarded_trailers.is_none() {
+        dir.forwarded_trailers = Some(dir.trailers.clone());
+    }
+    dir.trailers_accessible = false;
     if dir.end_seen {
         dir.end_forwarded = true;
     }

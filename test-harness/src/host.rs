@@ -90,8 +90,20 @@ pub(crate) struct Exports {
     pub(crate) on_request_body: Option<F3R>,
     pub(crate) on_response_headers: Option<F3R>,
     pub(crate) on_response_body: Option<F3R>,
+    pub(crate) on_request_trailers: Option<F2R>,
+    pub(crate) on_response_trailers: Option<F2R>,
     pub(crate) on_http_call_response: Option<F5>,
 }
+
+/// Stream callbacks a test may hide ([`HostConfig::without_export`]).
+const HIDEABLE: &[&str] = &[
+    "proxy_on_request_headers",
+    "proxy_on_request_body",
+    "proxy_on_request_trailers",
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_response_trailers",
+];
 
 fn export<P: WasmParams, R: WasmResults>(
     store: &mut Store<HostState>,
@@ -105,6 +117,19 @@ fn export<P: WasmParams, R: WasmResults>(
         .get_typed_func::<P, R>(&mut *store, name)
         .map(Some)
         .with_context(|| format!("export `{name}` does not have the proxy-wasm 0.2.1 signature"))
+}
+
+/// A stream callback, unless the test hid it ([`HostConfig::without_export`]).
+fn stream_export<P: WasmParams, R: WasmResults>(
+    store: &mut Store<HostState>,
+    instance: &Instance,
+    name: &str,
+    hidden: &[String],
+) -> Result<Option<TypedFunc<P, R>>> {
+    if hidden.iter().any(|h| h == name) {
+        return Ok(None);
+    }
+    export(store, instance, name)
 }
 
 /// One Envoy worker's view of the plugin: a VM instance with its root context, streams, timers,
@@ -216,6 +241,14 @@ impl Host {
         store.data_mut().memory = Some(memory);
         store.data_mut().malloc = malloc;
 
+        if let Some(name) = config
+            .hidden_exports
+            .iter()
+            .find(|n| !HIDEABLE.contains(&n.as_str()))
+        {
+            bail!("only stream callbacks can be hidden, not `{name}`");
+        }
+        let hidden = config.hidden_exports.as_slice();
         let exports = Exports {
             on_context_create: export(&mut store, &instance, "proxy_on_context_create")?,
             on_vm_start: export(&mut store, &instance, "proxy_on_vm_start")?,
@@ -224,10 +257,37 @@ impl Host {
             on_done: export(&mut store, &instance, "proxy_on_done")?,
             on_log: export(&mut store, &instance, "proxy_on_log")?,
             on_delete: export(&mut store, &instance, "proxy_on_delete")?,
-            on_request_headers: export(&mut store, &instance, "proxy_on_request_headers")?,
-            on_request_body: export(&mut store, &instance, "proxy_on_request_body")?,
-            on_response_headers: export(&mut store, &instance, "proxy_on_response_headers")?,
-            on_response_body: export(&mut store, &instance, "proxy_on_response_body")?,
+            on_request_headers: stream_export(
+                &mut store,
+                &instance,
+                "proxy_on_request_headers",
+                hidden,
+            )?,
+            on_request_body: stream_export(&mut store, &instance, "proxy_on_request_body", hidden)?,
+            on_response_headers: stream_export(
+                &mut store,
+                &instance,
+                "proxy_on_response_headers",
+                hidden,
+            )?,
+            on_response_body: stream_export(
+                &mut store,
+                &instance,
+                "proxy_on_response_body",
+                hidden,
+            )?,
+            on_request_trailers: stream_export(
+                &mut store,
+                &instance,
+                "proxy_on_request_trailers",
+                hidden,
+            )?,
+            on_response_trailers: stream_export(
+                &mut store,
+                &instance,
+                "proxy_on_response_trailers",
+                hidden,
+            )?,
             on_http_call_response: export(&mut store, &instance, "proxy_on_http_call_response")?,
         };
         let initialize = export::<(), ()>(&mut store, &instance, "_initialize")?;

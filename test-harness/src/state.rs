@@ -24,7 +24,7 @@ pub(crate) enum Phase {
     Configure,
     /// `proxy_on_tick`.
     Tick,
-    /// `proxy_on_request_headers` .. `proxy_on_response_body`.
+    /// `proxy_on_request_headers` .. `proxy_on_response_trailers`.
     Stream,
     /// `proxy_on_http_call_response`: the call-out response maps and body are readable.
     HttpCallResponse,
@@ -166,6 +166,15 @@ pub(crate) struct Direction {
     pub(crate) end_forwarded: bool,
     /// Body bytes that went on.
     pub(crate) forwarded_body: Vec<u8>,
+    /// The trailer map (lowercase names), as the filter has left it; trailers end the stream.
+    pub(crate) trailers: Pairs,
+    /// The trailers callback has run.
+    pub(crate) trailers_seen: bool,
+    /// The filter may read and modify the trailer map (from its trailers callback until the
+    /// direction continues).
+    pub(crate) trailers_accessible: bool,
+    /// Trailers went on.
+    pub(crate) forwarded_trailers: Option<Pairs>,
 }
 
 /// The host's record of one HTTP stream (an HTTP context of the module).

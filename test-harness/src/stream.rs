@@ -7,11 +7,18 @@
 //!   Pause, Envoy buffers: `body_size` is everything buffered so far and the body buffer holds
 //!   all of it. Continue sends the held headers and the buffer upstream. Past the buffer limit
 //!   Envoy answers 413 itself.
+//! - `request_trailers`: `proxy_on_request_trailers(num_trailers)`; trailers end the request
+//!   (the last body chunk came without end_of_stream, or there was no body at all). A body the
+//!   filter kept buffering (its last body callback returned Pause) is still readable and
+//!   writable from the trailers callback; a body it let go is not (empty, read-only). Pause
+//!   holds the headers (if still held), the buffered body and the trailers until the filter
+//!   continues or answers locally; Continue sends them on, in that order.
 //! - `proxy_continue_stream` resumes after the callback returns; from then on the filter can no
 //!   longer read or change that direction's headers and body (Envoy drops its pointers).
 //! - `proxy_send_local_response` is sent after the callback returns, through the filter's own
 //!   `proxy_on_response_headers` / `proxy_on_response_body` (as Envoy does), and ends the stream.
-//! - The response direction works the same way; the stream ends (`proxy_on_log`,
+//! - The response direction works the same way (`response_trailers`:
+//!   `proxy_on_response_trailers`); the stream ends (`proxy_on_log`,
 //!   `proxy_on_done`, `proxy_on_delete`) when the response is complete, on reset, or on
 //!   [`Stream::finish`].
 
@@ -20,7 +27,7 @@ use anyhow::{Result, bail};
 use crate::abi::{Action, Pairs};
 use crate::deferred::release;
 use crate::host::{Host, len_u32};
-use crate::state::{LocalReplyRequest, LocalResponse, Phase, StreamState, header_value};
+use crate::state::{Direction, LocalReplyRequest, LocalResponse, Phase, StreamState, header_value};
 
 /// A live handle on one stream of a [`Host`].
 pub struct Stream<'h> {
@@ -44,8 +51,8 @@ impl<'a> StreamView<'a> {
         self.st.local_response.as_ref()
     }
 
-    /// The request went upstream completely: headers, and the body up to end of stream, with
-    /// no local response and no reset.
+    /// The request went upstream completely: headers, and the body (and trailers, if any) up to
+    /// end of stream, with no local response and no reset.
     pub fn request_forwarded(&self) -> bool {
         self.st.req.forwarded_headers.is_some()
             && self.st.req.end_forwarded
@@ -72,6 +79,16 @@ impl<'a> StreamView<'a> {
     /// Request body bytes that went upstream.
     pub fn forwarded_request_body(&self) -> &'a [u8] {
         &self.st.req.forwarded_body
+    }
+
+    /// Request trailers as they went upstream (`None` while held, or when there were none).
+    pub fn forwarded_request_trailers(&self) -> Option<&'a Pairs> {
+        self.st.req.forwarded_trailers.as_ref()
+    }
+
+    /// Response trailers as they went downstream (`None` while held, or when there were none).
+    pub fn forwarded_response_trailers(&self) -> Option<&'a Pairs> {
+        self.st.resp.forwarded_trailers.as_ref()
     }
 
     /// Response headers as they went downstream (after the filter's changes).
@@ -140,6 +157,7 @@ impl<'a> StreamView<'a> {
 enum Callback {
     Headers,
     Body,
+    Trailers,
 }
 
 impl<'h> Stream<'h> {
@@ -292,6 +310,45 @@ impl<'h> Stream<'h> {
         self.run(false, Callback::Body, n, end_of_stream)
     }
 
+    /// Request trailers arrive from downstream and end the request (see the module docs).
+    pub fn request_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action> {
+        let id = self.id;
+        let st = self.state()?;
+        if !st.req.headers_seen {
+            bail!("request trailers before request headers");
+        }
+        if st.req.end_seen {
+            bail!("request trailers after end of stream");
+        }
+        if st.finished || st.local_response.is_some() {
+            bail!("stream {id} already ended; Envoy would not deliver request trailers");
+        }
+        Self::arrive_trailers(&mut st.req, trailers);
+        self.run(true, Callback::Trailers, len_u32(trailers.len()), true)
+    }
+
+    /// Response trailers arrive from upstream and end the response (see the module docs).
+    pub fn response_trailers(&mut self, trailers: &[(&str, &str)]) -> Result<Action> {
+        let st = self.state()?;
+        if !st.resp.headers_seen || st.resp.end_seen || st.finished {
+            bail!("response trailers out of order (no headers yet, after end of stream, or ended)");
+        }
+        Self::arrive_trailers(&mut st.resp, trailers);
+        self.run(false, Callback::Trailers, len_u32(trailers.len()), true)
+    }
+
+    fn arrive_trailers(dir: &mut Direction, trailers: &[(&str, &str)]) {
+        dir.trailers = lowercase(trailers);
+        dir.trailers_seen = true;
+        dir.trailers_accessible = true;
+        dir.end_seen = true;
+        // Envoy keeps the body buffer only for a filter that is buffering it
+        // (StopIterationAndBuffer); a chunk the filter let go is gone.
+        if !dir.buffering {
+            dir.body_accessible = false;
+        }
+    }
+
     /// Ends the stream now (client went away / Envoy tears it down): `proxy_on_log`,
     /// `proxy_on_done`, `proxy_on_delete`. Does nothing on a stream that already ended.
     pub fn finish(&mut self) -> Result<()> {
@@ -301,29 +358,34 @@ impl<'h> Stream<'h> {
 
     fn run(&mut self, request: bool, cb: Callback, n: u32, end_of_stream: bool) -> Result<Action> {
         let id = self.id;
-        let exports = &self.host.exports;
-        let (f, name) = match (request, &cb) {
-            (true, Callback::Headers) => (
-                exports.on_request_headers.clone(),
-                "proxy_on_request_headers",
-            ),
-            (true, Callback::Body) => (exports.on_request_body.clone(), "proxy_on_request_body"),
-            (false, Callback::Headers) => (
-                exports.on_response_headers.clone(),
-                "proxy_on_response_headers",
-            ),
-            (false, Callback::Body) => (exports.on_response_body.clone(), "proxy_on_response_body"),
+        let e = &self.host.exports;
+        // A callback the module does not export: Envoy continues (the raw value 0).
+        let (raw, name) = match (request, &cb) {
+            (_, Callback::Trailers) => {
+                let (f, name) = if request {
+                    (e.on_request_trailers.clone(), "proxy_on_request_trailers")
+                } else {
+                    (e.on_response_trailers.clone(), "proxy_on_response_trailers")
+                };
+                let raw = self.host.call(f, Phase::Stream, id, (id, n), name)?;
+                (raw.unwrap_or(0), name)
+            }
+            (request, cb) => {
+                let (f, name) = match (request, cb) {
+                    (true, Callback::Headers) => {
+                        (e.on_request_headers.clone(), "proxy_on_request_headers")
+                    }
+                    (true, _) => (e.on_request_body.clone(), "proxy_on_request_body"),
+                    (false, Callback::Headers) => {
+                        (e.on_response_headers.clone(), "proxy_on_response_headers")
+                    }
+                    (false, _) => (e.on_response_body.clone(), "proxy_on_response_body"),
+                };
+                let args = (id, n, u32::from(end_of_stream));
+                let raw = self.host.call(f, Phase::Stream, id, args, name)?;
+                (raw.unwrap_or(0), name)
+            }
         };
-        let raw = self
-            .host
-            .call(
-                f,
-                Phase::Stream,
-                id,
-                (id, n, u32::from(end_of_stream)),
-                name,
-            )?
-            .unwrap_or(0);
         let Some(action) = Action::from_raw(raw.cast_signed()) else {
             bail!("{name} returned {raw}, which is not a proxy_action_t (0 or 1)");
         };
@@ -340,9 +402,11 @@ impl<'h> Stream<'h> {
                         dir.end_forwarded = true;
                     }
                 }
-                (Action::Continue, Callback::Body) => release(dir),
+                (Action::Continue, Callback::Body | Callback::Trailers) => release(dir),
                 (Action::Pause, Callback::Body) => dir.buffering = true,
-                (Action::Pause, Callback::Headers) => {}
+                // Held: the buffered body stays readable (`buffering` is unchanged) and
+                // nothing goes on until the filter continues the stream or answers.
+                (Action::Pause, Callback::Headers | Callback::Trailers) => {}
             }
             if !request && st.resp.end_forwarded {
                 self.host.finish_stream(id)?;

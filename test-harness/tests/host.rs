@@ -507,3 +507,239 @@ fn continuing_before_refusing_in_one_callback_is_reported() {
     assert_eq!(v.local_response().map(|r| r.status), Some(403));
     assert!(!v.request_forwarded());
 }
+
+/// Request: pauses headers and every body chunk. Request trailers: logs the trailer count, the
+/// body buffer (or `no body`) and trailer `x-t` (or the status digit), rewrites `x-t` to `v2`,
+/// then continues, unless trailer `x-hold` is present: then it holds the stream until a call-out
+/// answers. Response: lets headers and body go (Continue); response trailers log the same
+/// things. `proxy_on_log` logs trailer `x-t` of both directions (or the status digit).
+fn trailers_module() -> Vec<u8> {
+    module(
+        &format!(
+            r#"{LOG}{GET_BUFFER}
+  (import "env" "proxy_get_header_map_value" (func $get_value (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value" (func $replace (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_http_call" (func $call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_effective_context" (func $eff (param i32) (result i32)))
+  (import "env" "proxy_continue_stream" (func $cont (param i32) (result i32)))"#
+        ),
+        r#"
+  (global $stream (mut i32) (i32.const 0))
+  (data (i32.const 1024) "x-hold")
+  (data (i32.const 1040) "x-t")
+  (data (i32.const 1050) "v2")
+  (data (i32.const 1060) "no body")
+  (data (i32.const 1200) "ctx")
+  (data (i32.const 1210) "{}")
+  (data (i32.const 2048) "\03\00\00\00\07\00\00\00\04\00\00\00\05\00\00\00\07\00\00\00\0a\00\00\00\04\00\00\00:method\00POST\00:path\00/decide\00:authority\00risk\00")
+  (func $say (param $p i32) (param $n i32)
+    (drop (call $log (i32.const 2) (local.get $p) (local.get $n))))
+  (func $digit (param $n i32)
+    (i32.store8 (i32.const 1080) (i32.add (i32.const 48) (local.get $n)))
+    (call $say (i32.const 1080) (i32.const 1)))
+  (func $log_body (param $kind i32)
+    (i32.store (i32.const 16) (i32.const 0))
+    (i32.store (i32.const 20) (i32.const 0))
+    (if (i32.ne (call $get_buffer (local.get $kind) (i32.const 0) (i32.const 1048576) (i32.const 16) (i32.const 20)) (i32.const 0))
+      (then unreachable))
+    (if (i32.eqz (i32.load (i32.const 20)))
+      (then (call $say (i32.const 1060) (i32.const 7)))
+      (else (call $say (i32.load (i32.const 16)) (i32.load (i32.const 20))))))
+  (func $log_trailer (param $map i32)
+    (local $st i32)
+    (local.set $st (call $get_value (local.get $map) (i32.const 1040) (i32.const 3) (i32.const 16) (i32.const 20)))
+    (if (i32.eqz (local.get $st))
+      (then (call $say (i32.load (i32.const 16)) (i32.load (i32.const 20))))
+      (else (call $digit (local.get $st)))))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_body") (param i32 i32 i32) (result i32) (i32.const 1))
+  (func (export "proxy_on_request_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $digit (local.get $n))
+    (call $log_body (i32.const 0))
+    (call $log_trailer (i32.const 1))
+    (if (i32.ne (call $replace (i32.const 1) (i32.const 1040) (i32.const 3) (i32.const 1050) (i32.const 2)) (i32.const 0))
+      (then unreachable))
+    (if (result i32) (i32.eqz (call $get_value (i32.const 1) (i32.const 1024) (i32.const 6) (i32.const 16) (i32.const 20)))
+      (then
+        (global.set $stream (local.get $ctx))
+        (if (i32.ne (call $call (i32.const 1200) (i32.const 3) (i32.const 2048) (i32.const 71)
+                      (i32.const 1210) (i32.const 2) (i32.const 0) (i32.const 0) (i32.const 500) (i32.const 24))
+                    (i32.const 0))
+          (then unreachable))
+        (i32.const 1))
+      (else (i32.const 0))))
+  (func (export "proxy_on_http_call_response") (param i32 i32 i32 i32 i32)
+    (if (i32.ne (call $eff (global.get $stream)) (i32.const 0)) (then unreachable))
+    (if (i32.ne (call $cont (i32.const 0)) (i32.const 0)) (then unreachable)))
+  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_body") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_response_trailers") (param $ctx i32) (param $n i32) (result i32)
+    (call $digit (local.get $n))
+    (call $log_body (i32.const 1))
+    (call $log_trailer (i32.const 3))
+    (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (call $log_trailer (i32.const 1))
+    (call $log_trailer (i32.const 3)))"#,
+    )
+}
+
+fn lines(h: &Host) -> Vec<&str> {
+    h.logs().iter().map(|l| l.message.as_str()).collect()
+}
+
+fn pairs(p: Option<&harness::Pairs>) -> Vec<(&str, &[u8])> {
+    p.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect()
+}
+
+#[test]
+fn trailers_end_a_buffered_request_body_which_the_filter_reads_whole_before_anything_goes() {
+    let mut h = Host::new(&trailers_module(), HostConfig::new("")).unwrap();
+    let mut s = h.new_stream().unwrap();
+    assert_eq!(
+        s.request_headers(&[(":method", "POST")], false).unwrap(),
+        Action::Pause
+    );
+    assert_eq!(s.request_body(b"abc", false).unwrap(), Action::Pause);
+    assert_eq!(s.request_body(b"def", false).unwrap(), Action::Pause);
+    assert!(s.view().request_paused());
+    assert_eq!(
+        s.request_trailers(&[("X-T", "v1")]).unwrap(),
+        Action::Continue
+    );
+    let v = s.view();
+    assert!(v.request_forwarded(), "headers, body and trailers went on");
+    assert_eq!(v.forwarded_request_body(), b"abcdef");
+    assert_eq!(
+        pairs(v.forwarded_request_trailers()),
+        [("x-t", &b"v2"[..])],
+        "names lowercased; the filter's edit went upstream"
+    );
+    assert!(v.forwarded_request_headers().is_some());
+    assert_eq!(
+        lines(&h),
+        ["1", "abcdef", "v1"],
+        "one trailer; the whole buffered body; the trailer value"
+    );
+}
+
+#[test]
+fn paused_trailers_hold_headers_body_and_trailers_until_the_filter_continues() {
+    let config = HostConfig::new("").with_clusters(["ctx"]);
+    let mut h = Host::new(&trailers_module(), config).unwrap();
+    let id = {
+        let mut s = h.new_stream().unwrap();
+        s.request_headers(&[(":method", "POST")], false).unwrap();
+        s.request_body(b"abc", false).unwrap();
+        assert_eq!(
+            s.request_trailers(&[("x-t", "v1"), ("x-hold", "1")])
+                .unwrap(),
+            Action::Pause
+        );
+        let v = s.view();
+        assert!(v.request_paused());
+        assert!(v.forwarded_request_headers().is_none());
+        assert!(v.forwarded_request_body().is_empty());
+        assert!(v.forwarded_request_trailers().is_none());
+        // Nothing more can arrive on a request that ended.
+        assert!(s.request_body(b"x", true).is_err());
+        assert!(s.request_trailers(&[("x-t", "again")]).is_err());
+        s.id()
+    };
+    let token = h.pending_http_calls()[0].token;
+    h.respond_http_call(token, 200, &[], b"").unwrap();
+    let v = h.stream_view(id).unwrap();
+    assert!(v.request_forwarded());
+    assert_eq!(v.forwarded_request_body(), b"abc");
+    assert_eq!(
+        pairs(v.forwarded_request_trailers()),
+        [("x-t", &b"v2"[..]), ("x-hold", &b"1"[..])]
+    );
+}
+
+#[test]
+fn trailers_right_after_the_headers_end_an_empty_request() {
+    let mut h = Host::new(&trailers_module(), HostConfig::new("")).unwrap();
+    let mut s = h.new_stream().unwrap();
+    s.request_headers(&[(":method", "POST")], false).unwrap();
+    assert_eq!(
+        s.request_trailers(&[("x-t", "v1")]).unwrap(),
+        Action::Continue
+    );
+    let v = s.view();
+    assert!(v.request_forwarded());
+    assert!(v.forwarded_request_body().is_empty());
+    assert_eq!(lines(&h), ["1", "no body", "v1"]);
+}
+
+#[test]
+fn response_trailers_after_a_body_the_filter_let_go_find_no_body_and_end_the_stream() {
+    let mut h = Host::new(&trailers_module(), HostConfig::new("")).unwrap();
+    let mut s = h.new_stream().unwrap();
+    s.request_headers(&[(":method", "POST")], false).unwrap();
+    s.request_trailers(&[("x-t", "v1")]).unwrap();
+    assert!(
+        s.response_trailers(&[("x-t", "r1")]).is_err(),
+        "no response headers yet"
+    );
+    s.response_headers(&[(":status", "200")], false).unwrap();
+    assert_eq!(s.response_body(b"xyz", false).unwrap(), Action::Continue);
+    assert_eq!(s.view().forwarded_response_body(), b"xyz");
+    assert!(!s.view().finished());
+    assert_eq!(
+        s.response_trailers(&[("x-t", "r1"), ("grpc-status", "0")])
+            .unwrap(),
+        Action::Continue
+    );
+    let v = s.view();
+    assert!(v.finished());
+    assert_eq!(
+        pairs(v.forwarded_response_trailers()),
+        [("x-t", &b"r1"[..]), ("grpc-status", &b"0"[..])]
+    );
+    assert!(s.response_body(b"more", true).is_err());
+    assert_eq!(
+        lines(&h)[3..],
+        ["2", "no body", "r1", "1", "r1"],
+        "two trailers; the body went on before them; in on_log the request trailers are \
+         NOT_FOUND (1), the response trailers readable"
+    );
+}
+
+#[test]
+fn trailers_before_headers_or_after_end_of_stream_are_test_bugs() {
+    let mut h = Host::new(&trailers_module(), HostConfig::new("")).unwrap();
+    let mut s = h.new_stream().unwrap();
+    assert!(s.request_trailers(&[("x-t", "v1")]).is_err());
+    s.request_headers(&[(":method", "POST")], false).unwrap();
+    s.request_body(b"abc", true).unwrap();
+    let e = err_text(s.request_trailers(&[("x-t", "v1")]));
+    assert!(e.contains("after end of stream"), "{e}");
+}
+
+#[test]
+fn a_hidden_trailers_callback_is_never_called_and_envoy_continues() {
+    // A filter built without `proxy_on_request_trailers` (the Rust SDK's default answer is
+    // Continue too): the buffered body goes upstream although the filter never decided.
+    let config = HostConfig::new("").without_export("proxy_on_request_trailers");
+    let mut h = Host::new(&trailers_module(), config).unwrap();
+    let mut s = h.new_stream().unwrap();
+    s.request_headers(&[(":method", "POST")], false).unwrap();
+    s.request_body(b"abc", false).unwrap();
+    assert_eq!(
+        s.request_trailers(&[("x-t", "v1")]).unwrap(),
+        Action::Continue
+    );
+    assert!(s.view().request_forwarded());
+    assert_eq!(s.view().forwarded_request_body(), b"abc");
+    assert!(lines(&h).is_empty(), "the callback did not run");
+
+    let e = err_text(Host::new(
+        &trailers_module(),
+        HostConfig::new("").without_export("proxy_on_configure"),
+    ));
+    assert!(e.contains("only stream callbacks"), "{e}");
+}

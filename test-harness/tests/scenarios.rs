@@ -8,6 +8,8 @@
 //! request headers are unreachable once the request continued; filter state is whatever
 //! `proxy_set_property` stored under `wasm.<path>`.
 
+#[path = "support/scenario_format.rs"]
+mod scenario_format;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +31,18 @@ fn str_pairs(v: &Value) -> Vec<(String, String)> {
             let value = p.get(1)?.as_str()?;
             Some((name.to_string(), value.to_string()))
         })
+        .collect()
+}
+
+/// `trailers` when the member is present (an empty list still ends the stream with trailers).
+fn str_pairs_opt(v: Option<&Value>) -> Option<Vec<(String, String)>> {
+    v.map(str_pairs)
+}
+
+fn refs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect()
 }
 
@@ -161,7 +175,8 @@ impl Run {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        s.request_headers(&header_refs, body.is_none())
+        let trailers = str_pairs_opt(req.get("trailers"));
+        s.request_headers(&header_refs, body.is_none() && trailers.is_none())
             .map_err(|e| format!("on_request_headers: {e:#}"))?;
         if let Some(body) = &body {
             let n = req["chunks"].as_u64().unwrap_or(1).max(1) as usize;
@@ -177,8 +192,15 @@ impl Run {
                 if v.local_response().is_some() || v.finished() {
                     break;
                 }
-                s.request_body(chunk, i == last)
+                s.request_body(chunk, i == last && trailers.is_none())
                     .map_err(|e| format!("on_request_body (chunk {i}): {e:#}"))?;
+            }
+        }
+        if let Some(t) = &trailers {
+            let v = s.view();
+            if v.local_response().is_none() && !v.finished() {
+                s.request_trailers(&refs(t))
+                    .map_err(|e| format!("on_request_trailers: {e:#}"))?;
             }
         }
 
@@ -223,14 +245,22 @@ impl Run {
                     .and_then(Value::as_str)
                     .map(|t| t.as_bytes().to_vec()),
             };
+            let rtrailers = str_pairs_opt(resp.get("trailers"));
             let mut s = self.host.stream(id).map_err(|e| e.to_string())?;
-            s.response_headers(&rh, rbody.is_none())
+            s.response_headers(&rh, rbody.is_none() && rtrailers.is_none())
                 .map_err(|e| format!("on_response_headers: {e:#}"))?;
             if let Some(b) = rbody {
                 let v = s.view();
                 if v.local_response().is_none() && !v.finished() {
-                    s.response_body(&b, true)
+                    s.response_body(&b, rtrailers.is_none())
                         .map_err(|e| format!("on_response_body: {e:#}"))?;
+                }
+            }
+            if let Some(t) = &rtrailers {
+                let v = s.view();
+                if v.local_response().is_none() && !v.finished() {
+                    s.response_trailers(&refs(t))
+                        .map_err(|e| format!("on_response_trailers: {e:#}"))?;
                 }
             }
         }
@@ -514,6 +544,16 @@ fn load(path: &Path) -> Result<Value, Failure> {
 }
 
 fn run_scenario(module: &harness::FilterModule, sc: &Value) -> Result<(), Failure> {
+    run_scenario_with(module, sc, |hc| hc)
+}
+
+/// Runs a scenario on a host whose configuration `adjust` may change (e.g. hide an export).
+fn run_scenario_with(
+    module: &harness::FilterModule,
+    sc: &Value,
+    adjust: impl FnOnce(HostConfig) -> HostConfig,
+) -> Result<(), Failure> {
+    scenario_format::check(sc)?;
     let bundle_b64 = match sc.get("policy").and_then(Value::as_str) {
         Some(p) => compile_policy(&scenarios_dir().join(p))?,
         None => String::new(),
@@ -539,7 +579,7 @@ fn run_scenario(module: &harness::FilterModule, sc: &Value) -> Result<(), Failur
             hc = hc.with_env(k.clone(), fill(v.as_str().unwrap_or_default(), &map));
         }
     }
-    let host = Host::start(module, hc).map_err(|e| format!("plugin start: {e:#}"))?;
+    let host = Host::start(module, adjust(hc)).map_err(|e| format!("plugin start: {e:#}"))?;
     let mut run = Run {
         host,
         file_props: properties(sc.get("properties")),
@@ -641,4 +681,81 @@ fn a_wrong_expectation_is_reported() {
     wrong_forward["steps"][0]["expect"]["forwarded"] = json!(true);
     let e = run_scenario(module, &wrong_forward).unwrap_err();
     assert!(e.contains("forwarded: expected true"), "{e}");
+}
+
+/// A member the format does not define fails the scenario instead of being skipped.
+#[test]
+fn a_typo_in_a_scenario_file_is_refused() {
+    let mut sc = load(&scenarios_dir().join("deny_default.json")).unwrap();
+    assert_eq!(scenario_format::check(&sc), Ok(()));
+    sc["steps"][0]["request"]["trailer"] = json!([["grpc-status", "0"]]);
+    let e = scenario_format::check(&sc).unwrap_err();
+    assert!(e.contains("unknown field `trailer`"), "{e}");
+    sc["steps"][0]["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("trailer");
+    sc["steps"][0]["http_call_response"] = json!("timed out");
+    assert!(scenario_format::check(&sc).is_err(), "only \"timeout\"");
+}
+
+/// Every step that ends a stream with trailers asserts something only a filter that handles
+/// trailers gets right: against the same module with its trailers callbacks hidden (Envoy then
+/// continues: the bug they fix), the scenario up to that step (earlier streams ending without
+/// trailers) fails at that step.
+#[test]
+fn every_step_ending_with_trailers_fails_without_the_trailers_callbacks() {
+    let module = match harness::build::filter_module() {
+        Ok(m) => m,
+        Err(e) => panic!("cannot load the filter: {e:#}"),
+    };
+    let hide = |hc: HostConfig| {
+        hc.without_export("proxy_on_request_trailers")
+            .without_export("proxy_on_response_trailers")
+    };
+    let mut checked = 0;
+    let mut passed_anyway = Vec::new();
+    for f in scenario_files() {
+        let sc = load(&f).unwrap();
+        let steps = sc["steps"].as_array().cloned().unwrap_or_default();
+        for (i, step) in steps.iter().enumerate() {
+            let ends_with_trailers = step.pointer("/request/trailers").is_some()
+                || step.pointer("/response/trailers").is_some();
+            if !ends_with_trailers {
+                continue;
+            }
+            checked += 1;
+            let name = step["name"].as_str().unwrap_or("?");
+            let mut upto = sc.clone();
+            upto["steps"] = Value::Array(end_earlier_streams_without_trailers(&steps[..=i]));
+            match run_scenario_with(module, &upto, hide) {
+                Err(e) if e.starts_with(&format!("step {i} ")) => {}
+                other => {
+                    passed_anyway.push(format!("{} step {i} `{name}`: {other:?}", f.display()))
+                }
+            }
+        }
+    }
+    assert!(checked >= 6, "only {checked} steps end with trailers");
+    assert!(
+        passed_anyway.is_empty(),
+        "these steps do not fail when the filter ignores trailers:\n{}",
+        passed_anyway.join("\n")
+    );
+}
+
+/// `steps` with the trailers of every step but the last removed: those streams end with
+/// END_STREAM on their last data instead (which must not change what they expect), so only the
+/// last step depends on trailers.
+fn end_earlier_streams_without_trailers(steps: &[Value]) -> Vec<Value> {
+    let mut out = steps.to_vec();
+    let last = out.len().saturating_sub(1);
+    for step in out.iter_mut().take(last) {
+        for part in ["request", "response"] {
+            if let Some(Value::Object(m)) = step.get_mut(part) {
+                m.remove("trailers");
+            }
+        }
+    }
+    out
 }

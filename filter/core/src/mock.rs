@@ -85,6 +85,14 @@ pub struct MockState {
     pub response_headers: Vec<(String, String)>,
     /// The buffered response body (what the filter reads and may replace).
     pub response_body: Vec<u8>,
+    /// Envoy no longer holds the request body for the filter (its last body callback let the
+    /// data go, or no data came) while trailers are delivered: reads find nothing and a write is a
+    /// violation (proxy-wasm's `set_buffer` fails there, and the Rust SDK panics on that: the VM
+    /// crashes). The scenario runner sets it before the trailers callback; left false, the body is
+    /// always there.
+    pub request_body_released: bool,
+    /// The same for the response body.
+    pub response_body_released: bool,
     /// The local response, if the filter sent one on this stream.
     pub local_response: Option<LocalResponse>,
     /// How many times the filter resumed the current stream.
@@ -129,6 +137,8 @@ impl MockHost {
         s.request_body.clear();
         s.response_headers.clear();
         s.response_body.clear();
+        s.request_body_released = false;
+        s.response_body_released = false;
         s.local_response = None;
         s.resumed = 0;
         s.call_response = None;
@@ -272,12 +282,21 @@ impl Host for MockHost {
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         let s = self.state.borrow();
+        if s.request_body_released {
+            return None;
+        }
         let end = start.saturating_add(len).min(s.request_body.len());
         s.request_body.get(start..end).map(<[u8]>::to_vec)
     }
 
     fn replace_request_body(&self, body: &[u8]) {
-        self.state().request_body = body.to_vec();
+        let mut s = self.state();
+        if s.request_body_released {
+            s.violations
+                .push("request body replaced after Envoy let it go (the VM would crash)".into());
+            return;
+        }
+        s.request_body = body.to_vec();
     }
 
     fn response_headers(&self) -> Vec<(String, String)> {
@@ -286,12 +305,21 @@ impl Host for MockHost {
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         let s = self.state.borrow();
+        if s.response_body_released {
+            return None;
+        }
         let end = start.saturating_add(len).min(s.response_body.len());
         s.response_body.get(start..end).map(<[u8]>::to_vec)
     }
 
     fn replace_response_body(&self, body: &[u8]) {
-        self.state().response_body = body.to_vec();
+        let mut s = self.state();
+        if s.response_body_released {
+            s.violations
+                .push("response body replaced after Envoy let it go (the VM would crash)".into());
+            return;
+        }
+        s.response_body = body.to_vec();
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {

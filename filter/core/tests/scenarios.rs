@@ -15,6 +15,9 @@
     reason = "each check reads `if the scenario asks for X { if X differs { fail } }`"
 )]
 
+#[path = "../../../test-harness/tests/support/scenario_format.rs"]
+mod scenario_format;
+
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -161,6 +164,13 @@ struct Run {
     plugin: Rc<Plugin>,
     file_props: Vec<(Vec<String>, String)>,
     last_digest: Option<String>,
+    /// Model a filter without trailers callbacks: trailers continue without asking it.
+    ignore_trailers: bool,
+}
+
+/// `trailers` when the member is present (an empty list still ends the stream with trailers).
+fn trailers_of(v: &Value) -> Option<Vec<(String, String)>> {
+    v.get("trailers").map(pairs)
 }
 
 impl Run {
@@ -209,8 +219,10 @@ impl Run {
                 req.get("body_text")
                     .map(|t| t.as_str().unwrap().as_bytes().to_vec())
             };
+            let trailers = trailers_of(req);
             let mut stream = Stream::new(Rc::clone(&self.plugin));
-            let mut action = stream.on_request_headers(&self.host, body.is_none());
+            let mut action =
+                stream.on_request_headers(&self.host, body.is_none() && trailers.is_none());
             if let Some(body) = &body
                 && self.host.state().local_response.is_none()
             {
@@ -225,11 +237,23 @@ impl Run {
                 for (i, c) in chunks.iter().enumerate() {
                     self.host.state().request_body.extend_from_slice(c);
                     let total = self.host.state().request_body.len();
-                    action = stream.on_request_body(&self.host, total, i == last);
+                    let end = i == last && trailers.is_none();
+                    action = stream.on_request_body(&self.host, total, end);
                     if self.host.state().local_response.is_some() {
                         break;
                     }
                 }
+            }
+            if trailers.is_some() && self.host.state().local_response.is_none() {
+                // As in Envoy: a body the filter let go (or none at all) is gone by now.
+                self.host.state().request_body_released =
+                    body.is_none() || action == FilterAction::Continue;
+                // The trailer map itself is not part of the Host seam: the filter never reads it.
+                action = if self.ignore_trailers {
+                    FilterAction::Continue
+                } else {
+                    stream.on_request_trailers(&self.host)
+                };
             }
             forwarded =
                 action == FilterAction::Continue && self.host.state().local_response.is_none();
@@ -265,7 +289,7 @@ impl Run {
             }
             if forwarded && let Some(resp) = step.get("response") {
                 self.host.state().response_headers = pairs(&resp["headers"]);
-                stream.on_response_headers(&self.host);
+                let mut raction = stream.on_response_headers(&self.host);
                 let rbody = match resp.get("body") {
                     Some(b) => Some(serde_json::to_vec(b).unwrap()),
                     None => resp
@@ -273,10 +297,25 @@ impl Run {
                         .and_then(Value::as_str)
                         .map(|t| t.as_bytes().to_vec()),
                 };
+                let rtrailers = trailers_of(resp);
+                let had_body = rbody.is_some();
                 if let Some(b) = rbody {
                     let len = b.len();
                     self.host.state().response_body = b;
-                    stream.on_response_body(&self.host, len, true);
+                    raction = stream.on_response_body(&self.host, len, rtrailers.is_none());
+                }
+                if rtrailers.is_some() {
+                    self.host.state().response_body_released =
+                        !had_body || raction == FilterAction::Continue;
+                    raction = if self.ignore_trailers {
+                        FilterAction::Continue
+                    } else {
+                        stream.on_response_trailers(&self.host)
+                    };
+                }
+                if raction == FilterAction::Pause {
+                    // The filter still holds the response at its end: the agent got nothing.
+                    self.host.state().response_body.clear();
                 }
             }
             let local = self.host.state().local_response.clone();
@@ -603,10 +642,20 @@ impl Run {
     }
 }
 
-fn run_file(path: &Path) {
+fn load(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap();
-    let sc: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run_file(path: &Path) {
+    run_value(&load(path), false);
+}
+
+/// Runs one scenario; `ignore_trailers` models a filter without trailers callbacks.
+fn run_value(sc: &Value, ignore_trailers: bool) {
+    if let Err(e) = scenario_format::check(sc) {
+        panic!("{e}");
+    }
     let name = sc["name"].as_str().unwrap_or("?").to_owned();
     let bundle_b64 = match sc.get("policy").and_then(Value::as_str) {
         Some(p) => compile_policy(&scenarios_dir().join(p)),
@@ -639,14 +688,14 @@ fn run_file(path: &Path) {
         plugin,
         file_props: properties(sc.get("properties")),
         last_digest: None,
+        ignore_trailers,
     };
     for (i, step) in sc["steps"].as_array().unwrap().iter().enumerate() {
         run.step(i, step);
     }
 }
 
-#[test]
-fn every_scenario_passes_natively() {
+fn scenario_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(scenarios_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -656,6 +705,23 @@ fn every_scenario_passes_natively() {
         })
         .collect();
     files.sort();
+    files
+}
+
+/// The panic message of a failed run, or `None` when it passed.
+fn failure(run: impl FnOnce() + std::panic::UnwindSafe) -> Option<String> {
+    let e = std::panic::catch_unwind(run).err()?;
+    Some(
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+    )
+}
+
+#[test]
+fn every_scenario_passes_natively() {
+    let files = scenario_files();
     assert!(
         files.len() >= 12,
         "expected at least 12 scenarios, found {}",
@@ -663,13 +729,7 @@ fn every_scenario_passes_natively() {
     );
     let mut failures = Vec::new();
     for f in &files {
-        let r = std::panic::catch_unwind(|| run_file(f));
-        if let Err(e) = r {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
+        if let Some(msg) = failure(|| run_file(f)) {
             failures.push(format!("{}:\n{msg}", f.display()));
         }
     }
@@ -679,6 +739,59 @@ fn every_scenario_passes_natively() {
         failures.len(),
         files.len(),
         failures.join("\n\n")
+    );
+}
+
+/// A member the format does not define fails the scenario instead of being skipped.
+#[test]
+fn a_typo_in_a_scenario_file_is_refused() {
+    let mut sc = load(&scenarios_dir().join("deny_default.json"));
+    assert_eq!(failure(|| run_value(&sc, false)), None);
+    sc["steps"][0]["request"]["trailer"] = json!([["grpc-status", "0"]]);
+    let msg = failure(|| run_value(&sc, false)).expect("a typo must fail the scenario");
+    assert!(msg.contains("unknown field `trailer`"), "{msg}");
+}
+
+/// Every step that ends a stream with trailers asserts something only a filter that handles
+/// trailers gets right: with the trailers callbacks ignored (the bug they fix: the stream goes
+/// on undecided), the scenario up to that step (earlier streams ending without trailers) fails
+/// at that step.
+#[test]
+fn every_step_ending_with_trailers_fails_without_the_trailers_callbacks() {
+    let mut checked = 0;
+    let mut passed_anyway = Vec::new();
+    for f in scenario_files() {
+        let sc = load(&f);
+        let steps = sc["steps"].as_array().unwrap();
+        for (i, step) in steps.iter().enumerate() {
+            let ends_with_trailers = step
+                .get("request")
+                .and_then(|r| r.get("trailers"))
+                .is_some()
+                || step
+                    .get("response")
+                    .and_then(|r| r.get("trailers"))
+                    .is_some();
+            if !ends_with_trailers {
+                continue;
+            }
+            checked += 1;
+            let name = step["name"].as_str().unwrap_or("?");
+            let mut upto = sc.clone();
+            upto["steps"] = Value::Array(end_earlier_streams_without_trailers(&steps[..=i]));
+            match failure(|| run_value(&upto, true)) {
+                Some(msg) if msg.contains(&format!("step `{name}`:")) => {}
+                other => {
+                    passed_anyway.push(format!("{} step {i} `{name}`: {other:?}", f.display()))
+                }
+            }
+        }
+    }
+    assert!(checked >= 6, "only {checked} steps end with trailers");
+    assert!(
+        passed_anyway.is_empty(),
+        "these steps do not fail when the filter ignores trailers:\n{}",
+        passed_anyway.join("\n")
     );
 }
 
@@ -701,4 +814,20 @@ fn check_response_body(got: &[u8], want: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `steps` with the trailers of every step but the last removed: those streams end with
+/// END_STREAM on their last data instead (which must not change what they expect), so only the
+/// last step depends on trailers.
+fn end_earlier_streams_without_trailers(steps: &[Value]) -> Vec<Value> {
+    let mut out = steps.to_vec();
+    let last = out.len().saturating_sub(1);
+    for step in out.iter_mut().take(last) {
+        for part in ["request", "response"] {
+            if let Some(Value::Object(m)) = step.get_mut(part) {
+                m.remove("trailers");
+            }
+        }
+    }
+    out
 }

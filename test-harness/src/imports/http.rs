@@ -34,13 +34,21 @@ fn readable_map(st: &mut HostState, map: MapType) -> Option<Pairs> {
             };
             visible.then(|| dir.headers.clone())
         }
+        // Envoy has no request trailers in the access-log phase; response trailers it keeps.
+        MapType::RequestTrailers | MapType::ResponseTrailers => {
+            let request = map == MapType::RequestTrailers;
+            let dir = direction(st, request)?;
+            let visible = if in_log {
+                !request && dir.trailers_seen
+            } else {
+                dir.trailers_accessible
+            };
+            visible.then(|| dir.trailers.clone())
+        }
         MapType::HttpCallResponseHeaders => st.call_response.as_ref().map(|r| r.headers.clone()),
         MapType::HttpCallResponseTrailers => st.call_response.as_ref().map(|r| r.trailers.clone()),
-        // Trailers and gRPC metadata never exist in the harness.
-        MapType::RequestTrailers
-        | MapType::ResponseTrailers
-        | MapType::GrpcInitialMetadata
-        | MapType::GrpcTrailingMetadata => None,
+        // gRPC metadata never exists in the harness.
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => None,
     }
 }
 
@@ -53,6 +61,12 @@ fn writable_map(st: &mut HostState, map: MapType) -> Option<&mut Pairs> {
         MapType::RequestHeaders | MapType::ResponseHeaders => {
             let dir = direction(st, map == MapType::RequestHeaders)?;
             dir.headers_accessible.then_some(&mut dir.headers)
+        }
+        // Only trailers that arrived: the harness does not let a filter add trailers to a stream
+        // that had none (Envoy's `addDecodedTrailers` at end of stream), which Portcullis never does.
+        MapType::RequestTrailers | MapType::ResponseTrailers => {
+            let dir = direction(st, map == MapType::RequestTrailers)?;
+            dir.trailers_accessible.then_some(&mut dir.trailers)
         }
         _ => None,
     }
@@ -443,6 +457,7 @@ pub(crate) fn proxy_continue_stream(g: &mut dyn Guest, kind: i32) -> HostcallRes
     };
     dir.headers_accessible = false;
     dir.body_accessible = false;
+    dir.trailers_accessible = false;
     st.deferred.push(Deferred::Continue { ctx, request });
     ok()
 }
@@ -740,6 +755,54 @@ mod tests {
         );
         assert_eq!(
             proxy_get_header_map_value(&mut g, 2, 0, 3, 100, 104).unwrap(),
+            NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn trailer_maps_exist_only_once_trailers_arrived_and_while_held() {
+        let mut g = paused_request();
+        g.put(0, b"x-t");
+        g.put(10, b"v2");
+        // No trailers yet: the map is not available (Envoy's getMap is null).
+        assert_eq!(
+            proxy_get_header_map_value(&mut g, 1, 0, 3, 100, 104).unwrap(),
+            BAD_ARGUMENT
+        );
+        assert_eq!(
+            proxy_add_header_map_value(&mut g, 1, 0, 3, 10, 2).unwrap(),
+            BAD_ARGUMENT,
+            "the harness never lets a filter invent trailers"
+        );
+        let s = g.state.streams.get_mut(&2).unwrap();
+        s.req.trailers = pairs(&[("x-t", "v1")]);
+        s.req.trailers_seen = true;
+        s.req.trailers_accessible = true;
+        assert_eq!(
+            proxy_get_header_map_value(&mut g, 1, 0, 3, 100, 104).unwrap(),
+            OK
+        );
+        assert_eq!(g.returned(100, 104), b"v1");
+        assert_eq!(
+            proxy_replace_header_map_value(&mut g, 1, 0, 3, 10, 2).unwrap(),
+            OK
+        );
+        assert_eq!(g.state.streams[&2].req.trailers, pairs(&[("x-t", "v2")]));
+        // The response has none.
+        assert_eq!(
+            proxy_get_header_map_value(&mut g, 3, 0, 3, 100, 104).unwrap(),
+            BAD_ARGUMENT
+        );
+        // Continuing drops access, as for headers and body.
+        assert_eq!(proxy_continue_stream(&mut g, 0).unwrap(), OK);
+        assert_eq!(
+            proxy_get_header_map_value(&mut g, 1, 0, 3, 100, 104).unwrap(),
+            BAD_ARGUMENT
+        );
+        // Envoy keeps no request trailers for the access log.
+        g.state.phase = Phase::Log;
+        assert_eq!(
+            proxy_get_header_map_value(&mut g, 1, 0, 3, 100, 104).unwrap(),
             NOT_FOUND
         );
     }
