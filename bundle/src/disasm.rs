@@ -27,6 +27,9 @@ pub fn disassemble(bundle: &Bundle) -> String {
     );
     let _ = writeln!(o, "default {}", decision(&p.default));
     let _ = writeln!(o, "unknown_session {}", decision(&p.unknown_session));
+    if let Some(v) = p.mcp_protocol {
+        let _ = writeln!(o, "mcp_protocol list v{v}");
+    }
     let _ = writeln!(o, "\nmatchers ({}):", p.matchers.len());
     for (n, m) in p.matchers.iter().enumerate() {
         let d = match m {
@@ -88,6 +91,24 @@ pub fn disassemble(bundle: &Bundle) -> String {
         );
         code(&mut o, &r.code);
     }
+    if !p.tools.is_empty() {
+        let _ = writeln!(o, "\ntools ({}):", p.tools.len());
+        for t in &p.tools {
+            let _ = writeln!(o, "  {:?}", t.name);
+            for a in &t.args {
+                let mut path = String::from("args");
+                for k in &a.path {
+                    let _ = write!(path, "[{k:?}]");
+                }
+                let _ = writeln!(
+                    o,
+                    "     {path}: {}{}",
+                    vtype(a.ty),
+                    if a.coerce { " coerce" } else { "" }
+                );
+            }
+        }
+    }
     o
 }
 
@@ -128,10 +149,12 @@ fn code(o: &mut String, code: &[Instr]) {
     for (n, ins) in code.iter().enumerate() {
         let _ = writeln!(
             o,
-            "     {n:>4}: {:<48} ? {} : {}",
+            "     {n:>4}: {:<48} ? {} : {}{}",
             pred(&ins.pred),
             jump(ins.on_true),
-            jump(ins.on_false)
+            jump(ins.on_false),
+            // An unknown test of a negated instruction counts the other way (format v2).
+            if ins.negated { "  (negated)" } else { "" }
         );
     }
 }
@@ -204,6 +227,17 @@ fn lit(l: &Lit) -> String {
     }
 }
 
+fn vtype(t: VType) -> &'static str {
+    match t {
+        VType::String => "string",
+        VType::Number => "number",
+        VType::Bool => "bool",
+        VType::Array => "array",
+        VType::Object => "object",
+        VType::Null => "null",
+    }
+}
+
 fn pred(p: &Pred) -> String {
     match p {
         Pred::Const(b) => format!("CONST {b}"),
@@ -212,18 +246,7 @@ fn pred(p: &Pred) -> String {
         Pred::Glob(f, m) => format!("GLOB {} m{m}", field(f)),
         Pred::Prefix(f, m) => format!("PREFIX {} m{m}", field(f)),
         Pred::Matches(f, m) => format!("MATCHES {} m{m}", field(f)),
-        Pred::Is(f, t) => format!(
-            "IS {} {}",
-            field(f),
-            match t {
-                VType::String => "string",
-                VType::Number => "number",
-                VType::Bool => "bool",
-                VType::Array => "array",
-                VType::Object => "object",
-                VType::Null => "null",
-            }
-        ),
+        Pred::Is(f, t) => format!("IS {} {}", field(f), vtype(*t)),
         Pred::Present(f) => format!("PRESENT {}", field(f)),
         Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), cmp(*c)),
         Pred::Contains(f, s) => format!("CONTAINS {} {s:?}", field(f)),

@@ -7,8 +7,8 @@ use sha2::{Digest, Sha256};
 
 use crate::format::{
     ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, Instr, IntentDef, JUMP_ACCEPT,
-    JUMP_REJECT, Jump, Lit, MAGIC, MatcherDef, Pins, Pred, Program, RuleDef, cmp_tag, decision_tag,
-    field_tag, kind_tag, mode_tag, op, risk_tag, vtype_tag,
+    JUMP_REJECT, Jump, Lit, MAGIC, MatcherDef, Pins, Pred, Program, RuleDef, ToolDef, cmp_tag,
+    decision_tag, field_tag, kind_tag, mode_tag, op, risk_tag, vtype_tag,
 };
 use crate::verdict::{Modification, PathSegment};
 
@@ -125,6 +125,11 @@ impl Writer {
                     self.u8(7);
                     self.strs(patterns);
                 }
+                Modification::CoerceArg { path, value } => {
+                    self.u8(8);
+                    self.path(path);
+                    self.str(&value.to_string());
+                }
             }
         }
         match &d.step_up {
@@ -182,77 +187,54 @@ impl Writer {
     fn code(&mut self, code: &[Instr]) {
         self.len(code.len());
         for ins in code {
-            self.pred(&ins.pred);
+            self.pred(&ins.pred, ins.negated);
             self.jump(ins.on_true);
             self.jump(ins.on_false);
         }
     }
 
-    fn pred(&mut self, p: &Pred) {
+    /// The opcode byte (with [`op::NEGATED`] for a negated instruction), then the operands.
+    fn pred(&mut self, p: &Pred, negated: bool) {
+        let opcode = opcode(p);
+        self.u8(if negated {
+            opcode | op::NEGATED
+        } else {
+            opcode
+        });
         match p {
-            Pred::Const(b) => {
-                self.u8(op::CONST);
-                self.u8(u8::from(*b));
-            }
+            Pred::Const(b) => self.u8(u8::from(*b)),
             Pred::Cmp(f, c, l) => {
-                self.u8(op::CMP);
                 self.field(f);
                 self.u8(cmp_tag(*c));
                 self.lit(l);
             }
             Pred::In(f, m) | Pred::Glob(f, m) | Pred::Prefix(f, m) | Pred::Matches(f, m) => {
-                self.u8(match p {
-                    Pred::In(..) => op::IN,
-                    Pred::Glob(..) => op::GLOB,
-                    Pred::Prefix(..) => op::PREFIX,
-                    _ => op::MATCHES,
-                });
                 self.field(f);
                 self.u32(*m);
             }
             Pred::Is(f, t) => {
-                self.u8(op::IS);
                 self.field(f);
                 self.u8(vtype_tag(*t));
             }
-            Pred::Present(f) => {
-                self.u8(op::PRESENT);
-                self.field(f);
-            }
+            Pred::Present(f) => self.field(f),
             Pred::Len(f, c, n) => {
-                self.u8(op::LEN);
                 self.field(f);
                 self.u8(cmp_tag(*c));
                 self.f64(*n);
             }
             Pred::Contains(f, s) => {
-                self.u8(op::CONTAINS);
                 self.field(f);
                 self.str(s);
             }
-            Pred::InClass(c) => {
-                self.u8(op::IN_CLASS);
-                self.u32(*c);
-            }
-            Pred::Tainted(h) | Pred::Used(h) | Pred::Seen(h) => {
-                self.u8(match p {
-                    Pred::Tainted(_) => op::TAINTED,
-                    Pred::Used(_) => op::USED,
-                    _ => op::SEEN,
-                });
-                self.u64(*h);
-            }
+            Pred::InClass(c) => self.u32(*c),
+            Pred::Tainted(h) | Pred::Used(h) | Pred::Seen(h) => self.u64(*h),
             Pred::CountSubject(h, w, c, n) | Pred::CountClass(h, w, c, n) => {
-                self.u8(match p {
-                    Pred::CountSubject(..) => op::COUNT_SUBJECT,
-                    _ => op::COUNT_CLASS,
-                });
                 self.u64(*h);
                 self.u64(*w);
                 self.u8(cmp_tag(*c));
                 self.u32(*n);
             }
-            Pred::OutsideIntent => self.u8(op::OUTSIDE_INTENT),
+            Pred::OutsideIntent => {}
         }
     }
 
@@ -349,6 +331,38 @@ impl Writer {
         self.pins(&r.pins);
         self.code(&r.code);
     }
+
+    fn tool(&mut self, t: &ToolDef) {
+        self.str(&t.name);
+        self.len(t.args.len());
+        for a in &t.args {
+            self.strs(&a.path);
+            self.u8(vtype_tag(a.ty));
+            self.u8(u8::from(a.coerce));
+        }
+    }
+}
+
+fn opcode(p: &Pred) -> u8 {
+    match p {
+        Pred::Const(_) => op::CONST,
+        Pred::Cmp(..) => op::CMP,
+        Pred::In(..) => op::IN,
+        Pred::Glob(..) => op::GLOB,
+        Pred::Prefix(..) => op::PREFIX,
+        Pred::Matches(..) => op::MATCHES,
+        Pred::Is(..) => op::IS,
+        Pred::Present(_) => op::PRESENT,
+        Pred::Len(..) => op::LEN,
+        Pred::Contains(..) => op::CONTAINS,
+        Pred::InClass(_) => op::IN_CLASS,
+        Pred::Tainted(_) => op::TAINTED,
+        Pred::Used(_) => op::USED,
+        Pred::Seen(_) => op::SEEN,
+        Pred::CountSubject(..) => op::COUNT_SUBJECT,
+        Pred::CountClass(..) => op::COUNT_CLASS,
+        Pred::OutsideIntent => op::OUTSIDE_INTENT,
+    }
 }
 
 /// Encode a program as an unsigned bundle (sign it with [`crate::sign()`]).
@@ -359,6 +373,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
     w.u8(mode_tag(p.mode));
     w.decision(&p.default);
     w.decision(&p.unknown_session);
+    w.u16(p.mcp_protocol.unwrap_or(0));
     w.len(p.matchers.len());
     for m in &p.matchers {
         w.matcher(m);
@@ -374,6 +389,10 @@ pub fn encode(p: &Program) -> Vec<u8> {
     w.len(p.rules.len());
     for r in &p.rules {
         w.rule(r);
+    }
+    w.len(p.tools.len());
+    for t in &p.tools {
+        w.tool(t);
     }
     let sections = std::mem::take(&mut w.out);
     let mut body = Vec::with_capacity(

@@ -15,12 +15,14 @@ pub enum LoadError {
     BadMagic,
     /// The bundle was written in a format version this build cannot read.
     #[error(
-        "bundle format version {found} is not supported (this build reads version {supported}); rebuild the bundle with a matching policyc"
+        "bundle format version {found} is not supported (this build reads versions {} to {supported}); rebuild the bundle with a matching policyc",
+        crate::format::MIN_FORMAT_VERSION
     )]
     UnsupportedVersion {
         /// The version in the header.
         found: u16,
-        /// The version this build reads.
+        /// The newest version this build reads (it reads every version from
+        /// [`crate::format::MIN_FORMAT_VERSION`] to this one).
         supported: u16,
     },
     /// The content hash in the header does not match the content.

@@ -8,15 +8,19 @@
 //! | sig_tag u8 (0 none, 1 ed25519) [ key_id_len u8 | key_id | signature [64] ]
 //! | body_len u32 | body
 //! ```
-//! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules.
+//! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules, and (from
+//! version 2) tool argument declarations.
 
 use crate::action::Kind;
 use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
 
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads. A version-1 bundle is evaluated exactly as a
+/// version-1 build did: a type error in a test is false, there are no argument declarations.
+pub const MIN_FORMAT_VERSION: u16 = 1;
 /// Domain separation prefix of the bundle signature.
 pub const SIGNATURE_DOMAIN: &[u8] = b"portcullis/bundle/v1\0";
 /// Bytes before the signature block: magic, version, reserved, content hash.
@@ -36,6 +40,9 @@ pub struct Program {
     pub default: DecisionDef,
     /// Decision for a missing session.
     pub unknown_session: DecisionDef,
+    /// The version of the built-in `mcp_protocol` list ([`crate::protocol`]) the pack was
+    /// compiled with, when it uses the class (its members are in the class's code).
+    pub mcp_protocol: Option<u16>,
     /// Precompiled matchers, referred to by index from instructions.
     pub matchers: Vec<MatcherDef>,
     /// Classes in source order.
@@ -44,6 +51,30 @@ pub struct Program {
     pub intents: Vec<IntentDef>,
     /// Rules in source order (the table order of matches).
     pub rules: Vec<RuleDef>,
+    /// Declared argument types of tools (`tool "x" { args.a: number }`), sorted by tool name,
+    /// names unique.
+    pub tools: Vec<ToolDef>,
+}
+
+/// A tool's declared argument types, checked on every `tools/call` of that tool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolDef {
+    /// The tool name.
+    pub name: String,
+    /// Declared arguments, in declaration order.
+    pub args: Vec<ArgDef>,
+}
+
+/// One declared argument.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArgDef {
+    /// Object keys from the arguments' root (`args.a.b` is `["a", "b"]`).
+    pub path: Vec<String>,
+    /// The declared JSON type.
+    pub ty: VType,
+    /// A value of another type is converted to `ty` when it can be (`coerce`), instead of
+    /// denying the action.
+    pub coerce: bool,
 }
 
 /// A decision with its reason and parameters.
@@ -159,10 +190,17 @@ pub enum Jump {
 
 /// One instruction: test a predicate, continue at `on_true` or `on_false`. Conditions are
 /// compiled to forward-only control flow, so a condition runs at most `code.len()` instructions.
+///
+/// A test can also be *unknown* (a type error: `args.limit > 20` on the string `"100"`). Where
+/// it goes then depends on the evaluation and on `negated` (see `docs/bundle-format.md`,
+/// "Unknown tests").
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instr {
     /// The test.
     pub pred: Pred,
+    /// The test sits under an odd number of `not` in the source condition (`on_true` is the
+    /// branch where the *written* condition is false).
+    pub negated: bool,
     /// Continuation when it holds.
     pub on_true: Jump,
     /// Continuation when it does not.
@@ -367,6 +405,8 @@ pub(crate) mod op {
     pub const COUNT_SUBJECT: u8 = 0x0F;
     pub const COUNT_CLASS: u8 = 0x10;
     pub const OUTSIDE_INTENT: u8 = 0x11;
+    /// Flag bit of the opcode byte (version 2): the instruction is negated ([`super::Instr`]).
+    pub const NEGATED: u8 = 0x80;
 }
 
 /// Jump encodings: `0..=0xFFFD` an instruction index, then these two terminals.

@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod approval;
+mod argtypes;
 pub mod canonical;
 pub mod keys;
 pub mod receipt;
@@ -27,6 +28,7 @@ mod index;
 pub mod limits;
 mod load;
 pub mod matchers;
+pub mod protocol;
 pub mod sign;
 mod verify;
 mod vm;

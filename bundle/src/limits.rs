@@ -35,6 +35,10 @@ pub struct Limits {
     pub max_list_items: u32,
     /// Most instructions one evaluation may execute (classes and every visited rule together).
     pub max_steps: u32,
+    /// Most tools with declared argument types (`tool "x" { ... }`).
+    pub max_tools: u32,
+    /// Most declared arguments of one tool.
+    pub max_tool_args: u32,
 }
 
 impl Default for Limits {
@@ -54,6 +58,8 @@ impl Default for Limits {
             max_path_depth: 32,
             max_list_items: 64,
             max_steps: 1_000_000,
+            max_tools: 10_000,
+            max_tool_args: 1024,
         }
     }
 }

@@ -50,6 +50,10 @@ pub(crate) struct Builtins {
     pub max_duration: DecisionDef,
     pub max_approvals: DecisionDef,
     pub step_limit: DecisionDef,
+    /// `args:type`: DENY; the verdict's reason names the argument instead of this one.
+    pub args_type: DecisionDef,
+    /// `args:coerce`: MODIFY; its `coerce_arg` modifications are made per evaluation.
+    pub args_coerce: DecisionDef,
 }
 
 fn deny(reason: &str) -> DecisionDef {
@@ -75,6 +79,11 @@ impl Builtins {
             max_duration: deny(b::MAX_DURATION_REASON),
             max_approvals: deny(b::MAX_APPROVALS_REASON),
             step_limit: deny(b::STEP_LIMIT_REASON),
+            args_type: deny("an argument has another type than the policy declares"),
+            args_coerce: DecisionDef {
+                decision: Decision::Modify,
+                ..deny(b::ARGS_COERCE_REASON)
+            },
         }
     }
 }
@@ -90,6 +99,9 @@ pub struct Bundle {
     pub(crate) builtins: Builtins,
     pub(crate) info: BundleInfo,
     pub(crate) max_steps: u32,
+    /// A version-1 bundle: a test with a type error is false (the version-1 semantics), instead
+    /// of unknown.
+    pub(crate) type_errors_are_false: bool,
 }
 
 impl Bundle {
@@ -110,7 +122,7 @@ impl Bundle {
             Trust::Keys(keys) => Some(crate::sign::check(&env, keys)?),
             Trust::AllowUnsigned => env.sig.as_ref().map(|(id, _)| id.clone()),
         };
-        let prog = crate::verify::body(env.body, limits)?;
+        let prog = crate::verify::body(env.body, limits, env.version)?;
         let classes = u64::try_from(prog.classes.len()).unwrap_or(u64::MAX);
         if classes > crate::vm::MAX_CLASSES {
             // The VM keeps an evaluation's class set in a fixed bitset of this size.
@@ -128,7 +140,7 @@ impl Bundle {
         let class_hashes = prog.classes.iter().map(|c| name_hash(&c.name)).collect();
         let index = RuleIndex::build(&prog.rules);
         let info = BundleInfo {
-            format_version: crate::format::FORMAT_VERSION,
+            format_version: env.version,
             pack: prog.pack.clone(),
             version: prog.version.clone(),
             content_hash: env.hash,
@@ -143,6 +155,7 @@ impl Bundle {
             builtins: Builtins::new(),
             info,
             max_steps: limits.max_steps,
+            type_errors_are_false: env.version < 2,
         })
     }
 

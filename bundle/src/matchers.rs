@@ -83,6 +83,24 @@ impl Matcher {
         }
     }
 
+    /// Whether a set has any string, any number, any boolean.
+    pub(crate) fn set_types(&self) -> (bool, bool, bool) {
+        match self {
+            Matcher::Set { strs, nums, bools } => {
+                (!strs.is_empty(), !nums.is_empty(), !bools.is_empty())
+            }
+            _ => (false, false, false),
+        }
+    }
+
+    /// A glob or prefix list without patterns (it matches nothing, whatever the value).
+    pub(crate) fn is_empty_list(&self) -> bool {
+        match self {
+            Matcher::Globs(l) | Matcher::Prefixes(l) => l.is_empty(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn glob(&self, s: &str) -> bool {
         match self {
             Matcher::Globs(g) => g.iter().any(|p| glob_match(p, s)),

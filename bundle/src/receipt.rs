@@ -455,8 +455,8 @@ fn path_text(path: &[PathSegment]) -> String {
     s
 }
 
-/// A human-readable line for a modification (argument paths as JSON pointers; header values are
-/// left out because they may be credentials).
+/// A human-readable line for a modification (argument paths as JSON pointers; header values and
+/// coerced values are left out because they may be credentials).
 pub fn describe_modification(m: &Modification) -> String {
     match m {
         Modification::RedactArg { path } => format!("redact_arg {}", path_text(path)),
@@ -468,6 +468,18 @@ pub fn describe_modification(m: &Modification) -> String {
         Modification::StripHeader { name } => format!("strip_header {name}"),
         Modification::SetHeader { name, .. } => format!("set_header {name}"),
         Modification::RemoveTools { patterns } => format!("remove_tools {}", patterns.join(",")),
+        // The type only: the value is the agent's argument.
+        Modification::CoerceArg { path, value } => {
+            let to = match value {
+                serde_json::Value::String(_) => "string",
+                serde_json::Value::Number(_) => "number",
+                serde_json::Value::Bool(_) => "bool",
+                serde_json::Value::Null => "null",
+                serde_json::Value::Array(_) => "array",
+                serde_json::Value::Object(_) => "object",
+            };
+            format!("coerce_arg {} to {to}", path_text(path))
+        }
     }
 }
 

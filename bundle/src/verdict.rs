@@ -120,6 +120,16 @@ pub enum Modification {
         /// Glob patterns (`*` and `?`).
         patterns: Vec<String>,
     },
+    /// Replace the value at `path` with `value`: the argument as the pack's `tool` declaration
+    /// converts it (`"100"` -> `100` for a `number coerce` argument). Emitted by the built-in
+    /// `args:coerce` match, always before the rules' modifications, so that the server receives
+    /// exactly the value the policy judged. `path` names an existing member (object keys only).
+    CoerceArg {
+        /// Where in the arguments.
+        path: ArgPath,
+        /// The converted value (a JSON string, number or boolean).
+        value: serde_json::Value,
+    },
 }
 
 /// A lasting change to the session, applied after the decision (progressive enforcement).

@@ -10,9 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::action::Kind;
 use crate::error::LoadError;
 use crate::format::{
-    ClassDef, CmpOp, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
-    IntentDef, JUMP_ACCEPT, JUMP_REJECT, Jump, Lit, MAGIC, MatcherDef, Pins, Pred, Program, Role,
-    RuleDef, VType, op,
+    ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
+    IntentDef, JUMP_ACCEPT, JUMP_REJECT, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins,
+    Pred, Program, Role, RuleDef, ToolDef, VType, op,
 };
 use crate::limits::Limits;
 use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
@@ -29,6 +29,8 @@ pub(crate) struct Envelope<'a> {
     pub body: &'a [u8],
     /// The content hash from the header.
     pub hash: [u8; 32],
+    /// The format version from the header (one this build reads).
+    pub version: u16,
 }
 
 fn take<'a>(
@@ -59,7 +61,7 @@ pub(crate) fn envelope<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Envelope<
     }
     let v = take(bytes, &mut pos, 2, "header")?;
     let version = u16::from_le_bytes([*v.first().unwrap_or(&0), *v.get(1).unwrap_or(&0)]);
-    if version != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(LoadError::UnsupportedVersion {
             found: version,
             supported: FORMAT_VERSION,
@@ -127,12 +129,15 @@ pub(crate) fn envelope<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Envelope<
         tail,
         body,
         hash,
+        version,
     })
 }
 
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The bundle's format version (what the layout of some sections depends on).
+    version: u16,
     limits: &'a Limits,
     strings: Vec<String>,
     section: &'static str,
@@ -314,6 +319,10 @@ impl<'a> Reader<'a> {
                 7 => Modification::RemoveTools {
                     patterns: self.strs("a remove_tools list")?,
                 },
+                8 if self.version >= 2 => Modification::CoerceArg {
+                    path: self.path()?,
+                    value: self.scalar_json()?,
+                },
                 t => return Err(self.bad("modification", t)),
             });
         }
@@ -388,6 +397,18 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn vtype(&mut self) -> Result<VType, LoadError> {
+        Ok(match self.u8()? {
+            0 => VType::String,
+            1 => VType::Number,
+            2 => VType::Bool,
+            3 => VType::Array,
+            4 => VType::Object,
+            5 => VType::Null,
+            t => return Err(self.bad("value type", t)),
+        })
+    }
+
     fn lit(&mut self) -> Result<Lit, LoadError> {
         Ok(match self.u8()? {
             0 => Lit::Str(self.str()?),
@@ -430,11 +451,13 @@ impl<'a> Reader<'a> {
         }
         let mut code = Vec::with_capacity(n);
         for at in 0..n {
-            let pred = self.pred(ctx)?;
+            let (opcode, negated) = self.opcode()?;
+            let pred = self.pred(ctx, opcode)?;
             let on_true = self.jump(at, n)?;
             let on_false = self.jump(at, n)?;
             code.push(Instr {
                 pred,
+                negated,
                 on_true,
                 on_false,
             });
@@ -457,8 +480,33 @@ impl<'a> Reader<'a> {
         Ok(m)
     }
 
-    fn pred(&mut self, ctx: &CodeCtx<'_>) -> Result<Pred, LoadError> {
-        let opcode = self.u8()?;
+    /// A JSON string, number or boolean, stored as its JSON text.
+    fn scalar_json(&mut self) -> Result<serde_json::Value, LoadError> {
+        let text = self.str()?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(
+                v @ (serde_json::Value::String(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::Bool(_)),
+            ) => Ok(v),
+            _ => Err(LoadError::invalid(format!(
+                "{}: a coerced value is not a JSON string, number or boolean",
+                self.section
+            ))),
+        }
+    }
+
+    /// The opcode byte: in version 2 its [`op::NEGATED`] bit says the instruction is negated.
+    fn opcode(&mut self) -> Result<(u8, bool), LoadError> {
+        let raw = self.u8()?;
+        if self.version >= 2 {
+            Ok((raw & !op::NEGATED, raw & op::NEGATED != 0))
+        } else {
+            Ok((raw, false))
+        }
+    }
+
+    fn pred(&mut self, ctx: &CodeCtx<'_>, opcode: u8) -> Result<Pred, LoadError> {
         Ok(match opcode {
             op::CONST => Pred::Const(self.bool()?),
             op::CMP => Pred::Cmp(self.field()?, self.cmp()?, self.lit()?),
@@ -466,19 +514,7 @@ impl<'a> Reader<'a> {
             op::GLOB => Pred::Glob(self.field()?, self.matcher_ref(ctx, 2)?),
             op::PREFIX => Pred::Prefix(self.field()?, self.matcher_ref(ctx, 3)?),
             op::MATCHES => Pred::Matches(self.field()?, self.matcher_ref(ctx, 4)?),
-            op::IS => {
-                let f = self.field()?;
-                let t = match self.u8()? {
-                    0 => VType::String,
-                    1 => VType::Number,
-                    2 => VType::Bool,
-                    3 => VType::Array,
-                    4 => VType::Object,
-                    5 => VType::Null,
-                    t => return Err(self.bad("value type", t)),
-                };
-                Pred::Is(f, t)
-            }
+            op::IS => Pred::Is(self.field()?, self.vtype()?),
             op::PRESENT => Pred::Present(self.field()?),
             op::LEN => Pred::Len(self.field()?, self.cmp()?, self.f64()?),
             op::CONTAINS => Pred::Contains(self.field()?, self.str()?),
@@ -565,11 +601,12 @@ fn matcher_kind(m: &MatcherDef) -> u8 {
     }
 }
 
-/// Decode and verify a body.
-pub(crate) fn body(body: &[u8], limits: &Limits) -> Result<Program, LoadError> {
+/// Decode and verify the body of a bundle of format `version` (one this build reads).
+pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program, LoadError> {
     let mut r = Reader {
         buf: body,
         pos: 0,
+        version: format,
         limits,
         strings: Vec::new(),
         section: "body",
@@ -581,6 +618,15 @@ pub(crate) fn body(body: &[u8], limits: &Limits) -> Result<Program, LoadError> {
     let mode = r.mode()?;
     let default = r.decision()?;
     let unknown_session = r.decision()?;
+    // Any list version is accepted: its members are in the class's code, so the VM never needs
+    // the list itself (a newer compiler's list runs on this build unchanged).
+    let mcp_protocol = match format {
+        1 => None,
+        _ => match r.u16()? {
+            0 => None,
+            v => Some(v),
+        },
+    };
 
     r.section = "matchers";
     let n = r.count("the number of matchers", limits.max_matchers, 1)?;
@@ -703,8 +749,18 @@ pub(crate) fn body(body: &[u8], limits: &Limits) -> Result<Program, LoadError> {
             code,
         });
     }
+    let tools = if format >= 2 {
+        r.section = "tools";
+        tools(&mut r, limits)?
+    } else {
+        Vec::new()
+    };
     if r.pos != body.len() {
-        return Err(LoadError::invalid("trailing bytes after the last rule"));
+        return Err(LoadError::invalid(if format >= 2 {
+            "trailing bytes after the last tool declaration"
+        } else {
+            "trailing bytes after the last rule"
+        }));
     }
     Ok(Program {
         pack,
@@ -712,9 +768,41 @@ pub(crate) fn body(body: &[u8], limits: &Limits) -> Result<Program, LoadError> {
         mode,
         default,
         unknown_session,
+        mcp_protocol,
         matchers,
         classes,
         intents,
         rules,
+        tools,
     })
+}
+
+/// The tool declarations (version 2): sorted by name and unique, so the VM finds a tool's
+/// declaration by binary search and never has two to choose from.
+fn tools(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<ToolDef>, LoadError> {
+    let n = r.count("the number of tool declarations", limits.max_tools, 8)?;
+    let mut tools: Vec<ToolDef> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.str()?;
+        if tools.last().is_some_and(|prev| prev.name >= name) {
+            return Err(LoadError::invalid(
+                "tools: the declarations are not sorted by tool name and unique",
+            ));
+        }
+        let k = r.count(
+            "the number of arguments of one tool",
+            limits.max_tool_args,
+            6,
+        )?;
+        let mut args = Vec::with_capacity(k);
+        for _ in 0..k {
+            let depth = r.count("an argument path's depth", limits.max_path_depth, 4)?;
+            let path = (0..depth).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
+            let ty = r.vtype()?;
+            let coerce = r.bool()?;
+            args.push(ArgDef { path, ty, coerce });
+        }
+        tools.push(ToolDef { name, args });
+    }
+    Ok(tools)
 }

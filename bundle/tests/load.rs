@@ -46,7 +46,7 @@ fn round_trip_preserves_the_program_and_is_deterministic() {
     let info = b.info();
     assert_eq!(info.pack, "t");
     assert_eq!(info.version, "1.0.0");
-    assert_eq!(info.rules, 6);
+    assert_eq!(info.rules, 7);
     assert_eq!(info.key_id, None);
     assert_eq!(
         info.content_hash.as_slice(),
@@ -123,19 +123,25 @@ fn header_errors_are_clear() {
         LoadError::BadMagic
     );
     let mut future = good.clone();
-    future[4..6].copy_from_slice(&2u16.to_le_bytes());
+    future[4..6].copy_from_slice(&3u16.to_le_bytes());
     let e = Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err();
     assert_eq!(
         e,
         LoadError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     assert_eq!(
         e.to_string(),
-        "bundle format version 2 is not supported (this build reads version 1); rebuild the bundle with a matching policyc"
+        "bundle format version 3 is not supported (this build reads versions 1 to 2); rebuild the bundle with a matching policyc"
     );
+    let mut ancient = good.clone();
+    ancient[4..6].copy_from_slice(&0u16.to_le_bytes());
+    assert!(matches!(
+        Bundle::from_bytes(&ancient, &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::UnsupportedVersion { found: 0, .. }
+    ));
     let mut trailing = good.clone();
     trailing.push(0);
     assert!(matches!(
@@ -148,7 +154,7 @@ fn header_errors_are_clear() {
         Bundle::from_bytes(&wrap(&body_trailing), &Trust::AllowUnsigned)
             .unwrap_err()
             .to_string(),
-        "the bundle is invalid: trailing bytes after the last rule"
+        "the bundle is invalid: trailing bytes after the last tool declaration"
     );
     // every strict prefix is refused without panicking
     for n in 0..good.len() {
@@ -176,11 +182,13 @@ fn verifier_rejects_backward_jumps_and_bad_indices() {
         vec![
             Instr {
                 pred: Pred::Const(true),
+                negated: false,
                 on_true: Jump::To(1),
                 on_false: Jump::Reject,
             },
             Instr {
                 pred: Pred::Const(true),
+                negated: false,
                 on_true: Jump::To(1),
                 on_false: Jump::Reject,
             },
@@ -329,31 +337,121 @@ fn every_load_limit_trips() {
         },
         "the number of modifications",
     );
+    trips(
+        Limits {
+            max_tools: 0,
+            ..d()
+        },
+        "the number of tool declarations",
+    );
+    trips(
+        Limits {
+            max_tool_args: 1,
+            ..d()
+        },
+        "the number of arguments of one tool",
+    );
 }
 
 #[test]
-fn v1_golden_keeps_loading() {
+fn verifier_rejects_ambiguous_tool_declarations_and_bad_coerced_values() {
+    use bundle::format::{ArgDef, ToolDef, VType};
+    let tool = |name: &str| ToolDef {
+        name: name.into(),
+        args: vec![ArgDef {
+            path: vec!["a".into()],
+            ty: VType::Number,
+            coerce: false,
+        }],
+    };
+    // Two declarations of one tool, or out of order, would make the lookup ambiguous.
+    for tools in [vec![tool("b"), tool("a")], vec![tool("a"), tool("a")]] {
+        let mut p = prog();
+        p.tools = tools;
+        assert_eq!(
+            Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned)
+                .unwrap_err()
+                .to_string(),
+            "the bundle is invalid: tools: the declarations are not sorted by tool name and unique"
+        );
+    }
+    let mut p = prog();
+    p.tools = vec![tool("a"), tool("b")];
+    assert!(Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).is_ok());
+    // A coerced value is a JSON scalar.
+    let mut p = prog();
+    p.default.decision = bundle::verdict::Decision::Modify;
+    p.default.modifications = vec![bundle::verdict::Modification::CoerceArg {
+        path: vec![],
+        value: serde_json::json!([1]),
+    }];
+    assert!(
+        Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned)
+            .unwrap_err()
+            .to_string()
+            .contains("a coerced value is not a JSON string, number or boolean")
+    );
+}
+
+fn golden(name: &str) -> (Vec<u8>, ed25519_dalek::VerifyingKey) {
     let dir = golden_dir();
+    let bytes = std::fs::read(dir.join(format!("{name}.bundle")))
+        .unwrap_or_else(|e| panic!("golden {name} missing ({e}): run with BLESS=1"));
+    let pk = bundle::keys::parse_verifying_key(
+        &std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap(),
+    )
+    .unwrap();
+    (bytes, pk)
+}
+
+/// The version-1 golden was written by the version-1 encoder and is never re-blessed: it must keep
+/// loading, decode to the version-1 program, and be evaluated with version-1 semantics.
+#[test]
+fn v1_golden_keeps_loading_with_v1_semantics() {
+    let (golden, pk) = golden("v1-rich");
+    let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
+    assert_eq!(b.info().format_version, 1);
+    assert_eq!(b.program(), &rich_v1());
+    // The same program as a version-2 bundle.
+    let v2 = load(&rich_v1());
+    assert_eq!(v2.info().format_version, 2);
+    // `prod_deploy` (STEP_UP, warn mode) tests `args.env == "production"`. An array is a type
+    // error: false in version 1 (the rule is skipped), unknown in version 2 (a rule stricter
+    // than ALLOW matches).
+    let deploy = call("deploy", serde_json::json!({"env": ["production"]}));
+    let s = bundle::session::SessionState::new(1_800_000_000_000);
+    let rules = |b: &Bundle| {
+        b.evaluate(&deploy, &s, 1_800_000_000_000)
+            .matched
+            .into_iter()
+            .map(|m| m.rule)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rules(&b), ["default"]);
+    assert_eq!(
+        rules(&v2),
+        ["prod_deploy"],
+        "a warn match suppresses the default"
+    );
+}
+
+#[test]
+fn v2_golden_keeps_loading() {
     let sk = signing_key_from_seed([42; 32]);
-    let unsigned = bundle::encode(&rich());
-    let signed = sign(&unsigned, &sk).unwrap();
+    let signed = sign(&bundle::encode(&rich()), &sk).unwrap();
     if std::env::var_os("BLESS").is_some() {
+        let dir = golden_dir();
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("v1-rich.bundle"), &signed).unwrap();
+        std::fs::write(dir.join("v2-rich.bundle"), &signed).unwrap();
         std::fs::write(
-            dir.join("v1-rich.pub"),
+            dir.join("v2-rich.pub"),
             bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
         )
         .unwrap();
     }
-    let golden =
-        std::fs::read(dir.join("v1-rich.bundle")).expect("golden missing: run with BLESS=1");
-    let pk = bundle::keys::parse_verifying_key(
-        &std::fs::read_to_string(dir.join("v1-rich.pub")).unwrap(),
-    )
-    .unwrap();
+    let (golden, pk) = golden("v2-rich");
     let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
-    assert_eq!(b.info().format_version, 1);
+    assert_eq!(b.info().format_version, 2);
     assert_eq!(b.program(), &rich());
     assert_eq!(
         golden, signed,
@@ -364,8 +462,14 @@ fn v1_golden_keeps_loading() {
     future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     assert!(matches!(
         Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
-        LoadError::UnsupportedVersion { found, supported: 1 } if found == FORMAT_VERSION + 1
+        LoadError::UnsupportedVersion { found, supported: 2 } if found == FORMAT_VERSION + 1
     ));
+    // The version-2 sections cannot be read as version 1: a version-2 body under a version-1
+    // header is refused, never read differently.
+    let body = body_of(&bundle::encode(&rich())).to_vec();
+    let mut v1 = wrap(&body);
+    v1[4..6].copy_from_slice(&1u16.to_le_bytes());
+    assert!(Bundle::from_bytes(&v1, &Trust::AllowUnsigned).is_err());
 }
 
 #[test]
@@ -373,7 +477,13 @@ fn disassembly_shows_header_rules_and_code() {
     let b = load(&rich());
     let text = bundle::disasm::disassemble(&b);
     assert!(
-        text.starts_with("bundle format v1\npack \"t\" version \"1.0.0\""),
+        text.starts_with("bundle format v2\npack \"t\" version \"1.0.0\""),
+        "{text}"
+    );
+    assert!(text.contains("mcp_protocol list v1"), "{text}");
+    assert!(text.contains("(negated)"), "{text}");
+    assert!(
+        text.contains("tools (1):\n  \"query_db\"\n     args[\"limit\"]: number coerce\n"),
         "{text}"
     );
     assert!(

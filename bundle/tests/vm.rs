@@ -180,6 +180,7 @@ fn missing_fields_make_every_comparison_false_including_ne() {
     ));
     let not_ne = vec![Instr {
         pred: ne,
+        negated: true,
         on_true: Jump::Reject,
         on_false: Jump::Accept,
     }];
@@ -190,9 +191,10 @@ fn missing_fields_make_every_comparison_false_including_ne() {
     assert_eq!(names(&v), ["not_ne"]);
     let v = b.evaluate(&call("deploy", json!({"env": "dev"})), &new_session(), NOW);
     assert_eq!(names(&v), ["ne"]);
-    // different types compare false
+    // A value of another type makes the test unknown: neither `env != "prod"` nor
+    // `not (env != "prod")` holds, so neither ALLOW rule matches.
     let v = b.evaluate(&call("deploy", json!({"env": 3})), &new_session(), NOW);
-    assert_eq!(names(&v), ["not_ne"]);
+    assert_eq!(names(&v), ["default"]);
 }
 
 #[test]
@@ -652,4 +654,32 @@ fn rich_program_decides_as_written() {
     let v = b.evaluate(&a, &s, NOW);
     assert_eq!(v.decision, Decision::Defer);
     assert_eq!(v.defer.as_ref().map(|d| d.timeout_ms), Some(250));
+    // `query_db` declares `args.limit: number coerce`: "100" is evaluated as 100, so the
+    // negated `args.limit <= 20` holds; the coercion comes first in the modifications.
+    let s = active();
+    let v = b.evaluate(&call("query_db", json!({"limit": "100"})), &s, NOW);
+    assert_eq!(v.decision, Decision::Modify);
+    assert_eq!(names(&v), ["bounded_rows", "args:coerce"]);
+    assert_eq!(v.deciding_rule, "bounded_rows");
+    let limit = vec![PathSegment::Key("limit".into())];
+    assert_eq!(
+        v.modifications,
+        [
+            Modification::CoerceArg {
+                path: limit.clone(),
+                value: json!(100)
+            },
+            Modification::CoerceArg {
+                path: limit,
+                value: json!(20)
+            },
+        ]
+    );
+    let v = b.evaluate(&call("query_db", json!({"limit": 5, "sql": 1})), &s, NOW);
+    assert_eq!(v.decision, Decision::Deny);
+    assert_eq!(v.deciding_rule, "args:type");
+    assert_eq!(
+        v.reason,
+        "argument `args.sql` of tool `query_db` is a number, but the policy declares it `string`"
+    );
 }

@@ -50,6 +50,9 @@ pub struct Pack {
     pub default: DecisionSpec,
     /// Decision for an action whose session state is missing (DENY when omitted).
     pub unknown_session: DecisionSpec,
+    /// `mcp_protocol N`: the version of the built-in `mcp_protocol` list the pack is pinned to
+    /// (`bundle::protocol`); the newest when omitted.
+    pub mcp_protocol: Option<Spanned<u16>>,
     /// Where the header was written.
     pub span: Span,
 }
@@ -131,15 +134,36 @@ pub struct IntentLimits {
     pub max_approvals: Option<u32>,
 }
 
-/// A tool's declared argument schema.
+/// A tool's declared argument schema, checked by the compiler against the rules that pin the
+/// tool and by the VM on every call of the tool (`args:type`, `args:coerce`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolSchemaDef {
     /// The tool name.
     pub tool: Spanned<String>,
-    /// Declared argument paths and their types.
-    pub args: Vec<(Spanned<Vec<String>>, ValueType)>,
+    /// `tool "x" coerce { ... }`: every argument is declared `coerce`.
+    pub coerce: bool,
+    /// Declared arguments, in source order.
+    pub args: Vec<ArgDecl>,
     /// The whole definition.
     pub span: Span,
+}
+
+/// `args.PATH: TYPE [coerce]` in a tool schema.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArgDecl {
+    /// The argument path as object keys (`args.a["b c"]` is `["a", "b c"]`).
+    pub path: Spanned<Vec<String>>,
+    /// The declared type.
+    pub ty: ValueType,
+    /// `coerce` written after this argument's type.
+    pub coerce: bool,
+}
+
+impl ToolSchemaDef {
+    /// Whether an argument is converted to its declared type (its own `coerce`, or the tool's).
+    pub fn coerces(&self, arg: &ArgDecl) -> bool {
+        self.coerce || arg.coerce
+    }
 }
 
 /// JSON value types the language can test and schemas can declare.

@@ -21,6 +21,7 @@ use crate::syntax::expr::{arg_path_text, field_name};
 use std::collections::{HashMap, HashSet};
 
 mod lint;
+mod protocol;
 mod schema;
 mod types;
 
@@ -78,6 +79,22 @@ impl<'p> Checker<'p> {
     fn run(&mut self) {
         self.names();
         let p = self.p;
+        if let Some(v) = &p.pack.mcp_protocol
+            && bundle::protocol::list(v.node).is_none()
+        {
+            let known: Vec<String> = bundle::protocol::VERSIONS
+                .iter()
+                .map(|l| format!("`{}`", l.version))
+                .collect();
+            self.err(
+                v.span,
+                format!("there is no `mcp_protocol` list version `{}`", v.node),
+            )
+            .hint = Some(format!(
+                "this policyc knows versions {}; omit `mcp_protocol` for the newest",
+                known.join(", ")
+            ));
+        }
         self.decision(&p.pack.default);
         self.decision(&p.pack.unknown_session);
         for (pos, item) in p.items.iter().enumerate() {
@@ -104,25 +121,13 @@ impl<'p> Checker<'p> {
                     }
                     self.decision(&i.outside);
                 }
-                Item::ToolSchema(t) => {
-                    let mut seen = HashSet::new();
-                    for (path, _) in &t.args {
-                        if !seen.insert(&path.node) {
-                            self.err(
-                                path.span,
-                                format!(
-                                    "argument `{}` is declared twice",
-                                    schema_path_text(&path.node)
-                                ),
-                            );
-                        }
-                    }
-                }
+                Item::ToolSchema(t) => self.tool_schema(t),
                 Item::Rule(r) => self.rule(r),
             }
         }
         let warnings = lint::rule_warnings(self.p);
         self.diags.extend(warnings);
+        self.diags.extend(protocol::undecided(self.p));
     }
 
     /// Duplicate definitions; builds the name tables.
@@ -151,7 +156,19 @@ impl<'p> Checker<'p> {
                     }
                 }
                 Item::Class(c) => {
-                    if dup(self, "class", &c.name) {
+                    if c.name.node == crate::protocol::CLASS_NAME {
+                        self.err(
+                            c.name.span,
+                            format!(
+                                "`{}` is a built-in class and cannot be defined",
+                                c.name.node
+                            ),
+                        )
+                        .hint = Some(
+                            "it is MCP protocol traffic (see docs/policy-language.md); name this class differently"
+                                .to_owned(),
+                        );
+                    } else if dup(self, "class", &c.name) {
                         self.classes.insert(&c.name.node, pos);
                     }
                 }
@@ -177,10 +194,57 @@ impl<'p> Checker<'p> {
         }
     }
 
+    /// Argument declarations: each once, `coerce` only where a conversion exists, and members
+    /// declared only inside an `object`.
+    fn tool_schema(&mut self, t: &crate::ast::ToolSchemaDef) {
+        let mut seen = HashSet::new();
+        for a in &t.args {
+            let text = schema_path_text(&a.path.node);
+            if !seen.insert(&a.path.node) {
+                self.err(a.path.span, format!("argument `{text}` is declared twice"));
+            }
+            if a.coerce && matches!(a.ty, ValueType::Array | ValueType::Object | ValueType::Null) {
+                self.err(
+                    a.path.span,
+                    format!(
+                        "`coerce` converts to a string, a number or a bool, and `{text}` is declared `{}`",
+                        vt_word(a.ty)
+                    ),
+                )
+                .hint = Some(format!("remove `coerce` after `{}`", vt_word(a.ty)));
+            }
+            let parent = t.args.iter().find(|p| {
+                p.path.node.len() < a.path.node.len()
+                    && a.path.node.starts_with(&p.path.node)
+                    && p.ty != ValueType::Object
+            });
+            if let Some(p) = parent {
+                self.err(
+                    a.path.span,
+                    format!(
+                        "`{text}` is declared inside `{}`, which is declared `{}`",
+                        schema_path_text(&p.path.node),
+                        vt_word(p.ty)
+                    ),
+                )
+                .hint = Some("only an `object` has members to declare".to_owned());
+            }
+        }
+    }
+
     fn class_ref(&mut self, c: &Spanned<String>, before: Option<(usize, &str)>) {
+        if c.node == crate::protocol::CLASS_NAME {
+            // Built in, and decided before every class of the pack.
+            return;
+        }
         match self.classes.get(c.node.as_str()) {
             None => {
-                let names: Vec<&str> = self.classes.keys().copied().collect();
+                let names: Vec<&str> = self
+                    .classes
+                    .keys()
+                    .copied()
+                    .chain([crate::protocol::CLASS_NAME])
+                    .collect();
                 let d = self.err(c.span, format!("undefined class `{}`", c.node));
                 if let Some(s) = suggest(&c.node, names) {
                     d.hint = Some(format!("did you mean `{s}`?"));
@@ -630,7 +694,7 @@ impl<'p> Checker<'p> {
                 let declared: Vec<String> = s
                     .args
                     .iter()
-                    .map(|(p, _)| schema_path_text(&p.node))
+                    .map(|a| schema_path_text(&a.path.node))
                     .collect();
                 let d = self.err(
                     span,

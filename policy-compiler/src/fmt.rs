@@ -7,7 +7,8 @@
 //! own line before the item it precedes; a comment written inside an item or at the end of a line
 //! moves to just above that item. Optional syntax is normalized: `glob ["x"]` prints as
 //! `glob "x"`, `header["x-y"]` as `header.x-y`, omitted pack fields are written out with their
-//! defaults, durations in the largest exact unit (`900000ms` -> `15m`).
+//! defaults (except `mcp_protocol`, written only when pinned), durations in the largest exact
+//! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
     CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec,
@@ -106,14 +107,17 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
             }
             Item::Intent(i) => intent(&mut out, i),
             Item::ToolSchema(t) => {
-                let _ = writeln!(out, "tool {} {{", quote(&t.tool.node));
-                for (path, ty) in &t.args {
-                    let steps: Vec<crate::ast::PathStep> = path
+                let c = if t.coerce { " coerce" } else { "" };
+                let _ = writeln!(out, "tool {}{c} {{", quote(&t.tool.node));
+                for a in &t.args {
+                    let steps: Vec<crate::ast::PathStep> = a
+                        .path
                         .node
                         .iter()
                         .map(|k| crate::ast::PathStep::Key(k.clone()))
                         .collect();
-                    let _ = writeln!(out, "  {}: {},", arg_path_text(&steps), vtype(*ty));
+                    let c = if a.coerce { " coerce" } else { "" };
+                    let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), vtype(a.ty));
                 }
                 out.push_str("}\n");
             }
@@ -145,6 +149,10 @@ fn pack(out: &mut String, p: &Policy) {
         "  unknown_session {}",
         decision(&p.pack.unknown_session)
     );
+    // Written only when pinned: its default is "the newest list", which has no number of its own.
+    if let Some(v) = &p.pack.mcp_protocol {
+        let _ = writeln!(out, "  mcp_protocol {}", v.node);
+    }
     out.push_str("}\n");
 }
 

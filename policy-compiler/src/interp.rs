@@ -1,6 +1,10 @@
 //! The tree-walking reference interpreter: the "Evaluation" section of `docs/policy-language.md`,
 //! written to be obviously right rather than fast. It is the oracle the bytecode VM is tested
 //! against (`tests/differential.rs`), and what `policyc test` runs every tabletop case through.
+//!
+//! Conditions are evaluated in Kleene's three-valued logic ([`T3`]): a test on a value of a type
+//! it does not apply to is unknown, and each use of a condition reads unknown as its stricter
+//! side (a rule stricter than ALLOW matches, an ALLOW rule does not; see "Type errors").
 
 use crate::ast::{
     ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
@@ -13,8 +17,21 @@ use bundle::verdict::{
     Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, StepUp, Verdict,
 };
 use serde_json::Value as Json;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
+
+mod logic;
+mod types;
+
+pub use logic::T3;
+use types::{TypeCheck, check_types, find_schema};
+
+/// A class and whether the action is in it.
+struct ClassValue<'c> {
+    def: &'c ClassDef,
+    value: T3,
+}
 
 /// Evaluate one action against a policy. Never panics; see the module docs.
 pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms: u64) -> Verdict {
@@ -30,25 +47,43 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         SessionStatus::New => intent_def.map(|d| d.name.node.clone()),
         _ => session.intent.clone(),
     };
-    // 1. Classes, in source order. A class's `when` may refer to classes defined before it.
-    let mut classes: Vec<&ClassDef> = Vec::new();
-    for item in &policy.items {
-        if let Item::Class(c) = item {
-            let ctx = Ctx {
-                policy,
-                action,
-                session,
-                now_ms,
-                classes: &classes,
-                intent: intent_def,
-                evaluating_classes: true,
-            };
-            if ctx.eval(&c.when) {
-                classes.push(c);
-            }
-        }
+    // 0. Declared argument types (`tools/call` only).
+    let schema = match (action.kind, action.tool.as_deref()) {
+        (Kind::Mcp, Some(tool)) if action.operation == "tools/call" => find_schema(policy, tool),
+        _ => None,
+    };
+    let checked = schema.map_or(TypeCheck::Ok, |s| check_types(s, &action.arguments));
+    let (args, coercions, mismatch) = match &checked {
+        TypeCheck::Ok => (&action.arguments, Vec::new(), None),
+        TypeCheck::Coerced(args, mods) => (args, mods.clone(), None),
+        TypeCheck::Mismatch(reason) => (&action.arguments, Vec::new(), Some(reason.clone())),
+    };
+
+    // 1. Classes, in order (the built-in `mcp_protocol` first when used). A class's `when` may
+    // refer to classes before it.
+    let class_defs: Vec<Cow<'_, ClassDef>> = crate::protocol::classes(policy);
+    let mut classes: Vec<ClassValue<'_>> = Vec::new();
+    for c in &class_defs {
+        let ctx = Ctx {
+            policy,
+            action,
+            args,
+            session,
+            now_ms,
+            classes: &classes,
+            intent: intent_def,
+            evaluating_classes: true,
+        };
+        let value = ctx.eval(&c.when);
+        classes.push(ClassValue { def: c, value });
     }
-    let risk = classes
+    // The verdict lists the classes the action is certainly in (unknown is not enough).
+    let certain: Vec<&ClassDef> = classes
+        .iter()
+        .filter(|c| c.value == T3::True)
+        .map(|c| c.def)
+        .collect();
+    let risk = certain
         .iter()
         .map(|c| c.risk)
         .max()
@@ -57,6 +92,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     let ctx = Ctx {
         policy,
         action,
+        args,
         session,
         now_ms,
         classes: &classes,
@@ -76,14 +112,16 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     if session.killed {
         matches.push(Match::builtin(b::SESSION_KILLED, b::KILLED_REASON));
     }
+    // Revoked: a class the action may be in counts (the stricter reading).
     let subject_revoked = session.tool_revoked(name_hash(action.subject()));
     let class_revoked = classes
         .iter()
-        .any(|c| session.class_revoked(name_hash(&c.name.node)));
+        .any(|c| c.value != T3::False && session.class_revoked(name_hash(&c.def.name.node)));
     if subject_revoked || class_revoked {
         matches.push(Match::builtin(b::SESSION_REVOKED, b::REVOKED_REASON));
     }
-    if session.read_only && writes(action) && !classes.iter().any(|c| c.readonly) {
+    // Read-only: only a class the action is certainly in exempts it.
+    if session.read_only && writes(action) && !certain.iter().any(|c| c.readonly) {
         matches.push(Match::builtin(b::SESSION_READ_ONLY, b::READ_ONLY_REASON));
     }
     match (&intent_name, intent_def) {
@@ -91,7 +129,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
             matches.push(Match::builtin(b::INTENT_UNKNOWN, b::INTENT_UNKNOWN_REASON))
         }
         (_, Some(def)) => {
-            if ctx.outside_intent() {
+            if ctx.outside_intent().matches(def.outside.decision) {
                 let name = format!("{}{}", b::INTENT_PREFIX, def.name.node);
                 matches.push(Match::spec_owned(name, &def.outside, pack_mode));
             }
@@ -115,11 +153,21 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         }
         (None, None) => {}
     }
+    if let Some(reason) = mismatch {
+        matches.push(Match {
+            name: b::ARGS_TYPE.to_owned(),
+            decision: Decision::Deny,
+            mode: pack_mode,
+            reason: Cow::Owned(reason),
+            spec: None,
+            effects: &[],
+        });
+    }
 
     // 3. Rules, in source order.
     for item in &policy.items {
         if let Item::Rule(r) = item
-            && ctx.eval(&r.when)
+            && ctx.eval(&r.when).matches(r.decision.decision)
         {
             matches.push(Match::rule(r, pack_mode));
         }
@@ -173,13 +221,13 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         would_be,
         matched: matches.iter().map(Match::to_rule_match).collect(),
         deciding_rule: deciding.map_or_else(|| b::NONE.to_owned(), |m| m.name.clone()),
-        reason: deciding.map_or_else(String::new, |m| m.reason.to_owned()),
+        reason: deciding.map_or_else(String::new, |m| m.reason.to_string()),
         modifications,
         effects,
         step_up: None,
         defer: None,
         warnings,
-        classes: classes.iter().map(|c| c.name.node.clone()).collect(),
+        classes: certain.iter().map(|c| c.name.node.clone()).collect(),
         risk,
         intent: verdict_intent,
     };
@@ -217,6 +265,34 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         verdict.reason = b::MAX_APPROVALS_REASON.to_owned();
         verdict.step_up = None;
     }
+
+    // 7. Coercions: only an action that goes forward (ALLOW or MODIFY) is rewritten.
+    if !coercions.is_empty() && decision <= Decision::Modify {
+        verdict.matched.push(RuleMatch {
+            rule: b::ARGS_COERCE.to_owned(),
+            decision: Decision::Modify,
+            mode: pack_mode,
+            reason: b::ARGS_COERCE_REASON.to_owned(),
+        });
+        verdict.would_be = verdict.would_be.max(Decision::Modify);
+        match pack_mode {
+            Mode::Enforce => {
+                if decision == Decision::Allow {
+                    verdict.decision = Decision::Modify;
+                    verdict.deciding_rule = b::ARGS_COERCE.to_owned();
+                    verdict.reason = b::ARGS_COERCE_REASON.to_owned();
+                }
+                let rest = std::mem::take(&mut verdict.modifications);
+                verdict.modifications = coercions.into_iter().chain(rest).collect();
+            }
+            Mode::Warn => {
+                verdict
+                    .warnings
+                    .push(format!("{}: {}", b::ARGS_COERCE, b::ARGS_COERCE_REASON))
+            }
+            Mode::Audit => {}
+        }
+    }
     verdict
 }
 
@@ -251,7 +327,7 @@ struct Match<'p> {
     name: String,
     decision: Decision,
     mode: Mode,
-    reason: &'p str,
+    reason: Cow<'p, str>,
     spec: Option<&'p DecisionSpec>,
     effects: &'p [crate::ast::Spanned<EffectSpec>],
 }
@@ -262,7 +338,7 @@ impl<'p> Match<'p> {
             name: name.to_owned(),
             decision: Decision::Deny,
             mode: Mode::Enforce,
-            reason,
+            reason: Cow::Borrowed(reason),
             spec: None,
             effects: &[],
         }
@@ -275,7 +351,7 @@ impl<'p> Match<'p> {
             name,
             decision: spec.decision,
             mode,
-            reason: &spec.reason,
+            reason: Cow::Borrowed(&spec.reason),
             spec: Some(spec),
             effects: &[],
         }
@@ -285,7 +361,7 @@ impl<'p> Match<'p> {
             name: r.name.node.clone(),
             decision: r.decision.decision,
             mode: r.mode.unwrap_or(pack_mode),
-            reason: &r.decision.reason,
+            reason: Cow::Borrowed(&r.decision.reason),
             spec: Some(&r.decision),
             effects: &r.effects,
         }
@@ -295,7 +371,7 @@ impl<'p> Match<'p> {
             rule: self.name.clone(),
             decision: self.decision,
             mode: self.mode,
-            reason: self.reason.to_owned(),
+            reason: self.reason.to_string(),
         }
     }
 }
@@ -368,9 +444,12 @@ impl Val<'_> {
 struct Ctx<'a> {
     policy: &'a Policy,
     action: &'a Action,
+    /// The arguments the rules read: the action's, or their coerced copy.
+    args: &'a Json,
     session: &'a SessionState,
     now_ms: u64,
-    classes: &'a [&'a ClassDef],
+    /// The classes decided so far (all of them once rules run), with their values.
+    classes: &'a [ClassValue<'a>],
     intent: Option<&'a IntentDef>,
     /// Evaluating a class's `when`: `intent.outside` is false there (it depends on the classes;
     /// the checker refuses it).
@@ -382,28 +461,43 @@ fn num(n: impl Into<f64>) -> Val<'static> {
 }
 
 impl<'a> Ctx<'a> {
-    fn in_class(&self, name: &str) -> bool {
-        self.classes.iter().any(|c| c.name.node == name)
+    /// `class NAME`: the class's value (false for a class not decided yet or undefined).
+    fn in_class(&self, name: &str) -> T3 {
+        self.classes
+            .iter()
+            .find(|c| c.def.name.node == name)
+            .map_or(T3::False, |c| c.value)
     }
 
-    /// `intent.outside`: an acting action outside the intent in force (false when none).
-    fn outside_intent(&self) -> bool {
-        let Some(def) = self.intent else { return false };
+    /// `intent.outside`: an acting action outside the intent in force (false when none). It is
+    /// unknown when the action is inside only through a class it may be in.
+    fn outside_intent(&self) -> T3 {
+        let Some(def) = self.intent else {
+            return T3::False;
+        };
         if self.evaluating_classes || !acting(self.action) {
-            return false;
+            return T3::False;
         }
         let a = self.action;
-        let inside = def.classes.iter().any(|c| self.in_class(&c.node))
-            || a.tool
-                .as_deref()
-                .is_some_and(|t| def.tools.iter().any(|g| glob(&g.node, t)))
+        let by_name = a
+            .tool
+            .as_deref()
+            .is_some_and(|t| def.tools.iter().any(|g| glob(&g.node, t)))
             || (a.kind == Kind::Http && def.hosts.iter().any(|g| glob(&g.node, &a.target.host)));
+        let by_class = def
+            .classes
+            .iter()
+            .map(|c| self.in_class(&c.node))
+            .fold(T3::False, |acc, v| acc.or(|| v));
         let data_ok = def.data_scopes.is_empty()
             || a.risk
                 .data_classes
                 .iter()
                 .all(|d| def.data_scopes.iter().any(|s| s.node == *d));
-        !(inside && data_ok)
+        T3::from(by_name)
+            .or(|| by_class)
+            .and(|| data_ok.into())
+            .not()
     }
 
     fn field(&self, f: &Field) -> Val<'a> {
@@ -425,7 +519,7 @@ impl<'a> Ctx<'a> {
             Field::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
             Field::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
             Field::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
-            Field::Arg(p) => lookup(&a.arguments, p).map_or(Val::Absent, Val::Json),
+            Field::Arg(p) => lookup(self.args, p).map_or(Val::Absent, Val::Json),
             Field::RequestSize => num(a.size as f64),
             Field::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
             Field::RiskDataClasses => Val::Owned(Json::Array(
@@ -463,63 +557,87 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn string_field(&self, f: &Field) -> Option<String> {
-        match self.field(f).json()? {
-            Json::String(s) => Some(s),
-            _ => None,
-        }
+    /// The field's value, `None` when it is absent or `null` (every test on it is false).
+    fn given(&self, f: &Field) -> Option<Json> {
+        self.field(f).json().filter(|v| !v.is_null())
     }
 
-    fn eval(&self, e: &Expr) -> bool {
+    fn eval(&self, e: &Expr) -> T3 {
         match e {
-            Expr::Const(b) => *b,
-            Expr::And(x, y) => self.eval(x) && self.eval(y),
-            Expr::Or(x, y) => self.eval(x) || self.eval(y),
-            Expr::Not(x) => !self.eval(x),
+            Expr::Const(b) => (*b).into(),
+            Expr::And(x, y) => self.eval(x).and(|| self.eval(y)),
+            Expr::Or(x, y) => self.eval(x).or(|| self.eval(y)),
+            Expr::Not(x) => self.eval(x).not(),
             Expr::Cmp(f, op, lit) => self
-                .field(&f.node)
-                .json()
-                .is_some_and(|v| compare(&v, *op, &lit.node)),
-            Expr::In(f, set) => self.field(&f.node).json().is_some_and(|v| {
-                self.set_values(set)
-                    .iter()
-                    .any(|l| compare(&v, CmpOp::Eq, l))
-            }),
-            Expr::Glob(f, set) => self.string_field(&f.node).is_some_and(|v| {
-                self.set_values(set)
-                    .iter()
-                    .any(|l| matches!(l, Literal::Str(p) if glob(p, &v)))
-            }),
-            Expr::Prefix(f, set) => self.string_field(&f.node).is_some_and(|v| {
-                self.set_values(set)
-                    .iter()
-                    .any(|l| matches!(l, Literal::Str(p) if v.starts_with(p.as_str())))
-            }),
-            Expr::Matches(f, re) => self
-                .string_field(&f.node)
-                .is_some_and(|v| regex_match(&re.node, &v)),
+                .given(&f.node)
+                .map_or(T3::False, |v| compare(&v, *op, &lit.node)),
+            Expr::In(f, set) => {
+                let Some(v) = self.given(&f.node) else {
+                    return T3::False;
+                };
+                let values = self.set_values(set);
+                if values.iter().any(|l| compare(&v, CmpOp::Eq, l) == T3::True) {
+                    T3::True
+                } else if values.is_empty() || values.iter().any(|l| same_type(&v, l)) {
+                    T3::False
+                } else {
+                    T3::Unknown
+                }
+            }
+            Expr::Glob(f, set) | Expr::Prefix(f, set) => {
+                let patterns: Vec<&str> = self
+                    .set_values(set)
+                    .into_iter()
+                    .filter_map(|l| match l {
+                        Literal::Str(p) => Some(p.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                match self.given(&f.node) {
+                    None => T3::False,
+                    Some(Json::String(v)) => patterns
+                        .iter()
+                        .any(|p| match e {
+                            Expr::Glob(..) => glob(p, &v),
+                            _ => v.starts_with(p),
+                        })
+                        .into(),
+                    Some(_) if patterns.is_empty() => T3::False,
+                    Some(_) => T3::Unknown,
+                }
+            }
+            Expr::Matches(f, re) => match self.given(&f.node) {
+                None => T3::False,
+                Some(Json::String(v)) => regex_match(&re.node, &v).into(),
+                Some(_) => T3::Unknown,
+            },
             Expr::IsType(f, t) => self
                 .field(&f.node)
                 .json()
-                .is_some_and(|v| type_of(&v) == *t),
-            Expr::Present(f) => self.field(&f.node).json().is_some_and(|v| !v.is_null()),
+                .is_some_and(|v| type_of(&v) == *t)
+                .into(),
+            Expr::Present(f) => self.given(&f.node).is_some().into(),
             Expr::Len(f, op, n) => {
-                let len = match self.field(&f.node).json() {
+                let len = match self.given(&f.node) {
                     Some(Json::String(s)) => s.chars().count(),
                     Some(Json::Array(a)) => a.len(),
                     Some(Json::Object(o)) => o.len(),
-                    _ => return false,
+                    None => return T3::False,
+                    Some(_) => return T3::Unknown,
                 };
-                cmp_num(len as f64, *op, *n)
+                cmp_num(len as f64, *op, *n).into()
             }
-            Expr::Contains(f, s) => match self.field(&f.node).json() {
-                Some(Json::Array(a)) => a.iter().any(|v| v.as_str() == Some(s.node.as_str())),
-                _ => false,
+            Expr::Contains(f, s) => match self.given(&f.node) {
+                Some(Json::Array(a)) => {
+                    a.iter().any(|v| v.as_str() == Some(s.node.as_str())).into()
+                }
+                None => T3::False,
+                Some(_) => T3::Unknown,
             },
             Expr::InClass(c) => self.in_class(&c.node),
-            Expr::Tainted(t) => self.session.tainted(name_hash(&t.node)),
-            Expr::Used(t) => self.session.used(name_hash(&t.node)),
-            Expr::Seen(c) => self.session.seen_class(name_hash(&c.node)),
+            Expr::Tainted(t) => self.session.tainted(name_hash(&t.node)).into(),
+            Expr::Used(t) => self.session.used(name_hash(&t.node)).into(),
+            Expr::Seen(c) => self.session.seen_class(name_hash(&c.node)).into(),
             Expr::Count(subject, window, op, n) => {
                 let count = match &subject.node {
                     CountSubject::Subject(t) => {
@@ -530,7 +648,7 @@ impl<'a> Ctx<'a> {
                         self.session.count_class(name_hash(c), *window, self.now_ms)
                     }
                 };
-                cmp_num(f64::from(count), *op, f64::from(*n))
+                cmp_num(f64::from(count), *op, f64::from(*n)).into()
             }
             Expr::OutsideIntent => self.outside_intent(),
         }
@@ -584,21 +702,32 @@ fn cmp_num(a: f64, op: CmpOp, b: f64) -> bool {
     }
 }
 
-/// `value OP literal`: same types only; strings and booleans by (in)equality, numbers as f64.
-fn compare(v: &Json, op: CmpOp, lit: &Literal) -> bool {
+/// Whether a value has a literal's type.
+fn same_type(v: &Json, lit: &Literal) -> bool {
+    matches!(
+        (v, lit),
+        (Json::String(_), Literal::Str(_))
+            | (Json::Number(_), Literal::Num(_))
+            | (Json::Bool(_), Literal::Bool(_))
+    )
+}
+
+/// `value OP literal` for a given (present, non-null) value: strings and booleans by
+/// (in)equality (an ordering is false), numbers as f64; a value of another type is unknown.
+fn compare(v: &Json, op: CmpOp, lit: &Literal) -> T3 {
     match (v, lit) {
         (Json::String(a), Literal::Str(b)) => match op {
-            CmpOp::Eq => a == b,
-            CmpOp::Ne => a != b,
-            _ => false,
+            CmpOp::Eq => (a == b).into(),
+            CmpOp::Ne => (a != b).into(),
+            _ => T3::False,
         },
         (Json::Bool(a), Literal::Bool(b)) => match op {
-            CmpOp::Eq => a == b,
-            CmpOp::Ne => a != b,
-            _ => false,
+            CmpOp::Eq => (a == b).into(),
+            CmpOp::Ne => (a != b).into(),
+            _ => T3::False,
         },
-        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| cmp_num(a, op, *b)),
-        _ => false,
+        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| cmp_num(a, op, *b)).into(),
+        _ => T3::Unknown,
     }
 }
 

@@ -12,5 +12,6 @@ pub mod diag;
 pub mod fmt;
 pub mod interp;
 pub mod lower;
+pub mod protocol;
 pub mod syntax;
 pub mod tabletop;

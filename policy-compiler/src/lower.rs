@@ -2,7 +2,9 @@
 //!
 //! Conditions become forward-only branch code: each leaf test jumps to the "true" or "false"
 //! continuation of its context, so `and`, `or` and `not` cost nothing at run time and evaluation
-//! short-circuits exactly like the reference interpreter. `class X` inside a class is inlined
+//! short-circuits exactly like the reference interpreter. Each leaf records whether it sits
+//! under an odd number of `not` (`Instr::negated`), which is how the VM evaluates an unknown test
+//! in Kleene's logic without leaving the branch code. `class X` inside a class is inlined
 //! when X is defined above (else it is `false`, as in the interpreter; the checker refuses it);
 //! inside a rule it reads the class set computed before the rules run.
 //! Every name the session stores is pre-hashed with `bundle::session::name_hash`.
@@ -11,8 +13,8 @@ use std::collections::HashMap;
 
 use bundle::action::Kind;
 use bundle::format::{
-    ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit, MatcherDef,
-    Pins, Pred, Program, Role, RuleDef, VType,
+    ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit,
+    MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef, VType,
 };
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, PathSegment, StepUp};
@@ -38,7 +40,8 @@ struct Lowerer<'p> {
 }
 
 struct Code {
-    instrs: Vec<(Pred, Target, Target)>,
+    /// Test, negated, on true, on false.
+    instrs: Vec<(Pred, bool, Target, Target)>,
     labels: Vec<Option<usize>>,
 }
 
@@ -202,9 +205,10 @@ impl Code {
         };
         self.instrs
             .iter()
-            .map(|(pred, t, f)| {
+            .map(|(pred, negated, t, f)| {
                 Ok(Instr {
                     pred: pred.clone(),
+                    negated: *negated,
                     on_true: resolve(*t)?,
                     on_false: resolve(*f)?,
                 })
@@ -333,14 +337,20 @@ impl<'p> Lowerer<'p> {
         })
     }
 
-    /// Emit code for `e` that continues at `t` when it holds and at `f` when not. `stack` holds
-    /// the indices of the classes being inlined, innermost last; `Some` means we are in a class.
+    /// Emit code for `e` that continues at `t` when it holds and at `f` when not. `neg`: `e`
+    /// sits under an odd number of `not`. `stack` holds the indices of the classes being
+    /// inlined, innermost last; `Some` means we are in a class.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one recursive emitter; the arguments are its context"
+    )]
     fn emit(
         &mut self,
         code: &mut Code,
         e: &'p Expr,
         t: Target,
         f: Target,
+        neg: bool,
         stack: Option<&mut Vec<usize>>,
         span: Span,
     ) -> Result<(), CompileError> {
@@ -348,18 +358,34 @@ impl<'p> Lowerer<'p> {
             Expr::And(a, b) => {
                 let l = code.label();
                 let mut stack = stack;
-                self.emit(code, a, Target::Label(l), f, stack.as_deref_mut(), span)?;
+                self.emit(
+                    code,
+                    a,
+                    Target::Label(l),
+                    f,
+                    neg,
+                    stack.as_deref_mut(),
+                    span,
+                )?;
                 code.place(l);
-                self.emit(code, b, t, f, stack, span)
+                self.emit(code, b, t, f, neg, stack, span)
             }
             Expr::Or(a, b) => {
                 let l = code.label();
                 let mut stack = stack;
-                self.emit(code, a, t, Target::Label(l), stack.as_deref_mut(), span)?;
+                self.emit(
+                    code,
+                    a,
+                    t,
+                    Target::Label(l),
+                    neg,
+                    stack.as_deref_mut(),
+                    span,
+                )?;
                 code.place(l);
-                self.emit(code, b, t, f, stack, span)
+                self.emit(code, b, t, f, neg, stack, span)
             }
-            Expr::Not(a) => self.emit(code, a, f, t, stack, span),
+            Expr::Not(a) => self.emit(code, a, f, t, !neg, stack, span),
             Expr::InClass(n) if stack.is_some() => {
                 let Some(stack) = stack else { return Ok(()) };
                 let name = n.node.as_str();
@@ -372,17 +398,17 @@ impl<'p> Lowerer<'p> {
                 // here, it reads as `false`, exactly as in the reference interpreter.
                 let current = stack.last().copied().unwrap_or(0);
                 if idx >= current {
-                    code.instrs.push((Pred::Const(false), t, f));
+                    code.instrs.push((Pred::Const(false), neg, t, f));
                     return Ok(());
                 }
                 stack.push(idx);
-                self.emit(code, &def.when, t, f, Some(&mut *stack), def.span)?;
+                self.emit(code, &def.when, t, f, neg, Some(&mut *stack), def.span)?;
                 stack.pop();
                 Ok(())
             }
             leaf => {
                 let pred = self.leaf(leaf, stack.is_some(), span)?;
-                code.instrs.push((pred, t, f));
+                code.instrs.push((pred, neg, t, f));
                 Ok(())
             }
         }
@@ -403,11 +429,20 @@ impl<'p> Lowerer<'p> {
                     e,
                     Target::Accept,
                     Target::Reject,
+                    false,
                     Some(&mut stack),
                     span,
                 )?;
             }
-            None => self.emit(&mut code, e, Target::Accept, Target::Reject, None, span)?,
+            None => self.emit(
+                &mut code,
+                e,
+                Target::Accept,
+                Target::Reject,
+                false,
+                None,
+                span,
+            )?,
         }
         code.finish(span)
     }
@@ -482,19 +517,16 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
         matchers: Vec::new(),
         matcher_index: HashMap::new(),
     };
-    let mut class_defs = Vec::new();
     for item in &policy.items {
-        match item {
-            Item::List(l) => {
-                lw.lists.insert(l.name.node.as_str(), l.values.as_slice());
-            }
-            Item::Class(c) => {
-                lw.classes
-                    .insert(c.name.node.as_str(), (class_defs.len(), c));
-                class_defs.push(c);
-            }
-            _ => {}
+        if let Item::List(l) = item {
+            lw.lists.insert(l.name.node.as_str(), l.values.as_slice());
         }
+    }
+    // The built-in `mcp_protocol` first (when used), then the pack's classes in source order.
+    let all_classes = crate::protocol::classes(policy);
+    let class_defs: Vec<&ast::ClassDef> = all_classes.iter().map(|c| c.as_ref()).collect();
+    for (i, c) in class_defs.iter().enumerate() {
+        lw.classes.entry(c.name.node.as_str()).or_insert((i, c));
     }
     let mut classes = Vec::new();
     for (idx, c) in class_defs.iter().enumerate() {
@@ -565,9 +597,37 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
         mode: policy.pack.mode,
         default: decision(&policy.pack.default),
         unknown_session: decision(&policy.pack.unknown_session),
+        mcp_protocol: crate::protocol::used(policy).then(|| crate::protocol::version(policy)),
         matchers: lw.matchers,
         classes,
         intents,
         rules,
+        tools: tools(policy),
     })
+}
+
+/// The tool declarations, sorted by name; the first declaration of a tool wins (the checker
+/// refuses a second one), as in the reference interpreter.
+fn tools(policy: &ast::Policy) -> Vec<ToolDef> {
+    let mut out: Vec<ToolDef> = Vec::new();
+    for item in &policy.items {
+        let Item::ToolSchema(s) = item else { continue };
+        if out.iter().any(|t| t.name == s.tool.node) {
+            continue;
+        }
+        out.push(ToolDef {
+            name: s.tool.node.clone(),
+            args: s
+                .args
+                .iter()
+                .map(|a| ArgDef {
+                    path: a.path.node.clone(),
+                    ty: vtype(a.ty),
+                    coerce: s.coerces(a),
+                })
+                .collect(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }

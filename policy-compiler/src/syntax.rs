@@ -13,7 +13,8 @@
 //! pack_field  = "version" string
 //!             | "mode" mode
 //!             | "default" decision
-//!             | "unknown_session" decision ;
+//!             | "unknown_session" decision
+//!             | "mcp_protocol" integer ;
 //! mode        = "audit" | "warn" | "enforce" ;
 //! item        = list | class | intent | tool_schema | rule ;
 //!
@@ -31,7 +32,7 @@
 //!             | "max" "duration" duration
 //!             | "outside" decision ;
 //! string_list = "[" [ string { "," string } [","] ] "]" ;
-//! tool_schema = "tool" string "{" { arg_path ":" vtype [","] } "}" ;
+//! tool_schema = "tool" string [ "coerce" ] "{" { arg_path ":" vtype [ "coerce" ] [","] } "}" ;
 //! rule        = "rule" ident [ "mode" mode ] "{" "when" expr decision [ "then" effect { "," effect } ] "}" ;
 //!
 //! decision    = "allow" string
@@ -52,7 +53,7 @@
 //! and_expr    = unary { "and" unary } ;
 //! unary       = "not" unary | primary ;
 //! primary     = "(" expr ")" | "true" | "false"
-//!             | "class" ident
+//!             | "class" ident                  (* `mcp_protocol` is built in *)
 //!             | "intent.outside"
 //!             | "session.tainted" "(" string ")"
 //!             | "session.used" "(" string ")"
@@ -257,6 +258,7 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
     let mut mode = None;
     let mut default = None;
     let mut unknown = None;
+    let mut protocol: Option<Spanned<u16>> = None;
     loop {
         if let Ok((rest, _)) = sym("}")(i) {
             let version = version.unwrap_or_else(|| Spanned {
@@ -277,6 +279,7 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
                     mode: mode.unwrap_or_default(),
                     default,
                     unknown_session,
+                    mcp_protocol: protocol,
                     span: span(&start, &rest),
                 },
             ));
@@ -286,7 +289,7 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
             Err(nom::Err::Error(_)) => {
                 return Err(expected(
                     i,
-                    "`version`, `mode`, `default`, `unknown_session` or `}`",
+                    "`version`, `mode`, `default`, `unknown_session`, `mcp_protocol` or `}`",
                 ));
             }
             Err(e) => return Err(e),
@@ -327,16 +330,48 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
                 unknown = Some(d);
                 rest
             }
+            "mcp_protocol" => {
+                dup(protocol.is_some());
+                let (rest, (v, vspan)) = integer(
+                    rest,
+                    "the version of the `mcp_protocol` list (a whole number)",
+                )?;
+                let v = u16::try_from(v).unwrap_or_else(|_| {
+                    soft(Diagnostic::error(
+                        vspan,
+                        format!("`mcp_protocol` version `{v}` is too large"),
+                    ));
+                    0
+                });
+                protocol = Some(Spanned {
+                    node: v,
+                    span: vspan,
+                });
+                rest
+            }
             _ => {
                 return Err(nom::Err::Failure(PErr {
                     span: fspan,
                     message: format!("unknown pack field `{field}`"),
                     hint: Some(
-                        crate::diag::suggest(&field, ["version", "mode", "default", "unknown_session"])
-                            .map_or_else(
-                                || "the pack header takes `version`, `mode`, `default` and `unknown_session`".to_owned(),
-                                |s| format!("did you mean `{s}`?"),
-                            ),
+                        crate::diag::suggest(
+                            &field,
+                            [
+                                "version",
+                                "mode",
+                                "default",
+                                "unknown_session",
+                                "mcp_protocol",
+                            ],
+                        )
+                        .map_or_else(
+                            || {
+                                "the pack header takes `version`, `mode`, `default`, \
+                                 `unknown_session` and `mcp_protocol`"
+                                    .to_owned()
+                            },
+                            |s| format!("did you mean `{s}`?"),
+                        ),
                     ),
                 }));
             }

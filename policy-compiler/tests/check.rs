@@ -8,9 +8,12 @@ use policy::diag::{Diagnostic, Severity};
 mod common;
 
 const HEAD: &str = "pack \"p\" {}\n";
+/// Decides MCP protocol traffic, so the packs under test do not also get the warning about it
+/// (tested on its own in `protocol_traffic_left_to_the_default`).
+const TAIL: &str = "\nrule protocol { when class mcp_protocol allow \"protocol\" }\n";
 
 fn diags(body: &str) -> Vec<Diagnostic> {
-    let src = format!("{HEAD}{body}");
+    let src = format!("{HEAD}{body}{TAIL}");
     let (_, d) = parse_and_check(&src);
     d
 }
@@ -396,4 +399,122 @@ fn example_packs_are_clean() {
         let errors: Vec<_> = d.iter().filter(|d| d.is_error()).collect();
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
     }
+}
+
+/// The diagnostics of a whole file (no `TAIL`).
+fn file_diags(src: &str) -> Vec<Diagnostic> {
+    parse_and_check(src).1
+}
+
+#[test]
+fn protocol_traffic_left_to_the_default() {
+    let src = "pack \"p\" {\n  default deny \"not allowed\"\n}\nrule r { when tool == \"x\" allow \"ok\" }\nrule some { when kind == mcp and operation in [\"initialize\", \"ping\", \"notifications/initialized\"] allow \"some\" }\n";
+    let d = file_diags(src);
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].severity, Severity::Warning);
+    assert_eq!(
+        d[0].message,
+        "no rule allows MCP protocol messages `response`, `server/discover`, `tools/list`, \
+         `resources/list`, `resources/templates/list`, `prompts/list`, `completion/complete`, \
+         `logging/setLevel`, `resources/subscribe`, `resources/unsubscribe`, \
+         `subscriptions/listen`, `stream/open`, `session/delete`, `http/options`, \
+         `notifications/cancelled`, `notifications/progress`, `notifications/roots/list_changed`, \
+         so they fall to the pack's default (`deny`)"
+    );
+    assert!(
+        d[0].hint
+            .as_deref()
+            .unwrap()
+            .contains("when class mcp_protocol allow")
+    );
+    // It points at the default decision.
+    let text = d[0].render("p.pcl", src);
+    assert!(
+        text.contains(" --> p.pcl:2:11\n  |\n2 |   default deny \"not allowed\"\n  |           ^^^^^^^^^^^^^^^^^^\n"),
+        "{text}"
+    );
+    // No notification decided: the family is named once.
+    let d = file_diags("pack \"p\" {}\nrule r { when tool == \"x\" allow \"ok\" }\n");
+    assert!(
+        d[0].message.contains("`notifications/*`"),
+        "{}",
+        d[0].message
+    );
+    assert!(d[0].message.contains("`initialize`"), "{}", d[0].message);
+
+    // Decided in one line, by a rule in warn mode, or by MODIFY: nothing to say.
+    for rule in [
+        "rule m { when class mcp_protocol allow \"m\" }",
+        "rule m mode warn { when kind == mcp and not (tool present) allow \"m\" }",
+        "rule m { when class mcp_protocol modify \"m\" { remove_tools [\"x\"] } }",
+    ] {
+        let d = file_diags(&format!(
+            "pack \"p\" {{}}\nrule r {{ when tool == \"x\" allow \"ok\" }}\n{rule}\n"
+        ));
+        assert!(d.is_empty(), "{rule}: {d:#?}");
+    }
+    // An audit-mode rule decides nothing; a rule that needs a tool cannot match a protocol message.
+    for rule in [
+        "rule m mode audit { when class mcp_protocol allow \"m\" }",
+        "rule m { when class mcp_protocol and tool == \"x\" allow \"m\" }",
+        "rule m { when class mcp_protocol and intent.outside allow \"m\" }",
+    ] {
+        let d = file_diags(&format!("pack \"p\" {{}}\n{rule}\n"));
+        assert_eq!(d.len(), 1, "{rule}: {d:#?}");
+    }
+    // A pack that allows by default, or that is about HTTP egress only, is left alone.
+    assert!(
+        file_diags(
+            "pack \"p\" { default allow \"ok\" }\nrule r { when tool == \"x\" deny \"no\" }\n"
+        )
+        .is_empty()
+    );
+    assert!(file_diags("pack \"p\" {}\nclass up risk low { when kind == http and operation == \"POST\" }\nrule r { when class up allow \"ok\" }\n").is_empty());
+}
+
+#[test]
+fn mcp_protocol_is_built_in_and_versioned() {
+    one_error(
+        "class mcp_protocol risk low { when true }",
+        "`mcp_protocol` is a built-in class and cannot be defined",
+        None,
+    );
+    let d = file_diags(
+        "pack \"p\" { mcp_protocol 9 }\nrule m { when class mcp_protocol allow \"m\" }\n",
+    );
+    let errors: Vec<_> = d.iter().filter(|d| d.is_error()).collect();
+    assert_eq!(errors.len(), 1, "{d:#?}");
+    assert_eq!(
+        errors[0].message,
+        "there is no `mcp_protocol` list version `9`"
+    );
+    assert!(errors[0].hint.as_deref().unwrap().contains("versions `1`"));
+    // Usable wherever a class is, and before every class of the pack.
+    assert!(diags("class proto_or_read risk low { when class mcp_protocol or tool == \"read\" }\nintent i { allow class [mcp_protocol] }\nrule r { when session.seen(mcp_protocol) deny \"x\" then revoke class mcp_protocol }").iter().all(|d| !d.is_error()));
+    one_error(
+        "rule r { when class mcp_protocl allow \"x\" }",
+        "undefined class `mcp_protocl`",
+        Some("did you mean `mcp_protocol`?"),
+    );
+}
+
+#[test]
+fn tool_declarations_hold_at_request_time() {
+    one_error(
+        "tool \"t\" { args.items: array coerce }",
+        "`coerce` converts to a string, a number or a bool, and `args.items` is declared `array`",
+        None,
+    );
+    one_error(
+        "tool \"t\" { args.page: string, args.page.limit: number }",
+        "`args.page.limit` is declared inside `args.page`, which is declared `string`",
+        None,
+    );
+    one_error(
+        "tool \"t\" { args.items[0]: string }",
+        "`args.items[0]` indexes an array: a tool schema declares object members",
+        Some("args.items: array"),
+    );
+    // A tool-level `coerce` applies to what can be converted; members of objects are fine.
+    assert!(diags("tool \"t\" coerce { args.items: array, args.page: object, args.page.limit: number coerce }").is_empty());
 }

@@ -3,8 +3,9 @@
 //! 1. Every tabletop case of every example pack (`examples/policies/*/tests.toml`), history
 //!    included: each verdict of the simulated session, through both evaluators.
 //! 2. proptest: random policies (ASTs over the whole expression language, classes referring to
-//!    earlier classes, intents with limits, every decision and effect kind) x random actions x
-//!    random sessions.
+//!    earlier classes and to the built-in `mcp_protocol`, intents with limits, every decision and
+//!    effect kind, tool argument declarations with and without `coerce`) x random actions (with
+//!    arguments of every JSON type, so tests hit type errors) x random sessions.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -231,6 +232,7 @@ fn leaf(classes: usize, in_rule: bool) -> BoxedStrategy<Expr> {
                 .boxed(),
         );
     }
+    v.push(Just(Expr::InClass(sp("mcp_protocol".to_owned()))).boxed());
     if in_rule {
         v.push(Just(Expr::OutsideIntent).boxed());
     }
@@ -346,6 +348,45 @@ fn intent(name: &'static str, classes: usize) -> impl Strategy<Value = Item> {
         )
 }
 
+/// Declarations of `read_file` and `git_push` arguments (no member declared inside a non-object,
+/// as the checker requires).
+fn tool_schema(tool: &'static str) -> impl Strategy<Value = Item> {
+    let vtype = select(vec![
+        ValueType::String,
+        ValueType::Number,
+        ValueType::Bool,
+        ValueType::Array,
+        ValueType::Object,
+    ]);
+    let paths: Vec<Vec<String>> = vec![
+        vec!["a".into()],
+        vec!["n".into()],
+        vec!["tags".into()],
+        vec!["o".into(), "k".into()],
+    ];
+    (
+        any::<bool>(),
+        subsequence(paths, 0..=4),
+        proptest::collection::vec((vtype, any::<bool>()), 4),
+    )
+        .prop_map(move |(coerce, paths, types)| {
+            Item::ToolSchema(ToolSchemaDef {
+                tool: sp(tool.to_owned()),
+                coerce,
+                args: paths
+                    .into_iter()
+                    .zip(types)
+                    .map(|(path, (ty, coerce))| ArgDecl {
+                        path: sp(path),
+                        ty,
+                        coerce,
+                    })
+                    .collect(),
+                span: Span::default(),
+            })
+        })
+}
+
 fn policy_strategy() -> impl Strategy<Value = Policy> {
     (0usize..=3).prop_flat_map(|nclasses| {
         let classes: Vec<BoxedStrategy<Item>> = (0..nclasses)
@@ -385,15 +426,21 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
             intent("i0", nclasses),
             intent("i1", nclasses),
             (mode(), decision(), decision()),
+            (
+                proptest::option::weighted(0.8, tool_schema("read_file")),
+                proptest::option::weighted(0.5, tool_schema("git_push")),
+            ),
         )
             .prop_map(
-                |(classes, rules, list, i0, i1, (pack_mode, default, unknown))| {
+                |(classes, rules, list, i0, i1, (pack_mode, default, unknown), schemas)| {
                     let mut items = vec![Item::List(ListDef {
                         name: sp("l0".into()),
                         values: list,
                         span: Span::default(),
                     })];
+                    items.extend(schemas.0);
                     items.extend(classes);
+                    items.extend(schemas.1);
                     items.push(i0);
                     items.push(i1);
                     for (n, (when, mode, decision, effects)) in rules.into_iter().enumerate() {
@@ -413,6 +460,7 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
                             mode: pack_mode,
                             default,
                             unknown_session: unknown,
+                            mcp_protocol: None,
                             span: Span::default(),
                         },
                         items,
@@ -424,39 +472,61 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
 
 const NOW: u64 = 1_800_000_000_000;
 
-fn action_strategy() -> impl Strategy<Value = Action> {
-    let args = prop_oneof![
+fn action_strategy() -> BoxedStrategy<Action> {
+    // Values of every JSON type, and strings a `coerce` converts (or almost does).
+    let value = || -> BoxedStrategy<serde_json::Value> {
+        prop_oneof![
+            3 => select(STRS).prop_map(|s| serde_json::json!(s)),
+            3 => (0i32..20).prop_map(|n| serde_json::json!(n)),
+            1 => Just(serde_json::json!(null)),
+            1 => any::<bool>().prop_map(|b| serde_json::json!(b)),
+            2 => select(vec!["7", " 12 ", "2.5", "1e3", "true", "false", "+1", "0x10"])
+                .prop_map(|s| serde_json::json!(s)),
+            1 => (0i32..20).prop_map(|n| serde_json::json!([n])),
+            1 => Just(serde_json::json!({"k": "v"})),
+        ]
+        .boxed()
+    };
+    let args: BoxedStrategy<serde_json::Value> = prop_oneof![
         1 => Just(serde_json::Value::Null),
-        4 => (
+        1 => Just(serde_json::json!(["not", "an", "object"])),
+        6 => (
+            proptest::option::of(value()),
             proptest::option::of(prop_oneof![
-                select(STRS).prop_map(|s| serde_json::json!(s)),
-                (0i32..20).prop_map(|n| serde_json::json!(n)),
-                Just(serde_json::json!(null)),
+                (0i32..20).prop_map(|n| serde_json::json!([n])),
+                value(),
             ]),
-            proptest::option::of((0i32..20).prop_map(|n| serde_json::json!([n]))),
-            proptest::option::of(subsequence(STRS, 0..3)),
+            proptest::option::of(prop_oneof![
+                subsequence(STRS, 0..3).prop_map(|t| serde_json::json!(t)),
+                value(),
+            ]),
+            proptest::option::of(prop_oneof![
+                value().prop_map(|k| serde_json::json!({ "k": k })),
+                value(),
+            ]),
         )
-            .prop_map(|(a, n, tags)| {
+            .prop_map(|(a, n, tags, o)| {
                 let mut m = serde_json::Map::new();
-                if let Some(a) = a {
-                    m.insert("a".into(), a);
-                }
-                if let Some(n) = n {
-                    m.insert("n".into(), n);
-                }
-                if let Some(t) = tags {
-                    m.insert("tags".into(), serde_json::json!(t));
+                for (k, v) in [("a", a), ("n", n), ("tags", tags), ("o", o)] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v);
+                    }
                 }
                 serde_json::Value::Object(m)
             }),
-    ];
+    ]
+    .boxed();
     (
         any::<bool>(),
         select(vec![
             "tools/call",
+            "tools/call",
             "tools/list",
             "resources/read",
             "initialize",
+            "response",
+            "notifications/progress",
+            "http/options",
         ]),
         select(vec!["GET", "POST", "CONNECT"]),
         proptest::option::of(select(TOOLS)),
@@ -518,6 +588,21 @@ fn action_strategy() -> impl Strategy<Value = Action> {
                 a
             },
         )
+        .boxed()
+}
+
+/// A `tools/call` of a tool the random policies declare argument types for (so declared types,
+/// coercions and `args:type` are exercised often, not only by chance).
+fn declared_call_strategy() -> BoxedStrategy<Action> {
+    (action_strategy(), select(vec!["read_file", "git_push"]))
+        .prop_map(|(mut a, tool)| {
+            a.kind = Kind::Mcp;
+            a.operation = "tools/call".into();
+            a.tool = Some(tool.into());
+            a.resource = None;
+            a
+        })
+        .boxed()
 }
 
 fn session_strategy() -> impl Strategy<Value = SessionState> {
@@ -582,7 +667,13 @@ proptest! {
     #[test]
     fn random_policies_agree(
         p in policy_strategy(),
-        cases in proptest::collection::vec((action_strategy(), session_strategy()), 1..6),
+        cases in proptest::collection::vec(
+            (
+                prop_oneof![action_strategy().boxed(), declared_call_strategy().boxed()],
+                session_strategy().boxed(),
+            ),
+            1..6,
+        ),
     ) {
         let b = vm(&p);
         for (a, s) in &cases {
@@ -591,4 +682,82 @@ proptest! {
             prop_assert_eq!(&want, &got, "action {:?}\nsession {:?}\npolicy:\n{}", a, s, policy::fmt::format_policy(&p));
         }
     }
+
+    /// Declared types with `coerce` on every argument, and calls whose arguments mostly convert:
+    /// coercions meet every decision, mode and rule kind often.
+    #[test]
+    fn coerced_arguments_agree(
+        p in coercing_policy_strategy(),
+        cases in proptest::collection::vec((coercible_call_strategy(), session_strategy().boxed()), 1..4),
+    ) {
+        let b = vm(&p);
+        for (a, s) in &cases {
+            let want = policy::interp::evaluate(&p, a, s, NOW);
+            let got = b.evaluate(a, s, NOW);
+            prop_assert_eq!(&want, &got, "action {:?}\nsession {:?}\npolicy:\n{}", a, s, policy::fmt::format_policy(&p));
+        }
+    }
+}
+
+/// A random policy whose first item declares `read_file`'s arguments `a`, `n`, `tags` with
+/// `coerce` and random scalar types.
+fn coercing_policy_strategy() -> BoxedStrategy<Policy> {
+    let scalar = || select(vec![ValueType::String, ValueType::Number, ValueType::Bool]);
+    (policy_strategy(), scalar(), scalar(), scalar())
+        .prop_map(|(mut p, a, n, tags)| {
+            p.items
+                .retain(|i| !matches!(i, Item::ToolSchema(t) if t.tool.node == "read_file"));
+            let arg = |k: &str, ty| ArgDecl {
+                path: sp(vec![k.to_owned()]),
+                ty,
+                coerce: true,
+            };
+            p.items.insert(
+                0,
+                Item::ToolSchema(ToolSchemaDef {
+                    tool: sp("read_file".to_owned()),
+                    coerce: false,
+                    args: vec![arg("a", a), arg("n", n), arg("tags", tags)],
+                    span: Span::default(),
+                }),
+            );
+            p
+        })
+        .boxed()
+}
+
+/// `read_file` with arguments that convert between string, number and bool (or almost do).
+fn coercible_call_strategy() -> BoxedStrategy<Action> {
+    let value = || {
+        select(vec![
+            serde_json::json!("7"),
+            serde_json::json!(" 12 "),
+            serde_json::json!("2.5"),
+            serde_json::json!("true"),
+            serde_json::json!("false"),
+            serde_json::json!("a"),
+            serde_json::json!(7),
+            serde_json::json!(0.5),
+            serde_json::json!(true),
+            serde_json::json!(null),
+        ])
+    };
+    (
+        declared_call_strategy(),
+        proptest::option::of(value()),
+        proptest::option::of(value()),
+        proptest::option::of(value()),
+    )
+        .prop_map(|(mut a, x, n, tags)| {
+            let mut m = serde_json::Map::new();
+            for (k, v) in [("a", x), ("n", n), ("tags", tags)] {
+                if let Some(v) = v {
+                    m.insert(k.into(), v);
+                }
+            }
+            a.tool = Some("read_file".into());
+            a.arguments = serde_json::Value::Object(m);
+            a
+        })
+        .boxed()
 }

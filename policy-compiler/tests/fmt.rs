@@ -356,14 +356,23 @@ fn item() -> impl Strategy<Value = Item> {
             ),
         (
             text(),
+            any::<bool>(),
             prop::collection::vec(
-                (prop::collection::vec(text(), 0..3).prop_map(sp), vtype()),
+                (
+                    prop::collection::vec(text(), 0..3).prop_map(sp),
+                    vtype(),
+                    any::<bool>()
+                ),
                 0..3
             )
         )
-            .prop_map(|(t, args)| Item::ToolSchema(ToolSchemaDef {
+            .prop_map(|(t, coerce, args)| Item::ToolSchema(ToolSchemaDef {
                 tool: sp(t),
-                args,
+                coerce,
+                args: args
+                    .into_iter()
+                    .map(|(path, ty, coerce)| ArgDecl { path, ty, coerce })
+                    .collect(),
                 span: Span::default()
             })),
         (
@@ -393,16 +402,18 @@ fn policy() -> impl Strategy<Value = Policy> {
         mode(),
         decision(),
         decision(),
+        prop::option::of(0u16..4),
         prop::collection::vec(item(), 0..5),
     )
         .prop_map(
-            |(name, version, mode, default, unknown_session, items)| Policy {
+            |(name, version, mode, default, unknown_session, protocol, items)| Policy {
                 pack: Pack {
                     name: sp(name),
                     version: sp(version),
                     mode,
                     default,
                     unknown_session,
+                    mcp_protocol: protocol.map(sp),
                     span: Span::default(),
                 },
                 items,

@@ -44,8 +44,8 @@ fn parses_every_construct() {
         panic!()
     };
     assert_eq!(t.args.len(), 4);
-    assert_eq!(t.args[3].0.node, vec!["odd key".to_owned()]);
-    assert_eq!(t.args[3].1, ValueType::Bool);
+    assert_eq!(t.args[3].path.node, vec!["odd key".to_owned()]);
+    assert_eq!(t.args[3].ty, ValueType::Bool);
 
     let Item::Rule(r) = &p.items[7] else { panic!() };
     assert_eq!(r.mode, Some(Mode::Audit));

@@ -246,3 +246,51 @@ fn policyc_check_and_fmt_exit_codes() {
     std::fs::write(&broken, "pack \"p\" {\n").unwrap();
     assert_eq!(policyc(&["fmt", s(&broken)]).0, 1);
 }
+
+#[test]
+fn a_coerced_argument_is_expected_like_any_modification() {
+    let policy = r#"pack "t" { default deny "closed" }
+tool "query_rows" { args.limit: number coerce }
+rule rows { when tool == "query_rows" allow "rows" }
+rule clamp { when tool == "query_rows" and args.limit > 20 modify "at most 20" { clamp args.limit 1..20 } }
+rule protocol { when class mcp_protocol allow "protocol" }
+"#;
+    let tests = r#"
+[[case]]
+name = "a limit sent as a string is converted, then clamped"
+[case.action]
+kind = "mcp"
+operation = "tools/call"
+tool = "query_rows"
+arguments = { limit = "100" }
+[case.expect]
+decision = "MODIFY"
+matched = ["rows", "clamp", "args:coerce"]
+modifications = [
+  { op = "coerce_arg", path = ["limit"], value = 100 },
+  { op = "clamp_arg", path = ["limit"], min = 1.0, max = 20.0 },
+]
+
+[[case]]
+name = "a client's answer to a sampling request is protocol traffic"
+[case.action]
+kind = "mcp"
+operation = "response"
+[case.expect]
+decision = "ALLOW"
+rule = "protocol"
+"#;
+    let dir = pack_dir("coerce", policy, tests);
+    let (code, out) = policyc(&["test", s(&dir)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    // The expectation is exact: the converted value is compared as JSON.
+    let wrong = pack_dir(
+        "coerce-wrong",
+        policy,
+        &tests.replace("value = 100", "value = \"100\""),
+    );
+    let (code, out) = policyc(&["test", s(&wrong)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("modifications: expected"), "{out}");
+}

@@ -23,10 +23,12 @@ pub fn prog() -> Program {
         mode: Mode::Enforce,
         default: dec(Decision::Deny, "not allowed"),
         unknown_session: dec(Decision::Deny, "session lost"),
+        mcp_protocol: None,
         matchers: vec![],
         classes: vec![],
         intents: vec![],
         rules: vec![],
+        tools: vec![],
     }
 }
 
@@ -34,6 +36,7 @@ pub fn prog() -> Program {
 pub fn when(p: Pred) -> Vec<Instr> {
     vec![Instr {
         pred: p,
+        negated: false,
         on_true: Jump::Accept,
         on_false: Jump::Reject,
     }]
@@ -44,11 +47,13 @@ pub fn and(a: Pred, b: Pred) -> Vec<Instr> {
     vec![
         Instr {
             pred: a,
+            negated: false,
             on_true: Jump::To(1),
             on_false: Jump::Reject,
         },
         Instr {
             pred: b,
+            negated: false,
             on_true: Jump::Accept,
             on_false: Jump::Reject,
         },
@@ -108,8 +113,61 @@ pub fn regex_dfa(pattern: &str) -> Vec<u8> {
     bytes[pad..].to_vec()
 }
 
-/// A program that uses every section and most opcodes (the v1 golden is this program).
+/// A program that uses every section and opcode of format version 2 (the v2 golden): `rich_v1`
+/// plus the `mcp_protocol` record, a tool declaration, a negated instruction and a `coerce_arg`.
 pub fn rich() -> Program {
+    use bundle::verdict::{Modification, PathSegment};
+    let mut p = rich_v1();
+    p.mcp_protocol = Some(1);
+    p.tools = vec![ToolDef {
+        name: "query_db".into(),
+        args: vec![
+            ArgDef {
+                path: vec!["limit".into()],
+                ty: VType::Number,
+                coerce: true,
+            },
+            ArgDef {
+                path: vec!["sql".into()],
+                ty: VType::String,
+                coerce: false,
+            },
+        ],
+    }];
+    // `tool == "query_db" and not (args.limit <= 20)`
+    let limit = vec![PathSegment::Key("limit".into())];
+    let mut rows = rule(
+        "bounded_rows",
+        vec![
+            Instr {
+                pred: tool_is("query_db"),
+                negated: false,
+                on_true: Jump::To(1),
+                on_false: Jump::Reject,
+            },
+            Instr {
+                pred: Pred::Cmp(FieldRef::Arg(limit.clone()), CmpOp::Le, Lit::Num(20.0)),
+                negated: true,
+                on_true: Jump::Reject,
+                on_false: Jump::Accept,
+            },
+        ],
+        DecisionDef {
+            modifications: vec![Modification::CoerceArg {
+                path: limit,
+                value: serde_json::json!(20),
+            }],
+            ..dec(Decision::Modify, "a query returns at most 20 rows")
+        },
+    );
+    rows.pins.tools = vec!["query_db".into()];
+    p.rules.push(rows);
+    p
+}
+
+/// The program of the version-1 golden (`testdata/bundles/v1-rich.bundle`): every section and
+/// most opcodes of format version 1.
+pub fn rich_v1() -> Program {
     use bundle::verdict::{Defer, Modification, PathSegment, RiskTier, StepUp};
     let mut p = prog();
     p.matchers = vec![

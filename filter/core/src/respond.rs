@@ -13,6 +13,9 @@ pub const CODE_APPROVAL_REQUIRED: i64 = -32041;
 pub const CODE_DEFER_DENIED: i64 = -32042;
 /// JSON-RPC error code: a stop condition of the intent was reached (`stop:*` rules).
 pub const CODE_STOP: i64 = -32043;
+/// JSON-RPC error code: an argument of another type than the pack declares (`args:type`), the
+/// standard "invalid params".
+pub const CODE_INVALID_PARAMS: i64 = -32602;
 
 /// An approval request the agent forwards to a human approver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +82,10 @@ impl Denial {
 
     fn code(&self) -> i64 {
         match self.kind {
+            // A value of another type than the pack declares: what a server says to it.
+            DenialKind::Denied { .. } if self.rule == bundle::builtin::ARGS_TYPE => {
+                CODE_INVALID_PARAMS
+            }
             DenialKind::Denied { .. } => CODE_DENIED,
             DenialKind::Stop => CODE_STOP,
             DenialKind::ApprovalRequired(_) => CODE_APPROVAL_REQUIRED,

@@ -27,17 +27,17 @@ fn step_key(s: &PathStep) -> String {
 
 pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
     let keys: Vec<String> = path.iter().map(step_key).collect();
-    for (p, t) in &s.args {
-        if p.node == keys {
-            return SchemaHit::Exact(*t);
+    for a in &s.args {
+        if a.path.node == keys {
+            return SchemaHit::Exact(a.ty);
         }
     }
-    for (p, t) in &s.args {
-        if keys.starts_with(&p.node) && matches!(t, ValueType::Array | ValueType::Object) {
+    for a in &s.args {
+        if keys.starts_with(&a.path.node) && matches!(a.ty, ValueType::Array | ValueType::Object) {
             return SchemaHit::Inside;
         }
         // A declared deeper path implies the intermediate objects exist.
-        if p.node.starts_with(&keys) {
+        if a.path.node.starts_with(&keys) {
             return SchemaHit::Exact(ValueType::Object);
         }
     }

@@ -113,7 +113,7 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
     let info = loaded.info();
     match args.format {
         Format::Text => println!(
-            "built `{}` {} -> {}: {} rules, {} bytes, sha256 {}, {}",
+            "built `{}` {} -> {}: {} rules, {} bytes, sha256 {}, {}{}",
             info.pack,
             info.version,
             args.out.display(),
@@ -122,7 +122,11 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
             hex::encode(info.content_hash),
             info.key_id
                 .as_deref()
-                .map_or_else(|| "unsigned".to_owned(), |k| format!("signed by {k}"))
+                .map_or_else(|| "unsigned".to_owned(), |k| format!("signed by {k}")),
+            loaded
+                .program()
+                .mcp_protocol
+                .map_or_else(String::new, |v| format!(", mcp_protocol list v{v}"))
         ),
         Format::Json => println!(
             "{}",
@@ -135,6 +139,8 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
                 "bytes": bytes.len(),
                 "content_hash": hex::encode(info.content_hash),
                 "key_id": info.key_id,
+                "format_version": info.format_version,
+                "mcp_protocol": loaded.program().mcp_protocol,
             })
         ),
     }

@@ -91,6 +91,15 @@ pub(crate) fn run(args: &InspectArgs) -> i32 {
                     "key_id": i.key_id,
                     "classes": p.classes.iter().map(|c| json!({"name": c.name, "risk": c.risk, "readonly": c.readonly})).collect::<Vec<_>>(),
                     "intents": p.intents.iter().map(|x| x.name.clone()).collect::<Vec<_>>(),
+                    "mcp_protocol": p.mcp_protocol,
+                    "tools": p.tools.iter().map(|t| json!({
+                        "name": t.name,
+                        "args": t.args.iter().map(|a| json!({
+                            "path": a.path,
+                            "type": format!("{:?}", a.ty).to_ascii_lowercase(),
+                            "coerce": a.coerce,
+                        })).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
                     "matchers": p.matchers.len(),
                     "rules": rules,
                     "disassembly": text,

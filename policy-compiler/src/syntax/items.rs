@@ -9,7 +9,7 @@ use super::{
     soft, string_list, u32_of, vtype,
 };
 use crate::ast::{
-    EffectSpec, IntentDef, IntentLimits, ListDef, RuleDef, Span, Spanned, ToolSchemaDef,
+    ArgDecl, EffectSpec, IntentDef, IntentLimits, ListDef, RuleDef, Span, Spanned, ToolSchemaDef,
 };
 use crate::diag::Diagnostic;
 use bundle::verdict::RiskTier;
@@ -212,7 +212,15 @@ pub(super) fn intent_def(i: In<'_>, start: Span) -> R<'_, IntentDef> {
 
 pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
     let (i, (tool, tspan)) = must_string(i, "the tool name as a string after `tool`")?;
-    let (mut i, _) = must_sym(i, "{", " to start the tool's argument schema")?;
+    let (i, coerce) = match kw("coerce")(i) {
+        Ok((rest, _)) => (rest, true),
+        Err(_) => (i, false),
+    };
+    let (mut i, _) = must_sym(
+        i,
+        "{",
+        " to start the tool's argument schema (or `coerce` before it)",
+    )?;
     let mut args = Vec::new();
     loop {
         if let Ok((rest, _)) = sym("}")(i) {
@@ -223,6 +231,7 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
                         node: tool,
                         span: tspan,
                     },
+                    coerce,
                     args,
                     span: join(start, &rest),
                 },
@@ -231,6 +240,27 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
         let (rest, (path, pspan)) = expr::arg_path_required(i)?;
         let (rest, _) = must_sym(rest, ":", " after the argument path")?;
         let (rest, t) = vtype(rest)?;
+        let (rest, arg_coerce) = match kw("coerce")(rest) {
+            Ok((rest, _)) => (rest, true),
+            Err(_) => (rest, false),
+        };
+        // Declarations name object members; the VM checks them on every call, and an index
+        // would be read as a member name.
+        if path
+            .iter()
+            .any(|s| matches!(s, crate::ast::PathStep::Index(_)))
+        {
+            soft(
+                Diagnostic::error(
+                    pspan,
+                    format!(
+                        "`{}` indexes an array: a tool schema declares object members",
+                        expr::arg_path_text(&path)
+                    ),
+                )
+                .with_hint("declare the array itself, e.g. `args.items: array`"),
+            );
+        }
         let key_path = path
             .into_iter()
             .map(|s| match s {
@@ -238,13 +268,14 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
                 crate::ast::PathStep::Index(n) => n.to_string(),
             })
             .collect();
-        args.push((
-            Spanned {
+        args.push(ArgDecl {
+            path: Spanned {
                 node: key_path,
                 span: pspan,
             },
-            t,
-        ));
+            ty: t,
+            coerce: arg_coerce,
+        });
         i = rest;
         if let Ok((rest, _)) = sym(",")(i) {
             i = rest;

@@ -71,6 +71,7 @@ pub fn apply_http_modifications(
                 | Modification::DropArg { .. }
                 | Modification::ClampArg { .. }
                 | Modification::RedactSecrets
+                | Modification::CoerceArg { .. }
         )
     });
     if body.is_empty() || !rewrites_body {
@@ -151,6 +152,19 @@ fn apply_to(
                 for p in risk::redact_secrets(target) {
                     let rest = p.strip_prefix('$').unwrap_or(&p);
                     changes.push(format!("redacted secret at {root_name}{rest}"));
+                }
+            }
+            // The pack declared the argument's type with `coerce`: the server gets the value the
+            // policy judged (`"100"` -> `100`), not the one a lax server would coerce itself.
+            Modification::CoerceArg { path, value } => {
+                if let Some(v) = get_mut(target, path)
+                    && v != value
+                {
+                    changes.push(format!(
+                        "coerced {} from {v} to {value}",
+                        show(root_name, path)
+                    ));
+                    v.clone_from(value);
                 }
             }
             Modification::StripHeader { .. }
