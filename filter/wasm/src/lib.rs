@@ -2,7 +2,11 @@
 //! decision is made in `filter_core`; this file only moves bytes between Envoy and it.
 //!
 //! No panics: every host call's error is turned into "absent" / ignored (the filter core fails
-//! closed on missing data), because a trapped VM fails every later request on the worker.
+//! closed on missing data), because a trapped VM fails every later request on the worker. The
+//! SDK's wrappers of the calls that change a stream panic on a refusal, so those go through
+//! `raw` instead.
+
+mod raw;
 
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -101,7 +105,7 @@ impl Host for WasmHost {
     }
 
     fn set_filter_state(&self, key: &str, value: &[u8]) {
-        let _ = hostcalls::set_property(vec![key], Some(value));
+        let _ = raw::set_property(key, value);
     }
 
     fn env_var(&self, name: &str) -> Option<String> {
@@ -113,7 +117,7 @@ impl Host for WasmHost {
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        let _ = raw::set_header(raw::REQUEST_HEADERS, name, value);
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
@@ -123,7 +127,7 @@ impl Host for WasmHost {
     }
 
     fn replace_request_body(&self, body: &[u8]) {
-        let _ = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body);
+        let _ = raw::set_buffer(raw::REQUEST_BODY, body);
     }
 
     fn response_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
@@ -133,7 +137,7 @@ impl Host for WasmHost {
     }
 
     fn replace_response_body(&self, body: &[u8]) {
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, usize::MAX, body);
+        let _ = raw::set_buffer(raw::RESPONSE_BODY, body);
     }
 
     fn response_headers(&self) -> Vec<(String, String)> {
@@ -141,15 +145,15 @@ impl Host for WasmHost {
     }
 
     fn set_response_header(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+        let _ = raw::set_header(raw::RESPONSE_HEADERS, name, value);
     }
 
     fn send_local_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-        let _ = hostcalls::send_http_response(u32::from(status), headers.to_vec(), Some(body));
+        let _ = raw::send_local_response(status, headers, body);
     }
 
     fn resume_request(&self) {
-        let _ = hostcalls::resume_http_request();
+        let _ = raw::resume_request();
     }
 
     fn dispatch_http_call(
