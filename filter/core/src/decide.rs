@@ -95,6 +95,7 @@ fn is_body_mod(m: &Modification) -> bool {
             | Modification::DropArg { .. }
             | Modification::ClampArg { .. }
             | Modification::RedactSecrets
+            | Modification::CoerceArg { .. }
     )
 }
 
@@ -374,36 +375,34 @@ fn seal_one(
     receipt::seal_line(body, chain, &l.signer, &l.sign_policy, now_ms, force)
 }
 
-/// The policy's verdict on `action` as the strictest server would read it: the path as sent, and
-/// every other reading of it some server applies (case, `;` parameters, trailing dots;
-/// `normalize::path_readings`). When a reading is judged more strictly, its verdict decides, with
-/// a reason that says which reading it was: the filter never judges a request as something looser
-/// than what a server may execute.
+/// The policy's verdict on `action` as the strictest server would read it: the request as sent,
+/// and every other reading of it some server applies (`normalize::action_readings`: the path's
+/// case, `;` parameters, trailing dots; method- and path-override headers). When a reading is
+/// judged more strictly, its verdict decides, with a reason that says which reading it was: the
+/// filter never judges a request as something looser than what a server may execute.
 fn strictest_reading(l: &Loaded, action: &Action, state: &SessionState, now_ms: u64) -> Verdict {
     let verdict = l.bundle.evaluate(action, state, now_ms);
-    let readings = normalize::path_readings(&action.target.path);
-    if readings.is_empty() || verdict.decision == Decision::Deny {
+    if verdict.decision == Decision::Deny {
         return verdict;
     }
-    let mut alt = action.clone();
-    let mut strictest: Option<(Verdict, String)> = None;
-    for path in readings {
-        alt.target.path.clone_from(&path);
+    let mut strictest: Option<(Verdict, Action)> = None;
+    for alt in normalize::action_readings(action) {
         let v = l.bundle.evaluate(&alt, state, now_ms);
         let current = strictest
             .as_ref()
             .map_or(verdict.decision, |(s, _)| s.decision);
         if v.decision > current {
-            strictest = Some((v, path));
+            strictest = Some((v, alt));
         }
     }
     match strictest {
         None => verdict,
-        Some((mut v, path)) => {
+        Some((mut v, alt)) => {
+            // The reading, as servers would execute it (the request as sent is in the receipt).
             v.reason = format!(
-                "the path `{}` is `{}` to some servers, and the policy decides that: {}",
-                normalize::printable(&action.target.path),
-                normalize::printable(&path),
+                "some servers read this request as `{} {}`: {}",
+                alt.operation,
+                normalize::printable(&alt.target.path),
                 v.reason
             );
             v

@@ -39,6 +39,13 @@ pub(crate) struct Loaded {
     /// The pack reads byte counts (`request.size`, `session.egress_bytes`, an intent's
     /// `max egress_bytes`): a body whose length is not declared is then read to count it.
     pub counts_bytes: bool,
+    /// The argument member names the pack reads (conditions and rewrites, any depth), as
+    /// `(folded, as written)`: a request naming one of them in another case is refused.
+    pub arg_names: Vec<(String, String)>,
+    /// The pack's rule names (a decision by one of them is not the default's).
+    pub rule_names: Vec<String>,
+    /// Rules that allow depending on arguments (list filtering keeps their tools).
+    pub arg_allows: crate::response::ArgAllows,
 }
 
 /// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
@@ -55,26 +62,87 @@ pub const MAX_SIGNATURES_AT_DONE: usize = 1024;
 /// Whether a pack reads byte counts: an intent with `max egress_bytes`, or a condition on
 /// `request.size` or `session.egress_bytes`.
 fn pack_counts_bytes(p: &bundle::format::Program) -> bool {
-    use bundle::format::{FieldRef, Pred};
-    let counts = |f: &FieldRef| matches!(f, FieldRef::RequestSize | FieldRef::SessionEgressBytes);
-    let reads = |pred: &Pred| match pred {
-        Pred::Cmp(f, ..)
-        | Pred::In(f, _)
-        | Pred::Glob(f, _)
-        | Pred::Prefix(f, _)
-        | Pred::Matches(f, _)
-        | Pred::Is(f, _)
-        | Pred::Present(f)
-        | Pred::Len(f, ..)
-        | Pred::Contains(f, _) => counts(f),
-        _ => false,
-    };
+    use bundle::format::FieldRef;
     p.intents.iter().any(|i| i.max_egress_bytes.is_some())
-        || p.rules
-            .iter()
-            .flat_map(|r| r.code.iter())
-            .chain(p.classes.iter().flat_map(|c| c.code.iter()))
-            .any(|i| reads(&i.pred))
+        || pack_fields(p, &mut |f| {
+            matches!(f, FieldRef::RequestSize | FieldRef::SessionEgressBytes)
+        })
+}
+
+/// Call `f` on every field the conditions of a pack read (rules and classes) until it returns
+/// true; whether it did.
+fn pack_fields(
+    p: &bundle::format::Program,
+    f: &mut dyn FnMut(&bundle::format::FieldRef) -> bool,
+) -> bool {
+    use bundle::format::Pred;
+    p.rules
+        .iter()
+        .flat_map(|r| r.code.iter())
+        .chain(p.classes.iter().flat_map(|c| c.code.iter()))
+        .any(|i| match &i.pred {
+            Pred::Cmp(x, ..)
+            | Pred::In(x, _)
+            | Pred::Glob(x, _)
+            | Pred::Prefix(x, _)
+            | Pred::Matches(x, _)
+            | Pred::Is(x, _)
+            | Pred::Present(x)
+            | Pred::Len(x, ..)
+            | Pred::Contains(x, _) => f(x),
+            _ => false,
+        })
+}
+
+/// Every argument member name the pack reads: keys of `args.` paths in conditions (rules and
+/// classes) and in MODIFY rewrites, at any depth, with their folded form.
+fn pack_arg_names(p: &bundle::format::Program) -> Vec<(String, String)> {
+    use bundle::format::FieldRef;
+    use bundle::verdict::{Modification, PathSegment};
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut add_key = |k: &String| {
+        if !names.iter().any(|(_, n)| n == k) {
+            names.push((crate::normalize::fold_key(k).into_owned(), k.clone()));
+        }
+    };
+    let mut add = |path: &[PathSegment]| {
+        for seg in path {
+            if let PathSegment::Key(k) = seg {
+                add_key(k);
+            }
+        }
+        false
+    };
+    pack_fields(p, &mut |f| match f {
+        FieldRef::Arg(path) => add(path),
+        _ => false,
+    });
+    let decisions = p
+        .rules
+        .iter()
+        .map(|r| &r.decision)
+        .chain([&p.default, &p.unknown_session])
+        .chain(p.intents.iter().map(|i| &i.outside));
+    for m in decisions.flat_map(|d| d.modifications.iter()) {
+        if let Modification::RedactArg { path }
+        | Modification::DropArg { path }
+        | Modification::ClampArg { path, .. }
+        | Modification::CoerceArg { path, .. } = m
+        {
+            add(path);
+        }
+    }
+    drop(add);
+    // Declared argument types (`tool "x" { args.limit: number }`) are read too.
+    for k in p
+        .tools
+        .iter()
+        .flat_map(|t| t.args.iter())
+        .flat_map(|a| a.path.iter())
+    {
+        add_key(k);
+    }
+    names
 }
 
 impl Loaded {
@@ -270,6 +338,14 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
     let layout = Layout::new(&key.to_bytes(), cfg.session.slots);
     let inspect_results = crate::response::pack_reads_results(bundle.program());
     let counts_bytes = pack_counts_bytes(bundle.program());
+    let arg_names = pack_arg_names(bundle.program());
+    let rule_names = bundle
+        .program()
+        .rules
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let arg_allows = crate::response::ArgAllows::of(bundle.program());
     Ok(Loaded {
         cfg,
         norm,
@@ -282,6 +358,9 @@ fn load(host: &dyn Host, bytes: &[u8], fetched: Option<&[u8]>) -> Result<Loaded,
         layout_in_force: session_store::LayoutCache::default(),
         inspect_results,
         counts_bytes,
+        arg_names,
+        rule_names,
+        arg_allows,
     })
 }
 

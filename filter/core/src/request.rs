@@ -18,7 +18,7 @@ use crate::identity;
 use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal, RequestHead, Route};
 use crate::plugin::{Loaded, Metric, Plugin};
 use crate::respond::{Denial, DenialKind};
-use crate::response::{ListFilter, ResultWatch};
+use crate::response::{Inspector, Judge};
 
 /// Header carrying receipts (base64url of the receipt JSON; comma-separated for batches).
 pub const RECEIPT_HEADER: &str = "x-portcullis-receipt";
@@ -77,10 +77,9 @@ pub struct Stream {
     approval_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
-    /// List requests whose results get filtered on the response path.
-    lists: Option<ListFilter>,
-    /// Tool calls whose results get inspected on the response path.
-    results: Option<ResultWatch>,
+    /// The response side of an MCP stream: every server-to-agent message is read before the agent
+    /// gets it (response.rs).
+    inspector: Option<Inspector>,
     /// The receipt JSON written to the filter state (a `result` receipt is appended to it).
     receipt_json: Option<String>,
     /// An allowed legacy `initialize`: the session whose id the server returns in
@@ -178,8 +177,7 @@ impl Stream {
             approval_token: None,
             add_to_response: Vec::new(),
             pending: None,
-            lists: None,
-            results: None,
+            inspector: None,
             begin_session: None,
             receipt_json: None,
             request_held: 0,
@@ -317,15 +315,10 @@ impl Stream {
                 plugin.begin_session(host, l, &session, intent.as_deref());
             }
         }
-        if let Some(f) = &mut self.lists
-            && !f.on_headers(host)
+        if let Some(i) = &mut self.inspector
+            && !i.on_headers(host)
         {
-            self.lists = None;
-        }
-        if let Some(w) = &mut self.results
-            && !w.on_headers(host)
-        {
-            self.results = None;
+            self.inspector = None;
         }
         FilterAction::Continue
     }
@@ -366,25 +359,17 @@ impl Stream {
         let Ok(l) = &plugin.loaded else {
             return FilterAction::Continue;
         };
-        if let Some(f) = &mut self.lists {
-            let a = f.on_body(host, l, self.session.as_deref(), body_size, end_of_stream);
-            if a == FilterAction::Continue {
-                self.lists = None;
-            }
-            return a;
-        }
-        let Some(w) = &mut self.results else {
+        let Some(i) = &mut self.inspector else {
             return FilterAction::Continue;
         };
-        let a = w.on_body(
+        let cx = Judge {
             host,
-            &plugin,
+            plugin: &plugin,
             l,
-            self.session.as_deref(),
-            body_size,
-            end_of_stream,
-        );
-        let sealed = w.take_receipts();
+            session: self.session.as_deref(),
+        };
+        let a = i.on_body(&cx, body_size, end_of_stream);
+        let sealed = i.take_receipts();
         if !sealed.is_empty() {
             // The access log line of this stream carries the action's receipt and the result's,
             // as an array (the same shape as a batch), so the chain is complete in the log.
@@ -482,8 +467,8 @@ impl Stream {
         l: &Loaded,
         body: Option<&[u8]>,
     ) -> Result<(Shape, Vec<Action>), Refusal> {
-        if body.is_some_and(|b| !b.is_empty()) {
-            normalize::check_body_encoding(&self.head)?;
+        if let Some(b) = body.filter(|b| !b.is_empty()) {
+            normalize::check_body_encoding(&self.head, b)?;
         }
         let found_mcp = match (self.route, body) {
             (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
@@ -503,6 +488,13 @@ impl Stream {
                 } else {
                     normalize::normalize_mcp(&self.head, bytes, &l.norm)?
                 };
+                for m in &req.messages {
+                    normalize::check_argument_spelling(
+                        &m.action.arguments,
+                        &l.arg_names,
+                        m.id.as_ref(),
+                    )?;
+                }
                 let msgs = req
                     .messages
                     .iter()
@@ -530,6 +522,7 @@ impl Stream {
             Route::McpMethodNotAllowed => Err(Refusal::method_not_allowed(&self.head.method)),
             Route::Http | Route::McpLegacy | Route::Connect => {
                 let a = normalize::normalize_http(&self.head, body, &l.norm)?;
+                normalize::check_argument_spelling(&a.arguments, &l.arg_names, None)?;
                 let has_body = self.body_expected || body.is_some_and(|b| !b.is_empty());
                 Ok((
                     Shape::Http {
@@ -540,6 +533,37 @@ impl Stream {
                 ))
             }
         }
+    }
+
+    /// The inspector of a forwarded MCP stream (POST and GET): the server is asked to answer
+    /// uncompressed (`accept-encoding: identity`), and every message it sends is read.
+    fn inspect_response(
+        &self,
+        host: &dyn Host,
+        l: &Loaded,
+        shape: &Shape,
+        plan: &Plan,
+        actions: &[Action],
+    ) -> Option<Inspector> {
+        let base = actions.first()?;
+        let inspector = match shape {
+            Shape::Mcp { msgs, .. } => Inspector::new(
+                plan.msgs
+                    .iter()
+                    .zip(actions)
+                    .zip(msgs)
+                    .filter(|(_, (_, kind))| *kind == McpMessageKind::Request)
+                    .map(|((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice())),
+                base,
+                l.inspect_results,
+            ),
+            Shape::McpHeaders if self.route == Route::McpStream => {
+                Inspector::new(std::iter::empty(), base, l.inspect_results)
+            }
+            Shape::McpHeaders | Shape::Http { .. } => return None,
+        };
+        host.set_request_header("accept-encoding", Some("identity"));
+        Some(inspector)
     }
 
     /// An allowed MCP `DELETE` was answered: when the server accepted it (2xx) and sessions are
@@ -699,21 +723,7 @@ impl Stream {
                 self.add_to_response = add;
                 self.receipt_json.clone_from(&json);
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
-                if let Shape::Mcp { msgs, .. } = shape {
-                    self.lists = ListFilter::new(plan.msgs.iter().zip(actions).zip(msgs).map(
-                        |((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice()),
-                    ));
-                    // A batch mixing list requests and tool calls: only the lists are handled.
-                    // A pack that cannot act on results does not hold them.
-                    if self.lists.is_none() && l.inspect_results {
-                        self.results = ResultWatch::new(
-                            actions
-                                .iter()
-                                .zip(msgs)
-                                .map(|(a, (id, _))| (id.as_ref(), a)),
-                        );
-                    }
-                }
+                self.inspector = self.inspect_response(host, l, shape, &plan, actions);
                 set_state(host, decision, rule, &plan.chain_name, json.as_deref());
                 self.plugin.count(
                     host,
@@ -942,12 +952,11 @@ impl Stream {
                 host.set_request_header(n, Some(v));
             }
             self.add_to_response = add;
-            // A deferred request is a single message: its list result or tool result is
-            // checked on the response path like an allowed one.
-            let one = || std::iter::once((p.id.as_ref(), &p.action));
-            self.lists = ListFilter::new(one().map(|(id, a)| (id, a, &[][..])));
-            if self.lists.is_none() && l.inspect_results {
-                self.results = ResultWatch::new(one());
+            // A deferred request is a single message: its answer is read like an allowed one's.
+            let one = std::iter::once((p.id.as_ref(), &p.action, &[][..]));
+            if self.route == Route::Mcp {
+                host.set_request_header("accept-encoding", Some("identity"));
+                self.inspector = Some(Inspector::new(one, &p.action, l.inspect_results));
             }
             set_state(host, "ALLOW", &rule, &p.chain_name, Some(&json));
             self.receipt_json = Some(json.clone());

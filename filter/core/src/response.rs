@@ -1,27 +1,30 @@
-//! The response path: results of `tools/list`, `prompts/list` and `resources/list` are filtered
-//! so the agent never sees what it could not use (docs/filter.md, "List filtering").
+//! The response path: every server-to-agent message of an inspected stream is read before the
+//! agent gets it (docs/filter.md, "The response path"):
+//! - results of `tools/list`, `prompts/list` and `resources/list` are filtered so the agent never
+//!   sees what no call could use ([`Cx::keeps`]);
+//! - tool results are evaluated as `tools/result` pseudo-actions (`result.rs`): taints and other
+//!   effects, MODIFY (redaction), DENY (an error in place of the result);
+//! - server-to-client requests (`sampling/createMessage`, `elicitation/create`, `roots/list`, ...)
+//!   are evaluated as actions of their own: a DENY removes them from the stream;
+//! - responses the stream did not ask for (the standalone GET stream, a resumed stream replaying
+//!   results of other requests) are inspected as results of an unknown call.
 //!
-//! An entry is kept iff evaluating a hypothetical call of it — the list request's action with the
-//! operation `tools/call` / `prompts/get` / `resources/read`, the entry's `name` (tools, prompts) or
-//! `uri` (resources) as subject, empty arguments, no risk, size 0, the same identity, session and
-//! declared intent, against the session state as stored when the response arrives — is not
-//! enforced as DENY (so audit/warn packs hide nothing), and, for tools, its name matches no
-//! `remove_tools` glob of a MODIFY on the list request. Entries without a string name are dropped.
-//!
-//! JSON responses are buffered to the end; SSE responses are held until the event carrying the
-//! list's JSON-RPC response is complete, then released with that event rewritten (other events
-//! byte for byte). `content-length` is removed at response headers (Envoy re-frames the body). A
-//! response that cannot be checked (not JSON, over the body limit) is replaced by a JSON-RPC
-//! error, code -32044: fail closed.
+//! A response the filter must read is readable to it or replaced: the request's
+//! `accept-encoding` is set to `identity` (request.rs); a response that comes compressed anyway,
+//! or in another content type, is replaced by JSON-RPC errors (-32044) for the requests it
+//! answers, with headers that say so; a result over `limits.max_body_bytes` is replaced by an
+//! error, never passed unread. JSON bodies are held to their end; SSE events pass as soon as they
+//! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
 mod inject;
 mod result;
 mod sse;
 
-pub(crate) use result::{ResultWatch, pack_reads_results};
+pub(crate) use result::pack_reads_results;
 
-use bundle::action::{Action, Risk};
+use bundle::action::{Action, Kind, Risk};
 use bundle::matchers::glob_match;
+use bundle::receipt::Receipt;
 use bundle::session::SessionState;
 use bundle::verdict::{Decision, Modification};
 use serde_json::{Value, json};
@@ -97,237 +100,489 @@ impl ListKind {
     }
 }
 
-/// One list request of the stream awaiting its response.
+/// What a request of this stream waits for.
+#[derive(Clone, Debug)]
+enum Awaits {
+    /// A list, filtered before the agent sees it.
+    List {
+        kind: ListKind,
+        action: Action,
+        remove: Vec<String>,
+    },
+    /// A tool result, inspected (`tools/call`, the call without its arguments).
+    Result(Action),
+    /// Any other answer: passes as it is.
+    Answer,
+}
+
+/// One request of the stream awaiting its response.
 #[derive(Clone, Debug)]
 struct Pending {
-    kind: ListKind,
     id: JsonRpcId,
+    awaits: Awaits,
+}
+
+/// How the response body is handled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Not read: an error status, or nothing on the stream to check.
+    Pass,
+    /// One JSON document, held to its end.
+    Json,
+    /// An event stream, released event by event.
+    Sse,
+    /// The body cannot be read (compressed, another content type, too large): the agent gets
+    /// `body` instead, and nothing of the original.
+    Replace { body: Vec<u8>, sent: bool },
+}
+
+/// What becomes of one message.
+enum Outcome {
+    Keep,
+    Replace(Value),
+    Drop,
+}
+
+/// The response side of one MCP stream (`None` in `Stream` for plain HTTP).
+#[derive(Clone, Debug)]
+pub(crate) struct Inspector {
+    pending: Vec<Pending>,
+    /// The stream's request, without arguments: the base of the actions for what the server
+    /// sends unasked (server requests, results replayed on a GET stream).
+    base: Action,
+    /// The pack can act on tool results (`Loaded::inspect_results`).
+    results: bool,
+    mode: Mode,
+    reader: sse::Reader,
+    /// Receipts sealed and not yet handed to the stream (for the access log).
+    sealed: Vec<Receipt>,
+}
+
+impl Inspector {
+    /// The inspector of a forwarded MCP stream: `msgs` are its allowed messages `(id, action,
+    /// modifications)` (none for a GET stream); `base` the action the stream's unasked messages
+    /// are judged on.
+    pub(crate) fn new<'a>(
+        msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action, &'a [Modification])>,
+        base: &Action,
+        results: bool,
+    ) -> Self {
+        let mut pending = Vec::new();
+        for (id, action, mods) in msgs {
+            let Some(id) = id else { continue };
+            let awaits = if let Some(kind) = ListKind::of(&action.operation) {
+                let remove = mods
+                    .iter()
+                    .filter_map(|m| match m {
+                        Modification::RemoveTools { patterns } => Some(patterns.iter().cloned()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                Awaits::List {
+                    kind,
+                    action: action.clone(),
+                    remove,
+                }
+            } else if action.operation == "tools/call" {
+                Awaits::Result(result::without_arguments(action))
+            } else {
+                Awaits::Answer
+            };
+            pending.push(Pending {
+                id: id.clone(),
+                awaits,
+            });
+        }
+        Inspector {
+            pending,
+            base: result::without_arguments(base),
+            results,
+            mode: Mode::Pass,
+            reader: sse::Reader::default(),
+            sealed: Vec::new(),
+        }
+    }
+
+    /// The receipts sealed since the last call.
+    pub(crate) fn take_receipts(&mut self) -> Vec<Receipt> {
+        std::mem::take(&mut self.sealed)
+    }
+
+    /// Response headers: choose how the body is read. A 2xx response the filter cannot read
+    /// (a `content-encoding`, or neither JSON nor SSE while requests await answers) is replaced:
+    /// its headers say what the replacement is. Returns false when there is nothing to do.
+    pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
+        let headers = host.response_headers();
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.trim().to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        if !get(":status").starts_with('2') {
+            return false;
+        }
+        let encoding = get("content-encoding");
+        let ct = get("content-type");
+        let answered = !self.pending.is_empty();
+        let unreadable = if !encoding.is_empty() && encoding != "identity" {
+            Some(format!(
+                "the response is compressed (content-encoding `{encoding}`)"
+            ))
+        } else if ct.starts_with("application/json") {
+            // One JSON document answers this stream's requests: there is something to read only
+            // when a list or a result the pack can see is awaited.
+            let to_check = self.pending.iter().any(|p| match p.awaits {
+                Awaits::List { .. } => true,
+                Awaits::Result(_) => self.results,
+                Awaits::Answer => false,
+            });
+            if !to_check {
+                return false;
+            }
+            self.mode = Mode::Json;
+            None
+        } else if ct.starts_with("text/event-stream") {
+            self.mode = Mode::Sse;
+            None
+        } else if answered {
+            Some("the response is neither json nor an event stream".to_owned())
+        } else {
+            return false;
+        };
+        // The body may change length: Envoy re-frames it.
+        host.set_response_header("content-length", None);
+        if let Some(why) = unreadable {
+            host.set_response_header("content-encoding", None);
+            host.set_response_header("content-type", Some("application/json"));
+            let body = if self.pending.is_empty() {
+                // A GET stream answers nothing: the agent gets a plain HTTP error.
+                host.set_response_header(":status", Some("502"));
+                json!({"error": "unreadable_response", "reason": format!("portcullis: {why}")})
+                    .to_string()
+                    .into_bytes()
+            } else {
+                self.errors(&why)
+            };
+            host.log(
+                LogLevel::Warn,
+                &format!("portcullis: response replaced: {why}"),
+            );
+            self.mode = Mode::Replace { body, sent: false };
+        }
+        true
+    }
+
+    /// JSON-RPC errors (-32044) for every request still awaiting an answer, as one JSON body.
+    fn errors(&mut self, why: &str) -> Vec<u8> {
+        let errs: Vec<Value> = self
+            .pending
+            .drain(..)
+            .map(|p| unchecked_error(&p.id.to_json(), why))
+            .collect();
+        match errs.as_slice() {
+            [one] => one.to_string().into_bytes(),
+            _ => Value::Array(errs).to_string().into_bytes(),
+        }
+    }
+
+    /// Response body data; `body_size` is everything Envoy holds for the filter (JSON: the whole
+    /// body so far; SSE: this chunk, every chunk being released).
+    pub(crate) fn on_body(
+        &mut self,
+        cx: &Judge<'_>,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> FilterAction {
+        let limit = cx.l.cfg.max_body_bytes;
+        match &mut self.mode {
+            Mode::Pass => FilterAction::Continue,
+            // No data now (trailers after the body went, or none came): nothing to write over,
+            // and Envoy holds no body to write into.
+            _ if body_size == 0 && end_of_stream => FilterAction::Continue,
+            Mode::Replace { body, sent } => {
+                if *sent {
+                    cx.host.replace_response_body(b"");
+                } else {
+                    cx.host.replace_response_body(body);
+                    *sent = true;
+                }
+                FilterAction::Continue
+            }
+            Mode::Json => {
+                if body_size > limit {
+                    let body = self.errors(&format!(
+                        "the response is larger than {limit} bytes, the inspection limit"
+                    ));
+                    cx.host.replace_response_body(&body);
+                    self.mode = Mode::Replace { body, sent: true };
+                    return FilterAction::Continue;
+                }
+                if !end_of_stream {
+                    return FilterAction::Pause;
+                }
+                let buf = cx.host.response_body(0, body_size).unwrap_or_default();
+                if let Some(out) = self.json_body(cx, &buf) {
+                    cx.host.replace_response_body(&out);
+                }
+                self.mode = Mode::Pass;
+                FilterAction::Continue
+            }
+            Mode::Sse => {
+                let chunk = if body_size == 0 {
+                    Vec::new()
+                } else {
+                    cx.host.response_body(0, body_size).unwrap_or_default()
+                };
+                let mut items = Vec::new();
+                self.reader.feed(&chunk, limit, &mut items);
+                let mut out = Vec::with_capacity(chunk.len());
+                for item in items {
+                    match item {
+                        sse::Item::Event {
+                            raw,
+                            data,
+                            has_data,
+                        } => {
+                            if !has_data {
+                                out.extend_from_slice(&raw);
+                                continue;
+                            }
+                            match self.event(cx, &data) {
+                                Outcome::Keep => out.extend_from_slice(&raw),
+                                Outcome::Replace(v) => {
+                                    out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
+                                }
+                                Outcome::Drop => {
+                                    out.extend_from_slice(
+                                        b": portcullis: a message was removed\n\n",
+                                    );
+                                }
+                            }
+                        }
+                        sse::Item::Oversize => {
+                            // Whatever it answered is answered with an error instead.
+                            let why = format!(
+                                "an event is larger than {limit} bytes, the inspection limit"
+                            );
+                            for p in self.pending.drain(..) {
+                                let e = unchecked_error(&p.id.to_json(), &why);
+                                out.extend_from_slice(
+                                    format!("event: message\ndata: {e}\n\n").as_bytes(),
+                                );
+                            }
+                            cx.host
+                                .log(LogLevel::Warn, &format!("portcullis: {why}; removed"));
+                        }
+                    }
+                }
+                // An unterminated event at the end is never dispatched by an SSE client: it is
+                // dropped with the stream.
+                if out != chunk {
+                    cx.host.replace_response_body(&out);
+                }
+                FilterAction::Continue
+            }
+        }
+    }
+
+    /// A whole JSON body: the new body when something changed. A body that is not JSON (after
+    /// an optional byte-order mark, which lenient clients skip) is replaced by errors.
+    fn json_body(&mut self, cx: &Judge<'_>, buf: &[u8]) -> Option<Vec<u8>> {
+        let text = buf.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(buf);
+        let Ok(v) = serde_json::from_slice::<Value>(text) else {
+            if self.pending.is_empty() {
+                return None;
+            }
+            return Some(self.errors("the response is not json"));
+        };
+        match self.messages(cx, v) {
+            (_, false) if text.len() == buf.len() => None,
+            (v, _) => Some(v.to_string().into_bytes()),
+        }
+    }
+
+    /// One event's data: a message, or an array of them.
+    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Outcome {
+        let text = data.strip_prefix('\u{feff}').unwrap_or(data);
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            // Not JSON: no client can read it as a message either; nothing to pass.
+            return Outcome::Drop;
+        };
+        match self.messages(cx, v) {
+            (_, false) if text.len() == data.len() => Outcome::Keep,
+            (Value::Array(a), _) if a.is_empty() => Outcome::Drop,
+            (v, _) => Outcome::Replace(v),
+        }
+    }
+
+    /// A message or an array of them (a batch): the value after inspection, and whether it
+    /// changed.
+    fn messages(&mut self, cx: &Judge<'_>, v: Value) -> (Value, bool) {
+        match v {
+            Value::Array(items) => {
+                let mut changed = false;
+                let mut out = Vec::with_capacity(items.len());
+                for m in items {
+                    match self.message(cx, &m) {
+                        Outcome::Keep => out.push(m),
+                        Outcome::Replace(n) => {
+                            out.push(n);
+                            changed = true;
+                        }
+                        Outcome::Drop => changed = true,
+                    }
+                }
+                (Value::Array(out), changed)
+            }
+            m => match self.message(cx, &m) {
+                Outcome::Keep => (m, false),
+                Outcome::Replace(n) => (n, true),
+                // A lone message removed: an empty batch says "nothing" to a client.
+                Outcome::Drop => (Value::Array(Vec::new()), true),
+            },
+        }
+    }
+
+    /// One server-to-agent message.
+    fn message(&mut self, cx: &Judge<'_>, msg: &Value) -> Outcome {
+        let id = msg.get("id");
+        if let Some(method) = msg.get("method").and_then(Value::as_str) {
+            if id.is_none() {
+                // A notification: progress, logs and list changes act on nothing.
+                return Outcome::Keep;
+            }
+            let action = result::server_request_action(&self.base, method, msg);
+            return self.judged(cx, &action, msg, "params");
+        }
+        let Some(id) = id else {
+            return Outcome::Keep;
+        };
+        let awaits = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+            Some(i) => self.pending.swap_remove(i).awaits,
+            // An answer to a request of another stream (the GET stream, a resumed stream): a
+            // result of an unknown call.
+            None => Awaits::Result(self.base_call()),
+        };
+        match awaits {
+            Awaits::Answer => Outcome::Keep,
+            Awaits::List {
+                kind,
+                action,
+                remove,
+            } => {
+                let mut m = msg.clone();
+                let p = ListPending {
+                    kind,
+                    action,
+                    remove,
+                };
+                if list_filter(cx, &p, &mut m) > 0 {
+                    Outcome::Replace(m)
+                } else {
+                    Outcome::Keep
+                }
+            }
+            Awaits::Result(call) => {
+                if !self.results {
+                    return Outcome::Keep;
+                }
+                let action = result::result_action(&call, msg);
+                self.judged(cx, &action, msg, "result")
+            }
+        }
+    }
+
+    /// The call a result of an unknown request is judged as: the stream's action as a
+    /// `tools/call` of no known tool.
+    fn base_call(&self) -> Action {
+        let mut a = self.base.clone();
+        a.operation = "tools/call".to_owned();
+        a.tool = None;
+        a
+    }
+
+    fn judged(&mut self, cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -> Outcome {
+        let j = result::judge(cx, action, msg, field);
+        if let Some(r) = j.receipt {
+            self.sealed.push(r);
+        }
+        match j.outcome {
+            result::Effect::Keep => Outcome::Keep,
+            result::Effect::Rewrite(v) => Outcome::Replace(v),
+            // A denied server request never reaches the agent.
+            result::Effect::Deny(_) if msg.get("method").is_some() => Outcome::Drop,
+            // A denied answer: the agent gets the denial in its place.
+            result::Effect::Deny(d) => {
+                let mut e = d.jsonrpc_error(None);
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("id".into(), msg.get("id").cloned().unwrap_or(Value::Null));
+                }
+                Outcome::Replace(e)
+            }
+        }
+    }
+}
+
+/// A JSON-RPC error (-32044) in place of an answer the filter could not check.
+fn unchecked_error(id: &Value, why: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {
+        "code": UNCHECKED_RESPONSE_CODE,
+        "message": format!("portcullis: the response could not be checked: {why}"),
+    }})
+}
+
+/// Everything judging a server-to-agent message needs.
+pub(crate) struct Judge<'a> {
+    pub host: &'a dyn Host,
+    pub plugin: &'a crate::plugin::Plugin,
+    pub l: &'a Loaded,
+    pub session: Option<&'a str>,
+}
+
+/// A list request awaiting its answer.
+struct ListPending {
+    kind: ListKind,
     action: Action,
     remove: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
-    Json,
-    Sse,
-}
-
-/// The framing of a response from its `content-type` (`None`: neither JSON nor SSE, or an HTTP
-/// status other than 2xx).
-fn framing(host: &dyn Host) -> Option<Framing> {
-    let headers = host.response_headers();
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.trim().to_ascii_lowercase())
-            .unwrap_or_default()
+/// Filter one list answer in place; how many entries were removed.
+fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
+    let now = cx.host.now_ms();
+    let state = match cx.session {
+        Some(s) => cx.l.load_session(cx.host, s, now).state,
+        None => SessionState::new(now),
     };
-    if !get(":status").starts_with('2') {
-        return None;
-    }
-    let ct = get("content-type");
-    if ct.starts_with("application/json") {
-        Some(Framing::Json)
-    } else if ct.starts_with("text/event-stream") {
-        Some(Framing::Sse)
-    } else {
-        None
-    }
-}
-
-/// The list filter of one stream (`None` in `Stream` when the request listed nothing).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ListFilter {
-    pending: Vec<Pending>,
-    framing: Option<Framing>,
-}
-
-impl ListFilter {
-    /// Remember the list requests among the allowed messages `(id, action, modifications)`.
-    pub(crate) fn new<'a>(
-        msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action, &'a [Modification])>,
-    ) -> Option<Self> {
-        let mut pending = Vec::new();
-        for (id, action, mods) in msgs {
-            let (Some(kind), Some(id)) = (ListKind::of(&action.operation), id) else {
-                continue;
-            };
-            let remove = mods
-                .iter()
-                .filter_map(|m| match m {
-                    Modification::RemoveTools { patterns } => Some(patterns.iter().cloned()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
-            pending.push(Pending {
-                kind,
-                id: id.clone(),
-                action: action.clone(),
-                remove,
-            });
-        }
-        (!pending.is_empty()).then_some(ListFilter {
-            pending,
-            framing: None,
-        })
-    }
-
-    /// Response headers: pick the framing from `content-type` and drop `content-length` (the body
-    /// may change). Returns false when there is nothing to do (error status, other content type).
-    pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
-        self.framing = framing(host);
-        if self.framing.is_some() {
-            host.set_response_header("content-length", None);
-        }
-        self.framing.is_some()
-    }
-
-    /// Response body data; `body_size` is everything buffered so far (the filter pauses until
-    /// it is done). Returns Continue once the list result is rewritten (or the body ended).
-    pub(crate) fn on_body(
-        &mut self,
-        host: &dyn Host,
-        l: &Loaded,
-        session: Option<&str>,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> FilterAction {
-        let Some(framing) = self.framing else {
-            return FilterAction::Continue;
-        };
-        let limit = l.cfg.max_body_bytes;
-        if body_size > limit {
-            self.refuse(host, framing, "the response is larger than the body limit");
-            return FilterAction::Continue;
-        }
-        if framing == Framing::Json && !end_of_stream {
-            return FilterAction::Pause;
-        }
-        let buf = host.response_body(0, body_size).unwrap_or_default();
-        let now = host.now_ms();
-        let state = match session {
-            Some(s) => l.load_session(host, s, now).state,
-            None => SessionState::new(now),
-        };
-        let cx = Cx {
-            l,
-            state: &state,
-            now,
-        };
-        match framing {
-            Framing::Json => {
-                let Ok(mut v) = serde_json::from_slice::<Value>(&buf) else {
-                    self.refuse(host, framing, "the response is not JSON");
-                    return FilterAction::Continue;
-                };
-                let removed = match &mut v {
-                    Value::Array(items) => items.iter_mut().map(|m| self.apply(&cx, m)).sum(),
-                    m => self.apply(&cx, m),
-                };
-                if removed > 0 {
-                    host.replace_response_body(&serde_json::to_vec(&v).unwrap_or_default());
-                }
-                log_removed(host, removed);
-                self.framing = None;
-                FilterAction::Continue
-            }
-            Framing::Sse => {
-                let mut out = Vec::with_capacity(buf.len());
-                let mut copied = 0usize;
-                let mut removed = 0usize;
-                for ev in sse::events(&buf) {
-                    let Ok(mut v) = serde_json::from_str::<Value>(&ev.data) else {
-                        continue;
-                    };
-                    let before = self.pending.len();
-                    let n = self.apply(&cx, &mut v);
-                    if self.pending.len() == before {
-                        continue;
-                    }
-                    removed = removed.saturating_add(n);
-                    out.extend_from_slice(buf.get(copied..ev.start).unwrap_or_default());
-                    if n > 0 {
-                        let data = serde_json::to_string(&v).unwrap_or_default();
-                        out.extend_from_slice(&sse::rewrite(&buf, &ev, &data));
-                    } else {
-                        out.extend_from_slice(buf.get(ev.start..ev.end).unwrap_or_default());
-                    }
-                    copied = ev.end;
-                }
-                if removed > 0 {
-                    out.extend_from_slice(buf.get(copied..).unwrap_or_default());
-                    host.replace_response_body(&out);
-                }
-                log_removed(host, removed);
-                if self.pending.is_empty() || end_of_stream {
-                    self.framing = None;
-                    FilterAction::Continue
-                } else {
-                    FilterAction::Pause
-                }
-            }
-        }
-    }
-
-    /// Filter one JSON-RPC message if it answers a pending list request (which is then done).
-    /// Returns how many entries were removed.
-    fn apply(&mut self, cx: &Cx<'_>, msg: &mut Value) -> usize {
-        let Some(i) = self
-            .pending
-            .iter()
-            .position(|p| msg.get("id") == Some(&p.id.to_json()))
-        else {
-            return 0;
-        };
-        let p = self.pending.swap_remove(i);
-        let Some(list) = msg
-            .get_mut("result")
-            .and_then(|r| r.get_mut(p.kind.field()))
-            .and_then(Value::as_array_mut)
-        else {
-            return 0;
-        };
-        let before = list.len();
-        list.retain(|entry| {
-            entry
-                .get(p.kind.name_key())
-                .and_then(Value::as_str)
-                .is_some_and(|name| cx.keeps(&p, name))
-        });
-        before.saturating_sub(list.len())
-    }
-
-    /// Replace the whole body by a JSON-RPC error for the first pending list request.
-    fn refuse(&mut self, host: &dyn Host, framing: Framing, why: &str) {
-        let id = self.pending.first().map_or(Value::Null, |p| p.id.to_json());
-        let err = json!({"jsonrpc": "2.0", "id": id, "error": {
-            "code": UNCHECKED_RESPONSE_CODE,
-            "message": format!("portcullis: the list result could not be checked: {why}"),
-        }});
-        let text = err.to_string();
-        let body = match framing {
-            Framing::Json => text.into_bytes(),
-            Framing::Sse => format!("event: message\ndata: {text}\n\n").into_bytes(),
-        };
-        host.replace_response_body(&body);
-        host.log(
-            LogLevel::Warn,
-            &format!("portcullis: list result refused: {why}"),
-        );
-        self.pending.clear();
-        self.framing = None;
-    }
-}
-
-fn log_removed(host: &dyn Host, removed: usize) {
+    let c = Cx {
+        l: cx.l,
+        state: &state,
+        now,
+    };
+    let Some(list) = msg
+        .get_mut("result")
+        .and_then(|r| r.get_mut(p.kind.field()))
+        .and_then(Value::as_array_mut)
+    else {
+        return 0;
+    };
+    let before = list.len();
+    list.retain(|entry| {
+        entry
+            .get(p.kind.name_key())
+            .and_then(Value::as_str)
+            .is_some_and(|name| c.keeps(p, name))
+    });
+    let removed = before.saturating_sub(list.len());
     if removed > 0 {
-        host.log(
+        cx.host.log(
             LogLevel::Debug,
             &format!("portcullis: list result: {removed} entries hidden by policy"),
         );
     }
+    removed
 }
 
 struct Cx<'a> {
@@ -337,11 +592,73 @@ struct Cx<'a> {
 }
 
 impl Cx<'_> {
-    fn keeps(&self, p: &Pending, name: &str) -> bool {
+    /// Whether a list keeps the entry `name`: the agent sees every tool some call could use.
+    /// An entry is hidden when a hypothetical call of it (no arguments) is denied, unless the
+    /// denial is only the pack's default (or an intent's) and a rule that reads arguments could
+    /// allow a call of it (`Loaded::arg_allows`): a tool allowed for some arguments stays listed,
+    /// its calls are still decided one by one.
+    fn keeps(&self, p: &ListPending, name: &str) -> bool {
         if p.kind == ListKind::Tools && p.remove.iter().any(|g| glob_match(g, name)) {
             return false;
         }
         let a = p.kind.call(&p.action, name);
-        self.l.bundle.evaluate(&a, self.state, self.now).decision != Decision::Deny
+        let v = self.l.bundle.evaluate(&a, self.state, self.now);
+        if v.decision != Decision::Deny {
+            return true;
+        }
+        let by_a_rule = self.l.rule_names.contains(&v.deciding_rule);
+        !by_a_rule && self.l.arg_allows.covers(&a)
+    }
+}
+
+/// The rules that could allow a call depending on its arguments (conditions that read `args`):
+/// what a tool list must not hide on a call without arguments ([`Cx::keeps`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ArgAllows {
+    /// `(operations, tools)` pinned by each such rule (empty: any).
+    rules: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl ArgAllows {
+    /// The argument-dependent rules of a pack that do not deny.
+    pub(crate) fn of(p: &bundle::format::Program) -> Self {
+        use bundle::format::{FieldRef, Pred};
+        let reads_args = |code: &[bundle::format::Instr]| {
+            code.iter().any(|i| {
+                matches!(
+                    &i.pred,
+                    Pred::Cmp(FieldRef::Arg(_), ..)
+                        | Pred::In(FieldRef::Arg(_), _)
+                        | Pred::Glob(FieldRef::Arg(_), _)
+                        | Pred::Prefix(FieldRef::Arg(_), _)
+                        | Pred::Matches(FieldRef::Arg(_), _)
+                        | Pred::Is(FieldRef::Arg(_), _)
+                        | Pred::Present(FieldRef::Arg(_))
+                        | Pred::Len(FieldRef::Arg(_), ..)
+                        | Pred::Contains(FieldRef::Arg(_), _)
+                )
+            })
+        };
+        let rules = p
+            .rules
+            .iter()
+            .filter(|r| r.decision.decision != Decision::Deny && r.pins.kind != Some(Kind::Http))
+            .filter(|r| reads_args(&r.code))
+            .map(|r| (r.pins.operations.clone(), r.pins.tools.clone()))
+            .collect();
+        ArgAllows { rules }
+    }
+
+    /// Whether one of the rules can match a call like `a` (its operation and tool).
+    fn covers(&self, a: &Action) -> bool {
+        let name = a
+            .tool
+            .as_deref()
+            .or(a.prompt.as_deref())
+            .or(a.resource.as_deref());
+        self.rules.iter().any(|(ops, tools)| {
+            (ops.is_empty() || ops.contains(&a.operation))
+                && (tools.is_empty() || name.is_some_and(|n| tools.iter().any(|t| t == n)))
+        })
     }
 }

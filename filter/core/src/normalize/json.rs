@@ -208,20 +208,20 @@ fn case_collision(map: &Map<String, Value>) -> Option<JsonError> {
     {
         return None;
     }
-    // Sorted, not hashed: no hasher (and its random seed) in the module for a rare path.
-    let mut folded: Vec<(std::borrow::Cow<'_, str>, usize, &String)> = map
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (fold_key(k), i, k))
-        .collect();
-    folded.sort_unstable();
-    folded.windows(2).find_map(|w| match w {
-        [(fa, _, a), (fb, _, b)] if fa == fb => Some(JsonError::CaseCollision {
-            first: (*a).clone(),
-            second: (*b).clone(),
-        }),
-        _ => None,
-    })
+    // A `Map` of the folded keys: the same map type the parser builds, so no other set type is
+    // compiled into the module for this rare path.
+    let mut seen = Map::new();
+    for k in map.keys() {
+        if let Some(Value::String(first)) =
+            seen.insert(fold_key(k).into_owned(), Value::String(k.clone()))
+        {
+            return Some(JsonError::CaseCollision {
+                first,
+                second: k.clone(),
+            });
+        }
+    }
+    None
 }
 
 struct Parser<'a> {

@@ -207,9 +207,9 @@ fn check_spelling(
         let folded = json::fold_key(k);
         if let Some(canonical) = known.iter().find(|c| json::fold_key(c) == folded) {
             return Err(Refusal::invalid_request(
+                // A server that ignores case reads it as the member the filter reads.
                 format!(
-                    "{where_} member `{}` must be spelled `{canonical}` (servers that ignore case \
-                     read it as `{canonical}`)",
+                    "{where_} member `{}` must be spelled `{canonical}`",
                     super::printable(k)
                 ),
                 id.clone(),
@@ -314,8 +314,12 @@ fn message(
     // back), and every other param (`_meta`, notification params), on top of what the request
     // carries outside its body.
     scan.value(&action.arguments);
-    if let Some(p) = obj.get("params") {
-        scan.value(p);
+    for (k, v) in obj.iter() {
+        // `result` / `error` were copied into the arguments: scanned above.
+        if k != "result" && k != "error" {
+            scan.text(k);
+            scan.value(v);
+        }
     }
     action.risk = scan.risk();
     Ok(McpMessage { id, action, kind })

@@ -14,6 +14,8 @@
 
 mod http;
 pub(crate) mod json;
+
+pub(crate) use json::fold_key;
 mod mcp;
 mod modify;
 pub mod risk;
@@ -263,6 +265,115 @@ pub fn path_readings(path: &str) -> Vec<String> {
     out
 }
 
+/// Refuse arguments that name a member the policy reads in another case (`LIMIT`, `ſkip_checks`
+/// where the pack reads `limit`, `skip_checks`), at any depth: the policy would not see it, and a
+/// server that matches members without case (Go's `encoding/json`, ASP.NET Core) would act on it.
+/// `names` is `(folded, as written)` for every name the pack reads.
+pub fn check_argument_spelling(
+    arguments: &serde_json::Value,
+    names: &[(String, String)],
+    id: Option<&JsonRpcId>,
+) -> Result<(), Refusal> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    match arguments {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if !names.iter().any(|(_, n)| n == k) {
+                    let folded = json::fold_key(k);
+                    if let Some((_, n)) = names.iter().find(|(f, _)| *f == folded) {
+                        // The policy would not see it; a server that ignores case acts on it.
+                        return Err(Refusal::invalid_params(
+                            format!("argument `{}` must be spelled `{n}`", printable(k)),
+                            id.cloned(),
+                        ));
+                    }
+                }
+                check_argument_spelling(v, names, id)?;
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .try_for_each(|v| check_argument_spelling(v, names, id)),
+        _ => Ok(()),
+    }
+}
+
+/// Headers that make servers execute another method than the request's (Rails, Laravel,
+/// Symfony, ASP.NET, Google APIs, many API gateways).
+const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Headers that make servers route another path than the request's (IIS URL Rewrite, Symfony's
+/// `X-Original-URL` / `X-Rewrite-Url`, Spring's `X-Forwarded-Prefix` before the path).
+const PATH_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
+const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
+
+/// Every other way a server may read a plain HTTP action (docs/filter-normalization.md,
+/// "Requests with several readings"): the method named by a method-override header or a
+/// `_method` query parameter, the path named by a path-override header (or prefixed by
+/// `x-forwarded-prefix`), and each path's [`path_readings`]. Empty for the usual request, which
+/// pays one look at its path and headers. Each reading is the action with its `operation` and
+/// `target.path` replaced.
+pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
+    let header = |name: &'static str| {
+        a.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+    };
+    let mut operations = vec![a.operation.clone()];
+    if a.kind == bundle::action::Kind::Http {
+        let query_method = a.target.query.split('&').filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.eq_ignore_ascii_case("_method").then_some(v)
+        });
+        for m in METHOD_OVERRIDE_HEADERS
+            .iter()
+            .flat_map(|h| header(h))
+            .chain(query_method)
+        {
+            let m = m.to_ascii_uppercase();
+            if !m.is_empty() && !operations.contains(&m) {
+                operations.push(m);
+            }
+        }
+    }
+    let mut paths = vec![a.target.path.clone()];
+    for raw in PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h)) {
+        let p = http::normalize_origin_path(raw, true).map_or_else(|_| raw.to_owned(), |n| n.path);
+        paths.push(p);
+    }
+    for prefix in header(PATH_PREFIX_HEADER) {
+        let joined = format!("{}{}", prefix.trim_end_matches('/'), a.target.path);
+        paths.push(http::normalize_origin_path(&joined, true).map_or(joined, |n| n.path));
+    }
+    let more: Vec<String> = paths.iter().flat_map(|p| path_readings(p)).collect();
+    paths.extend(more);
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for op in &operations {
+        for path in &paths {
+            let pair = (op.as_str(), path.as_str());
+            if pair != (a.operation.as_str(), a.target.path.as_str()) && !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(op, path)| {
+            let mut r = a.clone();
+            op.clone_into(&mut r.operation);
+            path.clone_into(&mut r.target.path);
+            r
+        })
+        .collect()
+}
+
 fn path_matches(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
@@ -301,9 +412,12 @@ pub fn is_jsonrpc_body(body: &[u8], cfg: &NormalizeConfig) -> Result<bool, Refus
     if !matches!(first, b'{' | b'[') {
         return Ok(false);
     }
+    // JSON-RPC 2.0 names itself; a 1.0 request does not, but has `method`, `params` and `id`.
     let is_rpc = |v: &serde_json::Value| {
-        v.as_object()
-            .is_some_and(|o| o.keys().any(|k| json::fold_key(k) == "jsonrpc"))
+        v.as_object().is_some_and(|o| {
+            let has = |name: &str| o.keys().any(|k| json::fold_key(k) == name);
+            has("jsonrpc") || (has("method") && has("params") && has("id"))
+        })
     };
     match json::parse(body, cfg.max_json_depth) {
         Ok(p) => Ok(match &p.value {
@@ -322,9 +436,11 @@ pub fn is_jsonrpc_body(body: &[u8], cfg: &NormalizeConfig) -> Result<bool, Refus
     }
 }
 
-/// Whether `jsonrpc` appears in the text, in any ASCII case (or written with a `\u` escape).
+/// Whether `jsonrpc` or `method` appears in the text, in any ASCII case (or anything is written
+/// with a `\u` escape).
 fn mentions_jsonrpc(text: &[u8]) -> bool {
     text.windows(7).any(|w| w.eq_ignore_ascii_case(b"jsonrpc"))
+        || text.windows(6).any(|w| w.eq_ignore_ascii_case(b"method"))
         || text.windows(2).any(|w| w == b"\\u")
 }
 
@@ -686,22 +802,35 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
 /// A body the filter reads must be in a form it can read: any `content-encoding` other than
 /// `identity` (gzip, deflate, br, ...) is refused with 415, since a server that inflates request
 /// bodies (`express.json()` does) would act on what the filter never saw.
-pub fn check_body_encoding(head: &RequestHead) -> Result<(), Refusal> {
+pub fn check_body_encoding(head: &RequestHead, body: &[u8]) -> Result<(), Refusal> {
+    let refuse = |what: &str| Refusal {
+        http_status: 415,
+        jsonrpc_code: None,
+        reason: format!("request body is {what}; the filter reads uncompressed utf-8 bodies only"),
+        id: None,
+    };
+    // UTF-16 and UTF-32 (declared, or by their byte-order marks): a server that decodes them
+    // reads text the filter, which reads UTF-8, never saw (ASCII keys interleaved with NULs).
+    let wide = |v: &str| {
+        let v = v.to_ascii_lowercase();
+        v.contains("utf-16") || v.contains("utf-32") || v.contains("ucs-")
+    };
+    if head.header("content-type").is_some_and(wide)
+        || [&[0xFF, 0xFE][..], &[0xFE, 0xFF], &[0, 0, 0xFE, 0xFF]]
+            .iter()
+            .any(|bom| body.starts_with(bom))
+    {
+        return Err(refuse("utf-16 or utf-32"));
+    }
     for (n, v) in &head.headers {
         if n.eq_ignore_ascii_case("content-encoding")
             && v.split(',')
                 .any(|c| !c.trim().eq_ignore_ascii_case("identity") && !c.trim().is_empty())
         {
-            return Err(Refusal {
-                http_status: 415,
-                jsonrpc_code: None,
-                reason: format!(
-                    "request body has content-encoding `{}`; the filter reads only uncompressed \
-                     bodies: send it without content-encoding",
-                    printable(v.trim())
-                ),
-                id: None,
-            });
+            return Err(refuse(&format!(
+                "compressed (content-encoding `{}`)",
+                printable(v.trim())
+            )));
         }
     }
     Ok(())
@@ -869,7 +998,9 @@ mod tests {
         let yes: &[&[u8]] = &[
             br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x"}}"#,
             br#"  [{"a":1},{"JSONRPC":"2.0","method":"ping","id":2}]"#,
-            br#"{"jsonrpc":"2.0"}"#,
+            br#"{"json\u0072pc":"2.0"}"#,
+            // JSON-RPC 1.0 does not name itself.
+            br#"{"method":"tools/call","params":{"name":"x"},"id":1}"#,
         ];
         for b in yes {
             assert_eq!(
@@ -882,6 +1013,8 @@ mod tests {
         let no: &[&[u8]] = &[
             b"",
             b"hello",
+            // A payment API's `method` is not a call.
+            br#"{"method":"card","amount":5}"#,
             br#"{"a":1}"#,
             b"[1,2]",
             br#"{"a":"jsonrpc"}"#,
@@ -909,10 +1042,10 @@ mod tests {
     #[test]
     fn body_encodings_other_than_identity_are_refused() {
         let mut h = head("POST", "/mcp");
-        assert!(check_body_encoding(&h).is_ok());
+        assert!(check_body_encoding(&h, b"{}").is_ok());
         h.headers
             .push(("content-encoding".into(), "identity".into()));
-        assert!(check_body_encoding(&h).is_ok());
+        assert!(check_body_encoding(&h, b"{}").is_ok());
         for enc in [
             "gzip",
             "deflate",
@@ -923,11 +1056,23 @@ mod tests {
         ] {
             h.headers[0].1 = enc.into();
             assert_eq!(
-                check_body_encoding(&h).unwrap_err().http_status,
+                check_body_encoding(&h, b"{}").unwrap_err().http_status,
                 415,
                 "{enc}"
             );
         }
+        let mut h = head("POST", "/x");
+        h.headers
+            .push(("content-type".into(), "text/plain; charset=UTF-16LE".into()));
+        assert_eq!(check_body_encoding(&h, b"{}").unwrap_err().http_status, 415);
+        h.headers[0].1 = "application/json; charset=utf-8".into();
+        assert!(check_body_encoding(&h, b"{}").is_ok());
+        assert_eq!(
+            check_body_encoding(&h, b"\xFF\xFE{\x00")
+                .unwrap_err()
+                .http_status,
+            415
+        );
     }
 
     #[test]

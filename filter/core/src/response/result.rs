@@ -1,11 +1,8 @@
-//! Tool results on the response path (docs/filter.md, "Tool results"): the JSON-RPC response to
-//! each forwarded `tools/call` is inspected, evaluated as a `tools/result` pseudo-action, and the
-//! effects of the rules it matches (`then taint "..."`, revocations, read-only, kill) are applied
-//! to the session, with a `result` receipt in the session's chain.
-//!
-//! Nothing is stalled: SSE events pass as soon as they are complete (notifications, server
-//! requests, the result itself once checked, which is synchronous); only an incomplete trailing
-//! event is carried over to the next chunk. A JSON body is held to its end (it is one message).
+//! What the server sends the agent, judged (docs/filter.md, "The response path"): a tool result
+//! as a `tools/result` pseudo-action, a server-to-client request as an action named by its
+//! method. The effects of the rules it matches (`then taint "..."`, revocations, read-only, kill)
+//! are applied to the session, a MODIFY rewrites the message, a DENY replaces or removes it, and
+//! each of these is recorded by a `result` receipt in the session's chain.
 
 use bundle::action::Action;
 use bundle::receipt::{self, EventKind, Receipt, ReceiptBody};
@@ -13,27 +10,16 @@ use bundle::session::SessionState;
 use bundle::verdict::{Decision, Verdict};
 use serde_json::{Value, json};
 
-use super::{Framing, inject, sse};
-use crate::host::{Host, LogLevel, SharedDataError};
-use crate::normalize::{self, JsonRpcId, risk};
-use crate::plugin::{Loaded, Plugin};
-use crate::request::FilterAction;
+use super::{Judge, inject};
+use crate::host::{LogLevel, SharedDataError};
+use crate::normalize::{self, risk};
+use crate::respond::Denial;
 use crate::session_store::{self, MAX_CAS_ATTEMPTS};
 
 /// The pseudo-operation a tool result is evaluated as.
 pub const RESULT_OPERATION: &str = "tools/result";
 /// Longest `args.text` of a result action, in bytes (the detector reads the same prefix).
 const MAX_TEXT_BYTES: usize = inject::MAX_SCAN_BYTES;
-
-/// Tool calls of one stream awaiting their results.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ResultWatch {
-    pending: Vec<(JsonRpcId, Action)>,
-    framing: Option<Framing>,
-    carry: Vec<u8>,
-    /// `result` receipts sealed and not yet handed to the stream (for the access log).
-    sealed: Vec<Receipt>,
-}
 
 /// The length in bytes of `v` serialized as compact JSON, counted without building the text.
 fn compact_json_len(v: &Value) -> u64 {
@@ -103,7 +89,7 @@ pub(crate) fn pack_reads_results(p: &bundle::format::Program) -> bool {
 /// `call` without its arguments and risk (a result action replaces both), so a large call is not
 /// copied for the response path. Spelled out field by field so that a new `Action` field is a
 /// compile error here, not a silent omission.
-fn without_arguments(call: &Action) -> Action {
+pub(crate) fn without_arguments(call: &Action) -> Action {
     let Action {
         kind,
         operation,
@@ -147,263 +133,194 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     a.operation = RESULT_OPERATION.to_owned();
     a.risk = risk::scan_value(result);
     a.size = compact_json_len(result);
+    let injection = inject::detect(&text);
+    mark_instruction(&mut a, injection);
     a.arguments = json!({
         "text": text,
-        "injection": inject::detect(&text),
+        "injection": injection,
         "is_error": msg.get("error").is_some()
             || result.get("isError").and_then(Value::as_bool).unwrap_or(false),
     });
     a
 }
 
-/// MODIFY on a result: the verdict's argument rewrites applied to the message's `result` (paths
-/// `args.X` address `result.X`; `redact_secrets` walks the whole result). Returns the new message
-/// (when something changed) and the receipt lines. A rewrite that cannot be made (bad clamp
-/// bounds) replaces the result by a JSON-RPC error -32044: fail closed.
-fn modify_result(msg: &Value, verdict: &Verdict) -> (Option<Value>, Vec<String>) {
+/// The data class set on an action whose text carries an instruction aimed at the agent.
+pub const INSTRUCTION_CLASS: &str = "instruction";
+
+fn mark_instruction(a: &mut Action, injection: bool) {
+    if injection && !a.risk.data_classes.iter().any(|c| c == INSTRUCTION_CLASS) {
+        a.risk.data_classes.push(INSTRUCTION_CLASS.to_owned());
+        a.risk.data_classes.sort();
+    }
+}
+
+/// The action for a request the server sends the agent (`sampling/createMessage`,
+/// `elicitation/create`, `roots/list`, ...): the stream's action with the method as operation and
+/// the request's `params` as arguments. Its text is agent input: secrets and data classes are
+/// scanned, and an instruction aimed at the agent adds the data class `instruction`.
+pub(crate) fn server_request_action(base: &Action, method: &str, msg: &Value) -> Action {
+    let params = msg.get("params").cloned().unwrap_or(Value::Null);
+    let mut text = String::new();
+    result_text(&params, &mut text);
+    let mut a = base.clone();
+    method.clone_into(&mut a.operation);
+    a.tool = None;
+    a.prompt = None;
+    a.resource = None;
+    a.risk = risk::scan_value(&params);
+    a.size = compact_json_len(&params);
+    mark_instruction(&mut a, inject::detect(&text));
+    a.arguments = params;
+    a
+}
+
+/// MODIFY on a message: the verdict's argument rewrites applied to its member `field` (`result`
+/// for a tool result, `params` for a server request; paths `args.X` address `<field>.X`,
+/// `redact_secrets` walks the whole member). Returns the new message (when something changed)
+/// and the receipt lines. A rewrite that cannot be made (bad clamp bounds) replaces the message
+/// by a JSON-RPC error -32044: fail closed.
+fn modify_member(msg: &Value, field: &str, verdict: &Verdict) -> (Option<Value>, Vec<String>) {
     if verdict.decision != Decision::Modify {
         return (None, Vec::new());
     }
     let mut out = msg.clone();
-    let Some(result) = out.get_mut("result") else {
+    let Some(member) = out.get_mut(field) else {
         return (None, Vec::new());
     };
-    match normalize::apply_to_value(result, "result", &verdict.modifications) {
+    match normalize::apply_to_value(member, field, &verdict.modifications) {
         Ok(changes) if changes.is_empty() => (None, changes),
         Ok(changes) => (Some(out), changes),
         Err(e) => {
             let id = msg.get("id").cloned().unwrap_or(Value::Null);
-            let err = json!({"jsonrpc": "2.0", "id": id, "error": {
-                "code": super::UNCHECKED_RESPONSE_CODE,
-                "message": format!("portcullis: the tool result could not be rewritten: {}", e.reason),
-            }});
             (
-                Some(err),
-                vec!["replaced the result by an error (rewrite failed)".to_owned()],
+                Some(super::unchecked_error(
+                    &id,
+                    &format!("it could not be rewritten: {}", e.reason),
+                )),
+                vec!["replaced the message by an error (rewrite failed)".to_owned()],
             )
         }
     }
 }
 
-impl ResultWatch {
-    /// Remember the forwarded `tools/call` requests among `(id, action)`.
-    pub(crate) fn new<'a>(
-        msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action)>,
-    ) -> Option<Self> {
-        let pending: Vec<_> = msgs
-            .filter(|(_, a)| a.operation == "tools/call")
-            .filter_map(|(id, a)| Some((id?.clone(), without_arguments(a))))
-            .collect();
-        (!pending.is_empty()).then(|| ResultWatch {
-            pending,
-            ..ResultWatch::default()
-        })
-    }
+/// What the policy does to one message.
+pub(crate) enum Effect {
+    /// Passes as it is.
+    Keep,
+    /// Passes rewritten (MODIFY).
+    Rewrite(Value),
+    /// Denied: an answer is replaced by this denial, a server request is removed.
+    Deny(Denial),
+}
 
-    /// The `result` receipts sealed since the last call.
-    pub(crate) fn take_receipts(&mut self) -> Vec<Receipt> {
-        std::mem::take(&mut self.sealed)
-    }
+/// One message judged, with the receipt that records it (when it did something).
+pub(crate) struct Judged {
+    pub outcome: Effect,
+    pub receipt: Option<Receipt>,
+}
 
-    /// Response headers: JSON or SSE are inspected (`content-length` dropped); anything else
-    /// passes untouched.
-    pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
-        self.framing = super::framing(host);
-        if self.framing.is_some() {
-            // A MODIFY on the result may change its length; Envoy re-frames the body.
-            host.set_response_header("content-length", None);
+/// Whether a DENY on a server-to-agent message is enforced: when a rule of the pack says so (or
+/// the session was killed). The pack's default, an intent's outside decision and a missing
+/// session are about the agent's actions: a pack written for those must not swallow every result
+/// and server request it never mentions.
+fn enforced_deny(l: &crate::plugin::Loaded, verdict: &Verdict) -> bool {
+    verdict.decision == Decision::Deny
+        && (l.rule_names.contains(&verdict.deciding_rule)
+            || verdict.deciding_rule == bundle::builtin::SESSION_KILLED)
+}
+
+fn effect(
+    deny: bool,
+    verdict: &Verdict,
+    rewritten: Option<Value>,
+    receipt: Option<&Receipt>,
+) -> Effect {
+    if deny {
+        return Effect::Deny(Denial::deny(
+            &verdict.deciding_rule,
+            &verdict.reason,
+            receipt.map(|r| bundle::receipt::hash_hex(&r.hash)),
+        ));
+    }
+    rewritten.map_or(Effect::Keep, Effect::Rewrite)
+}
+
+/// Judge one server-to-agent message (`action` is its result or server-request action; `field`
+/// the member a MODIFY rewrites): evaluate against the session, apply the effects, and seal a
+/// `result` receipt when it did anything (effects, a rewrite, a DENY). Without a session nothing
+/// is recorded, but a rewrite or a DENY still holds; so does it when the session cannot be saved
+/// (redaction must not depend on the store).
+pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -> Judged {
+    let host = cx.host;
+    let l = cx.l;
+    let unsaved = |now: u64| {
+        let verdict = l.bundle.evaluate(action, &SessionState::new(now), now);
+        let (rewritten, _) = modify_member(msg, field, &verdict);
+        Judged {
+            outcome: effect(enforced_deny(l, &verdict), &verdict, rewritten, None),
+            receipt: None,
         }
-        self.framing.is_some()
-    }
-
-    /// Response body data. JSON: `body_size` is everything buffered (paused until the end).
-    /// SSE: `body_size` is this chunk (every chunk is released).
-    pub(crate) fn on_body(
-        &mut self,
-        host: &dyn Host,
-        plugin: &Plugin,
-        l: &Loaded,
-        session: Option<&str>,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> FilterAction {
-        match self.framing {
-            None => FilterAction::Continue,
-            Some(Framing::Json) => {
-                if !end_of_stream && body_size <= l.cfg.max_body_bytes {
-                    return FilterAction::Pause;
-                }
-                let buf = host.response_body(0, body_size).unwrap_or_default();
-                match serde_json::from_slice::<Value>(&buf) {
-                    Ok(Value::Array(mut items)) => {
-                        let mut changed = false;
-                        for m in &mut items {
-                            if let Some(new) = self.inspect(host, plugin, l, session, m) {
-                                *m = new;
-                                changed = true;
-                            }
+    };
+    let Some(session) = cx.session else {
+        return unsaved(host.now_ms());
+    };
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let now = host.now_ms();
+        let mut rec = l.load_session(host, session, now);
+        let verdict = l.bundle.evaluate(action, &rec.state, now);
+        let (rewritten, changes) = modify_member(msg, field, &verdict);
+        let deny = enforced_deny(l, &verdict);
+        if verdict.effects.is_empty() && changes.is_empty() && !deny {
+            // The message changed nothing: no receipt, the session record is not written.
+            return Judged {
+                outcome: effect(deny, &verdict, rewritten, None),
+                receipt: None,
+            };
+        }
+        if rec.state.status != bundle::session::SessionStatus::Missing {
+            rec.state.apply_effects(&verdict.effects);
+        }
+        let mut body = ReceiptBody::for_action(session, action, &verdict);
+        body.event = EventKind::Result;
+        body.bundle = Some(l.bundle_ref.clone());
+        body.drift_milli = Some(receipt::drift_milli(rec.state.drift));
+        body.modifications = changes;
+        let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, true);
+        rec.extra.last_seen_ms = now;
+        match session_store::store(host, session, &rec) {
+            Ok(()) => {
+                cx.plugin.touched(host, l, session, &rec, now);
+                host.log(
+                    LogLevel::Info,
+                    &format!(
+                        "portcullis: {} of `{}` session `{session}` rule `{}`: {} effect(s) applied; {}; {}",
+                        action.operation,
+                        action.subject(),
+                        verdict.deciding_rule,
+                        verdict.effects.len(),
+                        verdict.decision.as_str(),
+                        if r.body.modifications.is_empty() {
+                            "unchanged".to_owned()
+                        } else {
+                            r.body.modifications.join(", ")
                         }
-                        if changed {
-                            let out = serde_json::to_vec(&items).unwrap_or_default();
-                            host.replace_response_body(&out);
-                        }
-                    }
-                    Ok(m) => {
-                        if let Some(new) = self.inspect(host, plugin, l, session, &m) {
-                            host.replace_response_body(&serde_json::to_vec(&new).unwrap_or_default());
-                        }
-                    }
-                    Err(_) => host.log(
-                        LogLevel::Warn,
-                        "portcullis: a tool result is not JSON (or over the body limit); not inspected",
                     ),
-                }
-                self.framing = None;
-                FilterAction::Continue
+                );
+                // Not logged: the stream appends it to its access-log receipt (request.rs).
+                return Judged {
+                    outcome: effect(deny, &verdict, rewritten, Some(&r)),
+                    receipt: Some(r),
+                };
             }
-            Some(Framing::Sse) => {
-                let chunk = host.response_body(0, body_size).unwrap_or_default();
-                let carried = !self.carry.is_empty();
-                let mut data = std::mem::take(&mut self.carry);
-                data.extend_from_slice(&chunk);
-                let events = sse::events(&data);
-                let done = events.last().map_or(0, |e| e.end);
-                let mut rewritten: Option<Vec<u8>> = None;
-                let mut copied = 0usize;
-                for ev in &events {
-                    if let Ok(m) = serde_json::from_str::<Value>(&ev.data)
-                        && let Some(new) = self.inspect(host, plugin, l, session, &m)
-                    {
-                        let out = rewritten.get_or_insert_with(Vec::new);
-                        out.extend_from_slice(data.get(copied..ev.start).unwrap_or_default());
-                        out.extend_from_slice(&sse::rewrite(&data, ev, &new.to_string()));
-                        copied = ev.end;
-                    }
-                }
-                if let Some(mut out) = rewritten {
-                    out.extend_from_slice(data.get(copied..).unwrap_or_default());
-                    let done = out.len().saturating_sub(data.len().saturating_sub(done));
-                    data = out;
-                    return self.release(host, data, done, end_of_stream, l, true);
-                }
-                self.release(host, data, done, end_of_stream, l, carried)
-            }
+            Err(SharedDataError::CasMismatch) => continue,
+            Err(SharedDataError::Other(_)) => break,
         }
     }
-
-    /// SSE: send `data[..done]` (complete events) now and carry the rest, or send everything at
-    /// the end of the stream or when the tail outgrows the body limit (an unterminated event is
-    /// never dispatched by an SSE client; an over-long one is not held forever). `changed`: the
-    /// buffer differs from the chunk the host holds.
-    fn release(
-        &mut self,
-        host: &dyn Host,
-        data: Vec<u8>,
-        done: usize,
-        end_of_stream: bool,
-        l: &Loaded,
-        changed: bool,
-    ) -> FilterAction {
-        if end_of_stream || data.len().saturating_sub(done) > l.cfg.max_body_bytes {
-            if changed {
-                host.replace_response_body(&data);
-            }
-            return FilterAction::Continue;
-        }
-        let (out, tail) = data.split_at(done.min(data.len()));
-        self.carry = tail.to_vec();
-        if changed || !self.carry.is_empty() {
-            host.replace_response_body(out);
-        }
-        FilterAction::Continue
-    }
-
-    /// Inspect one JSON-RPC message if it answers a pending call. Returns the message to send
-    /// instead when the policy's verdict on the result is MODIFY and something was rewritten.
-    fn inspect(
-        &mut self,
-        host: &dyn Host,
-        plugin: &Plugin,
-        l: &Loaded,
-        session: Option<&str>,
-        msg: &Value,
-    ) -> Option<Value> {
-        if msg.get("result").is_none() && msg.get("error").is_none() {
-            return None;
-        }
-        let i = self
-            .pending
-            .iter()
-            .position(|(id, _)| msg.get("id") == Some(&id.to_json()))?;
-        let (_, call) = self.pending.swap_remove(i);
-        let action = result_action(&call, msg);
-        let Some(session) = session else {
-            // No session: nothing to taint or chain into; a MODIFY still rewrites the result.
-            let now = host.now_ms();
-            return modify_result(
-                msg,
-                &l.bundle.evaluate(&action, &SessionState::new(now), now),
-            )
-            .0;
-        };
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let now = host.now_ms();
-            let mut rec = l.load_session(host, session, now);
-            let verdict = l.bundle.evaluate(&action, &rec.state, now);
-            let (rewritten, changes) = modify_result(msg, &verdict);
-            if verdict.effects.is_empty() && changes.is_empty() {
-                // The result changed nothing: no receipt, the session record is not written.
-                return rewritten;
-            }
-            if rec.state.status != bundle::session::SessionStatus::Missing {
-                rec.state.apply_effects(&verdict.effects);
-            }
-            let mut body = ReceiptBody::for_action(session, &action, &verdict);
-            body.event = EventKind::Result;
-            body.bundle = Some(l.bundle_ref.clone());
-            body.drift_milli = Some(receipt::drift_milli(rec.state.drift));
-            body.modifications = changes;
-            let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, true);
-            rec.extra.last_seen_ms = now;
-            match session_store::store(host, session, &rec) {
-                Ok(()) => {
-                    plugin.touched(host, l, session, &rec, now);
-                    {
-                        host.log(
-                            LogLevel::Info,
-                            &format!(
-                                "portcullis: tool result of `{}` session `{session}` rule `{}`: {} effect(s) applied; {}",
-                                call.subject(),
-                                verdict.deciding_rule,
-                                verdict.effects.len(),
-                                if r.body.modifications.is_empty() {
-                                    "result unchanged".to_owned()
-                                } else {
-                                    r.body.modifications.join(", ")
-                                }
-                            ),
-                        );
-                    }
-                    // Not logged: the stream appends it to its access-log receipt (request.rs).
-                    self.sealed.push(r);
-                    return rewritten;
-                }
-                Err(SharedDataError::CasMismatch) => continue,
-                Err(SharedDataError::Other(_)) => break,
-            }
-        }
-        host.log(
-            LogLevel::Error,
-            &format!("portcullis: the tool result of session `{session}` could not be recorded"),
-        );
-        // Still apply a rewrite the policy asks for: redaction must not depend on the store.
-        modify_result(
-            msg,
-            &l.bundle
-                .evaluate(&action, &SessionState::new(host.now_ms()), host.now_ms()),
-        )
-        .0
-    }
+    host.log(
+        LogLevel::Error,
+        &format!("portcullis: a message to session `{session}` could not be recorded"),
+    );
+    unsaved(host.now_ms())
 }
 
 #[cfg(test)]
