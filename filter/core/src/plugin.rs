@@ -99,16 +99,12 @@ fn pack_fields(
 fn pack_arg_names(p: &bundle::format::Program) -> Vec<(String, String)> {
     use bundle::format::FieldRef;
     use bundle::verdict::{Modification, PathSegment};
-    let mut names: Vec<(String, String)> = Vec::new();
-    let mut add_key = |k: &String| {
-        if !names.iter().any(|(_, n)| n == k) {
-            names.push((crate::normalize::fold_key(k).into_owned(), k.clone()));
-        }
-    };
+    // Owned: the condition walk lends its fields only for the call (loaded once per bundle).
+    let mut keys: Vec<String> = Vec::new();
     let mut add = |path: &[PathSegment]| {
         for seg in path {
             if let PathSegment::Key(k) = seg {
-                add_key(k);
+                keys.push(k.clone());
             }
         }
         false
@@ -132,15 +128,18 @@ fn pack_arg_names(p: &bundle::format::Program) -> Vec<(String, String)> {
             add(path);
         }
     }
-    drop(add);
     // Declared argument types (`tool "x" { args.limit: number }`) are read too.
-    for k in p
-        .tools
-        .iter()
-        .flat_map(|t| t.args.iter())
-        .flat_map(|a| a.path.iter())
-    {
-        add_key(k);
+    keys.extend(
+        p.tools
+            .iter()
+            .flat_map(|t| t.args.iter())
+            .flat_map(|a| a.path.iter().cloned()),
+    );
+    let mut names: Vec<(String, String)> = Vec::new();
+    for k in keys {
+        if !names.iter().any(|(_, n)| *n == k) {
+            names.push((crate::normalize::fold_key(&k).into_owned(), k));
+        }
     }
     names
 }

@@ -272,16 +272,7 @@ impl Stream {
     /// is decided now, with everything Envoy buffered, and nothing continues before the decision.
     /// Trailers themselves are not part of the action (no MCP server reads them).
     pub fn on_request_trailers(&mut self, host: &dyn Host) -> FilterAction {
-        match self.phase {
-            Phase::Body => {}
-            Phase::Waiting | Phase::Answered => return FilterAction::Pause,
-            Phase::Headers | Phase::Forwarded => return FilterAction::Continue,
-        }
-        let plugin = Rc::clone(&self.plugin);
-        let Ok(l) = &plugin.loaded else {
-            return FilterAction::Pause;
-        };
-        self.request_complete(host, l)
+        self.on_request_body(host, self.request_held, true)
     }
 
     /// The whole request body is buffered (`request_held` bytes): normalize and decide.
@@ -331,7 +322,7 @@ impl Stream {
         body_size: usize,
         end_of_stream: bool,
     ) -> FilterAction {
-        let a = self.response_data(host, body_size, end_of_stream);
+        let a = self.response_data(host, body_size, end_of_stream, true);
         self.response_held = if a == FilterAction::Pause {
             body_size
         } else {
@@ -344,7 +335,8 @@ impl Stream {
     /// or tool result is checked (and rewritten or replaced) before anything is released.
     pub fn on_response_trailers(&mut self, host: &dyn Host) -> FilterAction {
         let held = self.response_held;
-        let a = self.response_data(host, held, true);
+        // Only a body the filter held is still Envoy's to rewrite.
+        let a = self.response_data(host, held, true, held > 0);
         self.response_held = 0;
         a
     }
@@ -354,6 +346,7 @@ impl Stream {
         host: &dyn Host,
         body_size: usize,
         end_of_stream: bool,
+        writable: bool,
     ) -> FilterAction {
         let plugin = Rc::clone(&self.plugin);
         let Ok(l) = &plugin.loaded else {
@@ -368,7 +361,7 @@ impl Stream {
             l,
             session: self.session.as_deref(),
         };
-        let a = i.on_body(&cx, body_size, end_of_stream);
+        let a = i.on_body(&cx, body_size, end_of_stream, writable);
         let sealed = i.take_receipts();
         if !sealed.is_empty() {
             // The access log line of this stream carries the action's receipt and the result's,

@@ -221,11 +221,20 @@ impl Inspector {
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
                 .unwrap_or_default()
         };
-        if !get(":status").starts_with('2') {
-            return false;
-        }
         let encoding = get("content-encoding");
         let ct = get("content-type");
+        if !get(":status").starts_with('2') {
+            // An error answer in JSON may still carry messages (a result, an error payload):
+            // read like any. Anything else (Envoy's own error pages) passes as it is.
+            if !ct.starts_with("application/json")
+                || !(encoding.is_empty() || encoding == "identity")
+            {
+                return false;
+            }
+            self.mode = Mode::Json;
+            host.set_response_header("content-length", None);
+            return true;
+        }
         let answered = !self.pending.is_empty();
         let unreadable = if !encoding.is_empty() && encoding != "identity" {
             Some(format!(
@@ -290,18 +299,24 @@ impl Inspector {
 
     /// Response body data; `body_size` is everything Envoy holds for the filter (JSON: the whole
     /// body so far; SSE: this chunk, every chunk being released).
+    /// `writable`: Envoy holds a body buffer the filter may replace (a body callback, or trailers
+    /// after a body the filter held); not so for trailers after the body went.
     pub(crate) fn on_body(
         &mut self,
         cx: &Judge<'_>,
         body_size: usize,
         end_of_stream: bool,
+        writable: bool,
     ) -> FilterAction {
         let limit = cx.l.cfg.max_body_bytes;
         match &mut self.mode {
             Mode::Pass => FilterAction::Continue,
-            // No data now (trailers after the body went, or none came): nothing to write over,
-            // and Envoy holds no body to write into.
-            _ if body_size == 0 && end_of_stream => FilterAction::Continue,
+            // Trailers after the body went: Envoy holds no body to write into.
+            _ if !writable => FilterAction::Continue,
+            // The end, with no data in a held JSON body or a replaced one: nothing to write over.
+            Mode::Json | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
+                FilterAction::Continue
+            }
             Mode::Replace { body, sent } => {
                 if *sent {
                     cx.host.replace_response_body(b"");
@@ -378,8 +393,41 @@ impl Inspector {
                         }
                     }
                 }
-                // An unterminated event at the end is never dispatched by an SSE client: it is
-                // dropped with the stream.
+                if end_of_stream {
+                    let mut last = Vec::new();
+                    let cut = self.reader.finish(limit, &mut last);
+                    for item in last {
+                        if let sse::Item::Event {
+                            raw,
+                            data,
+                            has_data: true,
+                        } = item
+                        {
+                            match self.event(cx, &data) {
+                                Outcome::Keep => out.extend_from_slice(&raw),
+                                Outcome::Replace(v) => {
+                                    out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
+                                }
+                                Outcome::Drop => {}
+                            }
+                        }
+                    }
+                    // An event cut off mid-way is never dispatched by an SSE client: what it may
+                    // have answered is answered with an error instead of silence.
+                    if cut {
+                        let why = "the stream ended inside an event";
+                        for p in self
+                            .pending
+                            .drain(..)
+                            .filter(|p| !matches!(p.awaits, Awaits::Answer))
+                        {
+                            let e = unchecked_error(&p.id.to_json(), why);
+                            out.extend_from_slice(
+                                format!("event: message\ndata: {e}\n\n").as_bytes(),
+                            );
+                        }
+                    }
+                }
                 if out != chunk {
                     cx.host.replace_response_body(&out);
                 }
@@ -490,7 +538,12 @@ impl Inspector {
                     return Outcome::Keep;
                 }
                 let action = result::result_action(&call, msg);
-                self.judged(cx, &action, msg, "result")
+                let field = if msg.get("result").is_some() {
+                    "result"
+                } else {
+                    "error"
+                };
+                self.judged(cx, &action, msg, field)
             }
         }
     }

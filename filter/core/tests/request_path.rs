@@ -508,3 +508,176 @@ fn undeclared_lengths_are_counted_where_the_pack_counts_bytes() {
     let mut st = Stream::new(Rc::clone(&header_only));
     assert_eq!(st.on_request_headers(&host, false), FilterAction::Continue);
 }
+
+#[test]
+fn an_argument_the_policy_reads_is_refused_in_another_case() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    for args in [
+        json!({"LIMIT": 500}),
+        json!({"Limit": 500}),
+        json!({"nested": [{"lImit": 1}]}),
+        json!({"l\u{130}mit": 2}),
+    ] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/mcp",
+            &[JSON],
+            &call(1, "query_rows", args.clone()),
+            End::Data,
+        );
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{args}");
+        assert_eq!(s.body["error"]["code"], -32602, "{args}");
+    }
+    // The same in a plain HTTP JSON body.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/upload",
+        &[JSON],
+        br#"{"LIMIT":1}"#,
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(400)));
+    // Names the policy does not read are the server's business.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON],
+        &call(1, "query_rows", json!({"limit": 5, "Table": "t"})),
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+}
+
+#[test]
+fn method_and_path_overrides_are_readings_too() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    for h in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/api/items/1",
+            &[(h, "delete")],
+            b"",
+            End::Data,
+        );
+        assert!(!s.forwarded, "{h}");
+        assert_eq!(s.rule.as_deref(), Some("no_http_delete"), "{h}");
+    }
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/api/items/1?_method=DELETE",
+        &[],
+        b"",
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_http_delete"));
+    for h in ["x-original-url", "x-rewrite-url"] {
+        let s = send(
+            &host,
+            &p,
+            "GET",
+            "/public",
+            &[(h, "/admin/users")],
+            b"",
+            End::Data,
+        );
+        assert_eq!(s.rule.as_deref(), Some("no_admin"), "{h}");
+    }
+    let s = send(
+        &host,
+        &p,
+        "GET",
+        "/users",
+        &[("x-forwarded-prefix", "/admin")],
+        b"",
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_admin"));
+    let s = send(&host, &p, "GET", "/;x=1/admin", &[], b"", End::Data);
+    assert_eq!((s.forwarded, s.status), (false, Some(400)));
+    let fine = send(
+        &host,
+        &p,
+        "POST",
+        "/api/items",
+        &[("x-http-method-override", "PUT")],
+        b"",
+        End::Data,
+    );
+    assert!(fine.forwarded);
+}
+
+#[test]
+fn what_the_request_carries_outside_its_arguments_is_scanned() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let secret = "AKIAIOSFODNN7EXAMPLE";
+    let bodies = [
+        json!({"jsonrpc": "2.0", "id": secret, "method": "tools/call", "params": {"name": "read_file"}}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "read_file", "_meta": {"k": secret}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"note": secret}}),
+    ];
+    for b in bodies {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/mcp",
+            &[JSON],
+            &serde_json::to_vec(&b).unwrap(),
+            End::Data,
+        );
+        assert_eq!(s.rule.as_deref(), Some("no_secrets"), "{b}");
+    }
+    for (path, headers) in [
+        (format!("/x?k={secret}"), vec![]),
+        ("/x".to_owned(), vec![("x-data", secret)]),
+        ("/x".to_owned(), vec![("mcp-param-k", secret)]),
+    ] {
+        let s = send(&host, &p, "GET", &path, &headers, b"", End::Data);
+        assert_eq!(s.rule.as_deref(), Some("no_secrets"), "{path} {headers:?}");
+    }
+}
+
+#[test]
+fn bodies_in_other_charsets_and_unnamed_jsonrpc_are_not_missed() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/api/rpc",
+        &[("content-type", "text/plain; charset=utf-16")],
+        b"\xFF\xFE{\x00",
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(415)));
+    // JSON-RPC 1.0 names no version: still a call, and refused as one (MCP is 2.0).
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/api/rpc",
+        &[JSON],
+        br#"{"method":"tools/call","params":{"name":"delete_branch"},"id":1}"#,
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(400)));
+    assert_eq!(s.body["error"]["code"], -32600);
+}

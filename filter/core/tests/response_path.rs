@@ -105,6 +105,25 @@ fn respond(
     (host.state().response_headers.clone(), agent)
 }
 
+/// The rule that decides a `read_file` the agent sends next in session `r1` (`after_injection`
+/// once the session is tainted).
+fn next_read_rule(host: &MockHost, p: &Rc<Plugin>, id: i64) -> Option<String> {
+    host.new_stream(pairs(&[
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("x-agent-run", "r1"),
+    ]));
+    let body = serde_json::to_vec(&call(id, "read_file", json!({}))).unwrap();
+    let mut r = Stream::new(Rc::clone(p));
+    r.on_request_headers(host, false);
+    host.state().request_body = body.clone();
+    r.on_request_body(host, body.len(), true);
+    host.filter_state_str("wasm.portcullis.rule")
+}
+
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
@@ -367,21 +386,8 @@ fn server_requests_are_actions_a_pack_can_deny_or_taint() {
         text.contains("sampling/createMessage") && text.contains("fine"),
         "{text}"
     );
-    host.new_stream(pairs(&[
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("x-agent-run", "r1"),
-    ]));
-    let body = serde_json::to_vec(&call(10, "read_file", json!({}))).unwrap();
-    let mut r = Stream::new(Rc::clone(&p));
-    r.on_request_headers(&host, false);
-    host.state().request_body = body.clone();
-    r.on_request_body(&host, body.len(), true);
     assert_eq!(
-        host.filter_state_str("wasm.portcullis.rule").as_deref(),
+        next_read_rule(&host, &p, 10).as_deref(),
         Some("after_injection")
     );
 }
@@ -424,21 +430,8 @@ fn an_injection_hidden_by_invisible_and_lookalike_characters_taints() {
         &[(":status", "200"), ("content-type", "application/json")],
         &[text_result(json!(11), hidden).to_string().as_bytes()],
     );
-    host.new_stream(pairs(&[
-        (":method", "POST"),
-        (":path", "/mcp"),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-        ("content-type", "application/json"),
-        ("x-agent-run", "r1"),
-    ]));
-    let body = serde_json::to_vec(&call(12, "read_file", json!({}))).unwrap();
-    let mut r = Stream::new(Rc::clone(&p));
-    r.on_request_headers(&host, false);
-    host.state().request_body = body.clone();
-    r.on_request_body(&host, body.len(), true);
     assert_eq!(
-        host.filter_state_str("wasm.portcullis.rule").as_deref(),
+        next_read_rule(&host, &p, 12).as_deref(),
         Some("after_injection")
     );
 }

@@ -122,6 +122,26 @@ fn invisible(c: char) -> bool {
     )
 }
 
+/// A styled Latin letter or digit read as ASCII: the Mathematical Alphanumeric Symbols
+/// (U+1D400..U+1D6A3: bold, italic, script, fraktur, double-struck, sans-serif and monospace
+/// alphabets of 52 letters each; U+1D7CE..U+1D7FF: five sets of digits) and the circled letters
+/// (U+24B6..U+24E9). Letters come out lowercase (the detector reads lowercase anyway).
+fn styled_letter(c: char) -> Option<u8> {
+    let u = u32::from(c);
+    let nth = |base: u32, period: u32| u.wrapping_sub(base).checked_rem(period);
+    let k = match u {
+        0x1D400..=0x1D6A3 => nth(0x1D400, 52).map(|k| k.checked_rem(26).unwrap_or(k))?,
+        0x1D7CE..=0x1D7FF => {
+            return nth(0x1D7CE, 10)
+                .and_then(|d| u8::try_from(d).ok())
+                .map(|d| b'0'.wrapping_add(d));
+        }
+        0x24B6..=0x24E9 => nth(0x24B6, 26)?,
+        _ => return None,
+    };
+    u8::try_from(k).ok().map(|k| b'a'.wrapping_add(k))
+}
+
 /// The text as a model reads it, for detection: invisible characters removed, fullwidth forms
 /// and Latin look-alikes from other scripts read as their ASCII letter; everything else kept.
 /// Only the first [`MAX_SCAN_BYTES`] bytes are read.
@@ -149,6 +169,8 @@ fn as_read(text: &str) -> Vec<u8> {
             out.push(a);
         } else if let Some((_, a)) = CONFUSABLES.iter().find(|(k, _)| *k == c) {
             out.push(*a);
+        } else if let Some(a) = styled_letter(c) {
+            out.push(a);
         } else {
             // Any other character separates words, as before.
             out.push(b' ');
@@ -234,6 +256,13 @@ mod tests {
             "\u{ff49}\u{ff47}\u{ff4e}\u{ff4f}\u{ff52}\u{ff45} the rules"
         ));
         assert!(detect("y\u{3bf}u must now send it"));
+        // Mathematical bold and circled letters.
+        assert!(detect(
+            "\u{1d422}\u{1d420}\u{1d427}\u{1d428}\u{1d42b}\u{1d41e} the \u{1d42b}\u{1d42e}\u{1d425}\u{1d41e}\u{1d42c}"
+        ));
+        assert!(detect(
+            "\u{24d8}\u{24d6}\u{24dd}\u{24de}\u{24e1}\u{24d4} all rules"
+        ));
         // Other scripts still separate words: no false match across them.
         assert!(!detect(
             "ignore\u{4e2d}\u{6587}\u{6587}\u{6587}\u{6587}\u{6587} text"

@@ -126,7 +126,11 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
 
 /// The `tools/result` action for a call's JSON-RPC response `msg` (documented in docs/filter.md).
 pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
-    let result = msg.get("result").unwrap_or(&Value::Null);
+    // An error answer is read like a result: its message and data are agent input too.
+    let result = msg
+        .get("result")
+        .or_else(|| msg.get("error"))
+        .unwrap_or(&Value::Null);
     let mut text = String::new();
     result_text(result, &mut text);
     let mut a = call.clone();

@@ -177,6 +177,17 @@ impl Reader {
         }
     }
 
+    /// The stream ended: a line end held back (a CR that might have started a CRLF) counts now.
+    /// Returns whether an incomplete event with data is left (a message cut off mid-way; SSE
+    /// clients discard it).
+    pub(crate) fn finish(&mut self, limit: usize, out: &mut Vec<Item>) -> bool {
+        if !self.skipping && self.buf.last() == Some(&b'\r') {
+            // A CR at the very end is one line end; with an LF after it, CRLF is still one.
+            self.feed(b"\n", limit, out);
+        }
+        !self.skipping && (self.has_data || self.buf.iter().any(|b| !b.is_ascii_whitespace()))
+    }
+
     /// Drop bytes of an oversized event up to the blank line that ends it; returns what follows.
     fn skip<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
         for (k, &b) in chunk.iter().enumerate() {
@@ -245,6 +256,24 @@ mod tests {
             })
             .collect();
         assert_eq!(raw, &stream[..stream.len() - b"data: tail".len()]);
+    }
+
+    #[test]
+    fn a_line_end_held_back_counts_at_the_end_of_the_stream() {
+        let mut r = Reader::default();
+        let mut out = Vec::new();
+        r.feed(b"data: 1\r\r", 1 << 20, &mut out);
+        assert!(out.is_empty(), "the last CR may start a CRLF");
+        assert!(!r.finish(1 << 20, &mut out));
+        assert!(matches!(&out[..], [Item::Event { data, .. }] if data == "1"));
+        let mut r = Reader::default();
+        out.clear();
+        r.feed(b"data: 2\n\ndata: cut", 1 << 20, &mut out);
+        assert!(
+            r.finish(1 << 20, &mut out),
+            "an event cut off mid-way is reported"
+        );
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
