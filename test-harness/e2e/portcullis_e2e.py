@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,9 +243,11 @@ class Stack:
 
     def envoy(self, folder: str, keys: Keys | None, bundle: Path | None, *, values: dict[str, str] | None = None,
               patch: object | None = None, raw_plugin_config: str | None = None,
-              failure_policy: str = "FAIL_CLOSED", wait_ready: bool = True, concurrency: int = 1) -> Proc:
+              failure_policy: str = "FAIL_CLOSED", wait_ready: bool = True, concurrency: int = 1,
+              yaml_edit: Callable[[str], str] | None = None) -> Proc:
         """Render ``envoy-configs/folder`` and start Envoy on free ports (``concurrency`` worker
-        threads); waits for admin /ready."""
+        threads); waits for admin /ready. ``yaml_edit`` rewrites the rendered envoy.yaml text
+        before Envoy starts (for a setting a test needs that the folder does not have)."""
         listen, admin = free_port(), free_port()
         out = self.dir / f"envoy-{folder}"
         access_log = out / "access.log"
@@ -259,6 +261,8 @@ class Stack:
                                      str(keys.path("approver", "pub")) if keys else None)
         cfg = render.plugin_config(folder, subst, patch, raw_plugin_config)
         written = render.render(folder, out, vals, cfg)
+        if yaml_edit is not None:
+            written["envoy"].write_text(yaml_edit(written["envoy"].read_text()))
         env = {"PORTCULLIS_SIGNING_KEY": keys.secret_line("receipt")} if keys else {}
         argv = [envoy_binary(), "-c", str(written["envoy"]), "--concurrency", str(concurrency), "--disable-hot-restart",
                 "--log-level", os.environ.get("ENVOY_LOG_LEVEL", "warning"), "--file-flush-interval-msec", "100",
