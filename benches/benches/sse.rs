@@ -1,26 +1,35 @@
 //! The response path over an SSE stream, natively under the mock host: 1 MiB of server events
 //! (progress notifications, then the tool result) through `Stream::on_response_body`, cut into
 //! chunks of 64 KiB, 1 KiB and 1 byte; and one event of 1 MiB (a large result) arriving in
-//! 1-byte chunks. Each byte must be scanned a bounded number of times: the time per MiB may not
-//! grow with the number of chunks beyond the per-call cost.
+//! 64 KiB and 1-byte chunks. The pack (`testdata/scenarios/policies/taint.pcl`) reads results,
+//! so the result is judged too. Each byte must be scanned a bounded number of times: the time
+//! per MiB may not grow with the number of chunks beyond the per-call cost.
 //!
-//! Run: `cargo bench -p portcullis-benches --bench sse`.
+//! Run: `cargo bench -p portcullis-benches --bench sse`. `PORTCULLIS_SSE_KIB=64` scales the
+//! streams down (to time a build that is not linear).
 
 use std::rc::Rc;
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
-use portcullis_benches::{BASIC_POLICY, mcp_headers, plugin_config};
+use portcullis_benches::{mcp_headers, plugin_config};
 use serde_json::json;
 
-const MIB: usize = 1024 * 1024;
+/// The stream size: 1 MiB, or `PORTCULLIS_SSE_KIB` KiB.
+fn size() -> usize {
+    std::env::var("PORTCULLIS_SSE_KIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1024)
+        * 1024
+}
 
 /// About 1 MiB of progress notifications, then the result of call 42.
 fn notifications() -> Vec<u8> {
-    let mut out = Vec::with_capacity(MIB + 4096);
+    let mut out = Vec::with_capacity(size() + 4096);
     let mut n = 0u64;
-    while out.len() < MIB {
+    while out.len() < size() {
         let ev = json!({"jsonrpc": "2.0", "method": "notifications/progress",
             "params": {"progressToken": "t", "progress": n, "message": "still working on it"}});
         out.extend_from_slice(format!("event: message\ndata: {ev}\n\n").as_bytes());
@@ -34,7 +43,7 @@ fn notifications() -> Vec<u8> {
 /// One event of about 1 MiB: the result of call 42 with a large text.
 fn one_big_event() -> Vec<u8> {
     let result = json!({"jsonrpc": "2.0", "id": 42,
-        "result": {"content": [{"type": "text", "text": "r".repeat(MIB - 200)}]}});
+        "result": {"content": [{"type": "text", "text": "r".repeat(size() - 200)}]}});
     format!("event: message\ndata: {result}\n\n").into_bytes()
 }
 
@@ -69,7 +78,8 @@ fn stream(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8], chunk: usize) -> us
 
 fn bench(c: &mut Criterion) {
     let host = MockHost::new(1_800_000_000_000);
-    let cfg = plugin_config(BASIC_POLICY, &json!({})).unwrap_or_default();
+    let cfg =
+        plugin_config("testdata/scenarios/policies/taint.pcl", &json!({})).unwrap_or_default();
     let plugin = Rc::new(Plugin::configure(&host, cfg.as_bytes()));
     assert!(plugin.error().is_none(), "{:?}", plugin.error());
     let many = notifications();

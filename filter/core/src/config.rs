@@ -461,7 +461,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let mcp_legacy_paths = raw
         .mcp
         .legacy_paths
-        .unwrap_or_else(|| vec!["/messages".to_owned(), "/sse".to_owned()]);
+        .unwrap_or_else(|| vec!["/messages".to_owned()]);
     if let Some(p) = mcp_legacy_paths.iter().find(|p| !p.starts_with('/')) {
         return Err(err(format!(
             "`mcp.legacy_paths`: `{p}` must start with `/`"
@@ -699,6 +699,23 @@ mod tests {
     /// through unenforced.
     #[cfg(not(feature = "bench-cuts"))]
     #[test]
+    fn legacy_paths_and_literal_hosts_are_read() {
+        let c = parse_v(&base()).unwrap();
+        assert_eq!(c.mcp_legacy_paths, vec!["/messages".to_owned()]);
+        assert!(c.literal_path_hosts.is_empty());
+        let mut v = base();
+        v["mcp"] = serde_json::json!({"legacy_paths": []});
+        v["http"] =
+            serde_json::json!({"literal_path_hosts": ["Files.Internal.", "[::ffff:10.0.0.1]"]});
+        let c = parse_v(&v).unwrap();
+        assert!(c.mcp_legacy_paths.is_empty());
+        assert_eq!(
+            c.literal_path_hosts,
+            vec!["files.internal".to_owned(), "10.0.0.1".to_owned()]
+        );
+    }
+
+    #[test]
     fn release_builds_refuse_bench_cut() {
         let mut c = base();
         c["bench_cut"] = "after_body".into();
@@ -798,6 +815,18 @@ mod tests {
                 "expected a boolean",
             ),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
+            (
+                serde_json::json!({"mcp": {"legacy_paths": ["messages"]}}),
+                "`mcp.legacy_paths`: `messages` must start with `/`",
+            ),
+            (
+                serde_json::json!({"http": {"literal_path_hosts": ["files.internal:8080"]}}),
+                "`http.literal_path_hosts`: `files.internal:8080` is not a host",
+            ),
+            (
+                serde_json::json!({"http": {"literal_path_hosts": ["bad host"]}}),
+                "`http.literal_path_hosts`",
+            ),
             (
                 serde_json::json!({"approvers": {"ops": []}}),
                 "approvers.ops",
