@@ -156,6 +156,8 @@ pub(crate) struct Inspector {
     reader: sse::Reader,
     /// Receipts sealed and not yet handed to the stream (for the access log).
     sealed: Vec<Receipt>,
+    /// Lists and results replaced by errors whose receipts are not sealed yet: `(request, why)`.
+    unrecorded: Vec<(Action, String)>,
 }
 
 impl Inspector {
@@ -201,6 +203,7 @@ impl Inspector {
             mode: Mode::Pass,
             reader: sse::Reader::default(),
             sealed: Vec::new(),
+            unrecorded: Vec::new(),
         }
     }
 
@@ -284,24 +287,67 @@ impl Inspector {
         true
     }
 
-    /// JSON-RPC errors (-32044) for every request still awaiting an answer, as one JSON body.
-    fn errors(&mut self, why: &str) -> Vec<u8> {
-        let errs: Vec<Value> = self
-            .pending
-            .drain(..)
-            .map(|p| unchecked_error(&p.id.to_json(), why))
-            .collect();
-        match errs.as_slice() {
-            [one] => one.to_string().into_bytes(),
-            _ => Value::Array(errs).to_string().into_bytes(),
+    /// JSON-RPC errors (-32044) in place of the answers to every request still awaiting one
+    /// (all of them, or only lists and results with `checked_only`); each replaced list or result
+    /// is recorded by a receipt at the next chance (`record_refusals`).
+    fn refuse_pending(&mut self, why: &str, checked_only: bool) -> Vec<Value> {
+        let mut errs = Vec::new();
+        for p in self.pending.drain(..) {
+            let action = match p.awaits {
+                Awaits::Answer if checked_only => continue,
+                Awaits::Answer => None,
+                Awaits::List { action, .. } | Awaits::Result(action) => Some(action),
+            };
+            errs.push(unchecked_error(&p.id.to_json(), why));
+            if let Some(a) = action {
+                self.unrecorded.push((a, why.to_owned()));
+            }
         }
+        errs
+    }
+
+    /// [`Self::refuse_pending`] as one JSON body.
+    fn errors(&mut self, why: &str) -> Vec<u8> {
+        match self.refuse_pending(why, false).as_slice() {
+            [one] => one.to_string().into_bytes(),
+            errs => Value::Array(errs.to_vec()).to_string().into_bytes(),
+        }
+    }
+
+    /// [`Self::refuse_pending`] as SSE events.
+    fn error_events(&mut self, why: &str, checked_only: bool, out: &mut Vec<u8>) {
+        for e in self.refuse_pending(why, checked_only) {
+            out.extend_from_slice(format!("event: message\ndata: {e}\n\n").as_bytes());
+        }
+    }
+
+    /// Seal a DENY `result` receipt for every answer replaced by an error since the last call.
+    fn record_refusals(&mut self, cx: &Judge<'_>) {
+        for (call, why) in std::mem::take(&mut self.unrecorded) {
+            if let Some(r) = result::refused(cx, &call, &why) {
+                self.sealed.push(r);
+            }
+        }
+    }
+
+    /// Response body data; see [`Self::body`]. Answers replaced by errors get their receipts.
+    pub(crate) fn on_body(
+        &mut self,
+        cx: &Judge<'_>,
+        body_size: usize,
+        end_of_stream: bool,
+        writable: bool,
+    ) -> FilterAction {
+        let a = self.body(cx, body_size, end_of_stream, writable);
+        self.record_refusals(cx);
+        a
     }
 
     /// Response body data; `body_size` is everything Envoy holds for the filter (JSON: the whole
     /// body so far; SSE: this chunk, every chunk being released).
     /// `writable`: Envoy holds a body buffer the filter may replace (a body callback, or trailers
     /// after a body the filter held); not so for trailers after the body went.
-    pub(crate) fn on_body(
+    fn body(
         &mut self,
         cx: &Judge<'_>,
         body_size: usize,
@@ -382,12 +428,7 @@ impl Inspector {
                             let why = format!(
                                 "an event is larger than {limit} bytes, the inspection limit"
                             );
-                            for p in self.pending.drain(..) {
-                                let e = unchecked_error(&p.id.to_json(), &why);
-                                out.extend_from_slice(
-                                    format!("event: message\ndata: {e}\n\n").as_bytes(),
-                                );
-                            }
+                            self.error_events(&why, false, &mut out);
                             cx.host
                                 .log(LogLevel::Warn, &format!("portcullis: {why}; removed"));
                         }
@@ -415,17 +456,7 @@ impl Inspector {
                     // An event cut off mid-way is never dispatched by an SSE client: what it may
                     // have answered is answered with an error instead of silence.
                     if cut {
-                        let why = "the stream ended inside an event";
-                        for p in self
-                            .pending
-                            .drain(..)
-                            .filter(|p| !matches!(p.awaits, Awaits::Answer))
-                        {
-                            let e = unchecked_error(&p.id.to_json(), why);
-                            out.extend_from_slice(
-                                format!("event: message\ndata: {e}\n\n").as_bytes(),
-                            );
-                        }
+                        self.error_events("the stream ended inside an event", true, &mut out);
                     }
                 }
                 if out != chunk {

@@ -167,6 +167,11 @@ fn a_compressed_answer_is_replaced_by_errors_with_headers_that_say_so() {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["id"], 1);
         assert_eq!(v["error"]["code"], -32044);
+        let receipts = host.filter_state_str("wasm.portcullis.receipt").unwrap();
+        assert!(
+            receipts.contains("filter:unchecked_response"),
+            "{ct}: {receipts}"
+        );
     }
     // The GET stream answers no request: a plain 502 the client can read.
     let mut s = request(&host, &p, "GET", &Value::Null);
@@ -205,6 +210,9 @@ fn a_result_over_the_limit_is_never_passed_unread() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["code"], -32044);
     assert!(!String::from_utf8_lossy(&body).contains(SECRET));
+    // The replacement is on record: a DENY `result` receipt in the session's chain.
+    let receipts = host.filter_state_str("wasm.portcullis.receipt").unwrap();
+    assert!(receipts.contains("filter:unchecked_response"), "{receipts}");
     // SSE: the oversized event is replaced by an error event for the call.
     let mut s = request(&host, &p, "POST", &call(2, "fetch_url", json!({})));
     let ev = format!(

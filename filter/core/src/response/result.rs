@@ -255,31 +255,63 @@ fn effect(
 /// is recorded, but a rewrite or a DENY still holds; so does it when the session cannot be saved
 /// (redaction must not depend on the store).
 pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -> Judged {
+    let l = cx.l;
+    let verdict_on = |state: &SessionState, now: u64| {
+        let verdict = l.bundle.evaluate(action, state, now);
+        let (rewritten, changes) = modify_member(msg, field, &verdict);
+        let deny = enforced_deny(l, &verdict);
+        (verdict, changes, deny, (rewritten, deny))
+    };
+    let (verdict, receipt, (rewritten, deny)) = record(cx, action, verdict_on);
+    Judged {
+        outcome: effect(deny, &verdict, rewritten, receipt.as_ref()),
+        receipt,
+    }
+}
+
+/// The built-in rule of an answer the filter could not check and replaced by an error.
+pub const UNCHECKED_RULE: &str = "filter:unchecked_response";
+
+/// Record that the answer to `call` was replaced because the filter could not check it
+/// (`why`): a DENY `result` receipt in the session's chain. `None` without a session.
+pub(crate) fn refused(cx: &Judge<'_>, call: &Action, why: &str) -> Option<Receipt> {
+    let action = result_action(call, &json!({"error": {"message": why}}));
+    let verdict = Verdict {
+        decision: Decision::Deny,
+        would_be: Decision::Deny,
+        deciding_rule: UNCHECKED_RULE.to_owned(),
+        reason: why.to_owned(),
+        ..Verdict::default()
+    };
+    record(cx, &action, |_, _| (verdict.clone(), Vec::new(), true, ())).1
+}
+
+/// Evaluate with `verdict_on` against the session as stored and, when the verdict did anything
+/// (effects, rewrites, or what `verdict_on` says must be recorded: an enforced DENY), apply its
+/// effects and seal a `result` receipt into the session's chain, under compare-and-swap. Without a session, or when it cannot be saved, the verdict still
+/// holds (redaction must not depend on the store) but nothing is recorded.
+fn record<T>(
+    cx: &Judge<'_>,
+    action: &Action,
+    verdict_on: impl Fn(&SessionState, u64) -> (Verdict, Vec<String>, bool, T),
+) -> (Verdict, Option<Receipt>, T) {
     let host = cx.host;
     let l = cx.l;
-    let unsaved = |now: u64| {
-        let verdict = l.bundle.evaluate(action, &SessionState::new(now), now);
-        let (rewritten, _) = modify_member(msg, field, &verdict);
-        Judged {
-            outcome: effect(enforced_deny(l, &verdict), &verdict, rewritten, None),
-            receipt: None,
-        }
+    let unsaved = || {
+        let now = host.now_ms();
+        let (v, _, _, t) = verdict_on(&SessionState::new(now), now);
+        (v, None, t)
     };
     let Some(session) = cx.session else {
-        return unsaved(host.now_ms());
+        return unsaved();
     };
     for _ in 0..MAX_CAS_ATTEMPTS {
         let now = host.now_ms();
         let mut rec = l.load_session(host, session, now);
-        let verdict = l.bundle.evaluate(action, &rec.state, now);
-        let (rewritten, changes) = modify_member(msg, field, &verdict);
-        let deny = enforced_deny(l, &verdict);
-        if verdict.effects.is_empty() && changes.is_empty() && !deny {
+        let (verdict, changes, must_record, t) = verdict_on(&rec.state, now);
+        if verdict.effects.is_empty() && changes.is_empty() && !must_record {
             // The message changed nothing: no receipt, the session record is not written.
-            return Judged {
-                outcome: effect(deny, &verdict, rewritten, None),
-                receipt: None,
-            };
+            return (verdict, None, t);
         }
         if rec.state.status != bundle::session::SessionStatus::Missing {
             rec.state.apply_effects(&verdict.effects);
@@ -311,10 +343,7 @@ pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -
                     ),
                 );
                 // Not logged: the stream appends it to its access-log receipt (request.rs).
-                return Judged {
-                    outcome: effect(deny, &verdict, rewritten, Some(&r)),
-                    receipt: Some(r),
-                };
+                return (verdict, Some(r), t);
             }
             Err(SharedDataError::CasMismatch) => continue,
             Err(SharedDataError::Other(_)) => break,
@@ -324,7 +353,7 @@ pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -
         LogLevel::Error,
         &format!("portcullis: a message to session `{session}` could not be recorded"),
     );
-    unsaved(host.now_ms())
+    unsaved()
 }
 
 #[cfg(test)]
