@@ -409,7 +409,9 @@ pub fn is_jsonrpc_body(body: &[u8], cfg: &NormalizeConfig) -> Result<bool, Refus
     let Some(first) = text.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(false);
     };
-    if !matches!(first, b'{' | b'[') {
+    // A JSON-RPC message names `jsonrpc` (2.0) or `method` (1.0), literally or through a `\u`
+    // escape: a body that does neither is not one, and is not parsed twice on the egress path.
+    if !matches!(first, b'{' | b'[') || !mentions_jsonrpc(text) {
         return Ok(false);
     }
     // JSON-RPC 2.0 names itself; a 1.0 request does not, but has `method`, `params` and `id`.
