@@ -1,0 +1,159 @@
+//! Readings: the other ways servers read a request, so the policy judges the strictest of them
+//! (docs/filter-normalization.md, "Requests with several readings"), and the refusal of
+//! argument names a case-blind server would bind to a field the policy reads.
+
+use super::{JsonRpcId, Refusal, http, json, printable};
+
+/// The other paths servers may read a normalized path as, for policy evaluation
+/// (docs/filter-normalization.md, "Paths with several readings"): with its ASCII case folded,
+/// with `;` parameters dropped from its segments, with trailing dots dropped from its segments,
+/// and every combination of these that applies. Empty for the usual path (lowercase, no `;`, no
+/// segment ending in `.`), so most requests pay one scan.
+pub fn path_readings(path: &str) -> Vec<String> {
+    let lower = path.bytes().any(|b| b.is_ascii_uppercase());
+    let params = path.contains(';');
+    let dots = path.split('/').any(|seg| {
+        let seg = seg.split(';').next().unwrap_or_default();
+        seg.ends_with('.') && !seg.trim_end_matches('.').is_empty()
+    });
+    if !(lower || params || dots) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = Vec::new();
+    for mask in 1u8..8 {
+        let (l, p, d) = (mask & 1 != 0, mask & 2 != 0, mask & 4 != 0);
+        if (l && !lower) || (p && !params) || (d && !dots) {
+            continue;
+        }
+        let segs: Vec<String> = path
+            .split('/')
+            .map(|seg| {
+                let mut seg = seg.to_owned();
+                if p {
+                    seg = seg.split(';').next().unwrap_or_default().to_owned();
+                }
+                if d && !seg.trim_end_matches('.').is_empty() {
+                    seg = seg.trim_end_matches('.').to_owned();
+                }
+                if l {
+                    seg.make_ascii_lowercase();
+                }
+                seg
+            })
+            .collect();
+        let reading = segs.join("/");
+        if reading != path && !out.contains(&reading) {
+            out.push(reading);
+        }
+    }
+    out
+}
+
+/// Refuse arguments that name a member the policy reads in another case (`LIMIT`, `ſkip_checks`
+/// where the pack reads `limit`, `skip_checks`), at any depth: the policy would not see it, and a
+/// server that matches members without case (Go's `encoding/json`, ASP.NET Core) would act on it.
+/// `names` is `(folded, as written)` for every name the pack reads.
+pub fn check_argument_spelling(
+    arguments: &serde_json::Value,
+    names: &[(String, String)],
+    id: Option<&JsonRpcId>,
+) -> Result<(), Refusal> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    match arguments {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if !names.iter().any(|(_, n)| n == k) {
+                    let folded = json::fold_key(k);
+                    if let Some((_, n)) = names.iter().find(|(f, _)| *f == folded) {
+                        // The policy would not see it; a server that ignores case acts on it.
+                        return Err(Refusal::invalid_params(
+                            format!("argument `{}` must be spelled `{n}`", printable(k)),
+                            id.cloned(),
+                        ));
+                    }
+                }
+                check_argument_spelling(v, names, id)?;
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(a) => a
+            .iter()
+            .try_for_each(|v| check_argument_spelling(v, names, id)),
+        _ => Ok(()),
+    }
+}
+
+/// Headers that make servers execute another method than the request's (Rails, Laravel,
+/// Symfony, ASP.NET, Google APIs, many API gateways).
+const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Headers that make servers route another path than the request's (IIS URL Rewrite, Symfony's
+/// `X-Original-URL` / `X-Rewrite-Url`, Spring's `X-Forwarded-Prefix` before the path).
+const PATH_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
+const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
+
+/// Every other way a server may read a plain HTTP action (docs/filter-normalization.md,
+/// "Requests with several readings"): the method named by a method-override header or a
+/// `_method` query parameter, the path named by a path-override header (or prefixed by
+/// `x-forwarded-prefix`), and each path's [`path_readings`]. Empty for the usual request, which
+/// pays one look at its path and headers. Each reading is the action with its `operation` and
+/// `target.path` replaced.
+pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
+    let header = |name: &'static str| {
+        a.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+    };
+    let mut operations = vec![a.operation.clone()];
+    if a.kind == bundle::action::Kind::Http {
+        let query_method = a.target.query.split('&').filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            k.eq_ignore_ascii_case("_method").then_some(v)
+        });
+        for m in METHOD_OVERRIDE_HEADERS
+            .iter()
+            .flat_map(|h| header(h))
+            .chain(query_method)
+        {
+            let m = m.to_ascii_uppercase();
+            if !m.is_empty() && !operations.contains(&m) {
+                operations.push(m);
+            }
+        }
+    }
+    let mut paths = vec![a.target.path.clone()];
+    for raw in PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h)) {
+        let p = http::normalize_origin_path(raw, true).map_or_else(|_| raw.to_owned(), |n| n.path);
+        paths.push(p);
+    }
+    for prefix in header(PATH_PREFIX_HEADER) {
+        let joined = format!("{}{}", prefix.trim_end_matches('/'), a.target.path);
+        paths.push(http::normalize_origin_path(&joined, true).map_or(joined, |n| n.path));
+    }
+    let more: Vec<String> = paths.iter().flat_map(|p| path_readings(p)).collect();
+    paths.extend(more);
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for op in &operations {
+        for path in &paths {
+            let pair = (op.as_str(), path.as_str());
+            if pair != (a.operation.as_str(), a.target.path.as_str()) && !pairs.contains(&pair) {
+                pairs.push(pair);
+            }
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(op, path)| {
+            let mut r = a.clone();
+            op.clone_into(&mut r.operation);
+            path.clone_into(&mut r.target.path);
+            r
+        })
+        .collect()
+}
