@@ -50,6 +50,29 @@ enum End {
     Trailers,
 }
 
+/// A new stream of `plugin` whose request headers are these (pseudo-headers, then `extra`).
+fn open(
+    host: &MockHost,
+    plugin: &Rc<Plugin>,
+    method: &str,
+    path: &str,
+    authority: &str,
+    extra: &[(&str, &str)],
+) -> Stream {
+    let headers = [
+        (":method", method),
+        (":path", path),
+        (":authority", authority),
+        (":scheme", "http"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    host.new_stream(headers);
+    Stream::new(Rc::clone(plugin))
+}
+
 fn send(
     host: &MockHost,
     plugin: &Rc<Plugin>,
@@ -59,18 +82,7 @@ fn send(
     body: &[u8],
     end: End,
 ) -> Seen {
-    let headers = [
-        (":method", method),
-        (":path", path),
-        (":authority", "workbench"),
-        (":scheme", "http"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
-    .collect();
-    host.new_stream(headers);
-    let mut s = Stream::new(Rc::clone(plugin));
+    let mut s = open(host, plugin, method, path, "workbench", extra);
     let no_body = body.is_empty() && matches!(end, End::Data);
     let mut a = s.on_request_headers(host, no_body);
     if host.state().local_response.is_none() && !no_body && a == FilterAction::Pause {
@@ -250,13 +262,7 @@ fn methods_and_bodies_that_do_not_belong_on_the_mcp_endpoint_are_refused() {
     let options = send(&host, &p, "OPTIONS", "/mcp", &[], b"", End::Data);
     assert!(options.forwarded, "{options:?}");
     // An HTTP/2 GET whose empty DATA frame carries END_STREAM is still body-less.
-    host.new_stream(vec![
-        (":method".into(), "GET".into()),
-        (":path".into(), "/mcp".into()),
-        (":authority".into(), "workbench".into()),
-        (":scheme".into(), "http".into()),
-    ]);
-    let mut s = Stream::new(Rc::clone(&p));
+    let mut s = open(&host, &p, "GET", "/mcp", "workbench", &[]);
     assert_eq!(s.on_request_headers(&host, false), FilterAction::Pause);
     assert_eq!(s.on_request_body(&host, 0, true), FilterAction::Continue);
 }
@@ -407,13 +413,7 @@ fn ipv4_mapped_hosts_meet_the_ipv4_rule() {
         "[::ffff:a9fe:a9fe]:80",
         "[64:ff9b::a9fe:a9fe]",
     ] {
-        host.new_stream(vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), "/latest/meta-data".into()),
-            (":authority".into(), authority.into()),
-            (":scheme".into(), "http".into()),
-        ]);
-        let mut s = Stream::new(Rc::clone(&p));
+        let mut s = open(&host, &p, "GET", "/latest/meta-data", authority, &[]);
         assert_eq!(
             s.on_request_headers(&host, true),
             FilterAction::Pause,
@@ -485,27 +485,21 @@ fn undeclared_lengths_are_counted_where_the_pack_counts_bytes() {
     assert!(small.forwarded);
     // In header-only mode the body cannot be read: refused with 411 instead of counted as 0.
     let header_only = plugin(&host, json!({ "mcp": { "paths": [] } }));
-    host.new_stream(vec![
-        (":method".into(), "PUT".into()),
-        (":path".into(), "/upload".into()),
-        (":authority".into(), "workbench".into()),
-        (":scheme".into(), "http".into()),
-    ]);
-    let mut st = Stream::new(Rc::clone(&header_only));
+    let mut st = open(&host, &header_only, "PUT", "/upload", "workbench", &[]);
     assert_eq!(st.on_request_headers(&host, false), FilterAction::Pause);
     assert_eq!(
         host.state().local_response.as_ref().map(|l| l.status),
         Some(411)
     );
     // With a declared length nothing is held, in either mode.
-    host.new_stream(vec![
-        (":method".into(), "PUT".into()),
-        (":path".into(), "/upload".into()),
-        (":authority".into(), "workbench".into()),
-        (":scheme".into(), "http".into()),
-        ("content-length".into(), "2".into()),
-    ]);
-    let mut st = Stream::new(Rc::clone(&header_only));
+    let mut st = open(
+        &host,
+        &header_only,
+        "PUT",
+        "/upload",
+        "workbench",
+        &[("content-length", "2")],
+    );
     assert_eq!(st.on_request_headers(&host, false), FilterAction::Continue);
 }
 
