@@ -78,6 +78,18 @@ impl Builtin {
     pub fn from_name(name: &str) -> Option<Builtin> {
         Builtin::ALL.into_iter().find(|b| b.as_str() == name)
     }
+
+    /// A stop condition of the intent (`stop:*`): the agent is told it reached a limit, not that
+    /// the action is forbidden.
+    pub const fn is_stop(self) -> bool {
+        matches!(
+            self,
+            Builtin::StopMaxActions
+                | Builtin::StopMaxEgressBytes
+                | Builtin::StopMaxDuration
+                | Builtin::StopMaxApprovals
+        )
+    }
 }
 
 impl std::fmt::Display for Builtin {

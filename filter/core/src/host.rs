@@ -5,6 +5,15 @@
 //! typed error; none may panic. Methods that act on "the current stream" (headers, bodies, local
 //! responses, call-out responses) refer to the HTTP context the proxy is currently calling into.
 
+/// What the proxy should do with the stream after a callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterAction {
+    /// Go on (forward headers / body).
+    Continue,
+    /// Hold the stream (buffering, waiting for a call-out, or answered locally).
+    Pause,
+}
+
 /// Log severity, as in proxy-wasm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {

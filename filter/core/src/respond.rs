@@ -57,7 +57,7 @@ pub(crate) struct Denial {
 impl Denial {
     /// A plain DENY, choosing the stop-condition form for `stop:*` rules.
     pub fn deny(rule: &str, reason: &str, receipt_id: Option<String>) -> Self {
-        let kind = if rule.starts_with("stop:") {
+        let kind = if crate::rules::is_stop(rule) {
             DenialKind::Stop
         } else {
             DenialKind::Denied {

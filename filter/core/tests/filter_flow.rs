@@ -18,7 +18,7 @@ use std::rc::Rc;
 use bundle::keys::signing_key_from_seed;
 use bundle::receipt::verify_log;
 use filter_core::mock::MockHost;
-use filter_core::session_store::slot_key_of;
+use filter_core::slot_key_of;
 use filter_core::{FilterAction, Plugin};
 use serde_json::{Value, json};
 
@@ -566,7 +566,7 @@ fn the_receipt_header_carries_what_the_operator_chose() {
 /// worker with many idle sessions is not stalled; the next ticks attest the rest.
 #[test]
 fn a_tick_signs_a_bounded_number_of_checkpoints_oldest_first() {
-    use filter_core::plugin::MAX_SIGNATURES_PER_TICK as BUDGET;
+    use filter_core::limits::MAX_SIGNATURES_PER_TICK as BUDGET;
     let (host, plugin) = setup(json!({}));
     let n = BUDGET + 8;
     for i in 0..n {

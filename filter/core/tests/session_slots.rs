@@ -19,7 +19,7 @@ use std::rc::Rc;
 use bundle::keys::signing_key_from_seed;
 use bundle::receipt::{FindingKind, verify_log};
 use filter_core::mock::MockHost;
-use filter_core::session_store::{LAYOUT_KEY, slot_key_of};
+use filter_core::{LAYOUT_KEY, slot_key_of};
 use filter_core::{FilterAction, Plugin};
 use serde_json::{Value, json};
 

@@ -11,7 +11,7 @@ mod raw;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use filter_core::bundle_pull::BundlePuller;
+use filter_core::BundlePuller;
 use filter_core::host::{Host, HostError, LogLevel, MetricKind, SharedDataError, SharedValue};
 use filter_core::{FilterAction, Plugin, Stream};
 use proxy_wasm::hostcalls;

@@ -24,6 +24,8 @@ use bundle::action::{Action, Kind};
 use bundle::format::IntentDef;
 use bundle::verdict::{RiskTier, Verdict};
 
+use crate::normalize::Method;
+
 /// Weight of the lexical term.
 const W_LEXICAL: f32 = 0.4;
 /// Weight of the out-of-scope term.
@@ -39,10 +41,7 @@ pub(crate) const MAX_TOKENS: usize = 64;
 fn is_acting(a: &Action) -> bool {
     match a.kind {
         Kind::Http => true,
-        Kind::Mcp => matches!(
-            a.operation.as_str(),
-            "tools/call" | "resources/read" | "prompts/get"
-        ),
+        Kind::Mcp => Method::from_name(&a.operation).is_some_and(Method::acts),
     }
 }
 

@@ -18,8 +18,8 @@ use bundle::action::{Action, Kind};
 use serde_json::{Map, Value};
 
 use super::{
-    JsonRpcId, McpMessage, McpMessageKind, McpRequest, NormalizeConfig, Refusal, RequestHead,
-    Route, http, json, policy_headers, risk,
+    JsonRpcId, McpMessage, McpMessageKind, McpRequest, Method, NOTIFICATION_PREFIX,
+    NormalizeConfig, Refusal, RequestHead, Route, http, json, policy_headers, risk,
 };
 
 /// The `_meta` key carrying the protocol version in 2026-07-28 requests.
@@ -263,7 +263,7 @@ fn message(
             }
             let kind = if id.is_some() {
                 McpMessageKind::Request
-            } else if method.starts_with("notifications/") {
+            } else if method.starts_with(NOTIFICATION_PREFIX) {
                 McpMessageKind::Notification
             } else {
                 return Err(Refusal::invalid_request(
@@ -365,19 +365,19 @@ fn method_fields(
     id: &Option<JsonRpcId>,
 ) -> Result<(), Refusal> {
     let method = action.operation.as_str();
-    match method {
-        "tools/call" => {
+    match Method::from_name(method) {
+        Some(Method::ToolsCall) => {
             action.tool = Some(required_str(params.as_deref(), "name", method, id)?.to_owned());
             action.arguments = optional_object(params, "arguments", method, id)?;
         }
-        "prompts/get" => {
+        Some(Method::PromptsGet) => {
             action.prompt = Some(required_str(params.as_deref(), "name", method, id)?.to_owned());
             action.arguments = optional_object(params, "arguments", method, id)?;
         }
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+        Some(Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe) => {
             action.resource = Some(required_str(params.as_deref(), "uri", method, id)?.to_owned());
         }
-        "completion/complete" => {
+        Some(Method::CompletionComplete) => {
             if let Some(Value::Object(r)) = params.as_deref().and_then(|p| p.get("ref")) {
                 match (
                     r.get("type").and_then(Value::as_str),
@@ -448,9 +448,11 @@ fn check_routing_headers(
             let by_name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
             let by_uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
             let expected = match body_method {
-                Some("tools/call" | "prompts/get") => by_name,
                 Some(m) if m.starts_with("resources/") => by_uri,
-                Some(_) => by_name.or(by_uri),
+                Some(m) => match Method::from_name(m) {
+                    Some(Method::ToolsCall | Method::PromptsGet) => by_name,
+                    _ => by_name.or(by_uri),
+                },
                 None => None,
             };
             if expected != Some(decoded.as_str()) {
@@ -617,7 +619,10 @@ fn protocol_version(
         return Ok(header);
     }
     for v in values {
-        if v.get("method").and_then(Value::as_str) == Some("initialize")
+        if v
+            .get("method")
+            .and_then(Value::as_str)
+            .is_some_and(|m| Method::Initialize.is(m))
             && let Some(pv) = v
                 .get("params")
                 .and_then(|p| p.get("protocolVersion"))

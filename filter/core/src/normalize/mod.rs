@@ -17,10 +17,12 @@ pub(crate) mod json;
 
 pub(crate) use json::fold_key;
 mod mcp;
+mod methods;
 mod modify;
 mod readings;
 pub mod risk;
 
+pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use http::normalize_http;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value};
@@ -137,9 +139,9 @@ impl Route {
     /// The operation of a body-less MCP request on this route.
     pub fn header_only_operation(self) -> Option<&'static str> {
         match self {
-            Route::McpStream => Some("stream/open"),
-            Route::McpDelete => Some("session/delete"),
-            Route::McpOptions => Some("http/options"),
+            Route::McpStream => Some(Method::StreamOpen.name()),
+            Route::McpDelete => Some(Method::SessionDelete.name()),
+            Route::McpOptions => Some(Method::HttpOptions.name()),
             _ => None,
         }
     }

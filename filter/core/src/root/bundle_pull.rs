@@ -12,94 +12,16 @@
 //! logged. With no bundle in force yet (no inline bundle, no good fetch) every request is denied.
 
 use bundle::{Bundle, Trust};
-use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::config;
+use super::Plugin;
+use crate::config::{self, BundleServer};
+use crate::error::PullError;
 use crate::host::{Host, LogLevel, MetricKind};
-use crate::plugin::Plugin;
+use crate::limits::MAX_BUNDLE_BYTES;
 
-/// The reason requests are denied while no bundle has been fetched yet.
-pub const NO_BUNDLE_YET: &str =
-    "no policy bundle yet: waiting for the first good fetch from the bundle server";
-
-/// Largest bundle body accepted from the server (the size limit of a plugin configuration).
-pub const MAX_BUNDLE_BYTES: usize = config::MAX_CONFIG_BYTES;
-
-/// Default poll interval.
-pub const DEFAULT_POLL_INTERVAL_S: u64 = 30;
-/// Default fetch timeout.
-pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
 /// The timer period the puller needs (it polls on the root context's tick).
 pub const PULL_TICK_MS: u64 = 1000;
-
-/// `bundle.server` as written in the configuration.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBundleServer {
-    cluster: String,
-    authority: Option<String>,
-    path: String,
-    poll_interval_s: Option<u64>,
-    timeout_ms: Option<u64>,
-    sha256: Option<String>,
-}
-
-/// Where and how often to fetch the bundle.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BundleServer {
-    /// Envoy cluster of the bundle server.
-    pub cluster: String,
-    /// `:authority` of the fetch (default: the cluster).
-    pub authority: String,
-    /// `:path` of the fetch.
-    pub path: String,
-    /// Time between polls (ms).
-    pub poll_interval_ms: u64,
-    /// Fetch timeout (ms).
-    pub timeout_ms: u64,
-    /// Accept only a body with this SHA-256 (a pinned reference); polling stops once it is in force.
-    pub sha256: Option<[u8; 32]>,
-}
-
-/// Validate `bundle.server`; the error names the key.
-pub(crate) fn parse_server(raw: RawBundleServer) -> Result<BundleServer, String> {
-    if raw.cluster.is_empty() {
-        return Err("`cluster` is empty".into());
-    }
-    if !raw.path.starts_with('/') {
-        return Err(format!("`path`: `{}` must start with `/`", raw.path));
-    }
-    let poll_s = raw.poll_interval_s.unwrap_or(DEFAULT_POLL_INTERVAL_S);
-    if !(5..=86_400).contains(&poll_s) {
-        return Err(format!(
-            "`poll_interval_s`: {poll_s} is not within 5..=86400"
-        ));
-    }
-    let timeout_ms = raw.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
-    if !(100..=60_000).contains(&timeout_ms) {
-        return Err(format!(
-            "`timeout_ms`: {timeout_ms} is not within 100..=60000"
-        ));
-    }
-    let sha256 = match raw.sha256 {
-        None => None,
-        Some(h) => {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(h.trim(), &mut out)
-                .map_err(|_| format!("`sha256`: `{h}` is not 64 hex digits"))?;
-            Some(out)
-        }
-    };
-    Ok(BundleServer {
-        authority: raw.authority.unwrap_or_else(|| raw.cluster.clone()),
-        cluster: raw.cluster,
-        path: raw.path,
-        poll_interval_ms: poll_s.saturating_mul(1000),
-        timeout_ms,
-        sha256,
-    })
-}
 
 /// Outcome of one fetch, as counted in `portcullis_bundle_loads_<result>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,17 +135,7 @@ impl BundlePuller {
         }
         match host.dispatch_http_call(&self.server.cluster, &headers, b"", self.server.timeout_ms) {
             Ok(token) => self.pending = Some(token),
-            Err(e) => {
-                host.log(
-                    LogLevel::Error,
-                    &format!(
-                        "portcullis: bundle fetch from {} failed: {}; keeping the bundle in force",
-                        self.where_from(),
-                        e.0
-                    ),
-                );
-                self.count(host, LoadResult::FetchError);
-            }
+            Err(e) => self.fail(host, &PullError::Dispatch(e.0)),
         }
     }
 
@@ -234,27 +146,39 @@ impl BundlePuller {
             return None;
         }
         self.pending = None;
-        let (result, plugin) = self.handle(host, body_size);
-        self.count(host, result);
-        if plugin.is_some() {
-            // The new plugin set the receipt timer's period; keep the puller's.
-            host.set_tick_period_ms(self.tick_ms);
+        match self.handle(host, body_size) {
+            Ok(None) => {
+                self.count(host, LoadResult::NotModified);
+                None
+            }
+            Ok(Some(plugin)) => {
+                self.count(host, LoadResult::Ok);
+                // The new plugin set the receipt timer's period; keep the puller's.
+                host.set_tick_period_ms(self.tick_ms);
+                Some(plugin)
+            }
+            Err(e) => {
+                self.fail(host, &e);
+                None
+            }
         }
-        plugin
     }
 
-    fn fail(&self, host: &dyn Host, result: LoadResult, why: &str) -> (LoadResult, Option<Plugin>) {
+    /// Log and count a failed fetch.
+    fn fail(&self, host: &dyn Host, e: &PullError) {
         host.log(
             LogLevel::Error,
             &format!(
-                "portcullis: bundle fetch from {}: {why}; keeping the bundle in force",
+                "portcullis: bundle fetch from {}: {e}; keeping the bundle in force",
                 self.where_from()
             ),
         );
-        (result, None)
+        self.count(host, LoadResult::of(e));
     }
 
-    fn handle(&mut self, host: &dyn Host, body_size: usize) -> (LoadResult, Option<Plugin>) {
+    /// Read the answer: the plugin with the new bundle, `None` when the bundle in force is still
+    /// current, or why the answer cannot be used.
+    fn handle(&mut self, host: &dyn Host, body_size: usize) -> Result<Option<Plugin>, PullError> {
         let headers = host.http_call_response_headers();
         let header = |name: &str| {
             headers
@@ -262,57 +186,60 @@ impl BundlePuller {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        let Some(status) = header(":status") else {
-            return self.fail(host, LoadResult::FetchError, "no answer (timeout or reset)");
-        };
+        let status = header(":status").ok_or(PullError::NoAnswer)?;
         match status.as_str() {
-            "304" => return (LoadResult::NotModified, None),
+            "304" => return Ok(None),
             "200" => {}
-            other => {
-                return self.fail(host, LoadResult::FetchError, &format!("status {other}"));
-            }
+            _ => return Err(PullError::Status(status)),
         }
         if body_size > MAX_BUNDLE_BYTES {
-            return self.fail(
-                host,
-                LoadResult::FetchError,
-                &format!("the body is {body_size} bytes, above {MAX_BUNDLE_BYTES}"),
-            );
+            return Err(PullError::TooLarge {
+                size: body_size,
+                max: MAX_BUNDLE_BYTES,
+            });
         }
         let body = host.http_call_response_body(body_size).unwrap_or_default();
         if body.is_empty() {
-            return self.fail(host, LoadResult::BadBundle, "empty body");
+            return Err(PullError::Empty);
         }
         let sha: [u8; 32] = Sha256::digest(&body).into();
         if let Some(pin) = self.server.sha256
             && pin != sha
         {
-            return self.fail(
-                host,
-                LoadResult::BadBundle,
-                &format!(
-                    "the body's sha256 {} is not the pinned {}",
-                    hex::encode(sha),
-                    hex::encode(pin)
-                ),
-            );
+            return Err(PullError::NotPinned {
+                got: hex::encode(sha),
+                pinned: hex::encode(pin),
+            });
         }
         if self.in_force == Some(sha) {
             self.etag = header("etag");
-            return (LoadResult::NotModified, None);
+            return Ok(None);
         }
-        if let Err(e) = Bundle::from_bytes(&body, &Trust::Keys(self.trusted.clone())) {
-            return self.fail(host, LoadResult::BadBundle, &format!("bundle refused: {e}"));
-        }
+        Bundle::from_bytes(&body, &Trust::Keys(self.trusted.clone())).map_err(PullError::Refused)?;
         let plugin = Plugin::configure_with(host, &self.config, Some(&body));
         if let Some(e) = plugin.error() {
             // Not the bundle's fault (e.g. the signing key); the new plugin would deny everything.
-            let why = format!("the fetched bundle cannot be used: {e}");
-            return self.fail(host, LoadResult::BadBundle, &why);
+            return Err(PullError::Unusable(e.clone()));
         }
         self.in_force = Some(sha);
         self.etag = header("etag");
-        (LoadResult::Ok, Some(plugin))
+        Ok(Some(plugin))
+    }
+}
+
+impl LoadResult {
+    /// How a failed fetch is counted.
+    fn of(e: &PullError) -> LoadResult {
+        match e {
+            PullError::Dispatch(_)
+            | PullError::NoAnswer
+            | PullError::Status(_)
+            | PullError::TooLarge { .. } => LoadResult::FetchError,
+            PullError::Empty
+            | PullError::NotPinned { .. }
+            | PullError::Refused(_)
+            | PullError::Unusable(_) => LoadResult::BadBundle,
+        }
     }
 }
 
@@ -320,7 +247,7 @@ impl BundlePuller {
 mod tests {
     use super::*;
     use crate::mock::MockHost;
-    use crate::request::Stream;
+    use crate::stream::Stream;
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
@@ -512,7 +439,7 @@ rule reads {
         let host = MockHost::new(1_000_000);
         let cfg = config(None, server());
         let plugin = Rc::new(Plugin::configure(&host, &cfg));
-        assert_eq!(plugin.error(), Some(NO_BUNDLE_YET));
+        assert_eq!(plugin.error(), Some(&crate::error::FilterError::NoBundleYet));
         assert_eq!(decide(&host, &plugin), "DENY");
         let mut p = BundlePuller::new(&host, &cfg).unwrap();
         let swapped = poll(&host, &mut p, Some("200"), None, &bundle(POLICY_ALLOW, 1)).unwrap();
@@ -597,7 +524,7 @@ rule reads {
         let s = ok.bundle_server.unwrap();
         assert_eq!(
             (s.poll_interval_ms, s.timeout_ms, s.sha256),
-            (10_000, DEFAULT_TIMEOUT_MS, None)
+            (10_000, config::DEFAULT_TIMEOUT_MS, None)
         );
         assert!(ok.bundle.is_empty());
     }

@@ -11,13 +11,13 @@ use bundle::verdict::{Decision, Verdict};
 use serde_json::{Value, json};
 
 use super::{Judge, inject};
-use crate::host::{LogLevel, SharedDataError};
-use crate::normalize::{self, risk};
+use crate::host::LogLevel;
+use crate::normalize::{self, Method, risk};
+use crate::policy::Policy;
 use crate::respond::Denial;
-use crate::session_store::{self, MAX_CAS_ATTEMPTS};
+use crate::rules::FilterRule;
+use crate::session::Write;
 
-/// The pseudo-operation a tool result is evaluated as.
-pub const RESULT_OPERATION: &str = "tools/result";
 /// Longest `args.text` of a result action, in bytes (the detector reads the same prefix).
 const MAX_TEXT_BYTES: usize = inject::MAX_SCAN_BYTES;
 
@@ -65,25 +65,6 @@ fn result_text(v: &Value, out: &mut String) {
         Value::Object(o) => o.values().for_each(|x| result_text(x, out)),
         _ => {}
     }
-}
-
-/// Whether the pack can say anything about a tool result. A result only matters through a rule
-/// that matches its `tools/result` action (effects such as `taint`, or a MODIFY) or a MODIFY from
-/// the default, unknown-session or intent-outside decision. A rule whose condition pins the
-/// operation to others, or pins the kind to `http`, never matches a result (the compiler
-/// guarantees pins are sound). When nothing can match, every inspection would end with "no effect,
-/// nothing changed", so the filter does not hold tool results at all (no buffering, no session
-/// read on the response path).
-pub(crate) fn pack_reads_results(p: &bundle::format::Program) -> bool {
-    use bundle::action::Kind;
-    let modifies = |d: &bundle::format::DecisionDef| d.decision == Decision::Modify;
-    p.rules.iter().any(|r| {
-        r.pins.kind != Some(Kind::Http)
-            && (r.pins.operations.is_empty()
-                || r.pins.operations.iter().any(|o| o == RESULT_OPERATION))
-    }) || modifies(&p.default)
-        || modifies(&p.unknown_session)
-        || p.intents.iter().any(|i| modifies(&i.outside))
 }
 
 /// `call` without its arguments and risk (a result action replaces both), so a large call is not
@@ -134,7 +115,7 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     let mut text = String::new();
     result_text(result, &mut text);
     let mut a = call.clone();
-    a.operation = RESULT_OPERATION.to_owned();
+    a.operation = Method::ToolsResult.name().to_owned();
     a.risk = risk::scan_value(result);
     a.size = compact_json_len(result);
     let injection = inject::detect(&text);
@@ -227,9 +208,9 @@ pub(crate) struct Judged {
 /// the session was killed). The pack's default, an intent's outside decision and a missing
 /// session are about the agent's actions: a pack written for those must not swallow every result
 /// and server request it never mentions.
-fn enforced_deny(l: &crate::plugin::Loaded, verdict: &Verdict) -> bool {
+fn enforced_deny(l: &Policy, verdict: &Verdict) -> bool {
     verdict.decision == Decision::Deny
-        && (l.rule_names.contains(&verdict.deciding_rule)
+        && (l.pack.is_pack_rule(&verdict.deciding_rule)
             || verdict.deciding_rule == bundle::builtin::SESSION_KILLED)
 }
 
@@ -269,9 +250,6 @@ pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -
     }
 }
 
-/// The built-in rule of an answer the filter could not check and replaced by an error.
-pub const UNCHECKED_RULE: &str = "filter:unchecked_response";
-
 /// Record that the answer to `call` was replaced because the filter could not check it
 /// (`why`): a DENY `result` receipt in the session's chain. `None` without a session.
 pub(crate) fn refused(cx: &Judge<'_>, call: &Action, why: &str) -> Option<Receipt> {
@@ -279,7 +257,7 @@ pub(crate) fn refused(cx: &Judge<'_>, call: &Action, why: &str) -> Option<Receip
     let verdict = Verdict {
         decision: Decision::Deny,
         would_be: Decision::Deny,
-        deciding_rule: UNCHECKED_RULE.to_owned(),
+        deciding_rule: FilterRule::UncheckedResponse.as_str().to_owned(),
         reason: why.to_owned(),
         ..Verdict::default()
     };
@@ -305,13 +283,11 @@ fn record<T>(
     let Some(session) = cx.session else {
         return unsaved();
     };
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        let now = host.now_ms();
-        let mut rec = l.load_session(host, session, now);
+    let recorded = cx.sessions.update(host, session, |rec, now| {
         let (verdict, changes, must_record, t) = verdict_on(&rec.state, now);
         if verdict.effects.is_empty() && changes.is_empty() && !must_record {
             // The message changed nothing: no receipt, the session record is not written.
-            return (verdict, None, t);
+            return Write::Skip((verdict, None, t));
         }
         if rec.state.status != bundle::session::SessionStatus::Missing {
             rec.state.apply_effects(&verdict.effects);
@@ -323,31 +299,31 @@ fn record<T>(
         body.modifications = changes;
         let r = receipt::seal(body, &mut rec.chain, &l.signer, &l.sign_policy, now, true);
         rec.extra.last_seen_ms = now;
-        match session_store::store(host, session, &rec) {
-            Ok(()) => {
-                cx.plugin.touched(host, l, session, &rec, now);
-                host.log(
-                    LogLevel::Info,
-                    &format!(
-                        "portcullis: {} of `{}` session `{session}` rule `{}`: {} effect(s) applied; {}; {}",
-                        action.operation,
-                        action.subject(),
-                        verdict.deciding_rule,
-                        verdict.effects.len(),
-                        verdict.decision.as_str(),
-                        if r.body.modifications.is_empty() {
-                            "unchanged".to_owned()
-                        } else {
-                            r.body.modifications.join(", ")
-                        }
-                    ),
-                );
-                // Not logged: the stream appends it to its access-log receipt (request.rs).
-                return (verdict, Some(r), t);
-            }
-            Err(SharedDataError::CasMismatch) => continue,
-            Err(SharedDataError::Other(_)) => break,
+        Write::Active((verdict, Some(r), t))
+    });
+    match recorded {
+        Ok((verdict, Some(r), t)) => {
+            host.log(
+                LogLevel::Info,
+                &format!(
+                    "portcullis: {} of `{}` session `{session}` rule `{}`: {} effect(s) applied; {}; {}",
+                    action.operation,
+                    action.subject(),
+                    verdict.deciding_rule,
+                    verdict.effects.len(),
+                    verdict.decision.as_str(),
+                    if r.body.modifications.is_empty() {
+                        "unchanged".to_owned()
+                    } else {
+                        r.body.modifications.join(", ")
+                    }
+                ),
+            );
+            // Not logged: the stream appends it to its access-log receipt (`stream/`).
+            return (verdict, Some(r), t);
         }
+        Ok(unrecorded) => return unrecorded,
+        Err(_) => {}
     }
     host.log(
         LogLevel::Error,
@@ -363,7 +339,7 @@ mod tests {
         reason = "test code: a failed unwrap is a failed test"
     )]
 
-    use super::{compact_json_len, pack_reads_results};
+    use super::compact_json_len;
 
     #[test]
     fn a_results_size_is_its_compact_json_length() {
@@ -374,37 +350,5 @@ mod tests {
         ] {
             assert_eq!(compact_json_len(&v), v.to_string().len() as u64, "{v}");
         }
-    }
-
-    fn reads(rules: &str) -> bool {
-        let src = format!(
-            "pack \"p\" {{\n  version \"1.0.0\"\n  mode enforce\n  default deny \"no\"\n}}\n{rules}\n"
-        );
-        let ast = policy::syntax::parse(&src).unwrap();
-        let unsigned = policy::codegen::compile(&ast).unwrap();
-        let key = bundle::keys::signing_key_from_seed([1; 32]);
-        let signed = bundle::sign(&unsigned, &key).unwrap();
-        let trust = bundle::Trust::Keys(vec![key.verifying_key()]);
-        let b = bundle::Bundle::from_bytes(&signed, &trust).unwrap();
-        pack_reads_results(b.program())
-    }
-
-    #[test]
-    fn only_a_rule_or_decision_that_can_see_a_result_makes_results_worth_holding() {
-        // Pinned to other operations or to HTTP: a result can never match.
-        assert!(!reads(
-            "rule t { when kind == mcp and operation == \"tools/call\" and tool == \"a\" allow \"ok\" }\n\
-             rule h { when kind == http and target.host == \"x.example\" allow \"ok\" }"
-        ));
-        // A tool pinned without an operation matches the tool's results too.
-        assert!(reads(
-            "rule t { when tool == \"fetch_url\" and args.injection == true deny \"no\" }"
-        ));
-        // The result operation itself.
-        assert!(reads(
-            "rule r { when operation == \"tools/result\" deny \"no\" then taint \"x\" }"
-        ));
-        // A rule that pins nothing (here: only an argument) is visited for every action.
-        assert!(reads("rule w { when args.limit > 5 deny \"no\" }"));
     }
 }

@@ -10,8 +10,11 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
-/// Upper bound on the plugin configuration size we accept (the bundle is inline, so it is large).
-pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+use crate::limits::MAX_CONFIG_BYTES;
+
+mod bundle_server;
+
+pub use bundle_server::{BundleServer, DEFAULT_POLL_INTERVAL_S, DEFAULT_TIMEOUT_MS};
 
 /// Why a configuration was refused. The filter then denies every action with this as the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +25,8 @@ impl std::fmt::Display for ConfigError {
         write!(f, "invalid plugin configuration: {}", self.0)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// Where the receipt signing key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,22 +147,6 @@ pub struct SessionConfig {
     pub require_initialize: bool,
 }
 
-/// Where a benchmark build stops the request path (`bench_cut`, only with the `bench-cuts`
-/// feature; `benches/load/README.md`). Each cut lets the request through at that point, so a
-/// build with a cut set does not enforce: it exists to price the parts of the filter in Envoy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BenchCut {
-    /// Right after the request (headers and body) is read: nothing parsed or decided.
-    AfterBody,
-    /// After normalization (strict parse, actions, risk scan): nothing decided.
-    AfterNormalize,
-    /// Decided and enforced, but no receipt sealed and nothing written back (no filter state,
-    /// headers or metric) for an allowed request.
-    NoWrites,
-    /// Everything but the receipt (no digest, no seal, no receipt header or filter state).
-    NoReceipts,
-}
-
 /// The parsed plugin configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -165,7 +154,7 @@ pub struct Config {
     /// inline bundle: nothing is enforced until the first good fetch, so every request is denied).
     pub bundle: Vec<u8>,
     /// Where to pull bundles from (`bundle.server`), if anywhere.
-    pub bundle_server: Option<crate::bundle_pull::BundleServer>,
+    pub bundle_server: Option<BundleServer>,
     /// Keys a bundle must be signed by (at least one).
     pub trusted_bundle_keys: Vec<VerifyingKey>,
     /// The receipt signing key.
@@ -202,7 +191,7 @@ pub struct Config {
     pub failure_mode: FailureMode,
     /// Benchmark builds only: where the request path stops.
     #[cfg(feature = "bench-cuts")]
-    pub bench_cut: Option<BenchCut>,
+    pub bench_cut: Option<crate::bench::Cut>,
 }
 
 #[derive(Deserialize)]
@@ -238,8 +227,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawBundle {
     inline_base64: Option<String>,
-    /// Pull bundles from a bundle server (`crate::bundle_pull`).
-    server: Option<crate::bundle_pull::RawBundleServer>,
+    /// Pull bundles from a bundle server (`crate::root::bundle_pull`).
+    server: Option<bundle_server::RawBundleServer>,
 }
 
 #[derive(Deserialize)]
@@ -388,7 +377,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let bundle_server = raw
         .bundle
         .server
-        .map(crate::bundle_pull::parse_server)
+        .map(bundle_server::parse_server)
         .transpose()
         .map_err(|e| err(format!("`bundle.server`: {e}")))?;
     let bundle = match (raw.bundle.inline_base64, &bundle_server) {
@@ -644,15 +633,11 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         #[cfg(feature = "bench-cuts")]
         bench_cut: match raw.bench_cut.as_deref() {
             None => None,
-            Some("after_body") => Some(BenchCut::AfterBody),
-            Some("after_normalize") => Some(BenchCut::AfterNormalize),
-            Some("no_writes") => Some(BenchCut::NoWrites),
-            Some("no_receipts") => Some(BenchCut::NoReceipts),
-            Some(other) => {
-                return Err(err(format!(
-                    "bench_cut: after_body, after_normalize, no_writes or no_receipts, not `{other}`"
-                )));
-            }
+            Some(name) => Some(crate::bench::Cut::from_name(name).ok_or_else(|| {
+                err(format!(
+                    "bench_cut: after_body, after_normalize, no_writes or no_receipts, not `{name}`"
+                ))
+            })?),
         },
     })
 }
@@ -726,12 +711,7 @@ mod tests {
     #[cfg(feature = "bench-cuts")]
     #[test]
     fn bench_builds_read_each_cut() {
-        for (name, cut) in [
-            ("after_body", BenchCut::AfterBody),
-            ("after_normalize", BenchCut::AfterNormalize),
-            ("no_writes", BenchCut::NoWrites),
-            ("no_receipts", BenchCut::NoReceipts),
-        ] {
+        for (name, cut) in crate::bench::Cut::ALL {
             let mut c = base();
             c["bench_cut"] = name.into();
             assert_eq!(parse_v(&c).unwrap().bench_cut, Some(cut));

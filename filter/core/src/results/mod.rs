@@ -20,9 +20,8 @@ mod inject;
 mod result;
 mod sse;
 
-pub(crate) use result::pack_reads_results;
 
-use bundle::action::{Action, Kind, Risk};
+use bundle::action::{Action, Risk};
 use bundle::matchers::glob_match;
 use bundle::receipt::Receipt;
 use bundle::session::SessionState;
@@ -31,8 +30,10 @@ use serde_json::{Value, json};
 
 use crate::host::{Host, LogLevel};
 use crate::normalize::JsonRpcId;
-use crate::plugin::Loaded;
-use crate::request::FilterAction;
+use crate::host::FilterAction;
+use crate::normalize::Method;
+use crate::policy::Policy;
+use crate::session::Sessions;
 
 /// JSON-RPC error code of a list response the filter could not check.
 pub const UNCHECKED_RESPONSE_CODE: i64 = -32044;
@@ -50,10 +51,10 @@ pub(crate) enum ListKind {
 
 impl ListKind {
     fn of(operation: &str) -> Option<Self> {
-        match operation {
-            "tools/list" => Some(ListKind::Tools),
-            "prompts/list" => Some(ListKind::Prompts),
-            "resources/list" => Some(ListKind::Resources),
+        match Method::from_name(operation)? {
+            Method::ToolsList => Some(ListKind::Tools),
+            Method::PromptsList => Some(ListKind::Prompts),
+            Method::ResourcesList => Some(ListKind::Resources),
             _ => None,
         }
     }
@@ -81,15 +82,15 @@ impl ListKind {
         a.resource = None;
         match self {
             ListKind::Tools => {
-                a.operation = "tools/call".into();
+                a.operation = Method::ToolsCall.name().into();
                 a.tool = Some(name.to_owned());
             }
             ListKind::Prompts => {
-                a.operation = "prompts/get".into();
+                a.operation = Method::PromptsGet.name().into();
                 a.prompt = Some(name.to_owned());
             }
             ListKind::Resources => {
-                a.operation = "resources/read".into();
+                a.operation = Method::ResourcesRead.name().into();
                 a.resource = Some(name.to_owned());
             }
         }
@@ -150,7 +151,7 @@ pub(crate) struct Inspector {
     /// The stream's request, without arguments: the base of the actions for what the server
     /// sends unasked (server requests, results replayed on a GET stream).
     base: Action,
-    /// The pack can act on tool results (`Loaded::inspect_results`).
+    /// The pack can act on tool results (`PackReads::results`).
     results: bool,
     mode: Mode,
     reader: sse::Reader,
@@ -186,7 +187,7 @@ impl Inspector {
                     action: action.clone(),
                     remove,
                 }
-            } else if action.operation == "tools/call" {
+            } else if Method::ToolsCall.is(&action.operation) {
                 Awaits::Result(result::without_arguments(action))
             } else {
                 Awaits::Answer
@@ -583,7 +584,7 @@ impl Inspector {
     /// `tools/call` of no known tool.
     fn base_call(&self) -> Action {
         let mut a = self.base.clone();
-        a.operation = "tools/call".to_owned();
+        a.operation = Method::ToolsCall.name().to_owned();
         a.tool = None;
         a
     }
@@ -621,8 +622,8 @@ fn unchecked_error(id: &Value, why: &str) -> Value {
 /// Everything judging a server-to-agent message needs.
 pub(crate) struct Judge<'a> {
     pub host: &'a dyn Host,
-    pub plugin: &'a crate::plugin::Plugin,
-    pub l: &'a Loaded,
+    pub l: &'a Policy,
+    pub sessions: &'a Sessions,
     pub session: Option<&'a str>,
 }
 
@@ -637,7 +638,7 @@ struct ListPending {
 fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
     let now = cx.host.now_ms();
     let state = match cx.session {
-        Some(s) => cx.l.load_session(cx.host, s, now).state,
+        Some(s) => cx.sessions.read(cx.host, s, now).state,
         None => SessionState::new(now),
     };
     let c = Cx {
@@ -670,7 +671,7 @@ fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
 }
 
 struct Cx<'a> {
-    l: &'a Loaded,
+    l: &'a Policy,
     state: &'a SessionState,
     now: u64,
 }
@@ -679,7 +680,7 @@ impl Cx<'_> {
     /// Whether a list keeps the entry `name`: the agent sees every tool some call could use.
     /// An entry is hidden when a hypothetical call of it (no arguments) is denied, unless the
     /// denial is only the pack's default (or an intent's) and a rule that reads arguments could
-    /// allow a call of it (`Loaded::arg_allows`): a tool allowed for some arguments stays listed,
+    /// allow a call of it (`PackReads::arg_allows`): a tool allowed for some arguments stays listed,
     /// its calls are still decided one by one.
     fn keeps(&self, p: &ListPending, name: &str) -> bool {
         if p.kind == ListKind::Tools && p.remove.iter().any(|g| glob_match(g, name)) {
@@ -690,59 +691,6 @@ impl Cx<'_> {
         if v.decision != Decision::Deny {
             return true;
         }
-        let by_a_rule = self.l.rule_names.contains(&v.deciding_rule);
-        !by_a_rule && self.l.arg_allows.covers(&a)
-    }
-}
-
-/// The rules that could allow a call depending on its arguments (conditions that read `args`):
-/// what a tool list must not hide on a call without arguments ([`Cx::keeps`]).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct ArgAllows {
-    /// `(operations, tools)` pinned by each such rule (empty: any).
-    rules: Vec<(Vec<String>, Vec<String>)>,
-}
-
-impl ArgAllows {
-    /// The argument-dependent rules of a pack that do not deny.
-    pub(crate) fn of(p: &bundle::format::Program) -> Self {
-        use bundle::format::{FieldRef, Pred};
-        let reads_args = |code: &[bundle::format::Instr]| {
-            code.iter().any(|i| {
-                matches!(
-                    &i.pred,
-                    Pred::Cmp(FieldRef::Arg(_), ..)
-                        | Pred::In(FieldRef::Arg(_), _)
-                        | Pred::Glob(FieldRef::Arg(_), _)
-                        | Pred::Prefix(FieldRef::Arg(_), _)
-                        | Pred::Matches(FieldRef::Arg(_), _)
-                        | Pred::Is(FieldRef::Arg(_), _)
-                        | Pred::Present(FieldRef::Arg(_))
-                        | Pred::Len(FieldRef::Arg(_), ..)
-                        | Pred::Contains(FieldRef::Arg(_), _)
-                )
-            })
-        };
-        let rules = p
-            .rules
-            .iter()
-            .filter(|r| r.decision.decision != Decision::Deny && r.pins.kind != Some(Kind::Http))
-            .filter(|r| reads_args(&r.code))
-            .map(|r| (r.pins.operations.clone(), r.pins.tools.clone()))
-            .collect();
-        ArgAllows { rules }
-    }
-
-    /// Whether one of the rules can match a call like `a` (its operation and tool).
-    fn covers(&self, a: &Action) -> bool {
-        let name = a
-            .tool
-            .as_deref()
-            .or(a.prompt.as_deref())
-            .or(a.resource.as_deref());
-        self.rules.iter().any(|(ops, tools)| {
-            (ops.is_empty() || ops.contains(&a.operation))
-                && (tools.is_empty() || name.is_some_and(|n| tools.iter().any(|t| t == n)))
-        })
+        !self.l.pack.is_pack_rule(&v.deciding_rule) && self.l.pack.arg_allows.covers(&a)
     }
 }

@@ -19,7 +19,7 @@
 //! session: the first empty probe; else a tombstone (the oldest first); else an active record idle
 //! past the ttl (it expires); else the least recently seen active record, killed or tainted ones
 //! last (it is evicted). A displaced live session is returned in [`Record::displaced`], and
-//! [`crate::plugin::Plugin::touched`] logs its signed `session_end` receipt once the write of the
+//! [`super::Sessions`] logs its signed `session_end` receipt once the write of the
 //! new session succeeded. Every write is a compare-and-swap with the token the slot was read with;
 //! a slot read as empty is written with [`EMPTY_SLOT_CAS`], which no existing key holds, so of two
 //! workers placing a session in the same empty slot the second one fails and starts over.
@@ -40,17 +40,14 @@
 //! a new session.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 
 use bundle::receipt::ChainHead;
 use bundle::session::{SessionState, SessionStatus};
 use bundle::session_codec::{self, SessionExtra};
 use sha2::{Digest, Sha256};
 
+use super::retry_cas;
 use crate::host::{Host, LogLevel, SharedDataError};
-
-/// How many times a read-evaluate-write cycle is tried before the failure mode applies.
-pub const MAX_CAS_ATTEMPTS: usize = 8;
 
 /// How many consecutive slots (from the home slot) a session may live in.
 pub const PROBES: u32 = 4;
@@ -101,11 +98,6 @@ impl Layout {
         }
     }
 
-    /// How many slots.
-    pub fn slots(&self) -> u32 {
-        self.slots
-    }
-
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(40);
         out.extend_from_slice(LAYOUT_MAGIC);
@@ -152,56 +144,52 @@ impl Layout {
 /// cannot be saved, i.e. fail closed). A layout already in force that differs from `wanted` is
 /// kept, with a warning: moving sessions between slots would forget them.
 pub fn install_layout(host: &dyn Host, wanted: Layout) -> Option<Layout> {
-    for _ in 0..MAX_CAS_ATTEMPTS {
-        match host.get_shared_data(LAYOUT_KEY) {
-            Ok((Some(bytes), _)) => {
-                let Some(current) = Layout::decode(&bytes) else {
-                    host.log(
-                        LogLevel::Error,
-                        "portcullis: the session slot layout in shared data is unreadable; sessions cannot be saved",
-                    );
-                    return None;
-                };
-                if current != wanted {
-                    host.log(
-                        LogLevel::Warn,
-                        &format!(
-                            "portcullis: sessions stay in the slot layout already in force ({} slots{}); the configured one ({} slots) applies after Envoy restarts",
-                            current.slots,
-                            if current.salt == wanted.salt {
-                                ""
-                            } else {
-                                ", salt from an earlier signing key"
-                            },
-                            wanted.slots
-                        ),
-                    );
-                }
-                return Some(current);
-            }
-            Ok((None, _)) => {
-                match host.set_shared_data(LAYOUT_KEY, &wanted.encode(), Some(EMPTY_SLOT_CAS)) {
-                    Ok(()) => return Some(wanted),
-                    Err(SharedDataError::CasMismatch) => continue,
-                    Err(SharedDataError::Other(e)) => {
-                        host.log(
-                            LogLevel::Error,
-                            &format!("portcullis: cannot write the session slot layout: {e}"),
-                        );
-                        return None;
-                    }
-                }
-            }
+    let installed = retry_cas(|| {
+        let bytes = match host.get_shared_data(LAYOUT_KEY) {
+            Ok((bytes, _)) => bytes,
             Err(e) => {
                 host.log(
                     LogLevel::Error,
                     &format!("portcullis: cannot read the session slot layout: {}", e.0),
                 );
-                return None;
+                return Ok(None);
             }
+        };
+        let Some(bytes) = bytes else {
+            host.set_shared_data(LAYOUT_KEY, &wanted.encode(), Some(EMPTY_SLOT_CAS))?;
+            return Ok(Some(wanted));
+        };
+        let Some(current) = Layout::decode(&bytes) else {
+            host.log(
+                LogLevel::Error,
+                "portcullis: the session slot layout in shared data is unreadable; sessions cannot be saved",
+            );
+            return Ok(None);
+        };
+        if current != wanted {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: sessions stay in the slot layout already in force ({} slots{}); the configured one ({} slots) applies after Envoy restarts",
+                    current.slots,
+                    if current.salt == wanted.salt {
+                        ""
+                    } else {
+                        ", salt from an earlier signing key"
+                    },
+                    wanted.slots
+                ),
+            );
         }
-    }
-    None
+        Ok(Some(current))
+    });
+    installed.unwrap_or_else(|e| {
+        host.log(
+            LogLevel::Error,
+            &format!("portcullis: cannot write the session slot layout: {e}"),
+        );
+        None
+    })
 }
 
 fn layout(host: &dyn Host) -> Option<Layout> {
@@ -236,12 +224,12 @@ impl LayoutCache {
 
 /// A live session displaced from its slot by a new one: its final `session_end` receipt is due
 /// once the new session's write succeeded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Displaced {
     pub session: String,
     pub chain: ChainHead,
-    /// `expired` (idle past the ttl) or `evicted`.
-    pub why: &'static str,
+    /// Expired (idle past the ttl) or evicted.
+    pub why: EndReason,
 }
 
 /// A session record as read.
@@ -253,11 +241,39 @@ pub(crate) struct Record {
     /// The compare-and-swap token of the slot as read (`None`: the slot was empty).
     pub cas: Option<u32>,
     /// Why the session ended on this read (`expired`), so the caller can log it.
-    pub ended: Option<&'static str>,
+    pub ended: Option<EndReason>,
     /// The slot this record is written to (`None`: no slot can be written, [`store`] fails).
     pub slot: Option<u32>,
     /// The live session this record replaces in its slot, if any.
     pub displaced: Option<Displaced>,
+}
+
+/// Why a session ended (its `session_end` receipt and log line say it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    /// Idle for longer than `session.idle_ttl_s`.
+    Expired,
+    /// Pushed out by the per-worker cap or by a new session taking its slot.
+    Evicted,
+    /// The client ended it (an allowed MCP `DELETE` the server accepted).
+    Deleted,
+}
+
+impl EndReason {
+    /// The word logs use.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Expired => "expired",
+            EndReason::Evicted => "evicted",
+            EndReason::Deleted => "deleted",
+        }
+    }
+}
+
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The tombstone of a session: status missing, chain kept.
@@ -379,11 +395,11 @@ fn classify(
     let (rank, why) = if state.status == SessionStatus::Missing {
         (Rank::Dead, None)
     } else if idle > idle_ttl_ms {
-        (Rank::Expired, Some("expired"))
+        (Rank::Expired, Some(EndReason::Expired))
     } else if state.killed || !state.taints.is_empty() {
-        (Rank::Sticky, Some("evicted"))
+        (Rank::Sticky, Some(EndReason::Evicted))
     } else {
-        (Rank::Live, Some("evicted"))
+        (Rank::Live, Some(EndReason::Evicted))
     };
     Candidate {
         rank,
@@ -416,7 +432,7 @@ fn found(
                     state: tombstone(state.started_ms),
                     chain,
                     cas,
-                    ended: Some("expired"),
+                    ended: Some(EndReason::Expired),
                     slot: Some(slot),
                     ..Record::default()
                 };
@@ -572,99 +588,6 @@ pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), 
     )
 }
 
-/// What this worker remembers about one session it served.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Tracked {
-    pub last_seen_ms: u64,
-    /// Killed or tainted: evicted last.
-    pub sticky: bool,
-    /// Receipts since the last signature, and when the oldest of them was sealed.
-    pub unsigned: u32,
-    pub oldest_unsigned_ms: u64,
-}
-
-/// The sessions this worker served, for the cap, expiry and checkpoints.
-#[derive(Debug, Default)]
-pub(crate) struct Tracker {
-    entries: BTreeMap<String, Tracked>,
-}
-
-impl Tracker {
-    /// Note that a session was just served.
-    pub fn touch(&mut self, session: &str, now_ms: u64, state: &SessionState, chain: &ChainHead) {
-        let t = Tracked {
-            last_seen_ms: now_ms,
-            sticky: state.killed || !state.taints.is_empty(),
-            unsigned: chain.unsigned,
-            oldest_unsigned_ms: chain.oldest_unsigned_ms,
-        };
-        if state.status == SessionStatus::Missing && chain.unsigned == 0 {
-            // Nothing left to evict or attest.
-            self.entries.remove(session);
-            return;
-        }
-        self.entries.insert(session.to_owned(), t);
-    }
-
-    /// Forget a session; whether it was tracked.
-    pub fn forget(&mut self, session: &str) -> bool {
-        self.entries.remove(session).is_some()
-    }
-
-    /// How many sessions are tracked.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// The session to evict when more than `cap` are tracked: the least recently used one that is
-    /// neither killed nor tainted, else the least recently used overall; never `keep` (the
-    /// session being served).
-    pub fn victim(&self, cap: usize, keep: &str) -> Option<String> {
-        if self.entries.len() <= cap {
-            return None;
-        }
-        let lru = |sticky: Option<bool>| {
-            self.entries
-                .iter()
-                .filter(|(k, _)| k.as_str() != keep)
-                .filter(|(_, t)| sticky.is_none_or(|s| t.sticky == s))
-                .min_by_key(|(_, t)| t.last_seen_ms)
-                .map(|(k, _)| k.clone())
-        };
-        lru(Some(false)).or_else(|| lru(None))
-    }
-
-    /// Sessions idle for longer than `ttl_ms`.
-    pub fn idle(&self, now_ms: u64, ttl_ms: u64) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|(_, t)| now_ms.saturating_sub(t.last_seen_ms) > ttl_ms)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    /// Sessions whose oldest unsigned receipt is at least `max_unsigned_ms` old, the longest
-    /// waiting first.
-    pub fn checkpoint_due(&self, now_ms: u64, max_unsigned_ms: u64) -> Vec<String> {
-        let mut due: Vec<(u64, &String)> = self
-            .entries
-            .iter()
-            .filter(|(_, t)| {
-                t.unsigned > 0 && now_ms.saturating_sub(t.oldest_unsigned_ms) >= max_unsigned_ms
-            })
-            .map(|(k, t)| (t.oldest_unsigned_ms, k))
-            .collect();
-        due.sort();
-        due.into_iter().map(|(_, k)| k.clone()).collect()
-    }
-
-    /// What is tracked for a session.
-    #[cfg(test)]
-    pub fn get(&self, session: &str) -> Option<Tracked> {
-        self.entries.get(session).copied()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -747,7 +670,7 @@ mod tests {
         put(&h, "s", active(0), 0);
         let r = load(&h, "s", 61_000, TTL);
         assert_eq!(r.state.status, SessionStatus::Missing);
-        assert_eq!(r.ended, Some("expired"));
+        assert_eq!(r.ended, Some(EndReason::Expired));
         assert_eq!(r.state.actions, 0);
         // written back, the tombstone stays the session's: still missing, not new
         store(&h, "s", &r).unwrap();
@@ -818,7 +741,7 @@ mod tests {
         );
         assert_eq!(r.slot, Some(probes[0]));
         let d = r.displaced.clone().unwrap();
-        assert_eq!((d.session.as_str(), d.why), (keys[0].as_str(), "evicted"));
+        assert_eq!((d.session.as_str(), d.why), (keys[0].as_str(), EndReason::Evicted));
         let mut rec = r;
         rec.state = active(200);
         rec.extra.last_seen_ms = 200;
@@ -858,12 +781,12 @@ mod tests {
         // b idle 995 ms > ttl 992: expired beats every live one, even though b is killed
         let r = load(&h, "n3", 1000, 992);
         assert_eq!(r.slot, b_slot);
-        assert_eq!(r.displaced.as_ref().unwrap().why, "expired");
+        assert_eq!(r.displaced.as_ref().unwrap().why, EndReason::Expired);
         // nothing idle: the least recently seen plain session, not the older killed one
         let r = load(&h, "n3", 1000, TTL);
         assert_eq!(r.slot, a_slot);
         let d = r.displaced.unwrap();
-        assert_eq!((d.session.as_str(), d.why), ("a", "evicted"));
+        assert_eq!((d.session.as_str(), d.why), ("a", EndReason::Evicted));
         // only sticky sessions left to take: the least recently seen of them
         let mut tainted = active(0);
         tainted.taints = vec![bundle::session::name_hash("secret")];
@@ -1014,44 +937,5 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 1, 2]);
         assert_eq!(Layout::new(&[3; 32], 1000).probes("x").len(), 4);
-    }
-
-    #[test]
-    fn victim_prefers_plain_lru_sessions() {
-        let mut t = Tracker::default();
-        let chain = ChainHead::default();
-        let mut killed = active(0);
-        killed.killed = true;
-        t.touch("old-killed", 1, &killed, &chain);
-        t.touch("mid", 2, &active(0), &chain);
-        t.touch("new", 3, &active(0), &chain);
-        assert_eq!(t.victim(3, "new"), None);
-        assert_eq!(t.victim(2, "new").as_deref(), Some("mid"));
-        // the session being served is never the victim, even when it is the only plain one
-        assert_eq!(t.victim(2, "mid").as_deref(), Some("new"));
-        assert!(t.forget("mid"));
-        assert!(t.forget("new"));
-        assert!(!t.forget("new"));
-        t.touch("x", 5, &killed, &chain);
-        assert_eq!(t.victim(1, "x").as_deref(), Some("old-killed"));
-        t.touch("plain", 6, &active(0), &chain);
-        assert_eq!(t.victim(2, "plain").as_deref(), Some("old-killed"));
-    }
-
-    #[test]
-    fn checkpoint_and_idle_lists() {
-        let mut t = Tracker::default();
-        let chain = ChainHead {
-            seq: 2,
-            unsigned: 2,
-            oldest_unsigned_ms: 100,
-            ..ChainHead::default()
-        };
-        t.touch("a", 100, &active(0), &chain);
-        t.touch("b", 100, &active(0), &ChainHead::default());
-        assert!(t.checkpoint_due(5000, 5000).is_empty());
-        assert_eq!(t.checkpoint_due(5100, 5000), vec!["a".to_owned()]);
-        assert_eq!(t.idle(70_101, 70_000).len(), 2);
-        assert_eq!(t.get("a").unwrap().unsigned, 2);
     }
 }

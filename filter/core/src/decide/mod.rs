@@ -1,0 +1,366 @@
+//! The decision phase of a request: evaluate every action against the session, resolve what the
+//! filter enforces (approval tokens, modifications, context services, batches), update the session
+//! and seal the receipts — all inside one compare-and-swap cycle, with no effect on the stream.
+//! The stream (`stream/`) then applies the resulting [`Plan`].
+//!
+//! It receives the policy in force and a session handle, nothing else of the plugin:
+//! `resolve.rs` resolves one verdict, `readings.rs` judges a request as the strictest server
+//! reads it, `drift.rs` scores intent drift.
+
+use bundle::action::Action;
+use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
+use bundle::session::{SessionState, SessionStatus};
+use bundle::verdict::{Decision, Verdict};
+
+use crate::bench::Stage;
+use crate::config::{ContextService, FailureMode};
+use crate::host::{Host, LogLevel};
+use crate::normalize::{JsonRpcId, McpMessageKind};
+use crate::policy::Policy;
+use crate::respond::DenialKind;
+use crate::rules::FilterRule;
+use crate::session::{Record, Sessions, Write, log_receipt, tombstone};
+
+mod drift;
+mod readings;
+mod resolve;
+
+use readings::strictest_reading;
+use resolve::{Work, enforce_one};
+
+/// What kind of request the actions came from.
+#[derive(Clone, Debug)]
+pub(crate) enum Shape {
+    /// An MCP POST: one entry per JSON-RPC message.
+    Mcp {
+        batch: bool,
+        msgs: Vec<(Option<JsonRpcId>, McpMessageKind)>,
+    },
+    /// An MCP GET stream / DELETE (headers only).
+    McpHeaders,
+    /// Plain HTTP.
+    Http {
+        /// The body was buffered (and is in `Input::body`).
+        body_buffered: bool,
+        /// The request carries a body at all.
+        has_body: bool,
+    },
+}
+
+/// The inputs of one decision.
+pub(crate) struct Input<'a> {
+    pub shape: &'a Shape,
+    pub actions: &'a [Action],
+    pub body: Option<&'a [u8]>,
+    pub session: Option<&'a str>,
+    pub approval_token: Option<&'a str>,
+}
+
+/// A deferral to carry out: ask `service`, wait `timeout_ms`.
+#[derive(Clone, Debug)]
+pub(crate) struct PendingDefer {
+    pub service: ContextService,
+    pub timeout_ms: u32,
+}
+
+/// What happens to one message.
+#[derive(Clone, Debug)]
+pub(crate) struct MsgResult {
+    pub verdict: Verdict,
+    /// The decision the filter enforces for this message (after approvals, batch rules, failures).
+    pub enforced: Decision,
+    pub rule: String,
+    pub reason: String,
+    /// Set when the message is answered locally.
+    pub denial: Option<DenialKind>,
+    pub defer: Option<PendingDefer>,
+    /// Human-readable changes made (MODIFY).
+    pub changes: Vec<String>,
+    pub approval: Option<ApprovalRef>,
+    pub receipt: Option<Receipt>,
+    /// `receipt` as its JSON line (serialized once, when sealed).
+    pub receipt_line: Option<String>,
+}
+
+/// The outcome of the decision phase.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub msgs: Vec<MsgResult>,
+    /// The strictest enforced decision: decides the whole request.
+    pub overall: Decision,
+    /// The rewritten body (MODIFY), when it changed.
+    pub new_body: Option<Vec<u8>>,
+    /// Request header edits from MODIFY (`None` value removes).
+    pub header_edits: Vec<(String, Option<String>)>,
+    /// Warnings for the agent (warn-mode rules).
+    pub warnings: Vec<String>,
+    /// The receipt chain the receipts belong to (session key, or this worker's anonymous chain).
+    pub chain_name: String,
+}
+
+/// Seal the receipt of one message with what the filter enforced.
+fn seal_one(
+    l: &Policy,
+    chain_name: &str,
+    action: &Action,
+    r: &MsgResult,
+    drift: f32,
+    chain: &mut ChainHead,
+    now_ms: u64,
+) -> (Receipt, String) {
+    let mut body = ReceiptBody::for_action(chain_name, action, &r.verdict);
+    body.decision = Some(r.enforced);
+    body.rule = Some(r.rule.clone());
+    body.reason = Some(r.reason.clone());
+    if r.enforced == Decision::Modify {
+        body.modifications = r.changes.clone();
+    }
+    body.bundle = Some(l.bundle_ref.clone());
+    body.drift_milli = Some(receipt::drift_milli(drift));
+    body.approval = r.approval.clone();
+    let force = r.enforced != Decision::Allow;
+    receipt::seal_line(body, chain, &l.signer, &l.sign_policy, now_ms, force)
+}
+
+/// Evaluate and enforce every action of the request against `rec` (mutated), sealing receipts
+/// into `rec.chain`. Pure apart from reading the clock.
+fn plan_on(l: &Policy, input: &Input<'_>, chain_name: &str, rec: &mut Record, now_ms: u64) -> Plan {
+    let mut w = Work {
+        l,
+        now_ms,
+        original: input.body,
+        rewritten: None,
+        header_edits: Vec::new(),
+    };
+    let mut msgs = Vec::with_capacity(input.actions.len());
+    for (i, action) in input.actions.iter().enumerate() {
+        let verdict = strictest_reading(l, action, &rec.state, now_ms);
+        let intent = verdict.intent.clone();
+        // Drift: the policy saw the value before this action; the receipt carries it after.
+        let score = drift::action_score(&l.bundle, action, &verdict);
+        let r = enforce_one(
+            &mut w,
+            input.shape,
+            i,
+            action,
+            verdict,
+            &mut rec.state,
+            &mut rec.extra,
+            input.approval_token,
+        );
+        if rec.state.status != SessionStatus::Missing {
+            let mut v = r.verdict.clone();
+            v.decision = r.enforced;
+            rec.state.record(action, &v, intent.as_deref(), now_ms);
+            if let Some(score) = score {
+                rec.state.drift = drift::next(rec.state.drift, score);
+            }
+        }
+        msgs.push(r);
+    }
+    let mut overall = msgs
+        .iter()
+        .map(|m| m.enforced)
+        .max()
+        .unwrap_or(Decision::Deny);
+    if msgs.is_empty() {
+        overall = Decision::Deny;
+    }
+    if matches!(overall, Decision::Deny | Decision::StepUp) {
+        // The strictest decision decides the whole request: messages that would have passed are
+        // refused too, and say why.
+        for m in &mut msgs {
+            if m.denial.is_none() {
+                m.enforced = Decision::Deny;
+                m.rule = FilterRule::Batch.as_str().to_owned();
+                m.reason = "another message in this batch was refused".to_owned();
+                m.denial = Some(DenialKind::Denied {
+                    approval_error: None,
+                });
+                m.defer = None;
+            }
+        }
+    }
+    let seal = !l.cut(Stage::Sealing);
+    for (m, action) in msgs.iter_mut().zip(input.actions).filter(|_| seal) {
+        let (r, line) = seal_one(
+            l,
+            chain_name,
+            action,
+            m,
+            rec.state.drift,
+            &mut rec.chain,
+            now_ms,
+        );
+        m.receipt = Some(r);
+        m.receipt_line = Some(line);
+    }
+    rec.extra.last_seen_ms = now_ms;
+    let warnings = msgs
+        .iter()
+        .flat_map(|m| m.verdict.warnings.iter().cloned())
+        .collect();
+    let new_body = if overall == Decision::Modify {
+        w.rewritten.filter(|b| Some(b.as_slice()) != input.body)
+    } else {
+        None
+    };
+    Plan {
+        msgs,
+        overall,
+        new_body,
+        header_edits: if overall == Decision::Modify {
+            w.header_edits
+        } else {
+            Vec::new()
+        },
+        warnings,
+        chain_name: chain_name.to_owned(),
+    }
+}
+
+/// Replace a plan by "deny everything" because the session store failed (failure mode closed).
+fn store_failed(mut plan: Plan, why: &str) -> Plan {
+    for m in &mut plan.msgs {
+        m.enforced = Decision::Deny;
+        m.rule = FilterRule::SessionStore.as_str().to_owned();
+        m.reason = format!("session state could not be saved ({why})");
+        m.denial = Some(DenialKind::Denied {
+            approval_error: None,
+        });
+        m.defer = None;
+        // The chain head was not saved, so this receipt is not part of the chain: drop it.
+        m.receipt = None;
+        m.receipt_line = None;
+    }
+    plan.overall = Decision::Deny;
+    plan.new_body = None;
+    plan.header_edits.clear();
+    plan
+}
+
+/// Decide with a session `state` that is not saved; receipts go to the worker's anonymous chain.
+fn unsaved(l: &Policy, sessions: &Sessions, input: &Input<'_>, state: SessionState, now: u64) -> Plan {
+    sessions.on_anon_chain(|chain| {
+        let mut rec = Record {
+            state,
+            chain: chain.clone(),
+            ..Record::default()
+        };
+        let plan = plan_on(l, input, sessions.anon_name(), &mut rec, now);
+        *chain = rec.chain;
+        plan
+    })
+}
+
+/// Decide a request: evaluate, enforce, record and seal in one update of its session.
+pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &Input<'_>) -> Plan {
+    let Some(session) = input.session else {
+        // No session key: a new, unsaved session; receipts go to this worker's anonymous chain.
+        let now = host.now_ms();
+        return unsaved(l, sessions, input, SessionState::new(now), now);
+    };
+    let decided = sessions.update(host, session, |rec, now| {
+        if rec.state.status == SessionStatus::New && l.cfg.session.require_initialize {
+            // An id whose `initialize` answer never passed here: missing, and nothing is saved
+            // (made-up ids must not take slots from real sessions).
+            return Write::Skip(None);
+        }
+        let ended = rec
+            .ended
+            .map(|why| (why, receipt::session_end(session, &mut rec.chain, &l.signer, now)));
+        Write::Active(Some((plan_on(l, input, session, rec, now), ended)))
+    });
+    match decided {
+        Ok(Some((plan, ended))) => {
+            if let Some((why, r)) = ended {
+                host.log(
+                    LogLevel::Info,
+                    &format!("portcullis: session `{session}` ended ({why})"),
+                );
+                log_receipt(host, &r);
+            }
+            plan
+        }
+        Ok(None) => {
+            if host.log_enabled(LogLevel::Debug) {
+                host.log(
+                    LogLevel::Debug,
+                    &format!(
+                        "portcullis: session `{session}` is unknown (session.require_initialize); \
+                         deciding it as missing on the anonymous chain"
+                    ),
+                );
+            }
+            let now = host.now_ms();
+            unsaved(l, sessions, input, tombstone(now), now)
+        }
+        Err(e) => {
+            host.log(
+                LogLevel::Error,
+                &format!("portcullis: session `{session}` could not be saved: {e}"),
+            );
+            // Evaluate once more without saving, to know what the policy said.
+            let now = host.now_ms();
+            let mut rec = sessions.read(host, session, now);
+            let plan = plan_on(l, input, session, &mut rec, now);
+            match l.cfg.failure_mode {
+                FailureMode::Closed => store_failed(plan, &e.0),
+                FailureMode::Open => plan,
+            }
+        }
+    }
+}
+
+/// A DEFER waiting for (or just given) its resolution.
+pub(crate) struct Deferred<'a> {
+    pub chain_name: &'a str,
+    pub session: Option<&'a str>,
+    pub action: &'a Action,
+    pub verdict: &'a Verdict,
+}
+
+/// Record how a DEFER was resolved: a signed `defer_resolved` receipt in the session's chain.
+/// `None` when the session could not be saved.
+pub(crate) fn resolve_defer(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    d: &Deferred<'_>,
+    outcome: Decision,
+    reason: &str,
+) -> Option<Receipt> {
+    let body = |drift: f32| {
+        let mut b = ReceiptBody::for_action(d.chain_name, d.action, d.verdict);
+        b.event = EventKind::DeferResolved;
+        b.decision = Some(outcome);
+        b.reason = Some(reason.to_owned());
+        b.bundle = Some(l.bundle_ref.clone());
+        b.drift_milli = Some(receipt::drift_milli(drift));
+        b
+    };
+    let seal = |body: ReceiptBody, chain: &mut ChainHead, now: u64| {
+        receipt::seal(body, chain, &l.signer, &l.sign_policy, now, true)
+    };
+    let Some(session) = d.session else {
+        let now = host.now_ms();
+        return Some(sessions.on_anon_chain(|chain| seal(body(0.0), chain, now)));
+    };
+    let resolved = sessions.update(host, session, |rec, now| {
+        let r = seal(body(rec.state.drift), &mut rec.chain, now);
+        rec.extra.last_seen_ms = now;
+        Write::Active(r)
+    });
+    match resolved {
+        Ok(r) => Some(r),
+        Err(e) => {
+            host.log(
+                LogLevel::Error,
+                &format!(
+                    "portcullis: the defer resolution of session `{session}` could not be saved: {e}"
+                ),
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Judge a request as the strictest server would read it (`normalize::action_readings`).
+
+use bundle::action::Action;
+use bundle::session::SessionState;
+use bundle::verdict::{Decision, Verdict};
+
+use crate::normalize;
+use crate::policy::Policy;
+
+/// The policy's verdict on `action` as the strictest server would read it: the request as sent,
+/// and every other reading of it some server applies (`normalize::action_readings`: the path's
+/// case, `;` parameters, trailing dots; method- and path-override headers). When a reading is
+/// judged more strictly, its verdict decides, with a reason that says which reading it was: the
+/// filter never judges a request as something looser than what a server may execute.
+pub(super) fn strictest_reading(l: &Policy, action: &Action, state: &SessionState, now_ms: u64) -> Verdict {
+    let verdict = l.bundle.evaluate(action, state, now_ms);
+    if verdict.decision == Decision::Deny {
+        return verdict;
+    }
+    let mut strictest: Option<(Verdict, Action)> = None;
+    for alt in normalize::action_readings(action) {
+        let v = l.bundle.evaluate(&alt, state, now_ms);
+        let current = strictest
+            .as_ref()
+            .map_or(verdict.decision, |(s, _)| s.decision);
+        if v.decision > current {
+            strictest = Some((v, alt));
+        }
+    }
+    match strictest {
+        None => verdict,
+        Some((mut v, alt)) => {
+            // The reading, as servers would execute it (the request as sent is in the receipt).
+            v.reason = format!(
+                "some servers read this request as `{} {}`: {}",
+                alt.operation,
+                normalize::printable(&alt.target.path),
+                v.reason
+            );
+            v
+        }
+    }
+}

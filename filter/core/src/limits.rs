@@ -1,0 +1,38 @@
+//! Every fixed bound of the filter in one place: sizes it accepts and writes, and work it does per
+//! request or per timer tick. Operator-tunable limits (`limits.max_body_bytes`, session counts) are
+//! configuration (`config/`); these are not, and `docs/filter-config.md` states each one.
+
+/// Upper bound on the plugin configuration size accepted (the bundle is inline, so it is large).
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
+
+/// Upper bound on a bundle pulled from the bundle server: the same as an inline one.
+pub const MAX_BUNDLE_BYTES: usize = MAX_CONFIG_BYTES;
+
+/// How many times a read-change-write cycle on shared data is tried before the failure mode
+/// applies (`session::Sessions::update`).
+pub const MAX_CAS_ATTEMPTS: usize = 8;
+
+/// Signatures (session ends and checkpoints) one timer tick makes at most. Under V8 one costs
+/// ~50-80 µs with its session read and write, so a tick stays under ~2.5 ms; with 1,000 busy
+/// sessions and no budget a tick signed ~180 of them and stalled the worker ~15-20 ms
+/// (BENCHMARKS.md, e's p99.9).
+pub const MAX_SIGNATURES_PER_TICK: usize = 32;
+
+/// Checkpoints signed at most when Envoy stops a configuration (`Plugin::on_done`): ~50-80 ms
+/// of the stopping worker at the cost above. Only sessions with receipts from the last
+/// `max_unsigned_ms` are unsigned then (the timer signed older ones).
+pub const MAX_SIGNATURES_AT_DONE: usize = 1024;
+
+/// Longest `x-portcullis-receipt` value; beyond it (large batches) the header carries the receipt
+/// ids (hex hashes) instead, and the full receipts are only in the access log.
+pub const MAX_RECEIPT_HEADER_BYTES: usize = 16 * 1024;
+
+/// Longest `x-portcullis-warning` value written.
+pub const MAX_WARNING_BYTES: usize = 2048;
+
+/// Most of a context service's answer (DEFER) that is read; a longer answer is judged on this
+/// prefix, which no valid answer exceeds.
+pub const MAX_CONTEXT_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Longest reason taken from a context service's answer (characters).
+pub const MAX_CONTEXT_REASON_CHARS: usize = 512;

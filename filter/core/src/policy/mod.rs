@@ -1,0 +1,86 @@
+//! The policy in force: the plugin configuration, the verified bundle, the receipt signer and the
+//! approver keys, with what the pack reads worked out once ([`pack`]). Read-only while it is in
+//! force; the decision stage receives it with a session handle and nothing else of the plugin.
+
+mod pack;
+
+use bundle::Bundle;
+use bundle::receipt::{BundleRef, SignPolicy, Signer};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+pub(crate) use pack::PackReads;
+
+use crate::bench::Stage;
+use crate::config::Config;
+use crate::normalize::NormalizeConfig;
+
+/// Everything a decision reads.
+pub(crate) struct Policy {
+    pub cfg: Config,
+    pub norm: NormalizeConfig,
+    pub bundle: Bundle,
+    pub signer: Signer,
+    pub sign_policy: SignPolicy,
+    /// `approvers` flattened for `bundle::approval::verify`.
+    pub approvers: Vec<(String, VerifyingKey)>,
+    pub bundle_ref: BundleRef,
+    /// What the pack reads.
+    pub pack: PackReads,
+}
+
+impl Policy {
+    /// The policy of `cfg` with its verified `bundle`, signing receipts with `key`.
+    pub(crate) fn new(cfg: Config, bundle: Bundle, key: SigningKey) -> Policy {
+        let info = bundle.info();
+        let bundle_ref = BundleRef {
+            pack: info.pack.clone(),
+            version: info.version.clone(),
+            hash: hex::encode(info.content_hash),
+        };
+        let norm = NormalizeConfig {
+            mcp_paths: cfg.mcp_paths.clone(),
+            mcp_legacy_paths: cfg.mcp_legacy_paths.clone(),
+            literal_path_hosts: cfg.literal_path_hosts.clone(),
+            server_name: cfg.server_name.clone(),
+            max_body_bytes: cfg.max_body_bytes,
+            max_json_depth: cfg.max_json_depth,
+            inspect_http_bodies: cfg.inspect_http_bodies,
+            allow_batches: cfg.allow_batches,
+            ..NormalizeConfig::default()
+        };
+        let approvers = cfg
+            .approvers
+            .iter()
+            .flat_map(|(g, keys)| keys.iter().map(move |k| (g.clone(), *k)))
+            .collect();
+        let sign_policy = SignPolicy {
+            checkpoint_every: cfg.receipts.checkpoint_every,
+            max_unsigned_ms: cfg.receipts.max_unsigned_ms,
+        };
+        let pack = PackReads::of(bundle.program());
+        Policy {
+            cfg,
+            norm,
+            bundle,
+            signer: Signer::new(key),
+            sign_policy,
+            approvers,
+            bundle_ref,
+            pack,
+        }
+    }
+
+    /// Whether a benchmark build cuts the request path after `stage` (always false without the
+    /// `bench-cuts` feature; see [`crate::bench`]).
+    pub(crate) fn cut(&self, stage: Stage) -> bool {
+        #[cfg(feature = "bench-cuts")]
+        {
+            self.cfg.bench_cut.is_some_and(|c| c.at(stage))
+        }
+        #[cfg(not(feature = "bench-cuts"))]
+        {
+            let _ = stage;
+            false
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! What a pack reads, worked out once when it loads: the request and response paths ask these on
+//! every request, and each is a query on the compiled program, not on the filter's state.
+
+use bundle::action::{Action, Kind};
+use bundle::format::{DecisionDef, FieldRef, Instr, Pred, Program};
+use bundle::verdict::{Decision, Modification, PathSegment};
+
+use crate::normalize::{Method, fold_key};
+
+/// The answers the filter needs about its pack.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PackReads {
+    /// The pack can act on tool results ([`reads_results`]); when not, tool results pass
+    /// without being held or read.
+    pub results: bool,
+    /// The pack reads byte counts (`request.size`, `session.egress_bytes`, an intent's
+    /// `max egress_bytes`): a body whose length is not declared is then read to count it.
+    pub byte_counts: bool,
+    /// The argument member names the pack reads (conditions and rewrites, any depth), as
+    /// `(folded, as written)`: a request naming one of them in another case is refused.
+    pub arg_names: Vec<(String, String)>,
+    /// The pack's rule names (a decision by one of them is not the default's).
+    pub rule_names: Vec<String>,
+    /// Rules that allow depending on arguments (list filtering keeps their tools).
+    pub arg_allows: ArgAllows,
+}
+
+impl PackReads {
+    /// Ask every question of `p` once.
+    pub(crate) fn of(p: &Program) -> PackReads {
+        PackReads {
+            results: reads_results(p),
+            byte_counts: counts_bytes(p),
+            arg_names: arg_names(p),
+            rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
+            arg_allows: ArgAllows::of(p),
+        }
+    }
+
+    /// Whether `rule` is one of the pack's own rules (not its default, an intent's outside
+    /// decision or a built-in check).
+    pub(crate) fn is_pack_rule(&self, rule: &str) -> bool {
+        self.rule_names.iter().any(|r| r == rule)
+    }
+}
+
+/// The field a condition reads, if it reads one.
+fn pred_field(p: &Pred) -> Option<&FieldRef> {
+    match p {
+        Pred::Cmp(x, ..)
+        | Pred::In(x, _)
+        | Pred::Glob(x, _)
+        | Pred::Prefix(x, _)
+        | Pred::Matches(x, _)
+        | Pred::Is(x, _)
+        | Pred::Present(x)
+        | Pred::Len(x, ..)
+        | Pred::Contains(x, _) => Some(x),
+        _ => None,
+    }
+}
+
+/// Every field the conditions of a pack read (rules and classes).
+fn fields(p: &Program) -> impl Iterator<Item = &FieldRef> {
+    p.rules
+        .iter()
+        .flat_map(|r| r.code.iter())
+        .chain(p.classes.iter().flat_map(|c| c.code.iter()))
+        .filter_map(|i| pred_field(&i.pred))
+}
+
+/// Whether a pack reads byte counts: an intent with `max egress_bytes`, or a condition on
+/// `request.size` or `session.egress_bytes`.
+fn counts_bytes(p: &Program) -> bool {
+    p.intents.iter().any(|i| i.max_egress_bytes.is_some())
+        || fields(p).any(|f| matches!(f, FieldRef::RequestSize | FieldRef::SessionEgressBytes))
+}
+
+/// Every argument member name the pack reads: keys of `args.` paths in conditions (rules and
+/// classes), in MODIFY rewrites and in argument declarations, at any depth, with their folded
+/// form.
+fn arg_names(p: &Program) -> Vec<(String, String)> {
+    let keys = |path: &[PathSegment]| -> Vec<String> {
+        path.iter()
+            .filter_map(|seg| match seg {
+                PathSegment::Key(k) => Some(k.clone()),
+                PathSegment::Index(_) => None,
+            })
+            .collect()
+    };
+    let mut all: Vec<String> = fields(p)
+        .filter_map(|f| match f {
+            FieldRef::Arg(path) => Some(keys(path)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let decisions = p
+        .rules
+        .iter()
+        .map(|r| &r.decision)
+        .chain([&p.default, &p.unknown_session])
+        .chain(p.intents.iter().map(|i| &i.outside));
+    for m in decisions.flat_map(|d| d.modifications.iter()) {
+        if let Modification::RedactArg { path }
+        | Modification::DropArg { path }
+        | Modification::ClampArg { path, .. }
+        | Modification::CoerceArg { path, .. } = m
+        {
+            all.extend(keys(path));
+        }
+    }
+    // Declared argument types (`tool "x" { args.limit: number }`) are read too.
+    all.extend(
+        p.tools
+            .iter()
+            .flat_map(|t| t.args.iter())
+            .flat_map(|a| a.path.iter().cloned()),
+    );
+    let mut names: Vec<(String, String)> = Vec::new();
+    for k in all {
+        if !names.iter().any(|(_, n)| *n == k) {
+            names.push((fold_key(&k).into_owned(), k));
+        }
+    }
+    names
+}
+
+/// Whether the pack can say anything about a tool result. A result only matters through a rule
+/// that matches its `tools/result` action (effects such as `taint`, or a MODIFY) or a MODIFY from
+/// the default, unknown-session or intent-outside decision. A rule whose condition pins the
+/// operation to others, or pins the kind to `http`, never matches a result (the compiler
+/// guarantees pins are sound). When nothing can match, every inspection would end with "no effect,
+/// nothing changed", so the filter does not hold tool results at all (no buffering, no session
+/// read on the response path).
+pub(crate) fn reads_results(p: &Program) -> bool {
+    let modifies = |d: &DecisionDef| d.decision == Decision::Modify;
+    p.rules.iter().any(|r| {
+        r.pins.kind != Some(Kind::Http)
+            && (r.pins.operations.is_empty()
+                || r.pins.operations.iter().any(|o| Method::ToolsResult.is(o)))
+    }) || modifies(&p.default)
+        || modifies(&p.unknown_session)
+        || p.intents.iter().any(|i| modifies(&i.outside))
+}
+
+/// The rules that could allow a call depending on its arguments (conditions that read `args`):
+/// what a tool list must not hide on a call without arguments (`results::Cx::keeps`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ArgAllows {
+    /// `(operations, tools)` pinned by each such rule (empty: any).
+    rules: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl ArgAllows {
+    /// The argument-dependent rules of a pack that do not deny.
+    fn of(p: &Program) -> Self {
+        let reads_args = |code: &[Instr]| {
+            code.iter()
+                .any(|i| matches!(pred_field(&i.pred), Some(FieldRef::Arg(_))))
+        };
+        let rules = p
+            .rules
+            .iter()
+            .filter(|r| r.decision.decision != Decision::Deny && r.pins.kind != Some(Kind::Http))
+            .filter(|r| reads_args(&r.code))
+            .map(|r| (r.pins.operations.clone(), r.pins.tools.clone()))
+            .collect();
+        ArgAllows { rules }
+    }
+
+    /// Whether one of the rules can match a call like `a` (its operation and tool).
+    pub(crate) fn covers(&self, a: &Action) -> bool {
+        let name = a
+            .tool
+            .as_deref()
+            .or(a.prompt.as_deref())
+            .or(a.resource.as_deref());
+        self.rules.iter().any(|(ops, tools)| {
+            (ops.is_empty() || ops.contains(&a.operation))
+                && (tools.is_empty() || name.is_some_and(|n| tools.iter().any(|t| t == n)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::reads_results;
+
+    fn reads(rules: &str) -> bool {
+        let src = format!(
+            "pack \"p\" {{\n  version \"1.0.0\"\n  mode enforce\n  default deny \"no\"\n}}\n{rules}\n"
+        );
+        let ast = policy::syntax::parse(&src).unwrap();
+        let unsigned = policy::codegen::compile(&ast).unwrap();
+        let key = bundle::keys::signing_key_from_seed([1; 32]);
+        let signed = bundle::sign(&unsigned, &key).unwrap();
+        let trust = bundle::Trust::Keys(vec![key.verifying_key()]);
+        let b = bundle::Bundle::from_bytes(&signed, &trust).unwrap();
+        reads_results(b.program())
+    }
+
+    #[test]
+    fn only_a_rule_or_decision_that_can_see_a_result_makes_results_worth_holding() {
+        // Pinned to other operations or to HTTP: a result can never match.
+        assert!(!reads(
+            "rule t { when kind == mcp and operation == \"tools/call\" and tool == \"a\" allow \"ok\" }\n\
+             rule h { when kind == http and target.host == \"x.example\" allow \"ok\" }"
+        ));
+        // A tool pinned without an operation matches the tool's results too.
+        assert!(reads(
+            "rule t { when tool == \"fetch_url\" and args.injection == true deny \"no\" }"
+        ));
+        // The result operation itself.
+        assert!(reads(
+            "rule r { when operation == \"tools/result\" deny \"no\" then taint \"x\" }"
+        ));
+        // A rule that pins nothing (here: only an argument) is visited for every action.
+        assert!(reads("rule w { when args.limit > 5 deny \"no\" }"));
+    }
+}

@@ -1,0 +1,59 @@
+//! The filter's own rule names (`filter:*`): what a receipt, a log line and a denial say when the
+//! filter, not the pack, decided. The pack's rules and the bundle's built-in checks
+//! (`bundle::builtin`) name the rest.
+
+use bundle::builtin::Builtin;
+
+/// A decision the filter made itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FilterRule {
+    /// The plugin has no working configuration: every request is denied.
+    Config,
+    /// The request was refused before evaluation (bad input).
+    Refused,
+    /// Another message of the same batch was refused, or the action cannot be part of a batch.
+    Batch,
+    /// A STEP_UP names no approver group.
+    StepUp,
+    /// A STEP_UP names a group with no configured approvers.
+    NoApprovers,
+    /// A DEFER names no context service.
+    Defer,
+    /// A DEFER names a context service that is not configured.
+    NoContextService,
+    /// A MODIFY could not be applied.
+    Modify,
+    /// The session could not be saved (failure mode closed).
+    SessionStore,
+    /// A response the filter could not check was replaced by an error.
+    UncheckedResponse,
+}
+
+impl FilterRule {
+    /// The rule name, as receipts and logs write it.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            FilterRule::Config => "filter:config",
+            FilterRule::Refused => "filter:refused",
+            FilterRule::Batch => "filter:batch",
+            FilterRule::StepUp => "filter:step_up",
+            FilterRule::NoApprovers => "filter:no_approvers",
+            FilterRule::Defer => "filter:defer",
+            FilterRule::NoContextService => "filter:no_context_service",
+            FilterRule::Modify => "filter:modify",
+            FilterRule::SessionStore => "filter:session_store",
+            FilterRule::UncheckedResponse => "filter:unchecked_response",
+        }
+    }
+}
+
+impl std::fmt::Display for FilterRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the rule `name` is a stop condition of the intent (`stop:*`).
+pub(crate) fn is_stop(name: &str) -> bool {
+    Builtin::from_name(name).is_some_and(Builtin::is_stop)
+}

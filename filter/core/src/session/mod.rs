@@ -1,0 +1,486 @@
+//! Session state: where records live (`store.rs`: hashed slots in Envoy shared data), what this
+//! worker served (`tracker.rs`), and the one read-change-write cycle every writer goes through
+//! ([`Sessions::update`]). A stage that reads or changes a session gets a [`Sessions`] handle;
+//! nothing else of the plugin.
+//!
+//! **Contract of a write.** A record is read with its compare-and-swap token, changed by a pure
+//! function of the record and the clock, and written with that token. When another worker wrote
+//! first, the whole cycle runs again (at most [`MAX_CAS_ATTEMPTS`] times) so no change is lost
+//! and none is applied twice. After a write: an active session is tracked (and the cap evicts
+//! others); a live session displaced from its slot gets its signed `session_end` receipt. A write
+//! that fails is counted in `portcullis_errors`; what it means for the request is the caller's.
+//!
+//! **The anonymous chain.** Requests that carry no session key are decided on a fresh, unsaved
+//! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
+
+mod store;
+mod tracker;
+
+use std::cell::RefCell;
+
+use bundle::receipt::{self, ChainHead, Receipt, Signer};
+use bundle::session::SessionStatus;
+use bundle::session_codec::SessionExtra;
+
+pub(crate) use store::{Displaced, EndReason, Layout, Record, tombstone};
+pub use store::{LAYOUT_KEY, slot_key_of};
+use store::{LayoutCache, install_layout};
+use tracker::Tracker;
+
+use crate::config::SessionConfig;
+use crate::host::{Host, LogLevel, SharedDataError};
+use crate::limits::{MAX_CAS_ATTEMPTS, MAX_SIGNATURES_AT_DONE, MAX_SIGNATURES_PER_TICK};
+use crate::metrics::{Metric, Metrics};
+
+/// Why a shared-data write did not happen: the store refused it, or other writers won every
+/// attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoreFailed(pub String);
+
+impl std::fmt::Display for StoreFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Run `attempt` (read a key, change it, write it with the token it was read with) until no other
+/// writer beats it, at most [`MAX_CAS_ATTEMPTS`] times. Every compare-and-swap of the filter goes
+/// through here.
+pub(crate) fn retry_cas<T>(
+    mut attempt: impl FnMut() -> Result<T, SharedDataError>,
+) -> Result<T, StoreFailed> {
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        match attempt() {
+            Ok(t) => return Ok(t),
+            Err(SharedDataError::CasMismatch) => {}
+            Err(SharedDataError::Other(e)) => return Err(StoreFailed(e)),
+        }
+    }
+    Err(StoreFailed("compare-and-swap contention".to_owned()))
+}
+
+/// What a change asks to be done with the record it was given.
+pub(crate) enum Write<T> {
+    /// Save it: the session acted (an action, a result, a resolution), so it is tracked as active.
+    Active(T),
+    /// Save it without counting activity (a checkpoint, a session end).
+    Quiet(T),
+    /// Save nothing.
+    Skip(T),
+}
+
+/// Write a receipt that has no request to travel with (checkpoint, session end) to the log, one
+/// line, prefixed so a log shipper can pick it out: `portcullis receipt {...}`.
+pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
+    host.log(
+        LogLevel::Info,
+        &format!("portcullis receipt {}", r.to_json()),
+    );
+}
+
+/// Shared-data key of the counter that names per-worker anonymous chains: the process's epoch
+/// (ms) and the number of configurations since, 8 bytes big-endian each.
+const WORKER_COUNTER_KEY: &str = "portcullis/workers";
+
+/// The name of this configuration's anonymous chain, `anon/<epoch>-<n>`. `epoch` is the time (ms)
+/// of the process's first configuration and `n` counts configurations (workers, reloads) since:
+/// distinct within the process, and from the chains of an earlier run of Envoy, whose receipts
+/// end up in the same log (a bare counter restarted at 1 and every restart read as a fork).
+fn anon_chain_name(host: &dyn Host) -> String {
+    let named = retry_cas(|| {
+        let value = match host.get_shared_data(WORKER_COUNTER_KEY) {
+            Ok((value, cas)) => (value, cas),
+            Err(e) => return Err(SharedDataError::Other(e.0)),
+        };
+        let (value, cas) = value;
+        let word = |v: &[u8], at: usize| {
+            v.get(at..at.saturating_add(8))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+        };
+        let (epoch, n) = value
+            .filter(|v| v.len() == 16)
+            .and_then(|v| Some((word(&v, 0)?, word(&v, 8)?)))
+            .unwrap_or_else(|| (host.now_ms(), 0));
+        let next = n.saturating_add(1);
+        let mut bytes = epoch.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&next.to_be_bytes());
+        host.set_shared_data(WORKER_COUNTER_KEY, &bytes, cas)?;
+        Ok(format!("anon/{epoch}-{next}"))
+    });
+    // No shared data: the clock alone still differs between workers' starts and restarts.
+    named.unwrap_or_else(|_| format!("anon/{}-0", host.now_ms()))
+}
+
+/// The session handle of one configuration on one worker.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    cfg: SessionConfig,
+    signer: Signer,
+    metrics: Metrics,
+    /// The slot layout this configuration asks for (the one in force is in shared data).
+    layout: Layout,
+    /// The layout in force, read once.
+    in_force: LayoutCache,
+    tracker: RefCell<Tracker>,
+    /// The receipt chain of requests that carry no session key.
+    anon_chain: RefCell<ChainHead>,
+    anon_name: String,
+}
+
+impl Sessions {
+    /// The sessions of a configuration: `layout` is where it wants records, `signer` signs session
+    /// ends and checkpoints. Names this worker's anonymous chain.
+    pub(crate) fn new(
+        host: &dyn Host,
+        cfg: &SessionConfig,
+        layout: Layout,
+        signer: Signer,
+        metrics: Metrics,
+    ) -> Sessions {
+        Sessions {
+            cfg: cfg.clone(),
+            signer,
+            metrics,
+            layout,
+            in_force: LayoutCache::default(),
+            tracker: RefCell::new(Tracker::default()),
+            anon_chain: RefCell::new(ChainHead::default()),
+            anon_name: anon_chain_name(host),
+        }
+    }
+
+    /// Put the layout in force (the first configuration of the process writes it; later ones
+    /// keep the one in force). Without a layout every session is missing and unsaved: fail
+    /// closed, logged.
+    pub(crate) fn install(&self, host: &dyn Host) {
+        if let Some(in_force) = install_layout(host, self.layout) {
+            self.in_force.prime(in_force);
+        }
+    }
+
+    /// The name of this worker's anonymous chain.
+    pub(crate) fn anon_name(&self) -> &str {
+        &self.anon_name
+    }
+
+    /// Seal onto the anonymous chain: `f` gets its head.
+    pub(crate) fn on_anon_chain<T>(&self, f: impl FnOnce(&mut ChainHead) -> T) -> T {
+        f(&mut self.anon_chain.borrow_mut())
+    }
+
+    /// Read a session (or find the slot a new one goes to), without writing.
+    pub(crate) fn read(&self, host: &dyn Host, session: &str, now_ms: u64) -> Record {
+        let layout = self.in_force.get(host);
+        store::load_in(host, layout, session, now_ms, self.cfg.idle_ttl_ms)
+    }
+
+    /// Read a session that has a record, without choosing a slot for a new one.
+    fn find(&self, host: &dyn Host, session: &str, now_ms: u64) -> Option<Record> {
+        let layout = self.in_force.get(host);
+        store::find_in(host, layout, session, now_ms, self.cfg.idle_ttl_ms)
+    }
+
+    /// Read `session`'s record (a new one when it has none), let `change` edit it, and write it
+    /// back with compare-and-swap; see the module doc. `change` may run several times, so it is a
+    /// function of the record and the time it is given.
+    pub(crate) fn update<T>(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        mut change: impl FnMut(&mut Record, u64) -> Write<T>,
+    ) -> Result<T, StoreFailed> {
+        let read = |now| Some(self.read(host, session, now));
+        self.cycle(host, session, &read, &mut change)
+            .and_then(|t| t.ok_or_else(|| StoreFailed("no session slot can be written".into())))
+            .inspect_err(|_| self.metrics.count(host, Metric::Errors))
+    }
+
+    /// [`Sessions::update`] for a session that has a record: `Ok(None)` when none does (its slot
+    /// went to another session).
+    pub(crate) fn update_existing<T>(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        mut change: impl FnMut(&mut Record, u64) -> Write<T>,
+    ) -> Result<Option<T>, StoreFailed> {
+        let read = |now| self.find(host, session, now);
+        self.cycle(host, session, &read, &mut change)
+            .inspect_err(|_| self.metrics.count(host, Metric::Errors))
+    }
+
+    /// Read, change, write, retried on contention; `None` when `read` finds no record.
+    fn cycle<T>(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        read: &dyn Fn(u64) -> Option<Record>,
+        change: &mut dyn FnMut(&mut Record, u64) -> Write<T>,
+    ) -> Result<Option<T>, StoreFailed> {
+        retry_cas(|| {
+            let now = host.now_ms();
+            let Some(mut rec) = read(now) else {
+                return Ok(None);
+            };
+            let (t, active) = match change(&mut rec, now) {
+                Write::Skip(t) => return Ok(Some(t)),
+                Write::Active(t) => (t, true),
+                Write::Quiet(t) => (t, false),
+            };
+            store::store(host, session, &rec)?;
+            self.written(host, session, &rec, now, active);
+            Ok(Some(t))
+        })
+    }
+
+    /// Bookkeeping after a successful write.
+    fn written(&self, host: &dyn Host, session: &str, rec: &Record, now_ms: u64, active: bool) {
+        if let Some(d) = &rec.displaced {
+            self.end_displaced(host, d, now_ms);
+        }
+        let seen = if active {
+            now_ms
+        } else {
+            // A checkpoint or an end is not activity: keep last_seen as it was.
+            rec.extra.last_seen_ms
+        };
+        self.track(host, |t| t.touch(session, seen, &rec.state, &rec.chain));
+        if !active {
+            return;
+        }
+        loop {
+            let victim = self.tracker.borrow().victim(self.cfg.max_sessions, session);
+            let Some(victim) = victim else { break };
+            self.end(host, &victim, EndReason::Evicted);
+            // INVARIANT: the victim is forgotten, so this loop ends.
+            self.track(host, |t| {
+                t.forget(&victim);
+            });
+        }
+    }
+
+    /// Change what this worker tracks, keeping the `portcullis_sessions_tracked` gauge equal to it.
+    fn track(&self, host: &dyn Host, f: impl FnOnce(&mut Tracker)) {
+        let mut t = self.tracker.borrow_mut();
+        let before = t.len();
+        f(&mut t);
+        let after = t.len();
+        drop(t);
+        let delta = i64::try_from(after)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(i64::try_from(before).unwrap_or(i64::MAX));
+        if delta != 0 {
+            self.metrics.add(host, Metric::Sessions, delta);
+        }
+    }
+
+    /// A new session took the slot of a live one (written already): log the displaced session's
+    /// final, signed `session_end` receipt and forget it here. Its slot now holds the new session,
+    /// so its id is from now on a new session (see `docs/filter.md`, Sessions).
+    fn end_displaced(&self, host: &dyn Host, d: &Displaced, now_ms: u64) {
+        let mut chain = d.chain.clone();
+        let r = receipt::session_end(&d.session, &mut chain, &self.signer, now_ms);
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "portcullis: session `{}` ended ({}; its slot went to a new session)",
+                d.session, d.why
+            ),
+        );
+        log_receipt(host, &r);
+        self.metrics.count(host, Metric::Evicted);
+        self.track(host, |t| {
+            t.forget(&d.session);
+        });
+    }
+
+    /// Begin a session the MCP server has just created, pinning `intent` on it. A legacy
+    /// `initialize` carries no session id (the server assigns it in the response), so the intent
+    /// it declared cannot be pinned while it is evaluated; the filter writes the record when the
+    /// response names the session (with `session.require_initialize`, also without an intent:
+    /// only such a record makes the id known). Displaces a live session from its slot when every
+    /// slot the new session may use holds one (its `session_end` receipt is logged). Only a
+    /// session with no record yet is written: if any action of the session was already recorded,
+    /// its pinned intent (or none) stands.
+    pub(crate) fn begin(&self, host: &dyn Host, session: &str, intent: Option<&str>) {
+        let begun = self.update(host, session, |rec, now| {
+            if rec.state.status != SessionStatus::New {
+                return Write::Skip(());
+            }
+            rec.state.status = SessionStatus::Active;
+            rec.state.intent = intent.map(str::to_owned);
+            rec.extra.last_seen_ms = now;
+            Write::Active(())
+        });
+        if let Err(e) = begun {
+            host.log(
+                LogLevel::Warn,
+                &format!("portcullis: new session `{session}` not recorded: {e}"),
+            );
+        }
+    }
+
+    /// End a session and stop tracking it on this worker; see [`Sessions::end`].
+    pub(crate) fn end_and_forget(&self, host: &dyn Host, session: &str, why: EndReason) {
+        self.end(host, session, why);
+        self.track(host, |t| {
+            t.forget(session);
+        });
+    }
+
+    /// End a session: leave a tombstone (status missing, chain kept) and log a signed
+    /// `session_end` receipt. Eviction and deletion always end it; expiry only when the record
+    /// itself says it is idle past the ttl (another worker may have served it since). A later
+    /// request naming a deleted or evicted session is `missing`.
+    fn end(&self, host: &dyn Host, session: &str, why: EndReason) {
+        let ended = self.update_existing(host, session, |rec, now| {
+            if rec.state.status == SessionStatus::Missing && rec.ended.is_none() {
+                return Write::Skip(None); // already a tombstone
+            }
+            if why == EndReason::Expired && rec.ended.is_none() {
+                // Another worker used the session since this one did: it is not idle.
+                return Write::Skip(None);
+            }
+            let why = rec.ended.unwrap_or(why);
+            rec.state = tombstone(rec.state.started_ms);
+            rec.extra = SessionExtra {
+                last_seen_ms: now,
+                ..SessionExtra::default()
+            };
+            let r = receipt::session_end(session, &mut rec.chain, &self.signer, now);
+            Write::Quiet(Some((why, r)))
+        });
+        match ended {
+            Ok(Some(Some((why, r)))) => {
+                host.log(
+                    LogLevel::Info,
+                    &format!("portcullis: session `{session}` ended ({why})"),
+                );
+                log_receipt(host, &r);
+                self.metrics.count(host, Metric::Evicted);
+            }
+            // No record left (its slot went to another session), or nothing to end.
+            Ok(_) => {}
+            Err(e) => {
+                host.log(
+                    LogLevel::Error,
+                    &format!("portcullis: cannot end session `{session}`: {e}"),
+                );
+            }
+        }
+    }
+
+    /// The timer: end sessions idle past their ttl, and sign a `checkpoint` for sessions whose
+    /// oldest unsigned receipt is older than `max_unsigned_ms`, so no receipt stays unattested
+    /// for longer than `max_unsigned_ms` + the tick period while its session is idle.
+    pub(crate) fn on_tick(&self, host: &dyn Host, max_unsigned_ms: u64) {
+        let now = host.now_ms();
+        // Each session end or checkpoint is a signature, and the tick runs on the worker that
+        // serves requests: a budget per tick keeps it from stalling them (the rest waits for the
+        // next tick; active sessions sign on their next receipt anyway).
+        let mut budget = MAX_SIGNATURES_PER_TICK;
+        let idle = self.tracker.borrow().idle(now, self.cfg.idle_ttl_ms);
+        for s in idle.into_iter().take(budget) {
+            budget = budget.saturating_sub(1);
+            self.end_and_forget(host, &s, EndReason::Expired);
+        }
+        let due = self.tracker.borrow().checkpoint_due(now, max_unsigned_ms);
+        for s in due.into_iter().take(budget) {
+            self.checkpoint(host, &s);
+        }
+        self.checkpoint_anon(host, now, max_unsigned_ms);
+    }
+
+    /// Envoy stops this configuration: at shutdown, or when a new one replaces it (a new plugin
+    /// configuration, a pulled bundle). Sign a checkpoint now for each session this worker served
+    /// that has unsigned receipts, and for the anonymous chain, instead of leaving their last
+    /// receipts `unsigned_tail` in a log that ends here (or for a timer that no longer knows
+    /// them). At most [`MAX_SIGNATURES_AT_DONE`], oldest unsigned first; the rest is logged.
+    pub(crate) fn on_done(&self, host: &dyn Host) {
+        let now = host.now_ms();
+        let due = self.tracker.borrow().checkpoint_due(now, 0);
+        let left = due.len().saturating_sub(MAX_SIGNATURES_AT_DONE);
+        for s in due.into_iter().take(MAX_SIGNATURES_AT_DONE) {
+            self.checkpoint(host, &s);
+        }
+        if left > 0 {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: stopping with {left} session(s) whose last receipts stay unsigned \
+                     (at most {MAX_SIGNATURES_AT_DONE} checkpoints are signed on the way out)"
+                ),
+            );
+        }
+        self.checkpoint_anon(host, now, 0);
+    }
+
+    /// Sign the anonymous chain's unsigned receipts once the oldest is `max_unsigned_ms` old.
+    fn checkpoint_anon(&self, host: &dyn Host, now: u64, max_unsigned_ms: u64) {
+        let mut c = self.anon_chain.borrow_mut();
+        if c.unsigned > 0 && now.saturating_sub(c.oldest_unsigned_ms) >= max_unsigned_ms {
+            let r = receipt::checkpoint(&self.anon_name, &mut c, &self.signer, now);
+            log_receipt(host, &r);
+        }
+    }
+
+    /// Sign a checkpoint of a session's unsigned receipts.
+    fn checkpoint(&self, host: &dyn Host, session: &str) {
+        let signed = self.update_existing(host, session, |rec, now| {
+            if rec.chain.unsigned == 0 {
+                // Someone signed since: just refresh what this worker knows.
+                return Write::Skip(Err(rec.clone()));
+            }
+            Write::Quiet(Ok(receipt::checkpoint(
+                session,
+                &mut rec.chain,
+                &self.signer,
+                now,
+            )))
+        });
+        match signed {
+            Ok(Some(Ok(r))) => log_receipt(host, &r),
+            Ok(Some(Err(rec))) => self.track(host, |t| {
+                t.touch(session, rec.extra.last_seen_ms, &rec.state, &rec.chain);
+            }),
+            // Its slot went to another session (whose worker logged its `session_end`).
+            Ok(None) => self.track(host, |t| {
+                t.forget(session);
+            }),
+            Err(e) => host.log(
+                LogLevel::Error,
+                &format!("portcullis: cannot checkpoint session `{session}`: {e}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a failed unwrap is a failed test"
+    )]
+
+    use super::{WORKER_COUNTER_KEY, anon_chain_name};
+    use crate::mock::MockHost;
+
+    #[test]
+    fn anonymous_chains_are_named_per_process_and_a_counter_it_cannot_read_starts_anew() {
+        let host = MockHost::new(1_000);
+        assert_eq!(anon_chain_name(&host), "anon/1000-1");
+        host.advance(5);
+        assert_eq!(
+            anon_chain_name(&host),
+            "anon/1000-2",
+            "same process, same epoch"
+        );
+        // An earlier module's 8-byte counter, or anything else of the wrong size: a new epoch.
+        for bad in [vec![0u8; 8], vec![], vec![7u8; 17]] {
+            host.state()
+                .shared
+                .insert(WORKER_COUNTER_KEY.to_owned(), (bad, 1));
+            assert_eq!(anon_chain_name(&host), "anon/1005-1");
+        }
+    }
+}

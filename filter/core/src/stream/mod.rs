@@ -1,0 +1,676 @@
+//! The per-request state machine (HTTP context): request headers -> (buffer body) -> normalize ->
+//! decide -> enforce on the stream; call-out callbacks for DEFER; response headers.
+//!
+//! Every path ends in exactly one of: the request continues upstream (ALLOW, MODIFY, approved
+//! STEP_UP, DEFER resolved to allow, audit/warn), or the filter answers locally and upstream is
+//! never contacted (DENY, STEP_UP without approval, DEFER denied, bad input, bad configuration).
+
+mod answer;
+mod defer;
+mod outputs;
+
+use std::rc::Rc;
+
+use bundle::action::{Action, Identity};
+use bundle::receipt::Receipt;
+use bundle::verdict::Decision;
+
+pub use outputs::{APPROVAL_HEADER, DECISION_HEADER, RECEIPT_HEADER, WARNING_HEADER};
+
+use crate::bench::Stage;
+use crate::config::SessionKeySource;
+use crate::decide::{self, Input, Plan, Shape};
+use crate::host::{FilterAction, Host, LogLevel};
+use crate::identity;
+use crate::metrics::Metric;
+use crate::normalize::{self, McpMessageKind, Refusal, RequestHead, Route};
+use crate::results::{Inspector, Judge};
+use crate::root::{Loaded, Plugin};
+use crate::session::EndReason;
+use answer::deciding_msg;
+use defer::Pending;
+use outputs::{STATE_RECEIPT, receipts_out, set_state, warning_value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Headers,
+    Body,
+    Waiting,
+    /// The request went (or goes) upstream.
+    Forwarded,
+    /// The filter answered locally.
+    Answered,
+}
+
+/// What an allowed request leaves behind as it goes upstream: the one allow path of the stream
+/// (ALLOW, MODIFY, an approved STEP_UP, a DEFER resolved to allow).
+struct Forward<'a> {
+    decision: Decision,
+    rule: &'a str,
+    chain_name: &'a str,
+    /// The receipts as filter state.
+    json: Option<String>,
+    /// The `x-portcullis-receipt` value (empty: none).
+    receipt_header: String,
+    warnings: &'a [String],
+    /// The response side, when the answer is read.
+    inspector: Option<Inspector>,
+}
+
+/// One HTTP stream.
+#[derive(Debug)]
+pub struct Stream {
+    plugin: Rc<Plugin>,
+    phase: Phase,
+    head: RequestHead,
+    route: Route,
+    body_expected: bool,
+    identity: Identity,
+    session: Option<String>,
+    approval_token: Option<String>,
+    add_to_response: Vec<(String, String)>,
+    pending: Option<Pending>,
+    /// The response side of an MCP stream: every server-to-agent message is read before the agent
+    /// gets it (`results/`).
+    inspector: Option<Inspector>,
+    /// The receipt JSON written to the filter state (a `result` receipt is appended to it).
+    receipt_json: Option<String>,
+    /// An allowed legacy `initialize`: the session whose id the server returns in
+    /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
+    /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
+    begin_session: Option<Option<String>>,
+    /// Request body bytes Envoy holds for the filter (the `body_size` of the last body callback,
+    /// which paused): what trailers complete.
+    request_held: usize,
+    /// Response body bytes Envoy holds for the filter: the `body_size` of the last response body
+    /// callback when it paused, 0 when it let the data go.
+    response_held: usize,
+}
+
+/// A pseudo-header's (or header's) value, exactly named; empty when absent.
+fn pseudo(headers: &[(String, String)], name: &str) -> String {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// The request head from its headers (`:authority`, else `host`).
+fn head_from(headers: Vec<(String, String)>) -> RequestHead {
+    let mut authority = pseudo(&headers, ":authority");
+    if authority.is_empty() {
+        authority = pseudo(&headers, "host");
+    }
+    RequestHead {
+        method: pseudo(&headers, ":method"),
+        scheme: pseudo(&headers, ":scheme"),
+        authority,
+        path: pseudo(&headers, ":path"),
+        headers,
+    }
+}
+
+impl Stream {
+    /// A new stream of `plugin`.
+    pub fn new(plugin: Rc<Plugin>) -> Self {
+        Stream {
+            plugin,
+            phase: Phase::Headers,
+            head: RequestHead::default(),
+            route: Route::Http,
+            body_expected: false,
+            identity: Identity::default(),
+            session: None,
+            approval_token: None,
+            add_to_response: Vec::new(),
+            pending: None,
+            inspector: None,
+            begin_session: None,
+            receipt_json: None,
+            request_held: 0,
+            response_held: 0,
+        }
+    }
+
+    /// Whether the filter's own answers on this stream are JSON-RPC (an MCP POST).
+    fn answers_jsonrpc(&self) -> bool {
+        self.route == Route::Mcp
+    }
+
+    /// Request headers arrived.
+    pub fn on_request_headers(&mut self, host: &dyn Host, end_of_stream: bool) -> FilterAction {
+        if self.phase != Phase::Headers {
+            return FilterAction::Continue;
+        }
+        let plugin = Rc::clone(&self.plugin);
+        let headers = host.request_headers();
+        self.head = head_from(headers);
+        self.body_expected = !end_of_stream;
+        let l = match &plugin.loaded {
+            Ok(l) => l,
+            Err(e) => {
+                self.route = normalize::route(&self.head, &normalize::NormalizeConfig::default());
+                self.deny_unconfigured(host, &e.to_string());
+                return FilterAction::Pause;
+            }
+        };
+        let policy = &l.policy;
+        self.approval_token = self
+            .head
+            .header(APPROVAL_HEADER)
+            .map(|t| t.trim().to_owned());
+        identity::strip_spoofed_headers(host, &policy.cfg.identity, &self.head.headers);
+        self.route = normalize::route(&self.head, &policy.norm);
+        self.identity = identity::identify(host, &policy.cfg.identity, &self.head.headers);
+        let trace = normalize::trace_id(&self.head);
+        self.session =
+            identity::session_key(&policy.cfg.session.key, &self.head.headers, trace.as_deref());
+        if self.route == Route::McpMethodNotAllowed {
+            let refusal = Refusal::method_not_allowed(&self.head.method);
+            self.refuse(host, &refusal);
+            return FilterAction::Pause;
+        }
+        let mut needs_body = normalize::needs_body(&self.head, self.route, &policy.norm);
+        if policy.pack.byte_counts && !end_of_stream && self.head.header("content-length").is_none()
+        {
+            // A byte budget needs the count: a body of undeclared length is read to count it,
+            // or refused where bodies are never read.
+            if policy.norm.header_only() {
+                self.refuse(host, &Refusal::length_required());
+                return FilterAction::Pause;
+            }
+            needs_body = true;
+        }
+        if needs_body && !end_of_stream {
+            self.phase = Phase::Body;
+            return FilterAction::Pause;
+        }
+        let body = matches!(self.route, Route::Mcp).then(Vec::new);
+        self.evaluate(host, l, body)
+    }
+
+    /// Request body data arrived; `body_size` is everything buffered so far.
+    pub fn on_request_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> FilterAction {
+        match self.phase {
+            Phase::Body => {}
+            Phase::Waiting | Phase::Answered => return FilterAction::Pause,
+            Phase::Headers | Phase::Forwarded => return FilterAction::Continue,
+        }
+        let plugin = Rc::clone(&self.plugin);
+        let Ok(l) = &plugin.loaded else {
+            return FilterAction::Pause;
+        };
+        let max = l.policy.cfg.max_body_bytes;
+        if body_size > max {
+            self.refuse(host, &Refusal::too_large(max));
+            return FilterAction::Pause;
+        }
+        self.request_held = body_size;
+        if !end_of_stream {
+            return FilterAction::Pause;
+        }
+        let body = if self.request_held == 0 {
+            Vec::new()
+        } else {
+            host.request_body(0, self.request_held).unwrap_or_default()
+        };
+        self.evaluate(host, l, Some(body))
+    }
+
+    /// Request trailers arrived (HTTP/2, or HTTP/1.1 chunked trailers Envoy forwards). They end
+    /// the body exactly as END_STREAM on the last data would: a stream still waiting for its body
+    /// is decided now, with everything Envoy buffered, and nothing continues before the decision.
+    /// Trailers themselves are not part of the action (no MCP server reads them).
+    pub fn on_request_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        self.on_request_body(host, self.request_held, true)
+    }
+
+    /// A call-out answered (or failed: no headers).
+    pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        if self.phase != Phase::Waiting || !self.pending.as_ref().is_some_and(|p| p.is(token)) {
+            return;
+        }
+        let plugin = Rc::clone(&self.plugin);
+        if let Ok(l) = &plugin.loaded {
+            self.defer_answered(host, l, body_size);
+        }
+    }
+
+    /// Response headers arrived: add the receipt and decision headers for the agent.
+    pub fn on_response_headers(&mut self, host: &dyn Host) -> FilterAction {
+        for (n, v) in &self.add_to_response {
+            host.set_response_header(n, Some(v));
+        }
+        if self.phase == Phase::Forwarded && self.route == Route::McpDelete {
+            self.end_deleted_session(host);
+        }
+        if let Some(intent) = self.begin_session.take() {
+            let plugin = Rc::clone(&self.plugin);
+            let session = host
+                .response_headers()
+                .into_iter()
+                .find(|(n, v)| {
+                    n.eq_ignore_ascii_case("mcp-session-id") && normalize::valid_session_id(v)
+                })
+                .map(|(_, v)| v);
+            if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
+                l.sessions.begin(host, &session, intent.as_deref());
+            }
+        }
+        if let Some(i) = &mut self.inspector
+            && !i.on_headers(host)
+        {
+            self.inspector = None;
+        }
+        FilterAction::Continue
+    }
+
+    /// Response body data arrived; `body_size` is everything buffered so far. What the inspector
+    /// must read is held until it is complete and checked; see `results/`.
+    pub fn on_response_body(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> FilterAction {
+        let a = self.response_data(host, body_size, end_of_stream, true);
+        self.response_held = if a == FilterAction::Pause {
+            body_size
+        } else {
+            0
+        };
+        a
+    }
+
+    /// Response trailers arrived: they end the response body as END_STREAM does, so a held list
+    /// or tool result is checked (and rewritten or replaced) before anything is released.
+    pub fn on_response_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        let held = self.response_held;
+        // Only a body the filter held is still Envoy's to rewrite.
+        let a = self.response_data(host, held, true, held > 0);
+        self.response_held = 0;
+        a
+    }
+
+    fn response_data(
+        &mut self,
+        host: &dyn Host,
+        body_size: usize,
+        end_of_stream: bool,
+        writable: bool,
+    ) -> FilterAction {
+        let plugin = Rc::clone(&self.plugin);
+        let Ok(l) = &plugin.loaded else {
+            return FilterAction::Continue;
+        };
+        let Some(i) = &mut self.inspector else {
+            return FilterAction::Continue;
+        };
+        let cx = Judge {
+            host,
+            l: &l.policy,
+            sessions: &l.sessions,
+            session: self.session.as_deref(),
+        };
+        let a = i.on_body(&cx, body_size, end_of_stream, writable);
+        let sealed = i.take_receipts();
+        if !sealed.is_empty() {
+            // The access log line of this stream carries the action's receipt and the result's,
+            // as an array (the same shape as a batch), so the chain is complete in the log.
+            let mut lines: Vec<String> = match self.receipt_json.take() {
+                Some(j) if j.starts_with('[') => j
+                    .strip_prefix('[')
+                    .and_then(|j| j.strip_suffix(']'))
+                    .map(|inner| vec![inner.to_owned()])
+                    .unwrap_or_default(),
+                Some(j) => vec![j],
+                None => Vec::new(),
+            };
+            lines.extend(sealed.iter().map(|r| r.to_json()));
+            let json = format!("[{}]", lines.join(","));
+            host.set_filter_state(STATE_RECEIPT, json.as_bytes());
+            self.receipt_json = Some(json);
+        }
+        a
+    }
+
+    /// The request is read: normalize, decide, enforce.
+    fn evaluate(&mut self, host: &dyn Host, l: &Loaded, body: Option<Vec<u8>>) -> FilterAction {
+        let policy = &l.policy;
+        if policy.cut(Stage::Read) {
+            self.phase = Phase::Forwarded;
+            return FilterAction::Continue;
+        }
+        let (shape, mut actions) = match self.normalize(l, body.as_deref()) {
+            Ok(n) => n,
+            Err(r) => {
+                self.refuse(host, &r);
+                return FilterAction::Pause;
+            }
+        };
+        for a in &mut actions {
+            a.identity = self.identity.clone();
+            a.session_id = self.session.clone();
+        }
+        if policy.cut(Stage::Normalized) {
+            self.phase = Phase::Forwarded;
+            return FilterAction::Continue;
+        }
+        let input = Input {
+            shape: &shape,
+            actions: &actions,
+            body: body.as_deref(),
+            session: self.session.as_deref(),
+            approval_token: self.approval_token.as_deref(),
+        };
+        let plan = decide::decide(host, policy, &l.sessions, &input);
+        if self
+            .session
+            .as_deref()
+            .is_some_and(|s| s != plan.chain_name)
+        {
+            // Decided without a record (an unknown id under `session.require_initialize`): the
+            // rest of the stream (DEFER resolution, tool results, DELETE) writes none either.
+            self.session = None;
+        }
+        self.enforce(host, l, &shape, &actions, plan)
+    }
+
+    /// Turn the request into its actions. The body (when read) decides as much as the route: a
+    /// JSON-RPC body is MCP wherever it goes, a body the filter cannot read (compressed) is
+    /// refused, and a body on a body-less MCP request is refused.
+    fn normalize(
+        &mut self,
+        l: &Loaded,
+        body: Option<&[u8]>,
+    ) -> Result<(Shape, Vec<Action>), Refusal> {
+        let norm = &l.policy.norm;
+        let arg_names = &l.policy.pack.arg_names;
+        if let Some(b) = body.filter(|b| !b.is_empty()) {
+            normalize::check_body_encoding(&self.head, b)?;
+        }
+        let found_mcp = match (self.route, body) {
+            (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
+                normalize::is_jsonrpc_body(b, norm)?
+            }
+            _ => false,
+        };
+        if found_mcp {
+            // Answered as JSON-RPC from here on, like any MCP POST.
+            self.route = Route::Mcp;
+        }
+        match self.route {
+            Route::Mcp => {
+                let bytes = body.unwrap_or_default();
+                let req = if found_mcp {
+                    normalize::normalize_mcp_found(&self.head, bytes, norm)?
+                } else {
+                    normalize::normalize_mcp(&self.head, bytes, norm)?
+                };
+                for m in &req.messages {
+                    normalize::check_argument_spelling(&m.action.arguments, arg_names, m.id.as_ref())?;
+                }
+                let msgs = req
+                    .messages
+                    .iter()
+                    .map(|m| (m.id.clone(), m.kind))
+                    .collect();
+                let actions = req.messages.into_iter().map(|m| m.action).collect();
+                Ok((
+                    Shape::Mcp {
+                        batch: req.batch,
+                        msgs,
+                    },
+                    actions,
+                ))
+            }
+            Route::McpStream | Route::McpDelete | Route::McpOptions => {
+                if body.is_some_and(|b| !b.is_empty()) {
+                    return Err(Refusal::bad_http(format!(
+                        "a `{}` request to the mcp endpoint must not carry a body (only POST does)",
+                        normalize::printable(&self.head.method)
+                    )));
+                }
+                let a = normalize::normalize_mcp_headers_only(&self.head, self.route, norm)?;
+                Ok((Shape::McpHeaders, vec![a]))
+            }
+            Route::McpMethodNotAllowed => Err(Refusal::method_not_allowed(&self.head.method)),
+            Route::Http | Route::McpLegacy | Route::Connect => {
+                let a = normalize::normalize_http(&self.head, body, norm)?;
+                normalize::check_argument_spelling(&a.arguments, arg_names, None)?;
+                let has_body = self.body_expected || body.is_some_and(|b| !b.is_empty());
+                Ok((
+                    Shape::Http {
+                        body_buffered: body.is_some(),
+                        has_body,
+                    },
+                    vec![a],
+                ))
+            }
+        }
+    }
+
+    /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
+    /// read ([`Stream::forward`] asks the server to answer uncompressed).
+    fn inspect_response(
+        &self,
+        l: &Loaded,
+        shape: &Shape,
+        plan: &Plan,
+        actions: &[Action],
+    ) -> Option<Inspector> {
+        let base = actions.first()?;
+        let results = l.policy.pack.results;
+        match shape {
+            Shape::Mcp { msgs, .. } => Some(Inspector::new(
+                plan.msgs
+                    .iter()
+                    .zip(actions)
+                    .zip(msgs)
+                    .filter(|(_, (_, kind))| *kind == McpMessageKind::Request)
+                    .map(|((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice())),
+                base,
+                results,
+            )),
+            Shape::McpHeaders if self.route == Route::McpStream => {
+                Some(Inspector::new(std::iter::empty(), base, results))
+            }
+            Shape::McpHeaders | Shape::Http { .. } => None,
+        }
+    }
+
+    /// An allowed MCP `DELETE` was answered: when the server accepted it (2xx) and sessions are
+    /// keyed by `mcp-session-id`, the client's session ends for good (docs/filter.md, Sessions).
+    fn end_deleted_session(&self, host: &dyn Host) {
+        let (Ok(l), Some(session)) = (&self.plugin.loaded, &self.session) else {
+            return;
+        };
+        if l.policy.cfg.session.key != SessionKeySource::McpSessionId {
+            return;
+        }
+        let accepted = host
+            .response_headers()
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .is_some_and(|(_, v)| v.starts_with('2') && v.len() == 3);
+        if accepted {
+            l.sessions.end_and_forget(host, session, EndReason::Deleted);
+        }
+    }
+
+    /// The session to begin when the server answers, with its intent: only for a single allowed
+    /// `initialize` that had no session key, when sessions are keyed by `mcp-session-id`, and
+    /// only when it declared an intent or `session.require_initialize` is on.
+    fn session_to_begin(
+        &self,
+        l: &Loaded,
+        shape: &Shape,
+        plan: &Plan,
+        actions: &[Action],
+    ) -> Option<Option<String>> {
+        let session_cfg = &l.policy.cfg.session;
+        if self.session.is_some()
+            || session_cfg.key != SessionKeySource::McpSessionId
+            || !matches!(shape, Shape::Mcp { batch: false, .. })
+        {
+            return None;
+        }
+        let (m, a) = plan.msgs.iter().zip(actions).next()?;
+        if !normalize::Method::Initialize.is(&a.operation) {
+            return None;
+        }
+        let intent = m.verdict.intent.clone();
+        (intent.is_some() || session_cfg.require_initialize).then_some(intent)
+    }
+
+    /// Apply a plan to the stream.
+    fn enforce(
+        &mut self,
+        host: &dyn Host,
+        l: &Loaded,
+        shape: &Shape,
+        actions: &[Action],
+        plan: Plan,
+    ) -> FilterAction {
+        let policy = &l.policy;
+        let receipts: Vec<(&Receipt, &str)> = plan
+            .msgs
+            .iter()
+            .filter_map(|m| Some((m.receipt.as_ref()?, m.receipt_line.as_deref()?)))
+            .collect();
+        let rule = deciding_msg(&plan).map_or("none", |m| m.rule.as_str());
+        log_decisions(host, &plan, actions);
+        let (json, header) = receipts_out(&receipts, policy.cfg.receipts.header);
+        match plan.overall {
+            Decision::Deny | Decision::StepUp => {
+                set_state(host, plan.overall.as_str(), rule, &plan.chain_name, json.as_deref());
+                let metric = if plan.overall == Decision::StepUp {
+                    Metric::StepUp
+                } else {
+                    Metric::Deny
+                };
+                self.plugin.metrics.count(host, metric);
+                self.answer_plan(host, shape, &plan, &header);
+                self.phase = Phase::Answered;
+                FilterAction::Pause
+            }
+            Decision::Defer => {
+                let Some((m, action)) = plan
+                    .msgs
+                    .iter()
+                    .zip(actions)
+                    .find(|(m, _)| m.defer.is_some())
+                else {
+                    return FilterAction::Pause;
+                };
+                self.plugin.metrics.count(host, Metric::Defer);
+                set_state(host, plan.overall.as_str(), rule, &plan.chain_name, json.as_deref());
+                self.start_defer(host, l, shape, m, action, &plan.chain_name)
+            }
+            Decision::Allow | Decision::Modify if policy.cut(Stage::WriteBack) => {
+                self.phase = Phase::Forwarded;
+                FilterAction::Continue
+            }
+            Decision::Allow | Decision::Modify => {
+                for (name, value) in &plan.header_edits {
+                    host.set_request_header(name, value.as_deref());
+                }
+                if let Some(b) = &plan.new_body {
+                    if matches!(shape, Shape::Mcp { batch: false, .. }) {
+                        // The header copies of rewritten arguments follow the body.
+                        for (name, value) in normalize::param_header_edits(&self.head, b) {
+                            host.set_request_header(&name, value.as_deref());
+                        }
+                    }
+                    host.replace_request_body(b);
+                    if self.head.header("content-length").is_some() {
+                        host.set_request_header("content-length", Some(&b.len().to_string()));
+                    }
+                }
+                self.begin_session = self.session_to_begin(l, shape, &plan, actions);
+                let inspector = self.inspect_response(l, shape, &plan, actions);
+                self.forward(
+                    host,
+                    Forward {
+                        decision: plan.overall,
+                        rule,
+                        chain_name: &plan.chain_name,
+                        json,
+                        receipt_header: header,
+                        warnings: &plan.warnings,
+                        inspector,
+                    },
+                );
+                FilterAction::Continue
+            }
+        }
+    }
+
+    /// The allow path: the decision and receipt headers for the upstream (and, on the response,
+    /// for the agent), the response inspector, the filter state, the metric.
+    fn forward(&mut self, host: &dyn Host, f: Forward<'_>) {
+        let mut add = vec![(DECISION_HEADER.to_owned(), f.decision.as_str().to_owned())];
+        if !f.receipt_header.is_empty() {
+            add.push((RECEIPT_HEADER.to_owned(), f.receipt_header));
+        }
+        if let Some(w) = warning_value(f.warnings) {
+            add.push((WARNING_HEADER.to_owned(), w));
+        }
+        for (n, v) in &add {
+            host.set_request_header(n, Some(v));
+        }
+        if f.inspector.is_some() {
+            // What the filter must read, the server sends uncompressed.
+            host.set_request_header("accept-encoding", Some("identity"));
+        }
+        self.add_to_response = add;
+        self.inspector = f.inspector;
+        set_state(
+            host,
+            f.decision.as_str(),
+            f.rule,
+            f.chain_name,
+            f.json.as_deref(),
+        );
+        self.receipt_json = f.json;
+        let metric = if f.decision == Decision::Modify {
+            Metric::Modify
+        } else {
+            Metric::Allow
+        };
+        self.plugin.metrics.count(host, metric);
+        self.phase = Phase::Forwarded;
+    }
+}
+
+/// One log line per message: debug for an ALLOW, info for everything else.
+fn log_decisions(host: &dyn Host, plan: &Plan, actions: &[Action]) {
+    for (m, a) in plan.msgs.iter().zip(actions) {
+        let level = if m.enforced == Decision::Allow {
+            LogLevel::Debug
+        } else {
+            LogLevel::Info
+        };
+        if !host.log_enabled(level) {
+            continue;
+        }
+        host.log(
+            level,
+            &format!(
+                "portcullis: {} {} `{}` session `{}` rule `{}`: {}",
+                m.enforced.as_str(),
+                a.operation,
+                a.subject(),
+                plan.chain_name,
+                m.rule,
+                m.reason
+            ),
+        );
+    }
+}
