@@ -25,8 +25,21 @@ mod entry {
 
     proxy_wasm::main! {{
         proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Trace);
+        // After `set_log_level`, which installs the SDK's own hook: this one replaces it.
+        std::panic::set_hook(Box::new(super::log_panic));
         proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plugin: None, puller: None }) });
     }}
+}
+
+/// The panic hook: a panic is a bug (nothing untrusted may cause one), and the VM traps right
+/// after it, failing every later request on the worker until Envoy replaces the VM. Say so at
+/// critical level, with the panic's text and place, before the trap; a failure to log is
+/// ignored (a panic inside the hook would abort without a word).
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let _ = hostcalls::log(
+        proxy_wasm::types::LogLevel::Critical,
+        &format!("portcullis: panic, the Wasm VM traps: {info}"),
+    );
 }
 
 /// The proxy, reached through proxy-wasm host calls (acting on the current context).

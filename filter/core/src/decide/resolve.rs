@@ -268,7 +268,7 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
                     .push((name.to_ascii_lowercase(), Some(value.clone())));
                 r.changes.push(receipt::describe_modification(m));
             }
-            // Response-side rewrite (response.rs): recorded here, applied to the list result.
+            // Response-side rewrite (`results/`): recorded here, applied to the list result.
             Modification::RemoveTools { .. } => {
                 r.changes.push(receipt::describe_modification(m));
             }

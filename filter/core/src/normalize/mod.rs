@@ -55,7 +55,7 @@ impl RequestHead {
     }
 }
 
-/// Normalization settings (part of the plugin configuration, parsed by `config.rs`).
+/// Normalization settings (part of the plugin configuration, parsed by `config/`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NormalizeConfig {
     /// Paths served by the MCP server (Streamable HTTP endpoint). A request path matches when it

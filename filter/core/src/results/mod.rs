@@ -10,7 +10,7 @@
 //!   results of other requests) are inspected as results of an unknown call.
 //!
 //! A response the filter must read is readable to it or replaced: the request's
-//! `accept-encoding` is set to `identity` (request.rs); a response that comes compressed anyway,
+//! `accept-encoding` is set to `identity` (`stream/`); a response that comes compressed anyway,
 //! or in another content type, is replaced by JSON-RPC errors (-32044) for the requests it
 //! answers, with headers that say so; a result over `limits.max_body_bytes` is replaced by an
 //! error, never passed unread. JSON bodies are held to their end; SSE events pass as soon as they
