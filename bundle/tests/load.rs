@@ -3,7 +3,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "test code: a failed unwrap, panic or index is a failed test"
 )]
 
 mod common;
@@ -542,7 +543,7 @@ proptest! {
     }
 }
 
-#[allow(dead_code)]
+#[allow(dead_code, reason = "a compile-time check, never called")]
 fn _program_is_send_sync(b: Bundle) -> impl Send + Sync {
     let _: &Program = b.program();
     b

@@ -1,5 +1,10 @@
 //! Builders for hand-written programs and actions (the bundle crate has no parser).
-#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "test support: each test binary uses some builders; a failed unwrap is a failed test"
+)]
 
 use bundle::action::{Action, Kind};
 use bundle::format::*;

@@ -57,8 +57,8 @@ fn imports(text: &str) -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
         let mut rest = line;
-        while let Some(at) = rest.find("crate::") {
-            rest = &rest[at + "crate::".len()..];
+        while let Some((_, after)) = rest.split_once("crate::") {
+            rest = after;
             let name: String = rest
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
