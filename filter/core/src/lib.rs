@@ -18,7 +18,7 @@
 //! | `host`, `limits`, `metrics`, `error`, `bench` | the seam, the bounds, the counters, the errors |
 
 mod bench;
-pub mod config;
+mod config;
 mod decide;
 mod error;
 pub mod host;
@@ -36,6 +36,7 @@ mod rules;
 mod session;
 mod stream;
 
+pub use config::ConfigError;
 pub use error::{FilterError, PullError};
 pub use host::{FilterAction, Host};
 pub use root::Plugin;

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::limits::MAX_CONFIG_BYTES;
 
-mod bundle_server;
+pub(crate) mod bundle_server;
 
-pub use bundle_server::{BundleServer, DEFAULT_POLL_INTERVAL_S, DEFAULT_TIMEOUT_MS};
+pub use bundle_server::BundleServer;
 
 /// Why a configuration was refused. The filter then denies every action with this as the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use bundle::verdict::{Decision, Verdict};
 use crate::bench::Stage;
 use crate::config::{ContextService, FailureMode};
 use crate::host::{Host, LogLevel};
-use crate::normalize::{JsonRpcId, McpMessageKind};
+pub(crate) use crate::normalize::Shape;
 use crate::policy::Policy;
 use crate::respond::DenialKind;
 use crate::rules::FilterRule;
@@ -27,25 +27,6 @@ mod resolve;
 
 use readings::strictest_reading;
 use resolve::{Work, enforce_one};
-
-/// What kind of request the actions came from.
-#[derive(Clone, Debug)]
-pub(crate) enum Shape {
-    /// An MCP POST: one entry per JSON-RPC message.
-    Mcp {
-        batch: bool,
-        msgs: Vec<(Option<JsonRpcId>, McpMessageKind)>,
-    },
-    /// An MCP GET stream / DELETE (headers only).
-    McpHeaders,
-    /// Plain HTTP.
-    Http {
-        /// The body was buffered (and is in `Input::body`).
-        body_buffered: bool,
-        /// The request carries a body at all.
-        has_body: bool,
-    },
-}
 
 /// The inputs of one decision.
 pub(crate) struct Input<'a> {

@@ -20,6 +20,7 @@ mod mcp;
 mod methods;
 mod modify;
 mod readings;
+mod request;
 pub mod risk;
 
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
@@ -27,6 +28,7 @@ pub use http::normalize_http;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value};
 pub use readings::{action_readings, check_argument_spelling, path_readings};
+pub use request::{Actions, Shape, request};
 
 /// What the filter knows about a request when its headers arrive.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -524,7 +524,7 @@ rule reads {
         let s = ok.bundle_server.unwrap();
         assert_eq!(
             (s.poll_interval_ms, s.timeout_ms, s.sha256),
-            (10_000, config::DEFAULT_TIMEOUT_MS, None)
+            (10_000, config::bundle_server::DEFAULT_TIMEOUT_MS, None)
         );
         assert!(ok.bundle.is_empty());
     }

@@ -347,7 +347,16 @@ impl Stream {
             self.phase = Phase::Forwarded;
             return FilterAction::Continue;
         }
-        let (shape, mut actions) = match self.normalize(l, body.as_deref()) {
+        let (route, normalized) = normalize::request(
+            &self.head,
+            self.route,
+            body.as_deref(),
+            self.body_expected,
+            &policy.norm,
+            &policy.pack.arg_names,
+        );
+        self.route = route;
+        let (shape, mut actions) = match normalized {
             Ok(n) => n,
             Err(r) => {
                 self.refuse(host, &r);
@@ -380,80 +389,6 @@ impl Stream {
             self.session = None;
         }
         self.enforce(host, l, &shape, &actions, plan)
-    }
-
-    /// Turn the request into its actions. The body (when read) decides as much as the route: a
-    /// JSON-RPC body is MCP wherever it goes, a body the filter cannot read (compressed) is
-    /// refused, and a body on a body-less MCP request is refused.
-    fn normalize(
-        &mut self,
-        l: &Loaded,
-        body: Option<&[u8]>,
-    ) -> Result<(Shape, Vec<Action>), Refusal> {
-        let norm = &l.policy.norm;
-        let arg_names = &l.policy.pack.arg_names;
-        if let Some(b) = body.filter(|b| !b.is_empty()) {
-            normalize::check_body_encoding(&self.head, b)?;
-        }
-        let found_mcp = match (self.route, body) {
-            (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
-                normalize::is_jsonrpc_body(b, norm)?
-            }
-            _ => false,
-        };
-        if found_mcp {
-            // Answered as JSON-RPC from here on, like any MCP POST.
-            self.route = Route::Mcp;
-        }
-        match self.route {
-            Route::Mcp => {
-                let bytes = body.unwrap_or_default();
-                let req = if found_mcp {
-                    normalize::normalize_mcp_found(&self.head, bytes, norm)?
-                } else {
-                    normalize::normalize_mcp(&self.head, bytes, norm)?
-                };
-                for m in &req.messages {
-                    normalize::check_argument_spelling(&m.action.arguments, arg_names, m.id.as_ref())?;
-                }
-                let msgs = req
-                    .messages
-                    .iter()
-                    .map(|m| (m.id.clone(), m.kind))
-                    .collect();
-                let actions = req.messages.into_iter().map(|m| m.action).collect();
-                Ok((
-                    Shape::Mcp {
-                        batch: req.batch,
-                        msgs,
-                    },
-                    actions,
-                ))
-            }
-            Route::McpStream | Route::McpDelete | Route::McpOptions => {
-                if body.is_some_and(|b| !b.is_empty()) {
-                    return Err(Refusal::bad_http(format!(
-                        "a `{}` request to the mcp endpoint must not carry a body (only POST does)",
-                        normalize::printable(&self.head.method)
-                    )));
-                }
-                let a = normalize::normalize_mcp_headers_only(&self.head, self.route, norm)?;
-                Ok((Shape::McpHeaders, vec![a]))
-            }
-            Route::McpMethodNotAllowed => Err(Refusal::method_not_allowed(&self.head.method)),
-            Route::Http | Route::McpLegacy | Route::Connect => {
-                let a = normalize::normalize_http(&self.head, body, norm)?;
-                normalize::check_argument_spelling(&a.arguments, arg_names, None)?;
-                let has_body = self.body_expected || body.is_some_and(|b| !b.is_empty());
-                Ok((
-                    Shape::Http {
-                        body_buffered: body.is_some(),
-                        has_body,
-                    },
-                    vec![a],
-                ))
-            }
-        }
     }
 
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is

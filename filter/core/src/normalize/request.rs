@@ -1,0 +1,132 @@
+//! A whole request as its actions: the route and the body (when read) decide together what the
+//! request is. A JSON-RPC body is MCP wherever it goes; a body the filter cannot read (compressed)
+//! is refused; a body on a body-less MCP request is refused; every argument spelling the pack
+//! could read differently is refused ([`check_argument_spelling`]).
+
+use bundle::action::Action;
+
+use super::{
+    JsonRpcId, McpMessageKind, NormalizeConfig, Refusal, RequestHead, Route,
+    check_argument_spelling, check_body_encoding, is_jsonrpc_body, normalize_http, normalize_mcp,
+    normalize_mcp_found, normalize_mcp_headers_only, printable,
+};
+
+/// What kind of request the actions came from.
+#[derive(Clone, Debug)]
+pub enum Shape {
+    /// An MCP POST: one entry per JSON-RPC message.
+    Mcp {
+        /// Sent as a JSON-RPC batch.
+        batch: bool,
+        /// Each message's id and kind, in order.
+        msgs: Vec<(Option<JsonRpcId>, McpMessageKind)>,
+    },
+    /// An MCP GET stream / DELETE (headers only).
+    McpHeaders,
+    /// Plain HTTP.
+    Http {
+        /// The body was buffered (and is in `Input::body`).
+        body_buffered: bool,
+        /// The request carries a body at all.
+        has_body: bool,
+    },
+}
+
+/// The actions of a request, with its shape.
+pub type Actions = (Shape, Vec<Action>);
+
+/// Turn a request into its actions. `route` is what its head says, `body` what was read of it
+/// (`None`: not read), `body_expected` whether one follows the headers, `arg_names` the argument
+/// names the pack reads (`(folded, as written)`). Returns the route the request is answered on
+/// ([`Route::Mcp`] once a JSON-RPC body was found elsewhere), with the actions or the refusal.
+pub fn request(
+    head: &RequestHead,
+    route: Route,
+    body: Option<&[u8]>,
+    body_expected: bool,
+    norm: &NormalizeConfig,
+    arg_names: &[(String, String)],
+) -> (Route, Result<Actions, Refusal>) {
+    if let Some(b) = body.filter(|b| !b.is_empty())
+        && let Err(r) = check_body_encoding(head, b)
+    {
+        return (route, Err(r));
+    }
+    let found_mcp = match (route, body) {
+        (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
+            match is_jsonrpc_body(b, norm) {
+                Ok(found) => found,
+                Err(r) => return (route, Err(r)),
+            }
+        }
+        _ => false,
+    };
+    // Answered as JSON-RPC from here on, like any MCP POST.
+    let route = if found_mcp { Route::Mcp } else { route };
+    (
+        route,
+        actions(head, route, found_mcp, body, body_expected, norm, arg_names),
+    )
+}
+
+/// [`request`] once the route is known.
+fn actions(
+    head: &RequestHead,
+    route: Route,
+    found_mcp: bool,
+    body: Option<&[u8]>,
+    body_expected: bool,
+    norm: &NormalizeConfig,
+    arg_names: &[(String, String)],
+) -> Result<Actions, Refusal> {
+    let (shape, actions) = match route {
+        Route::Mcp => {
+            let bytes = body.unwrap_or_default();
+            let req = if found_mcp {
+                normalize_mcp_found(head, bytes, norm)?
+            } else {
+                normalize_mcp(head, bytes, norm)?
+            };
+            for m in &req.messages {
+                check_argument_spelling(&m.action.arguments, arg_names, m.id.as_ref())?;
+            }
+            let msgs = req
+                .messages
+                .iter()
+                .map(|m| (m.id.clone(), m.kind))
+                .collect();
+            let actions = req.messages.into_iter().map(|m| m.action).collect();
+            (
+                Shape::Mcp {
+                    batch: req.batch,
+                    msgs,
+                },
+                actions,
+            )
+        }
+        Route::McpStream | Route::McpDelete | Route::McpOptions => {
+            if body.is_some_and(|b| !b.is_empty()) {
+                return Err(Refusal::bad_http(format!(
+                    "a `{}` request to the mcp endpoint must not carry a body (only POST does)",
+                    printable(&head.method)
+                )));
+            }
+            let a = normalize_mcp_headers_only(head, route, norm)?;
+            (Shape::McpHeaders, vec![a])
+        }
+        Route::McpMethodNotAllowed => return Err(Refusal::method_not_allowed(&head.method)),
+        Route::Http | Route::McpLegacy | Route::Connect => {
+            let a = normalize_http(head, body, norm)?;
+            check_argument_spelling(&a.arguments, arg_names, None)?;
+            let has_body = body_expected || body.is_some_and(|b| !b.is_empty());
+            (
+                Shape::Http {
+                    body_buffered: body.is_some(),
+                    has_body,
+                },
+                vec![a],
+            )
+        }
+    };
+    Ok((shape, actions))
+}
