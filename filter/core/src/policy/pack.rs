@@ -69,6 +69,14 @@ fn fields(p: &Program) -> impl Iterator<Item = &FieldRef> {
         .filter_map(|i| pred_field(&i.pred))
 }
 
+/// The member names of an argument path (its array indexes aside).
+fn keys(path: &[PathSegment]) -> impl Iterator<Item = &str> {
+    path.iter().filter_map(|seg| match seg {
+        PathSegment::Key(k) => Some(k.as_str()),
+        PathSegment::Index(_) => None,
+    })
+}
+
 /// Whether a pack reads byte counts: an intent with `max egress_bytes`, or a condition on
 /// `request.size` or `session.egress_bytes`.
 fn counts_bytes(p: &Program) -> bool {
@@ -80,48 +88,37 @@ fn counts_bytes(p: &Program) -> bool {
 /// classes), in MODIFY rewrites and in argument declarations, at any depth, with their folded
 /// form.
 fn arg_names(p: &Program) -> Vec<(String, String)> {
-    let keys = |path: &[PathSegment]| -> Vec<String> {
-        path.iter()
-            .filter_map(|seg| match seg {
-                PathSegment::Key(k) => Some(k.clone()),
-                PathSegment::Index(_) => None,
-            })
-            .collect()
+    let mut names: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str| {
+        if !names.iter().any(|(_, n)| n == k) {
+            names.push((fold_key(k).into_owned(), k.to_owned()));
+        }
     };
-    let mut all: Vec<String> = fields(p)
-        .filter_map(|f| match f {
-            FieldRef::Arg(path) => Some(keys(path)),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    for f in fields(p) {
+        if let FieldRef::Arg(path) = f {
+            keys(path).for_each(&mut add);
+        }
+    }
     let decisions = p
         .rules
         .iter()
         .map(|r| &r.decision)
         .chain([&p.default, &p.unknown_session])
         .chain(p.intents.iter().map(|i| &i.outside));
-    for m in decisions.flat_map(|d| d.modifications.iter()) {
-        if let Modification::RedactArg { path }
-        | Modification::DropArg { path }
-        | Modification::ClampArg { path, .. }
-        | Modification::CoerceArg { path, .. } = m
-        {
-            all.extend(keys(path));
+    for d in decisions {
+        for m in &d.modifications {
+            if let Modification::RedactArg { path }
+            | Modification::DropArg { path }
+            | Modification::ClampArg { path, .. }
+            | Modification::CoerceArg { path, .. } = m
+            {
+                keys(path).for_each(&mut add);
+            }
         }
     }
     // Declared argument types (`tool "x" { args.limit: number }`) are read too.
-    all.extend(
-        p.tools
-            .iter()
-            .flat_map(|t| t.args.iter())
-            .flat_map(|a| a.path.iter().cloned()),
-    );
-    let mut names: Vec<(String, String)> = Vec::new();
-    for k in all {
-        if !names.iter().any(|(_, n)| *n == k) {
-            names.push((fold_key(&k).into_owned(), k));
-        }
+    for a in p.tools.iter().flat_map(|t| t.args.iter()) {
+        a.path.iter().map(String::as_str).for_each(&mut add);
     }
     names
 }

@@ -429,20 +429,17 @@ impl Sessions {
         let signed = self.update_existing(host, session, |rec, now| {
             if rec.chain.unsigned == 0 {
                 // Someone signed since: just refresh what this worker knows.
-                return Write::Skip(Err(rec.clone()));
+                self.track(host, |t| {
+                    t.touch(session, rec.extra.last_seen_ms, &rec.state, &rec.chain);
+                });
+                return Write::Skip(None);
             }
-            Write::Quiet(Ok(receipt::checkpoint(
-                session,
-                &mut rec.chain,
-                &self.signer,
-                now,
-            )))
+            let r = receipt::checkpoint(session, &mut rec.chain, &self.signer, now);
+            Write::Quiet(Some(r))
         });
         match signed {
-            Ok(Some(Ok(r))) => log_receipt(host, &r),
-            Ok(Some(Err(rec))) => self.track(host, |t| {
-                t.touch(session, rec.extra.last_seen_ms, &rec.state, &rec.chain);
-            }),
+            Ok(Some(Some(r))) => log_receipt(host, &r),
+            Ok(Some(None)) => {}
             // Its slot went to another session (whose worker logged its `session_end`).
             Ok(None) => self.track(host, |t| {
                 t.forget(session);
