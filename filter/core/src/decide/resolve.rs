@@ -142,7 +142,12 @@ pub(super) fn enforce_one(
                 Some(t) => {
                     let checked = approval::verify(t, &digest, &step.group, &w.l.approvers, now_s)
                         .and_then(|a| {
-                            if extra.token_used(&a.nonce) {
+                            // The rule's own maximum age holds whatever the token's `exp` says
+                            // (docs/approvals.md): a day-long token does not satisfy a 5m rule.
+                            let max_age = u64::from(step.timeout_s);
+                            if now_s >= a.issued_s.saturating_add(max_age) {
+                                Err(approval::ApprovalError::Expired)
+                            } else if extra.token_used(&a.nonce) {
                                 Err(approval::ApprovalError::Replayed)
                             } else {
                                 Ok(a)
