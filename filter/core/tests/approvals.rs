@@ -36,7 +36,7 @@ fn token(host: &MockHost, digest: &str, age_s: u64, ttl_s: u32, n: u8) -> String
         &hex::decode(digest).unwrap().try_into().unwrap(),
         "release-managers",
         &signing_key_from_seed([APPROVER_SEED; 32]),
-        now_s - age_s,
+        now_s.checked_sub(age_s).unwrap(),
         ttl_s,
         [n; 16],
     )
