@@ -78,6 +78,15 @@ pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
     );
 }
 
+/// The prefix of every anonymous chain's name. No session key may start with it: receipts of a
+/// session named like a worker's chain would read as a fork of that chain.
+pub(crate) const ANON_PREFIX: &str = "anon/";
+
+/// Whether `key` is a name only the filter gives a chain (a session key that is one is refused).
+pub(crate) fn is_reserved_chain(key: &str) -> bool {
+    key.starts_with(ANON_PREFIX)
+}
+
 /// Shared-data key of the counter that names per-worker anonymous chains: the process's epoch
 /// (ms) and the number of configurations since, 8 bytes big-endian each.
 const WORKER_COUNTER_KEY: &str = "portcullis/workers";
@@ -106,10 +115,10 @@ fn anon_chain_name(host: &dyn Host) -> String {
         let mut bytes = epoch.to_be_bytes().to_vec();
         bytes.extend_from_slice(&next.to_be_bytes());
         host.set_shared_data(WORKER_COUNTER_KEY, &bytes, cas)?;
-        Ok(format!("anon/{epoch}-{next}"))
+        Ok(format!("{ANON_PREFIX}{epoch}-{next}"))
     });
     // No shared data: the clock alone still differs between workers' starts and restarts.
-    named.unwrap_or_else(|_| format!("anon/{}-0", host.now_ms()))
+    named.unwrap_or_else(|_| format!("{ANON_PREFIX}{}-0", host.now_ms()))
 }
 
 /// The session handle of one configuration on one worker.

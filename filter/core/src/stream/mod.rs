@@ -26,7 +26,7 @@ use crate::metrics::Metric;
 use crate::normalize::{self, McpMessageKind, Refusal, RequestHead, Route};
 use crate::results::{Inspector, Judge};
 use crate::root::{Loaded, Plugin};
-use crate::session::EndReason;
+use crate::session::{self, EndReason};
 use answer::deciding_msg;
 use defer::Pending;
 use outputs::{STATE_RECEIPT, receipts_out, set_state, warning_value};
@@ -166,6 +166,16 @@ impl Stream {
         let trace = normalize::trace_id(&self.head);
         self.session =
             identity::session_key(&policy.cfg.session.key, &self.head.headers, trace.as_deref());
+        if let Some(key) = self.session.as_deref().filter(|k| session::is_reserved_chain(k)) {
+            let refusal = Refusal::bad_http(format!(
+                "session key `{}` uses the reserved chain prefix `{}`",
+                normalize::printable(key),
+                session::ANON_PREFIX
+            ));
+            self.session = None;
+            self.refuse(host, &refusal);
+            return FilterAction::Pause;
+        }
         if self.route == Route::McpMethodNotAllowed {
             let refusal = Refusal::method_not_allowed(&self.head.method);
             self.refuse(host, &refusal);
@@ -256,7 +266,9 @@ impl Stream {
                 .response_headers()
                 .into_iter()
                 .find(|(n, v)| {
-                    n.eq_ignore_ascii_case("mcp-session-id") && normalize::valid_session_id(v)
+                    n.eq_ignore_ascii_case("mcp-session-id")
+                        && normalize::valid_session_id(v)
+                        && !session::is_reserved_chain(v)
                 })
                 .map(|(_, v)| v);
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
