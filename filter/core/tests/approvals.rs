@@ -76,3 +76,39 @@ fn the_rules_timeout_bounds_a_token_however_long_it_lives() {
     common::send_mcp(&host, &plugin, &headers, &deploy(4));
     assert_eq!(answer(&host).unwrap()["data"]["approval_error"], "replayed");
 }
+
+#[test]
+fn without_a_session_key_a_token_still_approves_only_once() {
+    let host = MockHost::new(1_800_000_000_000);
+    let approver = format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
+    let plugin = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"approvers": {"release-managers": [approver]}}),
+    );
+    common::send_mcp(&host, &plugin, &[], &deploy(1));
+    let asked = answer(&host).unwrap();
+    assert_eq!(asked["code"], -32041, "{asked}");
+    let digest = asked["data"]["approval_request"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t = token(&host, &digest, 0, 300, 7);
+    let headers = [("x-portcullis-approval", t.as_str())];
+    common::send_mcp(&host, &plugin, &headers, &deploy(2));
+    assert!(answer(&host).is_none(), "the first use approves");
+    // The identical retry: same action, same digest, same token. Another worker of the process
+    // shares the set (a second plugin on the same shared data).
+    let other_worker = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"approvers": {"release-managers": [
+            format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key())
+        ]}}),
+    );
+    for p in [&plugin, &other_worker] {
+        common::send_mcp(&host, p, &headers, &deploy(3));
+        let refused = answer(&host).unwrap();
+        assert_eq!(refused["data"]["approval_error"], "replayed", "{refused}");
+    }
+}

@@ -8,6 +8,7 @@
 //! reads it, `drift.rs` scores intent drift.
 
 use bundle::action::Action;
+use bundle::approval::Approval;
 use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
 use bundle::session::{SessionState, SessionStatus};
 use bundle::verdict::{Decision, Verdict};
@@ -26,7 +27,7 @@ mod readings;
 mod resolve;
 
 use readings::strictest_reading;
-use resolve::{Work, enforce_one};
+use resolve::{Claim, Work, enforce_one};
 
 /// The inputs of one decision.
 pub(crate) struct Input<'a> {
@@ -105,8 +106,16 @@ fn seal_one(
 
 /// Evaluate and enforce every action of the request against `rec` (mutated), sealing receipts
 /// into `rec.chain`. Pure apart from reading the clock.
-fn plan_on(l: &Policy, input: &Input<'_>, chain_name: &str, rec: &mut Record, now_ms: u64) -> Plan {
+fn plan_on(
+    l: &Policy,
+    input: &Input<'_>,
+    chain_name: &str,
+    rec: &mut Record,
+    now_ms: u64,
+    claim: Option<Claim<'_>>,
+) -> Plan {
     let mut w = Work {
+        claim,
         l,
         now_ms,
         original: input.body,
@@ -220,15 +229,24 @@ fn store_failed(mut plan: Plan, why: &str) -> Plan {
     plan
 }
 
-/// Decide with a session `state` that is not saved; receipts go to the worker's anonymous chain.
-fn unsaved(l: &Policy, sessions: &Sessions, input: &Input<'_>, state: SessionState, now: u64) -> Plan {
+/// Decide with a session `state` that is not saved; receipts go to the worker's anonymous chain,
+/// and approval tokens are claimed in the process-wide set of used ones (no record keeps them).
+fn unsaved(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    input: &Input<'_>,
+    state: SessionState,
+    now: u64,
+) -> Plan {
+    let claim = |a: &Approval| sessions.claim_approval(host, a.nonce, a.expires_s, now / 1000);
     sessions.on_anon_chain(|chain| {
         let mut rec = Record {
             state,
             chain: chain.clone(),
             ..Record::default()
         };
-        let plan = plan_on(l, input, sessions.anon_name(), &mut rec, now);
+        let plan = plan_on(l, input, sessions.anon_name(), &mut rec, now, Some(&claim));
         *chain = rec.chain;
         plan
     })
@@ -239,7 +257,7 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
     let Some(session) = input.session else {
         // No session key: a new, unsaved session; receipts go to this worker's anonymous chain.
         let now = host.now_ms();
-        return unsaved(l, sessions, input, SessionState::new(now), now);
+        return unsaved(host, l, sessions, input, SessionState::new(now), now);
     };
     let decided = sessions.update(host, session, |rec, now| {
         if rec.state.status == SessionStatus::New && l.cfg.session.require_initialize {
@@ -250,7 +268,7 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
         let ended = rec
             .ended
             .map(|why| (why, receipt::session_end(session, &mut rec.chain, &l.signer, now)));
-        Write::Active(Some((plan_on(l, input, session, rec, now), ended)))
+        Write::Active(Some((plan_on(l, input, session, rec, now, None), ended)))
     });
     match decided {
         Ok(Some((plan, ended))) => {
@@ -274,17 +292,20 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
                 );
             }
             let now = host.now_ms();
-            unsaved(l, sessions, input, tombstone(now), now)
+            unsaved(host, l, sessions, input, tombstone(now), now)
         }
         Err(e) => {
             host.log(
                 LogLevel::Error,
                 &format!("portcullis: session `{session}` could not be saved: {e}"),
             );
-            // Evaluate once more without saving, to know what the policy said.
+            // Evaluate once more without saving, to know what the policy said (the record does
+            // not keep a token used now, so the process-wide set does).
             let now = host.now_ms();
             let mut rec = sessions.read(host, session, now);
-            let plan = plan_on(l, input, session, &mut rec, now);
+            let claim =
+                |a: &Approval| sessions.claim_approval(host, a.nonce, a.expires_s, now / 1000);
+            let plan = plan_on(l, input, session, &mut rec, now, Some(&claim));
             match l.cfg.failure_mode {
                 FailureMode::Closed => store_failed(plan, &e.0),
                 FailureMode::Open => plan,

@@ -3,7 +3,7 @@
 //! session state and the request's scratch ([`Work`]) are the only things it changes.
 
 use bundle::action::Action;
-use bundle::approval;
+use bundle::approval::{self, Approval, ApprovalError};
 use bundle::receipt::{self, ApprovalRef};
 use bundle::session::SessionState;
 use bundle::session_codec::SessionExtra;
@@ -14,6 +14,7 @@ use crate::normalize;
 use crate::policy::Policy;
 use crate::respond::{ApprovalRequest, DenialKind};
 use crate::rules::{self, FilterRule};
+use crate::session::ClaimRefused;
 
 fn is_body_mod(m: &Modification) -> bool {
     matches!(
@@ -26,6 +27,9 @@ fn is_body_mod(m: &Modification) -> bool {
     )
 }
 
+/// Claims a used approval token where no session record keeps it.
+pub(super) type Claim<'a> = &'a dyn Fn(&Approval) -> Result<(), ClaimRefused>;
+
 /// Per-request scratch while evaluating one message.
 pub(super) struct Work<'a> {
     pub l: &'a Policy,
@@ -35,6 +39,9 @@ pub(super) struct Work<'a> {
     /// The body after the MODIFY rewrites so far (`None`: unchanged).
     pub rewritten: Option<Vec<u8>>,
     pub header_edits: Vec<(String, Option<String>)>,
+    /// Where a used approval token is claimed when no session record keeps it (a request
+    /// without a saved session); `None`: the session's own ring does.
+    pub claim: Option<Claim<'a>>,
 }
 
 pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
@@ -146,12 +153,19 @@ pub(super) fn enforce_one(
                             // (docs/approvals.md): a day-long token does not satisfy a 5m rule.
                             let max_age = u64::from(step.timeout_s);
                             if now_s >= a.issued_s.saturating_add(max_age) {
-                                Err(approval::ApprovalError::Expired)
+                                Err(ApprovalError::Expired)
                             } else if extra.token_used(&a.nonce) {
-                                Err(approval::ApprovalError::Replayed)
+                                Err(ApprovalError::Replayed)
                             } else {
                                 Ok(a)
                             }
+                        })
+                        .map_err(|e| (e.to_string(), e.as_str()))
+                        .and_then(|a| match w.claim.map(|claim| claim(&a)) {
+                            Some(Err(refused)) => {
+                                Err((refused.reason().to_owned(), refused.as_str()))
+                            }
+                            Some(Ok(())) | None => Ok(a),
                         });
                     match checked {
                         Ok(a) => {
@@ -167,9 +181,9 @@ pub(super) fn enforce_one(
                             });
                             r
                         }
-                        Err(e) => {
+                        Err((why, code)) => {
                             let rule = r.rule.clone();
-                            deny(r, &rule, e.to_string(), Some(e.as_str()))
+                            deny(r, &rule, why, Some(code))
                         }
                     }
                 }

@@ -13,6 +13,7 @@
 //! **The anonymous chain.** Requests that carry no session key are decided on a fresh, unsaved
 //! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
 
+mod approvals;
 mod store;
 mod tracker;
 
@@ -22,6 +23,7 @@ use bundle::receipt::{self, ChainHead, Receipt, Signer};
 use bundle::session::SessionStatus;
 use bundle::session_codec::SessionExtra;
 
+pub(crate) use approvals::Refused as ClaimRefused;
 pub(crate) use store::{Displaced, EndReason, Layout, Record, tombstone};
 pub use store::{LAYOUT_KEY, slot_key_of};
 use store::{LayoutCache, install_layout};
@@ -176,6 +178,17 @@ impl Sessions {
     /// Seal onto the anonymous chain: `f` gets its head.
     pub(crate) fn on_anon_chain<T>(&self, f: impl FnOnce(&mut ChainHead) -> T) -> T {
         f(&mut self.anon_chain.borrow_mut())
+    }
+
+    /// Claim an approval token used where no session record keeps it (see `approvals.rs`).
+    pub(crate) fn claim_approval(
+        &self,
+        host: &dyn Host,
+        nonce: [u8; 16],
+        expires_s: u64,
+        now_s: u64,
+    ) -> Result<(), ClaimRefused> {
+        approvals::claim(host, nonce, expires_s, now_s)
     }
 
     /// Read a session (or find the slot a new one goes to), without writing.
