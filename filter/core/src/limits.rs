@@ -36,3 +36,7 @@ pub const MAX_CONTEXT_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Longest reason taken from a context service's answer (characters).
 pub const MAX_CONTEXT_REASON_CHARS: usize = 512;
+
+/// At most one warning per this period (per worker) says how many actions were decided without
+/// session state since the last one.
+pub const UNTRACKED_WARNING_PERIOD_MS: u64 = 60_000;

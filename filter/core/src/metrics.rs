@@ -19,10 +19,12 @@ pub(crate) enum Metric {
     Evicted,
     /// Sessions this worker tracks (gauge).
     Sessions,
+    /// Actions decided without session state: the request carried no session key.
+    Untracked,
 }
 
 impl Metric {
-    const ALL: [Metric; 9] = [
+    const ALL: [Metric; 10] = [
         Metric::Allow,
         Metric::Modify,
         Metric::Defer,
@@ -32,6 +34,7 @@ impl Metric {
         Metric::Errors,
         Metric::Evicted,
         Metric::Sessions,
+        Metric::Untracked,
     ];
 
     /// The metric's name and kind.
@@ -46,6 +49,7 @@ impl Metric {
             Metric::Errors => ("portcullis_errors", MetricKind::Counter),
             Metric::Evicted => ("portcullis_sessions_ended", MetricKind::Counter),
             Metric::Sessions => ("portcullis_sessions_tracked", MetricKind::Gauge),
+            Metric::Untracked => ("portcullis_actions_untracked", MetricKind::Counter),
         }
     }
 

@@ -48,6 +48,17 @@ pub enum SessionKeySource {
     Traceparent,
 }
 
+impl SessionKeySource {
+    /// Where the key is read, for logs: `mcp-session-id`, `header x-agent-run`, `traceparent`.
+    pub fn describe(&self) -> String {
+        match self {
+            SessionKeySource::McpSessionId => "mcp-session-id".to_owned(),
+            SessionKeySource::Header(h) => format!("header {h}"),
+            SessionKeySource::Traceparent => "traceparent".to_owned(),
+        }
+    }
+}
+
 /// What the filter does when its own machinery fails (shared data, call-out dispatch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailureMode {

@@ -257,6 +257,7 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
     let Some(session) = input.session else {
         // No session key: a new, unsaved session; receipts go to this worker's anonymous chain.
         let now = host.now_ms();
+        sessions.untracked(host, input.actions.len(), now);
         return unsaved(host, l, sessions, input, SessionState::new(now), now);
     };
     let decided = sessions.update(host, session, |rec, now| {

@@ -17,7 +17,7 @@ mod approvals;
 mod store;
 mod tracker;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bundle::receipt::{self, ChainHead, Receipt, Signer};
 use bundle::session::SessionStatus;
@@ -31,7 +31,9 @@ use tracker::Tracker;
 
 use crate::config::SessionConfig;
 use crate::host::{Host, LogLevel, SharedDataError};
-use crate::limits::{MAX_CAS_ATTEMPTS, MAX_SIGNATURES_AT_DONE, MAX_SIGNATURES_PER_TICK};
+use crate::limits::{
+    MAX_CAS_ATTEMPTS, MAX_SIGNATURES_AT_DONE, MAX_SIGNATURES_PER_TICK, UNTRACKED_WARNING_PERIOD_MS,
+};
 use crate::metrics::{Metric, Metrics};
 
 /// Why a shared-data write did not happen: the store refused it, or other writers won every
@@ -137,6 +139,8 @@ pub(crate) struct Sessions {
     /// The receipt chain of requests that carry no session key.
     anon_chain: RefCell<ChainHead>,
     anon_name: String,
+    /// Actions decided without session state since the last warning, and when that was.
+    untracked: Cell<(u64, Option<u64>)>,
 }
 
 impl Sessions {
@@ -158,6 +162,7 @@ impl Sessions {
             tracker: RefCell::new(Tracker::default()),
             anon_chain: RefCell::new(ChainHead::default()),
             anon_name: anon_chain_name(host),
+            untracked: Cell::new((0, None)),
         }
     }
 
@@ -189,6 +194,34 @@ impl Sessions {
         now_s: u64,
     ) -> Result<(), ClaimRefused> {
         approvals::claim(host, nonce, expires_s, now_s)
+    }
+
+    /// `actions` were decided without session state (the request had no session key): taints,
+    /// kills, limits and drift do not accumulate for them. Counted in
+    /// `portcullis_actions_untracked`, and said in a warning at most once per
+    /// [`UNTRACKED_WARNING_PERIOD_MS`], so an operator whose clients send no key finds out.
+    pub(crate) fn untracked(&self, host: &dyn Host, actions: usize, now_ms: u64) {
+        let n = u64::try_from(actions).unwrap_or(u64::MAX);
+        self.metrics
+            .add(host, Metric::Untracked, i64::try_from(n).unwrap_or(i64::MAX));
+        let (count, last) = self.untracked.get();
+        let count = count.saturating_add(n);
+        let due = last.is_none_or(|t| now_ms.saturating_sub(t) >= UNTRACKED_WARNING_PERIOD_MS);
+        if !due {
+            self.untracked.set((count, last));
+            return;
+        }
+        host.log(
+            LogLevel::Warn,
+            &format!(
+                "portcullis: {count} action(s) decided without session state since the last \
+                 warning: their requests carried no session key ({}), so taints, kills, limits \
+                 and drift did not accumulate for them (clients on MCP 2026-07-28 send no \
+                 mcp-session-id; see session.key in docs/filter-config.md)",
+                self.cfg.key.describe()
+            ),
+        );
+        self.untracked.set((0, Some(now_ms)));
     }
 
     /// Read a session (or find the slot a new one goes to), without writing.
