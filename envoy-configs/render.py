@@ -13,7 +13,8 @@ those from files, serializes the plugin configuration compactly and embeds it as
         --bundle out/demo.bundle --bundle-pub out/bundle.pub --approver-pub out/approver.pub
 
 Writes ``OUT/envoy.yaml`` (and, for ``hot-reload``, ``OUT/ecds/portcullis.yaml``, the filter
-configuration Envoy watches). ``FAILURE_POLICY`` defaults to ``FAIL_CLOSED``. A missing ``${...}``
+configuration Envoy watches). ``FAILURE_POLICY`` defaults to ``FAIL_CLOSED``, ``CORS_ORIGIN``
+(mcp-gateway) to the MCP Inspector's ``http://localhost:6274``. A missing ``${...}``
 is an error, never an empty string. The receipt signing key is NOT rendered: Envoy passes its own
 environment variable ``PORTCULLIS_SIGNING_KEY`` to the VM (``host_env_keys``).
 Only the standard library is used, so this runs before any virtualenv exists.
@@ -32,6 +33,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FOLDERS = ("mcp-gateway", "egress-proxy", "hot-reload", "fault-behaviour")
+# The one browser origin the mcp-gateway allows unless --var CORS_ORIGIN=... says otherwise: the
+# MCP Inspector's local web UI.
+DEFAULT_CORS_ORIGIN = "http://localhost:6274"
 
 
 def merge_patch(target: object, patch: object) -> object:
@@ -107,7 +111,7 @@ def render(folder: str, out: Path, values: dict[str, str], plugin_cfg: str | Non
     """Render ``folder`` into ``out``; returns the written paths by role."""
     if folder not in FOLDERS:
         raise ValueError(f"unknown folder `{folder}`; expected one of {', '.join(FOLDERS)}")
-    values = {"FAILURE_POLICY": "FAIL_CLOSED", **values}
+    values = {"FAILURE_POLICY": "FAIL_CLOSED", "CORS_ORIGIN": DEFAULT_CORS_ORIGIN, **values}
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     if folder == "hot-reload":

@@ -125,15 +125,17 @@ def main() -> int:
             # each session within receipts.max_unsigned_ms (1 s in this config).
             print("waiting for the filter to sign a checkpoint over every session's last receipts ...")
             s.wait_attested()
-        # Envoy flushed the access log when it stopped; checkpoints are in Envoy's own log.
-        checkpoints = s.checkpoint_receipts()
+        # Envoy flushed the access log when it stopped; checkpoints and session ends are in
+        # Envoy's own log. The SOC command of the README reads both, as written.
+        envoy_log = s.files["envoy_log"]
         lines = pe.read_jsonl(log)
         with_receipt = [line for line in lines if line.get("receipt")]
         print(f"access log: {rel(log)}: {len(lines)} lines, {len(with_receipt)} with a receipt; "
-              f"{len(pe.read_jsonl(checkpoints))} checkpoint receipt(s) from Envoy's log in {rel(checkpoints)}")
+              f"{len(pe.read_jsonl(s.checkpoint_receipts()))} checkpoint receipt(s) in Envoy's log "
+              f"{rel(envoy_log)}")
         pub = keys.path("receipt", "pub")
-        verify = pe.policyc("receipts", "verify", str(log), str(checkpoints), "--pub", str(pub), check=False)
-        print(f"$ policyc receipts verify {rel(log)} {rel(checkpoints)} --pub {rel(pub)}")
+        verify = pe.policyc("receipts", "verify", str(log), str(envoy_log), "--pub", str(pub), check=False)
+        print(f"$ policyc receipts verify {rel(log)} {rel(envoy_log)} --pub {rel(pub)}")
         print((verify.stdout + verify.stderr).replace(str(pe.REPO) + "/", "").rstrip())
         if verify.returncode != 0:
             problems.append(f"receipts verify exited {verify.returncode}")

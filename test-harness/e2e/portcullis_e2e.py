@@ -308,8 +308,10 @@ class Stack:
         return out
 
     def receipt_logs(self) -> list[Path]:
-        """Every file holding this run's receipts, for `policyc receipts verify`."""
-        return [self.files["access_log"], self.checkpoint_receipts()]
+        """Every file holding this run's receipts, as the README's SOC command reads them: the
+        JSON access log and Envoy's own log (checkpoints and session ends, `portcullis receipt`
+        lines), unedited."""
+        return [self.files["access_log"], self.files["envoy_log"]]
 
     def unattested(self) -> dict[str, tuple[int, int]]:
         """Sessions whose newest receipt is not covered by a signature yet:
