@@ -435,7 +435,10 @@ impl Refusal {
         Refusal {
             http_status: 413,
             jsonrpc_code: None,
-            reason: format!("request body larger than {limit} bytes"),
+            reason: format!(
+                "request body larger than {limit} bytes (the filter's limits.max_body_bytes; an \
+                 operator raises it in the plugin configuration, with Envoy's buffer limit above it)"
+            ),
             id: None,
         }
     }
