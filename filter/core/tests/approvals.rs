@@ -9,7 +9,10 @@
 
 mod common;
 
+use std::rc::Rc;
+
 use bundle::keys::{format_verifying_key, signing_key_from_seed};
+use filter_core::Plugin;
 use filter_core::mock::MockHost;
 use serde_json::{Value, json};
 
@@ -42,23 +45,32 @@ fn token(host: &MockHost, digest: &str, age_s: u64, ttl_s: u32, n: u8) -> String
     )
 }
 
+/// A plugin of `basic.pcl` with the test approver in `release-managers`.
+fn plugin(host: &MockHost) -> Rc<Plugin> {
+    let approver = format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
+    common::plugin(
+        host,
+        "basic.pcl",
+        json!({"approvers": {"release-managers": [approver]}}),
+    )
+}
+
+/// Send the production deploy with `headers`: it asks for approval; the digest to approve.
+fn ask(host: &MockHost, plugin: &Rc<Plugin>, headers: &[(&str, &str)]) -> String {
+    common::send_mcp(host, plugin, headers, &deploy(1));
+    let asked = answer(host).unwrap();
+    assert_eq!(asked["code"], -32041, "{asked}");
+    asked["data"]["approval_request"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn the_rules_timeout_bounds_a_token_however_long_it_lives() {
     let host = MockHost::new(1_800_000_000_000);
-    let approver = format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
-    let plugin = common::plugin(
-        &host,
-        "basic.pcl",
-        json!({"approvers": {"release-managers": [approver]}}),
-    );
-    let session = [("mcp-session-id", "s1")];
-    common::send_mcp(&host, &plugin, &session, &deploy(1));
-    let asked = answer(&host).unwrap();
-    assert_eq!(asked["code"], -32041, "{asked}");
-    let digest = asked["data"]["approval_request"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plugin = plugin(&host);
+    let digest = ask(&host, &plugin, &[("mcp-session-id", "s1")]);
 
     // A day-long token issued just past the rule's 15 minutes: its own `exp` is hours away.
     let old = token(&host, &digest, RULE_TIMEOUT_S + 1, 86_400, 1);
@@ -80,32 +92,15 @@ fn the_rules_timeout_bounds_a_token_however_long_it_lives() {
 #[test]
 fn without_a_session_key_a_token_still_approves_only_once() {
     let host = MockHost::new(1_800_000_000_000);
-    let approver = format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
-    let plugin = common::plugin(
-        &host,
-        "basic.pcl",
-        json!({"approvers": {"release-managers": [approver]}}),
-    );
-    common::send_mcp(&host, &plugin, &[], &deploy(1));
-    let asked = answer(&host).unwrap();
-    assert_eq!(asked["code"], -32041, "{asked}");
-    let digest = asked["data"]["approval_request"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let plugin = plugin(&host);
+    let digest = ask(&host, &plugin, &[]);
     let t = token(&host, &digest, 0, 300, 7);
     let headers = [("x-portcullis-approval", t.as_str())];
     common::send_mcp(&host, &plugin, &headers, &deploy(2));
     assert!(answer(&host).is_none(), "the first use approves");
     // The identical retry: same action, same digest, same token. Another worker of the process
     // shares the set (a second plugin on the same shared data).
-    let other_worker = common::plugin(
-        &host,
-        "basic.pcl",
-        json!({"approvers": {"release-managers": [
-            format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key())
-        ]}}),
-    );
+    let other_worker = self::plugin(&host);
     for p in [&plugin, &other_worker] {
         common::send_mcp(&host, p, &headers, &deploy(3));
         let refused = answer(&host).unwrap();

@@ -16,17 +16,6 @@ use crate::respond::{ApprovalRequest, DenialKind};
 use crate::rules::{self, FilterRule};
 use crate::session::ClaimRefused;
 
-fn is_body_mod(m: &Modification) -> bool {
-    matches!(
-        m,
-        Modification::RedactArg { .. }
-            | Modification::DropArg { .. }
-            | Modification::ClampArg { .. }
-            | Modification::RedactSecrets
-            | Modification::CoerceArg { .. }
-    )
-}
-
 /// Claims a used approval token where no session record keeps it.
 pub(super) type Claim<'a> = &'a dyn Fn(&Approval) -> Result<(), ClaimRefused>;
 
@@ -230,7 +219,11 @@ pub(super) fn enforce_one(
 fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> MsgResult {
     let mods = verdict.modifications.clone();
     let mut r = result(verdict, Decision::Modify);
-    let body_mods: Vec<Modification> = mods.iter().filter(|m| is_body_mod(m)).cloned().collect();
+    let body_mods: Vec<Modification> = mods
+        .iter()
+        .filter(|m| normalize::rewrites_body(m))
+        .cloned()
+        .collect();
     if !body_mods.is_empty() {
         let current = w.rewritten.as_deref().or(w.original);
         let rewritten = match (shape, current) {

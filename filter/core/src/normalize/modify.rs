@@ -55,6 +55,19 @@ pub fn apply_modifications(
     finish(body, &root, changes)
 }
 
+/// Whether a modification rewrites the request body (the others edit headers, or apply to the
+/// response).
+pub fn rewrites_body(m: &Modification) -> bool {
+    matches!(
+        m,
+        Modification::RedactArg { .. }
+            | Modification::DropArg { .. }
+            | Modification::ClampArg { .. }
+            | Modification::RedactSecrets
+            | Modification::CoerceArg { .. }
+    )
+}
+
 /// Apply `mods` to a JSON HTTP request body (paths start at the body's root, reported as
 /// `body.<path>`). An empty body changes nothing. A body that is not JSON while an argument or
 /// secret rewrite is asked for is refused (HTTP 500): the filter cannot make the rewrite, so it
@@ -64,17 +77,7 @@ pub fn apply_http_modifications(
     mods: &[Modification],
 ) -> Result<(Vec<u8>, Vec<String>), Refusal> {
     check_bounds(mods)?;
-    let rewrites_body = mods.iter().any(|m| {
-        matches!(
-            m,
-            Modification::RedactArg { .. }
-                | Modification::DropArg { .. }
-                | Modification::ClampArg { .. }
-                | Modification::RedactSecrets
-                | Modification::CoerceArg { .. }
-        )
-    });
-    if body.is_empty() || !rewrites_body {
+    if body.is_empty() || !mods.iter().any(rewrites_body) {
         return Ok((body.to_vec(), Vec::new()));
     }
     let mut root = json::parse(body, json::HARD_MAX_DEPTH)

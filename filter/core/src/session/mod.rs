@@ -507,6 +507,17 @@ impl Sessions {
     }
 }
 
+/// An active session's state with three actions, started at `now` (for the session tests).
+#[cfg(test)]
+fn active_for_tests(now: u64) -> bundle::session::SessionState {
+    bundle::session::SessionState {
+        status: SessionStatus::Active,
+        started_ms: now,
+        actions: 3,
+        ..bundle::session::SessionState::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(

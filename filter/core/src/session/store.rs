@@ -595,14 +595,7 @@ mod tests {
 
     const TTL: u64 = 60_000;
 
-    fn active(now: u64) -> SessionState {
-        SessionState {
-            status: SessionStatus::Active,
-            started_ms: now,
-            actions: 3,
-            ..SessionState::default()
-        }
-    }
+    use super::super::active_for_tests as active;
 
     fn host_with(slots: u32) -> (MockHost, Layout) {
         let h = MockHost::new(1000);

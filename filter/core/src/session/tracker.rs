@@ -109,14 +109,7 @@ mod tests {
 
     use super::*;
 
-    fn active(now: u64) -> SessionState {
-        SessionState {
-            status: SessionStatus::Active,
-            started_ms: now,
-            actions: 3,
-            ..SessionState::default()
-        }
-    }
+    use super::super::active_for_tests as active;
 
     #[test]
     fn victim_prefers_plain_lru_sessions() {
