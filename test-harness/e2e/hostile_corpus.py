@@ -357,10 +357,10 @@ def _cases() -> list[Case]:
              content_type="text/plain", headers=(("content-encoding", "identity"), ("content-encoding", "gzip")),
              expect=(415,)))
 
-    # Bodies at the edges: empty, over limits.max_body_bytes (1 MiB), JSON-RPC 1.0 (no `jsonrpc`).
+    # Bodies at the edges: empty, over limits.max_body_bytes (4 MiB), JSON-RPC 1.0 (no `jsonrpc`).
     add(_mcp("empty body @mcp", b"", expect=(400,), attack=False))
     add(Case("empty body @egress", "/api/rpc", b"", attack=False))
-    big = js(call("delete_branch", {"branch": "main", "pad": "x" * (1536 << 10)}))
+    big = js(call("delete_branch", {"branch": "main", "pad": "x" * (5 << 20)}))
     add(_mcp("oversize @mcp", big, expect=(413,)))
     add(Case("oversize @egress", "/api/rpc", big, expect=(413,)))
     v1 = ('{"id":7,"method":"tools/call","params":%s}' % DENIED_PARAMS).encode()

@@ -72,7 +72,7 @@ def test_decisions_on_chunked_bodies(gateway: pe.Stack) -> None:
         mcp.initialize()
         clamped = _chunked(mcp, _tool_call("query_db", {"sql": "select * from payroll", "limit": 500}), 7)
         denied = _chunked(mcp, _tool_call("delete_branch", {"branch": "main"}), 5)
-        huge = _chunked(mcp, _tool_call("write_file", {"path": "/repo/big", "content": "x" * (2 << 20),
+        huge = _chunked(mcp, _tool_call("write_file", {"path": "/repo/big", "content": "x" * (5 << 20),
                                                        "branch": "deps/x"}), 64 << 10)
 
     assert clamped.decided == ("MODIFY", "bounded_queries"), clamped.text
@@ -84,6 +84,6 @@ def test_decisions_on_chunked_bodies(gateway: pe.Stack) -> None:
     assert denied.decided == ("DENY", "no_branch_deletion") and denied.error_code == -32040, denied.text
     assert not pe.tool_calls(gateway.upstream_requests(), "delete_branch")
 
-    # Over `limits.max_body_bytes` (1 MiB) with no length announced: refused once it is too big.
+    # Over `limits.max_body_bytes` (4 MiB) with no length announced: refused once it is too big.
     assert huge.status == 413 and huge.error_code == -32600, (huge.status, huge.text[:300])
     assert not pe.tool_calls(gateway.upstream_requests(), "write_file")

@@ -86,7 +86,7 @@ def test_spoofed_portcullis_headers_are_replaced(raw_gw) -> None:
 
 def test_oversize_body_is_refused_with_413(raw_gw) -> None:
     stack, mcp = raw_gw
-    big = "x" * (2 * 1024 * 1024)
+    big = "x" * (5 * 1024 * 1024)  # over limits.max_body_bytes (4 MiB)
     r = mcp.call("write_file", {"path": "/repo/big", "content": big, "branch": "deps/x"})
     assert r.status == 413, (r.status, r.text[:300])
     assert r.error_code == -32600, r.text[:300]

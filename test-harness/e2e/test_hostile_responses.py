@@ -722,7 +722,7 @@ HUGE = [("json", 2 << 20, {}), ("sse", 2 << 20, {"chunk": 65536, "gap_ms": 1}),
 
 @pytest.mark.parametrize(("framing", "size", "extra"), HUGE, ids=[f"{f}-{s >> 20}MiB" for f, s, _ in HUGE])
 def test_huge_result_is_never_passed_unread(gw: Gateway, framing: str, size: int, extra: dict) -> None:
-    """A result over the 1 MiB inspection limit (key and instruction at its end): -32044 for its id."""
+    """A result over the 4 MiB inspection limit (key and instruction at its end): -32044 for its id."""
     c = Client(gw, f"huge/{framing}/{size}")
     rid, seen = c.call("fetch_page", shape={"framing": framing, "size": size, **extra})
     check_bar(seen, [rid], removed=(KEY, hs.PLAIN_INSTRUCTION))

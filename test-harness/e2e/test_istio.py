@@ -251,9 +251,14 @@ def subst_for(keys: pe.Keys, bundle: Path) -> dict[str, str]:
 
 
 def envoyfilter_patches(ef: dict) -> tuple[dict, dict]:
-    """The EXTENSION_CONFIG and HTTP_FILTER patch values of a Portcullis EnvoyFilter."""
+    """The EXTENSION_CONFIG and HTTP_FILTER patch values of a Portcullis EnvoyFilter; its third
+    patch raises the listener buffer limit above the filter's default body limit (4 MiB)."""
     by_kind = {p["applyTo"]: p for p in ef["spec"]["configPatches"]}
-    assert sorted(p["applyTo"] for p in ef["spec"]["configPatches"]) == ["EXTENSION_CONFIG", "HTTP_FILTER"]
+    assert sorted(p["applyTo"] for p in ef["spec"]["configPatches"]) == ["EXTENSION_CONFIG", "HTTP_FILTER",
+                                                                          "LISTENER"]
+    listener = by_kind["LISTENER"]
+    assert listener["match"]["context"] == by_kind["HTTP_FILTER"]["match"]["context"]
+    assert listener["patch"] == {"operation": "MERGE", "value": {"per_connection_buffer_limit_bytes": 8 << 20}}
     return by_kind["EXTENSION_CONFIG"]["patch"]["value"], by_kind["HTTP_FILTER"]["patch"]
 
 

@@ -5,7 +5,8 @@
 //! - `ecds`: an Envoy file-based ECDS DiscoveryResponse (`TypedExtensionConfig` holding the whole
 //!   Wasm filter configuration), the file `envoy-configs/hot-reload` watches.
 //! - `istio-envoyfilter`: an Istio `EnvoyFilter` with the EXTENSION_CONFIG (ECDS) and HTTP_FILTER
-//!   (`config_discovery`) patches: body inspection (MCP), `allow_on_headers_stop_iteration`.
+//!   (`config_discovery`) patches: body inspection (MCP), `allow_on_headers_stop_iteration`; and a
+//!   LISTENER patch raising Envoy's buffer limit above the filter's body limit.
 //! - `istio-wasmplugin`: an Istio `WasmPlugin` (header-only: HTTP egress decisions).
 //!
 //! The bundle must verify against one of the trusted keys (a bad bundle is never rendered). Its
@@ -91,6 +92,9 @@ pub struct RenderArgs {
 
 const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const DEFAULT_WASM_FILE: &str = "/etc/portcullis/portcullis.wasm";
+/// The listener buffer limit the Istio EnvoyFilter sets: above the filter's default
+/// `limits.max_body_bytes` (4 MiB).
+const LISTENER_BUFFER_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A usage error: the message for stderr.
 struct Usage(String);
@@ -464,6 +468,16 @@ fn envoyfilter(args: &RenderArgs, plugin: &Value, version: &str) -> Result<Value
                                 "type_urls": [WASM_TYPE],
                             }
                         }
+                    }
+                },
+                {
+                    // Envoy buffers what the filter reads: above limits.max_body_bytes, or
+                    // Envoy's default (1 MiB) answers first with a bare 413 or 500.
+                    "applyTo": "LISTENER",
+                    "match": { "context": context },
+                    "patch": {
+                        "operation": "MERGE",
+                        "value": { "per_connection_buffer_limit_bytes": LISTENER_BUFFER_BYTES },
                     }
                 }
             ]

@@ -336,8 +336,10 @@ pub const DEFAULT_CHECKPOINT_EVERY: u32 = 16;
 pub const DEFAULT_MAX_UNSIGNED_MS: u64 = 5_000;
 /// Default timer period.
 pub const DEFAULT_TICK_MS: u64 = 1_000;
-/// Default body limit (1 MiB).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default body limit (4 MiB): what the MCP TypeScript SDK's servers accept (`4mb`); the Python
+/// SDK's servers set no limit. Envoy's buffer limit must be above it (the shipped configurations
+/// set 8 MiB), or Envoy answers a bare 413 first.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Default JSON depth limit.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 /// Default session cap per worker.
@@ -678,7 +680,7 @@ mod tests {
         assert_eq!(c.bundle, b"PCLB");
         assert_eq!(c.receipts.checkpoint_every, 16);
         assert_eq!(c.receipts.max_unsigned_ms, 5000);
-        assert_eq!(c.max_body_bytes, 1024 * 1024);
+        assert_eq!(c.max_body_bytes, 4 * 1024 * 1024);
         assert_eq!(c.max_json_depth, 64);
         assert_eq!(c.mcp_paths, vec!["/mcp".to_owned()]);
         assert_eq!(c.session.key, SessionKeySource::McpSessionId);
