@@ -5,7 +5,7 @@ use ed25519_dalek::VerifyingKey;
 use crate::error::LoadError;
 use crate::format::{DecisionDef, Program};
 use crate::index::RuleIndex;
-use crate::limits::Limits;
+use crate::limits::{Limits, MAX_CLASSES};
 use crate::matchers::Matcher;
 use crate::session::name_hash;
 use crate::verdict::Decision;
@@ -124,12 +124,12 @@ impl Bundle {
         };
         let prog = crate::verify::body(env.body, limits, env.version)?;
         let classes = u64::try_from(prog.classes.len()).unwrap_or(u64::MAX);
-        if classes > crate::vm::MAX_CLASSES {
+        if classes > MAX_CLASSES {
             // The VM keeps an evaluation's class set in a fixed bitset of this size.
             return Err(LoadError::TooLarge {
                 what: "the number of classes",
                 found: classes,
-                max: crate::vm::MAX_CLASSES,
+                max: MAX_CLASSES,
             });
         }
         let matchers = prog

@@ -23,6 +23,7 @@ use crate::format::{
     CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit, Pred, Role, VType,
 };
 use crate::index::Merge;
+use crate::limits::MAX_CLASSES;
 use crate::load::Bundle;
 use crate::matchers::glob_match;
 use crate::session::{SessionState, SessionStatus, name_hash};
@@ -30,11 +31,8 @@ use crate::verdict::{
     Decision, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, Verdict,
 };
 
-/// Words of the per-evaluation class set.
+/// Words of the per-evaluation class set: one bit for each of [`MAX_CLASSES`] classes.
 const CLASS_WORDS: usize = 16;
-/// Most classes a bundle may have (bits of the per-evaluation class set); a bundle with more is
-/// refused at load whatever `Limits::max_classes` says.
-pub(crate) const MAX_CLASSES: u64 = 1024;
 const _: () = assert!(MAX_CLASSES == (CLASS_WORDS as u64) * 64);
 
 /// The step budget ran out.
