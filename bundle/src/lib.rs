@@ -18,6 +18,7 @@ pub mod receipt;
 pub mod session;
 pub mod session_codec;
 pub mod verdict;
+mod wire;
 
 pub mod builtin;
 pub mod disasm;
