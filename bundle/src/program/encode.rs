@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{
+use crate::program::format::{
     ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, Instr, IntentDef, Jump, Lit, MAGIC,
     MatcherDef, Pins, Pred, Program, RuleDef, ToolDef,
 };
+use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 use crate::verdict::{Modification, PathSegment};
-use crate::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 
 #[derive(Default)]
 struct Writer {

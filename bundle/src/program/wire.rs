@@ -13,7 +13,7 @@
 //! empty payload; the verifier reads the payload that follows the tag into it.
 
 use crate::action::Kind;
-use crate::format::{CmpOp, EffectDef, FieldRef, Lit, MatcherDef, Role, VType};
+use crate::program::format::{CmpOp, EffectDef, FieldRef, Lit, MatcherDef, Role, VType};
 use crate::verdict::{Decision, Mode, Modification, PathSegment, RiskTier};
 
 /// An enum with a wire table.
@@ -173,7 +173,7 @@ wire_table! { MatcherDef as "matcher" {
 
 /// Opcodes: the first byte of an instruction, one for each [`crate::format::Pred`] variant.
 pub(crate) mod op {
-    use crate::format::Pred;
+    use crate::program::format::Pred;
 
     pub const CONST: u8 = 0x01;
     pub const CMP: u8 = 0x02;

@@ -17,15 +17,15 @@
 use serde_json::Value;
 
 use crate::action::{Action, AuthMethod, Kind};
-use crate::argtypes::{self, ArgCheck};
-use crate::builtin as b;
-use crate::format::{
+use crate::limits::MAX_CLASSES;
+use crate::program::argtypes::{self, ArgCheck};
+use crate::program::builtin as b;
+use crate::program::format::{
     CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit, Pred, Role, VType,
 };
-use crate::index::Merge;
-use crate::limits::MAX_CLASSES;
-use crate::load::Bundle;
-use crate::matchers::glob_match;
+use crate::program::index::Merge;
+use crate::program::load::Bundle;
+use crate::program::matchers::glob_match;
 use crate::session::{SessionState, SessionStatus, name_hash};
 use crate::verdict::{
     Decision, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, Verdict,
@@ -241,7 +241,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn matcher(&self, m: u32) -> Option<&'a crate::matchers::Matcher> {
+    fn matcher(&self, m: u32) -> Option<&'a crate::program::matchers::Matcher> {
         self.bundle.matchers.get(usize::try_from(m).ok()?)
     }
 
@@ -431,7 +431,7 @@ fn is_write(a: &Action) -> bool {
 
 impl Bundle {
     /// The declaration of a tool's argument types, if the pack has one.
-    fn tool_def(&self, name: &str) -> Option<&crate::format::ToolDef> {
+    fn tool_def(&self, name: &str) -> Option<&crate::program::format::ToolDef> {
         let tools = &self.prog.tools;
         // INVARIANT: the verifier checked the declarations are sorted by name and unique.
         let i = tools.binary_search_by(|t| t.name.as_str().cmp(name)).ok()?;

@@ -5,8 +5,8 @@
 
 use serde_json::{Number, Value};
 
-use crate::builtin;
-use crate::format::{ArgDef, ToolDef, VType};
+use crate::program::builtin;
+use crate::program::format::{ArgDef, ToolDef, VType};
 use crate::verdict::{Modification, PathSegment};
 
 /// The outcome of checking a call's arguments against its tool's declaration.

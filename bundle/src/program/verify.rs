@@ -8,14 +8,14 @@
 use sha2::{Digest, Sha256};
 
 use crate::error::LoadError;
-use crate::format::{
+use crate::limits::Limits;
+use crate::program::format::{
     ArgDef, ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
     IntentDef, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins, Pred, Program, RuleDef,
     ToolDef,
 };
-use crate::limits::Limits;
+use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 use crate::verdict::{Decision, Defer, Modification, PathSegment, StepUp};
-use crate::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 
 /// The outer structure of a bundle: header, signature block, body.
 pub(crate) struct Envelope<'a> {

@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::format::{
+use crate::program::format::{
     CmpOp, DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role, VType,
 };
-use crate::load::Bundle;
+use crate::program::load::Bundle;
 use crate::verdict::PathSegment;
 
 /// Render a bundle: header, hashes, matchers, classes, intents, rules with their bytecode.
