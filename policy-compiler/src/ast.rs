@@ -6,6 +6,10 @@
 
 use bundle::verdict::{Decision, Mode, RiskTier};
 
+// The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
+// definition, read by the parser, checker, formatter, interpreter and code generator alike.
+pub use bundle::format::CmpOp;
+
 /// A byte range in one source file, with the 1-based line and column of its start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Span {
@@ -337,23 +341,6 @@ pub enum PrincipalRole {
     Human,
     /// The workload.
     Workload,
-}
-
-/// Comparison operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CmpOp {
-    /// `==`
-    Eq,
-    /// `!=`
-    Ne,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
 }
 
 /// What `session.count(...)` counts.

@@ -11,8 +11,8 @@
 //! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec,
-    Policy, RuleDef, SetRef, Spanned, ValueType,
+    CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec, Policy,
+    RuleDef, SetRef, Spanned, ValueType,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
 use bundle::verdict::{Decision, Mode, RiskTier};
@@ -314,7 +314,7 @@ pub fn expr(e: &Expr) -> String {
         Expr::Cmp(f, op, v) => format!(
             "{} {} {}",
             field_name(&f.node),
-            cmp(*op),
+            op.name(),
             value(&f.node, &v.node)
         ),
         Expr::In(f, s) => format!("{} in {}", field_name(&f.node), set(s, false)),
@@ -323,7 +323,7 @@ pub fn expr(e: &Expr) -> String {
         Expr::Matches(f, r) => format!("{} matches {}", field_name(&f.node), quote(&r.node)),
         Expr::IsType(f, t) => format!("{} is {}", field_name(&f.node), vtype(*t)),
         Expr::Present(f) => format!("{} present", field_name(&f.node)),
-        Expr::Len(f, op, n) => format!("len({}) {} {}", field_name(&f.node), cmp(*op), number(*n)),
+        Expr::Len(f, op, n) => format!("len({}) {} {}", field_name(&f.node), op.name(), number(*n)),
         Expr::Contains(f, s) => format!("{} contains {}", field_name(&f.node), quote(&s.node)),
         Expr::InClass(c) => format!("class {}", c.node),
         Expr::Tainted(t) => format!("session.tainted({})", quote(&t.node)),
@@ -337,21 +337,10 @@ pub fn expr(e: &Expr) -> String {
             format!(
                 "session.count({subject}, within {}) {} {n}",
                 duration(*w),
-                cmp(*op)
+                op.name()
             )
         }
         Expr::OutsideIntent => "intent.outside".to_owned(),
-    }
-}
-
-fn cmp(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
     }
 }
 

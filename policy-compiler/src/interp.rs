@@ -625,7 +625,7 @@ impl<'a> Ctx<'a> {
                     None => return T3::False,
                     Some(_) => return T3::Unknown,
                 };
-                cmp_num(len as f64, *op, *n).into()
+                op.holds(&(len as f64), n).into()
             }
             Expr::Contains(f, s) => match self.given(&f.node) {
                 Some(Json::Array(a)) => {
@@ -648,7 +648,7 @@ impl<'a> Ctx<'a> {
                         self.session.count_class(name_hash(c), *window, self.now_ms)
                     }
                 };
-                cmp_num(f64::from(count), *op, f64::from(*n)).into()
+                op.holds(&count, n).into()
             }
             Expr::OutsideIntent => self.outside_intent(),
         }
@@ -691,17 +691,6 @@ fn type_of(v: &Json) -> ValueType {
     }
 }
 
-fn cmp_num(a: f64, op: CmpOp, b: f64) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
 /// Whether a value has a literal's type.
 fn same_type(v: &Json, lit: &Literal) -> bool {
     matches!(
@@ -726,7 +715,7 @@ fn compare(v: &Json, op: CmpOp, lit: &Literal) -> T3 {
             CmpOp::Ne => (a != b).into(),
             _ => T3::False,
         },
-        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| cmp_num(a, op, *b)).into(),
+        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| op.holds(&a, b)).into(),
         _ => T3::Unknown,
     }
 }

@@ -52,17 +52,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     }
 }
 
-fn cmp(op: ast::CmpOp) -> CmpOp {
-    match op {
-        ast::CmpOp::Eq => CmpOp::Eq,
-        ast::CmpOp::Ne => CmpOp::Ne,
-        ast::CmpOp::Lt => CmpOp::Lt,
-        ast::CmpOp::Le => CmpOp::Le,
-        ast::CmpOp::Gt => CmpOp::Gt,
-        ast::CmpOp::Ge => CmpOp::Ge,
-    }
-}
-
 fn vtype(t: ast::ValueType) -> VType {
     match t {
         ast::ValueType::String => VType::String,
@@ -251,7 +240,7 @@ impl<'p> Lowerer<'p> {
 
     fn leaf(&mut self, e: &'p Expr, in_class: bool, span: Span) -> Result<Pred, CompileError> {
         Ok(match e {
-            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), cmp(*op), lit(&l.node)),
+            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), *op, lit(&l.node)),
             Expr::In(f, s) => {
                 let vals = self.set_values(s)?;
                 let mut strs = Self::strings(&vals);
@@ -304,7 +293,7 @@ impl<'p> Lowerer<'p> {
             }
             Expr::IsType(f, t) => Pred::Is(field(&f.node), vtype(*t)),
             Expr::Present(f) => Pred::Present(field(&f.node)),
-            Expr::Len(f, op, n) => Pred::Len(field(&f.node), cmp(*op), *n),
+            Expr::Len(f, op, n) => Pred::Len(field(&f.node), *op, *n),
             Expr::Contains(f, s) => Pred::Contains(field(&f.node), s.node.clone()),
             Expr::InClass(n) => {
                 let (i, _) = self
@@ -317,12 +306,8 @@ impl<'p> Lowerer<'p> {
             Expr::Used(s) => Pred::Used(name_hash(&s.node)),
             Expr::Seen(c) => Pred::Seen(name_hash(&c.node)),
             Expr::Count(subject, within, op, n) => match &subject.node {
-                ast::CountSubject::Subject(s) => {
-                    Pred::CountSubject(name_hash(s), *within, cmp(*op), *n)
-                }
-                ast::CountSubject::Class(c) => {
-                    Pred::CountClass(name_hash(c), *within, cmp(*op), *n)
-                }
+                ast::CountSubject::Subject(s) => Pred::CountSubject(name_hash(s), *within, *op, *n),
+                ast::CountSubject::Class(c) => Pred::CountClass(name_hash(c), *within, *op, *n),
             },
             Expr::OutsideIntent => {
                 if in_class {
@@ -476,7 +461,7 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pin
             pins(a, lists, out);
             pins(b, lists, out);
         }
-        Expr::Cmp(f, ast::CmpOp::Eq, l) => {
+        Expr::Cmp(f, CmpOp::Eq, l) => {
             let Literal::Str(s) = &l.node else { return };
             match f.node {
                 Field::Kind if out.kind.is_none() => {

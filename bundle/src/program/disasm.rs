@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::program::format::{
-    CmpOp, DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role, VType,
+    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role, VType,
 };
 use crate::program::load::Bundle;
 use crate::verdict::PathSegment;
@@ -208,17 +208,6 @@ fn field(f: &FieldRef) -> String {
     }
 }
 
-fn cmp(c: CmpOp) -> &'static str {
-    match c {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
-    }
-}
-
 fn lit(l: &Lit) -> String {
     match l {
         Lit::Str(s) => format!("{s:?}"),
@@ -241,24 +230,24 @@ fn vtype(t: VType) -> &'static str {
 fn pred(p: &Pred) -> String {
     match p {
         Pred::Const(b) => format!("CONST {b}"),
-        Pred::Cmp(f, c, l) => format!("CMP {} {} {}", field(f), cmp(*c), lit(l)),
+        Pred::Cmp(f, c, l) => format!("CMP {} {} {}", field(f), c.name(), lit(l)),
         Pred::In(f, m) => format!("IN {} m{m}", field(f)),
         Pred::Glob(f, m) => format!("GLOB {} m{m}", field(f)),
         Pred::Prefix(f, m) => format!("PREFIX {} m{m}", field(f)),
         Pred::Matches(f, m) => format!("MATCHES {} m{m}", field(f)),
         Pred::Is(f, t) => format!("IS {} {}", field(f), vtype(*t)),
         Pred::Present(f) => format!("PRESENT {}", field(f)),
-        Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), cmp(*c)),
+        Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), c.name()),
         Pred::Contains(f, s) => format!("CONTAINS {} {s:?}", field(f)),
         Pred::InClass(c) => format!("IN_CLASS c{c}"),
         Pred::Tainted(h) => format!("TAINTED #{h:016x}"),
         Pred::Used(h) => format!("USED #{h:016x}"),
         Pred::Seen(h) => format!("SEEN #{h:016x}"),
         Pred::CountSubject(h, w, c, n) => {
-            format!("COUNT subject #{h:016x} within {w}ms {} {n}", cmp(*c))
+            format!("COUNT subject #{h:016x} within {w}ms {} {n}", c.name())
         }
         Pred::CountClass(h, w, c, n) => {
-            format!("COUNT class #{h:016x} within {w}ms {} {n}", cmp(*c))
+            format!("COUNT class #{h:016x} within {w}ms {} {n}", c.name())
         }
         Pred::OutsideIntent => "OUTSIDE_INTENT".into(),
     }

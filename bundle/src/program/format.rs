@@ -27,6 +27,30 @@ pub const SIGNATURE_DOMAIN: &[u8] = b"portcullis/bundle/v1\0";
 /// Bytes before the signature block: magic, version, reserved, content hash.
 pub const HEADER_LEN: usize = 40;
 
+/// `names! { Type { Variant = "name", ... } }`: the policy language's name of each variant, from
+/// one line per variant: `ALL` (every variant, in this order), `name()` and `from_name()`.
+macro_rules! names {
+    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// Every value, in the order the language lists them.
+            pub const ALL: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
+            /// How the policy language writes this value.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($ty::$v $(($($tp)*))? => $name,)+
+                }
+            }
+            /// The value the policy language writes as `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some($ty::$v $(($($tp)*))?),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
 /// A whole compiled policy: what the encoder writes and the decoder returns (after verification).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Program {
@@ -209,7 +233,7 @@ pub struct Instr {
 }
 
 /// Comparison operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CmpOp {
     /// `==`
     Eq,
@@ -223,6 +247,29 @@ pub enum CmpOp {
     Gt,
     /// `>=`
     Ge,
+}
+
+names! { CmpOp {
+    Eq = "==",
+    Ne = "!=",
+    Lt = "<",
+    Le = "<=",
+    Gt = ">",
+    Ge = ">=",
+}}
+
+impl CmpOp {
+    /// Whether `a OP b` holds (for numbers, IEEE comparison: nothing holds of NaN but `!=`).
+    pub fn holds<T: PartialOrd + ?Sized>(self, a: &T, b: &T) -> bool {
+        match self {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+        }
+    }
 }
 
 /// JSON value type (`is` tests).

@@ -112,28 +112,6 @@ struct Ctx<'a> {
     steps: u32,
 }
 
-fn cmp_f64(a: f64, op: CmpOp, b: f64) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
-fn cmp_u32(a: u32, op: CmpOp, b: u32) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
 fn json_val(v: &Value) -> Val<'_> {
     match v {
         Value::String(s) => Val::Str(s),
@@ -258,7 +236,7 @@ impl<'a> Ctx<'a> {
                     CmpOp::Ne => (a != b.as_str()).into(),
                     _ => F,
                 },
-                (Val::Num(a), Lit::Num(b)) => cmp_f64(a, *op, *b).into(),
+                (Val::Num(a), Lit::Num(b)) => op.holds(&a, b).into(),
                 (Val::Bool(a), Lit::Bool(b)) => match op {
                     CmpOp::Eq => (a == *b).into(),
                     CmpOp::Ne => (a != *b).into(),
@@ -328,7 +306,8 @@ impl<'a> Ctx<'a> {
                     Val::Absent | Val::Json(_) => return F,
                     Val::Num(_) | Val::Bool(_) => return U,
                 };
-                cmp_f64(u64_f(u64::try_from(len).unwrap_or(u64::MAX)), *op, *n).into()
+                op.holds(&u64_f(u64::try_from(len).unwrap_or(u64::MAX)), n)
+                    .into()
             }
             Pred::Contains(f, x) => match self.field(f) {
                 Val::List(l) => l.iter().any(|e| e == x).into(),
@@ -346,12 +325,12 @@ impl<'a> Ctx<'a> {
             Pred::Tainted(h) => self.session.tainted(*h).into(),
             Pred::Used(h) => self.session.used(*h).into(),
             Pred::Seen(h) => self.session.seen_class(*h).into(),
-            Pred::CountSubject(h, w, op, n) => {
-                cmp_u32(self.session.count_subject(*h, *w, self.now_ms), *op, *n).into()
-            }
-            Pred::CountClass(h, w, op, n) => {
-                cmp_u32(self.session.count_class(*h, *w, self.now_ms), *op, *n).into()
-            }
+            Pred::CountSubject(h, w, op, n) => op
+                .holds(&self.session.count_subject(*h, *w, self.now_ms), n)
+                .into(),
+            Pred::CountClass(h, w, op, n) => op
+                .holds(&self.session.count_class(*h, *w, self.now_ms), n)
+                .into(),
             Pred::OutsideIntent => self.outside,
         }
     }

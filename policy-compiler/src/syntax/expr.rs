@@ -239,15 +239,16 @@ fn unary(i: In<'_>) -> R<'_, Expr> {
 }
 
 fn cmp_op(i: In<'_>) -> R<'_, CmpOp> {
-    for (s, op) in [
-        ("==", CmpOp::Eq),
-        ("!=", CmpOp::Ne),
-        ("<=", CmpOp::Le),
-        (">=", CmpOp::Ge),
-        ("<", CmpOp::Lt),
-        (">", CmpOp::Gt),
+    // Two-character operators first: `<=` is not `<` followed by `=`.
+    for op in [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Le,
+        CmpOp::Ge,
+        CmpOp::Lt,
+        CmpOp::Gt,
     ] {
-        if let Ok((r, _)) = sym(s)(i) {
+        if let Ok((r, _)) = sym(op.name())(i) {
             return Ok((r, op));
         }
     }
