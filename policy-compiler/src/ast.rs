@@ -8,7 +8,7 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
-pub use bundle::format::CmpOp;
+pub use bundle::format::{CmpOp, VType};
 
 /// A byte range in one source file, with the 1-based line and column of its start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -158,7 +158,7 @@ pub struct ArgDecl {
     /// The argument path as object keys (`args.a["b c"]` is `["a", "b c"]`).
     pub path: Spanned<Vec<String>>,
     /// The declared type.
-    pub ty: ValueType,
+    pub ty: VType,
     /// `coerce` written after this argument's type.
     pub coerce: bool,
 }
@@ -168,23 +168,6 @@ impl ToolSchemaDef {
     pub fn coerces(&self, arg: &ArgDecl) -> bool {
         self.coerce || arg.coerce
     }
-}
-
-/// JSON value types the language can test and schemas can declare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ValueType {
-    /// JSON string.
-    String,
-    /// JSON number.
-    Number,
-    /// JSON true/false.
-    Bool,
-    /// JSON array.
-    Array,
-    /// JSON object.
-    Object,
-    /// JSON null.
-    Null,
 }
 
 /// A rule.
@@ -383,7 +366,7 @@ pub enum Expr {
     /// `FIELD matches "regex"` (whole-value match, compiled to a DFA; size-limited).
     Matches(Spanned<Field>, Spanned<String>),
     /// `FIELD is TYPE` (argument type tests; `exists` is `FIELD is present`).
-    IsType(Spanned<Field>, ValueType),
+    IsType(Spanned<Field>, VType),
     /// `FIELD present` (the field or argument exists and is not null).
     Present(Spanned<Field>),
     /// `len(FIELD) OP N` (string length in characters, array length, object member count).

@@ -14,7 +14,7 @@
 
 use crate::ast::{
     CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep,
-    Policy, RuleDef, SetRef, Span, Spanned, ValueType,
+    Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
 use crate::syntax::expr::{arg_path_text, field_name};
@@ -25,7 +25,7 @@ mod protocol;
 mod schema;
 mod types;
 
-use types::{Ty, field_ty, lit_ty, op_text, ty_word, vt_to_ty, vt_word};
+use types::{Ty, field_ty, lit_ty, ty_word, vt_to_ty};
 
 pub(crate) use lint::pinned_tool;
 use schema::{SchemaHit, schema_lookup, schema_path_text, schema_type};
@@ -203,20 +203,20 @@ impl<'p> Checker<'p> {
             if !seen.insert(&a.path.node) {
                 self.err(a.path.span, format!("argument `{text}` is declared twice"));
             }
-            if a.coerce && matches!(a.ty, ValueType::Array | ValueType::Object | ValueType::Null) {
+            if a.coerce && matches!(a.ty, VType::Array | VType::Object | VType::Null) {
                 self.err(
                     a.path.span,
                     format!(
                         "`coerce` converts to a string, a number or a bool, and `{text}` is declared `{}`",
-                        vt_word(a.ty)
+                        a.ty.name()
                     ),
                 )
-                .hint = Some(format!("remove `coerce` after `{}`", vt_word(a.ty)));
+                .hint = Some(format!("remove `coerce` after `{}`", a.ty.name()));
             }
             let parent = t.args.iter().find(|p| {
                 p.path.node.len() < a.path.node.len()
                     && a.path.node.starts_with(&p.path.node)
-                    && p.ty != ValueType::Object
+                    && p.ty != VType::Object
             });
             if let Some(p) = parent {
                 self.err(
@@ -224,7 +224,7 @@ impl<'p> Checker<'p> {
                     format!(
                         "`{text}` is declared inside `{}`, which is declared `{}`",
                         schema_path_text(&p.path.node),
-                        vt_word(p.ty)
+                        p.ty.name()
                     ),
                 )
                 .hint = Some("only an `object` has members to declare".to_owned());
@@ -420,7 +420,7 @@ impl<'p> Checker<'p> {
                             "`{}` is {} and cannot be compared with `{}`",
                             crate::fmt::literal(&lit.node),
                             ty_word(lt),
-                            op_text(*op)
+                            op.name()
                         ),
                     );
                 }
@@ -547,14 +547,14 @@ impl<'p> Checker<'p> {
                 }
                 if let (Field::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
-                    && !matches!(t, ValueType::String | ValueType::Array | ValueType::Object)
+                    && !matches!(t, VType::String | VType::Array | VType::Object)
                 {
                     self.err(
                         f.span,
                         format!(
                             "`len` needs a string, array or object, but `{}` is declared `{}`",
                             arg_path_text(path),
-                            vt_word(t)
+                            t.name()
                         ),
                     );
                 }
@@ -577,17 +577,17 @@ impl<'p> Checker<'p> {
                 }
                 if let (Field::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
-                    && t != ValueType::Array
+                    && t != VType::Array
                 {
                     self.err(
                         f.span,
                         format!(
                             "`contains` needs an array, but `{}` is declared `{}`",
                             arg_path_text(path),
-                            vt_word(t)
+                            t.name()
                         ),
                     )
-                    .hint = (t == ValueType::String)
+                    .hint = (t == VType::String)
                         .then(|| "for a substring write `glob \"*text*\"`".to_owned());
                 }
                 self.arg_use(f, schema, None, None);
@@ -730,21 +730,20 @@ impl<'p> Checker<'p> {
                             format!(
                                 "`{}` is declared `{}` for tool `{}`, but is used as {}",
                                 arg_path_text(path),
-                                vt_word(t),
+                                t.name(),
                                 s.tool.node,
                                 ty_word(want)
                             ),
                         );
                     }
-                } else if want.is_some()
-                    && matches!(t, ValueType::Array | ValueType::Object | ValueType::Null)
+                } else if want.is_some() && matches!(t, VType::Array | VType::Object | VType::Null)
                 {
                     self.err(
                         span,
                         format!(
                             "`{}` is declared `{}` for tool `{}`, but is used as {}",
                             arg_path_text(path),
-                            vt_word(t),
+                            t.name(),
                             s.tool.node,
                             ty_word(want.unwrap_or(Ty::Any))
                         ),

@@ -12,7 +12,7 @@
 
 use crate::ast::{
     CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec, Policy,
-    RuleDef, SetRef, Spanned, ValueType,
+    RuleDef, SetRef, Spanned,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
 use bundle::verdict::{Decision, Mode, RiskTier};
@@ -117,7 +117,7 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
                         .map(|k| crate::ast::PathStep::Key(k.clone()))
                         .collect();
                     let c = if a.coerce { " coerce" } else { "" };
-                    let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), vtype(a.ty));
+                    let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), a.ty.name());
                 }
                 out.push_str("}\n");
             }
@@ -321,7 +321,7 @@ pub fn expr(e: &Expr) -> String {
         Expr::Glob(f, s) => format!("{} glob {}", field_name(&f.node), set(s, true)),
         Expr::Prefix(f, s) => format!("{} prefix {}", field_name(&f.node), set(s, true)),
         Expr::Matches(f, r) => format!("{} matches {}", field_name(&f.node), quote(&r.node)),
-        Expr::IsType(f, t) => format!("{} is {}", field_name(&f.node), vtype(*t)),
+        Expr::IsType(f, t) => format!("{} is {}", field_name(&f.node), t.name()),
         Expr::Present(f) => format!("{} present", field_name(&f.node)),
         Expr::Len(f, op, n) => format!("len({}) {} {}", field_name(&f.node), op.name(), number(*n)),
         Expr::Contains(f, s) => format!("{} contains {}", field_name(&f.node), quote(&s.node)),
@@ -457,17 +457,6 @@ fn tier(t: RiskTier) -> &'static str {
         RiskTier::Medium => "medium",
         RiskTier::High => "high",
         RiskTier::Critical => "critical",
-    }
-}
-
-fn vtype(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
     }
 }
 

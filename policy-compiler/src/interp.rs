@@ -8,7 +8,7 @@
 
 use crate::ast::{
     ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
-    ModSpec, PathStep, Policy, PrincipalRole, RuleDef, SetRef, ValueType,
+    ModSpec, PathStep, Policy, PrincipalRole, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
@@ -680,14 +680,14 @@ fn lookup<'j>(args: &'j Json, path: &[PathStep]) -> Option<&'j Json> {
     Some(cur)
 }
 
-fn type_of(v: &Json) -> ValueType {
+fn type_of(v: &Json) -> VType {
     match v {
-        Json::Null => ValueType::Null,
-        Json::Bool(_) => ValueType::Bool,
-        Json::Number(_) => ValueType::Number,
-        Json::String(_) => ValueType::String,
-        Json::Array(_) => ValueType::Array,
-        Json::Object(_) => ValueType::Object,
+        Json::Null => VType::Null,
+        Json::Bool(_) => VType::Bool,
+        Json::Number(_) => VType::Number,
+        Json::String(_) => VType::String,
+        Json::Array(_) => VType::Array,
+        Json::Object(_) => VType::Object,
     }
 }
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use bundle::action::Kind;
 use bundle::format::{
     ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit,
-    MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef, VType,
+    MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, PathSegment, StepUp};
@@ -49,17 +49,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     CompileError {
         message: message.into(),
         span,
-    }
-}
-
-fn vtype(t: ast::ValueType) -> VType {
-    match t {
-        ast::ValueType::String => VType::String,
-        ast::ValueType::Number => VType::Number,
-        ast::ValueType::Bool => VType::Bool,
-        ast::ValueType::Array => VType::Array,
-        ast::ValueType::Object => VType::Object,
-        ast::ValueType::Null => VType::Null,
     }
 }
 
@@ -291,7 +280,7 @@ impl<'p> Lowerer<'p> {
                     }),
                 )
             }
-            Expr::IsType(f, t) => Pred::Is(field(&f.node), vtype(*t)),
+            Expr::IsType(f, t) => Pred::Is(field(&f.node), *t),
             Expr::Present(f) => Pred::Present(field(&f.node)),
             Expr::Len(f, op, n) => Pred::Len(field(&f.node), *op, *n),
             Expr::Contains(f, s) => Pred::Contains(field(&f.node), s.node.clone()),
@@ -607,7 +596,7 @@ fn tools(policy: &ast::Policy) -> Vec<ToolDef> {
                 .iter()
                 .map(|a| ArgDef {
                     path: a.path.node.clone(),
-                    ty: vtype(a.ty),
+                    ty: a.ty,
                     coerce: s.coerces(a),
                 })
                 .collect(),

@@ -100,7 +100,7 @@ pub(crate) mod lex;
 use decision::decision;
 use items::{class_def, intent_def, list_def, rule_def, tool_schema};
 
-use crate::ast::{DecisionSpec, Item, Literal, Pack, Policy, Span, Spanned, ValueType};
+use crate::ast::{DecisionSpec, Item, Literal, Pack, Policy, Span, Spanned, VType};
 use crate::diag::Diagnostic;
 use bundle::verdict::{Decision, Mode};
 use lex::{expected, ident, kw, must_kw, must_string, must_sym, number, sp, span, string, sym};
@@ -605,17 +605,10 @@ pub(crate) fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
 }
 
 /// A value type name.
-pub(crate) fn vtype(i: In<'_>) -> R<'_, ValueType> {
-    for (w, t) in [
-        ("string", ValueType::String),
-        ("number", ValueType::Number),
-        ("bool", ValueType::Bool),
-        ("array", ValueType::Array),
-        ("object", ValueType::Object),
-        ("null", ValueType::Null),
-    ] {
-        if let Ok((r, _)) = kw(w)(i) {
-            return Ok((r, t));
+pub(crate) fn vtype(i: In<'_>) -> R<'_, VType> {
+    for t in VType::ALL {
+        if let Ok((r, _)) = kw(t.name())(i) {
+            return Ok((r, *t));
         }
     }
     Err(expected(

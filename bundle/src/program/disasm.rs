@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::program::format::{
-    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role, VType,
+    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role,
 };
 use crate::program::load::Bundle;
 use crate::verdict::PathSegment;
@@ -103,7 +103,7 @@ pub fn disassemble(bundle: &Bundle) -> String {
                 let _ = writeln!(
                     o,
                     "     {path}: {}{}",
-                    vtype(a.ty),
+                    a.ty.name(),
                     if a.coerce { " coerce" } else { "" }
                 );
             }
@@ -216,17 +216,6 @@ fn lit(l: &Lit) -> String {
     }
 }
 
-fn vtype(t: VType) -> &'static str {
-    match t {
-        VType::String => "string",
-        VType::Number => "number",
-        VType::Bool => "bool",
-        VType::Array => "array",
-        VType::Object => "object",
-        VType::Null => "null",
-    }
-}
-
 fn pred(p: &Pred) -> String {
     match p {
         Pred::Const(b) => format!("CONST {b}"),
@@ -235,7 +224,7 @@ fn pred(p: &Pred) -> String {
         Pred::Glob(f, m) => format!("GLOB {} m{m}", field(f)),
         Pred::Prefix(f, m) => format!("PREFIX {} m{m}", field(f)),
         Pred::Matches(f, m) => format!("MATCHES {} m{m}", field(f)),
-        Pred::Is(f, t) => format!("IS {} {}", field(f), vtype(*t)),
+        Pred::Is(f, t) => format!("IS {} {}", field(f), t.name()),
         Pred::Present(f) => format!("PRESENT {}", field(f)),
         Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), c.name()),
         Pred::Contains(f, s) => format!("CONTAINS {} {s:?}", field(f)),

@@ -272,8 +272,8 @@ impl CmpOp {
     }
 }
 
-/// JSON value type (`is` tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// JSON value type (`is` tests, declared argument types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VType {
     /// string
     String,
@@ -288,6 +288,15 @@ pub enum VType {
     /// null
     Null,
 }
+
+names! { VType {
+    String = "string",
+    Number = "number",
+    Bool = "bool",
+    Array = "array",
+    Object = "object",
+    Null = "null",
+}}
 
 /// A literal operand.
 #[derive(Clone, Debug, PartialEq)]

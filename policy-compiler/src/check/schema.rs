@@ -1,6 +1,6 @@
 //! Tool argument schemas: looking an argument path up in a `tool "x" { ... }` declaration.
 
-use crate::ast::{PathStep, ToolSchemaDef, ValueType};
+use crate::ast::{PathStep, ToolSchemaDef, VType};
 use crate::syntax::expr::arg_path_text;
 
 pub(super) fn schema_path_text(p: &[String]) -> String {
@@ -12,7 +12,7 @@ pub(super) fn schema_path_text(p: &[String]) -> String {
 }
 
 pub(super) enum SchemaHit {
-    Exact(ValueType),
+    Exact(VType),
     /// Inside a declared array or object (not described further).
     Inside,
     Unknown,
@@ -33,18 +33,18 @@ pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
         }
     }
     for a in &s.args {
-        if keys.starts_with(&a.path.node) && matches!(a.ty, ValueType::Array | ValueType::Object) {
+        if keys.starts_with(&a.path.node) && matches!(a.ty, VType::Array | VType::Object) {
             return SchemaHit::Inside;
         }
         // A declared deeper path implies the intermediate objects exist.
         if a.path.node.starts_with(&keys) {
-            return SchemaHit::Exact(ValueType::Object);
+            return SchemaHit::Exact(VType::Object);
         }
     }
     SchemaHit::Unknown
 }
 
-pub(super) fn schema_type(s: &ToolSchemaDef, path: &[PathStep]) -> Option<ValueType> {
+pub(super) fn schema_type(s: &ToolSchemaDef, path: &[PathStep]) -> Option<VType> {
     match schema_lookup(s, path) {
         SchemaHit::Exact(t) => Some(t),
         _ => None,

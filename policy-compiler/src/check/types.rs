@@ -1,6 +1,6 @@
 //! Static types of fields and literals, and their names in messages.
 
-use crate::ast::{CmpOp, Field, Literal, ValueType};
+use crate::ast::{Field, Literal, VType};
 
 /// The static type of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,33 +47,11 @@ pub(super) fn ty_word(t: Ty) -> &'static str {
     }
 }
 
-pub(super) fn vt_to_ty(t: ValueType) -> Option<Ty> {
+pub(super) fn vt_to_ty(t: VType) -> Option<Ty> {
     match t {
-        ValueType::String => Some(Ty::Str),
-        ValueType::Number => Some(Ty::Num),
-        ValueType::Bool => Some(Ty::Bool),
+        VType::String => Some(Ty::Str),
+        VType::Number => Some(Ty::Num),
+        VType::Bool => Some(Ty::Bool),
         _ => None,
-    }
-}
-
-pub(super) fn vt_word(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
-    }
-}
-
-pub(super) fn op_text(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
     }
 }
