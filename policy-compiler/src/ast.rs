@@ -9,6 +9,8 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
 pub use bundle::format::{CmpOp, VType};
+/// A step in an argument path: `args.a.b[0]["odd key"]`.
+pub use bundle::verdict::PathSegment;
 
 /// A byte range in one source file, with the 1-based line and column of its start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -208,11 +210,11 @@ pub struct DecisionSpec {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModSpec {
     /// `redact args.PATH`
-    Redact(Vec<PathStep>),
+    Redact(Vec<PathSegment>),
     /// `drop args.PATH`
-    Drop(Vec<PathStep>),
+    Drop(Vec<PathSegment>),
     /// `clamp args.PATH MIN..MAX`
-    Clamp(Vec<PathStep>, f64, f64),
+    Clamp(Vec<PathSegment>, f64, f64),
     /// `redact_secrets`
     RedactSecrets,
     /// `strip_header "name"`
@@ -236,15 +238,6 @@ pub enum EffectSpec {
     ReadOnly,
     /// `kill`
     Kill,
-}
-
-/// A step in an argument path: `args.a.b[0]["odd key"]`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum PathStep {
-    /// Object member.
-    Key(String),
-    /// Array element.
-    Index(u32),
 }
 
 /// A literal value.
@@ -290,7 +283,7 @@ pub enum Field {
     /// `header.NAME` or `header["name"]` (first value; lowercase name)
     Header(String),
     /// `args.PATH`
-    Arg(Vec<PathStep>),
+    Arg(Vec<PathSegment>),
     /// `request.size`
     RequestSize,
     /// `risk.secrets` (bool)

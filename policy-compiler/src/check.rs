@@ -13,8 +13,8 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep,
-    Policy, RuleDef, SetRef, Span, Spanned, VType,
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec,
+    PathSegment, Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
 use crate::syntax::expr::{arg_path_text, field_name};
@@ -680,7 +680,7 @@ impl<'p> Checker<'p> {
 
     fn arg_against_schema(
         &mut self,
-        path: &[PathStep],
+        path: &[PathSegment],
         span: Span,
         s: &crate::ast::ToolSchemaDef,
         want: Option<Ty>,

@@ -110,11 +110,11 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
                 let c = if t.coerce { " coerce" } else { "" };
                 let _ = writeln!(out, "tool {}{c} {{", quote(&t.tool.node));
                 for a in &t.args {
-                    let steps: Vec<crate::ast::PathStep> = a
+                    let steps: Vec<crate::ast::PathSegment> = a
                         .path
                         .node
                         .iter()
-                        .map(|k| crate::ast::PathStep::Key(k.clone()))
+                        .map(|k| crate::ast::PathSegment::Key(k.clone()))
                         .collect();
                     let c = if a.coerce { " coerce" } else { "" };
                     let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), a.ty.name());

@@ -8,13 +8,13 @@
 
 use crate::ast::{
     ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
-    ModSpec, PathStep, Policy, PrincipalRole, RuleDef, SetRef, VType,
+    ModSpec, PathSegment, Policy, PrincipalRole, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
 use bundle::session::{SessionState, SessionStatus, name_hash};
 use bundle::verdict::{
-    Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, StepUp, Verdict,
+    Decision, Defer, Effect, Mode, Modification, RiskTier, RuleMatch, StepUp, Verdict,
 };
 use serde_json::Value as Json;
 use std::borrow::Cow;
@@ -376,26 +376,13 @@ impl<'p> Match<'p> {
     }
 }
 
-fn path_segments(p: &[PathStep]) -> Vec<PathSegment> {
-    p.iter()
-        .map(|s| match s {
-            PathStep::Key(k) => PathSegment::Key(k.clone()),
-            PathStep::Index(n) => PathSegment::Index(*n),
-        })
-        .collect()
-}
-
 /// The verdict form of a modification.
 pub(crate) fn modification(m: &ModSpec) -> Modification {
     match m {
-        ModSpec::Redact(p) => Modification::RedactArg {
-            path: path_segments(p),
-        },
-        ModSpec::Drop(p) => Modification::DropArg {
-            path: path_segments(p),
-        },
+        ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
+        ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
         ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
-            path: path_segments(p),
+            path: p.clone(),
             min: *lo,
             max: *hi,
         },
@@ -665,15 +652,15 @@ fn principal(a: &Action, r: PrincipalRole) -> &bundle::action::Principal {
 
 /// Follow an argument path into the arguments (`args` alone is the whole arguments value, absent
 /// when it is `null`).
-fn lookup<'j>(args: &'j Json, path: &[PathStep]) -> Option<&'j Json> {
+fn lookup<'j>(args: &'j Json, path: &[PathSegment]) -> Option<&'j Json> {
     if path.is_empty() && args.is_null() {
         return None;
     }
     let mut cur = args;
     for step in path {
         cur = match (step, cur) {
-            (PathStep::Key(k), Json::Object(o)) => o.get(k)?,
-            (PathStep::Index(n), Json::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
+            (PathSegment::Key(k), Json::Object(o)) => o.get(k)?,
+            (PathSegment::Index(n), Json::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
             _ => return None,
         };
     }

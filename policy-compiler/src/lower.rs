@@ -17,7 +17,7 @@ use bundle::format::{
     MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
-use bundle::verdict::{Defer, Modification, PathSegment, StepUp};
+use bundle::verdict::{Defer, Modification, StepUp};
 
 use crate::ast::{self, Expr, Field, Item, Literal, SetRef, Span};
 use crate::codegen::{CompileError, regex_dfa};
@@ -52,15 +52,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     }
 }
 
-fn path(p: &[ast::PathStep]) -> Vec<PathSegment> {
-    p.iter()
-        .map(|s| match s {
-            ast::PathStep::Key(k) => PathSegment::Key(k.clone()),
-            ast::PathStep::Index(i) => PathSegment::Index(*i),
-        })
-        .collect()
-}
-
 fn role(r: ast::PrincipalRole) -> Role {
     match r {
         ast::PrincipalRole::Agent => Role::Agent,
@@ -85,7 +76,7 @@ fn field(f: &Field) -> FieldRef {
         Field::Principal(r) => FieldRef::Principal(role(*r)),
         Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(role(*r)),
         Field::Header(h) => FieldRef::Header(h.clone()),
-        Field::Arg(p) => FieldRef::Arg(path(p)),
+        Field::Arg(p) => FieldRef::Arg(p.clone()),
         Field::RequestSize => FieldRef::RequestSize,
         Field::RiskSecrets => FieldRef::RiskSecrets,
         Field::RiskDataClasses => FieldRef::RiskDataClasses,
@@ -117,10 +108,10 @@ pub(crate) fn decision(d: &ast::DecisionSpec) -> DecisionDef {
             .modifications
             .iter()
             .map(|m| match &m.node {
-                ast::ModSpec::Redact(p) => Modification::RedactArg { path: path(p) },
-                ast::ModSpec::Drop(p) => Modification::DropArg { path: path(p) },
+                ast::ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
+                ast::ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
                 ast::ModSpec::Clamp(p, min, max) => Modification::ClampArg {
-                    path: path(p),
+                    path: p.clone(),
                     min: *min,
                     max: *max,
                 },

@@ -1,12 +1,12 @@
 //! Tool argument schemas: looking an argument path up in a `tool "x" { ... }` declaration.
 
-use crate::ast::{PathStep, ToolSchemaDef, VType};
+use crate::ast::{PathSegment, ToolSchemaDef, VType};
 use crate::syntax::expr::arg_path_text;
 
 pub(super) fn schema_path_text(p: &[String]) -> String {
     arg_path_text(
         &p.iter()
-            .map(|k| PathStep::Key(k.clone()))
+            .map(|k| PathSegment::Key(k.clone()))
             .collect::<Vec<_>>(),
     )
 }
@@ -18,14 +18,14 @@ pub(super) enum SchemaHit {
     Unknown,
 }
 
-fn step_key(s: &PathStep) -> String {
+fn step_key(s: &PathSegment) -> String {
     match s {
-        PathStep::Key(k) => k.clone(),
-        PathStep::Index(n) => n.to_string(),
+        PathSegment::Key(k) => k.clone(),
+        PathSegment::Index(n) => n.to_string(),
     }
 }
 
-pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
+pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathSegment]) -> SchemaHit {
     let keys: Vec<String> = path.iter().map(step_key).collect();
     for a in &s.args {
         if a.path.node == keys {
@@ -44,7 +44,7 @@ pub(super) fn schema_lookup(s: &ToolSchemaDef, path: &[PathStep]) -> SchemaHit {
     SchemaHit::Unknown
 }
 
-pub(super) fn schema_type(s: &ToolSchemaDef, path: &[PathStep]) -> Option<VType> {
+pub(super) fn schema_type(s: &ToolSchemaDef, path: &[PathSegment]) -> Option<VType> {
     match schema_lookup(s, path) {
         SchemaHit::Exact(t) => Some(t),
         _ => None,

@@ -5,7 +5,7 @@ use super::lex::{
 };
 use super::{In, PErr, R, duration, literal, literal_items, soft, vtype};
 use crate::ast::{
-    CmpOp, CountSubject, Expr, Field, Literal, PathStep, PrincipalRole, SetRef, Span, Spanned,
+    CmpOp, CountSubject, Expr, Field, Literal, PathSegment, PrincipalRole, SetRef, Span, Spanned,
 };
 use crate::diag::Diagnostic;
 use nom::Input as _;
@@ -83,20 +83,20 @@ pub(crate) fn field_name(f: &Field) -> String {
 }
 
 /// `args.a.b[0]["odd key"]`.
-pub(crate) fn arg_path_text(p: &[PathStep]) -> String {
+pub(crate) fn arg_path_text(p: &[PathSegment]) -> String {
     let mut s = "args".to_owned();
     for step in p {
         match step {
-            PathStep::Key(k) if is_plain_ident(k) => {
+            PathSegment::Key(k) if is_plain_ident(k) => {
                 s.push('.');
                 s.push_str(k);
             }
-            PathStep::Key(k) => {
+            PathSegment::Key(k) => {
                 s.push('[');
                 s.push_str(&quote(k));
                 s.push(']');
             }
-            PathStep::Index(n) => s.push_str(&format!("[{n}]")),
+            PathSegment::Index(n) => s.push_str(&format!("[{n}]")),
         }
     }
     s
@@ -618,7 +618,7 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
 }
 
 /// `args { "." ident | "[" (string | integer) "]" }`. Recoverable when `args` is not here.
-pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
+pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathSegment>, Span)> {
     let (i, _) = sp(i)?;
     let start = i;
     let (mut i, _) = kw("args")(i)?;
@@ -636,12 +636,12 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
                     ));
                 }
             };
-            steps.push(PathStep::Key(k));
+            steps.push(PathSegment::Key(k));
             i = rest;
         } else if frag.starts_with('[') {
             let after = i.take_from(1);
             if let Ok((rest, (k, _))) = string(after) {
-                steps.push(PathStep::Key(k));
+                steps.push(PathSegment::Key(k));
                 let (rest, _) = must_sym(rest, "]", " after the key")?;
                 i = rest;
             } else {
@@ -653,7 +653,7 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
                     ));
                     u32::MAX
                 });
-                steps.push(PathStep::Index(n));
+                steps.push(PathSegment::Index(n));
                 let (rest, _) = must_sym(rest, "]", " after the index")?;
                 i = rest;
             }
@@ -664,7 +664,7 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
 }
 
 /// An argument path that must be there.
-pub(crate) fn arg_path_required(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
+pub(crate) fn arg_path_required(i: In<'_>) -> R<'_, (Vec<PathSegment>, Span)> {
     match arg_path(i) {
         Ok(x) => Ok(x),
         Err(nom::Err::Error(_)) => Err(expected(i, "an argument path (`args.NAME`)")),

@@ -248,7 +248,7 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
         // would be read as a member name.
         if path
             .iter()
-            .any(|s| matches!(s, crate::ast::PathStep::Index(_)))
+            .any(|s| matches!(s, crate::ast::PathSegment::Index(_)))
         {
             soft(
                 Diagnostic::error(
@@ -264,8 +264,8 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
         let key_path = path
             .into_iter()
             .map(|s| match s {
-                crate::ast::PathStep::Key(k) => k,
-                crate::ast::PathStep::Index(n) => n.to_string(),
+                crate::ast::PathSegment::Key(k) => k,
+                crate::ast::PathSegment::Index(n) => n.to_string(),
             })
             .collect();
         args.push(ArgDecl {
