@@ -8,7 +8,7 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
-pub use bundle::format::{CmpOp, VType};
+pub use bundle::format::{CmpOp, Role, VType};
 /// A step in an argument path: `args.a.b[0]["odd key"]`.
 pub use bundle::verdict::PathSegment;
 
@@ -277,9 +277,9 @@ pub enum Field {
     /// `target.server`
     Server,
     /// `identity.agent` / `identity.human` / `identity.workload`
-    Principal(PrincipalRole),
+    Principal(Role),
     /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
-    PrincipalAuth(PrincipalRole),
+    PrincipalAuth(Role),
     /// `header.NAME` or `header["name"]` (first value; lowercase name)
     Header(String),
     /// `args.PATH`
@@ -306,17 +306,6 @@ pub enum Field {
     SessionElapsed,
     /// `session.drift`
     SessionDrift,
-}
-
-/// Which principal of the identity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PrincipalRole {
-    /// The agent.
-    Agent,
-    /// The human.
-    Human,
-    /// The workload.
-    Workload,
 }
 
 /// What `session.count(...)` counts.

@@ -8,7 +8,7 @@
 
 use crate::ast::{
     ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
-    ModSpec, PathSegment, Policy, PrincipalRole, RuleDef, SetRef, VType,
+    ModSpec, PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
@@ -642,11 +642,11 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn principal(a: &Action, r: PrincipalRole) -> &bundle::action::Principal {
+fn principal(a: &Action, r: Role) -> &bundle::action::Principal {
     match r {
-        PrincipalRole::Agent => &a.identity.agent,
-        PrincipalRole::Human => &a.identity.human,
-        PrincipalRole::Workload => &a.identity.workload,
+        Role::Agent => &a.identity.agent,
+        Role::Human => &a.identity.human,
+        Role::Workload => &a.identity.workload,
     }
 }
 

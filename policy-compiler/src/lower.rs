@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use bundle::action::Kind;
 use bundle::format::{
     ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit,
-    MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef,
+    MatcherDef, Pins, Pred, Program, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, StepUp};
@@ -52,14 +52,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     }
 }
 
-fn role(r: ast::PrincipalRole) -> Role {
-    match r {
-        ast::PrincipalRole::Agent => Role::Agent,
-        ast::PrincipalRole::Human => Role::Human,
-        ast::PrincipalRole::Workload => Role::Workload,
-    }
-}
-
 fn field(f: &Field) -> FieldRef {
     match f {
         Field::Kind => FieldRef::Kind,
@@ -73,8 +65,8 @@ fn field(f: &Field) -> FieldRef {
         Field::Query => FieldRef::Query,
         Field::Scheme => FieldRef::Scheme,
         Field::Server => FieldRef::Server,
-        Field::Principal(r) => FieldRef::Principal(role(*r)),
-        Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(role(*r)),
+        Field::Principal(r) => FieldRef::Principal(*r),
+        Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(*r),
         Field::Header(h) => FieldRef::Header(h.clone()),
         Field::Arg(p) => FieldRef::Arg(p.clone()),
         Field::RequestSize => FieldRef::RequestSize,

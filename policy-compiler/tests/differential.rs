@@ -20,6 +20,7 @@ use bundle::session::{HistoryEntry, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Mode, RiskTier};
 use bundle::{Bundle, Trust};
 use policy::ast::PathSegment as PathStep;
+use policy::ast::Role as PrincipalRole;
 use policy::ast::VType as ValueType;
 use policy::ast::*;
 use proptest::prelude::*;

@@ -5,6 +5,7 @@
 
 use bundle::verdict::{Decision, Mode, RiskTier};
 use policy::ast::PathSegment as PathStep;
+use policy::ast::Role as PrincipalRole;
 use policy::ast::VType as ValueType;
 use policy::ast::*;
 use policy::fmt::{format_policy, format_source};

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::program::format::{
-    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role,
+    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred,
 };
 use crate::program::load::Bundle;
 use crate::verdict::PathSegment;
@@ -160,11 +160,6 @@ fn code(o: &mut String, code: &[Instr]) {
 }
 
 fn field(f: &FieldRef) -> String {
-    let role = |r: &Role| match r {
-        Role::Agent => "agent",
-        Role::Human => "human",
-        Role::Workload => "workload",
-    };
     match f {
         FieldRef::Kind => "kind".into(),
         FieldRef::Operation => "operation".into(),
@@ -177,8 +172,8 @@ fn field(f: &FieldRef) -> String {
         FieldRef::Query => "target.query".into(),
         FieldRef::Scheme => "target.scheme".into(),
         FieldRef::Server => "target.server".into(),
-        FieldRef::Principal(r) => format!("identity.{}", role(r)),
-        FieldRef::PrincipalAuth(r) => format!("identity.{}_auth", role(r)),
+        FieldRef::Principal(r) => format!("identity.{}", r.name()),
+        FieldRef::PrincipalAuth(r) => format!("identity.{}_auth", r.name()),
         FieldRef::Header(h) => format!("header[{h:?}]"),
         FieldRef::Arg(p) => {
             let mut s = String::from("args");

@@ -309,8 +309,8 @@ pub enum Lit {
     Bool(bool),
 }
 
-/// Which principal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which principal of the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// agent
     Agent,
@@ -319,6 +319,12 @@ pub enum Role {
     /// workload
     Workload,
 }
+
+names! { Role {
+    Agent = "agent",
+    Human = "human",
+    Workload = "workload",
+}}
 
 /// A field the condition reads.
 #[derive(Clone, Debug, PartialEq)]

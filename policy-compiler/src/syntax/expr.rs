@@ -5,7 +5,7 @@ use super::lex::{
 };
 use super::{In, PErr, R, duration, literal, literal_items, soft, vtype};
 use crate::ast::{
-    CmpOp, CountSubject, Expr, Field, Literal, PathSegment, PrincipalRole, SetRef, Span, Spanned,
+    CmpOp, CountSubject, Expr, Field, Literal, PathSegment, Role, SetRef, Span, Spanned,
 };
 use crate::diag::Diagnostic;
 use nom::Input as _;
@@ -23,23 +23,14 @@ pub(crate) const FIELDS: [(&str, Field); 31] = [
     ("target.query", Field::Query),
     ("target.scheme", Field::Scheme),
     ("target.server", Field::Server),
-    ("identity.agent", Field::Principal(PrincipalRole::Agent)),
-    ("identity.human", Field::Principal(PrincipalRole::Human)),
-    (
-        "identity.workload",
-        Field::Principal(PrincipalRole::Workload),
-    ),
-    (
-        "identity.agent_auth",
-        Field::PrincipalAuth(PrincipalRole::Agent),
-    ),
-    (
-        "identity.human_auth",
-        Field::PrincipalAuth(PrincipalRole::Human),
-    ),
+    ("identity.agent", Field::Principal(Role::Agent)),
+    ("identity.human", Field::Principal(Role::Human)),
+    ("identity.workload", Field::Principal(Role::Workload)),
+    ("identity.agent_auth", Field::PrincipalAuth(Role::Agent)),
+    ("identity.human_auth", Field::PrincipalAuth(Role::Human)),
     (
         "identity.workload_auth",
-        Field::PrincipalAuth(PrincipalRole::Workload),
+        Field::PrincipalAuth(Role::Workload),
     ),
     ("request.size", Field::RequestSize),
     ("risk.secrets", Field::RiskSecrets),
