@@ -8,7 +8,7 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
-pub use bundle::format::{CmpOp, Role, VType};
+pub use bundle::format::{CmpOp, Lit, Role, VType};
 /// A step in an argument path: `args.a.b[0]["odd key"]`.
 pub use bundle::verdict::PathSegment;
 
@@ -84,7 +84,7 @@ pub struct ListDef {
     /// Its name.
     pub name: Spanned<String>,
     /// Its elements.
-    pub values: Vec<Spanned<Literal>>,
+    pub values: Vec<Spanned<Lit>>,
     /// The whole definition.
     pub span: Span,
 }
@@ -240,17 +240,6 @@ pub enum EffectSpec {
     Kill,
 }
 
-/// A literal value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Literal {
-    /// `"text"`
-    Str(String),
-    /// `42`, `-1.5`, `10MB` (bytes), `30s` (milliseconds)
-    Num(f64),
-    /// `true` / `false`
-    Bool(bool),
-}
-
 /// Something an expression can read from the action or the session.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Field {
@@ -321,7 +310,7 @@ pub enum CountSubject {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SetRef {
     /// Inline elements.
-    Inline(Vec<Spanned<Literal>>),
+    Inline(Vec<Spanned<Lit>>),
     /// `NAME` of a `let` list.
     Named(Spanned<String>),
 }
@@ -338,7 +327,7 @@ pub enum Expr {
     /// `not a`
     Not(Box<Expr>),
     /// `FIELD OP LITERAL` (strings compare by equality only; numbers by all six).
-    Cmp(Spanned<Field>, CmpOp, Spanned<Literal>),
+    Cmp(Spanned<Field>, CmpOp, Spanned<Lit>),
     /// `FIELD in SET` (exact membership).
     In(Spanned<Field>, SetRef),
     /// `FIELD glob "pat"` or `FIELD glob SET` (`*` any run, `?` one char; any pattern matches).

@@ -13,8 +13,8 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec,
-    PathSegment, Policy, RuleDef, SetRef, Span, Spanned, VType,
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Lit, ModSpec, PathSegment,
+    Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
 use crate::syntax::expr::{arg_path_text, field_name};
@@ -339,7 +339,7 @@ impl<'p> Checker<'p> {
         }
     }
 
-    fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Literal>>> {
+    fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Lit>>> {
         match s {
             SetRef::Inline(v) => Some(v.iter().collect()),
             SetRef::Named(n) => self
@@ -424,7 +424,7 @@ impl<'p> Checker<'p> {
                         ),
                     );
                 }
-                if let Literal::Str(s) = &lit.node {
+                if let Lit::Str(s) = &lit.node {
                     let allowed: Option<&[&str]> = match &f.node {
                         Field::Kind => Some(&["mcp", "http"]),
                         Field::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
@@ -491,7 +491,7 @@ impl<'p> Checker<'p> {
                 self.string_only(f, word, schema);
                 if let Some(values) = self.set_literals(s) {
                     for v in values {
-                        if !matches!(v.node, Literal::Str(_)) {
+                        if !matches!(v.node, Lit::Str(_)) {
                             self.err(
                                 v.span,
                                 format!(

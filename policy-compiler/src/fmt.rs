@@ -11,7 +11,7 @@
 //! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec, Policy,
+    CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Lit, ModSpec, Policy,
     RuleDef, SetRef, Spanned,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
@@ -344,16 +344,16 @@ pub fn expr(e: &Expr) -> String {
     }
 }
 
-fn value(f: &Field, v: &Literal) -> String {
+fn value(f: &Field, v: &Lit) -> String {
     match (f, v) {
-        (Field::Kind, Literal::Str(s)) if s == "mcp" || s == "http" => s.clone(),
-        (Field::PrincipalAuth(_), Literal::Str(s))
+        (Field::Kind, Lit::Str(s)) if s == "mcp" || s == "http" => s.clone(),
+        (Field::PrincipalAuth(_), Lit::Str(s))
             if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) =>
         {
             s.clone()
         }
-        (Field::SessionElapsed, Literal::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
-        (Field::RequestSize | Field::SessionEgressBytes, Literal::Num(n))
+        (Field::SessionElapsed, Lit::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
+        (Field::RequestSize | Field::SessionEgressBytes, Lit::Num(n))
             if is_whole(*n)
                 && *n >= 1000.0
                 && ((*n as u64).is_multiple_of(1000) || (*n as u64).is_multiple_of(1024)) =>
@@ -374,7 +374,7 @@ fn set(s: &SetRef, single_as_string: bool) -> String {
         SetRef::Inline(v) => match v.as_slice() {
             [
                 Spanned {
-                    node: Literal::Str(one),
+                    node: Lit::Str(one),
                     ..
                 },
             ] if single_as_string => quote(one),
@@ -390,11 +390,11 @@ fn set(s: &SetRef, single_as_string: bool) -> String {
 }
 
 /// A literal as source text.
-pub fn literal(l: &Literal) -> String {
+pub fn literal(l: &Lit) -> String {
     match l {
-        Literal::Str(s) => quote(s),
-        Literal::Num(n) => number(*n),
-        Literal::Bool(b) => b.to_string(),
+        Lit::Str(s) => quote(s),
+        Lit::Num(n) => number(*n),
+        Lit::Bool(b) => b.to_string(),
     }
 }
 

@@ -7,7 +7,7 @@
 //! side (a rule stricter than ALLOW matches, an ALLOW rule does not; see "Type errors").
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
+    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Lit,
     ModSpec, PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
@@ -527,7 +527,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn set_values(&self, set: &'a SetRef) -> Vec<&'a Literal> {
+    fn set_values(&self, set: &'a SetRef) -> Vec<&'a Lit> {
         match set {
             SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
             SetRef::Named(n) => self
@@ -576,7 +576,7 @@ impl<'a> Ctx<'a> {
                     .set_values(set)
                     .into_iter()
                     .filter_map(|l| match l {
-                        Literal::Str(p) => Some(p.as_str()),
+                        Lit::Str(p) => Some(p.as_str()),
                         _ => None,
                     })
                     .collect();
@@ -679,30 +679,30 @@ fn type_of(v: &Json) -> VType {
 }
 
 /// Whether a value has a literal's type.
-fn same_type(v: &Json, lit: &Literal) -> bool {
+fn same_type(v: &Json, lit: &Lit) -> bool {
     matches!(
         (v, lit),
-        (Json::String(_), Literal::Str(_))
-            | (Json::Number(_), Literal::Num(_))
-            | (Json::Bool(_), Literal::Bool(_))
+        (Json::String(_), Lit::Str(_))
+            | (Json::Number(_), Lit::Num(_))
+            | (Json::Bool(_), Lit::Bool(_))
     )
 }
 
 /// `value OP literal` for a given (present, non-null) value: strings and booleans by
 /// (in)equality (an ordering is false), numbers as f64; a value of another type is unknown.
-fn compare(v: &Json, op: CmpOp, lit: &Literal) -> T3 {
+fn compare(v: &Json, op: CmpOp, lit: &Lit) -> T3 {
     match (v, lit) {
-        (Json::String(a), Literal::Str(b)) => match op {
+        (Json::String(a), Lit::Str(b)) => match op {
             CmpOp::Eq => (a == b).into(),
             CmpOp::Ne => (a != b).into(),
             _ => T3::False,
         },
-        (Json::Bool(a), Literal::Bool(b)) => match op {
+        (Json::Bool(a), Lit::Bool(b)) => match op {
             CmpOp::Eq => (a == b).into(),
             CmpOp::Ne => (a != b).into(),
             _ => T3::False,
         },
-        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| op.holds(&a, b)).into(),
+        (Json::Number(a), Lit::Num(b)) => a.as_f64().is_some_and(|a| op.holds(&a, b)).into(),
         _ => T3::Unknown,
     }
 }

@@ -19,7 +19,7 @@ use bundle::format::{
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, StepUp};
 
-use crate::ast::{self, Expr, Field, Item, Literal, SetRef, Span};
+use crate::ast::{self, Expr, Field, Item, SetRef, Span};
 use crate::codegen::{CompileError, regex_dfa};
 
 /// Largest instruction index a jump can encode (`0xFFFE`/`0xFFFF` are ACCEPT/REJECT).
@@ -33,7 +33,7 @@ enum Target {
 }
 
 struct Lowerer<'p> {
-    lists: HashMap<&'p str, &'p [ast::Spanned<Literal>]>,
+    lists: HashMap<&'p str, &'p [ast::Spanned<Lit>]>,
     classes: HashMap<&'p str, (usize, &'p ast::ClassDef)>,
     matchers: Vec<MatcherDef>,
     matcher_index: HashMap<String, u32>,
@@ -80,14 +80,6 @@ fn field(f: &Field) -> FieldRef {
         Field::SessionApprovals => FieldRef::SessionApprovals,
         Field::SessionElapsed => FieldRef::SessionElapsed,
         Field::SessionDrift => FieldRef::SessionDrift,
-    }
-}
-
-fn lit(l: &Literal) -> Lit {
-    match l {
-        Literal::Str(s) => Lit::Str(s.clone()),
-        Literal::Num(n) => Lit::Num(*n),
-        Literal::Bool(b) => Lit::Bool(*b),
     }
 }
 
@@ -179,7 +171,7 @@ impl Code {
 }
 
 impl<'p> Lowerer<'p> {
-    fn set_values(&self, s: &'p SetRef) -> Result<Vec<&'p Literal>, CompileError> {
+    fn set_values(&self, s: &'p SetRef) -> Result<Vec<&'p Lit>, CompileError> {
         match s {
             SetRef::Inline(v) => Ok(v.iter().map(|l| &l.node).collect()),
             SetRef::Named(n) => self
@@ -201,10 +193,10 @@ impl<'p> Lowerer<'p> {
         i
     }
 
-    fn strings(vals: &[&Literal]) -> Vec<String> {
+    fn strings(vals: &[&Lit]) -> Vec<String> {
         vals.iter()
             .filter_map(|l| match l {
-                Literal::Str(s) => Some(s.clone()),
+                Lit::Str(s) => Some(s.clone()),
                 _ => None,
             })
             .collect()
@@ -212,7 +204,7 @@ impl<'p> Lowerer<'p> {
 
     fn leaf(&mut self, e: &'p Expr, in_class: bool, span: Span) -> Result<Pred, CompileError> {
         Ok(match e {
-            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), *op, lit(&l.node)),
+            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), *op, l.node.clone()),
             Expr::In(f, s) => {
                 let vals = self.set_values(s)?;
                 let mut strs = Self::strings(&vals);
@@ -221,7 +213,7 @@ impl<'p> Lowerer<'p> {
                 let mut nums: Vec<f64> = vals
                     .iter()
                     .filter_map(|l| match l {
-                        Literal::Num(n) => Some(*n),
+                        Lit::Num(n) => Some(*n),
                         _ => None,
                     })
                     .collect();
@@ -230,7 +222,7 @@ impl<'p> Lowerer<'p> {
                 let mut bools: Vec<bool> = vals
                     .iter()
                     .filter_map(|l| match l {
-                        Literal::Bool(b) => Some(*b),
+                        Lit::Bool(b) => Some(*b),
                         _ => None,
                     })
                     .collect();
@@ -406,9 +398,9 @@ impl<'p> Lowerer<'p> {
 }
 
 /// Collect what a rule's condition pins through its top-level `and` chain.
-fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pins) {
+fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Lit>]>, out: &mut Pins) {
     let strings = |s: &SetRef| -> Option<Vec<String>> {
-        let vals: Vec<&Literal> = match s {
+        let vals: Vec<&Lit> = match s {
             SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
             SetRef::Named(n) => lists
                 .get(n.node.as_str())?
@@ -419,7 +411,7 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pin
         let mut v: Vec<String> = vals
             .into_iter()
             .filter_map(|l| match l {
-                Literal::Str(s) => Some(s.clone()),
+                Lit::Str(s) => Some(s.clone()),
                 _ => None,
             })
             .collect();
@@ -434,7 +426,7 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pin
             pins(b, lists, out);
         }
         Expr::Cmp(f, CmpOp::Eq, l) => {
-            let Literal::Str(s) = &l.node else { return };
+            let Lit::Str(s) = &l.node else { return };
             match f.node {
                 Field::Kind if out.kind.is_none() => {
                     out.kind = match s.as_str() {

@@ -298,14 +298,14 @@ names! { VType {
     Null = "null",
 }}
 
-/// A literal operand.
+/// A literal operand (also the policy language's literal values).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lit {
-    /// String.
+    /// `"text"`
     Str(String),
-    /// Number.
+    /// `42`, `-1.5`, `10MB` (bytes), `30s` (milliseconds)
     Num(f64),
-    /// Boolean.
+    /// `true` / `false`
     Bool(bool),
 }
 

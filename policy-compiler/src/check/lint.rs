@@ -1,6 +1,6 @@
 //! Warnings about rules: rules that can never match, and rules shadowed by a stricter rule.
 
-use crate::ast::{CmpOp, Expr, Field, Item, Literal, Policy, RuleDef, SetRef};
+use crate::ast::{CmpOp, Expr, Field, Item, Lit, Policy, RuleDef, SetRef};
 use crate::diag::Diagnostic;
 use crate::fmt::expr as expr_text;
 use crate::syntax::expr::field_name;
@@ -89,12 +89,12 @@ fn conjunct_list(e: &Expr) -> Vec<&Expr> {
 pub(crate) fn pinned_tool(e: &Expr) -> Option<&str> {
     conjunct_list(e).into_iter().find_map(|c| match c {
         Expr::Cmp(f, CmpOp::Eq, lit) if f.node == Field::Tool => match &lit.node {
-            Literal::Str(s) => Some(s.as_str()),
+            Lit::Str(s) => Some(s.as_str()),
             _ => None,
         },
         Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => {
             match v.first().map(|l| &l.node) {
-                Some(Literal::Str(s)) => Some(s.as_str()),
+                Some(Lit::Str(s)) => Some(s.as_str()),
                 _ => None,
             }
         }
@@ -111,7 +111,7 @@ fn never_matches(e: &Expr) -> Option<String> {
     let mut pinned: HashMap<String, (String, String)> = HashMap::new();
     for c in &parts {
         if let Expr::Cmp(f, CmpOp::Eq, lit) = c
-            && let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_)))
+            && let (Lit::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_)))
         {
             let name = field_name(&f.node);
             let text = expr_text(c);

@@ -1,6 +1,6 @@
 //! Static types of fields and literals, and their names in messages.
 
-use crate::ast::{Field, Literal, VType};
+use crate::ast::{Field, Lit, VType};
 
 /// The static type of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,11 +29,11 @@ pub(super) fn field_ty(f: &Field) -> Ty {
     }
 }
 
-pub(super) fn lit_ty(l: &Literal) -> Ty {
+pub(super) fn lit_ty(l: &Lit) -> Ty {
     match l {
-        Literal::Str(_) => Ty::Str,
-        Literal::Num(_) => Ty::Num,
-        Literal::Bool(_) => Ty::Bool,
+        Lit::Str(_) => Ty::Str,
+        Lit::Num(_) => Ty::Num,
+        Lit::Bool(_) => Ty::Bool,
     }
 }
 

@@ -4,9 +4,7 @@ use super::lex::{
     expected, ident, kw, must_ident, must_string, must_sym, number, sp, span, string, sym,
 };
 use super::{In, PErr, R, duration, literal, literal_items, soft, vtype};
-use crate::ast::{
-    CmpOp, CountSubject, Expr, Field, Literal, PathSegment, Role, SetRef, Span, Spanned,
-};
+use crate::ast::{CmpOp, CountSubject, Expr, Field, Lit, PathSegment, Role, SetRef, Span, Spanned};
 use crate::diag::Diagnostic;
 use nom::Input as _;
 
@@ -443,7 +441,7 @@ fn field_test(i: In<'_>, f: Spanned<Field>) -> R<'_, Expr> {
     ))
 }
 
-fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
+fn value(i: In<'_>) -> R<'_, Spanned<Lit>> {
     match literal(i) {
         Ok(x) => return Ok(x),
         Err(nom::Err::Error(_)) => {}
@@ -454,7 +452,7 @@ fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
             return Ok((
                 rest,
                 Spanned {
-                    node: Literal::Str(w),
+                    node: Lit::Str(w),
                     span: wspan,
                 },
             ));
@@ -497,7 +495,7 @@ fn string_or_set(i: In<'_>) -> R<'_, SetRef> {
         Ok((rest, (s, sspan))) => Ok((
             rest,
             SetRef::Inline(vec![Spanned {
-                node: Literal::Str(s),
+                node: Lit::Str(s),
                 span: sspan,
             }]),
         )),
