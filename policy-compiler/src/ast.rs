@@ -8,7 +8,7 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
-pub use bundle::format::{CmpOp, Lit, Role, VType};
+pub use bundle::format::{CmpOp, FieldRef, Lit, Role, VType};
 /// A step in an argument path: `args.a.b[0]["odd key"]`.
 pub use bundle::verdict::PathSegment;
 
@@ -240,63 +240,6 @@ pub enum EffectSpec {
     Kill,
 }
 
-/// Something an expression can read from the action or the session.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Field {
-    /// `kind`: "mcp" | "http" (compare with bare `mcp` / `http` or strings).
-    Kind,
-    /// `operation`
-    Operation,
-    /// `tool`
-    Tool,
-    /// `resource`
-    Resource,
-    /// `prompt`
-    Prompt,
-    /// `target.host`
-    Host,
-    /// `target.port`
-    Port,
-    /// `target.path`
-    Path,
-    /// `target.query`
-    Query,
-    /// `target.scheme`
-    Scheme,
-    /// `target.server`
-    Server,
-    /// `identity.agent` / `identity.human` / `identity.workload`
-    Principal(Role),
-    /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
-    PrincipalAuth(Role),
-    /// `header.NAME` or `header["name"]` (first value; lowercase name)
-    Header(String),
-    /// `args.PATH`
-    Arg(Vec<PathSegment>),
-    /// `request.size`
-    RequestSize,
-    /// `risk.secrets` (bool)
-    RiskSecrets,
-    /// `risk.data_classes` (set; use with `contains`)
-    RiskDataClasses,
-    /// `session.id`
-    SessionId,
-    /// `trace.id`
-    TraceId,
-    /// `intent` (the session's pinned intent name, "" when none)
-    Intent,
-    /// `session.actions`
-    SessionActions,
-    /// `session.egress_bytes`
-    SessionEgressBytes,
-    /// `session.approvals`
-    SessionApprovals,
-    /// `session.elapsed` (milliseconds; compare with durations like `30m`)
-    SessionElapsed,
-    /// `session.drift`
-    SessionDrift,
-}
-
 /// What `session.count(...)` counts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CountSubject {
@@ -327,23 +270,23 @@ pub enum Expr {
     /// `not a`
     Not(Box<Expr>),
     /// `FIELD OP LITERAL` (strings compare by equality only; numbers by all six).
-    Cmp(Spanned<Field>, CmpOp, Spanned<Lit>),
+    Cmp(Spanned<FieldRef>, CmpOp, Spanned<Lit>),
     /// `FIELD in SET` (exact membership).
-    In(Spanned<Field>, SetRef),
+    In(Spanned<FieldRef>, SetRef),
     /// `FIELD glob "pat"` or `FIELD glob SET` (`*` any run, `?` one char; any pattern matches).
-    Glob(Spanned<Field>, SetRef),
+    Glob(Spanned<FieldRef>, SetRef),
     /// `FIELD prefix "p"` or `FIELD prefix SET` (starts with any).
-    Prefix(Spanned<Field>, SetRef),
+    Prefix(Spanned<FieldRef>, SetRef),
     /// `FIELD matches "regex"` (whole-value match, compiled to a DFA; size-limited).
-    Matches(Spanned<Field>, Spanned<String>),
+    Matches(Spanned<FieldRef>, Spanned<String>),
     /// `FIELD is TYPE` (argument type tests; `exists` is `FIELD is present`).
-    IsType(Spanned<Field>, VType),
+    IsType(Spanned<FieldRef>, VType),
     /// `FIELD present` (the field or argument exists and is not null).
-    Present(Spanned<Field>),
+    Present(Spanned<FieldRef>),
     /// `len(FIELD) OP N` (string length in characters, array length, object member count).
-    Len(Spanned<Field>, CmpOp, f64),
+    Len(Spanned<FieldRef>, CmpOp, f64),
     /// `risk.data_classes contains "pii"` / `FIELD contains "x"` for arrays of strings.
-    Contains(Spanned<Field>, Spanned<String>),
+    Contains(Spanned<FieldRef>, Spanned<String>),
     /// `class NAME` (the action is in that class)
     InClass(Spanned<String>),
     /// `session.tainted("name")`

@@ -13,7 +13,7 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Lit, ModSpec, PathSegment,
+    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, Item, Lit, ModSpec, PathSegment,
     Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
@@ -426,8 +426,8 @@ impl<'p> Checker<'p> {
                 }
                 if let Lit::Str(s) = &lit.node {
                     let allowed: Option<&[&str]> = match &f.node {
-                        Field::Kind => Some(&["mcp", "http"]),
-                        Field::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
+                        FieldRef::Kind => Some(&["mcp", "http"]),
+                        FieldRef::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
                         _ => None,
                     };
                     if let Some(allowed) = allowed
@@ -512,7 +512,7 @@ impl<'p> Checker<'p> {
             }
             Expr::IsType(f, _) => {
                 self.field(f);
-                if !matches!(f.node, Field::Arg(_)) {
+                if !matches!(f.node, FieldRef::Arg(_)) {
                     self.err(
                         f.span,
                         format!(
@@ -530,7 +530,7 @@ impl<'p> Checker<'p> {
             }
             Expr::Len(f, _, n) => {
                 self.field(f);
-                if !matches!(f.node, Field::Arg(_)) {
+                if !matches!(f.node, FieldRef::Arg(_)) {
                     self.err(
                         f.span,
                         format!(
@@ -545,7 +545,7 @@ impl<'p> Checker<'p> {
                         format!("`len(...)` is compared with a whole number, found `{n}`"),
                     );
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
                     && !matches!(t, VType::String | VType::Array | VType::Object)
                 {
@@ -575,7 +575,7 @@ impl<'p> Checker<'p> {
                         d.hint = Some("for a substring write `glob \"*text*\"`".to_owned());
                     }
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
                     && t != VType::Array
                 {
@@ -629,15 +629,15 @@ impl<'p> Checker<'p> {
         }
     }
 
-    fn field(&mut self, f: &Spanned<Field>) {
-        if let Field::Header(h) = &f.node {
+    fn field(&mut self, f: &Spanned<FieldRef>) {
+        if let FieldRef::Header(h) = &f.node {
             self.header_name(h, f.span);
         }
     }
 
-    fn field_type(&self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
+    fn field_type(&self, f: &Spanned<FieldRef>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
         match (&f.node, schema) {
-            (Field::Arg(path), Some(s)) => {
+            (FieldRef::Arg(path), Some(s)) => {
                 schema_type(s, path).and_then(vt_to_ty).unwrap_or(Ty::Any)
             }
             _ => field_ty(&f.node),
@@ -646,7 +646,7 @@ impl<'p> Checker<'p> {
 
     fn string_only(
         &mut self,
-        f: &Spanned<Field>,
+        f: &Spanned<FieldRef>,
         word: &str,
         schema: Option<&crate::ast::ToolSchemaDef>,
     ) {
@@ -666,12 +666,12 @@ impl<'p> Checker<'p> {
     /// Check an argument path used in a rule whose tool has a schema.
     fn arg_use(
         &mut self,
-        f: &Spanned<Field>,
+        f: &Spanned<FieldRef>,
         schema: Option<&crate::ast::ToolSchemaDef>,
         want: Option<Ty>,
         _op: Option<CmpOp>,
     ) {
-        if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
+        if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema) {
             // Scalar mismatches were reported through `field_type`; only unknown arguments and
             // array/object/null mismatches are left to report here.
             self.arg_against_schema(path, f.span, s, want, false);

@@ -11,7 +11,7 @@
 //! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Lit, ModSpec, Policy,
+    CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, IntentDef, Item, Lit, ModSpec, Policy,
     RuleDef, SetRef, Spanned,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
@@ -344,16 +344,16 @@ pub fn expr(e: &Expr) -> String {
     }
 }
 
-fn value(f: &Field, v: &Lit) -> String {
+fn value(f: &FieldRef, v: &Lit) -> String {
     match (f, v) {
-        (Field::Kind, Lit::Str(s)) if s == "mcp" || s == "http" => s.clone(),
-        (Field::PrincipalAuth(_), Lit::Str(s))
+        (FieldRef::Kind, Lit::Str(s)) if s == "mcp" || s == "http" => s.clone(),
+        (FieldRef::PrincipalAuth(_), Lit::Str(s))
             if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) =>
         {
             s.clone()
         }
-        (Field::SessionElapsed, Lit::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
-        (Field::RequestSize | Field::SessionEgressBytes, Lit::Num(n))
+        (FieldRef::SessionElapsed, Lit::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
+        (FieldRef::RequestSize | FieldRef::SessionEgressBytes, Lit::Num(n))
             if is_whole(*n)
                 && *n >= 1000.0
                 && ((*n as u64).is_multiple_of(1000) || (*n as u64).is_multiple_of(1024)) =>

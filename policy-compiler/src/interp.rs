@@ -7,7 +7,7 @@
 //! side (a rule stricter than ALLOW matches, an ALLOW rule does not; see "Type errors").
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Lit,
+    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, IntentDef, Item, Lit,
     ModSpec, PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
@@ -487,43 +487,43 @@ impl<'a> Ctx<'a> {
             .not()
     }
 
-    fn field(&self, f: &Field) -> Val<'a> {
+    fn field(&self, f: &FieldRef) -> Val<'a> {
         let a = self.action;
         let s = self.session;
         match f {
-            Field::Kind => Val::Str(a.kind.as_str()),
-            Field::Operation => Val::Str(&a.operation),
-            Field::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Kind => Val::Str(a.kind.as_str()),
+            FieldRef::Operation => Val::Str(&a.operation),
+            FieldRef::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
             // Target fields are always present ("" and 0 for an MCP action without them).
-            Field::Host => Val::Str(&a.target.host),
-            Field::Port => num(a.target.port),
-            Field::Path => Val::Str(&a.target.path),
-            Field::Query => Val::Str(&a.target.query),
-            Field::Scheme => Val::Str(&a.target.scheme),
-            Field::Server => Val::Str(&a.target.server),
-            Field::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
-            Field::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
-            Field::Arg(p) => lookup(self.args, p).map_or(Val::Absent, Val::Json),
-            Field::RequestSize => num(a.size as f64),
-            Field::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
-            Field::RiskDataClasses => Val::Owned(Json::Array(
+            FieldRef::Host => Val::Str(&a.target.host),
+            FieldRef::Port => num(a.target.port),
+            FieldRef::Path => Val::Str(&a.target.path),
+            FieldRef::Query => Val::Str(&a.target.query),
+            FieldRef::Scheme => Val::Str(&a.target.scheme),
+            FieldRef::Server => Val::Str(&a.target.server),
+            FieldRef::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
+            FieldRef::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
+            FieldRef::Arg(p) => lookup(self.args, p).map_or(Val::Absent, Val::Json),
+            FieldRef::RequestSize => num(a.size as f64),
+            FieldRef::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
+            FieldRef::RiskDataClasses => Val::Owned(Json::Array(
                 a.risk
                     .data_classes
                     .iter()
                     .map(|d| Json::String(d.clone()))
                     .collect(),
             )),
-            Field::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Intent => Val::Str(self.intent.map_or("", |d| d.name.node.as_str())),
-            Field::SessionActions => num(s.actions),
-            Field::SessionEgressBytes => num(s.egress_bytes as f64),
-            Field::SessionApprovals => num(s.approvals),
-            Field::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
-            Field::SessionDrift => num(s.drift),
+            FieldRef::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Intent => Val::Str(self.intent.map_or("", |d| d.name.node.as_str())),
+            FieldRef::SessionActions => num(s.actions),
+            FieldRef::SessionEgressBytes => num(s.egress_bytes as f64),
+            FieldRef::SessionApprovals => num(s.approvals),
+            FieldRef::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
+            FieldRef::SessionDrift => num(s.drift),
         }
     }
 
@@ -545,7 +545,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The field's value, `None` when it is absent or `null` (every test on it is false).
-    fn given(&self, f: &Field) -> Option<Json> {
+    fn given(&self, f: &FieldRef) -> Option<Json> {
         self.field(f).json().filter(|v| !v.is_null())
     }
 

@@ -19,7 +19,7 @@ use bundle::format::{
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, StepUp};
 
-use crate::ast::{self, Expr, Field, Item, SetRef, Span};
+use crate::ast::{self, Expr, Item, SetRef, Span};
 use crate::codegen::{CompileError, regex_dfa};
 
 /// Largest instruction index a jump can encode (`0xFFFE`/`0xFFFF` are ACCEPT/REJECT).
@@ -49,37 +49,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     CompileError {
         message: message.into(),
         span,
-    }
-}
-
-fn field(f: &Field) -> FieldRef {
-    match f {
-        Field::Kind => FieldRef::Kind,
-        Field::Operation => FieldRef::Operation,
-        Field::Tool => FieldRef::Tool,
-        Field::Resource => FieldRef::Resource,
-        Field::Prompt => FieldRef::Prompt,
-        Field::Host => FieldRef::Host,
-        Field::Port => FieldRef::Port,
-        Field::Path => FieldRef::Path,
-        Field::Query => FieldRef::Query,
-        Field::Scheme => FieldRef::Scheme,
-        Field::Server => FieldRef::Server,
-        Field::Principal(r) => FieldRef::Principal(*r),
-        Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(*r),
-        Field::Header(h) => FieldRef::Header(h.clone()),
-        Field::Arg(p) => FieldRef::Arg(p.clone()),
-        Field::RequestSize => FieldRef::RequestSize,
-        Field::RiskSecrets => FieldRef::RiskSecrets,
-        Field::RiskDataClasses => FieldRef::RiskDataClasses,
-        Field::SessionId => FieldRef::SessionId,
-        Field::TraceId => FieldRef::TraceId,
-        Field::Intent => FieldRef::Intent,
-        Field::SessionActions => FieldRef::SessionActions,
-        Field::SessionEgressBytes => FieldRef::SessionEgressBytes,
-        Field::SessionApprovals => FieldRef::SessionApprovals,
-        Field::SessionElapsed => FieldRef::SessionElapsed,
-        Field::SessionDrift => FieldRef::SessionDrift,
     }
 }
 
@@ -204,7 +173,7 @@ impl<'p> Lowerer<'p> {
 
     fn leaf(&mut self, e: &'p Expr, in_class: bool, span: Span) -> Result<Pred, CompileError> {
         Ok(match e {
-            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), *op, l.node.clone()),
+            Expr::Cmp(f, op, l) => Pred::Cmp(f.node.clone(), *op, l.node.clone()),
             Expr::In(f, s) => {
                 let vals = self.set_values(s)?;
                 let mut strs = Self::strings(&vals);
@@ -229,7 +198,7 @@ impl<'p> Lowerer<'p> {
                 bools.sort();
                 bools.dedup();
                 Pred::In(
-                    field(&f.node),
+                    f.node.clone(),
                     self.matcher(MatcherDef::Set { strs, nums, bools }),
                 )
             }
@@ -237,28 +206,28 @@ impl<'p> Lowerer<'p> {
                 let mut g = Self::strings(&self.set_values(s)?);
                 let mut seen = std::collections::HashSet::new();
                 g.retain(|x| seen.insert(x.clone()));
-                Pred::Glob(field(&f.node), self.matcher(MatcherDef::Globs(g)))
+                Pred::Glob(f.node.clone(), self.matcher(MatcherDef::Globs(g)))
             }
             Expr::Prefix(f, s) => {
                 let mut p = Self::strings(&self.set_values(s)?);
                 p.sort();
                 p.dedup();
-                Pred::Prefix(field(&f.node), self.matcher(MatcherDef::Prefixes(p)))
+                Pred::Prefix(f.node.clone(), self.matcher(MatcherDef::Prefixes(p)))
             }
             Expr::Matches(f, re) => {
                 let dfa = regex_dfa(&re.node).map_err(|m| err(re.span, m))?;
                 Pred::Matches(
-                    field(&f.node),
+                    f.node.clone(),
                     self.matcher(MatcherDef::Regex {
                         pattern: re.node.clone(),
                         dfa,
                     }),
                 )
             }
-            Expr::IsType(f, t) => Pred::Is(field(&f.node), *t),
-            Expr::Present(f) => Pred::Present(field(&f.node)),
-            Expr::Len(f, op, n) => Pred::Len(field(&f.node), *op, *n),
-            Expr::Contains(f, s) => Pred::Contains(field(&f.node), s.node.clone()),
+            Expr::IsType(f, t) => Pred::Is(f.node.clone(), *t),
+            Expr::Present(f) => Pred::Present(f.node.clone()),
+            Expr::Len(f, op, n) => Pred::Len(f.node.clone(), *op, *n),
+            Expr::Contains(f, s) => Pred::Contains(f.node.clone(), s.node.clone()),
             Expr::InClass(n) => {
                 let (i, _) = self
                     .classes
@@ -428,24 +397,26 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Lit>]>, out: &mut Pins) {
         Expr::Cmp(f, CmpOp::Eq, l) => {
             let Lit::Str(s) = &l.node else { return };
             match f.node {
-                Field::Kind if out.kind.is_none() => {
+                FieldRef::Kind if out.kind.is_none() => {
                     out.kind = match s.as_str() {
                         "mcp" => Some(Kind::Mcp),
                         "http" => Some(Kind::Http),
                         _ => None,
                     };
                 }
-                Field::Operation if out.operations.is_empty() => out.operations = vec![s.clone()],
-                Field::Tool if out.tools.is_empty() => out.tools = vec![s.clone()],
-                Field::Host if out.hosts.is_empty() => out.hosts = vec![s.clone()],
+                FieldRef::Operation if out.operations.is_empty() => {
+                    out.operations = vec![s.clone()]
+                }
+                FieldRef::Tool if out.tools.is_empty() => out.tools = vec![s.clone()],
+                FieldRef::Host if out.hosts.is_empty() => out.hosts = vec![s.clone()],
                 _ => {}
             }
         }
         Expr::In(f, set) => {
             let slot = match f.node {
-                Field::Operation => &mut out.operations,
-                Field::Tool => &mut out.tools,
-                Field::Host => &mut out.hosts,
+                FieldRef::Operation => &mut out.operations,
+                FieldRef::Tool => &mut out.tools,
+                FieldRef::Host => &mut out.hosts,
                 _ => return,
             };
             if slot.is_empty()

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, EffectSpec, Expr, Field, Item, Lit, Policy, SetRef, Span,
+    ClassDef, CmpOp, CountSubject, EffectSpec, Expr, FieldRef, Item, Lit, Policy, SetRef, Span,
     Spanned,
 };
 use bundle::verdict::RiskTier;
@@ -66,10 +66,10 @@ pub fn class(version: u16) -> Option<ClassDef> {
     let strings = |v: &[&str]| -> Vec<Spanned<Lit>> {
         v.iter().map(|s| sp(Lit::Str((*s).to_owned()))).collect()
     };
-    let operation = || sp(Field::Operation);
+    let operation = || sp(FieldRef::Operation);
     let when = Expr::And(
         Box::new(Expr::Cmp(
-            sp(Field::Kind),
+            sp(FieldRef::Kind),
             CmpOp::Eq,
             sp(Lit::Str("mcp".to_owned())),
         )),

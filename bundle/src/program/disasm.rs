@@ -161,19 +161,6 @@ fn code(o: &mut String, code: &[Instr]) {
 
 fn field(f: &FieldRef) -> String {
     match f {
-        FieldRef::Kind => "kind".into(),
-        FieldRef::Operation => "operation".into(),
-        FieldRef::Tool => "tool".into(),
-        FieldRef::Resource => "resource".into(),
-        FieldRef::Prompt => "prompt".into(),
-        FieldRef::Host => "target.host".into(),
-        FieldRef::Port => "target.port".into(),
-        FieldRef::Path => "target.path".into(),
-        FieldRef::Query => "target.query".into(),
-        FieldRef::Scheme => "target.scheme".into(),
-        FieldRef::Server => "target.server".into(),
-        FieldRef::Principal(r) => format!("identity.{}", r.name()),
-        FieldRef::PrincipalAuth(r) => format!("identity.{}_auth", r.name()),
         FieldRef::Header(h) => format!("header[{h:?}]"),
         FieldRef::Arg(p) => {
             let mut s = String::from("args");
@@ -189,17 +176,7 @@ fn field(f: &FieldRef) -> String {
             }
             s
         }
-        FieldRef::RequestSize => "request.size".into(),
-        FieldRef::RiskSecrets => "risk.secrets".into(),
-        FieldRef::RiskDataClasses => "risk.data_classes".into(),
-        FieldRef::SessionId => "session.id".into(),
-        FieldRef::TraceId => "trace.id".into(),
-        FieldRef::Intent => "intent".into(),
-        FieldRef::SessionActions => "session.actions".into(),
-        FieldRef::SessionEgressBytes => "session.egress_bytes".into(),
-        FieldRef::SessionApprovals => "session.approvals".into(),
-        FieldRef::SessionElapsed => "session.elapsed".into(),
-        FieldRef::SessionDrift => "session.drift".into(),
+        named => named.name().unwrap_or_default().to_owned(),
     }
 }
 

@@ -49,6 +49,28 @@ macro_rules! names {
             }
         }
     };
+    // An enum some of whose variants have no fixed name (they carry one: `header.NAME`).
+    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }
+        unnamed { $($u:ident $(($($up:tt)*))?),+ $(,)? }) => {
+        impl $ty {
+            /// Every value with a fixed name, in the order the language lists them.
+            pub const NAMED: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
+            /// How the policy language writes this value, when it has a fixed name.
+            pub fn name(&self) -> Option<&'static str> {
+                match self {
+                    $($ty::$v $(($($tp)*))? => Some($name),)+
+                    $($ty::$u $(($($up)*))? => None,)+
+                }
+            }
+            /// The value the policy language writes as `name` (fixed names only).
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some($ty::$v $(($($tp)*))?),)+
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
 /// A whole compiled policy: what the encoder writes and the decoder returns (after verification).
@@ -326,10 +348,10 @@ names! { Role {
     Workload = "workload",
 }}
 
-/// A field the condition reads.
+/// Something an expression can read from the action or the session.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FieldRef {
-    /// `kind`
+    /// `kind`: "mcp" | "http" (compare with bare `mcp` / `http` or strings).
     Kind,
     /// `operation`
     Operation,
@@ -351,25 +373,25 @@ pub enum FieldRef {
     Scheme,
     /// `target.server`
     Server,
-    /// `identity.<role>`
+    /// `identity.agent` / `identity.human` / `identity.workload`
     Principal(Role),
-    /// `identity.<role>_auth`
+    /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
     PrincipalAuth(Role),
-    /// `header.<name>`
+    /// `header.NAME` or `header["name"]` (first value; lowercase name)
     Header(String),
-    /// `args.<path>`
+    /// `args.PATH`
     Arg(Vec<PathSegment>),
     /// `request.size`
     RequestSize,
-    /// `risk.secrets`
+    /// `risk.secrets` (bool)
     RiskSecrets,
-    /// `risk.data_classes`
+    /// `risk.data_classes` (set; use with `contains`)
     RiskDataClasses,
     /// `session.id`
     SessionId,
     /// `trace.id`
     TraceId,
-    /// `intent`
+    /// `intent` (the session's pinned intent name, "" when none)
     Intent,
     /// `session.actions`
     SessionActions,
@@ -377,10 +399,79 @@ pub enum FieldRef {
     SessionEgressBytes,
     /// `session.approvals`
     SessionApprovals,
-    /// `session.elapsed`
+    /// `session.elapsed` (milliseconds; compare with durations like `30m`)
     SessionElapsed,
     /// `session.drift`
     SessionDrift,
+}
+
+names! { FieldRef {
+    Kind = "kind",
+    Operation = "operation",
+    Tool = "tool",
+    Resource = "resource",
+    Prompt = "prompt",
+    Host = "target.host",
+    Port = "target.port",
+    Path = "target.path",
+    Query = "target.query",
+    Scheme = "target.scheme",
+    Server = "target.server",
+    Principal(Role::Agent) = "identity.agent",
+    Principal(Role::Human) = "identity.human",
+    Principal(Role::Workload) = "identity.workload",
+    PrincipalAuth(Role::Agent) = "identity.agent_auth",
+    PrincipalAuth(Role::Human) = "identity.human_auth",
+    PrincipalAuth(Role::Workload) = "identity.workload_auth",
+    RequestSize = "request.size",
+    RiskSecrets = "risk.secrets",
+    RiskDataClasses = "risk.data_classes",
+    SessionId = "session.id",
+    TraceId = "trace.id",
+    Intent = "intent",
+    SessionActions = "session.actions",
+    SessionEgressBytes = "session.egress_bytes",
+    SessionApprovals = "session.approvals",
+    SessionElapsed = "session.elapsed",
+    SessionDrift = "session.drift",
+} unnamed {
+    Header(_),
+    Arg(_),
+}}
+
+impl FieldRef {
+    /// The JSON type the field reads as (`risk.data_classes` is an array of strings), or `None`
+    /// for an argument, which is whatever the action's JSON holds.
+    pub fn value_type(&self) -> Option<VType> {
+        match self {
+            FieldRef::Kind
+            | FieldRef::Operation
+            | FieldRef::Tool
+            | FieldRef::Resource
+            | FieldRef::Prompt
+            | FieldRef::Host
+            | FieldRef::Path
+            | FieldRef::Query
+            | FieldRef::Scheme
+            | FieldRef::Server
+            | FieldRef::Principal(_)
+            | FieldRef::PrincipalAuth(_)
+            | FieldRef::Header(_)
+            | FieldRef::SessionId
+            | FieldRef::TraceId
+            | FieldRef::Intent => Some(VType::String),
+            FieldRef::Port
+            | FieldRef::RequestSize
+            | FieldRef::SessionActions
+            | FieldRef::SessionEgressBytes
+            | FieldRef::SessionApprovals
+            | FieldRef::SessionElapsed
+            | FieldRef::SessionDrift => Some(VType::Number),
+            FieldRef::RiskSecrets => Some(VType::Bool),
+            FieldRef::RiskDataClasses => Some(VType::Array),
+            FieldRef::Arg(_) => None,
+        }
+    }
 }
 
 /// A predicate.
@@ -446,4 +537,29 @@ pub enum MatcherDef {
         /// `(?:pattern)\z`.
         dfa: Vec<u8>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each name reads back as the value that has it, and no two values share a name.
+    #[test]
+    fn names_round_trip() {
+        for f in FieldRef::NAMED {
+            let name = f.name().unwrap_or_default();
+            assert_eq!(FieldRef::from_name(name).as_ref(), Some(f), "{name}");
+        }
+        assert_eq!(FieldRef::NAMED.len(), 28);
+        assert_eq!(FieldRef::Header("x".into()).name(), None);
+        for op in CmpOp::ALL {
+            assert_eq!(CmpOp::from_name(op.name()), Some(*op));
+        }
+        for t in VType::ALL {
+            assert_eq!(VType::from_name(t.name()), Some(*t));
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::from_name(r.name()), Some(*r));
+        }
+    }
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::ast::{
-    ClassDef, CmpOp, DecisionSpec, Expr, Field, Item, Lit, Policy, RuleDef, SetRef, Span,
+    ClassDef, CmpOp, DecisionSpec, Expr, FieldRef, Item, Lit, Policy, RuleDef, SetRef, Span,
 };
 use crate::diag::Diagnostic;
 use bundle::protocol::ProtocolList;
@@ -72,15 +72,15 @@ struct Msg<'a> {
 }
 
 impl Msg<'_> {
-    fn field(&self, f: &Field) -> Known<'_> {
+    fn field(&self, f: &FieldRef) -> Known<'_> {
         let op = self.operation;
         let carries = |ops: &[&str]| op.is_none_or(|o| ops.contains(&o));
         match f {
-            Field::Kind => Known::Is("mcp"),
-            Field::Operation => op.map_or(Known::Unknown, Known::Is),
-            Field::Tool if op.is_some() => Known::Absent,
-            Field::Prompt if !carries(&["completion/complete"]) => Known::Absent,
-            Field::Resource
+            FieldRef::Kind => Known::Is("mcp"),
+            FieldRef::Operation => op.map_or(Known::Unknown, Known::Is),
+            FieldRef::Tool if op.is_some() => Known::Absent,
+            FieldRef::Prompt if !carries(&["completion/complete"]) => Known::Absent,
+            FieldRef::Resource
                 if !carries(&[
                     "resources/subscribe",
                     "resources/unsubscribe",
@@ -89,7 +89,7 @@ impl Msg<'_> {
             {
                 Known::Absent
             }
-            Field::Arg(_) if !carries(&["response", "completion/complete"]) => Known::Absent,
+            FieldRef::Arg(_) if !carries(&["response", "completion/complete"]) => Known::Absent,
             _ => Known::Unknown,
         }
     }
@@ -124,7 +124,7 @@ impl<'p> Eval<'p> {
             return Can::Maybe;
         }
         let d = depth.saturating_add(1);
-        let known = |f: &Field, test: &dyn Fn(&str) -> bool| match m.field(f) {
+        let known = |f: &FieldRef, test: &dyn Fn(&str) -> bool| match m.field(f) {
             Known::Is(v) => {
                 if test(v) {
                     Can::Always

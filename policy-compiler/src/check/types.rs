@@ -1,6 +1,6 @@
 //! Static types of fields and literals, and their names in messages.
 
-use crate::ast::{Field, Lit, VType};
+use crate::ast::{FieldRef, Lit, VType};
 
 /// The static type of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,19 +13,14 @@ pub(super) enum Ty {
     Any,
 }
 
-pub(super) fn field_ty(f: &Field) -> Ty {
-    match f {
-        Field::Port
-        | Field::RequestSize
-        | Field::SessionActions
-        | Field::SessionEgressBytes
-        | Field::SessionApprovals
-        | Field::SessionElapsed
-        | Field::SessionDrift => Ty::Num,
-        Field::RiskSecrets => Ty::Bool,
-        Field::RiskDataClasses => Ty::StrSet,
-        Field::Arg(_) => Ty::Any,
-        _ => Ty::Str,
+pub(super) fn field_ty(f: &FieldRef) -> Ty {
+    match f.value_type() {
+        Some(VType::String) => Ty::Str,
+        Some(VType::Number) => Ty::Num,
+        Some(VType::Bool) => Ty::Bool,
+        // `risk.data_classes`, the one array field, holds strings.
+        Some(VType::Array) => Ty::StrSet,
+        Some(VType::Object | VType::Null) | None => Ty::Any,
     }
 }
 
