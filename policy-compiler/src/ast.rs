@@ -8,7 +8,7 @@ use bundle::verdict::{Decision, Mode, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
-pub use bundle::format::{CmpOp, FieldRef, Lit, Role, VType};
+pub use bundle::format::{CmpOp, EffectDef, FieldRef, Lit, Role, VType};
 /// A step in an argument path: `args.a.b[0]["odd key"]`.
 pub use bundle::verdict::PathSegment;
 
@@ -184,7 +184,7 @@ pub struct RuleDef {
     /// What it decides.
     pub decision: DecisionSpec,
     /// Session effects applied when it matches (and is not in audit mode).
-    pub effects: Vec<Spanned<EffectSpec>>,
+    pub effects: Vec<Spanned<EffectDef>>,
     /// The whole definition.
     pub span: Span,
 }
@@ -223,21 +223,6 @@ pub enum ModSpec {
     SetHeader(String, String),
     /// `remove_tools ["glob", ...]`
     RemoveTools(Vec<String>),
-}
-
-/// One session effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EffectSpec {
-    /// `taint "name"`
-    Taint(String),
-    /// `revoke tool "name"` (or `revoke tool` alone: the matched action's tool).
-    RevokeTool(Option<String>),
-    /// `revoke class NAME`
-    RevokeClass(String),
-    /// `read_only`
-    ReadOnly,
-    /// `kill`
-    Kill,
 }
 
 /// What `session.count(...)` counts.

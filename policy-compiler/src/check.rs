@@ -13,7 +13,7 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, Item, Lit, ModSpec, PathSegment,
+    CmpOp, CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, Item, Lit, ModSpec, PathSegment,
     Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
@@ -327,7 +327,7 @@ impl<'p> Checker<'p> {
             }
         }
         for e in &r.effects {
-            if let EffectSpec::RevokeClass(c) = &e.node {
+            if let EffectDef::RevokeClass(c) = &e.node {
                 self.class_ref(
                     &Spanned {
                         node: c.clone(),

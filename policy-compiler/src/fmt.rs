@@ -11,7 +11,7 @@
 //! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, IntentDef, Item, Lit, ModSpec, Policy,
+    CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, IntentDef, Item, Lit, ModSpec, Policy,
     RuleDef, SetRef, Spanned,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
@@ -550,13 +550,13 @@ fn modification(m: &ModSpec) -> String {
     }
 }
 
-fn effect(e: &EffectSpec) -> String {
+fn effect(e: &EffectDef) -> String {
     match e {
-        EffectSpec::Taint(t) => format!("taint {}", quote(t)),
-        EffectSpec::RevokeTool(Some(t)) => format!("revoke tool {}", quote(t)),
-        EffectSpec::RevokeTool(None) => "revoke tool".to_owned(),
-        EffectSpec::RevokeClass(c) => format!("revoke class {c}"),
-        EffectSpec::ReadOnly => "read_only".to_owned(),
-        EffectSpec::Kill => "kill".to_owned(),
+        EffectDef::Taint(t) => format!("taint {}", quote(t)),
+        EffectDef::RevokeTool(Some(t)) => format!("revoke tool {}", quote(t)),
+        EffectDef::RevokeTool(None) => "revoke tool".to_owned(),
+        EffectDef::RevokeClass(c) => format!("revoke class {c}"),
+        EffectDef::ReadOnly => "read_only".to_owned(),
+        EffectDef::Kill => "kill".to_owned(),
     }
 }

@@ -7,7 +7,7 @@
 //! side (a rule stricter than ALLOW matches, an ALLOW rule does not; see "Type errors").
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, FieldRef, IntentDef, Item, Lit,
+    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, IntentDef, Item, Lit,
     ModSpec, PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
@@ -329,7 +329,7 @@ struct Match<'p> {
     mode: Mode,
     reason: Cow<'p, str>,
     spec: Option<&'p DecisionSpec>,
-    effects: &'p [crate::ast::Spanned<EffectSpec>],
+    effects: &'p [crate::ast::Spanned<EffectDef>],
 }
 
 impl<'p> Match<'p> {
@@ -398,14 +398,14 @@ pub(crate) fn modification(m: &ModSpec) -> Modification {
     }
 }
 
-fn effect(e: &EffectSpec, action: &Action) -> Effect {
+fn effect(e: &EffectDef, action: &Action) -> Effect {
     match e {
-        EffectSpec::Taint(t) => Effect::Taint(t.clone()),
-        EffectSpec::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
-        EffectSpec::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
-        EffectSpec::RevokeClass(c) => Effect::RevokeClass(c.clone()),
-        EffectSpec::ReadOnly => Effect::ReadOnly,
-        EffectSpec::Kill => Effect::Kill,
+        EffectDef::Taint(t) => Effect::Taint(t.clone()),
+        EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
+        EffectDef::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
+        EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
+        EffectDef::ReadOnly => Effect::ReadOnly,
+        EffectDef::Kill => Effect::Kill,
     }
 }
 

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use bundle::action::Kind;
 use bundle::format::{
-    ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit,
-    MatcherDef, Pins, Pred, Program, RuleDef, ToolDef,
+    ArgDef, ClassDef, CmpOp, DecisionDef, FieldRef, Instr, IntentDef, Jump, Lit, MatcherDef, Pins,
+    Pred, Program, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
 use bundle::verdict::{Defer, Modification, StepUp};
@@ -493,17 +493,7 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
                     name: r.name.node.clone(),
                     mode: r.mode.unwrap_or(policy.pack.mode),
                     decision: decision(&r.decision),
-                    effects: r
-                        .effects
-                        .iter()
-                        .map(|e| match &e.node {
-                            ast::EffectSpec::Taint(t) => EffectDef::Taint(t.clone()),
-                            ast::EffectSpec::RevokeTool(t) => EffectDef::RevokeTool(t.clone()),
-                            ast::EffectSpec::RevokeClass(c) => EffectDef::RevokeClass(c.clone()),
-                            ast::EffectSpec::ReadOnly => EffectDef::ReadOnly,
-                            ast::EffectSpec::Kill => EffectDef::Kill,
-                        })
-                        .collect(),
+                    effects: r.effects.iter().map(|e| e.node.clone()).collect(),
                     pins: p,
                     code,
                 });

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, EffectSpec, Expr, FieldRef, Item, Lit, Policy, SetRef, Span,
+    ClassDef, CmpOp, CountSubject, EffectDef, Expr, FieldRef, Item, Lit, Policy, SetRef, Span,
     Spanned,
 };
 use bundle::verdict::RiskTier;
@@ -36,7 +36,7 @@ pub fn used(p: &Policy) -> bool {
             names_class(&r.when)
                 || r.effects
                     .iter()
-                    .any(|e| matches!(&e.node, EffectSpec::RevokeClass(c) if c == CLASS_NAME))
+                    .any(|e| matches!(&e.node, EffectDef::RevokeClass(c) if c == CLASS_NAME))
         }
         Item::Intent(i) => i.classes.iter().any(|c| c.node == CLASS_NAME),
         Item::List(_) | Item::ToolSchema(_) => false,

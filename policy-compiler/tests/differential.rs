@@ -19,6 +19,7 @@ use bundle::action::{Action, AuthMethod, Kind};
 use bundle::session::{HistoryEntry, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Mode, RiskTier};
 use bundle::{Bundle, Trust};
+use policy::ast::EffectDef as EffectSpec;
 use policy::ast::FieldRef as Field;
 use policy::ast::Lit as Literal;
 use policy::ast::PathSegment as PathStep;

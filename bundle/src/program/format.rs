@@ -194,18 +194,19 @@ pub struct RuleDef {
     pub code: Vec<Instr>,
 }
 
-/// A session effect as written in the policy (`revoke tool` alone has no name).
+/// A session effect as written in the policy (`then ...`); the VM turns it into a
+/// [`crate::verdict::Effect`] (`revoke tool` alone names the matched action's tool).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EffectDef {
-    /// `taint "x"`.
+    /// `taint "name"`
     Taint(String),
-    /// `revoke tool ["x"]`.
+    /// `revoke tool "name"` (or `revoke tool` alone: the matched action's tool).
     RevokeTool(Option<String>),
-    /// `revoke class c`.
+    /// `revoke class NAME`
     RevokeClass(String),
-    /// `read_only`.
+    /// `read_only`
     ReadOnly,
-    /// `kill`.
+    /// `kill`
     Kill,
 }
 
