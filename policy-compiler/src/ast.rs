@@ -4,7 +4,7 @@
 //!
 //! The grammar is in `docs/policy-language.md` and at the top of `syntax.rs`.
 
-use bundle::verdict::{Decision, Mode, RiskTier};
+use bundle::verdict::{Decision, Mode, Modification, RiskTier};
 
 // The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
 // definition, read by the parser, checker, formatter, interpreter and code generator alike.
@@ -206,7 +206,8 @@ pub struct DecisionSpec {
     pub span: Span,
 }
 
-/// One rewrite of a MODIFY decision.
+/// One rewrite of a MODIFY decision, as the language writes it: the subset of
+/// [`Modification`] a policy can name, in the parser's terms (see [`ModSpec::to_modification`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModSpec {
     /// `redact args.PATH`
@@ -223,6 +224,31 @@ pub enum ModSpec {
     SetHeader(String, String),
     /// `remove_tools ["glob", ...]`
     RemoveTools(Vec<String>),
+}
+
+impl ModSpec {
+    /// The rewrite the VM and the interpreter apply (a [`Modification`]; the language writes all
+    /// of them but `coerce_arg`, which only the built-in `args:coerce` check emits).
+    pub fn to_modification(&self) -> Modification {
+        match self {
+            ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
+            ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
+            ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
+                path: p.clone(),
+                min: *lo,
+                max: *hi,
+            },
+            ModSpec::RedactSecrets => Modification::RedactSecrets,
+            ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
+            ModSpec::SetHeader(h, v) => Modification::SetHeader {
+                name: h.clone(),
+                value: v.clone(),
+            },
+            ModSpec::RemoveTools(p) => Modification::RemoveTools {
+                patterns: p.clone(),
+            },
+        }
+    }
 }
 
 /// What `session.count(...)` counts.

@@ -8,14 +8,12 @@
 
 use crate::ast::{
     ClassDef, CmpOp, CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, IntentDef, Item, Lit,
-    ModSpec, PathSegment, Policy, Role, RuleDef, SetRef, VType,
+    PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
 use bundle::session::{SessionState, SessionStatus, name_hash};
-use bundle::verdict::{
-    Decision, Defer, Effect, Mode, Modification, RiskTier, RuleMatch, StepUp, Verdict,
-};
+use bundle::verdict::{Decision, Defer, Effect, Mode, RiskTier, RuleMatch, StepUp, Verdict};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -202,7 +200,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         enforced()
             .filter(|m| m.decision == Decision::Modify)
             .filter_map(|m| m.spec)
-            .flat_map(|s| s.modifications.iter().map(|x| modification(&x.node)))
+            .flat_map(|s| s.modifications.iter().map(|x| x.node.to_modification()))
             .collect()
     } else {
         Vec::new()
@@ -373,28 +371,6 @@ impl<'p> Match<'p> {
             mode: self.mode,
             reason: self.reason.to_string(),
         }
-    }
-}
-
-/// The verdict form of a modification.
-pub(crate) fn modification(m: &ModSpec) -> Modification {
-    match m {
-        ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
-        ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
-        ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
-            path: p.clone(),
-            min: *lo,
-            max: *hi,
-        },
-        ModSpec::RedactSecrets => Modification::RedactSecrets,
-        ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
-        ModSpec::SetHeader(h, v) => Modification::SetHeader {
-            name: h.clone(),
-            value: v.clone(),
-        },
-        ModSpec::RemoveTools(p) => Modification::RemoveTools {
-            patterns: p.clone(),
-        },
     }
 }
 

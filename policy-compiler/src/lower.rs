@@ -17,7 +17,7 @@ use bundle::format::{
     Pred, Program, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
-use bundle::verdict::{Defer, Modification, StepUp};
+use bundle::verdict::{Defer, StepUp};
 
 use crate::ast::{self, Expr, Item, SetRef, Span};
 use crate::codegen::{CompileError, regex_dfa};
@@ -60,24 +60,7 @@ pub(crate) fn decision(d: &ast::DecisionSpec) -> DecisionDef {
         modifications: d
             .modifications
             .iter()
-            .map(|m| match &m.node {
-                ast::ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
-                ast::ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
-                ast::ModSpec::Clamp(p, min, max) => Modification::ClampArg {
-                    path: p.clone(),
-                    min: *min,
-                    max: *max,
-                },
-                ast::ModSpec::RedactSecrets => Modification::RedactSecrets,
-                ast::ModSpec::StripHeader(n) => Modification::StripHeader { name: n.clone() },
-                ast::ModSpec::SetHeader(n, v) => Modification::SetHeader {
-                    name: n.clone(),
-                    value: v.clone(),
-                },
-                ast::ModSpec::RemoveTools(p) => Modification::RemoveTools {
-                    patterns: p.clone(),
-                },
-            })
+            .map(|m| m.node.to_modification())
             .collect(),
         step_up: d.step_up.as_ref().map(|(group, timeout_s)| StepUp {
             group: group.clone(),
