@@ -208,7 +208,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     let mut effects: Vec<Effect> = Vec::new();
     for m in enforced() {
         for e in m.effects {
-            let e = effect(&e.node, action);
+            let e = e.node.effect(action);
             if !effects.contains(&e) {
                 effects.push(e);
             }
@@ -371,17 +371,6 @@ impl<'p> Match<'p> {
             mode: self.mode,
             reason: self.reason.to_string(),
         }
-    }
-}
-
-fn effect(e: &EffectDef, action: &Action) -> Effect {
-    match e {
-        EffectDef::Taint(t) => Effect::Taint(t.clone()),
-        EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
-        EffectDef::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
-        EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
-        EffectDef::ReadOnly => Effect::ReadOnly,
-        EffectDef::Kill => Effect::Kill,
     }
 }
 

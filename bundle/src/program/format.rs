@@ -12,8 +12,8 @@
 //! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules, and (from
 //! version 2) tool argument declarations.
 
-use crate::action::Kind;
-use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
+use crate::action::{Action, Kind};
+use crate::verdict::{Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, StepUp};
 
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
@@ -28,18 +28,14 @@ pub const SIGNATURE_DOMAIN: &[u8] = b"portcullis/bundle/v1\0";
 pub const HEADER_LEN: usize = 40;
 
 /// `names! { Type { Variant = "name", ... } }`: the policy language's name of each variant, from
-/// one line per variant: `ALL` (every variant, in this order), `name()` and `from_name()`.
+/// one line per variant: `ALL` (every variant, in this order), `name()` and `from_name()`. With
+/// `unnamed { Variant(_), ... }` (variants that carry their name), the list is `NAMED` and
+/// `name()` returns an `Option`.
 macro_rules! names {
-    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }) => {
+    (@list $ty:ident $list:ident $doc:literal { $($v:ident $(($($tp:tt)*))? = $name:literal),+ }) => {
         impl $ty {
-            /// Every value, in the order the language lists them.
-            pub const ALL: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
-            /// How the policy language writes this value.
-            pub fn name(&self) -> &'static str {
-                match self {
-                    $($ty::$v $(($($tp)*))? => $name,)+
-                }
-            }
+            #[doc = $doc]
+            pub const $list: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
             /// The value the policy language writes as `name`.
             pub fn from_name(name: &str) -> Option<Self> {
                 match name {
@@ -49,24 +45,28 @@ macro_rules! names {
             }
         }
     };
-    // An enum some of whose variants have no fixed name (they carry one: `header.NAME`).
+    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }) => {
+        names!(@list $ty ALL "Every value, in the order the language lists them."
+            { $($v $(($($tp)*))? = $name),+ });
+        impl $ty {
+            /// How the policy language writes this value.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($ty::$v $(($($tp)*))? => $name,)+
+                }
+            }
+        }
+    };
     ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }
         unnamed { $($u:ident $(($($up:tt)*))?),+ $(,)? }) => {
+        names!(@list $ty NAMED "Every value with a fixed name, in the order the language lists them."
+            { $($v $(($($tp)*))? = $name),+ });
         impl $ty {
-            /// Every value with a fixed name, in the order the language lists them.
-            pub const NAMED: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
             /// How the policy language writes this value, when it has a fixed name.
             pub fn name(&self) -> Option<&'static str> {
                 match self {
                     $($ty::$v $(($($tp)*))? => Some($name),)+
                     $($ty::$u $(($($up)*))? => None,)+
-                }
-            }
-            /// The value the policy language writes as `name` (fixed names only).
-            pub fn from_name(name: &str) -> Option<Self> {
-                match name {
-                    $($name => Some($ty::$v $(($($tp)*))?),)+
-                    _ => None,
                 }
             }
         }
@@ -208,6 +208,20 @@ pub enum EffectDef {
     ReadOnly,
     /// `kill`
     Kill,
+}
+
+impl EffectDef {
+    /// The change to the session this effect makes when its rule matches `action`.
+    pub fn effect(&self, action: &Action) -> Effect {
+        match self {
+            EffectDef::Taint(t) => Effect::Taint(t.clone()),
+            EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
+            EffectDef::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
+            EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
+            EffectDef::ReadOnly => Effect::ReadOnly,
+            EffectDef::Kill => Effect::Kill,
+        }
+    }
 }
 
 /// Values a rule's condition requires (each is a conjunct of the top-level `and` chain), used

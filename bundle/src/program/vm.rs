@@ -682,14 +682,7 @@ impl Bundle {
         let mut effects: Vec<Effect> = Vec::new();
         for h in hits.iter().filter(|h| h.mode == Mode::Enforce) {
             for e in h.effects {
-                let e = match e {
-                    EffectDef::Taint(t) => Effect::Taint(t.clone()),
-                    EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
-                    EffectDef::RevokeTool(None) => Effect::RevokeTool(a.subject().to_owned()),
-                    EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
-                    EffectDef::ReadOnly => Effect::ReadOnly,
-                    EffectDef::Kill => Effect::Kill,
-                };
+                let e = e.effect(a);
                 if !effects.contains(&e) {
                     effects.push(e);
                 }
