@@ -3,11 +3,16 @@
 //! (`lower` / `codegen`). Every node that a diagnostic can point at carries a [`Span`].
 //!
 //! The grammar is in `docs/policy-language.md` and at the top of `syntax.rs`.
+//!
+//! The leaves of the tree (fields, roles, operators, literals, value types, argument paths,
+//! session effects) are the bundle's own types, re-exported here: one definition, with its source
+//! name, read by the parser, checker, formatter, interpreter and code generator alike, so lowering
+//! copies them as they are. The AST adds only what the bundle has no use for: spans
+//! ([`Spanned`]), unresolved names (classes, lists) and [`ModSpec`], the modifications a policy
+//! can write.
 
 use bundle::verdict::{Decision, Mode, Modification, RiskTier};
 
-// The leaf vocabulary (fields, operators, literals, types, paths, effects) is the bundle's: one
-// definition, read by the parser, checker, formatter, interpreter and code generator alike.
 pub use bundle::format::{CmpOp, EffectDef, FieldRef, Lit, Role, VType};
 /// A step in an argument path: `args.a.b[0]["odd key"]`.
 pub use bundle::verdict::PathSegment;
