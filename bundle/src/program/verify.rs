@@ -230,6 +230,9 @@ impl<'a> Reader<'a> {
             None
         })
     }
+    // Cold: kept out of line, so each of the wire tables' readers does not carry its own copy of
+    // the error formatting (that alone was 1.8 KB of the filter's .wasm).
+    #[cold]
     fn bad(&self, what: &str, tag: u8) -> LoadError {
         LoadError::invalid(format!("{}: unknown {what} tag {tag}", self.section))
     }
