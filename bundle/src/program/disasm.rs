@@ -126,7 +126,8 @@ fn decision(d: &DecisionDef) -> String {
     s
 }
 
-fn effect(e: &EffectDef) -> String {
+/// How the disassembler and `policyc inspect` write a rule's effect (`taint "secret"`).
+pub fn effect(e: &EffectDef) -> String {
     match e {
         EffectDef::Taint(t) => format!("taint {t:?}"),
         EffectDef::RevokeTool(Some(t)) => format!("revoke tool {t:?}"),
