@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde_json::{Value, json};
 
-use crate::canonical;
+use crate::evidence::canonical;
 
 /// Domain separator of approval signatures.
 pub const APPROVAL_DOMAIN: &[u8] = b"portcullis/approval/v1\0";
@@ -111,7 +111,7 @@ pub fn mint(
         "v": 1,
         "digest": hex::encode(digest),
         "group": group,
-        "kid": crate::keys::key_id(&key.verifying_key()),
+        "kid": crate::evidence::keys::key_id(&key.verifying_key()),
         "iat": issued_s,
         "exp": issued_s.saturating_add(u64::from(ttl_s)),
         "nonce": hex::encode(nonce),
@@ -206,7 +206,7 @@ pub fn verify(
     let c = claims(&payload)?;
     let candidates: Vec<&(String, VerifyingKey)> = approvers
         .iter()
-        .filter(|(_, k)| crate::keys::key_id(k) == c.kid)
+        .filter(|(_, k)| crate::evidence::keys::key_id(k) == c.kid)
         .collect();
     let (_, key) = candidates.first().ok_or(ApprovalError::UnknownApprover)?;
     let sig = ed25519_dalek::Signature::from_bytes(&sig_bytes);
@@ -241,7 +241,7 @@ pub fn verify(
 )]
 mod tests {
     use super::*;
-    use crate::keys::signing_key_from_seed;
+    use crate::evidence::keys::signing_key_from_seed;
 
     const NOW: u64 = 1_763_700_000;
 
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(a.token_id, "09".repeat(16));
         assert_eq!(a.nonce, [9; 16]);
         assert_eq!(a.group, "release");
-        assert_eq!(a.key_id, crate::keys::key_id(&sk.verifying_key()));
+        assert_eq!(a.key_id, crate::evidence::keys::key_id(&sk.verifying_key()));
         assert_eq!(a.expires_s, NOW + 900);
         assert_eq!(a.issued_s, NOW);
     }

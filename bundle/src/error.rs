@@ -16,7 +16,7 @@ pub enum LoadError {
     /// The bundle was written in a format version this build cannot read.
     #[error(
         "bundle format version {found} is not supported (this build reads versions {} to {supported}); rebuild the bundle with a matching policyc",
-        crate::format::MIN_FORMAT_VERSION
+        crate::program::format::MIN_FORMAT_VERSION
     )]
     UnsupportedVersion {
         /// The version in the header.

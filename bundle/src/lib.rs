@@ -4,37 +4,34 @@
 //! - [`action`]: the normalized action the policy reads (one vocabulary for MCP and HTTP);
 //! - [`session`]: the per-session state the policy reads and the filter stores;
 //! - [`verdict`]: what an evaluation returns (decision, matched rules, modifications, effects);
-//! - the bundle file format, its verifier and the VM that evaluates it;
-//! - receipts and approval tokens, which the filter writes and `policyc` verifies or mints.
+//! - `program/`: the bundle file format, its wire tags, encoder, verifier, loader and the VM that
+//!   evaluates it (re-exported here as [`format`](mod@format), [`disasm`], [`builtin`], [`matchers`],
+//!   [`protocol`], [`sign`](mod@sign), [`encode()`], [`Bundle`]);
+//! - `evidence/`: receipts and the canonical form and keys they are signed with, which the filter
+//!   writes and a SOC verifies ([`receipt`], [`canonical`], [`keys`]);
+//! - [`approval`]: approval tokens, which `policyc` mints and the filter verifies;
+//! - [`session`] and its record codec ([`session_codec`]);
+//! - [`limits`]: every limit the decoder and the VM enforce.
 //!
 //! Every decoder here treats its input as hostile: it never panics, and it reports a typed error.
 
 pub mod action;
 pub mod approval;
-mod argtypes;
-pub mod canonical;
-pub mod keys;
-pub mod receipt;
+pub mod error;
+mod evidence;
+pub mod limits;
+mod program;
 pub mod session;
-pub mod session_codec;
 pub mod verdict;
 
-pub mod builtin;
-pub mod disasm;
-mod encode;
-pub mod error;
-pub mod format;
-mod index;
-pub mod limits;
-mod load;
-pub mod matchers;
-pub mod protocol;
-pub mod sign;
-mod verify;
-mod vm;
+// The module paths other crates use (`bundle::format`, `bundle::receipt`, ...) stay where they
+// were before the folders; each names the one module that does the job.
+pub use evidence::{canonical, keys, receipt};
+pub use program::{builtin, disasm, format, matchers, protocol, sign};
+pub use session::codec as session_codec;
 
-pub use encode::encode;
 pub use error::LoadError;
 pub use limits::Limits;
-pub use load::{Bundle, BundleInfo, Trust};
-pub use sign::sign;
+pub use program::encode::encode;
+pub use program::load::{Bundle, BundleInfo, Trust};
+pub use program::sign::sign;

@@ -4,6 +4,11 @@
 //! `max_steps` is denied (fail closed) with the built-in rule `vm:step_limit`. Each limit has a
 //! test that trips it (`bundle/src/limits.rs` tests and `bundle/tests/limits.rs`).
 
+/// Most classes any bundle may have, whatever [`Limits::max_classes`] says: the VM keeps an
+/// evaluation's class set in a fixed bitset of this many bits, so a bundle with more is refused at
+/// load ([`crate::LoadError::TooLarge`]).
+pub(crate) const MAX_CLASSES: u64 = 1024;
+
 /// Limits applied while decoding a bundle and while evaluating it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {

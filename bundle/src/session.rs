@@ -8,6 +8,8 @@
 //! `session.seen` and `session.count` look only at that window. Facts that must last for the whole
 //! session are taints (`then taint "secret"`), which never expire.
 
+pub mod codec;
+
 use sha2::{Digest, Sha256};
 
 /// A 64-bit digest of a name (tool, class, taint). See [`name_hash`].

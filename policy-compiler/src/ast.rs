@@ -3,8 +3,19 @@
 //! (`lower` / `codegen`). Every node that a diagnostic can point at carries a [`Span`].
 //!
 //! The grammar is in `docs/policy-language.md` and at the top of `syntax.rs`.
+//!
+//! The leaves of the tree (fields, roles, operators, literals, value types, argument paths,
+//! session effects) are the bundle's own types, re-exported here: one definition, with its source
+//! name, read by the parser, checker, formatter, interpreter and code generator alike, so lowering
+//! copies them as they are. The AST adds only what the bundle has no use for: spans
+//! ([`Spanned`]), unresolved names (classes, lists) and [`ModSpec`], the modifications a policy
+//! can write.
 
-use bundle::verdict::{Decision, Mode, RiskTier};
+use bundle::verdict::{Decision, Mode, Modification, RiskTier};
+
+pub use bundle::format::{CmpOp, EffectDef, FieldRef, Lit, Role, VType};
+/// A step in an argument path: `args.a.b[0]["odd key"]`.
+pub use bundle::verdict::PathSegment;
 
 /// A byte range in one source file, with the 1-based line and column of its start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,7 +89,7 @@ pub struct ListDef {
     /// Its name.
     pub name: Spanned<String>,
     /// Its elements.
-    pub values: Vec<Spanned<Literal>>,
+    pub values: Vec<Spanned<Lit>>,
     /// The whole definition.
     pub span: Span,
 }
@@ -154,7 +165,7 @@ pub struct ArgDecl {
     /// The argument path as object keys (`args.a["b c"]` is `["a", "b c"]`).
     pub path: Spanned<Vec<String>>,
     /// The declared type.
-    pub ty: ValueType,
+    pub ty: VType,
     /// `coerce` written after this argument's type.
     pub coerce: bool,
 }
@@ -164,23 +175,6 @@ impl ToolSchemaDef {
     pub fn coerces(&self, arg: &ArgDecl) -> bool {
         self.coerce || arg.coerce
     }
-}
-
-/// JSON value types the language can test and schemas can declare.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ValueType {
-    /// JSON string.
-    String,
-    /// JSON number.
-    Number,
-    /// JSON true/false.
-    Bool,
-    /// JSON array.
-    Array,
-    /// JSON object.
-    Object,
-    /// JSON null.
-    Null,
 }
 
 /// A rule.
@@ -195,7 +189,7 @@ pub struct RuleDef {
     /// What it decides.
     pub decision: DecisionSpec,
     /// Session effects applied when it matches (and is not in audit mode).
-    pub effects: Vec<Spanned<EffectSpec>>,
+    pub effects: Vec<Spanned<EffectDef>>,
     /// The whole definition.
     pub span: Span,
 }
@@ -217,15 +211,16 @@ pub struct DecisionSpec {
     pub span: Span,
 }
 
-/// One rewrite of a MODIFY decision.
+/// One rewrite of a MODIFY decision, as the language writes it: the subset of
+/// [`Modification`] a policy can name, in the parser's terms (see [`ModSpec::to_modification`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModSpec {
     /// `redact args.PATH`
-    Redact(Vec<PathStep>),
+    Redact(Vec<PathSegment>),
     /// `drop args.PATH`
-    Drop(Vec<PathStep>),
+    Drop(Vec<PathSegment>),
     /// `clamp args.PATH MIN..MAX`
-    Clamp(Vec<PathStep>, f64, f64),
+    Clamp(Vec<PathSegment>, f64, f64),
     /// `redact_secrets`
     RedactSecrets,
     /// `strip_header "name"`
@@ -236,124 +231,29 @@ pub enum ModSpec {
     RemoveTools(Vec<String>),
 }
 
-/// One session effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EffectSpec {
-    /// `taint "name"`
-    Taint(String),
-    /// `revoke tool "name"` (or `revoke tool` alone: the matched action's tool).
-    RevokeTool(Option<String>),
-    /// `revoke class NAME`
-    RevokeClass(String),
-    /// `read_only`
-    ReadOnly,
-    /// `kill`
-    Kill,
-}
-
-/// A step in an argument path: `args.a.b[0]["odd key"]`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum PathStep {
-    /// Object member.
-    Key(String),
-    /// Array element.
-    Index(u32),
-}
-
-/// A literal value.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Literal {
-    /// `"text"`
-    Str(String),
-    /// `42`, `-1.5`, `10MB` (bytes), `30s` (milliseconds)
-    Num(f64),
-    /// `true` / `false`
-    Bool(bool),
-}
-
-/// Something an expression can read from the action or the session.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Field {
-    /// `kind`: "mcp" | "http" (compare with bare `mcp` / `http` or strings).
-    Kind,
-    /// `operation`
-    Operation,
-    /// `tool`
-    Tool,
-    /// `resource`
-    Resource,
-    /// `prompt`
-    Prompt,
-    /// `target.host`
-    Host,
-    /// `target.port`
-    Port,
-    /// `target.path`
-    Path,
-    /// `target.query`
-    Query,
-    /// `target.scheme`
-    Scheme,
-    /// `target.server`
-    Server,
-    /// `identity.agent` / `identity.human` / `identity.workload`
-    Principal(PrincipalRole),
-    /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
-    PrincipalAuth(PrincipalRole),
-    /// `header.NAME` or `header["name"]` (first value; lowercase name)
-    Header(String),
-    /// `args.PATH`
-    Arg(Vec<PathStep>),
-    /// `request.size`
-    RequestSize,
-    /// `risk.secrets` (bool)
-    RiskSecrets,
-    /// `risk.data_classes` (set; use with `contains`)
-    RiskDataClasses,
-    /// `session.id`
-    SessionId,
-    /// `trace.id`
-    TraceId,
-    /// `intent` (the session's pinned intent name, "" when none)
-    Intent,
-    /// `session.actions`
-    SessionActions,
-    /// `session.egress_bytes`
-    SessionEgressBytes,
-    /// `session.approvals`
-    SessionApprovals,
-    /// `session.elapsed` (milliseconds; compare with durations like `30m`)
-    SessionElapsed,
-    /// `session.drift`
-    SessionDrift,
-}
-
-/// Which principal of the identity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PrincipalRole {
-    /// The agent.
-    Agent,
-    /// The human.
-    Human,
-    /// The workload.
-    Workload,
-}
-
-/// Comparison operators.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CmpOp {
-    /// `==`
-    Eq,
-    /// `!=`
-    Ne,
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
+impl ModSpec {
+    /// The rewrite the VM and the interpreter apply (a [`Modification`]; the language writes all
+    /// of them but `coerce_arg`, which only the built-in `args:coerce` check emits).
+    pub fn to_modification(&self) -> Modification {
+        match self {
+            ModSpec::Redact(p) => Modification::RedactArg { path: p.clone() },
+            ModSpec::Drop(p) => Modification::DropArg { path: p.clone() },
+            ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
+                path: p.clone(),
+                min: *lo,
+                max: *hi,
+            },
+            ModSpec::RedactSecrets => Modification::RedactSecrets,
+            ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
+            ModSpec::SetHeader(h, v) => Modification::SetHeader {
+                name: h.clone(),
+                value: v.clone(),
+            },
+            ModSpec::RemoveTools(p) => Modification::RemoveTools {
+                patterns: p.clone(),
+            },
+        }
+    }
 }
 
 /// What `session.count(...)` counts.
@@ -369,7 +269,7 @@ pub enum CountSubject {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SetRef {
     /// Inline elements.
-    Inline(Vec<Spanned<Literal>>),
+    Inline(Vec<Spanned<Lit>>),
     /// `NAME` of a `let` list.
     Named(Spanned<String>),
 }
@@ -386,23 +286,23 @@ pub enum Expr {
     /// `not a`
     Not(Box<Expr>),
     /// `FIELD OP LITERAL` (strings compare by equality only; numbers by all six).
-    Cmp(Spanned<Field>, CmpOp, Spanned<Literal>),
+    Cmp(Spanned<FieldRef>, CmpOp, Spanned<Lit>),
     /// `FIELD in SET` (exact membership).
-    In(Spanned<Field>, SetRef),
+    In(Spanned<FieldRef>, SetRef),
     /// `FIELD glob "pat"` or `FIELD glob SET` (`*` any run, `?` one char; any pattern matches).
-    Glob(Spanned<Field>, SetRef),
+    Glob(Spanned<FieldRef>, SetRef),
     /// `FIELD prefix "p"` or `FIELD prefix SET` (starts with any).
-    Prefix(Spanned<Field>, SetRef),
+    Prefix(Spanned<FieldRef>, SetRef),
     /// `FIELD matches "regex"` (whole-value match, compiled to a DFA; size-limited).
-    Matches(Spanned<Field>, Spanned<String>),
+    Matches(Spanned<FieldRef>, Spanned<String>),
     /// `FIELD is TYPE` (argument type tests; `exists` is `FIELD is present`).
-    IsType(Spanned<Field>, ValueType),
+    IsType(Spanned<FieldRef>, VType),
     /// `FIELD present` (the field or argument exists and is not null).
-    Present(Spanned<Field>),
+    Present(Spanned<FieldRef>),
     /// `len(FIELD) OP N` (string length in characters, array length, object member count).
-    Len(Spanned<Field>, CmpOp, f64),
+    Len(Spanned<FieldRef>, CmpOp, f64),
     /// `risk.data_classes contains "pii"` / `FIELD contains "x"` for arrays of strings.
-    Contains(Spanned<Field>, Spanned<String>),
+    Contains(Spanned<FieldRef>, Spanned<String>),
     /// `class NAME` (the action is in that class)
     InClass(Spanned<String>),
     /// `session.tainted("name")`

@@ -13,8 +13,8 @@
 //! condition is the same or weaker (it can never decide).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, Item, Literal, ModSpec, PathStep,
-    Policy, RuleDef, SetRef, Span, Spanned, ValueType,
+    CmpOp, CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, Item, Lit, ModSpec, PathSegment,
+    Policy, RuleDef, SetRef, Span, Spanned, VType,
 };
 use crate::diag::{Diagnostic, suggest};
 use crate::syntax::expr::{arg_path_text, field_name};
@@ -25,7 +25,7 @@ mod protocol;
 mod schema;
 mod types;
 
-use types::{Ty, field_ty, lit_ty, op_text, ty_word, vt_to_ty, vt_word};
+use types::{Ty, field_ty, lit_ty, ty_word, vt_to_ty};
 
 pub(crate) use lint::pinned_tool;
 use schema::{SchemaHit, schema_lookup, schema_path_text, schema_type};
@@ -203,20 +203,20 @@ impl<'p> Checker<'p> {
             if !seen.insert(&a.path.node) {
                 self.err(a.path.span, format!("argument `{text}` is declared twice"));
             }
-            if a.coerce && matches!(a.ty, ValueType::Array | ValueType::Object | ValueType::Null) {
+            if a.coerce && matches!(a.ty, VType::Array | VType::Object | VType::Null) {
                 self.err(
                     a.path.span,
                     format!(
                         "`coerce` converts to a string, a number or a bool, and `{text}` is declared `{}`",
-                        vt_word(a.ty)
+                        a.ty.name()
                     ),
                 )
-                .hint = Some(format!("remove `coerce` after `{}`", vt_word(a.ty)));
+                .hint = Some(format!("remove `coerce` after `{}`", a.ty.name()));
             }
             let parent = t.args.iter().find(|p| {
                 p.path.node.len() < a.path.node.len()
                     && a.path.node.starts_with(&p.path.node)
-                    && p.ty != ValueType::Object
+                    && p.ty != VType::Object
             });
             if let Some(p) = parent {
                 self.err(
@@ -224,7 +224,7 @@ impl<'p> Checker<'p> {
                     format!(
                         "`{text}` is declared inside `{}`, which is declared `{}`",
                         schema_path_text(&p.path.node),
-                        vt_word(p.ty)
+                        p.ty.name()
                     ),
                 )
                 .hint = Some("only an `object` has members to declare".to_owned());
@@ -327,7 +327,7 @@ impl<'p> Checker<'p> {
             }
         }
         for e in &r.effects {
-            if let EffectSpec::RevokeClass(c) = &e.node {
+            if let EffectDef::RevokeClass(c) = &e.node {
                 self.class_ref(
                     &Spanned {
                         node: c.clone(),
@@ -339,7 +339,7 @@ impl<'p> Checker<'p> {
         }
     }
 
-    fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Literal>>> {
+    fn set_literals(&self, s: &'p SetRef) -> Option<Vec<&'p Spanned<Lit>>> {
         match s {
             SetRef::Inline(v) => Some(v.iter().collect()),
             SetRef::Named(n) => self
@@ -420,14 +420,14 @@ impl<'p> Checker<'p> {
                             "`{}` is {} and cannot be compared with `{}`",
                             crate::fmt::literal(&lit.node),
                             ty_word(lt),
-                            op_text(*op)
+                            op.name()
                         ),
                     );
                 }
-                if let Literal::Str(s) = &lit.node {
+                if let Lit::Str(s) = &lit.node {
                     let allowed: Option<&[&str]> = match &f.node {
-                        Field::Kind => Some(&["mcp", "http"]),
-                        Field::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
+                        FieldRef::Kind => Some(&["mcp", "http"]),
+                        FieldRef::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
                         _ => None,
                     };
                     if let Some(allowed) = allowed
@@ -491,7 +491,7 @@ impl<'p> Checker<'p> {
                 self.string_only(f, word, schema);
                 if let Some(values) = self.set_literals(s) {
                     for v in values {
-                        if !matches!(v.node, Literal::Str(_)) {
+                        if !matches!(v.node, Lit::Str(_)) {
                             self.err(
                                 v.span,
                                 format!(
@@ -512,7 +512,7 @@ impl<'p> Checker<'p> {
             }
             Expr::IsType(f, _) => {
                 self.field(f);
-                if !matches!(f.node, Field::Arg(_)) {
+                if !matches!(f.node, FieldRef::Arg(_)) {
                     self.err(
                         f.span,
                         format!(
@@ -530,7 +530,7 @@ impl<'p> Checker<'p> {
             }
             Expr::Len(f, _, n) => {
                 self.field(f);
-                if !matches!(f.node, Field::Arg(_)) {
+                if !matches!(f.node, FieldRef::Arg(_)) {
                     self.err(
                         f.span,
                         format!(
@@ -545,16 +545,16 @@ impl<'p> Checker<'p> {
                         format!("`len(...)` is compared with a whole number, found `{n}`"),
                     );
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
-                    && !matches!(t, ValueType::String | ValueType::Array | ValueType::Object)
+                    && !matches!(t, VType::String | VType::Array | VType::Object)
                 {
                     self.err(
                         f.span,
                         format!(
                             "`len` needs a string, array or object, but `{}` is declared `{}`",
                             arg_path_text(path),
-                            vt_word(t)
+                            t.name()
                         ),
                     );
                 }
@@ -575,19 +575,19 @@ impl<'p> Checker<'p> {
                         d.hint = Some("for a substring write `glob \"*text*\"`".to_owned());
                     }
                 }
-                if let (Field::Arg(path), Some(s)) = (&f.node, schema)
+                if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema)
                     && let Some(t) = schema_type(s, path)
-                    && t != ValueType::Array
+                    && t != VType::Array
                 {
                     self.err(
                         f.span,
                         format!(
                             "`contains` needs an array, but `{}` is declared `{}`",
                             arg_path_text(path),
-                            vt_word(t)
+                            t.name()
                         ),
                     )
-                    .hint = (t == ValueType::String)
+                    .hint = (t == VType::String)
                         .then(|| "for a substring write `glob \"*text*\"`".to_owned());
                 }
                 self.arg_use(f, schema, None, None);
@@ -629,15 +629,15 @@ impl<'p> Checker<'p> {
         }
     }
 
-    fn field(&mut self, f: &Spanned<Field>) {
-        if let Field::Header(h) = &f.node {
+    fn field(&mut self, f: &Spanned<FieldRef>) {
+        if let FieldRef::Header(h) = &f.node {
             self.header_name(h, f.span);
         }
     }
 
-    fn field_type(&self, f: &Spanned<Field>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
+    fn field_type(&self, f: &Spanned<FieldRef>, schema: Option<&crate::ast::ToolSchemaDef>) -> Ty {
         match (&f.node, schema) {
-            (Field::Arg(path), Some(s)) => {
+            (FieldRef::Arg(path), Some(s)) => {
                 schema_type(s, path).and_then(vt_to_ty).unwrap_or(Ty::Any)
             }
             _ => field_ty(&f.node),
@@ -646,7 +646,7 @@ impl<'p> Checker<'p> {
 
     fn string_only(
         &mut self,
-        f: &Spanned<Field>,
+        f: &Spanned<FieldRef>,
         word: &str,
         schema: Option<&crate::ast::ToolSchemaDef>,
     ) {
@@ -666,12 +666,12 @@ impl<'p> Checker<'p> {
     /// Check an argument path used in a rule whose tool has a schema.
     fn arg_use(
         &mut self,
-        f: &Spanned<Field>,
+        f: &Spanned<FieldRef>,
         schema: Option<&crate::ast::ToolSchemaDef>,
         want: Option<Ty>,
         _op: Option<CmpOp>,
     ) {
-        if let (Field::Arg(path), Some(s)) = (&f.node, schema) {
+        if let (FieldRef::Arg(path), Some(s)) = (&f.node, schema) {
             // Scalar mismatches were reported through `field_type`; only unknown arguments and
             // array/object/null mismatches are left to report here.
             self.arg_against_schema(path, f.span, s, want, false);
@@ -680,7 +680,7 @@ impl<'p> Checker<'p> {
 
     fn arg_against_schema(
         &mut self,
-        path: &[PathStep],
+        path: &[PathSegment],
         span: Span,
         s: &crate::ast::ToolSchemaDef,
         want: Option<Ty>,
@@ -730,21 +730,20 @@ impl<'p> Checker<'p> {
                             format!(
                                 "`{}` is declared `{}` for tool `{}`, but is used as {}",
                                 arg_path_text(path),
-                                vt_word(t),
+                                t.name(),
                                 s.tool.node,
                                 ty_word(want)
                             ),
                         );
                     }
-                } else if want.is_some()
-                    && matches!(t, ValueType::Array | ValueType::Object | ValueType::Null)
+                } else if want.is_some() && matches!(t, VType::Array | VType::Object | VType::Null)
                 {
                     self.err(
                         span,
                         format!(
                             "`{}` is declared `{}` for tool `{}`, but is used as {}",
                             arg_path_text(path),
-                            vt_word(t),
+                            t.name(),
                             s.tool.node,
                             ty_word(want.unwrap_or(Ty::Any))
                         ),

@@ -11,8 +11,8 @@
 //! unit (`900000ms` -> `15m`).
 
 use crate::ast::{
-    CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal, ModSpec,
-    Policy, RuleDef, SetRef, Spanned, ValueType,
+    CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, IntentDef, Item, Lit, ModSpec, Policy,
+    RuleDef, SetRef, Spanned,
 };
 use crate::syntax::expr::{arg_path_text, field_name, quote};
 use bundle::verdict::{Decision, Mode, RiskTier};
@@ -110,14 +110,14 @@ fn format_with_comments(p: &Policy, comments: &[crate::syntax::Comment], src: &s
                 let c = if t.coerce { " coerce" } else { "" };
                 let _ = writeln!(out, "tool {}{c} {{", quote(&t.tool.node));
                 for a in &t.args {
-                    let steps: Vec<crate::ast::PathStep> = a
+                    let steps: Vec<crate::ast::PathSegment> = a
                         .path
                         .node
                         .iter()
-                        .map(|k| crate::ast::PathStep::Key(k.clone()))
+                        .map(|k| crate::ast::PathSegment::Key(k.clone()))
                         .collect();
                     let c = if a.coerce { " coerce" } else { "" };
-                    let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), vtype(a.ty));
+                    let _ = writeln!(out, "  {}: {}{c},", arg_path_text(&steps), a.ty.name());
                 }
                 out.push_str("}\n");
             }
@@ -314,16 +314,16 @@ pub fn expr(e: &Expr) -> String {
         Expr::Cmp(f, op, v) => format!(
             "{} {} {}",
             field_name(&f.node),
-            cmp(*op),
+            op.name(),
             value(&f.node, &v.node)
         ),
         Expr::In(f, s) => format!("{} in {}", field_name(&f.node), set(s, false)),
         Expr::Glob(f, s) => format!("{} glob {}", field_name(&f.node), set(s, true)),
         Expr::Prefix(f, s) => format!("{} prefix {}", field_name(&f.node), set(s, true)),
         Expr::Matches(f, r) => format!("{} matches {}", field_name(&f.node), quote(&r.node)),
-        Expr::IsType(f, t) => format!("{} is {}", field_name(&f.node), vtype(*t)),
+        Expr::IsType(f, t) => format!("{} is {}", field_name(&f.node), t.name()),
         Expr::Present(f) => format!("{} present", field_name(&f.node)),
-        Expr::Len(f, op, n) => format!("len({}) {} {}", field_name(&f.node), cmp(*op), number(*n)),
+        Expr::Len(f, op, n) => format!("len({}) {} {}", field_name(&f.node), op.name(), number(*n)),
         Expr::Contains(f, s) => format!("{} contains {}", field_name(&f.node), quote(&s.node)),
         Expr::InClass(c) => format!("class {}", c.node),
         Expr::Tainted(t) => format!("session.tainted({})", quote(&t.node)),
@@ -337,34 +337,23 @@ pub fn expr(e: &Expr) -> String {
             format!(
                 "session.count({subject}, within {}) {} {n}",
                 duration(*w),
-                cmp(*op)
+                op.name()
             )
         }
         Expr::OutsideIntent => "intent.outside".to_owned(),
     }
 }
 
-fn cmp(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
-    }
-}
-
-fn value(f: &Field, v: &Literal) -> String {
+fn value(f: &FieldRef, v: &Lit) -> String {
     match (f, v) {
-        (Field::Kind, Literal::Str(s)) if s == "mcp" || s == "http" => s.clone(),
-        (Field::PrincipalAuth(_), Literal::Str(s))
+        (FieldRef::Kind, Lit::Str(s)) if s == "mcp" || s == "http" => s.clone(),
+        (FieldRef::PrincipalAuth(_), Lit::Str(s))
             if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) =>
         {
             s.clone()
         }
-        (Field::SessionElapsed, Literal::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
-        (Field::RequestSize | Field::SessionEgressBytes, Literal::Num(n))
+        (FieldRef::SessionElapsed, Lit::Num(n)) if is_whole(*n) && *n > 0.0 => duration(*n as u64),
+        (FieldRef::RequestSize | FieldRef::SessionEgressBytes, Lit::Num(n))
             if is_whole(*n)
                 && *n >= 1000.0
                 && ((*n as u64).is_multiple_of(1000) || (*n as u64).is_multiple_of(1024)) =>
@@ -385,7 +374,7 @@ fn set(s: &SetRef, single_as_string: bool) -> String {
         SetRef::Inline(v) => match v.as_slice() {
             [
                 Spanned {
-                    node: Literal::Str(one),
+                    node: Lit::Str(one),
                     ..
                 },
             ] if single_as_string => quote(one),
@@ -401,11 +390,11 @@ fn set(s: &SetRef, single_as_string: bool) -> String {
 }
 
 /// A literal as source text.
-pub fn literal(l: &Literal) -> String {
+pub fn literal(l: &Lit) -> String {
     match l {
-        Literal::Str(s) => quote(s),
-        Literal::Num(n) => number(*n),
-        Literal::Bool(b) => b.to_string(),
+        Lit::Str(s) => quote(s),
+        Lit::Num(n) => number(*n),
+        Lit::Bool(b) => b.to_string(),
     }
 }
 
@@ -468,17 +457,6 @@ fn tier(t: RiskTier) -> &'static str {
         RiskTier::Medium => "medium",
         RiskTier::High => "high",
         RiskTier::Critical => "critical",
-    }
-}
-
-fn vtype(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
     }
 }
 
@@ -572,13 +550,13 @@ fn modification(m: &ModSpec) -> String {
     }
 }
 
-fn effect(e: &EffectSpec) -> String {
+fn effect(e: &EffectDef) -> String {
     match e {
-        EffectSpec::Taint(t) => format!("taint {}", quote(t)),
-        EffectSpec::RevokeTool(Some(t)) => format!("revoke tool {}", quote(t)),
-        EffectSpec::RevokeTool(None) => "revoke tool".to_owned(),
-        EffectSpec::RevokeClass(c) => format!("revoke class {c}"),
-        EffectSpec::ReadOnly => "read_only".to_owned(),
-        EffectSpec::Kill => "kill".to_owned(),
+        EffectDef::Taint(t) => format!("taint {}", quote(t)),
+        EffectDef::RevokeTool(Some(t)) => format!("revoke tool {}", quote(t)),
+        EffectDef::RevokeTool(None) => "revoke tool".to_owned(),
+        EffectDef::RevokeClass(c) => format!("revoke class {c}"),
+        EffectDef::ReadOnly => "read_only".to_owned(),
+        EffectDef::Kill => "kill".to_owned(),
     }
 }

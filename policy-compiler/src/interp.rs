@@ -7,15 +7,13 @@
 //! side (a rule stricter than ALLOW matches, an ALLOW rule does not; see "Type errors").
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectSpec, Expr, Field, IntentDef, Item, Literal,
-    ModSpec, PathStep, Policy, PrincipalRole, RuleDef, SetRef, ValueType,
+    ClassDef, CmpOp, CountSubject, DecisionSpec, EffectDef, Expr, FieldRef, IntentDef, Item, Lit,
+    PathSegment, Policy, Role, RuleDef, SetRef, VType,
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
 use bundle::session::{SessionState, SessionStatus, name_hash};
-use bundle::verdict::{
-    Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, StepUp, Verdict,
-};
+use bundle::verdict::{Decision, Defer, Effect, Mode, RiskTier, RuleMatch, StepUp, Verdict};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -202,7 +200,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
         enforced()
             .filter(|m| m.decision == Decision::Modify)
             .filter_map(|m| m.spec)
-            .flat_map(|s| s.modifications.iter().map(|x| modification(&x.node)))
+            .flat_map(|s| s.modifications.iter().map(|x| x.node.to_modification()))
             .collect()
     } else {
         Vec::new()
@@ -210,7 +208,7 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     let mut effects: Vec<Effect> = Vec::new();
     for m in enforced() {
         for e in m.effects {
-            let e = effect(&e.node, action);
+            let e = e.node.effect(action);
             if !effects.contains(&e) {
                 effects.push(e);
             }
@@ -329,7 +327,7 @@ struct Match<'p> {
     mode: Mode,
     reason: Cow<'p, str>,
     spec: Option<&'p DecisionSpec>,
-    effects: &'p [crate::ast::Spanned<EffectSpec>],
+    effects: &'p [crate::ast::Spanned<EffectDef>],
 }
 
 impl<'p> Match<'p> {
@@ -373,52 +371,6 @@ impl<'p> Match<'p> {
             mode: self.mode,
             reason: self.reason.to_string(),
         }
-    }
-}
-
-fn path_segments(p: &[PathStep]) -> Vec<PathSegment> {
-    p.iter()
-        .map(|s| match s {
-            PathStep::Key(k) => PathSegment::Key(k.clone()),
-            PathStep::Index(n) => PathSegment::Index(*n),
-        })
-        .collect()
-}
-
-/// The verdict form of a modification.
-pub(crate) fn modification(m: &ModSpec) -> Modification {
-    match m {
-        ModSpec::Redact(p) => Modification::RedactArg {
-            path: path_segments(p),
-        },
-        ModSpec::Drop(p) => Modification::DropArg {
-            path: path_segments(p),
-        },
-        ModSpec::Clamp(p, lo, hi) => Modification::ClampArg {
-            path: path_segments(p),
-            min: *lo,
-            max: *hi,
-        },
-        ModSpec::RedactSecrets => Modification::RedactSecrets,
-        ModSpec::StripHeader(h) => Modification::StripHeader { name: h.clone() },
-        ModSpec::SetHeader(h, v) => Modification::SetHeader {
-            name: h.clone(),
-            value: v.clone(),
-        },
-        ModSpec::RemoveTools(p) => Modification::RemoveTools {
-            patterns: p.clone(),
-        },
-    }
-}
-
-fn effect(e: &EffectSpec, action: &Action) -> Effect {
-    match e {
-        EffectSpec::Taint(t) => Effect::Taint(t.clone()),
-        EffectSpec::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
-        EffectSpec::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
-        EffectSpec::RevokeClass(c) => Effect::RevokeClass(c.clone()),
-        EffectSpec::ReadOnly => Effect::ReadOnly,
-        EffectSpec::Kill => Effect::Kill,
     }
 }
 
@@ -500,47 +452,47 @@ impl<'a> Ctx<'a> {
             .not()
     }
 
-    fn field(&self, f: &Field) -> Val<'a> {
+    fn field(&self, f: &FieldRef) -> Val<'a> {
         let a = self.action;
         let s = self.session;
         match f {
-            Field::Kind => Val::Str(a.kind.as_str()),
-            Field::Operation => Val::Str(&a.operation),
-            Field::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Kind => Val::Str(a.kind.as_str()),
+            FieldRef::Operation => Val::Str(&a.operation),
+            FieldRef::Tool => a.tool.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Resource => a.resource.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Prompt => a.prompt.as_deref().map_or(Val::Absent, Val::Str),
             // Target fields are always present ("" and 0 for an MCP action without them).
-            Field::Host => Val::Str(&a.target.host),
-            Field::Port => num(a.target.port),
-            Field::Path => Val::Str(&a.target.path),
-            Field::Query => Val::Str(&a.target.query),
-            Field::Scheme => Val::Str(&a.target.scheme),
-            Field::Server => Val::Str(&a.target.server),
-            Field::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
-            Field::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
-            Field::Arg(p) => lookup(self.args, p).map_or(Val::Absent, Val::Json),
-            Field::RequestSize => num(a.size as f64),
-            Field::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
-            Field::RiskDataClasses => Val::Owned(Json::Array(
+            FieldRef::Host => Val::Str(&a.target.host),
+            FieldRef::Port => num(a.target.port),
+            FieldRef::Path => Val::Str(&a.target.path),
+            FieldRef::Query => Val::Str(&a.target.query),
+            FieldRef::Scheme => Val::Str(&a.target.scheme),
+            FieldRef::Server => Val::Str(&a.target.server),
+            FieldRef::Principal(r) => principal(a, *r).id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::PrincipalAuth(r) => Val::Str(principal(a, *r).auth.as_str()),
+            FieldRef::Header(h) => a.header(h).map_or(Val::Absent, Val::Str),
+            FieldRef::Arg(p) => lookup(self.args, p).map_or(Val::Absent, Val::Json),
+            FieldRef::RequestSize => num(a.size as f64),
+            FieldRef::RiskSecrets => Val::Owned(Json::Bool(a.risk.secrets)),
+            FieldRef::RiskDataClasses => Val::Owned(Json::Array(
                 a.risk
                     .data_classes
                     .iter()
                     .map(|d| Json::String(d.clone()))
                     .collect(),
             )),
-            Field::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
-            Field::Intent => Val::Str(self.intent.map_or("", |d| d.name.node.as_str())),
-            Field::SessionActions => num(s.actions),
-            Field::SessionEgressBytes => num(s.egress_bytes as f64),
-            Field::SessionApprovals => num(s.approvals),
-            Field::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
-            Field::SessionDrift => num(s.drift),
+            FieldRef::SessionId => a.session_id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::TraceId => a.trace_id.as_deref().map_or(Val::Absent, Val::Str),
+            FieldRef::Intent => Val::Str(self.intent.map_or("", |d| d.name.node.as_str())),
+            FieldRef::SessionActions => num(s.actions),
+            FieldRef::SessionEgressBytes => num(s.egress_bytes as f64),
+            FieldRef::SessionApprovals => num(s.approvals),
+            FieldRef::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
+            FieldRef::SessionDrift => num(s.drift),
         }
     }
 
-    fn set_values(&self, set: &'a SetRef) -> Vec<&'a Literal> {
+    fn set_values(&self, set: &'a SetRef) -> Vec<&'a Lit> {
         match set {
             SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
             SetRef::Named(n) => self
@@ -558,7 +510,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// The field's value, `None` when it is absent or `null` (every test on it is false).
-    fn given(&self, f: &Field) -> Option<Json> {
+    fn given(&self, f: &FieldRef) -> Option<Json> {
         self.field(f).json().filter(|v| !v.is_null())
     }
 
@@ -589,7 +541,7 @@ impl<'a> Ctx<'a> {
                     .set_values(set)
                     .into_iter()
                     .filter_map(|l| match l {
-                        Literal::Str(p) => Some(p.as_str()),
+                        Lit::Str(p) => Some(p.as_str()),
                         _ => None,
                     })
                     .collect();
@@ -625,7 +577,7 @@ impl<'a> Ctx<'a> {
                     None => return T3::False,
                     Some(_) => return T3::Unknown,
                 };
-                cmp_num(len as f64, *op, *n).into()
+                op.holds(&(len as f64), n).into()
             }
             Expr::Contains(f, s) => match self.given(&f.node) {
                 Some(Json::Array(a)) => {
@@ -648,85 +600,74 @@ impl<'a> Ctx<'a> {
                         self.session.count_class(name_hash(c), *window, self.now_ms)
                     }
                 };
-                cmp_num(f64::from(count), *op, f64::from(*n)).into()
+                op.holds(&count, n).into()
             }
             Expr::OutsideIntent => self.outside_intent(),
         }
     }
 }
 
-fn principal(a: &Action, r: PrincipalRole) -> &bundle::action::Principal {
+fn principal(a: &Action, r: Role) -> &bundle::action::Principal {
     match r {
-        PrincipalRole::Agent => &a.identity.agent,
-        PrincipalRole::Human => &a.identity.human,
-        PrincipalRole::Workload => &a.identity.workload,
+        Role::Agent => &a.identity.agent,
+        Role::Human => &a.identity.human,
+        Role::Workload => &a.identity.workload,
     }
 }
 
 /// Follow an argument path into the arguments (`args` alone is the whole arguments value, absent
 /// when it is `null`).
-fn lookup<'j>(args: &'j Json, path: &[PathStep]) -> Option<&'j Json> {
+fn lookup<'j>(args: &'j Json, path: &[PathSegment]) -> Option<&'j Json> {
     if path.is_empty() && args.is_null() {
         return None;
     }
     let mut cur = args;
     for step in path {
         cur = match (step, cur) {
-            (PathStep::Key(k), Json::Object(o)) => o.get(k)?,
-            (PathStep::Index(n), Json::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
+            (PathSegment::Key(k), Json::Object(o)) => o.get(k)?,
+            (PathSegment::Index(n), Json::Array(a)) => a.get(usize::try_from(*n).ok()?)?,
             _ => return None,
         };
     }
     Some(cur)
 }
 
-fn type_of(v: &Json) -> ValueType {
+fn type_of(v: &Json) -> VType {
     match v {
-        Json::Null => ValueType::Null,
-        Json::Bool(_) => ValueType::Bool,
-        Json::Number(_) => ValueType::Number,
-        Json::String(_) => ValueType::String,
-        Json::Array(_) => ValueType::Array,
-        Json::Object(_) => ValueType::Object,
-    }
-}
-
-fn cmp_num(a: f64, op: CmpOp, b: f64) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
+        Json::Null => VType::Null,
+        Json::Bool(_) => VType::Bool,
+        Json::Number(_) => VType::Number,
+        Json::String(_) => VType::String,
+        Json::Array(_) => VType::Array,
+        Json::Object(_) => VType::Object,
     }
 }
 
 /// Whether a value has a literal's type.
-fn same_type(v: &Json, lit: &Literal) -> bool {
+fn same_type(v: &Json, lit: &Lit) -> bool {
     matches!(
         (v, lit),
-        (Json::String(_), Literal::Str(_))
-            | (Json::Number(_), Literal::Num(_))
-            | (Json::Bool(_), Literal::Bool(_))
+        (Json::String(_), Lit::Str(_))
+            | (Json::Number(_), Lit::Num(_))
+            | (Json::Bool(_), Lit::Bool(_))
     )
 }
 
 /// `value OP literal` for a given (present, non-null) value: strings and booleans by
 /// (in)equality (an ordering is false), numbers as f64; a value of another type is unknown.
-fn compare(v: &Json, op: CmpOp, lit: &Literal) -> T3 {
+fn compare(v: &Json, op: CmpOp, lit: &Lit) -> T3 {
     match (v, lit) {
-        (Json::String(a), Literal::Str(b)) => match op {
+        (Json::String(a), Lit::Str(b)) => match op {
             CmpOp::Eq => (a == b).into(),
             CmpOp::Ne => (a != b).into(),
             _ => T3::False,
         },
-        (Json::Bool(a), Literal::Bool(b)) => match op {
+        (Json::Bool(a), Lit::Bool(b)) => match op {
             CmpOp::Eq => (a == b).into(),
             CmpOp::Ne => (a != b).into(),
             _ => T3::False,
         },
-        (Json::Number(a), Literal::Num(b)) => a.as_f64().is_some_and(|a| cmp_num(a, op, *b)).into(),
+        (Json::Number(a), Lit::Num(b)) => a.as_f64().is_some_and(|a| op.holds(&a, b)).into(),
         _ => T3::Unknown,
     }
 }

@@ -13,13 +13,13 @@ use std::collections::HashMap;
 
 use bundle::action::Kind;
 use bundle::format::{
-    ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit,
-    MatcherDef, Pins, Pred, Program, Role, RuleDef, ToolDef, VType,
+    ArgDef, ClassDef, CmpOp, DecisionDef, FieldRef, Instr, IntentDef, Jump, Lit, MatcherDef, Pins,
+    Pred, Program, RuleDef, ToolDef,
 };
 use bundle::session::name_hash;
-use bundle::verdict::{Defer, Modification, PathSegment, StepUp};
+use bundle::verdict::{Defer, StepUp};
 
-use crate::ast::{self, Expr, Field, Item, Literal, SetRef, Span};
+use crate::ast::{self, Expr, Item, SetRef, Span};
 use crate::codegen::{CompileError, regex_dfa};
 
 /// Largest instruction index a jump can encode (`0xFFFE`/`0xFFFF` are ACCEPT/REJECT).
@@ -33,7 +33,7 @@ enum Target {
 }
 
 struct Lowerer<'p> {
-    lists: HashMap<&'p str, &'p [ast::Spanned<Literal>]>,
+    lists: HashMap<&'p str, &'p [ast::Spanned<Lit>]>,
     classes: HashMap<&'p str, (usize, &'p ast::ClassDef)>,
     matchers: Vec<MatcherDef>,
     matcher_index: HashMap<String, u32>,
@@ -52,84 +52,6 @@ fn err(span: Span, message: impl Into<String>) -> CompileError {
     }
 }
 
-fn cmp(op: ast::CmpOp) -> CmpOp {
-    match op {
-        ast::CmpOp::Eq => CmpOp::Eq,
-        ast::CmpOp::Ne => CmpOp::Ne,
-        ast::CmpOp::Lt => CmpOp::Lt,
-        ast::CmpOp::Le => CmpOp::Le,
-        ast::CmpOp::Gt => CmpOp::Gt,
-        ast::CmpOp::Ge => CmpOp::Ge,
-    }
-}
-
-fn vtype(t: ast::ValueType) -> VType {
-    match t {
-        ast::ValueType::String => VType::String,
-        ast::ValueType::Number => VType::Number,
-        ast::ValueType::Bool => VType::Bool,
-        ast::ValueType::Array => VType::Array,
-        ast::ValueType::Object => VType::Object,
-        ast::ValueType::Null => VType::Null,
-    }
-}
-
-fn path(p: &[ast::PathStep]) -> Vec<PathSegment> {
-    p.iter()
-        .map(|s| match s {
-            ast::PathStep::Key(k) => PathSegment::Key(k.clone()),
-            ast::PathStep::Index(i) => PathSegment::Index(*i),
-        })
-        .collect()
-}
-
-fn role(r: ast::PrincipalRole) -> Role {
-    match r {
-        ast::PrincipalRole::Agent => Role::Agent,
-        ast::PrincipalRole::Human => Role::Human,
-        ast::PrincipalRole::Workload => Role::Workload,
-    }
-}
-
-fn field(f: &Field) -> FieldRef {
-    match f {
-        Field::Kind => FieldRef::Kind,
-        Field::Operation => FieldRef::Operation,
-        Field::Tool => FieldRef::Tool,
-        Field::Resource => FieldRef::Resource,
-        Field::Prompt => FieldRef::Prompt,
-        Field::Host => FieldRef::Host,
-        Field::Port => FieldRef::Port,
-        Field::Path => FieldRef::Path,
-        Field::Query => FieldRef::Query,
-        Field::Scheme => FieldRef::Scheme,
-        Field::Server => FieldRef::Server,
-        Field::Principal(r) => FieldRef::Principal(role(*r)),
-        Field::PrincipalAuth(r) => FieldRef::PrincipalAuth(role(*r)),
-        Field::Header(h) => FieldRef::Header(h.clone()),
-        Field::Arg(p) => FieldRef::Arg(path(p)),
-        Field::RequestSize => FieldRef::RequestSize,
-        Field::RiskSecrets => FieldRef::RiskSecrets,
-        Field::RiskDataClasses => FieldRef::RiskDataClasses,
-        Field::SessionId => FieldRef::SessionId,
-        Field::TraceId => FieldRef::TraceId,
-        Field::Intent => FieldRef::Intent,
-        Field::SessionActions => FieldRef::SessionActions,
-        Field::SessionEgressBytes => FieldRef::SessionEgressBytes,
-        Field::SessionApprovals => FieldRef::SessionApprovals,
-        Field::SessionElapsed => FieldRef::SessionElapsed,
-        Field::SessionDrift => FieldRef::SessionDrift,
-    }
-}
-
-fn lit(l: &Literal) -> Lit {
-    match l {
-        Literal::Str(s) => Lit::Str(s.clone()),
-        Literal::Num(n) => Lit::Num(*n),
-        Literal::Bool(b) => Lit::Bool(*b),
-    }
-}
-
 /// Lower a decision spec.
 pub(crate) fn decision(d: &ast::DecisionSpec) -> DecisionDef {
     DecisionDef {
@@ -138,24 +60,7 @@ pub(crate) fn decision(d: &ast::DecisionSpec) -> DecisionDef {
         modifications: d
             .modifications
             .iter()
-            .map(|m| match &m.node {
-                ast::ModSpec::Redact(p) => Modification::RedactArg { path: path(p) },
-                ast::ModSpec::Drop(p) => Modification::DropArg { path: path(p) },
-                ast::ModSpec::Clamp(p, min, max) => Modification::ClampArg {
-                    path: path(p),
-                    min: *min,
-                    max: *max,
-                },
-                ast::ModSpec::RedactSecrets => Modification::RedactSecrets,
-                ast::ModSpec::StripHeader(n) => Modification::StripHeader { name: n.clone() },
-                ast::ModSpec::SetHeader(n, v) => Modification::SetHeader {
-                    name: n.clone(),
-                    value: v.clone(),
-                },
-                ast::ModSpec::RemoveTools(p) => Modification::RemoveTools {
-                    patterns: p.clone(),
-                },
-            })
+            .map(|m| m.node.to_modification())
             .collect(),
         step_up: d.step_up.as_ref().map(|(group, timeout_s)| StepUp {
             group: group.clone(),
@@ -218,7 +123,7 @@ impl Code {
 }
 
 impl<'p> Lowerer<'p> {
-    fn set_values(&self, s: &'p SetRef) -> Result<Vec<&'p Literal>, CompileError> {
+    fn set_values(&self, s: &'p SetRef) -> Result<Vec<&'p Lit>, CompileError> {
         match s {
             SetRef::Inline(v) => Ok(v.iter().map(|l| &l.node).collect()),
             SetRef::Named(n) => self
@@ -240,10 +145,10 @@ impl<'p> Lowerer<'p> {
         i
     }
 
-    fn strings(vals: &[&Literal]) -> Vec<String> {
+    fn strings(vals: &[&Lit]) -> Vec<String> {
         vals.iter()
             .filter_map(|l| match l {
-                Literal::Str(s) => Some(s.clone()),
+                Lit::Str(s) => Some(s.clone()),
                 _ => None,
             })
             .collect()
@@ -251,7 +156,7 @@ impl<'p> Lowerer<'p> {
 
     fn leaf(&mut self, e: &'p Expr, in_class: bool, span: Span) -> Result<Pred, CompileError> {
         Ok(match e {
-            Expr::Cmp(f, op, l) => Pred::Cmp(field(&f.node), cmp(*op), lit(&l.node)),
+            Expr::Cmp(f, op, l) => Pred::Cmp(f.node.clone(), *op, l.node.clone()),
             Expr::In(f, s) => {
                 let vals = self.set_values(s)?;
                 let mut strs = Self::strings(&vals);
@@ -260,7 +165,7 @@ impl<'p> Lowerer<'p> {
                 let mut nums: Vec<f64> = vals
                     .iter()
                     .filter_map(|l| match l {
-                        Literal::Num(n) => Some(*n),
+                        Lit::Num(n) => Some(*n),
                         _ => None,
                     })
                     .collect();
@@ -269,14 +174,14 @@ impl<'p> Lowerer<'p> {
                 let mut bools: Vec<bool> = vals
                     .iter()
                     .filter_map(|l| match l {
-                        Literal::Bool(b) => Some(*b),
+                        Lit::Bool(b) => Some(*b),
                         _ => None,
                     })
                     .collect();
                 bools.sort();
                 bools.dedup();
                 Pred::In(
-                    field(&f.node),
+                    f.node.clone(),
                     self.matcher(MatcherDef::Set { strs, nums, bools }),
                 )
             }
@@ -284,28 +189,28 @@ impl<'p> Lowerer<'p> {
                 let mut g = Self::strings(&self.set_values(s)?);
                 let mut seen = std::collections::HashSet::new();
                 g.retain(|x| seen.insert(x.clone()));
-                Pred::Glob(field(&f.node), self.matcher(MatcherDef::Globs(g)))
+                Pred::Glob(f.node.clone(), self.matcher(MatcherDef::Globs(g)))
             }
             Expr::Prefix(f, s) => {
                 let mut p = Self::strings(&self.set_values(s)?);
                 p.sort();
                 p.dedup();
-                Pred::Prefix(field(&f.node), self.matcher(MatcherDef::Prefixes(p)))
+                Pred::Prefix(f.node.clone(), self.matcher(MatcherDef::Prefixes(p)))
             }
             Expr::Matches(f, re) => {
                 let dfa = regex_dfa(&re.node).map_err(|m| err(re.span, m))?;
                 Pred::Matches(
-                    field(&f.node),
+                    f.node.clone(),
                     self.matcher(MatcherDef::Regex {
                         pattern: re.node.clone(),
                         dfa,
                     }),
                 )
             }
-            Expr::IsType(f, t) => Pred::Is(field(&f.node), vtype(*t)),
-            Expr::Present(f) => Pred::Present(field(&f.node)),
-            Expr::Len(f, op, n) => Pred::Len(field(&f.node), cmp(*op), *n),
-            Expr::Contains(f, s) => Pred::Contains(field(&f.node), s.node.clone()),
+            Expr::IsType(f, t) => Pred::Is(f.node.clone(), *t),
+            Expr::Present(f) => Pred::Present(f.node.clone()),
+            Expr::Len(f, op, n) => Pred::Len(f.node.clone(), *op, *n),
+            Expr::Contains(f, s) => Pred::Contains(f.node.clone(), s.node.clone()),
             Expr::InClass(n) => {
                 let (i, _) = self
                     .classes
@@ -317,12 +222,8 @@ impl<'p> Lowerer<'p> {
             Expr::Used(s) => Pred::Used(name_hash(&s.node)),
             Expr::Seen(c) => Pred::Seen(name_hash(&c.node)),
             Expr::Count(subject, within, op, n) => match &subject.node {
-                ast::CountSubject::Subject(s) => {
-                    Pred::CountSubject(name_hash(s), *within, cmp(*op), *n)
-                }
-                ast::CountSubject::Class(c) => {
-                    Pred::CountClass(name_hash(c), *within, cmp(*op), *n)
-                }
+                ast::CountSubject::Subject(s) => Pred::CountSubject(name_hash(s), *within, *op, *n),
+                ast::CountSubject::Class(c) => Pred::CountClass(name_hash(c), *within, *op, *n),
             },
             Expr::OutsideIntent => {
                 if in_class {
@@ -449,9 +350,9 @@ impl<'p> Lowerer<'p> {
 }
 
 /// Collect what a rule's condition pins through its top-level `and` chain.
-fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pins) {
+fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Lit>]>, out: &mut Pins) {
     let strings = |s: &SetRef| -> Option<Vec<String>> {
-        let vals: Vec<&Literal> = match s {
+        let vals: Vec<&Lit> = match s {
             SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
             SetRef::Named(n) => lists
                 .get(n.node.as_str())?
@@ -462,7 +363,7 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pin
         let mut v: Vec<String> = vals
             .into_iter()
             .filter_map(|l| match l {
-                Literal::Str(s) => Some(s.clone()),
+                Lit::Str(s) => Some(s.clone()),
                 _ => None,
             })
             .collect();
@@ -476,27 +377,29 @@ fn pins(e: &Expr, lists: &HashMap<&str, &[ast::Spanned<Literal>]>, out: &mut Pin
             pins(a, lists, out);
             pins(b, lists, out);
         }
-        Expr::Cmp(f, ast::CmpOp::Eq, l) => {
-            let Literal::Str(s) = &l.node else { return };
+        Expr::Cmp(f, CmpOp::Eq, l) => {
+            let Lit::Str(s) = &l.node else { return };
             match f.node {
-                Field::Kind if out.kind.is_none() => {
+                FieldRef::Kind if out.kind.is_none() => {
                     out.kind = match s.as_str() {
                         "mcp" => Some(Kind::Mcp),
                         "http" => Some(Kind::Http),
                         _ => None,
                     };
                 }
-                Field::Operation if out.operations.is_empty() => out.operations = vec![s.clone()],
-                Field::Tool if out.tools.is_empty() => out.tools = vec![s.clone()],
-                Field::Host if out.hosts.is_empty() => out.hosts = vec![s.clone()],
+                FieldRef::Operation if out.operations.is_empty() => {
+                    out.operations = vec![s.clone()]
+                }
+                FieldRef::Tool if out.tools.is_empty() => out.tools = vec![s.clone()],
+                FieldRef::Host if out.hosts.is_empty() => out.hosts = vec![s.clone()],
                 _ => {}
             }
         }
         Expr::In(f, set) => {
             let slot = match f.node {
-                Field::Operation => &mut out.operations,
-                Field::Tool => &mut out.tools,
-                Field::Host => &mut out.hosts,
+                FieldRef::Operation => &mut out.operations,
+                FieldRef::Tool => &mut out.tools,
+                FieldRef::Host => &mut out.hosts,
                 _ => return,
             };
             if slot.is_empty()
@@ -573,17 +476,7 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
                     name: r.name.node.clone(),
                     mode: r.mode.unwrap_or(policy.pack.mode),
                     decision: decision(&r.decision),
-                    effects: r
-                        .effects
-                        .iter()
-                        .map(|e| match &e.node {
-                            ast::EffectSpec::Taint(t) => EffectDef::Taint(t.clone()),
-                            ast::EffectSpec::RevokeTool(t) => EffectDef::RevokeTool(t.clone()),
-                            ast::EffectSpec::RevokeClass(c) => EffectDef::RevokeClass(c.clone()),
-                            ast::EffectSpec::ReadOnly => EffectDef::ReadOnly,
-                            ast::EffectSpec::Kill => EffectDef::Kill,
-                        })
-                        .collect(),
+                    effects: r.effects.iter().map(|e| e.node.clone()).collect(),
                     pins: p,
                     code,
                 });
@@ -622,7 +515,7 @@ fn tools(policy: &ast::Policy) -> Vec<ToolDef> {
                 .iter()
                 .map(|a| ArgDef {
                     path: a.path.node.clone(),
-                    ty: vtype(a.ty),
+                    ty: a.ty,
                     coerce: s.coerces(a),
                 })
                 .collect(),

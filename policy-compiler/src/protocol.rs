@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use crate::ast::{
-    ClassDef, CmpOp, CountSubject, EffectSpec, Expr, Field, Item, Literal, Policy, SetRef, Span,
+    ClassDef, CmpOp, CountSubject, EffectDef, Expr, FieldRef, Item, Lit, Policy, SetRef, Span,
     Spanned,
 };
 use bundle::verdict::RiskTier;
@@ -36,7 +36,7 @@ pub fn used(p: &Policy) -> bool {
             names_class(&r.when)
                 || r.effects
                     .iter()
-                    .any(|e| matches!(&e.node, EffectSpec::RevokeClass(c) if c == CLASS_NAME))
+                    .any(|e| matches!(&e.node, EffectDef::RevokeClass(c) if c == CLASS_NAME))
         }
         Item::Intent(i) => i.classes.iter().any(|c| c.node == CLASS_NAME),
         Item::List(_) | Item::ToolSchema(_) => false,
@@ -63,17 +63,15 @@ fn sp<T>(node: T) -> Spanned<T> {
 /// The class for list `version` (`None` for a version this compiler does not know).
 pub fn class(version: u16) -> Option<ClassDef> {
     let list = bundle::protocol::list(version)?;
-    let strings = |v: &[&str]| -> Vec<Spanned<Literal>> {
-        v.iter()
-            .map(|s| sp(Literal::Str((*s).to_owned())))
-            .collect()
+    let strings = |v: &[&str]| -> Vec<Spanned<Lit>> {
+        v.iter().map(|s| sp(Lit::Str((*s).to_owned()))).collect()
     };
-    let operation = || sp(Field::Operation);
+    let operation = || sp(FieldRef::Operation);
     let when = Expr::And(
         Box::new(Expr::Cmp(
-            sp(Field::Kind),
+            sp(FieldRef::Kind),
             CmpOp::Eq,
-            sp(Literal::Str("mcp".to_owned())),
+            sp(Lit::Str("mcp".to_owned())),
         )),
         Box::new(Expr::Or(
             Box::new(Expr::In(

@@ -100,7 +100,7 @@ pub(crate) mod lex;
 use decision::decision;
 use items::{class_def, intent_def, list_def, rule_def, tool_schema};
 
-use crate::ast::{DecisionSpec, Item, Literal, Pack, Policy, Span, Spanned, ValueType};
+use crate::ast::{DecisionSpec, Item, Lit, Pack, Policy, Span, Spanned, VType};
 use crate::diag::Diagnostic;
 use bundle::verdict::{Decision, Mode};
 use lex::{expected, ident, kw, must_kw, must_string, must_sym, number, sp, span, string, sym};
@@ -438,7 +438,7 @@ pub(crate) fn join(start: Span, end: &In<'_>) -> Span {
 }
 
 /// Literals separated by commas up to `]` (the `[` is already consumed).
-pub(crate) fn literal_items(mut i: In<'_>) -> R<'_, Vec<Spanned<Literal>>> {
+pub(crate) fn literal_items(mut i: In<'_>) -> R<'_, Vec<Spanned<Lit>>> {
     let mut out = Vec::new();
     loop {
         if let Ok((rest, _)) = sym("]")(i) {
@@ -483,12 +483,12 @@ pub(crate) fn string_list<'a>(i: In<'a>, what: &str) -> R<'a, Vec<Spanned<String
 
 /// A literal: string, number (sizes and durations become bytes and milliseconds), true, false.
 /// Recoverable when none starts here.
-pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
+pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Lit>> {
     if let Ok((rest, (s, sp_))) = string(i) {
         return Ok((
             rest,
             Spanned {
-                node: Literal::Str(s),
+                node: Lit::Str(s),
                 span: sp_,
             },
         ));
@@ -497,7 +497,7 @@ pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
         return Ok((
             rest,
             Spanned {
-                node: Literal::Bool(true),
+                node: Lit::Bool(true),
                 span: s,
             },
         ));
@@ -506,7 +506,7 @@ pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
         return Ok((
             rest,
             Spanned {
-                node: Literal::Bool(false),
+                node: Lit::Bool(false),
                 span: s,
             },
         ));
@@ -540,7 +540,7 @@ pub(crate) fn literal(i: In<'_>) -> R<'_, Spanned<Literal>> {
     Ok((
         rest,
         Spanned {
-            node: Literal::Num(value),
+            node: Lit::Num(value),
             span: n.span,
         },
     ))
@@ -605,17 +605,10 @@ pub(crate) fn u32_of(v: u64, sp_: Span, what: &str) -> u32 {
 }
 
 /// A value type name.
-pub(crate) fn vtype(i: In<'_>) -> R<'_, ValueType> {
-    for (w, t) in [
-        ("string", ValueType::String),
-        ("number", ValueType::Number),
-        ("bool", ValueType::Bool),
-        ("array", ValueType::Array),
-        ("object", ValueType::Object),
-        ("null", ValueType::Null),
-    ] {
-        if let Ok((r, _)) = kw(w)(i) {
-            return Ok((r, t));
+pub(crate) fn vtype(i: In<'_>) -> R<'_, VType> {
+    for t in VType::ALL {
+        if let Ok((r, _)) = kw(t.name())(i) {
+            return Ok((r, *t));
         }
     }
     Err(expected(

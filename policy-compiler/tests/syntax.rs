@@ -4,6 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
 
 use bundle::verdict::{Decision, Mode, RiskTier};
+use policy::ast::EffectDef as EffectSpec;
+use policy::ast::Lit as Literal;
+use policy::ast::PathSegment as PathStep;
+use policy::ast::VType as ValueType;
 use policy::ast::*;
 use policy::syntax::parse;
 

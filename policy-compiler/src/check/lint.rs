@@ -1,6 +1,6 @@
 //! Warnings about rules: rules that can never match, and rules shadowed by a stricter rule.
 
-use crate::ast::{CmpOp, Expr, Field, Item, Literal, Policy, RuleDef, SetRef};
+use crate::ast::{CmpOp, Expr, FieldRef, Item, Lit, Policy, RuleDef, SetRef};
 use crate::diag::Diagnostic;
 use crate::fmt::expr as expr_text;
 use crate::syntax::expr::field_name;
@@ -88,13 +88,13 @@ fn conjunct_list(e: &Expr) -> Vec<&Expr> {
 /// The tool a condition pins with a top-level `tool == "x"` (or `tool in ["x"]`).
 pub(crate) fn pinned_tool(e: &Expr) -> Option<&str> {
     conjunct_list(e).into_iter().find_map(|c| match c {
-        Expr::Cmp(f, CmpOp::Eq, lit) if f.node == Field::Tool => match &lit.node {
-            Literal::Str(s) => Some(s.as_str()),
+        Expr::Cmp(f, CmpOp::Eq, lit) if f.node == FieldRef::Tool => match &lit.node {
+            Lit::Str(s) => Some(s.as_str()),
             _ => None,
         },
-        Expr::In(f, SetRef::Inline(v)) if f.node == Field::Tool && v.len() == 1 => {
+        Expr::In(f, SetRef::Inline(v)) if f.node == FieldRef::Tool && v.len() == 1 => {
             match v.first().map(|l| &l.node) {
-                Some(Literal::Str(s)) => Some(s.as_str()),
+                Some(Lit::Str(s)) => Some(s.as_str()),
                 _ => None,
             }
         }
@@ -111,7 +111,7 @@ fn never_matches(e: &Expr) -> Option<String> {
     let mut pinned: HashMap<String, (String, String)> = HashMap::new();
     for c in &parts {
         if let Expr::Cmp(f, CmpOp::Eq, lit) = c
-            && let (Literal::Str(v), false) = (&lit.node, matches!(f.node, Field::Arg(_)))
+            && let (Lit::Str(v), false) = (&lit.node, matches!(f.node, FieldRef::Arg(_)))
         {
             let name = field_name(&f.node);
             let text = expr_text(c);
@@ -135,7 +135,10 @@ fn never_matches(e: &Expr) -> Option<String> {
         }
         for c in &parts {
             if let Expr::Present(f) = c
-                && matches!(f.node, Field::Tool | Field::Resource | Field::Prompt)
+                && matches!(
+                    f.node,
+                    FieldRef::Tool | FieldRef::Resource | FieldRef::Prompt
+                )
             {
                 return Some(format!("an HTTP action has no {}", field_name(&f.node)));
             }

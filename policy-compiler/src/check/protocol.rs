@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 use crate::ast::{
-    ClassDef, CmpOp, DecisionSpec, Expr, Field, Item, Literal, Policy, RuleDef, SetRef, Span,
+    ClassDef, CmpOp, DecisionSpec, Expr, FieldRef, Item, Lit, Policy, RuleDef, SetRef, Span,
 };
 use crate::diag::Diagnostic;
 use bundle::protocol::ProtocolList;
@@ -72,15 +72,15 @@ struct Msg<'a> {
 }
 
 impl Msg<'_> {
-    fn field(&self, f: &Field) -> Known<'_> {
+    fn field(&self, f: &FieldRef) -> Known<'_> {
         let op = self.operation;
         let carries = |ops: &[&str]| op.is_none_or(|o| ops.contains(&o));
         match f {
-            Field::Kind => Known::Is("mcp"),
-            Field::Operation => op.map_or(Known::Unknown, Known::Is),
-            Field::Tool if op.is_some() => Known::Absent,
-            Field::Prompt if !carries(&["completion/complete"]) => Known::Absent,
-            Field::Resource
+            FieldRef::Kind => Known::Is("mcp"),
+            FieldRef::Operation => op.map_or(Known::Unknown, Known::Is),
+            FieldRef::Tool if op.is_some() => Known::Absent,
+            FieldRef::Prompt if !carries(&["completion/complete"]) => Known::Absent,
+            FieldRef::Resource
                 if !carries(&[
                     "resources/subscribe",
                     "resources/unsubscribe",
@@ -89,7 +89,7 @@ impl Msg<'_> {
             {
                 Known::Absent
             }
-            Field::Arg(_) if !carries(&["response", "completion/complete"]) => Known::Absent,
+            FieldRef::Arg(_) if !carries(&["response", "completion/complete"]) => Known::Absent,
             _ => Known::Unknown,
         }
     }
@@ -102,7 +102,7 @@ struct Eval<'p> {
 }
 
 impl<'p> Eval<'p> {
-    fn set(&self, s: &'p SetRef) -> Vec<&'p Literal> {
+    fn set(&self, s: &'p SetRef) -> Vec<&'p Lit> {
         match s {
             SetRef::Inline(v) => v.iter().map(|l| &l.node).collect(),
             SetRef::Named(n) => self
@@ -124,7 +124,7 @@ impl<'p> Eval<'p> {
             return Can::Maybe;
         }
         let d = depth.saturating_add(1);
-        let known = |f: &Field, test: &dyn Fn(&str) -> bool| match m.field(f) {
+        let known = |f: &FieldRef, test: &dyn Fn(&str) -> bool| match m.field(f) {
             Known::Is(v) => {
                 if test(v) {
                     Can::Always
@@ -142,14 +142,14 @@ impl<'p> Eval<'p> {
             Expr::Or(a, b) => self.can(a, m, d).or(self.can(b, m, d)),
             Expr::Not(a) => self.can(a, m, d).not(),
             Expr::Cmp(f, op, lit) => known(&f.node, &|v| match (&lit.node, op) {
-                (Literal::Str(s), CmpOp::Eq) => v == s,
-                (Literal::Str(s), CmpOp::Ne) => v != s,
+                (Lit::Str(s), CmpOp::Eq) => v == s,
+                (Lit::Str(s), CmpOp::Ne) => v != s,
                 _ => false,
             }),
             Expr::In(f, s) => {
                 let vals = self.set(s);
                 known(&f.node, &|v| {
-                    vals.iter().any(|l| matches!(l, Literal::Str(x) if x == v))
+                    vals.iter().any(|l| matches!(l, Lit::Str(x) if x == v))
                 })
             }
             Expr::Glob(f, s) | Expr::Prefix(f, s) => {
@@ -157,8 +157,8 @@ impl<'p> Eval<'p> {
                 let is_glob = matches!(e, Expr::Glob(..));
                 known(&f.node, &|v| {
                     vals.iter().any(|l| match l {
-                        Literal::Str(p) if is_glob => crate::interp::glob(p, v),
-                        Literal::Str(p) => v.starts_with(p.as_str()),
+                        Lit::Str(p) if is_glob => crate::interp::glob(p, v),
+                        Lit::Str(p) => v.starts_with(p.as_str()),
                         _ => false,
                     })
                 })

@@ -1,6 +1,6 @@
 //! Static types of fields and literals, and their names in messages.
 
-use crate::ast::{CmpOp, Field, Literal, ValueType};
+use crate::ast::{FieldRef, Lit, VType};
 
 /// The static type of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,27 +13,22 @@ pub(super) enum Ty {
     Any,
 }
 
-pub(super) fn field_ty(f: &Field) -> Ty {
-    match f {
-        Field::Port
-        | Field::RequestSize
-        | Field::SessionActions
-        | Field::SessionEgressBytes
-        | Field::SessionApprovals
-        | Field::SessionElapsed
-        | Field::SessionDrift => Ty::Num,
-        Field::RiskSecrets => Ty::Bool,
-        Field::RiskDataClasses => Ty::StrSet,
-        Field::Arg(_) => Ty::Any,
-        _ => Ty::Str,
+pub(super) fn field_ty(f: &FieldRef) -> Ty {
+    match f.value_type() {
+        Some(VType::String) => Ty::Str,
+        Some(VType::Number) => Ty::Num,
+        Some(VType::Bool) => Ty::Bool,
+        // `risk.data_classes`, the one array field, holds strings.
+        Some(VType::Array) => Ty::StrSet,
+        Some(VType::Object | VType::Null) | None => Ty::Any,
     }
 }
 
-pub(super) fn lit_ty(l: &Literal) -> Ty {
+pub(super) fn lit_ty(l: &Lit) -> Ty {
     match l {
-        Literal::Str(_) => Ty::Str,
-        Literal::Num(_) => Ty::Num,
-        Literal::Bool(_) => Ty::Bool,
+        Lit::Str(_) => Ty::Str,
+        Lit::Num(_) => Ty::Num,
+        Lit::Bool(_) => Ty::Bool,
     }
 }
 
@@ -47,33 +42,11 @@ pub(super) fn ty_word(t: Ty) -> &'static str {
     }
 }
 
-pub(super) fn vt_to_ty(t: ValueType) -> Option<Ty> {
+pub(super) fn vt_to_ty(t: VType) -> Option<Ty> {
     match t {
-        ValueType::String => Some(Ty::Str),
-        ValueType::Number => Some(Ty::Num),
-        ValueType::Bool => Some(Ty::Bool),
+        VType::String => Some(Ty::Str),
+        VType::Number => Some(Ty::Num),
+        VType::Bool => Some(Ty::Bool),
         _ => None,
-    }
-}
-
-pub(super) fn vt_word(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
-    }
-}
-
-pub(super) fn op_text(op: CmpOp) -> &'static str {
-    match op {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
     }
 }

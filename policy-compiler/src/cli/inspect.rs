@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use bundle::format::EffectDef;
+use bundle::disasm::effect;
 use serde_json::json;
 
 use super::build::read_bytes;
@@ -17,17 +17,6 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
-}
-
-fn effect(e: &EffectDef) -> String {
-    match e {
-        EffectDef::Taint(t) => format!("taint {t:?}"),
-        EffectDef::RevokeTool(Some(t)) => format!("revoke tool {t:?}"),
-        EffectDef::RevokeTool(None) => "revoke tool".into(),
-        EffectDef::RevokeClass(c) => format!("revoke class {c}"),
-        EffectDef::ReadOnly => "read_only".into(),
-        EffectDef::Kill => "kill".into(),
-    }
 }
 
 /// Run `policyc inspect`.

@@ -2,7 +2,7 @@
 //! argument types"), written independently of the VM's `bundle::argtypes`.
 
 use super::type_of;
-use crate::ast::{Item, Policy, ToolSchemaDef, ValueType};
+use crate::ast::{Item, Policy, ToolSchemaDef, VType};
 use bundle::builtin as b;
 use bundle::verdict::{Modification, PathSegment};
 use serde_json::Value as Json;
@@ -24,17 +24,6 @@ pub(super) fn find_schema<'p>(policy: &'p Policy, tool: &str) -> Option<&'p Tool
         Item::ToolSchema(s) if s.tool.node == tool => Some(s),
         _ => None,
     })
-}
-
-fn type_word(t: ValueType) -> &'static str {
-    match t {
-        ValueType::String => "string",
-        ValueType::Number => "number",
-        ValueType::Bool => "bool",
-        ValueType::Array => "array",
-        ValueType::Object => "object",
-        ValueType::Null => "null",
-    }
 }
 
 /// "Declared argument types": an argument that is absent or `null` is not given; on the way to
@@ -78,7 +67,7 @@ pub(super) fn check_types(schema: &ToolSchemaDef, args: &Json) -> TypeCheck {
                     &schema.tool.node,
                     path,
                     b::json_type_phrase(v),
-                    type_word(decl.ty),
+                    decl.ty.name(),
                 ));
             }
         }
@@ -108,15 +97,15 @@ pub(super) fn check_types(schema: &ToolSchemaDef, args: &Json) -> TypeCheck {
 
 /// `coerce`'s conversions: to `number` a string that is a JSON number (JSON whitespace around
 /// it allowed); to `string` a number (its JSON text) or a boolean; to `bool` `"true"`/`"false"`.
-fn convert(v: &Json, to: ValueType) -> Option<Json> {
+fn convert(v: &Json, to: VType) -> Option<Json> {
     match (v, to) {
-        (Json::String(s), ValueType::Number) => s.parse::<Json>().ok().filter(Json::is_number),
-        (Json::Number(n), ValueType::String) => Some(Json::String(n.to_string())),
-        (Json::Bool(b), ValueType::String) => {
+        (Json::String(s), VType::Number) => s.parse::<Json>().ok().filter(Json::is_number),
+        (Json::Number(n), VType::String) => Some(Json::String(n.to_string())),
+        (Json::Bool(b), VType::String) => {
             Some(Json::String(if *b { "true" } else { "false" }.to_owned()))
         }
-        (Json::String(s), ValueType::Bool) if s == "true" => Some(Json::Bool(true)),
-        (Json::String(s), ValueType::Bool) if s == "false" => Some(Json::Bool(false)),
+        (Json::String(s), VType::Bool) if s == "true" => Some(Json::Bool(true)),
+        (Json::String(s), VType::Bool) if s == "false" => Some(Json::Bool(false)),
         _ => None,
     }
 }

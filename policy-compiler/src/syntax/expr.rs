@@ -4,67 +4,17 @@ use super::lex::{
     expected, ident, kw, must_ident, must_string, must_sym, number, sp, span, string, sym,
 };
 use super::{In, PErr, R, duration, literal, literal_items, soft, vtype};
-use crate::ast::{
-    CmpOp, CountSubject, Expr, Field, Literal, PathStep, PrincipalRole, SetRef, Span, Spanned,
-};
+use crate::ast::{CmpOp, CountSubject, Expr, FieldRef, Lit, PathSegment, SetRef, Span, Spanned};
 use crate::diag::Diagnostic;
 use nom::Input as _;
-
-/// Every named field of the vocabulary (argument paths and headers aside), with its AST value.
-pub(crate) const FIELDS: [(&str, Field); 31] = [
-    ("kind", Field::Kind),
-    ("operation", Field::Operation),
-    ("tool", Field::Tool),
-    ("resource", Field::Resource),
-    ("prompt", Field::Prompt),
-    ("target.host", Field::Host),
-    ("target.port", Field::Port),
-    ("target.path", Field::Path),
-    ("target.query", Field::Query),
-    ("target.scheme", Field::Scheme),
-    ("target.server", Field::Server),
-    ("identity.agent", Field::Principal(PrincipalRole::Agent)),
-    ("identity.human", Field::Principal(PrincipalRole::Human)),
-    (
-        "identity.workload",
-        Field::Principal(PrincipalRole::Workload),
-    ),
-    (
-        "identity.agent_auth",
-        Field::PrincipalAuth(PrincipalRole::Agent),
-    ),
-    (
-        "identity.human_auth",
-        Field::PrincipalAuth(PrincipalRole::Human),
-    ),
-    (
-        "identity.workload_auth",
-        Field::PrincipalAuth(PrincipalRole::Workload),
-    ),
-    ("request.size", Field::RequestSize),
-    ("risk.secrets", Field::RiskSecrets),
-    ("risk.data_classes", Field::RiskDataClasses),
-    ("session.id", Field::SessionId),
-    ("trace.id", Field::TraceId),
-    ("intent", Field::Intent),
-    ("session.actions", Field::SessionActions),
-    ("session.egress_bytes", Field::SessionEgressBytes),
-    ("session.approvals", Field::SessionApprovals),
-    ("session.elapsed", Field::SessionElapsed),
-    ("session.drift", Field::SessionDrift),
-    // Names accepted in field position that are not plain fields; listed for "did you mean".
-    ("intent.outside", Field::Intent),
-    ("session.tainted", Field::Intent),
-    ("session.used", Field::Intent),
-];
 
 /// Extra names only used for suggestions.
 const OTHER_NAMES: [&str; 4] = ["session.seen", "session.count", "args", "header"];
 
 /// The source name of a field (for messages and the formatter).
-pub(crate) fn field_name(f: &Field) -> String {
+pub(crate) fn field_name(f: &FieldRef) -> String {
     match f {
-        Field::Header(h) => {
+        FieldRef::Header(h) => {
             if !h.is_empty()
                 && h.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -74,29 +24,26 @@ pub(crate) fn field_name(f: &Field) -> String {
                 format!("header[{}]", quote(h))
             }
         }
-        Field::Arg(p) => arg_path_text(p),
-        other => FIELDS
-            .iter()
-            .find(|(_, f)| f == other)
-            .map_or_else(String::new, |(n, _)| (*n).to_owned()),
+        FieldRef::Arg(p) => arg_path_text(p),
+        other => other.name().map_or_else(String::new, str::to_owned),
     }
 }
 
 /// `args.a.b[0]["odd key"]`.
-pub(crate) fn arg_path_text(p: &[PathStep]) -> String {
+pub(crate) fn arg_path_text(p: &[PathSegment]) -> String {
     let mut s = "args".to_owned();
     for step in p {
         match step {
-            PathStep::Key(k) if is_plain_ident(k) => {
+            PathSegment::Key(k) if is_plain_ident(k) => {
                 s.push('.');
                 s.push_str(k);
             }
-            PathStep::Key(k) => {
+            PathSegment::Key(k) => {
                 s.push('[');
                 s.push_str(&quote(k));
                 s.push(']');
             }
-            PathStep::Index(n) => s.push_str(&format!("[{n}]")),
+            PathSegment::Index(n) => s.push_str(&format!("[{n}]")),
         }
     }
     s
@@ -239,15 +186,16 @@ fn unary(i: In<'_>) -> R<'_, Expr> {
 }
 
 fn cmp_op(i: In<'_>) -> R<'_, CmpOp> {
-    for (s, op) in [
-        ("==", CmpOp::Eq),
-        ("!=", CmpOp::Ne),
-        ("<=", CmpOp::Le),
-        (">=", CmpOp::Ge),
-        ("<", CmpOp::Lt),
-        (">", CmpOp::Gt),
+    // Two-character operators first: `<=` is not `<` followed by `=`.
+    for op in [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Le,
+        CmpOp::Ge,
+        CmpOp::Lt,
+        CmpOp::Gt,
     ] {
-        if let Ok((r, _)) = sym(s)(i) {
+        if let Ok((r, _)) = sym(op.name())(i) {
             return Ok((r, op));
         }
     }
@@ -392,7 +340,7 @@ fn count(i: In<'_>) -> R<'_, Expr> {
 }
 
 /// The test after a field: comparison, `in`, `glob`, `prefix`, `matches`, `is`, `present`, `contains`.
-fn field_test(i: In<'_>, f: Spanned<Field>) -> R<'_, Expr> {
+fn field_test(i: In<'_>, f: Spanned<FieldRef>) -> R<'_, Expr> {
     if let Ok((rest, op)) = cmp_op(i) {
         let (rest, v) = value(rest)?;
         return Ok((rest, Expr::Cmp(f, op, v)));
@@ -451,7 +399,7 @@ fn field_test(i: In<'_>, f: Spanned<Field>) -> R<'_, Expr> {
     ))
 }
 
-fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
+fn value(i: In<'_>) -> R<'_, Spanned<Lit>> {
     match literal(i) {
         Ok(x) => return Ok(x),
         Err(nom::Err::Error(_)) => {}
@@ -462,7 +410,7 @@ fn value(i: In<'_>) -> R<'_, Spanned<Literal>> {
             return Ok((
                 rest,
                 Spanned {
-                    node: Literal::Str(w),
+                    node: Lit::Str(w),
                     span: wspan,
                 },
             ));
@@ -505,7 +453,7 @@ fn string_or_set(i: In<'_>) -> R<'_, SetRef> {
         Ok((rest, (s, sspan))) => Ok((
             rest,
             SetRef::Inline(vec![Spanned {
-                node: Literal::Str(s),
+                node: Lit::Str(s),
                 span: sspan,
             }]),
         )),
@@ -546,14 +494,14 @@ fn dotted_name(i: In<'_>) -> R<'_, (String, Span)> {
 }
 
 /// A field (cut on failure).
-pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
+pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<FieldRef>> {
     let (i, _) = sp(i)?;
     let start = i;
     if let Ok((rest, (p, pspan))) = arg_path(i) {
         return Ok((
             rest,
             Spanned {
-                node: Field::Arg(p),
+                node: FieldRef::Arg(p),
                 span: pspan,
             },
         ));
@@ -576,7 +524,7 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
         return Ok((
             r,
             Spanned {
-                node: Field::Header(h),
+                node: FieldRef::Header(h),
                 span: span(&start, &r),
             },
         ));
@@ -585,21 +533,24 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
         return Ok((
             rest,
             Spanned {
-                node: Field::Header(h.to_owned()),
+                node: FieldRef::Header(h.to_owned()),
                 span: nspan,
             },
         ));
     }
-    if let Some((_, f)) = FIELDS.iter().take(28).find(|(n, _)| *n == name) {
+    if let Some(f) = FieldRef::from_name(&name) {
         return Ok((
             rest,
             Spanned {
-                node: f.clone(),
+                node: f,
                 span: nspan,
             },
         ));
     }
-    let names = FIELDS.iter().take(28).map(|(n, _)| *n).chain(OTHER_NAMES);
+    let names = FieldRef::NAMED
+        .iter()
+        .filter_map(FieldRef::name)
+        .chain(OTHER_NAMES);
     let mut d = Diagnostic::error(nspan, format!("unknown field `{name}`"));
     if let Some(s) = crate::diag::suggest(&name, names) {
         d = d.with_hint(format!("did you mean `{s}`?"));
@@ -610,14 +561,14 @@ pub(crate) fn field(i: In<'_>) -> R<'_, Spanned<Field>> {
     Ok((
         rest,
         Spanned {
-            node: Field::Tool,
+            node: FieldRef::Tool,
             span: nspan,
         },
     ))
 }
 
 /// `args { "." ident | "[" (string | integer) "]" }`. Recoverable when `args` is not here.
-pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
+pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathSegment>, Span)> {
     let (i, _) = sp(i)?;
     let start = i;
     let (mut i, _) = kw("args")(i)?;
@@ -635,12 +586,12 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
                     ));
                 }
             };
-            steps.push(PathStep::Key(k));
+            steps.push(PathSegment::Key(k));
             i = rest;
         } else if frag.starts_with('[') {
             let after = i.take_from(1);
             if let Ok((rest, (k, _))) = string(after) {
-                steps.push(PathStep::Key(k));
+                steps.push(PathSegment::Key(k));
                 let (rest, _) = must_sym(rest, "]", " after the key")?;
                 i = rest;
             } else {
@@ -652,7 +603,7 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
                     ));
                     u32::MAX
                 });
-                steps.push(PathStep::Index(n));
+                steps.push(PathSegment::Index(n));
                 let (rest, _) = must_sym(rest, "]", " after the index")?;
                 i = rest;
             }
@@ -663,7 +614,7 @@ pub(crate) fn arg_path(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
 }
 
 /// An argument path that must be there.
-pub(crate) fn arg_path_required(i: In<'_>) -> R<'_, (Vec<PathStep>, Span)> {
+pub(crate) fn arg_path_required(i: In<'_>) -> R<'_, (Vec<PathSegment>, Span)> {
     match arg_path(i) {
         Ok(x) => Ok(x),
         Err(nom::Err::Error(_)) => Err(expected(i, "an argument path (`args.NAME`)")),

@@ -9,7 +9,7 @@ use super::{
     soft, string_list, u32_of, vtype,
 };
 use crate::ast::{
-    ArgDecl, EffectSpec, IntentDef, IntentLimits, ListDef, RuleDef, Span, Spanned, ToolSchemaDef,
+    ArgDecl, EffectDef, IntentDef, IntentLimits, ListDef, RuleDef, Span, Spanned, ToolSchemaDef,
 };
 use crate::diag::Diagnostic;
 use bundle::verdict::RiskTier;
@@ -248,7 +248,7 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
         // would be read as a member name.
         if path
             .iter()
-            .any(|s| matches!(s, crate::ast::PathStep::Index(_)))
+            .any(|s| matches!(s, crate::ast::PathSegment::Index(_)))
         {
             soft(
                 Diagnostic::error(
@@ -264,8 +264,8 @@ pub(super) fn tool_schema(i: In<'_>, start: Span) -> R<'_, ToolSchemaDef> {
         let key_path = path
             .into_iter()
             .map(|s| match s {
-                crate::ast::PathStep::Key(k) => k,
-                crate::ast::PathStep::Index(n) => n.to_string(),
+                crate::ast::PathSegment::Key(k) => k,
+                crate::ast::PathSegment::Index(n) => n.to_string(),
             })
             .collect();
         args.push(ArgDecl {
@@ -336,29 +336,29 @@ pub(super) fn rule_def(i: In<'_>, start: Span) -> R<'_, RuleDef> {
     ))
 }
 
-pub(super) fn effect(i: In<'_>) -> R<'_, Spanned<EffectSpec>> {
+pub(super) fn effect(i: In<'_>) -> R<'_, Spanned<EffectDef>> {
     let (i, _) = sp(i)?;
     let start = i;
     let (rest, e) = if let Ok((rest, _)) = kw("taint")(i) {
         let (rest, (t, _)) = must_string(rest, "the taint name as a string")?;
-        (rest, EffectSpec::Taint(t))
+        (rest, EffectDef::Taint(t))
     } else if let Ok((rest, _)) = kw("revoke")(i) {
         if let Ok((rest, _)) = kw("tool")(rest) {
             match string(rest) {
-                Ok((rest, (t, _))) => (rest, EffectSpec::RevokeTool(Some(t))),
-                Err(nom::Err::Error(_)) => (rest, EffectSpec::RevokeTool(None)),
+                Ok((rest, (t, _))) => (rest, EffectDef::RevokeTool(Some(t))),
+                Err(nom::Err::Error(_)) => (rest, EffectDef::RevokeTool(None)),
                 Err(e) => return Err(e),
             }
         } else if let Ok((rest, _)) = kw("class")(rest) {
             let (rest, (c, _)) = must_ident(rest, "a class name after `revoke class`")?;
-            (rest, EffectSpec::RevokeClass(c))
+            (rest, EffectDef::RevokeClass(c))
         } else {
             return Err(expected(rest, "`tool` or `class` after `revoke`"));
         }
     } else if let Ok((rest, _)) = kw("read_only")(i) {
-        (rest, EffectSpec::ReadOnly)
+        (rest, EffectDef::ReadOnly)
     } else if let Ok((rest, _)) = kw("kill")(i) {
-        (rest, EffectSpec::Kill)
+        (rest, EffectDef::Kill)
     } else {
         return Err(expected(
             i,

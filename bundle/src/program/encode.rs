@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{
-    ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, Instr, IntentDef, JUMP_ACCEPT,
-    JUMP_REJECT, Jump, Lit, MAGIC, MatcherDef, Pins, Pred, Program, RuleDef, ToolDef, cmp_tag,
-    decision_tag, field_tag, kind_tag, mode_tag, op, risk_tag, vtype_tag,
+use crate::program::format::{
+    ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, Instr, IntentDef, Jump, Lit, MAGIC,
+    MatcherDef, Pins, Pred, Program, RuleDef, ToolDef,
 };
+use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 use crate::verdict::{Modification, PathSegment};
 
 #[derive(Default)]
@@ -22,6 +22,9 @@ struct Writer {
 impl Writer {
     fn u8(&mut self, v: u8) {
         self.out.push(v);
+    }
+    fn tag<T: Wire>(&mut self, v: &T) {
+        self.u8(v.tag());
     }
     fn u16(&mut self, v: u16) {
         self.out.extend_from_slice(&v.to_le_bytes());
@@ -78,55 +81,37 @@ impl Writer {
     fn path(&mut self, p: &[PathSegment]) {
         self.len(p.len());
         for seg in p {
+            self.tag(seg);
             match seg {
-                PathSegment::Key(k) => {
-                    self.u8(0);
-                    self.str(k);
-                }
-                PathSegment::Index(i) => {
-                    self.u8(1);
-                    self.u32(*i);
-                }
+                PathSegment::Key(k) => self.str(k),
+                PathSegment::Index(i) => self.u32(*i),
             }
         }
     }
 
     fn decision(&mut self, d: &DecisionDef) {
-        self.u8(decision_tag(d.decision));
+        self.tag(&d.decision);
         self.str(&d.reason);
         self.len(d.modifications.len());
         for m in &d.modifications {
+            self.tag(m);
             match m {
-                Modification::RedactArg { path } => {
-                    self.u8(1);
-                    self.path(path);
-                }
-                Modification::DropArg { path } => {
-                    self.u8(2);
+                Modification::RedactArg { path } | Modification::DropArg { path } => {
                     self.path(path);
                 }
                 Modification::ClampArg { path, min, max } => {
-                    self.u8(3);
                     self.path(path);
                     self.f64(*min);
                     self.f64(*max);
                 }
-                Modification::RedactSecrets => self.u8(4),
-                Modification::StripHeader { name } => {
-                    self.u8(5);
-                    self.str(name);
-                }
+                Modification::RedactSecrets => {}
+                Modification::StripHeader { name } => self.str(name),
                 Modification::SetHeader { name, value } => {
-                    self.u8(6);
                     self.str(name);
                     self.str(value);
                 }
-                Modification::RemoveTools { patterns } => {
-                    self.u8(7);
-                    self.strs(patterns);
-                }
+                Modification::RemoveTools { patterns } => self.strs(patterns),
                 Modification::CoerceArg { path, value } => {
-                    self.u8(8);
                     self.path(path);
                     self.str(&value.to_string());
                 }
@@ -151,7 +136,7 @@ impl Writer {
     }
 
     fn field(&mut self, f: &FieldRef) {
-        self.u8(field_tag(f));
+        self.tag(f);
         match f {
             FieldRef::Header(h) => self.str(h),
             FieldRef::Arg(p) => self.path(p),
@@ -160,19 +145,11 @@ impl Writer {
     }
 
     fn lit(&mut self, l: &Lit) {
+        self.tag(l);
         match l {
-            Lit::Str(s) => {
-                self.u8(0);
-                self.str(s);
-            }
-            Lit::Num(n) => {
-                self.u8(1);
-                self.f64(*n);
-            }
-            Lit::Bool(b) => {
-                self.u8(2);
-                self.u8(u8::from(*b));
-            }
+            Lit::Str(s) => self.str(s),
+            Lit::Num(n) => self.f64(*n),
+            Lit::Bool(b) => self.u8(u8::from(*b)),
         }
     }
 
@@ -195,7 +172,7 @@ impl Writer {
 
     /// The opcode byte (with [`op::NEGATED`] for a negated instruction), then the operands.
     fn pred(&mut self, p: &Pred, negated: bool) {
-        let opcode = opcode(p);
+        let opcode = op::of(p);
         self.u8(if negated {
             opcode | op::NEGATED
         } else {
@@ -205,7 +182,7 @@ impl Writer {
             Pred::Const(b) => self.u8(u8::from(*b)),
             Pred::Cmp(f, c, l) => {
                 self.field(f);
-                self.u8(cmp_tag(*c));
+                self.tag(c);
                 self.lit(l);
             }
             Pred::In(f, m) | Pred::Glob(f, m) | Pred::Prefix(f, m) | Pred::Matches(f, m) => {
@@ -214,12 +191,12 @@ impl Writer {
             }
             Pred::Is(f, t) => {
                 self.field(f);
-                self.u8(vtype_tag(*t));
+                self.tag(t);
             }
             Pred::Present(f) => self.field(f),
             Pred::Len(f, c, n) => {
                 self.field(f);
-                self.u8(cmp_tag(*c));
+                self.tag(c);
                 self.f64(*n);
             }
             Pred::Contains(f, s) => {
@@ -231,7 +208,7 @@ impl Writer {
             Pred::CountSubject(h, w, c, n) | Pred::CountClass(h, w, c, n) => {
                 self.u64(*h);
                 self.u64(*w);
-                self.u8(cmp_tag(*c));
+                self.tag(c);
                 self.u32(*n);
             }
             Pred::OutsideIntent => {}
@@ -239,9 +216,9 @@ impl Writer {
     }
 
     fn matcher(&mut self, m: &MatcherDef) {
+        self.tag(m);
         match m {
             MatcherDef::Set { strs, nums, bools } => {
-                self.u8(1);
                 self.strs(strs);
                 self.len(nums.len());
                 for n in nums {
@@ -252,16 +229,8 @@ impl Writer {
                     self.u8(u8::from(*b));
                 }
             }
-            MatcherDef::Globs(g) => {
-                self.u8(2);
-                self.strs(g);
-            }
-            MatcherDef::Prefixes(p) => {
-                self.u8(3);
-                self.strs(p);
-            }
+            MatcherDef::Globs(g) | MatcherDef::Prefixes(g) => self.strs(g),
             MatcherDef::Regex { pattern, dfa } => {
-                self.u8(4);
                 self.str(pattern);
                 self.len(dfa.len());
                 self.out.extend_from_slice(dfa);
@@ -271,7 +240,7 @@ impl Writer {
 
     fn class(&mut self, c: &ClassDef) {
         self.str(&c.name);
-        self.u8(risk_tag(c.risk));
+        self.tag(&c.risk);
         self.u8(u8::from(c.readonly));
         self.code(&c.code);
     }
@@ -293,7 +262,7 @@ impl Writer {
     }
 
     fn pins(&mut self, p: &Pins) {
-        self.u8(kind_tag(p.kind));
+        self.tag(&p.kind);
         self.strs(&p.operations);
         self.strs(&p.tools);
         self.strs(&p.hosts);
@@ -301,31 +270,19 @@ impl Writer {
 
     fn rule(&mut self, r: &RuleDef) {
         self.str(&r.name);
-        self.u8(mode_tag(r.mode));
+        self.tag(&r.mode);
         self.decision(&r.decision);
         self.len(r.effects.len());
         for e in &r.effects {
+            self.tag(e);
             match e {
-                EffectDef::Taint(t) => {
+                EffectDef::Taint(t) | EffectDef::RevokeClass(t) => self.str(t),
+                EffectDef::RevokeTool(Some(t)) => {
                     self.u8(1);
                     self.str(t);
                 }
-                EffectDef::RevokeTool(t) => {
-                    self.u8(2);
-                    match t {
-                        Some(t) => {
-                            self.u8(1);
-                            self.str(t);
-                        }
-                        None => self.u8(0),
-                    }
-                }
-                EffectDef::RevokeClass(c) => {
-                    self.u8(3);
-                    self.str(c);
-                }
-                EffectDef::ReadOnly => self.u8(4),
-                EffectDef::Kill => self.u8(5),
+                EffectDef::RevokeTool(None) => self.u8(0),
+                EffectDef::ReadOnly | EffectDef::Kill => {}
             }
         }
         self.pins(&r.pins);
@@ -337,31 +294,9 @@ impl Writer {
         self.len(t.args.len());
         for a in &t.args {
             self.strs(&a.path);
-            self.u8(vtype_tag(a.ty));
+            self.tag(&a.ty);
             self.u8(u8::from(a.coerce));
         }
-    }
-}
-
-fn opcode(p: &Pred) -> u8 {
-    match p {
-        Pred::Const(_) => op::CONST,
-        Pred::Cmp(..) => op::CMP,
-        Pred::In(..) => op::IN,
-        Pred::Glob(..) => op::GLOB,
-        Pred::Prefix(..) => op::PREFIX,
-        Pred::Matches(..) => op::MATCHES,
-        Pred::Is(..) => op::IS,
-        Pred::Present(_) => op::PRESENT,
-        Pred::Len(..) => op::LEN,
-        Pred::Contains(..) => op::CONTAINS,
-        Pred::InClass(_) => op::IN_CLASS,
-        Pred::Tainted(_) => op::TAINTED,
-        Pred::Used(_) => op::USED,
-        Pred::Seen(_) => op::SEEN,
-        Pred::CountSubject(..) => op::COUNT_SUBJECT,
-        Pred::CountClass(..) => op::COUNT_CLASS,
-        Pred::OutsideIntent => op::OUTSIDE_INTENT,
     }
 }
 
@@ -370,7 +305,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
     let mut w = Writer::default();
     w.str(&p.pack);
     w.str(&p.version);
-    w.u8(mode_tag(p.mode));
+    w.tag(&p.mode);
     w.decision(&p.default);
     w.decision(&p.unknown_session);
     w.u16(p.mcp_protocol.unwrap_or(0));

@@ -17,24 +17,22 @@
 use serde_json::Value;
 
 use crate::action::{Action, AuthMethod, Kind};
-use crate::argtypes::{self, ArgCheck};
-use crate::builtin as b;
-use crate::format::{
+use crate::limits::MAX_CLASSES;
+use crate::program::argtypes::{self, ArgCheck};
+use crate::program::builtin as b;
+use crate::program::format::{
     CmpOp, DecisionDef, EffectDef, FieldRef, Instr, IntentDef, Jump, Lit, Pred, Role, VType,
 };
-use crate::index::Merge;
-use crate::load::Bundle;
-use crate::matchers::glob_match;
+use crate::program::index::Merge;
+use crate::program::load::Bundle;
+use crate::program::matchers::glob_match;
 use crate::session::{SessionState, SessionStatus, name_hash};
 use crate::verdict::{
     Decision, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, Verdict,
 };
 
-/// Words of the per-evaluation class set.
+/// Words of the per-evaluation class set: one bit for each of [`MAX_CLASSES`] classes.
 const CLASS_WORDS: usize = 16;
-/// Most classes a bundle may have (bits of the per-evaluation class set); a bundle with more is
-/// refused at load whatever `Limits::max_classes` says.
-pub(crate) const MAX_CLASSES: u64 = 1024;
 const _: () = assert!(MAX_CLASSES == (CLASS_WORDS as u64) * 64);
 
 /// The step budget ran out.
@@ -112,28 +110,6 @@ struct Ctx<'a> {
     intent: Option<&'a IntentDef>,
     outside: T3,
     steps: u32,
-}
-
-fn cmp_f64(a: f64, op: CmpOp, b: f64) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
-fn cmp_u32(a: u32, op: CmpOp, b: u32) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
 }
 
 fn json_val(v: &Value) -> Val<'_> {
@@ -243,7 +219,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn matcher(&self, m: u32) -> Option<&'a crate::matchers::Matcher> {
+    fn matcher(&self, m: u32) -> Option<&'a crate::program::matchers::Matcher> {
         self.bundle.matchers.get(usize::try_from(m).ok()?)
     }
 
@@ -260,7 +236,7 @@ impl<'a> Ctx<'a> {
                     CmpOp::Ne => (a != b.as_str()).into(),
                     _ => F,
                 },
-                (Val::Num(a), Lit::Num(b)) => cmp_f64(a, *op, *b).into(),
+                (Val::Num(a), Lit::Num(b)) => op.holds(&a, b).into(),
                 (Val::Bool(a), Lit::Bool(b)) => match op {
                     CmpOp::Eq => (a == *b).into(),
                     CmpOp::Ne => (a != *b).into(),
@@ -330,7 +306,8 @@ impl<'a> Ctx<'a> {
                     Val::Absent | Val::Json(_) => return F,
                     Val::Num(_) | Val::Bool(_) => return U,
                 };
-                cmp_f64(u64_f(u64::try_from(len).unwrap_or(u64::MAX)), *op, *n).into()
+                op.holds(&u64_f(u64::try_from(len).unwrap_or(u64::MAX)), n)
+                    .into()
             }
             Pred::Contains(f, x) => match self.field(f) {
                 Val::List(l) => l.iter().any(|e| e == x).into(),
@@ -348,12 +325,12 @@ impl<'a> Ctx<'a> {
             Pred::Tainted(h) => self.session.tainted(*h).into(),
             Pred::Used(h) => self.session.used(*h).into(),
             Pred::Seen(h) => self.session.seen_class(*h).into(),
-            Pred::CountSubject(h, w, op, n) => {
-                cmp_u32(self.session.count_subject(*h, *w, self.now_ms), *op, *n).into()
-            }
-            Pred::CountClass(h, w, op, n) => {
-                cmp_u32(self.session.count_class(*h, *w, self.now_ms), *op, *n).into()
-            }
+            Pred::CountSubject(h, w, op, n) => op
+                .holds(&self.session.count_subject(*h, *w, self.now_ms), n)
+                .into(),
+            Pred::CountClass(h, w, op, n) => op
+                .holds(&self.session.count_class(*h, *w, self.now_ms), n)
+                .into(),
             Pred::OutsideIntent => self.outside,
         }
     }
@@ -433,7 +410,7 @@ fn is_write(a: &Action) -> bool {
 
 impl Bundle {
     /// The declaration of a tool's argument types, if the pack has one.
-    fn tool_def(&self, name: &str) -> Option<&crate::format::ToolDef> {
+    fn tool_def(&self, name: &str) -> Option<&crate::program::format::ToolDef> {
         let tools = &self.prog.tools;
         // INVARIANT: the verifier checked the declarations are sorted by name and unique.
         let i = tools.binary_search_by(|t| t.name.as_str().cmp(name)).ok()?;
@@ -705,14 +682,7 @@ impl Bundle {
         let mut effects: Vec<Effect> = Vec::new();
         for h in hits.iter().filter(|h| h.mode == Mode::Enforce) {
             for e in h.effects {
-                let e = match e {
-                    EffectDef::Taint(t) => Effect::Taint(t.clone()),
-                    EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
-                    EffectDef::RevokeTool(None) => Effect::RevokeTool(a.subject().to_owned()),
-                    EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
-                    EffectDef::ReadOnly => Effect::ReadOnly,
-                    EffectDef::Kill => Effect::Kill,
-                };
+                let e = e.effect(a);
                 if !effects.contains(&e) {
                     effects.push(e);
                 }

@@ -7,15 +7,15 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::action::Kind;
 use crate::error::LoadError;
-use crate::format::{
-    ArgDef, ClassDef, CmpOp, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
-    IntentDef, JUMP_ACCEPT, JUMP_REJECT, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins,
-    Pred, Program, Role, RuleDef, ToolDef, VType, op,
-};
 use crate::limits::Limits;
-use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
+use crate::program::format::{
+    ArgDef, ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
+    IntentDef, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins, Pred, Program, RuleDef,
+    ToolDef,
+};
+use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
+use crate::verdict::{Decision, Defer, Modification, PathSegment, StepUp};
 
 /// The outer structure of a bundle: header, signature block, body.
 pub(crate) struct Envelope<'a> {
@@ -230,8 +230,16 @@ impl<'a> Reader<'a> {
             None
         })
     }
+    // Cold: kept out of line, so each of the wire tables' readers does not carry its own copy of
+    // the error formatting (that alone was 1.8 KB of the filter's .wasm).
+    #[cold]
     fn bad(&self, what: &str, tag: u8) -> LoadError {
         LoadError::invalid(format!("{}: unknown {what} tag {tag}", self.section))
+    }
+    /// A tag of `T`'s wire table (a value with an empty payload, which the caller reads).
+    fn tag<T: Wire>(&mut self) -> Result<T, LoadError> {
+        let t = self.u8()?;
+        T::from_tag(t).ok_or_else(|| self.bad(T::WHAT, t))
     }
 
     fn pool(&mut self) -> Result<(), LoadError> {
@@ -256,74 +264,48 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn mode(&mut self) -> Result<Mode, LoadError> {
-        match self.u8()? {
-            0 => Ok(Mode::Audit),
-            1 => Ok(Mode::Warn),
-            2 => Ok(Mode::Enforce),
-            t => Err(self.bad("mode", t)),
-        }
-    }
-    fn cmp(&mut self) -> Result<CmpOp, LoadError> {
-        Ok(match self.u8()? {
-            0 => CmpOp::Eq,
-            1 => CmpOp::Ne,
-            2 => CmpOp::Lt,
-            3 => CmpOp::Le,
-            4 => CmpOp::Gt,
-            5 => CmpOp::Ge,
-            t => return Err(self.bad("comparison", t)),
-        })
-    }
-
     fn path(&mut self) -> Result<Vec<PathSegment>, LoadError> {
         let n = self.count("an argument path's depth", self.limits.max_path_depth, 5)?;
         let mut p = Vec::with_capacity(n);
         for _ in 0..n {
-            p.push(match self.u8()? {
-                0 => PathSegment::Key(self.str()?),
-                1 => PathSegment::Index(self.u32()?),
-                t => return Err(self.bad("path segment", t)),
+            p.push(match self.tag()? {
+                PathSegment::Key(_) => PathSegment::Key(self.str()?),
+                PathSegment::Index(_) => PathSegment::Index(self.u32()?),
             });
         }
         Ok(p)
     }
 
     fn decision(&mut self) -> Result<DecisionDef, LoadError> {
-        let decision = match self.u8()? {
-            0 => Decision::Allow,
-            1 => Decision::Modify,
-            2 => Decision::Defer,
-            3 => Decision::StepUp,
-            4 => Decision::Deny,
-            t => return Err(self.bad("decision", t)),
-        };
+        let decision: Decision = self.tag()?;
         let reason = self.str()?;
         let n = self.count("the number of modifications", self.limits.max_list_items, 1)?;
         let mut modifications = Vec::with_capacity(n);
         for _ in 0..n {
-            modifications.push(match self.u8()? {
-                1 => Modification::RedactArg { path: self.path()? },
-                2 => Modification::DropArg { path: self.path()? },
-                3 => Modification::ClampArg {
+            let m: Modification = self.tag()?;
+            modifications.push(match m {
+                Modification::RedactArg { .. } => Modification::RedactArg { path: self.path()? },
+                Modification::DropArg { .. } => Modification::DropArg { path: self.path()? },
+                Modification::ClampArg { .. } => Modification::ClampArg {
                     path: self.path()?,
                     min: self.f64()?,
                     max: self.f64()?,
                 },
-                4 => Modification::RedactSecrets,
-                5 => Modification::StripHeader { name: self.str()? },
-                6 => Modification::SetHeader {
+                Modification::RedactSecrets => Modification::RedactSecrets,
+                Modification::StripHeader { .. } => Modification::StripHeader { name: self.str()? },
+                Modification::SetHeader { .. } => Modification::SetHeader {
                     name: self.str()?,
                     value: self.str()?,
                 },
-                7 => Modification::RemoveTools {
+                Modification::RemoveTools { .. } => Modification::RemoveTools {
                     patterns: self.strs("a remove_tools list")?,
                 },
-                8 if self.version >= 2 => Modification::CoerceArg {
+                Modification::CoerceArg { .. } if self.version >= 2 => Modification::CoerceArg {
                     path: self.path()?,
                     value: self.scalar_json()?,
                 },
-                t => return Err(self.bad("modification", t)),
+                // Format version 1 has no coerced arguments.
+                Modification::CoerceArg { .. } => return Err(self.bad(Modification::WHAT, m.tag())),
             });
         }
         let step_up = if self.bool()? {
@@ -362,59 +344,18 @@ impl<'a> Reader<'a> {
     }
 
     fn field(&mut self) -> Result<FieldRef, LoadError> {
-        Ok(match self.u8()? {
-            1 => FieldRef::Kind,
-            2 => FieldRef::Operation,
-            3 => FieldRef::Tool,
-            4 => FieldRef::Resource,
-            5 => FieldRef::Prompt,
-            6 => FieldRef::Host,
-            7 => FieldRef::Port,
-            8 => FieldRef::Path,
-            9 => FieldRef::Query,
-            10 => FieldRef::Scheme,
-            11 => FieldRef::Server,
-            12 => FieldRef::Principal(Role::Agent),
-            13 => FieldRef::Principal(Role::Human),
-            14 => FieldRef::Principal(Role::Workload),
-            15 => FieldRef::PrincipalAuth(Role::Agent),
-            16 => FieldRef::PrincipalAuth(Role::Human),
-            17 => FieldRef::PrincipalAuth(Role::Workload),
-            18 => FieldRef::Header(self.str()?),
-            19 => FieldRef::Arg(self.path()?),
-            20 => FieldRef::RequestSize,
-            21 => FieldRef::RiskSecrets,
-            22 => FieldRef::RiskDataClasses,
-            23 => FieldRef::SessionId,
-            24 => FieldRef::TraceId,
-            25 => FieldRef::Intent,
-            26 => FieldRef::SessionActions,
-            27 => FieldRef::SessionEgressBytes,
-            28 => FieldRef::SessionApprovals,
-            29 => FieldRef::SessionElapsed,
-            30 => FieldRef::SessionDrift,
-            t => return Err(self.bad("field", t)),
-        })
-    }
-
-    fn vtype(&mut self) -> Result<VType, LoadError> {
-        Ok(match self.u8()? {
-            0 => VType::String,
-            1 => VType::Number,
-            2 => VType::Bool,
-            3 => VType::Array,
-            4 => VType::Object,
-            5 => VType::Null,
-            t => return Err(self.bad("value type", t)),
+        Ok(match self.tag()? {
+            FieldRef::Header(_) => FieldRef::Header(self.str()?),
+            FieldRef::Arg(_) => FieldRef::Arg(self.path()?),
+            f => f,
         })
     }
 
     fn lit(&mut self) -> Result<Lit, LoadError> {
-        Ok(match self.u8()? {
-            0 => Lit::Str(self.str()?),
-            1 => Lit::Num(self.f64()?),
-            2 => Lit::Bool(self.bool()?),
-            t => return Err(self.bad("literal", t)),
+        Ok(match self.tag()? {
+            Lit::Str(_) => Lit::Str(self.str()?),
+            Lit::Num(_) => Lit::Num(self.f64()?),
+            Lit::Bool(_) => Lit::Bool(self.bool()?),
         })
     }
 
@@ -465,12 +406,13 @@ impl<'a> Reader<'a> {
         Ok(code)
     }
 
-    fn matcher_ref(&mut self, ctx: &CodeCtx<'_>, want: u8) -> Result<u32, LoadError> {
+    /// A matcher index, which must name a matcher of the same kind as `want`.
+    fn matcher_ref(&mut self, ctx: &CodeCtx<'_>, want: &MatcherDef) -> Result<u32, LoadError> {
         let m = self.u32()?;
         let ok = usize::try_from(m)
             .ok()
             .and_then(|i| ctx.matchers.get(i))
-            .is_some_and(|def| matcher_kind(def) == want);
+            .is_some_and(|def| def.tag() == want.tag());
         if !ok {
             return Err(LoadError::invalid(format!(
                 "{}: matcher {m} is out of range or of the wrong kind",
@@ -509,14 +451,14 @@ impl<'a> Reader<'a> {
     fn pred(&mut self, ctx: &CodeCtx<'_>, opcode: u8) -> Result<Pred, LoadError> {
         Ok(match opcode {
             op::CONST => Pred::Const(self.bool()?),
-            op::CMP => Pred::Cmp(self.field()?, self.cmp()?, self.lit()?),
-            op::IN => Pred::In(self.field()?, self.matcher_ref(ctx, 1)?),
-            op::GLOB => Pred::Glob(self.field()?, self.matcher_ref(ctx, 2)?),
-            op::PREFIX => Pred::Prefix(self.field()?, self.matcher_ref(ctx, 3)?),
-            op::MATCHES => Pred::Matches(self.field()?, self.matcher_ref(ctx, 4)?),
-            op::IS => Pred::Is(self.field()?, self.vtype()?),
+            op::CMP => Pred::Cmp(self.field()?, self.tag()?, self.lit()?),
+            op::IN => Pred::In(self.field()?, self.matcher_ref(ctx, &SET)?),
+            op::GLOB => Pred::Glob(self.field()?, self.matcher_ref(ctx, &GLOBS)?),
+            op::PREFIX => Pred::Prefix(self.field()?, self.matcher_ref(ctx, &PREFIXES)?),
+            op::MATCHES => Pred::Matches(self.field()?, self.matcher_ref(ctx, &REGEX)?),
+            op::IS => Pred::Is(self.field()?, self.tag()?),
             op::PRESENT => Pred::Present(self.field()?),
-            op::LEN => Pred::Len(self.field()?, self.cmp()?, self.f64()?),
+            op::LEN => Pred::Len(self.field()?, self.tag()?, self.f64()?),
             op::CONTAINS => Pred::Contains(self.field()?, self.str()?),
             op::IN_CLASS => {
                 let c = self.u32()?;
@@ -532,9 +474,9 @@ impl<'a> Reader<'a> {
             op::USED => Pred::Used(self.u64()?),
             op::SEEN => Pred::Seen(self.u64()?),
             op::COUNT_SUBJECT => {
-                Pred::CountSubject(self.u64()?, self.u64()?, self.cmp()?, self.u32()?)
+                Pred::CountSubject(self.u64()?, self.u64()?, self.tag()?, self.u32()?)
             }
-            op::COUNT_CLASS => Pred::CountClass(self.u64()?, self.u64()?, self.cmp()?, self.u32()?),
+            op::COUNT_CLASS => Pred::CountClass(self.u64()?, self.u64()?, self.tag()?, self.u32()?),
             op::OUTSIDE_INTENT => {
                 if !ctx.in_rule {
                     return Err(LoadError::invalid(format!(
@@ -549,8 +491,8 @@ impl<'a> Reader<'a> {
     }
 
     fn matcher(&mut self, total_regex: &mut u64) -> Result<MatcherDef, LoadError> {
-        Ok(match self.u8()? {
-            1 => {
+        Ok(match self.tag()? {
+            MatcherDef::Set { .. } => {
                 let strs = self.strs("a set's size")?;
                 if strs.windows(2).any(|w| w.first() >= w.get(1)) {
                     return Err(LoadError::invalid("a string set is not sorted and unique"));
@@ -561,9 +503,9 @@ impl<'a> Reader<'a> {
                 let bools = (0..n).map(|_| self.bool()).collect::<Result<Vec<_>, _>>()?;
                 MatcherDef::Set { strs, nums, bools }
             }
-            2 => MatcherDef::Globs(self.strs("a glob list's size")?),
-            3 => MatcherDef::Prefixes(self.strs("a prefix list's size")?),
-            4 => {
+            MatcherDef::Globs(_) => MatcherDef::Globs(self.strs("a glob list's size")?),
+            MatcherDef::Prefixes(_) => MatcherDef::Prefixes(self.strs("a prefix list's size")?),
+            MatcherDef::Regex { .. } => {
                 let pattern = self.str()?;
                 let n = self.count(
                     "a regex automaton's size in bytes",
@@ -581,7 +523,6 @@ impl<'a> Reader<'a> {
                 let dfa = self.bytes(n)?.to_vec();
                 MatcherDef::Regex { pattern, dfa }
             }
-            t => return Err(self.bad("matcher", t)),
         })
     }
 }
@@ -592,14 +533,18 @@ struct CodeCtx<'a> {
     in_rule: bool,
 }
 
-fn matcher_kind(m: &MatcherDef) -> u8 {
-    match m {
-        MatcherDef::Set { .. } => 1,
-        MatcherDef::Globs(_) => 2,
-        MatcherDef::Prefixes(_) => 3,
-        MatcherDef::Regex { .. } => 4,
-    }
-}
+/// Templates of the four matcher kinds (what an instruction's matcher index must name).
+const SET: MatcherDef = MatcherDef::Set {
+    strs: Vec::new(),
+    nums: Vec::new(),
+    bools: Vec::new(),
+};
+const GLOBS: MatcherDef = MatcherDef::Globs(Vec::new());
+const PREFIXES: MatcherDef = MatcherDef::Prefixes(Vec::new());
+const REGEX: MatcherDef = MatcherDef::Regex {
+    pattern: String::new(),
+    dfa: Vec::new(),
+};
 
 /// Decode and verify the body of a bundle of format `version` (one this build reads).
 pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program, LoadError> {
@@ -615,7 +560,7 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
     r.section = "pack header";
     let pack = r.str()?;
     let version = r.str()?;
-    let mode = r.mode()?;
+    let mode = r.tag()?;
     let default = r.decision()?;
     let unknown_session = r.decision()?;
     // Any list version is accepted: its members are in the class's code, so the VM never needs
@@ -641,13 +586,7 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
     let mut classes = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.str()?;
-        let risk = match r.u8()? {
-            0 => RiskTier::Low,
-            1 => RiskTier::Medium,
-            2 => RiskTier::High,
-            3 => RiskTier::Critical,
-            t => return Err(r.bad("risk tier", t)),
-        };
+        let risk = r.tag()?;
         let readonly = r.bool()?;
         let ctx = CodeCtx {
             matchers: &matchers,
@@ -706,26 +645,21 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
     let mut rules = Vec::with_capacity(n);
     for _ in 0..n {
         let name = r.str()?;
-        let mode = r.mode()?;
+        let mode = r.tag()?;
         let decision = r.decision()?;
         let k = r.count("the number of effects in a rule", limits.max_list_items, 1)?;
         let mut effects = Vec::with_capacity(k);
         for _ in 0..k {
-            effects.push(match r.u8()? {
-                1 => EffectDef::Taint(r.str()?),
-                2 => EffectDef::RevokeTool(if r.bool()? { Some(r.str()?) } else { None }),
-                3 => EffectDef::RevokeClass(r.str()?),
-                4 => EffectDef::ReadOnly,
-                5 => EffectDef::Kill,
-                t => return Err(r.bad("effect", t)),
+            effects.push(match r.tag()? {
+                EffectDef::Taint(_) => EffectDef::Taint(r.str()?),
+                EffectDef::RevokeTool(_) => {
+                    EffectDef::RevokeTool(if r.bool()? { Some(r.str()?) } else { None })
+                }
+                EffectDef::RevokeClass(_) => EffectDef::RevokeClass(r.str()?),
+                e @ (EffectDef::ReadOnly | EffectDef::Kill) => e,
             });
         }
-        let kind = match r.u8()? {
-            0 => None,
-            1 => Some(Kind::Mcp),
-            2 => Some(Kind::Http),
-            t => return Err(r.bad("kind", t)),
-        };
+        let kind = r.tag()?;
         let operations = r.strs("a rule's pinned operations")?;
         let tools = r.strs("a rule's pinned tools")?;
         let hosts = r.strs("a rule's pinned hosts")?;
@@ -798,7 +732,7 @@ fn tools(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<ToolDef>, LoadError>
         for _ in 0..k {
             let depth = r.count("an argument path's depth", limits.max_path_depth, 4)?;
             let path = (0..depth).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?;
-            let ty = r.vtype()?;
+            let ty = r.tag()?;
             let coerce = r.bool()?;
             args.push(ArgDef { path, ty, coerce });
         }

@@ -375,8 +375,10 @@ pub fn verify_log_with<'a>(
 ) -> VerifyReport {
     let (found, mut findings, line_count) = collect_found(lines);
     let mut notices = Vec::new();
-    let by_id: HashMap<String, &VerifyingKey> =
-        keys.iter().map(|k| (crate::keys::key_id(k), k)).collect();
+    let by_id: HashMap<String, &VerifyingKey> = keys
+        .iter()
+        .map(|k| (crate::evidence::keys::key_id(k), k))
+        .collect();
     let mut sessions: BTreeMap<String, Vec<&Found>> = BTreeMap::new();
     for f in &found {
         sessions

@@ -5,10 +5,10 @@
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 use crate::error::LoadError;
-use crate::format::SIGNATURE_DOMAIN;
-use crate::keys::key_id;
+use crate::evidence::keys::key_id;
 use crate::limits::Limits;
-use crate::verify::{Envelope, envelope};
+use crate::program::format::SIGNATURE_DOMAIN;
+use crate::program::verify::{Envelope, envelope};
 
 /// The message a bundle signature covers.
 fn message(env: &Envelope<'_>) -> Vec<u8> {
@@ -30,7 +30,10 @@ pub fn sign(unsigned_bundle: &[u8], key: &SigningKey) -> Result<Vec<u8>, LoadErr
     let env = envelope(unsigned_bundle, &Limits::default())?;
     let sig = key.sign(&message(&env)).to_bytes();
     let id = key_id(&key.verifying_key());
-    Ok(crate::encode::envelope(env.body, Some((&id, &sig))))
+    Ok(crate::program::encode::envelope(
+        env.body,
+        Some((&id, &sig)),
+    ))
 }
 
 /// Check the signature block against trusted keys.

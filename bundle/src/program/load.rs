@@ -3,10 +3,10 @@
 use ed25519_dalek::VerifyingKey;
 
 use crate::error::LoadError;
-use crate::format::{DecisionDef, Program};
-use crate::index::RuleIndex;
-use crate::limits::Limits;
-use crate::matchers::Matcher;
+use crate::limits::{Limits, MAX_CLASSES};
+use crate::program::format::{DecisionDef, Program};
+use crate::program::index::RuleIndex;
+use crate::program::matchers::Matcher;
 use crate::session::name_hash;
 use crate::verdict::Decision;
 
@@ -68,7 +68,7 @@ fn deny(reason: &str) -> DecisionDef {
 
 impl Builtins {
     fn new() -> Self {
-        use crate::builtin as b;
+        use crate::program::builtin as b;
         Builtins {
             killed: deny(b::KILLED_REASON),
             revoked: deny(b::REVOKED_REASON),
@@ -117,19 +117,19 @@ impl Bundle {
         trust: &Trust,
         limits: &Limits,
     ) -> Result<Bundle, LoadError> {
-        let env = crate::verify::envelope(bytes, limits)?;
+        let env = crate::program::verify::envelope(bytes, limits)?;
         let key_id = match trust {
-            Trust::Keys(keys) => Some(crate::sign::check(&env, keys)?),
+            Trust::Keys(keys) => Some(crate::program::sign::check(&env, keys)?),
             Trust::AllowUnsigned => env.sig.as_ref().map(|(id, _)| id.clone()),
         };
-        let prog = crate::verify::body(env.body, limits, env.version)?;
+        let prog = crate::program::verify::body(env.body, limits, env.version)?;
         let classes = u64::try_from(prog.classes.len()).unwrap_or(u64::MAX);
-        if classes > crate::vm::MAX_CLASSES {
+        if classes > MAX_CLASSES {
             // The VM keeps an evaluation's class set in a fixed bitset of this size.
             return Err(LoadError::TooLarge {
                 what: "the number of classes",
                 found: classes,
-                max: crate::vm::MAX_CLASSES,
+                max: MAX_CLASSES,
             });
         }
         let matchers = prog

@@ -1,6 +1,7 @@
-//! The bundle file format: constants, the in-memory program model that `policyc` fills in, and
-//! the encoder that writes it. The decoder (with every check) is in [`crate::verify`]; the byte
-//! layout is documented in `docs/bundle-format.md`.
+//! The bundle file format: constants and the in-memory program model that `policyc` fills in.
+//! The encoder is [`crate::encode()`], the decoder (with every check) is in `verify`; both read
+//! the wire tags from one table (`wire`). The byte layout is documented in
+//! `docs/bundle-format.md`.
 //!
 //! Layout of a bundle (all integers little-endian):
 //! ```text
@@ -11,8 +12,8 @@
 //! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules, and (from
 //! version 2) tool argument declarations.
 
-use crate::action::Kind;
-use crate::verdict::{Decision, Defer, Mode, Modification, PathSegment, RiskTier, StepUp};
+use crate::action::{Action, Kind};
+use crate::verdict::{Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, StepUp};
 
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
@@ -25,6 +26,52 @@ pub const MIN_FORMAT_VERSION: u16 = 1;
 pub const SIGNATURE_DOMAIN: &[u8] = b"portcullis/bundle/v1\0";
 /// Bytes before the signature block: magic, version, reserved, content hash.
 pub const HEADER_LEN: usize = 40;
+
+/// `names! { Type { Variant = "name", ... } }`: the policy language's name of each variant, from
+/// one line per variant: `ALL` (every variant, in this order), `name()` and `from_name()`. With
+/// `unnamed { Variant(_), ... }` (variants that carry their name), the list is `NAMED` and
+/// `name()` returns an `Option`.
+macro_rules! names {
+    (@list $ty:ident $list:ident $doc:literal { $($v:ident $(($($tp:tt)*))? = $name:literal),+ }) => {
+        impl $ty {
+            #[doc = $doc]
+            pub const $list: &'static [$ty] = &[$($ty::$v $(($($tp)*))?),+];
+            /// The value the policy language writes as `name`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $($name => Some($ty::$v $(($($tp)*))?),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }) => {
+        names!(@list $ty ALL "Every value, in the order the language lists them."
+            { $($v $(($($tp)*))? = $name),+ });
+        impl $ty {
+            /// How the policy language writes this value.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $($ty::$v $(($($tp)*))? => $name,)+
+                }
+            }
+        }
+    };
+    ($ty:ident { $($v:ident $(($($tp:tt)*))? = $name:literal),+ $(,)? }
+        unnamed { $($u:ident $(($($up:tt)*))?),+ $(,)? }) => {
+        names!(@list $ty NAMED "Every value with a fixed name, in the order the language lists them."
+            { $($v $(($($tp)*))? = $name),+ });
+        impl $ty {
+            /// How the policy language writes this value, when it has a fixed name.
+            pub fn name(&self) -> Option<&'static str> {
+                match self {
+                    $($ty::$v $(($($tp)*))? => Some($name),)+
+                    $($ty::$u $(($($up)*))? => None,)+
+                }
+            }
+        }
+    };
+}
 
 /// A whole compiled policy: what the encoder writes and the decoder returns (after verification).
 #[derive(Clone, Debug, PartialEq)]
@@ -147,19 +194,34 @@ pub struct RuleDef {
     pub code: Vec<Instr>,
 }
 
-/// A session effect as written in the policy (`revoke tool` alone has no name).
+/// A session effect as written in the policy (`then ...`); the VM turns it into a
+/// [`crate::verdict::Effect`] (`revoke tool` alone names the matched action's tool).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EffectDef {
-    /// `taint "x"`.
+    /// `taint "name"`
     Taint(String),
-    /// `revoke tool ["x"]`.
+    /// `revoke tool "name"` (or `revoke tool` alone: the matched action's tool).
     RevokeTool(Option<String>),
-    /// `revoke class c`.
+    /// `revoke class NAME`
     RevokeClass(String),
-    /// `read_only`.
+    /// `read_only`
     ReadOnly,
-    /// `kill`.
+    /// `kill`
     Kill,
+}
+
+impl EffectDef {
+    /// The change to the session this effect makes when its rule matches `action`.
+    pub fn effect(&self, action: &Action) -> Effect {
+        match self {
+            EffectDef::Taint(t) => Effect::Taint(t.clone()),
+            EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
+            EffectDef::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
+            EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
+            EffectDef::ReadOnly => Effect::ReadOnly,
+            EffectDef::Kill => Effect::Kill,
+        }
+    }
 }
 
 /// Values a rule's condition requires (each is a conjunct of the top-level `and` chain), used
@@ -208,7 +270,7 @@ pub struct Instr {
 }
 
 /// Comparison operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CmpOp {
     /// `==`
     Eq,
@@ -224,8 +286,31 @@ pub enum CmpOp {
     Ge,
 }
 
-/// JSON value type (`is` tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+names! { CmpOp {
+    Eq = "==",
+    Ne = "!=",
+    Lt = "<",
+    Le = "<=",
+    Gt = ">",
+    Ge = ">=",
+}}
+
+impl CmpOp {
+    /// Whether `a OP b` holds (for numbers, IEEE comparison: nothing holds of NaN but `!=`).
+    pub fn holds<T: PartialOrd + ?Sized>(self, a: &T, b: &T) -> bool {
+        match self {
+            CmpOp::Eq => a == b,
+            CmpOp::Ne => a != b,
+            CmpOp::Lt => a < b,
+            CmpOp::Le => a <= b,
+            CmpOp::Gt => a > b,
+            CmpOp::Ge => a >= b,
+        }
+    }
+}
+
+/// JSON value type (`is` tests, declared argument types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VType {
     /// string
     String,
@@ -241,19 +326,28 @@ pub enum VType {
     Null,
 }
 
-/// A literal operand.
+names! { VType {
+    String = "string",
+    Number = "number",
+    Bool = "bool",
+    Array = "array",
+    Object = "object",
+    Null = "null",
+}}
+
+/// A literal operand (also the policy language's literal values).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lit {
-    /// String.
+    /// `"text"`
     Str(String),
-    /// Number.
+    /// `42`, `-1.5`, `10MB` (bytes), `30s` (milliseconds)
     Num(f64),
-    /// Boolean.
+    /// `true` / `false`
     Bool(bool),
 }
 
-/// Which principal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which principal of the identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// agent
     Agent,
@@ -263,10 +357,16 @@ pub enum Role {
     Workload,
 }
 
-/// A field the condition reads.
+names! { Role {
+    Agent = "agent",
+    Human = "human",
+    Workload = "workload",
+}}
+
+/// Something an expression can read from the action or the session.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FieldRef {
-    /// `kind`
+    /// `kind`: "mcp" | "http" (compare with bare `mcp` / `http` or strings).
     Kind,
     /// `operation`
     Operation,
@@ -288,25 +388,25 @@ pub enum FieldRef {
     Scheme,
     /// `target.server`
     Server,
-    /// `identity.<role>`
+    /// `identity.agent` / `identity.human` / `identity.workload`
     Principal(Role),
-    /// `identity.<role>_auth`
+    /// `identity.agent_auth` / `identity.human_auth` / `identity.workload_auth`
     PrincipalAuth(Role),
-    /// `header.<name>`
+    /// `header.NAME` or `header["name"]` (first value; lowercase name)
     Header(String),
-    /// `args.<path>`
+    /// `args.PATH`
     Arg(Vec<PathSegment>),
     /// `request.size`
     RequestSize,
-    /// `risk.secrets`
+    /// `risk.secrets` (bool)
     RiskSecrets,
-    /// `risk.data_classes`
+    /// `risk.data_classes` (set; use with `contains`)
     RiskDataClasses,
     /// `session.id`
     SessionId,
     /// `trace.id`
     TraceId,
-    /// `intent`
+    /// `intent` (the session's pinned intent name, "" when none)
     Intent,
     /// `session.actions`
     SessionActions,
@@ -314,10 +414,79 @@ pub enum FieldRef {
     SessionEgressBytes,
     /// `session.approvals`
     SessionApprovals,
-    /// `session.elapsed`
+    /// `session.elapsed` (milliseconds; compare with durations like `30m`)
     SessionElapsed,
     /// `session.drift`
     SessionDrift,
+}
+
+names! { FieldRef {
+    Kind = "kind",
+    Operation = "operation",
+    Tool = "tool",
+    Resource = "resource",
+    Prompt = "prompt",
+    Host = "target.host",
+    Port = "target.port",
+    Path = "target.path",
+    Query = "target.query",
+    Scheme = "target.scheme",
+    Server = "target.server",
+    Principal(Role::Agent) = "identity.agent",
+    Principal(Role::Human) = "identity.human",
+    Principal(Role::Workload) = "identity.workload",
+    PrincipalAuth(Role::Agent) = "identity.agent_auth",
+    PrincipalAuth(Role::Human) = "identity.human_auth",
+    PrincipalAuth(Role::Workload) = "identity.workload_auth",
+    RequestSize = "request.size",
+    RiskSecrets = "risk.secrets",
+    RiskDataClasses = "risk.data_classes",
+    SessionId = "session.id",
+    TraceId = "trace.id",
+    Intent = "intent",
+    SessionActions = "session.actions",
+    SessionEgressBytes = "session.egress_bytes",
+    SessionApprovals = "session.approvals",
+    SessionElapsed = "session.elapsed",
+    SessionDrift = "session.drift",
+} unnamed {
+    Header(_),
+    Arg(_),
+}}
+
+impl FieldRef {
+    /// The JSON type the field reads as (`risk.data_classes` is an array of strings), or `None`
+    /// for an argument, which is whatever the action's JSON holds.
+    pub fn value_type(&self) -> Option<VType> {
+        match self {
+            FieldRef::Kind
+            | FieldRef::Operation
+            | FieldRef::Tool
+            | FieldRef::Resource
+            | FieldRef::Prompt
+            | FieldRef::Host
+            | FieldRef::Path
+            | FieldRef::Query
+            | FieldRef::Scheme
+            | FieldRef::Server
+            | FieldRef::Principal(_)
+            | FieldRef::PrincipalAuth(_)
+            | FieldRef::Header(_)
+            | FieldRef::SessionId
+            | FieldRef::TraceId
+            | FieldRef::Intent => Some(VType::String),
+            FieldRef::Port
+            | FieldRef::RequestSize
+            | FieldRef::SessionActions
+            | FieldRef::SessionEgressBytes
+            | FieldRef::SessionApprovals
+            | FieldRef::SessionElapsed
+            | FieldRef::SessionDrift => Some(VType::Number),
+            FieldRef::RiskSecrets => Some(VType::Bool),
+            FieldRef::RiskDataClasses => Some(VType::Array),
+            FieldRef::Arg(_) => None,
+        }
+    }
 }
 
 /// A predicate.
@@ -385,122 +554,27 @@ pub enum MatcherDef {
     },
 }
 
-// ---- opcodes and tags (shared by encoder, decoder and disassembler) ----
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) mod op {
-    pub const CONST: u8 = 0x01;
-    pub const CMP: u8 = 0x02;
-    pub const IN: u8 = 0x03;
-    pub const GLOB: u8 = 0x04;
-    pub const PREFIX: u8 = 0x05;
-    pub const MATCHES: u8 = 0x06;
-    pub const IS: u8 = 0x07;
-    pub const PRESENT: u8 = 0x08;
-    pub const LEN: u8 = 0x09;
-    pub const CONTAINS: u8 = 0x0A;
-    pub const IN_CLASS: u8 = 0x0B;
-    pub const TAINTED: u8 = 0x0C;
-    pub const USED: u8 = 0x0D;
-    pub const SEEN: u8 = 0x0E;
-    pub const COUNT_SUBJECT: u8 = 0x0F;
-    pub const COUNT_CLASS: u8 = 0x10;
-    pub const OUTSIDE_INTENT: u8 = 0x11;
-    /// Flag bit of the opcode byte (version 2): the instruction is negated ([`super::Instr`]).
-    pub const NEGATED: u8 = 0x80;
-}
-
-/// Jump encodings: `0..=0xFFFD` an instruction index, then these two terminals.
-pub(crate) const JUMP_ACCEPT: u16 = 0xFFFF;
-pub(crate) const JUMP_REJECT: u16 = 0xFFFE;
-
-pub(crate) fn field_tag(f: &FieldRef) -> u8 {
-    match f {
-        FieldRef::Kind => 1,
-        FieldRef::Operation => 2,
-        FieldRef::Tool => 3,
-        FieldRef::Resource => 4,
-        FieldRef::Prompt => 5,
-        FieldRef::Host => 6,
-        FieldRef::Port => 7,
-        FieldRef::Path => 8,
-        FieldRef::Query => 9,
-        FieldRef::Scheme => 10,
-        FieldRef::Server => 11,
-        FieldRef::Principal(Role::Agent) => 12,
-        FieldRef::Principal(Role::Human) => 13,
-        FieldRef::Principal(Role::Workload) => 14,
-        FieldRef::PrincipalAuth(Role::Agent) => 15,
-        FieldRef::PrincipalAuth(Role::Human) => 16,
-        FieldRef::PrincipalAuth(Role::Workload) => 17,
-        FieldRef::Header(_) => 18,
-        FieldRef::Arg(_) => 19,
-        FieldRef::RequestSize => 20,
-        FieldRef::RiskSecrets => 21,
-        FieldRef::RiskDataClasses => 22,
-        FieldRef::SessionId => 23,
-        FieldRef::TraceId => 24,
-        FieldRef::Intent => 25,
-        FieldRef::SessionActions => 26,
-        FieldRef::SessionEgressBytes => 27,
-        FieldRef::SessionApprovals => 28,
-        FieldRef::SessionElapsed => 29,
-        FieldRef::SessionDrift => 30,
-    }
-}
-
-pub(crate) fn cmp_tag(c: CmpOp) -> u8 {
-    match c {
-        CmpOp::Eq => 0,
-        CmpOp::Ne => 1,
-        CmpOp::Lt => 2,
-        CmpOp::Le => 3,
-        CmpOp::Gt => 4,
-        CmpOp::Ge => 5,
-    }
-}
-
-pub(crate) fn vtype_tag(t: VType) -> u8 {
-    match t {
-        VType::String => 0,
-        VType::Number => 1,
-        VType::Bool => 2,
-        VType::Array => 3,
-        VType::Object => 4,
-        VType::Null => 5,
-    }
-}
-
-pub(crate) fn decision_tag(d: Decision) -> u8 {
-    match d {
-        Decision::Allow => 0,
-        Decision::Modify => 1,
-        Decision::Defer => 2,
-        Decision::StepUp => 3,
-        Decision::Deny => 4,
-    }
-}
-
-pub(crate) fn mode_tag(m: Mode) -> u8 {
-    match m {
-        Mode::Audit => 0,
-        Mode::Warn => 1,
-        Mode::Enforce => 2,
-    }
-}
-
-pub(crate) fn risk_tag(r: RiskTier) -> u8 {
-    match r {
-        RiskTier::Low => 0,
-        RiskTier::Medium => 1,
-        RiskTier::High => 2,
-        RiskTier::Critical => 3,
-    }
-}
-
-pub(crate) fn kind_tag(k: Option<Kind>) -> u8 {
-    match k {
-        None => 0,
-        Some(Kind::Mcp) => 1,
-        Some(Kind::Http) => 2,
+    /// Each name reads back as the value that has it, and no two values share a name.
+    #[test]
+    fn names_round_trip() {
+        for f in FieldRef::NAMED {
+            let name = f.name().unwrap_or_default();
+            assert_eq!(FieldRef::from_name(name).as_ref(), Some(f), "{name}");
+        }
+        assert_eq!(FieldRef::NAMED.len(), 28);
+        assert_eq!(FieldRef::Header("x".into()).name(), None);
+        for op in CmpOp::ALL {
+            assert_eq!(CmpOp::from_name(op.name()), Some(*op));
+        }
+        for t in VType::ALL {
+            assert_eq!(VType::from_name(t.name()), Some(*t));
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::from_name(r.name()), Some(*r));
+        }
     }
 }

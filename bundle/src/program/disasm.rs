@@ -2,10 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::format::{
-    CmpOp, DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred, Role, VType,
+use crate::program::format::{
+    DecisionDef, EffectDef, FieldRef, Instr, Jump, Lit, MatcherDef, Pred,
 };
-use crate::load::Bundle;
+use crate::program::load::Bundle;
 use crate::verdict::PathSegment;
 
 /// Render a bundle: header, hashes, matchers, classes, intents, rules with their bytecode.
@@ -103,7 +103,7 @@ pub fn disassemble(bundle: &Bundle) -> String {
                 let _ = writeln!(
                     o,
                     "     {path}: {}{}",
-                    vtype(a.ty),
+                    a.ty.name(),
                     if a.coerce { " coerce" } else { "" }
                 );
             }
@@ -126,7 +126,8 @@ fn decision(d: &DecisionDef) -> String {
     s
 }
 
-fn effect(e: &EffectDef) -> String {
+/// How the disassembler and `policyc inspect` write a rule's effect (`taint "secret"`).
+pub fn effect(e: &EffectDef) -> String {
     match e {
         EffectDef::Taint(t) => format!("taint {t:?}"),
         EffectDef::RevokeTool(Some(t)) => format!("revoke tool {t:?}"),
@@ -160,25 +161,7 @@ fn code(o: &mut String, code: &[Instr]) {
 }
 
 fn field(f: &FieldRef) -> String {
-    let role = |r: &Role| match r {
-        Role::Agent => "agent",
-        Role::Human => "human",
-        Role::Workload => "workload",
-    };
     match f {
-        FieldRef::Kind => "kind".into(),
-        FieldRef::Operation => "operation".into(),
-        FieldRef::Tool => "tool".into(),
-        FieldRef::Resource => "resource".into(),
-        FieldRef::Prompt => "prompt".into(),
-        FieldRef::Host => "target.host".into(),
-        FieldRef::Port => "target.port".into(),
-        FieldRef::Path => "target.path".into(),
-        FieldRef::Query => "target.query".into(),
-        FieldRef::Scheme => "target.scheme".into(),
-        FieldRef::Server => "target.server".into(),
-        FieldRef::Principal(r) => format!("identity.{}", role(r)),
-        FieldRef::PrincipalAuth(r) => format!("identity.{}_auth", role(r)),
         FieldRef::Header(h) => format!("header[{h:?}]"),
         FieldRef::Arg(p) => {
             let mut s = String::from("args");
@@ -194,28 +177,7 @@ fn field(f: &FieldRef) -> String {
             }
             s
         }
-        FieldRef::RequestSize => "request.size".into(),
-        FieldRef::RiskSecrets => "risk.secrets".into(),
-        FieldRef::RiskDataClasses => "risk.data_classes".into(),
-        FieldRef::SessionId => "session.id".into(),
-        FieldRef::TraceId => "trace.id".into(),
-        FieldRef::Intent => "intent".into(),
-        FieldRef::SessionActions => "session.actions".into(),
-        FieldRef::SessionEgressBytes => "session.egress_bytes".into(),
-        FieldRef::SessionApprovals => "session.approvals".into(),
-        FieldRef::SessionElapsed => "session.elapsed".into(),
-        FieldRef::SessionDrift => "session.drift".into(),
-    }
-}
-
-fn cmp(c: CmpOp) -> &'static str {
-    match c {
-        CmpOp::Eq => "==",
-        CmpOp::Ne => "!=",
-        CmpOp::Lt => "<",
-        CmpOp::Le => "<=",
-        CmpOp::Gt => ">",
-        CmpOp::Ge => ">=",
+        named => named.name().unwrap_or_default().to_owned(),
     }
 }
 
@@ -227,38 +189,27 @@ fn lit(l: &Lit) -> String {
     }
 }
 
-fn vtype(t: VType) -> &'static str {
-    match t {
-        VType::String => "string",
-        VType::Number => "number",
-        VType::Bool => "bool",
-        VType::Array => "array",
-        VType::Object => "object",
-        VType::Null => "null",
-    }
-}
-
 fn pred(p: &Pred) -> String {
     match p {
         Pred::Const(b) => format!("CONST {b}"),
-        Pred::Cmp(f, c, l) => format!("CMP {} {} {}", field(f), cmp(*c), lit(l)),
+        Pred::Cmp(f, c, l) => format!("CMP {} {} {}", field(f), c.name(), lit(l)),
         Pred::In(f, m) => format!("IN {} m{m}", field(f)),
         Pred::Glob(f, m) => format!("GLOB {} m{m}", field(f)),
         Pred::Prefix(f, m) => format!("PREFIX {} m{m}", field(f)),
         Pred::Matches(f, m) => format!("MATCHES {} m{m}", field(f)),
-        Pred::Is(f, t) => format!("IS {} {}", field(f), vtype(*t)),
+        Pred::Is(f, t) => format!("IS {} {}", field(f), t.name()),
         Pred::Present(f) => format!("PRESENT {}", field(f)),
-        Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), cmp(*c)),
+        Pred::Len(f, c, n) => format!("LEN {} {} {n}", field(f), c.name()),
         Pred::Contains(f, s) => format!("CONTAINS {} {s:?}", field(f)),
         Pred::InClass(c) => format!("IN_CLASS c{c}"),
         Pred::Tainted(h) => format!("TAINTED #{h:016x}"),
         Pred::Used(h) => format!("USED #{h:016x}"),
         Pred::Seen(h) => format!("SEEN #{h:016x}"),
         Pred::CountSubject(h, w, c, n) => {
-            format!("COUNT subject #{h:016x} within {w}ms {} {n}", cmp(*c))
+            format!("COUNT subject #{h:016x} within {w}ms {} {n}", c.name())
         }
         Pred::CountClass(h, w, c, n) => {
-            format!("COUNT class #{h:016x} within {w}ms {} {n}", cmp(*c))
+            format!("COUNT class #{h:016x} within {w}ms {} {n}", c.name())
         }
         Pred::OutsideIntent => "OUTSIDE_INTENT".into(),
     }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::action::{Action, AuthMethod, Identity, Kind, Principal};
-use crate::canonical::{self, CanonicalError, Numbers};
+use crate::evidence::canonical::{self, CanonicalError, Numbers};
 use crate::verdict::{Decision, Effect, Mode, Modification, PathSegment, Verdict};
 
 pub mod verify;
@@ -318,7 +318,7 @@ impl std::fmt::Debug for Signer {
 impl Signer {
     /// Wrap a signing key.
     pub fn new(key: SigningKey) -> Self {
-        let key_id = crate::keys::key_id(&key.verifying_key());
+        let key_id = crate::evidence::keys::key_id(&key.verifying_key());
         Signer { key, key_id }
     }
 
@@ -752,7 +752,9 @@ impl Receipt {
     /// Check the signature against `key` (the key id must match too). `false` when unsigned.
     pub fn signature_valid(&self, key: &VerifyingKey) -> bool {
         match &self.sig {
-            Some(s) => s.key_id == crate::keys::key_id(key) && sig_ok(key, &self.hash, &s.bytes),
+            Some(s) => {
+                s.key_id == crate::evidence::keys::key_id(key) && sig_ok(key, &self.hash, &s.bytes)
+            }
             None => false,
         }
     }

@@ -24,7 +24,7 @@
 //! versions, reserved flag bits, bad UTF-8, an out-of-range subject index and trailing bytes, and
 //! never panics.
 
-use crate::receipt::ChainHead;
+use crate::evidence::receipt::ChainHead;
 use crate::session::{
     CLASS_TABLE_CAP, HISTORY_CAP, HistoryEntry, NameHash, SET_CAP, SessionState, SessionStatus,
     name_hash,

@@ -5,8 +5,8 @@
 
 use serde_json::{Number, Value};
 
-use crate::builtin;
-use crate::format::{ArgDef, ToolDef, VType};
+use crate::program::builtin;
+use crate::program::format::{ArgDef, ToolDef, VType};
 use crate::verdict::{Modification, PathSegment};
 
 /// The outcome of checking a call's arguments against its tool's declaration.
@@ -40,7 +40,7 @@ pub(crate) fn check(tool: &ToolDef, args: &Value) -> ArgCheck {
                     &tool.name,
                     path,
                     builtin::json_type_phrase(v),
-                    vtype_word(VType::Object),
+                    VType::Object.name(),
                 ));
             }
             Found::Value(v) if type_of(v) == decl.ty => {}
@@ -51,7 +51,7 @@ pub(crate) fn check(tool: &ToolDef, args: &Value) -> ArgCheck {
                         &tool.name,
                         &decl.path,
                         builtin::json_type_phrase(v),
-                        vtype_word(decl.ty),
+                        decl.ty.name(),
                     ));
                 }
             },
@@ -116,18 +116,6 @@ fn type_of(v: &Value) -> VType {
         Value::String(_) => VType::String,
         Value::Array(_) => VType::Array,
         Value::Object(_) => VType::Object,
-    }
-}
-
-/// The language's name of a type (`number`, `string`, ...).
-pub(crate) fn vtype_word(t: VType) -> &'static str {
-    match t {
-        VType::String => "string",
-        VType::Number => "number",
-        VType::Bool => "bool",
-        VType::Array => "array",
-        VType::Object => "object",
-        VType::Null => "null",
     }
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::action::{Principal, Target};
-use crate::keys::signing_key_from_seed;
+use crate::evidence::keys::signing_key_from_seed;
 use crate::verdict::RuleMatch;
 
 fn action() -> Action {
@@ -463,8 +463,11 @@ fn digest_matches_generic_canonical_form() {
         if a.kind == Kind::Http {
             v["size"] = json!(a.size);
         }
-        let text = crate::canonical::to_canonical_with(&v, crate::canonical::Numbers::AllowFloats)
-            .unwrap();
+        let text = crate::evidence::canonical::to_canonical_with(
+            &v,
+            crate::evidence::canonical::Numbers::AllowFloats,
+        )
+        .unwrap();
         let d: [u8; 32] = Sha256::digest(text.as_bytes()).into();
         d
     };

@@ -8,7 +8,7 @@ use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::{Anchored, Input};
 
 use crate::error::LoadError;
-use crate::format::MatcherDef;
+use crate::program::format::MatcherDef;
 
 pub use glob::glob_match;
 

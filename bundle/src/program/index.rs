@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use crate::action::{Action, Kind};
-use crate::format::RuleDef;
+use crate::program::format::RuleDef;
 
 /// Rule indices (ascending) per key.
 #[derive(Clone, Debug, Default)]
