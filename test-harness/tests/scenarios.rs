@@ -70,6 +70,12 @@ fn clusters_of(config: &str) -> Option<Vec<String>> {
     )
 }
 
+/// A callback's outcome as the driver wants it: what the filter told the proxy is read back
+/// from the stream's view, a trap or host error is the step's failure.
+fn callback<T>(what: &str, r: anyhow::Result<T>) -> Result<(), Failure> {
+    r.map(|_| ()).map_err(|e| format!("{what}: {e:#}"))
+}
+
 fn refs(pairs: &[Pair]) -> Vec<(&str, &str)> {
     pairs
         .iter()
@@ -134,23 +140,17 @@ impl FilterUnderTest for Wasm {
         }
         let result = s.request_headers(&refs(headers), end_of_stream);
         self.stream = Some(id);
-        result
-            .map(|_| ())
-            .map_err(|e| format!("on_request_headers: {e:#}"))
+        callback("on_request_headers", result)
     }
 
     fn request_body(&mut self, chunk: &[u8], end_of_stream: bool) -> Result<(), Failure> {
-        self.open()?
-            .request_body(chunk, end_of_stream)
-            .map(|_| ())
-            .map_err(|e| format!("on_request_body: {e:#}"))
+        let r = self.open()?.request_body(chunk, end_of_stream);
+        callback("on_request_body", r)
     }
 
     fn request_trailers(&mut self, trailers: &[Pair]) -> Result<(), Failure> {
-        self.open()?
-            .request_trailers(&refs(trailers))
-            .map(|_| ())
-            .map_err(|e| format!("on_request_trailers: {e:#}"))
+        let r = self.open()?.request_trailers(&refs(trailers));
+        callback("on_request_trailers", r)
     }
 
     fn replied(&self) -> bool {
@@ -190,24 +190,18 @@ impl FilterUnderTest for Wasm {
     }
 
     fn response_headers(&mut self, headers: &[Pair], end_of_stream: bool) -> Result<(), Failure> {
-        self.open()?
-            .response_headers(&refs(headers), end_of_stream)
-            .map(|_| ())
-            .map_err(|e| format!("on_response_headers: {e:#}"))
+        let r = self.open()?.response_headers(&refs(headers), end_of_stream);
+        callback("on_response_headers", r)
     }
 
     fn response_body(&mut self, body: &[u8], end_of_stream: bool) -> Result<(), Failure> {
-        self.open()?
-            .response_body(body, end_of_stream)
-            .map(|_| ())
-            .map_err(|e| format!("on_response_body: {e:#}"))
+        let r = self.open()?.response_body(body, end_of_stream);
+        callback("on_response_body", r)
     }
 
     fn response_trailers(&mut self, trailers: &[Pair]) -> Result<(), Failure> {
-        self.open()?
-            .response_trailers(&refs(trailers))
-            .map(|_| ())
-            .map_err(|e| format!("on_response_trailers: {e:#}"))
+        let r = self.open()?.response_trailers(&refs(trailers));
+        callback("on_response_trailers", r)
     }
 
     fn observe(&self) -> Observed {
