@@ -6,7 +6,11 @@ use testkit::{Scenario, corpus};
 #[test]
 fn every_scenario_file_loads() {
     let all = corpus::corpus().unwrap();
-    assert!(all.len() >= 12, "expected at least 12 scenarios, found {}", all.len());
+    assert!(
+        all.len() >= 12,
+        "expected at least 12 scenarios, found {}",
+        all.len()
+    );
 }
 
 /// A member the format does not define fails the file instead of being skipped.
