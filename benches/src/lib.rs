@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use serde_json::{Value, json};
 
 /// The pack most filter benches evaluate (`testdata/scenarios/policies/basic.pcl`).
@@ -35,26 +33,11 @@ impl std::error::Error for FixtureError {}
 /// a fixed bundle key, receipts signed with a fixed receipt key; `extra` members are merged in at
 /// the top level (e.g. `{"receipts": {"checkpoint_every": 1}}`).
 pub fn plugin_config(policy: &str, extra: &Value) -> Result<String, FixtureError> {
-    let path = repo_path(policy);
-    let src = std::fs::read_to_string(&path)
-        .map_err(|e| FixtureError(format!("{}: {e}", path.display())))?;
-    let ast = policy::syntax::parse(&src).map_err(|e| FixtureError(format!("{e:?}")))?;
-    let unsigned = policy::codegen::compile(&ast).map_err(|e| FixtureError(format!("{e:?}")))?;
-    let bundle_key = signing_key_from_seed([1; 32]);
-    let signed =
-        bundle::sign(&unsigned, &bundle_key).map_err(|e| FixtureError(format!("{e:?}")))?;
-    let mut cfg = json!({
-        "bundle": { "inline_base64": base64::engine::general_purpose::STANDARD.encode(signed) },
-        "trusted_bundle_keys": [format_verifying_key(&bundle_key.verifying_key())],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([2; 32])) },
-        "mcp": { "paths": ["/mcp"], "server_name": "workbench" },
-    });
-    if let (Some(c), Some(e)) = (cfg.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            c.insert(k.clone(), v.clone());
-        }
+    let mut members = json!({ "mcp": { "paths": ["/mcp"], "server_name": "workbench" } });
+    if let (Some(m), Some(e)) = (members.as_object_mut(), extra.as_object()) {
+        m.extend(e.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    Ok(cfg.to_string())
+    testkit::fixtures::plugin_config(&repo_path(policy), &members).map_err(FixtureError)
 }
 
 /// Request headers of an MCP POST (legacy protocol, session `session` when given).

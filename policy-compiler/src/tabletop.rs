@@ -75,10 +75,10 @@ pub struct Expect {
     #[serde(default)]
     pub matched: Option<Vec<String>>,
     /// Exactly the session effects.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::list")]
     pub effects: Option<Vec<Effect>>,
     /// Exactly the modifications.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::list")]
     pub modifications: Option<Vec<Modification>>,
     /// Exactly the warnings.
     #[serde(default)]
@@ -204,6 +204,42 @@ pub fn check_expect(expect: &Expect, v: &Verdict) -> Vec<String> {
         out.push(format!("(matched: {got_matched:?})"));
     }
     out
+}
+
+mod strict {
+    //! Expected effects and modifications are the bundle's own wire types: tagged enums that,
+    //! like any serde enum, skip members they do not read. An expectation is stricter: each
+    //! element is read, written back, and a member of the input that the value does not carry
+    //! (`maxx` for `max`, `valu` for `value`) is an error instead of a check silently not made.
+
+    use serde::de::{DeserializeOwned, Error as _};
+    use serde::{Deserialize, Deserializer, Serialize};
+    use serde_json::Value;
+
+    pub(super) fn list<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned + Serialize,
+    {
+        let Some(raw) = Option::<Vec<Value>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        raw.into_iter()
+            .map(|item| {
+                let typed = T::deserialize(&item).map_err(D::Error::custom)?;
+                let written = serde_json::to_value(&typed).map_err(D::Error::custom)?;
+                if let (Value::Object(given), Value::Object(kept)) = (&item, &written)
+                    && let Some(extra) = given.keys().find(|k| !kept.contains_key(*k))
+                {
+                    return Err(D::Error::custom(format!(
+                        "unknown field `{extra}` in `{item}`"
+                    )));
+                }
+                Ok(typed)
+            })
+            .collect::<Result<Vec<T>, D::Error>>()
+            .map(Some)
+    }
 }
 
 mod erased {

@@ -158,6 +158,31 @@ fn malformed_test_files_are_refused() {
     assert!(err.contains("MAYBE"), "{err}");
 }
 
+/// Expected effects and modifications are typed like the rest of the expectation: a member they
+/// do not define (a typo) fails the file instead of silently checking nothing.
+#[test]
+fn a_typo_inside_an_expected_effect_or_modification_is_refused() {
+    let case = |expect: &str| {
+        format!(
+            "[[case]]\nname = \"x\"\n[case.action]\nkind = \"mcp\"\n[case.expect]\ndecision = \"ALLOW\"\n{expect}\n"
+        )
+    };
+    let ok = case(
+        "effects = [{ effect = \"taint\", value = \"pii\" }, { effect = \"kill\" }]\n\
+         modifications = [{ op = \"clamp_arg\", path = [\"limit\"], min = 1.0, max = 20.0 }]",
+    );
+    tabletop::parse(&ok).unwrap();
+    for typo in [
+        "effects = [{ effect = \"kill\", valu = 3 }]",
+        "effects = [{ effect = \"taint\", value = \"pii\", vaule = \"x\" }]",
+        "modifications = [{ op = \"clamp_arg\", path = [\"limit\"], min = 1.0, max = 20.0, maxx = 3 }]",
+        "modifications = [{ op = \"redact_secrets\", path = [\"a\"] }]",
+    ] {
+        let err = tabletop::parse(&case(typo)).unwrap_err();
+        assert!(err.contains("unknown field"), "{typo}: {err}");
+    }
+}
+
 fn policyc(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_policyc"))
         .args(args)

@@ -4,8 +4,6 @@
 //! implementation-defined JSON) are sent as MCP request bodies, whole and split in chunks, on ONE
 //! host — a trap anywhere fails every case after it.
 
-mod support;
-
 use harness::{Host, HostConfig};
 
 const HEADERS: &[(&str, &str)] = &[
@@ -19,7 +17,8 @@ const HEADERS: &[(&str, &str)] = &[
 ];
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
-    let dir = support::scenarios_dir().join("../../../shared/corpora/JSONTestSuite/test_parsing");
+    let dir =
+        testkit::corpus::scenarios_dir().join("../../../shared/corpora/JSONTestSuite/test_parsing");
     let mut cases: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok())
@@ -69,9 +68,14 @@ fn no_json_test_suite_case_traps_the_filter_or_leaves_a_request_hanging() {
         Ok(m) => m,
         Err(e) => panic!("cannot load the filter: {e:#}"),
     };
-    let config = HostConfig::new(support::config_for("policies/basic.pcl"))
-        .with_start_ms(support::START_MS)
-        .with_clusters(["context-risk"]);
+    let config = HostConfig::new(
+        testkit::fixtures::scenario_config(
+            &testkit::corpus::scenarios_dir().join("policies/basic.pcl"),
+        )
+        .unwrap(),
+    )
+    .with_start_ms(testkit::fixtures::START_MS)
+    .with_clusters(["context-risk"]);
     let mut host = Host::start(module, config).unwrap();
     let cases = corpus();
     assert_eq!(cases.len(), 318, "JSONTestSuite test_parsing has 318 cases");

@@ -3,8 +3,6 @@
 //! effects and the receipt chain must cross workers, and a concurrent write from the other
 //! worker must not be lost (compare-and-swap). A worker Envoy stops signs its own sessions' tails.
 
-mod support;
-
 use bundle::receipt::Receipt;
 use harness::{FilterModule, Host, HostConfig, SharedData};
 use serde_json::{Value, json};
@@ -17,11 +15,14 @@ fn module() -> &'static FilterModule {
 }
 
 fn workers() -> (Host, Host) {
-    let config = support::config_for("policies/basic.pcl");
+    let config = testkit::fixtures::scenario_config(
+        &testkit::corpus::scenarios_dir().join("policies/basic.pcl"),
+    )
+    .unwrap();
     let shared = SharedData::new();
     let start = |name: &str| {
         let hc = HostConfig::new(config.clone())
-            .with_start_ms(support::START_MS)
+            .with_start_ms(testkit::fixtures::START_MS)
             .with_clusters(["context-risk"])
             .with_shared_data(shared.clone());
         Host::start(module(), hc).unwrap_or_else(|e| panic!("worker {name}: {e:#}"))
@@ -64,7 +65,7 @@ fn outcome(host: &Host, id: u32) -> Sent {
         receipts: v
             .filter_state_history("wasm.portcullis.receipt")
             .into_iter()
-            .map(|t| support::parse_receipt(&String::from_utf8_lossy(t)).unwrap())
+            .map(|t| testkit::fixtures::parse_receipt(&String::from_utf8_lossy(t)).unwrap())
             .collect(),
     }
 }
@@ -212,7 +213,7 @@ fn logged_receipts(host: &Host) -> Vec<Receipt> {
     host.logs()
         .iter()
         .filter_map(|l| l.message.split_once("portcullis receipt "))
-        .map(|(_, r)| support::parse_receipt(r).unwrap())
+        .map(|(_, r)| testkit::fixtures::parse_receipt(r).unwrap())
         .collect()
 }
 

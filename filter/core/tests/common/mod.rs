@@ -8,44 +8,23 @@
     reason = "each test binary uses a subset; test code: a failed unwrap is a failed test"
 )]
 
-use std::path::Path;
 use std::rc::Rc;
 
-use base64::Engine as _;
-use bundle::keys::{format_signing_key, format_verifying_key, signing_key_from_seed};
 use filter_core::Plugin;
 use filter_core::mock::MockHost;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-/// Seed of the key that signs test bundles (and that the config trusts).
-pub const BUNDLE_KEY_SEED: u8 = 1;
 /// Seed of the filter's receipt signing key in the test config.
-pub const RECEIPT_KEY_SEED: u8 = 2;
+pub const RECEIPT_KEY_SEED: u8 = testkit::fixtures::RECEIPT_KEY_SEED;
 
-/// `testdata/scenarios/policies/<pack>` compiled and signed, as base64.
-pub fn signed_pack_b64(pack: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../testdata/scenarios/policies")
-        .join(pack);
-    let ast = policy::syntax::parse(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let unsigned = policy::codegen::compile(&ast).unwrap();
-    let signed = bundle::sign(&unsigned, &signing_key_from_seed([BUNDLE_KEY_SEED; 32])).unwrap();
-    base64::engine::general_purpose::STANDARD.encode(signed)
-}
-
-/// The plugin configuration for `pack`, with `extra`'s members added (or replacing the base ones).
+/// The plugin configuration for `testdata/scenarios/policies/<pack>` (compiled and signed with
+/// the test bundle key, see `testkit::fixtures::plugin_config`), with `extra`'s members added
+/// (or replacing the base ones).
 pub fn config(pack: &str, extra: Value) -> Vec<u8> {
-    let mut c = json!({
-        "bundle": { "inline_base64": signed_pack_b64(pack) },
-        "trusted_bundle_keys": [format_verifying_key(
-            &signing_key_from_seed([BUNDLE_KEY_SEED; 32]).verifying_key()
-        )],
-        "signing_key": { "inline": format_signing_key(&signing_key_from_seed([RECEIPT_KEY_SEED; 32])) },
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        c.as_object_mut().unwrap().insert(k.clone(), v.clone());
-    }
-    serde_json::to_vec(&c).unwrap()
+    let path = testkit::corpus::scenarios_dir().join("policies").join(pack);
+    testkit::fixtures::plugin_config(&path, &extra)
+        .unwrap()
+        .into_bytes()
 }
 
 /// A plugin configured with [`config`]; fails the test if the configuration is refused.
