@@ -36,7 +36,7 @@ mod rules;
 mod session;
 mod stream;
 
-pub use config::ConfigError;
+pub use config::{Config, ConfigError, parse as parse_config};
 pub use error::{FilterError, PullError};
 pub use host::{FilterAction, Host};
 pub use root::Plugin;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use bundle::session::SessionState;
 use bundle::{Bundle, Trust};
-use filter_core::normalize::{NormalizeConfig, RequestHead, normalize_mcp};
+use filter_core::normalize::{RequestHead, normalize_mcp};
 use testkit::format::{Expect, Scenario, Step};
 use testkit::{Setup, corpus};
 
@@ -85,18 +85,9 @@ fn run(path: &std::path::Path, sc: &Scenario, t: &mut Tally) {
         return t.skip(why, total);
     }
     let setup = Setup::for_scenario(sc).unwrap();
-    let cfg = filter_core::config::parse(setup.plugin_config.as_bytes()).unwrap();
-    let norm = NormalizeConfig {
-        mcp_paths: cfg.mcp_paths.clone(),
-        mcp_legacy_paths: cfg.mcp_legacy_paths.clone(),
-        literal_path_hosts: cfg.literal_path_hosts.clone(),
-        server_name: cfg.server_name.clone(),
-        max_body_bytes: cfg.max_body_bytes,
-        max_json_depth: cfg.max_json_depth,
-        inspect_http_bodies: cfg.inspect_http_bodies,
-        allow_batches: cfg.allow_batches,
-        ..NormalizeConfig::default()
-    };
+    let norm = filter_core::parse_config(setup.plugin_config.as_bytes())
+        .unwrap()
+        .normalize_config();
     let src =
         std::fs::read_to_string(corpus::scenarios_dir().join(sc.policy.as_ref().unwrap())).unwrap();
     if src.contains("session.drift") {
@@ -149,7 +140,7 @@ fn run(path: &std::path::Path, sc: &Scenario, t: &mut Tally) {
         };
         let body = testkit::body_bytes(req.body.as_ref(), req.body_text.as_deref()).unwrap();
         let single_mcp_post = head.method == "POST"
-            && cfg.mcp_paths.contains(&head.path)
+            && norm.mcp_paths.contains(&head.path)
             && req.body.as_ref().is_some_and(serde_json::Value::is_object);
         if !single_mcp_post {
             t.skip("not one MCP message on the MCP path", 1);

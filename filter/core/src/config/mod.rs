@@ -11,6 +11,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::Deserialize;
 
 use crate::limits::MAX_CONFIG_BYTES;
+use crate::normalize::NormalizeConfig;
 
 pub(crate) mod bundle_server;
 
@@ -203,6 +204,23 @@ pub struct Config {
     /// Benchmark builds only: where the request path stops.
     #[cfg(feature = "bench-cuts")]
     pub bench_cut: Option<crate::bench::Cut>,
+}
+
+impl Config {
+    /// The normalization settings of this configuration (what `normalize` reads of it).
+    pub fn normalize_config(&self) -> NormalizeConfig {
+        NormalizeConfig {
+            mcp_paths: self.mcp_paths.clone(),
+            mcp_legacy_paths: self.mcp_legacy_paths.clone(),
+            literal_path_hosts: self.literal_path_hosts.clone(),
+            server_name: self.server_name.clone(),
+            max_body_bytes: self.max_body_bytes,
+            max_json_depth: self.max_json_depth,
+            inspect_http_bodies: self.inspect_http_bodies,
+            allow_batches: self.allow_batches,
+            ..NormalizeConfig::default()
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -37,17 +37,7 @@ impl Policy {
             version: info.version.clone(),
             hash: hex::encode(info.content_hash),
         };
-        let norm = NormalizeConfig {
-            mcp_paths: cfg.mcp_paths.clone(),
-            mcp_legacy_paths: cfg.mcp_legacy_paths.clone(),
-            literal_path_hosts: cfg.literal_path_hosts.clone(),
-            server_name: cfg.server_name.clone(),
-            max_body_bytes: cfg.max_body_bytes,
-            max_json_depth: cfg.max_json_depth,
-            inspect_http_bodies: cfg.inspect_http_bodies,
-            allow_batches: cfg.allow_batches,
-            ..NormalizeConfig::default()
-        };
+        let norm = cfg.normalize_config();
         let approvers = cfg
             .approvers
             .iter()
