@@ -15,7 +15,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::arithmetic_side_effects
+    clippy::arithmetic_side_effects,
+    reason = "benchmark code: a failed setup aborts the run"
 )]
 
 use std::fmt::Write as _;

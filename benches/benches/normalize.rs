@@ -8,7 +8,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::arithmetic_side_effects
+    clippy::arithmetic_side_effects,
+    reason = "benchmark code: a failed setup aborts the run"
 )]
 
 use std::hint::black_box;

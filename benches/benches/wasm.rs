@@ -12,7 +12,13 @@
 //! (builds `target/wasm32-wasip1/release/portcullis.wasm` first if it is stale; or set
 //! `PORTCULLIS_WASM=<path>`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "benchmark code: a failed setup aborts the run, and the harness macros write undocumented items"
+)]
 
 use std::hint::black_box;
 

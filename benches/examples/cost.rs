@@ -20,7 +20,13 @@
 //! the same `mcp-session-id`, so sessions, the receipt chain and its signing cadence (every 16th
 //! ALLOW receipt signed) are in the steady state.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    reason = "benchmark code: a failed setup aborts the run, and the harness macros write undocumented items"
+)]
 
 use std::hint::black_box;
 use std::rc::Rc;

@@ -1,6 +1,11 @@
 //! Checker tests: every error kind and both warning kinds, each named by what the user sees.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use policy::check::parse_and_check;
 use policy::diag::{Diagnostic, Severity};

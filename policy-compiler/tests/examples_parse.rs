@@ -1,6 +1,11 @@
 //! Every example pack in `examples/policies/` parses.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use std::path::PathBuf;
 

@@ -1,7 +1,12 @@
 //! Formatter tests: idempotence and round trip (parse(fmt(x)) == x modulo spans) on the example
 //! packs, on a pack using every construct, and on generated ASTs (proptest).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use bundle::verdict::{Decision, Mode, RiskTier};
 use policy::ast::EffectDef as EffectSpec;

@@ -1,7 +1,12 @@
 //! Reference interpreter tests: one per rule of the "Evaluation" section of
 //! `docs/policy-language.md`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use bundle::action::{Action, Kind};
 use bundle::session::{HistoryEntry, SessionState, SessionStatus, name_hash};

@@ -1,7 +1,12 @@
 //! Policy source is untrusted input: parsing, checking, formatting and interpreting never panic
 //! or overflow the stack, whatever the text.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use policy::check::parse_and_check;
 use policy::fmt::format_source;

@@ -1,7 +1,12 @@
 //! Parser tests: every construct of the grammar, and exact rendered errors (line, column, caret,
 //! hint) for a few mistakes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use bundle::verdict::{Decision, Mode, RiskTier};
 use policy::ast::EffectDef as EffectSpec;

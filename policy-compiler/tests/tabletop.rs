@@ -1,7 +1,12 @@
 //! Tabletop runner and `policyc` CLI tests: history is recorded like the filter does, failures
 //! are reported with a diff, and the exit codes are the documented ones.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code (clippy.toml exempts only #[test] fns)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code outside #[test] fns (clippy.toml exempts only those): a failure is a failed test"
+)]
 
 use policy::tabletop::{self, Case};
 use std::path::{Path, PathBuf};

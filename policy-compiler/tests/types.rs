@@ -3,7 +3,12 @@
 //! `args:coerce`), type errors in conditions (unknown never skips a rule stricter than ALLOW),
 //! and the built-in class `mcp_protocol`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure is a failed test"
+)]
 
 use bundle::action::{Action, Kind};
 use bundle::session::{SessionState, SessionStatus};

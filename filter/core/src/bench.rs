@@ -44,7 +44,10 @@ impl Cut {
 
     /// The cut named `name` in the configuration.
     pub fn from_name(name: &str) -> Option<Cut> {
-        Cut::ALL.into_iter().find(|(n, _)| *n == name).map(|(_, c)| c)
+        Cut::ALL
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c)
     }
 
     /// Whether this cut skips what follows `stage`.

@@ -47,7 +47,8 @@ fn token(host: &MockHost, digest: &str, age_s: u64, ttl_s: u32, n: u8) -> String
 
 /// A plugin of `basic.pcl` with the test approver in `release-managers`.
 fn plugin(host: &MockHost) -> Rc<Plugin> {
-    let approver = format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
+    let approver =
+        format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
     common::plugin(
         host,
         "basic.pcl",
@@ -74,7 +75,10 @@ fn the_rules_timeout_bounds_a_token_however_long_it_lives() {
 
     // A day-long token issued just past the rule's 15 minutes: its own `exp` is hours away.
     let old = token(&host, &digest, RULE_TIMEOUT_S + 1, 86_400, 1);
-    let headers = [("mcp-session-id", "s1"), ("x-portcullis-approval", old.as_str())];
+    let headers = [
+        ("mcp-session-id", "s1"),
+        ("x-portcullis-approval", old.as_str()),
+    ];
     common::send_mcp(&host, &plugin, &headers, &deploy(2));
     let refused = answer(&host).unwrap();
     assert_eq!(refused["code"], -32040, "{refused}");
@@ -82,7 +86,10 @@ fn the_rules_timeout_bounds_a_token_however_long_it_lives() {
 
     // The same lifetime, issued within the rule's timeout: approved, once.
     let fresh = token(&host, &digest, RULE_TIMEOUT_S - 60, 86_400, 2);
-    let headers = [("mcp-session-id", "s1"), ("x-portcullis-approval", fresh.as_str())];
+    let headers = [
+        ("mcp-session-id", "s1"),
+        ("x-portcullis-approval", fresh.as_str()),
+    ];
     common::send_mcp(&host, &plugin, &headers, &deploy(3));
     assert!(answer(&host).is_none(), "a fresh token approves");
     common::send_mcp(&host, &plugin, &headers, &deploy(4));

@@ -437,16 +437,31 @@ fn actions_without_session_state_are_counted_and_said_at_most_once_a_minute() {
             .filter(|(_, l)| l.contains("decided without session state"))
             .count()
     };
-    call(&host, &plugin, Some("keyed"), tool(1, "read_file", json!({"path": "/a"})));
+    call(
+        &host,
+        &plugin,
+        Some("keyed"),
+        tool(1, "read_file", json!({"path": "/a"})),
+    );
     assert_eq!(host.metric("portcullis_actions_untracked"), Some(0));
     assert_eq!(warnings(&host), 0, "a keyed request is tracked");
     for id in 2..5 {
-        call(&host, &plugin, None, tool(id, "read_file", json!({"path": "/a"})));
+        call(
+            &host,
+            &plugin,
+            None,
+            tool(id, "read_file", json!({"path": "/a"})),
+        );
     }
     assert_eq!(host.metric("portcullis_actions_untracked"), Some(3));
     assert_eq!(warnings(&host), 1, "one warning, then quiet for a minute");
     host.advance(60_000);
-    call(&host, &plugin, None, tool(9, "read_file", json!({"path": "/a"})));
+    call(
+        &host,
+        &plugin,
+        None,
+        tool(9, "read_file", json!({"path": "/a"})),
+    );
     assert_eq!(warnings(&host), 2);
     let logs = host.state().logs.clone();
     let last = logs
@@ -455,7 +470,10 @@ fn actions_without_session_state_are_counted_and_said_at_most_once_a_minute() {
         .find(|(_, l)| l.contains("decided without session state"))
         .unwrap();
     // The two quiet ones and this one; and where the key was looked for.
-    assert!(last.1.contains("3 action(s)") && last.1.contains("mcp-session-id"), "{last:?}");
+    assert!(
+        last.1.contains("3 action(s)") && last.1.contains("mcp-session-id"),
+        "{last:?}"
+    );
 }
 
 #[test]

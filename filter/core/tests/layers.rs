@@ -2,7 +2,10 @@
 //! modules of a lower layer, so the crate's folder list reads as its pipeline and no import cycle
 //! can come back unnoticed. Test modules (`#[cfg(test)] mod tests`) and comments are not counted.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 #![allow(clippy::panic, reason = "test code: a panic is a failed test")]
 
 use std::collections::BTreeSet;
@@ -93,5 +96,9 @@ fn imports_point_down() {
             }
         }
     }
-    assert!(wrong.is_empty(), "imports that point up or sideways:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports that point up or sideways:\n{}",
+        wrong.join("\n")
+    );
 }

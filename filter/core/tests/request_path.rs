@@ -680,15 +680,22 @@ fn bodies_in_other_charsets_and_unnamed_jsonrpc_are_not_missed() {
 fn a_session_key_named_like_a_workers_chain_is_refused() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
-    let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).unwrap();
+    let body =
+        serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).unwrap();
     for key in ["anon/1800000000000-1", "anon/x"] {
-        let ct = [("content-type", "application/json"), ("mcp-session-id", key)];
+        let ct = [
+            ("content-type", "application/json"),
+            ("mcp-session-id", key),
+        ];
         let seen = send(&host, &p, "POST", "/mcp", &ct, &body, End::Data);
         assert!(!seen.forwarded, "{key}");
         assert_eq!(seen.status, Some(400), "{key}: {seen:?}");
         assert_eq!(seen.rule.as_deref(), Some("filter:refused"), "{key}");
     }
     // The same prefix elsewhere in a key is an ordinary key.
-    let ct = [("content-type", "application/json"), ("mcp-session-id", "x-anon/1")];
+    let ct = [
+        ("content-type", "application/json"),
+        ("mcp-session-id", "x-anon/1"),
+    ];
     assert!(send(&host, &p, "POST", "/mcp", &ct, &body, End::Data).forwarded);
 }

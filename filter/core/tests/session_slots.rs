@@ -19,8 +19,8 @@ use std::rc::Rc;
 use bundle::keys::signing_key_from_seed;
 use bundle::receipt::{FindingKind, verify_log};
 use filter_core::mock::MockHost;
-use filter_core::{LAYOUT_KEY, slot_key_of};
 use filter_core::{FilterAction, Plugin};
+use filter_core::{LAYOUT_KEY, slot_key_of};
 use serde_json::{Value, json};
 
 const START_MS: u64 = 1_800_000_000_000;

@@ -1,5 +1,8 @@
 //! Shared test data.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "test support: not every test binary uses every helper"
+)]
 
 /// A pack that uses every construct of the grammar at least once.
 pub const EVERYTHING: &str = r#"

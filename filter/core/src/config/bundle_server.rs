@@ -75,4 +75,3 @@ pub(crate) fn parse_server(raw: RawBundleServer) -> Result<BundleServer, String>
         sha256,
     })
 }
-

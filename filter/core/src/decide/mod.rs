@@ -266,9 +266,12 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
             // (made-up ids must not take slots from real sessions).
             return Write::Skip(None);
         }
-        let ended = rec
-            .ended
-            .map(|why| (why, receipt::session_end(session, &mut rec.chain, &l.signer, now)));
+        let ended = rec.ended.map(|why| {
+            (
+                why,
+                receipt::session_end(session, &mut rec.chain, &l.signer, now),
+            )
+        });
         Write::Active(Some((plan_on(l, input, session, rec, now, None), ended)))
     });
     match decided {

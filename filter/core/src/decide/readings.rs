@@ -12,7 +12,12 @@ use crate::policy::Policy;
 /// case, `;` parameters, trailing dots; method- and path-override headers). When a reading is
 /// judged more strictly, its verdict decides, with a reason that says which reading it was: the
 /// filter never judges a request as something looser than what a server may execute.
-pub(super) fn strictest_reading(l: &Policy, action: &Action, state: &SessionState, now_ms: u64) -> Verdict {
+pub(super) fn strictest_reading(
+    l: &Policy,
+    action: &Action,
+    state: &SessionState,
+    now_ms: u64,
+) -> Verdict {
     let verdict = l.bundle.evaluate(action, state, now_ms);
     if verdict.decision == Decision::Deny {
         return verdict;

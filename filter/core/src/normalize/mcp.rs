@@ -619,8 +619,7 @@ fn protocol_version(
         return Ok(header);
     }
     for v in values {
-        if v
-            .get("method")
+        if v.get("method")
             .and_then(Value::as_str)
             .is_some_and(|m| Method::Initialize.is(m))
             && let Some(pv) = v

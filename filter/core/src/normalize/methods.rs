@@ -97,6 +97,10 @@ mod tests {
             assert_eq!(Method::from_name(n), Some(m));
             assert_eq!(TABLE.iter().filter(|(_, x)| *x == n).count(), 1, "{n}");
         }
-        assert_eq!(Method::from_name("Tools/Call"), None, "JSON-RPC names are exact");
+        assert_eq!(
+            Method::from_name("Tools/Call"),
+            None,
+            "JSON-RPC names are exact"
+        );
     }
 }

@@ -23,9 +23,9 @@ mod readings;
 mod request;
 pub mod risk;
 
-pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use http::normalize_http;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
+pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
 pub use readings::{action_readings, check_argument_spelling, path_readings};
 pub use request::{Actions, Shape, request};

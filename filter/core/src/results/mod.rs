@@ -20,7 +20,6 @@ mod inject;
 mod result;
 mod sse;
 
-
 use bundle::action::{Action, Risk};
 use bundle::matchers::glob_match;
 use bundle::receipt::Receipt;
@@ -28,9 +27,9 @@ use bundle::session::SessionState;
 use bundle::verdict::{Decision, Modification};
 use serde_json::{Value, json};
 
+use crate::host::FilterAction;
 use crate::host::{Host, LogLevel};
 use crate::normalize::JsonRpcId;
-use crate::host::FilterAction;
 use crate::normalize::Method;
 use crate::policy::Policy;
 use crate::session::Sessions;

@@ -215,7 +215,8 @@ impl BundlePuller {
             self.etag = header("etag");
             return Ok(None);
         }
-        Bundle::from_bytes(&body, &Trust::Keys(self.trusted.clone())).map_err(PullError::Refused)?;
+        Bundle::from_bytes(&body, &Trust::Keys(self.trusted.clone()))
+            .map_err(PullError::Refused)?;
         let plugin = Plugin::configure_with(host, &self.config, Some(&body));
         if let Some(e) = plugin.error() {
             // Not the bundle's fault (e.g. the signing key); the new plugin would deny everything.
@@ -439,7 +440,10 @@ rule reads {
         let host = MockHost::new(1_000_000);
         let cfg = config(None, server());
         let plugin = Rc::new(Plugin::configure(&host, &cfg));
-        assert_eq!(plugin.error(), Some(&crate::error::FilterError::NoBundleYet));
+        assert_eq!(
+            plugin.error(),
+            Some(&crate::error::FilterError::NoBundleYet)
+        );
         assert_eq!(decide(&host, &plugin), "DENY");
         let mut p = BundlePuller::new(&host, &cfg).unwrap();
         let swapped = poll(&host, &mut p, Some("200"), None, &bundle(POLICY_ALLOW, 1)).unwrap();

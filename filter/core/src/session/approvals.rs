@@ -71,7 +71,11 @@ fn decode(bytes: &[u8]) -> Option<Vec<([u8; 16], u64)>> {
 }
 
 fn encode(entries: &[([u8; 16], u64)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC.len().saturating_add(entries.len().saturating_mul(ENTRY)));
+    let mut out = Vec::with_capacity(
+        MAGIC
+            .len()
+            .saturating_add(entries.len().saturating_mul(ENTRY)),
+    );
     out.extend_from_slice(MAGIC);
     for (nonce, exp) in entries {
         out.extend_from_slice(nonce);
@@ -107,7 +111,11 @@ pub(crate) fn claim(
             return Ok(Err(Refused::Full));
         }
         live.push((nonce, expires_s));
-        let cas = if bytes.is_some() { cas } else { Some(ABSENT_CAS) };
+        let cas = if bytes.is_some() {
+            cas
+        } else {
+            Some(ABSENT_CAS)
+        };
         host.set_shared_data(USED_APPROVALS_KEY, &encode(&live), cas)?;
         Ok(Ok(()))
     });

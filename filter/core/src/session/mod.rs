@@ -202,8 +202,11 @@ impl Sessions {
     /// [`UNTRACKED_WARNING_PERIOD_MS`], so an operator whose clients send no key finds out.
     pub(crate) fn untracked(&self, host: &dyn Host, actions: usize, now_ms: u64) {
         let n = u64::try_from(actions).unwrap_or(u64::MAX);
-        self.metrics
-            .add(host, Metric::Untracked, i64::try_from(n).unwrap_or(i64::MAX));
+        self.metrics.add(
+            host,
+            Metric::Untracked,
+            i64::try_from(n).unwrap_or(i64::MAX),
+        );
         let (count, last) = self.untracked.get();
         let count = count.saturating_add(n);
         let due = last.is_none_or(|t| now_ms.saturating_sub(t) >= UNTRACKED_WARNING_PERIOD_MS);

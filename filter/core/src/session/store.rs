@@ -734,7 +734,10 @@ mod tests {
         );
         assert_eq!(r.slot, Some(probes[0]));
         let d = r.displaced.clone().unwrap();
-        assert_eq!((d.session.as_str(), d.why), (keys[0].as_str(), EndReason::Evicted));
+        assert_eq!(
+            (d.session.as_str(), d.why),
+            (keys[0].as_str(), EndReason::Evicted)
+        );
         let mut rec = r;
         rec.state = active(200);
         rec.extra.last_seen_ms = 200;

@@ -164,9 +164,16 @@ impl Stream {
         self.route = normalize::route(&self.head, &policy.norm);
         self.identity = identity::identify(host, &policy.cfg.identity, &self.head.headers);
         let trace = normalize::trace_id(&self.head);
-        self.session =
-            identity::session_key(&policy.cfg.session.key, &self.head.headers, trace.as_deref());
-        if let Some(key) = self.session.as_deref().filter(|k| session::is_reserved_chain(k)) {
+        self.session = identity::session_key(
+            &policy.cfg.session.key,
+            &self.head.headers,
+            trace.as_deref(),
+        );
+        if let Some(key) = self
+            .session
+            .as_deref()
+            .filter(|k| session::is_reserved_chain(k))
+        {
             let refusal = Refusal::bad_http(format!(
                 "session key `{}` uses the reserved chain prefix `{}`",
                 normalize::printable(key),
@@ -496,7 +503,13 @@ impl Stream {
         let (json, header) = receipts_out(&receipts, policy.cfg.receipts.header);
         match plan.overall {
             Decision::Deny | Decision::StepUp => {
-                set_state(host, plan.overall.as_str(), rule, &plan.chain_name, json.as_deref());
+                set_state(
+                    host,
+                    plan.overall.as_str(),
+                    rule,
+                    &plan.chain_name,
+                    json.as_deref(),
+                );
                 let metric = if plan.overall == Decision::StepUp {
                     Metric::StepUp
                 } else {
@@ -517,7 +530,13 @@ impl Stream {
                     return FilterAction::Pause;
                 };
                 self.plugin.metrics.count(host, Metric::Defer);
-                set_state(host, plan.overall.as_str(), rule, &plan.chain_name, json.as_deref());
+                set_state(
+                    host,
+                    plan.overall.as_str(),
+                    rule,
+                    &plan.chain_name,
+                    json.as_deref(),
+                );
                 self.start_defer(host, l, shape, m, action, &plan.chain_name)
             }
             Decision::Allow | Decision::Modify if policy.cut(Stage::WriteBack) => {

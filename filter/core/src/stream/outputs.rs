@@ -26,7 +26,10 @@ pub(super) const STATE_RECEIPT: &str = "portcullis.receipt";
 /// The receipts as filter state (one JSON line, or a JSON array of them) and as the
 /// `x-portcullis-receipt` value `mode` asks for: base64url of each JSON line, comma-separated (the
 /// receipt ids instead when that is too long), the receipt ids (hex hashes), or nothing (empty).
-pub(super) fn receipts_out(rs: &[(&Receipt, &str)], mode: ReceiptHeader) -> (Option<String>, String) {
+pub(super) fn receipts_out(
+    rs: &[(&Receipt, &str)],
+    mode: ReceiptHeader,
+) -> (Option<String>, String) {
     use base64::Engine as _;
     let json = match rs {
         [] => None,
