@@ -478,3 +478,47 @@ fn trailers_after_the_body_went_write_nothing() {
         host.state().violations
     );
 }
+
+#[test]
+fn a_cacheable_list_the_filter_changed_is_private_and_an_unchanged_one_is_untouched() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let cacheable = |id: i64, tools: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "result": {
+            "tools": tools, "cacheScope": "public", "ttlMs": 60000, "resultType": "complete"}})
+    };
+    let list = |id: i64, answer: Value| {
+        let mut s = request(
+            &host,
+            &p,
+            "POST",
+            &json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}),
+        );
+        let (_, out) = respond(
+            &host,
+            &mut s,
+            &[(":status", "200"), ("content-type", "application/json")],
+            &[answer.to_string().as_bytes()],
+        );
+        serde_json::from_slice::<Value>(&out).unwrap()
+    };
+    let changed = list(
+        1,
+        cacheable(1, json!([{"name": "fetch_url"}, {"name": "admin_reset"}])),
+    );
+    assert_eq!(changed["result"]["tools"], json!([{"name": "fetch_url"}]));
+    assert_eq!(changed["result"]["cacheScope"], "private");
+    assert_eq!(
+        changed["result"]["ttlMs"], 60000,
+        "the server's hint stands"
+    );
+    let unchanged = list(2, cacheable(2, json!([{"name": "fetch_url"}])));
+    assert_eq!(unchanged["result"]["cacheScope"], "public");
+    // An earlier era's list (no cache members) gets none added.
+    let old = list(
+        3,
+        json!({"jsonrpc": "2.0", "id": 3, "result": {
+        "tools": [{"name": "fetch_url"}, {"name": "admin_reset"}]}}),
+    );
+    assert!(old["result"].get("cacheScope").is_none(), "{old}");
+}

@@ -633,7 +633,11 @@ struct ListPending {
     remove: Vec<String>,
 }
 
-/// Filter one list answer in place; how many entries were removed.
+/// The members of a cacheable result (MCP 2026-07-28 `CacheableResult`).
+const CACHE_MEMBERS: [&str; 3] = ["cacheScope", "ttlMs", "resultType"];
+
+/// Filter one list answer in place; how many entries were removed. A cacheable answer it changed
+/// says `cacheScope: private`.
 fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
     let now = cx.host.now_ms();
     let state = match cx.session {
@@ -645,11 +649,10 @@ fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
         state: &state,
         now,
     };
-    let Some(list) = msg
-        .get_mut("result")
-        .and_then(|r| r.get_mut(p.kind.field()))
-        .and_then(Value::as_array_mut)
-    else {
+    let Some(result) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+        return 0;
+    };
+    let Some(list) = result.get_mut(p.kind.field()).and_then(Value::as_array_mut) else {
         return 0;
     };
     let before = list.len();
@@ -660,6 +663,11 @@ fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
             .is_some_and(|name| c.keeps(p, name))
     });
     let removed = before.saturating_sub(list.len());
+    if removed > 0 && CACHE_MEMBERS.iter().any(|k| result.contains_key(*k)) {
+        // A cacheable result (2026-07-28) the filter changed is this agent's view, decided with
+        // its session: no cache may serve it in another authorization context.
+        result.insert("cacheScope".to_owned(), Value::from("private"));
+    }
     if removed > 0 {
         cx.host.log(
             LogLevel::Debug,
