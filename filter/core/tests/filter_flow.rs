@@ -453,6 +453,9 @@ fn actions_without_session_state_are_counted_and_said_at_most_once_a_minute() {
             tool(id, "read_file", json!({"path": "/a"})),
         );
     }
+    // Counted on the worker, added to the metric on the timer tick (no host call per request).
+    assert_eq!(host.metric("portcullis_actions_untracked"), Some(0));
+    plugin.on_tick(&host);
     assert_eq!(host.metric("portcullis_actions_untracked"), Some(3));
     assert_eq!(warnings(&host), 1, "one warning, then quiet for a minute");
     host.advance(60_000);

@@ -125,6 +125,17 @@ fn anon_chain_name(host: &dyn Host) -> String {
     named.unwrap_or_else(|_| format!("{ANON_PREFIX}{}-0", host.now_ms()))
 }
 
+/// Actions decided without session state, as counted between timer ticks and warnings.
+#[derive(Clone, Copy, Debug, Default)]
+struct Untracked {
+    /// Not yet added to `portcullis_actions_untracked`.
+    unflushed: u64,
+    /// Since the last warning.
+    since_warning: u64,
+    /// When the last warning was logged.
+    warned_ms: Option<u64>,
+}
+
 /// The session handle of one configuration on one worker.
 #[derive(Debug)]
 pub(crate) struct Sessions {
@@ -139,8 +150,9 @@ pub(crate) struct Sessions {
     /// The receipt chain of requests that carry no session key.
     anon_chain: RefCell<ChainHead>,
     anon_name: String,
-    /// Actions decided without session state since the last warning, and when that was.
-    untracked: Cell<(u64, Option<u64>)>,
+    /// Actions decided without session state: not yet added to the metric, since the last
+    /// warning, and when that was.
+    untracked: Cell<Untracked>,
 }
 
 impl Sessions {
@@ -162,7 +174,7 @@ impl Sessions {
             tracker: RefCell::new(Tracker::default()),
             anon_chain: RefCell::new(ChainHead::default()),
             anon_name: anon_chain_name(host),
-            untracked: Cell::new((0, None)),
+            untracked: Cell::new(Untracked::default()),
         }
     }
 
@@ -198,33 +210,44 @@ impl Sessions {
 
     /// `actions` were decided without session state (the request had no session key): taints,
     /// kills, limits and drift do not accumulate for them. Counted in
-    /// `portcullis_actions_untracked`, and said in a warning at most once per
-    /// [`UNTRACKED_WARNING_PERIOD_MS`], so an operator whose clients send no key finds out.
+    /// `portcullis_actions_untracked` (added on the timer tick, so the request path makes no host
+    /// call for it), and said in a warning at most once per [`UNTRACKED_WARNING_PERIOD_MS`], so
+    /// an operator whose clients send no key finds out.
     pub(crate) fn untracked(&self, host: &dyn Host, actions: usize, now_ms: u64) {
         let n = u64::try_from(actions).unwrap_or(u64::MAX);
-        self.metrics.add(
-            host,
-            Metric::Untracked,
-            i64::try_from(n).unwrap_or(i64::MAX),
-        );
-        let (count, last) = self.untracked.get();
-        let count = count.saturating_add(n);
-        let due = last.is_none_or(|t| now_ms.saturating_sub(t) >= UNTRACKED_WARNING_PERIOD_MS);
-        if !due {
-            self.untracked.set((count, last));
-            return;
+        let mut u = self.untracked.get();
+        u.unflushed = u.unflushed.saturating_add(n);
+        u.since_warning = u.since_warning.saturating_add(n);
+        let due = u
+            .warned_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= UNTRACKED_WARNING_PERIOD_MS);
+        if due {
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: {} action(s) decided without session state since the last \
+                     warning: their requests carried no session key ({}), so taints, kills, \
+                     limits and drift did not accumulate for them (clients on MCP 2026-07-28 \
+                     send no mcp-session-id; see session.key in docs/filter-config.md)",
+                    u.since_warning,
+                    self.cfg.key.describe()
+                ),
+            );
+            u.since_warning = 0;
+            u.warned_ms = Some(now_ms);
         }
-        host.log(
-            LogLevel::Warn,
-            &format!(
-                "portcullis: {count} action(s) decided without session state since the last \
-                 warning: their requests carried no session key ({}), so taints, kills, limits \
-                 and drift did not accumulate for them (clients on MCP 2026-07-28 send no \
-                 mcp-session-id; see session.key in docs/filter-config.md)",
-                self.cfg.key.describe()
-            ),
-        );
-        self.untracked.set((0, Some(now_ms)));
+        self.untracked.set(u);
+    }
+
+    /// Add the untracked actions counted since the last flush to their metric.
+    fn flush_untracked(&self, host: &dyn Host) {
+        let mut u = self.untracked.get();
+        if u.unflushed > 0 {
+            let n = i64::try_from(u.unflushed).unwrap_or(i64::MAX);
+            self.metrics.add(host, Metric::Untracked, n);
+            u.unflushed = 0;
+            self.untracked.set(u);
+        }
     }
 
     /// Read a session (or find the slot a new one goes to), without writing.
@@ -432,6 +455,7 @@ impl Sessions {
     /// oldest unsigned receipt is older than `max_unsigned_ms`, so no receipt stays unattested
     /// for longer than `max_unsigned_ms` + the tick period while its session is idle.
     pub(crate) fn on_tick(&self, host: &dyn Host, max_unsigned_ms: u64) {
+        self.flush_untracked(host);
         let now = host.now_ms();
         // Each session end or checkpoint is a signature, and the tick runs on the worker that
         // serves requests: a budget per tick keeps it from stalling them (the rest waits for the
@@ -455,6 +479,7 @@ impl Sessions {
     /// receipts `unsigned_tail` in a log that ends here (or for a timer that no longer knows
     /// them). At most [`MAX_SIGNATURES_AT_DONE`], oldest unsigned first; the rest is logged.
     pub(crate) fn on_done(&self, host: &dyn Host) {
+        self.flush_untracked(host);
         let now = host.now_ms();
         let due = self.tracker.borrow().checkpoint_due(now, 0);
         let left = due.len().saturating_sub(MAX_SIGNATURES_AT_DONE);
