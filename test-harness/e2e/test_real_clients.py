@@ -9,8 +9,9 @@ a gateway with the allow-all pack (testdata/policies/allow-all.pcl), and through
 realistic pack (policies/real_clients.pcl). The bar:
   - allow-all: every step's normalized result is identical to the direct one;
   - realistic: identical except the intended differences (`get-env` hidden from tools/list and
-    its call answered -32040 promptly; a result over the gateway's default 1 MiB inspection limit
-    replaced by -32044, never passed unread);
+    its call answered -32040 promptly; a result over the gateway's default 4 MiB inspection limit
+    replaced by -32044, never passed unread; a request naming the deleted session refused with
+    404);
   - no hang (each step bounded; a hang fails naming the step) and no client warning or error.
 One client per server runs every step; the others run a smoke subset (the CI budget).
 """
@@ -41,7 +42,7 @@ ALLOW_ALL = pe.REPO / "testdata/policies/allow-all.pcl"
 REALISTIC = POLICIES / "real_clients.pcl"
 STEP_TIMEOUT_S = 15
 # Results of several MiB pass an allow-all gateway that raised its inspection limit (as an operator
-# serving such results must); the realistic gateway keeps the default 1 MiB.
+# serving such results must); the realistic gateway keeps the default 4 MiB.
 LARGE_LIMIT = 8 * 1024 * 1024
 DENIED_TOOL = "get-env"
 PROMPT_MS = 5000  # a denial the client does not surface within this is a hang in all but name
@@ -224,11 +225,14 @@ def intended(step: str, server: str, direct: Any) -> Any:
         return {"error": {"code": -32040, "data": {"decision": "DENY", "rule": "no_environment"}}}
     if step == "delete" and isinstance(direct, dict):
         # After an allowed DELETE the session is a tombstone for Portcullis: a request naming it
-        # is `missing` and gets the pack's unknown_session decision (DENY, -32040 in HTTP 200)
-        # where the server itself says 404/400 (docs/filter.md, "Deleted").
-        return {**direct, "after_delete": {"status": 200, "answer": -32040}}
+        # is `missing` and gets the pack's unknown_session decision, DENY -32040 with HTTP 404
+        # (the transport's "start a new session"), where the server itself says 404 or 400
+        # (docs/filter.md, "Deleted").
+        return {**direct, "after_delete": {"status": 404, "answer": -32040}}
     if step == "large" and server != "everything":
-        return "-32044"  # over the default inspection limit: replaced, never passed unread
+        # fastmcp sends the 3 MiB text twice (content and structuredContent): a message of about
+        # 6.3 MB, over the default 4 MiB inspection limit: replaced, never passed unread.
+        return "-32044"
     return direct
 
 

@@ -2,7 +2,8 @@
 expires; above `session.max_sessions` the least recently used one is evicted; the client's MCP
 `DELETE`, once the server accepts it, deletes it. Each way the filter logs a signed `session_end`,
 and a later request naming the session is `missing`: the pack's `unknown_session` decision (the
-demo pack denies), never a fresh start that would shed its history. The receipt chain goes on
+demo pack denies, answered with HTTP 404 so the client starts a new session), never a fresh start
+that would shed its history. The receipt chain goes on
 through the end and verifies. Policy: examples/policies/demo."""
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def test_an_idle_session_expires_and_cannot_act_again(stack: pe.Stack, keys: pe.
         pe.wait_until("the idle session's session_end", lambda: sid in _ends(stack), None, 10)
         late = mcp.call("read_file", README)
     assert late.error_code is not None and late.decided == ("DENY", "session:unknown"), late.text
+    assert late.status == 404, "the transport's signal to start a new session"
     assert len(pe.tool_calls(stack.upstream_requests(), "read_file")) == 1, "the late call never reached the tool"
     stack.wait_attested()
     log = stack.files["access_log"]
@@ -68,6 +70,7 @@ def test_the_least_recently_used_session_is_evicted_above_the_cap(stack: pe.Stac
         evicted = b.call("read_file", README)
         ids = a.session_id, b.session_id, c.session_id
     assert evicted.decided == ("DENY", "session:unknown"), evicted.text
+    assert evicted.status == 404, evicted.text
     assert _ends(stack) == [ids[1]], "only the least recently used session was evicted"
     stack.wait_attested()
     log = stack.files["access_log"]
@@ -90,6 +93,7 @@ def test_a_session_the_client_deletes_is_over(stack: pe.Stack, keys: pe.Keys, de
         pe.wait_until("the deleted session's session_end", lambda: _ends(stack) == [sid], None, 10)
         late = mcp.call("read_file", README)
     assert late.decided == ("DENY", "session:unknown"), late.text
+    assert late.status == 404, late.text
     stack.wait_attested()
     log = stack.files["access_log"]
     stack.stop()
@@ -117,7 +121,7 @@ def test_with_require_initialize_a_killed_session_stays_dead_across_an_envoy_res
         stack.envoy("mcp-gateway", keys, demo_bundle, patch=patch)
         mcp.url = stack.mcp_url  # the new process listens on another port
         after = mcp.call("read_file", README)
-        assert after.decided == ("DENY", "session:unknown"), after.text
+        assert after.decided == ("DENY", "session:unknown") and after.status == 404, after.text
         assert not pe.tool_calls(stack.upstream_requests(), "read_file"), "the killed session never read"
     with RawMcp(stack.mcp_url) as fresh:
         fresh.initialize()

@@ -2,6 +2,7 @@
 //! denied), in MCP's terms (a JSON-RPC error with status 200) where the request is JSON-RPC and in
 //! HTTP's otherwise. The shapes and codes are `respond.rs`; this sends them.
 
+use bundle::builtin::Builtin;
 use bundle::verdict::Decision;
 
 use super::outputs::{DECISION_HEADER, receipt_extra, set_state};
@@ -106,7 +107,8 @@ impl Stream {
                     self.answer(host, &first, None, false, &extra);
                 } else {
                     let body = serde_json::to_vec(&errors).unwrap_or_default();
-                    send_json(host, 200, first.decision(), &body, &extra);
+                    let status = self.jsonrpc_status(&first);
+                    send_json(host, status, first.decision(), &body, &extra);
                     self.phase = Phase::Answered;
                 }
             }
@@ -133,12 +135,26 @@ impl Stream {
     ) {
         if jsonrpc {
             let body = serde_json::to_vec(&d.jsonrpc_error(id)).unwrap_or_default();
-            send_json(host, 200, d.decision(), &body, extra);
+            send_json(host, self.jsonrpc_status(d), d.decision(), &body, extra);
         } else {
             let (status, body) = d.http();
             send_json(host, status, d.decision(), &body, extra);
         }
         self.phase = Phase::Answered;
+    }
+
+    /// The HTTP status of a JSON-RPC denial: 200, except for a request that names an MCP session
+    /// the filter has no state for (ended, evicted, expired, lost in a restart, or never begun
+    /// here) when the pack's `unknown_session` decision refuses it. That one gets 404, the
+    /// transport's signal (MCP, Streamable HTTP) that makes a client start a new session instead
+    /// of retrying a dead one forever; the body still says why.
+    fn jsonrpc_status(&self, d: &Denial) -> u16 {
+        let named = self.head.header("mcp-session-id").is_some();
+        if named && d.rule == Builtin::SessionUnknown.as_str() {
+            404
+        } else {
+            200
+        }
     }
 
     /// The plugin has no working configuration: deny with the reason.
