@@ -522,3 +522,41 @@ fn a_cacheable_list_the_filter_changed_is_private_and_an_unchanged_one_is_untouc
     );
     assert!(old["result"].get("cacheScope").is_none(), "{old}");
 }
+
+#[test]
+fn a_refused_client_response_reaches_the_server_as_an_error_for_its_request() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    // The pack allows no `response` operation: the client's answer to the server's sampling
+    // request is refused. The server gets an error for its request id instead, at once.
+    let answer = json!({"jsonrpc": "2.0", "id": "srv-7", "result": {"role": "assistant",
+        "content": {"type": "text", "text": "sampled"}, "model": "m"}});
+    request(&host, &p, "POST", &answer);
+    let st = host.state();
+    assert!(
+        st.local_response.is_none(),
+        "forwarded, not answered locally"
+    );
+    let upstream: Value = serde_json::from_slice(&st.request_body).unwrap();
+    assert_eq!(upstream["id"], "srv-7", "{upstream}");
+    assert_eq!(upstream["error"]["code"], -32040, "{upstream}");
+    assert_eq!(upstream["error"]["data"]["decision"], "DENY");
+    assert!(
+        upstream.get("result").is_none(),
+        "nothing of the refused answer goes on"
+    );
+    assert_eq!(
+        st.filter_state
+            .get("wasm.portcullis.decision")
+            .map(|v| v.as_slice()),
+        Some(&b"DENY"[..])
+    );
+    let decision = st
+        .request_headers
+        .iter()
+        .find(|(n, _)| n == "x-portcullis-decision")
+        .map(|(_, v)| v.clone());
+    assert_eq!(decision.as_deref(), Some("DENY"));
+    drop(st);
+    assert_eq!(host.metric("portcullis_decisions_deny"), Some(1));
+}

@@ -25,6 +25,30 @@ pub(super) fn deciding_msg(plan: &Plan) -> Option<&MsgResult> {
         .or_else(|| plan.msgs.first())
 }
 
+/// When every message of a refused MCP POST is a client's response to a server request
+/// (sampling, elicitation, roots): what the server gets instead, a JSON-RPC error for each of its
+/// request ids (one object, or an array for a batch), so its pending requests fail at once with
+/// the reason rather than waiting out their timeouts. `None` for anything else.
+pub(super) fn refused_responses(shape: &Shape, plan: &Plan) -> Option<Vec<u8>> {
+    let Shape::Mcp { batch, msgs } = shape else {
+        return None;
+    };
+    if msgs.is_empty() || msgs.iter().any(|(_, k)| *k != McpMessageKind::Response) {
+        return None;
+    }
+    let errors: Vec<serde_json::Value> = plan
+        .msgs
+        .iter()
+        .zip(msgs)
+        .map(|(m, (id, _))| denial_of(m).jsonrpc_error(id.as_ref()))
+        .collect();
+    let body = match (batch, errors.as_slice()) {
+        (false, [one]) => serde_json::to_vec(one),
+        _ => serde_json::to_vec(&errors),
+    };
+    body.ok()
+}
+
 /// Send a JSON answer.
 fn send_json(host: &dyn Host, status: u16, decision: &str, body: &[u8], extra: &[(&str, &str)]) {
     let mut headers: Vec<(&str, &str)> = vec![

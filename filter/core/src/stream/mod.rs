@@ -42,8 +42,9 @@ enum Phase {
     Answered,
 }
 
-/// What an allowed request leaves behind as it goes upstream: the one allow path of the stream
-/// (ALLOW, MODIFY, an approved STEP_UP, a DEFER resolved to allow).
+/// What a forwarded request leaves behind as it goes upstream: the one forward path of the stream
+/// (ALLOW, MODIFY, an approved STEP_UP, a DEFER resolved to allow, and refused client responses
+/// replaced by errors for the server).
 struct Forward<'a> {
     decision: Decision,
     rule: &'a str,
@@ -502,6 +503,30 @@ impl Stream {
         log_decisions(host, &plan, actions);
         let (json, header) = receipts_out(&receipts, policy.cfg.receipts.header);
         match plan.overall {
+            Decision::Deny | Decision::StepUp
+                if let Some(errors) = answer::refused_responses(shape, &plan) =>
+            {
+                // Only client responses to server requests, refused: the server gets errors in
+                // their place, so its pending request fails now instead of waiting out its
+                // timeout (docs/filter.md, "Client responses").
+                host.replace_request_body(&errors);
+                if self.head.header("content-length").is_some() {
+                    host.set_request_header("content-length", Some(&errors.len().to_string()));
+                }
+                self.forward(
+                    host,
+                    Forward {
+                        decision: Decision::Deny,
+                        rule,
+                        chain_name: &plan.chain_name,
+                        json,
+                        receipt_header: header,
+                        warnings: &plan.warnings,
+                        inspector: None,
+                    },
+                );
+                FilterAction::Continue
+            }
             Decision::Deny | Decision::StepUp => {
                 set_state(
                     host,
@@ -605,10 +630,11 @@ impl Stream {
             f.json.as_deref(),
         );
         self.receipt_json = f.json;
-        let metric = if f.decision == Decision::Modify {
-            Metric::Modify
-        } else {
-            Metric::Allow
+        let metric = match f.decision {
+            Decision::Modify => Metric::Modify,
+            // Refused client responses, replaced by errors for the server.
+            Decision::Deny | Decision::StepUp => Metric::Deny,
+            Decision::Allow | Decision::Defer => Metric::Allow,
         };
         self.plugin.metrics.count(host, metric);
         self.phase = Phase::Forwarded;
