@@ -325,10 +325,11 @@ def _cases() -> list[Case]:
         + f"upgrade: websocket\r\ncontent-length: {len(DENIED_BODY)}\r\n\r\n").encode() + DENIED_BODY))
 
     # Headers that disagree with the body, or change the method the server executes.
+    # MCP 2026-07-28's HeaderMismatchError: -32020 with 400.
     add(_mcp("mcp-method header ping, body tools/call", DENIED_BODY, headers=(("mcp-method", "ping"),),
-             expect_jsonrpc=-32600))
+             expect_jsonrpc=-32020))
     add(_mcp("mcp-name header read_file, body delete_branch", DENIED_BODY,
-             headers=(("mcp-method", "tools/call"), ("mcp-name", "read_file")), expect_jsonrpc=-32600))
+             headers=(("mcp-method", "tools/call"), ("mcp-name", "read_file")), expect_jsonrpc=-32020))
     add(_mcp("x-http-method-override PUT @mcp", DENIED_BODY, headers=(("x-http-method-override", "PUT"),)))
     add(Case("x-http-method-override DELETE @egress", "/api/items/1", js({"id": 1}),
              headers=(("x-http-method-override", "DELETE"),), why="no_http_delete: the server deletes"))

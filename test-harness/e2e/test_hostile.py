@@ -57,13 +57,13 @@ def test_mcp_name_header_disagreeing_with_body_is_refused(raw_gw) -> None:
     msg = {"jsonrpc": "2.0", "id": 8, "method": "tools/call",
            "params": {"name": "delete_branch", "arguments": {"branch": "main"}}}
     r = mcp.post(msg, method="tools/call", name="read_file")
-    assert r.error_code == -32600, r.text
+    assert r.error_code == -32020 and r.status == 400, r.text  # MCP 2026-07-28 HeaderMismatchError
     assert r.message["id"] == 8, "the refusal answers the request's id"
     # and the other way round: an allowed body under a lying header is refused too
     msg2 = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
             "params": {"name": "read_file", "arguments": {"path": "/repo/b"}}}
     r2 = mcp.post(msg2, method="tools/call", name="delete_branch")
-    assert r2.error_code == -32600, r2.text
+    assert r2.error_code == -32020, r2.text
     assert not executed(stack, "delete_branch")
     assert pe.tool_calls(stack.upstream_requests(), "read_file") == []
 

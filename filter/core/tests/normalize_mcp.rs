@@ -814,9 +814,10 @@ fn routing_headers_that_disagree_with_the_body_are_refused() {
     ];
     for (headers, body, what) in cases {
         let r = refused(&mcp_head(&headers), body, &cfg());
+        // MCP 2026-07-28's HeaderMismatchError.
         assert_eq!(
             (r.http_status, r.jsonrpc_code),
-            (400, Some(-32600)),
+            (400, Some(-32020)),
             "{headers:?}"
         );
         assert_eq!(r.id, Some(JsonRpcId::Num(3)), "{headers:?}");

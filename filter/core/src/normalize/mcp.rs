@@ -92,7 +92,7 @@ fn normalize_mcp_at(
                 let n = n.to_ascii_lowercase();
                 n == "mcp-method" || n == "mcp-name" || n.starts_with("mcp-param-")
             }) {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     "mcp-method / mcp-name / mcp-param-* headers cannot describe a batch",
                     None,
                 ));
@@ -417,7 +417,8 @@ fn decode_header_value(v: &str) -> Option<String> {
     }
 }
 
-/// 2026-07-28 routing headers must agree with the body (the body is the truth): `Mcp-Method`
+/// 2026-07-28 routing headers must agree with the body (the body is the truth; a disagreement is
+/// the spec's `HeaderMismatchError`, -32020 with 400): `Mcp-Method`
 /// with `method`; `Mcp-Name` with `params.name` (tools/call, prompts/get, others with a name) or
 /// `params.uri` (resources). `Mcp-Param-*` values must decode; their mapping to arguments lives
 /// in the server's tool schema, which the filter does not see, so they are not compared.
@@ -432,14 +433,14 @@ fn check_routing_headers(
         let name = name.to_ascii_lowercase();
         if name == "mcp-method" {
             if body_method != Some(value.trim()) {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     "`mcp-method` header does not match the json-rpc method",
                     id,
                 ));
             }
         } else if name == "mcp-name" {
             let Some(decoded) = decode_header_value(value.trim()) else {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     "`mcp-name` header has an invalid base64 value",
                     id,
                 ));
@@ -456,14 +457,14 @@ fn check_routing_headers(
                 None => None,
             };
             if expected != Some(decoded.as_str()) {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     "`mcp-name` header does not match the name or uri in the body",
                     id,
                 ));
             }
         } else if let Some(param) = name.strip_prefix("mcp-param-") {
             let Some(decoded) = decode_header_value(value.trim()) else {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     format!(
                         "`{}` header has an invalid base64 value",
                         super::printable(&name)
@@ -472,7 +473,7 @@ fn check_routing_headers(
                 ));
             };
             if !mirrors_argument(&msg.action.arguments, param, &decoded) {
-                return Err(Refusal::invalid_request(
+                return Err(Refusal::header_mismatch(
                     format!(
                         "`{}` header does not match the argument it mirrors in the body",
                         super::printable(&name)
@@ -599,7 +600,7 @@ fn meta_version(v: &Value) -> Option<&str> {
 }
 
 /// The request's protocol version; a header that disagrees with a 2026-07-28 `_meta` version in
-/// the body is refused (-32600).
+/// the body is refused (-32020).
 fn protocol_version(
     header: Option<String>,
     messages: &[McpMessage],
@@ -609,7 +610,7 @@ fn protocol_version(
         if let (Some(h), Some(meta)) = (header.as_deref(), meta_version(v))
             && h.trim() != meta
         {
-            return Err(Refusal::invalid_request(
+            return Err(Refusal::header_mismatch(
                 "`mcp-protocol-version` header does not match `_meta` in the body",
                 m.id.clone(),
             ));

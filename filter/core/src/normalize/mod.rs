@@ -149,6 +149,10 @@ impl Route {
     }
 }
 
+/// JSON-RPC error code of MCP 2026-07-28's `HeaderMismatchError`: HTTP headers that disagree
+/// with the body, or required ones missing or malformed.
+pub const HEADER_MISMATCH_CODE: i64 = -32020;
+
 /// The methods an MCP endpoint serves (the `allow` header of a 405).
 pub const MCP_METHODS: &str = "POST, GET, HEAD, DELETE, OPTIONS";
 
@@ -382,6 +386,18 @@ impl Refusal {
         Refusal {
             http_status: 400,
             jsonrpc_code: Some(-32600),
+            reason: reason.into(),
+            id,
+        }
+    }
+
+    /// An MCP routing header (`Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`, `Mcp-Protocol-Version`)
+    /// that disagrees with the body or does not decode: MCP 2026-07-28's `HeaderMismatchError`,
+    /// -32020 with HTTP 400.
+    pub(crate) fn header_mismatch(reason: impl Into<String>, id: Option<JsonRpcId>) -> Self {
+        Refusal {
+            http_status: 400,
+            jsonrpc_code: Some(HEADER_MISMATCH_CODE),
             reason: reason.into(),
             id,
         }
