@@ -1,6 +1,7 @@
 //! The filter's own answers on a stream: a refusal of bad input, a denial (DENY, STEP_UP, a DEFER
-//! denied), in MCP's terms (a JSON-RPC error with status 200) where the request is JSON-RPC and in
-//! HTTP's otherwise. The shapes and codes are `respond.rs`; this sends them.
+//! denied), in MCP's terms where the request is JSON-RPC (a JSON-RPC error with status 200, or
+//! 404 for a session the filter has no state for) and in HTTP's otherwise; and, for refused client
+//! responses, the errors the server gets in their place. The shapes and codes are `respond.rs`.
 
 use bundle::builtin::Builtin;
 use bundle::verdict::Decision;
