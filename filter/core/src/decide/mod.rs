@@ -239,7 +239,7 @@ fn unsaved(
     state: SessionState,
     now: u64,
 ) -> Plan {
-    let claim = |a: &Approval| sessions.claim_approval(host, a.nonce, a.expires_s, now / 1000);
+    let claim = |a: &Approval| sessions.claim_approval(host, a, now);
     sessions.on_anon_chain(|chain| {
         let mut rec = Record {
             state,
@@ -307,8 +307,7 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
             // not keep a token used now, so the process-wide set does).
             let now = host.now_ms();
             let mut rec = sessions.read(host, session, now);
-            let claim =
-                |a: &Approval| sessions.claim_approval(host, a.nonce, a.expires_s, now / 1000);
+            let claim = |a: &Approval| sessions.claim_approval(host, a, now);
             let plan = plan_on(l, input, session, &mut rec, now, Some(&claim));
             match l.cfg.failure_mode {
                 FailureMode::Closed => store_failed(plan, &e.0),

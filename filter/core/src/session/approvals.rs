@@ -11,6 +11,7 @@
 //! written, the claim is refused (`approval_store_unavailable`). Both deny: fail closed.
 
 use super::retry_cas;
+use super::store::EMPTY_SLOT_CAS;
 use crate::host::{Host, SharedDataError};
 
 /// The shared-data key of the used-token set.
@@ -21,8 +22,6 @@ pub(crate) const MAX_USED_APPROVALS: usize = 1024;
 
 const MAGIC: &[u8; 4] = b"PAU1";
 const ENTRY: usize = 24;
-/// The token written into a key read as absent (see `store::EMPTY_SLOT_CAS`).
-const ABSENT_CAS: u32 = u32::MAX;
 
 /// Why a claim was refused; [`Refused::as_str`] is the `approval_error` the agent sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +113,7 @@ pub(crate) fn claim(
         let cas = if bytes.is_some() {
             cas
         } else {
-            Some(ABSENT_CAS)
+            Some(EMPTY_SLOT_CAS)
         };
         host.set_shared_data(USED_APPROVALS_KEY, &encode(&live), cas)?;
         Ok(Ok(()))

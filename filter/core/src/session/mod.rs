@@ -19,6 +19,7 @@ mod tracker;
 
 use std::cell::{Cell, RefCell};
 
+use bundle::approval::Approval;
 use bundle::receipt::{self, ChainHead, Receipt, Signer};
 use bundle::session::SessionStatus;
 use bundle::session_codec::SessionExtra;
@@ -101,11 +102,9 @@ const WORKER_COUNTER_KEY: &str = "portcullis/workers";
 /// end up in the same log (a bare counter restarted at 1 and every restart read as a fork).
 fn anon_chain_name(host: &dyn Host) -> String {
     let named = retry_cas(|| {
-        let value = match host.get_shared_data(WORKER_COUNTER_KEY) {
-            Ok((value, cas)) => (value, cas),
-            Err(e) => return Err(SharedDataError::Other(e.0)),
-        };
-        let (value, cas) = value;
+        let (value, cas) = host
+            .get_shared_data(WORKER_COUNTER_KEY)
+            .map_err(|e| SharedDataError::Other(e.0))?;
         let word = |v: &[u8], at: usize| {
             v.get(at..at.saturating_add(8))
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -197,15 +196,15 @@ impl Sessions {
         f(&mut self.anon_chain.borrow_mut())
     }
 
-    /// Claim an approval token used where no session record keeps it (see `approvals.rs`).
+    /// Claim, at `now_ms`, an approval token used where no session record keeps it (see
+    /// `approvals.rs`).
     pub(crate) fn claim_approval(
         &self,
         host: &dyn Host,
-        nonce: [u8; 16],
-        expires_s: u64,
-        now_s: u64,
+        approval: &Approval,
+        now_ms: u64,
     ) -> Result<(), ClaimRefused> {
-        approvals::claim(host, nonce, expires_s, now_s)
+        approvals::claim(host, approval.nonce, approval.expires_s, now_ms / 1000)
     }
 
     /// `actions` were decided without session state (the request had no session key): taints,
