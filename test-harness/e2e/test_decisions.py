@@ -126,3 +126,31 @@ def test_kill_lasts_for_the_session_only(gateway: pe.Stack) -> None:
     names = [m["params"]["name"] for _, m in pe.tool_calls(gateway.upstream_requests())]
     assert names == ["fetch_url", "get_secret"]
     assert pe.tool_calls(gateway.upstream_requests(), "get_secret")[0][1]["params"]["arguments"] == {"name": "staging-db"}
+
+
+def test_without_a_session_key_a_token_approves_once_and_anon_names_are_refused(
+        gateway: pe.Stack, keys: pe.Keys) -> None:
+    """A request with no mcp-session-id is decided on a fresh, unsaved session: its approval token
+    is claimed process-wide, so the identical retry is refused (docs/approvals.md); and a session
+    key named like a worker's anonymous chain is refused before anything is decided."""
+    from raw import RawMcp  # noqa: PLC0415 (the raw client, no session)
+
+    args = {"env": "production", "version": "v2.4.1"}
+    intent = {"x-portcullis-intent": "demo_task"}
+    with RawMcp(gateway.mcp_url) as mcp:
+        first = mcp.call("deploy", args, intent)
+        assert first.error_code == APPROVAL_REQUIRED, first.text
+        req = first.message["error"]["data"]["approval_request"]
+        token = pe.policyc("approve", "--digest", req["digest"], "--group", req["group"],
+                           "--key", str(keys.path("approver", "key")), "--ttl", "15m").stdout.strip()
+        approved = mcp.call("deploy", args, {**intent, "x-portcullis-approval": token})
+        replayed = mcp.call("deploy", args, {**intent, "x-portcullis-approval": token})
+        spoofed = mcp.call("read_file", {"path": "/repo/README.md"}, {"mcp-session-id": "anon/1-1"})
+    assert approved.decided[0] == "ALLOW", approved.text
+    assert replayed.error_code == -32040, replayed.text
+    assert replayed.message["error"]["data"]["approval_error"] == "replayed", replayed.text
+    assert len(pe.tool_calls(gateway.upstream_requests(), "deploy")) == 1, "the replay never reached the tool"
+    # A refusal of bad input: 400, no receipt (nothing was decided), nothing upstream.
+    assert spoofed.status == 400 and spoofed.headers.get("x-portcullis-decision") == "DENY", spoofed.text
+    assert "reserved chain prefix" in spoofed.text, spoofed.text
+    assert not pe.tool_calls(gateway.upstream_requests(), "read_file")
