@@ -55,6 +55,17 @@ def envoy_binary() -> str:
     return found
 
 
+def wasm_metric(admin: int, name: str) -> int:
+    """The value of the filter's metric ``name`` (Envoy's ``wasmcustom.<name>``) on the admin
+    port; -1 when Envoy does not have it."""
+    _, body = http_get(f"http://127.0.0.1:{admin}/stats?filter=^wasmcustom.{name}$")
+    for line in body.decode().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == f"wasmcustom.{name}":
+            return int(value)
+    return -1
+
+
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -165,15 +165,6 @@ def status_of_get(listen: int) -> int:
     return pe.http_get(f"http://127.0.0.1:{listen}/repos/x")[0]
 
 
-def metric(admin: int, name: str) -> int:
-    _, body = pe.http_get(f"http://127.0.0.1:{admin}/stats?filter=^wasmcustom.{name}$")
-    for line in body.decode().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == f"wasmcustom.{name}":
-            return int(value)
-    return -1
-
-
 def test_bad_push_keeps_enforcement_good_push_takes_effect(
         artifacts: None, keys: pe.Keys, servers: tuple[BundleServer, Upstream], tmp_path: Path) -> None:
     bundle_server, upstream = servers
@@ -186,15 +177,15 @@ def test_bad_push_keeps_enforcement_good_push_takes_effect(
         # No inline bundle: denied until the first fetch, then v1 (allow) is enforced.
         pe.wait_until("v1 fetched", lambda: status_of_get(listen) == 200, proc, 30)
         # Envoy runs one root context per worker plus one on the main thread: each polls.
-        loads_v1 = metric(admin, "portcullis_bundle_loads_ok")
+        loads_v1 = pe.wasm_metric(admin, "portcullis_bundle_loads_ok")
         assert loads_v1 >= 1
         # The next poll is conditional and answered 304.
         n = len(bundle_server.served_since(0))
         pe.wait_until("a conditional poll", lambda: len(bundle_server.served_since(n)) >= 1, proc, 3 * POLL_S)
         assert bundle_server.served_since(n)[0]["if_none_match"] == '"v1"'
-        pe.wait_until("304 counted", lambda: metric(admin, "portcullis_bundle_loads_not_modified") >= 1, proc,
+        pe.wait_until("304 counted", lambda: pe.wasm_metric(admin, "portcullis_bundle_loads_not_modified") >= 1, proc,
                       3 * POLL_S)
-        loads_v1 = metric(admin, "portcullis_bundle_loads_ok")  # every root context has polled by now
+        loads_v1 = pe.wasm_metric(admin, "portcullis_bundle_loads_ok")  # every root context has polled by now
 
         # Bad pushes: a bundle signed by a key nobody trusts, corrupt bytes, a server error.
         for body, etag, status in ((stranger, '"stranger"', 200), (v2[: len(v2) // 2], '"torn"', 200),
@@ -205,12 +196,12 @@ def test_bad_push_keeps_enforcement_good_push_takes_effect(
             pe.wait_until("the refusal is handled", lambda: "keeping the bundle in force" in proc.tail(400)
                           and status_of_get(listen) in (200, 403), proc, 5)
             assert status_of_get(listen) == 200, f"enforcement changed after a bad push ({etag or status})"
-        pe.wait_until("bad pushes counted", lambda: metric(admin, "portcullis_bundle_loads_bad_bundle") >= 2
-                      and metric(admin, "portcullis_bundle_loads_fetch_error") >= 1, proc, 3 * POLL_S)
+        pe.wait_until("bad pushes counted", lambda: pe.wasm_metric(admin, "portcullis_bundle_loads_bad_bundle") >= 2
+                      and pe.wasm_metric(admin, "portcullis_bundle_loads_fetch_error") >= 1, proc, 3 * POLL_S)
         log = proc.tail(400)
         assert "bundle refused" in log and "status 500" in log
         assert status_of_get(listen) == 200, "enforcement changed after the bad pushes"
-        assert metric(admin, "portcullis_bundle_loads_ok") == loads_v1
+        assert pe.wasm_metric(admin, "portcullis_bundle_loads_ok") == loads_v1
 
         # The good push takes effect on the next poll.
         seen = bundle_server.publish(v2, '"v2"')
@@ -218,7 +209,7 @@ def test_bad_push_keeps_enforcement_good_push_takes_effect(
         # Each root context (one per worker, one on the main thread) polls on its own timer, so the
         # worker that serves requests may fetch up to one interval after the first fetch seen.
         pe.wait_until("v2 enforced", lambda: status_of_get(listen) == 403, proc, 3 * POLL_S)
-        assert metric(admin, "portcullis_bundle_loads_ok") > loads_v1
+        assert pe.wasm_metric(admin, "portcullis_bundle_loads_ok") > loads_v1
         assert "loaded pack `pull` version `2.0.0`" in proc.tail(400)
         status, body = pe.http_get(f"http://127.0.0.1:{listen}/repos/x")
         assert status == 403 and b"version 2.0.0 decides reads" in body

@@ -154,3 +154,9 @@ def test_without_a_session_key_a_token_approves_once_and_anon_names_are_refused(
     assert spoofed.status == 400 and spoofed.headers.get("x-portcullis-decision") == "DENY", spoofed.text
     assert "reserved chain prefix" in spoofed.text, spoofed.text
     assert not pe.tool_calls(gateway.upstream_requests(), "read_file")
+    # The three keyless actions are counted (on the next timer tick) and said in Envoy's log.
+    admin = gateway.ports["admin"]
+    pe.wait_until("portcullis_actions_untracked", lambda: pe.wasm_metric(admin, "portcullis_actions_untracked") == 3,
+                  None, 10)
+    log = gateway.files["envoy_log"].read_text(errors="replace")
+    assert "decided without session state" in log
