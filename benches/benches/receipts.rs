@@ -162,6 +162,7 @@ fn bench(c: &mut Criterion) {
     let extra = SessionExtra {
         used_tokens: vec![[1; 16]],
         last_seen_ms: 1_763_700_300_000,
+        owner: None,
     };
     let bytes = encode(&state, &head, &extra);
     c.bench_function("session_codec/encode_full_history", |b| {

@@ -78,6 +78,38 @@ pub struct Identity {
     pub workload: Principal,
 }
 
+/// Where a declared intent came from, most trusted first (`docs/policy-language.md`, "Trusted
+/// intent").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntentSource {
+    /// No intent was declared.
+    #[default]
+    None,
+    /// A task grant signed by an orchestrator key the filter trusts (`x-portcullis-grant`).
+    Grant,
+    /// A claim of the JWT Envoy verified (`identity.jwt.intent_claim`).
+    Claim,
+    /// The agent's own `x-portcullis-intent` header: trusted only when the pack says
+    /// `intent_source header`.
+    Header,
+    /// The agent's header names another intent than the grant or claim in force: never trusted.
+    Conflict,
+}
+
+impl IntentSource {
+    /// The name receipts and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentSource::None => "none",
+            IntentSource::Grant => "grant",
+            IntentSource::Claim => "claim",
+            IntentSource::Header => "header",
+            IntentSource::Conflict => "conflict",
+        }
+    }
+}
+
 /// Where the action goes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -136,8 +168,11 @@ pub struct Action {
     pub session_id: Option<String>,
     /// The W3C trace id, if the request carried one.
     pub trace_id: Option<String>,
-    /// The intent the agent declared on this request (only read when a session starts).
+    /// The intent declared for this request (only read when a session starts), from
+    /// [`Action::intent_source`].
     pub declared_intent: Option<String>,
+    /// Where `declared_intent` came from.
+    pub intent_source: IntentSource,
     /// Request body size in bytes (for an element of a JSON-RPC batch: that element's size).
     pub size: u64,
     /// Risk flags computed inline.
@@ -166,6 +201,19 @@ impl Action {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the declared intent comes from a source the pack does not trust
+    /// (`intent_source:untrusted`): a header that contradicts the grant or claim in force, or the
+    /// agent's own header (an intent with no recorded source counts as one) unless the pack says
+    /// `intent_source header` (`header_trusted`).
+    pub fn intent_untrusted(&self, header_trusted: bool) -> bool {
+        match self.intent_source {
+            IntentSource::Conflict => true,
+            IntentSource::Header => !header_trusted,
+            IntentSource::None => self.declared_intent.is_some() && !header_trusted,
+            IntentSource::Grant | IntentSource::Claim => false,
+        }
     }
 
     /// Whether this action is an outbound HTTP request that sends data (for egress byte counters).

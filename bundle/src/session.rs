@@ -93,6 +93,68 @@ pub struct SessionState {
     pub history: Vec<HistoryEntry>,
     /// Intent drift so far (0.0 = on intent); see `docs/policy-language.md`.
     pub drift: f32,
+    /// The acting principal's state across all of its sessions (`principal.*`). Filled by the
+    /// filter from the principal's own record for each evaluation; never part of the session
+    /// record ([`codec`]).
+    pub principal: PrincipalView,
+}
+
+/// How far a principal is quarantined.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Quarantine {
+    /// Not quarantined.
+    #[default]
+    None,
+    /// Only actions in a `readonly` class are allowed, in any of its sessions.
+    ReadOnly,
+    /// Every action is denied, in any of its sessions.
+    Full,
+}
+
+/// What the policy can ask about the principal (the verified agent identity) behind a session:
+/// state kept across all of its sessions, MCP and egress alike (`docs/containment.md`). Where
+/// the operator configures no identity the principal is the session itself and this view is
+/// empty.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrincipalView {
+    /// The principal's id (`principal.id`); `None` when no identity is configured or known.
+    pub id: Option<String>,
+    /// Quarantine in force (`principal.quarantined` is true for both kinds).
+    pub quarantine: Quarantine,
+    /// Taints of any of its sessions (name hashes), at most [`SET_CAP`] (`principal.tainted`).
+    pub taints: Vec<NameHash>,
+    /// Sessions it has opened (`principal.sessions`).
+    pub sessions: u32,
+    /// Actions of it that were denied (`principal.denials`).
+    pub denials: u32,
+}
+
+impl PrincipalView {
+    /// Whether any of the principal's sessions carries this taint.
+    pub fn tainted(&self, taint: NameHash) -> bool {
+        self.taints.contains(&taint)
+    }
+
+    /// Whether a quarantine of either kind is in force.
+    pub fn quarantined(&self) -> bool {
+        self.quarantine != Quarantine::None
+    }
+
+    /// Raise the quarantine to at least `q` (a quarantine is only lifted by a release).
+    pub fn quarantine_at_least(&mut self, q: Quarantine) {
+        let rank = |q: Quarantine| match q {
+            Quarantine::None => 0,
+            Quarantine::ReadOnly => 1,
+            Quarantine::Full => 2,
+        };
+        if rank(q) > rank(self.quarantine) {
+            self.quarantine = q;
+        }
+    }
 }
 
 impl SessionState {
@@ -212,6 +274,9 @@ impl SessionState {
             self.intent = intent.map(str::to_owned);
         }
         self.actions = self.actions.saturating_add(1);
+        if verdict.decision == crate::verdict::Decision::Deny {
+            self.principal.denials = self.principal.denials.saturating_add(1);
+        }
         if verdict.decision != crate::verdict::Decision::Deny {
             self.egress_bytes = self.egress_bytes.saturating_add(action.egress_bytes());
         }
@@ -238,14 +303,38 @@ impl SessionState {
         self.apply_effects(&verdict.effects);
     }
 
-    /// Apply session effects (taints, revocations, read-only, kill) without recording an action:
-    /// what [`SessionState::record`] does with a verdict's effects, and what the filter does with
-    /// the effects of rules matched by a tool *result* (`tools/result`, docs/filter.md).
+    /// Apply session effects (taints, revocations, read-only, kill, quarantine) without
+    /// recording an action: what [`SessionState::record`] does with a verdict's effects, and what
+    /// the filter does with the effects of rules matched by a tool *result* (`tools/result`,
+    /// docs/filter.md).
+    ///
+    /// The principal view changes with the session: a taint taints the principal too (a full
+    /// principal set is a full quarantine: it never forgets a taint either); `kill` kills the
+    /// session and fully quarantines the principal, so a new session does not escape it;
+    /// `quarantine` contains the session the same way (read-only or killed) and the principal.
     pub fn apply_effects(&mut self, effects: &[crate::verdict::Effect]) {
         use crate::verdict::Effect;
         for effect in effects {
             let kept = match effect {
-                Effect::Taint(t) => insert_bounded(&mut self.taints, name_hash(t), SET_CAP),
+                Effect::Taint(t) => {
+                    let h = name_hash(t);
+                    if !insert_bounded(&mut self.principal.taints, h, SET_CAP) {
+                        self.principal.quarantine_at_least(Quarantine::Full);
+                    }
+                    insert_bounded(&mut self.taints, h, SET_CAP)
+                }
+                Effect::Quarantine(q) => {
+                    self.principal.quarantine_at_least(*q);
+                    match q {
+                        Quarantine::None => true,
+                        Quarantine::ReadOnly => {
+                            self.read_only = true;
+                            true
+                        }
+                        // A full quarantine kills the session (below).
+                        Quarantine::Full => false,
+                    }
+                }
                 Effect::RevokeTool(t) => {
                     insert_bounded(&mut self.revoked_tools, name_hash(t), SET_CAP)
                 }
@@ -256,7 +345,10 @@ impl SessionState {
                     self.read_only = true;
                     true
                 }
-                Effect::Kill => false,
+                Effect::Kill => {
+                    self.principal.quarantine_at_least(Quarantine::Full);
+                    false
+                }
             };
             // INVARIANT: a session never forgets a taint or revocation. When a bounded set is full
             // the session is killed instead (documented in docs/policy-language.md, "Sessions").

@@ -144,8 +144,11 @@ pub enum Effect {
     RevokeClass(String),
     /// Deny every action not in a `readonly` class for the rest of the session.
     ReadOnly,
-    /// Deny every later action of the session.
+    /// Deny every later action of the session, and quarantine its principal.
     Kill,
+    /// Quarantine the principal (every session of it, and its new ones) until an operator
+    /// releases it; the session itself is killed (`Full`) or read-only (`ReadOnly`).
+    Quarantine(crate::session::Quarantine),
 }
 
 /// STEP_UP parameters: who must approve, and for how long the approval request is valid.

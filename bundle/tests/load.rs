@@ -124,18 +124,18 @@ fn header_errors_are_clear() {
         LoadError::BadMagic
     );
     let mut future = good.clone();
-    future[4..6].copy_from_slice(&3u16.to_le_bytes());
+    future[4..6].copy_from_slice(&4u16.to_le_bytes());
     let e = Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err();
     assert_eq!(
         e,
         LoadError::UnsupportedVersion {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         }
     );
     assert_eq!(
         e.to_string(),
-        "bundle format version 3 is not supported (this build reads versions 1 to 2); rebuild the bundle with a matching policyc"
+        "bundle format version 4 is not supported (this build reads versions 1 to 3); rebuild the bundle with a matching policyc"
     );
     let mut ancient = good.clone();
     ancient[4..6].copy_from_slice(&0u16.to_le_bytes());
@@ -413,9 +413,9 @@ fn v1_golden_keeps_loading_with_v1_semantics() {
     let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
     assert_eq!(b.info().format_version, 1);
     assert_eq!(b.program(), &rich_v1());
-    // The same program as a version-2 bundle.
+    // The same program as a bundle of the current version (2 and later read types the same way).
     let v2 = load(&rich_v1());
-    assert_eq!(v2.info().format_version, 2);
+    assert_eq!(v2.info().format_version, FORMAT_VERSION);
     // `prod_deploy` (STEP_UP, warn mode) tests `args.env == "production"`. An array is a type
     // error: false in version 1 (the rule is skipped), unknown in version 2 (a rule stricter
     // than ALLOW matches).
@@ -436,26 +436,41 @@ fn v1_golden_keeps_loading_with_v1_semantics() {
     );
 }
 
+/// The version-2 golden was written by the version-2 encoder and is never re-blessed.
 #[test]
 fn v2_golden_keeps_loading() {
-    let sk = signing_key_from_seed([42; 32]);
-    let signed = sign(&bundle::encode(&rich()), &sk).unwrap();
-    if std::env::var_os("BLESS").is_some() {
-        let dir = golden_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("v2-rich.bundle"), &signed).unwrap();
-        std::fs::write(
-            dir.join("v2-rich.pub"),
-            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
-        )
-        .unwrap();
-    }
     let (golden, pk) = golden("v2-rich");
     let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
     assert_eq!(b.info().format_version, 2);
     assert_eq!(b.program(), &rich());
-    assert_eq!(
-        golden, signed,
+    // The version-3 sections cannot be read as version 2: a version-3 body under a version-2
+    // header is refused, never read differently.
+    let body = body_of(&bundle::encode(&rich_v3())).to_vec();
+    let mut v2 = wrap(&body);
+    v2[4..6].copy_from_slice(&2u16.to_le_bytes());
+    assert!(Bundle::from_bytes(&v2, &Trust::AllowUnsigned).is_err());
+}
+
+#[test]
+fn v3_golden_keeps_loading() {
+    let sk = signing_key_from_seed([42; 32]);
+    let signed = sign(&bundle::encode(&rich_v3()), &sk).unwrap();
+    if std::env::var_os("BLESS").is_some() {
+        let dir = golden_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("v3-rich.bundle"), &signed).unwrap();
+        std::fs::write(
+            dir.join("v3-rich.pub"),
+            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
+        )
+        .unwrap();
+    }
+    let (golden, pk) = golden("v3-rich");
+    let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
+    assert_eq!(b.info().format_version, 3);
+    assert_eq!(b.program(), &rich_v3());
+    assert!(
+        golden == signed,
         "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
     );
     // a future version of the same bytes fails with a clear version error
@@ -463,7 +478,7 @@ fn v2_golden_keeps_loading() {
     future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     assert!(matches!(
         Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
-        LoadError::UnsupportedVersion { found, supported: 2 } if found == FORMAT_VERSION + 1
+        LoadError::UnsupportedVersion { found, supported: 3 } if found == FORMAT_VERSION + 1
     ));
     // The version-2 sections cannot be read as version 1: a version-2 body under a version-1
     // header is refused, never read differently.
@@ -478,7 +493,7 @@ fn disassembly_shows_header_rules_and_code() {
     let b = load(&rich());
     let text = bundle::disasm::disassemble(&b);
     assert!(
-        text.starts_with("bundle format v2\npack \"t\" version \"1.0.0\""),
+        text.starts_with("bundle format v3\npack \"t\" version \"1.0.0\""),
         "{text}"
     );
     assert!(text.contains("mcp_protocol list v1"), "{text}");

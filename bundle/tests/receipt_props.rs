@@ -52,6 +52,8 @@ prop_compose! {
             revoked_classes, read_only, killed, class_table,
             history: history.into_iter().map(|(at_ms, subject, classes)| HistoryEntry { at_ms, subject, classes }).collect(),
             drift,
+            // Not part of the record: the codec never writes it.
+            principal: bundle::session::PrincipalView::default(),
         }
     }
 }
@@ -63,8 +65,8 @@ prop_compose! {
 }
 
 prop_compose! {
-    fn extra()(used in proptest::collection::vec(any::<[u8; 16]>(), 0..=USED_TOKENS_CAP), last in any::<u64>()) -> SessionExtra {
-        SessionExtra { used_tokens: used, last_seen_ms: last }
+    fn extra()(used in proptest::collection::vec(any::<[u8; 16]>(), 0..=USED_TOKENS_CAP), last in any::<u64>(), owner in proptest::option::of(any::<u64>())) -> SessionExtra {
+        SessionExtra { used_tokens: used, last_seen_ms: last, owner }
     }
 }
 

@@ -64,6 +64,11 @@ pub struct Pack {
     /// `mcp_protocol N`: the version of the built-in `mcp_protocol` list the pack is pinned to
     /// (`bundle::protocol`); the newest when omitted.
     pub mcp_protocol: Option<Spanned<u16>>,
+    /// `intent_source header`: the agent's own `x-portcullis-intent` header may declare the
+    /// intent (only task grants and JWT claims may otherwise).
+    pub intent_header: bool,
+    /// `session_key required`: a request that belongs to no session is an unknown session.
+    pub require_session_key: bool,
     /// Where the header was written.
     pub span: Span,
 }
@@ -315,4 +320,8 @@ pub enum Expr {
     Count(Spanned<CountSubject>, u64, CmpOp, u32),
     /// `intent.outside` (the action is outside the pinned intent; false when no intent)
     OutsideIntent,
+    /// `principal.tainted("name")`: a session of the acting principal carries the taint
+    PrincipalTainted(Spanned<String>),
+    /// `principal.quarantined`: the acting principal is quarantined (either extent)
+    Quarantined,
 }

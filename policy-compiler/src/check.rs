@@ -610,7 +610,7 @@ impl<'p> Checker<'p> {
                     );
                 }
             }
-            Expr::Tainted(_) | Expr::Used(_) => {}
+            Expr::Tainted(_) | Expr::Used(_) | Expr::PrincipalTainted(_) | Expr::Quarantined => {}
             Expr::OutsideIntent => {
                 if let Scope::Class(_, name) = scope {
                     self.err(Span::default(), format!("class `{name}` uses `intent.outside`, which depends on the classes themselves"));

@@ -153,6 +153,12 @@ fn pack(out: &mut String, p: &Policy) {
     if let Some(v) = &p.pack.mcp_protocol {
         let _ = writeln!(out, "  mcp_protocol {}", v.node);
     }
+    if p.pack.intent_header {
+        out.push_str("  intent_source header\n");
+    }
+    if p.pack.require_session_key {
+        out.push_str("  session_key required\n");
+    }
     out.push_str("}\n");
 }
 
@@ -288,6 +294,8 @@ fn child(e: &Expr, p: u8, right: bool) -> String {
                     | Expr::Used(_)
                     | Expr::Seen(_)
                     | Expr::OutsideIntent
+                    | Expr::PrincipalTainted(_)
+                    | Expr::Quarantined
             ));
     if clarity || ep < p || (right && ep == p && p != PREC_NOT) {
         format!("({})", expr(e))
@@ -341,6 +349,8 @@ pub fn expr(e: &Expr) -> String {
             )
         }
         Expr::OutsideIntent => "intent.outside".to_owned(),
+        Expr::PrincipalTainted(t) => format!("principal.tainted({})", quote(&t.node)),
+        Expr::Quarantined => "principal.quarantined".to_owned(),
     }
 }
 
@@ -558,5 +568,9 @@ fn effect(e: &EffectDef) -> String {
         EffectDef::RevokeClass(c) => format!("revoke class {c}"),
         EffectDef::ReadOnly => "read_only".to_owned(),
         EffectDef::Kill => "kill".to_owned(),
+        EffectDef::Quarantine(bundle::session::Quarantine::ReadOnly) => {
+            "quarantine read_only".to_owned()
+        }
+        EffectDef::Quarantine(_) => "quarantine".to_owned(),
     }
 }

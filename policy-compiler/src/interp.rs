@@ -12,7 +12,7 @@ use crate::ast::{
 };
 use bundle::action::{Action, Kind};
 use bundle::builtin as b;
-use bundle::session::{SessionState, SessionStatus, name_hash};
+use bundle::session::{Quarantine, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Defer, Effect, Mode, RiskTier, RuleMatch, StepUp, Verdict};
 use serde_json::Value as Json;
 use std::borrow::Cow;
@@ -109,6 +109,24 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     }
     if session.killed {
         matches.push(Match::builtin(b::SESSION_KILLED, b::KILLED_REASON));
+    }
+    match session.principal.quarantine {
+        Quarantine::Full => matches.push(Match::builtin(
+            b::PRINCIPAL_QUARANTINED,
+            b::PRINCIPAL_QUARANTINED_REASON,
+        )),
+        Quarantine::ReadOnly if writes(action) && !certain.iter().any(|c| c.readonly) => matches
+            .push(Match::builtin(
+                b::PRINCIPAL_READ_ONLY,
+                b::PRINCIPAL_READ_ONLY_REASON,
+            )),
+        Quarantine::ReadOnly | Quarantine::None => {}
+    }
+    if action.intent_untrusted(policy.pack.intent_header) {
+        matches.push(Match::builtin(
+            b::INTENT_UNTRUSTED,
+            b::INTENT_UNTRUSTED_REASON,
+        ));
     }
     // Revoked: a class the action may be in counts (the stricter reading).
     let subject_revoked = session.tool_revoked(name_hash(action.subject()));
@@ -489,6 +507,9 @@ impl<'a> Ctx<'a> {
             FieldRef::SessionApprovals => num(s.approvals),
             FieldRef::SessionElapsed => num(s.elapsed_ms(self.now_ms) as f64),
             FieldRef::SessionDrift => num(s.drift),
+            FieldRef::PrincipalId => Val::Str(s.principal.id.as_deref().unwrap_or("")),
+            FieldRef::PrincipalSessions => num(s.principal.sessions),
+            FieldRef::PrincipalDenials => num(s.principal.denials),
         }
     }
 
@@ -603,6 +624,8 @@ impl<'a> Ctx<'a> {
                 op.holds(&count, n).into()
             }
             Expr::OutsideIntent => self.outside_intent(),
+            Expr::PrincipalTainted(t) => self.session.principal.tainted(name_hash(&t.node)).into(),
+            Expr::Quarantined => self.session.principal.quarantined().into(),
         }
     }
 }

@@ -219,6 +219,8 @@ impl<'p> Lowerer<'p> {
                 Pred::InClass(u32::try_from(*i).unwrap_or(u32::MAX))
             }
             Expr::Tainted(s) => Pred::Tainted(name_hash(&s.node)),
+            Expr::PrincipalTainted(s) => Pred::PrincipalTainted(name_hash(&s.node)),
+            Expr::Quarantined => Pred::Quarantined,
             Expr::Used(s) => Pred::Used(name_hash(&s.node)),
             Expr::Seen(c) => Pred::Seen(name_hash(&c.node)),
             Expr::Count(subject, within, op, n) => match &subject.node {
@@ -491,6 +493,8 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
         default: decision(&policy.pack.default),
         unknown_session: decision(&policy.pack.unknown_session),
         mcp_protocol: crate::protocol::used(policy).then(|| crate::protocol::version(policy)),
+        intent_header: policy.pack.intent_header,
+        require_session_key: policy.pack.require_session_key,
         matchers: lw.matchers,
         classes,
         intents,

@@ -14,7 +14,9 @@
 //!             | "mode" mode
 //!             | "default" decision
 //!             | "unknown_session" decision
-//!             | "mcp_protocol" integer ;
+//!             | "mcp_protocol" integer
+//!             | "intent_source" "header"
+//!             | "session_key" "required" ;
 //! mode        = "audit" | "warn" | "enforce" ;
 //! item        = list | class | intent | tool_schema | rule ;
 //!
@@ -46,7 +48,7 @@
 //!             | "strip_header" string | "set_header" string string
 //!             | "remove_tools" string_list ;
 //! effect      = "taint" string | "revoke" "tool" [ string ] | "revoke" "class" ident
-//!             | "read_only" | "kill" ;
+//!             | "read_only" | "kill" | "quarantine" [ "read_only" ] ;
 //!
 //! expr        = or_expr ;
 //! or_expr     = and_expr { "or" and_expr } ;
@@ -259,6 +261,8 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
     let mut default = None;
     let mut unknown = None;
     let mut protocol: Option<Spanned<u16>> = None;
+    let mut intent_header = None;
+    let mut require_key = None;
     loop {
         if let Ok((rest, _)) = sym("}")(i) {
             let version = version.unwrap_or_else(|| Spanned {
@@ -280,6 +284,8 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
                     default,
                     unknown_session,
                     mcp_protocol: protocol,
+                    intent_header: intent_header.unwrap_or(false),
+                    require_session_key: require_key.unwrap_or(false),
                     span: span(&start, &rest),
                 },
             ));
@@ -289,7 +295,8 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
             Err(nom::Err::Error(_)) => {
                 return Err(expected(
                     i,
-                    "`version`, `mode`, `default`, `unknown_session`, `mcp_protocol` or `}`",
+                    "`version`, `mode`, `default`, `unknown_session`, `mcp_protocol`, \
+                     `intent_source`, `session_key` or `}`",
                 ));
             }
             Err(e) => return Err(e),
@@ -349,6 +356,22 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
                 });
                 rest
             }
+            "intent_source" => {
+                dup(intent_header.is_some());
+                let (rest, _) = must_kw(
+                    rest,
+                    "header",
+                    " after `intent_source` (task grants and JWT claims are always trusted)",
+                )?;
+                intent_header = Some(true);
+                rest
+            }
+            "session_key" => {
+                dup(require_key.is_some());
+                let (rest, _) = must_kw(rest, "required", " after `session_key`")?;
+                require_key = Some(true);
+                rest
+            }
             _ => {
                 return Err(nom::Err::Failure(PErr {
                     span: fspan,
@@ -362,12 +385,15 @@ fn pack(i: In<'_>) -> R<'_, Pack> {
                                 "default",
                                 "unknown_session",
                                 "mcp_protocol",
+                                "intent_source",
+                                "session_key",
                             ],
                         )
                         .map_or_else(
                             || {
                                 "the pack header takes `version`, `mode`, `default`, \
-                                 `unknown_session` and `mcp_protocol`"
+                                 `unknown_session`, `mcp_protocol`, `intent_source` and \
+                                 `session_key`"
                                     .to_owned()
                             },
                             |s| format!("did you mean `{s}`?"),

@@ -6,11 +6,15 @@
 //! "Tabletop tests".
 
 use crate::ast::Policy;
-use bundle::action::Action;
+use bundle::action::{Action, IntentSource};
 use bundle::session::{SessionState, SessionStatus};
 use bundle::verdict::{Decision, Effect, Modification, Verdict};
 use serde::Deserialize;
 use std::path::Path;
+
+fn trusted_source() -> IntentSource {
+    IntentSource::Grant
+}
 
 /// `now_ms` of a case that does not set one (2027-01-15T08:00:00Z).
 pub const DEFAULT_NOW_MS: u64 = 1_800_000_000_000;
@@ -46,6 +50,11 @@ pub struct Case {
     /// Intent declared on the first action of the session.
     #[serde(default)]
     pub intent: Option<String>,
+    /// Where `intent` comes from: `grant` (default: a task grant the filter verified),
+    /// `claim`, `header` (the agent's own header: only trusted with `intent_source header`) or
+    /// `conflict`.
+    #[serde(default = "trusted_source")]
+    pub intent_source: IntentSource,
     /// Evaluation time of the action (history actions are 1 s apart before it).
     #[serde(default)]
     pub now_ms: Option<u64>,
@@ -130,6 +139,7 @@ pub fn simulate(
         let mut a = a.clone();
         if first && a.declared_intent.is_none() {
             a.declared_intent = case.intent.clone();
+            a.intent_source = case.intent_source;
         }
         first = false;
         a

@@ -16,8 +16,10 @@
 
 use std::path::Path;
 
-use bundle::action::{Action, AuthMethod, Kind};
-use bundle::session::{HistoryEntry, SessionState, SessionStatus, name_hash};
+use bundle::action::{Action, AuthMethod, IntentSource, Kind};
+use bundle::session::{
+    HistoryEntry, PrincipalView, Quarantine, SessionState, SessionStatus, name_hash,
+};
 use bundle::verdict::{Decision, Mode, RiskTier};
 use bundle::{Bundle, Trust};
 use policy::ast::EffectDef as EffectSpec;
@@ -134,6 +136,9 @@ fn any_field() -> impl Strategy<Value = Field> {
             Field::SessionApprovals,
             Field::SessionElapsed,
             Field::SessionDrift,
+            Field::PrincipalSessions,
+            Field::PrincipalDenials,
+            Field::PrincipalId,
             Field::Arg(vec![]),
             Field::Arg(vec![PathStep::Key("n".into())]),
             Field::Arg(vec![PathStep::Key("tags".into())]),
@@ -217,6 +222,10 @@ fn leaf(classes: usize, in_rule: bool) -> BoxedStrategy<Expr> {
         select(TOOLS)
             .prop_map(|t| Expr::Used(sp(t.to_owned())))
             .boxed(),
+        select(TAINTS)
+            .prop_map(|t| Expr::PrincipalTainted(sp(t.to_owned())))
+            .boxed(),
+        Just(Expr::Quarantined).boxed(),
         select(CLASSES)
             .prop_map(|c| Expr::Seen(sp(c.to_owned())))
             .boxed(),
@@ -310,6 +319,8 @@ fn effect() -> impl Strategy<Value = Spanned<EffectSpec>> {
         EffectSpec::RevokeClass("c0".into()),
         EffectSpec::ReadOnly,
         EffectSpec::Kill,
+        EffectSpec::Quarantine(bundle::session::Quarantine::ReadOnly),
+        EffectSpec::Quarantine(bundle::session::Quarantine::Full),
     ])
     .prop_map(sp)
 }
@@ -468,6 +479,8 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
                             default,
                             unknown_session: unknown,
                             mcp_protocol: None,
+                            intent_header: pack_mode == Mode::Warn,
+                            require_session_key: false,
                             span: Span::default(),
                         },
                         items,
@@ -577,6 +590,16 @@ fn action_strategy() -> BoxedStrategy<Action> {
                     arguments,
                     size,
                     declared_intent: intent.map(str::to_owned),
+                    intent_source: [
+                        IntentSource::None,
+                        IntentSource::Grant,
+                        IntentSource::Claim,
+                        IntentSource::Header,
+                        IntentSource::Conflict,
+                    ]
+                    .into_iter()
+                    .nth(usize::try_from(size % 5).unwrap_or(0))
+                    .unwrap_or_default(),
                     ..Action::default()
                 };
                 if !mcp || op_m == "resources/read" {
@@ -630,6 +653,17 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
         (prop::bool::weighted(0.15), prop::bool::weighted(0.1)),
         proptest::collection::vec((select(TOOLS), 0u16..8, 0u32..100_000), 0..6),
         select(vec![0.0f32, 0.25, 1.0]),
+        (
+            select(vec![
+                Quarantine::None,
+                Quarantine::None,
+                Quarantine::ReadOnly,
+                Quarantine::Full,
+            ]),
+            hashes(TAINTS),
+            0u32..4,
+            0u32..4,
+        ),
     )
         .prop_map(
             |(
@@ -640,6 +674,7 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
                 (ro, killed),
                 hist,
                 drift,
+                (quarantine, ptaints, psessions, pdenials),
             )| {
                 SessionState {
                     status,
@@ -663,6 +698,13 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
                         })
                         .collect(),
                     drift,
+                    principal: PrincipalView {
+                        id: (psessions > 0).then(|| "spiffe://corp/agent".to_owned()),
+                        quarantine,
+                        taints: ptaints,
+                        sessions: psessions,
+                        denials: pdenials,
+                    },
                 }
             },
         )

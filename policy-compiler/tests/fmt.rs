@@ -419,6 +419,8 @@ fn policy() -> impl Strategy<Value = Policy> {
         .prop_map(
             |(name, version, mode, default, unknown_session, protocol, items)| Policy {
                 pack: Pack {
+                    intent_header: name.len() % 2 == 0,
+                    require_session_key: name.len() % 3 == 0,
                     name: sp(name),
                     version: sp(version),
                     mode,

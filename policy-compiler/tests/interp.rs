@@ -377,6 +377,7 @@ rule outside_rule { when intent.outside and tool == "rm" deny "outside" }"#;
 fn with_intent(a: Action) -> Action {
     Action {
         declared_intent: Some("fix".into()),
+        intent_source: bundle::action::IntentSource::Grant,
         ..a
     }
 }
@@ -429,6 +430,7 @@ fn intent_is_pinned_after_the_first_action_and_unknown_intents_are_denied() {
     };
     let mut a = call("rm", json!(null));
     a.declared_intent = Some("other".into());
+    a.intent_source = bundle::action::IntentSource::Grant;
     let v = evaluate(&p, &a, &pinned, NOW);
     assert_eq!(
         (v.deciding_rule.as_str(), v.intent.as_deref()),

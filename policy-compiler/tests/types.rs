@@ -285,6 +285,7 @@ rule small_ok { when class small allow "small" }
 "#;
     let mut a = call("q", json!({"limit": "5"}));
     a.declared_intent = Some("report".into());
+    a.intent_source = bundle::action::IntentSource::Grant;
     let v = both(src, &a);
     // `big` matches the STEP_UP rule; `small` does not allow, and does not put the call inside
     // the intent; neither is listed as a class of the action.

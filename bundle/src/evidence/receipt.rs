@@ -491,6 +491,10 @@ pub fn describe_effect(e: &Effect) -> String {
         Effect::RevokeClass(c) => format!("revoke_class:{c}"),
         Effect::ReadOnly => "read_only".to_owned(),
         Effect::Kill => "kill".to_owned(),
+        Effect::Quarantine(crate::session::Quarantine::ReadOnly) => {
+            "quarantine:read_only".to_owned()
+        }
+        Effect::Quarantine(_) => "quarantine".to_owned(),
     }
 }
 

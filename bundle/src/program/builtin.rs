@@ -35,6 +35,14 @@ pub enum Builtin {
     ArgsCoerce,
     /// `vm:step_limit` (VM only): the evaluation ran out of its step budget and was denied.
     VmStepLimit,
+    /// `principal:quarantined`: the principal behind the session is quarantined.
+    PrincipalQuarantined,
+    /// `principal:read_only`: the principal is quarantined read-only and the action writes.
+    PrincipalReadOnly,
+    /// `intent_source:untrusted`: the intent was declared by a source the pack does not trust
+    /// (the agent's header without `intent_source header`, or a header that contradicts the
+    /// grant or claim in force).
+    IntentUntrusted,
 }
 
 impl Builtin {
@@ -54,11 +62,14 @@ impl Builtin {
             Builtin::StopMaxApprovals => "stop:max_approvals",
             Builtin::ArgsCoerce => "args:coerce",
             Builtin::VmStepLimit => "vm:step_limit",
+            Builtin::PrincipalQuarantined => "principal:quarantined",
+            Builtin::PrincipalReadOnly => "principal:read_only",
+            Builtin::IntentUntrusted => "intent_source:untrusted",
         }
     }
 
     /// Every built-in, in table order (the order their matches are recorded in).
-    pub const ALL: [Builtin; 13] = [
+    pub const ALL: [Builtin; 16] = [
         Builtin::SessionUnknown,
         Builtin::SessionKilled,
         Builtin::SessionRevoked,
@@ -72,6 +83,9 @@ impl Builtin {
         Builtin::StopMaxApprovals,
         Builtin::ArgsCoerce,
         Builtin::VmStepLimit,
+        Builtin::PrincipalQuarantined,
+        Builtin::PrincipalReadOnly,
+        Builtin::IntentUntrusted,
     ];
 
     /// The built-in with this rule name.
@@ -126,6 +140,12 @@ pub const ARGS_COERCE: &str = Builtin::ArgsCoerce.as_str();
 pub const DEFAULT: &str = Builtin::Default.as_str();
 /// `deciding_rule` when nothing was enforced.
 pub const NONE: &str = "none";
+/// Rule name: the principal is quarantined.
+pub const PRINCIPAL_QUARANTINED: &str = Builtin::PrincipalQuarantined.as_str();
+/// Rule name: the principal is quarantined read-only and the action writes.
+pub const PRINCIPAL_READ_ONLY: &str = Builtin::PrincipalReadOnly.as_str();
+/// Rule name: the intent's source is not trusted by the pack.
+pub const INTENT_UNTRUSTED: &str = Builtin::IntentUntrusted.as_str();
 /// Rule name (VM only): the evaluation ran out of its step budget and was denied.
 pub const VM_STEP_LIMIT: &str = Builtin::VmStepLimit.as_str();
 
@@ -145,6 +165,14 @@ pub const MAX_EGRESS_BYTES_REASON: &str = "the intent's egress byte limit was re
 pub const MAX_DURATION_REASON: &str = "the intent's time limit was reached";
 /// Reason of `stop:max_approvals`.
 pub const MAX_APPROVALS_REASON: &str = "the intent's approval limit was reached";
+/// Reason of `principal:quarantined`.
+pub const PRINCIPAL_QUARANTINED_REASON: &str =
+    "the agent is quarantined in every session until an operator releases it";
+/// Reason of `principal:read_only`.
+pub const PRINCIPAL_READ_ONLY_REASON: &str =
+    "the agent is quarantined read-only until an operator releases it";
+/// Reason of `intent_source:untrusted`.
+pub const INTENT_UNTRUSTED_REASON: &str = "the intent was declared by a source this policy does not trust (the agent's own header without `intent_source header`, or one that contradicts the task grant or claim in force)";
 /// Reason of `vm:step_limit`.
 pub const STEP_LIMIT_REASON: &str = "policy evaluation exceeded its step budget";
 /// Reason of `args:coerce`.

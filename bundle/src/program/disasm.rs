@@ -135,6 +135,10 @@ pub fn effect(e: &EffectDef) -> String {
         EffectDef::RevokeClass(c) => format!("revoke class {c}"),
         EffectDef::ReadOnly => "read_only".to_owned(),
         EffectDef::Kill => "kill".to_owned(),
+        EffectDef::Quarantine(crate::session::Quarantine::ReadOnly) => {
+            "quarantine read_only".to_owned()
+        }
+        EffectDef::Quarantine(_) => "quarantine".to_owned(),
     }
 }
 
@@ -212,5 +216,7 @@ fn pred(p: &Pred) -> String {
             format!("COUNT class #{h:016x} within {w}ms {} {n}", c.name())
         }
         Pred::OutsideIntent => "OUTSIDE_INTENT".into(),
+        Pred::PrincipalTainted(h) => format!("PRINCIPAL_TAINTED #{h:016x}"),
+        Pred::Quarantined => "QUARANTINED".into(),
     }
 }

@@ -10,6 +10,7 @@ use crate::program::format::{
     MatcherDef, Pins, Pred, Program, RuleDef, ToolDef,
 };
 use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
+use crate::session::Quarantine;
 use crate::verdict::{Modification, PathSegment};
 
 #[derive(Default)]
@@ -211,7 +212,8 @@ impl Writer {
                 self.tag(c);
                 self.u32(*n);
             }
-            Pred::OutsideIntent => {}
+            Pred::PrincipalTainted(h) => self.u64(*h),
+            Pred::OutsideIntent | Pred::Quarantined => {}
         }
     }
 
@@ -283,6 +285,7 @@ impl Writer {
                 }
                 EffectDef::RevokeTool(None) => self.u8(0),
                 EffectDef::ReadOnly | EffectDef::Kill => {}
+                EffectDef::Quarantine(q) => self.u8(quarantine_byte(*q)),
             }
         }
         self.pins(&r.pins);
@@ -300,6 +303,31 @@ impl Writer {
     }
 }
 
+/// The byte after a `quarantine` effect's tag: 1 read-only, 2 full.
+pub(crate) fn quarantine_byte(q: Quarantine) -> u8 {
+    match q {
+        Quarantine::None => 0,
+        Quarantine::ReadOnly => 1,
+        Quarantine::Full => 2,
+    }
+}
+
+/// Bit 0 of the pack flags (version 3): `intent_source header`.
+pub(crate) const FLAG_INTENT_HEADER: u8 = 1;
+/// Bit 1 of the pack flags (version 3): `session_key required`.
+pub(crate) const FLAG_REQUIRE_SESSION_KEY: u8 = 2;
+
+fn pack_flags(p: &Program) -> u8 {
+    let mut f = 0;
+    if p.intent_header {
+        f |= FLAG_INTENT_HEADER;
+    }
+    if p.require_session_key {
+        f |= FLAG_REQUIRE_SESSION_KEY;
+    }
+    f
+}
+
 /// Encode a program as an unsigned bundle (sign it with [`crate::sign()`]).
 pub fn encode(p: &Program) -> Vec<u8> {
     let mut w = Writer::default();
@@ -309,6 +337,7 @@ pub fn encode(p: &Program) -> Vec<u8> {
     w.decision(&p.default);
     w.decision(&p.unknown_session);
     w.u16(p.mcp_protocol.unwrap_or(0));
+    w.u8(pack_flags(p));
     w.len(p.matchers.len());
     for m in &p.matchers {
         w.matcher(m);

@@ -10,15 +10,17 @@
 //! | body_len u32 | body
 //! ```
 //! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules, and (from
-//! version 2) tool argument declarations.
+//! version 2) tool argument declarations. Version 3 adds the pack flags (`intent_source`,
+//! `session_key`) and the principal fields, predicates and `quarantine` effect.
 
 use crate::action::{Action, Kind};
+use crate::session::Quarantine;
 use crate::verdict::{Decision, Defer, Effect, Mode, Modification, PathSegment, RiskTier, StepUp};
 
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this build reads. A version-1 bundle is evaluated exactly as a
 /// version-1 build did: a type error in a test is false, there are no argument declarations.
 pub const MIN_FORMAT_VERSION: u16 = 1;
@@ -90,6 +92,12 @@ pub struct Program {
     /// The version of the built-in `mcp_protocol` list ([`crate::protocol`]) the pack was
     /// compiled with, when it uses the class (its members are in the class's code).
     pub mcp_protocol: Option<u16>,
+    /// `intent_source header`: the agent's own `x-portcullis-intent` header may declare the
+    /// intent (otherwise only a task grant or a JWT claim may; format version 3).
+    pub intent_header: bool,
+    /// `session_key required`: a request that belongs to no session (no key, no run) is decided
+    /// as an unknown session (format version 3).
+    pub require_session_key: bool,
     /// Precompiled matchers, referred to by index from instructions.
     pub matchers: Vec<MatcherDef>,
     /// Classes in source order.
@@ -208,6 +216,8 @@ pub enum EffectDef {
     ReadOnly,
     /// `kill`
     Kill,
+    /// `quarantine` / `quarantine read_only` (format version 3).
+    Quarantine(Quarantine),
 }
 
 impl EffectDef {
@@ -220,6 +230,7 @@ impl EffectDef {
             EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
             EffectDef::ReadOnly => Effect::ReadOnly,
             EffectDef::Kill => Effect::Kill,
+            EffectDef::Quarantine(q) => Effect::Quarantine(*q),
         }
     }
 }
@@ -418,6 +429,13 @@ pub enum FieldRef {
     SessionElapsed,
     /// `session.drift`
     SessionDrift,
+    /// `principal.id` ("" when there is none; format version 3 and later for the `principal.*`
+    /// fields and predicates)
+    PrincipalId,
+    /// `principal.sessions`
+    PrincipalSessions,
+    /// `principal.denials`
+    PrincipalDenials,
 }
 
 names! { FieldRef {
@@ -449,6 +467,9 @@ names! { FieldRef {
     SessionApprovals = "session.approvals",
     SessionElapsed = "session.elapsed",
     SessionDrift = "session.drift",
+    PrincipalId = "principal.id",
+    PrincipalSessions = "principal.sessions",
+    PrincipalDenials = "principal.denials",
 } unnamed {
     Header(_),
     Arg(_),
@@ -474,14 +495,17 @@ impl FieldRef {
             | FieldRef::Header(_)
             | FieldRef::SessionId
             | FieldRef::TraceId
-            | FieldRef::Intent => Some(VType::String),
+            | FieldRef::Intent
+            | FieldRef::PrincipalId => Some(VType::String),
             FieldRef::Port
             | FieldRef::RequestSize
             | FieldRef::SessionActions
             | FieldRef::SessionEgressBytes
             | FieldRef::SessionApprovals
             | FieldRef::SessionElapsed
-            | FieldRef::SessionDrift => Some(VType::Number),
+            | FieldRef::SessionDrift
+            | FieldRef::PrincipalSessions
+            | FieldRef::PrincipalDenials => Some(VType::Number),
             FieldRef::RiskSecrets => Some(VType::Bool),
             FieldRef::RiskDataClasses => Some(VType::Array),
             FieldRef::Arg(_) => None,
@@ -526,6 +550,10 @@ pub enum Pred {
     CountClass(u64, u64, CmpOp, u32),
     /// `intent.outside`.
     OutsideIntent,
+    /// `principal.tainted(..)` with the name hash.
+    PrincipalTainted(u64),
+    /// `principal.quarantined`.
+    Quarantined,
 }
 
 /// A precompiled matcher.
@@ -565,7 +593,7 @@ mod tests {
             let name = f.name().unwrap_or_default();
             assert_eq!(FieldRef::from_name(name).as_ref(), Some(f), "{name}");
         }
-        assert_eq!(FieldRef::NAMED.len(), 28);
+        assert_eq!(FieldRef::NAMED.len(), 31);
         assert_eq!(FieldRef::Header("x".into()).name(), None);
         for op in CmpOp::ALL {
             assert_eq!(CmpOp::from_name(op.name()), Some(*op));

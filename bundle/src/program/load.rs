@@ -54,6 +54,9 @@ pub(crate) struct Builtins {
     pub args_type: DecisionDef,
     /// `args:coerce`: MODIFY; its `coerce_arg` modifications are made per evaluation.
     pub args_coerce: DecisionDef,
+    pub quarantined: DecisionDef,
+    pub principal_read_only: DecisionDef,
+    pub intent_untrusted: DecisionDef,
 }
 
 fn deny(reason: &str) -> DecisionDef {
@@ -80,6 +83,9 @@ impl Builtins {
             max_approvals: deny(b::MAX_APPROVALS_REASON),
             step_limit: deny(b::STEP_LIMIT_REASON),
             args_type: deny("an argument has another type than the policy declares"),
+            quarantined: deny(b::PRINCIPAL_QUARANTINED_REASON),
+            principal_read_only: deny(b::PRINCIPAL_READ_ONLY_REASON),
+            intent_untrusted: deny(b::INTENT_UNTRUSTED_REASON),
             args_coerce: DecisionDef {
                 decision: Decision::Modify,
                 ..deny(b::ARGS_COERCE_REASON)

@@ -9,12 +9,14 @@ use sha2::{Digest, Sha256};
 
 use crate::error::LoadError;
 use crate::limits::Limits;
+use crate::program::encode::{FLAG_INTENT_HEADER, FLAG_REQUIRE_SESSION_KEY};
 use crate::program::format::{
     ArgDef, ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
     IntentDef, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins, Pred, Program, RuleDef,
     ToolDef,
 };
 use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
+use crate::session::Quarantine;
 use crate::verdict::{Decision, Defer, Modification, PathSegment, StepUp};
 
 /// The outer structure of a bundle: header, signature block, body.
@@ -486,6 +488,8 @@ impl<'a> Reader<'a> {
                 }
                 Pred::OutsideIntent
             }
+            op::PRINCIPAL_TAINTED if self.version >= 3 => Pred::PrincipalTainted(self.u64()?),
+            op::QUARANTINED if self.version >= 3 => Pred::Quarantined,
             t => return Err(self.bad("opcode", t)),
         })
     }
@@ -572,6 +576,12 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
             v => Some(v),
         },
     };
+    let flags = if format >= 3 { r.u8()? } else { 0 };
+    if flags & !(FLAG_INTENT_HEADER | FLAG_REQUIRE_SESSION_KEY) != 0 {
+        return Err(LoadError::invalid(format!(
+            "pack header: unknown pack flags {flags:#04x}"
+        )));
+    }
 
     r.section = "matchers";
     let n = r.count("the number of matchers", limits.max_matchers, 1)?;
@@ -657,6 +667,20 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
                 }
                 EffectDef::RevokeClass(_) => EffectDef::RevokeClass(r.str()?),
                 e @ (EffectDef::ReadOnly | EffectDef::Kill) => e,
+                EffectDef::Quarantine(_) if format >= 3 => EffectDef::Quarantine(match r.u8()? {
+                    1 => Quarantine::ReadOnly,
+                    2 => Quarantine::Full,
+                    b => {
+                        return Err(LoadError::invalid(format!(
+                            "rules: unknown quarantine extent {b}"
+                        )));
+                    }
+                }),
+                EffectDef::Quarantine(_) => {
+                    return Err(LoadError::invalid(
+                        "rules: a `quarantine` effect needs format version 3",
+                    ));
+                }
             });
         }
         let kind = r.tag()?;
@@ -703,6 +727,8 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
         default,
         unknown_session,
         mcp_protocol,
+        intent_header: flags & FLAG_INTENT_HEADER != 0,
+        require_session_key: flags & FLAG_REQUIRE_SESSION_KEY != 0,
         matchers,
         classes,
         intents,

@@ -26,7 +26,7 @@ use crate::program::format::{
 use crate::program::index::Merge;
 use crate::program::load::Bundle;
 use crate::program::matchers::glob_match;
-use crate::session::{SessionState, SessionStatus, name_hash};
+use crate::session::{Quarantine, SessionState, SessionStatus, name_hash};
 use crate::verdict::{
     Decision, Effect, Mode, Modification, PathSegment, RiskTier, RuleMatch, Verdict,
 };
@@ -216,6 +216,9 @@ impl<'a> Ctx<'a> {
             FieldRef::SessionElapsed => Val::Num(u64_f(s.elapsed_ms(self.now_ms))),
             FieldRef::SessionDrift if s.drift.is_nan() => Val::Absent,
             FieldRef::SessionDrift => Val::Num(f64::from(s.drift)),
+            FieldRef::PrincipalId => Val::Str(s.principal.id.as_deref().unwrap_or("")),
+            FieldRef::PrincipalSessions => Val::Num(f64::from(s.principal.sessions)),
+            FieldRef::PrincipalDenials => Val::Num(f64::from(s.principal.denials)),
         }
     }
 
@@ -332,6 +335,8 @@ impl<'a> Ctx<'a> {
                 .holds(&self.session.count_class(*h, *w, self.now_ms), n)
                 .into(),
             Pred::OutsideIntent => self.outside,
+            Pred::PrincipalTainted(h) => self.session.principal.tainted(*h).into(),
+            Pred::Quarantined => self.session.principal.quarantined().into(),
         }
     }
 
@@ -409,6 +414,16 @@ fn is_write(a: &Action) -> bool {
 }
 
 impl Bundle {
+    /// Whether the action is certainly in a `readonly` class (what exempts a write from a
+    /// read-only session or quarantine; a class it only may be in does not).
+    fn certainly_readonly(&self, cx: &Ctx<'_>) -> bool {
+        self.prog
+            .classes
+            .iter()
+            .enumerate()
+            .any(|(i, c)| c.readonly && cx.has_class(i))
+    }
+
     /// The declaration of a tool's argument types, if the pack has one.
     fn tool_def(&self, name: &str) -> Option<&crate::program::format::ToolDef> {
         let tools = &self.prog.tools;
@@ -524,6 +539,22 @@ impl Bundle {
         if s.killed {
             hits.push(enforce(b::SESSION_KILLED, &self.builtins.killed));
         }
+        match s.principal.quarantine {
+            Quarantine::Full => hits.push(enforce(
+                b::PRINCIPAL_QUARANTINED,
+                &self.builtins.quarantined,
+            )),
+            Quarantine::ReadOnly if is_write(a) && !self.certainly_readonly(cx) => hits.push(
+                enforce(b::PRINCIPAL_READ_ONLY, &self.builtins.principal_read_only),
+            ),
+            Quarantine::ReadOnly | Quarantine::None => {}
+        }
+        if a.intent_untrusted(p.intent_header) {
+            hits.push(enforce(
+                b::INTENT_UNTRUSTED,
+                &self.builtins.intent_untrusted,
+            ));
+        }
         // A class the action may be in counts for a revocation (the stricter reading).
         let revoked = (!s.revoked_tools.is_empty() && s.tool_revoked(name_hash(a.subject())))
             || (!s.revoked_classes.is_empty()
@@ -536,14 +567,7 @@ impl Bundle {
             hits.push(enforce(b::SESSION_REVOKED, &self.builtins.revoked));
         }
         // Only a class the action is certainly in exempts it (the stricter reading).
-        if s.read_only
-            && is_write(a)
-            && !p
-                .classes
-                .iter()
-                .enumerate()
-                .any(|(i, c)| c.readonly && cx.has_class(i))
-        {
+        if s.read_only && is_write(a) && !self.certainly_readonly(cx) {
             hits.push(enforce(b::SESSION_READ_ONLY, &self.builtins.read_only));
         }
         let declared = match s.status {

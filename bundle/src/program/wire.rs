@@ -14,6 +14,7 @@
 
 use crate::action::Kind;
 use crate::program::format::{CmpOp, EffectDef, FieldRef, Lit, MatcherDef, Role, VType};
+use crate::session::Quarantine;
 use crate::verdict::{Decision, Mode, Modification, PathSegment, RiskTier};
 
 /// An enum with a wire table.
@@ -85,6 +86,9 @@ wire_table! { FieldRef as "field" {
     SessionApprovals = 28,
     SessionElapsed = 29,
     SessionDrift = 30,
+    PrincipalId = 31,
+    PrincipalSessions = 32,
+    PrincipalDenials = 33,
 }}
 
 wire_table! { CmpOp as "comparison" {
@@ -162,6 +166,8 @@ wire_table! { EffectDef as "effect" {
     RevokeClass(_) = 3 => EffectDef::RevokeClass(String::new()),
     ReadOnly = 4,
     Kill = 5,
+    // Format version 3 and later; the quarantine's extent is the next byte.
+    Quarantine(_) = 6 => EffectDef::Quarantine(Quarantine::Full),
 }}
 
 wire_table! { MatcherDef as "matcher" {
@@ -192,6 +198,8 @@ pub(crate) mod op {
     pub const COUNT_SUBJECT: u8 = 0x0F;
     pub const COUNT_CLASS: u8 = 0x10;
     pub const OUTSIDE_INTENT: u8 = 0x11;
+    pub const PRINCIPAL_TAINTED: u8 = 0x12;
+    pub const QUARANTINED: u8 = 0x13;
     /// Flag bit of the opcode byte (version 2): the instruction is negated
     /// ([`crate::format::Instr`]).
     pub const NEGATED: u8 = 0x80;
@@ -216,6 +224,8 @@ pub(crate) mod op {
             Pred::CountSubject(..) => COUNT_SUBJECT,
             Pred::CountClass(..) => COUNT_CLASS,
             Pred::OutsideIntent => OUTSIDE_INTENT,
+            Pred::PrincipalTainted(_) => PRINCIPAL_TAINTED,
+            Pred::Quarantined => QUARANTINED,
         }
     }
 }
@@ -244,7 +254,7 @@ mod tests {
 
     #[test]
     fn every_table_round_trips() {
-        assert_eq!(round_trips::<FieldRef>(), 30);
+        assert_eq!(round_trips::<FieldRef>(), 33);
         assert_eq!(round_trips::<CmpOp>(), 6);
         assert_eq!(round_trips::<VType>(), 6);
         assert_eq!(round_trips::<Lit>(), 3);
@@ -254,7 +264,7 @@ mod tests {
         assert_eq!(round_trips::<RiskTier>(), 4);
         assert_eq!(round_trips::<Option<Kind>>(), 3);
         assert_eq!(round_trips::<Modification>(), 8);
-        assert_eq!(round_trips::<EffectDef>(), 5);
+        assert_eq!(round_trips::<EffectDef>(), 6);
         assert_eq!(round_trips::<MatcherDef>(), 4);
     }
 }

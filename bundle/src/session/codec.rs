@@ -8,7 +8,8 @@
 //! ```text
 //! version          1 byte  = 0x01
 //! flags            1 byte  bits 0-1 status (0 new, 1 active, 2 missing), bit 2 read_only,
-//!                          bit 3 killed, bit 4 intent present; other bits must be 0
+//!                          bit 3 killed, bit 4 intent present, bit 5 owner present; other
+//!                          bits must be 0
 //! started_ms actions egress_bytes approvals            varints
 //! intent           varint length (<= 255) + UTF-8 bytes      (only when flag bit 4)
 //! drift            4 bytes, IEEE-754 f32 little-endian
@@ -18,6 +19,7 @@
 //!                  (zigzag, from the previous entry's at_ms, the first from 0), varint classes
 //! chain            varint seq, 32 bytes prev hash, varint unsigned, varint oldest_unsigned_ms
 //! extra            varint last_seen_ms, varint count (<= 8) + 16 bytes per used token id
+//! owner            8-byte hash of the session's principal (only when flag bit 5)
 //! ```
 //!
 //! [`decode`] checks every read, refuses any list over the caps in [`crate::session`], unknown
@@ -26,12 +28,14 @@
 
 use crate::evidence::receipt::ChainHead;
 use crate::session::{
-    CLASS_TABLE_CAP, HISTORY_CAP, HistoryEntry, NameHash, SET_CAP, SessionState, SessionStatus,
-    name_hash,
+    CLASS_TABLE_CAP, HISTORY_CAP, HistoryEntry, NameHash, PrincipalView, Quarantine, SET_CAP,
+    SessionState, SessionStatus, name_hash,
 };
 
 /// The record format version written by [`encode`].
 pub const CODEC_VERSION: u8 = 1;
+/// Flag bit 5: the record ends with its owner's hash.
+const FLAG_OWNER: u8 = 0x20;
 /// How many used approval token ids a session remembers (a ring: the oldest is forgotten first).
 pub const USED_TOKENS_CAP: usize = 8;
 /// The longest intent name a record stores, in bytes.
@@ -45,6 +49,9 @@ pub struct SessionExtra {
     pub used_tokens: Vec<[u8; 16]>,
     /// When the session was last active (ms since the Unix epoch), for idle expiry.
     pub last_seen_ms: u64,
+    /// [`crate::session::name_hash`] of the principal the session belongs to, when one is known:
+    /// another principal's new session never displaces it from its slot.
+    pub owner: Option<NameHash>,
 }
 
 impl SessionExtra {
@@ -155,6 +162,9 @@ pub fn encode(state: &SessionState, chain: &ChainHead, extra: &SessionExtra) -> 
     if intent.is_some() {
         flags |= 0x10;
     }
+    if extra.owner.is_some() {
+        flags |= FLAG_OWNER;
+    }
     out.push(flags);
     put_varint(&mut out, state.started_ms);
     put_varint(&mut out, u64::from(state.actions));
@@ -203,6 +213,9 @@ pub fn encode(state: &SessionState, chain: &ChainHead, extra: &SessionExtra) -> 
     put_len(&mut out, extra.used_tokens.len().saturating_sub(skip));
     for t in extra.used_tokens.iter().skip(skip) {
         out.extend_from_slice(t);
+    }
+    if let Some(owner) = extra.owner {
+        out.extend_from_slice(&owner.to_be_bytes());
     }
     out
 }
@@ -284,7 +297,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SessionState, ChainHead, SessionExtra), C
         return Err(CodecError::Version(version));
     }
     let flags = r.byte()?;
-    if flags & 0xe0 != 0 {
+    if flags & 0xc0 != 0 {
         return Err(CodecError::Invalid("reserved flag bits are set".into()));
     }
     let status = match flags & 0x03 {
@@ -343,10 +356,14 @@ pub fn decode(bytes: &[u8]) -> Result<(SessionState, ChainHead, SessionExtra), C
     let mut extra = SessionExtra {
         last_seen_ms: r.varint()?,
         used_tokens: Vec::new(),
+        owner: None,
     };
     let n = r.count("used_tokens", USED_TOKENS_CAP)?;
     for _ in 0..n {
         extra.used_tokens.push(r.array::<16>()?);
+    }
+    if flags & FLAG_OWNER != 0 {
+        extra.owner = Some(u64::from_be_bytes(r.array::<8>()?));
     }
     if !r.rest.is_empty() {
         return Err(CodecError::Trailing);
@@ -457,6 +474,23 @@ struct SessionJson {
     history: Vec<HistoryJson>,
     #[serde(default)]
     drift: f32,
+    #[serde(default)]
+    principal: PrincipalJson,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalJson {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    quarantine: Quarantine,
+    #[serde(default)]
+    taints: Vec<String>,
+    #[serde(default)]
+    sessions: u32,
+    #[serde(default)]
+    denials: u32,
 }
 
 fn hash_set(what: &'static str, names: &[String]) -> Result<Vec<NameHash>, CodecError> {
@@ -483,7 +517,9 @@ fn hash_set(what: &'static str, names: &[String]) -> Result<Vec<NameHash>, Codec
 /// {"status": "active", "intent": "code_review", "started_ms": 1700000000000, "actions": 3,
 ///  "egress_bytes": 0, "approvals": 0, "taints": ["secret"], "revoked_tools": ["deploy"],
 ///  "revoked_classes": ["egress"], "read_only": false, "killed": false, "drift": 0.25,
-///  "history": [{"subject": "read_file", "classes": ["read"], "at_ms": 1200}]}
+///  "history": [{"subject": "read_file", "classes": ["read"], "at_ms": 1200}],
+///  "principal": {"id": "spiffe://corp/agent", "quarantine": "read_only",
+///                "taints": ["untrusted_instruction"], "sessions": 2, "denials": 1}}
 /// ```
 ///
 /// Every member is optional (`status` defaults to `active`: a session file describes a session
@@ -559,6 +595,13 @@ pub fn session_from_json(v: &serde_json::Value) -> Result<SessionState, CodecErr
         class_table,
         history,
         drift: j.drift,
+        principal: PrincipalView {
+            id: j.principal.id,
+            quarantine: j.principal.quarantine,
+            taints: hash_set("principal taints", &j.principal.taints)?,
+            sessions: j.principal.sessions,
+            denials: j.principal.denials,
+        },
     })
 }
 
@@ -594,6 +637,7 @@ mod tests {
                 })
                 .collect(),
             drift: 0.75,
+            principal: PrincipalView::default(),
         };
         let chain = ChainHead {
             seq: 4_000_000,
@@ -604,6 +648,7 @@ mod tests {
         let extra = SessionExtra {
             used_tokens: (0..USED_TOKENS_CAP as u8).map(|i| [i; 16]).collect(),
             last_seen_ms: 1_763_703_100_000,
+            owner: Some(name_hash("spiffe://corp/ns/agents/sa/coder")),
         };
         (s, chain, extra)
     }
@@ -647,6 +692,7 @@ mod tests {
             SessionExtra {
                 used_tokens: vec![[1; 16]],
                 last_seen_ms: 1_763_700_650_000,
+                owner: None,
             },
         )
     }

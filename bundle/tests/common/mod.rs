@@ -29,6 +29,8 @@ pub fn prog() -> Program {
         default: dec(Decision::Deny, "not allowed"),
         unknown_session: dec(Decision::Deny, "session lost"),
         mcp_protocol: None,
+        intent_header: false,
+        require_session_key: false,
         matchers: vec![],
         classes: vec![],
         intents: vec![],
@@ -167,6 +169,47 @@ pub fn rich() -> Program {
     );
     rows.pins.tools = vec!["query_db".into()];
     p.rules.push(rows);
+    p
+}
+
+/// [`rich`] with what format version 3 adds: the pack flags, the principal fields and predicates,
+/// and both `quarantine` effects (`testdata/bundles/v3-rich.bundle`).
+pub fn rich_v3() -> Program {
+    use bundle::session::{Quarantine, name_hash};
+    let mut p = rich();
+    p.intent_header = true;
+    p.require_session_key = true;
+    // `principal.tainted("untrusted_instruction") and not principal.quarantined
+    //  and principal.denials >= 3`
+    let mut r = rule(
+        "contain_agent",
+        vec![
+            Instr {
+                pred: Pred::PrincipalTainted(name_hash("untrusted_instruction")),
+                negated: false,
+                on_true: Jump::To(1),
+                on_false: Jump::Reject,
+            },
+            Instr {
+                pred: Pred::Quarantined,
+                negated: true,
+                on_true: Jump::To(2),
+                on_false: Jump::Reject,
+            },
+            Instr {
+                pred: Pred::Cmp(FieldRef::PrincipalDenials, CmpOp::Ge, Lit::Num(3.0)),
+                negated: false,
+                on_true: Jump::Accept,
+                on_false: Jump::Reject,
+            },
+        ],
+        dec(Decision::Deny, "a tainted agent that keeps trying"),
+    );
+    r.effects = vec![
+        EffectDef::Quarantine(Quarantine::ReadOnly),
+        EffectDef::Quarantine(Quarantine::Full),
+    ];
+    p.rules.push(r);
     p
 }
 

@@ -186,7 +186,12 @@ impl<'p> Eval<'p> {
                     Can::Maybe
                 }
             }
-            Expr::Tainted(_) | Expr::Used(_) | Expr::Seen(_) | Expr::Count(..) => Can::Maybe,
+            Expr::Tainted(_)
+            | Expr::Used(_)
+            | Expr::Seen(_)
+            | Expr::Count(..)
+            | Expr::PrincipalTainted(_)
+            | Expr::Quarantined => Can::Maybe,
         }
     }
 }

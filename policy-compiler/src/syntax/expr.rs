@@ -268,7 +268,8 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
     };
     match name.as_str() {
         "intent.outside" => return Ok((after_name, Expr::OutsideIntent)),
-        "session.tainted" | "session.used" => {
+        "principal.quarantined" => return Ok((after_name, Expr::Quarantined)),
+        "session.tainted" | "session.used" | "principal.tainted" => {
             let (rest, _) = must_sym(after_name, "(", &format!(" after `{name}`"))?;
             let (rest, (s, sspan)) = must_string(rest, "a name as a string")?;
             let (rest, _) = must_sym(rest, ")", " to close the call")?;
@@ -276,10 +277,10 @@ fn primary(i: In<'_>) -> R<'_, Expr> {
                 node: s,
                 span: sspan,
             };
-            let e = if name == "session.tainted" {
-                Expr::Tainted(arg)
-            } else {
-                Expr::Used(arg)
+            let e = match name.as_str() {
+                "session.tainted" => Expr::Tainted(arg),
+                "principal.tainted" => Expr::PrincipalTainted(arg),
+                _ => Expr::Used(arg),
             };
             return Ok((rest, e));
         }

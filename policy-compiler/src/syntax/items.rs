@@ -12,6 +12,7 @@ use crate::ast::{
     ArgDecl, EffectDef, IntentDef, IntentLimits, ListDef, RuleDef, Span, Spanned, ToolSchemaDef,
 };
 use crate::diag::Diagnostic;
+use bundle::session::Quarantine;
 use bundle::verdict::RiskTier;
 
 pub(super) fn list_def(i: In<'_>, start: Span) -> R<'_, ListDef> {
@@ -359,10 +360,16 @@ pub(super) fn effect(i: In<'_>) -> R<'_, Spanned<EffectDef>> {
         (rest, EffectDef::ReadOnly)
     } else if let Ok((rest, _)) = kw("kill")(i) {
         (rest, EffectDef::Kill)
+    } else if let Ok((rest, _)) = kw("quarantine")(i) {
+        match kw("read_only")(rest) {
+            Ok((rest, _)) => (rest, EffectDef::Quarantine(Quarantine::ReadOnly)),
+            Err(_) => (rest, EffectDef::Quarantine(Quarantine::Full)),
+        }
     } else {
         return Err(expected(
             i,
-            "an effect (`taint`, `revoke tool`, `revoke class`, `read_only` or `kill`)",
+            "an effect (`taint`, `revoke tool`, `revoke class`, `read_only`, `kill` or \
+             `quarantine`)",
         ));
     };
     Ok((

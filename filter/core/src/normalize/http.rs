@@ -21,7 +21,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use bundle::action::{Action, Kind, Target};
+use bundle::action::{Action, IntentSource, Kind, Target};
 
 use super::{NormalizeConfig, Refusal, RequestHead, json, policy_headers, risk};
 
@@ -388,6 +388,11 @@ pub fn normalize_http(
         session_id: super::session_id(head),
         trace_id: super::trace_id(head),
         declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
+        intent_source: if head.header("x-portcullis-intent").is_some() {
+            IntentSource::Header
+        } else {
+            IntentSource::None
+        },
         ..Action::default()
     };
     let mut scan = super::head_scan(head);

@@ -14,7 +14,7 @@
 //! | a response (no `method`) | `result` or `error` | operation `response`, `arguments` = the result (or error) |
 
 use base64::Engine as _;
-use bundle::action::{Action, Kind};
+use bundle::action::{Action, IntentSource, Kind};
 use serde_json::{Map, Value};
 
 use super::{
@@ -155,6 +155,11 @@ fn base_action(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Action, Refu
         session_id: super::session_id(head),
         trace_id: super::trace_id(head),
         declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
+        intent_source: if head.header("x-portcullis-intent").is_some() {
+            IntentSource::Header
+        } else {
+            IntentSource::None
+        },
         ..Action::default()
     })
 }

@@ -84,6 +84,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         session_id,
         trace_id,
         declared_intent,
+        intent_source,
         size,
         risk: _,
     } = call;
@@ -100,6 +101,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         session_id: session_id.clone(),
         trace_id: trace_id.clone(),
         declared_intent: declared_intent.clone(),
+        intent_source: *intent_source,
         size: *size,
         risk: bundle::action::Risk::default(),
     }
