@@ -88,7 +88,44 @@ pub(crate) fn identify(
         fill(&mut id.human, read(&h.human), AuthMethod::Header);
         fill(&mut id.workload, read(&h.workload), AuthMethod::Header);
     }
+    if cfg.node_workload {
+        fill(&mut id.workload, node_workload(host), AuthMethod::Node);
+    }
     id
+}
+
+/// A sidecar's local workload from Envoy's node metadata (what istio-agent writes):
+/// `k8s://<NAMESPACE>/<WORKLOAD_NAME>`.
+fn node_workload(host: &dyn Host) -> Option<String> {
+    let meta = |k: &str| {
+        host.get_property(&["node", "metadata", k])
+            .and_then(|v| clean(&v))
+    };
+    Some(format!(
+        "k8s://{}/{}",
+        meta("NAMESPACE")?,
+        meta("WORKLOAD_NAME")?
+    ))
+}
+
+/// The principal of a request: the verified agent identity, else the verified workload; `None`
+/// when neither is known (state is then kept per session only). An identity that is only a
+/// claim (`AuthMethod::None`) never is one.
+pub(crate) fn principal_of(id: &Identity) -> Option<String> {
+    [&id.agent, &id.workload]
+        .into_iter()
+        .find(|p| p.auth != AuthMethod::None && p.id.is_some())
+        .and_then(|p| p.id.clone())
+}
+
+/// A claim of the verified JWT, when `identity.jwt` is configured and `claim` names one.
+pub(crate) fn jwt_claim_of(
+    host: &dyn Host,
+    cfg: &IdentityConfig,
+    claim: Option<&str>,
+) -> Option<String> {
+    let jwt = cfg.jwt.as_ref()?;
+    jwt_claim(host, &jwt.provider, claim?)
 }
 
 /// Whether `name` is one of the headers the operator configured as a trusted identity source.
@@ -191,8 +228,11 @@ mod tests {
                 provider: "agents".into(),
                 agent_claim: Some("azp".into()),
                 human_claim: Some("act.sub".into()),
+                intent_claim: None,
+                run_claim: None,
             }),
             headers: None,
+            node_workload: false,
         };
         let id = identify(&host, &cfg, &h(&[("x-portcullis-agent", "root")]));
         assert_eq!(
@@ -205,6 +245,41 @@ mod tests {
         assert_eq!(id.human.id.as_deref(), Some("alice"));
     }
 
+    /// The principal is the verified agent, else the verified workload (mTLS, a trusted header,
+    /// or in a sidecar the node's own workload); a claim nobody verified is never one.
+    #[test]
+    fn the_principal_is_the_strongest_verified_identity() {
+        let host = MockHost::new(0);
+        let cfg = IdentityConfig {
+            mtls: true,
+            jwt: None,
+            headers: None,
+            node_workload: true,
+        };
+        assert_eq!(principal_of(&identify(&host, &cfg, &[])), None);
+        host.set_property(&["node", "metadata", "NAMESPACE"], "agents");
+        host.set_property(&["node", "metadata", "WORKLOAD_NAME"], "coder");
+        let id = identify(&host, &cfg, &[]);
+        assert_eq!(id.workload.auth, AuthMethod::Node);
+        assert_eq!(principal_of(&id).as_deref(), Some("k8s://agents/coder"));
+        host.set_property(&PEER_URI_SAN, "spiffe://corp/ns/agents/sa/coder");
+        let id = identify(&host, &cfg, &[]);
+        assert_eq!(
+            principal_of(&id).as_deref(),
+            Some("spiffe://corp/ns/agents/sa/coder"),
+            "the peer certificate comes before node metadata"
+        );
+        let mut claimed = id.clone();
+        claimed.agent.id = Some("whoever".into());
+        assert_eq!(
+            principal_of(&claimed).as_deref(),
+            Some("spiffe://corp/ns/agents/sa/coder"),
+            "an unverified agent claim is not the principal"
+        );
+        claimed.agent.auth = AuthMethod::Jwt;
+        assert_eq!(principal_of(&claimed).as_deref(), Some("whoever"));
+    }
+
     #[test]
     fn headers_are_read_only_when_configured_and_never_override_jwt() {
         let host = MockHost::new(0);
@@ -213,6 +288,7 @@ mod tests {
             mtls: true,
             jwt: None,
             headers: None,
+            node_workload: false,
         };
         assert_eq!(identify(&host, &none, &hdrs), Identity::default());
         let cfg = IdentityConfig {
@@ -223,6 +299,7 @@ mod tests {
                 human: None,
                 workload: None,
             }),
+            node_workload: false,
         };
         let id = identify(&host, &cfg, &hdrs);
         assert_eq!(id.agent.id.as_deref(), Some("bot-7"));
@@ -246,6 +323,7 @@ mod tests {
                 human: None,
                 workload: None,
             }),
+            node_workload: false,
         };
         assert_eq!(
             spoofed_headers(&cfg, &hdrs),

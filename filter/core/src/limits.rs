@@ -8,6 +8,11 @@ pub const MAX_CONFIG_BYTES: usize = 16 * 1024 * 1024;
 /// Upper bound on a bundle pulled from the bundle server: the same as an inline one.
 pub const MAX_BUNDLE_BYTES: usize = MAX_CONFIG_BYTES;
 
+/// Shared-data slots principal records live in (`portcullis/p/<slot>`): the process-wide bound on
+/// distinct principals remembered at once. A record is small (its sessions' keys, taints), so
+/// the bound is ~4,096 x a few KiB at most.
+pub const PRINCIPAL_SLOTS: u32 = 4096;
+
 /// How many times a read-change-write cycle on shared data is tried before the failure mode
 /// applies (`session::Sessions::update`).
 pub const MAX_CAS_ATTEMPTS: usize = 8;

@@ -79,6 +79,10 @@ pub struct JwtIdentity {
     pub agent_claim: Option<String>,
     /// Claim path (dot-separated) naming the human principal, if any.
     pub human_claim: Option<String>,
+    /// Claim path naming the intent the token was issued for (a trusted intent source).
+    pub intent_claim: Option<String>,
+    /// Claim path naming the run (`session.run: claim`).
+    pub run_claim: Option<String>,
 }
 
 /// Headers trusted to carry identity (only when the operator says an inner hop sets them).
@@ -101,6 +105,9 @@ pub struct IdentityConfig {
     pub jwt: Option<JwtIdentity>,
     /// Trusted headers, if configured.
     pub headers: Option<HeaderIdentity>,
+    /// In a sidecar: the local workload from Envoy's node metadata (`NAMESPACE`,
+    /// `WORKLOAD_NAME`) is the workload when no other source names one.
+    pub node_workload: bool,
 }
 
 /// A context service for DEFER decisions.
@@ -157,6 +164,25 @@ pub struct SessionConfig {
     /// An MCP session id counts only once its `initialize` answer passed through this Envoy; any
     /// other id is `missing` (an Envoy restart lost it, or the client made it up).
     pub require_initialize: bool,
+    /// What a run (the session of a request of a known principal) is.
+    pub run: RunSource,
+    /// Sessions one principal keeps records for; a new one beyond it ends its oldest.
+    pub max_per_principal: usize,
+}
+
+/// What a run is: the session a request of a known principal is decided in
+/// (`docs/containment.md`, "Runs"). Requests of an unknown principal always use the session key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunSource {
+    /// The request's session key; a keyless request joins the principal's current run (the
+    /// session it acted in last), else `run/<principal>`.
+    #[default]
+    Key,
+    /// The principal itself: every request of it is in `run/<principal>`.
+    Principal,
+    /// The principal plus the run id of the verified JWT (`identity.jwt.run_claim`):
+    /// `run/<principal>/<run id>`; without one, as `key`.
+    Claim,
 }
 
 /// The parsed plugin configuration.
@@ -307,6 +333,8 @@ struct RawSession {
     idle_ttl_s: Option<u64>,
     slots: Option<u64>,
     require_initialize: Option<bool>,
+    run: Option<String>,
+    max_per_principal: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +350,7 @@ struct RawIdentity {
     mtls: Option<bool>,
     jwt: Option<RawJwt>,
     headers: Option<RawHeaders>,
+    node_workload: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -330,6 +359,8 @@ struct RawJwt {
     provider: String,
     agent_claim: Option<String>,
     human_claim: Option<String>,
+    intent_claim: Option<String>,
+    run_claim: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +379,10 @@ struct RawContextService {
     path: Option<String>,
 }
 
+/// Default: sessions one principal keeps records for.
+pub const DEFAULT_MAX_PER_PRINCIPAL: usize = 32;
+/// Most sessions one principal may keep (its record lists their keys).
+pub const MAX_PER_PRINCIPAL: usize = 256;
 /// Default: sign at least every 16 receipts.
 pub const DEFAULT_CHECKPOINT_EVERY: u32 = 16;
 /// Default: sign when the oldest unsigned receipt is 5 s old.
@@ -543,6 +578,25 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                 })?,
         },
         require_initialize: raw.session.require_initialize.unwrap_or(false),
+        run: match raw.session.run.as_deref() {
+            None | Some("key") => RunSource::Key,
+            Some("principal") => RunSource::Principal,
+            Some("claim") => RunSource::Claim,
+            Some(other) => {
+                return Err(err(format!(
+                    "`session.run`: `{other}` is not one of `key`, `principal`, `claim`"
+                )));
+            }
+        },
+        max_per_principal: match raw.session.max_per_principal {
+            None => DEFAULT_MAX_PER_PRINCIPAL,
+            Some(n) if (1..=MAX_PER_PRINCIPAL).contains(&n) => n,
+            Some(n) => {
+                return Err(err(format!(
+                    "`session.max_per_principal`: {n} is not between 1 and {MAX_PER_PRINCIPAL}"
+                )));
+            }
+        },
     };
     if session.require_initialize && session.key != SessionKeySource::McpSessionId {
         return Err(err(
@@ -571,6 +625,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                 provider: j.provider,
                 agent_claim: j.agent_claim,
                 human_claim: j.human_claim,
+                intent_claim: j.intent_claim,
+                run_claim: j.run_claim,
             })
         }
     };
@@ -593,9 +649,17 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     };
     let identity = IdentityConfig {
         mtls: raw.identity.mtls.unwrap_or(true),
+        node_workload: raw.identity.node_workload.unwrap_or(false),
         jwt,
         headers,
     };
+    if session.run == RunSource::Claim
+        && identity.jwt.as_ref().is_none_or(|j| j.run_claim.is_none())
+    {
+        return Err(err(
+            "`session.run: claim` needs `identity.jwt.run_claim`: the claim that names the run",
+        ));
+    }
 
     let mut approvers = BTreeMap::new();
     for (group, keys) in raw.approvers {

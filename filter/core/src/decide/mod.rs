@@ -10,7 +10,7 @@
 use bundle::action::Action;
 use bundle::approval::Approval;
 use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
-use bundle::session::{SessionState, SessionStatus};
+use bundle::session::{PrincipalView, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Verdict};
 
 use crate::bench::Stage;
@@ -20,7 +20,9 @@ pub(crate) use crate::normalize::Shape;
 use crate::policy::Policy;
 use crate::respond::DenialKind;
 use crate::rules::FilterRule;
-use crate::session::{Record, Sessions, Write, log_receipt, tombstone};
+use crate::session::{
+    Acted, EndReason, PrincipalRecord, Record, Sessions, StoreFailed, Write, log_receipt, tombstone,
+};
 
 mod drift;
 mod readings;
@@ -34,8 +36,18 @@ pub(crate) struct Input<'a> {
     pub shape: &'a Shape,
     pub actions: &'a [Action],
     pub body: Option<&'a [u8]>,
+    /// The session the request is decided in (its key, or its principal's run).
     pub session: Option<&'a str>,
+    /// The principal acting, when one is known.
+    pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
+}
+
+/// The principal of a request and its record as read (or why it could not be).
+#[derive(Clone, Copy)]
+pub(crate) struct Who<'a> {
+    pub id: &'a str,
+    pub record: Result<&'a PrincipalRecord, &'a StoreFailed>,
 }
 
 /// A deferral to carry out: ask `service`, wait `timeout_ms`.
@@ -78,6 +90,8 @@ pub(crate) struct Plan {
     pub warnings: Vec<String>,
     /// The receipt chain the receipts belong to (session key, or this worker's anonymous chain).
     pub chain_name: String,
+    /// The session the decision was saved in (`None`: decided without a saved session).
+    pub session: Option<String>,
 }
 
 /// Seal the receipt of one message with what the filter enforced.
@@ -206,6 +220,7 @@ fn plan_on(
         },
         warnings,
         chain_name: chain_name.to_owned(),
+        session: None,
     }
 }
 
@@ -231,6 +246,7 @@ fn store_failed(mut plan: Plan, why: &str) -> Plan {
 
 /// Decide with a session `state` that is not saved; receipts go to the worker's anonymous chain,
 /// and approval tokens are claimed in the process-wide set of used ones (no record keeps them).
+/// Returns the plan and the principal as the decision left it.
 fn unsaved(
     host: &dyn Host,
     l: &Policy,
@@ -238,7 +254,7 @@ fn unsaved(
     input: &Input<'_>,
     state: SessionState,
     now: u64,
-) -> Plan {
+) -> (Plan, PrincipalView) {
     let claim = |a: &Approval| sessions.claim_approval(host, a, now);
     sessions.on_anon_chain(|chain| {
         let mut rec = Record {
@@ -248,34 +264,120 @@ fn unsaved(
         };
         let plan = plan_on(l, input, sessions.anon_name(), &mut rec, now, Some(&claim));
         *chain = rec.chain;
-        plan
+        (plan, rec.state.principal)
     })
 }
 
-/// Decide a request: evaluate, enforce, record and seal in one update of its session.
+/// A decision saved in its session.
+struct Saved {
+    plan: Plan,
+    /// The session end the read found (expired), with its receipt.
+    ended: Option<(EndReason, Receipt)>,
+    /// The principal as the decision left it.
+    after: PrincipalView,
+    /// The session had no record before.
+    new_session: bool,
+}
+
+/// What one update of the session decided.
+enum Decided {
+    /// Saved (boxed: the other outcomes carry nothing).
+    Saved(Box<Saved>),
+    /// Not saved: an MCP session id never initialized here (`session.require_initialize`).
+    Unknown,
+    /// Not saved: a new session whose first request was refused stores nothing (it is decided
+    /// again without a record).
+    Refused,
+    /// Not saved: the session belongs to another principal; to this one it is unknown.
+    Foreign,
+}
+
+/// Whether a session carries anything that must be kept: a taint, a revocation, read-only or a
+/// kill (a refused first request with none stores nothing; one with any is saved).
+fn contains(s: &SessionState) -> bool {
+    s.killed
+        || s.read_only
+        || !s.taints.is_empty()
+        || !s.revoked_tools.is_empty()
+        || !s.revoked_classes.is_empty()
+}
+
+/// A fresh session state that sees `principal`.
+fn fresh(now: u64, principal: &PrincipalView) -> SessionState {
+    SessionState {
+        principal: principal.clone(),
+        ..SessionState::new(now)
+    }
+}
+
+/// Decide a request: evaluate, enforce, record and seal in one update of its session; then carry
+/// what it did to its principal into the principal's record (`session::Sessions::principal_acted`).
 pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &Input<'_>) -> Plan {
+    let (view, principal_failed) = match input.principal.map(|w| w.record) {
+        None => (PrincipalView::default(), None),
+        Some(Ok(r)) => (r.view.clone(), None),
+        Some(Err(e)) => (PrincipalView::default(), Some(e)),
+    };
+    if let Some(e) = principal_failed {
+        // Without its record the principal may be quarantined: nothing is decided with state.
+        let now = host.now_ms();
+        let (plan, _) = unsaved(host, l, sessions, input, fresh(now, &view), now);
+        return match l.cfg.failure_mode {
+            FailureMode::Closed => store_failed(plan, &e.0),
+            FailureMode::Open => plan,
+        };
+    }
     let Some(session) = input.session else {
-        // No session key: a new, unsaved session; receipts go to this worker's anonymous chain.
+        // No session key and no principal: a new, unsaved session on this worker's anonymous
+        // chain (or a missing one, when the pack says `session_key required`).
         let now = host.now_ms();
         sessions.untracked(host, input.actions.len(), now);
-        return unsaved(host, l, sessions, input, SessionState::new(now), now);
+        let state = if l.bundle.program().require_session_key {
+            tombstone(now)
+        } else {
+            SessionState::new(now)
+        };
+        return unsaved(host, l, sessions, input, state, now).0;
     };
-    let decided = sessions.update(host, session, |rec, now| {
-        if rec.state.status == SessionStatus::New && l.cfg.session.require_initialize {
+    let owner = input.principal.map(|w| name_hash(w.id));
+    let decided = sessions.update(host, session, owner, |rec, now| {
+        let new_session = rec.state.status == SessionStatus::New;
+        if new_session && l.cfg.session.require_initialize {
             // An id whose `initialize` answer never passed here: missing, and nothing is saved
             // (made-up ids must not take slots from real sessions).
-            return Write::Skip(None);
+            return Write::Skip(Decided::Unknown);
         }
+        if !new_session && rec.extra.owner.is_some_and(|o| owner != Some(o)) {
+            // A session key names a session only for the principal that owns it.
+            return Write::Skip(Decided::Foreign);
+        }
+        rec.state.principal = view.clone();
         let ended = rec.ended.map(|why| {
             (
                 why,
                 receipt::session_end(session, &mut rec.chain, &l.signer, now),
             )
         });
-        Write::Active(Some((plan_on(l, input, session, rec, now, None), ended)))
+        let plan = plan_on(l, input, session, rec, now, None);
+        if new_session && plan.overall == Decision::Deny && !contains(&rec.state) {
+            return Write::Skip(Decided::Refused);
+        }
+        let after = std::mem::take(&mut rec.state.principal);
+        Write::Active(Decided::Saved(Box::new(Saved {
+            plan,
+            ended,
+            after,
+            new_session,
+        })))
     });
-    match decided {
-        Ok(Some((plan, ended))) => {
+    let (plan, after, new_session) = match decided {
+        Ok(Decided::Saved(saved)) => {
+            let Saved {
+                mut plan,
+                ended,
+                after,
+                new_session,
+            } = *saved;
             if let Some((why, r)) = ended {
                 host.log(
                     LogLevel::Info,
@@ -283,20 +385,34 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
                 );
                 log_receipt(host, &r);
             }
-            plan
+            plan.session = Some(session.to_owned());
+            (plan, after, new_session)
         }
-        Ok(None) => {
+        Ok(d @ (Decided::Unknown | Decided::Foreign)) => {
             if host.log_enabled(LogLevel::Debug) {
+                let why = if matches!(d, Decided::Foreign) {
+                    "it belongs to another principal"
+                } else {
+                    "session.require_initialize"
+                };
                 host.log(
                     LogLevel::Debug,
                     &format!(
-                        "portcullis: session `{session}` is unknown (session.require_initialize); \
-                         deciding it as missing on the anonymous chain"
+                        "portcullis: session `{session}` is unknown ({why}); deciding it as \
+                         missing on the anonymous chain"
                     ),
                 );
             }
             let now = host.now_ms();
-            unsaved(host, l, sessions, input, tombstone(now), now)
+            let mut state = tombstone(now);
+            state.principal = view.clone();
+            let (plan, after) = unsaved(host, l, sessions, input, state, now);
+            (plan, after, false)
+        }
+        Ok(Decided::Refused) => {
+            let now = host.now_ms();
+            let (plan, after) = unsaved(host, l, sessions, input, fresh(now, &view), now);
+            (plan, after, false)
         }
         Err(e) => {
             host.log(
@@ -306,12 +422,56 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
             // Evaluate once more without saving, to know what the policy said (the record does
             // not keep a token used now, so the process-wide set does).
             let now = host.now_ms();
-            let mut rec = sessions.read(host, session, now);
+            let mut rec = sessions.read(host, session, owner, now);
+            rec.state.principal = view.clone();
             let claim = |a: &Approval| sessions.claim_approval(host, a, now);
             let plan = plan_on(l, input, session, &mut rec, now, Some(&claim));
-            match l.cfg.failure_mode {
+            return match l.cfg.failure_mode {
                 FailureMode::Closed => store_failed(plan, &e.0),
                 FailureMode::Open => plan,
+            };
+        }
+    };
+    match input.principal {
+        Some(who) => principal_acted(host, l, sessions, who.id, plan, &view, &after, new_session),
+        None => plan,
+    }
+}
+
+/// Carry a decision of principal `id` into its record. When that fails and the decision changed
+/// what is contained (a taint, a quarantine), the principal-wide part would be lost: the failure
+/// mode applies.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the parts of a decision it carries are distinct"
+)]
+fn principal_acted(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    id: &str,
+    plan: Plan,
+    before: &PrincipalView,
+    after: &PrincipalView,
+    new_session: bool,
+) -> Plan {
+    let acted = Acted {
+        session: plan.session.as_deref(),
+        new_session,
+        before,
+        after,
+    };
+    match sessions.principal_acted(host, id, &acted) {
+        Ok(_) => plan,
+        Err(e) => {
+            host.log(
+                LogLevel::Error,
+                &format!("portcullis: principal `{id}` could not be saved: {e}"),
+            );
+            let contains = before.taints != after.taints || before.quarantine != after.quarantine;
+            match (l.cfg.failure_mode, contains) {
+                (FailureMode::Closed, true) => store_failed(plan, &e.0),
+                _ => plan,
             }
         }
     }
@@ -351,7 +511,7 @@ pub(crate) fn resolve_defer(
         let now = host.now_ms();
         return Some(sessions.on_anon_chain(|chain| seal(body(0.0), chain, now)));
     };
-    let resolved = sessions.update(host, session, |rec, now| {
+    let resolved = sessions.update(host, session, None, |rec, now| {
         let r = seal(body(rec.state.drift), &mut rec.chain, now);
         rec.extra.last_seen_ms = now;
         Write::Active(r)

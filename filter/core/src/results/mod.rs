@@ -624,6 +624,9 @@ pub(crate) struct Judge<'a> {
     pub l: &'a Policy,
     pub sessions: &'a Sessions,
     pub session: Option<&'a str>,
+    /// The principal of the stream, when one is known: a result's taints and quarantines reach
+    /// it too.
+    pub principal: Option<&'a str>,
 }
 
 /// A list request awaiting its answer.
@@ -641,7 +644,7 @@ const CACHE_MEMBERS: [&str; 3] = ["cacheScope", "ttlMs", "resultType"];
 fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
     let now = cx.host.now_ms();
     let state = match cx.session {
-        Some(s) => cx.sessions.read(cx.host, s, now).state,
+        Some(s) => cx.sessions.read(cx.host, s, None, now).state,
         None => SessionState::new(now),
     };
     let c = Cx {

@@ -285,7 +285,8 @@ fn record<T>(
     let Some(session) = cx.session else {
         return unsaved();
     };
-    let recorded = cx.sessions.update(host, session, |rec, now| {
+    let owner = cx.principal.map(bundle::session::name_hash);
+    let recorded = cx.sessions.update(host, session, owner, |rec, now| {
         let (verdict, changes, must_record, t) = verdict_on(&rec.state, now);
         if verdict.effects.is_empty() && changes.is_empty() && !must_record {
             // The message changed nothing: no receipt, the session record is not written.
@@ -321,6 +322,11 @@ fn record<T>(
                     }
                 ),
             );
+            if let Some(p) = cx.principal
+                && !verdict.effects.is_empty()
+            {
+                contain(cx, p, &verdict.effects);
+            }
             // Not logged: the stream appends it to its access-log receipt (`stream/`).
             return (verdict, Some(r), t);
         }
@@ -332,6 +338,25 @@ fn record<T>(
         &format!("portcullis: a message to session `{session}` could not be recorded"),
     );
     unsaved()
+}
+
+/// Carry a result's effects (taints, kills, quarantines) to the principal's record, so its other
+/// sessions and its keyless requests see them (`principal.*`).
+fn contain(cx: &Judge<'_>, principal: &str, effects: &[bundle::verdict::Effect]) {
+    let written = cx.sessions.update_principal(cx.host, principal, |r, now| {
+        let was = r.view.quarantine;
+        let changed = r.view.apply_effects(effects);
+        if r.view.quarantine != was {
+            r.quarantined_ms = now;
+        }
+        changed
+    });
+    if let Err(e) = written {
+        cx.host.log(
+            LogLevel::Error,
+            &format!("portcullis: a result's effects could not reach principal `{principal}`: {e}"),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
 
 mod approvals;
+mod principals;
 mod store;
 mod tracker;
 
@@ -25,12 +26,13 @@ use bundle::session::SessionStatus;
 use bundle::session_codec::SessionExtra;
 
 pub(crate) use approvals::Refused as ClaimRefused;
-pub(crate) use store::{Displaced, EndReason, Layout, Record, tombstone};
+pub(crate) use principals::PrincipalRecord;
+pub(crate) use store::{Displaced, EndReason, Layout, Owner, Record, tombstone};
 pub use store::{LAYOUT_KEY, slot_key_of};
 use store::{LayoutCache, install_layout};
 use tracker::Tracker;
 
-use crate::config::SessionConfig;
+use crate::config::{RunSource, SessionConfig};
 use crate::host::{Host, LogLevel, SharedDataError};
 use crate::limits::{
     MAX_CAS_ATTEMPTS, MAX_SIGNATURES_AT_DONE, MAX_SIGNATURES_PER_TICK, UNTRACKED_WARNING_PERIOD_MS,
@@ -64,6 +66,17 @@ pub(crate) fn retry_cas<T>(
     Err(StoreFailed("compare-and-swap contention".to_owned()))
 }
 
+/// What one decision did, for the principal's record ([`Sessions::principal_acted`]).
+pub(crate) struct Acted<'a> {
+    /// The session it was decided in (`None`: no session was saved).
+    pub session: Option<&'a str>,
+    /// The session had no record before.
+    pub new_session: bool,
+    /// The principal as the policy saw it, and after the decision's effects.
+    pub before: &'a bundle::session::PrincipalView,
+    pub after: &'a bundle::session::PrincipalView,
+}
+
 /// What a change asks to be done with the record it was given.
 pub(crate) enum Write<T> {
     /// Save it: the session acted (an action, a result, a resolution), so it is tracked as active.
@@ -87,9 +100,13 @@ pub(crate) fn log_receipt(host: &dyn Host, r: &Receipt) {
 /// session named like a worker's chain would read as a fork of that chain.
 pub(crate) const ANON_PREFIX: &str = "anon/";
 
+/// The prefix of a principal's run (`run/<principal>[/<run id>]`, `docs/containment.md`). No
+/// session key may start with it either: an agent must not name another principal's run.
+pub(crate) const RUN_PREFIX: &str = "run/";
+
 /// Whether `key` is a name only the filter gives a chain (a session key that is one is refused).
 pub(crate) fn is_reserved_chain(key: &str) -> bool {
-    key.starts_with(ANON_PREFIX)
+    key.starts_with(ANON_PREFIX) || key.starts_with(RUN_PREFIX)
 }
 
 /// Shared-data key of the counter that names per-worker anonymous chains: the process's epoch
@@ -249,10 +266,109 @@ impl Sessions {
         }
     }
 
-    /// Read a session (or find the slot a new one goes to), without writing.
-    pub(crate) fn read(&self, host: &dyn Host, session: &str, now_ms: u64) -> Record {
+    /// Read a session (or find the slot a new one of principal `owner` goes to), without
+    /// writing.
+    pub(crate) fn read(&self, host: &dyn Host, session: &str, owner: Owner, now_ms: u64) -> Record {
         let layout = self.in_force.get(host);
-        store::load_in(host, layout, session, now_ms, self.cfg.idle_ttl_ms)
+        store::load_in(host, layout, session, now_ms, self.cfg.idle_ttl_ms, owner)
+    }
+
+    /// The session a request of principal `principal` (its record as read) is decided in, from
+    /// `session.run`: its own run `run/<principal>` (`principal`), the run the verified JWT names
+    /// (`claim`: `run/<principal>/<run id>`), else the request's own session key, else (a
+    /// keyless request) the principal's current run when that session still has a record, else
+    /// its own run. So a principal's keyless requests (egress, MCP 2026-07-28) share the session
+    /// of its MCP traffic without its cooperation.
+    pub(crate) fn run_of(
+        &self,
+        host: &dyn Host,
+        principal: &str,
+        record: &PrincipalRecord,
+        key: Option<&str>,
+        run_id: Option<&str>,
+    ) -> String {
+        let own = || format!("{RUN_PREFIX}{principal}");
+        match (self.cfg.run, run_id, key) {
+            (RunSource::Principal, ..) => own(),
+            (RunSource::Claim, Some(id), _) => format!("{RUN_PREFIX}{principal}/{id}"),
+            (_, _, Some(k)) => k.to_owned(),
+            (_, _, None) => {
+                let now = host.now_ms();
+                record
+                    .run
+                    .as_deref()
+                    .filter(|r| {
+                        self.find(host, r, now)
+                            .is_some_and(|rec| rec.state.status != SessionStatus::Missing)
+                    })
+                    .map_or_else(own, str::to_owned)
+            }
+        }
+    }
+
+    /// The record of principal `id` (a new, empty one when it has none); see `principals.rs`.
+    pub(crate) fn principal(
+        &self,
+        host: &dyn Host,
+        id: &str,
+    ) -> Result<PrincipalRecord, StoreFailed> {
+        principals::read(host, self.in_force.get(host), id)
+            .inspect_err(|_| self.metrics.count(host, Metric::Errors))
+    }
+
+    /// Change principal `id`'s record (`change` returns whether it changed; it may run several
+    /// times) and write it back when it did.
+    pub(crate) fn update_principal(
+        &self,
+        host: &dyn Host,
+        id: &str,
+        change: impl FnMut(&mut PrincipalRecord, u64) -> bool,
+    ) -> Result<PrincipalRecord, StoreFailed> {
+        principals::update(host, self.in_force.get(host), id, change)
+            .inspect_err(|_| self.metrics.count(host, Metric::Errors))
+    }
+
+    /// After a decision of principal `id` in `session`: carry what it did to the principal
+    /// (`before` -> `after`: taints, quarantine, denials) into its record, count a `new` session
+    /// and make `session` its current run. A principal over `session.max_per_principal`
+    /// sessions loses its oldest: they end (evicted), and no other principal's session does.
+    pub(crate) fn principal_acted(
+        &self,
+        host: &dyn Host,
+        id: &str,
+        acted: &Acted<'_>,
+    ) -> Result<PrincipalRecord, StoreFailed> {
+        let quota = self.cfg.max_per_principal;
+        let mut victims: Vec<String> = Vec::new();
+        let written = self.update_principal(host, id, |r, now| {
+            victims.clear();
+            let mut changed = principals::merge(r, acted.before, acted.after, now);
+            if let Some(session) = acted.session {
+                if acted.new_session && !r.sessions.iter().any(|s| s == session) {
+                    r.view.sessions = r.view.sessions.saturating_add(1);
+                    r.sessions.push(session.to_owned());
+                    let over = r.sessions.len().saturating_sub(quota);
+                    victims.extend(r.sessions.drain(..over));
+                    changed = true;
+                }
+                if r.run.as_deref() != Some(session) {
+                    r.run = Some(session.to_owned());
+                    changed = true;
+                }
+            }
+            changed
+        });
+        for v in &victims {
+            host.log(
+                LogLevel::Info,
+                &format!(
+                    "portcullis: principal `{id}` has more than {quota} sessions \
+                     (session.max_per_principal): ending its oldest, `{v}`"
+                ),
+            );
+            self.end_and_forget(host, v, EndReason::Evicted);
+        }
+        written
     }
 
     /// Read a session that has a record, without choosing a slot for a new one.
@@ -264,13 +380,21 @@ impl Sessions {
     /// Read `session`'s record (a new one when it has none), let `change` edit it, and write it
     /// back with compare-and-swap; see the module doc. `change` may run several times, so it is a
     /// function of the record and the time it is given.
+    ///
+    /// A new session is placed as principal `owner`'s (it never displaces another principal's
+    /// live session), and a written record is marked as `owner`'s.
     pub(crate) fn update<T>(
         &self,
         host: &dyn Host,
         session: &str,
+        owner: Owner,
         mut change: impl FnMut(&mut Record, u64) -> Write<T>,
     ) -> Result<T, StoreFailed> {
-        let read = |now| Some(self.read(host, session, now));
+        let read = |now| {
+            let mut rec = self.read(host, session, owner, now);
+            rec.extra.owner = rec.extra.owner.or(owner);
+            Some(rec)
+        };
         self.cycle(host, session, &read, &mut change)
             .and_then(|t| t.ok_or_else(|| StoreFailed("no session slot can be written".into())))
             .inspect_err(|_| self.metrics.count(host, Metric::Errors))
@@ -382,8 +506,8 @@ impl Sessions {
     /// slot the new session may use holds one (its `session_end` receipt is logged). Only a
     /// session with no record yet is written: if any action of the session was already recorded,
     /// its pinned intent (or none) stands.
-    pub(crate) fn begin(&self, host: &dyn Host, session: &str, intent: Option<&str>) {
-        let begun = self.update(host, session, |rec, now| {
+    pub(crate) fn begin(&self, host: &dyn Host, session: &str, owner: Owner, intent: Option<&str>) {
+        let begun = self.update(host, session, owner, |rec, now| {
             if rec.state.status != SessionStatus::New {
                 return Write::Skip(());
             }

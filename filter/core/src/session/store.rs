@@ -126,6 +126,24 @@ impl Layout {
             .unwrap_or(0)
     }
 
+    /// The principal slots (of `slots`) the principal `id` may live in, in probe order: the same
+    /// salt as sessions, domain-separated, so an agent cannot aim at another principal's slots
+    /// either.
+    pub fn principal_probes(&self, id: &str, slots: u32) -> Vec<u32> {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(b"principal\0");
+        h.update(id.as_bytes());
+        let digest: [u8; 32] = h.finalize().into();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0u8; 8]));
+        let n = u64::from(slots.max(1));
+        let home = u64::from_be_bytes(first).checked_rem(n).unwrap_or(0);
+        (0..u64::from(PROBES.min(slots.max(1))))
+            .filter_map(|i| u32::try_from(home.wrapping_add(i).checked_rem(n)?).ok())
+            .collect()
+    }
+
     /// The slots a session may live in, in probe order (distinct, at most [`PROBES`]).
     pub fn probes(&self, session: &str) -> Vec<u32> {
         let home = self.home(session);
@@ -313,7 +331,7 @@ enum Scan {
     Found {
         slot: u32,
         cas: Option<u32>,
-        record: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
+        record: Box<Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>>,
     },
     /// Not found. `unknown`: a probe whose owner cannot be told (`Some(slot, cas)` when it can be
     /// overwritten, `None` when it could not even be read); `best`: where a new session goes.
@@ -323,7 +341,18 @@ enum Scan {
     },
 }
 
-fn scan(host: &dyn Host, layout: &Layout, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Scan {
+/// Who a new session belongs to: [`name_hash`](bundle::session::name_hash) of its principal, if
+/// one is known. A live record of another principal is never offered to it.
+pub(crate) type Owner = Option<bundle::session::NameHash>;
+
+fn scan(
+    host: &dyn Host,
+    layout: &Layout,
+    session: &str,
+    now_ms: u64,
+    idle_ttl_ms: u64,
+    me: Owner,
+) -> Scan {
     let mut unknown = None;
     let mut best: Option<Candidate> = None;
     for (i, slot) in layout.probes(session).into_iter().enumerate() {
@@ -356,10 +385,13 @@ fn scan(host: &dyn Host, layout: &Layout, session: &str, now_ms: u64, idle_ttl_m
                     return Scan::Found {
                         slot,
                         cas,
-                        record: decoded,
+                        record: Box::new(decoded),
                     };
                 }
-                classify(owner, decoded, slot, cas, now_ms, idle_ttl_ms)
+                match classify(owner, decoded, slot, cas, now_ms, idle_ttl_ms, me) {
+                    Some(c) => c,
+                    None => continue,
+                }
             }
         };
         if best
@@ -372,7 +404,9 @@ fn scan(host: &dyn Host, layout: &Layout, session: &str, now_ms: u64, idle_ttl_m
     Scan::Absent { unknown, best }
 }
 
-/// What another session's record in a probe offers a new session.
+/// What another session's record in a probe offers a new session of principal `me`: nothing
+/// when it is a live session of another principal (one principal's sessions never displace
+/// another's).
 fn classify(
     owner: &[u8],
     decoded: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
@@ -380,15 +414,16 @@ fn classify(
     cas: Option<u32>,
     now_ms: u64,
     idle_ttl_ms: u64,
-) -> Candidate {
+    me: Owner,
+) -> Option<Candidate> {
     let Ok((state, chain, extra)) = decoded else {
-        return Candidate {
+        return Some(Candidate {
             rank: Rank::Dead,
             order: 0,
             slot,
             cas,
             displaced: None,
-        };
+        });
     };
     let order = extra.last_seen_ms;
     let idle = now_ms.saturating_sub(extra.last_seen_ms);
@@ -401,7 +436,11 @@ fn classify(
     } else {
         (Rank::Live, Some(EndReason::Evicted))
     };
-    Candidate {
+    let foreign = extra.owner.is_some_and(|o| me != Some(o));
+    if matches!(rank, Rank::Live | Rank::Sticky) && foreign {
+        return None;
+    }
+    Some(Candidate {
         rank,
         order,
         slot,
@@ -411,7 +450,7 @@ fn classify(
             chain,
             why,
         }),
-    }
+    })
 }
 
 /// The record of a session found in its slot, expired on the spot when idle past the ttl.
@@ -479,22 +518,25 @@ fn no_layout(host: &dyn Host, session: &str, now_ms: u64) -> Record {
 /// `idle_ttl_ms` is expired on the spot (returned as a tombstone; the caller writes it).
 #[cfg(test)]
 pub(crate) fn load(host: &dyn Host, session: &str, now_ms: u64, idle_ttl_ms: u64) -> Record {
-    load_in(host, layout(host), session, now_ms, idle_ttl_ms)
+    load_in(host, layout(host), session, now_ms, idle_ttl_ms, None)
 }
 
-/// [`load`] with the layout in force (`None`: there is none; the session is missing).
+/// [`load`] with the layout in force (`None`: there is none; the session is missing), for a new
+/// session of principal `me`.
 pub(crate) fn load_in(
     host: &dyn Host,
     layout: Option<Layout>,
     session: &str,
     now_ms: u64,
     idle_ttl_ms: u64,
+    me: Owner,
 ) -> Record {
     let Some(layout) = layout else {
         return no_layout(host, session, now_ms);
     };
-    match scan(host, &layout, session, now_ms, idle_ttl_ms) {
+    match scan(host, &layout, session, now_ms, idle_ttl_ms, me) {
         Scan::Found { slot, cas, record } => {
+            let record = *record;
             found(host, session, slot, cas, record, now_ms, idle_ttl_ms)
         }
         Scan::Absent {
@@ -525,7 +567,21 @@ pub(crate) fn load_in(
         Scan::Absent {
             unknown: None,
             best: None,
-        } => no_layout(host, session, now_ms),
+        } => {
+            // Every probe holds a live session of another principal: a new session, with no
+            // slot it may take (saving it fails; the decision fails closed).
+            host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: every slot session `{session}` may take holds another \
+                     principal's live session; it cannot be saved"
+                ),
+            );
+            Record {
+                state: SessionState::new(now_ms),
+                ..Record::default()
+            }
+        }
     }
 }
 
@@ -551,8 +607,9 @@ pub(crate) fn find_in(
     idle_ttl_ms: u64,
 ) -> Option<Record> {
     let layout = layout?;
-    match scan(host, &layout, session, now_ms, idle_ttl_ms) {
+    match scan(host, &layout, session, now_ms, idle_ttl_ms, None) {
         Scan::Found { slot, cas, record } => {
+            let record = *record;
             Some(found(host, session, slot, cas, record, now_ms, idle_ttl_ms))
         }
         Scan::Absent { .. } => None,

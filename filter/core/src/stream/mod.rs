@@ -11,15 +11,15 @@ mod outputs;
 
 use std::rc::Rc;
 
-use bundle::action::{Action, Identity};
+use bundle::action::{Action, Identity, IntentSource};
 use bundle::receipt::Receipt;
 use bundle::verdict::Decision;
 
 pub use outputs::{APPROVAL_HEADER, DECISION_HEADER, RECEIPT_HEADER, WARNING_HEADER};
 
 use crate::bench::Stage;
-use crate::config::SessionKeySource;
-use crate::decide::{self, Input, Plan, Shape};
+use crate::config::{RunSource, SessionKeySource};
+use crate::decide::{self, Input, Plan, Shape, Who};
 use crate::host::{FilterAction, Host, LogLevel};
 use crate::identity;
 use crate::metrics::Metric;
@@ -67,6 +67,12 @@ pub struct Stream {
     route: Route,
     body_expected: bool,
     identity: Identity,
+    /// The verified agent identity state is kept for (`identity::principal_of`).
+    principal: Option<String>,
+    /// The session key the request carried (from `session.key`).
+    key: Option<String>,
+    /// The session the request is decided in: its key, or its principal's run; after the
+    /// decision, the session it was saved in (`None`: none was).
     session: Option<String>,
     approval_token: Option<String>,
     add_to_response: Vec<(String, String)>,
@@ -86,6 +92,19 @@ pub struct Stream {
     /// Response body bytes Envoy holds for the filter: the `body_size` of the last response body
     /// callback when it paused, 0 when it let the data go.
     response_held: usize,
+}
+
+/// Make `intent` from a trusted `source` the action's declared intent. An agent header that
+/// names another one contradicts it: `IntentSource::Conflict`, which the policy never trusts.
+fn trusted_intent(a: &mut Action, intent: &str, source: IntentSource) {
+    let conflict = a.intent_source == IntentSource::Header
+        && a.declared_intent.as_deref().is_some_and(|h| h != intent);
+    a.declared_intent = Some(intent.to_owned());
+    a.intent_source = if conflict {
+        IntentSource::Conflict
+    } else {
+        source
+    };
 }
 
 /// A pseudo-header's (or header's) value, exactly named; empty when absent.
@@ -122,6 +141,8 @@ impl Stream {
             route: Route::Http,
             body_expected: false,
             identity: Identity::default(),
+            principal: None,
+            key: None,
             session: None,
             approval_token: None,
             add_to_response: Vec::new(),
@@ -164,26 +185,29 @@ impl Stream {
         identity::strip_spoofed_headers(host, &policy.cfg.identity, &self.head.headers);
         self.route = normalize::route(&self.head, &policy.norm);
         self.identity = identity::identify(host, &policy.cfg.identity, &self.head.headers);
+        self.principal = identity::principal_of(&self.identity);
         let trace = normalize::trace_id(&self.head);
-        self.session = identity::session_key(
+        self.key = identity::session_key(
             &policy.cfg.session.key,
             &self.head.headers,
             trace.as_deref(),
         );
         if let Some(key) = self
-            .session
+            .key
             .as_deref()
             .filter(|k| session::is_reserved_chain(k))
         {
             let refusal = Refusal::bad_http(format!(
-                "session key `{}` uses the reserved chain prefix `{}`",
+                "session key `{}` uses a prefix only the filter gives a chain (`{}`, `{}`)",
                 normalize::printable(key),
-                session::ANON_PREFIX
+                session::ANON_PREFIX,
+                session::RUN_PREFIX
             ));
-            self.session = None;
+            self.key = None;
             self.refuse(host, &refusal);
             return FilterAction::Pause;
         }
+        self.session = self.key.clone();
         if self.route == Route::McpMethodNotAllowed {
             let refusal = Refusal::method_not_allowed(&self.head.method);
             self.refuse(host, &refusal);
@@ -280,7 +304,8 @@ impl Stream {
                 })
                 .map(|(_, v)| v);
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
-                l.sessions.begin(host, &session, intent.as_deref());
+                let owner = self.principal.as_deref().map(bundle::session::name_hash);
+                l.sessions.begin(host, &session, owner, intent.as_deref());
             }
         }
         if let Some(i) = &mut self.inspector
@@ -337,6 +362,7 @@ impl Stream {
             l: &l.policy,
             sessions: &l.sessions,
             session: self.session.as_deref(),
+            principal: self.principal.as_deref(),
         };
         let a = i.on_body(&cx, body_size, end_of_stream, writable);
         let sealed = i.take_receipts();
@@ -383,9 +409,36 @@ impl Stream {
                 return FilterAction::Pause;
             }
         };
+        // The principal's record: its run (where a keyless request goes) and what policy sees of
+        // it (`principal.*`).
+        let record = self
+            .principal
+            .as_deref()
+            .map(|p| l.sessions.principal(host, p));
+        if let (Some(p), Some(Ok(r))) = (self.principal.as_deref(), &record) {
+            let run_id = self.run_id(host, l);
+            self.session =
+                Some(
+                    l.sessions
+                        .run_of(host, p, r, self.key.as_deref(), run_id.as_deref()),
+                );
+        }
+        let claimed_intent = identity::jwt_claim_of(
+            host,
+            &policy.cfg.identity,
+            policy
+                .cfg
+                .identity
+                .jwt
+                .as_ref()
+                .and_then(|j| j.intent_claim.as_deref()),
+        );
         for a in &mut actions {
             a.identity = self.identity.clone();
             a.session_id = self.session.clone();
+            if let Some(intent) = &claimed_intent {
+                trusted_intent(a, intent, IntentSource::Claim);
+            }
         }
         if policy.cut(Stage::Normalized) {
             self.phase = Phase::Forwarded;
@@ -396,19 +449,33 @@ impl Stream {
             actions: &actions,
             body: body.as_deref(),
             session: self.session.as_deref(),
+            principal: self
+                .principal
+                .as_deref()
+                .zip(record.as_ref())
+                .map(|(id, r)| Who {
+                    id,
+                    record: r.as_ref(),
+                }),
             approval_token: self.approval_token.as_deref(),
         };
         let plan = decide::decide(host, policy, &l.sessions, &input);
-        if self
-            .session
-            .as_deref()
-            .is_some_and(|s| s != plan.chain_name)
-        {
-            // Decided without a record (an unknown id under `session.require_initialize`): the
-            // rest of the stream (DEFER resolution, tool results, DELETE) writes none either.
-            self.session = None;
-        }
+        // Decided without a saved session (no key, an unknown or refused one): the rest of the
+        // stream (DEFER resolution, tool results, DELETE) writes none either.
+        self.session.clone_from(&plan.session);
         self.enforce(host, l, &shape, &actions, plan)
+    }
+
+    /// The run id the verified JWT names (`session.run: claim`, `identity.jwt.run_claim`):
+    /// visible ASCII, at most 128 bytes, else none.
+    fn run_id(&self, host: &dyn Host, l: &Loaded) -> Option<String> {
+        let cfg = &l.policy.cfg;
+        if cfg.session.run != RunSource::Claim {
+            return None;
+        }
+        let claim = cfg.identity.jwt.as_ref()?.run_claim.as_deref();
+        identity::jwt_claim_of(host, &cfg.identity, claim)
+            .filter(|v| v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b)))
     }
 
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
@@ -446,7 +513,10 @@ impl Stream {
         let (Ok(l), Some(session)) = (&self.plugin.loaded, &self.session) else {
             return;
         };
-        if l.policy.cfg.session.key != SessionKeySource::McpSessionId {
+        // Only the MCP session the request named ends (not a principal's run it was decided in).
+        if l.policy.cfg.session.key != SessionKeySource::McpSessionId
+            || self.key.as_ref() != Some(session)
+        {
             return;
         }
         let accepted = host
