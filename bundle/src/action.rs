@@ -42,6 +42,8 @@ pub enum AuthMethod {
     Jwt,
     /// A request header the operator configured as trusted (e.g. set by an inner gateway).
     Header,
+    /// Envoy's own node metadata (a sidecar's local workload, `identity.node_workload`).
+    Node,
 }
 
 impl AuthMethod {
@@ -50,6 +52,7 @@ impl AuthMethod {
         match self {
             AuthMethod::None => "none",
             AuthMethod::Mtls => "mtls",
+            AuthMethod::Node => "node",
             AuthMethod::Jwt => "jwt",
             AuthMethod::Header => "header",
         }

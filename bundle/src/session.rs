@@ -144,6 +144,27 @@ impl PrincipalView {
         self.quarantine != Quarantine::None
     }
 
+    /// Apply what session effects do to the principal: a taint taints it (when its set is full
+    /// it is fully quarantined instead: it never forgets a taint), `kill` and `quarantine`
+    /// quarantine it. Returns whether anything changed.
+    pub fn apply_effects(&mut self, effects: &[crate::verdict::Effect]) -> bool {
+        use crate::verdict::Effect;
+        let before = (self.taints.len(), self.quarantine);
+        for effect in effects {
+            match effect {
+                Effect::Taint(t) => {
+                    if !insert_bounded(&mut self.taints, name_hash(t), SET_CAP) {
+                        self.quarantine_at_least(Quarantine::Full);
+                    }
+                }
+                Effect::Kill => self.quarantine_at_least(Quarantine::Full),
+                Effect::Quarantine(q) => self.quarantine_at_least(*q),
+                Effect::RevokeTool(_) | Effect::RevokeClass(_) | Effect::ReadOnly => {}
+            }
+        }
+        before != (self.taints.len(), self.quarantine)
+    }
+
     /// Raise the quarantine to at least `q` (a quarantine is only lifted by a release).
     pub fn quarantine_at_least(&mut self, q: Quarantine) {
         let rank = |q: Quarantine| match q {
@@ -314,17 +335,11 @@ impl SessionState {
     /// `quarantine` contains the session the same way (read-only or killed) and the principal.
     pub fn apply_effects(&mut self, effects: &[crate::verdict::Effect]) {
         use crate::verdict::Effect;
+        self.principal.apply_effects(effects);
         for effect in effects {
             let kept = match effect {
-                Effect::Taint(t) => {
-                    let h = name_hash(t);
-                    if !insert_bounded(&mut self.principal.taints, h, SET_CAP) {
-                        self.principal.quarantine_at_least(Quarantine::Full);
-                    }
-                    insert_bounded(&mut self.taints, h, SET_CAP)
-                }
+                Effect::Taint(t) => insert_bounded(&mut self.taints, name_hash(t), SET_CAP),
                 Effect::Quarantine(q) => {
-                    self.principal.quarantine_at_least(*q);
                     match q {
                         Quarantine::None => true,
                         Quarantine::ReadOnly => {
@@ -345,10 +360,7 @@ impl SessionState {
                     self.read_only = true;
                     true
                 }
-                Effect::Kill => {
-                    self.principal.quarantine_at_least(Quarantine::Full);
-                    false
-                }
+                Effect::Kill => false,
             };
             // INVARIANT: a session never forgets a taint or revocation. When a bounded set is full
             // the session is killed instead (documented in docs/policy-language.md, "Sessions").

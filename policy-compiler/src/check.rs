@@ -427,7 +427,9 @@ impl<'p> Checker<'p> {
                 if let Lit::Str(s) = &lit.node {
                     let allowed: Option<&[&str]> = match &f.node {
                         FieldRef::Kind => Some(&["mcp", "http"]),
-                        FieldRef::PrincipalAuth(_) => Some(&["none", "mtls", "jwt", "header"]),
+                        FieldRef::PrincipalAuth(_) => {
+                            Some(&["none", "mtls", "jwt", "header", "node"])
+                        }
                         _ => None,
                     };
                     if let Some(allowed) = allowed

@@ -358,7 +358,7 @@ fn value(f: &FieldRef, v: &Lit) -> String {
     match (f, v) {
         (FieldRef::Kind, Lit::Str(s)) if s == "mcp" || s == "http" => s.clone(),
         (FieldRef::PrincipalAuth(_), Lit::Str(s))
-            if ["none", "mtls", "jwt", "header"].contains(&s.as_str()) =>
+            if ["none", "mtls", "jwt", "header", "node"].contains(&s.as_str()) =>
         {
             s.clone()
         }

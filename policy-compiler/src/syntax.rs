@@ -72,7 +72,7 @@
 //!             | field "contains" string ;
 //! set         = "[" [ literal { "," literal } [","] ] "]" | ident ;
 //! cmp         = "==" | "!=" | "<" | "<=" | ">" | ">=" ;
-//! value       = literal | "mcp" | "http" | "none" | "mtls" | "jwt" | "header" ;
+//! value       = literal | "mcp" | "http" | "none" | "mtls" | "jwt" | "header" | "node" ;
 //! vtype       = "string" | "number" | "bool" | "array" | "object" | "null" ;
 //! field       = "kind" | "operation" | "tool" | "resource" | "prompt"
 //!             | "target.host" | "target.port" | "target.path" | "target.query" | "target.scheme"

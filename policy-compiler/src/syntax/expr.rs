@@ -407,7 +407,7 @@ fn value(i: In<'_>) -> R<'_, Spanned<Lit>> {
         Err(e) => return Err(e),
     }
     if let Ok((rest, (w, wspan))) = ident(i) {
-        if ["mcp", "http", "none", "mtls", "jwt", "header"].contains(&w.as_str()) {
+        if ["mcp", "http", "none", "mtls", "jwt", "header", "node"].contains(&w.as_str()) {
             return Ok((
                 rest,
                 Spanned {
