@@ -9,7 +9,8 @@
 //!   [`protocol`], [`sign`](mod@sign), [`encode()`], [`Bundle`]);
 //! - `evidence/`: receipts and the canonical form and keys they are signed with, which the filter
 //!   writes and a SOC verifies ([`receipt`], [`canonical`], [`keys`]);
-//! - [`approval`]: approval tokens, which `policyc` mints and the filter verifies;
+//! - [`approval`]: approval tokens, which `policyc` mints and the filter verifies, in the signed
+//!   envelope of [`signed_token`];
 //! - [`session`] and its record codec ([`session_codec`]);
 //! - [`limits`]: every limit the decoder and the VM enforce.
 //!
@@ -22,6 +23,7 @@ mod evidence;
 pub mod limits;
 mod program;
 pub mod session;
+pub mod signed_token;
 pub mod verdict;
 
 // The module paths other crates use (`bundle::format`, `bundle::receipt`, ...) stay where they
