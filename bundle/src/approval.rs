@@ -15,7 +15,7 @@
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
 
-use crate::signed_token::{self, Kind, OpenError};
+use crate::signed_token::{self, Kind};
 
 /// Domain separator of approval signatures.
 pub const APPROVAL_DOMAIN: &[u8] = b"portcullis/approval/v1\0";
@@ -24,11 +24,14 @@ pub const MAX_TOKEN_BYTES: usize = 1024;
 /// How far in the future `iat` may be (approver clock ahead of the proxy), in seconds.
 pub use crate::signed_token::CLOCK_SKEW_S;
 
-const KIND: Kind = Kind {
+const KIND: Kind<ApprovalError> = Kind {
     domain: APPROVAL_DOMAIN,
     max_bytes: MAX_TOKEN_BYTES,
     required: &["digest", "exp", "group", "iat", "nonce"],
     optional: &[],
+    malformed: ApprovalError::Malformed,
+    unknown_key: ApprovalError::UnknownApprover,
+    bad_signature: ApprovalError::BadSignature,
 };
 
 /// A verified approval.
@@ -157,11 +160,6 @@ pub fn verify(
 ) -> Result<Approval, ApprovalError> {
     let c = signed_token::open(&KIND, token, claims, |kid| {
         signed_token::key_by_id(approvers.iter().map(|(_, k)| k), kid)
-    })
-    .map_err(|e| match e {
-        OpenError::Malformed => ApprovalError::Malformed,
-        OpenError::UnknownKey => ApprovalError::UnknownApprover,
-        OpenError::BadSignature => ApprovalError::BadSignature,
     })?;
     let in_group = approvers
         .iter()

@@ -21,7 +21,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
 
 use crate::matchers::glob_match;
-use crate::signed_token::{self, ClaimError, Kind, OpenError};
+use crate::signed_token::{self, ClaimError, Kind};
 
 /// Domain separator of grant signatures.
 pub const GRANT_DOMAIN: &[u8] = b"portcullis/grant/v1\0";
@@ -36,11 +36,14 @@ pub const MAX_LIST_ENTRIES: usize = 64;
 /// The header an agent (or its orchestrator) sends a grant in.
 pub const GRANT_HEADER: &str = "x-portcullis-grant";
 
-const KIND: Kind = Kind {
+const KIND: Kind<GrantError> = Kind {
     domain: GRANT_DOMAIN,
     max_bytes: MAX_TOKEN_BYTES,
     required: &["exp", "iat", "intent", "nonce", "principal"],
     optional: &["hosts", "run", "tools"],
+    malformed: GrantError::Malformed,
+    unknown_key: GrantError::UnknownKey,
+    bad_signature: GrantError::BadSignature,
 };
 
 /// What a grant says, before it is signed ([`mint`]'s input).
@@ -226,11 +229,6 @@ pub fn verify(
 ) -> Result<Grant, GrantError> {
     let g = signed_token::open(&KIND, token, claims, |kid| {
         signed_token::key_by_id(keys, kid)
-    })
-    .map_err(|e| match e {
-        OpenError::Malformed => GrantError::Malformed,
-        OpenError::UnknownKey => GrantError::UnknownKey,
-        OpenError::BadSignature => GrantError::BadSignature,
     })?;
     if g.principal != principal {
         return Err(GrantError::WrongPrincipal);

@@ -20,7 +20,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde_json::{Map, Value};
 
 use crate::grant::MAX_PRINCIPAL_BYTES;
-use crate::signed_token::{self, ClaimError, Kind, OpenError};
+use crate::signed_token::{self, ClaimError, Kind};
 
 /// Domain separator of release signatures.
 pub const RELEASE_DOMAIN: &[u8] = b"portcullis/release/v1\0";
@@ -29,11 +29,14 @@ pub const MAX_TOKEN_BYTES: usize = 4096;
 /// The longest `reason`, in bytes.
 pub const MAX_REASON_BYTES: usize = 256;
 
-const KIND: Kind = Kind {
+const KIND: Kind<ReleaseError> = Kind {
     domain: RELEASE_DOMAIN,
     max_bytes: MAX_TOKEN_BYTES,
     required: &["iat", "nonce", "principal"],
     optional: &["reason"],
+    malformed: ReleaseError::Malformed,
+    unknown_key: ReleaseError::UnknownKey,
+    bad_signature: ReleaseError::BadSignature,
 };
 
 /// What a release says, before it is signed ([`mint`]'s input).
@@ -145,11 +148,6 @@ fn claims(p: &signed_token::Payload) -> Option<Release> {
 pub fn verify(token: &str, keys: &[VerifyingKey], now_s: u64) -> Result<Release, ReleaseError> {
     let r = signed_token::open(&KIND, token, claims, |kid| {
         signed_token::key_by_id(keys, kid)
-    })
-    .map_err(|e| match e {
-        OpenError::Malformed => ReleaseError::Malformed,
-        OpenError::UnknownKey => ReleaseError::UnknownKey,
-        OpenError::BadSignature => ReleaseError::BadSignature,
     })?;
     if signed_token::issued_in_future(r.issued_s, now_s) {
         return Err(ReleaseError::NotYetValid);

@@ -61,8 +61,9 @@ pub enum ClaimError {
     },
 }
 
-/// What one token kind is: its domain separator, its longest token, and its members.
-pub(crate) struct Kind {
+/// What one token kind is: its domain separator, its longest token, its members, and the errors
+/// it reports for the checks [`open`] makes.
+pub(crate) struct Kind<E> {
     /// Prefixed to the payload before signing.
     pub(crate) domain: &'static [u8],
     /// The longest token (after trimming surrounding whitespace) that is read at all.
@@ -71,17 +72,12 @@ pub(crate) struct Kind {
     pub(crate) required: &'static [&'static str],
     /// Members a payload may have.
     pub(crate) optional: &'static [&'static str],
-}
-
-/// Why [`open`] refused a token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum OpenError {
-    /// Shape, length, encoding, JSON, canonical form or member set.
-    Malformed,
+    /// Shape, length, encoding, JSON, canonical form, member set or claims.
+    pub(crate) malformed: E,
     /// `kid` names no key the caller accepts.
-    UnknownKey,
+    pub(crate) unknown_key: E,
     /// The signature does not verify under that key.
-    BadSignature,
+    pub(crate) bad_signature: E,
 }
 
 fn signed_message(domain: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -225,7 +221,7 @@ pub(crate) fn check_list(
 }
 
 /// Check that the token for `payload_text` fits in `kind`'s length limit.
-pub(crate) fn check_len(kind: &Kind, payload_text: &str) -> Result<(), ClaimError> {
+pub(crate) fn check_len<E>(kind: &Kind<E>, payload_text: &str) -> Result<(), ClaimError> {
     let len = token_len(payload_text);
     if len > kind.max_bytes {
         return Err(ClaimError::TokenTooLong {
@@ -236,7 +232,7 @@ pub(crate) fn check_len(kind: &Kind, payload_text: &str) -> Result<(), ClaimErro
     Ok(())
 }
 
-fn members(kind: &Kind, payload: &[u8]) -> Option<Payload> {
+fn members<E>(kind: &Kind<E>, payload: &[u8]) -> Option<Payload> {
     let v: Value = serde_json::from_slice(payload).ok()?;
     // INVARIANT: the signed bytes are exactly the canonical form, so every verifier reads the same
     // claims (no duplicate keys, no alternative encodings).
@@ -265,30 +261,26 @@ fn members(kind: &Kind, payload: &[u8]) -> Option<Payload> {
 /// members, the claims as `read` takes them (`None`: malformed), then the key `key_for(kid)` and
 /// the signature under it. Every malformed token is refused before any key or signature work.
 /// Never panics.
-pub(crate) fn open<T>(
-    kind: &Kind,
+pub(crate) fn open<T, E: Copy>(
+    kind: &Kind<E>,
     token: &str,
     read: impl FnOnce(&Payload) -> Option<T>,
     key_for: impl FnOnce(&str) -> Option<VerifyingKey>,
-) -> Result<T, OpenError> {
+) -> Result<T, E> {
     let token = token.trim();
     if token.len() > kind.max_bytes {
-        return Err(OpenError::Malformed);
+        return Err(kind.malformed);
     }
-    let (p64, s64) = token.split_once('.').ok_or(OpenError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(p64)
-        .map_err(|_| OpenError::Malformed)?;
-    let sig_raw = URL_SAFE_NO_PAD
-        .decode(s64)
-        .map_err(|_| OpenError::Malformed)?;
-    let sig_bytes = <[u8; 64]>::try_from(sig_raw.as_slice()).map_err(|_| OpenError::Malformed)?;
-    let members = members(kind, &payload).ok_or(OpenError::Malformed)?;
-    let claims = read(&members).ok_or(OpenError::Malformed)?;
-    let key = key_for(members.kid()).ok_or(OpenError::UnknownKey)?;
+    let (p64, s64) = token.split_once('.').ok_or(kind.malformed)?;
+    let payload = URL_SAFE_NO_PAD.decode(p64).map_err(|_| kind.malformed)?;
+    let sig_raw = URL_SAFE_NO_PAD.decode(s64).map_err(|_| kind.malformed)?;
+    let sig_bytes = <[u8; 64]>::try_from(sig_raw.as_slice()).map_err(|_| kind.malformed)?;
+    let members = members(kind, &payload).ok_or(kind.malformed)?;
+    let claims = read(&members).ok_or(kind.malformed)?;
+    let key = key_for(members.kid()).ok_or(kind.unknown_key)?;
     let sig = Signature::from_bytes(&sig_bytes);
     key.verify_strict(&signed_message(kind.domain, &payload), &sig)
-        .map_err(|_| OpenError::BadSignature)?;
+        .map_err(|_| kind.bad_signature)?;
     Ok(claims)
 }
 
@@ -344,11 +336,21 @@ mod tests {
     use super::*;
     use crate::evidence::keys::signing_key_from_seed;
 
-    const KIND: Kind = Kind {
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum OpenError {
+        Malformed,
+        UnknownKey,
+        BadSignature,
+    }
+
+    const KIND: Kind<OpenError> = Kind {
         domain: b"portcullis/test/v1\0",
         max_bytes: 512,
         required: &["a"],
         optional: &["b"],
+        malformed: OpenError::Malformed,
+        unknown_key: OpenError::UnknownKey,
+        bad_signature: OpenError::BadSignature,
     };
 
     fn token(members: &[(&str, Value)], key: &SigningKey) -> String {
