@@ -14,6 +14,7 @@ mod keys;
 mod receipts;
 mod render;
 mod test;
+mod tokens;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
