@@ -7,10 +7,13 @@
 //! ```
 //!
 //! Each token kind names its own domain separator (so a signature of one kind never verifies as
-//! another), its longest token, and its exact member set. [`open`] does the checks every kind
-//! makes, in one order: length and shape, canonical payload with exactly the allowed members
-//! (`Malformed`), the key named by `kid` (`UnknownKey`), the signature (`BadSignature`). What the
-//! claims mean (groups, principals, times) is checked by the token's own module.
+//! another), its longest token, its exact member set, and the errors it reports. One reader does
+//! the checks every kind makes, in one order: length and shape, canonical payload with exactly the
+//! allowed members and well-formed claims (malformed), the key named by `kid` (unknown key), the
+//! signature (bad signature). What the claims mean (groups, principals, times) is checked by the
+//! token's own module: `approval`, `grant`, `release`.
+//!
+//! Public here: the clock skew all three allow, and [`ClaimError`], why claims cannot be minted.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
