@@ -12,19 +12,27 @@
 //! to the action digest ([`crate::receipt::action_digest`]) and to an approver group; its `nonce`
 //! is the token id the filter remembers to refuse a replay. Format details: `docs/approvals.md`.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
-use serde_json::{Value, json};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde_json::{Map, Value};
 
-use crate::evidence::canonical;
+use crate::signed_token::{self, Kind};
 
 /// Domain separator of approval signatures.
 pub const APPROVAL_DOMAIN: &[u8] = b"portcullis/approval/v1\0";
 /// The longest token [`verify`] reads, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 1024;
 /// How far in the future `iat` may be (approver clock ahead of the proxy), in seconds.
-pub const CLOCK_SKEW_S: u64 = 60;
+pub use crate::signed_token::CLOCK_SKEW_S;
+
+const KIND: Kind<ApprovalError> = Kind {
+    domain: APPROVAL_DOMAIN,
+    max_bytes: MAX_TOKEN_BYTES,
+    required: &["digest", "exp", "group", "iat", "nonce"],
+    optional: &[],
+    malformed: ApprovalError::Malformed,
+    unknown_key: ApprovalError::UnknownApprover,
+    bad_signature: ApprovalError::BadSignature,
+};
 
 /// A verified approval.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,13 +98,6 @@ impl ApprovalError {
     }
 }
 
-fn signed_message(payload: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(APPROVAL_DOMAIN.len().saturating_add(payload.len()));
-    msg.extend_from_slice(APPROVAL_DOMAIN);
-    msg.extend_from_slice(payload);
-    msg
-}
-
 /// Mint a token approving the action with this digest, for `group`, valid from `issued_s` for
 /// `ttl_s` seconds. `nonce` must be fresh randomness (it is the token id).
 pub fn mint(
@@ -107,22 +108,19 @@ pub fn mint(
     ttl_s: u32,
     nonce: [u8; 16],
 ) -> String {
-    let payload = json!({
-        "v": 1,
-        "digest": hex::encode(digest),
-        "group": group,
-        "kid": crate::evidence::keys::key_id(&key.verifying_key()),
-        "iat": issued_s,
-        "exp": issued_s.saturating_add(u64::from(ttl_s)),
-        "nonce": hex::encode(nonce),
-    });
-    // Strings and integers only: the canonical form exists.
-    let text = canonical::to_canonical(&payload).unwrap_or_default();
-    let sig = key.sign(&signed_message(text.as_bytes()));
-    format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(text.as_bytes()),
-        URL_SAFE_NO_PAD.encode(sig.to_bytes())
+    let mut members = Map::new();
+    members.insert("digest".into(), Value::from(hex::encode(digest)));
+    members.insert("group".into(), Value::from(group));
+    members.insert("iat".into(), Value::from(issued_s));
+    members.insert(
+        "exp".into(),
+        Value::from(issued_s.saturating_add(u64::from(ttl_s))),
+    );
+    members.insert("nonce".into(), Value::from(hex::encode(nonce)));
+    signed_token::seal(
+        APPROVAL_DOMAIN,
+        &signed_token::payload_text(members, key),
+        key,
     )
 }
 
@@ -135,44 +133,14 @@ struct Claims {
     nonce: [u8; 16],
 }
 
-fn claims(payload: &[u8]) -> Result<Claims, ApprovalError> {
-    let v: Value = serde_json::from_slice(payload).map_err(|_| ApprovalError::Malformed)?;
-    // INVARIANT: the signed bytes are exactly the canonical form, so every verifier reads the same
-    // claims (no duplicate keys, no alternative encodings).
-    let canon = canonical::to_canonical(&v).map_err(|_| ApprovalError::Malformed)?;
-    if canon.as_bytes() != payload {
-        return Err(ApprovalError::Malformed);
-    }
-    let obj = v.as_object().ok_or(ApprovalError::Malformed)?;
-    if obj.len() != 7 {
-        return Err(ApprovalError::Malformed);
-    }
-    let s = |k: &str| {
-        obj.get(k)
-            .and_then(Value::as_str)
-            .ok_or(ApprovalError::Malformed)
-    };
-    let n = |k: &str| {
-        obj.get(k)
-            .and_then(Value::as_u64)
-            .ok_or(ApprovalError::Malformed)
-    };
-    if n("v")? != 1 {
-        return Err(ApprovalError::Malformed);
-    }
-    let nonce_hex = s("nonce")?;
-    let nonce_raw = hex::decode(nonce_hex).map_err(|_| ApprovalError::Malformed)?;
-    let nonce = <[u8; 16]>::try_from(nonce_raw.as_slice()).map_err(|_| ApprovalError::Malformed)?;
-    if hex::encode(nonce) != nonce_hex {
-        return Err(ApprovalError::Malformed);
-    }
-    Ok(Claims {
-        digest: s("digest")?.to_owned(),
-        group: s("group")?.to_owned(),
-        kid: s("kid")?.to_owned(),
-        iat: n("iat")?,
-        exp: n("exp")?,
-        nonce,
+fn claims(p: &signed_token::Payload) -> Option<Claims> {
+    Some(Claims {
+        digest: p.string("digest")?,
+        group: p.string("group")?,
+        kid: p.kid().to_owned(),
+        iat: p.u64("iat")?,
+        exp: p.u64("exp")?,
+        nonce: p.nonce()?,
     })
 }
 
@@ -190,35 +158,19 @@ pub fn verify(
     approvers: &[(String, VerifyingKey)],
     now_s: u64,
 ) -> Result<Approval, ApprovalError> {
-    let token = token.trim();
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(ApprovalError::Malformed);
-    }
-    let (p64, s64) = token.split_once('.').ok_or(ApprovalError::Malformed)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(p64)
-        .map_err(|_| ApprovalError::Malformed)?;
-    let sig_raw = URL_SAFE_NO_PAD
-        .decode(s64)
-        .map_err(|_| ApprovalError::Malformed)?;
-    let sig_bytes =
-        <[u8; 64]>::try_from(sig_raw.as_slice()).map_err(|_| ApprovalError::Malformed)?;
-    let c = claims(&payload)?;
-    let candidates: Vec<&(String, VerifyingKey)> = approvers
+    let c = signed_token::open(&KIND, token, claims, |kid| {
+        signed_token::key_by_id(approvers.iter().map(|(_, k)| k), kid)
+    })?;
+    let in_group = approvers
         .iter()
-        .filter(|(_, k)| crate::evidence::keys::key_id(k) == c.kid)
-        .collect();
-    let (_, key) = candidates.first().ok_or(ApprovalError::UnknownApprover)?;
-    let sig = ed25519_dalek::Signature::from_bytes(&sig_bytes);
-    key.verify_strict(&signed_message(&payload), &sig)
-        .map_err(|_| ApprovalError::BadSignature)?;
-    if c.group != group || !candidates.iter().any(|(g, _)| g == group) {
+        .any(|(g, k)| g == group && crate::evidence::keys::key_id(k) == c.kid);
+    if c.group != group || !in_group {
         return Err(ApprovalError::WrongGroup);
     }
     if c.digest != hex::encode(expected_digest) {
         return Err(ApprovalError::DigestMismatch);
     }
-    if c.iat > now_s.saturating_add(CLOCK_SKEW_S) {
+    if signed_token::issued_in_future(c.iat, now_s) {
         return Err(ApprovalError::NotYetValid);
     }
     if now_s >= c.exp {
@@ -242,6 +194,8 @@ pub fn verify(
 mod tests {
     use super::*;
     use crate::evidence::keys::signing_key_from_seed;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     const NOW: u64 = 1_763_700_000;
 

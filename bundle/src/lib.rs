@@ -9,7 +9,8 @@
 //!   [`protocol`], [`sign`](mod@sign), [`encode()`], [`Bundle`]);
 //! - `evidence/`: receipts and the canonical form and keys they are signed with, which the filter
 //!   writes and a SOC verifies ([`receipt`], [`canonical`], [`keys`]);
-//! - [`approval`]: approval tokens, which `policyc` mints and the filter verifies;
+//! - [`approval`], [`grant`] (task grants) and [`release`] (quarantine releases): the signed
+//!   tokens `policyc` mints and the filter verifies, in the one envelope of [`signed_token`];
 //! - [`session`] and its record codec ([`session_codec`]);
 //! - [`limits`]: every limit the decoder and the VM enforce.
 //!
@@ -19,9 +20,12 @@ pub mod action;
 pub mod approval;
 pub mod error;
 mod evidence;
+pub mod grant;
 pub mod limits;
 mod program;
+pub mod release;
 pub mod session;
+pub mod signed_token;
 pub mod verdict;
 
 // The module paths other crates use (`bundle::format`, `bundle::receipt`, ...) stay where they

@@ -9,9 +9,8 @@
 //! `docs/approvals.md`.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rand_core::{OsRng, RngCore};
+use super::tokens::{fresh_nonce, issue_time, parse_duration_s};
 
 /// The longest approval lifetime `policyc approve` mints (approvals are meant to be short-lived).
 pub const MAX_TTL_S: u64 = 24 * 3600;
@@ -37,24 +36,6 @@ pub struct ApproveArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: super::Format,
-}
-
-/// Parse `90s`, `15m`, `1h`, `2d` or plain seconds.
-pub(crate) fn parse_duration_s(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t, "s"),
-    };
-    let n: u64 = num.parse().ok()?;
-    let mul = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mul)
 }
 
 fn parse_digest(text: &str) -> Option<[u8; 32]> {
@@ -98,17 +79,11 @@ pub(crate) fn run(args: &ApproveArgs) -> i32 {
             return super::EXIT_USAGE;
         }
     };
-    let issued = args.issued_at.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    });
-    let mut nonce = [0u8; 16];
-    if let Err(e) = OsRng.try_fill_bytes(&mut nonce) {
-        eprintln!("error: no randomness from the operating system: {e}");
-        return super::EXIT_USAGE;
-    }
+    let issued = issue_time(args.issued_at);
+    let nonce = match fresh_nonce() {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
     let ttl32 = u32::try_from(ttl).unwrap_or(u32::MAX);
     let token = bundle::approval::mint(&digest, &args.group, &key, issued, ttl32, nonce);
     match args.format {
@@ -133,17 +108,6 @@ pub(crate) fn run(args: &ApproveArgs) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration_s("15m"), Some(900));
-        assert_eq!(parse_duration_s("90"), Some(90));
-        assert_eq!(parse_duration_s("2h"), Some(7200));
-        assert_eq!(parse_duration_s("1d"), Some(86_400));
-        assert_eq!(parse_duration_s("m"), None);
-        assert_eq!(parse_duration_s("5w"), None);
-        assert_eq!(parse_duration_s("-5s"), None);
-    }
 
     #[test]
     fn digests() {

@@ -9,11 +9,14 @@ mod build;
 mod check;
 mod eval;
 mod fmt;
+mod grant;
 mod inspect;
 mod keys;
 mod receipts;
+mod release;
 mod render;
 mod test;
+mod tokens;
 
 /// Exit code: success.
 pub const EXIT_OK: i32 = 0;
@@ -70,6 +73,10 @@ pub enum Command {
     Receipts(receipts::ReceiptsArgs),
     /// Render a signed bundle as an ECDS resource or an Istio EnvoyFilter / WasmPlugin (YAML).
     Render(render::RenderArgs),
+    /// Mint a task grant: a principal's intent, signed by the orchestrator (prints the token).
+    Grant(grant::GrantArgs),
+    /// Mint a release lifting a principal's quarantine, signed by an operator (prints the token).
+    Release(release::ReleaseArgs),
 }
 
 /// Parse the process arguments, run the subcommand, and return the exit code.
@@ -95,5 +102,7 @@ pub fn run() -> i32 {
         Command::Approve(args) => approve::run(&args),
         Command::Receipts(args) => receipts::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Grant(args) => grant::run(&args),
+        Command::Release(args) => release::run(&args),
     }
 }
