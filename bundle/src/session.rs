@@ -69,6 +69,8 @@ pub struct SessionState {
     pub status: SessionStatus,
     /// The intent pinned at session start, if any.
     pub intent: Option<String>,
+    /// Where the pinned intent came from (receipts record it).
+    pub intent_source: crate::action::IntentSource,
     /// When the session started (ms since the Unix epoch).
     pub started_ms: u64,
     /// Actions evaluated so far in this session (every decision counts).
@@ -293,6 +295,9 @@ impl SessionState {
         }
         if self.intent.is_none() {
             self.intent = intent.map(str::to_owned);
+            if self.intent.is_some() {
+                self.intent_source = action.intent_source;
+            }
         }
         self.actions = self.actions.saturating_add(1);
         if verdict.decision == crate::verdict::Decision::Deny {

@@ -47,7 +47,13 @@ prop_compose! {
             (any::<u32>(), prop_oneof![any::<u64>(), 0u64..4], any::<u16>()), 0..=HISTORY_CAP),
         drift in -10.0f32..10.0,
     ) -> SessionState {
+        let intent_source = if intent.is_some() {
+            bundle::action::IntentSource::Claim
+        } else {
+            bundle::action::IntentSource::None
+        };
         SessionState {
+            intent_source,
             status, intent, started_ms, actions, egress_bytes, approvals, taints, revoked_tools,
             revoked_classes, read_only, killed, class_table,
             history: history.into_iter().map(|(at_ms, subject, classes)| HistoryEntry { at_ms, subject, classes }).collect(),

@@ -396,6 +396,7 @@ fn intents_scope_acting_operations() {
     let b = load(&intent_prog());
     let mut a = call("git_push", json!({}));
     a.declared_intent = Some("deps".into());
+    a.intent_source = bundle::action::IntentSource::Grant;
     let v = b.evaluate(&a, &new_session(), NOW);
     assert_eq!(v.decision, Decision::Allow);
     assert_eq!(v.intent.as_deref(), Some("deps"));
@@ -429,6 +430,7 @@ fn intents_scope_acting_operations() {
     // unknown intent
     let mut a = call("git_push", json!({}));
     a.declared_intent = Some("nope".into());
+    a.intent_source = bundle::action::IntentSource::Grant;
     let v = b.evaluate(&a, &new_session(), NOW);
     assert_eq!(v.deciding_rule, builtin::INTENT_UNKNOWN);
     assert_eq!(v.intent, None);

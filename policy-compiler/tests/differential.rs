@@ -677,6 +677,7 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
                 (quarantine, ptaints, psessions, pdenials),
             )| {
                 SessionState {
+                    intent_source: IntentSource::None,
                     status,
                     intent: intent.map(str::to_owned),
                     started_ms: NOW - age,

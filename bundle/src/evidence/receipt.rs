@@ -58,6 +58,9 @@ pub enum EventKind {
     /// The result of a tool call was inspected on the response path (filter `response/result.rs`):
     /// the action is the call, `effects` what the result did to the session.
     Result,
+    /// An operator's signed release lifted a principal's quarantine (`reason` says whose, by
+    /// which release and key); always signed.
+    Release,
 }
 
 impl EventKind {
@@ -69,6 +72,7 @@ impl EventKind {
             EventKind::SessionEnd => "session_end",
             EventKind::DeferResolved => "defer_resolved",
             EventKind::Result => "result",
+            EventKind::Release => "release",
         }
     }
 }
@@ -223,6 +227,10 @@ pub struct ReceiptBody {
     pub identity: Option<ReceiptIdentity>,
     /// Intent in force.
     pub intent: Option<String>,
+    /// Where the intent in force came from (`grant`, `claim`, `header`); absent when there is
+    /// none, and in receipts written before it existed (so their bytes are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_source: Option<String>,
     /// Every matched rule, in rule-table order.
     pub matched: Vec<MatchedRule>,
     /// What the filter changed (human-readable).

@@ -8,8 +8,8 @@
 //! ```text
 //! version          1 byte  = 0x01
 //! flags            1 byte  bits 0-1 status (0 new, 1 active, 2 missing), bit 2 read_only,
-//!                          bit 3 killed, bit 4 intent present, bit 5 owner present; other
-//!                          bits must be 0
+//!                          bit 3 killed, bit 4 intent present, bit 5 owner present, bit 6
+//!                          intent source present; bit 7 must be 0
 //! started_ms actions egress_bytes approvals            varints
 //! intent           varint length (<= 255) + UTF-8 bytes      (only when flag bit 4)
 //! drift            4 bytes, IEEE-754 f32 little-endian
@@ -20,12 +20,15 @@
 //! chain            varint seq, 32 bytes prev hash, varint unsigned, varint oldest_unsigned_ms
 //! extra            varint last_seen_ms, varint count (<= 8) + 16 bytes per used token id
 //! owner            8-byte hash of the session's principal (only when flag bit 5)
+//! intent source    1 byte: 1 grant, 2 claim, 3 header, 4 conflict (only when flag bit 6,
+//!                  which needs bit 4)
 //! ```
 //!
 //! [`decode`] checks every read, refuses any list over the caps in [`crate::session`], unknown
 //! versions, reserved flag bits, bad UTF-8, an out-of-range subject index and trailing bytes, and
 //! never panics.
 
+use crate::action::IntentSource;
 use crate::evidence::receipt::ChainHead;
 use crate::session::{
     CLASS_TABLE_CAP, HISTORY_CAP, HistoryEntry, NameHash, PrincipalView, Quarantine, SET_CAP,
@@ -36,6 +39,8 @@ use crate::session::{
 pub const CODEC_VERSION: u8 = 1;
 /// Flag bit 5: the record ends with its owner's hash.
 const FLAG_OWNER: u8 = 0x20;
+/// Flag bit 6 (only with an intent): then one byte, where the pinned intent came from.
+const FLAG_INTENT_SOURCE: u8 = 0x40;
 /// How many used approval token ids a session remembers (a ring: the oldest is forgotten first).
 pub const USED_TOKENS_CAP: usize = 8;
 /// The longest intent name a record stores, in bytes.
@@ -165,6 +170,12 @@ pub fn encode(state: &SessionState, chain: &ChainHead, extra: &SessionExtra) -> 
     if extra.owner.is_some() {
         flags |= FLAG_OWNER;
     }
+    let source = intent
+        .map(|_| source_byte(state.intent_source))
+        .filter(|b| *b != 0);
+    if source.is_some() {
+        flags |= FLAG_INTENT_SOURCE;
+    }
     out.push(flags);
     put_varint(&mut out, state.started_ms);
     put_varint(&mut out, u64::from(state.actions));
@@ -217,7 +228,21 @@ pub fn encode(state: &SessionState, chain: &ChainHead, extra: &SessionExtra) -> 
     if let Some(owner) = extra.owner {
         out.extend_from_slice(&owner.to_be_bytes());
     }
+    if let Some(b) = source {
+        out.push(b);
+    }
     out
+}
+
+/// The byte of an intent source (0: none recorded).
+fn source_byte(s: IntentSource) -> u8 {
+    match s {
+        IntentSource::None => 0,
+        IntentSource::Grant => 1,
+        IntentSource::Claim => 2,
+        IntentSource::Header => 3,
+        IntentSource::Conflict => 4,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -297,7 +322,7 @@ pub fn decode(bytes: &[u8]) -> Result<(SessionState, ChainHead, SessionExtra), C
         return Err(CodecError::Version(version));
     }
     let flags = r.byte()?;
-    if flags & 0xc0 != 0 {
+    if flags & 0x80 != 0 || (flags & FLAG_INTENT_SOURCE != 0 && flags & 0x10 == 0) {
         return Err(CodecError::Invalid("reserved flag bits are set".into()));
     }
     let status = match flags & 0x03 {
@@ -364,6 +389,15 @@ pub fn decode(bytes: &[u8]) -> Result<(SessionState, ChainHead, SessionExtra), C
     }
     if flags & FLAG_OWNER != 0 {
         extra.owner = Some(u64::from_be_bytes(r.array::<8>()?));
+    }
+    if flags & FLAG_INTENT_SOURCE != 0 {
+        s.intent_source = match r.byte()? {
+            1 => IntentSource::Grant,
+            2 => IntentSource::Claim,
+            3 => IntentSource::Header,
+            4 => IntentSource::Conflict,
+            b => return Err(CodecError::Invalid(format!("unknown intent source {b}"))),
+        };
     }
     if !r.rest.is_empty() {
         return Err(CodecError::Trailing);
@@ -452,6 +486,8 @@ struct SessionJson {
     status: SessionStatus,
     #[serde(default)]
     intent: Option<String>,
+    #[serde(default)]
+    intent_source: IntentSource,
     #[serde(default)]
     started_ms: u64,
     #[serde(default)]
@@ -583,6 +619,7 @@ pub fn session_from_json(v: &serde_json::Value) -> Result<SessionState, CodecErr
     Ok(SessionState {
         status: j.status,
         intent: j.intent,
+        intent_source: j.intent_source,
         started_ms: j.started_ms,
         actions: j.actions,
         egress_bytes: j.egress_bytes,
@@ -619,6 +656,7 @@ mod tests {
         let s = SessionState {
             status: SessionStatus::Active,
             intent: Some("code_review_and_release".into()),
+            intent_source: IntentSource::Grant,
             started_ms: 1_763_700_000_000,
             actions: 4_000_000,
             egress_bytes: 9_000_000_000,

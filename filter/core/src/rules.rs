@@ -27,6 +27,8 @@ pub(crate) enum FilterRule {
     SessionStore,
     /// A response the filter could not check was replaced by an error.
     UncheckedResponse,
+    /// The action is outside the tools or hosts the task grant in force narrows the run to.
+    GrantOutside,
 }
 
 impl FilterRule {
@@ -43,6 +45,7 @@ impl FilterRule {
             FilterRule::Modify => "filter:modify",
             FilterRule::SessionStore => "filter:session_store",
             FilterRule::UncheckedResponse => "filter:unchecked_response",
+            FilterRule::GrantOutside => "grant:outside",
         }
     }
 }

@@ -391,3 +391,162 @@ fn flooding_leaves_other_agents_sessions_intact() {
         .count();
     assert_eq!(live, 0, "the victim's session never ended");
 }
+
+fn key(seed: u8) -> ed25519_dalek::SigningKey {
+    bundle::keys::signing_key_from_seed([seed; 32])
+}
+
+fn public(seed: u8) -> String {
+    bundle::keys::format_verifying_key(&key(seed).verifying_key())
+}
+
+const ORCHESTRATOR: u8 = 0x61;
+const OPERATOR: u8 = 0x62;
+
+fn grant(principal: &str, intent: &str, tools: Option<Vec<&str>>) -> String {
+    bundle::grant::mint(
+        &bundle::grant::GrantClaims {
+            intent: intent.to_owned(),
+            principal: principal.to_owned(),
+            run: None,
+            tools: tools.map(|t| t.into_iter().map(str::to_owned).collect()),
+            hosts: None,
+            issued_s: START_MS / 1000,
+            expires_s: START_MS / 1000 + 3600,
+            nonce: [7; 16],
+        },
+        &key(ORCHESTRATOR),
+    )
+}
+
+/// Intent comes from the most trusted source: a task grant the orchestrator signed, and the
+/// agent's own header only when the pack trusts it (containment.pcl does not). A wider intent the
+/// agent declares itself is refused while a grant is in force; a grant narrows tools further.
+#[test]
+fn intent_comes_from_a_grant_not_from_the_agent() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({"task_grant_keys": [public(ORCHESTRATOR)]}));
+    let read = call("read_file", json!({"path": "/a"}));
+    // The agent's own header is not a trusted source here.
+    host.set_property(&["connection", "uri_san_peer_certificate"], PAYROLL_BOT);
+    let (_, a) = common::send_mcp(
+        &host,
+        &p,
+        &[
+            ("mcp-session-id", "h1"),
+            ("x-portcullis-intent", "maintenance"),
+        ],
+        &read,
+    );
+    assert_eq!(outcome(&host, a).rule, "intent_source:untrusted");
+
+    let g = grant(
+        PAYROLL_BOT,
+        "payroll_report",
+        Some(vec!["read_*", "fetch_url"]),
+    );
+    let send = |key: &str, extra: &[(&str, &str)], body: &Value| {
+        let mut h = vec![("mcp-session-id", key), ("x-portcullis-grant", g.as_str())];
+        h.extend_from_slice(extra);
+        let (_, a) = common::send_mcp(&host, &p, &h, body);
+        outcome(&host, a)
+    };
+    let o = send("g1", &[], &read);
+    assert!(o.forwarded, "{}", o.rule);
+    // Pinned from the grant: outside it, the intent's own outside decision applies.
+    let o = send("g1", &[], &call("write_file", json!({"path": "/a"})));
+    assert_eq!(
+        o.rule, "grant:outside",
+        "the grant narrows tools to read_* and fetch_url"
+    );
+    // The agent declaring a wider intent next to the grant is refused.
+    let o = send("g2", &[("x-portcullis-intent", "maintenance")], &read);
+    assert_eq!(o.rule, "intent_source:untrusted");
+    // The receipt records the intent and where it came from.
+    send("g3", &[], &read);
+    let r: Value = serde_json::from_str(&String::from_utf8_lossy(
+        &host.state().filter_state["wasm.portcullis.receipt"],
+    ))
+    .unwrap();
+    assert_eq!(r["body"]["intent"], "payroll_report");
+    assert_eq!(r["body"]["intent_source"], "grant");
+
+    // A grant for another agent, or signed by an unknown key, is refused outright.
+    host.set_property(&["connection", "uri_san_peer_certificate"], OTHER_BOT);
+    let (_, a) = common::send_mcp(&host, &p, &[("x-portcullis-grant", g.as_str())], &read);
+    let o = outcome(&host, a);
+    assert_eq!(o.status, Some(403));
+    assert!(!o.forwarded);
+}
+
+/// An operator's signed release, pushed in the configuration, lifts a quarantine imposed before
+/// it (once, with a signed receipt); the agent starts a new run. A release older than the
+/// quarantine lifts nothing.
+#[test]
+fn a_release_restores_the_agent() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let (_, o) = mcp(&host, &p, PAYROLL_BOT, None, &call("get_secret", json!({})));
+    assert_eq!(o.rule, "secrets");
+    let release = |issued_ms: u64| {
+        bundle::release::mint(
+            &bundle::release::ReleaseClaims {
+                principal: PAYROLL_BOT.to_owned(),
+                reason: Some("incident 42 closed".to_owned()),
+                issued_s: issued_ms / 1000,
+                nonce: [9; 16],
+            },
+            &key(OPERATOR),
+        )
+    };
+    // Issued before the quarantine: nothing changes.
+    let stale = release(START_MS - 60_000);
+    host.advance(5_000);
+    let p = plugin(
+        &host,
+        json!({"release_keys": [public(OPERATOR)], "releases": [stale]}),
+    );
+    let (_, o) = mcp(
+        &host,
+        &p,
+        PAYROLL_BOT,
+        Some("n1"),
+        &call("read_file", json!({"path": "/a"})),
+    );
+    assert_eq!(o.rule, "principal:quarantined");
+
+    let token = release(START_MS + 5_000);
+    let cfg = json!({"release_keys": [public(OPERATOR)], "releases": [token]});
+    let p = plugin(&host, cfg.clone());
+    let released = |host: &MockHost| {
+        common::logged_receipts(host)
+            .iter()
+            .filter(|l| l.contains("\"event\":\"release\""))
+            .count()
+    };
+    assert_eq!(released(&host), 1);
+    for key in [None, Some("n2")] {
+        let (_, o) = mcp(
+            &host,
+            &p,
+            PAYROLL_BOT,
+            key,
+            &call("read_file", json!({"path": "/a"})),
+        );
+        assert!(o.forwarded, "{key:?}: {}", o.rule);
+    }
+    let (_, o) = mcp(
+        &host,
+        &p,
+        PAYROLL_BOT,
+        None,
+        &call("read_file", json!({"path": "/a"})),
+    );
+    assert_eq!(
+        o.chain, "n2",
+        "keyless requests join the session it acted in last"
+    );
+    // The same configuration again (another worker, a reload): applied once.
+    let _ = plugin(&host, cfg);
+    assert_eq!(released(&host), 1);
+}

@@ -183,6 +183,9 @@ pub enum RunSource {
     /// The principal plus the run id of the verified JWT (`identity.jwt.run_claim`):
     /// `run/<principal>/<run id>`; without one, as `key`.
     Claim,
+    /// The principal plus the run id of the verified task grant (`x-portcullis-grant`, its
+    /// `run`): `run/<principal>/<run id>`; without one, as `key`.
+    Grant,
 }
 
 /// The parsed plugin configuration.
@@ -227,6 +230,12 @@ pub struct Config {
     pub context_services: BTreeMap<String, ContextService>,
     /// Failure mode.
     pub failure_mode: FailureMode,
+    /// Orchestrator keys a task grant (`x-portcullis-grant`) must be signed by.
+    pub task_grant_keys: Vec<VerifyingKey>,
+    /// Operator keys a release must be signed by.
+    pub release_keys: Vec<VerifyingKey>,
+    /// Signed releases (`policyc release`), applied when the configuration loads.
+    pub releases: Vec<String>,
     /// Benchmark builds only: where the request path stops.
     #[cfg(feature = "bench-cuts")]
     pub bench_cut: Option<crate::bench::Cut>,
@@ -254,6 +263,12 @@ impl Config {
 struct RawConfig {
     bundle: RawBundle,
     trusted_bundle_keys: Vec<String>,
+    #[serde(default)]
+    task_grant_keys: Vec<String>,
+    #[serde(default)]
+    release_keys: Vec<String>,
+    #[serde(default)]
+    releases: Vec<String>,
     signing_key: RawSigningKey,
     #[serde(default)]
     receipts: RawReceipts,
@@ -470,6 +485,21 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         .iter()
         .map(|k| public_key("trusted_bundle_keys", k))
         .collect::<Result<Vec<_>, _>>()?;
+    let task_grant_keys = raw
+        .task_grant_keys
+        .iter()
+        .map(|k| public_key("task_grant_keys", k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let release_keys = raw
+        .release_keys
+        .iter()
+        .map(|k| public_key("release_keys", k))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !raw.releases.is_empty() && release_keys.is_empty() {
+        return Err(err(
+            "`releases` needs `release_keys`: the keys a release must be signed by",
+        ));
+    }
 
     let signing_key = match (raw.signing_key.inline, raw.signing_key.env) {
         (Some(line), None) => {
@@ -582,9 +612,10 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             None | Some("key") => RunSource::Key,
             Some("principal") => RunSource::Principal,
             Some("claim") => RunSource::Claim,
+            Some("grant") => RunSource::Grant,
             Some(other) => {
                 return Err(err(format!(
-                    "`session.run`: `{other}` is not one of `key`, `principal`, `claim`"
+                    "`session.run`: `{other}` is not one of `key`, `principal`, `claim`, `grant`"
                 )));
             }
         },
@@ -725,6 +756,9 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         approvers,
         context_services,
         failure_mode,
+        task_grant_keys,
+        release_keys,
+        releases: raw.releases,
         #[cfg(feature = "bench-cuts")]
         bench_cut: match raw.bench_cut.as_deref() {
             None => None,

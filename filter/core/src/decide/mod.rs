@@ -7,7 +7,7 @@
 //! `resolve.rs` resolves one verdict, `readings.rs` judges a request as the strictest server
 //! reads it, `drift.rs` scores intent drift.
 
-use bundle::action::Action;
+use bundle::action::{Action, IntentSource};
 use bundle::approval::Approval;
 use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
 use bundle::session::{PrincipalView, SessionState, SessionStatus, name_hash};
@@ -41,6 +41,8 @@ pub(crate) struct Input<'a> {
     /// The principal acting, when one is known.
     pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
+    /// The verified task grant in force: acting actions outside its tools or hosts are denied.
+    pub grant: Option<&'a bundle::grant::Grant>,
 }
 
 /// The principal of a request and its record as read (or why it could not be).
@@ -94,13 +96,38 @@ pub(crate) struct Plan {
     pub session: Option<String>,
 }
 
+/// Why `action` is outside what task grant `g` narrows the run to (`None`: inside). A grant
+/// narrows tool calls (its `tools`) and HTTP requests (its `hosts`); it never widens what the
+/// policy allows.
+fn outside_grant(g: &bundle::grant::Grant, action: &Action) -> Option<String> {
+    match action.kind {
+        bundle::action::Kind::Mcp if action.operation == "tools/call" => {
+            let tool = action.tool.as_deref().unwrap_or("");
+            (!g.allows_tool(tool)).then(|| {
+                format!(
+                    "tool `{}` is outside the task grant `{}`",
+                    crate::normalize::printable(tool),
+                    g.grant_id
+                )
+            })
+        }
+        bundle::action::Kind::Http => (!g.allows_host(&action.target.host)).then(|| {
+            format!(
+                "host `{}` is outside the task grant `{}`",
+                action.target.host, g.grant_id
+            )
+        }),
+        bundle::action::Kind::Mcp => None,
+    }
+}
+
 /// Seal the receipt of one message with what the filter enforced.
 fn seal_one(
     l: &Policy,
     chain_name: &str,
     action: &Action,
     r: &MsgResult,
-    drift: f32,
+    (drift, source): (f32, IntentSource),
     chain: &mut ChainHead,
     now_ms: u64,
 ) -> (Receipt, String) {
@@ -114,6 +141,9 @@ fn seal_one(
     body.bundle = Some(l.bundle_ref.clone());
     body.drift_milli = Some(receipt::drift_milli(drift));
     body.approval = r.approval.clone();
+    if body.intent.is_some() {
+        body.intent_source = Some(source.as_str().to_owned());
+    }
     let force = r.enforced != Decision::Allow;
     receipt::seal_line(body, chain, &l.signer, &l.sign_policy, now_ms, force)
 }
@@ -138,7 +168,20 @@ fn plan_on(
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
     for (i, action) in input.actions.iter().enumerate() {
-        let verdict = strictest_reading(l, action, &rec.state, now_ms);
+        let mut verdict = strictest_reading(l, action, &rec.state, now_ms);
+        if let Some(why) = input.grant.and_then(|g| outside_grant(g, action)) {
+            verdict = Verdict {
+                decision: Decision::Deny,
+                would_be: Decision::Deny,
+                deciding_rule: FilterRule::GrantOutside.as_str().to_owned(),
+                reason: why,
+                modifications: Vec::new(),
+                effects: Vec::new(),
+                step_up: None,
+                defer: None,
+                ..verdict
+            };
+        }
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.
         let score = drift::action_score(&l.bundle, action, &verdict);
@@ -187,12 +230,18 @@ fn plan_on(
     }
     let seal = !l.cut(Stage::Sealing);
     for (m, action) in msgs.iter_mut().zip(input.actions).filter(|_| seal) {
+        // The pinned intent's source, or (a session that pinned none) the action's.
+        let source = if rec.state.intent.is_some() {
+            rec.state.intent_source
+        } else {
+            action.intent_source
+        };
         let (r, line) = seal_one(
             l,
             chain_name,
             action,
             m,
-            rec.state.drift,
+            (rec.state.drift, source),
             &mut rec.chain,
             now_ms,
         );

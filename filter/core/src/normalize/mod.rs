@@ -412,6 +412,15 @@ impl Refusal {
         }
     }
 
+    pub(crate) fn forbidden(reason: impl Into<String>) -> Self {
+        Refusal {
+            http_status: 403,
+            jsonrpc_code: None,
+            reason: reason.into(),
+            id: None,
+        }
+    }
+
     pub(crate) fn bad_http(reason: impl Into<String>) -> Self {
         Refusal {
             http_status: 400,

@@ -108,6 +108,7 @@ impl Plugin {
                 }
                 host.set_tick_period_ms(policy.cfg.receipts.tick_ms);
                 sessions.install(host);
+                sessions.apply_releases(host, &policy.cfg.releases, &policy.cfg.release_keys);
             }
             Err(e) => {
                 host.log(

@@ -287,10 +287,12 @@ impl Sessions {
         key: Option<&str>,
         run_id: Option<&str>,
     ) -> String {
-        let own = || format!("{RUN_PREFIX}{principal}");
+        let own = || record.own_run(principal);
         match (self.cfg.run, run_id, key) {
             (RunSource::Principal, ..) => own(),
-            (RunSource::Claim, Some(id), _) => format!("{RUN_PREFIX}{principal}/{id}"),
+            (RunSource::Claim | RunSource::Grant, Some(id), _) => {
+                format!("{RUN_PREFIX}{principal}/{id}")
+            }
             (_, _, Some(k)) => k.to_owned(),
             (_, _, None) => {
                 let now = host.now_ms();
@@ -302,6 +304,68 @@ impl Sessions {
                             .is_some_and(|rec| rec.state.status != SessionStatus::Missing)
                     })
                     .map_or_else(own, str::to_owned)
+            }
+        }
+    }
+
+    /// Apply operator releases (`releases`, verified against `release_keys`) when a configuration
+    /// loads: each lifts its principal's quarantine if it was imposed before the release was
+    /// issued, once (every worker loads the configuration; only the one that lifts it logs). A
+    /// lifted quarantine gets a signed `release` receipt in the log; a release that does not
+    /// verify is logged and ignored.
+    pub(crate) fn apply_releases(
+        &self,
+        host: &dyn Host,
+        releases: &[String],
+        keys: &[ed25519_dalek::VerifyingKey],
+    ) {
+        let now_s = host.now_ms() / 1000;
+        for token in releases {
+            let r = match bundle::release::verify(token, keys, now_s) {
+                Ok(r) => r,
+                Err(e) => {
+                    host.log(
+                        LogLevel::Error,
+                        &format!("portcullis: a release in the configuration is refused: {e}"),
+                    );
+                    continue;
+                }
+            };
+            let issued_ms = r.issued_s.saturating_mul(1000);
+            let lifted = Cell::new(false);
+            let written = self.update_principal(host, &r.principal, |rec, _| {
+                lifted.set(rec.release(issued_ms));
+                lifted.get()
+            });
+            match written {
+                Ok(_) if lifted.get() => {
+                    let mut body =
+                        receipt::ReceiptBody::event(receipt::EventKind::Release, &self.anon_name);
+                    body.reason = Some(format!(
+                        "principal `{}` released by {} (release {}){}",
+                        r.principal,
+                        r.key_id,
+                        r.release_id,
+                        r.reason
+                            .as_deref()
+                            .map(|w| format!(": {w}"))
+                            .unwrap_or_default()
+                    ));
+                    let now = host.now_ms();
+                    let sealed = self.on_anon_chain(|chain| {
+                        receipt::seal(body, chain, &self.signer, &Default::default(), now, true)
+                    });
+                    host.log(
+                        LogLevel::Info,
+                        &format!("portcullis: principal `{}` released", r.principal),
+                    );
+                    log_receipt(host, &sealed);
+                }
+                Ok(_) => {}
+                Err(e) => host.log(
+                    LogLevel::Error,
+                    &format!("portcullis: release of `{}` not applied: {e}", r.principal),
+                ),
             }
         }
     }

@@ -56,6 +56,10 @@ pub(crate) struct PrincipalRecord {
     /// When the record was last written (ms).
     #[serde(default)]
     pub seen_ms: u64,
+    /// Releases applied so far: a principal's own run is `run/<principal>` until its first
+    /// release, `run/<principal>@<n>` after the n-th (its quarantined run stays killed).
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 impl PrincipalRecord {
@@ -68,6 +72,30 @@ impl PrincipalRecord {
             },
             ..PrincipalRecord::default()
         }
+    }
+
+    /// The name of its own run (see [`PrincipalRecord::epoch`]).
+    pub(crate) fn own_run(&self, principal: &str) -> String {
+        match self.epoch {
+            0 => format!("{}{principal}", super::RUN_PREFIX),
+            n => format!("{}{principal}@{n}", super::RUN_PREFIX),
+        }
+    }
+
+    /// Lift a quarantine with a release issued at `issued_ms`: only one imposed before it, and
+    /// only once (a later push of the same configuration changes nothing). Taints and denials go
+    /// too; the principal starts a new run. Returns whether it was lifted.
+    pub(crate) fn release(&mut self, issued_ms: u64) -> bool {
+        if !self.contained() || self.released_ms >= issued_ms || self.quarantined_ms > issued_ms {
+            return false;
+        }
+        self.view.quarantine = Quarantine::None;
+        self.view.taints.clear();
+        self.view.denials = 0;
+        self.released_ms = issued_ms;
+        self.run = None;
+        self.epoch = self.epoch.saturating_add(1);
+        true
     }
 
     /// Quarantined or tainted: what must never be forgotten to make room.

@@ -75,6 +75,8 @@ pub struct Stream {
     /// decision, the session it was saved in (`None`: none was).
     session: Option<String>,
     approval_token: Option<String>,
+    /// The task grant the request carried (`x-portcullis-grant`), unverified.
+    grant_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
@@ -145,6 +147,7 @@ impl Stream {
             key: None,
             session: None,
             approval_token: None,
+            grant_token: None,
             add_to_response: Vec::new(),
             pending: None,
             inspector: None,
@@ -181,6 +184,10 @@ impl Stream {
         self.approval_token = self
             .head
             .header(APPROVAL_HEADER)
+            .map(|t| t.trim().to_owned());
+        self.grant_token = self
+            .head
+            .header(bundle::grant::GRANT_HEADER)
             .map(|t| t.trim().to_owned());
         identity::strip_spoofed_headers(host, &policy.cfg.identity, &self.head.headers);
         self.route = normalize::route(&self.head, &policy.norm);
@@ -409,6 +416,13 @@ impl Stream {
                 return FilterAction::Pause;
             }
         };
+        let grant = match self.verified_grant(host, l) {
+            Ok(g) => g,
+            Err(r) => {
+                self.refuse(host, &r);
+                return FilterAction::Pause;
+            }
+        };
         // The principal's record: its run (where a keyless request goes) and what policy sees of
         // it (`principal.*`).
         let record = self
@@ -416,7 +430,10 @@ impl Stream {
             .as_deref()
             .map(|p| l.sessions.principal(host, p));
         if let (Some(p), Some(Ok(r))) = (self.principal.as_deref(), &record) {
-            let run_id = self.run_id(host, l);
+            let run_id = match policy.cfg.session.run {
+                RunSource::Grant => grant.as_ref().and_then(|g| g.run.clone()),
+                _ => self.run_id(host, l),
+            };
             self.session =
                 Some(
                     l.sessions
@@ -433,11 +450,16 @@ impl Stream {
                 .as_ref()
                 .and_then(|j| j.intent_claim.as_deref()),
         );
+        // The most trusted intent source wins: a grant, else a claim (docs/containment.md).
+        let trusted = grant
+            .as_ref()
+            .map(|g| (g.intent.clone(), IntentSource::Grant))
+            .or(claimed_intent.map(|c| (c, IntentSource::Claim)));
         for a in &mut actions {
             a.identity = self.identity.clone();
             a.session_id = self.session.clone();
-            if let Some(intent) = &claimed_intent {
-                trusted_intent(a, intent, IntentSource::Claim);
+            if let Some((intent, source)) = &trusted {
+                trusted_intent(a, intent, *source);
             }
         }
         if policy.cut(Stage::Normalized) {
@@ -458,12 +480,39 @@ impl Stream {
                     record: r.as_ref(),
                 }),
             approval_token: self.approval_token.as_deref(),
+            grant: grant.as_ref(),
         };
         let plan = decide::decide(host, policy, &l.sessions, &input);
         // Decided without a saved session (no key, an unknown or refused one): the rest of the
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
         self.enforce(host, l, &shape, &actions, plan)
+    }
+
+    /// The task grant of the request, verified for its principal against `task_grant_keys`:
+    /// `None` when it carries none; refused (403) when it carries one that does not verify, or
+    /// when no verified identity could hold it.
+    fn verified_grant(
+        &self,
+        host: &dyn Host,
+        l: &Loaded,
+    ) -> Result<Option<bundle::grant::Grant>, Refusal> {
+        let Some(token) = self.grant_token.as_deref() else {
+            return Ok(None);
+        };
+        let Some(principal) = self.principal.as_deref() else {
+            return Err(Refusal::forbidden(
+                "a task grant needs a verified agent identity to belong to",
+            ));
+        };
+        bundle::grant::verify(
+            token,
+            &l.policy.cfg.task_grant_keys,
+            principal,
+            host.now_ms() / 1000,
+        )
+        .map(Some)
+        .map_err(|e| Refusal::forbidden(format!("the task grant is refused: {e} ({})", e.as_str())))
     }
 
     /// The run id the verified JWT names (`session.run: claim`, `identity.jwt.run_claim`):
