@@ -178,6 +178,10 @@ pub struct Action {
     pub intent_source: IntentSource,
     /// Request body size in bytes (for an element of a JSON-RPC batch: that element's size).
     pub size: u64,
+    /// HTTP: lowercase hex SHA-256 of the request body as received, when the filter read it (it
+    /// does whenever an approval may have to bind it); the approval digest covers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
     /// Risk flags computed inline.
     pub risk: Risk,
 }

@@ -378,12 +378,25 @@ pub fn drift_milli(drift: f32) -> i64 {
     (f64::from(drift) * 1000.0).round() as i64
 }
 
+/// Request headers that make servers read another method or path than the request's (the
+/// readings `docs/filter-normalization.md` lists): the action digest covers them.
+pub const READING_HEADERS: &[&str] = &[
+    "x-forwarded-prefix",
+    "x-http-method",
+    "x-http-method-override",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
 /// SHA-256 of the canonical JSON of the action's *stable* fields: what an approval is bound to,
 /// and what a receipt names the action by.
 ///
 /// Covered: `kind`, `operation`, `tool`, `resource`, `prompt`, `arguments` (whole, with values),
 /// `target` (host, port, path, query, scheme, server), `identity`, `session_id`, and for HTTP
-/// the request `size`. Left out because a retry of the same action legitimately changes them:
+/// the request `size`, the body's SHA-256 when the filter read it (`body_sha256`) and the
+/// [`READING_HEADERS`] it carries (`overrides`, sorted pairs); the last two are members only
+/// when present, so other digests are unchanged. Left out because a retry of the same action legitimately changes them:
 /// `headers` (request ids, tracing, the approval token itself), `trace_id`, `declared_intent`,
 /// the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the arguments). Non-integer
 /// numbers in the arguments are written in `serde_json`'s shortest round-trip form.
@@ -410,6 +423,10 @@ pub fn action_digest(action: &Action) -> [u8; 32] {
     out.push_str("{\"arguments\":");
     // AllowFloats never fails.
     let _ = canonical::write_value(&mut out, &action.arguments, Numbers::AllowFloats);
+    if let Some(b) = &action.body_sha256 {
+        out.push_str(",\"body_sha256\":");
+        canonical::write_string(&mut out, b);
+    }
     out.push_str(",\"identity\":{\"agent\":");
     principal(&mut out, &id.agent);
     out.push_str(",\"human\":");
@@ -420,6 +437,32 @@ pub fn action_digest(action: &Action) -> [u8; 32] {
     canonical::write_string(&mut out, action.kind.as_str());
     out.push_str(",\"operation\":");
     canonical::write_string(&mut out, &action.operation);
+    if action.kind == Kind::Http {
+        // Headers that make a server execute another method or path than the request's: an
+        // approval of one reading is no approval of another (absent when there are none, so
+        // digests of requests without them are unchanged).
+        let mut overrides: Vec<(&str, &str)> = action
+            .headers
+            .iter()
+            .filter(|(n, _)| READING_HEADERS.contains(&n.as_str()))
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        if !overrides.is_empty() {
+            overrides.sort_unstable();
+            out.push_str(",\"overrides\":[");
+            for (i, (n, v)) in overrides.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push('[');
+                canonical::write_string(&mut out, n);
+                out.push(',');
+                canonical::write_string(&mut out, v);
+                out.push(']');
+            }
+            out.push(']');
+        }
+    }
     out.push_str(",\"prompt\":");
     opt(&mut out, &action.prompt);
     out.push_str(",\"resource\":");

@@ -114,3 +114,92 @@ fn without_a_session_key_a_token_still_approves_only_once() {
         assert_eq!(refused["data"]["approval_error"], "replayed", "{refused}");
     }
 }
+
+/// An HTTP POST of `body` to the upload host (no body inspection configured), with `headers`.
+fn upload(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8], headers: &[(&str, &str)]) {
+    let len = body.len().to_string();
+    let mut h: Vec<(String, String)> = [
+        (":method", "POST"),
+        (":path", "/files"),
+        (":authority", "uploads.example"),
+        (":scheme", "https"),
+        ("content-type", "application/octet-stream"),
+        ("content-length", len.as_str()),
+    ]
+    .iter()
+    .chain(headers)
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    h.push(("x-agent-run".to_owned(), "r1".to_owned()));
+    host.new_stream(h);
+    let mut s = filter_core::Stream::new(Rc::clone(plugin));
+    let a = s.on_request_headers(host, false);
+    assert_eq!(
+        a,
+        filter_core::FilterAction::Pause,
+        "the body is read to bind the approval"
+    );
+    if host.state().local_response.is_none() {
+        host.state().request_body = body.to_vec();
+        s.on_request_body(host, body.len(), true);
+    }
+}
+
+/// The approval request of the last answer (`None`: forwarded), and the error code of a refusal.
+fn http_answer(host: &MockHost) -> Option<Value> {
+    let local = host.state().local_response.clone()?;
+    Some(serde_json::from_slice(&local.body).unwrap())
+}
+
+/// For plain HTTP the digest covers the body (hashed even though `http.inspect_bodies` is off)
+/// and the method-override headers: a token for one body approves no other body of the same
+/// length, nor the same body under another method.
+#[test]
+fn an_http_approval_binds_the_body_and_the_method_overrides() {
+    let host = MockHost::new(1_800_000_000_000);
+    let approver =
+        format_verifying_key(&signing_key_from_seed([APPROVER_SEED; 32]).verifying_key());
+    let plugin = common::plugin(
+        &host,
+        "http_approval.pcl",
+        json!({"approvers": {"release-managers": [approver]},
+               "session": {"key": {"source": "header", "name": "x-agent-run"}}}),
+    );
+    upload(&host, &plugin, b"report-2026-11.csv", &[]);
+    let asked = http_answer(&host).unwrap();
+    let digest = asked["approval_request"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{asked}"))
+        .to_owned();
+    let t = token(&host, &digest, 0, 600, 9);
+    let with = [("x-portcullis-approval", t.as_str())];
+
+    upload(&host, &plugin, b"payroll-2026-11.csv", &with);
+    let refused = http_answer(&host).unwrap();
+    assert_eq!(refused["approval_error"], "digest_mismatch", "{refused}");
+    assert_eq!(
+        b"payroll-2026-11.csv".len(),
+        b"report-2026-11.csv".len() + 1
+    );
+    upload(&host, &plugin, b"eport-2026-11.csv!", &with);
+    assert_eq!(
+        http_answer(&host).unwrap()["approval_error"],
+        "digest_mismatch",
+        "same length"
+    );
+
+    // An override header the token did not see (here one naming the same method: another
+    // method is another reading, which the default denies before any approval counts).
+    let overridden = [
+        ("x-portcullis-approval", t.as_str()),
+        ("x-http-method-override", "POST"),
+    ];
+    upload(&host, &plugin, b"report-2026-11.csv", &overridden);
+    assert_eq!(
+        http_answer(&host).unwrap()["approval_error"],
+        "digest_mismatch"
+    );
+
+    upload(&host, &plugin, b"report-2026-11.csv", &with);
+    assert!(http_answer(&host).is_none(), "the approved body passes");
+}

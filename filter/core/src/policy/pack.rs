@@ -23,6 +23,9 @@ pub(crate) struct PackReads {
     pub rule_names: Vec<String>,
     /// Rules that allow depending on arguments (list filtering keeps their tools).
     pub arg_allows: ArgAllows,
+    /// The pack can decide STEP_UP (a rule, an intent's outside decision, the default): an HTTP
+    /// request body is then read, so an approval binds it (`body_sha256` in the digest).
+    pub step_up: bool,
 }
 
 impl PackReads {
@@ -34,6 +37,7 @@ impl PackReads {
             arg_names: arg_names(p),
             rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
             arg_allows: ArgAllows::of(p),
+            step_up: steps_up(p),
         }
     }
 
@@ -42,6 +46,15 @@ impl PackReads {
     pub(crate) fn is_pack_rule(&self, rule: &str) -> bool {
         self.rule_names.iter().any(|r| r == rule)
     }
+}
+
+/// Whether any decision of `p` is STEP_UP.
+fn steps_up(p: &Program) -> bool {
+    let up = |d: &DecisionDef| d.decision == Decision::StepUp;
+    up(&p.default)
+        || up(&p.unknown_session)
+        || p.rules.iter().any(|r| up(&r.decision))
+        || p.intents.iter().any(|i| up(&i.outside))
 }
 
 /// The field a condition reads, if it reads one.

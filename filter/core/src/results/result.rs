@@ -86,6 +86,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         declared_intent,
         intent_source,
         size,
+        body_sha256,
         risk: _,
     } = call;
     Action {
@@ -103,6 +104,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         declared_intent: declared_intent.clone(),
         intent_source: *intent_source,
         size: *size,
+        body_sha256: body_sha256.clone(),
         risk: bundle::action::Risk::default(),
     }
 }

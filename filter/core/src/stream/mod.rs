@@ -11,6 +11,8 @@ mod outputs;
 
 use std::rc::Rc;
 
+use sha2::{Digest, Sha256};
+
 use bundle::action::{Action, Identity, IntentSource};
 use bundle::receipt::Receipt;
 use bundle::verdict::Decision;
@@ -229,6 +231,14 @@ impl Stream {
                 self.refuse(host, &Refusal::length_required());
                 return FilterAction::Pause;
             }
+            needs_body = true;
+        }
+        if self.route == Route::Http
+            && (policy.pack.step_up || self.approval_token.is_some())
+            && self.head.header("content-length").map(str::trim) != Some("0")
+        {
+            // An approval binds the body it approves (`body_sha256` in the action digest): a
+            // pack that can step up reads HTTP request bodies, whatever `http.inspect_bodies`.
             needs_body = true;
         }
         if needs_body && !end_of_stream {
@@ -455,9 +465,16 @@ impl Stream {
             .as_ref()
             .map(|g| (g.intent.clone(), IntentSource::Grant))
             .or(claimed_intent.map(|c| (c, IntentSource::Claim)));
+        let body_sha256 = body
+            .as_deref()
+            .filter(|b| !b.is_empty() && self.route == Route::Http)
+            .map(|b| hex::encode(Sha256::digest(b)));
         for a in &mut actions {
             a.identity = self.identity.clone();
             a.session_id = self.session.clone();
+            if a.kind == bundle::action::Kind::Http {
+                a.body_sha256.clone_from(&body_sha256);
+            }
             if let Some((intent, source)) = &trusted {
                 trusted_intent(a, intent, *source);
             }
