@@ -1,6 +1,7 @@
 //! The whole filter path for one request, natively under the mock host: request headers (strip,
 //! identity, route), body, normalize, evaluate, session read + CAS write, receipt sealed, headers
-//! set. A 1 KiB `tools/call` that the scenario pack allows.
+//! set. A 1 KiB `tools/call` that the scenario pack allows; once more from a verified agent (the
+//! principal record's read on every request, `docs/containment.md`).
 //!
 //! Run: `cargo bench -p portcullis-benches --bench filter`.
 
@@ -54,11 +55,21 @@ fn one_request(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8]) -> FilterActio
 fn bench(c: &mut Criterion) {
     let body = body();
     let mut g = c.benchmark_group("filter_request_1kib_tools_call");
-    for (name, every) in [
-        ("every_receipt_signed", 1u32),
-        ("allow_receipts_batched_16", 16),
+    for (name, every, principal) in [
+        ("every_receipt_signed", 1u32, None),
+        ("allow_receipts_batched_16", 16, None),
+        // The same request from a verified agent (its mTLS SPIFFE id): the principal's record is
+        // read on every request (and, an uncontained agent in its current run, never written).
+        (
+            "allow_receipts_batched_16_known_principal",
+            16,
+            Some("spiffe://corp.example/ns/agents/sa/coder"),
+        ),
     ] {
         let host = MockHost::new(1_800_000_000_000);
+        if let Some(p) = principal {
+            host.set_property(&["connection", "uri_san_peer_certificate"], p);
+        }
         let plugin = Rc::new(Plugin::configure(&host, &config(every)));
         assert!(plugin.error().is_none(), "{:?}", plugin.error());
         assert_eq!(one_request(&host, &plugin, &body), FilterAction::Continue);

@@ -161,18 +161,33 @@ class IdentityGateway:
         return [b for line in lines for b in pe.receipts_of(line)]
 
 
-def render_identity(stack: pe.Stack, keys: pe.Keys, bundle: Path, pki: Pki, idp: Idp) -> Path:
-    """envoy-configs/identity rendered into the stack's dir; returns envoy.yaml."""
+def push_identity_config(stack: pe.Stack, keys: pe.Keys, bundle: Path, extra: dict | None = None,
+                         version: str = "1") -> None:
+    """Write (or replace, atomically) the ECDS file carrying the filter's configuration:
+    envoy-configs/identity/plugin-config.json with ``extra``'s members added. Envoy applies a
+    replacement without a restart."""
+    subst = pe.render.substitutions(str(bundle), str(keys.path("bundle", "pub")), None)
+    cfg = {**json.loads((CONFIG / "plugin-config.json").read_text()), **(extra or {})}
+    text = json.dumps(pe.render._fill(cfg, subst), separators=(",", ":"))
+    ecds = stack.dir / "envoy-identity" / "ecds" / "portcullis.yaml"
+    values = {"WASM": str(pe.WASM), "FAILURE_POLICY": "FAIL_CLOSED"}
+    pe.render.write_atomic(ecds, pe.render.ecds_document(text, values, version))
+    stack.files["ecds"] = ecds
+
+
+def render_identity(stack: pe.Stack, keys: pe.Keys, bundle: Path, pki: Pki, idp: Idp,
+                    extra: dict | None = None) -> Path:
+    """envoy-configs/identity rendered into the stack's dir (the filter's configuration, with
+    ``extra``, in the ECDS file); returns envoy.yaml."""
     out = stack.dir / "envoy-identity"
     out.mkdir(parents=True, exist_ok=True)
-    subst = pe.render.substitutions(str(bundle), str(keys.path("bundle", "pub")), None)
-    cfg = json.loads((CONFIG / "plugin-config.json").read_text())
-    text = json.dumps(pe.render._fill(cfg, subst), separators=(",", ":"))
+    push_identity_config(stack, keys, bundle, extra)
+    ecds = stack.files["ecds"]
     values = {
         "ADMIN_PORT": str(stack.ports["admin"]), "LISTEN_PORT": str(stack.ports["envoy"]),
         "SERVER_CERT": str(pki.server_cert), "SERVER_KEY": str(pki.server_key),
         "CLIENT_CA": str(pki.ca_cert), "ACCESS_LOG": str(out / "access.log"),
-        "JWKS": json.dumps(idp.jwks()), "WASM": str(pe.WASM), "PLUGIN_CONFIG": json.dumps(text),
+        "JWKS": json.dumps(idp.jwks()), "ECDS_PATH": str(ecds), "ECDS_DIR": str(ecds.parent),
         "UPSTREAM_PORT": str(stack.ports["workbench"]),
     }
     yaml_path = out / "envoy.yaml"

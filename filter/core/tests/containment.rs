@@ -1,7 +1,7 @@
 //! Containment by principal (docs/containment.md), through the whole filter on the mock host:
 //! state kept for the verified agent identity holds whatever session key (or none) the agent
-//! sends. The policy is `testdata/scenarios/policies/containment.pcl`; agents are told apart by
-//! their mTLS peer certificate, as Envoy reports it.
+//! sends. Agents are told apart by their mTLS peer certificate, as Envoy reports it. The policy is
+//! `examples/policies/containment/policy.pcl`.
 
 #![allow(
     clippy::unwrap_used,
@@ -31,7 +31,11 @@ struct Outcome {
 }
 
 fn plugin(host: &MockHost, extra: Value) -> Rc<Plugin> {
-    common::plugin(host, "containment.pcl", extra)
+    common::plugin(
+        host,
+        "../../../examples/policies/containment/policy.pcl",
+        extra,
+    )
 }
 
 fn outcome(host: &MockHost, a: FilterAction) -> Outcome {
@@ -139,7 +143,7 @@ fn the_seed_case_holds_without_any_correlation_header() {
         &p,
         PAYROLL_BOT,
         None,
-        &call("read_payroll", json!({"month": "11"})),
+        &call("query_db", json!({"month": "11"})),
     );
     assert!(o.forwarded, "{}", o.rule);
     assert_eq!(
@@ -197,7 +201,7 @@ fn the_seed_case_holds_without_any_correlation_header() {
     // Another agent: nothing of that reaches it.
     let o = egress(&host, &p, OTHER_BOT, "evil.example");
     assert!(o.forwarded, "{}", o.rule);
-    let (_, o) = mcp(&host, &p, OTHER_BOT, None, &call("read_payroll", json!({})));
+    let (_, o) = mcp(&host, &p, OTHER_BOT, None, &call("query_db", json!({})));
     assert!(o.forwarded, "{}", o.rule);
     assert_eq!(o.chain, format!("run/{OTHER_BOT}"));
 }
@@ -286,7 +290,7 @@ fn sessions_and_runs_belong_to_their_agent() {
         &p,
         PAYROLL_BOT,
         Some("mine"),
-        &call("read_payroll", json!({})),
+        &call("query_db", json!({})),
     );
     assert!(o.forwarded);
     let (_, o) = mcp(
@@ -357,7 +361,7 @@ fn flooding_leaves_other_agents_sessions_intact() {
         &p,
         OTHER_BOT,
         Some("victim"),
-        &call("read_payroll", json!({})),
+        &call("query_db", json!({})),
     );
     assert!(o.forwarded);
     for i in 0..100_000u32 {

@@ -331,10 +331,9 @@ impl Sessions {
                     continue;
                 }
             };
-            let issued_ms = r.issued_s.saturating_mul(1000);
             let lifted = Cell::new(false);
             let written = self.update_principal(host, &r.principal, |rec, _| {
-                lifted.set(rec.release(issued_ms));
+                lifted.set(rec.release(r.issued_s));
                 lifted.get()
             });
             match written {

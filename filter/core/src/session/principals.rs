@@ -82,11 +82,16 @@ impl PrincipalRecord {
         }
     }
 
-    /// Lift a quarantine with a release issued at `issued_ms`: only one imposed before it, and
-    /// only once (a later push of the same configuration changes nothing). Taints and denials go
-    /// too; the principal starts a new run. Returns whether it was lifted.
-    pub(crate) fn release(&mut self, issued_ms: u64) -> bool {
-        if !self.contained() || self.released_ms >= issued_ms || self.quarantined_ms > issued_ms {
+    /// Lift a quarantine with a release issued at `issued_s`: only one imposed before it (to the
+    /// second: a release names whole seconds), and only once (a later push of the same
+    /// configuration changes nothing). Taints and denials go too; the principal starts a new run.
+    /// Returns whether it was lifted.
+    pub(crate) fn release(&mut self, issued_s: u64) -> bool {
+        let issued_ms = issued_s.saturating_mul(1000);
+        if !self.contained()
+            || self.released_ms >= issued_ms
+            || self.quarantined_ms / 1000 > issued_s
+        {
             return false;
         }
         self.view.quarantine = Quarantine::None;

@@ -207,7 +207,8 @@ impl Stream {
             .filter(|k| session::is_reserved_chain(k))
         {
             let refusal = Refusal::bad_http(format!(
-                "session key `{}` uses a prefix only the filter gives a chain (`{}`, `{}`)",
+                "session key `{}` uses a reserved chain prefix (`{}`, `{}`): only the filter \
+                 names such chains",
                 normalize::printable(key),
                 session::ANON_PREFIX,
                 session::RUN_PREFIX
