@@ -384,8 +384,9 @@ fn row_for(
     }
 }
 
-/// What a receipt is about, for the tool filter: the tool, prompt or resource name, the host of
-/// an HTTP action, or `session event` for checkpoints and session ends.
+/// What a receipt is about, for the tool filter: the tool, prompt or resource name, the method of
+/// another MCP message, the host of an HTTP action, or `session event` for checkpoints and
+/// session ends.
 pub(crate) fn subject(r: &Receipt) -> String {
     match &r.body.action {
         Some(a) => a
@@ -393,12 +394,11 @@ pub(crate) fn subject(r: &Receipt) -> String {
             .clone()
             .or_else(|| a.prompt.clone())
             .or_else(|| a.resource.clone())
-            .unwrap_or_else(|| {
-                if a.target.host.is_empty() {
-                    a.operation.clone()
-                } else {
-                    a.target.host.clone()
-                }
+            .unwrap_or_else(|| match a.kind {
+                // An MCP message that names nothing (`tools/list`, `initialize`): its method.
+                bundle::action::Kind::Mcp => a.operation.clone(),
+                bundle::action::Kind::Http if a.target.host.is_empty() => a.operation.clone(),
+                bundle::action::Kind::Http => a.target.host.clone(),
             }),
         None => "session event".to_owned(),
     }

@@ -378,7 +378,7 @@ fn receipt_item(out: &mut String, row: &Row, chain: usize) {
         esc(&status)
     );
     facts(out, row);
-    out.push_str("</dl></li>\n");
+    out.push_str("</dl></details></li>\n");
 }
 
 fn facts(out: &mut String, row: &Row) {
@@ -539,6 +539,18 @@ fn facts(out: &mut String, row: &Row) {
                 ),
             );
         }
+        // A result's digest stands for what the agent was sent: shown with the facts.
+        if is_result(r) {
+            fact(
+                out,
+                "result digest",
+                &format!("<code>{}</code>", esc(&a.digest)),
+            );
+        }
+    }
+    // The rest is for checking, not for reading the story: behind a disclosure.
+    let mut more = String::new();
+    if let Some(a) = &b.action {
         let t = &a.target;
         if !t.host.is_empty() || !t.server.is_empty() {
             let mut s = format!(
@@ -552,24 +564,22 @@ fn facts(out: &mut String, row: &Row) {
                 let _ = write!(s, " server <code>{}</code>", esc(&t.server));
             }
             let _ = write!(s, " · {} bytes", a.size);
-            fact(out, "target", &s);
+            fact(&mut more, "target", &s);
         }
-        fact(
-            out,
-            if is_result(r) {
-                "result digest"
-            } else {
-                "action digest"
-            },
-            &format!("<code>{}</code>", esc(&a.digest)),
-        );
+        if !is_result(r) {
+            fact(
+                &mut more,
+                "action digest",
+                &format!("<code>{}</code>", esc(&a.digest)),
+            );
+        }
     }
     if let Some(t) = &b.trace {
-        fact(out, "trace", &format!("<code>{}</code>", esc(t)));
+        fact(&mut more, "trace", &format!("<code>{}</code>", esc(t)));
     }
     if let Some(bu) = &b.bundle {
         fact(
-            out,
+            &mut more,
             "bundle",
             &format!(
                 "<code>{}</code> {} <code>{}</code>",
@@ -579,8 +589,13 @@ fn facts(out: &mut String, row: &Row) {
             ),
         );
     }
-    other_fields(out, &value);
-    chain_facts(out, row);
+    other_fields(&mut more, &value);
+    chain_facts(&mut more, row);
+    let _ = write!(
+        out,
+        "</dl><details class=\"more\"><summary>target, digest, bundle, hash chain</summary>\
+         <dl class=\"facts\">{more}"
+    );
 }
 
 fn other_fields(out: &mut String, value: &Value) {
