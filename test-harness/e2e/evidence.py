@@ -362,18 +362,9 @@ def r7_drift(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
        "one OTLP log record per call with `portcullis.decision`, `portcullis.rule` and the receipt; "
        "the exported receipts verify on their own")
 def r8_otlp(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
-    from concurrent import futures
+    from test_export import otlp_collector, start_otel_gateway, tool_record
 
-    import grpc
-    from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-    from test_export import Collector, start_otel_gateway, tool_record
-
-    col = Collector()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(col, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
+    with otlp_collector() as (col, port):
         s.workbench(json_response=True)
         start_otel_gateway(s, ctx.keys, ctx.demo, port)
         with RawMcp(s.mcp_url) as mcp:
@@ -382,8 +373,6 @@ def r8_otlp(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
             mcp.call("delete_branch", {"branch": "release"})
         recs = col.wait("read_file and delete_branch records",
                         lambda rs: tool_record(rs, "read_file") and tool_record(rs, "delete_branch"))
-    finally:
-        server.stop(grace=None)
     got = {}
     for tool in ("read_file", "delete_branch"):
         [rec] = tool_record(recs, tool)
