@@ -503,3 +503,36 @@ fn usage_errors_and_unknown_sessions() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_repeated_receipt_is_shown_twice_and_named_a_duplicate() {
+    let dir = scratch("dup");
+    let (mut lines, _) = session_log();
+    let copy = lines[1].clone(); // receipt 2, signed
+    lines.insert(3, copy);
+    let (log, key) = write_log(&dir, &lines);
+    let html = dir.join("t.html");
+    let o = timeline(&log, &key, &["--session", "run-1"], &html);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let page = std::fs::read_to_string(&html).unwrap();
+    let rows = items(&page);
+    assert_eq!(rows.len(), 9);
+    let twos: Vec<&&str> = rows
+        .iter()
+        .filter(|r| r.contains("<span class=\"seq\">#2</span>"))
+        .collect();
+    assert_eq!(
+        twos.len(),
+        2,
+        "both copies, next to each other in chain order"
+    );
+    assert!(twos[0].contains("data-verified=\"1\""), "{}", twos[0]);
+    assert!(twos[1].contains("✗ duplicated"), "{}", twos[1]);
+    // The copy is the same signed receipt: its signature still verifies; the problem is the copy.
+    assert!(twos[1].contains("verifies"), "{}", twos[1]);
+    assert!(
+        twos[1].contains("already appeared on line 2"),
+        "{}",
+        twos[1]
+    );
+}

@@ -28,6 +28,7 @@ use bundle::receipt::{
     EventKind, Finding, FindingKind, Receipt, SessionSummary, VerifyOptions, VerifyReport,
     collect_receipts, verify_log_with,
 };
+use ed25519_dalek::VerifyingKey;
 
 use super::{Input, finding_text, read_keys};
 
@@ -216,7 +217,7 @@ pub(crate) fn build(
     report: &VerifyReport,
     found: Vec<(usize, Receipt)>,
     selector: Selector,
-    key_ids: Vec<String>,
+    keys: &[VerifyingKey],
     files: Vec<String>,
 ) -> Option<Page> {
     let sessions: HashSet<String> = found
@@ -277,7 +278,7 @@ pub(crate) fn build(
         let Some(chain) = chains.get_mut(i) else {
             continue;
         };
-        let row = row_for(input, report, &chain.summary, line, r, trace);
+        let row = row_for(input, report, &chain.summary, keys, line, r, trace);
         chain.rows.push(row);
     }
     for c in &mut chains {
@@ -308,7 +309,7 @@ pub(crate) fn build(
         unreadable,
         other_sessions,
         files,
-        key_ids,
+        key_ids: keys.iter().map(bundle::keys::key_id).collect(),
     })
 }
 
@@ -325,6 +326,7 @@ fn row_for(
     input: &Input,
     report: &VerifyReport,
     summary: &SessionSummary,
+    keys: &[VerifyingKey],
     line: usize,
     receipt: Receipt,
     trace: Option<&str>,
@@ -345,18 +347,15 @@ fn row_for(
     let notices = of_receipt(&report.notices, line, &b.session, b.seq)
         .map(|f| f.detail.clone())
         .collect();
-    let entry = summary
-        .actions
-        .iter()
-        .find(|a| a.seq == b.seq && a.line == line);
-    let sig = match (&receipt.sig, entry) {
-        (Some(s), Some(e)) if e.signed => Sig::Valid {
+    // A signature is checked on its own (also on a second copy the chain summary leaves out).
+    let sig = match &receipt.sig {
+        Some(s) if keys.iter().any(|k| receipt.signature_valid(k)) => Sig::Valid {
             kid: s.key_id.clone(),
         },
-        (Some(s), _) => Sig::Invalid {
+        Some(s) => Sig::Invalid {
             kid: s.key_id.clone(),
         },
-        (None, _) => {
+        None => {
             let attested = summary.attested_through.is_some_and(|a| a >= b.seq);
             let by = summary
                 .actions
@@ -446,9 +445,8 @@ pub(crate) fn run(args: &TimelineArgs) -> i32 {
         }
     };
     let label = selector.label();
-    let key_ids = keys.iter().map(bundle::keys::key_id).collect();
     let files = args.logs.iter().map(|p| p.display().to_string()).collect();
-    let Some(page) = build(&input, &report, found, selector, key_ids, files) else {
+    let Some(page) = build(&input, &report, found, selector, &keys, files) else {
         eprintln!("error: no receipts for {label}");
         return crate::cli::EXIT_FAILED;
     };
