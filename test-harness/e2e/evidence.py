@@ -262,13 +262,18 @@ def r4_step_up_timeout(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
 def r4_defer_timeout(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
     s.context_service("allow", delay_s=3.0)
     gateway(s, ctx)
-    t0 = time.monotonic()
-    [out] = agent_calls(s.mcp_url, [("send_email", {"to": "x@outside.example", "subject": "s", "body": "b"})])
-    took = time.monotonic() - t0
+
+    async def go() -> tuple[Outcome, float]:
+        async with Agent(s.mcp_url, intent="demo_task") as agent:
+            t0 = time.monotonic()
+            out = await agent.call("send_email", {"to": "x@outside.example", "subject": "s", "body": "b"})
+            return out, time.monotonic() - t0
+
+    out, took = asyncio.run(go())
     resolved = tool_receipts(s, 1, lambda b: b.get("event") == "defer_resolved")
     sent = pe.tool_calls(s.upstream_requests(), "send_email")
     ok = out.decision == "DENY" and took < 2.5 and not sent and any(b.get("decision") == "DENY" for b in resolved)
-    return ok, (f"{said(out)} ({out.reason}) after {took:.2f} s for the whole session; "
+    return ok, (f"{said(out)} ({out.reason}) {took:.2f} s after the call was sent; "
                 f"defer_resolved receipts: {[b.get('decision') for b in resolved]}; emails sent: {len(sent)}")
 
 
