@@ -10,6 +10,7 @@ pack (examples/policies/demo).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import string
 import threading
@@ -77,8 +78,10 @@ class Collector(logs_service_pb2_grpc.LogsServiceServicer):
         raise AssertionError(f"{what}: not exported within {timeout}s; got {json.dumps(self.snapshot())[:3000]}")
 
 
-@pytest.fixture
-def collector() -> Iterator[tuple[Collector, int]]:
+@contextlib.contextmanager
+def otlp_collector() -> Iterator[tuple[Collector, int]]:
+    """A Collector serving OTLP/gRPC on a free loopback port: (collector, port); stopped at the end.
+    Also used by the evidence report (evidence.py, row R8.1)."""
     c = Collector()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(c, server)
@@ -88,6 +91,12 @@ def collector() -> Iterator[tuple[Collector, int]]:
         yield c, port
     finally:
         server.stop(grace=None)
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[Collector, int]]:
+    with otlp_collector() as c:
+        yield c
 
 
 def start_otel_gateway(stack: pe.Stack, keys: pe.Keys, bundle: Path, otel_port: int) -> None:

@@ -5,12 +5,14 @@
 //! policyc receipts verify LOG... --pub KEYFILE... [--strict-order] [--format json]   # exit 0 intact, 1 findings, 2 usage/IO
 //! policyc receipts show LOG... (--session S | --trace T) [--format json]
 //! policyc receipts export LOG... --format ocsf [--session S]   # one OCSF JSON per receipt
+//! policyc receipts timeline LOG... (--session S | --trace T) --pub KEYFILE... --html OUT
 //! ```
 //!
 //! `LOG` may be `-` for standard input. Several logs are read as one stream, in the order given
 //! (rotated logs: oldest first), so a chain may continue across files.
 
 mod ocsf;
+mod timeline;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ pub enum ReceiptsCommand {
     Show(ShowArgs),
     /// Convert receipts to SIEM events: one JSON object per receipt and line (see docs/siem.md).
     Export(ExportArgs),
+    /// Write one session's (or trace's) verified timeline as a self-contained HTML page.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Export formats.
@@ -104,6 +108,7 @@ pub(crate) fn run(args: &ReceiptsArgs) -> i32 {
         ReceiptsCommand::Verify(a) => verify(a),
         ReceiptsCommand::Show(a) => show(a),
         ReceiptsCommand::Export(a) => export(a),
+        ReceiptsCommand::Timeline(a) => timeline::run(a),
     }
 }
 
