@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import portcullis_e2e as pe  # noqa: E402
 from agent import Agent, Outcome  # noqa: E402
 from raw import RawMcp  # noqa: E402
+from raw import Reply as RawReply  # noqa: E402
+from raw import RawMcp  # noqa: E402
 
 OUT = Path(os.environ.get("PORTCULLIS_EVIDENCE_OUT", pe.REPO / "out" / "evidence"))
 DRIFT_POLICY = pe.REPO / "testdata" / "scenarios" / "policies" / "drift.pcl"
@@ -182,18 +184,33 @@ def r2_context_composes(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
 @check("R2.2", "R2", "accumulate context: intent, prior actions, task thread",
        "after the session of the same verified agent (trusted `x-agent-id` header) was killed, the "
        "agent opens a new session and reads a file",
-       "DENY: containment belongs to the agent, so a new session does not shed it",
-       gap="#16 (principal-scope containment, in progress)")
+       "DENY: containment belongs to the agent, so a new session does not shed it")
 def r2_kill_outlives_session(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
     patch = {"identity": {"headers": {"agent": "x-agent-id"}}}
     gateway(s, ctx, values=None, patch=patch)
     who = {"x-agent-id": "spiffe://example.org/agent/evidence"}
     first = agent_calls(s.mcp_url, [("fetch_url", {"url": "https://docs.example/release-notes"}),
                                     ("get_secret", {"name": "prod-db"})], headers=who)
-    [again] = agent_calls(s.mcp_url, [("read_file", {"path": "/repo/README.md"})], headers=who)
     killed = first[1].decision == "DENY" and first[1].rule == "secret_after_untrusted"
-    return (killed and again.decision == "DENY",
-            f"first session: {said(first[1])}; new session of the same agent: {said(again)}")
+    # A raw client, so a refused `initialize` is an answer, not an exception: the new session's
+    # `initialize`, then a call under a session id the agent never used.
+    with RawMcp(s.mcp_url) as mcp:
+        mcp.http.headers.update(who)
+        init = mcp.initialize()
+        mcp.session_id = mcp.session_id or "a-session-the-agent-never-used"
+        again = mcp.call("read_file", {"path": "/repo/README.md"})
+    rules = [error_rule(init), error_rule(again)]
+    contained = init.error_code is not None and again.error_code is not None
+    return (killed and contained,
+            f"first session: {said(first[1])}; new session of the same agent: initialize denied "
+            f"by `{rules[0]}`, read_file denied by `{rules[1]}`; read_file calls executed: "
+            f"{len(pe.tool_calls(s.upstream_requests(), 'read_file'))}")
+
+
+def error_rule(r: RawReply) -> str | None:
+    """The rule of a JSON-RPC error answer from the filter."""
+    m = r.message if isinstance(r.message, dict) else {}
+    return ((m.get("error") or {}).get("data") or {}).get("rule")
 
 
 # -- R3 ------------------------------------------------------------------------------------------
