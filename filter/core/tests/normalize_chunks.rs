@@ -126,7 +126,13 @@ proptest! {
     #[test]
     fn strict_parser_reads_what_serde_json_writes(args in arb_json()) {
         let text = serde_json::to_string(&args).unwrap();
-        prop_assert_eq!(parse_json(text.as_bytes(), 64).unwrap(), args.clone());
+        let parsed = parse_json(text.as_bytes(), 64);
+        // Keys that differ only in case are refused by design (docs/filter-normalization.md):
+        // such a generated object is not a case of this property.
+        prop_assume!(!parsed
+            .as_ref()
+            .is_err_and(|e| e.reason.contains("differ only in case")));
+        prop_assert_eq!(parsed.unwrap(), args.clone());
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                           "params": {"name": "t", "arguments": {"v": args.clone()}}});
         let bytes = serde_json::to_vec(&body).unwrap();

@@ -475,42 +475,40 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
             rec.state.principal = view.clone();
             let claim = |a: &Approval| sessions.claim_approval(host, a, now);
             let plan = plan_on(l, input, session, &mut rec, now, Some(&claim));
-            return match l.cfg.failure_mode {
+            // What it did to the principal is still carried to the principal's record below.
+            let plan = match l.cfg.failure_mode {
                 FailureMode::Closed => store_failed(plan, &e.0),
                 FailureMode::Open => plan,
             };
+            (plan, rec.state.principal, false)
         }
     };
-    match input.principal {
-        Some(who) => principal_acted(host, l, sessions, who.id, plan, &view, &after, new_session),
-        None => plan,
-    }
+    let Some(who) = input.principal else {
+        return plan;
+    };
+    let saved_in = plan.session.clone();
+    let acted = Acted {
+        session: saved_in.as_deref(),
+        new_session,
+        before: &view,
+        after: &after,
+    };
+    principal_acted(host, l, sessions, who.id, plan, &acted)
 }
 
 /// Carry a decision of principal `id` into its record. When that fails and the decision changed
 /// what is contained (a taint, a quarantine), the principal-wide part would be lost: the failure
 /// mode applies.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one call site; the parts of a decision it carries are distinct"
-)]
 fn principal_acted(
     host: &dyn Host,
     l: &Policy,
     sessions: &Sessions,
     id: &str,
     plan: Plan,
-    before: &PrincipalView,
-    after: &PrincipalView,
-    new_session: bool,
+    acted: &Acted<'_>,
 ) -> Plan {
-    let acted = Acted {
-        session: plan.session.as_deref(),
-        new_session,
-        before,
-        after,
-    };
-    match sessions.principal_acted(host, id, &acted) {
+    let (before, after) = (acted.before, acted.after);
+    match sessions.principal_acted(host, id, acted) {
         Ok(_) => plan,
         Err(e) => {
             host.log(

@@ -8,20 +8,21 @@
 mod answer;
 mod defer;
 mod outputs;
+mod who;
 
 use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use bundle::action::{Action, Identity, IntentSource};
+use bundle::action::{Action, Identity};
 use bundle::receipt::Receipt;
 use bundle::verdict::Decision;
 
 pub use outputs::{APPROVAL_HEADER, DECISION_HEADER, RECEIPT_HEADER, WARNING_HEADER};
 
 use crate::bench::Stage;
-use crate::config::{RunSource, SessionKeySource};
-use crate::decide::{self, Input, Plan, Shape, Who};
+use crate::config::SessionKeySource;
+use crate::decide::{self, Input, Plan, Shape};
 use crate::host::{FilterAction, Host, LogLevel};
 use crate::identity;
 use crate::metrics::Metric;
@@ -32,6 +33,7 @@ use crate::session::{self, EndReason};
 use answer::deciding_msg;
 use defer::Pending;
 use outputs::{STATE_RECEIPT, receipts_out, set_state, warning_value};
+use who::Who;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
@@ -96,19 +98,6 @@ pub struct Stream {
     /// Response body bytes Envoy holds for the filter: the `body_size` of the last response body
     /// callback when it paused, 0 when it let the data go.
     response_held: usize,
-}
-
-/// Make `intent` from a trusted `source` the action's declared intent. An agent header that
-/// names another one contradicts it: `IntentSource::Conflict`, which the policy never trusts.
-fn trusted_intent(a: &mut Action, intent: &str, source: IntentSource) {
-    let conflict = a.intent_source == IntentSource::Header
-        && a.declared_intent.as_deref().is_some_and(|h| h != intent);
-    a.declared_intent = Some(intent.to_owned());
-    a.intent_source = if conflict {
-        IntentSource::Conflict
-    } else {
-        source
-    };
 }
 
 /// A pseudo-header's (or header's) value, exactly named; empty when absent.
@@ -427,45 +416,17 @@ impl Stream {
                 return FilterAction::Pause;
             }
         };
-        let grant = match self.verified_grant(host, l) {
-            Ok(g) => g,
+        let Who {
+            record,
+            grant,
+            trusted,
+        } = match self.who(host, l) {
+            Ok(w) => w,
             Err(r) => {
                 self.refuse(host, &r);
                 return FilterAction::Pause;
             }
         };
-        // The principal's record: its run (where a keyless request goes) and what policy sees of
-        // it (`principal.*`).
-        let record = self
-            .principal
-            .as_deref()
-            .map(|p| l.sessions.principal(host, p));
-        if let (Some(p), Some(Ok(r))) = (self.principal.as_deref(), &record) {
-            let run_id = match policy.cfg.session.run {
-                RunSource::Grant => grant.as_ref().and_then(|g| g.run.clone()),
-                _ => self.run_id(host, l),
-            };
-            self.session =
-                Some(
-                    l.sessions
-                        .run_of(host, p, r, self.key.as_deref(), run_id.as_deref()),
-                );
-        }
-        let claimed_intent = identity::jwt_claim_of(
-            host,
-            &policy.cfg.identity,
-            policy
-                .cfg
-                .identity
-                .jwt
-                .as_ref()
-                .and_then(|j| j.intent_claim.as_deref()),
-        );
-        // The most trusted intent source wins: a grant, else a claim (docs/containment.md).
-        let trusted = grant
-            .as_ref()
-            .map(|g| (g.intent.clone(), IntentSource::Grant))
-            .or(claimed_intent.map(|c| (c, IntentSource::Claim)));
         let body_sha256 = body
             .as_deref()
             .filter(|b| !b.is_empty() && self.route == Route::Http)
@@ -477,7 +438,7 @@ impl Stream {
                 a.body_sha256.clone_from(&body_sha256);
             }
             if let Some((intent, source)) = &trusted {
-                trusted_intent(a, intent, *source);
+                who::trusted_intent(a, intent, *source);
             }
         }
         if policy.cut(Stage::Normalized) {
@@ -493,7 +454,7 @@ impl Stream {
                 .principal
                 .as_deref()
                 .zip(record.as_ref())
-                .map(|(id, r)| Who {
+                .map(|(id, r)| decide::Who {
                     id,
                     record: r.as_ref(),
                 }),
@@ -505,44 +466,6 @@ impl Stream {
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
         self.enforce(host, l, &shape, &actions, plan)
-    }
-
-    /// The task grant of the request, verified for its principal against `task_grant_keys`:
-    /// `None` when it carries none; refused (403) when it carries one that does not verify, or
-    /// when no verified identity could hold it.
-    fn verified_grant(
-        &self,
-        host: &dyn Host,
-        l: &Loaded,
-    ) -> Result<Option<bundle::grant::Grant>, Refusal> {
-        let Some(token) = self.grant_token.as_deref() else {
-            return Ok(None);
-        };
-        let Some(principal) = self.principal.as_deref() else {
-            return Err(Refusal::forbidden(
-                "a task grant needs a verified agent identity to belong to",
-            ));
-        };
-        bundle::grant::verify(
-            token,
-            &l.policy.cfg.task_grant_keys,
-            principal,
-            host.now_ms() / 1000,
-        )
-        .map(Some)
-        .map_err(|e| Refusal::forbidden(format!("the task grant is refused: {e} ({})", e.as_str())))
-    }
-
-    /// The run id the verified JWT names (`session.run: claim`, `identity.jwt.run_claim`):
-    /// visible ASCII, at most 128 bytes, else none.
-    fn run_id(&self, host: &dyn Host, l: &Loaded) -> Option<String> {
-        let cfg = &l.policy.cfg;
-        if cfg.session.run != RunSource::Claim {
-            return None;
-        }
-        let claim = cfg.identity.jwt.as_ref()?.run_claim.as_deref();
-        identity::jwt_claim_of(host, &cfg.identity, claim)
-            .filter(|v| v.len() <= 128 && v.bytes().all(|b| (0x21..=0x7e).contains(&b)))
     }
 
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
