@@ -133,9 +133,23 @@ pub struct PrincipalView {
     pub sessions: u32,
     /// Actions of it that were denied (`principal.denials`).
     pub denials: u32,
+    /// Tools revoked for it in every session (subject name hashes), at most [`SET_CAP`].
+    pub revoked_tools: Vec<NameHash>,
+    /// Classes revoked for it in every session (name hashes), at most [`SET_CAP`].
+    pub revoked_classes: Vec<NameHash>,
 }
 
 impl PrincipalView {
+    /// Whether this tool (subject) was revoked for the principal.
+    pub fn tool_revoked(&self, subject: NameHash) -> bool {
+        self.revoked_tools.contains(&subject)
+    }
+
+    /// Whether this class was revoked for the principal.
+    pub fn class_revoked(&self, class: NameHash) -> bool {
+        self.revoked_classes.contains(&class)
+    }
+
     /// Whether any of the principal's sessions carries this taint.
     pub fn tainted(&self, taint: NameHash) -> bool {
         self.taints.contains(&taint)
@@ -151,20 +165,40 @@ impl PrincipalView {
     /// quarantine it. Returns whether anything changed.
     pub fn apply_effects(&mut self, effects: &[crate::verdict::Effect]) -> bool {
         use crate::verdict::Effect;
-        let before = (self.taints.len(), self.quarantine);
+        let size = |v: &PrincipalView| {
+            (
+                v.taints.len(),
+                v.revoked_tools.len(),
+                v.revoked_classes.len(),
+                v.quarantine,
+            )
+        };
+        let before = size(self);
         for effect in effects {
-            match effect {
-                Effect::Taint(t) => {
-                    if !insert_bounded(&mut self.taints, name_hash(t), SET_CAP) {
-                        self.quarantine_at_least(Quarantine::Full);
-                    }
+            // A full set is a full quarantine: nothing is forgotten.
+            let kept = match effect {
+                Effect::Taint(t) => insert_bounded(&mut self.taints, name_hash(t), SET_CAP),
+                Effect::RevokePrincipalTool(t) => {
+                    insert_bounded(&mut self.revoked_tools, name_hash(t), SET_CAP)
                 }
-                Effect::Kill => self.quarantine_at_least(Quarantine::Full),
-                Effect::Quarantine(q) => self.quarantine_at_least(*q),
-                Effect::RevokeTool(_) | Effect::RevokeClass(_) | Effect::ReadOnly => {}
+                Effect::RevokePrincipalClass(c) => {
+                    insert_bounded(&mut self.revoked_classes, name_hash(c), SET_CAP)
+                }
+                Effect::Kill => {
+                    self.quarantine_at_least(Quarantine::Full);
+                    true
+                }
+                Effect::Quarantine(q) => {
+                    self.quarantine_at_least(*q);
+                    true
+                }
+                Effect::RevokeTool(_) | Effect::RevokeClass(_) | Effect::ReadOnly => true,
+            };
+            if !kept {
+                self.quarantine_at_least(Quarantine::Full);
             }
         }
-        before != (self.taints.len(), self.quarantine)
+        before != size(self)
     }
 
     /// Raise the quarantine to at least `q` (a quarantine is only lifted by a release).
@@ -355,10 +389,10 @@ impl SessionState {
                         Quarantine::Full => false,
                     }
                 }
-                Effect::RevokeTool(t) => {
+                Effect::RevokeTool(t) | Effect::RevokePrincipalTool(t) => {
                     insert_bounded(&mut self.revoked_tools, name_hash(t), SET_CAP)
                 }
-                Effect::RevokeClass(c) => {
+                Effect::RevokeClass(c) | Effect::RevokePrincipalClass(c) => {
                     insert_bounded(&mut self.revoked_classes, name_hash(c), SET_CAP)
                 }
                 Effect::ReadOnly => {

@@ -142,6 +142,11 @@ pub enum Effect {
     RevokeTool(String),
     /// Deny every action in this class for the rest of the session.
     RevokeClass(String),
+    /// Deny this tool to the principal, in every session of it, until it is released (and for
+    /// the rest of this session).
+    RevokePrincipalTool(String),
+    /// Deny every action in this class to the principal, in every session, until it is released.
+    RevokePrincipalClass(String),
     /// Deny every action not in a `readonly` class for the rest of the session.
     ReadOnly,
     /// Deny every later action of the session, and quarantine its principal.

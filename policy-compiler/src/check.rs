@@ -327,7 +327,7 @@ impl<'p> Checker<'p> {
             }
         }
         for e in &r.effects {
-            if let EffectDef::RevokeClass(c) = &e.node {
+            if let EffectDef::RevokeClass(c) | EffectDef::RevokePrincipalClass(c) = &e.node {
                 self.class_ref(
                     &Spanned {
                         node: c.clone(),

@@ -566,6 +566,9 @@ fn effect(e: &EffectDef) -> String {
         EffectDef::RevokeTool(Some(t)) => format!("revoke tool {}", quote(t)),
         EffectDef::RevokeTool(None) => "revoke tool".to_owned(),
         EffectDef::RevokeClass(c) => format!("revoke class {c}"),
+        EffectDef::RevokePrincipalTool(Some(t)) => format!("revoke tool {} principal", quote(t)),
+        EffectDef::RevokePrincipalTool(None) => "revoke tool principal".to_owned(),
+        EffectDef::RevokePrincipalClass(c) => format!("revoke class {c} principal"),
         EffectDef::ReadOnly => "read_only".to_owned(),
         EffectDef::Kill => "kill".to_owned(),
         EffectDef::Quarantine(bundle::session::Quarantine::ReadOnly) => {

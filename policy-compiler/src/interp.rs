@@ -136,6 +136,18 @@ pub fn evaluate(policy: &Policy, action: &Action, session: &SessionState, now_ms
     if subject_revoked || class_revoked {
         matches.push(Match::builtin(b::SESSION_REVOKED, b::REVOKED_REASON));
     }
+    // The same for what was revoked for the principal, in every session.
+    let pv = &session.principal;
+    let principal_revoked = pv.tool_revoked(name_hash(action.subject()))
+        || classes
+            .iter()
+            .any(|c| c.value != T3::False && pv.class_revoked(name_hash(&c.def.name.node)));
+    if principal_revoked {
+        matches.push(Match::builtin(
+            b::PRINCIPAL_REVOKED,
+            b::PRINCIPAL_REVOKED_REASON,
+        ));
+    }
     // Read-only: only a class the action is certainly in exempts it.
     if session.read_only && writes(action) && !certain.iter().any(|c| c.readonly) {
         matches.push(Match::builtin(b::SESSION_READ_ONLY, b::READ_ONLY_REASON));

@@ -34,9 +34,10 @@ pub fn used(p: &Policy) -> bool {
         Item::Class(c) => names_class(&c.when),
         Item::Rule(r) => {
             names_class(&r.when)
-                || r.effects
-                    .iter()
-                    .any(|e| matches!(&e.node, EffectDef::RevokeClass(c) if c == CLASS_NAME))
+                || r.effects.iter().any(|e| {
+                    matches!(&e.node, EffectDef::RevokeClass(c)
+                        | EffectDef::RevokePrincipalClass(c) if c == CLASS_NAME)
+                })
         }
         Item::Intent(i) => i.classes.iter().any(|c| c.node == CLASS_NAME),
         Item::List(_) | Item::ToolSchema(_) => false,

@@ -47,7 +47,8 @@
 //!             | "redact_secrets"
 //!             | "strip_header" string | "set_header" string string
 //!             | "remove_tools" string_list ;
-//! effect      = "taint" string | "revoke" "tool" [ string ] | "revoke" "class" ident
+//! effect      = "taint" string | "revoke" "tool" [ string ] [ "principal" ]
+//!             | "revoke" "class" ident [ "principal" ]
 //!             | "read_only" | "kill" | "quarantine" [ "read_only" ] ;
 //!
 //! expr        = or_expr ;

@@ -321,6 +321,9 @@ fn effect() -> impl Strategy<Value = Spanned<EffectSpec>> {
         EffectSpec::Kill,
         EffectSpec::Quarantine(bundle::session::Quarantine::ReadOnly),
         EffectSpec::Quarantine(bundle::session::Quarantine::Full),
+        EffectSpec::RevokePrincipalTool(None),
+        EffectSpec::RevokePrincipalTool(Some("deploy".into())),
+        EffectSpec::RevokePrincipalClass("c0".into()),
     ])
     .prop_map(sp)
 }
@@ -663,6 +666,7 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
             hashes(TAINTS),
             0u32..4,
             0u32..4,
+            (hashes(TOOLS), hashes(CLASSES)),
         ),
     )
         .prop_map(
@@ -674,7 +678,7 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
                 (ro, killed),
                 hist,
                 drift,
-                (quarantine, ptaints, psessions, pdenials),
+                (quarantine, ptaints, psessions, pdenials, (prt, prc)),
             )| {
                 SessionState {
                     intent_source: IntentSource::None,
@@ -705,6 +709,8 @@ fn session_strategy() -> impl Strategy<Value = SessionState> {
                         taints: ptaints,
                         sessions: psessions,
                         denials: pdenials,
+                        revoked_tools: prt,
+                        revoked_classes: prc,
                     },
                 }
             },

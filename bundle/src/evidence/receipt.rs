@@ -540,6 +540,8 @@ pub fn describe_effect(e: &Effect) -> String {
         Effect::Taint(t) => format!("taint:{t}"),
         Effect::RevokeTool(t) => format!("revoke_tool:{t}"),
         Effect::RevokeClass(c) => format!("revoke_class:{c}"),
+        Effect::RevokePrincipalTool(t) => format!("revoke_principal_tool:{t}"),
+        Effect::RevokePrincipalClass(c) => format!("revoke_principal_class:{c}"),
         Effect::ReadOnly => "read_only".to_owned(),
         Effect::Kill => "kill".to_owned(),
         Effect::Quarantine(crate::session::Quarantine::ReadOnly) => {

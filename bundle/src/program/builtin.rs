@@ -39,6 +39,8 @@ pub enum Builtin {
     PrincipalQuarantined,
     /// `principal:read_only`: the principal is quarantined read-only and the action writes.
     PrincipalReadOnly,
+    /// `principal:revoked`: the subject or a class of the action was revoked for the principal.
+    PrincipalRevoked,
     /// `intent_source:untrusted`: the intent was declared by a source the pack does not trust
     /// (the agent's header without `intent_source header`, or a header that contradicts the
     /// grant or claim in force).
@@ -64,12 +66,13 @@ impl Builtin {
             Builtin::VmStepLimit => "vm:step_limit",
             Builtin::PrincipalQuarantined => "principal:quarantined",
             Builtin::PrincipalReadOnly => "principal:read_only",
+            Builtin::PrincipalRevoked => "principal:revoked",
             Builtin::IntentUntrusted => "intent_source:untrusted",
         }
     }
 
     /// Every built-in, in table order (the order their matches are recorded in).
-    pub const ALL: [Builtin; 16] = [
+    pub const ALL: [Builtin; 17] = [
         Builtin::SessionUnknown,
         Builtin::SessionKilled,
         Builtin::SessionRevoked,
@@ -85,6 +88,7 @@ impl Builtin {
         Builtin::VmStepLimit,
         Builtin::PrincipalQuarantined,
         Builtin::PrincipalReadOnly,
+        Builtin::PrincipalRevoked,
         Builtin::IntentUntrusted,
     ];
 
@@ -144,6 +148,8 @@ pub const NONE: &str = "none";
 pub const PRINCIPAL_QUARANTINED: &str = Builtin::PrincipalQuarantined.as_str();
 /// Rule name: the principal is quarantined read-only and the action writes.
 pub const PRINCIPAL_READ_ONLY: &str = Builtin::PrincipalReadOnly.as_str();
+/// Rule name: the subject or a class of the action was revoked for the principal.
+pub const PRINCIPAL_REVOKED: &str = Builtin::PrincipalRevoked.as_str();
 /// Rule name: the intent's source is not trusted by the pack.
 pub const INTENT_UNTRUSTED: &str = Builtin::IntentUntrusted.as_str();
 /// Rule name (VM only): the evaluation ran out of its step budget and was denied.
@@ -171,6 +177,9 @@ pub const PRINCIPAL_QUARANTINED_REASON: &str =
 /// Reason of `principal:read_only`.
 pub const PRINCIPAL_READ_ONLY_REASON: &str =
     "the agent is quarantined read-only until an operator releases it";
+/// Reason of `principal:revoked`.
+pub const PRINCIPAL_REVOKED_REASON: &str =
+    "this tool or class was revoked for the agent, in every session, until it is released";
 /// Reason of `intent_source:untrusted`.
 pub const INTENT_UNTRUSTED_REASON: &str = "the intent was declared by a source this policy does not trust (the agent's own header without `intent_source header`, or one that contradicts the task grant or claim in force)";
 /// Reason of `vm:step_limit`.

@@ -278,12 +278,14 @@ impl Writer {
         for e in &r.effects {
             self.tag(e);
             match e {
-                EffectDef::Taint(t) | EffectDef::RevokeClass(t) => self.str(t),
-                EffectDef::RevokeTool(Some(t)) => {
+                EffectDef::Taint(t)
+                | EffectDef::RevokeClass(t)
+                | EffectDef::RevokePrincipalClass(t) => self.str(t),
+                EffectDef::RevokeTool(Some(t)) | EffectDef::RevokePrincipalTool(Some(t)) => {
                     self.u8(1);
                     self.str(t);
                 }
-                EffectDef::RevokeTool(None) => self.u8(0),
+                EffectDef::RevokeTool(None) | EffectDef::RevokePrincipalTool(None) => self.u8(0),
                 EffectDef::ReadOnly | EffectDef::Kill => {}
                 EffectDef::Quarantine(q) => self.u8(quarantine_byte(*q)),
             }

@@ -212,6 +212,10 @@ pub enum EffectDef {
     RevokeTool(Option<String>),
     /// `revoke class NAME`
     RevokeClass(String),
+    /// `revoke tool ["name"] principal` (format version 3).
+    RevokePrincipalTool(Option<String>),
+    /// `revoke class NAME principal` (format version 3).
+    RevokePrincipalClass(String),
     /// `read_only`
     ReadOnly,
     /// `kill`
@@ -228,6 +232,11 @@ impl EffectDef {
             EffectDef::RevokeTool(Some(t)) => Effect::RevokeTool(t.clone()),
             EffectDef::RevokeTool(None) => Effect::RevokeTool(action.subject().to_owned()),
             EffectDef::RevokeClass(c) => Effect::RevokeClass(c.clone()),
+            EffectDef::RevokePrincipalTool(Some(t)) => Effect::RevokePrincipalTool(t.clone()),
+            EffectDef::RevokePrincipalTool(None) => {
+                Effect::RevokePrincipalTool(action.subject().to_owned())
+            }
+            EffectDef::RevokePrincipalClass(c) => Effect::RevokePrincipalClass(c.clone()),
             EffectDef::ReadOnly => Effect::ReadOnly,
             EffectDef::Kill => Effect::Kill,
             EffectDef::Quarantine(q) => Effect::Quarantine(*q),

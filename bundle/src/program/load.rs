@@ -56,6 +56,7 @@ pub(crate) struct Builtins {
     pub args_coerce: DecisionDef,
     pub quarantined: DecisionDef,
     pub principal_read_only: DecisionDef,
+    pub principal_revoked: DecisionDef,
     pub intent_untrusted: DecisionDef,
 }
 
@@ -85,6 +86,7 @@ impl Builtins {
             args_type: deny("an argument has another type than the policy declares"),
             quarantined: deny(b::PRINCIPAL_QUARANTINED_REASON),
             principal_read_only: deny(b::PRINCIPAL_READ_ONLY_REASON),
+            principal_revoked: deny(b::PRINCIPAL_REVOKED_REASON),
             intent_untrusted: deny(b::INTENT_UNTRUSTED_REASON),
             args_coerce: DecisionDef {
                 decision: Decision::Modify,

@@ -666,6 +666,17 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
                     EffectDef::RevokeTool(if r.bool()? { Some(r.str()?) } else { None })
                 }
                 EffectDef::RevokeClass(_) => EffectDef::RevokeClass(r.str()?),
+                EffectDef::RevokePrincipalTool(_) if format >= 3 => {
+                    EffectDef::RevokePrincipalTool(if r.bool()? { Some(r.str()?) } else { None })
+                }
+                EffectDef::RevokePrincipalClass(_) if format >= 3 => {
+                    EffectDef::RevokePrincipalClass(r.str()?)
+                }
+                EffectDef::RevokePrincipalTool(_) | EffectDef::RevokePrincipalClass(_) => {
+                    return Err(LoadError::invalid(
+                        "rules: a principal-wide revocation needs format version 3",
+                    ));
+                }
                 e @ (EffectDef::ReadOnly | EffectDef::Kill) => e,
                 EffectDef::Quarantine(_) if format >= 3 => EffectDef::Quarantine(match r.u8()? {
                     1 => Quarantine::ReadOnly,

@@ -566,6 +566,21 @@ impl Bundle {
         if revoked {
             hits.push(enforce(b::SESSION_REVOKED, &self.builtins.revoked));
         }
+        let pv = &s.principal;
+        let principal_revoked = (!pv.revoked_tools.is_empty()
+            && pv.tool_revoked(name_hash(a.subject())))
+            || (!pv.revoked_classes.is_empty()
+                && self
+                    .class_hashes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, h)| cx.may_have_class(i) && pv.class_revoked(*h)));
+        if principal_revoked {
+            hits.push(enforce(
+                b::PRINCIPAL_REVOKED,
+                &self.builtins.principal_revoked,
+            ));
+        }
         // Only a class the action is certainly in exempts it (the stricter reading).
         if s.read_only && is_write(a) && !self.certainly_readonly(cx) {
             hits.push(enforce(b::SESSION_READ_ONLY, &self.builtins.read_only));

@@ -168,6 +168,8 @@ wire_table! { EffectDef as "effect" {
     Kill = 5,
     // Format version 3 and later; the quarantine's extent is the next byte.
     Quarantine(_) = 6 => EffectDef::Quarantine(Quarantine::Full),
+    RevokePrincipalTool(_) = 7 => EffectDef::RevokePrincipalTool(None),
+    RevokePrincipalClass(_) = 8 => EffectDef::RevokePrincipalClass(String::new()),
 }}
 
 wire_table! { MatcherDef as "matcher" {
@@ -264,7 +266,7 @@ mod tests {
         assert_eq!(round_trips::<RiskTier>(), 4);
         assert_eq!(round_trips::<Option<Kind>>(), 3);
         assert_eq!(round_trips::<Modification>(), 8);
-        assert_eq!(round_trips::<EffectDef>(), 6);
+        assert_eq!(round_trips::<EffectDef>(), 8);
         assert_eq!(round_trips::<MatcherDef>(), 4);
     }
 }

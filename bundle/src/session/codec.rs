@@ -527,6 +527,10 @@ struct PrincipalJson {
     sessions: u32,
     #[serde(default)]
     denials: u32,
+    #[serde(default)]
+    revoked_tools: Vec<String>,
+    #[serde(default)]
+    revoked_classes: Vec<String>,
 }
 
 fn hash_set(what: &'static str, names: &[String]) -> Result<Vec<NameHash>, CodecError> {
@@ -638,6 +642,8 @@ pub fn session_from_json(v: &serde_json::Value) -> Result<SessionState, CodecErr
             taints: hash_set("principal taints", &j.principal.taints)?,
             sessions: j.principal.sessions,
             denials: j.principal.denials,
+            revoked_tools: hash_set("principal revoked_tools", &j.principal.revoked_tools)?,
+            revoked_classes: hash_set("principal revoked_classes", &j.principal.revoked_classes)?,
         },
     })
 }

@@ -173,7 +173,8 @@ pub fn rich() -> Program {
 }
 
 /// [`rich`] with what format version 3 adds: the pack flags, the principal fields and predicates,
-/// and both `quarantine` effects (`testdata/bundles/v3-rich.bundle`).
+/// both `quarantine` effects and the principal-wide revocations
+/// (`testdata/bundles/v3-rich.bundle`).
 pub fn rich_v3() -> Program {
     use bundle::session::{Quarantine, name_hash};
     let mut p = rich();
@@ -208,6 +209,9 @@ pub fn rich_v3() -> Program {
     r.effects = vec![
         EffectDef::Quarantine(Quarantine::ReadOnly),
         EffectDef::Quarantine(Quarantine::Full),
+        EffectDef::RevokePrincipalTool(None),
+        EffectDef::RevokePrincipalTool(Some("deploy".into())),
+        EffectDef::RevokePrincipalClass("secret_read".into()),
     ];
     p.rules.push(r);
     p

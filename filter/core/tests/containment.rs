@@ -554,3 +554,44 @@ fn a_release_restores_the_agent() {
     let _ = plugin(&host, cfg);
     assert_eq!(released(&host), 1);
 }
+
+/// `revoke tool principal`: a tool taken away from the agent is gone in every session it has or
+/// opens, and for no other agent.
+#[test]
+fn a_principal_wide_revocation_reaches_every_session_of_the_agent() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let mail = |to: &str| call("send_email", json!({"to": to, "subject": "s", "body": "b"}));
+    let (_, o) = mcp(
+        &host,
+        &p,
+        PAYROLL_BOT,
+        Some("m1"),
+        &mail("x@outside.example"),
+    );
+    assert_eq!(o.rule, "outside_mail");
+    let (_, o) = mcp(
+        &host,
+        &p,
+        PAYROLL_BOT,
+        Some("m2"),
+        &mail("finance@corp.example"),
+    );
+    assert_eq!(o.rule, "principal:revoked");
+    let (_, o) = mcp(
+        &host,
+        &p,
+        PAYROLL_BOT,
+        Some("m2"),
+        &call("read_file", json!({"path": "/a"})),
+    );
+    assert!(o.forwarded, "only the tool is revoked: {}", o.rule);
+    let (_, o) = mcp(
+        &host,
+        &p,
+        OTHER_BOT,
+        Some("m3"),
+        &mail("finance@corp.example"),
+    );
+    assert!(o.forwarded, "{}", o.rule);
+}

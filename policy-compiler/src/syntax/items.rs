@@ -345,14 +345,21 @@ pub(super) fn effect(i: In<'_>) -> R<'_, Spanned<EffectDef>> {
         (rest, EffectDef::Taint(t))
     } else if let Ok((rest, _)) = kw("revoke")(i) {
         if let Ok((rest, _)) = kw("tool")(rest) {
-            match string(rest) {
-                Ok((rest, (t, _))) => (rest, EffectDef::RevokeTool(Some(t))),
-                Err(nom::Err::Error(_)) => (rest, EffectDef::RevokeTool(None)),
+            let (rest, tool) = match string(rest) {
+                Ok((rest, (t, _))) => (rest, Some(t)),
+                Err(nom::Err::Error(_)) => (rest, None),
                 Err(e) => return Err(e),
+            };
+            match kw("principal")(rest) {
+                Ok((rest, _)) => (rest, EffectDef::RevokePrincipalTool(tool)),
+                Err(_) => (rest, EffectDef::RevokeTool(tool)),
             }
         } else if let Ok((rest, _)) = kw("class")(rest) {
             let (rest, (c, _)) = must_ident(rest, "a class name after `revoke class`")?;
-            (rest, EffectDef::RevokeClass(c))
+            match kw("principal")(rest) {
+                Ok((rest, _)) => (rest, EffectDef::RevokePrincipalClass(c)),
+                Err(_) => (rest, EffectDef::RevokeClass(c)),
+            }
         } else {
             return Err(expected(rest, "`tool` or `class` after `revoke`"));
         }

@@ -515,7 +515,10 @@ fn principal_acted(
                 LogLevel::Error,
                 &format!("portcullis: principal `{id}` could not be saved: {e}"),
             );
-            let contains = before.taints != after.taints || before.quarantine != after.quarantine;
+            let contains = before.taints != after.taints
+                || before.quarantine != after.quarantine
+                || before.revoked_tools != after.revoked_tools
+                || before.revoked_classes != after.revoked_classes;
             match (l.cfg.failure_mode, contains) {
                 (FailureMode::Closed, true) => store_failed(plan, &e.0),
                 _ => plan,

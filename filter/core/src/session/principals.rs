@@ -96,6 +96,8 @@ impl PrincipalRecord {
         }
         self.view.quarantine = Quarantine::None;
         self.view.taints.clear();
+        self.view.revoked_tools.clear();
+        self.view.revoked_classes.clear();
         self.view.denials = 0;
         self.released_ms = issued_ms;
         self.run = None;
@@ -105,7 +107,10 @@ impl PrincipalRecord {
 
     /// Quarantined or tainted: what must never be forgotten to make room.
     pub(crate) fn contained(&self) -> bool {
-        self.view.quarantine != Quarantine::None || !self.view.taints.is_empty()
+        self.view.quarantine != Quarantine::None
+            || !self.view.taints.is_empty()
+            || !self.view.revoked_tools.is_empty()
+            || !self.view.revoked_classes.is_empty()
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -131,6 +136,7 @@ pub(crate) fn merge(
     now: u64,
 ) -> bool {
     let mut changed = false;
+    let mut full = false;
     for t in after.taints.iter().filter(|t| !before.taints.contains(t)) {
         if r.view.taints.contains(t) {
             continue;
@@ -149,6 +155,33 @@ pub(crate) fn merge(
             r.quarantined_ms = now;
             changed = true;
         }
+    }
+    for (mine, was, now) in [
+        (
+            &mut r.view.revoked_tools,
+            &before.revoked_tools,
+            &after.revoked_tools,
+        ),
+        (
+            &mut r.view.revoked_classes,
+            &before.revoked_classes,
+            &after.revoked_classes,
+        ),
+    ] {
+        for h in now.iter().filter(|h| !was.contains(h)) {
+            if mine.contains(h) {
+                continue;
+            }
+            if mine.len() >= SET_CAP {
+                full = true;
+            } else {
+                mine.push(*h);
+            }
+            changed = true;
+        }
+    }
+    if full {
+        r.view.quarantine_at_least(Quarantine::Full);
     }
     let denials = after.denials.saturating_sub(before.denials);
     if denials > 0 {
