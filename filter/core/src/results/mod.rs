@@ -2,6 +2,8 @@
 //! agent gets it (docs/filter.md, "The response path"):
 //! - results of `tools/list`, `prompts/list` and `resources/list` are filtered so the agent never
 //!   sees what no call could use ([`Cx::keeps`]);
+//! - an entry of those lists whose definition carries an instruction aimed at the agent is removed
+//!   unless a rule of the pack keeps it (`poison.rs`), and a `result` receipt says why;
 //! - tool results are evaluated as `tools/result` pseudo-actions (`result.rs`): taints and other
 //!   effects, MODIFY (redaction), DENY (an error in place of the result);
 //! - server-to-client requests (`sampling/createMessage`, `elicitation/create`, `roots/list`, ...)
