@@ -4,14 +4,16 @@ shape a server can choose: compressed (gzip, deflate, br; negotiated, and forced
 request asked for identity), cut into chunks at every byte of an event, huge, JSON arrays, a BOM,
 SSE data arrays and odd SSE framing, resumed over a GET with Last-Event-ID, pushed on the
 standalone GET stream, with HTTP trailers, mixed list + call batches, server-to-client requests
-(sampling, elicitation) carrying instructions, and instructions spelled to slip past a byte-level
+(sampling, elicitation) carrying instructions, instructions spelled to slip past a byte-level
 detector (zero-width and bidi format characters, Cyrillic/Greek look-alikes, fullwidth and
-mathematical letters).
+mathematical letters), and tool definitions carrying instructions (MCP03: in a description, or
+spelled with zero-width characters inside an input-schema property description).
 
 THE BAR, asserted for every case:
 - nothing the pack removes reaches the client: no ``AKIAIOSFODNN7EXAMPLE`` (raw bytes, decoded
   body, or any parsed JSON string: a ``\\u`` escape does not hide it), no ``wipe_disk`` in a list,
-  nothing of a withheld ``dump_env`` result, no denied server request (``roots/list``);
+  nothing of a withheld ``dump_env`` result, no denied server request (``roots/list``), no tool
+  whose definition carries an instruction;
 - an instruction the agent received taints the session (observed: ``send_email`` is then denied
   with rule ``tainted_exfil``), however it is spelled;
 - every client sees well-formed HTTP: no ``content-encoding`` the body is not in, a
@@ -979,3 +981,39 @@ def test_envoy_is_healthy_after_the_corpus(gw: Gateway) -> None:
         check_bar(seen, [rid])
         assert hs.BENIGN_TEXT in delivered_text(seen, rid), seen.describe()
         assert not c.tainted()
+
+
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_a_poisoned_tool_definition_never_reaches_the_agent(gw: Gateway, framing: str) -> None:
+    """Tools whose definitions carry an instruction (in the description; spelled with zero-width
+    characters inside an input-schema property) are removed from tools/list although the pack
+    allows calling them; a clean tool whose description says "ignore case" stays. A signed
+    `result` receipt on the list says which were removed and why."""
+    c = Client(gw, f"list/poisoned/{framing}")
+    msg = c.list_msg()
+    seen = c.post(msg, shape={"framing": framing, "poisoned": True})
+    check_bar(seen, [msg["id"]], removed=(hs.DENIED_TOOL, "IMPORTANT", "get_secret"))
+    tools = (seen.result(msg["id"]) or {}).get("tools", [])
+    names = [t.get("name") for t in tools]
+    assert "lookup_notes" not in names and "convert_units" not in names, names
+    assert {"fetch_page", "send_email", "search_logs"} <= set(names), names
+    clean = next(t for t in hs.POISONED_TOOLS if t["name"] == "search_logs")
+    assert next(t for t in tools if t.get("name") == "search_logs") == clean, "passed untouched"
+    # Nothing of the zero-width spelling reached the agent either (read as the model reads it).
+    assert not any("get_secret" in as_the_model_reads(s) for s in strings(seen.values)), seen.describe()
+
+    def poisoned_receipt() -> dict | None:
+        for line in gw.main.access_log():
+            for b in pe.receipts_of(line):
+                if b.get("rule") == "filter:poisoned_entry" and b.get("session") == c.sid:
+                    return b
+        return None
+
+    pe.wait_until("the list's receipt in the access log", lambda: poisoned_receipt() is not None, None, 10.0)
+    r = poisoned_receipt()
+    assert r is not None
+    assert (r["event"], r["decision"], r["action"]["operation"]) == ("result", "MODIFY", "tools/list"), r
+    assert r["modifications"] == [
+        "removed tool `lookup_notes`: its description carries an instruction aimed at the agent",
+        "removed tool `convert_units`: its input schema carries an instruction aimed at the agent",
+    ], r

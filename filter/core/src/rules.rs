@@ -27,6 +27,8 @@ pub(crate) enum FilterRule {
     SessionStore,
     /// A response the filter could not check was replaced by an error.
     UncheckedResponse,
+    /// Entries of a list answer carry instructions aimed at the agent (removed, or kept by a rule).
+    PoisonedEntry,
     /// The action is outside the tools or hosts the task grant in force narrows the run to.
     GrantOutside,
 }
@@ -45,6 +47,7 @@ impl FilterRule {
             FilterRule::Modify => "filter:modify",
             FilterRule::SessionStore => "filter:session_store",
             FilterRule::UncheckedResponse => "filter:unchecked_response",
+            FilterRule::PoisonedEntry => "filter:poisoned_entry",
             FilterRule::GrantOutside => "grant:outside",
         }
     }

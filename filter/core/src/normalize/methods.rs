@@ -29,6 +29,13 @@ pub(crate) enum Method {
     CompletionComplete,
     /// `tools/result` (pseudo): a tool result coming back, judged as an action.
     ToolsResult,
+    /// `tools/list_entry` (pseudo): a listed tool whose definition carries an instruction aimed at
+    /// the agent, judged as an action (`results/poison.rs`).
+    ToolsListEntry,
+    /// `prompts/list_entry` (pseudo): the same for a listed prompt.
+    PromptsListEntry,
+    /// `resources/list_entry` (pseudo): the same for a listed resource.
+    ResourcesListEntry,
     /// `stream/open` (pseudo): the GET that opens a server-to-client stream.
     StreamOpen,
     /// `session/delete` (pseudo): the DELETE that ends a session.
@@ -38,7 +45,7 @@ pub(crate) enum Method {
 }
 
 /// Every method with its name, in one place.
-const TABLE: [(Method, &str); 14] = [
+const TABLE: [(Method, &str); 17] = [
     (Method::Initialize, "initialize"),
     (Method::ToolsCall, "tools/call"),
     (Method::ToolsList, "tools/list"),
@@ -50,6 +57,9 @@ const TABLE: [(Method, &str); 14] = [
     (Method::ResourcesList, "resources/list"),
     (Method::CompletionComplete, "completion/complete"),
     (Method::ToolsResult, "tools/result"),
+    (Method::ToolsListEntry, "tools/list_entry"),
+    (Method::PromptsListEntry, "prompts/list_entry"),
+    (Method::ResourcesListEntry, "resources/list_entry"),
     (Method::StreamOpen, "stream/open"),
     (Method::SessionDelete, "session/delete"),
     (Method::HttpOptions, "http/options"),

@@ -2,6 +2,8 @@
 //! agent gets it (docs/filter.md, "The response path"):
 //! - results of `tools/list`, `prompts/list` and `resources/list` are filtered so the agent never
 //!   sees what no call could use ([`Cx::keeps`]);
+//! - an entry of those lists whose definition carries an instruction aimed at the agent is removed
+//!   unless a rule of the pack keeps it (`poison.rs`), and a `result` receipt says why;
 //! - tool results are evaluated as `tools/result` pseudo-actions (`result.rs`): taints and other
 //!   effects, MODIFY (redaction), DENY (an error in place of the result);
 //! - server-to-client requests (`sampling/createMessage`, `elicitation/create`, `roots/list`, ...)
@@ -17,6 +19,7 @@
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
 mod inject;
+mod poison;
 mod result;
 mod sse;
 
@@ -558,7 +561,7 @@ impl Inspector {
                     action,
                     remove,
                 };
-                if list_filter(cx, &p, &mut m) > 0 {
+                if list_filter(cx, &p, &mut m, &mut self.sealed) > 0 {
                     Outcome::Replace(m)
                 } else {
                     Outcome::Keep
@@ -639,9 +642,16 @@ struct ListPending {
 /// The members of a cacheable result (MCP 2026-07-28 `CacheableResult`).
 const CACHE_MEMBERS: [&str; 3] = ["cacheScope", "ttlMs", "resultType"];
 
-/// Filter one list answer in place; how many entries were removed. A cacheable answer it changed
-/// says `cacheScope: private`.
-fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
+/// Filter one list answer in place; how many entries were removed. An entry no call could use
+/// is hidden ([`Cx::keeps`]); one whose text carries an instruction aimed at the agent is removed
+/// unless a rule keeps it (`poison.rs`), and the receipt recording that goes to `sealed`. A
+/// cacheable answer it changed says `cacheScope: private`.
+fn list_filter(
+    cx: &Judge<'_>,
+    p: &ListPending,
+    msg: &mut Value,
+    sealed: &mut Vec<Receipt>,
+) -> usize {
     let now = cx.host.now_ms();
     let state = match cx.session {
         Some(s) => cx.sessions.read(cx.host, s, None, now).state,
@@ -665,17 +675,42 @@ fn list_filter(cx: &Judge<'_>, p: &ListPending, msg: &mut Value) -> usize {
             .and_then(Value::as_str)
             .is_some_and(|name| c.keeps(p, name))
     });
+    let hidden = before.saturating_sub(list.len());
+    // What the agent would read of the entries it may use: scanned for instructions.
+    let mut lines = Vec::new();
+    list.retain(|entry| {
+        let Some(flag) = poison::flagged(p.kind, entry) else {
+            return true;
+        };
+        let name = entry
+            .get(p.kind.name_key())
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let j = poison::judge(c.l, c.state, now, p.kind, &p.action, name, flag);
+        lines.push(j.line);
+        j.keep
+    });
     let removed = before.saturating_sub(list.len());
+    let poisoned = removed.saturating_sub(hidden);
     if removed > 0 && CACHE_MEMBERS.iter().any(|k| result.contains_key(*k)) {
         // A cacheable result (2026-07-28) the filter changed is this agent's view, decided with
         // its session: no cache may serve it in another authorization context.
         result.insert("cacheScope".to_owned(), Value::from("private"));
     }
-    if removed > 0 {
+    if hidden > 0 {
         cx.host.log(
             LogLevel::Debug,
-            &format!("portcullis: list result: {removed} entries hidden by policy"),
+            &format!("portcullis: list result: {hidden} entries hidden by policy"),
         );
+    }
+    if !lines.is_empty() {
+        cx.host.log(
+            LogLevel::Warn,
+            &format!("portcullis: list result: {}", lines.join("; ")),
+        );
+        if let Some(r) = result::poisoned_entries(cx, &p.action, poisoned, lines) {
+            sealed.push(r);
+        }
     }
     removed
 }

@@ -45,7 +45,7 @@ fn compact_json_len(v: &Value) -> u64 {
 }
 
 /// The text of a result: every string value (at any depth), joined by `\n`, bounded.
-fn result_text(v: &Value, out: &mut String) {
+pub(super) fn result_text(v: &Value, out: &mut String) {
     if out.len() >= MAX_TEXT_BYTES {
         return;
     }
@@ -266,6 +266,31 @@ pub(crate) fn refused(cx: &Judge<'_>, call: &Action, why: &str) -> Option<Receip
         ..Verdict::default()
     };
     record(cx, &action, |_, _| (verdict.clone(), Vec::new(), true, ())).1
+}
+
+/// Record what the filter did to the entries of a list answer that carry instructions aimed at
+/// the agent (`lines`, one per entry: removed, or kept by a rule): a `result` receipt in the
+/// session's chain for the list request `list`, MODIFY when something was removed. `None` without
+/// a session.
+pub(crate) fn poisoned_entries(
+    cx: &Judge<'_>,
+    list: &Action,
+    removed: usize,
+    lines: Vec<String>,
+) -> Option<Receipt> {
+    let decision = if removed > 0 {
+        Decision::Modify
+    } else {
+        Decision::Allow
+    };
+    let verdict = Verdict {
+        decision,
+        would_be: decision,
+        deciding_rule: FilterRule::PoisonedEntry.as_str().to_owned(),
+        reason: "list entries carry instructions aimed at the agent".to_owned(),
+        ..Verdict::default()
+    };
+    record(cx, list, |_, _| (verdict.clone(), lines.clone(), true, ())).1
 }
 
 /// Evaluate with `verdict_on` against the session as stored and, when the verdict did anything
