@@ -64,6 +64,24 @@ fn outcome(host: &MockHost, a: FilterAction) -> Outcome {
     }
 }
 
+/// Agent `who` on `p`: its MCP requests and egress.
+struct Agent<'a> {
+    host: &'a MockHost,
+    p: &'a Rc<Plugin>,
+    who: &'a str,
+}
+
+fn agent<'a>(host: &'a MockHost, p: &'a Rc<Plugin>, who: &'a str) -> Agent<'a> {
+    Agent { host, p, who }
+}
+
+impl Agent<'_> {
+    /// An MCP request with `mcp-session-id: key` if any; what the filter did.
+    fn mcp(&self, key: Option<&str>, body: &Value) -> Outcome {
+        mcp(self.host, self.p, self.who, key, body).1
+    }
+}
+
 /// An MCP request of agent `who` (its peer certificate), with `mcp-session-id: key` if any.
 fn mcp(
     host: &MockHost,
@@ -138,13 +156,7 @@ fn the_seed_case_holds_without_any_correlation_header() {
     let p = plugin(&host, json!({}));
     let run = format!("run/{PAYROLL_BOT}");
 
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        None,
-        &call("query_db", json!({"month": "11"})),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(None, &call("query_db", json!({"month": "11"})));
     assert!(o.forwarded, "{}", o.rule);
     assert_eq!(
         o.chain, run,
@@ -180,13 +192,7 @@ fn the_seed_case_holds_without_any_correlation_header() {
         (None, "session:killed"),
         (Some("fresh-session"), "principal:quarantined"),
     ] {
-        let (_, o) = mcp(
-            &host,
-            &p,
-            PAYROLL_BOT,
-            key,
-            &call("read_file", json!({"path": "/a"})),
-        );
+        let o = agent(&host, &p, PAYROLL_BOT).mcp(key, &call("read_file", json!({"path": "/a"})));
         assert!(!o.forwarded, "{key:?}");
         assert_eq!(o.rule, rule, "{key:?}");
     }
@@ -201,7 +207,7 @@ fn the_seed_case_holds_without_any_correlation_header() {
     // Another agent: nothing of that reaches it.
     let o = egress(&host, &p, OTHER_BOT, "evil.example");
     assert!(o.forwarded, "{}", o.rule);
-    let (_, o) = mcp(&host, &p, OTHER_BOT, None, &call("query_db", json!({})));
+    let o = agent(&host, &p, OTHER_BOT).mcp(None, &call("query_db", json!({})));
     assert!(o.forwarded, "{}", o.rule);
     assert_eq!(o.chain, format!("run/{OTHER_BOT}"));
 }
@@ -211,23 +217,13 @@ fn the_seed_case_holds_without_any_correlation_header() {
 fn a_kill_is_not_escaped_with_a_new_session() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("s1"),
-        &call("get_secret", json!({"name": "db"})),
-    );
+    let o =
+        agent(&host, &p, PAYROLL_BOT).mcp(Some("s1"), &call("get_secret", json!({"name": "db"})));
     assert_eq!(o.rule, "secrets");
     for key in ["s1", "s2"] {
         host.advance(10);
-        let (_, o) = mcp(
-            &host,
-            &p,
-            PAYROLL_BOT,
-            Some(key),
-            &call("read_file", json!({"path": "/a"})),
-        );
+        let o =
+            agent(&host, &p, PAYROLL_BOT).mcp(Some(key), &call("read_file", json!({"path": "/a"})));
         assert!(!o.forwarded, "{key}");
         assert_eq!(
             o.rule,
@@ -238,13 +234,7 @@ fn a_kill_is_not_escaped_with_a_new_session() {
             }
         );
     }
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some("s3"),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o = agent(&host, &p, OTHER_BOT).mcp(Some("s3"), &call("read_file", json!({"path": "/a"})));
     assert!(o.forwarded, "{}", o.rule);
 }
 
@@ -254,13 +244,8 @@ fn a_kill_is_not_escaped_with_a_new_session() {
 fn keyless_requests_join_the_current_run() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("mcp-1"),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o =
+        agent(&host, &p, PAYROLL_BOT).mcp(Some("mcp-1"), &call("read_file", json!({"path": "/a"})));
     assert_eq!(o.chain, "mcp-1");
     let o = egress(&host, &p, PAYROLL_BOT, "api.github.com");
     assert!(o.forwarded);
@@ -269,13 +254,8 @@ fn keyless_requests_join_the_current_run() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({"session": {"run": "principal"}}));
     for key in ["a", "b"] {
-        let (_, o) = mcp(
-            &host,
-            &p,
-            PAYROLL_BOT,
-            Some(key),
-            &call("read_file", json!({"path": "/a"})),
-        );
+        let o =
+            agent(&host, &p, PAYROLL_BOT).mcp(Some(key), &call("read_file", json!({"path": "/a"})));
         assert_eq!(o.chain, format!("run/{PAYROLL_BOT}"));
     }
 }
@@ -285,31 +265,14 @@ fn keyless_requests_join_the_current_run() {
 fn sessions_and_runs_belong_to_their_agent() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("mine"),
-        &call("query_db", json!({})),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(Some("mine"), &call("query_db", json!({})));
     assert!(o.forwarded);
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some("mine"),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o =
+        agent(&host, &p, OTHER_BOT).mcp(Some("mine"), &call("read_file", json!({"path": "/a"})));
     assert_eq!(o.rule, "session:unknown");
     assert_eq!(o.status, Some(404));
     let run = format!("run/{PAYROLL_BOT}");
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some(&run),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o = agent(&host, &p, OTHER_BOT).mcp(Some(&run), &call("read_file", json!({"path": "/a"})));
     assert_eq!(o.status, Some(400), "a client may not name a run");
 }
 
@@ -326,22 +289,10 @@ fn a_refused_first_request_stores_nothing() {
             .filter(|k| k.starts_with("portcullis/s/"))
             .count()
     };
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("x1"),
-        &call("rm_rf", json!({})),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(Some("x1"), &call("rm_rf", json!({})));
     assert_eq!(o.rule, "default");
     assert_eq!(slots(&host), 0);
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("x2"),
-        &call("get_secret", json!({})),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(Some("x2"), &call("get_secret", json!({})));
     assert_eq!(o.rule, "secrets");
     assert_eq!(slots(&host), 1, "the killed session is kept");
 }
@@ -356,35 +307,19 @@ fn flooding_leaves_other_agents_sessions_intact() {
         &host,
         json!({"session": {"slots": 64, "max_per_principal": 8}}),
     );
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some("victim"),
-        &call("query_db", json!({})),
-    );
+    let o = agent(&host, &p, OTHER_BOT).mcp(Some("victim"), &call("query_db", json!({})));
     assert!(o.forwarded);
     for i in 0..100_000u32 {
         host.advance(1);
         let key = format!("flood-{i}");
-        let (_, o) = mcp(
-            &host,
-            &p,
-            PAYROLL_BOT,
-            Some(&key),
-            &call("read_file", json!({"path": "/a"})),
-        );
+        let o = agent(&host, &p, PAYROLL_BOT)
+            .mcp(Some(&key), &call("read_file", json!({"path": "/a"})));
         // Its own new sessions always find room: it displaces only its own.
         assert!(o.forwarded, "{key}: {}", o.rule);
     }
     host.advance(1);
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some("victim"),
-        &call("read_file", json!({"path": "/b"})),
-    );
+    let o =
+        agent(&host, &p, OTHER_BOT).mcp(Some("victim"), &call("read_file", json!({"path": "/b"})));
     assert!(o.forwarded, "{}", o.rule);
     assert_eq!(o.chain, "victim");
     let live = host
@@ -490,7 +425,7 @@ fn intent_comes_from_a_grant_not_from_the_agent() {
 fn a_release_restores_the_agent() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
-    let (_, o) = mcp(&host, &p, PAYROLL_BOT, None, &call("get_secret", json!({})));
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(None, &call("get_secret", json!({})));
     assert_eq!(o.rule, "secrets");
     let release = |issued_ms: u64| {
         bundle::release::mint(
@@ -510,13 +445,8 @@ fn a_release_restores_the_agent() {
         &host,
         json!({"release_keys": [public(OPERATOR)], "releases": [stale]}),
     );
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("n1"),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o =
+        agent(&host, &p, PAYROLL_BOT).mcp(Some("n1"), &call("read_file", json!({"path": "/a"})));
     assert_eq!(o.rule, "principal:quarantined");
 
     let token = release(START_MS + 5_000);
@@ -530,22 +460,10 @@ fn a_release_restores_the_agent() {
     };
     assert_eq!(released(&host), 1);
     for key in [None, Some("n2")] {
-        let (_, o) = mcp(
-            &host,
-            &p,
-            PAYROLL_BOT,
-            key,
-            &call("read_file", json!({"path": "/a"})),
-        );
+        let o = agent(&host, &p, PAYROLL_BOT).mcp(key, &call("read_file", json!({"path": "/a"})));
         assert!(o.forwarded, "{key:?}: {}", o.rule);
     }
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        None,
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(None, &call("read_file", json!({"path": "/a"})));
     assert_eq!(
         o.chain, "n2",
         "keyless requests join the session it acted in last"
@@ -562,36 +480,13 @@ fn a_principal_wide_revocation_reaches_every_session_of_the_agent() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
     let mail = |to: &str| call("send_email", json!({"to": to, "subject": "s", "body": "b"}));
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("m1"),
-        &mail("x@outside.example"),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(Some("m1"), &mail("x@outside.example"));
     assert_eq!(o.rule, "outside_mail");
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("m2"),
-        &mail("finance@corp.example"),
-    );
+    let o = agent(&host, &p, PAYROLL_BOT).mcp(Some("m2"), &mail("finance@corp.example"));
     assert_eq!(o.rule, "principal:revoked");
-    let (_, o) = mcp(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        Some("m2"),
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let o =
+        agent(&host, &p, PAYROLL_BOT).mcp(Some("m2"), &call("read_file", json!({"path": "/a"})));
     assert!(o.forwarded, "only the tool is revoked: {}", o.rule);
-    let (_, o) = mcp(
-        &host,
-        &p,
-        OTHER_BOT,
-        Some("m3"),
-        &mail("finance@corp.example"),
-    );
+    let o = agent(&host, &p, OTHER_BOT).mcp(Some("m3"), &mail("finance@corp.example"));
     assert!(o.forwarded, "{}", o.rule);
 }
