@@ -490,3 +490,40 @@ fn a_principal_wide_revocation_reaches_every_session_of_the_agent() {
     let o = agent(&host, &p, OTHER_BOT).mcp(Some("m3"), &mail("finance@corp.example"));
     assert!(o.forwarded, "{}", o.rule);
 }
+
+/// A legacy `initialize` of a known agent (no session id yet: decided in its run) begins the
+/// session the server names: with `session.require_initialize` later requests naming it are
+/// known, the session counts toward the agent's quota, and it becomes the agent's current run.
+#[test]
+fn a_session_begun_by_an_initialize_answer_is_the_agents() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(
+        &host,
+        json!({"session": {"require_initialize": true, "max_per_principal": 2}}),
+    );
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    for n in 1..=3 {
+        let (mut s, o) = mcp(&host, &p, PAYROLL_BOT, None, &init);
+        assert!(o.forwarded, "{}", o.rule);
+        host.state().response_headers = vec![
+            (":status".to_owned(), "200".to_owned()),
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("mcp-session-id".to_owned(), format!("srv-{n}")),
+        ];
+        s.on_response_headers(&host);
+        host.advance(10);
+    }
+    let a = agent(&host, &p, PAYROLL_BOT);
+    let read = call("read_file", json!({"path": "/a"}));
+    let o = a.mcp(Some("srv-3"), &read);
+    assert!(o.forwarded, "{}", o.rule);
+    assert_eq!(o.chain, "srv-3");
+    // Past the quota of 2, its oldest begun session ended.
+    assert_eq!(a.mcp(Some("srv-1"), &read).rule, "session:unknown");
+    assert!(a.mcp(Some("srv-2"), &read).forwarded);
+    // Its keyless egress joins the session it acted in last.
+    assert_eq!(
+        egress(&host, &p, PAYROLL_BOT, "api.github.com").chain,
+        "srv-2"
+    );
+}

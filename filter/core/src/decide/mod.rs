@@ -38,6 +38,9 @@ pub(crate) struct Input<'a> {
     pub body: Option<&'a [u8]>,
     /// The session the request is decided in (its key, or its principal's run).
     pub session: Option<&'a str>,
+    /// `session` is the key the request carried (not a run the filter named): only such a key
+    /// is subject to `session.require_initialize`.
+    pub keyed: bool,
     /// The principal acting, when one is known.
     pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
@@ -391,7 +394,7 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
     let owner = input.principal.map(|w| name_hash(w.id));
     let decided = sessions.update(host, session, owner, |rec, now| {
         let new_session = rec.state.status == SessionStatus::New;
-        if new_session && l.cfg.session.require_initialize {
+        if new_session && input.keyed && l.cfg.session.require_initialize {
             // An id whose `initialize` answer never passed here: missing, and nothing is saved
             // (made-up ids must not take slots from real sessions).
             return Write::Skip(Decided::Unknown);

@@ -569,21 +569,48 @@ impl Sessions {
     /// slot the new session may use holds one (its `session_end` receipt is logged). Only a
     /// session with no record yet is written: if any action of the session was already recorded,
     /// its pinned intent (or none) stands.
-    pub(crate) fn begin(&self, host: &dyn Host, session: &str, owner: Owner, intent: Option<&str>) {
+    ///
+    /// The session belongs to `principal` when one is known: it counts toward the principal's
+    /// `session.max_per_principal` and becomes its current run.
+    pub(crate) fn begin(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        principal: Option<&str>,
+        intent: Option<&(String, bundle::action::IntentSource)>,
+    ) {
+        let owner = principal.map(bundle::session::name_hash);
         let begun = self.update(host, session, owner, |rec, now| {
             if rec.state.status != SessionStatus::New {
-                return Write::Skip(());
+                return Write::Skip(false);
             }
             rec.state.status = SessionStatus::Active;
-            rec.state.intent = intent.map(str::to_owned);
+            rec.state.intent = intent.map(|(i, _)| i.clone());
+            rec.state.intent_source = intent.map(|(_, s)| *s).unwrap_or_default();
             rec.extra.last_seen_ms = now;
-            Write::Active(())
+            Write::Active(true)
         });
-        if let Err(e) = begun {
-            host.log(
+        match (begun, principal) {
+            (Ok(true), Some(p)) => {
+                let none = bundle::session::PrincipalView::default();
+                let acted = Acted {
+                    session: Some(session),
+                    new_session: true,
+                    before: &none,
+                    after: &none,
+                };
+                if let Err(e) = self.principal_acted(host, p, &acted) {
+                    host.log(
+                        LogLevel::Warn,
+                        &format!("portcullis: new session `{session}` not counted for `{p}`: {e}"),
+                    );
+                }
+            }
+            (Ok(_), _) => {}
+            (Err(e), _) => host.log(
                 LogLevel::Warn,
                 &format!("portcullis: new session `{session}` not recorded: {e}"),
-            );
+            ),
         }
     }
 

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use bundle::action::{Action, Identity};
+use bundle::action::{Action, Identity, IntentSource};
 use bundle::receipt::Receipt;
 use bundle::verdict::Decision;
 
@@ -91,7 +91,7 @@ pub struct Stream {
     /// An allowed legacy `initialize`: the session whose id the server returns in
     /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
     /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
-    begin_session: Option<Option<String>>,
+    begin_session: Option<Option<(String, IntentSource)>>,
     /// Request body bytes Envoy holds for the filter (the `body_size` of the last body callback,
     /// which paused): what trailers complete.
     request_held: usize,
@@ -311,8 +311,8 @@ impl Stream {
                 })
                 .map(|(_, v)| v);
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
-                let owner = self.principal.as_deref().map(bundle::session::name_hash);
-                l.sessions.begin(host, &session, owner, intent.as_deref());
+                l.sessions
+                    .begin(host, &session, self.principal.as_deref(), intent.as_ref());
             }
         }
         if let Some(i) = &mut self.inspector
@@ -450,6 +450,7 @@ impl Stream {
             actions: &actions,
             body: body.as_deref(),
             session: self.session.as_deref(),
+            keyed: self.key.is_some() && self.key == self.session,
             principal: self
                 .principal
                 .as_deref()
@@ -528,9 +529,10 @@ impl Stream {
         shape: &Shape,
         plan: &Plan,
         actions: &[Action],
-    ) -> Option<Option<String>> {
+    ) -> Option<Option<(String, IntentSource)>> {
         let session_cfg = &l.policy.cfg.session;
-        if self.session.is_some()
+        // The request named no session (it may still have been decided in its principal's run).
+        if self.key.is_some()
             || session_cfg.key != SessionKeySource::McpSessionId
             || !matches!(shape, Shape::Mcp { batch: false, .. })
         {
@@ -540,7 +542,7 @@ impl Stream {
         if !normalize::Method::Initialize.is(&a.operation) {
             return None;
         }
-        let intent = m.verdict.intent.clone();
+        let intent = m.verdict.intent.clone().map(|i| (i, a.intent_source));
         (intent.is_some() || session_cfg.require_initialize).then_some(intent)
     }
 
