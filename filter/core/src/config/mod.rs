@@ -925,6 +925,26 @@ mod tests {
             ),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
             (
+                serde_json::json!({"session": {"run": "cookie"}}),
+                "`session.run`: `cookie` is not one of",
+            ),
+            (
+                serde_json::json!({"session": {"run": "claim"}}),
+                "`session.run: claim` needs `identity.jwt.run_claim`",
+            ),
+            (
+                serde_json::json!({"session": {"max_per_principal": 0}}),
+                "`session.max_per_principal`: 0 is not between 1 and 256",
+            ),
+            (
+                serde_json::json!({"releases": ["x.y"]}),
+                "`releases` needs `release_keys`",
+            ),
+            (
+                serde_json::json!({"task_grant_keys": ["nope"]}),
+                "task_grant_keys",
+            ),
+            (
                 serde_json::json!({"mcp": {"legacy_paths": ["messages"]}}),
                 "`mcp.legacy_paths`: `messages` must start with `/`",
             ),
