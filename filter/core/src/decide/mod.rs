@@ -490,6 +490,17 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
         return plan;
     };
     let saved_in = plan.session.clone();
+    // The usual request (an agent acting in its current run, changing nothing about itself)
+    // leaves the record as it was read: no second read-and-compare cycle on the request path.
+    let unchanged = !new_session
+        && view == after
+        && (saved_in.is_none()
+            || who
+                .record
+                .is_ok_and(|r| r.run.as_deref() == saved_in.as_deref()));
+    if unchanged {
+        return plan;
+    }
     let acted = Acted {
         session: saved_in.as_deref(),
         new_session,
