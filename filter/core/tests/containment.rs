@@ -527,3 +527,41 @@ fn a_session_begun_by_an_initialize_answer_is_the_agents() {
         "srv-2"
     );
 }
+
+/// Bad input on the new paths: a grant that is not a token, or on a request with no verified
+/// identity to hold it, is refused (403) before anything is decided; a release in the
+/// configuration that does not verify is logged and changes nothing.
+#[test]
+fn bad_grants_and_releases_are_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({"task_grant_keys": [public(ORCHESTRATOR)]}));
+    let read = call("read_file", json!({"path": "/a"}));
+    host.set_property(&["connection", "uri_san_peer_certificate"], PAYROLL_BOT);
+    let (_, a) = common::send_mcp(&host, &p, &[("x-portcullis-grant", "not.a-token")], &read);
+    let o = outcome(&host, a);
+    assert_eq!((o.forwarded, o.status), (false, Some(403)));
+    // No identity at all (no peer certificate): a valid grant has nobody to belong to.
+    let good = grant(PAYROLL_BOT, "payroll_report", None);
+    host.set_property(&["connection", "uri_san_peer_certificate"], "");
+    let (_, a) = common::send_mcp(&host, &p, &[("x-portcullis-grant", good.as_str())], &read);
+    let o = outcome(&host, a);
+    assert_eq!((o.forwarded, o.status), (false, Some(403)));
+
+    let (_, o) = mcp(&host, &p, PAYROLL_BOT, None, &call("get_secret", json!({})));
+    assert_eq!(o.rule, "secrets");
+    let p = plugin(
+        &host,
+        json!({"release_keys": [public(OPERATOR)], "releases": ["garbage", good]}),
+    );
+    assert!(
+        host.state()
+            .logs
+            .iter()
+            .filter(|(_, l)| l.contains("a release in the configuration is refused"))
+            .count()
+            >= 2,
+        "both are logged: one is no token, the other a grant, not a release"
+    );
+    let (_, o) = mcp(&host, &p, PAYROLL_BOT, Some("n"), &read);
+    assert_eq!(o.rule, "principal:quarantined");
+}
