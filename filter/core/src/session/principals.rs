@@ -60,6 +60,14 @@ pub(crate) struct PrincipalRecord {
     /// release, `run/<principal>@<n>` after the n-th (its quarantined run stays killed).
     #[serde(default)]
     pub epoch: u32,
+    /// With the etcd backend: the `mod_revision` of this principal's containment in etcd as
+    /// last seen (0: etcd has none, as far as this record knows). Absent with the local backend.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub etcd_rev: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl PrincipalRecord {
