@@ -60,3 +60,7 @@ pub const MAX_FLUSH_PER_TICK: usize = 16;
 
 /// After a failed connection to etcd, the watch is opened again no sooner than this.
 pub const ETCD_RETRY_MS: u64 = 1_000;
+
+/// A worker logs at most one state-store failure per this period (every failure is counted in
+/// `portcullis_state_store_errors`); the log says when the watch is back in sync.
+pub const ETCD_WARN_PERIOD_MS: u64 = 5_000;

@@ -32,7 +32,7 @@ pub(super) struct Committing {
 /// The writes a decision needs: the containment of `changed` principals, then the approval
 /// tokens the plan honoured.
 pub(super) fn ops_of(changed: Vec<String>, plan: &Plan) -> VecDeque<Op> {
-    let pushes = changed.into_iter().map(|id| Op::Push { id, tries: 0 });
+    let pushes = changed.into_iter().map(Op::push);
     let claims = plan
         .msgs
         .iter()
@@ -135,7 +135,7 @@ fn next(host: &dyn Host, l: &Loaded, c: &mut Committing) -> bool {
     let Some(etcd) = l.watcher.as_ref().map(|w| &w.etcd) else {
         return false;
     };
-    let Some(op) = c.ops.pop_front() else {
+    let Some(mut op) = c.ops.pop_front() else {
         return false;
     };
     match op.start(host, etcd, &l.sessions) {

@@ -221,8 +221,13 @@ pub(crate) fn answer(host: &dyn Host, status: u32, size: usize) -> Result<Vec<u8
 /// One write to etcd in progress, as a state machine over its call-outs.
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    /// Write principal `id`'s containment (compare-and-swap; `tries` so far).
-    Push { id: String, tries: u8 },
+    /// Write principal `id`'s containment (compare-and-swap; `tries` so far; `sent`: what the
+    /// call in flight writes).
+    Push {
+        id: String,
+        tries: u8,
+        sent: Option<Containment>,
+    },
     /// Claim a used approval token: first its lease ...
     Lease { nonce: [u8; 16], expires_s: u64 },
     /// ... then create its key if absent.
@@ -275,9 +280,18 @@ pub(crate) trait Records {
 }
 
 impl Op {
+    /// Write principal `id`'s containment.
+    pub(crate) fn push(id: String) -> Op {
+        Op::Push {
+            id,
+            tries: 0,
+            sent: None,
+        }
+    }
+
     /// Dispatch this op's call; returns its token.
     pub(crate) fn start(
-        &self,
+        &mut self,
         host: &dyn Host,
         etcd: &Etcd,
         records: &dyn Records,
@@ -285,15 +299,17 @@ impl Op {
         let unavailable =
             |e: HostError| Failed::Unavailable(format!("etcd cannot be called: {}", e.0));
         match self {
-            Op::Push { id, .. } => {
+            Op::Push { id, sent, .. } => {
                 let r = records.record(host, id).map_err(Failed::Unavailable)?;
                 let key = principal_key(&etcd.cfg.prefix, id);
+                let value = Containment::of(&r);
                 let msg = proto::txn_put(
                     &key,
                     proto::Compare::ModRevision(r.etcd_rev),
-                    &Containment::of(&r).encode(),
+                    &value.encode(),
                     0,
                 );
+                *sent = Some(value);
                 etcd.call(host, KV, "Txn", &msg.finish())
                     .map_err(unavailable)
             }
@@ -328,14 +344,26 @@ impl Op {
             Err(why) => return Step::Failed(Failed::Unavailable(why)),
         };
         let garbled = || Step::Failed(Failed::Unavailable("etcd's answer is not one".to_owned()));
-        let next = |op: Op| match op.start(host, etcd, records) {
+        let next = |mut op: Op| match op.start(host, etcd, records) {
             Ok(token) => Step::Next(op, token),
             Err(f) => Step::Failed(f),
         };
         match self {
-            Op::Push { id, tries } => {
+            Op::Push { id, tries, sent } => {
                 let Some(t) = proto::txn_response(&body) else {
                     return garbled();
+                };
+                let again = |id: String| {
+                    if tries.saturating_add(1) >= MAX_PUSH_TRIES {
+                        return Step::Failed(Failed::Unavailable(
+                            "etcd compare-and-swap contention".to_owned(),
+                        ));
+                    }
+                    next(Op::Push {
+                        id,
+                        tries: tries.saturating_add(1),
+                        sent: None,
+                    })
                 };
                 let joined = |rev: i64, theirs: Option<Containment>| {
                     records.apply(host, &id, &mut |r| {
@@ -346,11 +374,17 @@ impl Op {
                     })
                 };
                 if t.succeeded {
-                    return match joined(t.revision, None) {
-                        Ok(()) => {
+                    if let Err(e) = joined(t.revision, None) {
+                        return Step::Failed(Failed::Unavailable(e));
+                    }
+                    // The record may have changed while the write was in flight: only what etcd
+                    // now has leaves the outbox; a newer change is written next.
+                    return match records.record(host, &id) {
+                        Ok(r) if Some(Containment::of(&r)) == sent => {
                             outbox_remove(host, &id);
                             Step::Done
                         }
+                        Ok(_) => again(id),
                         Err(e) => Step::Failed(Failed::Unavailable(e)),
                     };
                 }
@@ -362,15 +396,7 @@ impl Op {
                 if let Err(e) = joined(rev, theirs) {
                     return Step::Failed(Failed::Unavailable(e));
                 }
-                if tries.saturating_add(1) >= MAX_PUSH_TRIES {
-                    return Step::Failed(Failed::Unavailable(
-                        "etcd compare-and-swap contention".to_owned(),
-                    ));
-                }
-                next(Op::Push {
-                    id,
-                    tries: tries.saturating_add(1),
-                })
+                again(id)
             }
             Op::Lease { nonce, .. } => match proto::lease_grant_response(&body) {
                 Some(Ok(lease)) => next(Op::Claim { nonce, lease }),

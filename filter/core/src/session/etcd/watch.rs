@@ -13,7 +13,9 @@ use std::cell::RefCell;
 use super::proto::{self, Event};
 use super::{Containment, Etcd, Failed, KV, Op, Records, Step, answer, outbox, principals_range};
 use crate::host::{Host, LogLevel};
-use crate::limits::{ETCD_RETRY_MS, MAX_ETCD_ANSWER_BYTES, MAX_FLUSH_PER_TICK};
+use crate::limits::{
+    ETCD_RETRY_MS, ETCD_WARN_PERIOD_MS, MAX_ETCD_ANSWER_BYTES, MAX_FLUSH_PER_TICK,
+};
 use crate::metrics::{Metric, Metrics};
 
 #[derive(Debug, Default)]
@@ -30,6 +32,8 @@ struct State {
     retry_at_ms: u64,
     /// Outbox writes in flight.
     flushing: Vec<(u32, Op)>,
+    /// When a failure was last logged (the outage of a minute is a few lines, not thousands).
+    warned_ms: Option<u64>,
     /// The initial read completed since [`Watcher::take_just_read`] last asked.
     just_read: bool,
 }
@@ -62,9 +66,19 @@ impl Watcher {
         st.watch.is_some() && st.created
     }
 
+    /// Count a failure; log it unless another was logged in the last [`ETCD_WARN_PERIOD_MS`].
     fn fail(&self, host: &dyn Host, why: &str) {
-        host.log(LogLevel::Warn, &format!("portcullis: state store: {why}"));
         self.metrics.count(host, Metric::StateStoreErrors);
+        let now = host.now_ms();
+        let due = self
+            .st
+            .borrow()
+            .warned_ms
+            .is_none_or(|t| now.saturating_sub(t) >= ETCD_WARN_PERIOD_MS);
+        if due {
+            self.st.borrow_mut().warned_ms = Some(now);
+            host.log(LogLevel::Warn, &format!("portcullis: state store: {why}"));
+        }
     }
 
     /// Connect when not connected (first read, or the watch from the last revision), and write
@@ -132,7 +146,7 @@ impl Watcher {
             if busy {
                 continue;
             }
-            let op = Op::Push { id, tries: 0 };
+            let mut op = Op::push(id);
             match op.start(host, &self.etcd, records) {
                 Ok(t) => self.st.borrow_mut().flushing.push((t, op)),
                 Err(f) => {
