@@ -170,11 +170,12 @@ def pair(stack: pe.Stack, keys: pe.Keys, bundle: Path, tmp_path: Path) -> Iterat
 
 def kill_on(p: Pair, r: Replica, agent: str) -> tuple[float, float]:
     """The agent asks for a secret on replica ``r``: killed, and its principal quarantined.
-    Returns how long an allowed read and the kill took (s): the kill waits for etcd."""
+    Returns how long two answers of A's own took (s): a step-up (no call-out) and the kill (which
+    waits for etcd to have the quarantine)."""
     with p.agent(r, agent) as mcp:
         assert mcp.initialize().status == 200
         t0 = time.monotonic()
-        assert decided(mcp.call("read_file", {"path": "/repo/a"})) == (None, None)
+        assert mcp.call("deploy", {"env": "production", "version": "1"}).error_code == APPROVAL_REQUIRED
         t1 = time.monotonic()
         assert decided(mcp.call("get_secret", {"name": "db"})) == (DENIED, "secrets")
         return t1 - t0, time.monotonic() - t1
@@ -211,9 +212,9 @@ def test_a_quarantine_decided_on_one_replica_is_enforced_on_the_other(pair: Pair
     ms = sorted(d * 1000 for d in delays)
     figures = {"samples": len(ms), "p50_ms": statistics.median(ms),
                "p99_ms": ms[min(len(ms) - 1, int(len(ms) * 0.99))], "max_ms": ms[-1],
-               # The same agent on A, same run: an allowed read (no call-out) and the kill (its
-               # quarantine written to etcd before the answer).
-               "read_p50_ms": statistics.median(reads) * 1000,
+               # The same agent on A, same run: a step-up answered by A (no call-out) and the kill
+               # (its quarantine written to etcd before the answer).
+               "step_up_p50_ms": statistics.median(reads) * 1000,
                "kill_p50_ms": statistics.median(kills) * 1000}
     (pair.stack.dir / "propagation.json").write_text(json.dumps(figures))
     print(f"\nquarantine propagation A -> B: {figures}")
