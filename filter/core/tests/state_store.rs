@@ -6,6 +6,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
     reason = "test code: a failed unwrap is a failed test"
 )]
 
@@ -267,4 +268,93 @@ fn a_quarantine_from_another_replica_arrives_by_the_watch() {
         &call("read_file", json!({"path": "/a"})),
     );
     assert_eq!(rule(&host), "filter:state_store");
+}
+
+/// The `start_revision` of a watch-create message (WatchRequest.create_request field 3).
+fn start_revision(create: &[u8]) -> u64 {
+    // WatchRequest { 1: WatchCreateRequest { 1: key, 2: range_end, 3: start_revision } }
+    let inner = &create[2..];
+    let mut i = 0;
+    while i < inner.len() {
+        let tag = inner[i];
+        i += 1;
+        if tag & 7 == 2 {
+            let len = inner[i] as usize;
+            i += 1 + len;
+        } else {
+            let mut v = 0u64;
+            let mut shift = 0;
+            loop {
+                let b = inner[i];
+                i += 1;
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            if tag >> 3 == 3 {
+                return v;
+            }
+        }
+    }
+    0
+}
+
+#[test]
+fn a_dropped_watch_resumes_from_the_last_revision_and_a_compaction_reads_everything_again() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host);
+    let watch = sync(&host, &p);
+    assert_eq!(
+        start_revision(&host.state().grpc_calls.last().unwrap().messages[0]),
+        6
+    );
+    // An event at revision 9, then the stream drops (etcd went away).
+    let value = json!({"id": OTHER_BOT, "taints": []});
+    let event = bytes_field(
+        2,
+        &key_value(b"/portcullis/p/y", 9, value.to_string().as_bytes()),
+    );
+    watch_message(
+        &host,
+        &p,
+        watch,
+        [header(9), bytes_field(11, &event)].concat(),
+    );
+    p.on_grpc_stream_close(&host, watch, 14);
+    // Out of sync until it is back: an unknown principal is denied.
+    let (_, _) = send(
+        &host,
+        &p,
+        "spiffe://corp/new",
+        "s1",
+        &call("read_file", json!({"path": "/a"})),
+    );
+    assert_eq!(rule(&host), "filter:state_store");
+    // Not before the retry delay; then from revision 10, without reading everything again.
+    p.on_tick(&host);
+    assert_eq!(
+        last_call(&host).0,
+        watch,
+        "no new call before the retry delay"
+    );
+    host.advance(1_500);
+    p.on_tick(&host);
+    let (again, method) = last_call(&host);
+    assert_eq!(method, "etcdserverpb.Watch/Watch");
+    assert_eq!(
+        start_revision(&host.state().grpc_calls.last().unwrap().messages[0]),
+        10
+    );
+    // etcd compacted revision 10 away: the watch is canceled, and everything is read again.
+    watch_message(
+        &host,
+        &p,
+        again,
+        [header(20), int_field(4, 1), int_field(5, 15)].concat(),
+    );
+    host.advance(1_500);
+    p.on_tick(&host);
+    assert_eq!(last_call(&host).1, "etcdserverpb.KV/Range");
 }
