@@ -94,14 +94,19 @@ class Pair:
         mcp.http = httpx.Client(verify=self.pki.ssl_context(TRUST + name), timeout=10.0, headers=h)
         return mcp
 
-    def render(self, r: Replica) -> Path:
-        r.dir.mkdir(parents=True, exist_ok=True)
+    def push(self, r: Replica, extra: dict | None = None, version: str = "1") -> Path:
+        """Write (or replace: Envoy applies it without a restart) replica ``r``'s ECDS file."""
         subst = pe.render.substitutions(str(self.bundle), str(self.keys.path("bundle", "pub")), None)
-        cfg = {**json.loads((CONFIG / "plugin-config.json").read_text()), **self.extra}
+        cfg = {**json.loads((CONFIG / "plugin-config.json").read_text()), **self.extra, **(extra or {})}
         text = json.dumps(pe.render._fill(cfg, subst), separators=(",", ":"))
         ecds = r.dir / "ecds" / "portcullis.yaml"
         pe.render.write_atomic(ecds, pe.render.ecds_document(
-            text, {"WASM": str(pe.WASM), "FAILURE_POLICY": "FAIL_CLOSED"}, "1"))
+            text, {"WASM": str(pe.WASM), "FAILURE_POLICY": "FAIL_CLOSED"}, version))
+        return ecds
+
+    def render(self, r: Replica) -> Path:
+        r.dir.mkdir(parents=True, exist_ok=True)
+        ecds = self.push(r)
         ports = self.etcd.client_ports
         values = {
             "NODE_ID": f"portcullis-{r.name}", "ADMIN_PORT": str(r.admin), "LISTEN_PORT": str(r.port),
@@ -155,7 +160,10 @@ def pair(stack: pe.Stack, keys: pe.Keys, bundle: Path, tmp_path: Path) -> Iterat
         etcd = EtcdCluster.create(stack)
     except pe.E2EError as e:
         pytest.fail(str(e), pytrace=False)
-    extra = {"approvers": {"release-managers": [keys.path("approver", "pub").read_text().strip()]}}
+    if not keys.path("operator", "key").exists():
+        pe.policyc("keygen", "--out", str(keys.dir / "operator"))
+    extra = {"approvers": {"release-managers": [keys.path("approver", "pub").read_text().strip()]},
+             "release_keys": [keys.path("operator", "pub").read_text().strip()]}
     stack.workbench(json_response=True)
     p = Pair(stack, keys, bundle, pki, Idp(), etcd, extra)
     for name in ("a", "b"):
@@ -258,6 +266,25 @@ def test_after_both_envoys_restart_the_quarantine_holds(pair: Pair) -> None:
         assert decided(quarantined_on(pair, r, "payroll-bot")) == (DENIED, "principal:quarantined")
     with pair.agent(pair.b, "coder") as other:
         assert other.initialize().status == 200
+
+
+def test_a_release_pushed_to_one_replica_lifts_the_quarantine_on_both(pair: Pair) -> None:
+    kill_on(pair, pair.a, "payroll-bot")
+    pe.wait_until("quarantine on B",
+                  lambda: decided(quarantined_on(pair, pair.b, "payroll-bot"))
+                  == (DENIED, "principal:quarantined"), None, 5)
+    time.sleep(1.1)  # a release lifts quarantines imposed before its second
+    token = pe.policyc("release", "--principal", "payroll-bot", "--key",
+                       str(pair.keys.path("operator", "key")), "--reason", "e2e").stdout.strip()
+    # Only A's configuration carries it; B learns it from etcd, and checks its signature.
+    pair.push(pair.a, {"releases": [token]}, "2")
+
+    def served(r: Replica) -> bool:
+        with pair.agent(r, "payroll-bot") as mcp:
+            init = mcp.initialize()
+            return init.status == 200 and init.error_code is None
+    pe.wait_until("the release on A", lambda: served(pair.a), None, 20)
+    pe.wait_until("the release on B, from etcd", lambda: served(pair.b), None, 10)
 
 
 def test_one_etcd_member_killed_changes_nothing(pair: Pair) -> None:

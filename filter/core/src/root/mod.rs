@@ -70,10 +70,11 @@ fn load(
         .state
         .clone()
         .map(|e| Watcher::new(Etcd::new(e), metrics));
+    let release_keys = cfg.release_keys.clone();
     let policy = Policy::new(cfg, bundle, key);
     let mut sessions = Sessions::new(host, &session_cfg, layout, policy.signer.clone(), metrics);
     if watcher.is_some() {
-        sessions.replicate();
+        sessions.replicate(&release_keys);
     }
     Ok(Loaded {
         policy,

@@ -41,6 +41,10 @@ use crate::limits::{
 use crate::metrics::{Metric, Metrics};
 
 impl etcd::Records for Sessions {
+    fn release_keys(&self) -> &[ed25519_dalek::VerifyingKey] {
+        &self.release_keys
+    }
+
     fn record(&self, host: &dyn Host, id: &str) -> Result<PrincipalRecord, String> {
         self.principal(host, id).map_err(|e| e.0)
     }
@@ -189,6 +193,8 @@ pub(crate) struct Sessions {
     untracked: Cell<Untracked>,
     /// With the etcd backend: every change of a principal's containment is queued for etcd.
     replicated: bool,
+    /// With the etcd backend: the keys a release read from etcd must verify against.
+    release_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Principals whose containment this worker changed since [`Sessions::take_changed`] last
     /// asked (the request being decided waits for etcd to have them).
     changed: RefCell<Vec<String>>,
@@ -215,13 +221,16 @@ impl Sessions {
             anon_name: anon_chain_name(host),
             untracked: Cell::new(Untracked::default()),
             replicated: false,
+            release_keys: Vec::new(),
             changed: RefCell::new(Vec::new()),
         }
     }
 
-    /// Queue every change of a principal's containment for the shared state store.
-    pub(crate) fn replicate(&mut self) {
+    /// Queue every change of a principal's containment for the shared state store, and accept
+    /// from it only releases signed by `release_keys`.
+    pub(crate) fn replicate(&mut self, release_keys: &[ed25519_dalek::VerifyingKey]) {
         self.replicated = true;
+        release_keys.clone_into(&mut self.release_keys);
     }
 
     /// The principals whose containment changed since the last call (cleared).
@@ -369,6 +378,9 @@ impl Sessions {
             let lifted = Cell::new(false);
             let written = self.update_principal(host, &r.principal, |rec, _| {
                 lifted.set(rec.release(r.issued_s));
+                if lifted.get() {
+                    rec.release_token = Some(token.clone());
+                }
                 lifted.get()
             });
             match written {

@@ -25,6 +25,7 @@ pub(crate) mod proto;
 pub(crate) mod watch;
 
 use bundle::session::{NameHash, Quarantine, SET_CAP};
+use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -63,6 +64,9 @@ pub(crate) struct Containment {
     pub revoked_tools: Vec<NameHash>,
     #[serde(default)]
     pub revoked_classes: Vec<NameHash>,
+    /// The signed release that started `epoch` (none at epoch 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 fn rank(q: Quarantine) -> u8 {
@@ -100,13 +104,32 @@ impl Containment {
             taints: r.view.taints.clone(),
             revoked_tools: r.view.revoked_tools.clone(),
             revoked_classes: r.view.revoked_classes.clone(),
+            release: r.release_token.clone(),
         }
     }
 
+    /// Whether this value's epoch was started by a release that verifies against `keys`: signed
+    /// by an operator key, for this principal, issued when the value says.
+    fn release_verifies(&self, keys: &[VerifyingKey], now_s: u64) -> bool {
+        self.release.as_deref().is_some_and(|t| {
+            bundle::release::verify(t, keys, now_s).is_ok_and(|r| {
+                r.principal == self.id && r.issued_s.saturating_mul(1000) == self.released_ms
+            })
+        })
+    }
+
     /// Join this (etcd's) containment into the local record `r`; returns whether `r` changed.
-    pub(crate) fn join_into(&self, r: &mut PrincipalRecord) -> bool {
+    /// A higher epoch replaces `r`'s containment only with a release that verifies against
+    /// `keys` (whoever can write etcd cannot lift a quarantine by raising the epoch); without
+    /// one, only what is stricter is taken, as within an epoch.
+    pub(crate) fn join_into(
+        &self,
+        r: &mut PrincipalRecord,
+        keys: &[VerifyingKey],
+        now_s: u64,
+    ) -> bool {
         let before = Containment::of(r);
-        if self.epoch > r.epoch {
+        if self.epoch > r.epoch && self.release_verifies(keys, now_s) {
             // A release `r` has not seen: its containment is replaced, and its run with it.
             r.epoch = self.epoch;
             r.view.quarantine = self.quarantine;
@@ -117,12 +140,14 @@ impl Containment {
             r.view.revoked_classes.clone_from(&self.revoked_classes);
             r.view.denials = 0;
             r.run = None;
-        } else if self.epoch == r.epoch {
+            r.release_token.clone_from(&self.release);
+        } else if self.epoch >= r.epoch {
             if rank(self.quarantine) > rank(r.view.quarantine) {
                 r.view.quarantine = self.quarantine;
             }
             r.quarantined_ms = r.quarantined_ms.max(self.quarantined_ms);
-            r.released_ms = r.released_ms.max(self.released_ms);
+            // `released_ms` moves only with a verified release (above): a larger one would
+            // refuse the operator's next release.
             let full = union(&mut r.view.taints, &self.taints)
                 | union(&mut r.view.revoked_tools, &self.revoked_tools)
                 | union(&mut r.view.revoked_classes, &self.revoked_classes);
@@ -268,6 +293,8 @@ const MAX_PUSH_TRIES: u8 = 4;
 
 /// What the ops need of the sessions: reading and joining principal records locally.
 pub(crate) trait Records {
+    /// The keys a release read from etcd must verify against (`release_keys`).
+    fn release_keys(&self) -> &[VerifyingKey];
     /// The local record of `id` (a new one when it has none).
     fn record(&self, host: &dyn Host, id: &str) -> Result<PrincipalRecord, String>;
     /// Change the local record of `id` without queueing it for etcd (the change came from it).
@@ -365,9 +392,12 @@ impl Op {
                         sent: None,
                     })
                 };
+                let now_s = host.now_ms() / 1000;
                 let joined = |rev: i64, theirs: Option<Containment>| {
                     records.apply(host, &id, &mut |r| {
-                        let changed = theirs.as_ref().is_some_and(|c| c.join_into(r));
+                        let changed = theirs
+                            .as_ref()
+                            .is_some_and(|c| c.join_into(r, records.release_keys(), now_s));
                         let moved = r.etcd_rev != rev;
                         r.etcd_rev = rev;
                         changed || moved
@@ -492,6 +522,33 @@ mod tests {
     use super::*;
     use bundle::session::name_hash;
 
+    const NOW_S: u64 = 1_800_000_000;
+
+    fn operator() -> ed25519_dalek::SigningKey {
+        bundle::keys::signing_key_from_seed([9; 32])
+    }
+
+    fn keys() -> Vec<VerifyingKey> {
+        vec![operator().verifying_key()]
+    }
+
+    /// `c` joined into `r` with the operator's key.
+    fn join(c: &Containment, r: &mut PrincipalRecord) -> bool {
+        c.join_into(r, &keys(), NOW_S)
+    }
+
+    fn release(id: &str, key: &ed25519_dalek::SigningKey) -> String {
+        bundle::release::mint(
+            &bundle::release::ReleaseClaims {
+                principal: id.to_owned(),
+                reason: None,
+                issued_s: NOW_S - 10,
+                nonce: [3; 16],
+            },
+            key,
+        )
+    }
+
     fn rec(id: &str) -> PrincipalRecord {
         PrincipalRecord {
             id: id.to_owned(),
@@ -508,19 +565,19 @@ mod tests {
         b.quarantined_ms = 5;
         let (ca, cb) = (Containment::of(&a), Containment::of(&b));
         let mut ab = a.clone();
-        assert!(cb.join_into(&mut ab));
+        assert!(join(&cb, &mut ab));
         let mut ba = b.clone();
-        assert!(ca.join_into(&mut ba));
+        assert!(join(&ca, &mut ba));
         assert_eq!(Containment::of(&ab), Containment::of(&ba), "commutative");
         assert_eq!(ab.view.quarantine, Quarantine::ReadOnly);
         assert_eq!(ab.view.taints, vec![name_hash("pii")]);
         // Idempotent.
-        assert!(!Containment::of(&ab).join_into(&mut ab));
+        assert!(!join(&Containment::of(&ab), &mut ab));
         // A stricter quarantine wins; a weaker one does not lower it.
         let mut full = rec("p");
         full.view.quarantine = Quarantine::Full;
-        assert!(Containment::of(&full).join_into(&mut ab));
-        assert!(!Containment::of(&b).join_into(&mut ab));
+        assert!(join(&Containment::of(&full), &mut ab));
+        assert!(!join(&Containment::of(&b), &mut ab));
         assert_eq!(ab.view.quarantine, Quarantine::Full);
     }
 
@@ -531,16 +588,52 @@ mod tests {
         killed.run = Some("run/p".into());
         let mut released = rec("p");
         released.epoch = 1;
-        released.released_ms = 9_000;
+        released.released_ms = (NOW_S - 10) * 1000;
+        released.release_token = Some(release("p", &operator()));
         let stale = Containment::of(&killed);
-        assert!(Containment::of(&released).join_into(&mut killed));
+        assert!(join(&Containment::of(&released), &mut killed));
         assert_eq!(killed.view.quarantine, Quarantine::None);
         assert_eq!(killed.epoch, 1);
         assert_eq!(killed.run, None);
         assert!(
-            !stale.join_into(&mut killed),
+            !join(&stale, &mut killed),
             "the pre-release quarantine stays lifted"
         );
+    }
+
+    /// Whoever can write etcd cannot lift a quarantine by raising the epoch: not without a
+    /// release, nor with one signed by another key, for another principal, or of another time.
+    #[test]
+    fn a_higher_epoch_without_a_verified_release_lifts_nothing() {
+        let mut killed = rec("p");
+        killed.view.quarantine = Quarantine::Full;
+        let forged = |token: Option<String>, released_ms: u64| {
+            let mut c = Containment::of(&rec("p"));
+            c.epoch = 5;
+            c.released_ms = released_ms;
+            c.release = token;
+            c
+        };
+        let at = (NOW_S - 10) * 1000;
+        let other_key = bundle::keys::signing_key_from_seed([10; 32]);
+        for c in [
+            forged(None, at),
+            forged(Some(release("p", &other_key)), at),
+            forged(Some(release("q", &operator())), at),
+            forged(Some(release("p", &operator())), at + 1000),
+            forged(Some("not a token".into()), at),
+        ] {
+            let mut r = killed.clone();
+            join(&c, &mut r);
+            assert_eq!(r.view.quarantine, Quarantine::Full, "{c:?}");
+            assert_eq!((r.epoch, r.released_ms), (0, 0), "{c:?}");
+        }
+        // A stricter value at an unverified epoch is still taken (fail closed).
+        let mut free = rec("p");
+        let mut strict = forged(None, at);
+        strict.quarantine = Quarantine::ReadOnly;
+        assert!(join(&strict, &mut free));
+        assert_eq!(free.view.quarantine, Quarantine::ReadOnly);
     }
 
     #[test]
@@ -549,7 +642,7 @@ mod tests {
         mine.view.taints = (0..SET_CAP).map(|i| name_hash(&format!("t{i}"))).collect();
         let mut theirs = rec("p");
         theirs.view.taints.push(name_hash("one more"));
-        assert!(Containment::of(&theirs).join_into(&mut mine));
+        assert!(join(&Containment::of(&theirs), &mut mine));
         assert_eq!(mine.view.quarantine, Quarantine::Full);
     }
 

@@ -224,8 +224,9 @@ impl Watcher {
             self.fail(host, "a containment record in etcd is not one; ignored");
             return;
         };
+        let now_s = host.now_ms() / 1000;
         let joined = records.apply(host, &c.id, &mut |r| {
-            let changed = c.join_into(r);
+            let changed = c.join_into(r, records.release_keys(), now_s);
             let moved = r.etcd_rev < rev;
             if moved {
                 r.etcd_rev = rev;
