@@ -103,6 +103,18 @@ fn watch_message(host: &MockHost, p: &Plugin, watch: u32, message: Vec<u8>) {
     host.state().grpc_message = None;
 }
 
+/// A watch message with one put of containment `value` at revision `rev`.
+fn watch_put(host: &MockHost, p: &Plugin, watch: u32, rev: u64, value: &Value) {
+    let kv = key_value(b"/portcullis/p/x", rev, value.to_string().as_bytes());
+    let event = bytes_field(2, &kv);
+    watch_message(
+        host,
+        p,
+        watch,
+        [header(rev), bytes_field(11, &event)].concat(),
+    );
+}
+
 fn call(tool: &str, args: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": args}})
 }
@@ -120,6 +132,22 @@ fn send(
     common::send_mcp(host, p, &[("mcp-session-id", key)], body)
 }
 
+/// Agent `who` reads a file in session `key` (allowed by the pack).
+fn read(host: &MockHost, p: &Rc<Plugin>, who: &str, key: &str) -> (Stream, FilterAction) {
+    send(host, p, who, key, &call("read_file", json!({"path": "/a"})))
+}
+
+/// Agent `who` asks for a secret in session `key` (denied, and the agent killed).
+fn secret(host: &MockHost, p: &Rc<Plugin>, who: &str, key: &str) -> (Stream, FilterAction) {
+    send(
+        host,
+        p,
+        who,
+        key,
+        &call("get_secret", json!({"name": "db"})),
+    )
+}
+
 fn rule(host: &MockHost) -> String {
     host.state()
         .filter_state
@@ -132,23 +160,11 @@ fn rule(host: &MockHost) -> String {
 fn an_unknown_principal_is_denied_until_the_watch_is_in_sync() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host);
-    let (_, a) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s1",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, a) = read(&host, &p, PAYROLL_BOT, "s1");
     assert_eq!(a, FilterAction::Pause);
     assert_eq!(rule(&host), "filter:state_store");
     sync(&host, &p);
-    let (_, a) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s1",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, a) = read(&host, &p, PAYROLL_BOT, "s1");
     assert_eq!(a, FilterAction::Continue, "{}", rule(&host));
     // The ALLOW of an uncontained principal made no call-out.
     assert_eq!(last_call(&host).1, "etcdserverpb.Watch/Watch");
@@ -159,21 +175,9 @@ fn a_kill_is_answered_only_once_etcd_has_it() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host);
     sync(&host, &p);
-    let (_, a) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s1",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, a) = read(&host, &p, PAYROLL_BOT, "s1");
     assert_eq!(a, FilterAction::Continue);
-    let (mut s, a) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s1",
-        &call("get_secret", json!({"name": "db"})),
-    );
+    let (mut s, a) = secret(&host, &p, PAYROLL_BOT, "s1");
     assert_eq!(a, FilterAction::Pause);
     assert!(
         host.state().local_response.is_none(),
@@ -199,25 +203,13 @@ fn a_failed_write_keeps_the_kill_and_the_timer_writes_it_later() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host);
     sync(&host, &p);
-    let (mut s, a) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s1",
-        &call("get_secret", json!({"name": "db"})),
-    );
+    let (mut s, a) = secret(&host, &p, PAYROLL_BOT, "s1");
     assert_eq!(a, FilterAction::Pause);
     let (txn, _) = last_call(&host);
     // etcd is unavailable (gRPC 14): the DENY stands, the quarantine is local.
     s.on_grpc_call_response(&host, txn, 14, 0);
     assert_eq!(rule(&host), "secrets");
-    let (_, _) = send(
-        &host,
-        &p,
-        PAYROLL_BOT,
-        "s2",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, _) = read(&host, &p, PAYROLL_BOT, "s2");
     assert_eq!(rule(&host), "principal:quarantined");
     // The timer writes it again.
     let before = host.state().grpc_calls.len();
@@ -231,42 +223,15 @@ fn a_quarantine_from_another_replica_arrives_by_the_watch() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host);
     let watch = sync(&host, &p);
-    let (_, a) = send(
-        &host,
-        &p,
-        OTHER_BOT,
-        "s9",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, a) = read(&host, &p, OTHER_BOT, "s9");
     assert_eq!(a, FilterAction::Continue);
     let value = json!({"id": OTHER_BOT, "quarantine": "full", "quarantined_ms": START_MS});
-    let event = bytes_field(
-        2,
-        &key_value(b"/portcullis/p/x", 9, value.to_string().as_bytes()),
-    );
-    watch_message(
-        &host,
-        &p,
-        watch,
-        [header(9), bytes_field(11, &event)].concat(),
-    );
-    let (_, _) = send(
-        &host,
-        &p,
-        OTHER_BOT,
-        "s9",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    watch_put(&host, &p, watch, 9, &value);
+    let (_, _) = read(&host, &p, OTHER_BOT, "s9");
     assert_eq!(rule(&host), "principal:quarantined");
     // A garbled watch message is not trusted: the watch is closed and the cache is out of sync.
     watch_message(&host, &p, watch, vec![0x0a, 0x05, 0x01]);
-    let (_, _) = send(
-        &host,
-        &p,
-        "spiffe://corp/ns/eng/sa/new",
-        "s10",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, _) = read(&host, &p, "spiffe://corp/ns/eng/sa/new", "s10");
     assert_eq!(rule(&host), "filter:state_store");
 }
 
@@ -311,26 +276,10 @@ fn a_dropped_watch_resumes_from_the_last_revision_and_a_compaction_reads_everyth
         6
     );
     // An event at revision 9, then the stream drops (etcd went away).
-    let value = json!({"id": OTHER_BOT, "taints": []});
-    let event = bytes_field(
-        2,
-        &key_value(b"/portcullis/p/y", 9, value.to_string().as_bytes()),
-    );
-    watch_message(
-        &host,
-        &p,
-        watch,
-        [header(9), bytes_field(11, &event)].concat(),
-    );
+    watch_put(&host, &p, watch, 9, &json!({"id": OTHER_BOT, "taints": []}));
     p.on_grpc_stream_close(&host, watch, 14);
     // Out of sync until it is back: an unknown principal is denied.
-    let (_, _) = send(
-        &host,
-        &p,
-        "spiffe://corp/new",
-        "s1",
-        &call("read_file", json!({"path": "/a"})),
-    );
+    let (_, _) = read(&host, &p, "spiffe://corp/new", "s1");
     assert_eq!(rule(&host), "filter:state_store");
     // Not before the retry delay; then from revision 10, without reading everything again.
     p.on_tick(&host);
