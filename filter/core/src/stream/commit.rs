@@ -80,10 +80,9 @@ impl Stream {
         let (Ok(l), Some(mut c)) = (&plugin.loaded, self.committing.take()) else {
             return;
         };
-        let Some(etcd) = l.watcher.as_ref().map(|w| &w.etcd) else {
-            return;
-        };
-        let Some((_, op)) = c.current.take() else {
+        // INVARIANT: `mine` held, so a write is in flight; a stream commits only with a watcher.
+        let (Some(etcd), Some((_, op))) = (l.watcher.as_ref().map(|w| &w.etcd), c.current.take())
+        else {
             return;
         };
         let waiting = match op.step(host, etcd, &l.sessions, status, size) {
