@@ -45,3 +45,11 @@ pub const MAX_CONTEXT_REASON_CHARS: usize = 512;
 /// At most one warning per this period (per worker) says how many actions were decided without
 /// session state since the last one.
 pub const UNTRACKED_WARNING_PERIOD_MS: u64 = 60_000;
+
+/// Shared-data slots tool pin records live in (`portcullis/pins/<slot>`): the process-wide bound
+/// on owners (principals, or sessions without one) whose tool pins are remembered at once.
+pub const PIN_SLOTS: u32 = 4096;
+
+/// Tools one owner's pin record holds at most (~200 bytes each, so a record stays under ~64 KiB).
+/// A tool beyond it cannot be pinned and is judged changed (fail closed).
+pub const MAX_PINS_PER_OWNER: usize = 256;

@@ -46,6 +46,9 @@ pub(crate) struct Input<'a> {
     pub approval_token: Option<&'a str>,
     /// The verified task grant in force: acting actions outside its tools or hosts are denied.
     pub grant: Option<&'a bundle::grant::Grant>,
+    /// Per action (same order), the `tools/call`'s tool against its pin (`pins.rs`); empty
+    /// when no action is a call.
+    pub tool_checks: &'a [Option<crate::policy::pins::ToolCheck>],
 }
 
 /// The principal of a request and its record as read (or why it could not be).
@@ -184,6 +187,12 @@ fn plan_on(
                 defer: None,
                 ..verdict
             };
+        }
+        if let Some(check) = input.tool_checks.get(i).and_then(Option::as_ref)
+            && (action.tool_state.changed || action.tool_state.shadowed)
+            && !crate::policy::pins::kept(l, action, &verdict)
+        {
+            verdict = crate::policy::pins::refuse(action, check, verdict);
         }
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.
