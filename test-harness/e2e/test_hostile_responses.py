@@ -64,7 +64,7 @@ import time
 import unicodedata
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1101,3 +1101,68 @@ def test_a_changed_list_announced_holds_calls_until_the_tools_are_listed_again(g
     c.post(msg, shape={"framing": "json"})
     rid, ok = c.call("send_email", {"to": "ops@corp.example", "body": "hi"}, shape={"framing": "json"})
     assert ok.result(rid) is not None, f"re-listed unchanged, the tool is callable again: {ok.describe()}"
+
+
+def second_server_listener(port: int, server: str) -> Callable[[str], str]:
+    """An edit of mcp-gateway's envoy.yaml: a second listener on ``port`` in front of the same
+    upstream, whose filter names the MCP server ``server``. Both filters run in one Wasm VM
+    (``vm_id: portcullis``), so they share the session and pin records, as two routes of one
+    gateway fronting two servers do."""
+    def edit(yaml: str) -> str:
+        start, end = yaml.index("  - name: mcp_gateway\n"), yaml.index("  clusters:\n")
+        block = yaml[start:end]
+        second = re.sub(r"(socket_address: \{ address: 127\.0\.0\.1, port_value: )\d+", rf"\g<1>{port}",
+                        block.replace("  - name: mcp_gateway\n", "  - name: mcp_gateway_second\n", 1), count=1)
+        second = second.replace('server_name\\":\\"hostile\\"', f'server_name\\":\\"{server}\\"')
+        assert f'server_name\\":\\"{server}\\"' in second and str(port) in second, \
+            "mcp-gateway/envoy.yaml.tmpl changed: update second_server_listener()"
+        return yaml[:end] + second + yaml[end:]
+    return edit
+
+
+def test_a_second_server_offering_a_confusable_name_is_flagged(gw: Gateway, keys: pe.Keys,
+                                                               tmp_path: Path) -> None:
+    """Shadowing (issue 18 item 4): one Envoy fronts the hostile server twice, as `hostile` and as
+    `evil`. The session lists `hostile`'s tools, then `evil` offers `fetch_pаge` (Cyrillic a) and
+    `fetch_page` itself: both are removed from `evil`'s list with a signed `tool:shadowed`
+    receipt, and a call of the look-alike through `evil` is refused before it reaches the server,
+    although the pack allows it (`lookalike_fetch`). `hostile`'s own `fetch_page` stays callable."""
+    bundle = compile_or_fail(POLICIES / "hostile_responses.pcl", tmp_path / "hostile_responses.bundle", keys)
+    second_port = pe.free_port()
+    with pe.stack(tmp_path / "shadow") as s:
+        s.envoy("mcp-gateway", keys, bundle, patch=PATCH, values={"UPSTREAM_PORT": str(gw.server_port)},
+                yaml_edit=second_server_listener(second_port, "evil"))
+        first = Client(gw, "pins/shadow", port=s.ports["envoy"])
+        msg = first.list_msg()
+        seen = first.post(msg, shape={"framing": "json"})
+        assert "fetch_page" in [t.get("name") for t in (seen.result(msg["id"]) or {}).get("tools", [])]
+
+        evil = Client(gw, "pins/shadow", port=second_port, initialize=False)
+        evil.sid = first.sid  # the same MCP session, through the route of the second server
+        msg = evil.list_msg()
+        seen = evil.post(msg, shape={"framing": "json", "shadow": True})
+        check_bar(seen, [msg["id"]], removed=("fetch_p\u0430ge",))
+        assert (seen.result(msg["id"]) or {}).get("tools") == [], seen.describe()
+
+        def receipt() -> dict | None:
+            for line in pe.read_jsonl(s.files["access_log"]):
+                for b in pe.receipts_of(line):
+                    if b.get("rule") == "tool:shadowed" and b.get("session") == first.sid:
+                        return b
+            return None
+        pe.wait_until("the `tool:shadowed` receipt", lambda: receipt() is not None, None, 10.0)
+        r = receipt()
+        assert r is not None and r["decision"] == "MODIFY", r
+        assert r["modifications"] == [
+            "removed tool `fetch_p\u0430ge`: tool `fetch_p\u0430ge` of server `evil` looks like tool "
+            "`fetch_page` of server `hostile`",
+            "removed tool `fetch_page`: tool `fetch_page` of server `evil` is also offered by server `hostile`",
+        ], r
+
+        before = len(gw.received("pins/shadow"))
+        rid, refused = evil.call("fetch_p\u0430ge")
+        err = denial(refused, rid)
+        assert (err.get("data") or {}).get("rule") == "tool:shadowed", err
+        assert len(gw.received("pins/shadow")) == before, "the refused call never reached the server"
+        rid, ok = first.call("fetch_page", shape={"payload": "benign"})
+        assert hs.BENIGN_TEXT in delivered_text(ok, rid), ok.describe()

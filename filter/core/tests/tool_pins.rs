@@ -82,7 +82,7 @@ fn list(
         let last = out
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .unwrap();
         serde_json::from_str(last).unwrap()
     };
@@ -184,7 +184,7 @@ fn a_changed_definition_is_removed_from_the_list_and_its_call_refused() {
     assert_eq!(call(&host, &p, "notes"), ("tools".to_owned(), None));
 
     // Back to the pinned definition: nothing is flagged any more.
-    let (names, _) = list(&host, &p, &[read.clone()], &[]);
+    let (names, _) = list(&host, &p, std::slice::from_ref(&read), &[]);
     assert_eq!(names, ["read_file"]);
     assert_eq!(call(&host, &p, "read_file").0, "tools");
 }
@@ -194,7 +194,7 @@ fn a_changed_list_announced_holds_calls_until_the_tools_are_listed_again() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, "workbench");
     let fetch = tool("fetch", "Fetch a URL.");
-    list(&host, &p, &[fetch.clone()], &[]);
+    list(&host, &p, std::slice::from_ref(&fetch), &[]);
     assert_eq!(call(&host, &p, "fetch").0, "tools");
     // The server announces a changed list inside the SSE stream answering another call.
     let (mut s, _) = send(
