@@ -141,6 +141,27 @@ pub struct Risk {
     pub data_classes: Vec<String>,
 }
 
+/// What the filter knows of a tool's definition against its pin (`docs/filter.md`, "Tool pins"):
+/// the fields `tool.changed` and `tool.shadowed` (format version 4).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolState {
+    /// The tool's definition differs from the one pinned for it (first seen by the principal or
+    /// session, or shipped in the bundle), or cannot be vouched for since the server announced a
+    /// changed list (`tool.changed`).
+    pub changed: bool,
+    /// Another server behind the route or the session offered the same name, or one confusable
+    /// with it (case, Unicode compatibility forms, look-alike letters), first (`tool.shadowed`).
+    pub shadowed: bool,
+}
+
+impl ToolState {
+    /// Neither flag is set (the state of every action the filter did not flag).
+    pub fn is_clear(&self) -> bool {
+        !self.changed && !self.shadowed
+    }
+}
+
 /// One normalized action: what the policy evaluates and the receipt records.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -184,6 +205,9 @@ pub struct Action {
     pub body_sha256: Option<String>,
     /// Risk flags computed inline.
     pub risk: Risk,
+    /// The tool's definition against its pin (`tools/call` and list entries only).
+    #[serde(skip_serializing_if = "ToolState::is_clear")]
+    pub tool_state: ToolState,
 }
 
 impl Action {

@@ -22,6 +22,7 @@ pub mod error;
 mod evidence;
 pub mod grant;
 pub mod limits;
+pub mod pin;
 mod program;
 pub mod release;
 pub mod session;

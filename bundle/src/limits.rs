@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_tools: u32,
     /// Most declared arguments of one tool.
     pub max_tool_args: u32,
+    /// Most pinned tool definitions (`policyc pin`, format version 4).
+    pub max_tool_pins: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_steps: 1_000_000,
             max_tools: 10_000,
             max_tool_args: 1024,
+            max_tool_pins: 10_000,
         }
     }
 }

@@ -124,18 +124,18 @@ fn header_errors_are_clear() {
         LoadError::BadMagic
     );
     let mut future = good.clone();
-    future[4..6].copy_from_slice(&4u16.to_le_bytes());
+    future[4..6].copy_from_slice(&5u16.to_le_bytes());
     let e = Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err();
     assert_eq!(
         e,
         LoadError::UnsupportedVersion {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         }
     );
     assert_eq!(
         e.to_string(),
-        "bundle format version 4 is not supported (this build reads versions 1 to 3); rebuild the bundle with a matching policyc"
+        "bundle format version 5 is not supported (this build reads versions 1 to 4); rebuild the bundle with a matching policyc"
     );
     let mut ancient = good.clone();
     ancient[4..6].copy_from_slice(&0u16.to_le_bytes());
@@ -155,7 +155,16 @@ fn header_errors_are_clear() {
         Bundle::from_bytes(&wrap(&body_trailing), &Trust::AllowUnsigned)
             .unwrap_err()
             .to_string(),
-        "the bundle is invalid: trailing bytes after the last tool declaration"
+        "the bundle is truncated: it ends inside the tool pins"
+    );
+    // After a pins section, nothing may follow.
+    let mut body_trailing = body_of(&bundle::encode(&rich_v4())).to_vec();
+    body_trailing.push(0);
+    assert_eq!(
+        Bundle::from_bytes(&wrap(&body_trailing), &Trust::AllowUnsigned)
+            .unwrap_err()
+            .to_string(),
+        "the bundle is invalid: trailing bytes after the last tool pin"
     );
     // every strict prefix is refused without panicking
     for n in 0..good.len() {
@@ -352,6 +361,15 @@ fn every_load_limit_trips() {
         },
         "the number of arguments of one tool",
     );
+    let bytes = bundle::encode(&rich_v4());
+    let limits = Limits {
+        max_tool_pins: 1,
+        ..d()
+    };
+    match Bundle::from_bytes_with_limits(&bytes, &Trust::AllowUnsigned, &limits) {
+        Err(LoadError::TooLarge { what, .. }) => assert_eq!(what, "the number of tool pins"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }
 
 #[test]
@@ -451,41 +469,99 @@ fn v2_golden_keeps_loading() {
     assert!(Bundle::from_bytes(&v2, &Trust::AllowUnsigned).is_err());
 }
 
+/// The version-3 golden was written by the version-3 encoder and is never re-blessed.
 #[test]
 fn v3_golden_keeps_loading() {
-    let sk = signing_key_from_seed([42; 32]);
-    let signed = sign(&bundle::encode(&rich_v3()), &sk).unwrap();
-    if std::env::var_os("BLESS").is_some() {
-        let dir = golden_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("v3-rich.bundle"), &signed).unwrap();
-        std::fs::write(
-            dir.join("v3-rich.pub"),
-            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
-        )
-        .unwrap();
-    }
     let (golden, pk) = golden("v3-rich");
     let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
     assert_eq!(b.info().format_version, 3);
     assert_eq!(b.program(), &rich_v3());
-    assert!(
-        golden == signed,
-        "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
-    );
-    // a future version of the same bytes fails with a clear version error
-    let mut future = golden.clone();
-    future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
-    assert!(matches!(
-        Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
-        LoadError::UnsupportedVersion { found, supported: 3 } if found == FORMAT_VERSION + 1
-    ));
     // The version-2 sections cannot be read as version 1: a version-2 body under a version-1
     // header is refused, never read differently.
     let body = body_of(&bundle::encode(&rich())).to_vec();
     let mut v1 = wrap(&body);
     v1[4..6].copy_from_slice(&1u16.to_le_bytes());
     assert!(Bundle::from_bytes(&v1, &Trust::AllowUnsigned).is_err());
+    // What version 4 adds cannot be read as version 3: the `tool.*` fields and the pins
+    // section under a version-3 header are refused.
+    let body = body_of(&bundle::encode(&rich_v4())).to_vec();
+    let mut v3 = wrap(&body);
+    v3[4..6].copy_from_slice(&3u16.to_le_bytes());
+    let err = Bundle::from_bytes(&v3, &Trust::AllowUnsigned).unwrap_err();
+    assert!(err.to_string().contains("format version 4"), "{err}");
+    let mut pins_only = rich_v3();
+    pins_only.tool_pins = rich_v4().tool_pins;
+    let body = body_of(&bundle::encode(&pins_only)).to_vec();
+    let mut v3 = wrap(&body);
+    v3[4..6].copy_from_slice(&3u16.to_le_bytes());
+    let err = Bundle::from_bytes(&v3, &Trust::AllowUnsigned).unwrap_err();
+    assert!(err.to_string().contains("trailing bytes"), "{err}");
+}
+
+#[test]
+fn v4_golden_keeps_loading() {
+    let sk = signing_key_from_seed([42; 32]);
+    let signed = sign(&bundle::encode(&rich_v4()), &sk).unwrap();
+    if std::env::var_os("BLESS").is_some() {
+        let dir = golden_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("v4-rich.bundle"), &signed).unwrap();
+        std::fs::write(
+            dir.join("v4-rich.pub"),
+            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
+        )
+        .unwrap();
+    }
+    let (golden, pk) = golden("v4-rich");
+    let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
+    assert_eq!(b.info().format_version, 4);
+    assert_eq!(b.program(), &rich_v4());
+    assert!(
+        golden == signed,
+        "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
+    );
+    assert_eq!(b.tool_pin("fs", "read_file"), Some(&[7u8; 32]));
+    assert_eq!(b.tool_pin("fs", "write_file"), None);
+    assert_eq!(b.tool_pin("git", "read_file"), None);
+    // `tool.changed` is the action's flag.
+    let mut a = call("read_file", serde_json::json!({}));
+    let s = bundle::session::SessionState::new(1_800_000_000_000);
+    let rules = |a: &bundle::action::Action| {
+        b.evaluate(a, &s, 1_800_000_000_000)
+            .matched
+            .into_iter()
+            .map(|m| m.rule)
+            .collect::<Vec<_>>()
+    };
+    assert!(!rules(&a).contains(&"changed_tool".to_owned()));
+    a.tool_state.changed = true;
+    assert!(rules(&a).contains(&"changed_tool".to_owned()));
+    // a future version of the same bytes fails with a clear version error
+    let mut future = golden.clone();
+    future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    assert!(matches!(
+        Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
+        LoadError::UnsupportedVersion { found, supported: 4 } if found == FORMAT_VERSION + 1
+    ));
+}
+
+/// The pins section is sorted, unique, and never empty: anything else is refused.
+#[test]
+fn tool_pins_out_of_order_or_empty_are_refused() {
+    let mut p = rich_v4();
+    p.tool_pins.reverse();
+    let err = Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).unwrap_err();
+    assert!(err.to_string().contains("not sorted"), "{err}");
+    let mut p = rich_v4();
+    let dup = p.tool_pins[0].clone();
+    p.tool_pins.insert(0, dup);
+    let err = Bundle::from_bytes(&bundle::encode(&p), &Trust::AllowUnsigned).unwrap_err();
+    assert!(err.to_string().contains("not sorted"), "{err}");
+    // An empty section written by hand (the encoder never does): a count of zero at the end.
+    let mut body = body_of(&bundle::encode(&rich_v3())).to_vec();
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let err = Bundle::from_bytes(&wrap(&body), &Trust::AllowUnsigned).unwrap_err();
+    assert!(err.to_string().contains("empty section"), "{err}");
 }
 
 #[test]
@@ -493,7 +569,7 @@ fn disassembly_shows_header_rules_and_code() {
     let b = load(&rich());
     let text = bundle::disasm::disassemble(&b);
     assert!(
-        text.starts_with("bundle format v3\npack \"t\" version \"1.0.0\""),
+        text.starts_with("bundle format v4\npack \"t\" version \"1.0.0\""),
         "{text}"
     );
     assert!(text.contains("mcp_protocol list v1"), "{text}");

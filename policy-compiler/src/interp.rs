@@ -522,6 +522,8 @@ impl<'a> Ctx<'a> {
             FieldRef::PrincipalId => Val::Str(s.principal.id.as_deref().unwrap_or("")),
             FieldRef::PrincipalSessions => num(s.principal.sessions),
             FieldRef::PrincipalDenials => num(s.principal.denials),
+            FieldRef::ToolChanged => Val::Owned(Json::Bool(a.tool_state.changed)),
+            FieldRef::ToolShadowed => Val::Owned(Json::Bool(a.tool_state.shadowed)),
         }
     }
 

@@ -500,6 +500,8 @@ pub fn lower(policy: &ast::Policy) -> Result<Program, CompileError> {
         intents,
         rules,
         tools: tools(policy),
+        // Pins come from a reviewed catalogue (`policyc build --pins`), not from the source.
+        tool_pins: Vec::new(),
     })
 }
 

@@ -139,6 +139,8 @@ fn any_field() -> impl Strategy<Value = Field> {
             Field::PrincipalSessions,
             Field::PrincipalDenials,
             Field::PrincipalId,
+            Field::ToolChanged,
+            Field::ToolShadowed,
             Field::Arg(vec![]),
             Field::Arg(vec![PathStep::Key("n".into())]),
             Field::Arg(vec![PathStep::Key("tags".into())]),
@@ -618,6 +620,9 @@ fn action_strategy() -> BoxedStrategy<Action> {
                 a.identity.agent.auth = auth;
                 a.risk.secrets = secrets;
                 a.risk.data_classes = dc.into_iter().map(str::to_owned).collect();
+                // The tool flags, from values already drawn (both, either and neither occur).
+                a.tool_state.changed = size % 3 == 0;
+                a.tool_state.shadowed = port % 2 == 0;
                 a
             },
         )

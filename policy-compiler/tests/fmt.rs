@@ -171,6 +171,8 @@ fn field() -> impl Strategy<Value = Field> {
             Field::SessionApprovals,
             Field::SessionElapsed,
             Field::SessionDrift,
+            Field::ToolChanged,
+            Field::ToolShadowed,
         ]),
         text().prop_map(Field::Header),
         path().prop_map(Field::Arg),

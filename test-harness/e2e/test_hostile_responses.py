@@ -56,6 +56,7 @@ Run: ``.venv/bin/pytest test-harness/e2e/test_hostile_responses.py -q -p no:cach
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import socket
@@ -63,7 +64,7 @@ import time
 import unicodedata
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1017,3 +1018,151 @@ def test_a_poisoned_tool_definition_never_reaches_the_agent(gw: Gateway, framing
         "removed tool `lookup_notes`: its description carries an instruction aimed at the agent",
         "removed tool `convert_units`: its input schema carries an instruction aimed at the agent",
     ], r
+
+
+# -- tool pins (issue 18 item 2) --------------------------------------------------------------------------
+
+def pin_receipt(gw: Gateway, sid: str, rule: str) -> dict:
+    """The access log's receipt of session ``sid`` decided by ``rule`` (waits for it)."""
+    def find() -> dict | None:
+        for line in gw.main.access_log():
+            for b in pe.receipts_of(line):
+                if b.get("rule") == rule and b.get("session") == sid:
+                    return b
+        return None
+    pe.wait_until(f"a `{rule}` receipt in the access log", lambda: find() is not None, None, 10.0)
+    r = find()
+    assert r is not None
+    return r
+
+
+def denial(seen: Seen, rid: int) -> dict:
+    """The JSON-RPC error answering ``rid`` (the test fails when a result came instead)."""
+    assert seen.result(rid) is None, f"the call went through: {seen.describe()}"
+    errors = [m["error"] for m in seen.answers(rid) if isinstance(m.get("error"), dict)]
+    assert errors, seen.describe()
+    return errors[0]
+
+
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_a_tool_that_changes_after_it_was_listed_is_removed_and_its_call_refused(gw: Gateway, framing: str) -> None:
+    """A rug pull: the session lists the tools (their definitions are pinned), then the server
+    answers the next tools/list with another definition of ``send_email``. That entry is removed
+    (the pack allows calling it, and the new definition carries no instruction: only the pin
+    tells), a signed `result` receipt says so with both digests, and a call of it is refused with
+    ``tool:changed`` before it reaches the server."""
+    c = Client(gw, f"pins/rug-pull/{framing}")
+    first = c.list_msg()
+    seen = c.post(first, shape={"framing": framing})
+    names = [t.get("name") for t in (seen.result(first["id"]) or {}).get("tools", [])]
+    assert "send_email" in names, seen.describe()
+    rid, ok = c.call("send_email", {"to": "ops@corp.example", "body": "hi"}, shape={"framing": framing})
+    assert ok.result(rid) is not None, f"the pinned tool is callable: {ok.describe()}"
+
+    second = c.list_msg()
+    seen = c.post(second, shape={"framing": framing, "rug_pull": True})
+    check_bar(seen, [second["id"]], removed=(hs.DENIED_TOOL, "archived"))
+    names = [t.get("name") for t in (seen.result(second["id"]) or {}).get("tools", [])]
+    assert "send_email" not in names and "fetch_page" in names, names
+    r = pin_receipt(gw, c.sid, "tool:changed")
+    assert (r["event"], r["decision"], r["action"]["operation"]) == ("result", "MODIFY", "tools/list"), r
+    pinned = next(t for t in hs.TOOLS if t["name"] == "send_email")
+    old, new = (hashlib.sha256(json.dumps({k: t[k] for k in ("name", "description", "inputSchema")},
+                                          sort_keys=True, separators=(",", ":"),
+                                          ensure_ascii=False).encode()).hexdigest()
+                for t in (pinned, hs.RUG_PULLED))
+    assert r["modifications"] == [
+        f"removed tool `send_email`: the definition of tool `send_email` of server `hostile` differs "
+        f"from its pin (pinned sha256 {old}, now {new})"], r
+
+    before = len(gw.received(c.case))
+    rid, refused = c.call("send_email", {"to": "ops@corp.example", "body": "hi", "bcc": "x@evil.example"})
+    err = denial(refused, rid)
+    assert err.get("code") == DENIED and (err.get("data") or {}).get("rule") == "tool:changed", err
+    assert old in err["message"] and new in err["message"], err
+    assert len(gw.received(c.case)) == before, "the refused call never reached the server"
+
+
+def test_a_changed_list_announced_holds_calls_until_the_tools_are_listed_again(gw: Gateway) -> None:
+    """``notifications/tools/list_changed`` (in the SSE answer to another call) makes the pinned
+    tools unverified: a call of one before the next tools/list is ``tool:changed``; the list that
+    re-checks it (the same definition) clears it."""
+    c = Client(gw, "pins/list-changed")
+    msg = c.list_msg()
+    c.post(msg, shape={"framing": "json"})
+    rid, seen = c.call("fetch_page", shape={"framing": "sse", "payload": "benign", "list_changed": True})
+    assert any(m.get("method") == "notifications/tools/list_changed" for m in seen.messages), \
+        f"the notification reaches the agent: {seen.describe()}"
+    rid, refused = c.call("send_email", {"to": "ops@corp.example", "body": "hi"})
+    err = denial(refused, rid)
+    assert (err.get("data") or {}).get("rule") == "tool:changed", err
+    assert "announced a changed tool list" in err["message"], err
+    msg = c.list_msg()
+    c.post(msg, shape={"framing": "json"})
+    rid, ok = c.call("send_email", {"to": "ops@corp.example", "body": "hi"}, shape={"framing": "json"})
+    assert ok.result(rid) is not None, f"re-listed unchanged, the tool is callable again: {ok.describe()}"
+
+
+def second_server_listener(port: int, server: str) -> Callable[[str], str]:
+    """An edit of mcp-gateway's envoy.yaml: a second listener on ``port`` in front of the same
+    upstream, whose filter names the MCP server ``server``. Both filters run in one Wasm VM
+    (``vm_id: portcullis``), so they share the session and pin records, as two routes of one
+    gateway fronting two servers do."""
+    def edit(yaml: str) -> str:
+        start, end = yaml.index("  - name: mcp_gateway\n"), yaml.index("  clusters:\n")
+        block = yaml[start:end]
+        second = re.sub(r"(socket_address: \{ address: 127\.0\.0\.1, port_value: )\d+", rf"\g<1>{port}",
+                        block.replace("  - name: mcp_gateway\n", "  - name: mcp_gateway_second\n", 1), count=1)
+        second = second.replace('server_name\\":\\"hostile\\"', f'server_name\\":\\"{server}\\"')
+        assert f'server_name\\":\\"{server}\\"' in second and str(port) in second, \
+            "mcp-gateway/envoy.yaml.tmpl changed: update second_server_listener()"
+        return yaml[:end] + second + yaml[end:]
+    return edit
+
+
+def test_a_second_server_offering_a_confusable_name_is_flagged(gw: Gateway, keys: pe.Keys,
+                                                               tmp_path: Path) -> None:
+    """Shadowing (issue 18 item 4): one Envoy fronts the hostile server twice, as `hostile` and as
+    `evil`. The session lists `hostile`'s tools, then `evil` offers `fetch_pаge` (Cyrillic a) and
+    `fetch_page` itself: both are removed from `evil`'s list with a signed `tool:shadowed`
+    receipt, and a call of the look-alike through `evil` is refused before it reaches the server,
+    although the pack allows it (`lookalike_fetch`). `hostile`'s own `fetch_page` stays callable."""
+    bundle = compile_or_fail(POLICIES / "hostile_responses.pcl", tmp_path / "hostile_responses.bundle", keys)
+    second_port = pe.free_port()
+    with pe.stack(tmp_path / "shadow") as s:
+        s.envoy("mcp-gateway", keys, bundle, patch=PATCH, values={"UPSTREAM_PORT": str(gw.server_port)},
+                yaml_edit=second_server_listener(second_port, "evil"))
+        first = Client(gw, "pins/shadow", port=s.ports["envoy"])
+        msg = first.list_msg()
+        seen = first.post(msg, shape={"framing": "json"})
+        assert "fetch_page" in [t.get("name") for t in (seen.result(msg["id"]) or {}).get("tools", [])]
+
+        evil = Client(gw, "pins/shadow", port=second_port, initialize=False)
+        evil.sid = first.sid  # the same MCP session, through the route of the second server
+        msg = evil.list_msg()
+        seen = evil.post(msg, shape={"framing": "json", "shadow": True})
+        check_bar(seen, [msg["id"]], removed=("fetch_p\u0430ge",))
+        assert (seen.result(msg["id"]) or {}).get("tools") == [], seen.describe()
+
+        def receipt() -> dict | None:
+            for line in pe.read_jsonl(s.files["access_log"]):
+                for b in pe.receipts_of(line):
+                    if b.get("rule") == "tool:shadowed" and b.get("session") == first.sid:
+                        return b
+            return None
+        pe.wait_until("the `tool:shadowed` receipt", lambda: receipt() is not None, None, 10.0)
+        r = receipt()
+        assert r is not None and r["decision"] == "MODIFY", r
+        assert r["modifications"] == [
+            "removed tool `fetch_p\u0430ge`: tool `fetch_p\u0430ge` of server `evil` looks like tool "
+            "`fetch_page` of server `hostile`",
+            "removed tool `fetch_page`: tool `fetch_page` of server `evil` is also offered by server `hostile`",
+        ], r
+
+        before = len(gw.received("pins/shadow"))
+        rid, refused = evil.call("fetch_p\u0430ge")
+        err = denial(refused, rid)
+        assert (err.get("data") or {}).get("rule") == "tool:shadowed", err
+        assert len(gw.received("pins/shadow")) == before, "the refused call never reached the server"
+        rid, ok = first.call("fetch_page", shape={"payload": "benign"})
+        assert hs.BENIGN_TEXT in delivered_text(ok, rid), ok.describe()

@@ -109,6 +109,18 @@ pub fn disassemble(bundle: &Bundle) -> String {
             }
         }
     }
+    if !p.tool_pins.is_empty() {
+        let _ = writeln!(o, "\ntool pins ({}):", p.tool_pins.len());
+        for t in &p.tool_pins {
+            let _ = writeln!(
+                o,
+                "  {:?} {:?} sha256 {}",
+                t.server,
+                t.name,
+                hex::encode(t.digest)
+            );
+        }
+    }
     o
 }
 

@@ -360,6 +360,15 @@ pub fn encode(p: &Program) -> Vec<u8> {
     for t in &p.tools {
         w.tool(t);
     }
+    // Version 4: the tool pins, an optional last section (written only when there are pins).
+    if !p.tool_pins.is_empty() {
+        w.len(p.tool_pins.len());
+        for t in &p.tool_pins {
+            w.str(&t.server);
+            w.str(&t.name);
+            w.out.extend_from_slice(&t.digest);
+        }
+    }
     let sections = std::mem::take(&mut w.out);
     let mut body = Vec::with_capacity(
         sections

@@ -11,7 +11,9 @@
 //! ```
 //! The body is a sequence of sections: strings, pack, matchers, classes, intents, rules, and (from
 //! version 2) tool argument declarations. Version 3 adds the pack flags (`intent_source`,
-//! `session_key`) and the principal fields, predicates and `quarantine` effect.
+//! `session_key`) and the principal fields, predicates and `quarantine` effect. Version 4 adds
+//! the fields `tool.changed` and `tool.shadowed` and an optional last section: tool pins from a
+//! reviewed catalogue (`policyc pin`).
 
 use crate::action::{Action, Kind};
 use crate::session::Quarantine;
@@ -20,7 +22,7 @@ use crate::verdict::{Decision, Defer, Effect, Mode, Modification, PathSegment, R
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 /// The oldest format version this build reads. A version-1 bundle is evaluated exactly as a
 /// version-1 build did: a type error in a test is false, there are no argument declarations.
 pub const MIN_FORMAT_VERSION: u16 = 1;
@@ -109,6 +111,21 @@ pub struct Program {
     /// Declared argument types of tools (`tool "x" { args.a: number }`), sorted by tool name,
     /// names unique.
     pub tools: Vec<ToolDef>,
+    /// Tool definitions pinned from a reviewed catalogue (`policyc pin`; format version 4),
+    /// sorted by (server, name), unique.
+    pub tool_pins: Vec<ToolPin>,
+}
+
+/// One pinned tool definition: the SHA-256 of its canonical definition (`docs/filter.md`,
+/// "Tool pins", says what it covers) as the named MCP server offers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolPin {
+    /// The MCP server's name (`target.server`).
+    pub server: String,
+    /// The tool's name.
+    pub name: String,
+    /// SHA-256 of the tool's canonical definition.
+    pub digest: [u8; 32],
 }
 
 /// A tool's declared argument types, checked on every `tools/call` of that tool.
@@ -445,6 +462,10 @@ pub enum FieldRef {
     PrincipalSessions,
     /// `principal.denials`
     PrincipalDenials,
+    /// `tool.changed` (bool; format version 4 and later for the `tool.*` flags)
+    ToolChanged,
+    /// `tool.shadowed` (bool)
+    ToolShadowed,
 }
 
 names! { FieldRef {
@@ -479,6 +500,8 @@ names! { FieldRef {
     PrincipalId = "principal.id",
     PrincipalSessions = "principal.sessions",
     PrincipalDenials = "principal.denials",
+    ToolChanged = "tool.changed",
+    ToolShadowed = "tool.shadowed",
 } unnamed {
     Header(_),
     Arg(_),
@@ -515,7 +538,9 @@ impl FieldRef {
             | FieldRef::SessionDrift
             | FieldRef::PrincipalSessions
             | FieldRef::PrincipalDenials => Some(VType::Number),
-            FieldRef::RiskSecrets => Some(VType::Bool),
+            FieldRef::RiskSecrets | FieldRef::ToolChanged | FieldRef::ToolShadowed => {
+                Some(VType::Bool)
+            }
             FieldRef::RiskDataClasses => Some(VType::Array),
             FieldRef::Arg(_) => None,
         }
@@ -602,7 +627,7 @@ mod tests {
             let name = f.name().unwrap_or_default();
             assert_eq!(FieldRef::from_name(name).as_ref(), Some(f), "{name}");
         }
-        assert_eq!(FieldRef::NAMED.len(), 31);
+        assert_eq!(FieldRef::NAMED.len(), 33);
         assert_eq!(FieldRef::Header("x".into()).name(), None);
         for op in CmpOp::ALL {
             assert_eq!(CmpOp::from_name(op.name()), Some(*op));

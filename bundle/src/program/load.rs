@@ -176,4 +176,15 @@ impl Bundle {
     pub fn program(&self) -> &Program {
         &self.prog
     }
+
+    /// The digest pinned for the tool `name` of the MCP server `server` by a reviewed catalogue
+    /// shipped in the bundle (`policyc pin`), if any.
+    pub fn tool_pin(&self, server: &str, name: &str) -> Option<&[u8; 32]> {
+        let pins = &self.prog.tool_pins;
+        // INVARIANT: the verifier checked the pins are sorted by (server, name) and unique.
+        let i = pins
+            .binary_search_by(|p| (p.server.as_str(), p.name.as_str()).cmp(&(server, name)))
+            .ok()?;
+        pins.get(i).map(|p| &p.digest)
+    }
 }

@@ -13,7 +13,7 @@ use crate::program::encode::{FLAG_INTENT_HEADER, FLAG_REQUIRE_SESSION_KEY};
 use crate::program::format::{
     ArgDef, ClassDef, DecisionDef, EffectDef, FORMAT_VERSION, FieldRef, HEADER_LEN, Instr,
     IntentDef, Jump, Lit, MAGIC, MIN_FORMAT_VERSION, MatcherDef, Pins, Pred, Program, RuleDef,
-    ToolDef,
+    ToolDef, ToolPin,
 };
 use crate::program::wire::{JUMP_ACCEPT, JUMP_REJECT, Wire, op};
 use crate::session::Quarantine;
@@ -349,6 +349,12 @@ impl<'a> Reader<'a> {
         Ok(match self.tag()? {
             FieldRef::Header(_) => FieldRef::Header(self.str()?),
             FieldRef::Arg(_) => FieldRef::Arg(self.path()?),
+            FieldRef::ToolChanged | FieldRef::ToolShadowed if self.version < 4 => {
+                return Err(LoadError::invalid(format!(
+                    "{}: the `tool.*` fields need format version 4",
+                    self.section
+                )));
+            }
             f => f,
         })
     }
@@ -724,11 +730,18 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
     } else {
         Vec::new()
     };
+    // Version 4: the tool pins, an optional last section.
+    let tool_pins = if format >= 4 && r.pos < body.len() {
+        r.section = "tool pins";
+        tool_pins(&mut r, limits)?
+    } else {
+        Vec::new()
+    };
     if r.pos != body.len() {
-        return Err(LoadError::invalid(if format >= 2 {
-            "trailing bytes after the last tool declaration"
-        } else {
-            "trailing bytes after the last rule"
+        return Err(LoadError::invalid(match format {
+            1 => "trailing bytes after the last rule",
+            2 | 3 => "trailing bytes after the last tool declaration",
+            _ => "trailing bytes after the last tool pin",
         }));
     }
     Ok(Program {
@@ -745,7 +758,40 @@ pub(crate) fn body(body: &[u8], limits: &Limits, format: u16) -> Result<Program,
         intents,
         rules,
         tools,
+        tool_pins,
     })
+}
+
+/// The tool pins (version 4): at least one (an empty section is not written), sorted by
+/// (server, name) and unique, so the filter finds a pin by binary search and never has two.
+fn tool_pins(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<ToolPin>, LoadError> {
+    let n = r.count("the number of tool pins", limits.max_tool_pins, 40)?;
+    if n == 0 {
+        return Err(LoadError::invalid(
+            "tool pins: an empty section (a bundle without pins has none)",
+        ));
+    }
+    let mut pins: Vec<ToolPin> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let server = r.str()?;
+        let name = r.str()?;
+        let digest = <[u8; 32]>::try_from(r.bytes(32)?)
+            .map_err(|_| LoadError::Truncated { what: "tool pins" })?;
+        if pins
+            .last()
+            .is_some_and(|p| (p.server.as_str(), p.name.as_str()) >= (&server, &name))
+        {
+            return Err(LoadError::invalid(
+                "tool pins: the pins are not sorted by server and tool name and unique",
+            ));
+        }
+        pins.push(ToolPin {
+            server,
+            name,
+            digest,
+        });
+    }
+    Ok(pins)
 }
 
 /// The tool declarations (version 2): sorted by name and unique, so the VM finds a tool's

@@ -219,6 +219,8 @@ impl<'a> Ctx<'a> {
             FieldRef::PrincipalId => Val::Str(s.principal.id.as_deref().unwrap_or("")),
             FieldRef::PrincipalSessions => Val::Num(f64::from(s.principal.sessions)),
             FieldRef::PrincipalDenials => Val::Num(f64::from(s.principal.denials)),
+            FieldRef::ToolChanged => Val::Bool(a.tool_state.changed),
+            FieldRef::ToolShadowed => Val::Bool(a.tool_state.shadowed),
         }
     }
 

@@ -89,6 +89,9 @@ wire_table! { FieldRef as "field" {
     PrincipalId = 31,
     PrincipalSessions = 32,
     PrincipalDenials = 33,
+    // Format version 4 and later.
+    ToolChanged = 34,
+    ToolShadowed = 35,
 }}
 
 wire_table! { CmpOp as "comparison" {
@@ -256,7 +259,7 @@ mod tests {
 
     #[test]
     fn every_table_round_trips() {
-        assert_eq!(round_trips::<FieldRef>(), 33);
+        assert_eq!(round_trips::<FieldRef>(), 35);
         assert_eq!(round_trips::<CmpOp>(), 6);
         assert_eq!(round_trips::<VType>(), 6);
         assert_eq!(round_trips::<Lit>(), 3);

@@ -36,6 +36,7 @@ pub fn prog() -> Program {
         intents: vec![],
         rules: vec![],
         tools: vec![],
+        tool_pins: vec![],
     }
 }
 
@@ -214,6 +215,50 @@ pub fn rich_v3() -> Program {
         EffectDef::RevokePrincipalClass("secret_read".into()),
     ];
     p.rules.push(r);
+    p
+}
+
+/// [`rich_v3`] with what format version 4 adds: a rule on `tool.changed` and `tool.shadowed`, and
+/// tool pins from a reviewed catalogue (`testdata/bundles/v4-rich.bundle`).
+pub fn rich_v4() -> Program {
+    use bundle::format::ToolPin;
+    let mut p = rich_v3();
+    // `tool.changed == true or not tool.shadowed == false`
+    p.rules.push(rule(
+        "changed_tool",
+        vec![
+            Instr {
+                pred: Pred::Cmp(FieldRef::ToolChanged, CmpOp::Eq, Lit::Bool(true)),
+                negated: false,
+                on_true: Jump::Accept,
+                on_false: Jump::To(1),
+            },
+            Instr {
+                pred: Pred::Cmp(FieldRef::ToolShadowed, CmpOp::Eq, Lit::Bool(false)),
+                negated: true,
+                on_true: Jump::Reject,
+                on_false: Jump::Accept,
+            },
+        ],
+        dec(Decision::Deny, "the tool is not the one reviewed"),
+    ));
+    p.tool_pins = vec![
+        ToolPin {
+            server: "fs".into(),
+            name: "read_file".into(),
+            digest: [7; 32],
+        },
+        ToolPin {
+            server: "fs".into(),
+            name: "write_file\u{0435}".into(),
+            digest: [9; 32],
+        },
+        ToolPin {
+            server: "git".into(),
+            name: "git_push".into(),
+            digest: [1; 32],
+        },
+    ];
     p
 }
 

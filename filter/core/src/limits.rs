@@ -64,3 +64,11 @@ pub const ETCD_RETRY_MS: u64 = 1_000;
 /// A worker logs at most one state-store failure per this period (every failure is counted in
 /// `portcullis_state_store_errors`); the log says when the watch is back in sync.
 pub const ETCD_WARN_PERIOD_MS: u64 = 5_000;
+
+/// Shared-data slots tool pin records live in (`portcullis/pins/<slot>`): the process-wide bound
+/// on owners (principals, or sessions without one) whose tool pins are remembered at once.
+pub const PIN_SLOTS: u32 = 4096;
+
+/// Tools one owner's pin record holds at most (~200 bytes each, so a record stays under ~64 KiB).
+/// A tool beyond it cannot be pinned and is judged changed (fail closed).
+pub const MAX_PINS_PER_OWNER: usize = 256;

@@ -33,6 +33,12 @@ pub(crate) enum FilterRule {
     PoisonedEntry,
     /// The action is outside the tools or hosts the task grant in force narrows the run to.
     GrantOutside,
+    /// The tool's definition differs from its pin (`tool.changed`), and no rule on
+    /// `tool.changed` decided otherwise.
+    ToolChanged,
+    /// The tool's name is offered by another server, or looks like one it offers
+    /// (`tool.shadowed`), and no rule on `tool.shadowed` decided otherwise.
+    ToolShadowed,
 }
 
 impl FilterRule {
@@ -52,6 +58,8 @@ impl FilterRule {
             FilterRule::UncheckedResponse => "filter:unchecked_response",
             FilterRule::PoisonedEntry => "filter:poisoned_entry",
             FilterRule::GrantOutside => "grant:outside",
+            FilterRule::ToolChanged => "tool:changed",
+            FilterRule::ToolShadowed => "tool:shadowed",
         }
     }
 }

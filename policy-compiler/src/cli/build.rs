@@ -1,4 +1,5 @@
-//! `policyc build POLICY.pcl -o out.bundle [--sign KEYFILE]`: parse, check, compile, sign, write.
+//! `policyc build POLICY.pcl -o out.bundle [--sign KEYFILE] [--pins PINS.json ...]`: parse,
+//! check, compile, add the reviewed tool pins, sign, write.
 
 use std::path::PathBuf;
 
@@ -16,6 +17,9 @@ pub struct BuildArgs {
     /// Sign the bundle with this secret key file (from `policyc keygen`).
     #[arg(long, value_name = "KEYFILE")]
     pub sign: Option<PathBuf>,
+    /// Ship the tool pins of this file (from `policyc pin`) in the bundle; repeatable.
+    #[arg(long, value_name = "PINS")]
+    pub pins: Vec<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -88,7 +92,8 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
         // warnings do not stop the build; in JSON mode they are left to `policyc check`
         report(&diags, &file, &src, args.format);
     }
-    let unsigned = crate::codegen::compile(&policy).map_err(|e| {
+    let tool_pins = super::pin::read_pins(&args.pins)?;
+    let mut program = crate::lower::lower(&policy).map_err(|e| {
         report(
             &[Diagnostic::error(e.span, e.message)],
             &file,
@@ -97,6 +102,8 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
         );
         EXIT_FAILED
     })?;
+    program.tool_pins = tool_pins;
+    let unsigned = bundle::encode(&program);
     let bytes = match &key {
         Some(k) => bundle::sign(&unsigned, k).map_err(|e| {
             eprintln!("error: cannot sign the bundle: {e}");
@@ -113,7 +120,7 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
     let info = loaded.info();
     match args.format {
         Format::Text => println!(
-            "built `{}` {} -> {}: {} rules, {} bytes, sha256 {}, {}{}",
+            "built `{}` {} -> {}: {} rules, {} bytes, sha256 {}, {}{}{}",
             info.pack,
             info.version,
             args.out.display(),
@@ -126,7 +133,11 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
             loaded
                 .program()
                 .mcp_protocol
-                .map_or_else(String::new, |v| format!(", mcp_protocol list v{v}"))
+                .map_or_else(String::new, |v| format!(", mcp_protocol list v{v}")),
+            match loaded.program().tool_pins.len() {
+                0 => String::new(),
+                n => format!(", {n} tool pins"),
+            }
         ),
         Format::Json => println!(
             "{}",
@@ -141,6 +152,7 @@ fn build(args: &BuildArgs) -> Result<(), i32> {
                 "key_id": info.key_id,
                 "format_version": info.format_version,
                 "mcp_protocol": loaded.program().mcp_protocol,
+                "tool_pins": loaded.program().tool_pins.len(),
             })
         ),
     }

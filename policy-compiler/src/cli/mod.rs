@@ -12,6 +12,7 @@ mod fmt;
 mod grant;
 mod inspect;
 mod keys;
+mod pin;
 mod receipts;
 mod release;
 mod render;
@@ -77,6 +78,8 @@ pub enum Command {
     Grant(grant::GrantArgs),
     /// Mint a release lifting a principal's quarantine, signed by an operator (prints the token).
     Release(release::ReleaseArgs),
+    /// Pin a reviewed catalogue of tool definitions (for `policyc build --pins`).
+    Pin(pin::PinArgs),
 }
 
 /// Parse the process arguments, run the subcommand, and return the exit code.
@@ -104,5 +107,6 @@ pub fn run() -> i32 {
         Command::Render(args) => render::run(&args),
         Command::Grant(args) => grant::run(&args),
         Command::Release(args) => release::run(&args),
+        Command::Pin(args) => pin::run(&args),
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct Input<'a> {
     /// Why the shared state store cannot answer for this request's principal (its cache does
     /// not know the principal and is out of sync): nothing is decided with state.
     pub state_store: Option<&'a str>,
+    /// Per action (same order), the `tools/call`'s tool against its pin (`pins.rs`); empty
+    /// when no action is a call.
+    pub tool_checks: &'a [Option<crate::policy::pins::ToolCheck>],
 }
 
 /// The principal of a request and its record as read (or why it could not be).
@@ -193,6 +196,12 @@ fn plan_on(
                 defer: None,
                 ..verdict
             };
+        }
+        if let Some(check) = input.tool_checks.get(i).and_then(Option::as_ref)
+            && (action.tool_state.changed || action.tool_state.shadowed)
+            && !crate::policy::pins::kept(l, action, &verdict)
+        {
+            verdict = crate::policy::pins::refuse(action, check, verdict);
         }
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.

@@ -3,6 +3,7 @@
 //! force; the decision stage receives it with a session handle and nothing else of the plugin.
 
 mod pack;
+pub(crate) mod pins;
 
 use bundle::Bundle;
 use bundle::receipt::{BundleRef, SignPolicy, Signer};

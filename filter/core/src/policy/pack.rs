@@ -26,6 +26,11 @@ pub(crate) struct PackReads {
     /// The pack can decide STEP_UP (a rule, an intent's outside decision, the default): an HTTP
     /// request body is then read, so an approval binds it (`body_sha256` in the digest).
     pub step_up: bool,
+    /// The pack's rules whose condition reads `tool.changed`: only one of them can keep a
+    /// changed tool (`tool:changed`).
+    pub on_changed: Vec<String>,
+    /// The pack's rules whose condition reads `tool.shadowed` (`tool:shadowed`).
+    pub on_shadowed: Vec<String>,
 }
 
 impl PackReads {
@@ -38,6 +43,8 @@ impl PackReads {
             rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
             arg_allows: ArgAllows::of(p),
             step_up: steps_up(p),
+            on_changed: rules_reading(p, &FieldRef::ToolChanged),
+            on_shadowed: rules_reading(p, &FieldRef::ToolShadowed),
         }
     }
 
@@ -46,6 +53,15 @@ impl PackReads {
     pub(crate) fn is_pack_rule(&self, rule: &str) -> bool {
         self.rule_names.iter().any(|r| r == rule)
     }
+}
+
+/// The names of the rules of `p` whose condition reads `field`.
+fn rules_reading(p: &Program, field: &FieldRef) -> Vec<String> {
+    p.rules
+        .iter()
+        .filter(|r| r.code.iter().any(|i| pred_field(&i.pred) == Some(field)))
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 /// Whether any decision of `p` is STEP_UP.

@@ -19,6 +19,7 @@
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
 mod inject;
+mod pinned;
 mod poison;
 mod result;
 mod sse;
@@ -533,7 +534,11 @@ impl Inspector {
         let id = msg.get("id");
         if let Some(method) = msg.get("method").and_then(Value::as_str) {
             if id.is_none() {
-                // A notification: progress, logs and list changes act on nothing.
+                // A notification: progress, logs and list changes act on nothing, but a changed
+                // tool list makes the tools' pins re-checked (`pinned.rs`).
+                if method == "notifications/tools/list_changed" {
+                    pinned::list_changed(cx, &self.base);
+                }
                 return Outcome::Keep;
             }
             let action = result::server_request_action(&self.base, method, msg);
@@ -676,6 +681,13 @@ fn list_filter(
             .is_some_and(|name| c.keeps(p, name))
     });
     let hidden = before.saturating_sub(list.len());
+    // The tools the agent may use, against their pins (before the scan for instructions, so a
+    // changed definition is recorded even when it is removed for what it says).
+    let unpinned = if p.kind == ListKind::Tools {
+        pinned::filter(cx, &c, &p.action, list, sealed)
+    } else {
+        0
+    };
     // What the agent would read of the entries it may use: scanned for instructions.
     let mut lines = Vec::new();
     list.retain(|entry| {
@@ -691,7 +703,7 @@ fn list_filter(
         j.keep
     });
     let removed = before.saturating_sub(list.len());
-    let poisoned = removed.saturating_sub(hidden);
+    let poisoned = removed.saturating_sub(hidden).saturating_sub(unpinned);
     if removed > 0 && CACHE_MEMBERS.iter().any(|k| result.contains_key(*k)) {
         // A cacheable result (2026-07-28) the filter changed is this agent's view, decided with
         // its session: no cache may serve it in another authorization context.

@@ -88,6 +88,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         size,
         body_sha256,
         risk: _,
+        tool_state,
     } = call;
     Action {
         kind: *kind,
@@ -106,6 +107,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         size: *size,
         body_sha256: body_sha256.clone(),
         risk: bundle::action::Risk::default(),
+        tool_state: tool_state.clone(),
     }
 }
 
@@ -278,6 +280,27 @@ pub(crate) fn poisoned_entries(
     removed: usize,
     lines: Vec<String>,
 ) -> Option<Receipt> {
+    flagged_entries(
+        cx,
+        list,
+        removed,
+        lines,
+        FilterRule::PoisonedEntry,
+        "list entries carry instructions aimed at the agent",
+    )
+}
+
+/// The `result` receipt of a list answer some of whose entries were flagged (`rule`): MODIFY
+/// when `removed` of them were removed, ALLOW when every one was kept; `lines` say what became
+/// of each.
+pub(crate) fn flagged_entries(
+    cx: &Judge<'_>,
+    list: &Action,
+    removed: usize,
+    lines: Vec<String>,
+    rule: FilterRule,
+    reason: &str,
+) -> Option<Receipt> {
     let decision = if removed > 0 {
         Decision::Modify
     } else {
@@ -286,8 +309,8 @@ pub(crate) fn poisoned_entries(
     let verdict = Verdict {
         decision,
         would_be: decision,
-        deciding_rule: FilterRule::PoisonedEntry.as_str().to_owned(),
-        reason: "list entries carry instructions aimed at the agent".to_owned(),
+        deciding_rule: rule.as_str().to_owned(),
+        reason: reason.to_owned(),
         ..Verdict::default()
     };
     record(cx, list, |_, _| (verdict.clone(), lines.clone(), true, ())).1

@@ -15,6 +15,7 @@
 
 mod approvals;
 pub(crate) mod etcd;
+mod pins;
 mod principals;
 mod store;
 mod tracker;
@@ -27,6 +28,7 @@ use bundle::session::SessionStatus;
 use bundle::session_codec::SessionExtra;
 
 pub(crate) use approvals::Refused as ClaimRefused;
+pub(crate) use pins::owner as pin_owner;
 pub(crate) use principals::PrincipalRecord;
 pub(crate) use store::{Displaced, EndReason, Layout, Owner, Record, tombstone};
 pub use store::{LAYOUT_KEY, slot_key_of};

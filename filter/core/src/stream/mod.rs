@@ -459,6 +459,7 @@ impl Stream {
             )),
             _ => None,
         };
+        let tool_checks = self.pin_checks(host, l, &mut actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -476,6 +477,7 @@ impl Stream {
             approval_token: self.approval_token.as_deref(),
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
+            tool_checks: &tool_checks,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
         let _ = l.sessions.take_changed();
@@ -490,6 +492,42 @@ impl Stream {
             }
         }
         self.enforce(host, l, &shape, &actions, plan)
+    }
+
+    /// Each `tools/call` judged against its tool's pin (`session/pins.rs`), its `tool.changed`
+    /// and `tool.shadowed` set; `None` for other actions. Empty when no action is a call or
+    /// the stream has no owner to pin for.
+    fn pin_checks(
+        &self,
+        host: &dyn Host,
+        l: &Loaded,
+        actions: &mut [Action],
+    ) -> Vec<Option<crate::policy::pins::ToolCheck>> {
+        let is_call = |a: &Action| {
+            a.kind == bundle::action::Kind::Mcp
+                && normalize::Method::ToolsCall.is(&a.operation)
+                && a.tool.is_some()
+        };
+        let Some(owner) = session::pin_owner(self.principal.as_deref(), self.session.as_deref())
+            .filter(|_| actions.iter().any(is_call))
+        else {
+            return Vec::new();
+        };
+        actions
+            .iter_mut()
+            .map(|a| {
+                let tool = a.tool.clone().filter(|_| is_call(a))?;
+                let check = l.sessions.check_tool_call(
+                    host,
+                    &l.policy.bundle,
+                    &owner,
+                    &a.target.server,
+                    &tool,
+                );
+                crate::policy::pins::flag(a, &check);
+                Some(check)
+            })
+            .collect()
     }
 
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
