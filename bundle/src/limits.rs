@@ -44,6 +44,12 @@ pub struct Limits {
     pub max_tools: u32,
     /// Most declared arguments of one tool.
     pub max_tool_args: u32,
+    /// Most packs in a layered bundle (each applicable one is evaluated per action).
+    pub max_layers: u32,
+    /// Largest manifest of a layered bundle, in bytes.
+    pub max_manifest_bytes: u32,
+    /// Most assignment rules of one pack in a layered bundle.
+    pub max_assign_rules: u32,
 }
 
 impl Default for Limits {
@@ -65,6 +71,9 @@ impl Default for Limits {
             max_steps: 1_000_000,
             max_tools: 10_000,
             max_tool_args: 1024,
+            max_layers: 16,
+            max_manifest_bytes: 64 * 1024,
+            max_assign_rules: 256,
         }
     }
 }

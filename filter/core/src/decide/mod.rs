@@ -9,6 +9,7 @@
 
 use bundle::action::{Action, IntentSource};
 use bundle::approval::Approval;
+use bundle::layers::LayerOutcome;
 use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
 use bundle::session::{PrincipalView, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Verdict};
@@ -130,6 +131,7 @@ fn seal_one(
     chain_name: &str,
     action: &Action,
     r: &MsgResult,
+    layers: &[LayerOutcome],
     (drift, source): (f32, IntentSource),
     chain: &mut ChainHead,
     now_ms: u64,
@@ -142,6 +144,9 @@ fn seal_one(
         body.modifications = r.changes.clone();
     }
     body.bundle = Some(l.bundle_ref.clone());
+    if l.bundle.is_layered() {
+        body.layers = Some(l.bundle.records(layers));
+    }
     body.drift_milli = Some(receipt::drift_milli(drift));
     body.approval = r.approval.clone();
     if body.intent.is_some() {
@@ -170,8 +175,11 @@ fn plan_on(
         header_edits: Vec::new(),
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
+    // What each pack of a layered bundle decided, per message (empty for a single pack).
+    let mut layer_outcomes = Vec::with_capacity(input.actions.len());
     for (i, action) in input.actions.iter().enumerate() {
-        let mut verdict = strictest_reading(l, action, &rec.state, now_ms);
+        let (mut verdict, layers) = strictest_reading(l, action, &rec.state, now_ms);
+        layer_outcomes.push(layers);
         if let Some(why) = input.grant.and_then(|g| outside_grant(g, action)) {
             verdict = Verdict {
                 decision: Decision::Deny,
@@ -187,7 +195,8 @@ fn plan_on(
         }
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.
-        let score = drift::action_score(&l.bundle, action, &verdict);
+        // Intents are the baseline's (the pack that sets the session-level settings).
+        let score = drift::action_score(l.bundle.baseline(), action, &verdict);
         let r = enforce_one(
             &mut w,
             input.shape,
@@ -232,7 +241,12 @@ fn plan_on(
         }
     }
     let seal = !l.cut(Stage::Sealing);
-    for (m, action) in msgs.iter_mut().zip(input.actions).filter(|_| seal) {
+    for ((m, action), layers) in msgs
+        .iter_mut()
+        .zip(input.actions)
+        .zip(&layer_outcomes)
+        .filter(|_| seal)
+    {
         // The pinned intent's source, or (a session that pinned none) the action's.
         let source = if rec.state.intent.is_some() {
             rec.state.intent_source
@@ -244,6 +258,7 @@ fn plan_on(
             chain_name,
             action,
             m,
+            layers,
             (rec.state.drift, source),
             &mut rec.chain,
             now_ms,

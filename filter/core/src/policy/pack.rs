@@ -41,6 +41,25 @@ impl PackReads {
         }
     }
 
+    /// What every pack of a set reads together: the filter must read what any of them reads.
+    pub(crate) fn of_all<'a>(packs: impl Iterator<Item = &'a Program>) -> PackReads {
+        let mut all = PackReads::default();
+        for p in packs {
+            let r = PackReads::of(p);
+            all.results |= r.results;
+            all.byte_counts |= r.byte_counts;
+            all.step_up |= r.step_up;
+            for n in r.arg_names {
+                if !all.arg_names.iter().any(|(_, k)| *k == n.1) {
+                    all.arg_names.push(n);
+                }
+            }
+            all.rule_names.extend(r.rule_names);
+            all.arg_allows.rules.extend(r.arg_allows.rules);
+        }
+        all
+    }
+
     /// Whether `rule` is one of the pack's own rules (not its default, an intent's outside
     /// decision or a built-in check).
     pub(crate) fn is_pack_rule(&self, rule: &str) -> bool {

@@ -8,7 +8,7 @@
 
 pub mod bundle_pull;
 
-use bundle::{Bundle, Trust};
+use bundle::{PackSet, Trust};
 
 use crate::config::{self, SigningKeySource};
 use crate::error::FilterError;
@@ -51,7 +51,7 @@ fn load(
     if cfg.bundle.is_empty() {
         return Err(FilterError::NoBundleYet);
     }
-    let bundle = Bundle::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
+    let bundle = PackSet::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
         .map_err(FilterError::Bundle)?;
     let key_line = match &cfg.signing_key {
         SigningKeySource::Inline(line) => line.clone(),
@@ -85,10 +85,21 @@ impl Plugin {
         match &plugin.loaded {
             Ok(Loaded { policy, sessions }) => {
                 let i = policy.bundle.info();
+                let layers = if policy.bundle.is_layered() {
+                    let ids: Vec<_> = policy
+                        .bundle
+                        .layers()
+                        .iter()
+                        .map(|l| format!("`{}` ({})", l.entry.id, l.entry.mode.as_str()))
+                        .collect();
+                    format!(", layered set `{}` of {}", policy.bundle_ref.pack, ids.join(", "))
+                } else {
+                    String::new()
+                };
                 host.log(
                     LogLevel::Info,
                     &format!(
-                        "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}), receipts signed by {}",
+                        "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}){layers}, receipts signed by {}",
                         i.pack,
                         i.version,
                         i.rules,
