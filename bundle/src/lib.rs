@@ -38,8 +38,8 @@ pub use program::{builtin, disasm, format, matchers, protocol, sign};
 pub use session::codec as session_codec;
 
 pub use error::LoadError;
+pub use layers::PackSet;
 pub use limits::Limits;
 pub use program::encode::encode;
-pub use layers::PackSet;
 pub use program::load::{Bundle, BundleInfo, Trust};
 pub use program::sign::sign;

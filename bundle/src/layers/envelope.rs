@@ -44,7 +44,10 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], LoadError> {
-        let end = self.pos.checked_add(n).ok_or(LoadError::Truncated { what })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(LoadError::Truncated { what })?;
         let s = self
             .bytes
             .get(self.pos..end)

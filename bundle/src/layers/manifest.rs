@@ -52,7 +52,8 @@ pub enum Assign {
     /// The verified agent id (`identity.agent.id`).
     Agent(String),
     /// The namespace of the workload: the `ns` segment of a SPIFFE id
-    /// (`spiffe://<domain>/ns/<namespace>/sa/<account>`) of the workload or, failing that, the agent.
+    /// (`spiffe://<domain>/ns/<namespace>/sa/<account>`) or the first segment of a node identity
+    /// (`k8s://<namespace>/<workload>`), of the workload or, failing that, the agent.
     Namespace(String),
     /// The workload id (`identity.workload.id`).
     Workload(String),
@@ -62,8 +63,18 @@ pub enum Assign {
     Host(String),
 }
 
-/// The namespace segment of a SPIFFE id.
+/// The id of an authenticated principal (an id that is only a claim, auth `none`, is none).
+fn id(p: &crate::action::Principal) -> Option<&str> {
+    p.id.as_deref()
+        .filter(|_| p.auth != crate::action::AuthMethod::None)
+}
+
+/// The namespace of a workload id: the `ns` segment of a SPIFFE id, or the first segment of a
+/// sidecar's node identity (`k8s://<namespace>/<workload>`).
 fn spiffe_namespace(id: &str) -> Option<&str> {
+    if let Some(rest) = id.strip_prefix("k8s://") {
+        return rest.split('/').next().filter(|n| !n.is_empty());
+    }
     let rest = id.strip_prefix("spiffe://")?;
     let mut parts = rest.split('/').skip(1);
     while let Some(p) = parts.next() {
@@ -77,17 +88,14 @@ fn spiffe_namespace(id: &str) -> Option<&str> {
 impl Assign {
     /// Whether the rule selects `a`.
     pub fn matches(&self, a: &Action) -> bool {
-        let id = |p: &crate::action::Principal| p.id.as_deref().map(str::to_owned);
+        // Only an authenticated id selects a pack: an id that is only a claim (auth `none`)
+        // is no identity.
         match self {
-            Assign::Agent(g) => id(&a.identity.agent).is_some_and(|v| glob_match(g, &v)),
-            Assign::Workload(g) => id(&a.identity.workload).is_some_and(|v| glob_match(g, &v)),
-            Assign::Namespace(g) => a
-                .identity
-                .workload
-                .id
-                .as_deref()
+            Assign::Agent(g) => id(&a.identity.agent).is_some_and(|v| glob_match(g, v)),
+            Assign::Workload(g) => id(&a.identity.workload).is_some_and(|v| glob_match(g, v)),
+            Assign::Namespace(g) => id(&a.identity.workload)
                 .and_then(spiffe_namespace)
-                .or_else(|| a.identity.agent.id.as_deref().and_then(spiffe_namespace))
+                .or_else(|| id(&a.identity.agent).and_then(spiffe_namespace))
                 .is_some_and(|ns| glob_match(g, ns)),
             Assign::Server(g) => {
                 a.kind == crate::action::Kind::Mcp
@@ -180,7 +188,9 @@ impl Manifest {
         let max_assign = usize::try_from(limits.max_assign_rules).unwrap_or(usize::MAX);
         for (i, p) in self.packs.iter().enumerate() {
             if p.id.is_empty() || p.id.len() > 128 || p.id.chars().any(char::is_control) {
-                return Err(invalid("a pack id is empty, longer than 128 bytes or not printable"));
+                return Err(invalid(
+                    "a pack id is empty, longer than 128 bytes or not printable",
+                ));
             }
             if self.packs.iter().take(i).any(|q| q.id == p.id) {
                 return Err(invalid(format!("pack id `{}` appears twice", p.id)));
@@ -224,7 +234,10 @@ impl PackEntry {
         if self.assign.is_empty() {
             return Some(BASELINE_SOURCE.to_owned());
         }
-        self.assign.iter().find(|r| r.matches(a)).map(Assign::source)
+        self.assign
+            .iter()
+            .find(|r| r.matches(a))
+            .map(Assign::source)
     }
 
     /// Whether the pack applies to every action.
@@ -245,6 +258,10 @@ mod tests {
             Some("payments")
         );
         assert_eq!(spiffe_namespace("spiffe://cluster.local/sa/agent"), None);
+        assert_eq!(
+            spiffe_namespace("k8s://payments/refunder"),
+            Some("payments")
+        );
         assert_eq!(spiffe_namespace("payments"), None);
         let mut a = Action {
             kind: Kind::Http,
@@ -254,6 +271,11 @@ mod tests {
             id: Some("spiffe://cluster.local/ns/payments/sa/agent".into()),
             ..Principal::default()
         };
+        assert!(
+            !Assign::Namespace("pay*".into()).matches(&a),
+            "an unauthenticated id is only a claim"
+        );
+        a.identity.workload.auth = crate::action::AuthMethod::Mtls;
         assert!(Assign::Namespace("pay*".into()).matches(&a));
         assert!(!Assign::Namespace("search".into()).matches(&a));
         // A host rule never selects an MCP action, a server rule never an HTTP one.

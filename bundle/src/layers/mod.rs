@@ -18,8 +18,8 @@ use ed25519_dalek::VerifyingKey;
 use crate::action::Action;
 use crate::error::LoadError;
 use crate::limits::Limits;
-use crate::program::load::{Bundle, BundleInfo, Trust};
 use crate::program::format::Program;
+use crate::program::load::{Bundle, BundleInfo, Trust};
 use crate::session::SessionState;
 use crate::verdict::{Decision, Mode, Modification, Verdict};
 
@@ -150,12 +150,13 @@ impl PackSet {
                 }
                 Trust::AllowUnsigned => Trust::AllowUnsigned,
             };
-            let bundle = Bundle::from_bytes_with_limits(bytes, &pack_trust, limits).map_err(|e| {
-                LoadError::Layer {
-                    pack: entry.id.clone(),
-                    error: Box::new(e),
-                }
-            })?;
+            let bundle =
+                Bundle::from_bytes_with_limits(bytes, &pack_trust, limits).map_err(|e| {
+                    LoadError::Layer {
+                        pack: entry.id.clone(),
+                        error: Box::new(e),
+                    }
+                })?;
             let hash = hex::encode(bundle.info().content_hash);
             if hash != entry.hash {
                 return Err(LoadError::Layer {
@@ -251,7 +252,10 @@ impl PackSet {
         now_ms: u64,
     ) -> (Verdict, Vec<LayerOutcome>) {
         if !self.layered {
-            return (self.baseline().evaluate(action, session, now_ms), Vec::new());
+            return (
+                self.baseline().evaluate(action, session, now_ms),
+                Vec::new(),
+            );
         }
         let runs: Vec<(usize, String, Verdict)> = self
             .layers
@@ -377,12 +381,10 @@ fn combine(layers: &[Layer], runs: Vec<(usize, String, Verdict)>) -> (Verdict, V
                     }
                 }
             }
-            Mode::Warn if v.decision > Decision::Allow => out.warnings.push(format!(
-                "{}: {}: {}",
-                id(i),
-                v.deciding_rule,
-                v.reason
-            )),
+            Mode::Warn if v.decision > Decision::Allow => {
+                out.warnings
+                    .push(format!("{}: {}: {}", id(i), v.deciding_rule, v.reason))
+            }
             Mode::Warn | Mode::Audit => {}
         }
     }

@@ -92,7 +92,11 @@ impl Plugin {
                         .iter()
                         .map(|l| format!("`{}` ({})", l.entry.id, l.entry.mode.as_str()))
                         .collect();
-                    format!(", layered set `{}` of {}", policy.bundle_ref.pack, ids.join(", "))
+                    format!(
+                        ", layered set `{}` of {}",
+                        policy.bundle_ref.pack,
+                        ids.join(", ")
+                    )
                 } else {
                     String::new()
                 };
