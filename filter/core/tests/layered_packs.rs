@@ -263,6 +263,11 @@ fn a_team_pack_cannot_loosen_what_the_baseline_denies() {
 fn assignment_by_identity_and_by_host() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, &example_packs());
+    let loaded = host.state().logs.iter().any(|(_, l)| {
+        l.contains("loaded layered set `acme-agents` version `2026.12.1`")
+            && l.contains("`payments` 2.3.0 (enforce, 3 rules), `dlp-trial` 0.1.0 (audit, 1 rules)")
+    });
+    assert!(loaded, "{:?}", host.state().logs);
     // A DELETE at Stripe: the payments pack applies by host, whoever sends it.
     let o = egress(
         &host,

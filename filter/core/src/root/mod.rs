@@ -85,32 +85,41 @@ impl Plugin {
         match &plugin.loaded {
             Ok(Loaded { policy, sessions }) => {
                 let i = policy.bundle.info();
-                let layers = if policy.bundle.is_layered() {
-                    let ids: Vec<_> = policy
+                let line = if policy.bundle.is_layered() {
+                    let packs: Vec<_> = policy
                         .bundle
                         .layers()
                         .iter()
-                        .map(|l| format!("`{}` ({})", l.entry.id, l.entry.mode.as_str()))
+                        .map(|l| {
+                            let b = l.bundle.info();
+                            format!(
+                                "`{}` {} ({}, {} rules)",
+                                l.entry.id,
+                                b.version,
+                                l.entry.mode.as_str(),
+                                b.rules
+                            )
+                        })
                         .collect();
                     format!(
-                        ", layered set `{}` of {}",
+                        "portcullis: loaded layered set `{}` version `{}` (hash {}): {}; receipts signed by {}",
                         policy.bundle_ref.pack,
-                        ids.join(", ")
+                        policy.bundle_ref.version,
+                        policy.bundle_ref.hash,
+                        packs.join(", "),
+                        policy.signer.key_id()
                     )
                 } else {
-                    String::new()
-                };
-                host.log(
-                    LogLevel::Info,
-                    &format!(
-                        "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}){layers}, receipts signed by {}",
+                    format!(
+                        "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}), receipts signed by {}",
                         i.pack,
                         i.version,
                         i.rules,
                         policy.bundle_ref.hash,
                         policy.signer.key_id()
-                    ),
-                );
+                    )
+                };
+                host.log(LogLevel::Info, &line);
                 #[cfg(feature = "bench-cuts")]
                 if let Some(cut) = policy.cfg.bench_cut {
                     host.log(
