@@ -175,11 +175,14 @@ fn plan_on(
         header_edits: Vec::new(),
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
-    // What each pack of a layered bundle decided, per message (empty for a single pack).
-    let mut layer_outcomes = Vec::with_capacity(input.actions.len());
+    // What each pack of a layered bundle decided, per message (nothing is allocated for a
+    // single pack: its outcomes are empty and not kept).
+    let mut layer_outcomes: Vec<Vec<LayerOutcome>> = Vec::new();
     for (i, action) in input.actions.iter().enumerate() {
         let (mut verdict, layers) = strictest_reading(l, action, &rec.state, now_ms);
-        layer_outcomes.push(layers);
+        if l.bundle.is_layered() {
+            layer_outcomes.push(layers);
+        }
         if let Some(why) = input.grant.and_then(|g| outside_grant(g, action)) {
             verdict = Verdict {
                 decision: Decision::Deny,
@@ -241,12 +244,13 @@ fn plan_on(
         }
     }
     let seal = !l.cut(Stage::Sealing);
-    for ((m, action), layers) in msgs
+    for (i, (m, action)) in msgs
         .iter_mut()
         .zip(input.actions)
-        .zip(&layer_outcomes)
+        .enumerate()
         .filter(|_| seal)
     {
+        let layers = layer_outcomes.get(i).map_or(&[][..], Vec::as_slice);
         // The pinned intent's source, or (a session that pinned none) the action's.
         let source = if rec.state.intent.is_some() {
             rec.state.intent_source
