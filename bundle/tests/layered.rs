@@ -5,7 +5,9 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
-    reason = "test code: a failed unwrap, panic or index is a failed test"
+    clippy::arithmetic_side_effects,
+    clippy::cast_possible_truncation,
+    reason = "test code: a failed unwrap, panic or index is a failed test; offsets are small"
 )]
 
 mod common;

@@ -129,9 +129,9 @@ fn outside_grant(g: &bundle::grant::Grant, action: &Action) -> Option<String> {
 fn seal_one(
     l: &Policy,
     chain_name: &str,
-    action: &Action,
+    // The action, and what each pack of a layered bundle decided about it.
+    (action, layers): (&Action, &[LayerOutcome]),
     r: &MsgResult,
-    layers: &[LayerOutcome],
     (drift, source): (f32, IntentSource),
     chain: &mut ChainHead,
     now_ms: u64,
@@ -260,9 +260,8 @@ fn plan_on(
         let (r, line) = seal_one(
             l,
             chain_name,
-            action,
+            (action, layers),
             m,
-            layers,
             (rec.state.drift, source),
             &mut rec.chain,
             now_ms,
