@@ -13,13 +13,14 @@ use filter_core::{FilterAction, Plugin, Stream};
 use portcullis_benches::{BASIC_POLICY, mcp_headers, plugin_config};
 use serde_json::json;
 
-fn config(checkpoint_every: u32) -> Vec<u8> {
-    plugin_config(
-        BASIC_POLICY,
-        &json!({ "receipts": { "checkpoint_every": checkpoint_every } }),
-    )
-    .map(String::into_bytes)
-    .unwrap_or_default()
+fn config(checkpoint_every: u32, etcd: bool) -> Vec<u8> {
+    let mut extra = json!({ "receipts": { "checkpoint_every": checkpoint_every } });
+    if etcd {
+        extra["state"] = json!({ "backend": "etcd", "etcd": { "cluster": "etcd" } });
+    }
+    plugin_config(BASIC_POLICY, &extra)
+        .map(String::into_bytes)
+        .unwrap_or_default()
 }
 
 fn headers() -> Vec<(String, String)> {
@@ -52,27 +53,59 @@ fn one_request(host: &MockHost, plugin: &Rc<Plugin>, body: &[u8]) -> FilterActio
     stream.on_request_body(host, body.len(), true)
 }
 
+/// Answer the watcher's first read (no records, revision 5) and confirm its watch, as etcd would.
+fn sync_watch(host: &MockHost, plugin: &Plugin) {
+    let read = host.state().grpc_calls.last().map(|c| c.token).unwrap_or(0);
+    // RangeResponse { header { revision: 5 } }
+    host.state().grpc_message = Some(vec![0x0a, 0x02, 0x18, 0x05]);
+    plugin.on_grpc_call_response(host, read, 0, 4);
+    let watch = host.state().grpc_calls.last().map(|c| c.token).unwrap_or(0);
+    // WatchResponse { header { revision: 5 }, created: true }
+    host.state().grpc_message = Some(vec![0x0a, 0x02, 0x18, 0x05, 0x18, 0x01]);
+    plugin.on_grpc_stream_message(host, watch, 6);
+    host.state().grpc_message = None;
+    host.state().grpc_calls.clear();
+}
+
 fn bench(c: &mut Criterion) {
     let body = body();
     let mut g = c.benchmark_group("filter_request_1kib_tools_call");
-    for (name, every, principal) in [
-        ("every_receipt_signed", 1u32, None),
-        ("allow_receipts_batched_16", 16, None),
+    for (name, every, principal, etcd) in [
+        ("every_receipt_signed", 1u32, None, false),
+        ("allow_receipts_batched_16", 16, None, false),
         // The same request from a verified agent (its mTLS SPIFFE id): the principal's record is
         // read on every request (and, an uncontained agent in its current run, never written).
         (
             "allow_receipts_batched_16_known_principal",
             16,
             Some("spiffe://corp.example/ns/agents/sa/coder"),
+            false,
+        ),
+        // The same with `state.backend: etcd`, its watch in sync: an uncontained principal's
+        // ALLOW reads the local cache and makes no call-out (docs/state.md).
+        (
+            "allow_receipts_batched_16_known_principal_etcd",
+            16,
+            Some("spiffe://corp.example/ns/agents/sa/coder"),
+            true,
         ),
     ] {
         let host = MockHost::new(1_800_000_000_000);
         if let Some(p) = principal {
             host.set_property(&["connection", "uri_san_peer_certificate"], p);
         }
-        let plugin = Rc::new(Plugin::configure(&host, &config(every)));
+        let plugin = Rc::new(Plugin::configure(&host, &config(every, etcd)));
         assert!(plugin.error().is_none(), "{:?}", plugin.error());
+        if etcd {
+            sync_watch(&host, &plugin);
+        }
         assert_eq!(one_request(&host, &plugin, &body), FilterAction::Continue);
+        if etcd {
+            assert!(
+                host.state().grpc_calls.is_empty(),
+                "an ALLOW made a call-out"
+            );
+        }
         g.bench_function(name, |b| {
             b.iter(|| {
                 // Keep the mock's log from growing without bound.

@@ -571,3 +571,26 @@ def test_header_only_plugin_answers_bodies_without_pausing(keys: pe.Keys, egress
         assert status == 403
     finally:
         proc.stop()
+
+
+def test_the_etcd_cluster_patch_is_a_cluster_envoy_accepts(tmp_path: Path) -> None:
+    """istio/state-etcd's CLUSTER patch, as the gateway's Envoy would get it (its certificate files
+    replaced by real ones here): `envoy --mode validate` accepts it, and it speaks HTTP/2 (etcd's
+    gRPC) with a health check, as docs/state.md asks."""
+    from test_identity import Pki  # noqa: PLC0415 - the certificates of the identity tests
+
+    pki = Pki.create(tmp_path / "pki")
+    [patch] = one("EnvoyFilter", ISTIO / "state-etcd/envoyfilter-etcd-cluster.yaml")["spec"]["configPatches"]
+    assert patch["applyTo"] == "CLUSTER"
+    cluster = copy.deepcopy(patch["patch"]["value"])
+    assert "http2_protocol_options" in json.dumps(cluster) and cluster["health_checks"][0]["grpc_health_check"] == {}
+    text = json.dumps(cluster)
+    for name, path in [("tls.crt", pki.server_cert), ("tls.key", pki.server_key), ("ca.crt", pki.ca_cert)]:
+        text = text.replace(f"/etc/portcullis-etcd/{name}", str(path))
+    bootstrap = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+                 "static_resources": {"clusters": [json.loads(text)]}}
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    proc = subprocess.run([pe.envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -61,6 +61,10 @@ pub enum EventKind {
     /// An operator's signed release lifted a principal's quarantine (`reason` says whose, by
     /// which release and key); always signed.
     Release,
+    /// A decision's write to the shared state store (etcd) failed or was refused after the
+    /// decision was sealed: `decision` is what the filter enforced instead (a DENY), `reason`
+    /// says why; always signed.
+    StateStore,
 }
 
 impl EventKind {
@@ -73,6 +77,7 @@ impl EventKind {
             EventKind::DeferResolved => "defer_resolved",
             EventKind::Result => "result",
             EventKind::Release => "release",
+            EventKind::StateStore => "state_store",
         }
     }
 }

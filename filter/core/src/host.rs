@@ -119,6 +119,35 @@ pub trait Host {
     /// Body of the call-out response being delivered.
     fn http_call_response_body(&self, len: usize) -> Option<Vec<u8>>;
 
+    /// Dispatch a unary gRPC call to `upstream` (a serialized `GrpcService`); returns its token.
+    /// The answer (or its failure) arrives as a gRPC call response with that token.
+    fn dispatch_grpc_call(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError>;
+    /// The message of the gRPC call response (or stream message) being delivered.
+    fn grpc_call_response(&self, len: usize) -> Option<Vec<u8>>;
+    /// Open a gRPC stream to `upstream`; returns its token.
+    fn open_grpc_stream(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+    ) -> Result<u32, HostError>;
+    /// Send a message on an open gRPC stream.
+    fn send_grpc_stream_message(
+        &self,
+        token: u32,
+        message: &[u8],
+        end: bool,
+    ) -> Result<(), HostError>;
+    /// Close a gRPC stream (half-close and let it end).
+    fn close_grpc_stream(&self, token: u32);
+
     /// Define a metric; returns its id.
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     /// Add `delta` to a metric.

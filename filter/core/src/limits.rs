@@ -45,3 +45,22 @@ pub const MAX_CONTEXT_REASON_CHARS: usize = 512;
 /// At most one warning per this period (per worker) says how many actions were decided without
 /// session state since the last one.
 pub const UNTRACKED_WARNING_PERIOD_MS: u64 = 60_000;
+
+/// Largest etcd answer read (the initial read of every containment record: ~300 bytes each, for
+/// [`PRINCIPAL_SLOTS`] principals and more).
+pub const MAX_ETCD_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+/// Principals whose containment may wait in the outbox for etcd at once (`session/etcd`). When it
+/// is full, a request whose containment cannot be queued waits for its own write, and is denied
+/// if that fails.
+pub const MAX_OUTBOX: usize = 1024;
+
+/// Outbox writes one timer tick starts at most, per worker.
+pub const MAX_FLUSH_PER_TICK: usize = 16;
+
+/// After a failed connection to etcd, the watch is opened again no sooner than this.
+pub const ETCD_RETRY_MS: u64 = 1_000;
+
+/// A worker logs at most one state-store failure per this period (every failure is counted in
+/// `portcullis_state_store_errors`); the log says when the watch is back in sync.
+pub const ETCD_WARN_PERIOD_MS: u64 = 5_000;

@@ -21,10 +21,14 @@ pub(crate) enum Metric {
     Sessions,
     /// Actions decided without session state: the request carried no session key.
     Untracked,
+    /// Calls to the shared state store (etcd) that failed.
+    StateStoreErrors,
+    /// Watches of the shared state store in sync (gauge: one per worker when all is well).
+    StateStoreWatches,
 }
 
 impl Metric {
-    const ALL: [Metric; 10] = [
+    const ALL: [Metric; 12] = [
         Metric::Allow,
         Metric::Modify,
         Metric::Defer,
@@ -35,6 +39,8 @@ impl Metric {
         Metric::Evicted,
         Metric::Sessions,
         Metric::Untracked,
+        Metric::StateStoreErrors,
+        Metric::StateStoreWatches,
     ];
 
     /// The metric's name and kind.
@@ -50,6 +56,8 @@ impl Metric {
             Metric::Evicted => ("portcullis_sessions_ended", MetricKind::Counter),
             Metric::Sessions => ("portcullis_sessions_tracked", MetricKind::Gauge),
             Metric::Untracked => ("portcullis_actions_untracked", MetricKind::Counter),
+            Metric::StateStoreErrors => ("portcullis_state_store_errors", MetricKind::Counter),
+            Metric::StateStoreWatches => ("portcullis_state_store_watches", MetricKind::Gauge),
         }
     }
 

@@ -39,6 +39,23 @@ pub struct HttpCall {
     pub timeout_ms: u64,
 }
 
+/// A gRPC call or stream the filter opened, and what it sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcCall {
+    /// Token returned to the filter.
+    pub token: u32,
+    /// The upstream (a serialized `GrpcService`).
+    pub upstream: String,
+    /// `service/method`.
+    pub method: String,
+    /// Messages sent (one for a unary call).
+    pub messages: Vec<Vec<u8>>,
+    /// A stream (not a unary call).
+    pub stream: bool,
+    /// The filter closed the stream.
+    pub closed: bool,
+}
+
 /// A call-out response being delivered: (headers, body).
 pub type CallResponse = (Vec<(String, String)>, Vec<u8>);
 
@@ -101,6 +118,12 @@ pub struct MockState {
     pub http_calls: Vec<HttpCall>,
     /// Make `dispatch_http_call` fail.
     pub fail_http_calls: bool,
+    /// Every gRPC call and stream opened (all contexts).
+    pub grpc_calls: Vec<GrpcCall>,
+    /// Make gRPC calls and streams fail to open.
+    pub fail_grpc_calls: bool,
+    /// The gRPC message being delivered right now.
+    pub grpc_message: Option<Vec<u8>>,
     /// The call-out response being delivered right now: (headers, body).
     pub call_response: Option<CallResponse>,
     /// Metrics by id (index).
@@ -123,6 +146,33 @@ impl MockHost {
         let host = MockHost::default();
         host.state().now_ms = now_ms;
         host
+    }
+
+    fn grpc_open(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+        message: Option<&[u8]>,
+        stream: bool,
+    ) -> Result<u32, HostError> {
+        let mut s = self.state();
+        if s.fail_grpc_calls {
+            return Err(HostError("the cluster is not there".into()));
+        }
+        // gRPC tokens are numbered apart from HTTP call-out tokens.
+        let token = u32::try_from(s.grpc_calls.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1000);
+        s.grpc_calls.push(GrpcCall {
+            token,
+            upstream: upstream.to_owned(),
+            method: format!("{service}/{method}"),
+            messages: message.map(<[u8]>::to_vec).into_iter().collect(),
+            stream,
+            closed: false,
+        });
+        Ok(token)
     }
 
     /// Mutable access to the state (do not hold it across a call into the filter).
@@ -373,6 +423,65 @@ impl Host for MockHost {
             timeout_ms,
         });
         Ok(token)
+    }
+
+    fn dispatch_grpc_call(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        _timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        self.grpc_open(upstream, service, method, Some(message), false)
+    }
+
+    fn grpc_call_response(&self, len: usize) -> Option<Vec<u8>> {
+        let mut s = self.state();
+        match &s.grpc_message {
+            Some(b) => b.get(..len.min(b.len())).map(<[u8]>::to_vec),
+            None => {
+                s.violations
+                    .push("gRPC message read outside a callback".into());
+                None
+            }
+        }
+    }
+
+    fn open_grpc_stream(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+    ) -> Result<u32, HostError> {
+        self.grpc_open(upstream, service, method, None, true)
+    }
+
+    fn send_grpc_stream_message(
+        &self,
+        token: u32,
+        message: &[u8],
+        _end: bool,
+    ) -> Result<(), HostError> {
+        let mut s = self.state();
+        match s
+            .grpc_calls
+            .iter_mut()
+            .find(|c| c.token == token && c.stream && !c.closed)
+        {
+            Some(c) => {
+                c.messages.push(message.to_vec());
+                Ok(())
+            }
+            None => Err(HostError("no such stream".into())),
+        }
+    }
+
+    fn close_grpc_stream(&self, token: u32) {
+        let mut s = self.state();
+        if let Some(c) = s.grpc_calls.iter_mut().find(|c| c.token == token) {
+            c.closed = true;
+        }
     }
 
     fn http_call_response_headers(&self) -> Vec<(String, String)> {

@@ -25,6 +25,8 @@ pub(crate) enum FilterRule {
     Modify,
     /// The session could not be saved (failure mode closed).
     SessionStore,
+    /// The shared state store (etcd) could not answer or take a write the decision needs.
+    StateStore,
     /// A response the filter could not check was replaced by an error.
     UncheckedResponse,
     /// Entries of a list answer carry instructions aimed at the agent (removed, or kept by a rule).
@@ -46,6 +48,7 @@ impl FilterRule {
             FilterRule::NoContextService => "filter:no_context_service",
             FilterRule::Modify => "filter:modify",
             FilterRule::SessionStore => "filter:session_store",
+            FilterRule::StateStore => "filter:state_store",
             FilterRule::UncheckedResponse => "filter:unchecked_response",
             FilterRule::PoisonedEntry => "filter:poisoned_entry",
             FilterRule::GrantOutside => "grant:outside",

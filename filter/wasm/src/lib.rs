@@ -196,6 +196,57 @@ impl Host for WasmHost {
             .flatten()
     }
 
+    fn dispatch_grpc_call(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+        message: &[u8],
+        timeout_ms: u64,
+    ) -> Result<u32, HostError> {
+        // The SDK's wrapper registers the token with its dispatcher (so the answer reaches this
+        // context); the statuses Envoy returns for a call are the ones it handles.
+        hostcalls::dispatch_grpc_call(
+            upstream,
+            service,
+            method,
+            Vec::new(),
+            Some(message),
+            Duration::from_millis(timeout_ms),
+        )
+        .map_err(|s| HostError(status_text(s)))
+    }
+
+    fn grpc_call_response(&self, len: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, len)
+            .ok()
+            .flatten()
+    }
+
+    fn open_grpc_stream(
+        &self,
+        upstream: &str,
+        service: &str,
+        method: &str,
+    ) -> Result<u32, HostError> {
+        hostcalls::open_grpc_stream(upstream, service, method, Vec::new())
+            .map_err(|s| HostError(status_text(s)))
+    }
+
+    fn send_grpc_stream_message(
+        &self,
+        token: u32,
+        message: &[u8],
+        end: bool,
+    ) -> Result<(), HostError> {
+        hostcalls::send_grpc_stream_message(token, Some(message), end)
+            .map_err(|s| HostError(status_text(s)))
+    }
+
+    fn close_grpc_stream(&self, token: u32) {
+        let _ = hostcalls::close_grpc_stream(token);
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
         let t = match kind {
             MetricKind::Counter => MetricType::Counter,
@@ -236,6 +287,24 @@ impl Context for Root {
             if let Some(old) = self.plugin.replace(Rc::new(new)) {
                 old.on_done(&WasmHost);
             }
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        if let Some(p) = &self.plugin {
+            p.on_grpc_call_response(&WasmHost, token_id, status_code, response_size);
+        }
+    }
+
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        if let Some(p) = &self.plugin {
+            p.on_grpc_stream_message(&WasmHost, token_id, message_size);
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if let Some(p) = &self.plugin {
+            p.on_grpc_stream_close(&WasmHost, token_id, status_code);
         }
     }
 
@@ -350,6 +419,11 @@ impl Context for Http {
     ) {
         self.stream
             .on_http_call_response(&WasmHost, token_id, body_size);
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.stream
+            .on_grpc_call_response(&WasmHost, token_id, status_code, response_size);
     }
 }
 

@@ -14,8 +14,10 @@ use crate::limits::MAX_CONFIG_BYTES;
 use crate::normalize::NormalizeConfig;
 
 pub(crate) mod bundle_server;
+pub(crate) mod state;
 
 pub use bundle_server::BundleServer;
+pub use state::EtcdConfig;
 
 /// Why a configuration was refused. The filter then denies every action with this as the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,6 +238,8 @@ pub struct Config {
     pub release_keys: Vec<VerifyingKey>,
     /// Signed releases (`policyc release`), applied when the configuration loads.
     pub releases: Vec<String>,
+    /// The shared state store (`state.backend: etcd`); `None`: this Envoy's shared data only.
+    pub state: Option<EtcdConfig>,
     /// Benchmark builds only: where the request path stops.
     #[cfg(feature = "bench-cuts")]
     pub bench_cut: Option<crate::bench::Cut>,
@@ -288,6 +292,8 @@ struct RawConfig {
     context_services: BTreeMap<String, RawContextService>,
     #[serde(default)]
     failure_mode: Option<String>,
+    #[serde(default)]
+    state: state::RawState,
     #[cfg(feature = "bench-cuts")]
     #[serde(default)]
     bench_cut: Option<String>,
@@ -759,6 +765,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         task_grant_keys,
         release_keys,
         releases: raw.releases,
+        state: state::parse_state(raw.state).map_err(err)?,
         #[cfg(feature = "bench-cuts")]
         bench_cut: match raw.bench_cut.as_deref() {
             None => None,

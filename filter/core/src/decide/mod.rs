@@ -47,6 +47,9 @@ pub(crate) struct Input<'a> {
     pub approval_token: Option<&'a str>,
     /// The verified task grant in force: acting actions outside its tools or hosts are denied.
     pub grant: Option<&'a bundle::grant::Grant>,
+    /// Why the shared state store cannot answer for this request's principal (its cache does
+    /// not know the principal and is out of sync): nothing is decided with state.
+    pub state_store: Option<&'a str>,
 }
 
 /// The principal of a request and its record as read (or why it could not be).
@@ -77,6 +80,9 @@ pub(crate) struct MsgResult {
     /// Human-readable changes made (MODIFY).
     pub changes: Vec<String>,
     pub approval: Option<ApprovalRef>,
+    /// The approval token honoured (its nonce and expiry): with the etcd backend its id is
+    /// created there before the approval takes effect.
+    pub used_token: Option<([u8; 16], u64)>,
     pub receipt: Option<Receipt>,
     /// `receipt` as its JSON line (serialized once, when sealed).
     pub receipt_line: Option<String>,
@@ -98,6 +104,9 @@ pub(crate) struct Plan {
     pub chain_name: String,
     /// The session the decision was saved in (`None`: decided without a saved session).
     pub session: Option<String>,
+    /// Receipts sealed after the decision's own (a write to the shared state store that failed
+    /// and changed what is enforced: [`refuse_uncommitted`]).
+    pub followups: Vec<(Receipt, String)>,
 }
 
 /// Why `action` is outside what task grant `g` narrows the run to (`None`: inside). A grant
@@ -291,15 +300,26 @@ fn plan_on(
         warnings,
         chain_name: chain_name.to_owned(),
         session: None,
+        followups: Vec::new(),
     }
 }
 
 /// Replace a plan by "deny everything" because the session store failed (failure mode closed).
-fn store_failed(mut plan: Plan, why: &str) -> Plan {
+fn store_failed(plan: Plan, why: &str) -> Plan {
+    refuse_all(
+        plan,
+        FilterRule::SessionStore,
+        &format!("session state could not be saved ({why})"),
+    )
+}
+
+/// Deny every message of `plan` with `rule` and `reason`, dropping its receipts (the chain head
+/// they extend was not saved).
+fn refuse_all(mut plan: Plan, rule: FilterRule, reason: &str) -> Plan {
     for m in &mut plan.msgs {
         m.enforced = Decision::Deny;
-        m.rule = FilterRule::SessionStore.as_str().to_owned();
-        m.reason = format!("session state could not be saved ({why})");
+        m.rule = rule.as_str().to_owned();
+        m.reason = reason.to_owned();
         m.denial = Some(DenialKind::Denied {
             approval_error: None,
         });
@@ -388,6 +408,15 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
         Some(Ok(r)) => (r.view.clone(), None),
         Some(Err(e)) => (PrincipalView::default(), Some(e)),
     };
+    if let Some(why) = input.state_store {
+        // The cache may not know this principal's quarantine: decided without state, denied.
+        let now = host.now_ms();
+        let (plan, _) = unsaved(host, l, sessions, input, fresh(now, &view), now);
+        return match l.cfg.failure_mode {
+            FailureMode::Closed => refuse_all(plan, FilterRule::StateStore, why),
+            FailureMode::Open => plan,
+        };
+    }
     if let Some(e) = principal_failed {
         // Without its record the principal may be quarantined: nothing is decided with state.
         let now = host.now_ms();
@@ -577,9 +606,31 @@ pub(crate) fn resolve_defer(
     outcome: Decision,
     reason: &str,
 ) -> Option<Receipt> {
+    seal_event(
+        host,
+        l,
+        sessions,
+        d,
+        EventKind::DeferResolved,
+        outcome,
+        reason,
+    )
+}
+
+/// Seal a signed receipt of `event` about `d.action` in its session's chain (or the anonymous
+/// chain). `None` when the session could not be saved.
+fn seal_event(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    d: &Deferred<'_>,
+    event: EventKind,
+    outcome: Decision,
+    reason: &str,
+) -> Option<Receipt> {
     let body = |drift: f32| {
         let mut b = ReceiptBody::for_action(d.chain_name, d.action, d.verdict);
-        b.event = EventKind::DeferResolved;
+        b.event = event;
         b.decision = Some(outcome);
         b.reason = Some(reason.to_owned());
         b.bundle = Some(l.bundle_ref.clone());
@@ -604,10 +655,77 @@ pub(crate) fn resolve_defer(
             host.log(
                 LogLevel::Error,
                 &format!(
-                    "portcullis: the defer resolution of session `{session}` could not be saved: {e}"
+                    "portcullis: the {} receipt of session `{session}` could not be saved: {e}",
+                    event.as_str()
                 ),
             );
             None
         }
     }
+}
+
+/// A decision whose writes to the shared state store did not all happen (`failed`), applied
+/// after it was sealed. A DENY stands as decided (what it contained is in the local records
+/// and the outbox). Anything else becomes a DENY: an approval token already used on another
+/// replica keeps its rule with `approval_error: replayed`; a write etcd did not take is
+/// `filter:state_store`. A signed `state_store` receipt records the change in the chain.
+pub(crate) fn refuse_uncommitted(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    mut plan: Plan,
+    actions: &[Action],
+    failed: &crate::session::etcd::Failed,
+) -> Plan {
+    use crate::session::etcd::Failed;
+    let (rule, reason, code) = match failed {
+        Failed::Replayed => (
+            None,
+            "the approval token was already used".to_owned(),
+            Some("replayed"),
+        ),
+        Failed::Unavailable(why) => (
+            Some(FilterRule::StateStore.as_str()),
+            format!("the shared state store did not take this decision's write ({why})"),
+            None,
+        ),
+    };
+    if plan.overall == Decision::Deny && code.is_none() {
+        return plan;
+    }
+    if let (Some(m), Some(action)) = (plan.msgs.first(), actions.first()) {
+        let d = Deferred {
+            chain_name: &plan.chain_name,
+            session: plan.session.as_deref(),
+            action,
+            verdict: &m.verdict,
+        };
+        if let Some(r) = seal_event(
+            host,
+            l,
+            sessions,
+            &d,
+            EventKind::StateStore,
+            Decision::Deny,
+            &reason,
+        ) {
+            let line = r.to_json();
+            plan.followups.push((r, line));
+        }
+    }
+    for m in &mut plan.msgs {
+        m.enforced = Decision::Deny;
+        if let Some(rule) = rule {
+            rule.clone_into(&mut m.rule);
+        }
+        m.reason.clone_from(&reason);
+        m.denial = Some(DenialKind::Denied {
+            approval_error: code,
+        });
+        m.defer = None;
+    }
+    plan.overall = Decision::Deny;
+    plan.new_body = None;
+    plan.header_edits.clear();
+    plan
 }

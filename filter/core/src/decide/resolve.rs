@@ -43,6 +43,7 @@ pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
         defer: None,
         changes: Vec::new(),
         approval: None,
+        used_token: None,
         receipt: None,
         receipt_line: None,
     }
@@ -161,6 +162,7 @@ pub(super) fn enforce_one(
                             extra.remember_token(a.nonce);
                             state.approvals = state.approvals.saturating_add(1);
                             let mut r = r;
+                            r.used_token = Some((a.nonce, a.expires_s));
                             r.enforced = Decision::Allow;
                             r.reason = format!("approved by {} ({})", a.key_id, r.reason);
                             r.approval = Some(ApprovalRef {

@@ -15,12 +15,16 @@ use crate::error::FilterError;
 use crate::host::{Host, LogLevel};
 use crate::metrics::{Metric, Metrics};
 use crate::policy::Policy;
+use crate::session::etcd::Etcd;
+use crate::session::etcd::watch::Watcher;
 use crate::session::{Layout, Sessions};
 
-/// A configuration in force: the policy and its sessions.
+/// A configuration in force: the policy, its sessions, and (with the etcd backend) this
+/// worker's watch of the shared state store.
 pub(crate) struct Loaded {
     pub policy: Policy,
     pub sessions: Sessions,
+    pub watcher: Option<Watcher>,
 }
 
 /// The plugin: one per configuration per worker.
@@ -62,9 +66,21 @@ fn load(
     let key = bundle::keys::parse_signing_key(&key_line).map_err(FilterError::SigningKey)?;
     let layout = Layout::new(&key.to_bytes(), cfg.session.slots);
     let session_cfg = cfg.session.clone();
+    let watcher = cfg
+        .state
+        .clone()
+        .map(|e| Watcher::new(Etcd::new(e), metrics));
+    let release_keys = cfg.release_keys.clone();
     let policy = Policy::new(cfg, bundle, key);
-    let sessions = Sessions::new(host, &session_cfg, layout, policy.signer.clone(), metrics);
-    Ok(Loaded { policy, sessions })
+    let mut sessions = Sessions::new(host, &session_cfg, layout, policy.signer.clone(), metrics);
+    if watcher.is_some() {
+        sessions.replicate(&release_keys);
+    }
+    Ok(Loaded {
+        policy,
+        sessions,
+        watcher,
+    })
 }
 
 impl Plugin {
@@ -83,7 +99,11 @@ impl Plugin {
             metrics,
         };
         match &plugin.loaded {
-            Ok(Loaded { policy, sessions }) => {
+            Ok(Loaded {
+                policy,
+                sessions,
+                watcher,
+            }) => {
                 let i = policy.bundle.info();
                 let line = if policy.bundle.is_layered() {
                     let packs: Vec<_> = policy
@@ -133,6 +153,10 @@ impl Plugin {
                 host.set_tick_period_ms(policy.cfg.receipts.tick_ms);
                 sessions.install(host);
                 sessions.apply_releases(host, &policy.cfg.releases, &policy.cfg.release_keys);
+                if let Some(w) = watcher {
+                    // Read etcd now rather than at the first tick.
+                    w.on_tick(host, sessions);
+                }
             }
             Err(e) => {
                 host.log(
@@ -150,11 +174,46 @@ impl Plugin {
         self.loaded.as_ref().err()
     }
 
-    /// The timer: see `Sessions::on_tick`.
+    /// The timer: see `Sessions::on_tick` and `Watcher::on_tick`.
     pub fn on_tick(&self, host: &dyn Host) {
         if let Ok(l) = &self.loaded {
             l.sessions
                 .on_tick(host, l.policy.cfg.receipts.max_unsigned_ms);
+            if let Some(w) = &l.watcher {
+                w.on_tick(host, &l.sessions);
+            }
+        }
+    }
+
+    /// A gRPC call of the root context answered (the shared state store's reads and writes).
+    pub fn on_grpc_call_response(&self, host: &dyn Host, token: u32, status: u32, size: usize) {
+        if let Ok(l) = &self.loaded
+            && let Some(w) = &l.watcher
+            && w.on_call_response(host, &l.sessions, token, status, size)
+            && w.take_just_read()
+        {
+            // Containment read from etcd may hold quarantines this configuration's releases
+            // lift (a restart: the local records were empty when they were applied).
+            l.sessions
+                .apply_releases(host, &l.policy.cfg.releases, &l.policy.cfg.release_keys);
+        }
+    }
+
+    /// A message on a gRPC stream of the root context (the shared state store's watch).
+    pub fn on_grpc_stream_message(&self, host: &dyn Host, token: u32, size: usize) {
+        if let Ok(l) = &self.loaded
+            && let Some(w) = &l.watcher
+        {
+            w.on_stream_message(host, &l.sessions, token, size);
+        }
+    }
+
+    /// A gRPC stream of the root context closed.
+    pub fn on_grpc_stream_close(&self, host: &dyn Host, token: u32, status: u32) {
+        if let Ok(l) = &self.loaded
+            && let Some(w) = &l.watcher
+        {
+            w.on_stream_close(host, token, status);
         }
     }
 
@@ -162,6 +221,9 @@ impl Plugin {
     pub fn on_done(&self, host: &dyn Host) {
         if let Ok(l) = &self.loaded {
             l.sessions.on_done(host);
+            if let Some(w) = &l.watcher {
+                w.on_done(host);
+            }
         }
     }
 }

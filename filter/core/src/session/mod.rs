@@ -14,6 +14,7 @@
 //! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
 
 mod approvals;
+pub(crate) mod etcd;
 mod principals;
 mod store;
 mod tracker;
@@ -38,6 +39,27 @@ use crate::limits::{
     MAX_CAS_ATTEMPTS, MAX_SIGNATURES_AT_DONE, MAX_SIGNATURES_PER_TICK, UNTRACKED_WARNING_PERIOD_MS,
 };
 use crate::metrics::{Metric, Metrics};
+
+impl etcd::Records for Sessions {
+    fn release_keys(&self) -> &[ed25519_dalek::VerifyingKey] {
+        &self.release_keys
+    }
+
+    fn record(&self, host: &dyn Host, id: &str) -> Result<PrincipalRecord, String> {
+        self.principal(host, id).map_err(|e| e.0)
+    }
+
+    fn apply(
+        &self,
+        host: &dyn Host,
+        id: &str,
+        change: &mut dyn FnMut(&mut PrincipalRecord) -> bool,
+    ) -> Result<(), String> {
+        principals::update(host, self.in_force.get(host), id, |r, _| change(r))
+            .map(|_| ())
+            .map_err(|e| e.0)
+    }
+}
 
 /// Why a shared-data write did not happen: the store refused it, or other writers won every
 /// attempt.
@@ -169,6 +191,13 @@ pub(crate) struct Sessions {
     /// Actions decided without session state: not yet added to the metric, since the last
     /// warning, and when that was.
     untracked: Cell<Untracked>,
+    /// With the etcd backend: every change of a principal's containment is queued for etcd.
+    replicated: bool,
+    /// With the etcd backend: the keys a release read from etcd must verify against.
+    release_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Principals whose containment this worker changed since [`Sessions::take_changed`] last
+    /// asked (the request being decided waits for etcd to have them).
+    changed: RefCell<Vec<String>>,
 }
 
 impl Sessions {
@@ -191,7 +220,22 @@ impl Sessions {
             anon_chain: RefCell::new(ChainHead::default()),
             anon_name: anon_chain_name(host),
             untracked: Cell::new(Untracked::default()),
+            replicated: false,
+            release_keys: Vec::new(),
+            changed: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Queue every change of a principal's containment for the shared state store, and accept
+    /// from it only releases signed by `release_keys`.
+    pub(crate) fn replicate(&mut self, release_keys: &[ed25519_dalek::VerifyingKey]) {
+        self.replicated = true;
+        release_keys.clone_into(&mut self.release_keys);
+    }
+
+    /// The principals whose containment changed since the last call (cleared).
+    pub(crate) fn take_changed(&self) -> Vec<String> {
+        std::mem::take(&mut self.changed.borrow_mut())
     }
 
     /// Put the layout in force (the first configuration of the process writes it; later ones
@@ -334,6 +378,9 @@ impl Sessions {
             let lifted = Cell::new(false);
             let written = self.update_principal(host, &r.principal, |rec, _| {
                 lifted.set(rec.release(r.issued_s));
+                if lifted.get() {
+                    rec.release_token = Some(token.clone());
+                }
                 lifted.get()
             });
             match written {
@@ -381,14 +428,39 @@ impl Sessions {
 
     /// Change principal `id`'s record (`change` returns whether it changed; it may run several
     /// times) and write it back when it did.
+    /// With the etcd backend, a change of its containment is queued in the outbox (etcd must
+    /// learn of it) and noted for the request being decided ([`Sessions::take_changed`]).
     pub(crate) fn update_principal(
         &self,
         host: &dyn Host,
         id: &str,
-        change: impl FnMut(&mut PrincipalRecord, u64) -> bool,
+        mut change: impl FnMut(&mut PrincipalRecord, u64) -> bool,
     ) -> Result<PrincipalRecord, StoreFailed> {
-        principals::update(host, self.in_force.get(host), id, change)
-            .inspect_err(|_| self.metrics.count(host, Metric::Errors))
+        if !self.replicated {
+            return principals::update(host, self.in_force.get(host), id, change)
+                .inspect_err(|_| self.metrics.count(host, Metric::Errors));
+        }
+        let contained = Cell::new(false);
+        let written = principals::update(host, self.in_force.get(host), id, |r, now| {
+            let before = etcd::Containment::of(r);
+            let changed = change(r, now);
+            contained.set(changed && etcd::Containment::of(r) != before);
+            changed
+        })
+        .inspect_err(|_| self.metrics.count(host, Metric::Errors))?;
+        if contained.get() {
+            if let Err(e) = etcd::outbox_add(host, id) {
+                // The request that made the change still waits for its own write; a
+                // response-path change is lost to etcd only if this worker's write fails too.
+                host.log(LogLevel::Error, &format!("portcullis: state store: {e}"));
+                self.metrics.count(host, Metric::StateStoreErrors);
+            }
+            let mut changed = self.changed.borrow_mut();
+            if !changed.iter().any(|c| c == id) {
+                changed.push(id.to_owned());
+            }
+        }
+        Ok(written)
     }
 
     /// After a decision of principal `id` in `session`: carry what it did to the principal

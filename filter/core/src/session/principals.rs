@@ -60,6 +60,18 @@ pub(crate) struct PrincipalRecord {
     /// release, `run/<principal>@<n>` after the n-th (its quarantined run stays killed).
     #[serde(default)]
     pub epoch: u32,
+    /// With the etcd backend: the `mod_revision` of this principal's containment in etcd as
+    /// last seen (0: etcd has none, as far as this record knows). Absent with the local backend.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub etcd_rev: i64,
+    /// The signed release that started the current epoch (`policyc release`): with the etcd
+    /// backend, other replicas accept a higher epoch only with a release that verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_token: Option<String>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl PrincipalRecord {

@@ -6,6 +6,7 @@
 //! never contacted (DENY, STEP_UP without approval, DEFER denied, bad input, bad configuration).
 
 mod answer;
+mod commit;
 mod defer;
 mod outputs;
 mod who;
@@ -83,6 +84,8 @@ pub struct Stream {
     grant_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
+    /// A decided request waiting for its writes to the shared state store (`commit.rs`).
+    committing: Option<commit::Committing>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
     /// gets it (`results/`).
     inspector: Option<Inspector>,
@@ -141,6 +144,7 @@ impl Stream {
             grant_token: None,
             add_to_response: Vec::new(),
             pending: None,
+            committing: None,
             inspector: None,
             begin_session: None,
             receipt_json: None,
@@ -445,6 +449,16 @@ impl Stream {
             self.phase = Phase::Forwarded;
             return FilterAction::Continue;
         }
+        // With the etcd backend: a principal this Envoy's cache does not know may be contained on
+        // another replica; while the cache is out of sync it is not decided with state.
+        let state_store = match (&l.watcher, &record) {
+            (Some(w), Some(Ok(r))) if r.seen_ms == 0 && !w.synced() => Some(format!(
+                "the shared state store is out of sync and principal `{}` is not in this \
+                 Envoy's cache",
+                r.id
+            )),
+            _ => None,
+        };
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -461,11 +475,20 @@ impl Stream {
                 }),
             approval_token: self.approval_token.as_deref(),
             grant: grant.as_ref(),
+            state_store: state_store.as_deref(),
         };
+        // Containment changed before this decision (by tool results) is the outbox's to write.
+        let _ = l.sessions.take_changed();
         let plan = decide::decide(host, policy, &l.sessions, &input);
         // Decided without a saved session (no key, an unknown or refused one): the rest of the
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
+        if l.watcher.is_some() {
+            let ops = commit::ops_of(l.sessions.take_changed(), &plan);
+            if !ops.is_empty() {
+                return self.start_commit(host, l, (shape, actions, plan), ops);
+            }
+        }
         self.enforce(host, l, &shape, &actions, plan)
     }
 
@@ -560,6 +583,7 @@ impl Stream {
             .msgs
             .iter()
             .filter_map(|m| Some((m.receipt.as_ref()?, m.receipt_line.as_deref()?)))
+            .chain(plan.followups.iter().map(|(r, line)| (r, line.as_str())))
             .collect();
         let rule = deciding_msg(&plan).map_or("none", |m| m.rule.as_str());
         log_decisions(host, &plan, actions);
