@@ -9,6 +9,9 @@
 /// load ([`crate::LoadError::TooLarge`]).
 pub(crate) const MAX_CLASSES: u64 = 1024;
 
+/// Longest pack id in a layered bundle's manifest, in bytes (ids go into every receipt).
+pub const MAX_PACK_ID_BYTES: usize = 128;
+
 /// Limits applied while decoding a bundle and while evaluating it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {

@@ -429,6 +429,13 @@ fn the_manifest_pins_each_pack_and_is_checked() {
     let mut first_assigned = m.clone();
     first_assigned.packs[0].assign = vec![Assign::Host("*".into())];
     assert!(refused(&first_assigned, &packs).contains("baseline"));
+    // Ids are short and printable.
+    let mut long = m.clone();
+    long.packs[1].id = "x".repeat(bundle::limits::MAX_PACK_ID_BYTES + 1);
+    assert!(refused(&long, &packs).contains("longer than 128 bytes"));
+    let mut control = m.clone();
+    control.packs[1].id = "team\nx".into();
+    assert!(refused(&control, &packs).contains("not printable"));
     // Ids are unique.
     let mut dup = m.clone();
     dup.packs[1].id = "baseline".into();

@@ -187,10 +187,14 @@ impl Manifest {
         }
         let max_assign = usize::try_from(limits.max_assign_rules).unwrap_or(usize::MAX);
         for (i, p) in self.packs.iter().enumerate() {
-            if p.id.is_empty() || p.id.len() > 128 || p.id.chars().any(char::is_control) {
-                return Err(invalid(
-                    "a pack id is empty, longer than 128 bytes or not printable",
-                ));
+            if p.id.is_empty()
+                || p.id.len() > crate::limits::MAX_PACK_ID_BYTES
+                || p.id.chars().any(char::is_control)
+            {
+                return Err(invalid(format!(
+                    "a pack id is empty, longer than {} bytes or not printable",
+                    crate::limits::MAX_PACK_ID_BYTES
+                )));
             }
             if self.packs.iter().take(i).any(|q| q.id == p.id) {
                 return Err(invalid(format!("pack id `{}` appears twice", p.id)));
