@@ -56,6 +56,14 @@ pub enum LoadError {
         /// What is wrong, in words.
         what: String,
     },
+    /// A pack of a layered bundle was refused (its own signature, hash or content).
+    #[error("pack `{pack}` of the layered bundle is refused: {error}")]
+    Layer {
+        /// The pack's id in the manifest.
+        pack: String,
+        /// Why.
+        error: Box<LoadError>,
+    },
 }
 
 impl LoadError {

@@ -12,6 +12,8 @@
 //! - [`approval`], [`grant`] (task grants) and [`release`] (quarantine releases): the signed
 //!   tokens `policyc` mints and the filter verifies, in the one envelope of [`signed_token`];
 //! - [`session`] and its record codec ([`session_codec`]);
+//! - [`layers`]: layered bundles (a baseline and team packs in one signed envelope) and how
+//!   their verdicts combine;
 //! - [`limits`]: every limit the decoder and the VM enforce.
 //!
 //! Every decoder here treats its input as hostile: it never panics, and it reports a typed error.
@@ -21,6 +23,7 @@ pub mod approval;
 pub mod error;
 mod evidence;
 pub mod grant;
+pub mod layers;
 pub mod limits;
 pub mod pin;
 mod program;
@@ -36,6 +39,7 @@ pub use program::{builtin, disasm, format, matchers, protocol, sign};
 pub use session::codec as session_codec;
 
 pub use error::LoadError;
+pub use layers::PackSet;
 pub use limits::Limits;
 pub use program::encode::encode;
 pub use program::load::{Bundle, BundleInfo, Trust};

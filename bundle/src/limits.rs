@@ -9,6 +9,9 @@
 /// load ([`crate::LoadError::TooLarge`]).
 pub(crate) const MAX_CLASSES: u64 = 1024;
 
+/// Longest pack id in a layered bundle's manifest, in bytes (ids go into every receipt).
+pub const MAX_PACK_ID_BYTES: usize = 128;
+
 /// Limits applied while decoding a bundle and while evaluating it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -46,6 +49,12 @@ pub struct Limits {
     pub max_tool_args: u32,
     /// Most pinned tool definitions (`policyc pin`, format version 4).
     pub max_tool_pins: u32,
+    /// Most packs in a layered bundle (each applicable one is evaluated per action).
+    pub max_layers: u32,
+    /// Largest manifest of a layered bundle, in bytes.
+    pub max_manifest_bytes: u32,
+    /// Most assignment rules of one pack in a layered bundle.
+    pub max_assign_rules: u32,
 }
 
 impl Default for Limits {
@@ -68,6 +77,9 @@ impl Default for Limits {
             max_tools: 10_000,
             max_tool_args: 1024,
             max_tool_pins: 10_000,
+            max_layers: 16,
+            max_manifest_bytes: 64 * 1024,
+            max_assign_rules: 256,
         }
     }
 }

@@ -51,6 +51,17 @@ pub enum Mode {
     Enforce,
 }
 
+impl Mode {
+    /// The lowercase name the language, manifests and receipts use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Audit => "audit",
+            Mode::Warn => "warn",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
 /// One rule (or built-in check) that matched, with what it asked for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleMatch {

@@ -11,6 +11,7 @@ pub mod codegen;
 pub mod diag;
 pub mod fmt;
 pub mod interp;
+pub mod layers;
 pub mod lower;
 pub mod protocol;
 pub mod syntax;

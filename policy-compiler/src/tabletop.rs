@@ -92,6 +92,9 @@ pub struct Expect {
     /// Exactly the warnings.
     #[serde(default)]
     pub warnings: Option<Vec<String>>,
+    /// The pack whose decision won (combination tests of a layered set only).
+    #[serde(default)]
+    pub pack: Option<String>,
 }
 
 /// The outcome of one case.
@@ -209,6 +212,12 @@ pub fn check_expect(expect: &Expect, v: &Verdict) -> Vec<String> {
         && *w != v.warnings
     {
         out.push(format!("warnings: expected {w:?}, got {:?}", v.warnings));
+    }
+    if expect.pack.is_some() {
+        out.push(
+            "pack: only the combination tests of a layered set (`policyc test --manifest`) can expect a pack"
+                .to_owned(),
+        );
     }
     if !out.is_empty() && expect.matched.is_none() {
         out.push(format!("(matched: {got_matched:?})"));

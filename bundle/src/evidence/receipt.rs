@@ -236,6 +236,10 @@ pub struct ReceiptBody {
     /// none, and in receipts written before it existed (so their bytes are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent_source: Option<String>,
+    /// With a layered bundle: every applicable pack and what it decided, baseline first (the
+    /// winner flagged). Absent with a single-pack bundle, so those receipts' bytes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<LayerRecord>>,
     /// Every matched rule, in rule-table order.
     pub matched: Vec<MatchedRule>,
     /// What the filter changed (human-readable).
@@ -260,6 +264,28 @@ pub struct ReceiptBody {
     pub warnings: Vec<String>,
     /// What enforce mode would have decided.
     pub would_be: Option<Decision>,
+}
+
+/// One applicable pack of a layered bundle, as a receipt records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRecord {
+    /// The assignment rule that selected the pack (`baseline`, `agent:<pattern>`, `host:<pattern>`, ...).
+    pub assigned: String,
+    /// The pack's own decision (before its layer mode).
+    pub decision: Decision,
+    /// Lowercase hex content hash of the pack's bundle.
+    pub hash: String,
+    /// The layer's mode in the manifest.
+    pub mode: Mode,
+    /// The pack's id in the manifest.
+    pub pack: String,
+    /// The pack's deciding rule.
+    pub rule: String,
+    /// The pack's version.
+    pub version: String,
+    /// Whether this pack's decision is the one enforced.
+    pub winner: bool,
 }
 
 /// A receipt signature.

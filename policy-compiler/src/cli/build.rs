@@ -1,5 +1,7 @@
 //! `policyc build POLICY.pcl -o out.bundle [--sign KEYFILE] [--pins PINS.json ...]`: parse,
 //! check, compile, add the reviewed tool pins, sign, write.
+//! `policyc build --manifest layers.toml -o out.bundle --sign KEYFILE`: a layered bundle
+//! (`cli/layers.rs`).
 
 use std::path::PathBuf;
 
@@ -10,7 +12,11 @@ use crate::diag::Diagnostic;
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
     /// The policy source file.
-    pub policy: PathBuf,
+    #[arg(required_unless_present = "manifest")]
+    pub policy: Option<PathBuf>,
+    /// Build a layered bundle from this manifest (`layers.toml`, docs/layers.md) instead.
+    #[arg(long, value_name = "LAYERS_TOML", conflicts_with = "policy")]
+    pub manifest: Option<PathBuf>,
     /// Where to write the bundle.
     #[arg(short, long)]
     pub out: PathBuf,
@@ -77,8 +83,14 @@ pub(crate) fn run(args: &BuildArgs) -> i32 {
 }
 
 fn build(args: &BuildArgs) -> Result<(), i32> {
-    let file = args.policy.display().to_string();
-    let src = read_text(&args.policy)?;
+    let Some(policy_path) = &args.policy else {
+        return match &args.manifest {
+            Some(m) => super::layers::build(m, args),
+            None => Err(EXIT_USAGE),
+        };
+    };
+    let file = policy_path.display().to_string();
+    let src = read_text(policy_path)?;
     let key = args.sign.as_deref().map(read_signing_key).transpose()?;
     let (policy, diags) = crate::check::parse_and_check(&src);
     let policy = match policy {

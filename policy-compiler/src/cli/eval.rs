@@ -79,7 +79,8 @@ fn eval(args: &EvalArgs) -> Result<(), i32> {
         })?,
         None => bundle::session::SessionState::new(now_ms),
     };
-    let b = bundle::Bundle::from_bytes(&bytes, &trust).map_err(|e| {
+    // A single-pack or a layered bundle (`policyc explain` shows each pack's verdict).
+    let b = bundle::PackSet::from_bytes(&bytes, &trust).map_err(|e| {
         eprintln!("error: {}: {e}", args.bundle.display());
         EXIT_FAILED
     })?;

@@ -167,9 +167,40 @@ pub(crate) fn verify(args: &VerifyArgs) -> i32 {
         Ok(k) => k,
         Err(c) => return c,
     };
-    match bundle::Bundle::from_bytes(&bytes, &bundle::Trust::Keys(keys)) {
-        Ok(b) => {
-            let i = b.info();
+    match bundle::PackSet::from_bytes(&bytes, &bundle::Trust::Keys(keys)) {
+        Ok(set) if set.is_layered() => {
+            let s = set.set_info();
+            let packs: Vec<_> = set
+                .layers()
+                .iter()
+                .map(|l| (l.entry.id.clone(), l.entry.owner.clone(), l.hash.clone()))
+                .collect();
+            match args.format {
+                Format::Text => {
+                    println!(
+                        "ok: layered set `{}` {} ({} packs, sha256 {}) signed by {}",
+                        s.name,
+                        s.version,
+                        packs.len(),
+                        hex::encode(s.content_hash),
+                        s.key_id.as_deref().unwrap_or("?")
+                    );
+                    for (id, owner, hash) in &packs {
+                        println!("  pack `{id}` (sha256 {hash}) signed by its owner {owner}");
+                    }
+                }
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "set": s.name, "version": s.version,
+                        "content_hash": hex::encode(s.content_hash), "key_id": s.key_id,
+                        "packs": packs.iter().map(|(id, owner, hash)| serde_json::json!(
+                            {"id": id, "owner": owner, "content_hash": hash})).collect::<Vec<_>>()})
+                ),
+            }
+            EXIT_OK
+        }
+        Ok(set) => {
+            let i = set.info();
             match args.format {
                 Format::Text => println!(
                     "ok: `{}` {} (format v{}, {} rules, sha256 {}) signed by {}",

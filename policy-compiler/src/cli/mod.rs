@@ -12,6 +12,7 @@ mod fmt;
 mod grant;
 mod inspect;
 mod keys;
+mod layers;
 mod pin;
 mod receipts;
 mod release;
@@ -67,6 +68,8 @@ pub enum Command {
     Verify(keys::VerifyArgs),
     /// Evaluate one action (JSON) against a bundle and print the verdict as JSON.
     Eval(eval::EvalArgs),
+    /// Show, for one action, every applicable pack's verdict and why the winner won.
+    Explain(layers::ExplainArgs),
     // ---- brief E's subcommands (approve, receipts) go below ----
     /// Mint an approval token for a STEP_UP action (prints the token).
     Approve(approve::ApproveArgs),
@@ -102,6 +105,7 @@ pub fn run() -> i32 {
         Command::Sign(args) => keys::sign(&args),
         Command::Verify(args) => keys::verify(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Explain(args) => layers::explain(&args),
         Command::Approve(args) => approve::run(&args),
         Command::Receipts(args) => receipts::run(&args),
         Command::Render(args) => render::run(&args),

@@ -135,8 +135,17 @@ fn is_hex64(s: &str) -> bool {
 fn render(args: &RenderArgs) -> Result<String, i32> {
     let bytes = read_bytes(&args.bundle)?;
     let keys = read_public_keys(&args.trusted_keys)?;
-    let info = match bundle::Bundle::from_bytes(&bytes, &bundle::Trust::Keys(keys)) {
-        Ok(b) => b.info().clone(),
+    // A single-pack or a layered bundle (named by its set's name and version).
+    let info = match bundle::PackSet::from_bytes(&bytes, &bundle::Trust::Keys(keys)) {
+        Ok(b) => {
+            let s = b.set_info();
+            bundle::BundleInfo {
+                pack: s.name.clone(),
+                version: s.version.clone(),
+                content_hash: s.content_hash,
+                ..b.info().clone()
+            }
+        }
         Err(e) => {
             eprintln!(
                 "error: {}: {e}; refusing to render a bundle the filter would refuse",

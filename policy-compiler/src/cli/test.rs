@@ -12,8 +12,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// Pack directories, or their `policy.pcl` / `tests.toml`.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "manifest")]
     pub paths: Vec<PathBuf>,
+    /// A layered set's `layers.toml`: run each pack's own tests, then the manifest's `tests`
+    /// (the combination) against the assembled set.
+    #[arg(long, value_name = "LAYERS_TOML")]
+    pub manifest: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -31,19 +35,41 @@ fn locate(p: &Path) -> (PathBuf, PathBuf) {
     }
 }
 
-/// The result of one pack.
-struct PackRun {
-    pack: String,
-    diagnostics: Vec<serde_json::Value>,
-    fatal: Option<String>,
-    cases: Vec<(CaseResult, Vec<String>)>,
-    engines: &'static str,
+/// The result of one pack (or of a layered set's combination).
+pub(super) struct PackRun {
+    pub(super) pack: String,
+    pub(super) diagnostics: Vec<serde_json::Value>,
+    pub(super) fatal: Option<String>,
+    pub(super) cases: Vec<(CaseResult, Vec<String>)>,
+    pub(super) engines: &'static str,
+}
+
+impl PackRun {
+    fn failed(&self) -> bool {
+        self.fatal.is_some()
+            || self
+                .cases
+                .iter()
+                .any(|(r, vm)| !r.passed() || !vm.is_empty())
+    }
 }
 
 /// Run `policyc test`.
 pub(crate) fn run(args: &TestArgs) -> i32 {
     let mut code = EXIT_OK;
     let mut runs = Vec::new();
+    if let Some(m) = &args.manifest {
+        match super::layers::test_runs(m) {
+            Ok(r) => runs.extend(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+        if runs.iter().any(PackRun::failed) {
+            code = EXIT_FAILED;
+        }
+    }
     for p in &args.paths {
         let (policy_path, tests_path) = locate(p);
         let checked = match super::check::check_file(&policy_path) {
@@ -100,7 +126,11 @@ pub(crate) fn run(args: &TestArgs) -> i32 {
     code
 }
 
-fn run_pack(pack: String, policy: &crate::ast::Policy, file: &tabletop::TestFile) -> PackRun {
+pub(super) fn run_pack(
+    pack: String,
+    policy: &crate::ast::Policy,
+    file: &tabletop::TestFile,
+) -> PackRun {
     let interp = |a: &_, s: &_, t| crate::interp::evaluate(policy, a, s, t);
     let bundle = crate::codegen::compile(policy)
         .map_err(|e| format!("the bundle compiler refused the policy: {e}"))

@@ -412,6 +412,16 @@ fn body_fast_path_is_canonical() {
     });
     body.drift_milli = Some(-3);
     body.warnings = vec!["w\t\u{7f}/".into()];
+    body.layers = Some(vec![crate::receipt::LayerRecord {
+        assigned: "agent:spiffe://x/*".into(),
+        decision: Decision::Deny,
+        hash: "ab".repeat(32),
+        mode: crate::verdict::Mode::Audit,
+        pack: "team\"é".into(),
+        rule: "r".into(),
+        version: "1".into(),
+        winner: true,
+    }]);
     let r = seal(body, &mut chain, &s, &SignPolicy::default(), 1, false);
     assert_eq!(
         r.body.canonical_json().unwrap(),

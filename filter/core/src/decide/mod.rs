@@ -9,6 +9,7 @@
 
 use bundle::action::{Action, IntentSource};
 use bundle::approval::Approval;
+use bundle::layers::LayerOutcome;
 use bundle::receipt::{self, ApprovalRef, ChainHead, EventKind, Receipt, ReceiptBody};
 use bundle::session::{PrincipalView, SessionState, SessionStatus, name_hash};
 use bundle::verdict::{Decision, Verdict};
@@ -140,7 +141,8 @@ fn outside_grant(g: &bundle::grant::Grant, action: &Action) -> Option<String> {
 fn seal_one(
     l: &Policy,
     chain_name: &str,
-    action: &Action,
+    // The action, and what each pack of a layered bundle decided about it.
+    (action, layers): (&Action, &[LayerOutcome]),
     r: &MsgResult,
     (drift, source): (f32, IntentSource),
     chain: &mut ChainHead,
@@ -154,6 +156,9 @@ fn seal_one(
         body.modifications = r.changes.clone();
     }
     body.bundle = Some(l.bundle_ref.clone());
+    if l.bundle.is_layered() {
+        body.layers = Some(l.bundle.records(layers));
+    }
     body.drift_milli = Some(receipt::drift_milli(drift));
     body.approval = r.approval.clone();
     if body.intent.is_some() {
@@ -182,8 +187,14 @@ fn plan_on(
         header_edits: Vec::new(),
     };
     let mut msgs = Vec::with_capacity(input.actions.len());
+    // What each pack of a layered bundle decided, per message (nothing is allocated for a
+    // single pack: its outcomes are empty and not kept).
+    let mut layer_outcomes: Vec<Vec<LayerOutcome>> = Vec::new();
     for (i, action) in input.actions.iter().enumerate() {
-        let mut verdict = strictest_reading(l, action, &rec.state, now_ms);
+        let (mut verdict, layers) = strictest_reading(l, action, &rec.state, now_ms);
+        if l.bundle.is_layered() {
+            layer_outcomes.push(layers);
+        }
         if let Some(why) = input.grant.and_then(|g| outside_grant(g, action)) {
             verdict = Verdict {
                 decision: Decision::Deny,
@@ -205,7 +216,8 @@ fn plan_on(
         }
         let intent = verdict.intent.clone();
         // Drift: the policy saw the value before this action; the receipt carries it after.
-        let score = drift::action_score(&l.bundle, action, &verdict);
+        // Intents are the baseline's (the pack that sets the session-level settings).
+        let score = drift::action_score(l.bundle.baseline(), action, &verdict);
         let r = enforce_one(
             &mut w,
             input.shape,
@@ -250,7 +262,13 @@ fn plan_on(
         }
     }
     let seal = !l.cut(Stage::Sealing);
-    for (m, action) in msgs.iter_mut().zip(input.actions).filter(|_| seal) {
+    for (i, (m, action)) in msgs
+        .iter_mut()
+        .zip(input.actions)
+        .enumerate()
+        .filter(|_| seal)
+    {
+        let layers = layer_outcomes.get(i).map_or(&[][..], Vec::as_slice);
         // The pinned intent's source, or (a session that pinned none) the action's.
         let source = if rec.state.intent.is_some() {
             rec.state.intent_source
@@ -260,7 +278,7 @@ fn plan_on(
         let (r, line) = seal_one(
             l,
             chain_name,
-            action,
+            (action, layers),
             m,
             (rec.state.drift, source),
             &mut rec.chain,

@@ -1,6 +1,7 @@
 //! Judge a request as the strictest server would read it (`normalize::action_readings`).
 
 use bundle::action::Action;
+use bundle::layers::LayerOutcome;
 use bundle::session::SessionState;
 use bundle::verdict::{Decision, Verdict};
 
@@ -12,29 +13,31 @@ use crate::policy::Policy;
 /// case, `;` parameters, trailing dots; method- and path-override headers). When a reading is
 /// judged more strictly, its verdict decides, with a reason that says which reading it was: the
 /// filter never judges a request as something looser than what a server may execute.
+/// With a layered bundle it also returns what each applicable pack decided about the reading that
+/// decides (empty for a single pack).
 pub(super) fn strictest_reading(
     l: &Policy,
     action: &Action,
     state: &SessionState,
     now_ms: u64,
-) -> Verdict {
-    let verdict = l.bundle.evaluate(action, state, now_ms);
+) -> (Verdict, Vec<LayerOutcome>) {
+    let (verdict, layers) = l.bundle.evaluate_layered(action, state, now_ms);
     if verdict.decision == Decision::Deny {
-        return verdict;
+        return (verdict, layers);
     }
-    let mut strictest: Option<(Verdict, Action)> = None;
+    let mut strictest: Option<((Verdict, Vec<LayerOutcome>), Action)> = None;
     for alt in normalize::action_readings(action) {
-        let v = l.bundle.evaluate(&alt, state, now_ms);
+        let v = l.bundle.evaluate_layered(&alt, state, now_ms);
         let current = strictest
             .as_ref()
-            .map_or(verdict.decision, |(s, _)| s.decision);
-        if v.decision > current {
+            .map_or(verdict.decision, |((s, _), _)| s.decision);
+        if v.0.decision > current {
             strictest = Some((v, alt));
         }
     }
     match strictest {
-        None => verdict,
-        Some((mut v, alt)) => {
+        None => (verdict, layers),
+        Some(((mut v, layers), alt)) => {
             // The reading, as servers would execute it (the request as sent is in the receipt).
             v.reason = format!(
                 "some servers read this request as `{} {}`: {}",
@@ -42,7 +45,7 @@ pub(super) fn strictest_reading(
                 normalize::printable(&alt.target.path),
                 v.reason
             );
-            v
+            (v, layers)
         }
     }
 }

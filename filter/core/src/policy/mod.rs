@@ -5,7 +5,7 @@
 mod pack;
 pub(crate) mod pins;
 
-use bundle::Bundle;
+use bundle::PackSet;
 use bundle::receipt::{BundleRef, SignPolicy, Signer};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
@@ -19,7 +19,8 @@ use crate::normalize::NormalizeConfig;
 pub(crate) struct Policy {
     pub cfg: Config,
     pub norm: NormalizeConfig,
-    pub bundle: Bundle,
+    /// The packs in force (one for a plain bundle; a baseline and team packs for a layered one).
+    pub bundle: PackSet,
     pub signer: Signer,
     pub sign_policy: SignPolicy,
     /// `approvers` flattened for `bundle::approval::verify`.
@@ -31,10 +32,11 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// The policy of `cfg` with its verified `bundle`, signing receipts with `key`.
-    pub(crate) fn new(cfg: Config, bundle: Bundle, key: SigningKey) -> Policy {
-        let info = bundle.info();
+    pub(crate) fn new(cfg: Config, bundle: PackSet, key: SigningKey) -> Policy {
+        // A single pack names itself; a layered set names the set (each pack is in `layers`).
+        let info = bundle.set_info();
         let bundle_ref = BundleRef {
-            pack: info.pack.clone(),
+            pack: info.name.clone(),
             version: info.version.clone(),
             hash: hex::encode(info.content_hash),
         };
@@ -48,7 +50,7 @@ impl Policy {
             checkpoint_every: cfg.receipts.checkpoint_every,
             max_unsigned_ms: cfg.receipts.max_unsigned_ms,
         };
-        let pack = PackReads::of(bundle.program());
+        let pack = PackReads::of_all(bundle.layers().iter().map(|l| l.bundle.program()));
         Policy {
             cfg,
             norm,

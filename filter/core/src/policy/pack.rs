@@ -48,6 +48,37 @@ impl PackReads {
         }
     }
 
+    /// What every pack of a set reads together: the filter must read what any of them reads.
+    pub(crate) fn of_all<'a>(packs: impl Iterator<Item = &'a Program>) -> PackReads {
+        let mut all = PackReads::default();
+        for p in packs {
+            // Every member named: a member added to `PackReads` must say how packs combine.
+            let PackReads {
+                results,
+                byte_counts,
+                arg_names,
+                rule_names,
+                arg_allows,
+                step_up,
+                on_changed,
+                on_shadowed,
+            } = PackReads::of(p);
+            all.results |= results;
+            all.byte_counts |= byte_counts;
+            all.step_up |= step_up;
+            for n in arg_names {
+                if !all.arg_names.iter().any(|(_, k)| *k == n.1) {
+                    all.arg_names.push(n);
+                }
+            }
+            all.rule_names.extend(rule_names);
+            all.arg_allows.rules.extend(arg_allows.rules);
+            all.on_changed.extend(on_changed);
+            all.on_shadowed.extend(on_shadowed);
+        }
+        all
+    }
+
     /// Whether `rule` is one of the pack's own rules (not its default, an intent's outside
     /// decision or a built-in check).
     pub(crate) fn is_pack_rule(&self, rule: &str) -> bool {

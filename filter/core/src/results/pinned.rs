@@ -61,7 +61,7 @@ pub(super) fn filter(
         .collect();
     let checks = cx
         .sessions
-        .observe_tools(cx.host, &c.l.bundle, &owner, server, &tools);
+        .observe_tools(cx.host, c.l.bundle.baseline(), &owner, server, &tools);
     let before = list.len();
     let mut lines = Vec::new();
     let mut changed_any = false;

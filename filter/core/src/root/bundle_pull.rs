@@ -11,7 +11,7 @@
 //! corrupt or mis-pinned body — keeps the bundle in force (the last good one) and is counted and
 //! logged. With no bundle in force yet (no inline bundle, no good fetch) every request is denied.
 
-use bundle::{Bundle, Trust};
+use bundle::Trust;
 use sha2::{Digest as _, Sha256};
 
 use super::Plugin;
@@ -215,7 +215,7 @@ impl BundlePuller {
             self.etag = header("etag");
             return Ok(None);
         }
-        Bundle::from_bytes(&body, &Trust::Keys(self.trusted.clone()))
+        bundle::PackSet::from_bytes(&body, &Trust::Keys(self.trusted.clone()))
             .map_err(PullError::Refused)?;
         let plugin = Plugin::configure_with(host, &self.config, Some(&body));
         if let Some(e) = plugin.error() {

@@ -8,7 +8,7 @@
 
 pub mod bundle_pull;
 
-use bundle::{Bundle, Trust};
+use bundle::{PackSet, Trust};
 
 use crate::config::{self, SigningKeySource};
 use crate::error::FilterError;
@@ -55,7 +55,7 @@ fn load(
     if cfg.bundle.is_empty() {
         return Err(FilterError::NoBundleYet);
     }
-    let bundle = Bundle::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
+    let bundle = PackSet::from_bytes(&cfg.bundle, &Trust::Keys(cfg.trusted_bundle_keys.clone()))
         .map_err(FilterError::Bundle)?;
     let key_line = match &cfg.signing_key {
         SigningKeySource::Inline(line) => line.clone(),
@@ -105,17 +105,41 @@ impl Plugin {
                 watcher,
             }) => {
                 let i = policy.bundle.info();
-                host.log(
-                    LogLevel::Info,
-                    &format!(
+                let line = if policy.bundle.is_layered() {
+                    let packs: Vec<_> = policy
+                        .bundle
+                        .layers()
+                        .iter()
+                        .map(|l| {
+                            let b = l.bundle.info();
+                            format!(
+                                "`{}` {} ({}, {} rules)",
+                                l.entry.id,
+                                b.version,
+                                l.entry.mode.as_str(),
+                                b.rules
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "portcullis: loaded layered set `{}` version `{}` (hash {}): {}; receipts signed by {}",
+                        policy.bundle_ref.pack,
+                        policy.bundle_ref.version,
+                        policy.bundle_ref.hash,
+                        packs.join(", "),
+                        policy.signer.key_id()
+                    )
+                } else {
+                    format!(
                         "portcullis: loaded pack `{}` version `{}` ({} rules, hash {}), receipts signed by {}",
                         i.pack,
                         i.version,
                         i.rules,
                         policy.bundle_ref.hash,
                         policy.signer.key_id()
-                    ),
-                );
+                    )
+                };
+                host.log(LogLevel::Info, &line);
                 #[cfg(feature = "bench-cuts")]
                 if let Some(cut) = policy.cfg.bench_cut {
                     host.log(

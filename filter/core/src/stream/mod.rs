@@ -517,9 +517,10 @@ impl Stream {
             .iter_mut()
             .map(|a| {
                 let tool = a.tool.clone().filter(|_| is_call(a))?;
+                // In a layered set, the baseline's reviewed pins apply (docs/layers.md).
                 let check = l.sessions.check_tool_call(
                     host,
-                    &l.policy.bundle,
+                    l.policy.bundle.baseline(),
                     &owner,
                     &a.target.server,
                     &tool,
