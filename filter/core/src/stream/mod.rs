@@ -480,7 +480,10 @@ impl Stream {
             tool_checks: &tool_checks,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
-        let _ = l.sessions.take_changed();
+        // With the local backend nothing is ever noted: no call on the request path.
+        if l.watcher.is_some() {
+            let _ = l.sessions.take_changed();
+        }
         let plan = decide::decide(host, policy, &l.sessions, &input);
         // Decided without a saved session (no key, an unknown or refused one): the rest of the
         // stream (DEFER resolution, tool results, DELETE) writes none either.
