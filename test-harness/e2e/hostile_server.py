@@ -23,6 +23,10 @@ header wins). Shape keys (all optional):
                    bytes, but in every parsed string.
 ``size``           pad the result text to this many bytes (the key is at its end).
 ``bom``            start the body with a UTF-8 BOM.
+``utf7_key``       write :data:`KEY` as a UTF-7 run (``+AEEASw...-``): visible only to a client
+                   that decodes the charset the ``content_type`` declares (say ``charset=utf-7``).
+``encoding_lines`` apply these codings in order and send each as its own ``content-encoding``
+                   header line (``["identity", "gzip"]``: a client applies both).
 ``batch``          JSON: answer a single request with a JSON array; SSE: put the message in an
                    array in its ``data:``.
 ``sse_style``      how SSE events are written: ``"lf"`` (default), ``"crlf"``, ``"cr"``,
@@ -65,6 +69,7 @@ Run: ``python hostile_server.py --port 8080 --record FILE``; ``GET /healthz`` an
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import ctypes.util
 import gzip
@@ -292,6 +297,12 @@ def encode(data: bytes, coding: str) -> bytes:
     raise ValueError(f"unknown coding {coding!r}")
 
 
+def utf7_run(text: str) -> str:
+    """``text`` as one UTF-7 base64 run: letters a UTF-8 reader takes as they are, and a UTF-7
+    reader as ``text``."""
+    return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
+
+
 def accepts(accept_encoding: str | None, coding: str) -> bool:
     """Whether an ``accept-encoding`` value allows ``coding`` (q > 0, or ``*``)."""
     allowed: dict[str, float] = {}
@@ -439,8 +450,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_body(self, body: bytes, shape: dict, content_type: str, extra: dict[str, str] | None = None) -> None:
         """Send ``body`` as ``shape`` says: BOM, compression, framing, chunk cuts, trailers."""
+        if shape.get("utf7_key"):
+            body = body.replace(KEY.encode(), utf7_run(KEY).encode())
         if shape.get("bom"):
             body = b"\xef\xbb\xbf" + body
+        lines = [str(c) for c in shape.get("encoding_lines") or []]
+        for c in lines:
+            body = encode(body, c)
         coding = None
         if shape.get("force_encoding"):
             coding = str(shape["force_encoding"])
@@ -455,6 +471,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("content-type", ctype)
         if coding:
             self.send_header("content-encoding", coding)
+        for c in lines:
+            self.send_header("content-encoding", c)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         chunked = bool(shape.get("chunked") or shape.get("splits") or shape.get("chunk") or shape.get("trailers")

@@ -190,6 +190,77 @@ fn a_compressed_answer_is_replaced_by_errors_with_headers_that_say_so() {
     assert_eq!(v["error"], "unreadable_response");
 }
 
+/// A response is read as its client reads it: every `content-encoding` header applies (a client
+/// joins them), a second content type may be the one the client takes, and a client that honours
+/// a declared charset (httpx's text decoding does) reads UTF-7's `+ACI-` as a quote. Each is
+/// replaced by errors, also under an error status when JSON (an error answer that is not JSON
+/// passes as it is: clients parse no message in it); an answer in a charset that reads as UTF-8
+/// is not replaced.
+#[test]
+fn a_response_the_client_would_read_differently_is_replaced() {
+    // The secret in UTF-7: no byte of it is visible to a UTF-8 reader.
+    let utf7 = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"+AEEASwBJAEE-"}]}}"#;
+    let cases: Vec<Vec<(&str, &str)>> = vec![
+        vec![
+            ("content-type", "application/json"),
+            ("content-encoding", "identity"),
+            ("content-encoding", "gzip"),
+        ],
+        vec![
+            ("content-type", "application/json"),
+            ("content-type", "text/event-stream"),
+        ],
+        vec![("content-type", "application/json; charset=utf-7")],
+        vec![("content-type", "text/event-stream; charset=UTF-7")],
+        vec![("content-type", "application/json; charset=\"utf16\"")],
+        vec![("content-type", "application/json; charset=iso-8859-1")],
+    ];
+    for status in ["200", "400"] {
+        for extra in &cases {
+            if status != "200" && !extra.iter().any(|(_, v)| v.starts_with("application/json")) {
+                continue;
+            }
+            let host = MockHost::new(START_MS);
+            let p = plugin(&host, json!({}));
+            let mut s = request(&host, &p, "POST", &call(1, "fetch_url", json!({})));
+            let mut headers = vec![(":status", status)];
+            headers.extend(extra.iter().copied());
+            let (h, body) = respond(&host, &mut s, &headers, &[utf7]);
+            let what = format!("{status} {extra:?}");
+            assert_eq!(header(&h, "content-encoding"), None, "{what}");
+            assert_eq!(
+                header(&h, "content-type"),
+                Some("application/json"),
+                "{what}"
+            );
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["id"], 1, "{what}");
+            assert_eq!(v["error"]["code"], -32044, "{what}: {v}");
+            let receipts = host.filter_state_str("wasm.portcullis.receipt").unwrap();
+            assert!(receipts.contains("filter:unchecked_response"), "{what}");
+        }
+    }
+    // UTF-8 declared in any spelling, and ASCII: read as usual.
+    for ct in [
+        "application/json; charset=UTF-8",
+        "application/json;charset=\"utf8\"",
+        "application/json; charset=us-ascii",
+    ] {
+        let host = MockHost::new(START_MS);
+        let p = plugin(&host, json!({}));
+        let mut s = request(&host, &p, "POST", &call(1, "fetch_url", json!({})));
+        let ok = text_result(json!(1), "fine").to_string();
+        let (_, body) = respond(
+            &host,
+            &mut s,
+            &[(":status", "200"), ("content-type", ct)],
+            &[ok.as_bytes()],
+        );
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert!(v.get("result").is_some(), "{ct}: {v}");
+    }
+}
+
 #[test]
 fn a_result_over_the_limit_is_never_passed_unread() {
     let host = MockHost::new(START_MS);

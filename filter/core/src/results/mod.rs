@@ -221,33 +221,64 @@ impl Inspector {
     /// its headers say what the replacement is. Returns false when there is nothing to do.
     pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
         let headers = host.response_headers();
-        let get = |n: &str| {
+        let all = |n: &'static str| {
             headers
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
-                .unwrap_or_default()
         };
-        let encoding = get("content-encoding");
-        let ct = get("content-type");
-        if !get(":status").starts_with('2') {
-            // An error answer in JSON may still carry messages (a result, an error payload):
-            // read like any. Anything else (Envoy's own error pages) passes as it is.
-            if !ct.starts_with("application/json")
-                || !(encoding.is_empty() || encoding == "identity")
-            {
-                return false;
-            }
-            self.mode = Mode::Json;
-            host.set_response_header("content-length", None);
-            return true;
-        }
+        // Every `content-encoding` header counts: a client applies them all, in order.
+        let encoding = all("content-encoding")
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let compressed = encoding
+            .split(',')
+            .any(|c| !c.trim().is_empty() && c.trim() != "identity");
+        let mut types = all("content-type").collect::<Vec<_>>();
+        types.dedup();
+        let several = types.len() > 1;
+        let ct = types.first().cloned().unwrap_or_default();
+        // A charset under which the client reads other text than the filter (`charset.rs`).
+        let foreign = types
+            .iter()
+            .find_map(|t| crate::normalize::foreign_charset(t, None));
+        let is_json = |t: &String| t.starts_with("application/json");
+        let is_sse = |t: &String| t.starts_with("text/event-stream");
         let answered = !self.pending.is_empty();
-        let unreadable = if !encoding.is_empty() && encoding != "identity" {
+        let illegible = if compressed {
             Some(format!(
                 "the response is compressed (content-encoding `{encoding}`)"
             ))
-        } else if ct.starts_with("application/json") {
+        } else if several {
+            Some("the response declares several content types".to_owned())
+        } else {
+            foreign.map(|cs| format!("the response is in another charset (`{cs}`)"))
+        };
+        let status = all(":status").next().unwrap_or_default();
+        if !status.starts_with('2') {
+            // An error answer in JSON may still carry messages (a result, an error payload):
+            // read like any; one the filter cannot read answers nothing that is awaited.
+            // Anything else (Envoy's own error pages) passes as it is.
+            if !types.iter().any(is_json) || (illegible.is_some() && !answered) {
+                return false;
+            }
+            if illegible.is_none() {
+                self.mode = Mode::Json;
+                host.set_response_header("content-length", None);
+                return true;
+            }
+        }
+        let unreadable = if compressed {
+            illegible
+        } else if illegible.is_some() {
+            // Read only when the client would read it: it answers a request, or it is JSON or
+            // an event stream.
+            if !(answered || types.iter().any(|t| is_json(t) || is_sse(t))) {
+                return false;
+            }
+            illegible
+        } else if is_json(&ct) {
             // One JSON document answers this stream's requests: there is something to read only
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
@@ -260,7 +291,7 @@ impl Inspector {
             }
             self.mode = Mode::Json;
             None
-        } else if ct.starts_with("text/event-stream") {
+        } else if is_sse(&ct) {
             self.mode = Mode::Sse;
             None
         } else if answered {
