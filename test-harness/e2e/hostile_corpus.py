@@ -64,6 +64,7 @@ DENIED_BODY = js(DENIED)
 DENIED_PARAMS = '{"name":"delete_branch","arguments":{"branch":"main"}}'
 ALLOWED_PARAMS = '{"name":"read_file","arguments":{"path":"/repo/README.md"}}'
 BENIGN = call("read_file", {"path": "/repo/README.md"}, 3)
+BENIGN_BODY = js(BENIGN)
 
 
 def env(members: str, mid: int = 7) -> bytes:
@@ -368,6 +369,11 @@ def _cases() -> list[Case]:
                      content_type=f"application/json; charset={spelling}"))
     add(_mcp("content-type twice, the second utf-7 @mcp", utf7, expect=(415,),
              headers=(("content-type", "application/json; charset=utf-7"),)))
+
+    # A header the filter reads one value of, twice with different values: refused (400).
+    for name, a, b in [("mcp-session-id", "clean", "killed"), ("mcp-protocol-version", "2025-06-18", "2025-11-25"),
+                       ("x-portcullis-approval", "token-a", "token-b")]:
+        add(_mcp(f"{name} twice @mcp", BENIGN_BODY, headers=((name, a), (name, b)), expect=(400,), attack=False))
 
     # Two content-encoding header lines: the filter may read one, the server applies both.
     add(_mcp("content-encoding identity + gzip lines @mcp", gz(DENIED_BODY),

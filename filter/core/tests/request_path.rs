@@ -411,6 +411,47 @@ fn bodies_declared_in_another_charset_are_refused() {
     assert!(form.forwarded, "{form:?}");
 }
 
+/// A header the filter reads one value of, sent twice with different values: the filter would
+/// judge one (a fresh session, another protocol version, one of two approvals) while the server
+/// takes another. Refused; the same value twice is one value.
+#[test]
+fn a_single_valued_header_with_two_values_is_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(
+        &host,
+        json!({ "session": { "key": { "source": "header", "name": "x-agent-run" } } }),
+    );
+    let body = call(1, "read_file", json!({"path": "/repo/a"}));
+    for (name, a, b) in [
+        ("mcp-session-id", "s-clean", "s-killed"),
+        ("x-agent-run", "r1", "r2"),
+        ("MCP-Protocol-Version", "2025-06-18", "2025-11-25"),
+        ("x-portcullis-approval", "t1", "t2"),
+        ("x-portcullis-intent", "triage", "deploy"),
+    ] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/mcp",
+            &[JSON, (name, a), (&name.to_ascii_uppercase(), b)],
+            &body,
+            End::Data,
+        );
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{name}: {s:?}");
+    }
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON, ("x-agent-run", "r1"), ("x-agent-run", " r1 ")],
+        &body,
+        End::Data,
+    );
+    assert!(s.forwarded, "the same value twice: {s:?}");
+}
+
 #[test]
 fn case_smuggled_members_never_reach_the_server() {
     let host = MockHost::new(START_MS);

@@ -683,6 +683,23 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The first of `names` that the request carries more than once with different values (trimmed,
+/// compared exactly), if any. The filter reads one value of each (a session key, a protocol
+/// version, an approval token); servers differ on which line they take (the first, the last, or
+/// all joined with commas), so a request that gives two answers is refused, never judged by one.
+pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &[&'a str]) -> Option<&'a str> {
+    names.iter().copied().find(|name| {
+        let mut values = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim());
+        values
+            .next()
+            .is_some_and(|first| values.any(|v| v != first))
+    })
+}
+
 /// A body the filter reads must be in a form it can read: any `content-encoding` other than
 /// `identity` (gzip, deflate, br, ...) is refused with 415, since a server that inflates request
 /// bodies (`express.json()` does) would act on what the filter never saw.
