@@ -23,6 +23,8 @@ header wins). Shape keys (all optional):
                    bytes, but in every parsed string.
 ``size``           pad the result text to this many bytes (the key is at its end).
 ``bom``            start the body with a UTF-8 BOM.
+``twin``           name ``result`` twice (:func:`twin_dumps`): ``"case"`` (a ``"Result"`` after it) or
+                   ``"exact"`` (a second ``"result"`` before it), the hidden one carrying the payload.
 ``utf7_key``       write :data:`KEY` as a UTF-7 run (``+AEEASw...-``): visible only to a client
                    that decodes the charset the ``content_type`` declares (say ``charset=utf-7``).
 ``encoding_lines`` apply these codings in order and send each as its own ``content-encoding``
@@ -358,6 +360,20 @@ def dumps(msg: Any, escaped_key: bool = False) -> str:
     return text.replace(KEY, "\\u0041" + KEY[1:]) if escaped_key else text
 
 
+def twin_dumps(msg: dict, kind: str) -> str:
+    """A result message that names ``result`` twice: the benign result, and the one asked for
+    (carrying :data:`KEY`) as ``"Result"`` after it (``kind`` ``"case"``: Go's case-blind decoder
+    takes it, last wins) or as a first ``"result"`` before it (``"exact"``: a first-wins parser
+    takes it)."""
+    if "result" not in msg:
+        return dumps(msg)
+    hidden = dumps(msg["result"])
+    base = dumps({**msg, "result": result_message(msg.get("id"), BENIGN_TEXT)["result"]})
+    if kind == "case":
+        return base[:-1] + ',"Result":' + hidden + "}"
+    return base.replace('"result":', '"result":' + hidden + ',"result":', 1)
+
+
 def sse_event(data: str, event_id: str | None, style: str) -> str:
     """One SSE event in ``style`` (see the module docstring)."""
     if style == "multiline":
@@ -607,9 +623,11 @@ class Handler(BaseHTTPRequestHandler):
         for x in shape.get("extra") or []:
             answers.append(result_message(x.get("id"), payload_text(str(x.get("payload", variant)))))
         escaped = bool(shape.get("escaped_key"))
+        twin = shape.get("twin")
         if shape.get("framing", "json") != "sse":
             value: Any = answers if (batch or shape.get("batch") or len(answers) > 1) else answers[0]
-            self.send_body(dumps(value, escaped).encode(), shape, "application/json", extra_headers)
+            text = twin_dumps(value, str(twin)) if twin and isinstance(value, dict) else dumps(value, escaped)
+            self.send_body(text.encode(), shape, "application/json", extra_headers)
             return
         style = str(shape.get("sse_style", "lf"))
         before: list[dict] = [progress(n) for n in range(1, int(shape.get("notifications", 0)) + 1)]
@@ -621,7 +639,7 @@ class Handler(BaseHTTPRequestHandler):
         if shape.get("batch"):
             datas.append(dumps(answers, escaped))
         else:
-            datas += [dumps(m, escaped) for m in answers]
+            datas += [twin_dumps(m, str(twin)) if twin else dumps(m, escaped) for m in answers]
         stream = shape.get("stream")
         events: list[tuple[str, str]] = []
         if stream:

@@ -974,14 +974,19 @@ ODD_ANSWERS = [("ctype-charset", {"framing": "json", "content_type": "applicatio
                ("status-500", {"framing": "json", "status": 500})]
 
 # Answers a client reads as other text than the bytes say to a UTF-8 reader: in UTF-7 (httpx
-# decodes a declared charset), or compressed under a second content-encoding line (a client
-# applies every line). Each is replaced by errors.
+# decodes a declared charset), compressed under a second content-encoding line (a client applies
+# every line), or naming `result` twice (a case-blind or first-wins client reads the other one).
+# Each is replaced by errors.
 ILLEGIBLE_ANSWERS = [("utf7-json", {"framing": "json", "content_type": "application/json; charset=utf-7",
                                     "utf7_key": True}),
                      ("utf7-sse", {"framing": "sse", "content_type": "text/event-stream; charset=UTF-7",
                                    "utf7_key": True}),
                      ("utf7-error-status", {"framing": "json", "status": 500, "utf7_key": True,
                                             "content_type": "application/json; charset=utf-7"}),
+                     ("twin-case-json", {"framing": "json", "twin": "case"}),
+                     ("twin-case-sse", {"framing": "sse", "twin": "case"}),
+                     ("twin-exact-json", {"framing": "json", "twin": "exact"}),
+                     ("twin-exact-sse", {"framing": "sse", "twin": "exact"}),
                      ("encoding-lines-json", {"framing": "json", "encoding_lines": ["identity", "gzip"]}),
                      ("encoding-lines-sse", {"framing": "sse", "encoding_lines": ["identity", "gzip"]})]
 

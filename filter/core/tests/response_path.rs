@@ -261,6 +261,41 @@ fn a_response_the_client_would_read_differently_is_replaced() {
     }
 }
 
+/// A response naming a member twice, exactly or up to case: Go's case-blind decoder reads
+/// `"Result"` as the result, a first-wins parser the first `"result"`; the filter would judge one
+/// reading. Replaced by errors, in JSON and in an event stream, before anything of it passes.
+#[test]
+fn a_response_naming_a_member_twice_is_replaced() {
+    let twin = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"fine"}}]}},"Result":{{"content":[{{"type":"text","text":"{SECRET}"}}]}}}}"#
+    );
+    let dup = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{SECRET}"}}]}},"result":{{"content":[{{"type":"text","text":"fine"}}]}}}}"#
+    );
+    for msg in [&twin, &dup] {
+        for ct in ["application/json", "text/event-stream"] {
+            let host = MockHost::new(START_MS);
+            let p = plugin(&host, json!({}));
+            let mut s = request(&host, &p, "POST", &call(1, "fetch_url", json!({})));
+            let body = if ct == "application/json" {
+                msg.clone()
+            } else {
+                format!("event: message\ndata: {msg}\n\n")
+            };
+            let (_, out) = respond(
+                &host,
+                &mut s,
+                &[(":status", "200"), ("content-type", ct)],
+                &[body.as_bytes()],
+            );
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.contains(SECRET), "{ct}: {text}");
+            assert!(text.contains("-32044"), "{ct}: {text}");
+            assert!(text.contains("names a member twice"), "{ct}: {text}");
+        }
+    }
+}
+
 #[test]
 fn a_result_over_the_limit_is_never_passed_unread() {
     let host = MockHost::new(START_MS);

@@ -447,15 +447,16 @@ impl Inspector {
                                 continue;
                             }
                             match self.event(cx, &data) {
-                                Outcome::Keep => out.extend_from_slice(&raw),
-                                Outcome::Replace(v) => {
+                                Ok(Outcome::Keep) => out.extend_from_slice(&raw),
+                                Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
                                 }
-                                Outcome::Drop => {
+                                Ok(Outcome::Drop) => {
                                     out.extend_from_slice(
                                         b": portcullis: a message was removed\n\n",
                                     );
                                 }
+                                Err(why) => self.error_events(&why, false, &mut out),
                             }
                         }
                         sse::Item::Oversize => {
@@ -480,11 +481,12 @@ impl Inspector {
                         } = item
                         {
                             match self.event(cx, &data) {
-                                Outcome::Keep => out.extend_from_slice(&raw),
-                                Outcome::Replace(v) => {
+                                Ok(Outcome::Keep) => out.extend_from_slice(&raw),
+                                Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
                                 }
-                                Outcome::Drop => {}
+                                Ok(Outcome::Drop) => {}
+                                Err(why) => self.error_events(&why, false, &mut out),
                             }
                         }
                     }
@@ -506,11 +508,14 @@ impl Inspector {
     /// an optional byte-order mark, which lenient clients skip) is replaced by errors.
     fn json_body(&mut self, cx: &Judge<'_>, buf: &[u8]) -> Option<Vec<u8>> {
         let text = buf.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(buf);
-        let Ok(v) = serde_json::from_slice::<Value>(text) else {
-            if self.pending.is_empty() {
-                return None;
+        let v = match read_json(text) {
+            Ok(v) => v,
+            Err(why) => {
+                if self.pending.is_empty() {
+                    return None;
+                }
+                return Some(self.errors(&why));
             }
-            return Some(self.errors("the response is not json"));
         };
         match self.messages(cx, v) {
             (_, false) if text.len() == buf.len() => None,
@@ -519,17 +524,21 @@ impl Inspector {
     }
 
     /// One event's data: a message, or an array of them.
-    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Outcome {
+    /// `Err` (why) when the data is JSON that clients read in different ways: what it may answer
+    /// is answered with errors instead.
+    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Result<Outcome, String> {
         let text = data.strip_prefix('\u{feff}').unwrap_or(data);
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
+        let v = match crate::normalize::json::parse(text.as_bytes(), RESPONSE_JSON_DEPTH) {
+            Ok(p) => p.value,
+            Err(e) if e.is_duplicate() => return Err(ambiguous(&e)),
             // Not JSON: no client can read it as a message either; nothing to pass.
-            return Outcome::Drop;
+            Err(_) => return Ok(Outcome::Drop),
         };
-        match self.messages(cx, v) {
+        Ok(match self.messages(cx, v) {
             (_, false) if text.len() == data.len() => Outcome::Keep,
             (Value::Array(a), _) if a.is_empty() => Outcome::Drop,
             (v, _) => Outcome::Replace(v),
-        }
+        })
     }
 
     /// A message or an array of them (a batch): the value after inspection, and whether it
@@ -666,6 +675,29 @@ pub(crate) struct Judge<'a> {
     /// The principal of the stream, when one is known: a result's taints and quarantines reach
     /// it too.
     pub principal: Option<&'a str>,
+}
+
+/// How deep a response's JSON may nest (serde_json's own limit, which the response path had).
+const RESPONSE_JSON_DEPTH: usize = 128;
+
+/// Why a JSON response is refused when clients read it in different ways.
+fn ambiguous(e: &crate::normalize::json::JsonError) -> String {
+    format!(
+        "the response names a member twice ({}): clients read it in different ways",
+        e.reason()
+    )
+}
+
+/// A response body as one JSON value, read as strictly as requests are (`normalize/json.rs`): a
+/// member named twice, exactly or up to case, is a message one client reads one way and another
+/// (Go's case-blind decoder, a first-wins parser) the other way; the filter would judge one of
+/// them. `Err` says why it cannot be read.
+fn read_json(text: &[u8]) -> Result<Value, String> {
+    match crate::normalize::json::parse(text, RESPONSE_JSON_DEPTH) {
+        Ok(p) => Ok(p.value),
+        Err(e) if e.is_duplicate() => Err(ambiguous(&e)),
+        Err(_) => Err("the response is not json".to_owned()),
+    }
 }
 
 /// A list request awaiting its answer.
