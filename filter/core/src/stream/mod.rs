@@ -313,15 +313,26 @@ impl Stream {
         }
         if let Some(intent) = self.begin_session.take() {
             let plugin = Rc::clone(&self.plugin);
-            let session = host
+            let mut ids: Vec<String> = host
                 .response_headers()
                 .into_iter()
-                .find(|(n, v)| {
-                    n.eq_ignore_ascii_case("mcp-session-id")
-                        && normalize::valid_session_id(v)
-                        && !session::is_reserved_chain(v)
-                })
-                .map(|(_, v)| v);
+                .filter(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect();
+            ids.dedup();
+            if ids.len() > 1 {
+                // Two session ids: a client joins them (httpx, fetch) or takes either; the filter
+                // would begin one the client never names. The agent gets none.
+                host.log(
+                    LogLevel::Warn,
+                    "portcullis: the server named two session ids; both removed",
+                );
+                host.set_response_header("mcp-session-id", None);
+                ids.clear();
+            }
+            let session = ids
+                .into_iter()
+                .find(|v| normalize::valid_session_id(v) && !session::is_reserved_chain(v));
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
                 l.sessions
                     .begin(host, &session, self.principal.as_deref(), intent.as_ref());
