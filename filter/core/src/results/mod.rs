@@ -113,8 +113,13 @@ enum Awaits {
         action: Action,
         remove: Vec<String>,
     },
-    /// A tool result, inspected (`tools/call`, the call without its arguments).
+    /// Content the agent's model reads, inspected: a tool result (`tools/call`), a resource's
+    /// contents (`resources/read`), a prompt's messages (`prompts/get`); the request without its
+    /// arguments.
     Result(Action),
+    /// The server's `instructions` (`initialize`, `server/discover`): read like a list entry's
+    /// description, since clients hand them to the model.
+    Instructions(Action),
     /// Any other answer: passes as it is.
     Answer,
 }
@@ -190,8 +195,13 @@ impl Inspector {
                     action: action.clone(),
                     remove,
                 }
-            } else if Method::ToolsCall.is(&action.operation) {
+            } else if [Method::ToolsCall, Method::ResourcesRead, Method::PromptsGet]
+                .iter()
+                .any(|m| m.is(&action.operation))
+            {
                 Awaits::Result(result::without_arguments(action))
+            } else if Method::Initialize.is(&action.operation) || action.operation == DISCOVER {
+                Awaits::Instructions(result::without_arguments(action))
             } else {
                 Awaits::Answer
             };
@@ -282,7 +292,7 @@ impl Inspector {
             // One JSON document answers this stream's requests: there is something to read only
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
-                Awaits::List { .. } => true,
+                Awaits::List { .. } | Awaits::Instructions(_) => true,
                 Awaits::Result(_) => self.results,
                 Awaits::Answer => false,
             });
@@ -331,7 +341,9 @@ impl Inspector {
             let action = match p.awaits {
                 Awaits::Answer if checked_only => continue,
                 Awaits::Answer => None,
-                Awaits::List { action, .. } | Awaits::Result(action) => Some(action),
+                Awaits::List { action, .. }
+                | Awaits::Result(action)
+                | Awaits::Instructions(action) => Some(action),
             };
             errs.push(unchecked_error(&p.id.to_json(), why));
             if let Some(a) = action {
@@ -595,6 +607,14 @@ impl Inspector {
         };
         match awaits {
             Awaits::Answer => Outcome::Keep,
+            Awaits::Instructions(request) => {
+                let mut m = msg.clone();
+                if poison::strip_instructions(cx, &request, &mut m, &mut self.sealed) {
+                    Outcome::Replace(m)
+                } else {
+                    Outcome::Keep
+                }
+            }
             Awaits::List {
                 kind,
                 action,
@@ -676,6 +696,9 @@ pub(crate) struct Judge<'a> {
     /// it too.
     pub principal: Option<&'a str>,
 }
+
+/// The 2026-07-28 discovery request, whose result carries the server's `instructions` too.
+const DISCOVER: &str = "server/discover";
 
 /// How deep a response's JSON may nest (serde_json's own limit, which the response path had).
 const RESPONSE_JSON_DEPTH: usize = 128;
