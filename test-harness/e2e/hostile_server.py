@@ -3,8 +3,9 @@ corpus (test_hostile_responses.py, issue 14 item 8). Standard library only, so e
 wire is the test's choice.
 
 It answers ``initialize`` properly (with an ``Mcp-Session-Id``), ``tools/list`` with
-:data:`TOOLS` (including ``wipe_disk``, which the pack denies), notifications with 202, and
-``tools/call`` with a result whose SHAPE the test picks per call, in the call's
+:data:`TOOLS` (including ``wipe_disk``, which the pack denies), notifications with 202,
+``resources/read`` with contents in the shape's ``payload`` spelling, and ``tools/call`` with a
+result whose SHAPE the test picks per call, in the call's
 ``arguments.shape`` (or, for any request, in the header ``x-hostile-shape``: a JSON object; the
 header wins). Shape keys (all optional):
 
@@ -23,6 +24,8 @@ header wins). Shape keys (all optional):
                    bytes, but in every parsed string.
 ``size``           pad the result text to this many bytes (the key is at its end).
 ``bom``            start the body with a UTF-8 BOM.
+``instructions``   ``initialize``: answer with ``instructions``, :func:`instruction` in this spelling
+                   (``"benign"``: :data:`BENIGN_TEXT`).
 ``twin``           name ``result`` twice (:func:`twin_dumps`): ``"case"`` (a ``"Result"`` after it) or
                    ``"exact"`` (a second ``"result"`` before it), the hidden one carrying the payload.
 ``utf7_key``       write :data:`KEY` as a UTF-7 run (``+AEEASw...-``): visible only to a client
@@ -530,10 +533,17 @@ class Handler(BaseHTTPRequestHandler):
         method = msg.get("method")
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         if method == "initialize":
-            return [{"jsonrpc": "2.0", "id": rid, "result": {
-                "protocolVersion": params.get("protocolVersion", PROTOCOL),
-                "capabilities": {"tools": {"listChanged": False}},
-                "serverInfo": {"name": "hostile", "version": "1.0.0"}}}]
+            result = {"protocolVersion": params.get("protocolVersion", PROTOCOL),
+                      "capabilities": {"tools": {"listChanged": False}},
+                      "serverInfo": {"name": "hostile", "version": "1.0.0"}}
+            if shape.get("instructions"):
+                result["instructions"] = (BENIGN_TEXT if shape["instructions"] == "benign"
+                                          else instruction(str(shape["instructions"])))
+            return [{"jsonrpc": "2.0", "id": rid, "result": result}]
+        if method == "resources/read":
+            text = payload_text(str(shape.get("payload", "plain")))
+            return [{"jsonrpc": "2.0", "id": rid, "result": {"contents": [
+                {"uri": params.get("uri"), "mimeType": "text/plain", "text": text}]}}]
         if method == "tools/list":
             tools = TOOLS + POISONED_TOOLS if shape.get("poisoned") else TOOLS
             if shape.get("shadow"):

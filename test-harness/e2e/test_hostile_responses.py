@@ -1014,6 +1014,34 @@ def test_answers_with_odd_headers(gw: Gateway, name: str, shape: dict) -> None:
         check_taint_if_read(c, seen, rid)
 
 
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_resource_contents_are_read_like_tool_output(gw: Gateway, framing: str) -> None:
+    """A resource whose contents carry the key and an instruction: the key is redacted and the
+    session tainted, as for a tool result (clients hand both to the model)."""
+    c = Client(gw, f"resource/{framing}")
+    rid = c.new_id()
+    seen = c.post({"jsonrpc": "2.0", "id": rid, "method": "resources/read",
+                   "params": {"uri": "file:///notes.txt"}}, shape={"framing": framing})
+    check_bar(seen, [rid])
+    contents = (seen.result(rid) or {}).get("contents") or []
+    assert contents and "contents" in json.dumps(seen.result(rid)), seen.describe()
+    assert c.tainted(), "the resource's instruction did not taint the session"
+
+
+@pytest.mark.parametrize(("variant", "kept"), [("plain", False), ("zero_width", False), ("benign", True)])
+def test_server_instructions_aimed_at_the_agent_are_removed(gw: Gateway, variant: str, kept: bool) -> None:
+    """The server's `instructions` in its initialize answer go into the model's context: an
+    injected one is removed, a benign one passes."""
+    c = Client(gw, f"instructions/{variant}")
+    seen = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": hs.PROTOCOL, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "0"}}},
+        shape={"instructions": variant})
+    result = seen.result(1) or {}
+    assert result.get("serverInfo", {}).get("name") == "hostile", seen.describe()
+    assert ("instructions" in result) == kept, seen.describe()
+    assert hs.PLAIN_INSTRUCTION not in seen.text, seen.describe()
+
+
 def test_envoy_is_healthy_after_the_corpus(gw: Gateway) -> None:
     """After everything above: both Envoys are up and ready, and a benign call works."""
     for s in (gw.main, gw.trailers):
