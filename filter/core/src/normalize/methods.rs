@@ -24,6 +24,8 @@ pub(crate) enum Method {
     ResourcesUnsubscribe,
     /// `resources/list`: its result is filtered.
     ResourcesList,
+    /// `resources/templates/list`: its entries are scanned for instructions.
+    ResourcesTemplatesList,
     /// `completion/complete`: `params.ref` names a prompt or resource, `params.argument` is the
     /// argument.
     CompletionComplete,
@@ -45,7 +47,7 @@ pub(crate) enum Method {
 }
 
 /// Every method with its name, in one place.
-const TABLE: [(Method, &str); 17] = [
+const TABLE: [(Method, &str); 18] = [
     (Method::Initialize, "initialize"),
     (Method::ToolsCall, "tools/call"),
     (Method::ToolsList, "tools/list"),
@@ -55,6 +57,7 @@ const TABLE: [(Method, &str); 17] = [
     (Method::ResourcesSubscribe, "resources/subscribe"),
     (Method::ResourcesUnsubscribe, "resources/unsubscribe"),
     (Method::ResourcesList, "resources/list"),
+    (Method::ResourcesTemplatesList, "resources/templates/list"),
     (Method::CompletionComplete, "completion/complete"),
     (Method::ToolsResult, "tools/result"),
     (Method::ToolsListEntry, "tools/list_entry"),

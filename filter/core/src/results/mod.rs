@@ -50,6 +50,9 @@ pub(crate) enum ListKind {
     Prompts,
     /// `resources/list`
     Resources,
+    /// `resources/templates/list`: scanned for instructions only (a template names no resource
+    /// a hypothetical call could be judged on, so none is hidden by policy).
+    Templates,
 }
 
 impl ListKind {
@@ -58,6 +61,7 @@ impl ListKind {
             Method::ToolsList => Some(ListKind::Tools),
             Method::PromptsList => Some(ListKind::Prompts),
             Method::ResourcesList => Some(ListKind::Resources),
+            Method::ResourcesTemplatesList => Some(ListKind::Templates),
             _ => None,
         }
     }
@@ -67,12 +71,14 @@ impl ListKind {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",
             ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
         }
     }
 
     fn name_key(self) -> &'static str {
         match self {
             ListKind::Resources => "uri",
+            ListKind::Templates => "uriTemplate",
             _ => "name",
         }
     }
@@ -92,7 +98,7 @@ impl ListKind {
                 a.operation = Method::PromptsGet.name().into();
                 a.prompt = Some(name.to_owned());
             }
-            ListKind::Resources => {
+            ListKind::Resources | ListKind::Templates => {
                 a.operation = Method::ResourcesRead.name().into();
                 a.resource = Some(name.to_owned());
             }
@@ -761,10 +767,11 @@ fn list_filter(
     };
     let before = list.len();
     list.retain(|entry| {
-        entry
-            .get(p.kind.name_key())
-            .and_then(Value::as_str)
-            .is_some_and(|name| c.keeps(p, name))
+        p.kind == ListKind::Templates
+            || entry
+                .get(p.kind.name_key())
+                .and_then(Value::as_str)
+                .is_some_and(|name| c.keeps(p, name))
     });
     let hidden = before.saturating_sub(list.len());
     // The tools the agent may use, against their pins (before the scan for instructions, so a

@@ -64,7 +64,7 @@ fn scanned_members(kind: ListKind) -> &'static [&'static str] {
         ],
         ListKind::Prompts => &["description", "title", "arguments"],
         // A resource's `name` is display text (its key is the `uri`).
-        ListKind::Resources => &["description", "title", "name"],
+        ListKind::Resources | ListKind::Templates => &["description", "title", "name"],
     }
 }
 
@@ -89,6 +89,7 @@ impl ListKind {
             ListKind::Tools => "tool",
             ListKind::Prompts => "prompt",
             ListKind::Resources => "resource",
+            ListKind::Templates => "resource template",
         }
     }
 
@@ -97,7 +98,7 @@ impl ListKind {
         match self {
             ListKind::Tools => Method::ToolsListEntry,
             ListKind::Prompts => Method::PromptsListEntry,
-            ListKind::Resources => Method::ResourcesListEntry,
+            ListKind::Resources | ListKind::Templates => Method::ResourcesListEntry,
         }
     }
 }
