@@ -18,6 +18,7 @@
 //! error, never passed unread. JSON bodies are held to their end; SSE events pass as soon as they
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
+mod egress;
 mod inject;
 mod pinned;
 mod poison;
@@ -149,6 +150,9 @@ enum Mode {
     /// The body cannot be read (compressed, another content type, too large): the agent gets
     /// `body` instead, and nothing of the original.
     Replace { body: Vec<u8>, sent: bool },
+    /// The answer to a plain HTTP egress request, held to its end and judged as one result
+    /// (`egress.rs`).
+    Egress,
 }
 
 /// What becomes of one message.
@@ -173,6 +177,8 @@ pub(crate) struct Inspector {
     sealed: Vec<Receipt>,
     /// Lists and results replaced by errors whose receipts are not sealed yet: `(request, why)`.
     unrecorded: Vec<(Action, String)>,
+    /// The answer to a plain HTTP egress request (`egress.rs`), not an MCP stream.
+    egress: bool,
 }
 
 impl Inspector {
@@ -224,6 +230,7 @@ impl Inspector {
             reader: sse::Reader::default(),
             sealed: Vec::new(),
             unrecorded: Vec::new(),
+            egress: false,
         }
     }
 
@@ -236,40 +243,24 @@ impl Inspector {
     /// (a `content-encoding`, or neither JSON nor SSE while requests await answers) is replaced:
     /// its headers say what the replacement is. Returns false when there is nothing to do.
     pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
+        if self.egress {
+            return self.egress_headers(host);
+        }
         let headers = host.response_headers();
+        let Legibility {
+            compressed,
+            types,
+            illegible,
+        } = Legibility::of(&headers);
+        let ct = types.first().cloned().unwrap_or_default();
+        let is_json = |t: &String| t.starts_with("application/json");
+        let is_sse = |t: &String| t.starts_with("text/event-stream");
+        let answered = !self.pending.is_empty();
         let all = |n: &'static str| {
             headers
                 .iter()
                 .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
-        };
-        // Every `content-encoding` header counts: a client applies them all, in order.
-        let encoding = all("content-encoding")
-            .filter(|v| !v.is_empty())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let compressed = encoding
-            .split(',')
-            .any(|c| !c.trim().is_empty() && c.trim() != "identity");
-        let mut types = all("content-type").collect::<Vec<_>>();
-        types.dedup();
-        let several = types.len() > 1;
-        let ct = types.first().cloned().unwrap_or_default();
-        // A charset under which the client reads other text than the filter (`charset.rs`).
-        let foreign = types
-            .iter()
-            .find_map(|t| crate::normalize::foreign_charset(t, None));
-        let is_json = |t: &String| t.starts_with("application/json");
-        let is_sse = |t: &String| t.starts_with("text/event-stream");
-        let answered = !self.pending.is_empty();
-        let illegible = if compressed {
-            Some(format!(
-                "the response is compressed (content-encoding `{encoding}`)"
-            ))
-        } else if several {
-            Some("the response declares several content types".to_owned())
-        } else {
-            foreign.map(|cs| format!("the response is in another charset (`{cs}`)"))
         };
         let status = all(":status").next().unwrap_or_default();
         if !status.starts_with('2') {
@@ -413,7 +404,7 @@ impl Inspector {
             // Trailers after the body went: Envoy holds no body to write into.
             _ if !writable => FilterAction::Continue,
             // The end, with no data in a held JSON body or a replaced one: nothing to write over.
-            Mode::Json | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
+            Mode::Json | Mode::Egress | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
                 FilterAction::Continue
             }
             Mode::Replace { body, sent } => {
@@ -425,6 +416,7 @@ impl Inspector {
                 }
                 FilterAction::Continue
             }
+            Mode::Egress => self.egress_body(cx, body_size, end_of_stream),
             Mode::Json => {
                 if body_size > limit {
                     let body = self.errors(&format!(
@@ -701,6 +693,54 @@ pub(crate) struct Judge<'a> {
     /// The principal of the stream, when one is known: a result's taints and quarantines reach
     /// it too.
     pub principal: Option<&'a str>,
+}
+
+/// What a response's headers say about reading its body as its client reads it.
+pub(super) struct Legibility {
+    /// Some coding (of every `content-encoding` line: a client applies them all) other than `identity`.
+    pub compressed: bool,
+    /// The distinct `content-type` values (lowercase, trimmed).
+    pub types: Vec<String>,
+    /// Why the body cannot be read as the client reads it: compressed, under several content
+    /// types, or in a charset that does not read it as UTF-8 does (`normalize/charset.rs`).
+    pub illegible: Option<String>,
+}
+
+impl Legibility {
+    pub(super) fn of(headers: &[(String, String)]) -> Self {
+        let all = |n: &'static str| {
+            headers
+                .iter()
+                .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.trim().to_ascii_lowercase())
+        };
+        let encoding = all("content-encoding")
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let compressed = encoding
+            .split(',')
+            .any(|c| !c.trim().is_empty() && c.trim() != "identity");
+        let mut types = all("content-type").collect::<Vec<_>>();
+        types.dedup();
+        let foreign = types
+            .iter()
+            .find_map(|t| crate::normalize::foreign_charset(t, None));
+        let illegible = if compressed {
+            Some(format!(
+                "the response is compressed (content-encoding `{encoding}`)"
+            ))
+        } else if types.len() > 1 {
+            Some("the response declares several content types".to_owned())
+        } else {
+            foreign.map(|cs| format!("the response is in another charset (`{cs}`)"))
+        };
+        Legibility {
+            compressed,
+            types,
+            illegible,
+        }
+    }
 }
 
 /// The 2026-07-28 discovery request, whose result carries the server's `instructions` too.

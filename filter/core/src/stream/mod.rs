@@ -578,6 +578,11 @@ impl Stream {
             Shape::McpHeaders if self.route == Route::McpStream => {
                 Some(Inspector::new(std::iter::empty(), base, results))
             }
+            // A plain HTTP egress answer is agent input too, when the pack reads results
+            // (`results/egress.rs`). A CONNECT tunnel carries bytes the filter cannot read.
+            Shape::Http { .. } if results && self.route == Route::Http => {
+                Some(Inspector::egress(base))
+            }
             Shape::McpHeaders | Shape::Http { .. } => None,
         }
     }
@@ -788,7 +793,6 @@ impl Stream {
     }
 }
 
-/// One log line per message: debug for an ALLOW, info for everything else.
 /// The request headers the filter reads one value of: two different values are refused
 /// ([`normalize::ambiguous_header`]).
 fn single_valued(cfg: &crate::config::Config) -> Vec<&str> {
@@ -813,6 +817,7 @@ fn single_valued(cfg: &crate::config::Config) -> Vec<&str> {
     names
 }
 
+/// One log line per message: debug for an ALLOW, info for everything else.
 fn log_decisions(host: &dyn Host, plan: &Plan, actions: &[Action]) {
     for (m, a) in plan.msgs.iter().zip(actions) {
         let level = if m.enforced == Decision::Allow {
