@@ -580,7 +580,10 @@ impl Stream {
             }
             // A plain HTTP egress answer is agent input too, when the pack reads results
             // (`results/egress.rs`). A CONNECT tunnel carries bytes the filter cannot read.
-            Shape::Http { .. } if results && self.route == Route::Http => {
+            // A HEAD answer has no body (and its content-length is the GET's).
+            Shape::Http { .. }
+                if results && self.route == Route::Http && self.head.method != "HEAD" =>
+            {
                 Some(Inspector::egress(base))
             }
             Shape::McpHeaders | Shape::Http { .. } => None,
