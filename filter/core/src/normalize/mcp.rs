@@ -206,6 +206,8 @@ const PARAMS_KEYS: &[&str] = &[
     "argument",
     "_meta",
     "protocolVersion",
+    "requestState",
+    "inputResponses",
 ];
 
 /// Refuse a member spelled in another case than one the filter reads (`Params`, `NAME`,
@@ -340,7 +342,22 @@ fn message(
         }
     }
     action.risk = scan.risk();
-    Ok(McpMessage { id, action, kind })
+    let request_state = match obj.get("params").and_then(|p| p.get("requestState")) {
+        None => None,
+        Some(Value::String(s)) if kind == McpMessageKind::Request => Some(s.clone()),
+        Some(_) => {
+            return Err(Refusal::invalid_params(
+                "`params.requestState` must be a string, on a request",
+                id,
+            ));
+        }
+    };
+    Ok(McpMessage {
+        id,
+        action,
+        kind,
+        request_state,
+    })
 }
 
 fn required_str<'a>(

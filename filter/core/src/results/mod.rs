@@ -124,7 +124,14 @@ enum Awaits {
 struct Pending {
     id: JsonRpcId,
     awaits: Awaits,
+    /// A 2026-07-28 `tools/call`, `prompts/get` or `resources/read`: the digest of the action
+    /// decided, which a `requestState` in its answer is bound to (`session/bindings.rs`).
+    bind: Option<[u8; 32]>,
 }
+
+/// The `resultType` values of 2026-07-28 results.
+const RESULT_COMPLETE: &str = "complete";
+const RESULT_INPUT_REQUIRED: &str = "input_required";
 
 /// How the response body is handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,16 +169,20 @@ pub(crate) struct Inspector {
     sealed: Vec<Receipt>,
     /// Lists and results replaced by errors whose receipts are not sealed yet: `(request, why)`.
     unrecorded: Vec<(Action, String)>,
+    /// Whose server-held state the stream's answers hand out (`None`: not a 2026-07-28 stream).
+    bind_owner: Option<String>,
 }
 
 impl Inspector {
     /// The inspector of a forwarded MCP stream: `msgs` are its allowed messages `(id, action,
     /// modifications)` (none for a GET stream); `base` the action the stream's unasked messages
-    /// are judged on.
+    /// are judged on; `bind_owner` whose `requestState` the answers of a 2026-07-28 stream hand
+    /// out (`None` for other streams).
     pub(crate) fn new<'a>(
         msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action, &'a [Modification])>,
         base: &Action,
         results: bool,
+        bind_owner: Option<String>,
     ) -> Self {
         let mut pending = Vec::new();
         for (id, action, mods) in msgs {
@@ -195,9 +206,16 @@ impl Inspector {
             } else {
                 Awaits::Answer
             };
+            let binds = matches!(
+                Method::from_name(&action.operation),
+                Some(Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead)
+            );
+            let bind = (binds && bind_owner.is_some())
+                .then(|| crate::session::bindings::action_digest(action));
             pending.push(Pending {
                 id: id.clone(),
                 awaits,
+                bind,
             });
         }
         Inspector {
@@ -208,6 +226,7 @@ impl Inspector {
             reader: sse::Reader::default(),
             sealed: Vec::new(),
             unrecorded: Vec::new(),
+            bind_owner,
         }
     }
 
@@ -252,8 +271,8 @@ impl Inspector {
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
                 Awaits::List { .. } => true,
-                Awaits::Result(_) => self.results,
-                Awaits::Answer => false,
+                Awaits::Result(_) => self.results || p.bind.is_some(),
+                Awaits::Answer => p.bind.is_some(),
             });
             if !to_check {
                 return false;
@@ -547,12 +566,38 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let awaits = match self.pending.iter().position(|p| p.id.to_json() == *id) {
-            Some(i) => self.pending.swap_remove(i).awaits,
+        let (awaits, bind) = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+            Some(i) => {
+                let p = self.pending.swap_remove(i);
+                (p.awaits, p.bind)
+            }
             // An answer to a request of another stream (the GET stream, a resumed stream): a
             // result of an unknown call.
-            None => Awaits::Result(self.base_call()),
+            None => (Awaits::Result(self.base_call()), None),
         };
+        match msg.get("result").and_then(|r| r.get("resultType")) {
+            // Absent (an earlier protocol version), or a complete result: read as it is below.
+            None => {}
+            Some(Value::String(t)) if t == RESULT_COMPLETE => {}
+            Some(Value::String(t)) if t == RESULT_INPUT_REQUIRED => {
+                return match bind {
+                    Some(digest) => self.input_required(cx, msg, digest),
+                    None => self.unchecked(
+                        &awaits,
+                        id,
+                        "an `InputRequiredResult` answers only a 2026-07-28 tools/call, \
+                         prompts/get or resources/read",
+                    ),
+                };
+            }
+            Some(_) => {
+                return self.unchecked(
+                    &awaits,
+                    id,
+                    "the result's `resultType` is not one the filter knows",
+                );
+            }
+        }
         match awaits {
             Awaits::Answer => Outcome::Keep,
             Awaits::List {
@@ -584,6 +629,76 @@ impl Inspector {
                 };
                 self.judged(cx, &action, msg, field)
             }
+        }
+    }
+
+    /// An answer the filter cannot read as what it awaited: an error (-32044) in its place, and
+    /// the request recorded as refused.
+    fn unchecked(&mut self, awaits: &Awaits, id: &Value, why: &str) -> Outcome {
+        if let Awaits::List { action, .. } | Awaits::Result(action) = awaits {
+            self.unrecorded.push((action.clone(), why.to_owned()));
+        }
+        Outcome::Replace(unchecked_error(id, why))
+    }
+
+    /// An `InputRequiredResult` (MRTR): its `requestState` passes untouched and is bound to the
+    /// action decided (`digest`), so the retry that carries it must be the same action; each of
+    /// its `inputRequests` is a server-to-client request the agent will answer, judged like one
+    /// (a denied one refuses the whole answer).
+    fn input_required(&mut self, cx: &Judge<'_>, msg: &Value, digest: [u8; 32]) -> Outcome {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = msg.get("result").unwrap_or(&Value::Null);
+        if let Some(requests) = result.get("inputRequests") {
+            let Some(requests) = requests.as_object() else {
+                return Outcome::Replace(unchecked_error(&id, "`inputRequests` is not an object"));
+            };
+            for (key, request) in requests {
+                let Some(method) = request.get("method").and_then(Value::as_str) else {
+                    return Outcome::Replace(unchecked_error(
+                        &id,
+                        "an entry of `inputRequests` has no method",
+                    ));
+                };
+                let asked = json!({"jsonrpc": "2.0", "id": key, "method": method,
+                    "params": request.get("params").cloned().unwrap_or(Value::Null)});
+                let action = result::server_request_action(&self.base, method, &asked);
+                let j = result::judge(cx, &action, &asked, "params");
+                if let Some(r) = j.receipt {
+                    self.sealed.push(r);
+                }
+                if let result::Effect::Deny(d) = j.outcome {
+                    let mut e = d.jsonrpc_error(None);
+                    if let Some(obj) = e.as_object_mut() {
+                        obj.insert("id".into(), id.clone());
+                    }
+                    return Outcome::Replace(e);
+                }
+            }
+        }
+        match result.get("requestState") {
+            None => Outcome::Keep,
+            Some(Value::String(state)) => {
+                let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+                let key = crate::session::bindings::key_of(
+                    crate::session::bindings::BindKind::RequestState,
+                    owner,
+                    state,
+                );
+                match crate::session::bindings::bind(cx.host, key, digest, cx.host.now_ms()) {
+                    Ok(()) => Outcome::Keep,
+                    Err(e) => {
+                        cx.host.log(
+                            LogLevel::Warn,
+                            &format!("portcullis: a requestState cannot be bound: {}", e.0),
+                        );
+                        Outcome::Replace(unchecked_error(
+                            &id,
+                            "the server's `requestState` cannot be bound to its decision",
+                        ))
+                    }
+                }
+            }
+            Some(_) => Outcome::Replace(unchecked_error(&id, "`requestState` is not a string")),
         }
     }
 

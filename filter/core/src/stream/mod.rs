@@ -460,6 +460,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
+        let request_states = self.request_state_checks(host, &shape, &actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -478,6 +479,7 @@ impl Stream {
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
+            request_states: &request_states,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
         // With the local backend nothing is ever noted: no call on the request path.
@@ -534,6 +536,67 @@ impl Stream {
             .collect()
     }
 
+    /// Whose server-held state (MRTR `requestState`) this stream may present: its principal,
+    /// else the session key it carried, else anyone's (the binding still holds the state to the
+    /// action it was handed out for).
+    pub(super) fn binding_owner(&self) -> String {
+        match (&self.principal, &self.key) {
+            (Some(p), _) => format!("principal:{p}"),
+            (None, Some(k)) => format!("session:{k}"),
+            (None, None) => "anyone".to_owned(),
+        }
+    }
+
+    /// Per action, why its MRTR retry is refused (`session/bindings.rs`): the `requestState` it
+    /// carries was not handed to this owner (or cannot be checked), or was handed out for
+    /// another action. Empty when no message carries one.
+    fn request_state_checks(
+        &self,
+        host: &dyn Host,
+        shape: &Shape,
+        actions: &[Action],
+    ) -> Vec<Option<(crate::rules::FilterRule, String)>> {
+        let Shape::Mcp { request_states, .. } = shape else {
+            return Vec::new();
+        };
+        if request_states.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let owner = self.binding_owner();
+        let now = host.now_ms();
+        request_states
+            .iter()
+            .zip(actions)
+            .map(|(state, a)| {
+                let state = state.as_deref()?;
+                let key = session::bindings::key_of(
+                    session::bindings::BindKind::RequestState,
+                    &owner,
+                    state,
+                );
+                Some(match session::bindings::lookup(host, key, now) {
+                    Ok(Some(d)) if d == session::bindings::action_digest(a) => return None,
+                    Ok(Some(_)) => (
+                        crate::rules::FilterRule::RequestStateChanged,
+                        "the retry carries the server's `requestState` for another action: a \
+                         retry must repeat the action the server asked input for"
+                            .to_owned(),
+                    ),
+                    Ok(None) => (
+                        crate::rules::FilterRule::RequestStateUnbound,
+                        "the retry carries a `requestState` the server did not hand to this \
+                         principal or session through the filter (or it expired)"
+                            .to_owned(),
+                    ),
+                    Err(e) => (
+                        crate::rules::FilterRule::RequestStateUnbound,
+                        format!("the retry's `requestState` cannot be checked: {}", e.0),
+                    ),
+                })
+            })
+            .collect()
+    }
+
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
     /// read ([`Stream::forward`] asks the server to answer uncompressed).
     fn inspect_response(
@@ -546,7 +609,7 @@ impl Stream {
         let base = actions.first()?;
         let results = l.policy.pack.results;
         match shape {
-            Shape::Mcp { msgs, .. } => Some(Inspector::new(
+            Shape::Mcp { msgs, modern, .. } => Some(Inspector::new(
                 plan.msgs
                     .iter()
                     .zip(actions)
@@ -555,9 +618,10 @@ impl Stream {
                     .map(|((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice())),
                 base,
                 results,
+                modern.then(|| self.binding_owner()),
             )),
             Shape::McpHeaders if self.route == Route::McpStream => {
-                Some(Inspector::new(std::iter::empty(), base, results))
+                Some(Inspector::new(std::iter::empty(), base, results, None))
             }
             Shape::McpHeaders | Shape::Http { .. } => None,
         }
