@@ -44,6 +44,9 @@ pub(crate) enum FilterRule {
     /// An MRTR retry carries a `requestState` not handed to its principal or session through the
     /// filter, expired, or that cannot be checked.
     RequestStateUnbound,
+    /// A `tasks/*` names a task not handed to its principal or session through the filter (a
+    /// task of another principal or session, forged, expired), or that cannot be checked.
+    TaskUnbound,
 }
 
 impl FilterRule {
@@ -67,6 +70,7 @@ impl FilterRule {
             FilterRule::ToolShadowed => "tool:shadowed",
             FilterRule::RequestStateChanged => "mrtr:request_state_changed",
             FilterRule::RequestStateUnbound => "mrtr:request_state_unbound",
+            FilterRule::TaskUnbound => "task:unbound",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! MCP 2026-07-28 through the whole filter on the mock host (docs/filter.md, "MCP 2026-07-28"):
 //! an MRTR `requestState` passes untouched and stays bound to the action it was handed out for;
-//! `resultType` is read on every answer; an `InputRequiredResult`'s input requests are judged.
+//! `resultType` is read on every answer; an `InputRequiredResult`'s input requests are judged; a
+//! task handle keeps its call's decision and its result is read when fetched; a
+//! `subscriptions/listen` stream is read message by message.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,7 +26,7 @@ const START_MS: u64 = 1_800_000_000_000;
 fn plugin(host: &MockHost) -> Rc<Plugin> {
     common::plugin(
         host,
-        "response_path.pcl",
+        "mcp_2026.pcl",
         json!({
             "mcp": { "paths": ["/mcp"], "server_name": "workbench" },
             "session": { "key": { "source": "header", "name": "x-agent-run" } },
@@ -48,8 +50,10 @@ fn send(host: &MockHost, p: &Rc<Plugin>, run: &str, body: &Value) -> (Stream, Op
         ("mcp-method", method),
         ("x-agent-run", run),
     ];
-    let name = body["params"]["name"]
+    let params = &body["params"];
+    let name = params["name"]
         .as_str()
+        .or_else(|| params["taskId"].as_str())
         .unwrap_or_default()
         .to_owned();
     if !name.is_empty() {
@@ -286,4 +290,174 @@ fn a_request_state_of_the_wrong_type_is_refused() {
         &call(2, "read_file", json!({}), json!({"RequestState": "x"})),
     );
     assert_eq!(local.expect("refused")["error"]["code"], -32600);
+}
+
+fn task_get(id: i64, task: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tasks/get", "params": {"taskId": task, "_meta": meta()}})
+}
+
+fn task_handle(id: i64, task: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "result": {"resultType": "task", "taskId": task,
+        "status": "working", "createdAt": "2026-12-07T01:00:00Z",
+        "lastUpdatedAt": "2026-12-07T01:00:00Z", "ttlMs": 60000, "pollIntervalMs": 500}})
+}
+
+#[test]
+fn a_task_keeps_its_calls_decision_and_its_result_is_read_when_fetched() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host);
+    let (mut s, _) = send(
+        &host,
+        &p,
+        "r1",
+        &call(1, "read_file", json!({"path": "/a"}), json!({})),
+    );
+    let handle = task_handle(1, "task-1");
+    assert_eq!(answer(&host, &mut s, &handle), handle);
+    // The task is named by its call's tool: the pack's `tasks` rule allows it.
+    let (mut s, local) = send(&host, &p, "r1", &task_get(2, "task-1"));
+    assert_eq!(local, None, "{:?}", rule(&host));
+    assert_eq!(rule(&host).as_deref(), Some("tasks"));
+    // The completed task's result is read as the tools/call result: the secret is redacted.
+    let done = json!({"jsonrpc": "2.0", "id": 2, "result": {"resultType": "complete",
+        "taskId": "task-1", "status": "completed", "createdAt": "2026-12-07T01:00:00Z",
+        "lastUpdatedAt": "2026-12-07T01:00:01Z", "ttlMs": 60000,
+        "result": {"content": [{"type": "text", "text": "key AKIAIOSFODNN7EXAMPLE"}], "isError": false}}});
+    let got = answer(&host, &mut s, &done);
+    let text = got["result"]["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(!text.contains("AKIAIOSFODNN7EXAMPLE"), "{got}");
+    assert_eq!(got["result"]["status"], "completed");
+    // A task waiting for input: its input requests are judged (elicitation is denied here).
+    let (mut s, _) = send(&host, &p, "r1", &task_get(3, "task-1"));
+    let waiting = json!({"jsonrpc": "2.0", "id": 3, "result": {"resultType": "complete",
+        "taskId": "task-1", "status": "input_required", "createdAt": "2026-12-07T01:00:00Z",
+        "lastUpdatedAt": "2026-12-07T01:00:01Z", "ttlMs": 60000,
+        "inputRequests": {"q": {"method": "elicitation/create", "params": {"mode": "form",
+            "message": "ok?", "requestedSchema": {"type": "object", "properties": {}}}}}}});
+    let got = answer(&host, &mut s, &waiting);
+    assert_eq!(got["error"]["data"]["rule"], "no_elicitation", "{got}");
+    // tasks/update and tasks/cancel of the task: allowed like tasks/get.
+    let update = json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/update", "params": {
+        "taskId": "task-1", "inputResponses": {}, "_meta": meta()}});
+    assert_eq!(send(&host, &p, "r1", &update).1, None);
+    let cancel = json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/cancel", "params": {
+        "taskId": "task-1", "_meta": meta()}});
+    assert_eq!(send(&host, &p, "r1", &cancel).1, None);
+}
+
+#[test]
+fn a_task_of_another_session_or_never_handed_out_is_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host);
+    let (mut s, _) = send(
+        &host,
+        &p,
+        "r1",
+        &call(1, "read_file", json!({"path": "/a"}), json!({})),
+    );
+    answer(&host, &mut s, &task_handle(1, "task-1"));
+    for (run, task) in [("r2", "task-1"), ("r1", "task-2")] {
+        for method in ["tasks/get", "tasks/update", "tasks/cancel"] {
+            let body = json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": {
+                "taskId": task, "inputResponses": {}, "_meta": meta()}});
+            let (_, local) = send(&host, &p, run, &body);
+            assert!(local.is_some(), "{run} {task} {method}");
+            assert_eq!(
+                rule(&host).as_deref(),
+                Some("task:unbound"),
+                "{run} {method}"
+            );
+        }
+    }
+    // The Mcp-Name of a task request is its task id: another value is a mismatch.
+    let (_, _) = common::send_mcp(
+        &host,
+        &p,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tasks/get"),
+            ("mcp-name", "task-2"),
+            ("x-agent-run", "r1"),
+        ],
+        &task_get(10, "task-1"),
+    );
+    let local = host.state().local_response.clone().expect("refused");
+    assert_eq!(local.status, 400);
+    let body: Value = serde_json::from_slice(&local.body).unwrap();
+    assert_eq!(body["error"]["code"], -32020);
+    // A task handle on anything but a tools/call is not passed.
+    let list =
+        json!({"jsonrpc": "2.0", "id": 11, "method": "tools/list", "params": {"_meta": meta()}});
+    let (mut s, _) = send(&host, &p, "r1", &list);
+    let got = answer(&host, &mut s, &task_handle(11, "task-3"));
+    assert_eq!(got["error"]["code"], -32044, "{got}");
+}
+
+/// The SSE answer `events` to stream `s` in one chunk: what the agent gets.
+fn answer_sse(host: &MockHost, s: &mut Stream, events: &[Value]) -> String {
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "text/event-stream".to_owned()),
+    ];
+    s.on_response_headers(host);
+    let body: String = events
+        .iter()
+        .map(|e| format!("event: message\ndata: {e}\n\n"))
+        .collect();
+    host.state().response_body = body.clone().into_bytes();
+    assert_eq!(
+        s.on_response_body(host, body.len(), true),
+        FilterAction::Continue
+    );
+    String::from_utf8(host.state().response_body.clone()).unwrap()
+}
+
+#[test]
+fn a_listen_stream_is_read_message_by_message() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host);
+    let (mut s, _) = send(
+        &host,
+        &p,
+        "r1",
+        &call(1, "read_file", json!({"path": "/a"}), json!({})),
+    );
+    answer(&host, &mut s, &task_handle(1, "task-1"));
+    let listen = json!({"jsonrpc": "2.0", "id": 2, "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": true}, "_meta": meta()}});
+    let (mut s, local) = send(&host, &p, "r1", &listen);
+    assert_eq!(local, None, "{:?}", rule(&host));
+    let task_note = |task: &str| {
+        json!({"jsonrpc": "2.0", "method": "notifications/tasks", "params": {"taskId": task,
+            "status": "completed", "createdAt": "2026-12-07T01:00:00Z",
+            "lastUpdatedAt": "2026-12-07T01:00:01Z", "ttlMs": 60000,
+            "result": {"content": [{"type": "text", "text": "key AKIAIOSFODNN7EXAMPLE"}]}}})
+    };
+    let out = answer_sse(
+        &host,
+        &mut s,
+        &[
+            json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",
+                "params": {"notifications": {"toolsListChanged": true}}}),
+            // The task of this session: its result is read (the secret redacted).
+            task_note("task-1"),
+            // A task never handed to this session: removed.
+            task_note("task-9"),
+            // A server request on the stream: judged (elicitation is denied: removed).
+            json!({"jsonrpc": "2.0", "id": 7, "method": "elicitation/create", "params": {
+                "mode": "form", "message": "ok?", "requestedSchema": {"type": "object"}}}),
+            json!({"jsonrpc": "2.0", "id": 2, "result": {"resultType": "complete", "_meta": {}}}),
+        ],
+    );
+    assert!(
+        out.contains("notifications/subscriptions/acknowledged"),
+        "{out}"
+    );
+    assert!(out.contains("task-1"), "{out}");
+    assert!(!out.contains("AKIAIOSFODNN7EXAMPLE"), "{out}");
+    assert!(!out.contains("task-9"), "{out}");
+    assert!(!out.contains("elicitation/create"), "{out}");
+    assert!(out.contains(r#""id":2"#), "{out}");
 }

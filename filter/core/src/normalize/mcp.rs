@@ -208,6 +208,7 @@ const PARAMS_KEYS: &[&str] = &[
     "protocolVersion",
     "requestState",
     "inputResponses",
+    "taskId",
 ];
 
 /// Refuse a member spelled in another case than one the filter reads (`Params`, `NAME`,
@@ -352,11 +353,19 @@ fn message(
             ));
         }
     };
+    let task_id = match Method::from_name(&action.operation) {
+        Some(m) if m.is_task() && kind == McpMessageKind::Request => {
+            let params = obj.get("params").and_then(Value::as_object);
+            Some(required_str(params, "taskId", &action.operation, &id)?.to_owned())
+        }
+        _ => None,
+    };
     Ok(McpMessage {
         id,
         action,
         kind,
         request_state,
+        task_id,
     })
 }
 
@@ -528,10 +537,12 @@ fn check_routing_headers(
             let params = body.get("params");
             let by_name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
             let by_uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
+            let by_task = params.and_then(|p| p.get("taskId")).and_then(Value::as_str);
             let expected = match body_method {
                 Some(m) if m.starts_with("resources/") => by_uri,
                 Some(m) => match Method::from_name(m) {
                     Some(Method::ToolsCall | Method::PromptsGet) => by_name,
+                    Some(t) if t.is_task() => by_task,
                     _ => by_name.or(by_uri),
                 },
                 None => None,
@@ -568,7 +579,8 @@ fn check_routing_headers(
 /// `params._meta` with `io.modelcontextprotocol/protocolVersion` (a string) and
 /// `io.modelcontextprotocol/clientCapabilities` (an object), else -32602 with 400 (the spec's
 /// answer to a malformed request); and the `Mcp-Protocol-Version` and `Mcp-Method` headers, with
-/// `Mcp-Name` on `tools/call`, `resources/read` and `prompts/get`, else -32020 with 400 (a
+/// `Mcp-Name` on `tools/call`, `resources/read`, `prompts/get` and the `tasks/*` methods (the
+/// task id), else -32020 with 400 (a
 /// required header missing). Their values were compared with the body before.
 fn check_modern_request(head: &RequestHead, body: &Value, msg: &McpMessage) -> Result<(), Refusal> {
     if msg.kind != McpMessageKind::Request {
@@ -587,10 +599,13 @@ fn check_modern_request(head: &RequestHead, body: &Value, msg: &McpMessage) -> R
         ));
     }
     let mut required = vec!["mcp-protocol-version", "mcp-method"];
-    if matches!(
-        Method::from_name(&msg.action.operation),
-        Some(Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet)
-    ) {
+    if Method::from_name(&msg.action.operation).is_some_and(|m| {
+        m.is_task()
+            || matches!(
+                m,
+                Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet
+            )
+    }) {
         required.push("mcp-name");
     }
     for name in required {

@@ -347,6 +347,8 @@ pub struct McpMessage {
     /// `params.requestState` of a 2026-07-28 retry (MRTR): the server's opaque state, passed
     /// untouched and held to the decision it was handed out under (`session/bindings.rs`).
     pub request_state: Option<String>,
+    /// `params.taskId` of a `tasks/get`, `tasks/update` or `tasks/cancel` (tasks extension).
+    pub task_id: Option<String>,
 }
 
 /// A normalized MCP POST body.

@@ -22,6 +22,8 @@ pub enum Shape {
         msgs: Vec<(Option<JsonRpcId>, McpMessageKind)>,
         /// Each message's MRTR `requestState`, in order.
         request_states: Vec<Option<String>>,
+        /// Each message's `taskId` (`tasks/*`), in order.
+        task_ids: Vec<Option<String>>,
         /// The request is of a 2026-07-28 (or later) protocol version.
         modern: bool,
     },
@@ -104,6 +106,7 @@ fn actions(
                 .iter()
                 .map(|m| m.request_state.clone())
                 .collect();
+            let task_ids = req.messages.iter().map(|m| m.task_id.clone()).collect();
             let modern = req.protocol_version.as_deref().is_some_and(is_modern);
             let actions = req.messages.into_iter().map(|m| m.action).collect();
             (
@@ -111,6 +114,7 @@ fn actions(
                     batch: req.batch,
                     msgs,
                     request_states,
+                    task_ids,
                     modern,
                 },
                 actions,

@@ -460,7 +460,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
-        let request_states = self.request_state_checks(host, &shape, &actions);
+        let request_states = self.binding_checks(host, &shape, &mut actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -547,52 +547,80 @@ impl Stream {
         }
     }
 
-    /// Per action, why its MRTR retry is refused (`session/bindings.rs`): the `requestState` it
-    /// carries was not handed to this owner (or cannot be checked), or was handed out for
-    /// another action. Empty when no message carries one.
-    fn request_state_checks(
+    /// Per action, why it is refused for the server-held state it presents
+    /// (`session/bindings.rs`): an MRTR `requestState` not handed to this owner (or that cannot
+    /// be checked) or handed out for another action; on a 2026-07-28 stream, a `tasks/*` on a
+    /// task not handed to this owner. A task that was is named by its call's tool
+    /// (`action.tool`), so the pack and the receipt see whose task it is. Empty when no message
+    /// presents either.
+    fn binding_checks(
         &self,
         host: &dyn Host,
         shape: &Shape,
-        actions: &[Action],
+        actions: &mut [Action],
     ) -> Vec<Option<(crate::rules::FilterRule, String)>> {
-        let Shape::Mcp { request_states, .. } = shape else {
+        use crate::rules::FilterRule;
+        use session::bindings::{BindKind, action_digest, key_of, lookup};
+        let Shape::Mcp {
+            request_states,
+            task_ids,
+            modern,
+            ..
+        } = shape
+        else {
             return Vec::new();
         };
-        if request_states.iter().all(Option::is_none) {
+        let tasks = *modern && task_ids.iter().any(Option::is_some);
+        if !tasks && request_states.iter().all(Option::is_none) {
             return Vec::new();
         }
         let owner = self.binding_owner();
         let now = host.now_ms();
         request_states
             .iter()
-            .zip(actions)
-            .map(|(state, a)| {
-                let state = state.as_deref()?;
-                let key = session::bindings::key_of(
-                    session::bindings::BindKind::RequestState,
-                    &owner,
-                    state,
-                );
-                Some(match session::bindings::lookup(host, key, now) {
-                    Ok(Some(d)) if d == session::bindings::action_digest(a) => return None,
-                    Ok(Some(_)) => (
-                        crate::rules::FilterRule::RequestStateChanged,
-                        "the retry carries the server's `requestState` for another action: a \
-                         retry must repeat the action the server asked input for"
+            .zip(task_ids)
+            .zip(actions.iter_mut())
+            .map(|((state, task), a)| {
+                if let Some(state) = state.as_deref() {
+                    return match lookup(host, key_of(BindKind::RequestState, &owner, state), now) {
+                        Ok(Some(b)) if b.digest == action_digest(a) => None,
+                        Ok(Some(_)) => Some((
+                            FilterRule::RequestStateChanged,
+                            "the retry carries the server's `requestState` for another action: \
+                             a retry must repeat the action the server asked input for"
+                                .to_owned(),
+                        )),
+                        Ok(None) => Some((
+                            FilterRule::RequestStateUnbound,
+                            "the retry carries a `requestState` the server did not hand to this \
+                             principal or session through the filter (or it expired)"
+                                .to_owned(),
+                        )),
+                        Err(e) => Some((
+                            FilterRule::RequestStateUnbound,
+                            format!("the retry's `requestState` cannot be checked: {}", e.0),
+                        )),
+                    };
+                }
+                let task = task.as_deref().filter(|_| *modern)?;
+                match lookup(host, key_of(BindKind::Task, &owner, task), now) {
+                    Ok(Some(b)) => {
+                        if !b.name.is_empty() {
+                            a.tool = Some(b.name);
+                        }
+                        None
+                    }
+                    Ok(None) => Some((
+                        FilterRule::TaskUnbound,
+                        "the task was not handed to this principal or session through the \
+                         filter (or it expired)"
                             .to_owned(),
-                    ),
-                    Ok(None) => (
-                        crate::rules::FilterRule::RequestStateUnbound,
-                        "the retry carries a `requestState` the server did not hand to this \
-                         principal or session through the filter (or it expired)"
-                            .to_owned(),
-                    ),
-                    Err(e) => (
-                        crate::rules::FilterRule::RequestStateUnbound,
-                        format!("the retry's `requestState` cannot be checked: {}", e.0),
-                    ),
-                })
+                    )),
+                    Err(e) => Some((
+                        FilterRule::TaskUnbound,
+                        format!("the task cannot be checked: {}", e.0),
+                    )),
+                }
             })
             .collect()
     }
