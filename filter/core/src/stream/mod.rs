@@ -460,7 +460,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
-        let request_states = self.binding_checks(host, &shape, &mut actions);
+        let bound_state = self.binding_checks(host, &shape, &mut actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -479,7 +479,7 @@ impl Stream {
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
-            request_states: &request_states,
+            bound_state: &bound_state,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
         // With the local backend nothing is ever noted: no call on the request path.
@@ -536,9 +536,9 @@ impl Stream {
             .collect()
     }
 
-    /// Whose server-held state (MRTR `requestState`) this stream may present: its principal,
-    /// else the session key it carried, else anyone's (the binding still holds the state to the
-    /// action it was handed out for).
+    /// Whose server-held state (an MRTR `requestState`, a task id) this stream may present and
+    /// is handed: its principal, else the session key it carried, else anyone's (a
+    /// `requestState` is still held to the action it was handed out for).
     pub(super) fn binding_owner(&self) -> String {
         match (&self.principal, &self.key) {
             (Some(p), _) => format!("principal:{p}"),
