@@ -72,3 +72,12 @@ pub const PIN_SLOTS: u32 = 4096;
 /// Tools one owner's pin record holds at most (~200 bytes each, so a record stays under ~64 KiB).
 /// A tool beyond it cannot be pinned and is judged changed (fail closed).
 pub const MAX_PINS_PER_OWNER: usize = 256;
+
+/// Live bindings of server-held state (MRTR `requestState`) to the decision it was minted under
+/// (`portcullis/bindings`, 56 bytes each, so the set stays under ~112 KiB). When full, the entry
+/// closest to expiry is forgotten and its retry is denied as unknown (fail closed).
+pub const MAX_BINDINGS: usize = 2048;
+
+/// How long a binding lives after the server handed the state out: a retry later than this is
+/// denied as unknown (the client asks again and gets a fresh state).
+pub const BINDING_TTL_MS: u64 = 15 * 60 * 1000;

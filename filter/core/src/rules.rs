@@ -39,6 +39,14 @@ pub(crate) enum FilterRule {
     /// The tool's name is offered by another server, or looks like one it offers
     /// (`tool.shadowed`), and no rule on `tool.shadowed` decided otherwise.
     ToolShadowed,
+    /// An MRTR retry carries a `requestState` handed out for another action (2026-07-28).
+    RequestStateChanged,
+    /// An MRTR retry carries a `requestState` not handed to its principal or session through the
+    /// filter, expired, or that cannot be checked.
+    RequestStateUnbound,
+    /// A `tasks/*` names a task not handed to its principal or session through the filter (a
+    /// task of another principal or session, forged, expired), or that cannot be checked.
+    TaskUnbound,
 }
 
 impl FilterRule {
@@ -60,6 +68,9 @@ impl FilterRule {
             FilterRule::GrantOutside => "grant:outside",
             FilterRule::ToolChanged => "tool:changed",
             FilterRule::ToolShadowed => "tool:shadowed",
+            FilterRule::RequestStateChanged => "mrtr:request_state_changed",
+            FilterRule::RequestStateUnbound => "mrtr:request_state_unbound",
+            FilterRule::TaskUnbound => "task:unbound",
         }
     }
 }

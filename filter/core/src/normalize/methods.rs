@@ -44,10 +44,17 @@ pub(crate) enum Method {
     SessionDelete,
     /// `http/options` (pseudo): an OPTIONS request (CORS preflight) to the MCP endpoint.
     HttpOptions,
+    /// `tasks/get` (tasks extension): `params.taskId` names a task; its answer may carry the
+    /// task's result.
+    TasksGet,
+    /// `tasks/update` (tasks extension): `params.taskId`, with `inputResponses`.
+    TasksUpdate,
+    /// `tasks/cancel` (tasks extension): `params.taskId`.
+    TasksCancel,
 }
 
 /// Every method with its name, in one place.
-const TABLE: [(Method, &str); 18] = [
+const TABLE: [(Method, &str); 21] = [
     (Method::Initialize, "initialize"),
     (Method::ToolsCall, "tools/call"),
     (Method::ToolsList, "tools/list"),
@@ -66,6 +73,9 @@ const TABLE: [(Method, &str); 18] = [
     (Method::StreamOpen, "stream/open"),
     (Method::SessionDelete, "session/delete"),
     (Method::HttpOptions, "http/options"),
+    (Method::TasksGet, "tasks/get"),
+    (Method::TasksUpdate, "tasks/update"),
+    (Method::TasksCancel, "tasks/cancel"),
 ];
 
 /// The prefix of every MCP notification's method.
@@ -88,6 +98,14 @@ impl Method {
     /// Whether `operation` is this method.
     pub(crate) fn is(self, operation: &str) -> bool {
         self.name() == operation
+    }
+
+    /// A method of the tasks extension (`params.taskId` names the task).
+    pub(crate) fn is_task(self) -> bool {
+        matches!(
+            self,
+            Method::TasksGet | Method::TasksUpdate | Method::TasksCancel
+        )
     }
 
     /// A method that acts on something (the split the VM uses for intent scoping).

@@ -26,6 +26,7 @@ pub mod risk;
 
 pub(crate) use charset::foreign as foreign_charset;
 pub use http::normalize_http;
+pub(crate) use mcp::is_modern;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
@@ -345,6 +346,11 @@ pub struct McpMessage {
     pub action: bundle::action::Action,
     /// Request, notification or response.
     pub kind: McpMessageKind,
+    /// `params.requestState` of a 2026-07-28 retry (MRTR): the server's opaque state, passed
+    /// untouched and held to the decision it was handed out under (`session/bindings.rs`).
+    pub request_state: Option<String>,
+    /// `params.taskId` of a `tasks/get`, `tasks/update` or `tasks/cancel` (tasks extension).
+    pub task_id: Option<String>,
 }
 
 /// A normalized MCP POST body.

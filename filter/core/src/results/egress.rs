@@ -41,7 +41,7 @@ fn unreadable(why: &str) -> Vec<u8> {
 impl Inspector {
     /// The inspector of a plain HTTP egress request's answer (`request` is its action).
     pub(crate) fn egress(request: &Action) -> Self {
-        let mut i = Inspector::new(std::iter::empty(), request, true);
+        let mut i = Inspector::new(std::iter::empty(), request, true, None);
         i.egress = true;
         i
     }

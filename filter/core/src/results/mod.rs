@@ -38,6 +38,7 @@ use crate::normalize::JsonRpcId;
 use crate::normalize::Method;
 use crate::policy::Policy;
 use crate::session::Sessions;
+use crate::session::bindings::{self, Bound};
 
 /// JSON-RPC error code of a list response the filter could not check.
 pub const UNCHECKED_RESPONSE_CODE: i64 = -32044;
@@ -127,6 +128,9 @@ enum Awaits {
     /// The server's `instructions` (`initialize`, `server/discover`): read like a list entry's
     /// description, since clients hand them to the model.
     Instructions(Action),
+    /// A `tasks/get` of a task handed out for a call (the call, without its arguments): the
+    /// task's result, error or input requests are read as the call's would have been.
+    Task(Action),
     /// Any other answer: passes as it is.
     Answer,
 }
@@ -136,7 +140,15 @@ enum Awaits {
 struct Pending {
     id: JsonRpcId,
     awaits: Awaits,
+    /// A 2026-07-28 `tools/call`, `prompts/get` or `resources/read`: the action decided, which
+    /// a `requestState` or a task id in its answer is bound to (`session/bindings.rs`).
+    bind: Option<Bound>,
 }
+
+/// The `resultType` values of 2026-07-28 results (and of the tasks extension).
+const RESULT_COMPLETE: &str = "complete";
+const RESULT_INPUT_REQUIRED: &str = "input_required";
+const RESULT_TASK: &str = "task";
 
 /// How the response body is handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,6 +165,26 @@ enum Mode {
     /// The answer to a plain HTTP egress request, held to its end and judged as one result
     /// (`egress.rs`).
     Egress,
+}
+
+/// Set `key` of an object (nothing on anything else: the callers only pass objects they read
+/// the member from).
+fn set_member(v: &mut Value, key: &str, member: Value) {
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(key.to_owned(), member);
+    }
+}
+
+/// The notification that carries a task's whole state (tasks extension).
+const TASK_NOTIFICATION: &str = "notifications/tasks";
+
+/// What becomes of a task's state.
+enum TaskOutcome {
+    Keep,
+    /// The task, rewritten (MODIFY of its result).
+    Task(Value),
+    /// An answer in place of the whole message (a denial, an error).
+    Answer(Value),
 }
 
 /// What becomes of one message.
@@ -179,16 +211,20 @@ pub(crate) struct Inspector {
     unrecorded: Vec<(Action, String)>,
     /// The answer to a plain HTTP egress request (`egress.rs`), not an MCP stream.
     egress: bool,
+    /// Whose server-held state the stream's answers hand out (`None`: not a 2026-07-28 stream).
+    bind_owner: Option<String>,
 }
 
 impl Inspector {
     /// The inspector of a forwarded MCP stream: `msgs` are its allowed messages `(id, action,
     /// modifications)` (none for a GET stream); `base` the action the stream's unasked messages
-    /// are judged on.
+    /// are judged on; `bind_owner` whose `requestState` the answers of a 2026-07-28 stream hand
+    /// out (`None` for other streams).
     pub(crate) fn new<'a>(
         msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action, &'a [Modification])>,
         base: &Action,
         results: bool,
+        bind_owner: Option<String>,
     ) -> Self {
         let mut pending = Vec::new();
         for (id, action, mods) in msgs {
@@ -214,12 +250,31 @@ impl Inspector {
                 Awaits::Result(result::without_arguments(action))
             } else if Method::Initialize.is(&action.operation) || action.operation == DISCOVER {
                 Awaits::Instructions(result::without_arguments(action))
+            } else if Method::TasksGet.is(&action.operation) && bind_owner.is_some() {
+                // The task's call: a tools/call of the tool the binding named (`stream/`).
+                let mut call = result::without_arguments(action);
+                Method::ToolsCall.name().clone_into(&mut call.operation);
+                Awaits::Task(call)
             } else {
                 Awaits::Answer
             };
+            let binds = matches!(
+                Method::from_name(&action.operation),
+                Some(Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead)
+            );
+            let bind = (binds && bind_owner.is_some()).then(|| Bound {
+                digest: bindings::action_digest(action),
+                decision: if mods.is_empty() {
+                    bindings::FORWARDED_ALLOW
+                } else {
+                    bindings::FORWARDED_MODIFY
+                },
+                name: action.tool.clone().unwrap_or_default(),
+            });
             pending.push(Pending {
                 id: id.clone(),
                 awaits,
+                bind,
             });
         }
         Inspector {
@@ -231,6 +286,7 @@ impl Inspector {
             sealed: Vec::new(),
             unrecorded: Vec::new(),
             egress: false,
+            bind_owner,
         }
     }
 
@@ -289,9 +345,9 @@ impl Inspector {
             // One JSON document answers this stream's requests: there is something to read only
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
-                Awaits::List { .. } | Awaits::Instructions(_) => true,
-                Awaits::Result(_) => self.results,
-                Awaits::Answer => false,
+                Awaits::List { .. } | Awaits::Instructions(_) | Awaits::Task(_) => true,
+                Awaits::Result(_) => self.results || p.bind.is_some(),
+                Awaits::Answer => p.bind.is_some(),
             });
             if !to_check {
                 return false;
@@ -340,7 +396,8 @@ impl Inspector {
                 Awaits::Answer => None,
                 Awaits::List { action, .. }
                 | Awaits::Result(action)
-                | Awaits::Instructions(action) => Some(action),
+                | Awaits::Instructions(action)
+                | Awaits::Task(action) => Some(action),
             };
             errs.push(unchecked_error(&p.id.to_json(), why));
             if let Some(a) = action {
@@ -589,6 +646,9 @@ impl Inspector {
                 if method == "notifications/tools/list_changed" {
                     pinned::list_changed(cx, &self.base);
                 }
+                if method == TASK_NOTIFICATION && self.bind_owner.is_some() {
+                    return self.task_notification(cx, msg);
+                }
                 return Outcome::Keep;
             }
             let action = result::server_request_action(&self.base, method, msg);
@@ -597,12 +657,48 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let awaits = match self.pending.iter().position(|p| p.id.to_json() == *id) {
-            Some(i) => self.pending.swap_remove(i).awaits,
+        let (awaits, bind) = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+            Some(i) => {
+                let p = self.pending.swap_remove(i);
+                (p.awaits, p.bind)
+            }
             // An answer to a request of another stream (the GET stream, a resumed stream): a
             // result of an unknown call.
-            None => Awaits::Result(self.base_call()),
+            None => (Awaits::Result(self.base_call()), None),
         };
+        match msg.get("result").and_then(|r| r.get("resultType")) {
+            // Absent (an earlier protocol version), or a complete result: read as it is below.
+            None => {}
+            Some(Value::String(t)) if t == RESULT_COMPLETE => {}
+            Some(Value::String(t)) if t == RESULT_TASK => {
+                return match bind.filter(|_| matches!(awaits, Awaits::Result(_))) {
+                    Some(call) => self.task_created(cx, msg, &call),
+                    None => self.unchecked(
+                        &awaits,
+                        id,
+                        "a task handle answers only a 2026-07-28 tools/call",
+                    ),
+                };
+            }
+            Some(Value::String(t)) if t == RESULT_INPUT_REQUIRED => {
+                return match bind {
+                    Some(call) => self.input_required(cx, msg, call.digest),
+                    None => self.unchecked(
+                        &awaits,
+                        id,
+                        "an `InputRequiredResult` answers only a 2026-07-28 tools/call, \
+                         prompts/get or resources/read",
+                    ),
+                };
+            }
+            Some(_) => {
+                return self.unchecked(
+                    &awaits,
+                    id,
+                    "the result's `resultType` is not one the filter knows",
+                );
+            }
+        }
         match awaits {
             Awaits::Answer => Outcome::Keep,
             Awaits::Instructions(request) => {
@@ -611,6 +707,22 @@ impl Inspector {
                     Outcome::Replace(m)
                 } else {
                     Outcome::Keep
+                }
+            }
+            Awaits::Task(call) => {
+                let Some(task) = msg.get("result") else {
+                    // An error answer to tasks/get: read like the call's error.
+                    let action = result::result_action(&call, msg);
+                    return self.judged(cx, &action, msg, "error");
+                };
+                match self.task_state(cx, &call, task, id) {
+                    TaskOutcome::Keep => Outcome::Keep,
+                    TaskOutcome::Task(t) => {
+                        let mut m = msg.clone();
+                        set_member(&mut m, "result", t);
+                        Outcome::Replace(m)
+                    }
+                    TaskOutcome::Answer(e) => Outcome::Replace(e),
                 }
             }
             Awaits::List {
@@ -642,6 +754,190 @@ impl Inspector {
                 };
                 self.judged(cx, &action, msg, field)
             }
+        }
+    }
+
+    /// An answer the filter cannot read as what it awaited: an error (-32044) in its place, and
+    /// the request recorded as refused.
+    fn unchecked(&mut self, awaits: &Awaits, id: &Value, why: &str) -> Outcome {
+        if let Awaits::List { action, .. } | Awaits::Result(action) | Awaits::Task(action) = awaits
+        {
+            self.unrecorded.push((action.clone(), why.to_owned()));
+        }
+        Outcome::Replace(unchecked_error(id, why))
+    }
+
+    /// An `InputRequiredResult` (MRTR): its `requestState` passes untouched and is bound to the
+    /// action decided (`digest`), so the retry that carries it must be the same action; each of
+    /// its `inputRequests` is a server-to-client request the agent will answer, judged like one
+    /// (a denied one refuses the whole answer).
+    fn input_required(&mut self, cx: &Judge<'_>, msg: &Value, digest: [u8; 32]) -> Outcome {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = msg.get("result").unwrap_or(&Value::Null);
+        if let Some(e) = self.input_requests(cx, result, &id) {
+            return Outcome::Replace(e);
+        }
+        match result.get("requestState") {
+            None => Outcome::Keep,
+            Some(Value::String(state)) => {
+                let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+                let key = bindings::key_of(bindings::BindKind::RequestState, owner, state);
+                let bound = Bound {
+                    digest,
+                    decision: bindings::FORWARDED_ALLOW,
+                    name: String::new(),
+                };
+                match bindings::bind(cx.host, key, &bound, cx.host.now_ms()) {
+                    Ok(()) => Outcome::Keep,
+                    Err(e) => {
+                        cx.host.log(
+                            LogLevel::Warn,
+                            &format!("portcullis: a requestState cannot be bound: {}", e.0),
+                        );
+                        Outcome::Replace(unchecked_error(
+                            &id,
+                            "the server's `requestState` cannot be bound to its decision",
+                        ))
+                    }
+                }
+            }
+            Some(_) => Outcome::Replace(unchecked_error(&id, "`requestState` is not a string")),
+        }
+    }
+
+    /// Judge each of the `inputRequests` in `holder` (an `InputRequiredResult`, or a task waiting
+    /// for input) as the server-to-client request it is: the answer that replaces the message
+    /// when one is denied or unreadable (`id` is the message's).
+    fn input_requests(&mut self, cx: &Judge<'_>, holder: &Value, id: &Value) -> Option<Value> {
+        let requests = holder.get("inputRequests")?;
+        let Some(requests) = requests.as_object() else {
+            return Some(unchecked_error(id, "`inputRequests` is not an object"));
+        };
+        for (key, request) in requests {
+            let Some(method) = request.get("method").and_then(Value::as_str) else {
+                return Some(unchecked_error(
+                    id,
+                    "an entry of `inputRequests` has no method",
+                ));
+            };
+            let asked = json!({"jsonrpc": "2.0", "id": key, "method": method,
+                "params": request.get("params").cloned().unwrap_or(Value::Null)});
+            let action = result::server_request_action(&self.base, method, &asked);
+            let j = result::judge(cx, &action, &asked, "params");
+            if let Some(r) = j.receipt {
+                self.sealed.push(r);
+            }
+            if let result::Effect::Deny(d) = j.outcome {
+                let mut e = d.jsonrpc_error(None);
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("id".into(), id.clone());
+                }
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// A task handle (`resultType: "task"`) answering a 2026-07-28 `tools/call`: its task id is
+    /// bound to the call (`session/bindings.rs`), so a `tasks/*` of another principal or
+    /// session is refused and the task's result is read as the call's when fetched. A handle
+    /// that cannot be bound is replaced by an error (the agent could not fetch its result).
+    fn task_created(&mut self, cx: &Judge<'_>, msg: &Value, call: &Bound) -> Outcome {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = msg.get("result").unwrap_or(&Value::Null);
+        let Some(task) = result.get("taskId").and_then(Value::as_str) else {
+            return Outcome::Replace(unchecked_error(&id, "a task handle without a `taskId`"));
+        };
+        let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+        let key = bindings::key_of(bindings::BindKind::Task, owner, task);
+        if let Err(e) = bindings::bind(cx.host, key, call, cx.host.now_ms()) {
+            cx.host.log(
+                LogLevel::Warn,
+                &format!("portcullis: a task cannot be bound to its call: {}", e.0),
+            );
+            return Outcome::Replace(unchecked_error(
+                &id,
+                "the task cannot be bound to the call it continues",
+            ));
+        }
+        // The handle itself carries no result; what it says (`statusMessage`) is read when the
+        // task is fetched.
+        Outcome::Keep
+    }
+
+    /// A task's state (a `tasks/get` answer or a `notifications/tasks`' params) of the call
+    /// `call`: its result or error read as the call's, its input requests as server requests.
+    fn task_state(
+        &mut self,
+        cx: &Judge<'_>,
+        call: &Action,
+        task: &Value,
+        id: &Value,
+    ) -> TaskOutcome {
+        if let Some(e) = self.input_requests(cx, task, id) {
+            return TaskOutcome::Answer(e);
+        }
+        if !self.results {
+            return TaskOutcome::Keep;
+        }
+        for field in ["result", "error"] {
+            let Some(inner) = task.get(field) else {
+                continue;
+            };
+            // The task's payload as the answer the call would have had.
+            let as_answer = json!({"jsonrpc": "2.0", "id": id, field: inner});
+            let action = result::result_action(call, &as_answer);
+            match self.judged(cx, &action, &as_answer, field) {
+                Outcome::Keep => {}
+                Outcome::Replace(v) if v.get(field).is_some() => {
+                    let mut t = task.clone();
+                    set_member(&mut t, field, v.get(field).cloned().unwrap_or(Value::Null));
+                    return TaskOutcome::Task(t);
+                }
+                // Denied: the denial in place of the task's answer.
+                Outcome::Replace(v) => return TaskOutcome::Answer(v),
+                Outcome::Drop => {
+                    return TaskOutcome::Answer(unchecked_error(
+                        id,
+                        "the task's result was removed",
+                    ));
+                }
+            }
+        }
+        TaskOutcome::Keep
+    }
+
+    /// A `notifications/tasks` carries a whole task, result included: read as the `tasks/get`
+    /// answer it stands for when the task was handed to this stream's owner; removed when not
+    /// (nothing the filter cannot place reaches the agent).
+    fn task_notification(&mut self, cx: &Judge<'_>, msg: &Value) -> Outcome {
+        let params = msg.get("params").unwrap_or(&Value::Null);
+        let Some(task) = params.get("taskId").and_then(Value::as_str) else {
+            return Outcome::Drop;
+        };
+        let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+        let key = bindings::key_of(bindings::BindKind::Task, owner, task);
+        let bound = match bindings::lookup(cx.host, key, cx.host.now_ms()) {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => {
+                cx.host.log(
+                    LogLevel::Warn,
+                    "portcullis: a task notification for a task not handed to this stream's \
+                     owner was removed",
+                );
+                return Outcome::Drop;
+            }
+        };
+        let mut call = self.base_call();
+        call.tool = (!bound.name.is_empty()).then_some(bound.name);
+        match self.task_state(cx, &call, params, &Value::Null) {
+            TaskOutcome::Keep => Outcome::Keep,
+            TaskOutcome::Task(t) => {
+                let mut m = msg.clone();
+                set_member(&mut m, "params", t);
+                Outcome::Replace(m)
+            }
+            TaskOutcome::Answer(_) => Outcome::Drop,
         }
     }
 

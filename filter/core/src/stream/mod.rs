@@ -479,6 +479,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
+        let bound_state = self.binding_checks(host, &shape, &mut actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -497,6 +498,7 @@ impl Stream {
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
+            bound_state: &bound_state,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
         // With the local backend nothing is ever noted: no call on the request path.
@@ -553,6 +555,95 @@ impl Stream {
             .collect()
     }
 
+    /// Whose server-held state (an MRTR `requestState`, a task id) this stream may present and
+    /// is handed: its principal, else the session key it carried, else anyone's (a
+    /// `requestState` is still held to the action it was handed out for).
+    pub(super) fn binding_owner(&self) -> String {
+        match (&self.principal, &self.key) {
+            (Some(p), _) => format!("principal:{p}"),
+            (None, Some(k)) => format!("session:{k}"),
+            (None, None) => "anyone".to_owned(),
+        }
+    }
+
+    /// Per action, why it is refused for the server-held state it presents
+    /// (`session/bindings.rs`): an MRTR `requestState` not handed to this owner (or that cannot
+    /// be checked) or handed out for another action; on a 2026-07-28 stream, a `tasks/*` on a
+    /// task not handed to this owner. A task that was is named by its call's tool
+    /// (`action.tool`), so the pack and the receipt see whose task it is. Empty when no message
+    /// presents either.
+    fn binding_checks(
+        &self,
+        host: &dyn Host,
+        shape: &Shape,
+        actions: &mut [Action],
+    ) -> Vec<Option<(crate::rules::FilterRule, String)>> {
+        use crate::rules::FilterRule;
+        use session::bindings::{BindKind, action_digest, key_of, lookup};
+        let Shape::Mcp {
+            request_states,
+            task_ids,
+            modern,
+            ..
+        } = shape
+        else {
+            return Vec::new();
+        };
+        let tasks = *modern && task_ids.iter().any(Option::is_some);
+        if !tasks && request_states.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let owner = self.binding_owner();
+        let now = host.now_ms();
+        request_states
+            .iter()
+            .zip(task_ids)
+            .zip(actions.iter_mut())
+            .map(|((state, task), a)| {
+                if let Some(state) = state.as_deref() {
+                    return match lookup(host, key_of(BindKind::RequestState, &owner, state), now) {
+                        Ok(Some(b)) if b.digest == action_digest(a) => None,
+                        Ok(Some(_)) => Some((
+                            FilterRule::RequestStateChanged,
+                            "the retry carries the server's `requestState` for another action: \
+                             a retry must repeat the action the server asked input for"
+                                .to_owned(),
+                        )),
+                        Ok(None) => Some((
+                            FilterRule::RequestStateUnbound,
+                            "the retry carries a `requestState` the server did not hand to this \
+                             principal or session through the filter (or it expired)"
+                                .to_owned(),
+                        )),
+                        Err(e) => Some((
+                            FilterRule::RequestStateUnbound,
+                            format!("the retry's `requestState` cannot be checked: {}", e.0),
+                        )),
+                    };
+                }
+                let task = task.as_deref().filter(|_| *modern)?;
+                match lookup(host, key_of(BindKind::Task, &owner, task), now) {
+                    Ok(Some(b)) => {
+                        if !b.name.is_empty() {
+                            a.tool = Some(b.name);
+                        }
+                        None
+                    }
+                    Ok(None) => Some((
+                        FilterRule::TaskUnbound,
+                        "the task was not handed to this principal or session through the \
+                         filter (or it expired)"
+                            .to_owned(),
+                    )),
+                    Err(e) => Some((
+                        FilterRule::TaskUnbound,
+                        format!("the task cannot be checked: {}", e.0),
+                    )),
+                }
+            })
+            .collect()
+    }
+
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
     /// read ([`Stream::forward`] asks the server to answer uncompressed).
     fn inspect_response(
@@ -565,7 +656,7 @@ impl Stream {
         let base = actions.first()?;
         let results = l.policy.pack.results;
         match shape {
-            Shape::Mcp { msgs, .. } => Some(Inspector::new(
+            Shape::Mcp { msgs, modern, .. } => Some(Inspector::new(
                 plan.msgs
                     .iter()
                     .zip(actions)
@@ -574,9 +665,10 @@ impl Stream {
                     .map(|((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice())),
                 base,
                 results,
+                modern.then(|| self.binding_owner()),
             )),
             Shape::McpHeaders if self.route == Route::McpStream => {
-                Some(Inspector::new(std::iter::empty(), base, results))
+                Some(Inspector::new(std::iter::empty(), base, results, None))
             }
             // A plain HTTP egress answer is agent input too, when the pack reads results
             // (`results/egress.rs`). A CONNECT tunnel carries bytes the filter cannot read.
