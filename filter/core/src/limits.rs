@@ -72,3 +72,18 @@ pub const PIN_SLOTS: u32 = 4096;
 /// Tools one owner's pin record holds at most (~200 bytes each, so a record stays under ~64 KiB).
 /// A tool beyond it cannot be pinned and is judged changed (fail closed).
 pub const MAX_PINS_PER_OWNER: usize = 256;
+
+/// Shared-data slots in-band approval records live in (`portcullis/inband/<slot>`, `approve/`):
+/// the process-wide bound on MCP sessions whose elicitation capability and pending
+/// elicitations are remembered at once. A record is under ~1 KiB.
+pub const INBAND_SLOTS: u32 = 4096;
+
+/// Elicitations one session's in-band record remembers at most (the oldest goes first).
+pub const MAX_PENDING_ELICITATIONS: usize = 4;
+
+/// Most of an approval service's answer that is read (a token is at most 1 KiB).
+pub const MAX_APPROVAL_ANSWER_BYTES: usize = 16 * 1024;
+
+/// Recent actions of the session told to the approval service at most (the session remembers
+/// `bundle::session::HISTORY_CAP`).
+pub const MAX_RECENT_ACTIONS_SENT: usize = 10;

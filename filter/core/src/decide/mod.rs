@@ -45,6 +45,9 @@ pub(crate) struct Input<'a> {
     /// The principal acting, when one is known.
     pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
+    /// The approval service recorded a denial of this action (in-band approval,
+    /// `stream/approval.rs`): a STEP_UP without a token is denied with this reason.
+    pub approver_denial: Option<&'a str>,
     /// The verified task grant in force: acting actions outside its tools or hosts are denied.
     pub grant: Option<&'a bundle::grant::Grant>,
     /// Why the shared state store cannot answer for this request's principal (its cache does
@@ -180,6 +183,7 @@ fn plan_on(
 ) -> Plan {
     let mut w = Work {
         claim,
+        approver_denial: input.approver_denial,
         l,
         now_ms,
         original: input.body,

@@ -16,6 +16,9 @@ use crate::respond::{ApprovalRequest, DenialKind};
 use crate::rules::{self, FilterRule};
 use crate::session::ClaimRefused;
 
+/// The `approval_error` of a STEP_UP an approver denied through the approval service.
+pub(crate) const APPROVER_DENIED: &str = "denied_by_approver";
+
 /// Claims a used approval token where no session record keeps it.
 pub(super) type Claim<'a> = &'a dyn Fn(&Approval) -> Result<(), ClaimRefused>;
 
@@ -31,6 +34,8 @@ pub(super) struct Work<'a> {
     /// Where a used approval token is claimed when no session record keeps it (a request
     /// without a saved session); `None`: the session's own ring does.
     pub claim: Option<Claim<'a>>,
+    /// A denial the approval service recorded for this action (in-band approval).
+    pub approver_denial: Option<&'a str>,
 }
 
 pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
@@ -126,6 +131,10 @@ pub(super) fn enforce_one(
             let digest = receipt::action_digest(action);
             let now_s = w.now_ms / 1000;
             match token {
+                None if let Some(why) = w.approver_denial => {
+                    let rule = r.rule.clone();
+                    deny(r, &rule, why.to_owned(), Some(APPROVER_DENIED))
+                }
                 None => {
                     let mut r = r;
                     r.denial = Some(DenialKind::ApprovalRequired(ApprovalRequest {

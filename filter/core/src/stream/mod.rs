@@ -6,6 +6,7 @@
 //! never contacted (DENY, STEP_UP without approval, DEFER denied, bad input, bad configuration).
 
 mod answer;
+mod approval;
 mod commit;
 mod defer;
 mod outputs;
@@ -63,6 +64,19 @@ struct Forward<'a> {
     inspector: Option<Inspector>,
 }
 
+/// A read request, ready for the decision: what [`Stream::decide_and_enforce`] needs, owned, so
+/// a request can wait for a call-out (in-band approval) before it is decided.
+#[derive(Debug)]
+struct Prepared {
+    shape: Shape,
+    actions: Vec<Action>,
+    body: Option<Vec<u8>>,
+    record: Option<Result<crate::session::PrincipalRecord, crate::session::StoreFailed>>,
+    grant: Option<bundle::grant::Grant>,
+    state_store: Option<String>,
+    tool_checks: Vec<Option<crate::policy::pins::ToolCheck>>,
+}
+
 /// One HTTP stream.
 #[derive(Debug)]
 pub struct Stream {
@@ -84,6 +98,8 @@ pub struct Stream {
     grant_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
+    /// In-band approval on this stream (`approval.rs`).
+    inband: approval::Inband,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
@@ -144,6 +160,7 @@ impl Stream {
             grant_token: None,
             add_to_response: Vec::new(),
             pending: None,
+            inband: approval::Inband::default(),
             committing: None,
             inspector: None,
             begin_session: None,
@@ -286,6 +303,10 @@ impl Stream {
 
     /// A call-out answered (or failed: no headers).
     pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        if self.phase == Phase::Waiting && self.inband.waits_for(token) {
+            self.inband_answered(host, body_size);
+            return;
+        }
         if self.phase != Phase::Waiting || !self.pending.as_ref().is_some_and(|p| p.is(token)) {
             return;
         }
@@ -303,6 +324,7 @@ impl Stream {
         if self.phase == Phase::Forwarded && self.route == Route::McpDelete {
             self.end_deleted_session(host);
         }
+        self.inband_session_begun(host);
         if let Some(intent) = self.begin_session.take() {
             let plugin = Rc::clone(&self.plugin);
             let session = host
@@ -460,6 +482,36 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
+        let prepared = Prepared {
+            shape,
+            actions,
+            body,
+            record,
+            grant,
+            state_store,
+            tool_checks,
+        };
+        // In-band approval: the retry of an action an elicitation was sent for first asks the
+        // approval service for its token (`approval.rs`).
+        match self.inband_retry(host, l, prepared) {
+            Ok(waiting) => waiting,
+            Err(prepared) => self.decide_and_enforce(host, l, prepared),
+        }
+    }
+
+    /// Decide a read request and enforce the plan.
+    fn decide_and_enforce(&mut self, host: &dyn Host, l: &Loaded, p: Prepared) -> FilterAction {
+        let policy = &l.policy;
+        let Prepared {
+            shape,
+            actions,
+            body,
+            record,
+            grant,
+            state_store,
+            tool_checks,
+        } = p;
+        let approver_denial = self.inband_denial();
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -475,6 +527,7 @@ impl Stream {
                     record: r.as_ref(),
                 }),
             approval_token: self.approval_token.as_deref(),
+            approver_denial: approver_denial.as_deref(),
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
@@ -669,6 +722,11 @@ impl Stream {
                     Metric::Deny
                 };
                 self.plugin.metrics.count(host, metric);
+                if plan.overall == Decision::StepUp
+                    && self.inband_step_up(host, l, shape, &plan, actions, &header)
+                {
+                    return FilterAction::Pause;
+                }
                 self.answer_plan(host, shape, &plan, &header);
                 self.phase = Phase::Answered;
                 FilterAction::Pause
