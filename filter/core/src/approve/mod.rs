@@ -24,7 +24,12 @@ use crate::respond::ApprovalRequest;
 /// keeps only hashes, the approver reads names. A hash no name of the pack matches is shown as
 /// its hex.
 fn known_names(p: &Program, action: &Action) -> BTreeMap<NameHash, String> {
-    let mut names: Vec<&str> = vec![action.subject()];
+    // A non-tool MCP action's subject is its target's host.
+    let mut names: Vec<&str> = vec![
+        action.subject(),
+        action.target.host.as_str(),
+        action.target.server.as_str(),
+    ];
     names.extend(p.classes.iter().map(|c| c.name.as_str()));
     names.extend(p.tools.iter().map(|t| t.name.as_str()));
     names.extend(p.tool_pins.iter().map(|t| t.name.as_str()));
@@ -125,7 +130,24 @@ pub(crate) fn notify_body(n: &Notice<'_>) -> Vec<u8> {
         })
         .collect();
     let a = n.action;
-    let untrusted = !taints.is_empty() || a.risk.secrets || !a.risk.data_classes.is_empty();
+    // Where untrusted content entered the session, as the policy names it: each taint and the
+    // rules that set it (a tool result judged as `tools/result`, or an action).
+    let sources: Vec<String> = taints
+        .iter()
+        .filter_map(|t| {
+            let rules = t.get("set_by_rules")?.as_array()?;
+            let names: Vec<&str> = rules.iter().filter_map(Value::as_str).collect();
+            Some(format!(
+                "{} (set by {})",
+                t.get("taint")?.as_str()?,
+                if names.is_empty() {
+                    "no rule of this pack".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            ))
+        })
+        .collect();
     let effects: Vec<Value> = n
         .verdict
         .effects
@@ -172,6 +194,10 @@ pub(crate) fn notify_body(n: &Notice<'_>) -> Vec<u8> {
             "prompt": a.prompt,
             "arguments": a.arguments,
             "target": a.target,
+            "risk": {
+                "secrets": a.risk.secrets,
+                "data_classes": a.risk.data_classes,
+            },
         },
         "identity": a.identity,
         "intent": n.verdict.intent.as_ref().or(n.state.intent.as_ref()),
@@ -184,9 +210,8 @@ pub(crate) fn notify_body(n: &Notice<'_>) -> Vec<u8> {
             "taints": taints,
         },
         "untrusted_source": {
-            "present": untrusted,
-            "secrets_in_arguments": a.risk.secrets,
-            "data_classes": a.risk.data_classes,
+            "present": !sources.is_empty(),
+            "sources": sources,
         },
         "expected_effect": {
             "summary": summary,
