@@ -7,7 +7,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::indexing_slicing,
-    reason = "test code: a failed unwrap or index is a failed test"
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap, index or overflow is a failed test"
 )]
 
 mod common;
@@ -361,4 +362,179 @@ fn capability_belongs_to_the_session_that_declared_it() {
             .to_string()
             .contains("approval_service.public_url")
     );
+}
+
+// -- MCP 2026-07-28: InputRequiredResult and requestState ----------------------------------------
+
+fn modern_deploy(
+    id: i64,
+    version: &str,
+    url: bool,
+    state: Option<&str>,
+    response: Option<&str>,
+) -> Value {
+    let caps = if url {
+        json!({"elicitation": {"url": {}}})
+    } else {
+        json!({})
+    };
+    let mut params = json!({"name": "deploy", "arguments": {"env": "production", "version": version},
+        "_meta": {"io.modelcontextprotocol/clientCapabilities": caps,
+                  "io.modelcontextprotocol/protocolVersion": "2026-07-28"}});
+    if let Some(s) = state {
+        params["requestState"] = json!(s);
+    }
+    if let Some(r) = response {
+        params["inputResponses"] = json!({"portcullis-approval": {"action": r}});
+    }
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params})
+}
+
+fn send_modern(host: &MockHost, plugin: &Rc<Plugin>, body: &Value) -> (Stream, FilterAction) {
+    common::send_mcp(host, plugin, &[("x-run", "r1")], body)
+}
+
+fn modern_plugin(host: &MockHost) -> Rc<Plugin> {
+    let mut e = extra(true);
+    e["session"] = json!({"key": {"source": "header", "name": "x-run"}});
+    common::plugin(host, "basic.pcl", e)
+}
+
+/// The first call: notice, then the InputRequiredResult. (state, url, digest)
+fn ask_modern(host: &MockHost, plugin: &Rc<Plugin>, version: &str) -> (String, String, String) {
+    let (mut s, a) = send_modern(host, plugin, &modern_deploy(5, version, true, None, None));
+    assert_eq!(a, FilterAction::Pause);
+    let (token, method, _, notice) = last_call(host);
+    assert_eq!(method, "POST");
+    deliver(host, &mut s, token, 201, &json!({}));
+    let v = local(host).unwrap();
+    assert!(v.get("error").is_none(), "{v}");
+    let r = &v["result"];
+    assert_eq!(r["resultType"], "input_required");
+    let req = &r["inputRequests"]["portcullis-approval"];
+    assert_eq!(req["method"], "elicitation/create");
+    assert_eq!(req["params"]["mode"], "url");
+    let url = req["params"]["url"].as_str().unwrap().to_owned();
+    assert!(url.ends_with(notice["elicitation_id"].as_str().unwrap()));
+    let state = r["requestState"].as_str().unwrap().to_owned();
+    assert!(state.starts_with("pcl1."));
+    let digest = notice["digest"].as_str().unwrap().to_owned();
+    (state, url, digest)
+}
+
+#[test]
+fn modern_input_required_then_state_bound_retry_allows_and_strips_the_state() {
+    let host = MockHost::new(NOW_MS);
+    let plugin = modern_plugin(&host);
+    let (state, _, digest) = ask_modern(&host, &plugin, "4.0.0");
+
+    // Pending: the state again, without asking the user again.
+    let (mut s, _) = send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(6, "4.0.0", true, Some(&state), Some("accept")),
+    );
+    let (token, method, path, _) = last_call(&host);
+    assert_eq!(method, "GET");
+    assert!(path.starts_with("/api/elicitations/"));
+    deliver(&host, &mut s, token, 200, &json!({"status": "pending"}));
+    let v = local(&host).unwrap();
+    assert_eq!(v["result"]["requestState"], state.as_str());
+    assert!(v["result"].get("inputRequests").is_none(), "{v}");
+
+    // Approved: allowed, and the server never sees the filter's state or the responses.
+    let (mut s, _) = send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(7, "4.0.0", true, Some(&state), Some("accept")),
+    );
+    let (token, _, _, _) = last_call(&host);
+    let t = mint(&host, &digest, 9);
+    deliver(
+        &host,
+        &mut s,
+        token,
+        200,
+        &json!({"status": "approved", "token": t}),
+    );
+    assert!(local(&host).is_none(), "{:?}", local(&host));
+    assert_eq!(
+        host.request_header("x-portcullis-decision").as_deref(),
+        Some("ALLOW")
+    );
+    let sent: Value = serde_json::from_slice(&host.state().request_body).unwrap();
+    assert!(sent["params"].get("requestState").is_none(), "{sent}");
+    assert!(sent["params"].get("inputResponses").is_none(), "{sent}");
+    assert_eq!(sent["params"]["arguments"]["version"], "4.0.0");
+}
+
+#[test]
+fn modern_state_cannot_change_the_action_nor_be_forged() {
+    let host = MockHost::new(NOW_MS);
+    let plugin = modern_plugin(&host);
+    let (state, _, _) = ask_modern(&host, &plugin, "5.0.0");
+    let calls = host.state().http_calls.len();
+    // The same state on another action: refused before anything is asked.
+    send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(8, "5.0.1", true, Some(&state), Some("accept")),
+    );
+    let v = local(&host).unwrap();
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another action")
+    );
+    // A state that looks like the filter's but was altered.
+    let mut forged = state.clone();
+    forged.pop();
+    forged.push(if state.ends_with('A') { 'B' } else { 'A' });
+    send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(9, "5.0.0", true, Some(&forged), None),
+    );
+    assert_eq!(local(&host).unwrap()["error"]["code"], -32602);
+    assert_eq!(
+        host.state().http_calls.len(),
+        calls,
+        "no call-out for either"
+    );
+    // The user declined: DENY, named.
+    send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(10, "5.0.0", true, Some(&state), Some("decline")),
+    );
+    let v = local(&host).unwrap();
+    assert_eq!(v["error"]["code"], -32040);
+    assert_eq!(v["error"]["data"]["approval_error"], "declined");
+}
+
+#[test]
+fn modern_state_expires_into_a_new_elicitation_and_no_capability_keeps_32041() {
+    let host = MockHost::new(NOW_MS);
+    let plugin = modern_plugin(&host);
+    let (state, _, _) = ask_modern(&host, &plugin, "6.0.0");
+    host.advance(16 * 60 * 1000);
+    let (_, a) = send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(11, "6.0.0", true, Some(&state), Some("accept")),
+    );
+    assert_eq!(a, FilterAction::Pause);
+    let (_, method, _, _) = last_call(&host);
+    assert_eq!(method, "POST", "expired: a new notice, not a fetch");
+    // Without the capability in this request: -32041, whatever earlier requests declared.
+    let calls = host.state().http_calls.len();
+    send_modern(
+        &host,
+        &plugin,
+        &modern_deploy(12, "6.0.0", false, None, None),
+    );
+    assert_eq!(local(&host).unwrap()["error"]["code"], -32041);
+    assert_eq!(host.state().http_calls.len(), calls);
 }

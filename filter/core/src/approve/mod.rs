@@ -5,6 +5,7 @@
 //! module holds what does not touch the stream: the per-session record (`store.rs`), the wire
 //! shapes (`wire.rs`) and what the service is told about an action ([`notify_body`]).
 
+pub(crate) mod state;
 pub(crate) mod store;
 pub(crate) mod wire;
 

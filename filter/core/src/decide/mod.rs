@@ -45,9 +45,10 @@ pub(crate) struct Input<'a> {
     /// The principal acting, when one is known.
     pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
-    /// The approval service recorded a denial of this action (in-band approval,
-    /// `stream/approval.rs`): a STEP_UP without a token is denied with this reason.
-    pub approver_denial: Option<&'a str>,
+    /// In-band approval refused this action (`stream/approval.rs`): the approval service
+    /// recorded a denial, or the user declined the elicitation. A STEP_UP without a token is
+    /// denied with this reason and `approval_error`.
+    pub approver_denial: Option<(&'a str, &'static str)>,
     /// The verified task grant in force: acting actions outside its tools or hosts are denied.
     pub grant: Option<&'a bundle::grant::Grant>,
     /// Why the shared state store cannot answer for this request's principal (its cache does

@@ -16,9 +16,6 @@ use crate::respond::{ApprovalRequest, DenialKind};
 use crate::rules::{self, FilterRule};
 use crate::session::ClaimRefused;
 
-/// The `approval_error` of a STEP_UP an approver denied through the approval service.
-pub(crate) const APPROVER_DENIED: &str = "denied_by_approver";
-
 /// Claims a used approval token where no session record keeps it.
 pub(super) type Claim<'a> = &'a dyn Fn(&Approval) -> Result<(), ClaimRefused>;
 
@@ -34,8 +31,8 @@ pub(super) struct Work<'a> {
     /// Where a used approval token is claimed when no session record keeps it (a request
     /// without a saved session); `None`: the session's own ring does.
     pub claim: Option<Claim<'a>>,
-    /// A denial the approval service recorded for this action (in-band approval).
-    pub approver_denial: Option<&'a str>,
+    /// In-band approval refused this action: (reason, `approval_error`).
+    pub approver_denial: Option<(&'a str, &'static str)>,
 }
 
 pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
@@ -131,9 +128,9 @@ pub(super) fn enforce_one(
             let digest = receipt::action_digest(action);
             let now_s = w.now_ms / 1000;
             match token {
-                None if let Some(why) = w.approver_denial => {
+                None if let Some((why, code)) = w.approver_denial => {
                     let rule = r.rule.clone();
-                    deny(r, &rule, why.to_owned(), Some(APPROVER_DENIED))
+                    deny(r, &rule, why.to_owned(), Some(code))
                 }
                 None => {
                     let mut r = r;

@@ -12,6 +12,11 @@
 //!   exactly as the header would be (verification, replay ring, etcd claim); a denial the service
 //!   recorded denies (`approval_error: denied_by_approver`); still pending answers the same
 //!   elicitation; an unknown or failed answer forgets the elicitation and sends a new one.
+//! - MCP 2026-07-28 (capabilities per request, no session needed): the STEP_UP is answered with
+//!   an `InputRequiredResult` carrying the URL elicitation and the filter's HMACed
+//!   `requestState` (`approve/state.rs`); the retry's state names the elicitation and must name
+//!   this action's digest (else the request is refused), and is removed from the body that goes
+//!   upstream.
 
 use std::rc::Rc;
 
@@ -21,6 +26,7 @@ use bundle::verdict::Decision;
 use super::answer::{deciding_msg, denial_of, send_json};
 use super::outputs::receipt_extra;
 use super::{Phase, Prepared, Stream, pseudo};
+use crate::approve::state::{self as rstate, Modern, Opened, RequestState};
 use crate::approve::store::{self, InbandRecord};
 use crate::approve::wire::{self, TokenAnswer};
 use crate::approve::{Notice, notify_body};
@@ -28,7 +34,7 @@ use crate::config::SessionKeySource;
 use crate::decide::{Plan, Shape};
 use crate::host::{FilterAction, Host, LogLevel};
 use crate::limits::MAX_APPROVAL_ANSWER_BYTES;
-use crate::normalize::{self, JsonRpcId, McpMessageKind};
+use crate::normalize::{self, JsonRpcId, McpMessageKind, Refusal};
 use crate::respond::{ApprovalRequest, Denial, DenialKind};
 use crate::root::Loaded;
 use crate::session;
@@ -41,8 +47,14 @@ pub(super) struct Inband {
     declared: bool,
     /// The session's record as read before the decision (`None`: not read).
     record: Option<InbandRecord>,
-    /// The approval service recorded a denial of this action.
-    denial: Option<String>,
+    /// In-band approval refused this action: (reason, `approval_error`).
+    denial: Option<(String, &'static str)>,
+    /// A 2026-07-28 request: its capabilities, state and responses.
+    modern: Option<Modern>,
+    /// The filter's own `requestState` the request carried, verified for this action.
+    state: Option<RequestState>,
+    /// The request carried the filter's `requestState`: strip it before going upstream.
+    own_state: bool,
     /// A call-out to the service this stream waits for.
     waiting: Option<Waiting>,
 }
@@ -70,6 +82,9 @@ struct Elicit {
     session: String,
     entry: store::Pending,
     url: String,
+    /// 2026-07-28: answer with an `InputRequiredResult` carrying this `requestState`;
+    /// `state_only`: without the input request (the client answered it; it polls).
+    modern: Option<(String, bool)>,
 }
 
 impl Inband {
@@ -94,9 +109,14 @@ fn single_request(shape: &Shape) -> Option<&JsonRpcId> {
 }
 
 impl Stream {
-    /// The denial the approval service recorded for the action being decided, if any.
-    pub(super) fn inband_denial(&self) -> Option<String> {
+    /// How in-band approval refused the action being decided, if it did.
+    pub(super) fn inband_denial(&self) -> Option<(String, &'static str)> {
         self.inband.denial.clone()
+    }
+
+    /// Whether the request carried the filter's own `requestState` (removed before upstream).
+    pub(super) fn inband_strips_state(&self) -> bool {
+        self.inband.own_state
     }
 
     /// Note an `initialize` (about to be decided) whose client declares URL-mode elicitation.
@@ -146,26 +166,89 @@ impl Stream {
         &mut self,
         host: &dyn Host,
         l: &Loaded,
-        p: Prepared,
-    ) -> Result<FilterAction, Prepared> {
+        p: Box<Prepared>,
+    ) -> Result<FilterAction, Box<Prepared>> {
         self.inband_note_initialize(l, &p.shape, &p.actions, p.body.as_deref());
-        let (Some(svc), Some(key), None) = (
-            &l.policy.cfg.approval_service,
-            self.key.clone(),
-            &self.approval_token,
-        ) else {
+        let (Some(svc), None) = (&l.policy.cfg.approval_service, &self.approval_token) else {
             return Err(p);
         };
-        let ([action], Some(_)) = (p.actions.as_slice(), single_request(&p.shape)) else {
+        let ([action], Some(id)) = (p.actions.as_slice(), single_request(&p.shape)) else {
             return Err(p);
         };
-        let rec = store::read(host, &key);
         let now_s = host.now_ms() / 1000;
         let digest = hex::encode(bundle::receipt::action_digest(action));
-        let entry = rec.pending_for(&digest, now_s).cloned();
-        self.inband.record = Some(rec);
-        let Some(entry) = entry else {
-            return Err(p);
+        // 2026-07-28: capabilities and state travel in the request (a cheap look first: most
+        // bodies name neither).
+        let body = p.body.as_deref().unwrap_or_default();
+        let mentions = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        self.inband.modern = (mentions(b"clientCapabilities") || mentions(b"requestState"))
+            .then(|| rstate::modern(body))
+            .flatten();
+        let entry = match self.inband.modern.as_ref().and_then(|m| m.state.clone()) {
+            Some(text) => {
+                let key = l.policy.signer.derive_secret(rstate::STATE_KEY_DOMAIN);
+                let refuse = |why: &str| Refusal::invalid_params(why, Some(id.clone()));
+                match rstate::open(&key, &text, now_s) {
+                    Opened::NotOurs => return Err(p),
+                    Opened::Forged => {
+                        self.refuse(
+                            host,
+                            &refuse(
+                                "`requestState` starts like the filter's but was not issued by it",
+                            ),
+                        );
+                        return Ok(FilterAction::Pause);
+                    }
+                    Opened::Expired => {
+                        self.inband.own_state = true;
+                        return Err(p);
+                    }
+                    Opened::Valid(st) if st.digest != digest => {
+                        self.refuse(
+                            host,
+                            &refuse(
+                                "`requestState` was issued for another action: a retry must \
+                                 repeat the action it answers",
+                            ),
+                        );
+                        return Ok(FilterAction::Pause);
+                    }
+                    Opened::Valid(st) => {
+                        self.inband.own_state = true;
+                        self.inband.state = Some(st.clone());
+                        let declined = self
+                            .inband
+                            .modern
+                            .as_ref()
+                            .and_then(|m| m.response.as_deref())
+                            .is_some_and(|r| r != "accept");
+                        if declined {
+                            self.inband.denial = Some((
+                                "the user declined the approval request".to_owned(),
+                                "declined",
+                            ));
+                            return Err(p);
+                        }
+                        store::Pending {
+                            digest: st.digest,
+                            id: st.id,
+                            expires_s: st.expires_s,
+                        }
+                    }
+                }
+            }
+            None => {
+                let Some(key) = self.key.clone() else {
+                    return Err(p);
+                };
+                let rec = store::read(host, &key);
+                let entry = rec.pending_for(&digest, now_s).cloned();
+                self.inband.record = Some(rec);
+                let Some(entry) = entry else {
+                    return Err(p);
+                };
+                entry
+            }
         };
         let path = format!("{}/elicitations/{}", svc.api_prefix, entry.id);
         let headers = [
@@ -178,7 +261,7 @@ impl Stream {
             Ok(token) => {
                 self.inband.waiting = Some(Waiting::Fetch {
                     token,
-                    prepared: Box::new(p),
+                    prepared: p,
                     entry,
                 });
                 self.phase = Phase::Waiting;
@@ -219,16 +302,22 @@ impl Stream {
             Waiting::Fetch {
                 prepared, entry, ..
             } => {
-                let key = self.key.clone().unwrap_or_default();
+                // 2025-11-25 elicitations are remembered per session; 2026-07-28 ones live in the
+                // request's state only.
+                let forget = |host: &dyn Host, id: &str| {
+                    if let (Some(key), None) = (&self.key, &self.inband.state) {
+                        store::forget(host, key, id);
+                    }
+                };
                 match wire::interpret_token_answer(&status, &body) {
                     TokenAnswer::Approved(t) => {
                         // The token's one use is this request; a later identical call asks anew.
-                        store::forget(host, &key, &entry.id);
+                        forget(host, &entry.id);
                         self.approval_token = Some(t);
                     }
                     TokenAnswer::Denied(why) => {
-                        store::forget(host, &key, &entry.id);
-                        self.inband.denial = Some(why);
+                        forget(host, &entry.id);
+                        self.inband.denial = Some((why, "denied_by_approver"));
                     }
                     TokenAnswer::Pending => {}
                     TokenAnswer::Unknown(why) => {
@@ -239,10 +328,11 @@ impl Stream {
                                 entry.id
                             ),
                         );
-                        store::forget(host, &key, &entry.id);
+                        forget(host, &entry.id);
                         if let Some(r) = &mut self.inband.record {
                             r.pending.retain(|q| q.id != entry.id);
                         }
+                        self.inband.state = None;
                     }
                 }
                 if self.decide_and_enforce(host, l, *prepared) == FilterAction::Continue {
@@ -252,7 +342,9 @@ impl Stream {
             Waiting::Notify { answer, .. } => {
                 if matches!(status.as_str(), "200" | "201") {
                     let now_s = host.now_ms() / 1000;
-                    if !store::remember(host, &answer.session, &answer.entry, now_s) {
+                    if answer.modern.is_none()
+                        && !store::remember(host, &answer.session, &answer.entry, now_s)
+                    {
                         host.log(
                             LogLevel::Warn,
                             "portcullis: cannot remember an elicitation: its retry asks anew",
@@ -276,7 +368,14 @@ impl Stream {
     }
 
     fn send_elicitation(&mut self, host: &dyn Host, e: &Elicit) {
-        let v = wire::url_elicitation_error(e.id.as_ref(), &e.denial, &e.req, &e.entry.id, &e.url);
+        let v = match &e.modern {
+            Some((state, state_only)) => {
+                rstate::input_required(e.id.as_ref(), &e.denial, &e.req, &e.url, state, *state_only)
+            }
+            None => {
+                wire::url_elicitation_error(e.id.as_ref(), &e.denial, &e.req, &e.entry.id, &e.url)
+            }
+        };
         let body = serde_json::to_vec(&v).unwrap_or_default();
         let extra = receipt_extra(&e.receipt_header);
         send_json(host, 200, Decision::StepUp.as_str(), &body, &extra);
@@ -294,11 +393,7 @@ impl Stream {
         actions: &[Action],
         receipt_header: &str,
     ) -> bool {
-        let (Some(svc), Some(key), None) = (
-            &l.policy.cfg.approval_service,
-            self.key.clone(),
-            &self.approval_token,
-        ) else {
+        let (Some(svc), None) = (&l.policy.cfg.approval_service, &self.approval_token) else {
             return false;
         };
         let (Some(id), Some(m), [action]) = (single_request(shape), deciding_msg(plan), actions)
@@ -308,16 +403,37 @@ impl Stream {
         let Some(DenialKind::ApprovalRequired(req)) = &m.denial else {
             return false;
         };
-        let rec = match self.inband.record.take() {
-            Some(r) => r,
-            None => store::read(host, &key),
-        };
-        if !rec.url {
-            return false;
-        }
         let now_ms = host.now_ms();
+        let now_s = now_ms / 1000;
+        let modern = self.inband.modern.clone().filter(|m| m.url);
+        // The session the elicitation is bound to: the MCP session (2025-11-25, where it is
+        // remembered), or the chain the action was decided in (2026-07-28: the state carries it).
+        let (key, existing) = match &modern {
+            Some(_) => (
+                plan.chain_name.clone(),
+                self.inband.state.clone().map(|st| store::Pending {
+                    digest: st.digest,
+                    id: st.id,
+                    expires_s: st.expires_s,
+                }),
+            ),
+            None => {
+                let Some(key) = self.key.clone() else {
+                    return false;
+                };
+                let rec = match self.inband.record.take() {
+                    Some(r) => r,
+                    None => store::read(host, &key),
+                };
+                if !rec.url {
+                    return false;
+                }
+                let existing = rec.pending_for(&req.digest, now_s).cloned();
+                (key, existing)
+            }
+        };
         let denial = denial_of(m);
-        let existing = rec.pending_for(&req.digest, now_ms / 1000).cloned();
+        let existing = existing.filter(|e| e.digest == req.digest && e.expires_s > now_s);
         let fresh = existing.is_none();
         let entry = existing.unwrap_or_else(|| store::Pending {
             digest: req.digest.clone(),
@@ -330,6 +446,20 @@ impl Stream {
             ),
             expires_s: req.expires_at,
         });
+        let modern = modern.map(|_| {
+            let mac_key = l.policy.signer.derive_secret(rstate::STATE_KEY_DOMAIN);
+            let sealed = rstate::seal(
+                &mac_key,
+                &RequestState {
+                    digest: entry.digest.clone(),
+                    id: entry.id.clone(),
+                    expires_s: entry.expires_s,
+                },
+            );
+            // A retry of a pending elicitation gets the state only: the client already has the
+            // URL, and polls (the SDK backs off) instead of asking its user again.
+            (sealed, !fresh)
+        });
         let e = Elicit {
             url: wire::page_url(svc, &entry.id),
             denial,
@@ -338,6 +468,7 @@ impl Stream {
             receipt_header: receipt_header.to_owned(),
             session: key.clone(),
             entry,
+            modern,
         };
         if !fresh {
             self.send_elicitation(host, &e);

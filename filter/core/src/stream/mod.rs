@@ -482,7 +482,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
-        let prepared = Prepared {
+        let prepared = Box::new(Prepared {
             shape,
             actions,
             body,
@@ -490,12 +490,12 @@ impl Stream {
             grant,
             state_store,
             tool_checks,
-        };
+        });
         // In-band approval: the retry of an action an elicitation was sent for first asks the
         // approval service for its token (`approval.rs`).
         match self.inband_retry(host, l, prepared) {
             Ok(waiting) => waiting,
-            Err(prepared) => self.decide_and_enforce(host, l, prepared),
+            Err(prepared) => self.decide_and_enforce(host, l, *prepared),
         }
     }
 
@@ -512,6 +512,7 @@ impl Stream {
             tool_checks,
         } = p;
         let approver_denial = self.inband_denial();
+        let strip_state = self.inband_strips_state();
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -527,7 +528,9 @@ impl Stream {
                     record: r.as_ref(),
                 }),
             approval_token: self.approval_token.as_deref(),
-            approver_denial: approver_denial.as_deref(),
+            approver_denial: approver_denial
+                .as_ref()
+                .map(|(why, code)| (why.as_str(), *code)),
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
@@ -537,7 +540,14 @@ impl Stream {
         if l.watcher.is_some() {
             let _ = l.sessions.take_changed();
         }
-        let plan = decide::decide(host, policy, &l.sessions, &input);
+        let mut plan = decide::decide(host, policy, &l.sessions, &input);
+        if strip_state && matches!(plan.overall, Decision::Allow | Decision::Modify) {
+            // The filter's own `requestState` and `inputResponses` are not the server's to read.
+            let current = plan.new_body.as_deref().or(body.as_deref());
+            if let Some(stripped) = current.and_then(crate::approve::state::strip) {
+                plan.new_body = Some(stripped);
+            }
+        }
         // Decided without a saved session (no key, an unknown or refused one): the rest of the
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
