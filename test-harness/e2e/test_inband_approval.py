@@ -37,9 +37,8 @@ def hashed(pw: str) -> str:
     return approver.hash_password(pw)
 
 
-@pytest.fixture
-def inband(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> pe.Stack:
-    """Approver service + workbench + mcp-gateway Envoy with `approval_service` configured."""
+def start_approver(stack: pe.Stack, keys: pe.Keys) -> dict:
+    """Start approver/approver.py with alice (release-managers) and bob (ops); its config."""
     port = pe.free_port()
     ops = stack.dir / "ops"
     pe.policyc("keygen", "--out", str(ops))
@@ -58,13 +57,25 @@ def inband(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> pe.Stack:
     proc = stack.start("approver", [pe.PYTHON, str(APPROVER), "serve", "--config", str(path), "--port", str(port)])
     pe.wait_until("approver", lambda: pe.http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, proc)
     stack.ports["approver"] = port
+    return cfg
+
+
+def gateway_patch(cfg: dict, **more: object) -> dict:
+    """The mcp-gateway plugin config with the approval service on the `approvals_context` cluster."""
+    return {"approval_service": {"cluster": "approvals_context", "authority": "approvals.internal",
+                                 "public_url": cfg["public_url"]},
+            # A trusted hop names the agent and the human (here: the test), so the page shows them.
+            "identity": {"headers": {"agent": "x-agent-id", "human": "x-human-id"}}, **more}
+
+
+@pytest.fixture
+def inband(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> pe.Stack:
+    """Approver service + workbench + mcp-gateway Envoy with `approval_service` configured."""
+    cfg = start_approver(stack, keys)
     stack.workbench()
-    patch = {"approval_service": {"cluster": "approvals_context", "authority": "approvals.internal",
-                                  "public_url": cfg["public_url"]},
-             # A trusted hop names the agent and the human (here: the test), so the page shows them.
-             "identity": {"headers": {"agent": "x-agent-id", "human": "x-human-id"}}}
     try:
-        stack.envoy("mcp-gateway", keys, demo_bundle, values={"CONTEXT_PORT": str(port)}, patch=patch)
+        stack.envoy("mcp-gateway", keys, demo_bundle, values={"CONTEXT_PORT": str(stack.ports["approver"])},
+                    patch=gateway_patch(cfg))
     except pe.E2EError as e:
         pytest.fail(str(e), pytrace=False)
     return stack
@@ -232,3 +243,33 @@ def test_client_without_elicitation_keeps_the_32041_error(inband: pe.Stack) -> N
     assert "elicitations" not in out.error_data
     assert "policyc approve" in out.approval_request["approve_with"]
     assert "elicitation_id" not in out.approval_request
+
+
+def test_2026_07_28_input_required_result_driven_by_the_sdk(stack: pe.Stack, keys: pe.Keys,
+                                                             demo_bundle: Path) -> None:
+    """MCP 2026-07-28 (stateless): the SDK receives an InputRequiredResult, its elicitation
+    callback gets the URL (the human approves on the page), and the SDK's own retry carries the
+    filter's requestState back; the server never sees that state."""
+    cfg = start_approver(stack, keys)
+    stack.workbench(json_response=True, stateless=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle, values={"CONTEXT_PORT": str(stack.ports["approver"])},
+                patch=gateway_patch(cfg, session={"key": {"source": "header", "name": "x-agent-run"}}))
+    urls: list[str] = []
+
+    async def callback(context, params):
+        urls.append(params.url)
+        await asyncio.to_thread(decide_in_browser, params.url, stack.dir / "chromium", "alice", "approve")
+        return ElicitResult(action="accept")
+
+    async def go():
+        async with Agent(stack.mcp_url, intent="demo_task", mode="2026-07-28",
+                         headers={**WHO, "x-agent-run": "run-7"}, elicitation_callback=callback) as agent:
+            return await agent.call("deploy", {"env": "production", "version": "v3.0.0"})
+
+    out = asyncio.run(go())
+    assert out.ok and out.decision == "ALLOW", out
+    assert "deployed v3.0.0 to production" in out.text
+    assert len(urls) == 1 and "/approve/" in urls[0], urls
+    [(rec, msg)] = pe.tool_calls(stack.upstream_requests(), "deploy")
+    assert "requestState" not in msg["params"] and "inputResponses" not in msg["params"], msg
+    assert int(pe.header(rec, "content-length")) == len(rec["body"].encode())
