@@ -90,11 +90,13 @@ class Config:
     ttl_s: int = 900
     session_secret: bytes = b""
     secure_cookies: bool = False
+    defer_group: str | None = None
 
     @classmethod
     def load(cls, path: Path) -> Config:
         raw = json.loads(path.read_text())
-        allowed = {"public_url", "policyc", "groups", "approvers", "decision_log", "ttl_s", "session_secret_env"}
+        allowed = {"public_url", "policyc", "groups", "approvers", "decision_log", "ttl_s", "session_secret_env",
+                   "defer_group"}
         unknown = set(raw) - allowed
         if unknown:
             raise SystemExit(f"approver config: unknown keys {sorted(unknown)}")
@@ -117,7 +119,10 @@ class Config:
         secret_env = raw.get("session_secret_env")
         secret = os.environ.get(secret_env, "").encode() if secret_env else b""
         public_url = raw["public_url"].rstrip("/")
-        return cls(public_url=public_url, policyc=str((base / raw["policyc"]).resolve()), groups=groups,
+        defer_group = raw.get("defer_group")
+        if defer_group is not None and defer_group not in groups:
+            raise SystemExit(f"approver config: defer_group `{defer_group}` is not a configured group")
+        return cls(defer_group=defer_group, public_url=public_url, policyc=str((base / raw["policyc"]).resolve()), groups=groups,
                    approvers=approvers, decision_log=(base / raw["decision_log"]).resolve(),
                    ttl_s=int(raw.get("ttl_s", 900)), session_secret=secret or secrets.token_bytes(32),
                    secure_cookies=public_url.startswith("https://"))
@@ -252,7 +257,9 @@ def render_elicitation(e: Elicitation, eid: str, approver: Approver, csrf: str) 
     target = a.get("target", {}) or {}
     risk = a.get("risk", {}) or {}
     status = f'<span class="status {esc(e.status)}" id="status">{esc(e.status)}</span>'
-    parts = [f"<section><h1>{esc(a.get('operation'))} <code>{esc(a.get('tool') or target.get('host'))}</code> {status}</h1>"
+    deferred = ("<p id='kind'><b>Deferred action</b> (DEFER): approving lets the agent's retry of this exact "
+                "action through once; no token is minted.</p>") if n.get("kind") == "defer" else ""
+    parts = [f"<section>{deferred}<h1>{esc(a.get('operation'))} <code>{esc(a.get('tool') or target.get('host'))}</code> {status}</h1>"
              f"<p>{esc(n.get('reason'))} <small>(rule <code>{esc(n.get('rule'))}</code>)</small></p>"
              + rows([("expected effect", esc(effect.get("summary"))),
                      ("session effects", esc(", ".join(json.dumps(x) for x in effect.get("session_effects", [])) or "none")),
@@ -337,13 +344,59 @@ def build_app(cfg: Config) -> Starlette:
 
     async def api_get(request: Request) -> Response:
         e = state.items.get(request.path_params["eid"])
-        if e is None:
+        if e is None or e.notice.get("kind") == "defer":
             return JSONResponse({"status": "unknown"}, status_code=404)
         if e.status == "approved":
             return JSONResponse({"status": "approved", "token": e.token, "by": e.by, "at": e.at})
         if e.status == "denied":
             return JSONResponse({"status": "denied", "by": e.by, "at": e.at, "reason": e.reason})
         return JSONResponse({"status": "pending"})
+
+    async def defer_decide(request: Request) -> Response:
+        """The DEFER context service API (`context_services.<name>.path`): the filter waits for
+        this answer for the rule's timeout (milliseconds), so no human can decide inside it. An
+        action is held for a human: the first call registers it on the page and answers deny
+        with the page's URL; an approver decides there; the agent's retry of the same action
+        (same digest) gets that decision, an allow once."""
+        if cfg.defer_group is None:
+            return JSONResponse({"decision": "deny", "reason": "this approval service decides no deferred actions"})
+        body = await request.body()
+        try:
+            d = json.loads(body[:MAX_NOTICE_BYTES])
+            digest = d["digest"]
+            assert isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return JSONResponse({"decision": "deny", "reason": "not a DEFER call-out"})
+        eid = "d" + hashlib.sha256(f"defer\0{digest}".encode()).hexdigest()[:31]
+        now = time.time()
+        with state.lock:
+            e = state.items.get(eid)
+            if e is not None and e.notice.get("expires_at", 0) < now:
+                del state.items[eid]
+                e = None
+            if e is not None and e.status == "approved":
+                del state.items[eid]  # one allow per decision
+        if e is not None and e.status == "approved":
+            state.log({"event": "defer_allowed", "elicitation_id": eid, "digest": digest, "by": e.by, "at": utc(now)})
+            return JSONResponse({"decision": "allow", "reason": f"approved by {e.by} at {e.at}"})
+        if e is not None and e.status == "denied":
+            return JSONResponse({"decision": "deny", "reason": f"denied by {e.by} at {e.at}"
+                                 + (f": {e.reason}" if e.reason else "")})
+        if e is None:
+            action = d.get("action") or {}
+            keys = action.get("arg_keys") or []
+            state.add({"elicitation_id": eid, "kind": "defer", "digest": digest, "group": cfg.defer_group,
+                       "expires_at": now + cfg.ttl_s, "rule": d.get("rule"), "reason": d.get("reason"),
+                       "session": d.get("session"), "identity": d.get("identity"), "intent": d.get("intent"),
+                       "action": {"kind": action.get("kind"), "operation": action.get("operation"),
+                                  "tool": action.get("tool"), "target": action.get("target"),
+                                  "arguments": {k: "(value not sent with a DEFER)" for k in keys}},
+                       "expected_effect": {"summary": f"{action.get('operation')} `{action.get('tool') or ''}` "
+                                                      "(deferred by the policy)"}})
+            state.log({"event": "pending", "kind": "defer", "elicitation_id": eid, "digest": digest,
+                       "group": cfg.defer_group, "at": utc(now), "rule": d.get("rule")})
+        return JSONResponse({"decision": "deny", "reason": f"held for a human in group {cfg.defer_group}: "
+                             f"{cfg.public_url}/approve/{eid} (retry the same action after approval)"})
 
     async def login_form(request: Request) -> Response:
         pre = secrets.token_hex(16)
@@ -419,7 +472,10 @@ def build_app(cfg: Config) -> Starlette:
         now = time.time()
         if e.status != "pending":
             return RedirectResponse(f"/approve/{eid}", status_code=303)
-        if decision == "approve":
+        if decision == "approve" and e.notice.get("kind") == "defer":
+            # A DEFER's context service answers allow or deny; there is no token to mint.
+            e.status = "approved"
+        elif decision == "approve":
             remaining = int(e.notice.get("expires_at", 0) - now)
             if remaining <= 0:
                 return PlainTextResponse("this request expired; the agent must ask again", status_code=410)
@@ -449,6 +505,7 @@ def build_app(cfg: Config) -> Starlette:
         Route("/healthz", healthz),
         Route("/api/elicitations", api_create, methods=["POST"]),
         Route("/api/elicitations/{eid:str}", api_get, methods=["GET"]),
+        Route("/decide", defer_decide, methods=["POST"]),
         Route("/login", login_form, methods=["GET"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),

@@ -47,6 +47,7 @@ def start_approver(stack: pe.Stack, keys: pe.Keys) -> dict:
         "policyc": str(pe.POLICYC),
         "decision_log": str(stack.dir / "decisions.jsonl"),
         "ttl_s": 600,
+        "defer_group": "release-managers",
         "groups": {"release-managers": {"key_file": str(keys.path("approver", "key"))},
                    "ops": {"key_file": str(ops) + ".key"}},
         "approvers": [{"name": "alice", "groups": ["release-managers"], "password_scrypt": hashed(PASSWORDS["alice"])},
@@ -273,3 +274,28 @@ def test_2026_07_28_input_required_result_driven_by_the_sdk(stack: pe.Stack, key
     [(rec, msg)] = pe.tool_calls(stack.upstream_requests(), "deploy")
     assert "requestState" not in msg["params"] and "inputResponses" not in msg["params"], msg
     assert int(pe.header(rec, "content-length")) == len(rec["body"].encode())
+
+
+def test_defer_uses_the_same_service_as_its_context_service(inband: pe.Stack) -> None:
+    """The demo pack DEFERs mail to outside addresses to `approvals-context`, the same cluster:
+    the first call is held for a human (denied with the page's URL), alice approves on the page,
+    the retry is allowed once."""
+    args = {"to": "partner@elsewhere.example", "subject": "Q3 numbers", "body": "attached"}
+
+    async def go():
+        async with Agent(inband.mcp_url, intent="demo_task", headers=WHO) as agent:
+            held = await agent.call("send_email", args)
+            url = re.search(r"(http://\S+/approve/\w+)", held.reason).group(1)
+            text = await asyncio.to_thread(decide_in_browser, url, inband.dir / "defer", "alice", "approve")
+            allowed = await agent.call("send_email", args)
+            again = await agent.call("send_email", args)
+            return held, text, allowed, again
+
+    held, text, allowed, again = asyncio.run(go())
+    assert not held.ok and held.error_code == -32042 and held.decision == "DENY", held
+    assert "held for a human in group release-managers" in held.reason
+    assert "Deferred action" in text and "send_email" in text and "subject" in text
+    assert allowed.ok and allowed.decision == "ALLOW", allowed
+    assert "sent 'Q3 numbers'" in allowed.text
+    assert not again.ok, "one allow per decision"
+    assert len(pe.tool_calls(inband.upstream_requests(), "send_email")) == 1
