@@ -482,7 +482,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
-        let prepared = Box::new(Prepared {
+        let prepared = Prepared {
             shape,
             actions,
             body,
@@ -490,10 +490,13 @@ impl Stream {
             grant,
             state_store,
             tool_checks,
-        });
+        };
+        if policy.cfg.approval_service.is_none() {
+            return self.decide_and_enforce(host, l, prepared);
+        }
         // In-band approval: the retry of an action an elicitation was sent for first asks the
         // approval service for its token (`approval.rs`).
-        match self.inband_retry(host, l, prepared) {
+        match self.inband_retry(host, l, Box::new(prepared)) {
             Ok(waiting) => waiting,
             Err(prepared) => self.decide_and_enforce(host, l, *prepared),
         }
