@@ -97,7 +97,8 @@ class Agent:
     or a modern version pin such as "2026-07-28" (stateless, no handshake)."""
 
     def __init__(self, url: str, *, intent: str | None = None, mode: str = "legacy",
-                 headers: dict[str, str] | None = None, timeout: float = 15.0) -> None:
+                 headers: dict[str, str] | None = None, timeout: float = 15.0,
+                 elicitation_callback: Any = None) -> None:
         self.url = url
         self.mode = mode
         hdrs = dict(headers or {})
@@ -107,8 +108,10 @@ class Agent:
         self._session_id: str | None = None
         self.http = httpx2.AsyncClient(headers=hdrs, timeout=httpx2.Timeout(timeout),
                                        event_hooks={"response": [self._on_response]})
+        # With an elicitation callback the SDK declares elicitation (form and URL mode).
         self.client = Client(streamable_http_client(url, http_client=self.http), mode=mode,
-                             read_timeout_seconds=timeout, cache=None)
+                             read_timeout_seconds=timeout, cache=None,
+                             elicitation_callback=elicitation_callback)
 
     async def _on_response(self, response: httpx2.Response) -> None:
         sid = response.headers.get("mcp-session-id") or response.request.headers.get("mcp-session-id")

@@ -371,6 +371,17 @@ impl Signer {
         self.key.verifying_key()
     }
 
+    /// A 32-byte secret derived from the signing key for another use, named by `domain`
+    /// (SHA-256 of `domain`, a zero byte and the secret key): every holder of this key derives the
+    /// same one, and it reveals nothing of the key. The filter MACs its MCP `requestState` with it.
+    pub fn derive_secret(&self, domain: &[u8]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(domain);
+        h.update([0u8]);
+        h.update(self.key.to_bytes());
+        h.finalize().into()
+    }
+
     fn sign_hash(&self, hash: &[u8; 32]) -> Signature {
         let mut msg = Vec::with_capacity(RECEIPT_DOMAIN.len().saturating_add(32));
         msg.extend_from_slice(RECEIPT_DOMAIN);

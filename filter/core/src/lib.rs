@@ -17,6 +17,7 @@
 //! | `config/` | the plugin configuration, parsed and checked |
 //! | `host`, `limits`, `metrics`, `error`, `bench` | the seam, the bounds, the counters, the errors |
 
+mod approve;
 mod bench;
 mod config;
 mod decide;

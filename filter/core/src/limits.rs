@@ -81,3 +81,18 @@ pub const MAX_BINDINGS: usize = 2048;
 /// How long a binding lives after the server handed the state out: a retry later than this is
 /// denied as unknown (the client asks again and gets a fresh state).
 pub const BINDING_TTL_MS: u64 = 15 * 60 * 1000;
+
+/// Shared-data slots in-band approval records live in (`portcullis/inband/<slot>`, `approve/`):
+/// the process-wide bound on MCP sessions whose elicitation capability and pending
+/// elicitations are remembered at once. A record is under ~1 KiB.
+pub const INBAND_SLOTS: u32 = 4096;
+
+/// Elicitations one session's in-band record remembers at most (the oldest goes first).
+pub const MAX_PENDING_ELICITATIONS: usize = 4;
+
+/// Most of an approval service's answer that is read (a token is at most 1 KiB).
+pub const MAX_APPROVAL_ANSWER_BYTES: usize = 16 * 1024;
+
+/// Recent actions of the session told to the approval service at most (the session remembers
+/// `bundle::session::HISTORY_CAP`).
+pub const MAX_RECENT_ACTIONS_SENT: usize = 10;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::limits::MAX_CONFIG_BYTES;
 use crate::normalize::NormalizeConfig;
 
+pub(crate) mod approval_service;
 pub(crate) mod bundle_server;
 pub(crate) mod state;
 
@@ -230,6 +231,8 @@ pub struct Config {
     pub approvers: BTreeMap<String, Vec<VerifyingKey>>,
     /// Context services by name.
     pub context_services: BTreeMap<String, ContextService>,
+    /// The approval service that answers STEP_UP in-band (`None`: the JSON-RPC error only).
+    pub approval_service: Option<approval_service::ApprovalService>,
     /// Failure mode.
     pub failure_mode: FailureMode,
     /// Orchestrator keys a task grant (`x-portcullis-grant`) must be signed by.
@@ -290,6 +293,8 @@ struct RawConfig {
     approvers: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     context_services: BTreeMap<String, RawContextService>,
+    #[serde(default)]
+    approval_service: Option<approval_service::RawApprovalService>,
     #[serde(default)]
     failure_mode: Option<String>,
     #[serde(default)]
@@ -761,6 +766,11 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         identity,
         approvers,
         context_services,
+        approval_service: raw
+            .approval_service
+            .map(approval_service::parse)
+            .transpose()
+            .map_err(err)?,
         failure_mode,
         task_grant_keys,
         release_keys,

@@ -45,6 +45,10 @@ pub(crate) struct Input<'a> {
     /// The principal acting, when one is known.
     pub principal: Option<Who<'a>>,
     pub approval_token: Option<&'a str>,
+    /// In-band approval refused this action (`stream/approval.rs`): the approval service
+    /// recorded a denial, or the user declined the elicitation. A STEP_UP without a token is
+    /// denied with this reason and `approval_error`.
+    pub approver_denial: Option<(&'a str, &'static str)>,
     /// The verified task grant in force: acting actions outside its tools or hosts are denied.
     pub grant: Option<&'a bundle::grant::Grant>,
     /// Why the shared state store cannot answer for this request's principal (its cache does
@@ -184,6 +188,7 @@ fn plan_on(
 ) -> Plan {
     let mut w = Work {
         claim,
+        approver_denial: input.approver_denial,
         l,
         now_ms,
         original: input.body,

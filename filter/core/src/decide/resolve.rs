@@ -31,6 +31,8 @@ pub(super) struct Work<'a> {
     /// Where a used approval token is claimed when no session record keeps it (a request
     /// without a saved session); `None`: the session's own ring does.
     pub claim: Option<Claim<'a>>,
+    /// In-band approval refused this action: (reason, `approval_error`).
+    pub approver_denial: Option<(&'a str, &'static str)>,
 }
 
 pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
@@ -126,6 +128,10 @@ pub(super) fn enforce_one(
             let digest = receipt::action_digest(action);
             let now_s = w.now_ms / 1000;
             match token {
+                None if let Some((why, code)) = w.approver_denial => {
+                    let rule = r.rule.clone();
+                    deny(r, &rule, why.to_owned(), Some(code))
+                }
                 None => {
                     let mut r = r;
                     r.denial = Some(DenialKind::ApprovalRequired(ApprovalRequest {

@@ -51,7 +51,13 @@ pub(super) fn refused_responses(shape: &Shape, plan: &Plan) -> Option<Vec<u8>> {
 }
 
 /// Send a JSON answer.
-fn send_json(host: &dyn Host, status: u16, decision: &str, body: &[u8], extra: &[(&str, &str)]) {
+pub(super) fn send_json(
+    host: &dyn Host,
+    status: u16,
+    decision: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) {
     let mut headers: Vec<(&str, &str)> = vec![
         ("content-type", "application/json"),
         (DECISION_HEADER, decision),
@@ -61,7 +67,7 @@ fn send_json(host: &dyn Host, status: u16, decision: &str, body: &[u8], extra: &
 }
 
 /// The denial a refused message's result says.
-fn denial_of(m: &MsgResult) -> Denial {
+pub(super) fn denial_of(m: &MsgResult) -> Denial {
     Denial {
         kind: m.denial.clone().unwrap_or(DenialKind::Denied {
             approval_error: None,

@@ -6,6 +6,7 @@
 //! never contacted (DENY, STEP_UP without approval, DEFER denied, bad input, bad configuration).
 
 mod answer;
+mod approval;
 mod commit;
 mod defer;
 mod outputs;
@@ -63,6 +64,21 @@ struct Forward<'a> {
     inspector: Option<Inspector>,
 }
 
+/// A read request, ready for the decision: what [`Stream::decide_and_enforce`] needs, owned, so
+/// a request can wait for a call-out (in-band approval) before it is decided.
+#[derive(Debug)]
+struct Prepared {
+    shape: Shape,
+    actions: Vec<Action>,
+    body: Option<Vec<u8>>,
+    record: Option<Result<crate::session::PrincipalRecord, crate::session::StoreFailed>>,
+    grant: Option<bundle::grant::Grant>,
+    state_store: Option<String>,
+    tool_checks: Vec<Option<crate::policy::pins::ToolCheck>>,
+    /// Per action, why the server-held state it carries is not bound to it (`binding_checks`).
+    bound_state: Vec<Option<(crate::rules::FilterRule, String)>>,
+}
+
 /// One HTTP stream.
 #[derive(Debug)]
 pub struct Stream {
@@ -84,6 +100,8 @@ pub struct Stream {
     grant_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
+    /// In-band approval on this stream (`approval.rs`).
+    inband: approval::Inband,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
@@ -144,6 +162,7 @@ impl Stream {
             grant_token: None,
             add_to_response: Vec::new(),
             pending: None,
+            inband: approval::Inband::default(),
             committing: None,
             inspector: None,
             begin_session: None,
@@ -294,6 +313,10 @@ impl Stream {
 
     /// A call-out answered (or failed: no headers).
     pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
+        if self.phase == Phase::Waiting && self.inband.waits_for(token) {
+            self.inband_answered(host, body_size);
+            return;
+        }
         if self.phase != Phase::Waiting || !self.pending.as_ref().is_some_and(|p| p.is(token)) {
             return;
         }
@@ -311,6 +334,7 @@ impl Stream {
         if self.phase == Phase::Forwarded && self.route == Route::McpDelete {
             self.end_deleted_session(host);
         }
+        self.inband_session_begun(host);
         if let Some(intent) = self.begin_session.take() {
             let plugin = Rc::clone(&self.plugin);
             let mut ids: Vec<String> = host
@@ -480,6 +504,42 @@ impl Stream {
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
         let bound_state = self.binding_checks(host, &shape, &mut actions);
+        let prepared = Prepared {
+            shape,
+            actions,
+            body,
+            record,
+            grant,
+            state_store,
+            tool_checks,
+            bound_state,
+        };
+        if policy.cfg.approval_service.is_none() {
+            return self.decide_and_enforce(host, l, prepared);
+        }
+        // In-band approval: the retry of an action an elicitation was sent for first asks the
+        // approval service for its token (`approval.rs`).
+        match self.inband_retry(host, l, Box::new(prepared)) {
+            Ok(waiting) => waiting,
+            Err(prepared) => self.decide_and_enforce(host, l, *prepared),
+        }
+    }
+
+    /// Decide a read request and enforce the plan.
+    fn decide_and_enforce(&mut self, host: &dyn Host, l: &Loaded, p: Prepared) -> FilterAction {
+        let policy = &l.policy;
+        let Prepared {
+            shape,
+            actions,
+            body,
+            record,
+            grant,
+            state_store,
+            tool_checks,
+            bound_state,
+        } = p;
+        let approver_denial = self.inband_denial();
+        let strip_state = self.inband_strips_state();
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -495,6 +555,9 @@ impl Stream {
                     record: r.as_ref(),
                 }),
             approval_token: self.approval_token.as_deref(),
+            approver_denial: approver_denial
+                .as_ref()
+                .map(|(why, code)| (why.as_str(), *code)),
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
@@ -505,7 +568,14 @@ impl Stream {
         if l.watcher.is_some() {
             let _ = l.sessions.take_changed();
         }
-        let plan = decide::decide(host, policy, &l.sessions, &input);
+        let mut plan = decide::decide(host, policy, &l.sessions, &input);
+        if strip_state && matches!(plan.overall, Decision::Allow | Decision::Modify) {
+            // The filter's own `requestState` and `inputResponses` are not the server's to read.
+            let current = plan.new_body.as_deref().or(body.as_deref());
+            if let Some(stripped) = current.and_then(crate::approve::state::strip) {
+                plan.new_body = Some(stripped);
+            }
+        }
         // Decided without a saved session (no key, an unknown or refused one): the rest of the
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
@@ -600,7 +670,12 @@ impl Stream {
             .zip(task_ids)
             .zip(actions.iter_mut())
             .map(|((state, task), a)| {
-                if let Some(state) = state.as_deref() {
+                // The filter's own `requestState` (an in-band approval, `approve/state.rs`) is
+                // verified by its own MAC, not bound here.
+                if let Some(state) = state
+                    .as_deref()
+                    .filter(|s| !s.starts_with(crate::approve::state::STATE_PREFIX))
+                {
                     return match lookup(host, key_of(BindKind::RequestState, &owner, state), now) {
                         Ok(Some(b)) if b.digest == action_digest(a) => None,
                         Ok(Some(_)) => Some((
@@ -788,6 +863,11 @@ impl Stream {
                     Metric::Deny
                 };
                 self.plugin.metrics.count(host, metric);
+                if plan.overall == Decision::StepUp
+                    && self.inband_step_up(host, l, shape, &plan, actions, &header)
+                {
+                    return FilterAction::Pause;
+                }
                 self.answer_plan(host, shape, &plan, &header);
                 self.phase = Phase::Answered;
                 FilterAction::Pause
