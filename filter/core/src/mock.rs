@@ -232,8 +232,9 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: Option<&st
     match value {
         Some(v) => {
             let mut done = false;
+            // Header names compare without case, as in Envoy's header map.
             headers.retain_mut(|(n, val)| {
-                if *n != name {
+                if !n.eq_ignore_ascii_case(&name) {
                     return true;
                 }
                 if done {
@@ -247,7 +248,7 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: Option<&st
                 headers.push((name, v.to_owned()));
             }
         }
-        None => headers.retain(|(n, _)| *n != name),
+        None => headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name)),
     }
 }
 

@@ -39,6 +39,9 @@ pub(crate) enum FilterRule {
     /// The tool's name is offered by another server, or looks like one it offers
     /// (`tool.shadowed`), and no rule on `tool.shadowed` decided otherwise.
     ToolShadowed,
+    /// A credential the decision injects could not be minted (no verified subject token, the
+    /// STS failed, timed out or answered badly) or is not configured.
+    Credential,
 }
 
 impl FilterRule {
@@ -58,6 +61,7 @@ impl FilterRule {
             FilterRule::UncheckedResponse => "filter:unchecked_response",
             FilterRule::PoisonedEntry => "filter:poisoned_entry",
             FilterRule::GrantOutside => "grant:outside",
+            FilterRule::Credential => "filter:credential",
             FilterRule::ToolChanged => "tool:changed",
             FilterRule::ToolShadowed => "tool:shadowed",
         }

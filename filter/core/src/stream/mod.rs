@@ -7,6 +7,7 @@
 
 mod answer;
 mod commit;
+mod credential;
 mod defer;
 mod outputs;
 mod who;
@@ -84,6 +85,8 @@ pub struct Stream {
     grant_token: Option<String>,
     add_to_response: Vec<(String, String)>,
     pending: Option<Pending>,
+    /// A MODIFY waiting for the credential it injects (`credential.rs`).
+    minting: Option<credential::Minting>,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
@@ -144,6 +147,7 @@ impl Stream {
             grant_token: None,
             add_to_response: Vec::new(),
             pending: None,
+            minting: None,
             committing: None,
             inspector: None,
             begin_session: None,
@@ -286,12 +290,15 @@ impl Stream {
 
     /// A call-out answered (or failed: no headers).
     pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32, body_size: usize) {
-        if self.phase != Phase::Waiting || !self.pending.as_ref().is_some_and(|p| p.is(token)) {
+        if self.phase != Phase::Waiting {
             return;
         }
         let plugin = Rc::clone(&self.plugin);
-        if let Ok(l) = &plugin.loaded {
+        let Ok(l) = &plugin.loaded else { return };
+        if self.pending.as_ref().is_some_and(|p| p.is(token)) {
             self.defer_answered(host, l, body_size);
+        } else if self.minting.as_ref().is_some_and(|m| m.is(token)) {
+            self.credential_answered(host, l, body_size);
         }
     }
 
@@ -629,6 +636,16 @@ impl Stream {
             .collect();
         let rule = deciding_msg(&plan).map_or("none", |m| m.rule.as_str());
         log_decisions(host, &plan, actions);
+        // The agent's own credential headers reach only the destinations configured to get
+        // them, whatever is decided (`docs/credentials.md`); a `set_header` of the pack and an
+        // injected credential are applied after this.
+        for name in crate::credentials::ambient_to_strip(
+            &policy.cfg.credentials,
+            &self.head.headers,
+            actions.first(),
+        ) {
+            host.set_request_header(&name, None);
+        }
         let (json, header) = receipts_out(&receipts, policy.cfg.receipts.header);
         match plan.overall {
             Decision::Deny | Decision::StepUp
@@ -714,6 +731,33 @@ impl Stream {
                 }
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
                 let inspector = self.inspect_response(l, shape, &plan, actions);
+                if let Some((m, action)) = plan
+                    .msgs
+                    .iter()
+                    .zip(actions)
+                    .find(|(m, _)| m.credential.is_some())
+                {
+                    let held = credential::Held {
+                        decision: plan.overall,
+                        rule: rule.to_owned(),
+                        chain_name: plan.chain_name.clone(),
+                        receipts: receipts
+                            .iter()
+                            .map(|(r, line)| ((*r).clone(), (*line).to_owned()))
+                            .collect(),
+                        warnings: plan.warnings.clone(),
+                        inspector,
+                    };
+                    // Until the credential is there, the access log says what was decided.
+                    set_state(
+                        host,
+                        plan.overall.as_str(),
+                        rule,
+                        &plan.chain_name,
+                        json.as_deref(),
+                    );
+                    return self.start_credential(host, l, shape, m, action, held);
+                }
                 self.forward(
                     host,
                     Forward {
