@@ -6,7 +6,10 @@
 
 #![allow(
     clippy::unwrap_used,
-    reason = "test code: a failed unwrap is a failed test"
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "test code: a failed unwrap or index is a failed test"
 )]
 
 mod common;
