@@ -98,6 +98,8 @@ pub struct MockState {
     pub request_headers: Vec<(String, String)>,
     /// Current buffered request body.
     pub request_body: Vec<u8>,
+    /// Current request trailers (what the filter may remove from).
+    pub request_trailers: Vec<(String, String)>,
     /// Current response headers.
     pub response_headers: Vec<(String, String)>,
     /// The buffered response body (what the filter reads and may replace).
@@ -185,6 +187,7 @@ impl MockHost {
         let mut s = self.state();
         s.request_headers = request_headers;
         s.request_body.clear();
+        s.request_trailers.clear();
         s.response_headers.clear();
         s.response_body.clear();
         s.request_body_released = false;
@@ -329,6 +332,10 @@ impl Host for MockHost {
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         set_header(&mut self.state().request_headers, name, value);
+    }
+
+    fn remove_request_trailer(&self, name: &str) {
+        set_header(&mut self.state().request_trailers, name, None);
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

@@ -246,6 +246,36 @@ fn plain_egress_never_carries_the_agents_credentials_unless_passed() {
 }
 
 #[test]
+fn a_credential_never_rides_in_request_trailers() {
+    // Even to a destination that may get the agent's token in a header.
+    let (host, p) =
+        setup(json!({"pass": [{"host": "api.example.com", "headers": ["authorization"]}]}));
+    host.new_stream(
+        [
+            (":method", "GET"),
+            (":path", "/v1/upload"),
+            (":authority", "api.example.com"),
+            (":scheme", "https"),
+        ]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect(),
+    );
+    let mut s = Stream::new(Rc::clone(&p));
+    assert_eq!(s.on_request_headers(&host, false), FilterAction::Continue);
+    host.state().request_trailers = vec![
+        ("authorization".into(), "Bearer in-a-trailer".into()),
+        ("x-api-key".into(), "k".into()),
+        ("x-checksum".into(), "abc".into()),
+    ];
+    assert_eq!(s.on_request_trailers(&host), FilterAction::Continue);
+    assert_eq!(
+        host.state().request_trailers,
+        vec![("x-checksum".to_owned(), "abc".to_owned())]
+    );
+}
+
+#[test]
 fn mcp_servers_get_the_agents_token_only_when_passed() {
     let (host, p) = setup(json!({}));
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});

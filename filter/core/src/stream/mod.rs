@@ -285,6 +285,14 @@ impl Stream {
     /// is decided now, with everything Envoy buffered, and nothing continues before the decision.
     /// Trailers themselves are not part of the action (no MCP server reads them).
     pub fn on_request_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        // A credential header never rides in trailers past the filter: the agent's credential
+        // names are removed from them whatever is decided (`docs/credentials.md`); nothing the
+        // filter forwards is ever in a trailer.
+        if let Ok(l) = &self.plugin.loaded {
+            for name in &l.policy.cfg.credentials.strip {
+                host.remove_request_trailer(name);
+            }
+        }
         self.on_request_body(host, self.request_held, true)
     }
 
