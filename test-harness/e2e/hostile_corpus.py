@@ -23,6 +23,7 @@ it executed can be matched to the request that caused it.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -63,11 +64,18 @@ DENIED_BODY = js(DENIED)
 DENIED_PARAMS = '{"name":"delete_branch","arguments":{"branch":"main"}}'
 ALLOWED_PARAMS = '{"name":"read_file","arguments":{"path":"/repo/README.md"}}'
 BENIGN = call("read_file", {"path": "/repo/README.md"}, 3)
+BENIGN_BODY = js(BENIGN)
 
 
 def env(members: str, mid: int = 7) -> bytes:
     """A JSON-RPC envelope written by hand (so duplicate and oddly spelled keys survive)."""
     return ('{"jsonrpc":"2.0","id":%d,%s}' % (mid, members)).encode()
+
+
+def utf7_run(text: str) -> str:
+    """``text`` as one UTF-7 base64 run (``+...-``): ASCII letters a UTF-8 reader takes as they
+    are, and a UTF-7 reader as ``text``."""
+    return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
 
 
 def gz(body: bytes) -> bytes:
@@ -350,6 +358,22 @@ def _cases() -> list[Case]:
                  content_type="application/json; charset=utf-16le"))
     add(Case("charset utf-16 text/plain /api/rpc", "/api/rpc", DENIED_BODY.decode().encode("utf-16"),
              content_type="text/plain; charset=utf-16"))
+
+    # UTF-7, which body-parser also decodes: every byte is ASCII, so the filter parses the body,
+    # but the server reads a second `name` (last wins) hidden in what the filter read as a path.
+    hidden = '"},"name":"delete_branch","x":{"y":"'
+    utf7 = env('"method":"tools/call","params":{"name":"read_file","arguments":{"path":"%s"}}' % utf7_run(hidden))
+    for target in ["/mcp", "/api/rpc"]:
+        for spelling in ["utf-7", "UTF-7", '"utf-7"']:
+            add(Case(f"charset {spelling} {target}", target, utf7, expect=(415,),
+                     content_type=f"application/json; charset={spelling}"))
+    add(_mcp("content-type twice, the second utf-7 @mcp", utf7, expect=(415,),
+             headers=(("content-type", "application/json; charset=utf-7"),)))
+
+    # A header the filter reads one value of, twice with different values: refused (400).
+    for name, a, b in [("mcp-session-id", "clean", "killed"), ("mcp-protocol-version", "2025-06-18", "2025-11-25"),
+                       ("x-portcullis-approval", "token-a", "token-b")]:
+        add(_mcp(f"{name} twice @mcp", BENIGN_BODY, headers=((name, a), (name, b)), expect=(400,), attack=False))
 
     # Two content-encoding header lines: the filter may read one, the server applies both.
     add(_mcp("content-encoding identity + gzip lines @mcp", gz(DENIED_BODY),

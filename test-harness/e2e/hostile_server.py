@@ -3,8 +3,9 @@ corpus (test_hostile_responses.py, issue 14 item 8). Standard library only, so e
 wire is the test's choice.
 
 It answers ``initialize`` properly (with an ``Mcp-Session-Id``), ``tools/list`` with
-:data:`TOOLS` (including ``wipe_disk``, which the pack denies), notifications with 202, and
-``tools/call`` with a result whose SHAPE the test picks per call, in the call's
+:data:`TOOLS` (including ``wipe_disk``, which the pack denies), notifications with 202,
+``resources/read`` with contents in the shape's ``payload`` spelling, and ``tools/call`` with a
+result whose SHAPE the test picks per call, in the call's
 ``arguments.shape`` (or, for any request, in the header ``x-hostile-shape``: a JSON object; the
 header wins). Shape keys (all optional):
 
@@ -23,6 +24,14 @@ header wins). Shape keys (all optional):
                    bytes, but in every parsed string.
 ``size``           pad the result text to this many bytes (the key is at its end).
 ``bom``            start the body with a UTF-8 BOM.
+``instructions``   ``initialize``: answer with ``instructions``, :func:`instruction` in this spelling
+                   (``"benign"``: :data:`BENIGN_TEXT`).
+``twin``           name ``result`` twice (:func:`twin_dumps`): ``"case"`` (a ``"Result"`` after it) or
+                   ``"exact"`` (a second ``"result"`` before it), the hidden one carrying the payload.
+``utf7_key``       write :data:`KEY` as a UTF-7 run (``+AEEASw...-``): visible only to a client
+                   that decodes the charset the ``content_type`` declares (say ``charset=utf-7``).
+``encoding_lines`` apply these codings in order and send each as its own ``content-encoding``
+                   header line (``["identity", "gzip"]``: a client applies both).
 ``batch``          JSON: answer a single request with a JSON array; SSE: put the message in an
                    array in its ``data:``.
 ``sse_style``      how SSE events are written: ``"lf"`` (default), ``"crlf"``, ``"cr"``,
@@ -65,6 +74,7 @@ Run: ``python hostile_server.py --port 8080 --record FILE``; ``GET /healthz`` an
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import ctypes.util
 import gzip
@@ -292,6 +302,12 @@ def encode(data: bytes, coding: str) -> bytes:
     raise ValueError(f"unknown coding {coding!r}")
 
 
+def utf7_run(text: str) -> str:
+    """``text`` as one UTF-7 base64 run: letters a UTF-8 reader takes as they are, and a UTF-7
+    reader as ``text``."""
+    return "+" + base64.b64encode(text.encode("utf-16-be")).decode().rstrip("=") + "-"
+
+
 def accepts(accept_encoding: str | None, coding: str) -> bool:
     """Whether an ``accept-encoding`` value allows ``coding`` (q > 0, or ``*``)."""
     allowed: dict[str, float] = {}
@@ -345,6 +361,20 @@ def progress(n: int) -> dict:
 def dumps(msg: Any, escaped_key: bool = False) -> str:
     text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
     return text.replace(KEY, "\\u0041" + KEY[1:]) if escaped_key else text
+
+
+def twin_dumps(msg: dict, kind: str) -> str:
+    """A result message that names ``result`` twice: the benign result, and the one asked for
+    (carrying :data:`KEY`) as ``"Result"`` after it (``kind`` ``"case"``: Go's case-blind decoder
+    takes it, last wins) or as a first ``"result"`` before it (``"exact"``: a first-wins parser
+    takes it)."""
+    if "result" not in msg:
+        return dumps(msg)
+    hidden = dumps(msg["result"])
+    base = dumps({**msg, "result": result_message(msg.get("id"), BENIGN_TEXT)["result"]})
+    if kind == "case":
+        return base[:-1] + ',"Result":' + hidden + "}"
+    return base.replace('"result":', '"result":' + hidden + ',"result":', 1)
 
 
 def sse_event(data: str, event_id: str | None, style: str) -> str:
@@ -439,8 +469,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_body(self, body: bytes, shape: dict, content_type: str, extra: dict[str, str] | None = None) -> None:
         """Send ``body`` as ``shape`` says: BOM, compression, framing, chunk cuts, trailers."""
+        if shape.get("utf7_key"):
+            body = body.replace(KEY.encode(), utf7_run(KEY).encode())
         if shape.get("bom"):
             body = b"\xef\xbb\xbf" + body
+        lines = [str(c) for c in shape.get("encoding_lines") or []]
+        for c in lines:
+            body = encode(body, c)
         coding = None
         if shape.get("force_encoding"):
             coding = str(shape["force_encoding"])
@@ -455,6 +490,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("content-type", ctype)
         if coding:
             self.send_header("content-encoding", coding)
+        for c in lines:
+            self.send_header("content-encoding", c)
         for k, v in (extra or {}).items():
             self.send_header(k, v)
         chunked = bool(shape.get("chunked") or shape.get("splits") or shape.get("chunk") or shape.get("trailers")
@@ -496,10 +533,17 @@ class Handler(BaseHTTPRequestHandler):
         method = msg.get("method")
         params = msg.get("params") if isinstance(msg.get("params"), dict) else {}
         if method == "initialize":
-            return [{"jsonrpc": "2.0", "id": rid, "result": {
-                "protocolVersion": params.get("protocolVersion", PROTOCOL),
-                "capabilities": {"tools": {"listChanged": False}},
-                "serverInfo": {"name": "hostile", "version": "1.0.0"}}}]
+            result = {"protocolVersion": params.get("protocolVersion", PROTOCOL),
+                      "capabilities": {"tools": {"listChanged": False}},
+                      "serverInfo": {"name": "hostile", "version": "1.0.0"}}
+            if shape.get("instructions"):
+                result["instructions"] = (BENIGN_TEXT if shape["instructions"] == "benign"
+                                          else instruction(str(shape["instructions"])))
+            return [{"jsonrpc": "2.0", "id": rid, "result": result}]
+        if method == "resources/read":
+            text = payload_text(str(shape.get("payload", "plain")))
+            return [{"jsonrpc": "2.0", "id": rid, "result": {"contents": [
+                {"uri": params.get("uri"), "mimeType": "text/plain", "text": text}]}}]
         if method == "tools/list":
             tools = TOOLS + POISONED_TOOLS if shape.get("poisoned") else TOOLS
             if shape.get("shadow"):
@@ -589,9 +633,11 @@ class Handler(BaseHTTPRequestHandler):
         for x in shape.get("extra") or []:
             answers.append(result_message(x.get("id"), payload_text(str(x.get("payload", variant)))))
         escaped = bool(shape.get("escaped_key"))
+        twin = shape.get("twin")
         if shape.get("framing", "json") != "sse":
             value: Any = answers if (batch or shape.get("batch") or len(answers) > 1) else answers[0]
-            self.send_body(dumps(value, escaped).encode(), shape, "application/json", extra_headers)
+            text = twin_dumps(value, str(twin)) if twin and isinstance(value, dict) else dumps(value, escaped)
+            self.send_body(text.encode(), shape, "application/json", extra_headers)
             return
         style = str(shape.get("sse_style", "lf"))
         before: list[dict] = [progress(n) for n in range(1, int(shape.get("notifications", 0)) + 1)]
@@ -603,7 +649,7 @@ class Handler(BaseHTTPRequestHandler):
         if shape.get("batch"):
             datas.append(dumps(answers, escaped))
         else:
-            datas += [dumps(m, escaped) for m in answers]
+            datas += [twin_dumps(m, str(twin)) if twin else dumps(m, escaped) for m in answers]
         stream = shape.get("stream")
         events: list[tuple[str, str]] = []
         if stream:

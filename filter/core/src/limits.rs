@@ -107,3 +107,12 @@ pub const CREDENTIAL_CACHE_SLOTS: u32 = 4096;
 /// Longest `jti` recorded as a credential's id in a receipt (bytes); a longer one is recorded by
 /// hash instead.
 pub const MAX_CREDENTIAL_ID_BYTES: usize = 128;
+
+/// Live bindings of server-held state (MRTR `requestState`) to the decision it was minted under
+/// (`portcullis/bindings`, 56 bytes each, so the set stays under ~112 KiB). When full, the entry
+/// closest to expiry is forgotten and its retry is denied as unknown (fail closed).
+pub const MAX_BINDINGS: usize = 2048;
+
+/// How long a binding lives after the server handed the state out: a retry later than this is
+/// denied as unknown (the client asks again and gets a fresh state).
+pub const BINDING_TTL_MS: u64 = 15 * 60 * 1000;

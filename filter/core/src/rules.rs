@@ -42,6 +42,14 @@ pub(crate) enum FilterRule {
     /// A credential the decision injects could not be minted (no verified subject token, the
     /// STS failed, timed out or answered badly) or is not configured.
     Credential,
+    /// An MRTR retry carries a `requestState` handed out for another action (2026-07-28).
+    RequestStateChanged,
+    /// An MRTR retry carries a `requestState` not handed to its principal or session through the
+    /// filter, expired, or that cannot be checked.
+    RequestStateUnbound,
+    /// A `tasks/*` names a task not handed to its principal or session through the filter (a
+    /// task of another principal or session, forged, expired), or that cannot be checked.
+    TaskUnbound,
 }
 
 impl FilterRule {
@@ -64,6 +72,9 @@ impl FilterRule {
             FilterRule::Credential => "filter:credential",
             FilterRule::ToolChanged => "tool:changed",
             FilterRule::ToolShadowed => "tool:shadowed",
+            FilterRule::RequestStateChanged => "mrtr:request_state_changed",
+            FilterRule::RequestStateUnbound => "mrtr:request_state_unbound",
+            FilterRule::TaskUnbound => "task:unbound",
         }
     }
 }

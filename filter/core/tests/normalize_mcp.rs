@@ -438,10 +438,9 @@ fn every_mcp_method_normalizes() {
             "logging/setLevel",
         ),
         plain(
-            req(
-                "server/discover",
-                json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}}),
-            ),
+            // Without `_meta` it is not a 2026-07-28 request; with it, see
+            // `modern_requests_need_their_meta_fields_and_headers`.
+            req("server/discover", json!({})),
             "server/discover",
         ),
         plain(
@@ -703,7 +702,7 @@ fn refusal_renders_a_json_rpc_error() {
 // ---------------------------------------------------------------------------------------------
 // 2026-07-28 routing headers
 
-const CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+const CALL: &str = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"add","arguments":{"a":2,"b":40},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
 
 #[test]
 fn routing_headers_that_agree_are_accepted() {
@@ -720,13 +719,16 @@ fn routing_headers_that_agree_are_accepted() {
     assert_eq!(r.protocol_version.as_deref(), Some("2026-07-28"));
     // Base64 form of the name (SEP-2243 sentinel).
     let head = mcp_head(&[
+        ("mcp-protocol-version", "2026-07-28"),
         ("mcp-method", "tools/call"),
         ("mcp-name", "=?base64?YWRk?="),
     ]);
     assert!(normalize_mcp(&head, CALL.as_bytes(), &cfg()).is_ok());
-    // Without headers, the protocol version comes from `_meta`.
-    let r = normalize_mcp(&mcp_head(&[]), CALL.as_bytes(), &cfg()).unwrap();
-    assert_eq!(r.protocol_version.as_deref(), Some("2026-07-28"));
+    // Without headers, the protocol version comes from `_meta`, and the headers 2026-07-28
+    // requires are missing.
+    let r = refused(&mcp_head(&[]), CALL, &cfg());
+    assert_eq!((r.http_status, r.jsonrpc_code), (400, Some(-32020)));
+    assert!(r.reason.contains("mcp-protocol-version"), "{}", r.reason);
     // Resources: the uri.
     let body =
         r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///r é"}}"#;
@@ -823,6 +825,165 @@ fn routing_headers_that_disagree_with_the_body_are_refused() {
         assert_eq!(r.id, Some(JsonRpcId::Num(3)), "{headers:?}");
         assert!(r.reason.contains(what), "{headers:?}: {}", r.reason);
     }
+}
+
+/// The headers a 2026-07-28 `tools/call` of `CALL` carries.
+const MODERN: [(&str, &str); 3] = [
+    ("mcp-protocol-version", "2026-07-28"),
+    ("mcp-method", "tools/call"),
+    ("mcp-name", "add"),
+];
+
+fn modern_head(extra: &[(&str, &str)]) -> RequestHead {
+    let mut h = MODERN.to_vec();
+    h.extend_from_slice(extra);
+    mcp_head(&h)
+}
+
+type Headers<'a> = Vec<(&'a str, &'a str)>;
+
+#[test]
+fn param_header_encodings_that_could_read_otherwise_are_refused() {
+    let call = |args: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{{"name":"add","arguments":{args},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
+        )
+    };
+    #[rustfmt::skip]
+    let accepted: Vec<(&str, &str, &str)> = vec![
+        (r#"{"region":"us-west1"}"#, "mcp-param-region", "us-west1"),
+        // The spec's examples: non-ASCII, surrounding spaces, a newline, a literal sentinel.
+        (r#"{"greeting":"Hello, 世界"}"#, "mcp-param-greeting", "=?base64?SGVsbG8sIOS4lueVjA==?="),
+        (r#"{"text":" padded "}"#, "mcp-param-text", "=?base64?IHBhZGRlZCA=?="),
+        (r#"{"text":"line1\nline2"}"#, "mcp-param-text", "=?base64?bGluZTEKbGluZTI=?="),
+        (r#"{"val":"=?base64?literal?="}"#, "mcp-param-val", "=?base64?PT9iYXNlNjQ/bGl0ZXJhbD89?="),
+        (r#"{"n":42}"#, "mcp-param-n", "42"),
+        (r#"{"n":-7}"#, "mcp-param-n", "-7"),
+        (r#"{"n":42.0}"#, "mcp-param-n", "42"),
+        (r#"{"flag":true}"#, "mcp-param-flag", "true"),
+        // Declared on a nested property by `x-mcp-header` (a chain of `properties`).
+        (r#"{"config":{"tenant":"acme"}}"#, "mcp-param-tenant-id", "acme"),
+    ];
+    for (args, name, value) in accepted {
+        let body = call(args);
+        assert!(
+            normalize_mcp(&modern_head(&[(name, value)]), body.as_bytes(), &cfg()).is_ok(),
+            "{name}: {value} for {args}"
+        );
+    }
+    #[rustfmt::skip]
+    let refused_cases: Vec<(&str, Headers, &str)> = vec![
+        // A plain value that equals the sentinel form means something else to the server.
+        (r#"{"val":"x"}"#, vec![("mcp-param-val", "=?BASE64?eA==?=")], "another case"),
+        (r#"{"val":"=?Base64?eA==?="}"#, vec![("mcp-param-val", "=?Base64?eA==?=")], "another case"),
+        // Not canonical text: a router reading the header reads another value.
+        (r#"{"n":42}"#, vec![("mcp-param-n", "042")], "mcp-param-n"),
+        (r#"{"n":42}"#, vec![("mcp-param-n", "+42")], "mcp-param-n"),
+        (r#"{"n":42}"#, vec![("mcp-param-n", "42.0")], "mcp-param-n"),
+        (r#"{"flag":true}"#, vec![("mcp-param-flag", "TRUE")], "mcp-param-flag"),
+        (r#"{"flag":true}"#, vec![("mcp-param-flag", "1")], "mcp-param-flag"),
+        // Non-integer numbers, nulls and values inside arrays are never mirrored.
+        (r#"{"x":1.5}"#, vec![("mcp-param-x", "1.5")], "mcp-param-x"),
+        (r#"{"x":null}"#, vec![("mcp-param-x", "null")], "mcp-param-x"),
+        (r#"{"list":["eu"]}"#, vec![("mcp-param-region", "eu")], "mcp-param-region"),
+        // Base64 of something else than the body's value, or of bytes that are not UTF-8.
+        (r#"{"region":"us"}"#, vec![("mcp-param-region", "=?base64?ZXU=?=")], "mcp-param-region"),
+        (r#"{"region":"us"}"#, vec![("mcp-param-region", "=?base64?/w==?=")], "utf-8"),
+        (r#"{"region":"us"}"#, vec![("mcp-param-region", "=?base64?dXM?=")], "invalid base64"),
+        // A value a header cannot carry verbatim.
+        (r#"{"region":"é"}"#, vec![("mcp-param-region", "é")], "plain header value"),
+        // Two copies: a proxy may join them, a server may read either.
+        (r#"{"region":"us"}"#, vec![("mcp-param-region", "us"), ("Mcp-Param-Region", "us")], "more than once"),
+        (r#"{"region":"us"}"#, vec![("MCP-Name", "add")], "more than once"),
+        (r#"{"region":"us"}"#, vec![("mcp-param-", "us")], "must name a parameter"),
+    ];
+    for (args, extra, what) in refused_cases {
+        let body = call(args);
+        let r = refused(&modern_head(&extra), &body, &cfg());
+        assert_eq!(
+            (r.http_status, r.jsonrpc_code),
+            (400, Some(-32020)),
+            "{extra:?}"
+        );
+        assert!(r.reason.contains(what), "{extra:?}: {}", r.reason);
+    }
+}
+
+#[test]
+fn modern_requests_need_their_meta_fields_and_headers() {
+    let discover = |meta: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{"_meta":{meta}}}}}"#
+        )
+    };
+    let full = r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let head = mcp_head(&[
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "server/discover"),
+    ]);
+    let r = normalize_mcp(&head, discover(full).as_bytes(), &cfg()).unwrap();
+    assert_eq!(r.messages[0].action.operation, "server/discover");
+    assert_eq!(r.protocol_version.as_deref(), Some("2026-07-28"));
+    // A required `_meta` field missing or of the wrong type: the spec's -32602 with 400.
+    for meta in [
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}"#,
+        r#"{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":[]}"#,
+        r#"{"io.modelcontextprotocol/clientCapabilities":{}}"#,
+        r#"{}"#,
+    ] {
+        let r = refused(&head, &discover(meta), &cfg());
+        assert_eq!(
+            (r.http_status, r.jsonrpc_code),
+            (400, Some(-32602)),
+            "{meta}"
+        );
+        assert_eq!(r.id, Some(JsonRpcId::Num(1)));
+        assert!(r.reason.contains("clientCapabilities"), "{}", r.reason);
+    }
+    // The header says 2026-07-28 and the body has no `_meta` at all: the same.
+    let r = refused(
+        &head,
+        r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{}}"#,
+        &cfg(),
+    );
+    assert_eq!(r.jsonrpc_code, Some(-32602));
+    // A required header missing: -32020 with 400.
+    for (drop, body) in [
+        ("mcp-protocol-version", CALL.to_owned()),
+        ("mcp-method", CALL.to_owned()),
+        ("mcp-name", CALL.to_owned()),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            MODERN.iter().copied().filter(|(n, _)| *n != drop).collect();
+        let r = refused(&mcp_head(&headers), &body, &cfg());
+        assert_eq!(
+            (r.http_status, r.jsonrpc_code),
+            (400, Some(-32020)),
+            "{drop}"
+        );
+        assert!(r.reason.contains(drop), "{drop}: {}", r.reason);
+    }
+    // Notifications need neither; a legacy-era request neither.
+    let note = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+    assert!(normalize_mcp(&mcp_head(&[]), note.as_bytes(), &cfg()).is_ok());
+    let legacy = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add"}}"#;
+    let head = mcp_head(&[("mcp-protocol-version", "2025-11-25")]);
+    assert!(normalize_mcp(&head, legacy.as_bytes(), &cfg()).is_ok());
+    // An unknown version is held to the 2026-07-28 rules (the stricter reading).
+    let head = mcp_head(&[("mcp-protocol-version", "2027-01-01")]);
+    assert_eq!(refused(&head, legacy, &cfg()).jsonrpc_code, Some(-32602));
+    // 2026-07-28 has no batches.
+    let c = NormalizeConfig {
+        allow_batches: true,
+        ..cfg()
+    };
+    let batch = format!("[{}]", discover(full));
+    let r = refused(
+        &mcp_head(&[("mcp-protocol-version", "2026-07-28")]),
+        &batch,
+        &c,
+    );
+    assert!(r.reason.contains("batches"), "{}", r.reason);
 }
 
 // ---------------------------------------------------------------------------------------------

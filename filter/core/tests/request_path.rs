@@ -348,6 +348,110 @@ fn compressed_request_bodies_are_refused_where_bodies_are_read() {
     }
 }
 
+/// A server that honours a declared charset (Express's `json()` decodes UTF-7 through
+/// iconv-lite) reads `{"name":"read+AF8-file"}` as a name the filter never judged; so does one
+/// that takes the second of two content types. Refused (415) on every route bodies are read;
+/// a form body in Latin-1 that is pure ASCII reads the same and passes.
+#[test]
+fn bodies_declared_in_another_charset_are_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let body =
+        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read+AF8-file"}}"#;
+    for path in ["/mcp", "/upload"] {
+        for ct in [
+            "application/json; charset=utf-7",
+            "application/json; charset=UTF7",
+            "application/json; charset=\"utf-16\"",
+            "application/json; charset=ucs2",
+            "application/json; charset=cp037",
+        ] {
+            let s = send(
+                &host,
+                &p,
+                "POST",
+                path,
+                &[("content-type", ct)],
+                body,
+                End::Data,
+            );
+            assert_eq!(
+                (s.forwarded, s.status),
+                (false, Some(415)),
+                "{path} {ct}: {s:?}"
+            );
+        }
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            path,
+            &[JSON, ("content-type", "application/json; charset=utf-7")],
+            body,
+            End::Data,
+        );
+        assert_eq!(
+            (s.forwarded, s.status),
+            (false, Some(415)),
+            "{path}: two types"
+        );
+    }
+    let form = send(
+        &host,
+        &p,
+        "POST",
+        "/upload",
+        &[(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        )],
+        b"q=caf%E9",
+        End::Data,
+    );
+    assert!(form.forwarded, "{form:?}");
+}
+
+/// A header the filter reads one value of, sent twice with different values: the filter would
+/// judge one (a fresh session, another protocol version, one of two approvals) while the server
+/// takes another. Refused; the same value twice is one value.
+#[test]
+fn a_single_valued_header_with_two_values_is_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(
+        &host,
+        json!({ "session": { "key": { "source": "header", "name": "x-agent-run" } } }),
+    );
+    let body = call(1, "read_file", json!({"path": "/repo/a"}));
+    for (name, a, b) in [
+        ("mcp-session-id", "s-clean", "s-killed"),
+        ("x-agent-run", "r1", "r2"),
+        ("MCP-Protocol-Version", "2025-06-18", "2025-11-25"),
+        ("x-portcullis-approval", "t1", "t2"),
+        ("x-portcullis-intent", "triage", "deploy"),
+    ] {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/mcp",
+            &[JSON, (name, a), (&name.to_ascii_uppercase(), b)],
+            &body,
+            End::Data,
+        );
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{name}: {s:?}");
+    }
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON, ("x-agent-run", "r1"), ("x-agent-run", " r1 ")],
+        &body,
+        End::Data,
+    );
+    assert!(s.forwarded, "the same value twice: {s:?}");
+}
+
 #[test]
 fn case_smuggled_members_never_reach_the_server() {
     let host = MockHost::new(START_MS);

@@ -422,6 +422,43 @@ fn with_require_initialize_only_ids_the_server_handed_out_here_are_sessions() {
     assert_eq!(slot_keys(&host), 1);
 }
 
+/// An initialize answered with two session ids: a client joins them (httpx, fetch) or takes
+/// either, so the filter cannot know which one the agent will name. Neither begins, and the agent
+/// gets neither.
+#[test]
+fn an_initialize_answer_naming_two_session_ids_begins_neither() {
+    let host = MockHost::new(START_MS);
+    let plugin = common::plugin(
+        &host,
+        "basic.pcl",
+        json!({"session": {"require_initialize": true}}),
+    );
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}});
+    let (mut stream, _) = common::send_mcp(&host, &plugin, &[], &init);
+    host.state().response_headers = vec![
+        (":status".to_owned(), "200".to_owned()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("mcp-session-id".to_owned(), "first".to_owned()),
+        ("mcp-session-id".to_owned(), "second".to_owned()),
+    ];
+    stream.on_response_headers(&host);
+    assert_eq!(slot_keys(&host), 0);
+    assert!(
+        !host
+            .state()
+            .response_headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id")),
+        "{:?}",
+        host.state().response_headers
+    );
+    host.advance(10);
+    assert_eq!(
+        call(&host, &plugin, "first", &read()).rule,
+        "session:unknown"
+    );
+}
+
 #[test]
 fn without_require_initialize_an_unknown_id_is_a_new_session() {
     let host = MockHost::new(START_MS);

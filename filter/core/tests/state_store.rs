@@ -307,3 +307,49 @@ fn a_dropped_watch_resumes_from_the_last_revision_and_a_compaction_reads_everyth
     p.on_tick(&host);
     assert_eq!(last_call(&host).1, "etcdserverpb.KV/Range");
 }
+
+/// A kill decided on a request that ended with trailers (HTTP/2, or chunked with trailers), its
+/// body in two pieces: it waits for etcd exactly as one ended by its last data does, and nothing
+/// goes upstream before the write is answered.
+#[test]
+fn a_kill_on_a_request_ended_by_trailers_waits_for_etcd_too() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host);
+    sync(&host, &p);
+    host.set_property(&["connection", "uri_san_peer_certificate"], PAYROLL_BOT);
+    host.state().local_response = None;
+    let headers = [
+        (":method", "POST"),
+        (":path", "/mcp"),
+        (":authority", "workbench"),
+        (":scheme", "http"),
+        ("content-type", "application/json"),
+        ("mcp-session-id", "s1"),
+    ];
+    host.new_stream(
+        headers
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+    );
+    let bytes = serde_json::to_vec(&call("get_secret", json!({"name": "db"}))).unwrap();
+    let mut s = Stream::new(Rc::clone(&p));
+    assert_eq!(s.on_request_headers(&host, false), FilterAction::Pause);
+    host.state().request_body = bytes[..10].to_vec();
+    assert_eq!(s.on_request_body(&host, 10, false), FilterAction::Pause);
+    host.state().request_body = bytes.clone();
+    assert_eq!(
+        s.on_request_body(&host, bytes.len(), false),
+        FilterAction::Pause
+    );
+    assert_eq!(s.on_request_trailers(&host), FilterAction::Pause);
+    assert!(host.state().local_response.is_none(), "not before etcd");
+    let (txn, method) = last_call(&host);
+    assert_eq!(method, "etcdserverpb.KV/Txn");
+    let ok = [header(7), int_field(2, 1)].concat();
+    host.state().grpc_message = Some(ok.clone());
+    s.on_grpc_call_response(&host, txn, 0, ok.len());
+    assert_eq!(rule(&host), "secrets");
+    assert!(host.state().local_response.is_some(), "denied once written");
+    assert_eq!(host.state().resumed, 0, "never resumed upstream");
+}

@@ -53,6 +53,10 @@ pub(crate) struct Input<'a> {
     /// Per action (same order), the `tools/call`'s tool against its pin (`pins.rs`); empty
     /// when no action is a call.
     pub tool_checks: &'a [Option<crate::policy::pins::ToolCheck>],
+    /// Per action (same order), why it is refused for the server-held state it presents (an
+    /// MRTR `requestState`, a task id: `session/bindings.rs`); empty when no message presents
+    /// any.
+    pub bound_state: &'a [Option<(FilterRule, String)>],
 }
 
 /// The principal of a request and its record as read (or why it could not be).
@@ -203,6 +207,19 @@ fn plan_on(
                 would_be: Decision::Deny,
                 deciding_rule: FilterRule::GrantOutside.as_str().to_owned(),
                 reason: why,
+                modifications: Vec::new(),
+                effects: Vec::new(),
+                step_up: None,
+                defer: None,
+                ..verdict
+            };
+        }
+        if let Some((rule, why)) = input.bound_state.get(i).and_then(Option::as_ref) {
+            verdict = Verdict {
+                decision: Decision::Deny,
+                would_be: Decision::Deny,
+                deciding_rule: rule.as_str().to_owned(),
+                reason: why.clone(),
                 modifications: Vec::new(),
                 effects: Vec::new(),
                 step_up: None,

@@ -24,6 +24,8 @@ use super::{
 
 /// The `_meta` key carrying the protocol version in 2026-07-28 requests.
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` key carrying the client's capabilities in 2026-07-28 requests (required).
+const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// Normalize a complete MCP POST body (one JSON-RPC message, or a batch when the config allows
 /// it). Every bad input gets a [`Refusal`]; see `docs/filter-normalization.md` for the table.
@@ -103,6 +105,12 @@ fn normalize_mcp_at(
                 messages.push(message(item, size, &base, scan)?);
             }
             let protocol_version = protocol_version(header_version, &messages, items)?;
+            if protocol_version.as_deref().is_some_and(is_modern) {
+                return Err(Refusal::invalid_request(
+                    "json-rpc batches are not part of mcp 2026-07-28",
+                    None,
+                ));
+            }
             Ok(McpRequest {
                 batch: true,
                 messages,
@@ -115,6 +123,11 @@ fn normalize_mcp_at(
             let messages = vec![msg];
             let protocol_version =
                 protocol_version(header_version, &messages, std::slice::from_ref(v))?;
+            if let (Some(version), Some(msg)) = (protocol_version.as_deref(), messages.first())
+                && is_modern(version)
+            {
+                check_modern_request(head, v, msg)?;
+            }
             Ok(McpRequest {
                 batch: false,
                 messages,
@@ -193,6 +206,9 @@ const PARAMS_KEYS: &[&str] = &[
     "argument",
     "_meta",
     "protocolVersion",
+    "requestState",
+    "inputResponses",
+    "taskId",
 ];
 
 /// Refuse a member spelled in another case than one the filter reads (`Params`, `NAME`,
@@ -327,7 +343,30 @@ fn message(
         }
     }
     action.risk = scan.risk();
-    Ok(McpMessage { id, action, kind })
+    let request_state = match obj.get("params").and_then(|p| p.get("requestState")) {
+        None => None,
+        Some(Value::String(s)) if kind == McpMessageKind::Request => Some(s.clone()),
+        Some(_) => {
+            return Err(Refusal::invalid_params(
+                "`params.requestState` must be a string, on a request",
+                id,
+            ));
+        }
+    };
+    let task_id = match Method::from_name(&action.operation) {
+        Some(m) if m.is_task() && kind == McpMessageKind::Request => {
+            let params = obj.get("params").and_then(Value::as_object);
+            Some(required_str(params, "taskId", &action.operation, &id)?.to_owned())
+        }
+        _ => None,
+    };
+    Ok(McpMessage {
+        id,
+        action,
+        kind,
+        request_state,
+        task_id,
+    })
 }
 
 fn required_str<'a>(
@@ -407,26 +446,60 @@ fn method_fields(
     Ok(())
 }
 
+/// The protocol versions that open a session with the `initialize` handshake; any other version
+/// (2026-07-28, and any later or unknown one) is held to the 2026-07-28 rules: required `_meta`
+/// fields, required routing headers, no batches.
+const HANDSHAKE_VERSIONS: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// Whether a request of this protocol version is held to the 2026-07-28 rules (an unknown
+/// version is: the stricter reading).
+pub(crate) fn is_modern(version: &str) -> bool {
+    !HANDSHAKE_VERSIONS.contains(&version.trim())
+}
+
+/// The routing headers of 2026-07-28 the filter compares with the body (lowercase names).
+fn is_routing_header(lower: &str) -> bool {
+    lower == "mcp-method"
+        || lower == "mcp-name"
+        || lower == "mcp-protocol-version"
+        || lower.starts_with("mcp-param-")
+}
+
+/// The sentinel that marks a base64 header value (2026-07-28, "Value Encoding"); exact and
+/// lowercase.
+const SENTINEL_PREFIX: &str = "=?base64?";
+const SENTINEL_SUFFIX: &str = "?=";
+
 /// Decode an `Mcp-Name` / `Mcp-Param-*` header value: plain, or `=?base64?<standard base64 of
-/// UTF-8>?=` (SEP-2243). `None` when the sentinel form does not decode.
-fn decode_header_value(v: &str) -> Option<String> {
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
+/// UTF-8>?=`. Refused (the reason): a sentinel that does not decode to UTF-8, the sentinel
+/// spelled in another case (a server that matches it without case would decode what the filter
+/// read as plain text), and a plain value with characters a header value cannot carry verbatim
+/// (anything outside visible ASCII, space and tab).
+fn decode_header_value(v: &str) -> Result<String, &'static str> {
+    if let Some(b64) = v
+        .strip_prefix(SENTINEL_PREFIX)
+        .and_then(|r| r.strip_suffix(SENTINEL_SUFFIX))
     {
-        Some(b64) => {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-            String::from_utf8(bytes).ok()
-        }
-        None => Some(v.to_owned()),
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|_| "has an invalid base64 value")?;
+        return String::from_utf8(bytes).map_err(|_| "has an invalid base64 value (not utf-8)");
     }
+    let head = v.get(..SENTINEL_PREFIX.len()).unwrap_or("");
+    if head.eq_ignore_ascii_case(SENTINEL_PREFIX) {
+        return Err("spells the base64 sentinel in another case (it must be `=?base64?`)");
+    }
+    if !v.chars().all(|c| c == '\t' || (' '..='~').contains(&c)) {
+        return Err("has characters a plain header value cannot carry (use the base64 form)");
+    }
+    Ok(v.to_owned())
 }
 
 /// 2026-07-28 routing headers must agree with the body (the body is the truth; a disagreement is
-/// the spec's `HeaderMismatchError`, -32020 with 400): `Mcp-Method`
-/// with `method`; `Mcp-Name` with `params.name` (tools/call, prompts/get, others with a name) or
-/// `params.uri` (resources). `Mcp-Param-*` values must decode; their mapping to arguments lives
-/// in the server's tool schema, which the filter does not see, so they are not compared.
+/// the spec's `HeaderMismatchError`, -32020 with 400): `Mcp-Method` with `method`; `Mcp-Name`
+/// with `params.name` (tools/call, prompts/get, others with a name) or `params.uri`
+/// (resources); each `Mcp-Param-*` with the argument it mirrors ([`mirrors_argument`]). A routing
+/// header sent twice is refused (a proxy or server may join the copies, or read either one).
 fn check_routing_headers(
     head: &RequestHead,
     body: &Value,
@@ -434,8 +507,22 @@ fn check_routing_headers(
 ) -> Result<(), Refusal> {
     let id = msg.id.clone();
     let body_method = body.get("method").and_then(Value::as_str);
+    let mut seen: Vec<String> = Vec::new();
     for (name, value) in &head.headers {
         let name = name.to_ascii_lowercase();
+        if !is_routing_header(&name) {
+            continue;
+        }
+        if seen.contains(&name) {
+            return Err(Refusal::header_mismatch(
+                format!(
+                    "`{}` header appears more than once",
+                    super::printable(&name)
+                ),
+                id,
+            ));
+        }
+        seen.push(name.clone());
         if name == "mcp-method" {
             if body_method != Some(value.trim()) {
                 return Err(Refusal::header_mismatch(
@@ -444,19 +531,18 @@ fn check_routing_headers(
                 ));
             }
         } else if name == "mcp-name" {
-            let Some(decoded) = decode_header_value(value.trim()) else {
-                return Err(Refusal::header_mismatch(
-                    "`mcp-name` header has an invalid base64 value",
-                    id,
-                ));
-            };
+            let decoded = decode_header_value(value.trim()).map_err(|why| {
+                Refusal::header_mismatch(format!("`mcp-name` header {why}"), id.clone())
+            })?;
             let params = body.get("params");
             let by_name = params.and_then(|p| p.get("name")).and_then(Value::as_str);
             let by_uri = params.and_then(|p| p.get("uri")).and_then(Value::as_str);
+            let by_task = params.and_then(|p| p.get("taskId")).and_then(Value::as_str);
             let expected = match body_method {
                 Some(m) if m.starts_with("resources/") => by_uri,
                 Some(m) => match Method::from_name(m) {
                     Some(Method::ToolsCall | Method::PromptsGet) => by_name,
+                    Some(t) if t.is_task() => by_task,
                     _ => by_name.or(by_uri),
                 },
                 None => None,
@@ -468,21 +554,19 @@ fn check_routing_headers(
                 ));
             }
         } else if let Some(param) = name.strip_prefix("mcp-param-") {
-            let Some(decoded) = decode_header_value(value.trim()) else {
+            let shown = super::printable(&name);
+            if param.is_empty() {
                 return Err(Refusal::header_mismatch(
-                    format!(
-                        "`{}` header has an invalid base64 value",
-                        super::printable(&name)
-                    ),
+                    "an `mcp-param-` header must name a parameter",
                     id,
                 ));
-            };
+            }
+            let decoded = decode_header_value(value.trim()).map_err(|why| {
+                Refusal::header_mismatch(format!("`{shown}` header {why}"), id.clone())
+            })?;
             if !mirrors_argument(&msg.action.arguments, param, &decoded) {
                 return Err(Refusal::header_mismatch(
-                    format!(
-                        "`{}` header does not match the argument it mirrors in the body",
-                        super::printable(&name)
-                    ),
+                    format!("`{shown}` header does not match the argument it mirrors in the body"),
                     id,
                 ));
             }
@@ -491,31 +575,85 @@ fn check_routing_headers(
     Ok(())
 }
 
+/// A 2026-07-28 request (not a notification or a response) carries what the spec requires:
+/// `params._meta` with `io.modelcontextprotocol/protocolVersion` (a string) and
+/// `io.modelcontextprotocol/clientCapabilities` (an object), else -32602 with 400 (the spec's
+/// answer to a malformed request); and the `Mcp-Protocol-Version` and `Mcp-Method` headers, with
+/// `Mcp-Name` on `tools/call`, `resources/read`, `prompts/get` and the `tasks/*` methods (the
+/// task id), else -32020 with 400 (a
+/// required header missing). Their values were compared with the body before.
+fn check_modern_request(head: &RequestHead, body: &Value, msg: &McpMessage) -> Result<(), Refusal> {
+    if msg.kind != McpMessageKind::Request {
+        return Ok(());
+    }
+    let meta = body.get("params").and_then(|p| p.get("_meta"));
+    let version = meta.and_then(|m| m.get(META_PROTOCOL_VERSION));
+    let caps = meta.and_then(|m| m.get(META_CLIENT_CAPABILITIES));
+    if !version.is_some_and(Value::is_string) || !caps.is_some_and(Value::is_object) {
+        return Err(Refusal::invalid_params(
+            format!(
+                "an mcp 2026-07-28 request needs `params._meta` with `{META_PROTOCOL_VERSION}` \
+                 (a string) and `{META_CLIENT_CAPABILITIES}` (an object)"
+            ),
+            msg.id.clone(),
+        ));
+    }
+    let mut required = vec!["mcp-protocol-version", "mcp-method"];
+    if Method::from_name(&msg.action.operation).is_some_and(|m| {
+        m.is_task()
+            || matches!(
+                m,
+                Method::ToolsCall | Method::ResourcesRead | Method::PromptsGet
+            )
+    }) {
+        required.push("mcp-name");
+    }
+    for name in required {
+        if head.header(name).is_none() {
+            return Err(Refusal::header_mismatch(
+                format!("an mcp 2026-07-28 request needs the `{name}` header"),
+                msg.id.clone(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A primitive argument value as an `Mcp-Param-*` header carries it (decoded): strings as they
-/// are, numbers and booleans in their JSON text. `None` for null, arrays and objects (never
-/// mirrored).
+/// are, integers in decimal (`1.0` is `1`), booleans as `true` / `false`. `None` for null,
+/// arrays, objects and non-integer numbers (2026-07-28 mirrors only strings, integers and
+/// booleans).
 fn header_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(_) | Value::Bool(_) => Some(v.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => {
+            if n.is_i64() || n.is_u64() {
+                return Some(n.to_string());
+            }
+            let f = n.as_f64()?;
+            // Integral and exactly representable (the spec's safe integer range).
+            let exact = f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_991.0;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "checked above: integral and within +-2^53"
+            )]
+            exact.then(|| (f as i64).to_string())
+        }
         Value::Null | Value::Array(_) | Value::Object(_) => None,
     }
 }
 
+/// The header value equals the body value's canonical text exactly: `042`, `+42`, `42.0` or
+/// `TRUE` are not `42` or `true` (a router reading the header text would read something else
+/// than the server executing the body).
 fn same_header_value(v: &Value, header: &str) -> bool {
-    match (header_text(v), v) {
-        (Some(t), _) if t == header => true,
-        // `1.0` in the body may be written `1` in the header.
-        (_, Value::Number(n)) => header
-            .parse::<i64>()
-            .is_ok_and(|h| n.as_f64() == Some(h as f64)),
-        _ => false,
-    }
+    header_text(v).is_some_and(|t| t == header)
 }
 
 /// The argument an `Mcp-Param-<param>` header mirrors: the top-level argument of that name
 /// (case ignored), when there is one. Its name is declared by `x-mcp-header` in the tool's
-/// schema, which the filter does not see; a header named otherwise must still carry the value
+/// schema, which the filter does not read; a header named otherwise must still carry the value
 /// of some argument.
 fn mirrored<'a>(args: &'a Value, param: &str) -> Option<(&'a String, &'a Value)> {
     let folded = json::fold_key(param);
@@ -524,17 +662,20 @@ fn mirrored<'a>(args: &'a Value, param: &str) -> Option<(&'a String, &'a Value)>
         .find(|(k, _)| json::fold_key(k) == folded)
 }
 
+/// Some value reachable from `v` through object members only (the only paths `x-mcp-header`
+/// may annotate: never through an array) equals `header`.
 fn any_value(v: &Value, header: &str) -> bool {
     match v {
-        Value::Array(a) => a.iter().any(|x| any_value(x, header)),
         Value::Object(m) => m.values().any(|x| any_value(x, header)),
+        Value::Array(_) => false,
         _ => same_header_value(v, header),
     }
 }
 
 /// Whether an `Mcp-Param-<param>` header value agrees with the body: equal to the argument of
-/// its name, or, without one, to some primitive argument value. A header the body does not back
-/// is refused (the server may route or act on the header).
+/// its name, or, without one, to some primitive argument value reachable through object members.
+/// A header the body does not back is refused (the server, or a router before it, may act on
+/// the header).
 fn mirrors_argument(args: &Value, param: &str, header: &str) -> bool {
     match mirrored(args, param) {
         Some((_, v)) => same_header_value(v, header),

@@ -24,6 +24,8 @@ pub(crate) enum Method {
     ResourcesUnsubscribe,
     /// `resources/list`: its result is filtered.
     ResourcesList,
+    /// `resources/templates/list`: its entries are scanned for instructions.
+    ResourcesTemplatesList,
     /// `completion/complete`: `params.ref` names a prompt or resource, `params.argument` is the
     /// argument.
     CompletionComplete,
@@ -42,10 +44,17 @@ pub(crate) enum Method {
     SessionDelete,
     /// `http/options` (pseudo): an OPTIONS request (CORS preflight) to the MCP endpoint.
     HttpOptions,
+    /// `tasks/get` (tasks extension): `params.taskId` names a task; its answer may carry the
+    /// task's result.
+    TasksGet,
+    /// `tasks/update` (tasks extension): `params.taskId`, with `inputResponses`.
+    TasksUpdate,
+    /// `tasks/cancel` (tasks extension): `params.taskId`.
+    TasksCancel,
 }
 
 /// Every method with its name, in one place.
-const TABLE: [(Method, &str); 17] = [
+const TABLE: [(Method, &str); 21] = [
     (Method::Initialize, "initialize"),
     (Method::ToolsCall, "tools/call"),
     (Method::ToolsList, "tools/list"),
@@ -55,6 +64,7 @@ const TABLE: [(Method, &str); 17] = [
     (Method::ResourcesSubscribe, "resources/subscribe"),
     (Method::ResourcesUnsubscribe, "resources/unsubscribe"),
     (Method::ResourcesList, "resources/list"),
+    (Method::ResourcesTemplatesList, "resources/templates/list"),
     (Method::CompletionComplete, "completion/complete"),
     (Method::ToolsResult, "tools/result"),
     (Method::ToolsListEntry, "tools/list_entry"),
@@ -63,6 +73,9 @@ const TABLE: [(Method, &str); 17] = [
     (Method::StreamOpen, "stream/open"),
     (Method::SessionDelete, "session/delete"),
     (Method::HttpOptions, "http/options"),
+    (Method::TasksGet, "tasks/get"),
+    (Method::TasksUpdate, "tasks/update"),
+    (Method::TasksCancel, "tasks/cancel"),
 ];
 
 /// The prefix of every MCP notification's method.
@@ -85,6 +98,14 @@ impl Method {
     /// Whether `operation` is this method.
     pub(crate) fn is(self, operation: &str) -> bool {
         self.name() == operation
+    }
+
+    /// A method of the tasks extension (`params.taskId` names the task).
+    pub(crate) fn is_task(self) -> bool {
+        matches!(
+            self,
+            Method::TasksGet | Method::TasksUpdate | Method::TasksCancel
+        )
     }
 
     /// A method that acts on something (the split the VM uses for intent scoping).

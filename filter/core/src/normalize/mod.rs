@@ -12,6 +12,7 @@
 //! 3. [`normalize_mcp`], [`normalize_mcp_headers_only`] or [`normalize_http`];
 //! 4. after a MODIFY verdict: [`apply_modifications`] (MCP) or [`apply_http_modifications`].
 
+mod charset;
 mod http;
 pub(crate) mod json;
 
@@ -23,7 +24,9 @@ mod readings;
 mod request;
 pub mod risk;
 
+pub(crate) use charset::foreign as foreign_charset;
 pub use http::normalize_http;
+pub(crate) use mcp::is_modern;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
@@ -343,6 +346,11 @@ pub struct McpMessage {
     pub action: bundle::action::Action,
     /// Request, notification or response.
     pub kind: McpMessageKind,
+    /// `params.requestState` of a 2026-07-28 retry (MRTR): the server's opaque state, passed
+    /// untouched and held to the decision it was handed out under (`session/bindings.rs`).
+    pub request_state: Option<String>,
+    /// `params.taskId` of a `tasks/get`, `tasks/update` or `tasks/cancel` (tasks extension).
+    pub task_id: Option<String>,
 }
 
 /// A normalized MCP POST body.
@@ -681,6 +689,23 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The first of `names` that the request carries more than once with different values (trimmed,
+/// compared exactly), if any. The filter reads one value of each (a session key, a protocol
+/// version, an approval token); servers differ on which line they take (the first, the last, or
+/// all joined with commas), so a request that gives two answers is refused, never judged by one.
+pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &[&'a str]) -> Option<&'a str> {
+    names.iter().copied().find(|name| {
+        let mut values = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim());
+        values
+            .next()
+            .is_some_and(|first| values.any(|v| v != first))
+    })
+}
+
 /// A body the filter reads must be in a form it can read: any `content-encoding` other than
 /// `identity` (gzip, deflate, br, ...) is refused with 415, since a server that inflates request
 /// bodies (`express.json()` does) would act on what the filter never saw.
@@ -691,16 +716,28 @@ pub fn check_body_encoding(head: &RequestHead, body: &[u8]) -> Result<(), Refusa
         reason: format!("request body is {what}; the filter reads uncompressed utf-8 bodies only"),
         id: None,
     };
-    // UTF-16 and UTF-32 (declared, or by their byte-order marks): a server that decodes them
-    // reads text the filter, which reads UTF-8, never saw (ASCII keys interleaved with NULs).
-    let wide = |v: &str| {
-        let v = v.to_ascii_lowercase();
-        v.contains("utf-16") || v.contains("utf-32") || v.contains("ucs-")
-    };
-    if head.header("content-type").is_some_and(wide)
-        || [&[0xFF, 0xFE][..], &[0xFE, 0xFF], &[0, 0, 0xFE, 0xFF]]
-            .iter()
-            .any(|bom| body.starts_with(bom))
+    // A body is read as its recipient reads it (`charset.rs`): one content type, whose charset
+    // (if it declares one) reads these bytes as UTF-8 does; and no UTF-16 or UTF-32 byte-order
+    // mark, by which a server that sniffs reads text the filter never saw.
+    let mut types = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim());
+    if let Some(first) = types.next() {
+        if types.any(|v| !v.eq_ignore_ascii_case(first)) {
+            return Err(refuse("declared with several content types"));
+        }
+        if let Some(cs) = charset::foreign(first, Some(body)) {
+            return Err(refuse(&format!(
+                "in another charset (`{}`)",
+                printable(&cs)
+            )));
+        }
+    }
+    if [&[0xFF, 0xFE][..], &[0xFE, 0xFF], &[0, 0, 0xFE, 0xFF]]
+        .iter()
+        .any(|bom| body.starts_with(bom))
     {
         return Err(refuse("utf-16 or utf-32"));
     }
@@ -947,8 +984,25 @@ mod tests {
         h.headers
             .push(("content-type".into(), "text/plain; charset=UTF-16LE".into()));
         assert_eq!(check_body_encoding(&h, b"{}").unwrap_err().http_status, 415);
+        for foreign in ["utf-7", "utf16", "ucs2", "cp037", "\"utf-8;x\""] {
+            h.headers[0].1 = format!("application/json; charset={foreign}");
+            assert_eq!(
+                check_body_encoding(&h, b"{}").unwrap_err().http_status,
+                415,
+                "{foreign}"
+            );
+        }
         h.headers[0].1 = "application/json; charset=utf-8".into();
         assert!(check_body_encoding(&h, b"{}").is_ok());
+        // Two content types: the server may take either.
+        h.headers.push((
+            "Content-Type".into(),
+            "application/json; charset=utf-7".into(),
+        ));
+        assert_eq!(check_body_encoding(&h, b"{}").unwrap_err().http_status, 415);
+        h.headers[1].1 = "APPLICATION/JSON; charset=utf-8".into();
+        assert!(check_body_encoding(&h, b"{}").is_ok(), "the same one twice");
+        h.headers.truncate(1);
         assert_eq!(
             check_body_encoding(&h, b"\xFF\xFE{\x00")
                 .unwrap_err()

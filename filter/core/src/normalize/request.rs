@@ -7,8 +7,8 @@ use bundle::action::Action;
 
 use super::{
     JsonRpcId, McpMessageKind, NormalizeConfig, Refusal, RequestHead, Route,
-    check_argument_spelling, check_body_encoding, is_jsonrpc_body, normalize_http, normalize_mcp,
-    normalize_mcp_found, normalize_mcp_headers_only, printable,
+    check_argument_spelling, check_body_encoding, is_jsonrpc_body, is_modern, normalize_http,
+    normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, printable,
 };
 
 /// What kind of request the actions came from.
@@ -20,6 +20,12 @@ pub enum Shape {
         batch: bool,
         /// Each message's id and kind, in order.
         msgs: Vec<(Option<JsonRpcId>, McpMessageKind)>,
+        /// Each message's MRTR `requestState`, in order.
+        request_states: Vec<Option<String>>,
+        /// Each message's `taskId` (`tasks/*`), in order.
+        task_ids: Vec<Option<String>>,
+        /// The request is of a 2026-07-28 (or later) protocol version.
+        modern: bool,
     },
     /// An MCP GET stream / DELETE (headers only).
     McpHeaders,
@@ -95,11 +101,21 @@ fn actions(
                 .iter()
                 .map(|m| (m.id.clone(), m.kind))
                 .collect();
+            let request_states = req
+                .messages
+                .iter()
+                .map(|m| m.request_state.clone())
+                .collect();
+            let task_ids = req.messages.iter().map(|m| m.task_id.clone()).collect();
+            let modern = req.protocol_version.as_deref().is_some_and(is_modern);
             let actions = req.messages.into_iter().map(|m| m.action).collect();
             (
                 Shape::Mcp {
                     batch: req.batch,
                     msgs,
+                    request_states,
+                    task_ids,
+                    modern,
                 },
                 actions,
             )

@@ -18,6 +18,7 @@
 //! error, never passed unread. JSON bodies are held to their end; SSE events pass as soon as they
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
+mod egress;
 mod inject;
 mod pinned;
 mod poison;
@@ -37,6 +38,7 @@ use crate::normalize::JsonRpcId;
 use crate::normalize::Method;
 use crate::policy::Policy;
 use crate::session::Sessions;
+use crate::session::bindings::{self, Bound};
 
 /// JSON-RPC error code of a list response the filter could not check.
 pub const UNCHECKED_RESPONSE_CODE: i64 = -32044;
@@ -50,6 +52,9 @@ pub(crate) enum ListKind {
     Prompts,
     /// `resources/list`
     Resources,
+    /// `resources/templates/list`: scanned for instructions only (a template names no resource
+    /// a hypothetical call could be judged on, so none is hidden by policy).
+    Templates,
 }
 
 impl ListKind {
@@ -58,6 +63,7 @@ impl ListKind {
             Method::ToolsList => Some(ListKind::Tools),
             Method::PromptsList => Some(ListKind::Prompts),
             Method::ResourcesList => Some(ListKind::Resources),
+            Method::ResourcesTemplatesList => Some(ListKind::Templates),
             _ => None,
         }
     }
@@ -67,12 +73,14 @@ impl ListKind {
             ListKind::Tools => "tools",
             ListKind::Prompts => "prompts",
             ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
         }
     }
 
     fn name_key(self) -> &'static str {
         match self {
             ListKind::Resources => "uri",
+            ListKind::Templates => "uriTemplate",
             _ => "name",
         }
     }
@@ -92,7 +100,7 @@ impl ListKind {
                 a.operation = Method::PromptsGet.name().into();
                 a.prompt = Some(name.to_owned());
             }
-            ListKind::Resources => {
+            ListKind::Resources | ListKind::Templates => {
                 a.operation = Method::ResourcesRead.name().into();
                 a.resource = Some(name.to_owned());
             }
@@ -113,8 +121,16 @@ enum Awaits {
         action: Action,
         remove: Vec<String>,
     },
-    /// A tool result, inspected (`tools/call`, the call without its arguments).
+    /// Content the agent's model reads, inspected: a tool result (`tools/call`), a resource's
+    /// contents (`resources/read`), a prompt's messages (`prompts/get`); the request without its
+    /// arguments.
     Result(Action),
+    /// The server's `instructions` (`initialize`, `server/discover`): read like a list entry's
+    /// description, since clients hand them to the model.
+    Instructions(Action),
+    /// A `tasks/get` of a task handed out for a call (the call, without its arguments): the
+    /// task's result, error or input requests are read as the call's would have been.
+    Task(Action),
     /// Any other answer: passes as it is.
     Answer,
 }
@@ -124,7 +140,15 @@ enum Awaits {
 struct Pending {
     id: JsonRpcId,
     awaits: Awaits,
+    /// A 2026-07-28 `tools/call`, `prompts/get` or `resources/read`: the action decided, which
+    /// a `requestState` or a task id in its answer is bound to (`session/bindings.rs`).
+    bind: Option<Bound>,
 }
+
+/// The `resultType` values of 2026-07-28 results (and of the tasks extension).
+const RESULT_COMPLETE: &str = "complete";
+const RESULT_INPUT_REQUIRED: &str = "input_required";
+const RESULT_TASK: &str = "task";
 
 /// How the response body is handled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +162,29 @@ enum Mode {
     /// The body cannot be read (compressed, another content type, too large): the agent gets
     /// `body` instead, and nothing of the original.
     Replace { body: Vec<u8>, sent: bool },
+    /// The answer to a plain HTTP egress request, held to its end and judged as one result
+    /// (`egress.rs`).
+    Egress,
+}
+
+/// Set `key` of an object (nothing on anything else: the callers only pass objects they read
+/// the member from).
+fn set_member(v: &mut Value, key: &str, member: Value) {
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(key.to_owned(), member);
+    }
+}
+
+/// The notification that carries a task's whole state (tasks extension).
+const TASK_NOTIFICATION: &str = "notifications/tasks";
+
+/// What becomes of a task's state.
+enum TaskOutcome {
+    Keep,
+    /// The task, rewritten (MODIFY of its result).
+    Task(Value),
+    /// An answer in place of the whole message (a denial, an error).
+    Answer(Value),
 }
 
 /// What becomes of one message.
@@ -162,16 +209,22 @@ pub(crate) struct Inspector {
     sealed: Vec<Receipt>,
     /// Lists and results replaced by errors whose receipts are not sealed yet: `(request, why)`.
     unrecorded: Vec<(Action, String)>,
+    /// The answer to a plain HTTP egress request (`egress.rs`), not an MCP stream.
+    egress: bool,
+    /// Whose server-held state the stream's answers hand out (`None`: not a 2026-07-28 stream).
+    bind_owner: Option<String>,
 }
 
 impl Inspector {
     /// The inspector of a forwarded MCP stream: `msgs` are its allowed messages `(id, action,
     /// modifications)` (none for a GET stream); `base` the action the stream's unasked messages
-    /// are judged on.
+    /// are judged on; `bind_owner` whose `requestState` the answers of a 2026-07-28 stream hand
+    /// out (`None` for other streams).
     pub(crate) fn new<'a>(
         msgs: impl Iterator<Item = (Option<&'a JsonRpcId>, &'a Action, &'a [Modification])>,
         base: &Action,
         results: bool,
+        bind_owner: Option<String>,
     ) -> Self {
         let mut pending = Vec::new();
         for (id, action, mods) in msgs {
@@ -190,14 +243,38 @@ impl Inspector {
                     action: action.clone(),
                     remove,
                 }
-            } else if Method::ToolsCall.is(&action.operation) {
+            } else if [Method::ToolsCall, Method::ResourcesRead, Method::PromptsGet]
+                .iter()
+                .any(|m| m.is(&action.operation))
+            {
                 Awaits::Result(result::without_arguments(action))
+            } else if Method::Initialize.is(&action.operation) || action.operation == DISCOVER {
+                Awaits::Instructions(result::without_arguments(action))
+            } else if Method::TasksGet.is(&action.operation) && bind_owner.is_some() {
+                // The task's call: a tools/call of the tool the binding named (`stream/`).
+                let mut call = result::without_arguments(action);
+                Method::ToolsCall.name().clone_into(&mut call.operation);
+                Awaits::Task(call)
             } else {
                 Awaits::Answer
             };
+            let binds = matches!(
+                Method::from_name(&action.operation),
+                Some(Method::ToolsCall | Method::PromptsGet | Method::ResourcesRead)
+            );
+            let bind = (binds && bind_owner.is_some()).then(|| Bound {
+                digest: bindings::action_digest(action),
+                decision: if mods.is_empty() {
+                    bindings::FORWARDED_ALLOW
+                } else {
+                    bindings::FORWARDED_MODIFY
+                },
+                name: action.tool.clone().unwrap_or_default(),
+            });
             pending.push(Pending {
                 id: id.clone(),
                 awaits,
+                bind,
             });
         }
         Inspector {
@@ -208,6 +285,8 @@ impl Inspector {
             reader: sse::Reader::default(),
             sealed: Vec::new(),
             unrecorded: Vec::new(),
+            egress: false,
+            bind_owner,
         }
     }
 
@@ -220,47 +299,62 @@ impl Inspector {
     /// (a `content-encoding`, or neither JSON nor SSE while requests await answers) is replaced:
     /// its headers say what the replacement is. Returns false when there is nothing to do.
     pub(crate) fn on_headers(&mut self, host: &dyn Host) -> bool {
+        if self.egress {
+            return self.egress_headers(host);
+        }
         let headers = host.response_headers();
-        let get = |n: &str| {
+        let Legibility {
+            compressed,
+            types,
+            illegible,
+        } = Legibility::of(&headers);
+        let ct = types.first().cloned().unwrap_or_default();
+        let is_json = |t: &String| t.starts_with("application/json");
+        let is_sse = |t: &String| t.starts_with("text/event-stream");
+        let answered = !self.pending.is_empty();
+        let all = |n: &'static str| {
             headers
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
-                .unwrap_or_default()
         };
-        let encoding = get("content-encoding");
-        let ct = get("content-type");
-        if !get(":status").starts_with('2') {
+        let status = all(":status").next().unwrap_or_default();
+        if !status.starts_with('2') {
             // An error answer in JSON may still carry messages (a result, an error payload):
-            // read like any. Anything else (Envoy's own error pages) passes as it is.
-            if !ct.starts_with("application/json")
-                || !(encoding.is_empty() || encoding == "identity")
-            {
+            // read like any; one the filter cannot read answers nothing that is awaited.
+            // Anything else (Envoy's own error pages) passes as it is.
+            if !types.iter().any(is_json) || (illegible.is_some() && !answered) {
                 return false;
             }
-            self.mode = Mode::Json;
-            host.set_response_header("content-length", None);
-            return true;
+            if illegible.is_none() {
+                self.mode = Mode::Json;
+                host.set_response_header("content-length", None);
+                return true;
+            }
         }
-        let answered = !self.pending.is_empty();
-        let unreadable = if !encoding.is_empty() && encoding != "identity" {
-            Some(format!(
-                "the response is compressed (content-encoding `{encoding}`)"
-            ))
-        } else if ct.starts_with("application/json") {
+        let unreadable = if compressed {
+            illegible
+        } else if illegible.is_some() {
+            // Read only when the client would read it: it answers a request, or it is JSON or
+            // an event stream.
+            if !(answered || types.iter().any(|t| is_json(t) || is_sse(t))) {
+                return false;
+            }
+            illegible
+        } else if is_json(&ct) {
             // One JSON document answers this stream's requests: there is something to read only
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
-                Awaits::List { .. } => true,
-                Awaits::Result(_) => self.results,
-                Awaits::Answer => false,
+                Awaits::List { .. } | Awaits::Instructions(_) | Awaits::Task(_) => true,
+                Awaits::Result(_) => self.results || p.bind.is_some(),
+                Awaits::Answer => p.bind.is_some(),
             });
             if !to_check {
                 return false;
             }
             self.mode = Mode::Json;
             None
-        } else if ct.starts_with("text/event-stream") {
+        } else if is_sse(&ct) {
             self.mode = Mode::Sse;
             None
         } else if answered {
@@ -300,7 +394,10 @@ impl Inspector {
             let action = match p.awaits {
                 Awaits::Answer if checked_only => continue,
                 Awaits::Answer => None,
-                Awaits::List { action, .. } | Awaits::Result(action) => Some(action),
+                Awaits::List { action, .. }
+                | Awaits::Result(action)
+                | Awaits::Instructions(action)
+                | Awaits::Task(action) => Some(action),
             };
             errs.push(unchecked_error(&p.id.to_json(), why));
             if let Some(a) = action {
@@ -364,7 +461,7 @@ impl Inspector {
             // Trailers after the body went: Envoy holds no body to write into.
             _ if !writable => FilterAction::Continue,
             // The end, with no data in a held JSON body or a replaced one: nothing to write over.
-            Mode::Json | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
+            Mode::Json | Mode::Egress | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
                 FilterAction::Continue
             }
             Mode::Replace { body, sent } => {
@@ -376,6 +473,7 @@ impl Inspector {
                 }
                 FilterAction::Continue
             }
+            Mode::Egress => self.egress_body(cx, body_size, end_of_stream),
             Mode::Json => {
                 if body_size > limit {
                     let body = self.errors(&format!(
@@ -416,15 +514,16 @@ impl Inspector {
                                 continue;
                             }
                             match self.event(cx, &data) {
-                                Outcome::Keep => out.extend_from_slice(&raw),
-                                Outcome::Replace(v) => {
+                                Ok(Outcome::Keep) => out.extend_from_slice(&raw),
+                                Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
                                 }
-                                Outcome::Drop => {
+                                Ok(Outcome::Drop) => {
                                     out.extend_from_slice(
                                         b": portcullis: a message was removed\n\n",
                                     );
                                 }
+                                Err(why) => self.error_events(&why, false, &mut out),
                             }
                         }
                         sse::Item::Oversize => {
@@ -449,11 +548,12 @@ impl Inspector {
                         } = item
                         {
                             match self.event(cx, &data) {
-                                Outcome::Keep => out.extend_from_slice(&raw),
-                                Outcome::Replace(v) => {
+                                Ok(Outcome::Keep) => out.extend_from_slice(&raw),
+                                Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
                                 }
-                                Outcome::Drop => {}
+                                Ok(Outcome::Drop) => {}
+                                Err(why) => self.error_events(&why, false, &mut out),
                             }
                         }
                     }
@@ -475,11 +575,14 @@ impl Inspector {
     /// an optional byte-order mark, which lenient clients skip) is replaced by errors.
     fn json_body(&mut self, cx: &Judge<'_>, buf: &[u8]) -> Option<Vec<u8>> {
         let text = buf.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(buf);
-        let Ok(v) = serde_json::from_slice::<Value>(text) else {
-            if self.pending.is_empty() {
-                return None;
+        let v = match read_json(text) {
+            Ok(v) => v,
+            Err(why) => {
+                if self.pending.is_empty() {
+                    return None;
+                }
+                return Some(self.errors(&why));
             }
-            return Some(self.errors("the response is not json"));
         };
         match self.messages(cx, v) {
             (_, false) if text.len() == buf.len() => None,
@@ -488,17 +591,21 @@ impl Inspector {
     }
 
     /// One event's data: a message, or an array of them.
-    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Outcome {
+    /// `Err` (why) when the data is JSON that clients read in different ways: what it may answer
+    /// is answered with errors instead.
+    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Result<Outcome, String> {
         let text = data.strip_prefix('\u{feff}').unwrap_or(data);
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
+        let v = match crate::normalize::json::parse(text.as_bytes(), RESPONSE_JSON_DEPTH) {
+            Ok(p) => p.value,
+            Err(e) if e.is_duplicate() => return Err(ambiguous(&e)),
             // Not JSON: no client can read it as a message either; nothing to pass.
-            return Outcome::Drop;
+            Err(_) => return Ok(Outcome::Drop),
         };
-        match self.messages(cx, v) {
+        Ok(match self.messages(cx, v) {
             (_, false) if text.len() == data.len() => Outcome::Keep,
             (Value::Array(a), _) if a.is_empty() => Outcome::Drop,
             (v, _) => Outcome::Replace(v),
-        }
+        })
     }
 
     /// A message or an array of them (a batch): the value after inspection, and whether it
@@ -539,6 +646,9 @@ impl Inspector {
                 if method == "notifications/tools/list_changed" {
                     pinned::list_changed(cx, &self.base);
                 }
+                if method == TASK_NOTIFICATION && self.bind_owner.is_some() {
+                    return self.task_notification(cx, msg);
+                }
                 return Outcome::Keep;
             }
             let action = result::server_request_action(&self.base, method, msg);
@@ -547,14 +657,74 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let awaits = match self.pending.iter().position(|p| p.id.to_json() == *id) {
-            Some(i) => self.pending.swap_remove(i).awaits,
+        let (awaits, bind) = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+            Some(i) => {
+                let p = self.pending.swap_remove(i);
+                (p.awaits, p.bind)
+            }
             // An answer to a request of another stream (the GET stream, a resumed stream): a
             // result of an unknown call.
-            None => Awaits::Result(self.base_call()),
+            None => (Awaits::Result(self.base_call()), None),
         };
+        match msg.get("result").and_then(|r| r.get("resultType")) {
+            // Absent (an earlier protocol version), or a complete result: read as it is below.
+            None => {}
+            Some(Value::String(t)) if t == RESULT_COMPLETE => {}
+            Some(Value::String(t)) if t == RESULT_TASK => {
+                return match bind.filter(|_| matches!(awaits, Awaits::Result(_))) {
+                    Some(call) => self.task_created(cx, msg, &call),
+                    None => self.unchecked(
+                        &awaits,
+                        id,
+                        "a task handle answers only a 2026-07-28 tools/call",
+                    ),
+                };
+            }
+            Some(Value::String(t)) if t == RESULT_INPUT_REQUIRED => {
+                return match bind {
+                    Some(call) => self.input_required(cx, msg, call.digest),
+                    None => self.unchecked(
+                        &awaits,
+                        id,
+                        "an `InputRequiredResult` answers only a 2026-07-28 tools/call, \
+                         prompts/get or resources/read",
+                    ),
+                };
+            }
+            Some(_) => {
+                return self.unchecked(
+                    &awaits,
+                    id,
+                    "the result's `resultType` is not one the filter knows",
+                );
+            }
+        }
         match awaits {
             Awaits::Answer => Outcome::Keep,
+            Awaits::Instructions(request) => {
+                let mut m = msg.clone();
+                if poison::strip_instructions(cx, &request, &mut m, &mut self.sealed) {
+                    Outcome::Replace(m)
+                } else {
+                    Outcome::Keep
+                }
+            }
+            Awaits::Task(call) => {
+                let Some(task) = msg.get("result") else {
+                    // An error answer to tasks/get: read like the call's error.
+                    let action = result::result_action(&call, msg);
+                    return self.judged(cx, &action, msg, "error");
+                };
+                match self.task_state(cx, &call, task, id) {
+                    TaskOutcome::Keep => Outcome::Keep,
+                    TaskOutcome::Task(t) => {
+                        let mut m = msg.clone();
+                        set_member(&mut m, "result", t);
+                        Outcome::Replace(m)
+                    }
+                    TaskOutcome::Answer(e) => Outcome::Replace(e),
+                }
+            }
             Awaits::List {
                 kind,
                 action,
@@ -584,6 +754,190 @@ impl Inspector {
                 };
                 self.judged(cx, &action, msg, field)
             }
+        }
+    }
+
+    /// An answer the filter cannot read as what it awaited: an error (-32044) in its place, and
+    /// the request recorded as refused.
+    fn unchecked(&mut self, awaits: &Awaits, id: &Value, why: &str) -> Outcome {
+        if let Awaits::List { action, .. } | Awaits::Result(action) | Awaits::Task(action) = awaits
+        {
+            self.unrecorded.push((action.clone(), why.to_owned()));
+        }
+        Outcome::Replace(unchecked_error(id, why))
+    }
+
+    /// An `InputRequiredResult` (MRTR): its `requestState` passes untouched and is bound to the
+    /// action decided (`digest`), so the retry that carries it must be the same action; each of
+    /// its `inputRequests` is a server-to-client request the agent will answer, judged like one
+    /// (a denied one refuses the whole answer).
+    fn input_required(&mut self, cx: &Judge<'_>, msg: &Value, digest: [u8; 32]) -> Outcome {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = msg.get("result").unwrap_or(&Value::Null);
+        if let Some(e) = self.input_requests(cx, result, &id) {
+            return Outcome::Replace(e);
+        }
+        match result.get("requestState") {
+            None => Outcome::Keep,
+            Some(Value::String(state)) => {
+                let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+                let key = bindings::key_of(bindings::BindKind::RequestState, owner, state);
+                let bound = Bound {
+                    digest,
+                    decision: bindings::FORWARDED_ALLOW,
+                    name: String::new(),
+                };
+                match bindings::bind(cx.host, key, &bound, cx.host.now_ms()) {
+                    Ok(()) => Outcome::Keep,
+                    Err(e) => {
+                        cx.host.log(
+                            LogLevel::Warn,
+                            &format!("portcullis: a requestState cannot be bound: {}", e.0),
+                        );
+                        Outcome::Replace(unchecked_error(
+                            &id,
+                            "the server's `requestState` cannot be bound to its decision",
+                        ))
+                    }
+                }
+            }
+            Some(_) => Outcome::Replace(unchecked_error(&id, "`requestState` is not a string")),
+        }
+    }
+
+    /// Judge each of the `inputRequests` in `holder` (an `InputRequiredResult`, or a task waiting
+    /// for input) as the server-to-client request it is: the answer that replaces the message
+    /// when one is denied or unreadable (`id` is the message's).
+    fn input_requests(&mut self, cx: &Judge<'_>, holder: &Value, id: &Value) -> Option<Value> {
+        let requests = holder.get("inputRequests")?;
+        let Some(requests) = requests.as_object() else {
+            return Some(unchecked_error(id, "`inputRequests` is not an object"));
+        };
+        for (key, request) in requests {
+            let Some(method) = request.get("method").and_then(Value::as_str) else {
+                return Some(unchecked_error(
+                    id,
+                    "an entry of `inputRequests` has no method",
+                ));
+            };
+            let asked = json!({"jsonrpc": "2.0", "id": key, "method": method,
+                "params": request.get("params").cloned().unwrap_or(Value::Null)});
+            let action = result::server_request_action(&self.base, method, &asked);
+            let j = result::judge(cx, &action, &asked, "params");
+            if let Some(r) = j.receipt {
+                self.sealed.push(r);
+            }
+            if let result::Effect::Deny(d) = j.outcome {
+                let mut e = d.jsonrpc_error(None);
+                if let Some(obj) = e.as_object_mut() {
+                    obj.insert("id".into(), id.clone());
+                }
+                return Some(e);
+            }
+        }
+        None
+    }
+
+    /// A task handle (`resultType: "task"`) answering a 2026-07-28 `tools/call`: its task id is
+    /// bound to the call (`session/bindings.rs`), so a `tasks/*` of another principal or
+    /// session is refused and the task's result is read as the call's when fetched. A handle
+    /// that cannot be bound is replaced by an error (the agent could not fetch its result).
+    fn task_created(&mut self, cx: &Judge<'_>, msg: &Value, call: &Bound) -> Outcome {
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let result = msg.get("result").unwrap_or(&Value::Null);
+        let Some(task) = result.get("taskId").and_then(Value::as_str) else {
+            return Outcome::Replace(unchecked_error(&id, "a task handle without a `taskId`"));
+        };
+        let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+        let key = bindings::key_of(bindings::BindKind::Task, owner, task);
+        if let Err(e) = bindings::bind(cx.host, key, call, cx.host.now_ms()) {
+            cx.host.log(
+                LogLevel::Warn,
+                &format!("portcullis: a task cannot be bound to its call: {}", e.0),
+            );
+            return Outcome::Replace(unchecked_error(
+                &id,
+                "the task cannot be bound to the call it continues",
+            ));
+        }
+        // The handle itself carries no result; what it says (`statusMessage`) is read when the
+        // task is fetched.
+        Outcome::Keep
+    }
+
+    /// A task's state (a `tasks/get` answer or a `notifications/tasks`' params) of the call
+    /// `call`: its result or error read as the call's, its input requests as server requests.
+    fn task_state(
+        &mut self,
+        cx: &Judge<'_>,
+        call: &Action,
+        task: &Value,
+        id: &Value,
+    ) -> TaskOutcome {
+        if let Some(e) = self.input_requests(cx, task, id) {
+            return TaskOutcome::Answer(e);
+        }
+        if !self.results {
+            return TaskOutcome::Keep;
+        }
+        for field in ["result", "error"] {
+            let Some(inner) = task.get(field) else {
+                continue;
+            };
+            // The task's payload as the answer the call would have had.
+            let as_answer = json!({"jsonrpc": "2.0", "id": id, field: inner});
+            let action = result::result_action(call, &as_answer);
+            match self.judged(cx, &action, &as_answer, field) {
+                Outcome::Keep => {}
+                Outcome::Replace(v) if v.get(field).is_some() => {
+                    let mut t = task.clone();
+                    set_member(&mut t, field, v.get(field).cloned().unwrap_or(Value::Null));
+                    return TaskOutcome::Task(t);
+                }
+                // Denied: the denial in place of the task's answer.
+                Outcome::Replace(v) => return TaskOutcome::Answer(v),
+                Outcome::Drop => {
+                    return TaskOutcome::Answer(unchecked_error(
+                        id,
+                        "the task's result was removed",
+                    ));
+                }
+            }
+        }
+        TaskOutcome::Keep
+    }
+
+    /// A `notifications/tasks` carries a whole task, result included: read as the `tasks/get`
+    /// answer it stands for when the task was handed to this stream's owner; removed when not
+    /// (nothing the filter cannot place reaches the agent).
+    fn task_notification(&mut self, cx: &Judge<'_>, msg: &Value) -> Outcome {
+        let params = msg.get("params").unwrap_or(&Value::Null);
+        let Some(task) = params.get("taskId").and_then(Value::as_str) else {
+            return Outcome::Drop;
+        };
+        let owner = self.bind_owner.as_deref().unwrap_or("anyone");
+        let key = bindings::key_of(bindings::BindKind::Task, owner, task);
+        let bound = match bindings::lookup(cx.host, key, cx.host.now_ms()) {
+            Ok(Some(b)) => b,
+            Ok(None) | Err(_) => {
+                cx.host.log(
+                    LogLevel::Warn,
+                    "portcullis: a task notification for a task not handed to this stream's \
+                     owner was removed",
+                );
+                return Outcome::Drop;
+            }
+        };
+        let mut call = self.base_call();
+        call.tool = (!bound.name.is_empty()).then_some(bound.name);
+        match self.task_state(cx, &call, params, &Value::Null) {
+            TaskOutcome::Keep => Outcome::Keep,
+            TaskOutcome::Task(t) => {
+                let mut m = msg.clone();
+                set_member(&mut m, "params", t);
+                Outcome::Replace(m)
+            }
+            TaskOutcome::Answer(_) => Outcome::Drop,
         }
     }
 
@@ -637,6 +991,80 @@ pub(crate) struct Judge<'a> {
     pub principal: Option<&'a str>,
 }
 
+/// What a response's headers say about reading its body as its client reads it.
+pub(super) struct Legibility {
+    /// Some coding (of every `content-encoding` line: a client applies them all) other than `identity`.
+    pub compressed: bool,
+    /// The distinct `content-type` values (lowercase, trimmed).
+    pub types: Vec<String>,
+    /// Why the body cannot be read as the client reads it: compressed, under several content
+    /// types, or in a charset that does not read it as UTF-8 does (`normalize/charset.rs`).
+    pub illegible: Option<String>,
+}
+
+impl Legibility {
+    pub(super) fn of(headers: &[(String, String)]) -> Self {
+        let all = |n: &'static str| {
+            headers
+                .iter()
+                .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.trim().to_ascii_lowercase())
+        };
+        let encoding = all("content-encoding")
+            .filter(|v| !v.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let compressed = encoding
+            .split(',')
+            .any(|c| !c.trim().is_empty() && c.trim() != "identity");
+        let mut types = all("content-type").collect::<Vec<_>>();
+        types.dedup();
+        let foreign = types
+            .iter()
+            .find_map(|t| crate::normalize::foreign_charset(t, None));
+        let illegible = if compressed {
+            Some(format!(
+                "the response is compressed (content-encoding `{encoding}`)"
+            ))
+        } else if types.len() > 1 {
+            Some("the response declares several content types".to_owned())
+        } else {
+            foreign.map(|cs| format!("the response is in another charset (`{cs}`)"))
+        };
+        Legibility {
+            compressed,
+            types,
+            illegible,
+        }
+    }
+}
+
+/// The 2026-07-28 discovery request, whose result carries the server's `instructions` too.
+const DISCOVER: &str = "server/discover";
+
+/// How deep a response's JSON may nest (serde_json's own limit, which the response path had).
+const RESPONSE_JSON_DEPTH: usize = 128;
+
+/// Why a JSON response is refused when clients read it in different ways.
+fn ambiguous(e: &crate::normalize::json::JsonError) -> String {
+    format!(
+        "the response names a member twice ({}): clients read it in different ways",
+        e.reason()
+    )
+}
+
+/// A response body as one JSON value, read as strictly as requests are (`normalize/json.rs`): a
+/// member named twice, exactly or up to case, is a message one client reads one way and another
+/// (Go's case-blind decoder, a first-wins parser) the other way; the filter would judge one of
+/// them. `Err` says why it cannot be read.
+fn read_json(text: &[u8]) -> Result<Value, String> {
+    match crate::normalize::json::parse(text, RESPONSE_JSON_DEPTH) {
+        Ok(p) => Ok(p.value),
+        Err(e) if e.is_duplicate() => Err(ambiguous(&e)),
+        Err(_) => Err("the response is not json".to_owned()),
+    }
+}
+
 /// A list request awaiting its answer.
 struct ListPending {
     kind: ListKind,
@@ -675,10 +1103,11 @@ fn list_filter(
     };
     let before = list.len();
     list.retain(|entry| {
-        entry
-            .get(p.kind.name_key())
-            .and_then(Value::as_str)
-            .is_some_and(|name| c.keeps(p, name))
+        p.kind == ListKind::Templates
+            || entry
+                .get(p.kind.name_key())
+                .and_then(Value::as_str)
+                .is_some_and(|name| c.keeps(p, name))
     });
     let hidden = before.saturating_sub(list.len());
     // The tools the agent may use, against their pins (before the scan for instructions, so a

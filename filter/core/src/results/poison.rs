@@ -16,6 +16,42 @@ use super::{ListKind, inject, result};
 use crate::normalize::Method;
 use crate::policy::Policy;
 
+/// The server's `instructions` in an `initialize` or `server/discover` answer: clients hand them
+/// to the model with the tool list, so they are read like an entry's description. Flagged ones
+/// are removed (no rule keeps them: an `instructions` text has no name a rule could select), with
+/// a signed `result` receipt on the request (rule `filter:poisoned_entry`, MODIFY; none without a
+/// session, which an `initialize` usually has not yet) and a warning. Whether `msg` changed.
+pub(super) fn strip_instructions(
+    cx: &super::Judge<'_>,
+    request: &Action,
+    msg: &mut Value,
+    sealed: &mut Vec<bundle::receipt::Receipt>,
+) -> bool {
+    let Some(answer) = msg.get_mut("result").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    let flagged = answer.get("instructions").is_some_and(|v| {
+        let mut text = String::new();
+        result::result_text(v, &mut text);
+        inject::detect(&text)
+    });
+    if !flagged {
+        return false;
+    }
+    answer.remove("instructions");
+    let line = format!(
+        "removed the server's `instructions` ({} answer): they carry an instruction aimed at \
+         the agent",
+        request.operation
+    );
+    cx.host
+        .log(crate::host::LogLevel::Warn, &format!("portcullis: {line}"));
+    if let Some(r) = result::poisoned_entries(cx, request, 1, vec![line]) {
+        sealed.push(r);
+    }
+    true
+}
+
 /// The members of an entry the agent reads as text, scanned one by one, in this order.
 fn scanned_members(kind: ListKind) -> &'static [&'static str] {
     match kind {
@@ -28,7 +64,7 @@ fn scanned_members(kind: ListKind) -> &'static [&'static str] {
         ],
         ListKind::Prompts => &["description", "title", "arguments"],
         // A resource's `name` is display text (its key is the `uri`).
-        ListKind::Resources => &["description", "title", "name"],
+        ListKind::Resources | ListKind::Templates => &["description", "title", "name"],
     }
 }
 
@@ -53,6 +89,7 @@ impl ListKind {
             ListKind::Tools => "tool",
             ListKind::Prompts => "prompt",
             ListKind::Resources => "resource",
+            ListKind::Templates => "resource template",
         }
     }
 
@@ -61,7 +98,7 @@ impl ListKind {
         match self {
             ListKind::Tools => Method::ToolsListEntry,
             ListKind::Prompts => Method::PromptsListEntry,
-            ListKind::Resources => Method::ResourcesListEntry,
+            ListKind::Resources | ListKind::Templates => Method::ResourcesListEntry,
         }
     }
 }

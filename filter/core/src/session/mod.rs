@@ -14,6 +14,7 @@
 //! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
 
 mod approvals;
+pub(crate) mod bindings;
 pub(crate) mod etcd;
 mod pins;
 mod principals;

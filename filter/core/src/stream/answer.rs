@@ -31,7 +31,7 @@ pub(super) fn deciding_msg(plan: &Plan) -> Option<&MsgResult> {
 /// request ids (one object, or an array for a batch), so its pending requests fail at once with
 /// the reason rather than waiting out their timeouts. `None` for anything else.
 pub(super) fn refused_responses(shape: &Shape, plan: &Plan) -> Option<Vec<u8>> {
-    let Shape::Mcp { batch, msgs } = shape else {
+    let Shape::Mcp { batch, msgs, .. } = shape else {
         return None;
     };
     if msgs.is_empty() || msgs.iter().any(|(_, k)| *k != McpMessageKind::Response) {
@@ -120,7 +120,9 @@ impl Stream {
         let first = denial_of(first);
         let extra = receipt_extra(receipt_header);
         match shape {
-            Shape::Mcp { batch: true, msgs } => {
+            Shape::Mcp {
+                batch: true, msgs, ..
+            } => {
                 let errors: Vec<serde_json::Value> = plan
                     .msgs
                     .iter()
@@ -137,7 +139,9 @@ impl Stream {
                     self.phase = Phase::Answered;
                 }
             }
-            Shape::Mcp { batch: false, msgs } => match msgs.first() {
+            Shape::Mcp {
+                batch: false, msgs, ..
+            } => match msgs.first() {
                 Some((id, McpMessageKind::Request)) => {
                     self.answer(host, &first, id.as_ref(), true, &extra);
                 }

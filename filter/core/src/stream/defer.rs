@@ -29,6 +29,8 @@ pub(super) struct Pending {
     answer_with_jsonrpc: bool,
     chain_name: String,
     first_receipt: Option<Receipt>,
+    /// Whose `requestState` its answer hands out, on a 2026-07-28 stream.
+    bind_owner: Option<String>,
 }
 
 impl Pending {
@@ -84,6 +86,8 @@ impl Stream {
             answer_with_jsonrpc,
             chain_name: chain_name.to_owned(),
             first_receipt: m.receipt.clone(),
+            bind_owner: matches!(shape, Shape::Mcp { modern: true, .. })
+                .then(|| self.binding_owner()),
         };
         match host.dispatch_http_call(
             &defer.service.cluster,
@@ -172,7 +176,7 @@ impl Stream {
             // A deferred request is a single message: its answer is read like an allowed one's.
             let inspector = (self.route == Route::Mcp).then(|| {
                 let one = std::iter::once((p.id.as_ref(), &p.action, &[][..]));
-                Inspector::new(one, &p.action, policy.pack.results)
+                Inspector::new(one, &p.action, policy.pack.results, p.bind_owner.clone())
             });
             self.forward(
                 host,

@@ -215,6 +215,14 @@ impl Stream {
             return FilterAction::Pause;
         }
         self.session = self.key.clone();
+        if let Some(name) = normalize::ambiguous_header(&self.head, &single_valued(&policy.cfg)) {
+            let refusal = Refusal::bad_http(format!(
+                "header `{name}` appears more than once with different values: servers differ \
+                 on which one they read"
+            ));
+            self.refuse(host, &refusal);
+            return FilterAction::Pause;
+        }
         if self.route == Route::McpMethodNotAllowed {
             let refusal = Refusal::method_not_allowed(&self.head.method);
             self.refuse(host, &refusal);
@@ -320,15 +328,26 @@ impl Stream {
         }
         if let Some(intent) = self.begin_session.take() {
             let plugin = Rc::clone(&self.plugin);
-            let session = host
+            let mut ids: Vec<String> = host
                 .response_headers()
                 .into_iter()
-                .find(|(n, v)| {
-                    n.eq_ignore_ascii_case("mcp-session-id")
-                        && normalize::valid_session_id(v)
-                        && !session::is_reserved_chain(v)
-                })
-                .map(|(_, v)| v);
+                .filter(|(n, _)| n.eq_ignore_ascii_case("mcp-session-id"))
+                .map(|(_, v)| v.trim().to_owned())
+                .collect();
+            ids.dedup();
+            if ids.len() > 1 {
+                // Two session ids: a client joins them (httpx, fetch) or takes either; the filter
+                // would begin one the client never names. The agent gets none.
+                host.log(
+                    LogLevel::Warn,
+                    "portcullis: the server named two session ids; both removed",
+                );
+                host.set_response_header("mcp-session-id", None);
+                ids.clear();
+            }
+            let session = ids
+                .into_iter()
+                .find(|v| normalize::valid_session_id(v) && !session::is_reserved_chain(v));
             if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
                 l.sessions
                     .begin(host, &session, self.principal.as_deref(), intent.as_ref());
@@ -475,6 +494,7 @@ impl Stream {
             _ => None,
         };
         let tool_checks = self.pin_checks(host, l, &mut actions);
+        let bound_state = self.binding_checks(host, &shape, &mut actions);
         let input = Input {
             shape: &shape,
             actions: &actions,
@@ -493,6 +513,7 @@ impl Stream {
             grant: grant.as_ref(),
             state_store: state_store.as_deref(),
             tool_checks: &tool_checks,
+            bound_state: &bound_state,
         };
         // Containment changed before this decision (by tool results) is the outbox's to write.
         // With the local backend nothing is ever noted: no call on the request path.
@@ -549,6 +570,95 @@ impl Stream {
             .collect()
     }
 
+    /// Whose server-held state (an MRTR `requestState`, a task id) this stream may present and
+    /// is handed: its principal, else the session key it carried, else anyone's (a
+    /// `requestState` is still held to the action it was handed out for).
+    pub(super) fn binding_owner(&self) -> String {
+        match (&self.principal, &self.key) {
+            (Some(p), _) => format!("principal:{p}"),
+            (None, Some(k)) => format!("session:{k}"),
+            (None, None) => "anyone".to_owned(),
+        }
+    }
+
+    /// Per action, why it is refused for the server-held state it presents
+    /// (`session/bindings.rs`): an MRTR `requestState` not handed to this owner (or that cannot
+    /// be checked) or handed out for another action; on a 2026-07-28 stream, a `tasks/*` on a
+    /// task not handed to this owner. A task that was is named by its call's tool
+    /// (`action.tool`), so the pack and the receipt see whose task it is. Empty when no message
+    /// presents either.
+    fn binding_checks(
+        &self,
+        host: &dyn Host,
+        shape: &Shape,
+        actions: &mut [Action],
+    ) -> Vec<Option<(crate::rules::FilterRule, String)>> {
+        use crate::rules::FilterRule;
+        use session::bindings::{BindKind, action_digest, key_of, lookup};
+        let Shape::Mcp {
+            request_states,
+            task_ids,
+            modern,
+            ..
+        } = shape
+        else {
+            return Vec::new();
+        };
+        let tasks = *modern && task_ids.iter().any(Option::is_some);
+        if !tasks && request_states.iter().all(Option::is_none) {
+            return Vec::new();
+        }
+        let owner = self.binding_owner();
+        let now = host.now_ms();
+        request_states
+            .iter()
+            .zip(task_ids)
+            .zip(actions.iter_mut())
+            .map(|((state, task), a)| {
+                if let Some(state) = state.as_deref() {
+                    return match lookup(host, key_of(BindKind::RequestState, &owner, state), now) {
+                        Ok(Some(b)) if b.digest == action_digest(a) => None,
+                        Ok(Some(_)) => Some((
+                            FilterRule::RequestStateChanged,
+                            "the retry carries the server's `requestState` for another action: \
+                             a retry must repeat the action the server asked input for"
+                                .to_owned(),
+                        )),
+                        Ok(None) => Some((
+                            FilterRule::RequestStateUnbound,
+                            "the retry carries a `requestState` the server did not hand to this \
+                             principal or session through the filter (or it expired)"
+                                .to_owned(),
+                        )),
+                        Err(e) => Some((
+                            FilterRule::RequestStateUnbound,
+                            format!("the retry's `requestState` cannot be checked: {}", e.0),
+                        )),
+                    };
+                }
+                let task = task.as_deref().filter(|_| *modern)?;
+                match lookup(host, key_of(BindKind::Task, &owner, task), now) {
+                    Ok(Some(b)) => {
+                        if !b.name.is_empty() {
+                            a.tool = Some(b.name);
+                        }
+                        None
+                    }
+                    Ok(None) => Some((
+                        FilterRule::TaskUnbound,
+                        "the task was not handed to this principal or session through the \
+                         filter (or it expired)"
+                            .to_owned(),
+                    )),
+                    Err(e) => Some((
+                        FilterRule::TaskUnbound,
+                        format!("the task cannot be checked: {}", e.0),
+                    )),
+                }
+            })
+            .collect()
+    }
+
     /// The inspector of a forwarded MCP stream (POST and GET): every message the server sends is
     /// read ([`Stream::forward`] asks the server to answer uncompressed).
     fn inspect_response(
@@ -561,7 +671,7 @@ impl Stream {
         let base = actions.first()?;
         let results = l.policy.pack.results;
         match shape {
-            Shape::Mcp { msgs, .. } => Some(Inspector::new(
+            Shape::Mcp { msgs, modern, .. } => Some(Inspector::new(
                 plan.msgs
                     .iter()
                     .zip(actions)
@@ -570,9 +680,18 @@ impl Stream {
                     .map(|((m, a), (id, _))| (id.as_ref(), a, m.verdict.modifications.as_slice())),
                 base,
                 results,
+                modern.then(|| self.binding_owner()),
             )),
             Shape::McpHeaders if self.route == Route::McpStream => {
-                Some(Inspector::new(std::iter::empty(), base, results))
+                Some(Inspector::new(std::iter::empty(), base, results, None))
+            }
+            // A plain HTTP egress answer is agent input too, when the pack reads results
+            // (`results/egress.rs`). A CONNECT tunnel carries bytes the filter cannot read.
+            // A HEAD answer has no body (and its content-length is the GET's).
+            Shape::Http { .. }
+                if results && self.route == Route::Http && self.head.method != "HEAD" =>
+            {
+                Some(Inspector::egress(base))
             }
             Shape::McpHeaders | Shape::Http { .. } => None,
         }
@@ -819,6 +938,30 @@ impl Stream {
         self.plugin.metrics.count(host, metric);
         self.phase = Phase::Forwarded;
     }
+}
+
+/// The request headers the filter reads one value of: two different values are refused
+/// ([`normalize::ambiguous_header`]).
+fn single_valued(cfg: &crate::config::Config) -> Vec<&str> {
+    let mut names = vec![
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "x-portcullis-intent",
+        APPROVAL_HEADER,
+        bundle::grant::GRANT_HEADER,
+        "traceparent",
+    ];
+    if let crate::config::SessionKeySource::Header(name) = &cfg.session.key {
+        names.push(name);
+    }
+    if let Some(h) = &cfg.identity.headers {
+        names.extend(
+            [&h.agent, &h.human, &h.workload]
+                .into_iter()
+                .filter_map(|n| n.as_deref()),
+        );
+    }
+    names
 }
 
 /// One log line per message: debug for an ALLOW, info for everything else.
