@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FOLDERS = ("mcp-gateway", "egress-proxy", "hot-reload", "fault-behaviour")
+FOLDERS = ("mcp-gateway", "egress-proxy", "hot-reload", "fault-behaviour", "credentials")
 # The one browser origin the mcp-gateway allows unless --var CORS_ORIGIN=... says otherwise: the
 # MCP Inspector's local web UI.
 DEFAULT_CORS_ORIGIN = "http://localhost:6274"

@@ -141,6 +141,14 @@ pub enum Modification {
         /// The converted value (a JSON string, number or boolean).
         value: serde_json::Value,
     },
+    /// Set a request header to a credential minted for this one action: an RFC 8693 token
+    /// exchange at the operator's STS, whose definition (`credentials.definitions.NAME` of the
+    /// plugin configuration) names the header, its format, the audience and the read / write
+    /// scopes (format version 5; `docs/credentials.md`).
+    InjectCredential {
+        /// The credential's name in the plugin configuration.
+        name: String,
+    },
 }
 
 /// A lasting change to the session, applied after the decision (progressive enforcement).

@@ -124,18 +124,18 @@ fn header_errors_are_clear() {
         LoadError::BadMagic
     );
     let mut future = good.clone();
-    future[4..6].copy_from_slice(&5u16.to_le_bytes());
+    future[4..6].copy_from_slice(&6u16.to_le_bytes());
     let e = Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err();
     assert_eq!(
         e,
         LoadError::UnsupportedVersion {
-            found: 5,
-            supported: 4
+            found: 6,
+            supported: 5
         }
     );
     assert_eq!(
         e.to_string(),
-        "bundle format version 5 is not supported (this build reads versions 1 to 4); rebuild the bundle with a matching policyc"
+        "bundle format version 6 is not supported (this build reads versions 1 to 5); rebuild the bundle with a matching policyc"
     );
     let mut ancient = good.clone();
     ancient[4..6].copy_from_slice(&0u16.to_le_bytes());
@@ -498,28 +498,13 @@ fn v3_golden_keeps_loading() {
     assert!(err.to_string().contains("trailing bytes"), "{err}");
 }
 
+/// The version-4 golden was written by the version-4 encoder and is never re-blessed.
 #[test]
 fn v4_golden_keeps_loading() {
-    let sk = signing_key_from_seed([42; 32]);
-    let signed = sign(&bundle::encode(&rich_v4()), &sk).unwrap();
-    if std::env::var_os("BLESS").is_some() {
-        let dir = golden_dir();
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("v4-rich.bundle"), &signed).unwrap();
-        std::fs::write(
-            dir.join("v4-rich.pub"),
-            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
-        )
-        .unwrap();
-    }
     let (golden, pk) = golden("v4-rich");
     let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
     assert_eq!(b.info().format_version, 4);
     assert_eq!(b.program(), &rich_v4());
-    assert!(
-        golden == signed,
-        "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
-    );
     assert_eq!(b.tool_pin("fs", "read_file"), Some(&[7u8; 32]));
     assert_eq!(b.tool_pin("fs", "write_file"), None);
     assert_eq!(b.tool_pin("git", "read_file"), None);
@@ -536,12 +521,58 @@ fn v4_golden_keeps_loading() {
     assert!(!rules(&a).contains(&"changed_tool".to_owned()));
     a.tool_state.changed = true;
     assert!(rules(&a).contains(&"changed_tool".to_owned()));
+    // What version 5 adds cannot be read as version 4: an injected credential under a version-4
+    // header is refused with a clear error, never read as something else.
+    let body = body_of(&bundle::encode(&rich_v5())).to_vec();
+    let mut v4 = wrap(&body);
+    v4[4..6].copy_from_slice(&4u16.to_le_bytes());
+    let err = Bundle::from_bytes(&v4, &Trust::AllowUnsigned).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(`inject_credential`) needs bundle format version 5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn v5_golden_keeps_loading() {
+    let sk = signing_key_from_seed([42; 32]);
+    let signed = sign(&bundle::encode(&rich_v5()), &sk).unwrap();
+    if std::env::var_os("BLESS").is_some() {
+        let dir = golden_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("v5-rich.bundle"), &signed).unwrap();
+        std::fs::write(
+            dir.join("v5-rich.pub"),
+            bundle::keys::format_verifying_key(&sk.verifying_key()) + "\n",
+        )
+        .unwrap();
+    }
+    let (golden, pk) = golden("v5-rich");
+    let b = Bundle::from_bytes(&golden, &Trust::Keys(vec![pk])).unwrap();
+    assert_eq!(b.info().format_version, 5);
+    assert_eq!(b.program(), &rich_v5());
+    assert!(
+        golden == signed,
+        "the encoder's output changed: bump FORMAT_VERSION and add a golden (BLESS=1)"
+    );
+    // The injected credential reaches the verdict by name, after the rule's other rewrites.
+    let a = call("create_issue", serde_json::json!({}));
+    let s = bundle::session::SessionState::new(1_800_000_000_000);
+    let v = b.evaluate(&a, &s, 1_800_000_000_000);
+    assert!(
+        v.modifications
+            .contains(&bundle::verdict::Modification::InjectCredential {
+                name: "tracker".into()
+            }),
+        "{v:?}"
+    );
     // a future version of the same bytes fails with a clear version error
     let mut future = golden.clone();
     future[4..6].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     assert!(matches!(
         Bundle::from_bytes(&future, &Trust::AllowUnsigned).unwrap_err(),
-        LoadError::UnsupportedVersion { found, supported: 4 } if found == FORMAT_VERSION + 1
+        LoadError::UnsupportedVersion { found, supported: 5 } if found == FORMAT_VERSION + 1
     ));
 }
 
@@ -569,7 +600,7 @@ fn disassembly_shows_header_rules_and_code() {
     let b = load(&rich());
     let text = bundle::disasm::disassemble(&b);
     assert!(
-        text.starts_with("bundle format v4\npack \"t\" version \"1.0.0\""),
+        text.starts_with("bundle format v5\npack \"t\" version \"1.0.0\""),
         "{text}"
     );
     assert!(text.contains("mcp_protocol list v1"), "{text}");

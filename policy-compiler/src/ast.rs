@@ -234,6 +234,8 @@ pub enum ModSpec {
     SetHeader(String, String),
     /// `remove_tools ["glob", ...]`
     RemoveTools(Vec<String>),
+    /// `inject credential "NAME"`
+    InjectCredential(String),
 }
 
 impl ModSpec {
@@ -257,6 +259,7 @@ impl ModSpec {
             ModSpec::RemoveTools(p) => Modification::RemoveTools {
                 patterns: p.clone(),
             },
+            ModSpec::InjectCredential(n) => Modification::InjectCredential { name: n.clone() },
         }
     }
 }

@@ -280,6 +280,17 @@ impl<'p> Checker<'p> {
         {
             self.err(d.span, "a defer needs a context service name".to_owned());
         }
+        let mut injects = d
+            .modifications
+            .iter()
+            .filter(|m| matches!(m.node, ModSpec::InjectCredential(_)));
+        if let (Some(_), Some(second)) = (injects.next(), injects.next()) {
+            self.err(
+                second.span,
+                "a modify injects at most one credential (one request carries one minted token)"
+                    .to_owned(),
+            );
+        }
         for m in &d.modifications {
             match &m.node {
                 ModSpec::Clamp(_, lo, hi) if lo > hi => {
@@ -290,8 +301,26 @@ impl<'p> Checker<'p> {
                     .hint = Some(format!("write `{hi}..{lo}`"));
                 }
                 ModSpec::StripHeader(h) | ModSpec::SetHeader(h, _) => self.header_name(h, m.span),
+                ModSpec::InjectCredential(n) => self.credential_name(n, m.span),
                 _ => {}
             }
+        }
+    }
+
+    /// A credential name as the plugin configuration spells it (`credentials.definitions`):
+    /// 1 to 64 of `a-z`, `0-9`, `_`, `-`.
+    fn credential_name(&mut self, n: &str, span: Span) {
+        let ok = !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            self.err(
+                span,
+                format!(
+                    "credential name `{n}` must be 1 to 64 characters of `a-z`, `0-9`, `_` and `-`"
+                ),
+            );
         }
     }
 

@@ -553,6 +553,7 @@ fn modification(m: &ModSpec) -> String {
         ModSpec::RedactSecrets => "redact_secrets".to_owned(),
         ModSpec::StripHeader(h) => format!("strip_header {}", quote(h)),
         ModSpec::SetHeader(h, v) => format!("set_header {} {}", quote(h), quote(v)),
+        ModSpec::InjectCredential(n) => format!("inject credential {}", quote(n)),
         ModSpec::RemoveTools(p) => format!(
             "remove_tools [{}]",
             p.iter().map(|s| quote(s)).collect::<Vec<_>>().join(", ")

@@ -46,6 +46,7 @@
 //!             | "clamp" arg_path number ".." number
 //!             | "redact_secrets"
 //!             | "strip_header" string | "set_header" string string
+//!             | "inject" "credential" string
 //!             | "remove_tools" string_list ;
 //! effect      = "taint" string | "revoke" "tool" [ string ] [ "principal" ]
 //!             | "revoke" "class" ident [ "principal" ]

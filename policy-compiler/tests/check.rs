@@ -250,6 +250,25 @@ fn header_names_must_be_lowercase() {
 }
 
 #[test]
+fn injected_credentials_are_named_plainly_and_once() {
+    one_error(
+        "rule r { when true modify \"m\" { inject credential \"GitHub Token\" } }",
+        "credential name `GitHub Token` must be 1 to 64 characters of `a-z`, `0-9`, `_` and `-`",
+        None,
+    );
+    one_error(
+        "rule r { when true modify \"m\" { inject credential \"a\"; inject credential \"b\" } }",
+        "a modify injects at most one credential",
+        None,
+    );
+    one_error(
+        "rule r { when true modify \"m\" { inject \"a\" } }",
+        "`credential` after `inject`",
+        None,
+    );
+}
+
+#[test]
 fn regex_errors() {
     one_error(
         "rule r { when tool matches \"(unclosed\" allow \"a\" }",

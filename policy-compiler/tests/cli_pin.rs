@@ -107,7 +107,7 @@ fn pins_are_the_filters_digests_and_ship_in_the_bundle() {
     let built: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         (built["format_version"].clone(), built["tool_pins"].clone()),
-        (json!(4), json!(3))
+        (json!(bundle::format::FORMAT_VERSION), json!(3))
     );
     let b =
         bundle::Bundle::from_bytes(&std::fs::read(&out).unwrap(), &bundle::Trust::AllowUnsigned)

@@ -286,6 +286,7 @@ fn decision() -> impl Strategy<Value = DecisionSpec> {
         Just(sp(ModSpec::StripHeader("x-h".into()))),
         Just(sp(ModSpec::SetHeader("x-a".into(), "b".into()))),
         Just(sp(ModSpec::RemoveTools(vec!["get_*".into()]))),
+        Just(sp(ModSpec::InjectCredential("tracker".into()))),
     ];
     (
         select(vec![

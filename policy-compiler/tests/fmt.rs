@@ -257,6 +257,7 @@ fn modspec() -> impl Strategy<Value = ModSpec> {
         text().prop_map(ModSpec::StripHeader),
         (text(), text()).prop_map(|(a, b)| ModSpec::SetHeader(a, b)),
         prop::collection::vec(text(), 0..3).prop_map(ModSpec::RemoveTools),
+        text().prop_map(ModSpec::InjectCredential),
     ]
 }
 

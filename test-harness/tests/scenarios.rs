@@ -59,15 +59,23 @@ fn start(setup: &Setup) -> Result<Wasm, Failure> {
 }
 
 /// The call-out clusters of a configuration (the host refuses call-outs to any other).
+/// The clusters the configuration calls out to: its context services and its credentials' STSs.
 fn clusters_of(config: &str) -> Option<Vec<String>> {
     let v: Value = serde_json::from_str(config).ok()?;
-    let services = v.get("context_services")?.as_object()?;
-    Some(
-        services
-            .values()
-            .filter_map(|s| s.get("cluster").and_then(Value::as_str).map(str::to_owned))
-            .collect(),
-    )
+    let cluster = |s: &Value| s.get("cluster").and_then(Value::as_str).map(str::to_owned);
+    let mut out: Vec<String> = v
+        .get("context_services")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|services| services.values().filter_map(cluster))
+        .collect();
+    if let Some(c) = v.get("credentials") {
+        out.extend(c.get("sts").and_then(cluster));
+        if let Some(defs) = c.get("definitions").and_then(Value::as_object) {
+            out.extend(defs.values().filter_map(|d| d.get("sts").and_then(cluster)));
+        }
+    }
+    (v.get("context_services").is_some() || v.get("credentials").is_some()).then_some(out)
 }
 
 /// A callback's outcome as the driver wants it: what the filter told the proxy is read back

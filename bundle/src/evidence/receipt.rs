@@ -65,6 +65,10 @@ pub enum EventKind {
     /// decision was sealed: `decision` is what the filter enforced instead (a DENY), `reason`
     /// says why; always signed.
     StateStore,
+    /// The credentials a MODIFY injected were minted (or read from the cache) and the request went
+    /// on (`decision` MODIFY, `credentials` lists them), or minting failed and the request was
+    /// denied (`decision` DENY, rule `filter:credential`); always signed.
+    Credential,
 }
 
 impl EventKind {
@@ -78,6 +82,7 @@ impl EventKind {
             EventKind::Result => "result",
             EventKind::Release => "release",
             EventKind::StateStore => "state_store",
+            EventKind::Credential => "credential",
         }
     }
 }
@@ -219,6 +224,10 @@ pub struct ReceiptBody {
     pub approval: Option<ApprovalRef>,
     /// The bundle that decided.
     pub bundle: Option<BundleRef>,
+    /// The credentials injected into the request (`credential` receipts only): what identifies
+    /// each one, never the secret. Absent otherwise, so other receipts' bytes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<CredentialRecord>>,
     /// The enforced decision.
     pub decision: Option<Decision>,
     /// Intent drift × 1000, rounded (see [`drift_milli`]).
@@ -264,6 +273,23 @@ pub struct ReceiptBody {
     pub warnings: Vec<String>,
     /// What enforce mode would have decided.
     pub would_be: Option<Decision>,
+}
+
+/// One injected credential as a receipt records it (`docs/credentials.md`): never the token.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialRecord {
+    /// The audience it was minted for (the destination).
+    pub audience: String,
+    /// Whether it came from the filter's cache (no exchange for this request).
+    pub cached: bool,
+    /// What identifies it: `jti:<jti>` when the token is a JWT with a `jti` claim, else
+    /// `sha256:<first 16 hex digits of SHA-256 of the token>`.
+    pub id: String,
+    /// The credential's name in the plugin configuration.
+    pub name: String,
+    /// The scope it carries (as the STS granted it).
+    pub scope: String,
 }
 
 /// One applicable pack of a layered bundle, as a receipt records it.
@@ -561,6 +587,8 @@ pub fn describe_modification(m: &Modification) -> String {
         Modification::StripHeader { name } => format!("strip_header {name}"),
         Modification::SetHeader { name, .. } => format!("set_header {name}"),
         Modification::RemoveTools { patterns } => format!("remove_tools {}", patterns.join(",")),
+        // The name only: the credential itself is minted later and never written here.
+        Modification::InjectCredential { name } => format!("inject_credential {name}"),
         // The type only: the value is the agent's argument.
         Modification::CoerceArg { path, value } => {
             let to = match value {

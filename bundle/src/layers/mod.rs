@@ -283,6 +283,8 @@ fn contributes(mode: Mode, v: &Verdict) -> Decision {
 enum Target<'a> {
     Arg(&'a [crate::verdict::PathSegment]),
     Header(String),
+    /// One request carries at most one injected credential: two different ones conflict.
+    Credential,
     None,
 }
 
@@ -295,6 +297,7 @@ fn target(m: &Modification) -> Target<'_> {
         Modification::StripHeader { name } | Modification::SetHeader { name, .. } => {
             Target::Header(name.to_ascii_lowercase())
         }
+        Modification::InjectCredential { .. } => Target::Credential,
         Modification::RedactSecrets | Modification::RemoveTools { .. } => Target::None,
     }
 }

@@ -106,7 +106,9 @@ impl Writer {
                     self.f64(*max);
                 }
                 Modification::RedactSecrets => {}
-                Modification::StripHeader { name } => self.str(name),
+                Modification::StripHeader { name } | Modification::InjectCredential { name } => {
+                    self.str(name)
+                }
                 Modification::SetHeader { name, value } => {
                     self.str(name);
                     self.str(value);

@@ -13,7 +13,7 @@
 //! version 2) tool argument declarations. Version 3 adds the pack flags (`intent_source`,
 //! `session_key`) and the principal fields, predicates and `quarantine` effect. Version 4 adds
 //! the fields `tool.changed` and `tool.shadowed` and an optional last section: tool pins from a
-//! reviewed catalogue (`policyc pin`).
+//! reviewed catalogue (`policyc pin`). Version 5 adds the `inject_credential` modification.
 
 use crate::action::{Action, Kind};
 use crate::session::Quarantine;
@@ -22,7 +22,7 @@ use crate::verdict::{Decision, Defer, Effect, Mode, Modification, PathSegment, R
 /// The four magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 4] = *b"PCLB";
 /// The format version this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// The oldest format version this build reads. A version-1 bundle is evaluated exactly as a
 /// version-1 build did: a type error in a test is false, there are no argument declarations.
 pub const MIN_FORMAT_VERSION: u16 = 1;

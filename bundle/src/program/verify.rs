@@ -308,6 +308,17 @@ impl<'a> Reader<'a> {
                 },
                 // Format version 1 has no coerced arguments.
                 Modification::CoerceArg { .. } => return Err(self.bad(Modification::WHAT, m.tag())),
+                Modification::InjectCredential { .. } if self.version >= 5 => {
+                    Modification::InjectCredential { name: self.str()? }
+                }
+                // Before format version 5 there are no injected credentials.
+                Modification::InjectCredential { .. } => {
+                    return Err(LoadError::invalid(format!(
+                        "{}: modification tag {} (`inject_credential`) needs bundle format version 5",
+                        self.section,
+                        m.tag()
+                    )));
+                }
             });
         }
         let step_up = if self.bool()? {

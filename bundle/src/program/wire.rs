@@ -161,6 +161,8 @@ wire_table! { Modification as "modification" {
     RemoveTools { .. } = 7 => Modification::RemoveTools { patterns: Vec::new() },
     // Format version 2 and later.
     CoerceArg { .. } = 8 => Modification::CoerceArg { path: Vec::new(), value: serde_json::Value::Null },
+    // Format version 5 and later.
+    InjectCredential { .. } = 9 => Modification::InjectCredential { name: String::new() },
 }}
 
 wire_table! { EffectDef as "effect" {
@@ -268,7 +270,7 @@ mod tests {
         assert_eq!(round_trips::<Mode>(), 3);
         assert_eq!(round_trips::<RiskTier>(), 4);
         assert_eq!(round_trips::<Option<Kind>>(), 3);
-        assert_eq!(round_trips::<Modification>(), 8);
+        assert_eq!(round_trips::<Modification>(), 9);
         assert_eq!(round_trips::<EffectDef>(), 8);
         assert_eq!(round_trips::<MatcherDef>(), 4);
     }

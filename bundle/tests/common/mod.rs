@@ -262,6 +262,28 @@ pub fn rich_v4() -> Program {
     p
 }
 
+/// [`rich_v4`] with what format version 5 adds: a rule whose MODIFY injects a credential
+/// (`testdata/bundles/v5-rich.bundle`).
+pub fn rich_v5() -> Program {
+    use bundle::verdict::Modification;
+    let mut p = rich_v4();
+    let mut d = dec(
+        Decision::Modify,
+        "the issue tracker gets a per-action token",
+    );
+    d.modifications = vec![
+        Modification::StripHeader {
+            name: "cookie".into(),
+        },
+        Modification::InjectCredential {
+            name: "tracker".into(),
+        },
+    ];
+    p.rules
+        .push(rule("tracker_token", when(tool_is("create_issue")), d));
+    p
+}
+
 /// The program of the version-1 golden (`testdata/bundles/v1-rich.bundle`): every section and
 /// most opcodes of format version 1.
 pub fn rich_v1() -> Program {

@@ -89,6 +89,8 @@ pub trait Host {
     fn request_headers(&self) -> Vec<(String, String)>;
     /// Replace (`Some`) or remove (`None`) a request header.
     fn set_request_header(&self, name: &str, value: Option<&str>);
+    /// Remove every value of a request trailer (only while the trailers are being delivered).
+    fn remove_request_trailer(&self, name: &str);
     /// `len` bytes of the buffered request body from `start`; `None` when there is none.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// Replace the whole buffered request body.

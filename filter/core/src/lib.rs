@@ -10,6 +10,7 @@
 //! | `stream/` | the HTTP context: [`Stream`] reads a request, has it decided, enforces, answers |
 //! | `results/` | the response path: lists filtered, tool results and server requests judged |
 //! | `decide/` | one request's decision: evaluate, resolve, record and seal |
+//! | `credentials/` | the agent's credential headers per destination; minted per-action credentials |
 //! | `session/` | session records in shared data, this worker's tracker, the one CAS cycle |
 //! | `policy/` | the policy in force and what its pack reads |
 //! | `normalize/`, `identity` | a request as actions; who acts and in which session |
@@ -20,6 +21,7 @@
 mod approve;
 mod bench;
 mod config;
+mod credentials;
 mod decide;
 mod error;
 pub mod host;

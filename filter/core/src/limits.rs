@@ -73,6 +73,41 @@ pub const PIN_SLOTS: u32 = 4096;
 /// A tool beyond it cannot be pinned and is judged changed (fail closed).
 pub const MAX_PINS_PER_OWNER: usize = 256;
 
+/// Credentials a configuration may define (`credentials.definitions`).
+pub const MAX_CREDENTIAL_DEFINITIONS: usize = 256;
+
+/// Destinations a configuration may let the agent's own credential headers reach
+/// (`credentials.pass`).
+pub const MAX_CREDENTIAL_PASS_RULES: usize = 1024;
+
+/// Longest STS call-out timeout a configuration may ask for (ms): the request waits that long.
+pub const MAX_STS_TIMEOUT_MS: u32 = 30_000;
+
+/// Longest STS answer read (bytes); a longer one is refused (a token response is a few KiB).
+pub const MAX_STS_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Longest minted token accepted (bytes).
+pub const MAX_MINTED_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Longest `scope`, `token_type` or `issued_token_type` accepted in an STS answer (bytes).
+pub const MAX_STS_FIELD_BYTES: usize = 1024;
+
+/// Longest subject token sent to the STS (bytes): the agent's verified JWT.
+pub const MAX_SUBJECT_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Longest lifetime of a minted credential the filter caches (s): an `expires_in` above it is
+/// cached for this long only. `credentials.skew_s` must be below it.
+pub const MAX_CREDENTIAL_TTL_S: u64 = 24 * 3600;
+
+/// Shared-data slots minted credentials are cached in (`portcullis/cred/<slot>`): the
+/// process-wide bound on cached (principal, audience, scope) entries. A slot holds one entry;
+/// a new entry that hashes to a busy slot replaces it (the old one is minted again when needed).
+pub const CREDENTIAL_CACHE_SLOTS: u32 = 4096;
+
+/// Longest `jti` recorded as a credential's id in a receipt (bytes); a longer one is recorded by
+/// hash instead.
+pub const MAX_CREDENTIAL_ID_BYTES: usize = 128;
+
 /// Live bindings of server-held state (MRTR `requestState`) to the decision it was minted under
 /// (`portcullis/bindings`, 56 bytes each, so the set stays under ~112 KiB). When full, the entry
 /// closest to expiry is forgotten and its retry is denied as unknown (fail closed).

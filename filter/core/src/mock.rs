@@ -98,6 +98,8 @@ pub struct MockState {
     pub request_headers: Vec<(String, String)>,
     /// Current buffered request body.
     pub request_body: Vec<u8>,
+    /// Current request trailers (what the filter may remove from).
+    pub request_trailers: Vec<(String, String)>,
     /// Current response headers.
     pub response_headers: Vec<(String, String)>,
     /// The buffered response body (what the filter reads and may replace).
@@ -185,6 +187,7 @@ impl MockHost {
         let mut s = self.state();
         s.request_headers = request_headers;
         s.request_body.clear();
+        s.request_trailers.clear();
         s.response_headers.clear();
         s.response_body.clear();
         s.request_body_released = false;
@@ -232,8 +235,9 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: Option<&st
     match value {
         Some(v) => {
             let mut done = false;
+            // Header names compare without case, as in Envoy's header map.
             headers.retain_mut(|(n, val)| {
-                if *n != name {
+                if !n.eq_ignore_ascii_case(&name) {
                     return true;
                 }
                 if done {
@@ -247,7 +251,7 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: Option<&st
                 headers.push((name, v.to_owned()));
             }
         }
-        None => headers.retain(|(n, _)| *n != name),
+        None => headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name)),
     }
 }
 
@@ -328,6 +332,10 @@ impl Host for MockHost {
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         set_header(&mut self.state().request_headers, name, value);
+    }
+
+    fn remove_request_trailer(&self, name: &str) {
+        set_header(&mut self.state().request_trailers, name, None);
     }
 
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {

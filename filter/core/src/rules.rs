@@ -39,6 +39,9 @@ pub(crate) enum FilterRule {
     /// The tool's name is offered by another server, or looks like one it offers
     /// (`tool.shadowed`), and no rule on `tool.shadowed` decided otherwise.
     ToolShadowed,
+    /// A credential the decision injects could not be minted (no verified subject token, the
+    /// STS failed, timed out or answered badly) or is not configured.
+    Credential,
     /// An MRTR retry carries a `requestState` handed out for another action (2026-07-28).
     RequestStateChanged,
     /// An MRTR retry carries a `requestState` not handed to its principal or session through the
@@ -66,6 +69,7 @@ impl FilterRule {
             FilterRule::UncheckedResponse => "filter:unchecked_response",
             FilterRule::PoisonedEntry => "filter:poisoned_entry",
             FilterRule::GrantOutside => "grant:outside",
+            FilterRule::Credential => "filter:credential",
             FilterRule::ToolChanged => "tool:changed",
             FilterRule::ToolShadowed => "tool:shadowed",
             FilterRule::RequestStateChanged => "mrtr:request_state_changed",

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Every top-level module and its layer; a module may import modules of lower layers only.
-const LAYERS: [(&str, u8); 20] = [
+const LAYERS: [(&str, u8); 21] = [
     ("host", 0),
     ("limits", 0),
     ("bench", 0),
@@ -26,6 +26,7 @@ const LAYERS: [(&str, u8); 20] = [
     ("policy", 2),
     ("approve", 2),
     ("session", 3),
+    ("credentials", 3),
     ("decide", 4),
     ("results", 4),
     ("root", 5),

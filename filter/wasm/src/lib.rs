@@ -133,6 +133,10 @@ impl Host for WasmHost {
         let _ = raw::set_header(raw::REQUEST_HEADERS, name, value);
     }
 
+    fn remove_request_trailer(&self, name: &str) {
+        let _ = raw::set_header(raw::REQUEST_TRAILERS, name, None);
+    }
+
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>> {
         hostcalls::get_buffer(BufferType::HttpRequestBody, start, len)
             .ok()

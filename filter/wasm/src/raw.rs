@@ -22,6 +22,8 @@ const OK: u32 = 0;
 
 /// `MapType::HttpRequestHeaders`.
 pub(crate) const REQUEST_HEADERS: u32 = 0;
+/// `MapType::HttpRequestTrailers`.
+pub(crate) const REQUEST_TRAILERS: u32 = 1;
 /// `MapType::HttpResponseHeaders`.
 pub(crate) const RESPONSE_HEADERS: u32 = 2;
 /// `BufferType::HttpRequestBody`.

@@ -146,6 +146,14 @@ fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
         let (rest, (h, _)) = must_string(rest, "the header name as a string")?;
         let (rest, (v, _)) = must_string(rest, "the header value as a string")?;
         (rest, ModSpec::SetHeader(h, v))
+    } else if let Ok((rest, _)) = kw("inject")(i) {
+        let (rest, _) = must_kw(
+            rest,
+            "credential",
+            " after `inject` (`inject credential \"NAME\"`)",
+        )?;
+        let (rest, (name, _)) = must_string(rest, "the credential's name as a string")?;
+        (rest, ModSpec::InjectCredential(name))
     } else if let Ok((rest, _)) = kw("remove_tools")(i) {
         let (rest, l) = string_list(rest, "tool globs")?;
         (
@@ -155,7 +163,7 @@ fn modification(i: In<'_>) -> R<'_, Spanned<ModSpec>> {
     } else {
         return Err(expected(
             i,
-            "a modification (`redact`, `drop`, `clamp`, `redact_secrets`, `strip_header`, `set_header`, `remove_tools`) or `}`",
+            "a modification (`redact`, `drop`, `clamp`, `redact_secrets`, `strip_header`, `set_header`, `inject credential`, `remove_tools`) or `}`",
         ));
     };
     Ok((

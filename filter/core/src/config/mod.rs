@@ -15,9 +15,11 @@ use crate::normalize::NormalizeConfig;
 
 pub(crate) mod approval_service;
 pub(crate) mod bundle_server;
+pub(crate) mod credentials;
 pub(crate) mod state;
 
 pub use bundle_server::BundleServer;
+pub use credentials::CredentialsConfig;
 pub use state::EtcdConfig;
 
 /// Why a configuration was refused. The filter then denies every action with this as the reason.
@@ -243,6 +245,8 @@ pub struct Config {
     pub releases: Vec<String>,
     /// The shared state store (`state.backend: etcd`); `None`: this Envoy's shared data only.
     pub state: Option<EtcdConfig>,
+    /// The agent's credential headers stripped per destination, and injectable credentials.
+    pub credentials: CredentialsConfig,
     /// Benchmark builds only: where the request path stops.
     #[cfg(feature = "bench-cuts")]
     pub bench_cut: Option<crate::bench::Cut>,
@@ -299,6 +303,8 @@ struct RawConfig {
     failure_mode: Option<String>,
     #[serde(default)]
     state: state::RawState,
+    #[serde(default)]
+    credentials: credentials::RawCredentials,
     #[cfg(feature = "bench-cuts")]
     #[serde(default)]
     bench_cut: Option<String>,
@@ -748,6 +754,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         }
     };
 
+    let credentials = credentials::parse(raw.credentials, identity.jwt.is_some()).map_err(err)?;
+
     Ok(Config {
         bundle,
         bundle_server,
@@ -776,6 +784,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         release_keys,
         releases: raw.releases,
         state: state::parse_state(raw.state).map_err(err)?,
+        credentials,
         #[cfg(feature = "bench-cuts")]
         bench_cut: match raw.bench_cut.as_deref() {
             None => None,

@@ -95,6 +95,8 @@ pub(crate) struct MsgResult {
     /// created there before the approval takes effect.
     pub used_token: Option<([u8; 16], u64)>,
     pub receipt: Option<Receipt>,
+    /// The credential this MODIFY injects (`inject credential`; configured, and never in a batch).
+    pub credential: Option<String>,
     /// `receipt` as its JSON line (serialized once, when sealed).
     pub receipt_line: Option<String>,
 }
@@ -659,6 +661,60 @@ fn seal_event(
     outcome: Decision,
     reason: &str,
 ) -> Option<Receipt> {
+    seal_event_with(host, l, sessions, d, event, outcome, reason, &|_| {})
+}
+
+/// Seal the `credential` receipt of `d.action`: the credential the MODIFY injected was minted (or
+/// read from the cache) and the request goes on (`credentials` records it, never the token), or
+/// it could not be minted and the request is denied by `filter:credential`. Always signed.
+/// `None` when the session could not be saved.
+pub(crate) fn seal_credential(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    d: &Deferred<'_>,
+    minted: Result<receipt::CredentialRecord, &str>,
+) -> Option<Receipt> {
+    let (outcome, reason) = match &minted {
+        Ok(c) => (
+            Decision::Modify,
+            format!(
+                "credential `{}` injected for `{}` ({})",
+                c.name, c.audience, c.scope
+            ),
+        ),
+        Err(why) => (Decision::Deny, (*why).to_owned()),
+    };
+    let edit = |b: &mut ReceiptBody| match &minted {
+        Ok(c) => b.credentials = Some(vec![c.clone()]),
+        Err(_) => b.rule = Some(FilterRule::Credential.as_str().to_owned()),
+    };
+    seal_event_with(
+        host,
+        l,
+        sessions,
+        d,
+        EventKind::Credential,
+        outcome,
+        &reason,
+        &edit,
+    )
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "seal_event's arguments and the edit of its body"
+)]
+fn seal_event_with(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    d: &Deferred<'_>,
+    event: EventKind,
+    outcome: Decision,
+    reason: &str,
+    edit: &dyn Fn(&mut ReceiptBody),
+) -> Option<Receipt> {
     let body = |drift: f32| {
         let mut b = ReceiptBody::for_action(d.chain_name, d.action, d.verdict);
         b.event = event;
@@ -666,6 +722,7 @@ fn seal_event(
         b.reason = Some(reason.to_owned());
         b.bundle = Some(l.bundle_ref.clone());
         b.drift_milli = Some(receipt::drift_milli(drift));
+        edit(&mut b);
         b
     };
     let seal = |body: ReceiptBody, chain: &mut ChainHead, now: u64| {

@@ -47,6 +47,7 @@ pub(super) fn result(verdict: Verdict, enforced: Decision) -> MsgResult {
         approval: None,
         used_token: None,
         receipt: None,
+        credential: None,
         receipt_line: None,
     }
 }
@@ -227,6 +228,40 @@ pub(super) fn enforce_one(
 fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> MsgResult {
     let mods = verdict.modifications.clone();
     let mut r = result(verdict, Decision::Modify);
+    let mut injects = mods.iter().filter_map(|m| match m {
+        Modification::InjectCredential { name } => Some(name.as_str()),
+        _ => None,
+    });
+    if let Some(name) = injects.next() {
+        if let Some(other) = injects.find(|n| *n != name) {
+            return deny(
+                r,
+                FilterRule::Credential.as_str(),
+                format!(
+                    "the decision injects two credentials (`{name}`, `{other}`); a request carries one"
+                ),
+                None,
+            );
+        }
+        if matches!(shape, Shape::Mcp { batch: true, .. }) {
+            return deny(
+                r,
+                FilterRule::Batch.as_str(),
+                "an action that injects a credential cannot be part of a batch; send it alone"
+                    .into(),
+                None,
+            );
+        }
+        if !w.l.cfg.credentials.definitions.contains_key(name) {
+            return deny(
+                r,
+                FilterRule::Credential.as_str(),
+                format!("credential `{name}` is not configured (`credentials.definitions`)"),
+                None,
+            );
+        }
+        r.credential = Some(name.to_owned());
+    }
     let body_mods: Vec<Modification> = mods
         .iter()
         .filter(|m| normalize::rewrites_body(m))
@@ -289,7 +324,8 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
                 r.changes.push(receipt::describe_modification(m));
             }
             // Response-side rewrite (`results/`): recorded here, applied to the list result.
-            Modification::RemoveTools { .. } => {
+            // An injected credential is minted after the decision (`stream/credential.rs`).
+            Modification::RemoveTools { .. } | Modification::InjectCredential { .. } => {
                 r.changes.push(receipt::describe_modification(m));
             }
             _ => {}

@@ -172,7 +172,8 @@ fn apply_to(
             }
             Modification::StripHeader { .. }
             | Modification::SetHeader { .. }
-            | Modification::RemoveTools { .. } => {}
+            | Modification::RemoveTools { .. }
+            | Modification::InjectCredential { .. } => {}
         }
     }
     Ok(changes)

@@ -8,6 +8,7 @@
 mod answer;
 mod approval;
 mod commit;
+mod credential;
 mod defer;
 mod outputs;
 mod who;
@@ -102,6 +103,8 @@ pub struct Stream {
     pending: Option<Pending>,
     /// In-band approval on this stream (`approval.rs`).
     inband: approval::Inband,
+    /// A MODIFY waiting for the credential it injects (`credential.rs`).
+    minting: Option<credential::Minting>,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
@@ -163,6 +166,7 @@ impl Stream {
             add_to_response: Vec::new(),
             pending: None,
             inband: approval::Inband::default(),
+            minting: None,
             committing: None,
             inspector: None,
             begin_session: None,
@@ -308,6 +312,14 @@ impl Stream {
     /// is decided now, with everything Envoy buffered, and nothing continues before the decision.
     /// Trailers themselves are not part of the action (no MCP server reads them).
     pub fn on_request_trailers(&mut self, host: &dyn Host) -> FilterAction {
+        // A credential header never rides in trailers past the filter: the agent's credential
+        // names are removed from them whatever is decided (`docs/credentials.md`); nothing the
+        // filter forwards is ever in a trailer.
+        if let Ok(l) = &self.plugin.loaded {
+            for name in &l.policy.cfg.credentials.strip {
+                host.remove_request_trailer(name);
+            }
+        }
         self.on_request_body(host, self.request_held, true)
     }
 
@@ -317,12 +329,15 @@ impl Stream {
             self.inband_answered(host, body_size);
             return;
         }
-        if self.phase != Phase::Waiting || !self.pending.as_ref().is_some_and(|p| p.is(token)) {
+        if self.phase != Phase::Waiting {
             return;
         }
         let plugin = Rc::clone(&self.plugin);
-        if let Ok(l) = &plugin.loaded {
+        let Ok(l) = &plugin.loaded else { return };
+        if self.pending.as_ref().is_some_and(|p| p.is(token)) {
             self.defer_answered(host, l, body_size);
+        } else if self.minting.as_ref().is_some_and(|m| m.is(token)) {
+            self.credential_answered(host, l, body_size);
         }
     }
 
@@ -823,6 +838,16 @@ impl Stream {
             .collect();
         let rule = deciding_msg(&plan).map_or("none", |m| m.rule.as_str());
         log_decisions(host, &plan, actions);
+        // The agent's own credential headers reach only the destinations configured to get
+        // them, whatever is decided (`docs/credentials.md`); a `set_header` of the pack and an
+        // injected credential are applied after this.
+        for name in crate::credentials::ambient_to_strip(
+            &policy.cfg.credentials,
+            &self.head.headers,
+            actions.first(),
+        ) {
+            host.set_request_header(&name, None);
+        }
         let (json, header) = receipts_out(&receipts, policy.cfg.receipts.header);
         match plan.overall {
             Decision::Deny | Decision::StepUp
@@ -913,6 +938,33 @@ impl Stream {
                 }
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
                 let inspector = self.inspect_response(l, shape, &plan, actions);
+                if let Some((m, action)) = plan
+                    .msgs
+                    .iter()
+                    .zip(actions)
+                    .find(|(m, _)| m.credential.is_some())
+                {
+                    let held = credential::Held {
+                        decision: plan.overall,
+                        rule: rule.to_owned(),
+                        chain_name: plan.chain_name.clone(),
+                        receipts: receipts
+                            .iter()
+                            .map(|(r, line)| ((*r).clone(), (*line).to_owned()))
+                            .collect(),
+                        warnings: plan.warnings.clone(),
+                        inspector,
+                    };
+                    // Until the credential is there, the access log says what was decided.
+                    set_state(
+                        host,
+                        plan.overall.as_str(),
+                        rule,
+                        &plan.chain_name,
+                        json.as_deref(),
+                    );
+                    return self.start_credential(host, l, shape, m, action, held);
+                }
                 self.forward(
                     host,
                     Forward {
