@@ -427,7 +427,10 @@ def r9_tools_list(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
 @check("R9.2", "R9", "least-privilege scoping of agent credentials at execution time",
        "the agent calls `read_file` carrying its standing credential (`authorization: Bearer <agent-wide token>`)",
        "the tool receives a credential scoped to this one action (minted at execution time), never the "
-       "agent's standing token", gap="#19 (per-action credentials, not built)")
+       "agent's standing token",
+       gap="#19: per-action credentials are built and shown by test_credentials.py on "
+           "envoy-configs/credentials; this row still runs the demo gateway, which configures no STS, "
+           "so the tool gets no authorization at all (the standing token is stripped)")
 def r9_credentials(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
     gateway(s, ctx)
     standing = "Bearer agent-wide-token-evidence"
