@@ -16,7 +16,7 @@ from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 # JSON-RPC error codes Portcullis answers with (docs/filter.md).
-DENIED, APPROVAL_REQUIRED, DEFERRED_DENIED, STOP_CONDITION = -32040, -32041, -32042, -32043
+DENIED, APPROVAL_REQUIRED, DEFERRED_DENIED, STOP_CONDITION = -32040, -32041, -32045, -32043
 
 
 def decode_receipt(header: str | None) -> dict[str, Any] | None:

@@ -292,7 +292,7 @@ def test_defer_uses_the_same_service_as_its_context_service(inband: pe.Stack) ->
             return held, text, allowed, again
 
     held, text, allowed, again = asyncio.run(go())
-    assert not held.ok and held.error_code == -32042 and held.decision == "DENY", held
+    assert not held.ok and held.error_code == -32045 and held.decision == "DENY", held
     assert "held for a human in group release-managers" in held.reason
     assert "Deferred action" in text and "send_email" in text and "subject" in text
     assert allowed.ok and allowed.decision == "ALLOW", allowed

@@ -10,7 +10,7 @@ pub const CODE_DENIED: i64 = -32040;
 /// JSON-RPC error code: human approval required (STEP_UP); `data.approval_request` says how.
 pub const CODE_APPROVAL_REQUIRED: i64 = -32041;
 /// JSON-RPC error code: a deferred action was denied (context service said no, failed or timed out).
-pub const CODE_DEFER_DENIED: i64 = -32042;
+pub const CODE_DEFER_DENIED: i64 = -32045;
 /// JSON-RPC error code: a stop condition of the intent was reached (`stop:*` rules).
 pub const CODE_STOP: i64 = -32043;
 /// JSON-RPC error code: an argument of another type than the pack declares (`args:type`), the

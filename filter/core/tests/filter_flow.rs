@@ -372,7 +372,7 @@ fn a_context_service_that_cannot_be_called_denies() {
     );
     assert!(!o.forwarded);
     assert_eq!(o.status, Some(200));
-    assert_eq!(o.body["error"]["code"], -32042);
+    assert_eq!(o.body["error"]["code"], -32045);
     assert_eq!(o.body["error"]["data"]["rule"], "staging_deploy");
 }
 
