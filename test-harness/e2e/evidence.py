@@ -34,6 +34,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import credentials_stack as cs  # noqa: E402
+import httpx  # noqa: E402
+import jwt  # noqa: E402
 import portcullis_e2e as pe  # noqa: E402
 from agent import Agent, Outcome  # noqa: E402
 from raw import RawMcp  # noqa: E402
@@ -77,6 +80,7 @@ class Ctx:
     keys: pe.Keys
     demo: Path
     drift: Path
+    credentials: Path
 
 
 Check = Callable[[Ctx, pe.Stack, Row], tuple[bool, str]]
@@ -425,21 +429,29 @@ def r9_tools_list(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
 
 
 @check("R9.2", "R9", "least-privilege scoping of agent credentials at execution time",
-       "the agent calls `read_file` carrying its standing credential (`authorization: Bearer <agent-wide token>`)",
-       "the tool receives a credential scoped to this one action (minted at execution time), never the "
-       "agent's standing token",
-       gap="#19: per-action credentials are built and shown by test_credentials.py on "
-           "envoy-configs/credentials; this row still runs the demo gateway, which configures no STS, "
-           "so the tool gets no authorization at all (the standing token is stripped)")
+       "on envoy-configs/credentials, an agent reads a ticket carrying its standing credential (a JWT "
+       "`jwt_authn` verified); then the credential the destination received is replayed for a write",
+       "the destination receives a token minted for this action by the STS (audience the destination, "
+       "read scope), never the agent's standing token; replayed for a write, it is refused for its scope")
 def r9_credentials(ctx: Ctx, s: pe.Stack, row: Row) -> tuple[bool, str]:
-    gateway(s, ctx)
-    standing = "Bearer agent-wide-token-evidence"
-    agent_calls(s.mcp_url, [("read_file", {"path": "/repo/README.md"})], headers={"authorization": standing})
-    [(rec, _)] = pe.tool_calls(s.upstream_requests(), "read_file")
-    got = pe.header(rec, "authorization")
-    return got is not None and got != standing, (
-        "the tool received the agent's standing token unchanged" if got == standing
-        else f"the tool received authorization {got!r}")
+    idp, _ = cs.start(s, ctx.keys, ctx.credentials)
+    standing = idp.token("agent-1")
+    proxy = f"http://127.0.0.1:{s.ports['envoy']}"
+    with httpx.Client(proxy=proxy, timeout=10) as client:
+        r = client.get(f"http://{cs.TICKETS}/tickets/1",
+                       headers={"x-agent-run": "evidence-r9", "authorization": f"Bearer {standing}"})
+    recs = s.upstream_requests("destination")
+    got = (pe.header(recs[0], "authorization") or "").removeprefix("Bearer ") if recs else ""
+    claims = jwt.decode(got, options={"verify_signature": False}) if got.count(".") == 2 else {}
+    w = httpx.post(f"http://127.0.0.1:{s.ports['destination']}/tickets", json={"title": "x"},
+                   headers={"host": cs.TICKETS, "authorization": f"Bearer {got}"}, timeout=10)
+    ok = (r.status_code == 200 and bool(got) and got != standing
+          and claims.get("aud") == cs.TICKETS and claims.get("scope") == cs.READ_SCOPE
+          and w.status_code == 403)
+    return ok, (f"read answered {r.status_code} ({r.headers.get('x-portcullis-decision')}); the destination "
+                f"received {'the standing token' if got == standing else 'a minted token' if got else 'no token'}"
+                f" with aud {claims.get('aud')!r}, scope {claims.get('scope')!r}; replayed for a write: "
+                f"HTTP {w.status_code}")
 
 
 # -- running and reporting -----------------------------------------------------------------------
@@ -621,7 +633,8 @@ def main(argv: list[str]) -> int:
         OUT.mkdir(parents=True, exist_ok=True)
         keys = pe.Keys.generate(OUT / "keys")
         ctx = Ctx(keys, pe.compile_bundle(pe.DEMO_POLICY, OUT / "bundles" / "demo.bundle", keys),
-                  pe.compile_bundle(DRIFT_POLICY, OUT / "bundles" / "drift.bundle", keys))
+                  pe.compile_bundle(DRIFT_POLICY, OUT / "bundles" / "drift.bundle", keys),
+                  pe.compile_bundle(cs.POLICY, OUT / "bundles" / "credentials.bundle", keys))
         envoy = subprocess.run([pe.envoy_binary(), "--version"], capture_output=True, text=True,
                                timeout=30).stdout.split("version:")[-1].strip().split("/")[1:2]
     except (pe.E2EError, OSError, subprocess.SubprocessError) as e:
