@@ -11,7 +11,7 @@
 use bundle::action::Action;
 use serde_json::{Value, json};
 
-use super::{Inspector, Judge, Legibility, Mode, result};
+use super::{Inspector, Judge, Legibility, Mode, result, unreadable_body};
 use crate::host::{FilterAction, Host, LogLevel};
 
 /// Whether a content type is text a model reads (`None`: not declared, read as text).
@@ -29,13 +29,6 @@ fn is_text(content_type: &str) -> bool {
         ]
         .iter()
         .any(|t| media.contains(t))
-}
-
-/// The body an egress answer is replaced with when it cannot be read.
-fn unreadable(why: &str) -> Vec<u8> {
-    json!({"error": "unreadable_response", "reason": format!("portcullis: {why}")})
-        .to_string()
-        .into_bytes()
 }
 
 impl Inspector {
@@ -60,15 +53,13 @@ impl Inspector {
             host.set_response_header("content-encoding", None);
             host.set_response_header("content-type", Some("application/json"));
             host.set_response_header(":status", Some("502"));
+            let body = unreadable_body(&why);
             host.log(
                 LogLevel::Warn,
                 &format!("portcullis: egress response replaced: {why}"),
             );
             self.unrecorded.push((self.base.clone(), why.clone()));
-            self.mode = Mode::Replace {
-                body: unreadable(&why),
-                sent: false,
-            };
+            self.mode = Mode::Replace { body, sent: false };
             return true;
         }
         self.mode = Mode::Egress;
@@ -85,7 +76,8 @@ impl Inspector {
         let limit = cx.l.cfg.max_body_bytes;
         if body_size > limit {
             let why = format!("the response is larger than {limit} bytes, the inspection limit");
-            let body = unreadable(&why);
+            // Too late for the status (the headers went): the body says it.
+            let body = unreadable_body(&why);
             cx.host.replace_response_body(&body);
             cx.host.log(
                 LogLevel::Warn,

@@ -370,9 +370,7 @@ impl Inspector {
             let body = if self.pending.is_empty() {
                 // A GET stream answers nothing: the agent gets a plain HTTP error.
                 host.set_response_header(":status", Some("502"));
-                json!({"error": "unreadable_response", "reason": format!("portcullis: {why}")})
-                    .to_string()
-                    .into_bytes()
+                unreadable_body(&why)
             } else {
                 self.errors(&why)
             };
@@ -989,6 +987,15 @@ pub(crate) struct Judge<'a> {
     /// The principal of the stream, when one is known: a result's taints and quarantines reach
     /// it too.
     pub principal: Option<&'a str>,
+}
+
+/// The body of an answer that awaits no JSON-RPC reply and cannot be read (a GET stream's, an
+/// egress answer's): `{"error":"unreadable_response","reason":...}`, with HTTP 502 when the
+/// headers have not gone yet.
+pub(super) fn unreadable_body(why: &str) -> Vec<u8> {
+    json!({"error": "unreadable_response", "reason": format!("portcullis: {why}")})
+        .to_string()
+        .into_bytes()
 }
 
 /// What a response's headers say about reading its body as its client reads it.
