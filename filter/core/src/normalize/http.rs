@@ -22,6 +22,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bundle::action::{Action, IntentSource, Kind, Target};
+use sha2::Digest as _;
 
 use super::{NormalizeConfig, Refusal, RequestHead, json, policy_headers, risk};
 
@@ -445,6 +446,10 @@ fn inspect_body(
             Refusal::bad_http(format!("request body declared as json: {}", e.reason()))
         })?;
         action.arguments = parsed.value;
+        // The digest names the arguments by the SHA-256 of the text they were read from.
+        action.arguments_sha256 = body
+            .get(parsed.value_span)
+            .map(|t| sha2::Sha256::digest(t).into());
         scan.value(&action.arguments);
     } else {
         scan.text(&String::from_utf8_lossy(body));
