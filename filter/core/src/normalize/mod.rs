@@ -693,8 +693,8 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
 /// compared exactly), if any. The filter reads one value of each (a session key, a protocol
 /// version, an approval token); servers differ on which line they take (the first, the last, or
 /// all joined with commas), so a request that gives two answers is refused, never judged by one.
-pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &[&'a str]) -> Option<&'a str> {
-    names.iter().copied().find(|name| {
+pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &'a [String]) -> Option<&'a str> {
+    names.iter().map(String::as_str).find(|name| {
         let mut values = head
             .headers
             .iter()

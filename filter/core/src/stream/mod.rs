@@ -234,7 +234,7 @@ impl Stream {
             return FilterAction::Pause;
         }
         self.session = self.key.clone();
-        if let Some(name) = normalize::ambiguous_header(&self.head, &single_valued(&policy.cfg)) {
+        if let Some(name) = normalize::ambiguous_header(&self.head, &policy.single_valued) {
             let refusal = Refusal::bad_http(format!(
                 "header `{name}` appears more than once with different values: servers differ \
                  on which one they read"
@@ -1018,30 +1018,6 @@ impl Stream {
         self.plugin.metrics.count(host, metric);
         self.phase = Phase::Forwarded;
     }
-}
-
-/// The request headers the filter reads one value of: two different values are refused
-/// ([`normalize::ambiguous_header`]).
-fn single_valued(cfg: &crate::config::Config) -> Vec<&str> {
-    let mut names = vec![
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "x-portcullis-intent",
-        APPROVAL_HEADER,
-        bundle::grant::GRANT_HEADER,
-        "traceparent",
-    ];
-    if let crate::config::SessionKeySource::Header(name) = &cfg.session.key {
-        names.push(name);
-    }
-    if let Some(h) = &cfg.identity.headers {
-        names.extend(
-            [&h.agent, &h.human, &h.workload]
-                .into_iter()
-                .filter_map(|n| n.as_deref()),
-        );
-    }
-    names
 }
 
 /// One log line per message: debug for an ALLOW, info for everything else.
