@@ -57,14 +57,17 @@ def test_post_with_a_secret_is_redacted(proxy, secret: str) -> None:
     assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
 
 
-def test_a_page_with_a_planted_instruction_taints_the_run(proxy) -> None:
+@pytest.mark.parametrize("label", [None, "application/octet-stream"])
+def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | None) -> None:
     """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an
     instruction; the page reaches it, and the run is tainted, so the post it was told to make is
-    denied (and the one before the page was allowed)."""
+    denied (and the one before the page was allowed). A binary label on the page changes
+    nothing: its bytes are text, and httpx shows them as text."""
     stack, client = proxy
     post = {"text": "build green", "channel": "#ops"}
     assert client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN).status_code == 200
-    r = client.get("http://api.github.com/injected-page", headers=RUN)
+    page = "http://api.github.com/injected-page" + (f"?as={label}" if label else "")
+    r = client.get(page, headers=RUN)
     assert r.status_code == 200, r.text
     assert "Release notes" in r.text and "Ignore all previous instructions" in r.text
     r = client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN)

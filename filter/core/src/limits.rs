@@ -131,3 +131,7 @@ pub const MAX_APPROVAL_ANSWER_BYTES: usize = 16 * 1024;
 /// Recent actions of the session told to the approval service at most (the session remembers
 /// `bundle::session::HISTORY_CAP`).
 pub const MAX_RECENT_ACTIONS_SENT: usize = 10;
+
+/// How many leading bytes of an egress answer labelled binary are read to check the label
+/// (`results/egress.rs`): a NUL or bytes that are not UTF-8 in them make it binary.
+pub const SNIFF_BYTES: usize = 512;

@@ -165,6 +165,9 @@ enum Mode {
     /// The answer to a plain HTTP egress request, held to its end and judged as one result
     /// (`egress.rs`).
     Egress,
+    /// An egress answer labelled binary, held until its first bytes say whether it is
+    /// (`egress.rs`): then `Pass` or `Egress`.
+    Sniff,
 }
 
 /// Set `key` of an object (nothing on anything else: the callers only pass objects they read
@@ -459,7 +462,9 @@ impl Inspector {
             // Trailers after the body went: Envoy holds no body to write into.
             _ if !writable => FilterAction::Continue,
             // The end, with no data in a held JSON body or a replaced one: nothing to write over.
-            Mode::Json | Mode::Egress | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
+            Mode::Json | Mode::Egress | Mode::Sniff | Mode::Replace { .. }
+                if body_size == 0 && end_of_stream =>
+            {
                 FilterAction::Continue
             }
             Mode::Replace { body, sent } => {
@@ -472,6 +477,7 @@ impl Inspector {
                 FilterAction::Continue
             }
             Mode::Egress => self.egress_body(cx, body_size, end_of_stream),
+            Mode::Sniff => self.egress_sniff(cx, body_size, end_of_stream),
             Mode::Json => {
                 if body_size > limit {
                     let body = self.errors(&format!(
