@@ -57,6 +57,25 @@ def test_post_with_a_secret_is_redacted(proxy, secret: str) -> None:
     assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
 
 
+def test_json_under_another_label_is_judged_as_json(proxy) -> None:
+    """Servers that parse JSON whatever the content type act on a JSON body sent as text/plain:
+    the filter judges it as JSON too. Its secret is redacted member by member (the body stays
+    JSON), and a member named twice, which such a server reads one way or the other, is refused."""
+    stack, client = proxy
+    url = "http://hooks.slack.com/services/T000/B000"
+    plain = {**RUN, "content-type": "text/plain"}
+    body = json.dumps({"text": f"deploy done, token {SECRET}", "channel": "#ops"})
+    r = client.post(url, content=body, headers=plain)
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert SECRET not in rec["body"], rec["body"]
+    assert json.loads(rec["body"])["channel"] == "#ops"
+    r = client.post(url, content='{"channel":"#ops","channel":"#exec","text":"hi"}', headers=plain)
+    assert r.status_code == 400, r.text
+    assert "ignore its content type" in r.text
+    assert len(stack.upstream_requests("egress")) == 1, "the ambiguous body never left"
+
+
 @pytest.mark.parametrize("label", [None, "application/octet-stream"])
 def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | None) -> None:
     """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an

@@ -362,9 +362,10 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
 /// Normalize a plain HTTP request (egress, CONNECT, or a non-MCP path) into an action.
 ///
 /// `body` is the complete buffered body when [`super::needs_body`] asked for it, else `None`.
-/// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`) is
-/// parsed strictly into `arguments` (a malformed one is refused with 400); every body is
-/// risk-scanned as text. `size` is the body length, or the `content-length` header when the body
+/// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`, or
+/// any body that starts like a JSON object or array) is parsed strictly into `arguments` (a
+/// malformed one is refused with 400, see `inspect_body`); every other body is risk-scanned as
+/// text. `size` is the body length, or the `content-length` header when the body
 /// was not buffered.
 pub fn normalize_http(
     head: &RequestHead,
@@ -440,16 +441,48 @@ fn inspect_body(
     if body.is_empty() {
         return Ok(());
     }
-    if is_json_content_type(head) {
-        let parsed = json::parse(body, cfg.max_json_depth).map_err(|e| {
-            Refusal::bad_http(format!("request body declared as json: {}", e.reason()))
-        })?;
-        action.arguments = parsed.value;
-        scan.value(&action.arguments);
-    } else {
+    // A body is judged as what servers read it as, not as what its label says: many parse JSON
+    // whatever the content type (`force=True`, `json.NewDecoder(r.Body)`, `express.json({type:
+    // "*/*"})`). So a body that starts like JSON is JSON to the policy, declared or not. One that
+    // is not strict JSON is refused when declared, and undeclared unless no JSON parser reads it
+    // either (a syntax error): a byte-order mark, trailing data, a duplicate or case-twin member,
+    // bad UTF-8, a lone surrogate or an overflowing number are all forgiven by some server.
+    let declared = is_json_content_type(head);
+    if !declared && !looks_like_json(body) {
         scan.text(&String::from_utf8_lossy(body));
+        return Ok(());
+    }
+    match json::parse(body, cfg.max_json_depth) {
+        Ok(parsed) => {
+            action.arguments = parsed.value;
+            scan.value(&action.arguments);
+        }
+        Err(json::JsonError::Syntax { .. }) if !declared => {
+            scan.text(&String::from_utf8_lossy(body));
+        }
+        Err(e) => {
+            let how = if declared {
+                "declared as json"
+            } else {
+                "read as json by servers that ignore its content type"
+            };
+            return Err(Refusal::bad_http(format!(
+                "request body {how}: {}",
+                e.reason()
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether a body starts like a JSON object or array (after an optional UTF-8 byte-order mark and
+/// whitespace).
+fn looks_like_json(body: &[u8]) -> bool {
+    let text = body.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(body);
+    matches!(
+        text.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 fn request_target(head: &RequestHead, literal: bool) -> Result<Target, Refusal> {
