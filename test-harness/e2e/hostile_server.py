@@ -172,6 +172,11 @@ def _math_bold(text: str) -> str:
     return "".join(chr(0x1D41A + ord(c) - 97) if "a" <= c <= "z" else c for c in text)
 
 
+def _escaped(text: str, escape: Any) -> str:
+    """Every third letter, and every space, written with ``escape``: a model reads through it."""
+    return "".join(escape(c) if (c.isalpha() and i % 3 == 0) or c == " " else c for i, c in enumerate(text))
+
+
 VARIANTS: dict[str, Any] = {
     "plain": lambda t: t,
     "zero_width": lambda t: _inside_words(t, _ZERO_WIDTH),
@@ -183,6 +188,10 @@ VARIANTS: dict[str, Any] = {
     "math_bold": _math_bold,
     "mixed": lambda t: _inside_words("".join(_CYRILLIC.get(c, c) if i % 2 else c for i, c in enumerate(t)),
                                      ["\u200b", "\u202e", "\u2060"], every=3),
+    "percent": lambda t: _escaped(t, lambda c: f"%{ord(c):02X}"),
+    "double_percent": lambda t: _escaped(t, lambda c: f"%25{ord(c):02X}"),
+    "html_references": lambda t: _escaped(t, lambda c: f"&#{ord(c)};" if c != " " else "&nbsp;"),
+    "backslash_u": lambda t: _escaped(t, lambda c: f"\\u{ord(c):04x}"),
 }
 
 

@@ -58,11 +58,13 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import html
 import json
 import re
 import socket
 import time
 import unicodedata
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -579,7 +581,12 @@ def byte_level_detector(text: str) -> bool:
 
 
 def as_the_model_reads(text: str) -> str:
-    """Format characters removed, compatibility forms and look-alike letters folded."""
+    """Escapes decoded (percent, HTML references, backslash-u; twice for double encoding), format
+    characters removed, compatibility forms and look-alike letters folded."""
+    for _ in range(2):
+        text = urllib.parse.unquote(text)
+        text = html.unescape(text).replace("\xa0", " ")
+        text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return "".join(CONFUSABLES.get(c, c) for c in unicodedata.normalize("NFKC", text))
 
