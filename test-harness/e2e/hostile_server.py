@@ -46,6 +46,9 @@ header wins). Shape keys (all optional):
 ``notifications``  progress notifications sent before the result (SSE).
 ``extra``          more JSON-RPC responses sent after the result, each ``{"id": ..., "payload": ...}``
                    (a second answer to the same id, or one to an id never asked).
+``answer_id``      write the answers' ids another way the SDKs still tie to the request
+                   (:func:`answer_id`): ``"string"`` (``"7"``), ``"float"`` (``7.0``), ``"hex"``
+                   (``"0x7"``), ``"padded"`` (``" 7 "``).
 ``error``          answer with a JSON-RPC error whose message and data carry the payload.
 ``splits``         byte offsets (of the body as sent, after compression) where the body is cut
                    into separately flushed HTTP chunks; ``chunk``: cut every N bytes.
@@ -338,6 +341,14 @@ def accepts(accept_encoding: str | None, coding: str) -> bool:
 
 
 # -- messages ----------------------------------------------------------------------------------------
+
+def answer_id(rid: Any, how: Any) -> Any:
+    """``rid`` written as ``how`` says (shape key ``answer_id``): the TypeScript SDK ties an
+    answer to ``Number(id)``, the Python SDK to ``int(id)``, so each still answers request ``rid``."""
+    if not isinstance(rid, int) or isinstance(rid, bool) or not how:
+        return rid
+    return {"string": str(rid), "float": float(rid), "hex": hex(rid), "padded": f" {rid} "}[str(how)]
+
 
 def result_message(rid: Any, text: str, structured: bool = True) -> dict:
     """A tools/call result with ``text`` as content (and again in structuredContent)."""
@@ -637,7 +648,7 @@ class Handler(BaseHTTPRequestHandler):
             extra_headers["mcp-session-id"] = uuid.uuid4().hex
         answers: list[dict] = []
         for m in requests:
-            answers.extend(self.answer(m.get("id"), m, shape))
+            answers.extend(self.answer(answer_id(m.get("id"), shape.get("answer_id")), m, shape))
         variant = str(shape.get("payload", "plain"))
         for x in shape.get("extra") or []:
             answers.append(result_message(x.get("id"), payload_text(str(x.get("payload", variant)))))

@@ -876,6 +876,17 @@ def test_error_answer_carrying_the_payload(gw: Gateway) -> None:
         assert c.tainted(), "the instruction reached the agent in an error but did not taint"
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("how", ["string", "float", "hex", "padded"])
+def test_an_answer_whose_id_a_client_coerces_is_checked(gw: Gateway, target: str, how: str) -> None:
+    """The server answers request 7 with id "7", 7.0, "0x7" or " 7 ": the SDKs tie each to request 7
+    (TypeScript by Number(id), Python by int(id)), so the filter checks it as that request's answer:
+    the list is filtered, the result judged."""
+    c = Client(gw, f"coerced-id/{how}/{target}")
+    rid, seen = send_target(c, target, {"answer_id": how})
+    check_target(c, target, hs.answer_id(rid, how), seen)
+
+
 @pytest.mark.parametrize("framing", ["json", "sse"])
 @pytest.mark.parametrize("extra_id", ["same", "unknown"])
 def test_answers_the_client_did_not_ask_for(gw: Gateway, framing: str, extra_id: str) -> None:

@@ -19,6 +19,7 @@
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
 mod egress;
+mod ids;
 mod inject;
 mod pinned;
 mod poison;
@@ -291,6 +292,23 @@ impl Inspector {
             egress: false,
             bind_owner,
         }
+    }
+
+    /// The pending request an answer with `id` answers: the one with exactly that id, else the
+    /// first one a client would tie it to (`ids.rs`: `"1"`, `1.0` or `"0x1"` answer request 1).
+    fn pending_index(&self, id: &Value) -> Option<usize> {
+        if let Some(i) = self.pending.iter().position(|p| p.id.to_json() == *id) {
+            return Some(i);
+        }
+        let read = ids::readings(id);
+        if read.is_empty() {
+            return None;
+        }
+        self.pending.iter().position(|p| {
+            ids::readings(&p.id.to_json())
+                .iter()
+                .any(|n| read.contains(n))
+        })
     }
 
     /// The receipts sealed since the last call.
@@ -661,7 +679,7 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let (awaits, bind) = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+        let (awaits, bind) = match self.pending_index(id) {
             Some(i) => {
                 let p = self.pending.swap_remove(i);
                 (p.awaits, p.bind)
