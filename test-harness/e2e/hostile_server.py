@@ -46,6 +46,8 @@ header wins). Shape keys (all optional):
 ``notifications``  progress notifications sent before the result (SSE).
 ``extra``          more JSON-RPC responses sent after the result, each ``{"id": ..., "payload": ...}``
                    (a second answer to the same id, or one to an id never asked).
+``session_ids``    ``initialize``: answer with this many ``Mcp-Session-Id`` header lines, each a
+                   different id (default 1).
 ``answer_id``      write the answers' ids another way the SDKs still tie to the request
                    (:func:`answer_id`): ``"string"`` (``"7"``), ``"float"`` (``7.0``), ``"hex"``
                    (``"0x7"``), ``"padded"`` (``" 7 "``).
@@ -487,7 +489,8 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- response ----------------------------------------------------------------------------------
 
-    def send_body(self, body: bytes, shape: dict, content_type: str, extra: dict[str, str] | None = None) -> None:
+    def send_body(self, body: bytes, shape: dict, content_type: str,
+                  extra: dict[str, str | list[str]] | None = None) -> None:
         """Send ``body`` as ``shape`` says: BOM, compression, framing, chunk cuts, trailers."""
         if shape.get("utf7_key"):
             body = body.replace(KEY.encode(), utf7_run(KEY).encode())
@@ -513,7 +516,8 @@ class Handler(BaseHTTPRequestHandler):
         for c in lines:
             self.send_header("content-encoding", c)
         for k, v in (extra or {}).items():
-            self.send_header(k, v)
+            for one in (v if isinstance(v, list) else [v]):
+                self.send_header(k, one)
         chunked = bool(shape.get("chunked") or shape.get("splits") or shape.get("chunk") or shape.get("trailers")
                        or content_type.startswith("text/event-stream"))
         if not chunked:
@@ -645,7 +649,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         extra_headers = {}
         if any(m.get("method") == "initialize" for m in requests):
-            extra_headers["mcp-session-id"] = uuid.uuid4().hex
+            ids = [uuid.uuid4().hex for _ in range(int(shape.get("session_ids", 1)))]
+            extra_headers["mcp-session-id"] = ids if len(ids) > 1 else ids[0]
         answers: list[dict] = []
         for m in requests:
             answers.extend(self.answer(answer_id(m.get("id"), shape.get("answer_id")), m, shape))

@@ -876,6 +876,19 @@ def test_error_answer_carrying_the_payload(gw: Gateway) -> None:
         assert c.tainted(), "the instruction reached the agent in an error but did not taint"
 
 
+def test_two_session_ids_begin_no_session(gw: Gateway) -> None:
+    """An initialize answered with two different Mcp-Session-Id lines: clients join them or take
+    either, so the filter would begin a session the client never names. Neither reaches the
+    client, and the answer itself does."""
+    c = Client(gw, "two-session-ids", initialize=False)
+    c.sid = None
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": hs.PROTOCOL, "capabilities": {},
+        "clientInfo": {"name": "hostile-e2e", "version": "0"}}}, shape={"session_ids": 2})
+    check_bar(r, [1], removed=())
+    assert r.raw.header("mcp-session-id") is None, r.describe()
+
+
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("how", ["string", "float", "hex", "padded"])
 def test_an_answer_whose_id_a_client_coerces_is_checked(gw: Gateway, target: str, how: str) -> None:

@@ -116,6 +116,9 @@ pub struct Stream {
     /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
     /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
     begin_session: Option<Option<(String, IntentSource)>>,
+    /// The request is an `initialize`: its answer may name the session (see
+    /// `on_response_headers`).
+    answers_initialize: bool,
     /// Request body bytes Envoy holds for the filter (the `body_size` of the last body callback,
     /// which paused): what trailers complete.
     request_held: usize,
@@ -170,6 +173,7 @@ impl Stream {
             committing: None,
             inspector: None,
             begin_session: None,
+            answers_initialize: false,
             receipt_json: None,
             request_held: 0,
             response_held: 0,
@@ -350,7 +354,8 @@ impl Stream {
             self.end_deleted_session(host);
         }
         self.inband_session_begun(host);
-        if let Some(intent) = self.begin_session.take() {
+        let begin = self.begin_session.take();
+        if begin.is_some() || self.answers_initialize {
             let plugin = Rc::clone(&self.plugin);
             let mut ids: Vec<String> = host
                 .response_headers()
@@ -372,7 +377,7 @@ impl Stream {
             let session = ids
                 .into_iter()
                 .find(|v| normalize::valid_session_id(v) && !session::is_reserved_chain(v));
-            if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
+            if let (Ok(l), Some(session), Some(intent)) = (&plugin.loaded, session, begin) {
                 l.sessions
                     .begin(host, &session, self.principal.as_deref(), intent.as_ref());
             }
@@ -937,6 +942,10 @@ impl Stream {
                     }
                 }
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
+                self.answers_initialize = matches!(shape, Shape::Mcp { .. })
+                    && actions
+                        .iter()
+                        .any(|a| normalize::Method::Initialize.is(&a.operation));
                 let inspector = self.inspect_response(l, shape, &plan, actions);
                 if let Some((m, action)) = plan
                     .msgs
