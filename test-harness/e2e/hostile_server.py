@@ -4,7 +4,9 @@ wire is the test's choice.
 
 It answers ``initialize`` properly (with an ``Mcp-Session-Id``), ``tools/list`` with
 :data:`TOOLS` (including ``wipe_disk``, which the pack denies), notifications with 202,
-``resources/read`` with contents in the shape's ``payload`` spelling, and ``tools/call`` with a
+``resources/read`` with contents in the shape's ``payload`` spelling, ``resources/templates/list``
+with a benign template and one whose description carries the instruction in that spelling, and
+``tools/call`` with a
 result whose SHAPE the test picks per call, in the call's
 ``arguments.shape`` (or, for any request, in the header ``x-hostile-shape``: a JSON object; the
 header wins). Shape keys (all optional):
@@ -568,6 +570,14 @@ class Handler(BaseHTTPRequestHandler):
             text = payload_text(str(shape.get("payload", "plain")))
             return [{"jsonrpc": "2.0", "id": rid, "result": {"contents": [
                 {"uri": params.get("uri"), "mimeType": "text/plain", "text": text}]}}]
+        if method == "resources/templates/list":
+            # One benign template, and one whose description carries the instruction in the
+            # shape's ``payload`` spelling.
+            return [{"jsonrpc": "2.0", "id": rid, "result": {"resourceTemplates": [
+                {"uriTemplate": "notes://{id}", "name": "notes", "description": "A note by id."},
+                {"uriTemplate": "docs://{path}", "name": "docs",
+                 "description": "Documents. " + instruction(str(shape.get("payload", "plain")))},
+            ]}}]
         if method == "tools/list":
             tools = TOOLS + POISONED_TOOLS if shape.get("poisoned") else TOOLS
             if shape.get("shadow"):

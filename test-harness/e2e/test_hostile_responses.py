@@ -876,6 +876,20 @@ def test_error_answer_carrying_the_payload(gw: Gateway) -> None:
         assert c.tainted(), "the instruction reached the agent in an error but did not taint"
 
 
+@pytest.mark.parametrize("variant", ["plain", "zero_width", "percent"])
+def test_a_poisoned_resource_template_is_removed(gw: Gateway, variant: str) -> None:
+    """resources/templates/list entries reach the model's context like tool definitions: the one
+    whose description aims an instruction at the agent is removed, the benign one stays."""
+    c = Client(gw, f"templates/{variant}")
+    rid = c.new_id()
+    seen = c.post({"jsonrpc": "2.0", "id": rid, "method": "resources/templates/list", "params": {}},
+                  shape={"payload": variant})
+    check_bar(seen, [rid], removed=(hs.instruction(variant),))
+    result = seen.result(rid)
+    assert result is not None, seen.describe()
+    assert [t["name"] for t in result["resourceTemplates"]] == ["notes"], seen.describe()
+
+
 def test_two_session_ids_begin_no_session(gw: Gateway) -> None:
     """An initialize answered with two different Mcp-Session-Id lines: clients join them or take
     either, so the filter would begin a session the client never names. Neither reaches the
