@@ -5,6 +5,7 @@ and CONNECT tunnels."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,36 @@ def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
             break
         head += chunk
     return head, s
+
+
+def test_a_websocket_upgrade_is_judged_as_the_tunnel_it_opens(proxy) -> None:
+    """A GET to a known host is allowed; the same GET asking to switch to a websocket would open
+    a tunnel nothing after it is read in, so it is judged as CONNECT too: egress.pcl allows
+    tunnels to port 443 only, so this one (port 80) never reaches the host."""
+    stack, _ = proxy
+    port = stack.ports["envoy"]
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"GET http://api.github.com/socket HTTP/1.1\r\nHost: api.github.com\r\n"
+              b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-agent-run: egress-run-1\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    assert b" 403 " in head.split(b"\r\n", 1)[0], head
+    doc = json.loads(body)
+    assert doc["decision"] == "DENY" and "switches protocols" in doc["reason"], doc
+    assert stack.upstream_requests("egress") == [], "the upgrade never reached the host"
 
 
 def test_connect_only_to_allowed_host_and_port(proxy) -> None:

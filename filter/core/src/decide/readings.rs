@@ -39,12 +39,20 @@ pub(super) fn strictest_reading(
         None => (verdict, layers),
         Some(((mut v, layers), alt)) => {
             // The reading, as servers would execute it (the request as sent is in the receipt).
-            v.reason = format!(
-                "some servers read this request as `{} {}`: {}",
-                alt.operation,
-                normalize::printable(&alt.target.path),
-                v.reason
-            );
+            v.reason = if alt.operation == "CONNECT" && action.operation != "CONNECT" {
+                format!(
+                    "the request switches protocols (`upgrade`), a tunnel to its host the filter \
+                     cannot read, and is judged as CONNECT too: {}",
+                    v.reason
+                )
+            } else {
+                format!(
+                    "some servers read this request as `{} {}`: {}",
+                    alt.operation,
+                    normalize::printable(&alt.target.path),
+                    v.reason
+                )
+            };
             (v, layers)
         }
     }

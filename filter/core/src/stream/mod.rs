@@ -270,6 +270,11 @@ impl Stream {
             // pack that can step up reads HTTP request bodies, whatever `http.inspect_bodies`.
             needs_body = true;
         }
+        if normalize::tunnel_upgrade(&self.head).is_some() {
+            // What follows a protocol switch never ends as a body does: decided on the headers,
+            // as the CONNECT it becomes (`normalize::action_readings`), like a CONNECT.
+            needs_body = false;
+        }
         if needs_body && !end_of_stream {
             self.phase = Phase::Body;
             return FilterAction::Pause;
