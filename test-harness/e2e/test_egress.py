@@ -125,9 +125,11 @@ def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
     assert "exfil.example" not in hosts_seen(stack)
 
 
-def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
+def _send_raw(port: int, request: bytes) -> tuple[bytes, socket.socket]:
+    """Send ``request`` on a new connection; what came back up to the end of the headers (or
+    the close), and the socket."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nx-agent-run: egress-run-1\r\n\r\n".encode())
+    s.sendall(request)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = s.recv(4096)
@@ -137,22 +139,20 @@ def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
     return head, s
 
 
+def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
+    return _send_raw(port, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+                           "x-agent-run: egress-run-1\r\n\r\n".encode())
+
+
 def test_a_websocket_upgrade_is_judged_as_the_tunnel_it_opens(proxy) -> None:
     """A GET to a known host is allowed; the same GET asking to switch to a websocket would open
     a tunnel nothing after it is read in, so it is judged as CONNECT too: egress.pcl allows
     tunnels to port 443 only, so this one (port 80) never reaches the host."""
     stack, _ = proxy
-    port = stack.ports["envoy"]
-    s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(b"GET http://api.github.com/socket HTTP/1.1\r\nHost: api.github.com\r\n"
-              b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-agent-run: egress-run-1\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        data += chunk
+    data, s = _send_raw(stack.ports["envoy"], (
+        b"GET http://api.github.com/socket HTTP/1.1\r\nHost: api.github.com\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-agent-run: egress-run-1\r\n\r\n"))
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
     while len(body) < length:

@@ -154,14 +154,6 @@ fn field(f: &[(String, String)], k: &str) -> String {
 }
 
 /// The receipts of the stream, from the filter state.
-fn metric(host: &MockHost, name: &str) -> i64 {
-    host.state()
-        .metrics
-        .iter()
-        .find(|m| m.name == name)
-        .map_or(0, |m| m.value)
-}
-
 fn receipts(host: &MockHost) -> Vec<Value> {
     let s = host.filter_state_str("wasm.portcullis.receipt").unwrap();
     let lines = match serde_json::from_str::<Value>(&s).unwrap() {
@@ -419,9 +411,9 @@ fn the_cache_saves_a_second_exchange_and_a_write_gets_the_write_scope() {
     assert_eq!(host.state().http_calls.len(), 3);
 
     // Two exchanges answered, one reuse; the third exchange is still in flight.
-    assert_eq!(metric(&host, "portcullis_credentials_minted"), 2);
-    assert_eq!(metric(&host, "portcullis_credentials_cached"), 1);
-    assert_eq!(metric(&host, "portcullis_credentials_failed"), 0);
+    assert_eq!(common::metric(&host, "portcullis_credentials_minted"), 2);
+    assert_eq!(common::metric(&host, "portcullis_credentials_cached"), 1);
+    assert_eq!(common::metric(&host, "portcullis_credentials_failed"), 0);
 }
 
 #[test]
@@ -483,8 +475,8 @@ fn assert_denied(host: &MockHost, why: &str) {
     assert_eq!(last["rule"], "filter:credential");
     assert!(last["reason"].as_str().unwrap().contains(why), "{last}");
     assert!(last["sig"].is_object());
-    assert_eq!(metric(host, "portcullis_credentials_failed"), 1);
-    assert_eq!(metric(host, "portcullis_credentials_minted"), 0);
+    assert_eq!(common::metric(host, "portcullis_credentials_failed"), 1);
+    assert_eq!(common::metric(host, "portcullis_credentials_minted"), 0);
 }
 
 #[test]
