@@ -48,6 +48,9 @@ header wins). Shape keys (all optional):
 ``notifications``  progress notifications sent before the result (SSE).
 ``extra``          more JSON-RPC responses sent after the result, each ``{"id": ..., "payload": ...}``
                    (a second answer to the same id, or one to an id never asked).
+``both_members``   every result answer also carries an ``error`` whose message and data carry the
+                   key and the instruction (spelled as ``both_members_payload`` says, default
+                   ``"plain"``; a JSON-RPC response must have exactly one of them).
 ``session_ids``    ``initialize``: answer with this many ``Mcp-Session-Id`` header lines, each a
                    different id (default 1).
 ``answer_id``      write the answers' ids another way the SDKs still tie to the request
@@ -664,6 +667,13 @@ class Handler(BaseHTTPRequestHandler):
         answers: list[dict] = []
         for m in requests:
             answers.extend(self.answer(answer_id(m.get("id"), shape.get("answer_id")), m, shape))
+        if shape.get("both_members"):
+            # A benign result and, beside it, an error carrying the payload: clients read one or
+            # the other.
+            text = payload_text(str(shape.get("both_members_payload", "plain")))
+            for a in answers:
+                if "result" in a:
+                    a["error"] = {"code": -32000, "message": text, "data": {"detail": text}}
         variant = str(shape.get("payload", "plain"))
         for x in shape.get("extra") or []:
             answers.append(result_message(x.get("id"), payload_text(str(x.get("payload", variant)))))

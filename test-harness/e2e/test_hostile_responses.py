@@ -890,6 +890,17 @@ def test_a_poisoned_resource_template_is_removed(gw: Gateway, variant: str) -> N
     assert [t["name"] for t in result["resourceTemplates"]] == ["notes"], seen.describe()
 
 
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_an_answer_with_both_result_and_error_is_replaced(gw: Gateway, framing: str) -> None:
+    """A benign result with an error beside it that carries the key and the instruction: the
+    TypeScript SDK reads the result, pydantic's union may read the error. Neither is passed."""
+    c = Client(gw, f"both-members/{framing}")
+    rid, seen = c.call("fetch_page", shape={"framing": framing, "payload": "benign", "both_members": True})
+    check_bar(seen, [rid], removed=(KEY,))
+    [answer] = seen.answers(rid)
+    assert "result" not in answer and "could not be checked" in answer["error"]["message"], seen.describe()
+
+
 def test_two_session_ids_begin_no_session(gw: Gateway) -> None:
     """An initialize answered with two different Mcp-Session-Id lines: clients join them or take
     either, so the filter would begin a session the client never names. Neither reaches the

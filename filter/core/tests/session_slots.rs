@@ -121,7 +121,10 @@ fn twenty_times_the_slot_count_in_sessions_never_grows_shared_data_past_the_slot
     // every session but the live ones ended with a receipt, counted
     let ended = logged(&host, "ended (");
     assert!(ended >= 20 * SLOTS - SLOTS, "{ended} sessions ended");
-    assert_eq!(common::metric(&host, "portcullis_sessions_ended"), ended as i64);
+    assert_eq!(
+        common::metric(&host, "portcullis_sessions_ended"),
+        ended as i64
+    );
     // and every chain verifies: the only findings are the unsigned ALLOW tails of live sessions
     let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
     let report = verify_log(

@@ -688,6 +688,15 @@ impl Inspector {
             // result of an unknown call.
             None => (Awaits::Result(self.base_call()), None),
         };
+        if msg.get("result").is_some() && msg.get("error").is_some() {
+            // Clients read one or the other (the TypeScript SDK the result, pydantic's union
+            // either): checking one would pass the other unread.
+            return self.unchecked(
+                &awaits,
+                id,
+                "the answer has both `result` and `error`; clients read one or the other",
+            );
+        }
         match msg.get("result").and_then(|r| r.get("resultType")) {
             // Absent (an earlier protocol version), or a complete result: read as it is below.
             None => {}
