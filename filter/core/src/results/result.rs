@@ -336,7 +336,7 @@ fn record<T>(
         return unsaved();
     };
     if cx.sessions.on_etcd() {
-        return record_beside(cx, action, session, &verdict_on);
+        return record_beside(cx, action, session, verdict_on);
     }
     let owner = cx.principal.map(bundle::session::name_hash);
     let recorded = cx.sessions.update(host, session, owner, |rec, now| {
@@ -402,7 +402,7 @@ fn record_beside<T>(
     cx: &Judge<'_>,
     action: &Action,
     session: &str,
-    verdict_on: &dyn Fn(&SessionState, u64) -> (Verdict, Vec<String>, bool, T),
+    verdict_on: impl Fn(&SessionState, u64) -> (Verdict, Vec<String>, bool, T),
 ) -> (Verdict, Option<Receipt>, T) {
     let (host, l) = (cx.host, cx.l);
     let now = host.now_ms();
