@@ -323,6 +323,7 @@ impl Sessions {
             .borrow_mut()
             .take()
             .filter(|s| s.session == session);
+        let owner = owner.or(prior.as_ref().and_then(|p| p.owner));
         let (mut rec, base_rev, was_active) = match &prior {
             Some(Staged {
                 rec: Some(r),
