@@ -504,3 +504,35 @@ fn a_results_taint_reaches_etcd_with_the_next_request_and_is_never_dropped_by_an
     let o = b.send("s1", "read_file");
     assert_eq!(o.rule, "after_injection", "{o:?}");
 }
+
+#[test]
+fn a_refused_first_request_reads_through_with_a_compare_that_writes_nothing() {
+    let etcd = Rc::new(RefCell::new(Etcd::default()));
+    let (a, b) = (envoy(&etcd), envoy(&etcd));
+    assert!(a.send("s1", "read_file").forwarded);
+    assert!(a.send("s1", "read_file").forwarded);
+    // B does not know s1, and to B the refused call of a new session saves nothing: it asks
+    // etcd whether s1 exists (no put), adopts A's record, and decides the call in it.
+    let o = b.send("s1", "write_file");
+    assert!(!o.forwarded);
+    assert_eq!(o.rule, "default");
+    assert_eq!(&etcd.borrow().txns[2..], &[(0, false), (2, true)]);
+    let r = body(&o.receipts[0]);
+    assert_eq!(
+        (r["session"].as_str(), r["seq"].as_u64()),
+        (Some("s1"), Some(3))
+    );
+    // A session nobody knows: the compare holds, nothing is created, the refusal stays off
+    // any session chain.
+    let keys = etcd.borrow().kv.len();
+    let o = b.send("s9", "write_file");
+    assert!(!o.forwarded);
+    assert_eq!(etcd.borrow().txns.last(), Some(&(0, true)));
+    assert_eq!(etcd.borrow().kv.len(), keys);
+    assert!(
+        body(&o.receipts[0])["session"]
+            .as_str()
+            .unwrap()
+            .starts_with("anon/")
+    );
+}
