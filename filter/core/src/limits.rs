@@ -55,6 +55,11 @@ pub const MAX_ETCD_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// if that fails.
 pub const MAX_OUTBOX: usize = 1024;
 
+/// With `state.sessions: etcd`: how many times one request is decided when another replica wrote
+/// its session first (each time on the record etcd returned); then it is denied with
+/// `filter:state_store` (`stream/commit.rs`).
+pub const MAX_SESSION_COMMIT_TRIES: u8 = 4;
+
 /// Outbox writes one timer tick starts at most, per worker.
 pub const MAX_FLUSH_PER_TICK: usize = 16;
 

@@ -335,6 +335,9 @@ fn record<T>(
     let Some(session) = cx.session else {
         return unsaved();
     };
+    if cx.sessions.on_etcd() {
+        return record_beside(cx, action, session, verdict_on);
+    }
     let owner = cx.principal.map(bundle::session::name_hash);
     let recorded = cx.sessions.update(host, session, owner, |rec, now| {
         let (verdict, changes, must_record, t) = verdict_on(&rec.state, now);
@@ -388,6 +391,62 @@ fn record<T>(
         &format!("portcullis: a message to session `{session}` could not be recorded"),
     );
     unsaved()
+}
+
+/// [`record`] with sessions on etcd (`docs/state.md`): the session's chain is etcd's, and only a
+/// decision writes it. So the message is judged on the cached record; its effects are applied
+/// to the cached record (the session's next decision on this Envoy writes them to etcd, and a
+/// record adopted from etcd keeps them) and to the principal's (shared through etcd); its
+/// receipt goes to this worker's anonymous chain.
+fn record_beside<T>(
+    cx: &Judge<'_>,
+    action: &Action,
+    session: &str,
+    verdict_on: impl Fn(&SessionState, u64) -> (Verdict, Vec<String>, bool, T),
+) -> (Verdict, Option<Receipt>, T) {
+    let (host, l) = (cx.host, cx.l);
+    let now = host.now_ms();
+    let owner = cx.principal.map(bundle::session::name_hash);
+    let state = cx.sessions.read(host, session, owner, now).state;
+    let (verdict, changes, must_record, t) = verdict_on(&state, now);
+    if verdict.effects.is_empty() && changes.is_empty() && !must_record {
+        return (verdict, None, t);
+    }
+    if !verdict.effects.is_empty()
+        && let Err(e) = cx.sessions.contain_cached(host, session, &verdict.effects)
+    {
+        host.log(
+            LogLevel::Error,
+            &format!("portcullis: a result's effects could not reach session `{session}`: {e}"),
+        );
+    }
+    let mut body = ReceiptBody::for_action(cx.sessions.anon_name(), action, &verdict);
+    body.event = EventKind::Result;
+    body.bundle = Some(l.bundle_ref.clone());
+    body.drift_milli = Some(receipt::drift_milli(state.drift));
+    body.modifications = changes;
+    let r = cx
+        .sessions
+        .on_anon_chain(|chain| receipt::seal(body, chain, &l.signer, &l.sign_policy, now, true));
+    host.log(
+        LogLevel::Info,
+        &format!(
+            "portcullis: {} of `{}` session `{session}` rule `{}`: {} effect(s) applied; {} \
+             (receipt on `{}`: the session's chain is etcd's)",
+            action.operation,
+            action.subject(),
+            verdict.deciding_rule,
+            verdict.effects.len(),
+            verdict.decision.as_str(),
+            cx.sessions.anon_name()
+        ),
+    );
+    if let Some(p) = cx.principal
+        && !verdict.effects.is_empty()
+    {
+        contain(cx, p, &verdict.effects);
+    }
+    (verdict, Some(r), t)
 }
 
 /// Carry a result's effects (taints, kills, quarantines) to the principal's record, so its other

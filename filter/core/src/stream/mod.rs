@@ -66,8 +66,9 @@ struct Forward<'a> {
 }
 
 /// A read request, ready for the decision: what [`Stream::decide_and_enforce`] needs, owned, so
-/// a request can wait for a call-out (in-band approval) before it is decided.
-#[derive(Debug)]
+/// a request can wait for a call-out (in-band approval) before it is decided, and be decided
+/// again (sessions on etcd, `commit.rs`).
+#[derive(Clone, Debug)]
 struct Prepared {
     shape: Shape,
     actions: Vec<Action>,
@@ -107,6 +108,9 @@ pub struct Stream {
     minting: Option<credential::Minting>,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
+    /// With sessions on etcd: how often this request was decided, and the approval tokens it
+    /// claimed already (`commit.rs`).
+    retry: commit::Retry,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
     /// gets it (`results/`).
     inspector: Option<Inspector>,
@@ -171,6 +175,7 @@ impl Stream {
             inband: approval::Inband::default(),
             minting: None,
             committing: None,
+            retry: commit::Retry::default(),
             inspector: None,
             begin_session: None,
             answers_initialize: false,
@@ -553,6 +558,12 @@ impl Stream {
     /// Decide a read request and enforce the plan.
     fn decide_and_enforce(&mut self, host: &dyn Host, l: &Loaded, p: Prepared) -> FilterAction {
         let policy = &l.policy;
+        // With sessions on etcd, a request whose session another replica wrote first is decided
+        // again: what it needs for that is kept.
+        let redo = l.sessions.on_etcd().then(|| commit::Redo {
+            prepared: Box::new(p.clone()),
+            session: self.session.clone(),
+        });
         let Prepared {
             shape,
             actions,
@@ -605,9 +616,10 @@ impl Stream {
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
         if l.watcher.is_some() {
-            let ops = commit::ops_of(l.sessions.take_changed(), &plan);
-            if !ops.is_empty() {
-                return self.start_commit(host, l, (shape, actions, plan), ops);
+            let ops = commit::ops_of(l.sessions.take_changed(), &plan, &self.retry);
+            let staged = l.sessions.take_staged();
+            if !ops.is_empty() || staged.is_some() {
+                return self.start_commit(host, l, (shape, actions, plan), ops, (staged, redo));
             }
         }
         self.enforce(host, l, &shape, &actions, plan)
