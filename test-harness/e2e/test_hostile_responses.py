@@ -747,6 +747,16 @@ HUGE = [("json", 2 << 20, {}), ("sse", 2 << 20, {"chunk": 65536, "gap_ms": 1}),
         ("json", 6 << 20, {"chunk": 65536, "gap_ms": 1}), ("sse", 6 << 20, {"notifications": 1})]
 
 
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_an_instruction_padded_past_a_prefix_still_taints(gw: Gateway, framing: str) -> None:
+    """A 1 MiB result, under the inspection limit, with the instruction at its very end: the
+    detector reads all of the text, as the model does, not a prefix of it."""
+    c = Client(gw, f"padded/{framing}")
+    rid, seen = c.call("fetch_page", shape={"framing": framing, "size": 1 << 20, "key": False})
+    check_bar(seen, [rid])
+    check_delivered_and_tainted(c, seen, rid)
+
+
 @pytest.mark.parametrize(("framing", "size", "extra"), HUGE, ids=[f"{f}-{s >> 20}MiB" for f, s, _ in HUGE])
 def test_huge_result_is_never_passed_unread(gw: Gateway, framing: str, size: int, extra: dict) -> None:
     """A result over the 4 MiB inspection limit (key and instruction at its end): -32044 for its id."""

@@ -18,8 +18,9 @@ use crate::respond::Denial;
 use crate::rules::FilterRule;
 use crate::session::Write;
 
-/// Longest `args.text` of a result action, in bytes (the detector reads the same prefix).
-const MAX_TEXT_BYTES: usize = inject::MAX_SCAN_BYTES;
+/// Longest `args.text` of a result action the policy reads, in bytes. The injection detector
+/// reads the whole text.
+const MAX_TEXT_BYTES: usize = 256 * 1024;
 
 /// The length in bytes of `v` serialized as compact JSON, counted without building the text.
 fn compact_json_len(v: &Value) -> u64 {
@@ -44,27 +45,30 @@ fn compact_json_len(v: &Value) -> u64 {
     }
 }
 
-/// The text of a result: every string value (at any depth), joined by `\n`, bounded.
+/// The text of a result: every string value (at any depth), joined by `\n`, all of it.
 pub(super) fn result_text(v: &Value, out: &mut String) {
-    if out.len() >= MAX_TEXT_BYTES {
-        return;
-    }
     match v {
         Value::String(s) => {
             if !out.is_empty() {
                 out.push('\n');
             }
-            let room = MAX_TEXT_BYTES.saturating_sub(out.len());
-            let mut cut = s.len().min(room);
-            while !s.is_char_boundary(cut) {
-                cut = cut.saturating_sub(1);
-            }
-            out.push_str(s.get(..cut).unwrap_or_default());
+            out.push_str(s);
         }
         Value::Array(a) => a.iter().for_each(|x| result_text(x, out)),
         Value::Object(o) => o.values().for_each(|x| result_text(x, out)),
         _ => {}
     }
+}
+
+/// `text` cut to [`MAX_TEXT_BYTES`] at a character boundary: what the policy reads as
+/// `args.text`.
+fn policy_text(mut text: String) -> String {
+    let mut cut = text.len().min(MAX_TEXT_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut = cut.saturating_sub(1);
+    }
+    text.truncate(cut);
+    text
 }
 
 /// `call` without its arguments and risk (a result action replaces both), so a large call is not
@@ -127,7 +131,7 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     let injection = inject::detect(&text);
     mark_instruction(&mut a, injection);
     a.arguments = json!({
-        "text": text,
+        "text": policy_text(text),
         "injection": injection,
         "is_error": msg.get("error").is_some()
             || result.get("isError").and_then(Value::as_bool).unwrap_or(false),
