@@ -584,6 +584,54 @@ fn a_request_that_switches_protocols_is_judged_as_the_tunnel_it_opens() {
 }
 
 #[test]
+fn a_resource_is_judged_as_the_server_resolves_it() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let read = |uri: &str| {
+        let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1,
+            "method": "resources/read", "params": {"uri": uri}}))
+        .unwrap();
+        send(&host, &p, "POST", "/mcp", &[JSON], &body, End::Data)
+    };
+    for uri in [
+        "file:///workspace/notes.md",
+        "file:///workspace/dir/./notes.md",
+        "file:///workspace/caf\u{e9} menu.md",
+        "file:///workspace/%6Eotes.md",
+    ] {
+        assert!(read(uri).forwarded, "{uri}");
+    }
+    // Inside the allowed prefix as sent, outside it as resolved: the resolution decides.
+    for uri in [
+        "file:///workspace/../etc/passwd",
+        "file:///workspace/%2E%2E/etc/passwd",
+        "file:///workspace/./../../etc/shadow",
+        "file:///workspace//../etc/passwd",
+    ] {
+        let s = read(uri);
+        assert!(!s.forwarded, "{uri}");
+        assert_eq!(s.rule.as_deref(), Some("workspace_only"), "{uri}");
+        let reason = s.body["error"]["data"]["reason"]
+            .as_str()
+            .or_else(|| s.body["error"]["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(reason.contains("resolves resource"), "{uri}: {}", s.body);
+    }
+    // Read two ways by servers: refused.
+    for uri in [
+        "file:///workspace/..%2Fetc/passwd",
+        "file:///workspace/%252E%252E/etc/passwd",
+        "file:///workspace\\..\\etc\\passwd",
+        "file:///workspace/%zz",
+    ] {
+        let s = read(uri);
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{uri}: {s:?}");
+        assert_eq!(s.body["error"]["code"], -32602, "{uri}");
+    }
+}
+
+#[test]
 fn ipv4_mapped_hosts_meet_the_ipv4_rule() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));

@@ -101,7 +101,8 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// "Requests with several readings"): the method named by a method-override header or a
 /// `_method` query parameter, the path named by a path-override header (or prefixed by
 /// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
-/// protocols (`upgrade`), the `CONNECT` it becomes. Empty for the usual request, which
+/// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
+/// resolves it (`http::resource_reading`). Empty for the usual request, which
 /// pays one look at its path and headers. Each reading is the action with its `operation` and
 /// `target.path` replaced.
 pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
@@ -155,7 +156,7 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
             }
         }
     }
-    pairs
+    let mut out: Vec<bundle::action::Action> = pairs
         .into_iter()
         .map(|(op, path)| {
             let mut r = a.clone();
@@ -163,5 +164,16 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
             path.clone_into(&mut r.target.path);
             r
         })
-        .collect()
+        .collect();
+    // A resource as the server resolves it (`file:///work/../etc/passwd` is `/etc/passwd`).
+    if let Some(resolved) = a
+        .resource
+        .as_deref()
+        .and_then(|u| http::resource_reading(u).ok().flatten())
+    {
+        let mut r = a.clone();
+        r.resource = Some(resolved);
+        out.push(r);
+    }
+    out
 }
