@@ -17,6 +17,9 @@ use serde_json::{Map, Value};
 
 use crate::signed_token::{self, Kind};
 
+/// The header an agent retries a STEP_UP with, carrying the approval token.
+pub const APPROVAL_HEADER: &str = "x-portcullis-approval";
+
 /// Domain separator of approval signatures.
 pub const APPROVAL_DOMAIN: &[u8] = b"portcullis/approval/v1\0";
 /// The longest token [`verify`] reads, in bytes.

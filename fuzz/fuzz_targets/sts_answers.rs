@@ -95,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
         _ => vec![],
     };
     host.state().call_response = Some((headers, body.to_vec()));
+    let logged_before = host.state().logs.len();
     s.on_http_call_response(&host, token, body.len());
     host.state().call_response = None;
     let st = host.state();
@@ -113,11 +114,17 @@ fuzz_target!(|data: &[u8]| {
         let minted = auth[0].strip_prefix("Bearer ").unwrap_or_else(|| panic!("{auth:?}"));
         assert!(!minted.is_empty() && minted.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert_ne!(minted, agent_token(), "the agent's own token went upstream");
-        for (_, line) in &st.logs {
-            assert!(!line.contains(minted), "the token is in a log line: {line}");
-        }
-        for v in st.filter_state.values() {
-            assert!(!String::from_utf8_lossy(v).contains(minted), "the token is in the filter state");
+        // Whether the token was written anywhere can only be told for a token that does not
+        // occur in ordinary text by chance: a one-letter `access_token` ("a") is in every log
+        // line. So the check reads tokens of at least 16 bytes (real ones are far longer), in
+        // what was written after the STS answered (the lines before cannot hold the token).
+        if minted.len() >= 16 {
+            for (_, line) in st.logs.iter().skip(logged_before) {
+                assert!(!line.contains(minted), "the token is in a log line: {line}");
+            }
+            for v in st.filter_state.values() {
+                assert!(!String::from_utf8_lossy(v).contains(minted), "the token is in the filter state");
+            }
         }
     }
 });

@@ -2,7 +2,10 @@
 registry.npmjs.org, hooks.slack.com, exfil.example) behind the Envoy egress proxy.
 
 Answers every request with a small JSON document naming the host and path it saw (``GET
-/injected-page``: an HTML page carrying an instruction aimed at the agent), and appends
+/injected-page``: an HTML page carrying an instruction aimed at the agent, under the content type
+its ``as`` query parameter names, ``text/html`` by default; ``GET /gzip-page``: that page
+gzip-compressed whatever the request accepts; ``GET /big-page?bytes=N``: that page repeated to N
+bytes, 2 MiB by default), and appends
 every request (method, path, Host, headers, body) as one JSON line to the file named by
 ``EGRESS_RECORD`` (or ``--record``). ``GET /healthz`` answers ``ok`` and is not recorded.
 
@@ -12,11 +15,13 @@ Run: ``python egress_upstream.py --port 9090 [--record FILE]``.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
 _LOCK = threading.Lock()
 
@@ -54,8 +59,25 @@ class Handler(BaseHTTPRequestHandler):
             }
             with _LOCK, open(self.record_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(entry) + "\n")
+        if self.path.startswith("/gzip-page"):
+            # Compressed whatever the request asked for (a misbehaving origin or a cache).
+            self.send_response(200)
+            payload = gzip.compress(INJECTED_PAGE.encode())
+            self.send_header("content-type", "text/html")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        if self.path.startswith("/big-page"):
+            size = int(parse_qs(urlsplit(self.path).query).get("bytes", ["2097152"])[0])
+            body = (INJECTED_PAGE * (size // len(INJECTED_PAGE) + 1))[:size]
+            self._reply(200, body.encode(), "text/html")
+            return
         if self.path.startswith("/injected-page"):
-            self._reply(200, INJECTED_PAGE.encode(), "text/html; charset=utf-8")
+            query = parse_qs(urlsplit(self.path).query)
+            ctype = query.get("as", ["text/html; charset=utf-8"])[0]
+            self._reply(200, INJECTED_PAGE.encode(), ctype)
             return
         doc = {"upstream": "egress", "host": host, "method": self.command, "path": self.path,
                "received_bytes": len(body)}

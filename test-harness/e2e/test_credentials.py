@@ -124,6 +124,10 @@ def test_a_write_gets_a_write_token_and_the_cache_spares_a_second_exchange(proxy
     r = proxy.send("GET", f"http://{TICKETS}/tickets/1", agent="agent-2", **{"x-agent-run": "credentials-run-2"})
     assert r.status_code == 200, r.text
     assert [e["sub"] for e in proxy.exchanges()] == ["agent-1", "agent-1", "agent-2"]
+    # The counters say the same: three exchanges, one reuse, no failure.
+    admin = proxy.stack.ports["admin"]
+    counts = {k: pe.wasm_metric(admin, f"portcullis_credentials_{k}") for k in ("minted", "cached", "failed")}
+    assert counts == {"minted": 3, "cached": 1, "failed": 0}, counts
 
 
 def test_the_receipts_name_the_credential_and_nothing_holds_a_token(proxy: Proxy, keys: pe.Keys) -> None:
@@ -169,6 +173,7 @@ def test_sts_down_or_no_verified_jwt_denies_with_filter_credential(proxy: Proxy)
         last = pe.receipts_of(line)[-1]
         assert (last["event"], last["decision"], last["rule"]) == ("credential", "DENY", "filter:credential")
     assert "STS" in pe.receipts_of(lines[1])[-1]["reason"]
+    assert pe.wasm_metric(proxy.stack.ports["admin"], "portcullis_credentials_failed") == 2
 
 
 def test_the_config_validates(keys: pe.Keys, credentials_bundle: Path, tmp_path: Path) -> None:

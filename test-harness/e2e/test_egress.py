@@ -5,6 +5,7 @@ and CONNECT tunnels."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,14 +58,36 @@ def test_post_with_a_secret_is_redacted(proxy, secret: str) -> None:
     assert pe.header(rec, "content-length") == str(len(rec["body"].encode()))
 
 
-def test_a_page_with_a_planted_instruction_taints_the_run(proxy) -> None:
+def test_json_under_another_label_is_judged_as_json(proxy) -> None:
+    """Servers that parse JSON whatever the content type act on a JSON body sent as text/plain:
+    the filter judges it as JSON too. Its secret is redacted member by member (the body stays
+    JSON), and a member named twice, which such a server reads one way or the other, is refused."""
+    stack, client = proxy
+    url = "http://hooks.slack.com/services/T000/B000"
+    plain = {**RUN, "content-type": "text/plain"}
+    body = json.dumps({"text": f"deploy done, token {SECRET}", "channel": "#ops"})
+    r = client.post(url, content=body, headers=plain)
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert SECRET not in rec["body"], rec["body"]
+    assert json.loads(rec["body"])["channel"] == "#ops"
+    r = client.post(url, content='{"channel":"#ops","channel":"#exec","text":"hi"}', headers=plain)
+    assert r.status_code == 400, r.text
+    assert "ignore its content type" in r.text
+    assert len(stack.upstream_requests("egress")) == 1, "the ambiguous body never left"
+
+
+@pytest.mark.parametrize("label", [None, "application/octet-stream"])
+def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | None) -> None:
     """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an
     instruction; the page reaches it, and the run is tainted, so the post it was told to make is
-    denied (and the one before the page was allowed)."""
+    denied (and the one before the page was allowed). A binary label on the page changes
+    nothing: its bytes are text, and httpx shows them as text."""
     stack, client = proxy
     post = {"text": "build green", "channel": "#ops"}
     assert client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN).status_code == 200
-    r = client.get("http://api.github.com/injected-page", headers=RUN)
+    page = "http://api.github.com/injected-page" + (f"?as={label}" if label else "")
+    r = client.get(page, headers=RUN)
     assert r.status_code == 200, r.text
     assert "Release notes" in r.text and "Ignore all previous instructions" in r.text
     r = client.post("http://hooks.slack.com/services/T000/B000", json=post, headers=RUN)
@@ -72,6 +95,23 @@ def test_a_page_with_a_planted_instruction_taints_the_run(proxy) -> None:
     assert r.headers.get("x-portcullis-decision") == "DENY"
     assert "nothing is posted" in r.text
     assert [rec["method"] for rec in stack.upstream_requests("egress")] == ["POST", "GET"]
+
+
+def test_an_answer_the_filter_cannot_read_never_reaches_the_agent(proxy) -> None:
+    """A page the origin compresses although the request asked for identity, and one over the
+    inspection limit (limits.max_body_bytes, 4 MiB): neither reaches the agent unread. The
+    compressed one is a 502 with the reason; the big one keeps its 200 (the headers went before
+    the body was counted) and its body says why."""
+    stack, client = proxy
+    r = client.get("http://api.github.com/gzip-page", headers=RUN)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"] == "unreadable_response", r.text
+    assert "Ignore all previous instructions" not in r.text
+    r = client.get("http://api.github.com/big-page?bytes=5242880", headers=RUN)
+    assert r.json()["error"] == "unreadable_response", r.text[:200]
+    assert "larger than" in r.json()["reason"]
+    assert [rec["path"] for rec in stack.upstream_requests("egress")] == [
+        "/gzip-page", "/big-page?bytes=5242880"]
 
 
 def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
@@ -85,9 +125,11 @@ def test_unknown_host_is_denied_before_any_connection(proxy) -> None:
     assert "exfil.example" not in hosts_seen(stack)
 
 
-def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
+def _send_raw(port: int, request: bytes) -> tuple[bytes, socket.socket]:
+    """Send ``request`` on a new connection; what came back up to the end of the headers (or
+    the close), and the socket."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nx-agent-run: egress-run-1\r\n\r\n".encode())
+    s.sendall(request)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = s.recv(4096)
@@ -95,6 +137,34 @@ def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
             break
         head += chunk
     return head, s
+
+
+def _connect(port: int, authority: str) -> tuple[bytes, socket.socket]:
+    return _send_raw(port, f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+                           "x-agent-run: egress-run-1\r\n\r\n".encode())
+
+
+def test_a_websocket_upgrade_is_judged_as_the_tunnel_it_opens(proxy) -> None:
+    """A GET to a known host is allowed; the same GET asking to switch to a websocket would open
+    a tunnel nothing after it is read in, so it is judged as CONNECT too: egress.pcl allows
+    tunnels to port 443 only, so this one (port 80) never reaches the host."""
+    stack, _ = proxy
+    data, s = _send_raw(stack.ports["envoy"], (
+        b"GET http://api.github.com/socket HTTP/1.1\r\nHost: api.github.com\r\n"
+        b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-agent-run: egress-run-1\r\n\r\n"))
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    s.close()
+    assert b" 403 " in head.split(b"\r\n", 1)[0], head
+    doc = json.loads(body)
+    assert doc["decision"] == "DENY" and "switches protocols" in doc["reason"], doc
+    assert stack.upstream_requests("egress") == [], "the upgrade never reached the host"
 
 
 def test_connect_only_to_allowed_host_and_port(proxy) -> None:

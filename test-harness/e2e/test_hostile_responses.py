@@ -58,11 +58,13 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import html
 import json
 import re
 import socket
 import time
 import unicodedata
+import urllib.parse
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
@@ -579,7 +581,12 @@ def byte_level_detector(text: str) -> bool:
 
 
 def as_the_model_reads(text: str) -> str:
-    """Format characters removed, compatibility forms and look-alike letters folded."""
+    """Escapes decoded (percent, HTML references, backslash-u; twice for double encoding), format
+    characters removed, compatibility forms and look-alike letters folded."""
+    for _ in range(2):
+        text = urllib.parse.unquote(text)
+        text = html.unescape(text).replace("\xa0", " ")
+        text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), text)
     text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     return "".join(CONFUSABLES.get(c, c) for c in unicodedata.normalize("NFKC", text))
 
@@ -740,6 +747,16 @@ HUGE = [("json", 2 << 20, {}), ("sse", 2 << 20, {"chunk": 65536, "gap_ms": 1}),
         ("json", 6 << 20, {"chunk": 65536, "gap_ms": 1}), ("sse", 6 << 20, {"notifications": 1})]
 
 
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_an_instruction_padded_past_a_prefix_still_taints(gw: Gateway, framing: str) -> None:
+    """A 1 MiB result, under the inspection limit, with the instruction at its very end: the
+    detector reads all of the text, as the model does, not a prefix of it."""
+    c = Client(gw, f"padded/{framing}")
+    rid, seen = c.call("fetch_page", shape={"framing": framing, "size": 1 << 20, "key": False})
+    check_bar(seen, [rid])
+    check_delivered_and_tainted(c, seen, rid)
+
+
 @pytest.mark.parametrize(("framing", "size", "extra"), HUGE, ids=[f"{f}-{s >> 20}MiB" for f, s, _ in HUGE])
 def test_huge_result_is_never_passed_unread(gw: Gateway, framing: str, size: int, extra: dict) -> None:
     """A result over the 4 MiB inspection limit (key and instruction at its end): -32044 for its id."""
@@ -867,6 +884,55 @@ def test_error_answer_carrying_the_payload(gw: Gateway) -> None:
     check_bar(seen, [rid])
     if any(hs.PLAIN_INSTRUCTION in s for s in strings(seen.answers(rid))):
         assert c.tainted(), "the instruction reached the agent in an error but did not taint"
+
+
+@pytest.mark.parametrize("variant", ["plain", "zero_width", "percent"])
+def test_a_poisoned_resource_template_is_removed(gw: Gateway, variant: str) -> None:
+    """resources/templates/list entries reach the model's context like tool definitions: the one
+    whose description aims an instruction at the agent is removed, the benign one stays."""
+    c = Client(gw, f"templates/{variant}")
+    rid = c.new_id()
+    seen = c.post({"jsonrpc": "2.0", "id": rid, "method": "resources/templates/list", "params": {}},
+                  shape={"payload": variant})
+    check_bar(seen, [rid], removed=(hs.instruction(variant),))
+    result = seen.result(rid)
+    assert result is not None, seen.describe()
+    assert [t["name"] for t in result["resourceTemplates"]] == ["notes"], seen.describe()
+
+
+@pytest.mark.parametrize("framing", ["json", "sse"])
+def test_an_answer_with_both_result_and_error_is_replaced(gw: Gateway, framing: str) -> None:
+    """A benign result with an error beside it that carries the key and the instruction: the
+    TypeScript SDK reads the result, pydantic's union may read the error. Neither is passed."""
+    c = Client(gw, f"both-members/{framing}")
+    rid, seen = c.call("fetch_page", shape={"framing": framing, "payload": "benign", "both_members": True})
+    check_bar(seen, [rid], removed=(KEY,))
+    [answer] = seen.answers(rid)
+    assert "result" not in answer and "could not be checked" in answer["error"]["message"], seen.describe()
+
+
+def test_two_session_ids_begin_no_session(gw: Gateway) -> None:
+    """An initialize answered with two different Mcp-Session-Id lines: clients join them or take
+    either, so the filter would begin a session the client never names. Neither reaches the
+    client, and the answer itself does."""
+    c = Client(gw, "two-session-ids", initialize=False)
+    c.sid = None
+    r = c.post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": hs.PROTOCOL, "capabilities": {},
+        "clientInfo": {"name": "hostile-e2e", "version": "0"}}}, shape={"session_ids": 2})
+    check_bar(r, [1], removed=())
+    assert r.raw.header("mcp-session-id") is None, r.describe()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("how", ["string", "float", "hex", "padded"])
+def test_an_answer_whose_id_a_client_coerces_is_checked(gw: Gateway, target: str, how: str) -> None:
+    """The server answers request 7 with id "7", 7.0, "0x7" or " 7 ": the SDKs tie each to request 7
+    (TypeScript by Number(id), Python by int(id)), so the filter checks it as that request's answer:
+    the list is filtered, the result judged."""
+    c = Client(gw, f"coerced-id/{how}/{target}")
+    rid, seen = send_target(c, target, {"answer_id": how})
+    check_target(c, target, hs.answer_id(rid, how), seen)
 
 
 @pytest.mark.parametrize("framing", ["json", "sse"])

@@ -55,6 +55,11 @@ pub const MAX_ETCD_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 /// if that fails.
 pub const MAX_OUTBOX: usize = 1024;
 
+/// With `state.sessions: etcd`: how many times one request is decided when another replica wrote
+/// its session first (each time on the record etcd returned); then it is denied with
+/// `filter:state_store` (`stream/commit.rs`).
+pub const MAX_SESSION_COMMIT_TRIES: u8 = 4;
+
 /// Outbox writes one timer tick starts at most, per worker.
 pub const MAX_FLUSH_PER_TICK: usize = 16;
 
@@ -131,3 +136,7 @@ pub const MAX_APPROVAL_ANSWER_BYTES: usize = 16 * 1024;
 /// Recent actions of the session told to the approval service at most (the session remembers
 /// `bundle::session::HISTORY_CAP`).
 pub const MAX_RECENT_ACTIONS_SENT: usize = 10;
+
+/// How many leading bytes of an egress answer labelled binary are read to check the label
+/// (`results/egress.rs`): a NUL or bytes that are not UTF-8 in them make it binary.
+pub const SNIFF_BYTES: usize = 512;

@@ -25,10 +25,16 @@ pub(crate) enum Metric {
     StateStoreErrors,
     /// Watches of the shared state store in sync (gauge: one per worker when all is well).
     StateStoreWatches,
+    /// Credentials injected after a token exchange at the STS.
+    CredentialsMinted,
+    /// Credentials injected from the filter's cache, with no call to the STS.
+    CredentialsCached,
+    /// Credentials that could not be had (the request was denied by `filter:credential`).
+    CredentialsFailed,
 }
 
 impl Metric {
-    const ALL: [Metric; 12] = [
+    const ALL: [Metric; 15] = [
         Metric::Allow,
         Metric::Modify,
         Metric::Defer,
@@ -41,6 +47,9 @@ impl Metric {
         Metric::Untracked,
         Metric::StateStoreErrors,
         Metric::StateStoreWatches,
+        Metric::CredentialsMinted,
+        Metric::CredentialsCached,
+        Metric::CredentialsFailed,
     ];
 
     /// The metric's name and kind.
@@ -58,6 +67,9 @@ impl Metric {
             Metric::Untracked => ("portcullis_actions_untracked", MetricKind::Counter),
             Metric::StateStoreErrors => ("portcullis_state_store_errors", MetricKind::Counter),
             Metric::StateStoreWatches => ("portcullis_state_store_watches", MetricKind::Gauge),
+            Metric::CredentialsMinted => ("portcullis_credentials_minted", MetricKind::Counter),
+            Metric::CredentialsCached => ("portcullis_credentials_cached", MetricKind::Counter),
+            Metric::CredentialsFailed => ("portcullis_credentials_failed", MetricKind::Counter),
         }
     }
 

@@ -124,7 +124,7 @@ impl Denial {
                                 "policyc approve --digest {} --group {} --key <approver key file>",
                                 a.digest, a.group
                             ),
-                            "retry_with_header": "x-portcullis-approval",
+                            "retry_with_header": bundle::approval::APPROVAL_HEADER,
                         }),
                     );
                 }

@@ -409,6 +409,11 @@ fn the_cache_saves_a_second_exchange_and_a_write_gets_the_write_scope() {
     let (_, a) = send_call(&host, &p, "get_issue");
     assert_eq!(a, FilterAction::Pause);
     assert_eq!(host.state().http_calls.len(), 3);
+
+    // Two exchanges answered, one reuse; the third exchange is still in flight.
+    assert_eq!(common::metric(&host, "portcullis_credentials_minted"), 2);
+    assert_eq!(common::metric(&host, "portcullis_credentials_cached"), 1);
+    assert_eq!(common::metric(&host, "portcullis_credentials_failed"), 0);
 }
 
 #[test]
@@ -470,6 +475,8 @@ fn assert_denied(host: &MockHost, why: &str) {
     assert_eq!(last["rule"], "filter:credential");
     assert!(last["reason"].as_str().unwrap().contains(why), "{last}");
     assert!(last["sig"].is_object());
+    assert_eq!(common::metric(host, "portcullis_credentials_failed"), 1);
+    assert_eq!(common::metric(host, "portcullis_credentials_minted"), 0);
 }
 
 #[test]

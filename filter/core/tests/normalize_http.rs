@@ -311,9 +311,51 @@ fn text_bodies_are_scanned_but_not_parsed() {
     let a = normalize_http(&h, Some(body), &inspecting()).unwrap();
     assert_eq!(a.arguments, Value::Null);
     assert!(a.risk.secrets);
-    // A JSON-looking body that is not declared JSON is still only text.
-    let a = normalize_http(&h, Some(br#"{"a":1,"a":2}"#), &inspecting()).unwrap();
-    assert_eq!(a.arguments, Value::Null);
+    // A body that starts like JSON but that no JSON parser reads stays text.
+    for body in [&b"[INFO] deploy started"[..], b"{not json}", b"  [1, 2,"] {
+        let a = normalize_http(&h, Some(body), &inspecting()).unwrap();
+        assert_eq!(a.arguments, Value::Null);
+    }
+}
+
+#[test]
+fn json_under_another_label_is_judged_as_json() {
+    // Servers that parse JSON whatever the content type act on these members: the policy sees
+    // them too, whatever the label (or none).
+    for ct in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut h = head("POST", "hooks.slack.com", "/services/T0");
+        if let Some(ct) = ct {
+            h.headers = vec![("content-type".into(), ct.into())];
+        }
+        let a = normalize_http(
+            &h,
+            Some(br##" {"channel":"#exec","text":"hi"}"##),
+            &inspecting(),
+        )
+        .unwrap();
+        assert_eq!(a.arguments["channel"], "#exec", "{ct:?}");
+        // What a lenient JSON parser forgives is refused, as for a body declared JSON.
+        for body in [
+            &br##"{"channel":"#ops","channel":"#exec"}"##[..],
+            br##"{"channel":"#ops","Channel":"#exec"}"##,
+            b"\xef\xbb\xbf{\"channel\":\"#exec\"}",
+            b"{\"channel\":\"#ops\"} {\"channel\":\"#exec\"}",
+            b"{\"channel\":\"#\xffexec\"}",
+            br#"{"n":1e999}"#,
+        ] {
+            let e = normalize_http(&h, Some(body), &inspecting()).unwrap_err();
+            assert_eq!(e.http_status, 400, "{ct:?}");
+            assert!(
+                e.reason.contains("servers that ignore its content type"),
+                "{}",
+                e.reason
+            );
+        }
+    }
 }
 
 #[test]

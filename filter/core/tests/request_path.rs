@@ -509,6 +509,129 @@ fn an_egress_path_is_judged_under_every_reading_servers_apply() {
 }
 
 #[test]
+fn a_request_that_switches_protocols_is_judged_as_the_tunnel_it_opens() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    // A websocket upgrade of an allowed GET opens a tunnel nothing after it is read in: judged
+    // as CONNECT too, which this pack denies.
+    for proto in ["websocket", "WebSocket", "foo/1.0"] {
+        let s = send(
+            &host,
+            &p,
+            "GET",
+            "/public/feed",
+            &[("connection", "Upgrade"), ("upgrade", proto)],
+            b"",
+            End::Data,
+        );
+        assert!(!s.forwarded, "{proto}");
+        assert_eq!(s.rule.as_deref(), Some("no_tunnels"), "{proto}");
+        let reason = s.body["reason"].as_str().unwrap();
+        assert!(reason.contains("switches protocols"), "{reason}");
+    }
+    // The tunnel's stream never ends as a body does: the decision comes with the headers, also
+    // where bodies are read.
+    let inspecting = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let mut s = open(
+        &host,
+        &inspecting,
+        "GET",
+        "/public/feed",
+        "workbench",
+        &[("upgrade", "websocket")],
+    );
+    s.on_request_headers(&host, false);
+    assert_eq!(
+        host.state().local_response.as_ref().map(|r| r.status),
+        Some(403),
+        "decided on the headers, not held for a body"
+    );
+    // h2c is Envoy's to refuse or drop; the plain GET goes on.
+    let s = send(
+        &host,
+        &p,
+        "GET",
+        "/public/feed",
+        &[("upgrade", "h2c")],
+        b"",
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+    let s = send(&host, &p, "GET", "/public/feed", &[], b"", End::Data);
+    assert!(s.forwarded, "{s:?}");
+    // An MCP endpoint never switches protocols: refused, whatever the method.
+    let body = call(1, "read_file", json!({}));
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[JSON, ("upgrade", "websocket")],
+        &body,
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(400)), "{s:?}");
+    let s = send(
+        &host,
+        &p,
+        "GET",
+        "/mcp",
+        &[("accept", "text/event-stream"), ("upgrade", "websocket")],
+        b"",
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(400)), "{s:?}");
+}
+
+#[test]
+fn a_resource_is_judged_as_the_server_resolves_it() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let read = |uri: &str| {
+        let body = serde_json::to_vec(&json!({"jsonrpc": "2.0", "id": 1,
+            "method": "resources/read", "params": {"uri": uri}}))
+        .unwrap();
+        send(&host, &p, "POST", "/mcp", &[JSON], &body, End::Data)
+    };
+    for uri in [
+        "file:///workspace/notes.md",
+        "file:///workspace/dir/./notes.md",
+        "file:///workspace/caf\u{e9} menu.md",
+        "file:///workspace/%6Eotes.md",
+    ] {
+        assert!(read(uri).forwarded, "{uri}");
+    }
+    // Inside the allowed prefix as sent, outside it as resolved: the resolution decides.
+    for uri in [
+        "file:///workspace/../etc/passwd",
+        "file:///workspace/%2E%2E/etc/passwd",
+        "file:///workspace/./../../etc/shadow",
+        "file:///workspace//../etc/passwd",
+    ] {
+        let s = read(uri);
+        assert!(!s.forwarded, "{uri}");
+        assert_eq!(s.rule.as_deref(), Some("workspace_only"), "{uri}");
+        let reason = s.body["error"]["data"]["reason"]
+            .as_str()
+            .or_else(|| s.body["error"]["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(reason.contains("resolves resource"), "{uri}: {}", s.body);
+    }
+    // Read two ways by servers: refused.
+    for uri in [
+        "file:///workspace/..%2Fetc/passwd",
+        "file:///workspace/%252E%252E/etc/passwd",
+        "file:///workspace\\..\\etc\\passwd",
+        "file:///workspace/%zz",
+    ] {
+        let s = read(uri);
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{uri}: {s:?}");
+        assert_eq!(s.body["error"]["code"], -32602, "{uri}");
+    }
+}
+
+#[test]
 fn ipv4_mapped_hosts_meet_the_ipv4_rule() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));

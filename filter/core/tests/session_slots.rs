@@ -81,14 +81,6 @@ fn slot_keys(host: &MockHost) -> usize {
         .count()
 }
 
-fn metric(host: &MockHost, name: &str) -> i64 {
-    host.state()
-        .metrics
-        .iter()
-        .find(|m| m.name == name)
-        .map_or(0, |m| m.value)
-}
-
 fn logged(host: &MockHost, needle: &str) -> usize {
     host.state()
         .logs
@@ -129,7 +121,10 @@ fn twenty_times_the_slot_count_in_sessions_never_grows_shared_data_past_the_slot
     // every session but the live ones ended with a receipt, counted
     let ended = logged(&host, "ended (");
     assert!(ended >= 20 * SLOTS - SLOTS, "{ended} sessions ended");
-    assert_eq!(metric(&host, "portcullis_sessions_ended"), ended as i64);
+    assert_eq!(
+        common::metric(&host, "portcullis_sessions_ended"),
+        ended as i64
+    );
     // and every chain verifies: the only findings are the unsigned ALLOW tails of live sessions
     let key = signing_key_from_seed([common::RECEIPT_KEY_SEED; 32]).verifying_key();
     let report = verify_log(
@@ -210,7 +205,7 @@ fn sessions_sharing_one_slot_never_see_each_others_state() {
         ),
         1
     );
-    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    assert_eq!(common::metric(&host, "portcullis_sessions_ended"), 1);
     // p's own effects stay p's: a revoked tool is not revoked for q, which displaces p
     assert!(call(&host, &plugin, "p", &tool("git_push", json!({}))).forwarded);
     host.advance(10);
@@ -276,7 +271,7 @@ fn an_intent_pinned_on_a_new_session_displaces_a_live_one_with_its_end_receipt()
         ),
         1
     );
-    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    assert_eq!(common::metric(&host, "portcullis_sessions_ended"), 1);
     let end = host
         .state()
         .logs
@@ -358,7 +353,7 @@ fn a_session_the_client_deletes_ends_for_every_worker() {
         .cloned();
     assert_eq!(logged(&host, "session `gone` ended (deleted)"), 1);
     assert_eq!(logged(&host, "session `kept` ended"), 0);
-    assert_eq!(metric(&host, "portcullis_sessions_ended"), 1);
+    assert_eq!(common::metric(&host, "portcullis_sessions_ended"), 1);
     // From now on the id is unknown on either worker, and the other session goes on.
     for worker in [&worker_a, &worker_b] {
         host.advance(10);

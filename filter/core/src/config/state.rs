@@ -1,7 +1,8 @@
 //! `state`: where state that must hold across Envoy replicas and restarts is kept
 //! (`docs/state.md`). `backend: local` (the default) keeps everything in this Envoy's shared
 //! data; `backend: etcd` also keeps containment and used approval tokens in etcd v3, reached
-//! through the Envoy cluster `etcd.cluster` (HTTP/2, etcd's gRPC port).
+//! through the Envoy cluster `etcd.cluster` (HTTP/2, etcd's gRPC port). `sessions: etcd` keeps
+//! session records there as well (`local`, the default: each Envoy keeps its own).
 
 use serde::Deserialize;
 
@@ -16,6 +17,7 @@ pub const DEFAULT_ETCD_PREFIX: &str = "/portcullis/";
 pub struct RawState {
     backend: Option<String>,
     etcd: Option<RawEtcd>,
+    sessions: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -36,10 +38,26 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// Per call (ms): a call that takes longer counts as etcd being unavailable.
     pub timeout_ms: u32,
+    /// `state.sessions: etcd`: session records (chain head, counters, budgets, session-scoped
+    /// taints and kills) are kept in etcd too, written with a compare-and-swap per decided
+    /// request; `false` (`local`): each Envoy keeps its own.
+    pub sessions: bool,
 }
 
 /// Validate `state`; `None` is the local backend.
 pub(crate) fn parse_state(raw: RawState) -> Result<Option<EtcdConfig>, String> {
+    let sessions = match raw.sessions.as_deref() {
+        None | Some("local") => false,
+        Some("etcd") => true,
+        Some(other) => {
+            return Err(format!(
+                "`state.sessions`: `{other}` is not one of `local`, `etcd`"
+            ));
+        }
+    };
+    if sessions && raw.backend.as_deref() != Some("etcd") {
+        return Err("`state.sessions: etcd` is only allowed with `backend: etcd`".into());
+    }
     match (raw.backend.as_deref(), raw.etcd) {
         (None | Some("local"), None) => Ok(None),
         (None | Some("local"), Some(_)) => {
@@ -74,6 +92,7 @@ pub(crate) fn parse_state(raw: RawState) -> Result<Option<EtcdConfig>, String> {
                 cluster: e.cluster,
                 prefix,
                 timeout_ms,
+                sessions,
             }))
         }
         (Some(other), _) => Err(format!(
@@ -104,10 +123,33 @@ mod tests {
             .unwrap();
         assert_eq!(e.prefix, "/portcullis/");
         assert_eq!(e.timeout_ms, 500);
+        assert!(!e.sessions, "session records stay local unless asked");
+        let shared = parse(r#"{"backend":"etcd","etcd":{"cluster":"etcd"},"sessions":"etcd"}"#)
+            .unwrap()
+            .unwrap();
+        assert!(shared.sessions);
+        assert!(
+            !parse(r#"{"backend":"etcd","etcd":{"cluster":"e"},"sessions":"local"}"#)
+                .unwrap()
+                .unwrap()
+                .sessions
+        );
         for (bad, says) in [
             (r#"{"backend":"etcd"}"#, "is required"),
             (r#"{"etcd":{"cluster":"x"}}"#, "only allowed"),
             (r#"{"backend":"redis"}"#, "`redis`"),
+            (
+                r#"{"sessions":"etcd"}"#,
+                "only allowed with `backend: etcd`",
+            ),
+            (
+                r#"{"backend":"local","sessions":"etcd"}"#,
+                "only allowed with `backend: etcd`",
+            ),
+            (
+                r#"{"backend":"etcd","etcd":{"cluster":"e"},"sessions":"redis"}"#,
+                "`state.sessions`: `redis`",
+            ),
             (r#"{"backend":"etcd","etcd":{"cluster":""}}"#, "cluster"),
             (
                 r#"{"backend":"etcd","etcd":{"cluster":"e","prefix":"p"}}"#,

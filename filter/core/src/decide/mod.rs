@@ -472,7 +472,8 @@ pub(crate) fn decide(host: &dyn Host, l: &Policy, sessions: &Sessions, input: &I
         return unsaved(host, l, sessions, input, state, now).0;
     };
     let owner = input.principal.map(|w| name_hash(w.id));
-    let decided = sessions.update(host, session, owner, |rec, now| {
+    // With sessions on etcd, the record is staged for the stream to write (`stream/commit.rs`).
+    let decided = sessions.stage(host, session, owner, |rec, now| {
         let new_session = rec.state.status == SessionStatus::New;
         if new_session && input.keyed && l.cfg.session.require_initialize {
             // An id whose `initialize` answer never passed here: missing, and nothing is saved
@@ -739,6 +740,16 @@ fn seal_event_with(
     });
     match resolved {
         Ok(r) => Some(r),
+        Err(_) if sessions.on_etcd() => {
+            // Sessions on etcd: the session's chain is etcd's, and only a decision writes it; a
+            // receipt no decision staged goes to this worker's anonymous chain.
+            let anon = Deferred {
+                chain_name: sessions.anon_name(),
+                session: None,
+                ..*d
+            };
+            seal_event_with(host, l, sessions, &anon, event, outcome, reason, edit)
+        }
         Err(e) => {
             host.log(
                 LogLevel::Error,
@@ -750,6 +761,46 @@ fn seal_event_with(
             None
         }
     }
+}
+
+/// With sessions on etcd: the session record the decision made was not written to etcd (`why`:
+/// unreachable, or other replicas wrote first every time), so neither its receipts nor its
+/// effects hold. Every message is denied with `filter:state_store` (whatever the failure mode,
+/// as a containment write that fails), and a signed `state_store` receipt on this worker's
+/// anonymous chain says so: the session's own chain is etcd's and ends where etcd has it.
+pub(crate) fn refuse_unsaved_session(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    plan: Plan,
+    actions: &[Action],
+    why: &str,
+) -> Plan {
+    let reason = format!("the shared state store did not take this session's write ({why})");
+    let mut plan = refuse_all(plan, FilterRule::StateStore, &reason);
+    // Receipts sealed after the decision's own went onto the same unsaved record.
+    plan.followups.clear();
+    if let (Some(m), Some(action)) = (plan.msgs.first(), actions.first()) {
+        let d = Deferred {
+            chain_name: sessions.anon_name(),
+            session: None,
+            action,
+            verdict: &m.verdict,
+        };
+        if let Some(r) = seal_event(
+            host,
+            l,
+            sessions,
+            &d,
+            EventKind::StateStore,
+            Decision::Deny,
+            &reason,
+        ) {
+            let line = r.to_json();
+            plan.followups.push((r, line));
+        }
+    }
+    plan
 }
 
 /// A decision whose writes to the shared state store did not all happen (`failed`), applied

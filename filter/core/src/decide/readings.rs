@@ -39,12 +39,27 @@ pub(super) fn strictest_reading(
         None => (verdict, layers),
         Some(((mut v, layers), alt)) => {
             // The reading, as servers would execute it (the request as sent is in the receipt).
-            v.reason = format!(
-                "some servers read this request as `{} {}`: {}",
-                alt.operation,
-                normalize::printable(&alt.target.path),
-                v.reason
-            );
+            v.reason = if alt.resource != action.resource {
+                format!(
+                    "the server resolves resource `{}` as `{}`: {}",
+                    normalize::printable(action.resource.as_deref().unwrap_or_default()),
+                    normalize::printable(alt.resource.as_deref().unwrap_or_default()),
+                    v.reason
+                )
+            } else if alt.operation == "CONNECT" && action.operation != "CONNECT" {
+                format!(
+                    "the request switches protocols (`upgrade`), a tunnel to its host the filter \
+                     cannot read, and is judged as CONNECT too: {}",
+                    v.reason
+                )
+            } else {
+                format!(
+                    "some servers read this request as `{} {}`: {}",
+                    alt.operation,
+                    normalize::printable(&alt.target.path),
+                    v.reason
+                )
+            };
             (v, layers)
         }
     }

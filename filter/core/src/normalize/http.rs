@@ -171,6 +171,109 @@ fn decode_unreserved(p: &str) -> Result<String, Refusal> {
     Ok(out)
 }
 
+/// How a server resolves a hierarchical resource URI (`file:///a/../b`, `repo://acme/%61pp`):
+/// scheme and authority lowercased, escapes of unreserved characters decoded, repeated slashes
+/// merged and dot segments removed. `Ok(None)` when that is the URI as sent, or when it is not
+/// hierarchical (`urn:...`, no scheme). `Err` (why) for a path servers read two ways: an encoded
+/// `/`, `\` or NUL, a `\`, a double-encoded escape, a malformed escape.
+pub(crate) fn resource_reading(uri: &str) -> Result<Option<String>, String> {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Ok(None);
+    };
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return Ok(None);
+    }
+    let (authority, after) = match rest.strip_prefix("//") {
+        Some(r) => {
+            let end = r.find(['/', '?', '#']).unwrap_or(r.len());
+            (
+                Some(r.get(..end).unwrap_or_default()),
+                r.get(end..).unwrap_or_default(),
+            )
+        }
+        None => (None, rest),
+    };
+    let end = after.find(['?', '#']).unwrap_or(after.len());
+    let (path, tail) = (
+        after.get(..end).unwrap_or_default(),
+        after.get(end..).unwrap_or_default(),
+    );
+    if !path.starts_with('/') {
+        return Ok(None);
+    }
+    if path.contains('\\') {
+        return Err("its path contains `\\` (some servers read it as `/`)".to_owned());
+    }
+    let decoded = decode_resource_path(path)?;
+    let b = decoded.as_bytes();
+    if b.windows(5).any(
+        |w| matches!(w, [b'%', b'2', b'5', h, l] if hex_val(*h).is_some() && hex_val(*l).is_some()),
+    ) {
+        return Err(
+            "its path has a double-encoded escape (`%25xx`): servers that decode twice read \
+             another resource"
+                .to_owned(),
+        );
+    }
+    let mut merged = String::with_capacity(decoded.len());
+    for c in decoded.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    let mut read = scheme.to_ascii_lowercase();
+    read.push(':');
+    if let Some(a) = authority {
+        read.push_str("//");
+        read.push_str(&a.to_ascii_lowercase());
+    }
+    read.push_str(&remove_dot_segments(&merged));
+    read.push_str(tail);
+    Ok((read != uri).then_some(read))
+}
+
+/// A resource URI's path with the escapes of unreserved characters decoded (any other escape
+/// kept as sent; other characters, non-ASCII too, kept). `Err` for an escape of `/`, `\\` or
+/// NUL, or a malformed one.
+fn decode_resource_path(p: &str) -> Result<String, String> {
+    let bytes = p.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0usize;
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
+            out.push(b);
+            i = i.saturating_add(1);
+            continue;
+        }
+        let hi = bytes.get(i.saturating_add(1)).copied().and_then(hex_val);
+        let lo = bytes.get(i.saturating_add(2)).copied().and_then(hex_val);
+        let (Some(hi), Some(lo)) = (hi, lo) else {
+            return Err("its path has a malformed percent-escape".to_owned());
+        };
+        let v = (hi << 4) | lo;
+        match v {
+            b'/' | b'\\' | 0 => {
+                return Err(
+                    "its path has an encoded `/`, `\\` or NUL (servers read it two ways)"
+                        .to_owned(),
+                );
+            }
+            _ if is_unreserved(v) => out.push(v),
+            _ => out.extend_from_slice(bytes.get(i..i.saturating_add(3)).unwrap_or_default()),
+        }
+        i = i.saturating_add(3);
+    }
+    // Only ASCII escapes were decoded into ASCII bytes: the text stays UTF-8.
+    String::from_utf8(out).map_err(|_| "its path is not UTF-8".to_owned())
+}
+
 /// RFC 3986 section 5.2.4 on an absolute path; `..` above the root stays at the root.
 fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -363,9 +466,10 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
 /// Normalize a plain HTTP request (egress, CONNECT, or a non-MCP path) into an action.
 ///
 /// `body` is the complete buffered body when [`super::needs_body`] asked for it, else `None`.
-/// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`) is
-/// parsed strictly into `arguments` (a malformed one is refused with 400); every body is
-/// risk-scanned as text. `size` is the body length, or the `content-length` header when the body
+/// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`, or
+/// any body that starts like a JSON object or array) is parsed strictly into `arguments` (a
+/// malformed one is refused with 400, see `inspect_body`); every other body is risk-scanned as
+/// text. `size` is the body length, or the `content-length` header when the body
 /// was not buffered.
 pub fn normalize_http(
     head: &RequestHead,
@@ -441,20 +545,52 @@ fn inspect_body(
     if body.is_empty() {
         return Ok(());
     }
-    if is_json_content_type(head) {
-        let parsed = json::parse(body, cfg.max_json_depth).map_err(|e| {
-            Refusal::bad_http(format!("request body declared as json: {}", e.reason()))
-        })?;
-        action.arguments = parsed.value;
-        // The digest names the arguments by the SHA-256 of the text they were read from.
-        action.arguments_sha256 = body
-            .get(parsed.value_span)
-            .map(|t| sha2::Sha256::digest(t).into());
-        scan.value(&action.arguments);
-    } else {
+    // A body is judged as what servers read it as, not as what its label says: many parse JSON
+    // whatever the content type (`force=True`, `json.NewDecoder(r.Body)`, `express.json({type:
+    // "*/*"})`). So a body that starts like JSON is JSON to the policy, declared or not. One that
+    // is not strict JSON is refused when declared, and undeclared unless no JSON parser reads it
+    // either (a syntax error): a byte-order mark, trailing data, a duplicate or case-twin member,
+    // bad UTF-8, a lone surrogate or an overflowing number are all forgiven by some server.
+    let declared = is_json_content_type(head);
+    if !declared && !looks_like_json(body) {
         scan.text(&String::from_utf8_lossy(body));
+        return Ok(());
+    }
+    match json::parse(body, cfg.max_json_depth) {
+        Ok(parsed) => {
+            action.arguments = parsed.value;
+            // The digest names the arguments by the SHA-256 of the text they were read from.
+            action.arguments_sha256 = body
+                .get(parsed.value_span)
+                .map(|t| sha2::Sha256::digest(t).into());
+            scan.value(&action.arguments);
+        }
+        Err(json::JsonError::Syntax { .. }) if !declared => {
+            scan.text(&String::from_utf8_lossy(body));
+        }
+        Err(e) => {
+            let how = if declared {
+                "declared as json"
+            } else {
+                "read as json by servers that ignore its content type"
+            };
+            return Err(Refusal::bad_http(format!(
+                "request body {how}: {}",
+                e.reason()
+            )));
+        }
     }
     Ok(())
+}
+
+/// Whether a body starts like a JSON object or array (after an optional UTF-8 byte-order mark and
+/// whitespace).
+fn looks_like_json(body: &[u8]) -> bool {
+    let text = body.strip_prefix(&[0xEF, 0xBB, 0xBF][..]).unwrap_or(body);
+    matches!(
+        text.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 fn request_target(head: &RequestHead, literal: bool) -> Result<Target, Refusal> {
@@ -531,6 +667,30 @@ pub(crate) fn mcp_target(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Ta
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resources_resolve_as_servers_resolve_them() {
+        let r = |u: &str| super::resource_reading(u);
+        assert_eq!(r("file:///a/b.md"), Ok(None));
+        assert_eq!(r("urn:isbn:123"), Ok(None));
+        assert_eq!(r("notes"), Ok(None));
+        assert_eq!(r("C:/x/../y"), Ok(Some("c:/y".to_owned())));
+        assert_eq!(
+            r("Repo://ACME/app/./src/../README.md?ref=main#top"),
+            Ok(Some("repo://acme/app/README.md?ref=main#top".to_owned()))
+        );
+        assert_eq!(
+            r("file:///a//b/%7Ec"),
+            Ok(Some("file:///a/b/~c".to_owned()))
+        );
+        assert_eq!(
+            r("file:///caf\u{e9}/../x"),
+            Ok(Some("file:///x".to_owned()))
+        );
+        assert!(r("file:///a/%2F..").is_err());
+        assert!(r("file:///a/%2525").is_err());
+        assert!(r("file:///a\\b").is_err());
+    }
 
     #[test]
     fn dot_segments() {

@@ -407,6 +407,19 @@ fn message(
     })
 }
 
+/// A resource URI servers resolve one way only (`http::resource_reading`): refused (-32602)
+/// when its path reads two ways.
+fn readable_uri(uri: &str, id: &Option<JsonRpcId>) -> Result<(), Refusal> {
+    super::http::resource_reading(uri)
+        .map(|_| ())
+        .map_err(|why| {
+            Refusal::invalid_params(
+                format!("resource uri `{}`: {why}", super::printable(uri)),
+                id.clone(),
+            )
+        })
+}
+
 fn required_str<'a>(
     params: Option<&'a Map<String, Value>>,
     key: &str,
@@ -457,7 +470,9 @@ fn method_fields(
             action.arguments = optional_object(params, "arguments", method, id)?;
         }
         Some(Method::ResourcesRead | Method::ResourcesSubscribe | Method::ResourcesUnsubscribe) => {
-            action.resource = Some(required_str(params.as_deref(), "uri", method, id)?.to_owned());
+            let uri = required_str(params.as_deref(), "uri", method, id)?;
+            readable_uri(uri, id)?;
+            action.resource = Some(uri.to_owned());
         }
         Some(Method::CompletionComplete) => {
             if let Some(Value::Object(r)) = params.as_deref().and_then(|p| p.get("ref")) {
@@ -470,6 +485,7 @@ fn method_fields(
                         action.prompt = Some(n.clone());
                     }
                     (Some("ref/resource"), _, Some(Value::String(u))) => {
+                        readable_uri(u, id)?;
                         action.resource = Some(u.clone());
                     }
                     _ => {}

@@ -579,8 +579,20 @@ pub(crate) fn printable(s: &str) -> String {
     out
 }
 
+/// The protocol a request asks to switch its connection to (`upgrade: websocket`), which turns
+/// it into a tunnel once the server agrees; `None` without one, and for `h2c`, which Envoy
+/// never passes on as a tunnel.
+pub(crate) fn tunnel_upgrade(head: &RequestHead) -> Option<&str> {
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("upgrade"))
+        .map(|(_, v)| v.trim())
+        .find(|v| !v.is_empty() && !v.eq_ignore_ascii_case("h2c"))
+}
+
 /// The headers the policy may read: lowercase names, arrival order; pseudo-headers, hop-by-hop
-/// headers and Portcullis' own `x-portcullis-*` headers left out; credential headers kept with
+/// headers (but `upgrade`, which says the request opens a tunnel) and Portcullis' own
+/// `x-portcullis-*` headers left out; credential headers kept with
 /// the value `[REDACTED]` (the policy can test for their presence; receipts never carry them).
 pub(crate) fn policy_headers(head: &RequestHead) -> Vec<(String, String)> {
     const HOP: &[&str] = &[
@@ -590,7 +602,6 @@ pub(crate) fn policy_headers(head: &RequestHead) -> Vec<(String, String)> {
         "te",
         "trailer",
         "transfer-encoding",
-        "upgrade",
     ];
     const CREDENTIAL: &[&str] = &[
         "authorization",
@@ -693,8 +704,8 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
 /// compared exactly), if any. The filter reads one value of each (a session key, a protocol
 /// version, an approval token); servers differ on which line they take (the first, the last, or
 /// all joined with commas), so a request that gives two answers is refused, never judged by one.
-pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &[&'a str]) -> Option<&'a str> {
-    names.iter().copied().find(|name| {
+pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &'a [String]) -> Option<&'a str> {
+    names.iter().map(String::as_str).find(|name| {
         let mut values = head
             .headers
             .iter()

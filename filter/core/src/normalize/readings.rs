@@ -100,7 +100,9 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// Every other way a server may read a plain HTTP action (docs/filter-normalization.md,
 /// "Requests with several readings"): the method named by a method-override header or a
 /// `_method` query parameter, the path named by a path-override header (or prefixed by
-/// `x-forwarded-prefix`), and each path's [`path_readings`]. Empty for the usual request, which
+/// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
+/// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
+/// resolves it (`http::resource_reading`). Empty for the usual request, which
 /// pays one look at its path and headers. Each reading is the action with its `operation` and
 /// `target.path` replaced.
 pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
@@ -126,6 +128,13 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
                 operations.push(m);
             }
         }
+        // A request that switches protocols (`upgrade: websocket`) opens a tunnel to its host
+        // once the server agrees, and nothing after the switch passes the filter: it is judged
+        // as the CONNECT it becomes, too.
+        let upgrades = header("upgrade").any(|v| !v.is_empty() && !v.eq_ignore_ascii_case("h2c"));
+        if upgrades && !operations.iter().any(|o| o == "CONNECT") {
+            operations.push("CONNECT".to_owned());
+        }
     }
     let mut paths = vec![a.target.path.clone()];
     for raw in PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h)) {
@@ -147,7 +156,7 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
             }
         }
     }
-    pairs
+    let mut out: Vec<bundle::action::Action> = pairs
         .into_iter()
         .map(|(op, path)| {
             let mut r = a.clone();
@@ -155,5 +164,16 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
             path.clone_into(&mut r.target.path);
             r
         })
-        .collect()
+        .collect();
+    // A resource as the server resolves it (`file:///work/../etc/passwd` is `/etc/passwd`).
+    if let Some(resolved) = a
+        .resource
+        .as_deref()
+        .and_then(|u| http::resource_reading(u).ok().flatten())
+    {
+        let mut r = a.clone();
+        r.resource = Some(resolved);
+        out.push(r);
+    }
+    out
 }

@@ -58,6 +58,21 @@ pub fn request(
     {
         return (route, Err(r));
     }
+    if route != Route::Http
+        && route != Route::Connect
+        && let Some(proto) = super::tunnel_upgrade(head)
+    {
+        // An MCP endpoint speaks HTTP requests; after a protocol switch nothing the filter could
+        // read would pass through it (docs/filter-normalization.md, "Tunnels").
+        return (
+            route,
+            Err(Refusal::bad_http(format!(
+                "an MCP endpoint does not switch protocols (`upgrade: {}`): the filter cannot \
+                 read what would follow",
+                super::printable(proto)
+            ))),
+        );
+    }
     let found_mcp = match (route, body) {
         (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
             match is_jsonrpc_body(b, norm) {

@@ -28,6 +28,9 @@ pub(crate) struct Policy {
     pub bundle_ref: BundleRef,
     /// What the pack reads.
     pub pack: PackReads,
+    /// The request headers the filter reads one value of, lowercase: two different values are
+    /// refused ([`crate::normalize::ambiguous_header`]). Worked out once per configuration.
+    pub single_valued: Vec<String>,
 }
 
 impl Policy {
@@ -51,6 +54,7 @@ impl Policy {
             max_unsigned_ms: cfg.receipts.max_unsigned_ms,
         };
         let pack = PackReads::of_all(bundle.layers().iter().map(|l| l.bundle.program()));
+        let single_valued = single_valued(&cfg);
         Policy {
             cfg,
             norm,
@@ -60,6 +64,7 @@ impl Policy {
             approvers,
             bundle_ref,
             pack,
+            single_valued,
         }
     }
 
@@ -76,4 +81,33 @@ impl Policy {
             false
         }
     }
+}
+
+/// The request headers the filter reads one value of: the MCP session and protocol headers, the
+/// intent, approval and grant tokens, `traceparent`, the configured session-key header and the
+/// trusted identity headers.
+fn single_valued(cfg: &Config) -> Vec<String> {
+    let fixed = [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "x-portcullis-intent",
+        bundle::approval::APPROVAL_HEADER,
+        bundle::grant::GRANT_HEADER,
+        "traceparent",
+    ];
+    let key = match &cfg.session.key {
+        crate::config::SessionKeySource::Header(name) => Some(name.as_str()),
+        _ => None,
+    };
+    let identity = cfg.identity.headers.iter().flat_map(|h| {
+        [&h.agent, &h.human, &h.workload]
+            .into_iter()
+            .filter_map(|n| n.as_deref())
+    });
+    fixed
+        .into_iter()
+        .chain(key)
+        .chain(identity)
+        .map(str::to_ascii_lowercase)
+        .collect()
 }

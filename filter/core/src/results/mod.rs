@@ -19,6 +19,7 @@
 //! are complete and checked, each byte scanned once ([`sse::Reader`]).
 
 mod egress;
+mod ids;
 mod inject;
 mod pinned;
 mod poison;
@@ -165,6 +166,9 @@ enum Mode {
     /// The answer to a plain HTTP egress request, held to its end and judged as one result
     /// (`egress.rs`).
     Egress,
+    /// An egress answer labelled binary, held until its first bytes say whether it is
+    /// (`egress.rs`): then `Pass` or `Egress`.
+    Sniff,
 }
 
 /// Set `key` of an object (nothing on anything else: the callers only pass objects they read
@@ -288,6 +292,23 @@ impl Inspector {
             egress: false,
             bind_owner,
         }
+    }
+
+    /// The pending request an answer with `id` answers: the one with exactly that id, else the
+    /// first one a client would tie it to (`ids.rs`: `"1"`, `1.0` or `"0x1"` answer request 1).
+    fn pending_index(&self, id: &Value) -> Option<usize> {
+        if let Some(i) = self.pending.iter().position(|p| p.id.to_json() == *id) {
+            return Some(i);
+        }
+        let read = ids::readings(id);
+        if read.is_empty() {
+            return None;
+        }
+        self.pending.iter().position(|p| {
+            ids::readings(&p.id.to_json())
+                .iter()
+                .any(|n| read.contains(n))
+        })
     }
 
     /// The receipts sealed since the last call.
@@ -459,7 +480,9 @@ impl Inspector {
             // Trailers after the body went: Envoy holds no body to write into.
             _ if !writable => FilterAction::Continue,
             // The end, with no data in a held JSON body or a replaced one: nothing to write over.
-            Mode::Json | Mode::Egress | Mode::Replace { .. } if body_size == 0 && end_of_stream => {
+            Mode::Json | Mode::Egress | Mode::Sniff | Mode::Replace { .. }
+                if body_size == 0 && end_of_stream =>
+            {
                 FilterAction::Continue
             }
             Mode::Replace { body, sent } => {
@@ -472,6 +495,7 @@ impl Inspector {
                 FilterAction::Continue
             }
             Mode::Egress => self.egress_body(cx, body_size, end_of_stream),
+            Mode::Sniff => self.egress_sniff(cx, body_size, end_of_stream),
             Mode::Json => {
                 if body_size > limit {
                     let body = self.errors(&format!(
@@ -655,7 +679,7 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let (awaits, bind) = match self.pending.iter().position(|p| p.id.to_json() == *id) {
+        let (awaits, bind) = match self.pending_index(id) {
             Some(i) => {
                 let p = self.pending.swap_remove(i);
                 (p.awaits, p.bind)
@@ -664,6 +688,15 @@ impl Inspector {
             // result of an unknown call.
             None => (Awaits::Result(self.base_call()), None),
         };
+        if msg.get("result").is_some() && msg.get("error").is_some() {
+            // Clients read one or the other (the TypeScript SDK the result, pydantic's union
+            // either): checking one would pass the other unread.
+            return self.unchecked(
+                &awaits,
+                id,
+                "the answer has both `result` and `error`; clients read one or the other",
+            );
+        }
         match msg.get("result").and_then(|r| r.get("resultType")) {
             // Absent (an earlier protocol version), or a complete result: read as it is below.
             None => {}

@@ -18,8 +18,9 @@ use crate::respond::Denial;
 use crate::rules::FilterRule;
 use crate::session::Write;
 
-/// Longest `args.text` of a result action, in bytes (the detector reads the same prefix).
-const MAX_TEXT_BYTES: usize = inject::MAX_SCAN_BYTES;
+/// Longest `args.text` of a result action the policy reads, in bytes. The injection detector
+/// reads the whole text.
+const MAX_TEXT_BYTES: usize = 256 * 1024;
 
 /// The length in bytes of `v` serialized as compact JSON, counted without building the text.
 fn compact_json_len(v: &Value) -> u64 {
@@ -44,27 +45,30 @@ fn compact_json_len(v: &Value) -> u64 {
     }
 }
 
-/// The text of a result: every string value (at any depth), joined by `\n`, bounded.
+/// The text of a result: every string value (at any depth), joined by `\n`, all of it.
 pub(super) fn result_text(v: &Value, out: &mut String) {
-    if out.len() >= MAX_TEXT_BYTES {
-        return;
-    }
     match v {
         Value::String(s) => {
             if !out.is_empty() {
                 out.push('\n');
             }
-            let room = MAX_TEXT_BYTES.saturating_sub(out.len());
-            let mut cut = s.len().min(room);
-            while !s.is_char_boundary(cut) {
-                cut = cut.saturating_sub(1);
-            }
-            out.push_str(s.get(..cut).unwrap_or_default());
+            out.push_str(s);
         }
         Value::Array(a) => a.iter().for_each(|x| result_text(x, out)),
         Value::Object(o) => o.values().for_each(|x| result_text(x, out)),
         _ => {}
     }
+}
+
+/// `text` cut to [`MAX_TEXT_BYTES`] at a character boundary: what the policy reads as
+/// `args.text`.
+fn policy_text(mut text: String) -> String {
+    let mut cut = text.len().min(MAX_TEXT_BYTES);
+    while !text.is_char_boundary(cut) {
+        cut = cut.saturating_sub(1);
+    }
+    text.truncate(cut);
+    text
 }
 
 /// `call` without its arguments and risk (a result action replaces both), so a large call is not
@@ -129,7 +133,7 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     let injection = inject::detect(&text);
     mark_instruction(&mut a, injection);
     a.set_arguments(json!({
-        "text": text,
+        "text": policy_text(text),
         "injection": injection,
         "is_error": msg.get("error").is_some()
             || result.get("isError").and_then(Value::as_bool).unwrap_or(false),
@@ -337,6 +341,9 @@ fn record<T>(
     let Some(session) = cx.session else {
         return unsaved();
     };
+    if cx.sessions.on_etcd() {
+        return record_beside(cx, action, session, verdict_on);
+    }
     let owner = cx.principal.map(bundle::session::name_hash);
     let recorded = cx.sessions.update(host, session, owner, |rec, now| {
         let (verdict, changes, must_record, t) = verdict_on(&rec.state, now);
@@ -390,6 +397,62 @@ fn record<T>(
         &format!("portcullis: a message to session `{session}` could not be recorded"),
     );
     unsaved()
+}
+
+/// [`record`] with sessions on etcd (`docs/state.md`): the session's chain is etcd's, and only a
+/// decision writes it. So the message is judged on the cached record; its effects are applied
+/// to the cached record (the session's next decision on this Envoy writes them to etcd, and a
+/// record adopted from etcd keeps them) and to the principal's (shared through etcd); its
+/// receipt goes to this worker's anonymous chain.
+fn record_beside<T>(
+    cx: &Judge<'_>,
+    action: &Action,
+    session: &str,
+    verdict_on: impl Fn(&SessionState, u64) -> (Verdict, Vec<String>, bool, T),
+) -> (Verdict, Option<Receipt>, T) {
+    let (host, l) = (cx.host, cx.l);
+    let now = host.now_ms();
+    let owner = cx.principal.map(bundle::session::name_hash);
+    let state = cx.sessions.read(host, session, owner, now).state;
+    let (verdict, changes, must_record, t) = verdict_on(&state, now);
+    if verdict.effects.is_empty() && changes.is_empty() && !must_record {
+        return (verdict, None, t);
+    }
+    if !verdict.effects.is_empty()
+        && let Err(e) = cx.sessions.contain_cached(host, session, &verdict.effects)
+    {
+        host.log(
+            LogLevel::Error,
+            &format!("portcullis: a result's effects could not reach session `{session}`: {e}"),
+        );
+    }
+    let mut body = ReceiptBody::for_action(cx.sessions.anon_name(), action, &verdict);
+    body.event = EventKind::Result;
+    body.bundle = Some(l.bundle_ref.clone());
+    body.drift_milli = Some(receipt::drift_milli(state.drift));
+    body.modifications = changes;
+    let r = cx
+        .sessions
+        .on_anon_chain(|chain| receipt::seal(body, chain, &l.signer, &l.sign_policy, now, true));
+    host.log(
+        LogLevel::Info,
+        &format!(
+            "portcullis: {} of `{}` session `{session}` rule `{}`: {} effect(s) applied; {} \
+             (receipt on `{}`: the session's chain is etcd's)",
+            action.operation,
+            action.subject(),
+            verdict.deciding_rule,
+            verdict.effects.len(),
+            verdict.decision.as_str(),
+            cx.sessions.anon_name()
+        ),
+    );
+    if let Some(p) = cx.principal
+        && !verdict.effects.is_empty()
+    {
+        contain(cx, p, &verdict.effects);
+    }
+    (verdict, Some(r), t)
 }
 
 /// Carry a result's effects (taints, kills, quarantines) to the principal's record, so its other

@@ -73,8 +73,8 @@ fn load(
     let release_keys = cfg.release_keys.clone();
     let policy = Policy::new(cfg, bundle, key);
     let mut sessions = Sessions::new(host, &session_cfg, layout, policy.signer.clone(), metrics);
-    if watcher.is_some() {
-        sessions.replicate(&release_keys);
+    if let Some(w) = &watcher {
+        sessions.replicate(&release_keys, w.etcd.cfg.sessions);
     }
     Ok(Loaded {
         policy,

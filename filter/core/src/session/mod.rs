@@ -10,6 +10,15 @@
 //! others); a live session displaced from its slot gets its signed `session_end` receipt. A write
 //! that fails is counted in `portcullis_errors`; what it means for the request is the caller's.
 //!
+//! **Sessions on etcd** (`state.sessions: etcd`). The slots are then a cache of etcd's records.
+//! A decision is made on the cached record but not written here: [`Sessions::stage`] keeps the
+//! record it made ([`Staged`]) for the stream, which writes it to etcd with a compare-and-swap on
+//! the revision the cache held (`stream/commit.rs`). Only then is it cached
+//! ([`Sessions::committed`]); when another replica wrote first, what etcd holds is cached
+//! ([`Sessions::adopt`]) and the request is decided again. Nothing else writes a session's chain
+//! here in this mode: [`Sessions::update`] only adds to a staged record, timer checkpoints and
+//! ends are not made (etcd, not this cache, is the record), and what cannot be staged says so.
+//!
 //! **The anonymous chain.** Requests that carry no session key are decided on a fresh, unsaved
 //! session; their receipts go to this worker's own chain, `anon/<epoch>-<n>`.
 
@@ -201,6 +210,40 @@ pub(crate) struct Sessions {
     /// Principals whose containment this worker changed since [`Sessions::take_changed`] last
     /// asked (the request being decided waits for etcd to have them).
     changed: RefCell<Vec<String>>,
+    /// `state.sessions: etcd`: session records are etcd's, and the slots cache them.
+    on_etcd: bool,
+    /// With `on_etcd`: the record the decision being made wants written ([`Sessions::stage`]).
+    staged: RefCell<Option<Staged>>,
+}
+
+/// With `state.sessions: etcd`: a session record a decision made on the cached one, waiting for
+/// its compare-and-swap in etcd.
+#[derive(Clone, Debug)]
+pub(crate) struct Staged {
+    pub session: String,
+    /// The etcd revision of the record it was decided on (0: etcd had none the cache knew of).
+    pub base_rev: i64,
+    /// The record to write; `None`: nothing to write, only whether `base_rev` is current (the
+    /// cache did not know the session, and the decision saved no record).
+    pub rec: Option<Record>,
+    /// Who a new record belongs to.
+    pub owner: Owner,
+    /// The session acted (it is tracked as active once written).
+    pub active: bool,
+}
+
+impl Staged {
+    /// The value to put in etcd (`None`: nothing to put); an error when the record cannot be
+    /// encoded (its key is too long).
+    pub(crate) fn value(&self) -> Result<Option<Vec<u8>>, String> {
+        self.rec
+            .as_ref()
+            .map(|r| {
+                store::value_of(&self.session, r)
+                    .ok_or_else(|| "the session key is too long to store".to_owned())
+            })
+            .transpose()
+    }
 }
 
 impl Sessions {
@@ -226,14 +269,226 @@ impl Sessions {
             replicated: false,
             release_keys: Vec::new(),
             changed: RefCell::new(Vec::new()),
+            on_etcd: false,
+            staged: RefCell::new(None),
         }
     }
 
     /// Queue every change of a principal's containment for the shared state store, and accept
-    /// from it only releases signed by `release_keys`.
-    pub(crate) fn replicate(&mut self, release_keys: &[ed25519_dalek::VerifyingKey]) {
+    /// from it only releases signed by `release_keys`. `sessions`: session records are kept
+    /// there too (`state.sessions: etcd`).
+    pub(crate) fn replicate(
+        &mut self,
+        release_keys: &[ed25519_dalek::VerifyingKey],
+        sessions: bool,
+    ) {
         self.replicated = true;
+        self.on_etcd = sessions;
         release_keys.clone_into(&mut self.release_keys);
+    }
+
+    /// Whether session records are etcd's (`state.sessions: etcd`).
+    pub(crate) fn on_etcd(&self) -> bool {
+        self.on_etcd
+    }
+
+    /// The session record the last decision staged for etcd (cleared).
+    pub(crate) fn take_staged(&self) -> Option<Staged> {
+        self.staged.borrow_mut().take()
+    }
+
+    /// Put a taken record back, so a change made after the decision (a refusal's receipt) is
+    /// added to it.
+    pub(crate) fn restage(&self, staged: Staged) {
+        *self.staged.borrow_mut() = Some(staged);
+    }
+
+    /// [`Sessions::update`] for a decision. With sessions on etcd, the record `change` makes
+    /// from the cached one (or from the record staged already for this session) is staged for
+    /// the stream to write, not written here ([`Staged`]). When `change` saves nothing for a
+    /// session the cache does not know, a read-only compare is staged: etcd may know it.
+    pub(crate) fn stage<T>(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        owner: Owner,
+        mut change: impl FnMut(&mut Record, u64) -> Write<T>,
+    ) -> Result<T, StoreFailed> {
+        if !self.on_etcd {
+            return self.update(host, session, owner, change);
+        }
+        let now = host.now_ms();
+        let prior = self
+            .staged
+            .borrow_mut()
+            .take()
+            .filter(|s| s.session == session);
+        let owner = owner.or(prior.as_ref().and_then(|p| p.owner));
+        let (mut rec, base_rev, was_active) = match &prior {
+            Some(Staged {
+                rec: Some(r),
+                base_rev,
+                active,
+                ..
+            }) => (r.clone(), *base_rev, *active),
+            _ => {
+                let mut r = self.read(host, session, owner, now);
+                r.extra.owner = r.extra.owner.or(owner);
+                let rev = r.etcd_rev;
+                (r, rev, false)
+            }
+        };
+        let unknown = rec.etcd_rev == 0 && rec.state.status == SessionStatus::New;
+        let (t, active) = match change(&mut rec, now) {
+            Write::Skip(t) => {
+                let keep = prior.or_else(|| {
+                    unknown.then(|| Staged {
+                        session: session.to_owned(),
+                        base_rev: 0,
+                        rec: None,
+                        owner,
+                        active: false,
+                    })
+                });
+                *self.staged.borrow_mut() = keep;
+                return Ok(t);
+            }
+            Write::Active(t) => (t, true),
+            Write::Quiet(t) => (t, was_active),
+        };
+        *self.staged.borrow_mut() = Some(Staged {
+            session: session.to_owned(),
+            base_rev,
+            rec: Some(rec),
+            owner,
+            active,
+        });
+        Ok(t)
+    }
+
+    /// Etcd took `staged` (its key is now at revision `rev`): cache the record, unless the cache
+    /// holds a newer one already, and track the session.
+    pub(crate) fn committed(&self, host: &dyn Host, staged: Staged, rev: i64) {
+        let Staged {
+            session,
+            rec: Some(rec),
+            owner,
+            active,
+            ..
+        } = staged
+        else {
+            return;
+        };
+        self.cache(
+            host,
+            &session,
+            owner,
+            rev,
+            (rec.state, rec.chain, rec.extra),
+            active,
+        );
+    }
+
+    /// Etcd holds `value` at revision `rev` for `session` (`None`: no value), not what this
+    /// cache had: cache it, so the request is decided again on it. A value that does not decode
+    /// (or names another session) is cached as a tombstone: the session is `missing`, as a slot
+    /// that does not decode is.
+    pub(crate) fn adopt(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        owner: Owner,
+        rev: i64,
+        value: Option<&[u8]>,
+    ) {
+        let now = host.now_ms();
+        let theirs = value.and_then(|v| store::decode_value(session, v));
+        let record = match theirs {
+            Some(r) => r,
+            None => {
+                host.log(
+                    LogLevel::Error,
+                    &format!(
+                        "portcullis: state store: session `{session}` {} in etcd; treating it \
+                         as missing",
+                        if value.is_some() {
+                            "has a record that does not decode"
+                        } else {
+                            "has no record"
+                        }
+                    ),
+                );
+                (
+                    tombstone(now),
+                    ChainHead::default(),
+                    SessionExtra::default(),
+                )
+            }
+        };
+        self.cache(host, session, owner, rev, record, false);
+    }
+
+    /// With sessions on etcd: apply `effects` (a tool result's) to the cached record of
+    /// `session`, keeping its chain and revision. The next decision of the session on this Envoy
+    /// writes them to etcd; a record adopted from etcd before that keeps them
+    /// ([`join_containment`]).
+    pub(crate) fn contain_cached(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        effects: &[bundle::verdict::Effect],
+    ) -> Result<(), StoreFailed> {
+        let read = |now| self.find(host, session, now);
+        self.cycle(host, session, &read, &mut |rec, _| {
+            rec.state.apply_effects(effects);
+            Write::Quiet(())
+        })
+        .map(|_| ())
+    }
+
+    /// Write `record`, etcd's at revision `rev`, into the session's slot, unless the slot holds a
+    /// newer revision already. A live session it displaces from the slot only leaves this cache
+    /// (etcd keeps it; no `session_end` is signed for it).
+    fn cache(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        owner: Owner,
+        rev: i64,
+        (state, chain, extra): (bundle::session::SessionState, ChainHead, SessionExtra),
+        active: bool,
+    ) {
+        let written = retry_cas(|| {
+            let now = host.now_ms();
+            let mut cur = self.read(host, session, owner, now);
+            // Revision 0 (etcd has no record) replaces whatever the cache holds.
+            if rev != 0 && cur.etcd_rev > rev {
+                return Ok(None);
+            }
+            let mut state = state.clone();
+            if cur.state.status != SessionStatus::New {
+                // What this cache holds of the session's containment and etcd does not yet (a
+                // tool result's taint) is kept: it reaches etcd with the next decision.
+                join_containment(&mut state, &cur.state);
+            }
+            cur.state = state;
+            cur.chain = chain.clone();
+            cur.extra = extra.clone();
+            cur.etcd_rev = rev;
+            cur.ended = None;
+            store::store(host, session, &cur)?;
+            Ok(Some((cur, now)))
+        });
+        match written {
+            Ok(Some((cur, now))) => self.written(host, session, &cur, now, active),
+            Ok(None) => {}
+            Err(e) => host.log(
+                LogLevel::Warn,
+                &format!(
+                    "portcullis: session `{session}` is in etcd but not in this Envoy's cache: {e}"
+                ),
+            ),
+        }
     }
 
     /// The principals whose containment changed since the last call (cleared).
@@ -521,7 +776,34 @@ impl Sessions {
     ///
     /// A new session is placed as principal `owner`'s (it never displaces another principal's
     /// live session), and a written record is marked as `owner`'s.
+    ///
+    /// With sessions on etcd, only a change to the record a decision staged for this session is
+    /// made ([`Sessions::stage`]); any other fails, and the caller's failure path applies.
     pub(crate) fn update<T>(
+        &self,
+        host: &dyn Host,
+        session: &str,
+        owner: Owner,
+        change: impl FnMut(&mut Record, u64) -> Write<T>,
+    ) -> Result<T, StoreFailed> {
+        if self.on_etcd {
+            let staged = self
+                .staged
+                .borrow()
+                .as_ref()
+                .is_some_and(|s| s.session == session);
+            if staged {
+                return self.stage(host, session, owner, change);
+            }
+            return Err(StoreFailed(format!(
+                "session `{session}` is kept in etcd, and this change is not part of a decision"
+            )));
+        }
+        self.update_local(host, session, owner, change)
+    }
+
+    /// [`Sessions::update`] on this Envoy's slots only.
+    fn update_local<T>(
         &self,
         host: &dyn Host,
         session: &str,
@@ -539,13 +821,17 @@ impl Sessions {
     }
 
     /// [`Sessions::update`] for a session that has a record: `Ok(None)` when none does (its slot
-    /// went to another session).
+    /// went to another session). With sessions on etcd, always `Ok(None)`: this cache's copy is
+    /// not the record (a checkpoint or an end written here would fork the chain etcd keeps).
     pub(crate) fn update_existing<T>(
         &self,
         host: &dyn Host,
         session: &str,
         mut change: impl FnMut(&mut Record, u64) -> Write<T>,
     ) -> Result<Option<T>, StoreFailed> {
+        if self.on_etcd {
+            return Ok(None);
+        }
         let read = |now| self.find(host, session, now);
         self.cycle(host, session, &read, &mut change)
             .inspect_err(|_| self.metrics.count(host, Metric::Errors))
@@ -577,8 +863,13 @@ impl Sessions {
 
     /// Bookkeeping after a successful write.
     fn written(&self, host: &dyn Host, session: &str, rec: &Record, now_ms: u64, active: bool) {
-        if let Some(d) = &rec.displaced {
-            self.end_displaced(host, d, now_ms);
+        match &rec.displaced {
+            // Etcd keeps the displaced session: it only leaves this cache.
+            Some(d) if self.on_etcd => self.track(host, |t| {
+                t.forget(&d.session);
+            }),
+            Some(d) => self.end_displaced(host, d, now_ms),
+            None => {}
         }
         let seen = if active {
             now_ms
@@ -655,7 +946,9 @@ impl Sessions {
         intent: Option<&(String, bundle::action::IntentSource)>,
     ) {
         let owner = principal.map(bundle::session::name_hash);
-        let begun = self.update(host, session, owner, |rec, now| {
+        // With sessions on etcd this writes only the cache (revision 0: etcd has no record yet);
+        // the session's first decision writes it to etcd, and nothing of the chain is written.
+        let begun = self.update_local(host, session, owner, |rec, now| {
             if rec.state.status != SessionStatus::New {
                 return Write::Skip(false);
             }
@@ -821,6 +1114,33 @@ impl Sessions {
             ),
         }
     }
+}
+
+/// `into` gains the containment `from` has (a kill, read-only, taints, revocations): the part of
+/// a session that only ever grows. A set that cannot grow kills the session instead.
+fn join_containment(
+    into: &mut bundle::session::SessionState,
+    from: &bundle::session::SessionState,
+) {
+    let mut full = false;
+    for (mine, theirs) in [
+        (&mut into.taints, &from.taints),
+        (&mut into.revoked_tools, &from.revoked_tools),
+        (&mut into.revoked_classes, &from.revoked_classes),
+    ] {
+        for h in theirs {
+            if mine.contains(h) {
+                continue;
+            }
+            if mine.len() >= bundle::session::SET_CAP {
+                full = true;
+            } else {
+                mine.push(*h);
+            }
+        }
+    }
+    into.killed |= from.killed || full;
+    into.read_only |= from.read_only;
 }
 
 /// An active session's state with three actions, started at `now` (for the session tests).

@@ -34,6 +34,11 @@
 //! hold this session: when the session is not found in another probe it is treated as `missing`
 //! (never as new). A record of this session that does not decode is `missing` as well.
 //!
+//! **The etcd revision.** With `state.sessions: etcd` a slot is a cache of etcd's value: it is
+//! prefixed with [`REV_TAG`] and the `mod_revision` of the etcd value it holds (8 bytes,
+//! big-endian), read back into [`Record::etcd_rev`]. A slot without the prefix has revision 0
+//! (etcd has no value this cache knows of), as every slot of the `local` mode does.
+//!
 //! Limits, documented in `docs/filter.md`: shared data holds at most `slots` + 1 keys (bounded by
 //! `slots` x (record + key)); the per-worker cap still applies (`max_sessions`, least recently
 //! used first, killed/tainted last); a session displaced from its slot by a new one comes back as
@@ -63,6 +68,43 @@ pub const LAYOUT_KEY: &str = "portcullis/slots";
 pub const EMPTY_SLOT_CAS: u32 = u32::MAX;
 
 const LAYOUT_MAGIC: &[u8; 4] = b"PSL1";
+
+/// The first byte of a slot that carries the etcd revision of its record (`session_codec`'s keyed
+/// records start with `K`).
+pub const REV_TAG: u8 = b'R';
+
+/// A slot's bytes without the etcd revision prefix, and that revision (0: none).
+fn split_rev(bytes: &[u8]) -> (i64, &[u8]) {
+    match bytes.split_first() {
+        Some((&REV_TAG, rest)) => {
+            let rev = rest
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, i64::from_be_bytes);
+            (rev, rest.get(8..).unwrap_or_default())
+        }
+        _ => (0, bytes),
+    }
+}
+
+/// The bytes of a session record as etcd keeps it: `session_codec::encode_keyed` (it names its
+/// session); `None` when the key is too long to encode.
+pub(crate) fn value_of(session: &str, rec: &Record) -> Option<Vec<u8>> {
+    session_codec::encode_keyed(session.as_bytes(), &rec.state, &rec.chain, &rec.extra)
+}
+
+/// Decode a value etcd holds for `session`: `None` when it does not decode or names another
+/// session (the caller treats the session as missing).
+pub(crate) fn decode_value(
+    session: &str,
+    bytes: &[u8],
+) -> Option<(SessionState, ChainHead, SessionExtra)> {
+    let (owner, body) = session_codec::split_keyed(bytes).ok()?;
+    if owner != session.as_bytes() {
+        return None;
+    }
+    session_codec::decode(body).ok()
+}
 
 /// The shared-data key of a slot.
 pub fn shared_key(slot: u32) -> String {
@@ -264,6 +306,9 @@ pub(crate) struct Record {
     pub slot: Option<u32>,
     /// The live session this record replaces in its slot, if any.
     pub displaced: Option<Displaced>,
+    /// With `state.sessions: etcd`: the `mod_revision` of the etcd value this record is a copy
+    /// of (0: etcd has none this cache knows of).
+    pub etcd_rev: i64,
 }
 
 /// Why a session ended (its `session_end` receipt and log line say it).
@@ -331,6 +376,7 @@ enum Scan {
     Found {
         slot: u32,
         cas: Option<u32>,
+        rev: i64,
         record: Box<Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>>,
     },
     /// Not found. `unknown`: a probe whose owner cannot be told (`Some(slot, cas)` when it can be
@@ -374,7 +420,8 @@ fn scan(
                 displaced: None,
             },
             Ok((Some(bytes), cas)) => {
-                let Ok((owner, body)) = session_codec::split_keyed(&bytes) else {
+                let (rev, bytes) = split_rev(&bytes);
+                let Ok((owner, body)) = session_codec::split_keyed(bytes) else {
                     if !matches!(unknown, Some(Some(_))) {
                         unknown = Some(Some((slot, cas)));
                     }
@@ -385,6 +432,7 @@ fn scan(
                     return Scan::Found {
                         slot,
                         cas,
+                        rev,
                         record: Box::new(decoded),
                     };
                 }
@@ -457,8 +505,7 @@ fn classify(
 fn found(
     host: &dyn Host,
     session: &str,
-    slot: u32,
-    cas: Option<u32>,
+    (slot, cas, etcd_rev): (u32, Option<u32>, i64),
     record: Result<(SessionState, ChainHead, SessionExtra), session_codec::CodecError>,
     now_ms: u64,
     idle_ttl_ms: u64,
@@ -473,6 +520,7 @@ fn found(
                     cas,
                     ended: Some(EndReason::Expired),
                     slot: Some(slot),
+                    etcd_rev,
                     ..Record::default()
                 };
             }
@@ -482,6 +530,7 @@ fn found(
                 extra,
                 cas,
                 slot: Some(slot),
+                etcd_rev,
                 ..Record::default()
             }
         }
@@ -494,6 +543,7 @@ fn found(
                 state: tombstone(now_ms),
                 cas,
                 slot: Some(slot),
+                etcd_rev,
                 ..Record::default()
             }
         }
@@ -535,9 +585,14 @@ pub(crate) fn load_in(
         return no_layout(host, session, now_ms);
     };
     match scan(host, &layout, session, now_ms, idle_ttl_ms, me) {
-        Scan::Found { slot, cas, record } => {
+        Scan::Found {
+            slot,
+            cas,
+            rev,
+            record,
+        } => {
             let record = *record;
-            found(host, session, slot, cas, record, now_ms, idle_ttl_ms)
+            found(host, session, (slot, cas, rev), record, now_ms, idle_ttl_ms)
         }
         Scan::Absent {
             unknown: Some(writable),
@@ -608,9 +663,21 @@ pub(crate) fn find_in(
 ) -> Option<Record> {
     let layout = layout?;
     match scan(host, &layout, session, now_ms, idle_ttl_ms, None) {
-        Scan::Found { slot, cas, record } => {
+        Scan::Found {
+            slot,
+            cas,
+            rev,
+            record,
+        } => {
             let record = *record;
-            Some(found(host, session, slot, cas, record, now_ms, idle_ttl_ms))
+            Some(found(
+                host,
+                session,
+                (slot, cas, rev),
+                record,
+                now_ms,
+                idle_ttl_ms,
+            ))
         }
         Scan::Absent { .. } => None,
     }
@@ -624,7 +691,7 @@ pub fn slot_key_of(host: &dyn Host, session: &str) -> Option<String> {
         let key = shared_key(slot);
         let (bytes, _) = host.get_shared_data(&key).ok()?;
         let bytes = bytes?;
-        let (owner, _) = session_codec::split_keyed(&bytes).ok()?;
+        let (owner, _) = session_codec::split_keyed(split_rev(&bytes).1).ok()?;
         (owner == session.as_bytes()).then_some(key)
     })
 }
@@ -636,8 +703,15 @@ pub(crate) fn store(host: &dyn Host, session: &str, rec: &Record) -> Result<(), 
             "no session slot can be written".to_owned(),
         ));
     };
-    let bytes = session_codec::encode_keyed(session.as_bytes(), &rec.state, &rec.chain, &rec.extra)
+    let mut bytes = value_of(session, rec)
         .ok_or_else(|| SharedDataError::Other("the session key is too long".to_owned()))?;
+    if rec.etcd_rev != 0 {
+        let mut tagged = Vec::with_capacity(bytes.len().saturating_add(9));
+        tagged.push(REV_TAG);
+        tagged.extend_from_slice(&rec.etcd_rev.to_be_bytes());
+        tagged.append(&mut bytes);
+        bytes = tagged;
+    }
     host.set_shared_data(
         &shared_key(slot),
         &bytes,
@@ -712,6 +786,44 @@ mod tests {
         // a stale token loses
         store(&h, "s1", &back).unwrap();
         assert_eq!(store(&h, "s1", &back), Err(SharedDataError::CasMismatch));
+    }
+
+    #[test]
+    fn a_cached_etcd_revision_is_kept_beside_the_record_and_values_name_their_session() {
+        let (h, _) = host_with(64);
+        let r = load(&h, "s1", 1000, TTL);
+        let rec = Record {
+            state: active(1000),
+            etcd_rev: 0x0102_0304_0506,
+            ..r
+        };
+        store(&h, "s1", &rec).unwrap();
+        let key = slot_key_of(&h, "s1").unwrap();
+        let raw = h.state().shared.get(&key).unwrap().0.clone();
+        assert_eq!(raw[0], REV_TAG);
+        let back = load(&h, "s1", 2000, TTL);
+        assert_eq!(back.etcd_rev, 0x0102_0304_0506);
+        assert_eq!(back.state.actions, 3);
+        // Revision 0 writes the plain record, as the local mode does.
+        store(
+            &h,
+            "s1",
+            &Record {
+                etcd_rev: 0,
+                ..back
+            },
+        )
+        .unwrap();
+        assert_eq!(h.state().shared.get(&key).unwrap().0[0], b'K');
+        assert_eq!(load(&h, "s1", 2000, TTL).etcd_rev, 0);
+        // A value decodes only for the session it names; garbage is none.
+        let v = value_of("s1", &rec).unwrap();
+        assert_eq!(decode_value("s1", &v).unwrap().0.actions, 3);
+        assert!(decode_value("s2", &v).is_none());
+        assert!(decode_value("s1", b"garbage").is_none());
+        assert!(decode_value("s1", &v[..v.len() - 1]).is_none());
+        // A truncated revision prefix reads as revision 0 and the session stays unreadable.
+        assert_eq!(split_rev(&[REV_TAG, 1, 2]), (0, &[][..]));
     }
 
     #[test]

@@ -1,19 +1,27 @@
 //! With the etcd backend: a decided request waits for the writes its decision needs in the shared
 //! state store before it is enforced (`docs/state.md`). The containment it changed (a kill, a
 //! quarantine, a taint, a revocation) is written first; then the ids of approval tokens it
-//! honoured are created. When every write is done, the plan is enforced as decided; when one
-//! fails, `decide::refuse_uncommitted` says what is enforced instead. Either way the request
-//! is answered or resumed from here.
+//! honoured are created; last, with `state.sessions: etcd`, its session record is written with a
+//! compare-and-swap on the revision it was decided on. When every write is done, the plan is
+//! enforced as decided; when a containment or token write fails, `decide::refuse_uncommitted`
+//! says what is enforced instead. When another replica wrote the session first, the record etcd
+//! returned is cached and the request is decided again on it (at most
+//! [`MAX_SESSION_COMMIT_TRIES`] times); when the session write cannot be made,
+//! `decide::refuse_unsaved_session` denies it. Either way the request is answered or resumed
+//! from here.
 
 use std::collections::VecDeque;
 
 use bundle::action::Action;
 
-use super::{Phase, Stream};
+use super::{Phase, Prepared, Stream};
 use crate::decide::{self, Plan, Shape};
 use crate::host::{FilterAction, Host, LogLevel};
+use crate::limits::MAX_SESSION_COMMIT_TRIES;
 use crate::metrics::Metric;
 use crate::root::Loaded;
+use crate::session::Staged;
+use crate::session::etcd::sessions::{self, Answer};
 use crate::session::etcd::{Failed, Op, Step};
 
 /// A decided request waiting for its writes.
@@ -27,28 +35,53 @@ pub(super) struct Committing {
     /// The write in flight, with its call's token.
     current: Option<(u32, Op)>,
     failed: Option<Failed>,
+    /// With sessions on etcd: the session record to write last, and what deciding again needs.
+    staged: Option<Staged>,
+    redo: Option<Redo>,
+    /// The session write in flight: its call's token.
+    session_call: Option<u32>,
+}
+
+/// What a request needs to be decided again.
+#[derive(Debug)]
+pub(super) struct Redo {
+    pub prepared: Box<Prepared>,
+    /// The session the request was decided in (the decision may have cleared it).
+    pub session: Option<String>,
+}
+
+/// How often a request was decided, and what it claimed in etcd already.
+#[derive(Debug, Default)]
+pub(super) struct Retry {
+    tries: u8,
+    /// Approval token ids created in etcd by an earlier try (a new try must not claim them again:
+    /// it would find them used).
+    claimed: Vec<[u8; 16]>,
 }
 
 /// The writes a decision needs: the containment of `changed` principals, then the approval
-/// tokens the plan honoured.
-pub(super) fn ops_of(changed: Vec<String>, plan: &Plan) -> VecDeque<Op> {
+/// tokens the plan honoured (except those an earlier try of this request claimed).
+pub(super) fn ops_of(changed: Vec<String>, plan: &Plan, retry: &Retry) -> VecDeque<Op> {
     let pushes = changed.into_iter().map(Op::push);
     let claims = plan
         .msgs
         .iter()
         .filter_map(|m| m.used_token)
+        .filter(|(nonce, _)| !retry.claimed.contains(nonce))
         .map(|(nonce, expires_s)| Op::Lease { nonce, expires_s });
     pushes.chain(claims).collect()
 }
 
 impl Stream {
-    /// Start the writes `ops` of a decided request; enforces the plan now when none can start.
+    /// Start the writes `ops` of a decided request, then the write of its `staged` session
+    /// record; enforces the plan now when none can start.
     pub(super) fn start_commit(
         &mut self,
         host: &dyn Host,
         l: &Loaded,
         (shape, actions, plan): (Shape, Vec<Action>, Plan),
         ops: VecDeque<Op>,
+        (staged, redo): (Option<Staged>, Option<Redo>),
     ) -> FilterAction {
         let mut c = Committing {
             shape,
@@ -57,22 +90,23 @@ impl Stream {
             ops,
             current: None,
             failed: None,
+            staged,
+            redo,
+            session_call: None,
         };
         if next(host, l, &mut c) {
             self.committing = Some(c);
             self.phase = Phase::Waiting;
             return FilterAction::Pause;
         }
-        self.finish_commit(host, l, c)
+        self.after_ops(host, l, c)
     }
 
     /// A gRPC call of this stream answered.
     pub fn on_grpc_call_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) {
-        let mine = self
-            .committing
-            .as_ref()
-            .and_then(|c| c.current.as_ref())
-            .is_some_and(|(t, _)| *t == token);
+        let mine = self.committing.as_ref().is_some_and(|c| {
+            c.current.as_ref().is_some_and(|(t, _)| *t == token) || c.session_call == Some(token)
+        });
         if self.phase != Phase::Waiting || !mine {
             return;
         }
@@ -80,13 +114,29 @@ impl Stream {
         let (Ok(l), Some(mut c)) = (&plugin.loaded, self.committing.take()) else {
             return;
         };
+        if c.session_call == Some(token) {
+            let a = self.session_answered(host, l, c, sessions::read_answer(host, status, size));
+            if a == FilterAction::Continue {
+                host.resume_request();
+            }
+            return;
+        }
         // INVARIANT: `mine` held, so a write is in flight; a stream commits only with a watcher.
         let (Some(etcd), Some((_, op))) = (l.watcher.as_ref().map(|w| &w.etcd), c.current.take())
         else {
             return;
         };
+        let claim = match &op {
+            Op::Claim { nonce, .. } => Some(*nonce),
+            _ => None,
+        };
         let waiting = match op.step(host, etcd, &l.sessions, status, size) {
-            Step::Done => next(host, l, &mut c),
+            Step::Done => {
+                if let Some(nonce) = claim {
+                    self.retry.claimed.push(nonce);
+                }
+                next(host, l, &mut c)
+            }
             Step::Next(op, t) => {
                 c.current = Some((t, op));
                 true
@@ -100,30 +150,126 @@ impl Stream {
             self.committing = Some(c);
             return;
         }
-        if self.finish_commit(host, l, c) == FilterAction::Continue {
+        if self.after_ops(host, l, c) == FilterAction::Continue {
             host.resume_request();
         }
     }
 
-    /// Every write is done (or one failed): enforce the plan, or what replaces it.
-    fn finish_commit(&mut self, host: &dyn Host, l: &Loaded, c: Committing) -> FilterAction {
-        let plan = match &c.failed {
-            None => c.plan,
-            Some(f) => {
-                host.log(
-                    LogLevel::Error,
-                    &format!(
-                        "portcullis: state store: a write of session `{}` failed: {}",
-                        c.plan.chain_name,
-                        f.why()
-                    ),
-                );
-                if matches!(f, Failed::Unavailable(_)) {
-                    self.plugin.metrics.count(host, Metric::StateStoreErrors);
-                }
-                decide::refuse_uncommitted(host, &l.policy, &l.sessions, c.plan, &c.actions, f)
+    /// The containment and token writes are done (or one failed): apply a failure to the plan,
+    /// then write the session record, or enforce.
+    fn after_ops(&mut self, host: &dyn Host, l: &Loaded, mut c: Committing) -> FilterAction {
+        if let Some(f) = c.failed.take() {
+            host.log(
+                LogLevel::Error,
+                &format!(
+                    "portcullis: state store: a write of session `{}` failed: {}",
+                    c.plan.chain_name,
+                    f.why()
+                ),
+            );
+            if matches!(f, Failed::Unavailable(_)) {
+                self.plugin.metrics.count(host, Metric::StateStoreErrors);
             }
+            // The refusal's receipt is added to the staged session record, if there is one.
+            if let Some(s) = c.staged.take() {
+                l.sessions.restage(s);
+            }
+            c.plan =
+                decide::refuse_uncommitted(host, &l.policy, &l.sessions, c.plan, &c.actions, &f);
+            c.staged = l.sessions.take_staged();
+        }
+        let Some(staged) = &c.staged else {
+            return self.enforce(host, l, &c.shape, &c.actions, c.plan);
         };
+        let started = match (l.watcher.as_ref(), staged.value()) {
+            (Some(w), Ok(value)) => sessions::start(
+                host,
+                &w.etcd,
+                &staged.session,
+                staged.base_rev,
+                value.as_deref(),
+            ),
+            (None, _) => Err(Failed::Unavailable(
+                "no state store is configured".to_owned(),
+            )),
+            (_, Err(why)) => Err(Failed::Unavailable(why)),
+        };
+        match started {
+            Ok(token) => {
+                c.session_call = Some(token);
+                self.committing = Some(c);
+                self.phase = Phase::Waiting;
+                FilterAction::Pause
+            }
+            Err(f) => self.session_unsaved(host, l, c, &f),
+        }
+    }
+
+    /// Etcd answered the session write.
+    fn session_answered(
+        &mut self,
+        host: &dyn Host,
+        l: &Loaded,
+        mut c: Committing,
+        answer: Answer,
+    ) -> FilterAction {
+        let Some(staged) = c.staged.take() else {
+            return self.enforce(host, l, &c.shape, &c.actions, c.plan);
+        };
+        match answer {
+            Answer::Current(rev) => {
+                l.sessions.committed(host, staged, rev);
+                self.enforce(host, l, &c.shape, &c.actions, c.plan)
+            }
+            Answer::Stale(rev, value) => {
+                // Another replica wrote the session since this cache read it: decide again on
+                // what etcd holds (its chain head, counters, taints and kills).
+                l.sessions
+                    .adopt(host, &staged.session, staged.owner, rev, value.as_deref());
+                self.retry.tries = self.retry.tries.saturating_add(1);
+                match c.redo.take() {
+                    Some(redo) if self.retry.tries < MAX_SESSION_COMMIT_TRIES => {
+                        self.session = redo.session;
+                        self.decide_and_enforce(host, l, *redo.prepared)
+                    }
+                    _ => {
+                        let f = Failed::Unavailable(format!(
+                            "other replicas wrote session `{}` first {} times",
+                            staged.session, self.retry.tries
+                        ));
+                        self.session_unsaved(host, l, c, &f)
+                    }
+                }
+            }
+            Answer::Failed(f) => self.session_unsaved(host, l, c, &f),
+        }
+    }
+
+    /// The session record could not be written: the request is denied (`filter:state_store`).
+    fn session_unsaved(
+        &mut self,
+        host: &dyn Host,
+        l: &Loaded,
+        c: Committing,
+        f: &Failed,
+    ) -> FilterAction {
+        host.log(
+            LogLevel::Error,
+            &format!(
+                "portcullis: state store: session `{}` could not be written: {}",
+                c.plan.chain_name,
+                f.why()
+            ),
+        );
+        self.plugin.metrics.count(host, Metric::StateStoreErrors);
+        let plan = decide::refuse_unsaved_session(
+            host,
+            &l.policy,
+            &l.sessions,
+            c.plan,
+            &c.actions,
+            &f.why(),
+        );
         self.enforce(host, l, &c.shape, &c.actions, plan)
     }
 }

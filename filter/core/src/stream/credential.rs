@@ -259,6 +259,12 @@ impl Stream {
                 minting.held.chain_name
             ),
         );
+        let used = if cached {
+            Metric::CredentialsCached
+        } else {
+            Metric::CredentialsMinted
+        };
+        self.plugin.metrics.count(host, used);
         let mut receipts = minting.held.receipts;
         if let Some(r) = sealed {
             let line = r.to_json();
@@ -325,6 +331,7 @@ impl Stream {
             json.as_deref(),
         );
         self.plugin.metrics.count(host, Metric::Deny);
+        self.plugin.metrics.count(host, Metric::CredentialsFailed);
         let denial = Denial::deny(rule, why, receipt_id);
         let extra = receipt_extra(&header);
         self.answer(

@@ -66,8 +66,9 @@ struct Forward<'a> {
 }
 
 /// A read request, ready for the decision: what [`Stream::decide_and_enforce`] needs, owned, so
-/// a request can wait for a call-out (in-band approval) before it is decided.
-#[derive(Debug)]
+/// a request can wait for a call-out (in-band approval) before it is decided, and be decided
+/// again (sessions on etcd, `commit.rs`).
+#[derive(Clone, Debug)]
 struct Prepared {
     shape: Shape,
     actions: Vec<Action>,
@@ -107,6 +108,9 @@ pub struct Stream {
     minting: Option<credential::Minting>,
     /// A decided request waiting for its writes to the shared state store (`commit.rs`).
     committing: Option<commit::Committing>,
+    /// With sessions on etcd: how often this request was decided, and the approval tokens it
+    /// claimed already (`commit.rs`).
+    retry: commit::Retry,
     /// The response side of an MCP stream: every server-to-agent message is read before the agent
     /// gets it (`results/`).
     inspector: Option<Inspector>,
@@ -116,6 +120,9 @@ pub struct Stream {
     /// `mcp-session-id` begins then (the request itself had no session yet), with the intent it
     /// declared pinned. `Some(None)`: no intent, but `session.require_initialize` wants the record.
     begin_session: Option<Option<(String, IntentSource)>>,
+    /// The request is an `initialize`: its answer may name the session (see
+    /// `on_response_headers`).
+    answers_initialize: bool,
     /// Request body bytes Envoy holds for the filter (the `body_size` of the last body callback,
     /// which paused): what trailers complete.
     request_held: usize,
@@ -168,8 +175,10 @@ impl Stream {
             inband: approval::Inband::default(),
             minting: None,
             committing: None,
+            retry: commit::Retry::default(),
             inspector: None,
             begin_session: None,
+            answers_initialize: false,
             receipt_json: None,
             request_held: 0,
             response_held: 0,
@@ -234,7 +243,7 @@ impl Stream {
             return FilterAction::Pause;
         }
         self.session = self.key.clone();
-        if let Some(name) = normalize::ambiguous_header(&self.head, &single_valued(&policy.cfg)) {
+        if let Some(name) = normalize::ambiguous_header(&self.head, &policy.single_valued) {
             let refusal = Refusal::bad_http(format!(
                 "header `{name}` appears more than once with different values: servers differ \
                  on which one they read"
@@ -265,6 +274,11 @@ impl Stream {
             // An approval binds the body it approves (`body_sha256` in the action digest): a
             // pack that can step up reads HTTP request bodies, whatever `http.inspect_bodies`.
             needs_body = true;
+        }
+        if normalize::tunnel_upgrade(&self.head).is_some() {
+            // What follows a protocol switch never ends as a body does: decided on the headers,
+            // as the CONNECT it becomes (`normalize::action_readings`), like a CONNECT.
+            needs_body = false;
         }
         if needs_body && !end_of_stream {
             self.phase = Phase::Body;
@@ -350,7 +364,8 @@ impl Stream {
             self.end_deleted_session(host);
         }
         self.inband_session_begun(host);
-        if let Some(intent) = self.begin_session.take() {
+        let begin = self.begin_session.take();
+        if begin.is_some() || self.answers_initialize {
             let plugin = Rc::clone(&self.plugin);
             let mut ids: Vec<String> = host
                 .response_headers()
@@ -372,7 +387,7 @@ impl Stream {
             let session = ids
                 .into_iter()
                 .find(|v| normalize::valid_session_id(v) && !session::is_reserved_chain(v));
-            if let (Ok(l), Some(session)) = (&plugin.loaded, session) {
+            if let (Ok(l), Some(session), Some(intent)) = (&plugin.loaded, session, begin) {
                 l.sessions
                     .begin(host, &session, self.principal.as_deref(), intent.as_ref());
             }
@@ -543,6 +558,12 @@ impl Stream {
     /// Decide a read request and enforce the plan.
     fn decide_and_enforce(&mut self, host: &dyn Host, l: &Loaded, p: Prepared) -> FilterAction {
         let policy = &l.policy;
+        // With sessions on etcd, a request whose session another replica wrote first is decided
+        // again: what it needs for that is kept.
+        let redo = l.sessions.on_etcd().then(|| commit::Redo {
+            prepared: Box::new(p.clone()),
+            session: self.session.clone(),
+        });
         let Prepared {
             shape,
             actions,
@@ -595,9 +616,10 @@ impl Stream {
         // stream (DEFER resolution, tool results, DELETE) writes none either.
         self.session.clone_from(&plan.session);
         if l.watcher.is_some() {
-            let ops = commit::ops_of(l.sessions.take_changed(), &plan);
-            if !ops.is_empty() {
-                return self.start_commit(host, l, (shape, actions, plan), ops);
+            let ops = commit::ops_of(l.sessions.take_changed(), &plan, &self.retry);
+            let staged = l.sessions.take_staged();
+            if !ops.is_empty() || staged.is_some() {
+                return self.start_commit(host, l, (shape, actions, plan), ops, (staged, redo));
             }
         }
         self.enforce(host, l, &shape, &actions, plan)
@@ -937,6 +959,10 @@ impl Stream {
                     }
                 }
                 self.begin_session = self.session_to_begin(l, shape, &plan, actions);
+                self.answers_initialize = matches!(shape, Shape::Mcp { .. })
+                    && actions
+                        .iter()
+                        .any(|a| normalize::Method::Initialize.is(&a.operation));
                 let inspector = self.inspect_response(l, shape, &plan, actions);
                 if let Some((m, action)) = plan
                     .msgs
@@ -1018,30 +1044,6 @@ impl Stream {
         self.plugin.metrics.count(host, metric);
         self.phase = Phase::Forwarded;
     }
-}
-
-/// The request headers the filter reads one value of: two different values are refused
-/// ([`normalize::ambiguous_header`]).
-fn single_valued(cfg: &crate::config::Config) -> Vec<&str> {
-    let mut names = vec![
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "x-portcullis-intent",
-        APPROVAL_HEADER,
-        bundle::grant::GRANT_HEADER,
-        "traceparent",
-    ];
-    if let crate::config::SessionKeySource::Header(name) = &cfg.session.key {
-        names.push(name);
-    }
-    if let Some(h) = &cfg.identity.headers {
-        names.extend(
-            [&h.agent, &h.human, &h.workload]
-                .into_iter()
-                .filter_map(|n| n.as_deref()),
-        );
-    }
-    names
 }
 
 /// One log line per message: debug for an ALLOW, info for everything else.

@@ -15,7 +15,7 @@ pub const DECISION_HEADER: &str = "x-portcullis-decision";
 /// Header carrying warn-mode warnings (`rule: reason`, joined by `; `).
 pub const WARNING_HEADER: &str = "x-portcullis-warning";
 /// Header an agent retries a STEP_UP with.
-pub const APPROVAL_HEADER: &str = "x-portcullis-approval";
+pub use bundle::approval::APPROVAL_HEADER;
 
 /// The filter-state keys the access log reads.
 const STATE_DECISION: &str = "portcullis.decision";

@@ -75,3 +75,12 @@ pub fn logged_receipts(host: &MockHost) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The value of the filter's metric `name` (0 when it was never counted).
+pub fn metric(host: &MockHost, name: &str) -> i64 {
+    host.state()
+        .metrics
+        .iter()
+        .find(|m| m.name == name)
+        .map_or(0, |m| m.value)
+}

@@ -16,12 +16,17 @@
 //! absent, with a lease that ends with the token) before the approval is honoured: a replay on
 //! any replica finds it.
 //!
+//! **Sessions** (`state.sessions: etcd`, `sessions.rs`): a decided request's session record is
+//! written with a compare-and-swap on its key's `mod_revision`; a request that loses is decided
+//! again on the record etcd returned.
+//!
 //! **Reading**: each worker's root context reads every containment record at start and then
 //! holds a watch from the revision it read (`watch.rs`); events are joined into the local
 //! records. While the watch is not in sync, a principal the cache does not know is denied
 //! (`filter:state_store`); a known one is decided on the cache.
 
 pub(crate) mod proto;
+pub(crate) mod sessions;
 pub(crate) mod watch;
 
 use bundle::session::{NameHash, Quarantine, SET_CAP};

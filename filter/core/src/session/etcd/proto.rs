@@ -204,6 +204,18 @@ pub(crate) fn txn_put(key: &[u8], compare: Compare, value: &[u8], lease: i64) ->
         .msg(3, on_failure)
 }
 
+/// `TxnRequest`: if `key`'s `mod_revision` is `rev` (0: it is absent), put `value` when there
+/// is one (else nothing: a read that only wants to know whether `rev` is current); otherwise
+/// range the key.
+pub(crate) fn txn_at(key: &[u8], rev: i64, value: Option<&[u8]>) -> Msg {
+    let cmp = Msg::default().int(2, 2).bytes(3, key).int(6, rev);
+    let mut m = Msg::default().msg(1, cmp);
+    if let Some(v) = value {
+        m = m.msg(2, Msg::default().msg(2, put(key, v, 0)));
+    }
+    m.msg(3, Msg::default().msg(1, range(key, None)))
+}
+
 /// `LeaseGrantRequest` for `ttl_s` seconds.
 pub(crate) fn lease_grant(ttl_s: i64) -> Msg {
     Msg::default().int(1, ttl_s)
@@ -427,6 +439,19 @@ mod tests {
         // compare: target MOD (2), key, mod_revision (field 6) 7
         let t = txn_put(b"k", Compare::ModRevision(7), b"v", 0).finish();
         assert!(t.starts_with(b"\x0a\x07\x10\x02\x1a\x01k\x30\x07"), "{t:?}");
+        // A read-only compare: no success branch, a range on failure; revision 0 is absent.
+        let probe = txn_at(b"k", 0, None).finish();
+        assert_eq!(probe, b"\x0a\x05\x10\x02\x1a\x01k\x1a\x05\x0a\x03\x0a\x01k");
+        let with_put = txn_at(b"k", 7, Some(b"v")).finish();
+        assert_eq!(
+            with_put,
+            [
+                &b"\x0a\x07\x10\x02\x1a\x01k\x30\x07"[..],
+                b"\x12\x08\x12\x06\x0a\x01k\x12\x01v",
+                b"\x1a\x05\x0a\x03\x0a\x01k",
+            ]
+            .concat()
+        );
     }
 
     fn kv(key: &[u8], rev: i64, value: &[u8]) -> Msg {
