@@ -181,6 +181,15 @@ pub struct Action {
     /// `tools/call` arguments (or `prompts/get` arguments); `null` when there are none. For HTTP, the
     /// request body when it is JSON and the policy inspects bodies, else `null`.
     pub arguments: serde_json::Value,
+    /// SHA-256 of the JSON text `arguments` were read from, byte for byte as received: the
+    /// filter sets it when it parses a request (one hash pass over the arguments, which the
+    /// action digest then names instead of re-canonicalizing them; `docs/receipts.md`, "The
+    /// action digest"). `None` for an action built any other way (tests, `policyc`, the
+    /// response path's pseudo-actions), whose digest hashes the canonical form of `arguments`.
+    // INVARIANT: it describes `arguments`: whoever replaces them uses [`Action::set_arguments`]
+    // (or clears this), or the digest would name the old arguments.
+    #[serde(skip)]
+    pub arguments_sha256: Option<[u8; 32]>,
     /// Where the action goes.
     pub target: Target,
     /// Who is acting.
@@ -211,6 +220,13 @@ pub struct Action {
 }
 
 impl Action {
+    /// Replace the arguments with `v`, which was not received as text: the digest will hash its
+    /// canonical form (see [`Action::arguments_sha256`]).
+    pub fn set_arguments(&mut self, v: serde_json::Value) {
+        self.arguments = v;
+        self.arguments_sha256 = None;
+    }
+
     /// The action's name in the language's single "what is acted on" sense: the tool, else the
     /// prompt, else the resource, else for HTTP the host. Used by session history and revocation.
     pub fn subject(&self) -> &str {

@@ -1,8 +1,8 @@
 """Redaction (AARM T9) in a real Envoy: a tools/call carrying secrets in its arguments yields
 receipts and log lines with no secret value anywhere (the whole access log, Envoy's own log with
 the checkpoint receipts, the receipt header), while the receipt's action digest still proves the
-action: recomputed here from the original request, independently of the Rust code, it matches;
-with any other secret it does not. Policy: the demo pack.
+action: recomputed here from the original request's bytes, independently of the Rust code, it
+matches; with any other secret, or the same arguments spelled otherwise, it does not. Policy: the demo pack.
 """
 
 from __future__ import annotations
@@ -21,18 +21,30 @@ def canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def action_digest(body: dict, arguments: dict) -> str:
-    """docs/receipts.md "The action digest", from a receipt body and the original arguments."""
+def action_digest(body: dict, arguments_text: bytes) -> str:
+    """docs/receipts.md "The action digest" (version 2), from a receipt body and the arguments'
+    text exactly as the agent sent it. Absent body members read as null (format 2 leaves them
+    out); the digest object itself keeps its nulls."""
+    assert body["v"] == 2, body
     a = body["action"]
     t = a["target"]
-    obj = {"kind": a["kind"], "operation": a["operation"], "tool": a["tool"], "resource": a["resource"],
-           "prompt": a["prompt"], "arguments": arguments,
+    ident = {p: {"auth": body["identity"][p]["auth"], "id": body["identity"][p].get("id")}
+             for p in ("agent", "human", "workload")}
+    obj = {"arguments_sha256": hashlib.sha256(arguments_text).hexdigest(), "v": 2,
+           "kind": a["kind"], "operation": a["operation"], "tool": a.get("tool"),
+           "resource": a.get("resource"), "prompt": a.get("prompt"),
            "target": {"host": t["host"], "port": t["port"], "path": t["path"], "query": "",
                       "scheme": t["scheme"], "server": t["server"]},
-           "identity": body["identity"], "session_id": body["session"]}
+           "identity": ident, "session_id": body["session"]}
     if a["kind"] == "http":
         obj["size"] = a["size"]
     return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def sent_text(arguments: dict) -> bytes:
+    """The arguments' text inside the body RawMcp sent (``json.dumps`` with compact separators
+    serializes a nested value exactly as it does on its own)."""
+    return json.dumps(arguments, separators=(",", ":")).encode()
 
 
 def test_secrets_in_arguments_never_reach_receipts_or_logs(stack: pe.Stack, keys: pe.Keys,
@@ -69,9 +81,11 @@ def test_secrets_in_arguments_never_reach_receipts_or_logs(stack: pe.Stack, keys
     for tool, args in calls:
         body = bodies[tool]
         assert sorted(args) == body["action"]["arg_keys"], "key names only"
-        assert action_digest(body, args) == body["action"]["digest"], tool
+        assert action_digest(body, sent_text(args)) == body["action"]["digest"], tool
         other = json.loads(json.dumps(args).replace(opaque, "x").replace(detectable, "x"))
-        assert action_digest(body, other) != body["action"]["digest"]
+        assert action_digest(body, sent_text(other)) != body["action"]["digest"]
+        # The digest binds the text: the same value spelled otherwise is another digest.
+        assert action_digest(body, json.dumps(args).encode()) != body["action"]["digest"]
     assert bodies["run_tests"]["action"]["secrets"] is True, "the detector saw the key, without logging it"
     # 3. And the log verifies.
     out = pe.policyc("receipts", "verify", *map(str, stack.receipt_logs()), "--pub",

@@ -35,8 +35,12 @@ pub use verify::{
     collect_receipts, verify_log, verify_log_with,
 };
 
-/// The receipt body format version written by this build.
-pub const RECEIPT_VERSION: u32 = 1;
+/// The receipt body format version written by this build. Version 2 (`docs/receipts.md`) omits
+/// every empty member (no `null`, no `[]`) and names the action by the version 2
+/// [`action_digest`]; version 1 bodies (every member present) still verify, by their own rules.
+pub const RECEIPT_VERSION: u32 = 2;
+/// The oldest receipt body format version this build reads and verifies.
+pub const RECEIPT_VERSION_MIN: u32 = 1;
 /// The domain separator of receipt signatures.
 pub const RECEIPT_DOMAIN: &[u8] = b"portcullis/receipt/v1\0";
 /// The longest receipt JSON [`Receipt::from_json`] reads, in bytes.
@@ -110,8 +114,10 @@ pub struct ReceiptTarget {
 pub struct ReceiptAction {
     /// The argument object's top-level key names, sorted (never their values); at most
     /// [`MAX_ARG_KEYS`] names of at most [`MAX_ARG_KEY_BYTES`] bytes, then `+N more`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arg_keys: Vec<String>,
     /// Data classes detected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_classes: Vec<String>,
     /// Lowercase hex of [`action_digest`].
     pub digest: String,
@@ -120,8 +126,10 @@ pub struct ReceiptAction {
     /// MCP method or HTTP method.
     pub operation: String,
     /// Prompt name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Resource URI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
     /// A secret-like value was detected.
     pub secrets: bool,
@@ -130,6 +138,7 @@ pub struct ReceiptAction {
     /// Target.
     pub target: ReceiptTarget,
     /// Tool name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
 }
 
@@ -176,6 +185,7 @@ pub struct ReceiptPrincipal {
     /// How `id` was established.
     pub auth: AuthMethod,
     /// The principal's id, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
 }
 
@@ -219,27 +229,35 @@ impl From<&Identity> for ReceiptIdentity {
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
     /// The action (absent for checkpoints and session ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<ReceiptAction>,
     /// The approval that satisfied a STEP_UP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRef>,
     /// The bundle that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<BundleRef>,
     /// The credentials injected into the request (`credential` receipts only): what identifies
     /// each one, never the secret. Absent otherwise, so other receipts' bytes are unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "none_or_empty")]
     pub credentials: Option<Vec<CredentialRecord>>,
     /// The enforced decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
     /// Intent drift × 1000, rounded (see [`drift_milli`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_milli: Option<i64>,
     /// Session effects applied (`taint:<name>`, `revoke_tool:<name>`, `revoke_class:<name>`,
     /// `read_only`, `kill`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub effects: Vec<String>,
     /// What this receipt records.
     pub event: EventKind,
     /// Who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<ReceiptIdentity>,
     /// Intent in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intent: Option<String>,
     /// Where the intent in force came from (`grant`, `claim`, `header`); absent when there is
     /// none, and in receipts written before it existed (so their bytes are unchanged).
@@ -247,31 +265,38 @@ pub struct ReceiptBody {
     pub intent_source: Option<String>,
     /// With a layered bundle: every applicable pack and what it decided, baseline first (the
     /// winner flagged). Absent with a single-pack bundle, so those receipts' bytes are unchanged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "none_or_empty")]
     pub layers: Option<Vec<LayerRecord>>,
     /// Every matched rule, in rule-table order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matched: Vec<MatchedRule>,
     /// What the filter changed (human-readable).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modifications: Vec<String>,
     /// Lowercase hex of the previous receipt's hash; 64 zeros for seq 1.
     pub prev: String,
     /// Its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The deciding rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// Position in the session's chain, from 1.
     pub seq: u64,
     /// The session id (the chain's name).
     pub session: String,
     /// W3C trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
     /// When it was sealed (ms since the Unix epoch).
     pub ts_ms: u64,
     /// Body format version ([`RECEIPT_VERSION`]).
     pub v: u32,
     /// Warnings sent to the agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// What enforce mode would have decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub would_be: Option<Decision>,
 }
 
@@ -429,7 +454,7 @@ pub enum ReceiptError {
     #[error("not a receipt: {0}")]
     Malformed(String),
     /// A body version this build does not read.
-    #[error("unsupported receipt version {0} (this build reads version 1)")]
+    #[error("unsupported receipt version {0} (this build reads versions 1 and 2)")]
     Version(u64),
     /// The body has no canonical form (e.g. a non-integer number).
     #[error("the receipt body has no canonical form: {0}")]
@@ -457,25 +482,79 @@ pub const READING_HEADERS: &[&str] = &[
     "x-rewrite-url",
 ];
 
-/// SHA-256 of the canonical JSON of the action's *stable* fields: what an approval is bound to,
-/// and what a receipt names the action by.
+/// The action digest's format version written by this build (member `v` of the digest's
+/// object; version 1 has no such member).
+pub const DIGEST_VERSION: u32 = 2;
+
+/// What a receipt names the action by and an approval is bound to (version 2): SHA-256 of the
+/// canonical JSON of the action's *stable* fields, with the arguments as the SHA-256 of their
+/// received text.
 ///
-/// Covered: `kind`, `operation`, `tool`, `resource`, `prompt`, `arguments` (whole, with values),
-/// `target` (host, port, path, query, scheme, server), `identity`, `session_id`, and for HTTP
-/// the request `size`, the body's SHA-256 when the filter read it (`body_sha256`) and the
-/// [`READING_HEADERS`] it carries (`overrides`, sorted pairs); the last two are members only
-/// when present, so other digests are unchanged. Left out because a retry of the same action legitimately changes them:
-/// `headers` (request ids, tracing, the approval token itself), `trace_id`, `declared_intent`,
-/// the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the arguments). Non-integer
-/// numbers in the arguments are written in `serde_json`'s shortest round-trip form.
+/// The object: `arguments_sha256` ([`arguments_sha256`]: lowercase hex SHA-256 of the JSON text
+/// the arguments were read from, byte for byte as received, when the filter parsed them from a
+/// request; else of their canonical form), then as in version 1: `kind`, `operation`, `tool`,
+/// `resource`, `prompt`, `target` (host, port, path, query, scheme, server), `identity`,
+/// `session_id`, and for HTTP the request `size`, the body's SHA-256 when the filter read it
+/// (`body_sha256`) and the [`READING_HEADERS`] it carries (`overrides`, sorted pairs), the last
+/// two only when present; and `"v":2`. Left out because a retry of the same action legitimately
+/// changes them: `headers` (request ids, tracing, the approval token itself), `trace_id`,
+/// `declared_intent`, the MCP `size` (the JSON-RPC id changes) and `risk` (derived from the
+/// arguments). The arguments are hashed once, as received: never re-canonicalized on the
+/// request path, and every later digest of the same action (receipt, approval, binding) hashes
+/// only this small object.
 pub fn action_digest(action: &Action) -> [u8; 32] {
-    // Members are written in canonical (sorted) order by hand, straight into one buffer: the
-    // arguments (the large part) are canonicalized in place, and the identity and target need no
-    // intermediate JSON values. `digest_matches_generic_canonical_form` checks this against the
-    // generic canonicalization of the same object.
+    action_digest_in(action, action.session_id.as_deref())
+}
+
+/// [`action_digest`] with `session_id` in place of the action's own (a binding holds actions
+/// without theirs, `filter/core/src/session/bindings.rs`), without copying the action.
+pub fn action_digest_in(action: &Action, session_id: Option<&str>) -> [u8; 32] {
+    let mut out = String::with_capacity(512);
+    out.push_str("{\"arguments_sha256\":\"");
+    out.push_str(&hash_hex(&arguments_sha256(action)));
+    out.push('"');
+    write_stable_members(&mut out, action, session_id);
+    out.push_str(",\"v\":");
+    out.push_str(&DIGEST_VERSION.to_string());
+    out.push('}');
+    Sha256::digest(out.as_bytes()).into()
+}
+
+/// The SHA-256 the version 2 [`action_digest`] names the arguments by: of their received text
+/// ([`Action::arguments_sha256`]) when the filter read them from a request, else of their
+/// canonical form (non-integers in `serde_json`'s shortest round-trip form).
+pub fn arguments_sha256(action: &Action) -> [u8; 32] {
+    if let Some(h) = action.arguments_sha256 {
+        return h;
+    }
+    let mut text = String::new();
+    // AllowFloats never fails.
+    let _ = canonical::write_value(&mut text, &action.arguments, Numbers::AllowFloats);
+    Sha256::digest(text.as_bytes()).into()
+}
+
+/// The version 1 action digest (receipt format 1): the same object as version 2 with
+/// `arguments` (whole, canonicalized, non-integers in `serde_json`'s shortest round-trip form)
+/// in place of `arguments_sha256`, and no `v`. Kept so that old receipts and vectors can be
+/// checked against their actions, and as the benches' baseline.
+pub fn action_digest_v1(action: &Action) -> [u8; 32] {
+    let hint = usize::try_from(action.size).unwrap_or(0).min(1 << 20);
+    let mut out = String::with_capacity(hint.saturating_add(512));
+    out.push_str("{\"arguments\":");
+    // AllowFloats never fails.
+    let _ = canonical::write_value(&mut out, &action.arguments, Numbers::AllowFloats);
+    write_stable_members(&mut out, action, action.session_id.as_deref());
+    out.push('}');
+    Sha256::digest(out.as_bytes()).into()
+}
+
+/// The members of the digest object after the arguments, in canonical (sorted) order, each with
+/// its leading comma, written by hand straight into `out` (no intermediate JSON values).
+/// `digest_matches_generic_canonical_form` checks this against the generic canonicalization.
+fn write_stable_members(out: &mut String, action: &Action, session_id: Option<&str>) {
     let t = &action.target;
     let id = &action.identity;
-    let opt = |out: &mut String, v: &Option<String>| match v {
+    let opt = |out: &mut String, v: Option<&str>| match v {
         Some(s) => canonical::write_string(out, s),
         None => out.push_str("null"),
     };
@@ -483,28 +562,23 @@ pub fn action_digest(action: &Action) -> [u8; 32] {
         out.push_str("{\"auth\":");
         canonical::write_string(out, p.auth.as_str());
         out.push_str(",\"id\":");
-        opt(out, &p.id);
+        opt(out, p.id.as_deref());
         out.push('}');
     };
-    let hint = usize::try_from(action.size).unwrap_or(0).min(1 << 20);
-    let mut out = String::with_capacity(hint.saturating_add(512));
-    out.push_str("{\"arguments\":");
-    // AllowFloats never fails.
-    let _ = canonical::write_value(&mut out, &action.arguments, Numbers::AllowFloats);
     if let Some(b) = &action.body_sha256 {
         out.push_str(",\"body_sha256\":");
-        canonical::write_string(&mut out, b);
+        canonical::write_string(out, b);
     }
     out.push_str(",\"identity\":{\"agent\":");
-    principal(&mut out, &id.agent);
+    principal(out, &id.agent);
     out.push_str(",\"human\":");
-    principal(&mut out, &id.human);
+    principal(out, &id.human);
     out.push_str(",\"workload\":");
-    principal(&mut out, &id.workload);
+    principal(out, &id.workload);
     out.push_str("},\"kind\":");
-    canonical::write_string(&mut out, action.kind.as_str());
+    canonical::write_string(out, action.kind.as_str());
     out.push_str(",\"operation\":");
-    canonical::write_string(&mut out, &action.operation);
+    canonical::write_string(out, &action.operation);
     if action.kind == Kind::Http {
         // Headers that make a server execute another method or path than the request's: an
         // approval of one reading is no approval of another (absent when there are none, so
@@ -523,40 +597,38 @@ pub fn action_digest(action: &Action) -> [u8; 32] {
                     out.push(',');
                 }
                 out.push('[');
-                canonical::write_string(&mut out, n);
+                canonical::write_string(out, n);
                 out.push(',');
-                canonical::write_string(&mut out, v);
+                canonical::write_string(out, v);
                 out.push(']');
             }
             out.push(']');
         }
     }
     out.push_str(",\"prompt\":");
-    opt(&mut out, &action.prompt);
+    opt(out, action.prompt.as_deref());
     out.push_str(",\"resource\":");
-    opt(&mut out, &action.resource);
+    opt(out, action.resource.as_deref());
     out.push_str(",\"session_id\":");
-    opt(&mut out, &action.session_id);
+    opt(out, session_id);
     if action.kind == Kind::Http {
         out.push_str(",\"size\":");
         out.push_str(&action.size.to_string());
     }
     out.push_str(",\"target\":{\"host\":");
-    canonical::write_string(&mut out, &t.host);
+    canonical::write_string(out, &t.host);
     out.push_str(",\"path\":");
-    canonical::write_string(&mut out, &t.path);
+    canonical::write_string(out, &t.path);
     out.push_str(",\"port\":");
     out.push_str(&t.port.to_string());
     out.push_str(",\"query\":");
-    canonical::write_string(&mut out, &t.query);
+    canonical::write_string(out, &t.query);
     out.push_str(",\"scheme\":");
-    canonical::write_string(&mut out, &t.scheme);
+    canonical::write_string(out, &t.scheme);
     out.push_str(",\"server\":");
-    canonical::write_string(&mut out, &t.server);
+    canonical::write_string(out, &t.server);
     out.push_str("},\"tool\":");
-    opt(&mut out, &action.tool);
-    out.push('}');
-    Sha256::digest(out.as_bytes()).into()
+    opt(out, action.tool.as_deref());
 }
 
 fn path_text(path: &[PathSegment]) -> String {
@@ -723,6 +795,11 @@ impl ReceiptBody {
 
     /// The canonical JSON of this body (the bytes that are hashed).
     pub fn canonical_json(&self) -> Result<String, CanonicalError> {
+        if self.v == 1 {
+            // A version 1 body read from an old log: every member present (the slow, generic way;
+            // the filter never writes version 1).
+            return self.canonical_json_generic();
+        }
         // See the INVARIANT above `ReceiptBody`: the compact serde output is canonical. A body is
         // about 1 KiB: start there rather than grow from serde's default 128 bytes.
         let mut out = Vec::with_capacity(1024);
@@ -733,8 +810,20 @@ impl ReceiptBody {
     /// The canonical JSON computed the generic way (serialize to a value, sort, write). Equal to
     /// [`ReceiptBody::canonical_json`]; used to test the fast path.
     pub fn canonical_json_generic(&self) -> Result<String, CanonicalError> {
-        let v = serde_json::to_value(self).map_err(|_| CanonicalError::Float)?;
+        let mut v = serde_json::to_value(self).map_err(|_| CanonicalError::Float)?;
+        if self.v == 1 {
+            fill_v1_members(&mut v);
+        }
         canonical::to_canonical(&v)
+    }
+
+    /// The body as a JSON value with every member a version 1 body always carried, the empty ones
+    /// as `null` / `[]`, whatever the body's version: one shape for readers that map bodies
+    /// (exports) rather than hash them.
+    pub fn full_view(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        fill_v1_members(&mut v);
+        v
     }
 
     fn must_sign(&self) -> bool {
@@ -938,7 +1027,22 @@ pub(crate) fn parse_value(v: &Value) -> Result<(Receipt, [u8; 32]), ReceiptError
     }
     let body_v = obj.get("body").ok_or_else(|| malformed("no body"))?;
     match body_v.get("v").and_then(Value::as_u64) {
-        Some(1) => {}
+        // Version 1: every member is present (absent values `null`, empty lists `[]`).
+        Some(1) => {
+            if let Some(m) = missing_v1_member(body_v) {
+                return Err(ReceiptError::Malformed(format!(
+                    "version 1 body has no member `{m}`"
+                )));
+            }
+        }
+        // Version 2: no member is empty, so each receipt has one form.
+        Some(2) => {
+            if let Some(m) = empty_member(body_v) {
+                return Err(ReceiptError::Malformed(format!(
+                    "version 2 body has an empty member `{m}` (absent values are left out)"
+                )));
+            }
+        }
         Some(other) => return Err(ReceiptError::Version(other)),
         None => return Err(malformed("body has no version `v`")),
     }
@@ -974,6 +1078,106 @@ pub(crate) fn parse_value(v: &Value) -> Result<(Receipt, [u8; 32]), ReceiptError
         Some(_) => return Err(malformed("sig is not an object")),
     };
     Ok((Receipt { body, hash, sig }, computed))
+}
+
+/// The members every version 1 body carries even when empty (`null`), besides `v`, `event`,
+/// `session`, `seq`, `prev` and `ts_ms`.
+const V1_NULLABLE: &[&str] = &[
+    "action",
+    "approval",
+    "bundle",
+    "decision",
+    "drift_milli",
+    "identity",
+    "intent",
+    "reason",
+    "rule",
+    "trace",
+    "would_be",
+];
+/// The list members every version 1 body carries even when empty (`[]`).
+const V1_LISTS: &[&str] = &["effects", "matched", "modifications", "warnings"];
+/// The same for a version 1 `action`.
+const V1_ACTION_NULLABLE: &[&str] = &["prompt", "resource", "tool"];
+const V1_ACTION_LISTS: &[&str] = &["arg_keys", "data_classes"];
+const PRINCIPALS: &[&str] = &["agent", "human", "workload"];
+
+fn none_or_empty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// Put back the empty members a version 1 body always carried (the struct leaves them out).
+fn fill_v1_members(body: &mut Value) {
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    for k in V1_NULLABLE {
+        obj.entry(*k).or_insert(Value::Null);
+    }
+    for k in V1_LISTS {
+        obj.entry(*k).or_insert_with(|| Value::Array(Vec::new()));
+    }
+    if let Some(Value::Object(a)) = obj.get_mut("action") {
+        for k in V1_ACTION_NULLABLE {
+            a.entry(*k).or_insert(Value::Null);
+        }
+        for k in V1_ACTION_LISTS {
+            a.entry(*k).or_insert_with(|| Value::Array(Vec::new()));
+        }
+    }
+    if let Some(Value::Object(i)) = obj.get_mut("identity") {
+        for p in PRINCIPALS {
+            if let Some(Value::Object(p)) = i.get_mut(*p) {
+                p.entry("id").or_insert(Value::Null);
+            }
+        }
+    }
+}
+
+/// The first member a version 1 body must carry (possibly empty) but does not.
+fn missing_v1_member(body: &Value) -> Option<String> {
+    let obj = body.as_object()?;
+    let missing = |o: &serde_json::Map<String, Value>, keys: &[&str], at: &str| {
+        keys.iter()
+            .find(|k| !o.contains_key(**k))
+            .map(|k| format!("{at}{k}"))
+    };
+    let mut first = missing(obj, V1_NULLABLE, "").or_else(|| missing(obj, V1_LISTS, ""));
+    if let Some(Value::Object(a)) = obj.get("action") {
+        first = first
+            .or_else(|| missing(a, V1_ACTION_NULLABLE, "action."))
+            .or_else(|| missing(a, V1_ACTION_LISTS, "action."));
+    }
+    if let Some(Value::Object(i)) = obj.get("identity") {
+        for p in PRINCIPALS {
+            if let Some(Value::Object(pv)) = i.get(*p) {
+                first = first.or_else(|| missing(pv, &["id"], &format!("identity.{p}.")));
+            }
+        }
+    }
+    first
+}
+
+/// The path of the first empty member (`null` or `[]`, at any depth) of a version 2 body.
+fn empty_member(v: &Value) -> Option<String> {
+    let empty = |v: &Value| v.is_null() || v.as_array().is_some_and(Vec::is_empty);
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            if empty(x) {
+                Some(k.clone())
+            } else {
+                empty_member(x).map(|inner| format!("{k}.{inner}"))
+            }
+        }),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, x)| {
+            if empty(x) {
+                Some(i.to_string())
+            } else {
+                empty_member(x).map(|inner| format!("{i}.{inner}"))
+            }
+        }),
+        _ => None,
+    }
 }
 
 pub(crate) fn decode_hex32(s: &str) -> Option<[u8; 32]> {

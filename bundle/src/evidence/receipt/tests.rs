@@ -321,8 +321,8 @@ fn from_json_refuses_bad_shapes() {
     assert!(Receipt::from_json("").is_err());
     assert!(Receipt::from_json("{}").is_err());
     assert!(
-        Receipt::from_json(&line.replace(r#""v":1"#, r#""v":2"#)).unwrap_err()
-            == ReceiptError::Version(2)
+        Receipt::from_json(&line.replace(r#""v":2"#, r#""v":3"#)).unwrap_err()
+            == ReceiptError::Version(3)
     );
     assert!(Receipt::from_json(&line.replace(r#""size":321"#, r#""size":321.5"#)).is_err());
     assert!(Receipt::from_json(&line.replace(r#""seq":1"#, r#""seq":1,"extra":0"#)).is_err());
@@ -335,6 +335,151 @@ fn from_json_refuses_bad_shapes() {
     let altered =
         Receipt::from_json(&line.replace(r#""decision":"DENY""#, r#""decision":"ALLOW""#)).unwrap();
     assert!(!altered.hash_matches());
+}
+
+/// A version 1 line (every member present) as the filter wrote it before version 2.
+fn v1_line(body: &ReceiptBody, prev: &str) -> String {
+    let mut b = body.clone();
+    b.v = 1;
+    b.seq = 1;
+    b.prev = prev.to_owned();
+    b.ts_ms = 5;
+    let canonical = b.canonical_json().unwrap();
+    let hash = hash_canonical(&canonical);
+    let line = Receipt {
+        body: b,
+        hash,
+        sig: None,
+    }
+    .to_json();
+    assert!(line.contains(&canonical));
+    line
+}
+
+#[test]
+fn version_2_bodies_have_no_empty_members_and_one_form() {
+    let mut chain = ChainHead::default();
+    let mut v = verdict(Decision::Allow);
+    v.effects.clear();
+    v.modifications.clear();
+    v.intent = None;
+    let mut a = action();
+    a.trace_id = None;
+    let r = seal(
+        ReceiptBody::for_action("s1", &a, &v),
+        &mut chain,
+        &signer(),
+        &SignPolicy::default(),
+        1,
+        false,
+    );
+    let line = r.to_json();
+    let body = r.body.canonical_json().unwrap();
+    assert!(body.contains(r#""v":2"#), "{body}");
+    // Nothing empty is written: no null, no [] (the unsigned line's `"sig":null` is outside).
+    assert!(!body.contains("null") && !body.contains("[]"), "{body}");
+    for absent in [
+        "\"approval\"",
+        "\"trace\"",
+        "\"effects\"",
+        "\"intent\"",
+        "\"warnings\"",
+        "\"prompt\"",
+    ] {
+        assert!(!body.contains(absent), "{absent} in {body}");
+    }
+    assert_eq!(Receipt::from_json(&line).unwrap(), r);
+    // The same receipt with an empty member spelled out is another form: refused, wherever it is.
+    for (from, to) in [
+        (
+            r#""decision":"ALLOW""#,
+            r#""approval":null,"decision":"ALLOW""#,
+        ),
+        (r#""event":"action""#, r#""effects":[],"event":"action""#),
+        (r#""auth":"none"}"#, r#""auth":"none","id":null}"#),
+        (r#""kind":"mcp""#, r#""data_classes":[],"kind":"mcp""#),
+        (r#""seq":1"#, r#""seq":1,"warnings":[]"#),
+    ] {
+        let other = line.replacen(from, to, 1);
+        assert_ne!(other, line, "{from}");
+        assert!(
+            matches!(Receipt::from_json(&other), Err(ReceiptError::Malformed(m)) if m.contains("empty member")),
+            "{to} was read"
+        );
+    }
+    // Unknown members are refused as in version 1.
+    assert!(Receipt::from_json(&line.replace(r#""seq":1"#, r#""seq":1,"zzz":1"#)).is_err());
+}
+
+#[test]
+fn version_1_bodies_still_read_and_hash_by_their_own_rules() {
+    let body = ReceiptBody::for_action("s1", &action(), &verdict(Decision::Deny));
+    let line = v1_line(&body, &"0".repeat(64));
+    // Version 1 writes every member, empty ones as null / [].
+    for member in [
+        r#""approval":null"#,
+        r#""bundle":null"#,
+        r#""prompt":null"#,
+        r#""warnings":[]"#,
+        r#""data_classes":[]"#,
+        r#""auth":"none","id":null"#,
+    ] {
+        assert!(line.contains(member), "{member} not in {line}");
+    }
+    let r = Receipt::from_json(&line).unwrap();
+    assert_eq!(r.body.v, 1);
+    assert!(r.hash_matches());
+    assert_eq!(
+        r.to_json(),
+        line,
+        "a version 1 receipt re-serializes to its own bytes"
+    );
+    let report = verify_log([(1, line.as_str())].into_iter(), &[]);
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.kind != FindingKind::UnsignedTail),
+        "{:?}",
+        report.findings
+    );
+    // A chain that spans the upgrade (a plugin reload keeps the chain head): a version 2
+    // receipt after a version 1 one verifies, each by its own rules.
+    let s = signer();
+    let mut chain = ChainHead {
+        seq: 1,
+        prev: r.hash,
+        unsigned: 1,
+        oldest_unsigned_ms: 5,
+    };
+    let next = seal(
+        ReceiptBody::for_action("s1", &action(), &verdict(Decision::Deny)),
+        &mut chain,
+        &s,
+        &SignPolicy::default(),
+        9,
+        true,
+    );
+    assert_eq!(next.body.v, 2);
+    let log = [line.clone(), next.to_json()];
+    let report = verify_log(
+        log.iter().enumerate().map(|(i, l)| (i + 1, l.as_str())),
+        &[s.verifying_key()],
+    );
+    assert!(report.ok, "{:?}", report.findings);
+    // A version 1 body without one of its always-present members is not version 1.
+    for member in [
+        r#""approval":null,"#,
+        r#""warnings":[],"#,
+        r#""prompt":null,"#,
+    ] {
+        let other = line.replacen(member, "", 1);
+        assert_ne!(other, line, "{member}");
+        assert!(
+            matches!(Receipt::from_json(&other), Err(ReceiptError::Malformed(m)) if m.contains("version 1")),
+            "{member} missing was read"
+        );
+    }
 }
 
 #[test]
@@ -457,9 +602,17 @@ fn argument_names_are_bounded() {
 /// same object (sorted keys at every level), for MCP and HTTP actions and awkward strings.
 #[test]
 fn digest_matches_generic_canonical_form() {
-    let generic = |a: &Action| {
+    let generic = |a: &Action, version: u32| {
         let p = |p: &Principal| json!({"id": p.id, "auth": p.auth.as_str()});
         let t = &a.target;
+        let canon = |v: &Value| {
+            crate::evidence::canonical::to_canonical_with(
+                v,
+                crate::evidence::canonical::Numbers::AllowFloats,
+            )
+            .unwrap()
+        };
+        let args_sha = hex::encode(Sha256::digest(canon(&a.arguments).as_bytes()));
         let mut v = json!({
             "arguments": a.arguments,
             "identity": {"agent": p(&a.identity.agent), "human": p(&a.identity.human),
@@ -473,12 +626,13 @@ fn digest_matches_generic_canonical_form() {
         if a.kind == Kind::Http {
             v["size"] = json!(a.size);
         }
-        let text = crate::evidence::canonical::to_canonical_with(
-            &v,
-            crate::evidence::canonical::Numbers::AllowFloats,
-        )
-        .unwrap();
-        let d: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+        if version == 2 {
+            let o = v.as_object_mut().unwrap();
+            o.remove("arguments");
+            o.insert("arguments_sha256".into(), json!(args_sha));
+            o.insert("v".into(), json!(2));
+        }
+        let d: [u8; 32] = Sha256::digest(canon(&v).as_bytes()).into();
         d
     };
     let mut http = action();
@@ -495,8 +649,42 @@ fn digest_matches_generic_canonical_form() {
     nested.arguments = json!({"z": [1, {"b": null, "a": -2}], "A": "\t", "m": {"y": 1e300}});
     nested.resource = Some("file:///r".into());
     for a in [action(), http, nested, Action::default()] {
-        assert_eq!(action_digest(&a), generic(&a), "{a:?}");
+        assert_eq!(action_digest(&a), generic(&a, 2), "{a:?}");
+        assert_eq!(action_digest_v1(&a), generic(&a, 1), "{a:?}");
+        assert_ne!(action_digest(&a), action_digest_v1(&a));
+        let mut keyless = a.clone();
+        keyless.session_id = None;
+        assert_eq!(action_digest_in(&a, None), action_digest(&keyless));
     }
+}
+
+/// Version 2 names the arguments by the SHA-256 of their received text: the canonical text gives
+/// the digest of an action built without text; any other spelling of the same value gives
+/// another digest (a digest binds what was sent, it is not an equivalence).
+#[test]
+fn digest_names_the_received_argument_text() {
+    let built = action();
+    let canonical = crate::evidence::canonical::to_canonical_with(
+        &built.arguments,
+        crate::evidence::canonical::Numbers::AllowFloats,
+    )
+    .unwrap();
+    let with_text = |text: &str| {
+        let mut a = action();
+        a.arguments_sha256 = Some(Sha256::digest(text.as_bytes()).into());
+        a
+    };
+    assert_eq!(action_digest(&with_text(&canonical)), action_digest(&built));
+    assert_eq!(
+        hex::encode(arguments_sha256(&with_text(&canonical))),
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    );
+    let spaced = canonical.replace(':', ": ");
+    assert_ne!(action_digest(&with_text(&spaced)), action_digest(&built));
+    // Replacing the arguments forgets the received text.
+    let mut a = with_text("{\"x\":1}");
+    a.set_arguments(built.arguments.clone());
+    assert_eq!(action_digest(&a), action_digest(&built));
 }
 
 #[test]

@@ -245,40 +245,37 @@ fn from_field(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, v: &Val
     }
 }
 
-/// Every canonical receipt line starts with this (`action` is the first body member in byte
-/// order), which lets a text log line carry a receipt after some prefix.
-const EMBEDDED_MARKER: &str = "\"body\":{\"action\"";
+/// Every canonical receipt line starts with this: `body` is its first member, and a body is an
+/// object with at least one member (format 1: `action` first; format 2: whichever member comes
+/// first, `action`, `bundle`, `event`, ...). It lets a text log line carry a receipt after some
+/// prefix.
+const EMBEDDED_MARKER: &str = "{\"body\":{\"";
 
-/// A non-JSON line (e.g. a text access log) may embed a receipt line: read the JSON value that
-/// starts at `{"body":{"action"`.
+/// A non-JSON line (e.g. a text access log) may embed a receipt line: read the first JSON value
+/// that starts at `{"body":{"` and is a receipt-shaped object (it has a `hash`).
 fn embedded(out: &mut Vec<Found>, bad: &mut Vec<Finding>, line: usize, t: &str) {
-    let Some(at) = t.find(EMBEDDED_MARKER) else {
-        if mentions_receipt(t) && t.contains("\"sig\":") {
-            bad.push(finding(
-                line,
-                FindingKind::Malformed,
-                "a line that mentions a receipt has none that can be read".into(),
-            ));
+    let mut first_bad = None;
+    for (at, _) in t.match_indices(EMBEDDED_MARKER) {
+        let rest = t.get(at..).unwrap_or_default();
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        match values.next() {
+            Some(Ok(v)) if v.get("hash").is_some() => {
+                push_parsed(out, bad, line, parse_value(&v));
+                return;
+            }
+            _ => {
+                first_bad.get_or_insert("the receipt in this line is not valid JSON");
+            }
         }
-        return;
-    };
-    let start = at.saturating_sub(1);
-    let Some(rest) = t.get(start..).filter(|r| r.starts_with('{')) else {
+    }
+    if let Some(why) = first_bad {
+        bad.push(finding(line, FindingKind::Malformed, why.into()));
+    } else if mentions_receipt(t) && t.contains("\"sig\":") {
         bad.push(finding(
             line,
             FindingKind::Malformed,
-            "a receipt in this line does not start with `{`".into(),
+            "a line that mentions a receipt has none that can be read".into(),
         ));
-        return;
-    };
-    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
-    match values.next() {
-        Some(Ok(v)) => push_parsed(out, bad, line, parse_value(&v)),
-        _ => bad.push(finding(
-            line,
-            FindingKind::Malformed,
-            "the receipt in this line is not valid JSON".into(),
-        )),
     }
 }
 

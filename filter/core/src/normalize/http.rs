@@ -22,6 +22,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use bundle::action::{Action, IntentSource, Kind, Target};
+use sha2::Digest as _;
 
 use super::{NormalizeConfig, Refusal, RequestHead, json, policy_headers, risk};
 
@@ -558,6 +559,10 @@ fn inspect_body(
     match json::parse(body, cfg.max_json_depth) {
         Ok(parsed) => {
             action.arguments = parsed.value;
+            // The digest names the arguments by the SHA-256 of the text they were read from.
+            action.arguments_sha256 = body
+                .get(parsed.value_span)
+                .map(|t| sha2::Sha256::digest(t).into());
             scan.value(&action.arguments);
         }
         Err(json::JsonError::Syntax { .. }) if !declared => {

@@ -124,6 +124,61 @@ pub(crate) struct Parsed {
     pub(crate) value: Value,
     /// For a top-level array: each element's byte range in the input, in order. Empty otherwise.
     pub(crate) element_spans: Vec<Range<usize>>,
+    /// The byte range of the whole value (the input without surrounding whitespace).
+    pub(crate) value_span: Range<usize>,
+    /// Where the members of JSON-RPC messages that become an action's arguments were read from
+    /// (the message is the top-level object, or an element of a top-level array): their received
+    /// text is what the action digest hashes. Objects that are not messages record nothing.
+    pub(crate) members: Vec<MemberSpan>,
+}
+
+/// A JSON-RPC member whose received text the parser records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Member {
+    /// `params.arguments` (`tools/call`, `prompts/get`).
+    Arguments,
+    /// `params.argument` (`completion/complete`).
+    Argument,
+    /// `result` (a response the client posts).
+    Result,
+    /// `error` (the same).
+    Error,
+}
+
+/// The byte range of one recorded member's value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MemberSpan {
+    /// Which message: 0 for a single message, else the index in the batch.
+    pub(crate) message: usize,
+    /// Which member.
+    pub(crate) member: Member,
+    /// Its value's bytes in the input (no surrounding whitespace).
+    pub(crate) span: Range<usize>,
+}
+
+/// The received text of `member` of message `message` among `spans` ([`Parsed::members`]),
+/// when it was present.
+pub(crate) fn member_text<'b>(
+    spans: &[MemberSpan],
+    input: &'b [u8],
+    message: usize,
+    member: Member,
+) -> Option<&'b [u8]> {
+    let m = spans
+        .iter()
+        .find(|m| m.message == message && m.member == member)?;
+    input.get(m.span.clone())
+}
+
+/// What the object or array being parsed is, for [`Parsed::members`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Anything not recorded.
+    Other,
+    /// A JSON-RPC message (its index).
+    Message(usize),
+    /// The `params` of a message.
+    Params(usize),
 }
 
 /// Parse `bytes` as one strict JSON document; see the module docs for what is refused.
@@ -139,9 +194,12 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
         max_depth: max_depth.min(HARD_MAX_DEPTH),
         duplicate: None,
         spans: Vec::new(),
+        members: Vec::new(),
     };
     p.skip_ws();
-    let value = p.value(0)?;
+    let start = p.pos;
+    let value = p.value(0, Role::Message(0))?;
+    let value_span = start..p.pos;
     p.skip_ws();
     if p.pos < bytes.len() {
         return Err(JsonError::TrailingData { offset: p.pos });
@@ -152,6 +210,8 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
     Ok(Parsed {
         value,
         element_spans: p.spans,
+        value_span,
+        members: p.members,
     })
 }
 
@@ -231,6 +291,7 @@ struct Parser<'a> {
     max_depth: usize,
     duplicate: Option<JsonError>,
     spans: Vec<Range<usize>>,
+    members: Vec<MemberSpan>,
 }
 
 impl Parser<'_> {
@@ -265,10 +326,10 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+    fn value(&mut self, depth: usize, role: Role) -> Result<Value, JsonError> {
         match self.peek() {
             None => Err(self.err("unexpected end of input")),
-            Some(b'{') => self.object(depth),
+            Some(b'{') => self.object(depth, role),
             Some(b'[') => self.array(depth),
             Some(b'"') => Ok(Value::String(self.string()?)),
             Some(b't') => self.expect_literal(b"true", Value::Bool(true)),
@@ -301,7 +362,13 @@ impl Parser<'_> {
         loop {
             self.skip_ws();
             let start = self.pos;
-            let v = self.value(inner)?;
+            // The elements of a top-level array are the messages of a batch.
+            let role = if depth == 0 {
+                Role::Message(items.len())
+            } else {
+                Role::Other
+            };
+            let v = self.value(inner, role)?;
             if depth == 0 {
                 self.spans.push(start..self.pos);
             }
@@ -318,7 +385,7 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+    fn object(&mut self, depth: usize, role: Role) -> Result<Value, JsonError> {
         let inner = self.enter(depth)?;
         self.bump(); // '{'
         let mut map = Map::new();
@@ -339,12 +406,31 @@ impl Parser<'_> {
             }
             self.bump();
             self.skip_ws();
-            let v = self.value(inner)?;
+            let child = match role {
+                Role::Message(i) if key == "params" => Role::Params(i),
+                _ => Role::Other,
+            };
+            let start = self.pos;
+            let v = self.value(inner, child)?;
             if map.contains_key(&key) {
                 if self.duplicate.is_none() {
                     self.duplicate = Some(JsonError::DuplicateKey { key });
                 }
             } else {
+                let recorded = match (role, key.as_str()) {
+                    (Role::Message(i), "result") => Some((i, Member::Result)),
+                    (Role::Message(i), "error") => Some((i, Member::Error)),
+                    (Role::Params(i), "arguments") => Some((i, Member::Arguments)),
+                    (Role::Params(i), "argument") => Some((i, Member::Argument)),
+                    _ => None,
+                };
+                if let Some((message, member)) = recorded {
+                    self.members.push(MemberSpan {
+                        message,
+                        member,
+                        span: start..self.pos,
+                    });
+                }
                 map.insert(key, v);
             }
             self.skip_ws();

@@ -16,6 +16,7 @@
 use base64::Engine as _;
 use bundle::action::{Action, IntentSource, Kind};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 use super::{
     JsonRpcId, McpMessage, McpMessageKind, McpRequest, Method, NOTIFICATION_PREFIX,
@@ -67,6 +68,7 @@ fn normalize_mcp_at(
     }
     let scan = super::head_scan(head);
     let header_version = head.header("mcp-protocol-version").map(str::to_owned);
+    let members = std::mem::take(&mut parsed.members);
     // Each message's arguments (or result) are moved out of the parsed value into its action,
     // not copied; what is checked after `message` (routing headers, protocol version) never
     // reads them.
@@ -102,7 +104,8 @@ fn normalize_mcp_at(
             let mut messages = Vec::with_capacity(items.len());
             for (i, item) in items.iter_mut().enumerate() {
                 let size = parsed.element_spans.get(i).map_or(0, |r| r.len());
-                messages.push(message(item, size, &base, scan)?);
+                let texts = Texts::of(&members, body, i);
+                messages.push(message(item, size, &base, scan, &texts)?);
             }
             let protocol_version = protocol_version(header_version, &messages, items)?;
             if protocol_version.as_deref().is_some_and(is_modern) {
@@ -118,7 +121,8 @@ fn normalize_mcp_at(
             })
         }
         v => {
-            let msg = message(v, body.len(), &base, scan)?;
+            let texts = Texts::of(&members, body, 0);
+            let msg = message(v, body.len(), &base, scan, &texts)?;
             check_routing_headers(head, v, &msg)?;
             let messages = vec![msg];
             let protocol_version =
@@ -240,11 +244,32 @@ fn check_spelling(
     Ok(())
 }
 
+/// The received text of the members of one message that can become its action's arguments.
+struct Texts<'b> {
+    arguments: Option<&'b [u8]>,
+    argument: Option<&'b [u8]>,
+    result: Option<&'b [u8]>,
+    error: Option<&'b [u8]>,
+}
+
+impl<'b> Texts<'b> {
+    fn of(spans: &[json::MemberSpan], body: &'b [u8], message: usize) -> Self {
+        let t = |m| json::member_text(spans, body, message, m);
+        Texts {
+            arguments: t(json::Member::Arguments),
+            argument: t(json::Member::Argument),
+            result: t(json::Member::Result),
+            error: t(json::Member::Error),
+        }
+    }
+}
+
 fn message(
     v: &mut Value,
     size: usize,
     base: &Action,
     mut scan: risk::Scan,
+    texts: &Texts<'_>,
 ) -> Result<McpMessage, Refusal> {
     let Value::Object(obj) = v else {
         return Err(Refusal::invalid_request(
@@ -295,6 +320,13 @@ fn message(
             action.operation = method.clone();
             let params = obj.get_mut("params").and_then(Value::as_object_mut);
             method_fields(params, &mut action, &id)?;
+            // The text the arguments were moved out of (see `method_fields`), for the digest.
+            let text = match Method::from_name(&action.operation) {
+                Some(Method::ToolsCall | Method::PromptsGet) => texts.arguments,
+                Some(Method::CompletionComplete) if action.arguments.is_object() => texts.argument,
+                _ => None,
+            };
+            action.arguments_sha256 = text.map(|t| Sha256::digest(t).into());
             kind
         }
         Some(_) => {
@@ -311,8 +343,14 @@ fn message(
                 ));
             }
             let payload = match (obj.get("result"), obj.get("error")) {
-                (Some(r), None) => r.clone(),
-                (None, Some(e @ Value::Object(_))) => e.clone(),
+                (Some(r), None) => {
+                    action.arguments_sha256 = texts.result.map(|t| Sha256::digest(t).into());
+                    r.clone()
+                }
+                (None, Some(e @ Value::Object(_))) => {
+                    action.arguments_sha256 = texts.error.map(|t| Sha256::digest(t).into());
+                    e.clone()
+                }
                 (None, Some(_)) => {
                     return Err(Refusal::invalid_request(
                         "json-rpc `error` must be an object",

@@ -106,7 +106,7 @@ impl ListKind {
                 a.resource = Some(name.to_owned());
             }
         }
-        a.arguments = json!({});
+        a.set_arguments(json!({}));
         a.risk = Risk::default();
         a.size = 0;
         a

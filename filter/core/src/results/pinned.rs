@@ -30,12 +30,12 @@ fn entry_action(list: &Action, name: &str, check: &ToolCheck, digest: &str) -> A
     a.risk = Risk::default();
     pins::flag(&mut a, check);
     let pinned = check.changed.as_ref().map_or("", |(old, _)| old.as_str());
-    a.arguments = json!({
+    a.set_arguments(json!({
         "changed": a.tool_state.changed,
         "shadowed": a.tool_state.shadowed,
         "pinned": pinned,
         "digest": digest,
-    });
+    }));
     a
 }
 

@@ -124,7 +124,7 @@ fn entry_action(kind: ListKind, list: &Action, name: &str, member: &str, text: S
     a.risk
         .data_classes
         .push(result::INSTRUCTION_CLASS.to_owned());
-    a.arguments = json!({"injection": true, "field": member, "text": text});
+    a.set_arguments(json!({"injection": true, "field": member, "text": text}));
     a
 }
 

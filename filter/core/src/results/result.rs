@@ -82,6 +82,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         resource,
         prompt,
         arguments: _,
+        arguments_sha256: _,
         target,
         identity,
         headers,
@@ -101,6 +102,7 @@ pub(crate) fn without_arguments(call: &Action) -> Action {
         resource: resource.clone(),
         prompt: prompt.clone(),
         arguments: Value::Null,
+        arguments_sha256: None,
         target: target.clone(),
         identity: identity.clone(),
         headers: headers.clone(),
@@ -130,12 +132,12 @@ pub(crate) fn result_action(call: &Action, msg: &Value) -> Action {
     a.size = compact_json_len(result);
     let injection = inject::detect(&text);
     mark_instruction(&mut a, injection);
-    a.arguments = json!({
+    a.set_arguments(json!({
         "text": policy_text(text),
         "injection": injection,
         "is_error": msg.get("error").is_some()
             || result.get("isError").and_then(Value::as_bool).unwrap_or(false),
-    });
+    }));
     a
 }
 
@@ -165,7 +167,7 @@ pub(crate) fn server_request_action(base: &Action, method: &str, msg: &Value) ->
     a.risk = risk::scan_value(&params);
     a.size = compact_json_len(&params);
     mark_instruction(&mut a, inject::detect(&text));
-    a.arguments = params;
+    a.set_arguments(params);
     a
 }
 

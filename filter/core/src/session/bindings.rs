@@ -60,11 +60,10 @@ pub(crate) fn key_of(kind: BindKind, owner: &str, value: &str) -> [u8; 16] {
 
 /// The digest a binding holds an action to: [`bundle::receipt::action_digest`] of the action
 /// without its session id (the owner is part of the key; a keyless retry may be decided in
-/// another run of its principal).
+/// another run of its principal). Computed in place: the action (and its arguments) is not
+/// copied.
 pub(crate) fn action_digest(action: &bundle::action::Action) -> [u8; 32] {
-    let mut a = action.clone();
-    a.session_id = None;
-    bundle::receipt::action_digest(&a)
+    bundle::receipt::action_digest_in(action, None)
 }
 
 /// What a key is bound to.

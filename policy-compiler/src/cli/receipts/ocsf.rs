@@ -66,7 +66,8 @@ fn principal(identity: &Value, who: &str) -> (Option<String>, String) {
 /// The OCSF API Activity event for one receipt. `line` is where it was read (kept in
 /// `unmapped.portcullis.log_line`).
 pub(crate) fn event(r: &Receipt, line: usize) -> Value {
-    let body = serde_json::to_value(&r.body).unwrap_or(Value::Null);
+    // One shape for both receipt formats (format 2 leaves empty members out).
+    let body = r.body.full_view();
     let b = &body;
     let event_kind = s(b, "event").unwrap_or("action");
     let action = b.get("action").filter(|a| a.is_object());
