@@ -780,27 +780,51 @@ pub(crate) fn refuse_unsaved_session(
     let mut plan = refuse_all(plan, FilterRule::StateStore, &reason);
     // Receipts sealed after the decision's own went onto the same unsaved record.
     plan.followups.clear();
-    if let (Some(m), Some(action)) = (plan.msgs.first(), actions.first()) {
-        let d = Deferred {
-            chain_name: sessions.anon_name(),
-            session: None,
-            action,
-            verdict: &m.verdict,
-        };
-        if let Some(r) = seal_event(
-            host,
-            l,
-            sessions,
-            &d,
-            EventKind::StateStore,
-            Decision::Deny,
-            &reason,
-        ) {
-            let line = r.to_json();
-            plan.followups.push((r, line));
-        }
-    }
+    let anon = sessions.anon_name().to_owned();
+    push_state_store_receipt(
+        host,
+        l,
+        sessions,
+        &mut plan,
+        actions,
+        (&anon, None),
+        &reason,
+    );
     plan
+}
+
+/// Seal the signed `state_store` receipt of a refused write on chain `(name, session)` and add
+/// it to the plan's follow-ups.
+fn push_state_store_receipt(
+    host: &dyn Host,
+    l: &Policy,
+    sessions: &Sessions,
+    plan: &mut Plan,
+    actions: &[Action],
+    (chain_name, session): (&str, Option<&str>),
+    reason: &str,
+) {
+    let (Some(m), Some(action)) = (plan.msgs.first(), actions.first()) else {
+        return;
+    };
+    let d = Deferred {
+        chain_name,
+        session,
+        action,
+        verdict: &m.verdict,
+    };
+    if let Some(r) = seal_event(
+        host,
+        l,
+        sessions,
+        &d,
+        EventKind::StateStore,
+        Decision::Deny,
+        reason,
+    ) {
+        let line = r.to_json();
+        plan.followups.push((r, line));
+    }
 }
 
 /// A decision whose writes to the shared state store did not all happen (`failed`), applied
@@ -832,26 +856,16 @@ pub(crate) fn refuse_uncommitted(
     if plan.overall == Decision::Deny && code.is_none() {
         return plan;
     }
-    if let (Some(m), Some(action)) = (plan.msgs.first(), actions.first()) {
-        let d = Deferred {
-            chain_name: &plan.chain_name,
-            session: plan.session.as_deref(),
-            action,
-            verdict: &m.verdict,
-        };
-        if let Some(r) = seal_event(
-            host,
-            l,
-            sessions,
-            &d,
-            EventKind::StateStore,
-            Decision::Deny,
-            &reason,
-        ) {
-            let line = r.to_json();
-            plan.followups.push((r, line));
-        }
-    }
+    let chain = (plan.chain_name.clone(), plan.session.clone());
+    push_state_store_receipt(
+        host,
+        l,
+        sessions,
+        &mut plan,
+        actions,
+        (&chain.0, chain.1.as_deref()),
+        &reason,
+    );
     for m in &mut plan.msgs {
         m.enforced = Decision::Deny;
         if let Some(rule) = rule {
