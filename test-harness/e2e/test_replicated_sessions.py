@@ -14,7 +14,10 @@ What holds:
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,6 +74,18 @@ def spair(stack: pe.Stack, keys: pe.Keys, bundle: Path, tmp_path: Path) -> Itera
         pytest.fail(str(e), pytrace=False)
 
 
+def etcd_range(p: Pair, prefix: str) -> list[dict]:
+    """The keys under ``prefix``, read through etcd's JSON gateway (``/v3/kv/range``)."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
+                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
+    port = p.etcd.client_ports[0]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v3/kv/range", data=body,
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read()).get("kvs", [])
+
+
 def chain(p: Pair, sid: str) -> list[tuple[str, dict]]:
     """(replica, receipt body) of session ``sid`` in both access logs, by seq."""
     out = [(r.name, b) for r in p.replicas for line in pe.read_jsonl(r.dir / "access.log")
@@ -94,6 +109,9 @@ def test_one_session_through_both_replicas_has_one_budget_and_one_chain(spair: S
         # And it holds on A too.
         assert decided(on_a.call(*READ)) == (DENIED, "budget")
     assert len(pe.tool_calls(spair.stack.upstream_requests(), "read_file")) == 5
+    # The session's record in etcd carries a lease, so etcd forgets it once it is idle.
+    [kv] = etcd_range(spair, "/portcullis/s/")
+    assert int(kv.get("lease", 0)) != 0, kv
     # One chain: seq 1..n with no gap or repeat, sealed by both replicas.
     pe.wait_until("both access logs", lambda: len(chain(spair, sid)) >= 8, None, 10)
     receipts = chain(spair, sid)

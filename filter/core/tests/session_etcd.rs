@@ -7,6 +7,7 @@
     clippy::unwrap_used,
     clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
+    clippy::panic,
     reason = "test code: a failed unwrap is a failed test"
 )]
 
@@ -99,6 +100,10 @@ struct Etcd {
     down: Option<u32>,
     /// Txns answered: (compare revision, whether it held).
     txns: Vec<(u64, bool)>,
+    /// Leases granted: (id, TTL in seconds).
+    leases: Vec<(u64, u64)>,
+    /// The lease each key was last put with.
+    key_lease: BTreeMap<Vec<u8>, u64>,
 }
 
 impl Etcd {
@@ -114,7 +119,9 @@ impl Etcd {
             if let Some((_, op)) = field(req, 2) {
                 let put = field(&op, 2).unwrap().1;
                 let value = field(&put, 2).map(|(_, b)| b).unwrap_or_default();
+                let lease = field(&put, 3).map_or(0, |(v, _)| v);
                 self.rev += 1;
+                self.key_lease.insert(key.clone(), lease);
                 self.kv.insert(key, (self.rev, value));
             }
             return [header(self.rev), int_field(2, 1)].concat();
@@ -128,6 +135,14 @@ impl Etcd {
         };
         let range = [header(self.rev), kvs].concat();
         [header(self.rev), bytes_field(3, &bytes_field(1, &range))].concat()
+    }
+
+    /// Answer a `LeaseGrant` (TTL in field 1): a new id (field 2).
+    fn lease_grant(&mut self, req: &[u8]) -> Vec<u8> {
+        let ttl = field(req, 1).map_or(0, |(v, _)| v);
+        let id = 7000 + self.leases.len() as u64;
+        self.leases.push((id, ttl));
+        [header(self.rev), int_field(2, id), int_field(3, ttl)].concat()
     }
 
     fn session_value(&self) -> Vec<u8> {
@@ -208,13 +223,16 @@ impl Envoy {
                 let c = st.grpc_calls.last().unwrap();
                 (c.token, c.method.clone(), c.messages[0].clone())
             };
-            assert_eq!(method, "etcdserverpb.KV/Txn");
             answered += 1;
             assert!(answered <= 10, "the stream keeps calling etcd");
             let down = self.etcd.borrow().down;
-            let (status, answer) = match down {
-                Some(status) => (status, Vec::new()),
-                None => (0, self.etcd.borrow_mut().txn(&msg)),
+            let (status, answer) = match (down, method.as_str()) {
+                (Some(status), _) => (status, Vec::new()),
+                (None, "etcdserverpb.KV/Txn") => (0, self.etcd.borrow_mut().txn(&msg)),
+                (None, "etcdserverpb.Lease/LeaseGrant") => {
+                    (0, self.etcd.borrow_mut().lease_grant(&msg))
+                }
+                (None, other) => panic!("unexpected call {other}"),
             };
             let n = answer.len();
             self.host.state().grpc_message = Some(answer);
@@ -441,14 +459,22 @@ fn a_request_that_loses_every_try_is_denied() {
         common::send_mcp(&b.host, &b.plugin, &[("mcp-session-id", "s1")], &body_json);
     let mut tries = 0;
     while act == FilterAction::Pause && b.host.state().local_response.is_none() {
+        let (token, method, msg) = {
+            let st = b.host.state();
+            let c = st.grpc_calls.last().unwrap();
+            (c.token, c.method.clone(), c.messages[0].clone())
+        };
+        if method == "etcdserverpb.Lease/LeaseGrant" {
+            // B's first write needs its lease; that is not a try.
+            let answer = etcd.borrow_mut().lease_grant(&msg);
+            let n = answer.len();
+            b.host.state().grpc_message = Some(answer);
+            s.on_grpc_call_response(&b.host, token, 0, n);
+            continue;
+        }
         tries += 1;
         assert!(tries <= 10);
         assert!(a.send("s1", "read_file").forwarded);
-        let (token, msg) = {
-            let st = b.host.state();
-            let c = st.grpc_calls.last().unwrap();
-            (c.token, c.messages[0].clone())
-        };
         let answer = etcd.borrow_mut().txn(&msg);
         let n = answer.len();
         b.host.state().grpc_message = Some(answer);
@@ -463,6 +489,41 @@ fn a_request_that_loses_every_try_is_denied() {
         String::from_utf8_lossy(&b.host.state().filter_state["wasm.portcullis.rule"])
             .contains("filter:state_store")
     );
+}
+
+#[test]
+fn session_records_carry_a_lease_granted_once_per_idle_time() {
+    let etcd = Rc::new(RefCell::new(Etcd::default()));
+    let a = envoy(&etcd);
+    assert!(a.send("s1", "read_file").forwarded);
+    assert!(a.send("s2", "read_file").forwarded);
+    assert!(a.send("s1", "read_file").forwarded);
+    {
+        let e = etcd.borrow();
+        // One grant for three writes, twice the idle time (the default, an hour).
+        assert_eq!(e.leases.len(), 1, "{:?}", e.leases);
+        let (id, ttl) = e.leases[0];
+        assert_eq!(ttl, 2 * 3600);
+        let sessions: Vec<_> = e
+            .key_lease
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"/portcullis/s/"))
+            .collect();
+        assert_eq!(sessions.len(), 2);
+        assert!(sessions.iter().all(|(_, l)| **l == id), "{sessions:?}");
+    }
+    // Once less than the idle time (and a minute) of it is left, the next write takes a new one.
+    a.host.advance(1000 * (3600 - 30));
+    assert!(a.send("s1", "read_file").forwarded);
+    let e = etcd.borrow();
+    assert_eq!(e.leases.len(), 2, "{:?}", e.leases);
+    let s1 = e
+        .key_lease
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"/portcullis/s/"))
+        .filter(|(_, l)| **l == e.leases[1].0)
+        .count();
+    assert_eq!(s1, 1, "the session written now carries the new lease");
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub(super) struct Committing {
     redo: Option<Redo>,
     /// The session write in flight: its call's token.
     session_call: Option<u32>,
+    /// The grant of the lease the session record is written with, in flight: its call's token
+    /// and the lease's TTL (`sessions::current_lease`).
+    lease_call: Option<(u32, u64)>,
 }
 
 /// What a request needs to be decided again.
@@ -93,6 +96,7 @@ impl Stream {
             staged,
             redo,
             session_call: None,
+            lease_call: None,
         };
         if next(host, l, &mut c) {
             self.committing = Some(c);
@@ -105,7 +109,9 @@ impl Stream {
     /// A gRPC call of this stream answered.
     pub fn on_grpc_call_response(&mut self, host: &dyn Host, token: u32, status: u32, size: usize) {
         let mine = self.committing.as_ref().is_some_and(|c| {
-            c.current.as_ref().is_some_and(|(t, _)| *t == token) || c.session_call == Some(token)
+            c.current.as_ref().is_some_and(|(t, _)| *t == token)
+                || c.session_call == Some(token)
+                || c.lease_call.is_some_and(|(t, _)| t == token)
         });
         if self.phase != Phase::Waiting || !mine {
             return;
@@ -114,6 +120,16 @@ impl Stream {
         let (Ok(l), Some(mut c)) = (&plugin.loaded, self.committing.take()) else {
             return;
         };
+        if let Some((_, ttl_s)) = c.lease_call.take_if(|(t, _)| *t == token) {
+            let a = match sessions::lease_granted(host, status, size, host.now_ms(), ttl_s) {
+                Ok(lease) => self.write_session(host, l, c, lease),
+                Err(f) => self.session_unsaved(host, l, c, &f),
+            };
+            if a == FilterAction::Continue {
+                host.resume_request();
+            }
+            return;
+        }
         if c.session_call == Some(token) {
             let a = self.session_answered(host, l, c, sessions::read_answer(host, status, size));
             if a == FilterAction::Continue {
@@ -181,6 +197,47 @@ impl Stream {
         let Some(staged) = &c.staged else {
             return self.enforce(host, l, &c.shape, &c.actions, c.plan);
         };
+        // A record to put needs the session lease (`sessions.rs`): granted first when this
+        // process has none with enough time left; a probe puts nothing and needs none.
+        let puts = staged.value().is_ok_and(|v| v.is_some());
+        let idle_ms = l.policy.cfg.session.idle_ttl_ms;
+        let lease = if puts {
+            sessions::current_lease(host, host.now_ms(), idle_ms)
+        } else {
+            Some(0)
+        };
+        if let Some(lease) = lease {
+            return self.write_session(host, l, c, lease);
+        }
+        let ttl_s = sessions::lease_ttl_s(idle_ms);
+        let granted = match l.watcher.as_ref() {
+            Some(w) => sessions::grant_lease(host, &w.etcd, ttl_s),
+            None => Err(Failed::Unavailable(
+                "no state store is configured".to_owned(),
+            )),
+        };
+        match granted {
+            Ok(token) => {
+                c.lease_call = Some((token, ttl_s));
+                self.committing = Some(c);
+                self.phase = Phase::Waiting;
+                FilterAction::Pause
+            }
+            Err(f) => self.session_unsaved(host, l, c, &f),
+        }
+    }
+
+    /// Send the staged session record's compare-and-swap, its put attached to `lease`.
+    fn write_session(
+        &mut self,
+        host: &dyn Host,
+        l: &Loaded,
+        mut c: Committing,
+        lease: i64,
+    ) -> FilterAction {
+        let Some(staged) = &c.staged else {
+            return self.enforce(host, l, &c.shape, &c.actions, c.plan);
+        };
         let started = match (l.watcher.as_ref(), staged.value()) {
             (Some(w), Ok(value)) => sessions::start(
                 host,
@@ -188,6 +245,7 @@ impl Stream {
                 &staged.session,
                 staged.base_rev,
                 value.as_deref(),
+                lease,
             ),
             (None, _) => Err(Failed::Unavailable(
                 "no state store is configured".to_owned(),

@@ -205,13 +205,13 @@ pub(crate) fn txn_put(key: &[u8], compare: Compare, value: &[u8], lease: i64) ->
 }
 
 /// `TxnRequest`: if `key`'s `mod_revision` is `rev` (0: it is absent), put `value` when there
-/// is one (else nothing: a read that only wants to know whether `rev` is current); otherwise
-/// range the key.
-pub(crate) fn txn_at(key: &[u8], rev: i64, value: Option<&[u8]>) -> Msg {
+/// is one, attached to `lease` (0: none), else nothing (a read that only wants to know whether
+/// `rev` is current); otherwise range the key.
+pub(crate) fn txn_at(key: &[u8], rev: i64, value: Option<&[u8]>, lease: i64) -> Msg {
     let cmp = Msg::default().int(2, 2).bytes(3, key).int(6, rev);
     let mut m = Msg::default().msg(1, cmp);
     if let Some(v) = value {
-        m = m.msg(2, Msg::default().msg(2, put(key, v, 0)));
+        m = m.msg(2, Msg::default().msg(2, put(key, v, lease)));
     }
     m.msg(3, Msg::default().msg(1, range(key, None)))
 }
@@ -440,9 +440,9 @@ mod tests {
         let t = txn_put(b"k", Compare::ModRevision(7), b"v", 0).finish();
         assert!(t.starts_with(b"\x0a\x07\x10\x02\x1a\x01k\x30\x07"), "{t:?}");
         // A read-only compare: no success branch, a range on failure; revision 0 is absent.
-        let probe = txn_at(b"k", 0, None).finish();
+        let probe = txn_at(b"k", 0, None, 0).finish();
         assert_eq!(probe, b"\x0a\x05\x10\x02\x1a\x01k\x1a\x05\x0a\x03\x0a\x01k");
-        let with_put = txn_at(b"k", 7, Some(b"v")).finish();
+        let with_put = txn_at(b"k", 7, Some(b"v"), 0).finish();
         assert_eq!(
             with_put,
             [
