@@ -233,6 +233,11 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
+    /// Whether the write puts a record (else it only compares), without encoding it.
+    pub(crate) fn puts(&self) -> bool {
+        self.rec.is_some()
+    }
+
     /// The value to put in etcd (`None`: nothing to put); an error when the record cannot be
     /// encoded (its key is too long).
     pub(crate) fn value(&self) -> Result<Option<Vec<u8>>, String> {

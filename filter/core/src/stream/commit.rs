@@ -199,9 +199,8 @@ impl Stream {
         };
         // A record to put needs the session lease (`sessions.rs`): granted first when this
         // process has none with enough time left; a probe puts nothing and needs none.
-        let puts = staged.value().is_ok_and(|v| v.is_some());
         let idle_ms = l.policy.cfg.session.idle_ttl_ms;
-        let lease = if puts {
+        let lease = if staged.puts() {
             sessions::current_lease(host, host.now_ms(), idle_ms)
         } else {
             Some(0)
