@@ -26,32 +26,7 @@ const POLICY: &str = "../../policies/shared-sessions.pcl";
 
 // -- protobuf, as etcd writes and reads it ------------------------------------------------------
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn bytes_field(n: u64, b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(n << 3 | 2, &mut out);
-    varint(b.len() as u64, &mut out);
-    out.extend_from_slice(b);
-    out
-}
-
-fn int_field(n: u64, v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(n << 3, &mut out);
-    varint(v, &mut out);
-    out
-}
-
-fn header(rev: u64) -> Vec<u8> {
-    bytes_field(1, &int_field(3, rev))
-}
+use common::etcd_wire::{bytes_field, header, int_field};
 
 /// The fields of a message: (number, varint value or bytes).
 fn fields(mut b: &[u8]) -> Vec<(u64, u64, Vec<u8>)> {

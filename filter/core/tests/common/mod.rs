@@ -84,3 +84,43 @@ pub fn metric(host: &MockHost, name: &str) -> i64 {
         .find(|m| m.name == name)
         .map_or(0, |m| m.value)
 }
+
+/// Protobuf as etcd writes it, for the tests that play etcd (`state_store.rs`,
+/// `session_etcd.rs`).
+pub mod etcd_wire {
+    #![allow(
+        clippy::arithmetic_side_effects,
+        clippy::cast_possible_truncation,
+        reason = "test code: small values"
+    )]
+
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// A length-delimited field.
+    pub fn bytes_field(n: u64, b: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(n << 3 | 2, &mut out);
+        varint(b.len() as u64, &mut out);
+        out.extend_from_slice(b);
+        out
+    }
+
+    /// A varint field.
+    pub fn int_field(n: u64, v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(n << 3, &mut out);
+        varint(v, &mut out);
+        out
+    }
+
+    /// A `ResponseHeader` at store revision `rev`.
+    pub fn header(rev: u64) -> Vec<u8> {
+        bytes_field(1, &int_field(3, rev))
+    }
+}
