@@ -299,6 +299,20 @@ def _cases() -> list[Case]:
     add(_mcp("secret in mcp-param header", js(call("read_file", {"path": "/repo/a"})),
              headers=(("mcp-param-note", SECRET),)))
     add(Case("secret in egress body text/plain", "/upload", f"key={SECRET}".encode(), content_type="text/plain"))
+    # Escaped secrets: what the server decodes is a key, whatever the bytes on the wire spell.
+    escaped = "AKIA%49OSFODNN7EXAMPLE"
+    add(Case("secret in egress form body escaped", "/upload", f"key={escaped}".encode(),
+             content_type="application/x-www-form-urlencoded"))
+    add(Case("secret in egress unlabelled form body escaped", "/upload", f"a=1&key={escaped}".encode(),
+             content_type=None))
+    add(Case("secret in egress json url escaped", "/upload",
+             js({"callback": f"https://hooks.example/?key={escaped}"})))
+    add(Case("secret in egress json url double escaped", "/upload",
+             js({"callback": "https://hooks.example/?key=AKIA%2549OSFODNN7EXAMPLE"})))
+    add(_mcp("secret in mcp argument escaped",
+             js(call("read_file", {"path": f"/repo/README.md?key={escaped}"}))))
+    add(Case("escaped text without a secret (control)", "/upload", b"rate=100%25&sum=a%2Bb",
+             content_type="application/x-www-form-urlencoded", attack=False))
 
     # HTTP/1.1 framing the filter and the server could count differently (Envoy's codec decides).
     def raw(id_: str, head: str, body: bytes = DENIED_BODY, attack: bool = True) -> None:

@@ -16,7 +16,9 @@ How it reads a request (each is something a real server does):
   ``content-encoding: gzip`` / ``x-gzip`` / ``deflate`` (zlib or raw) inflated, as express.json()
   does; a UTF-8 byte-order mark skipped; invalid UTF-8 replaced. Any body that parses as JSON is
   read as JSON, whatever its ``content-type``, on any path and with any method (a JSON-RPC body on a
-  GET is executed).
+  GET is executed). Any other body is also read as a form (``a=1&b=%41``, percent-decoded, ``+``
+  as a space), whatever its ``content-type``, as servers that merge form fields into their
+  parameters do.
 - **Routes**: percent-decoding applied twice (``%252F`` and ``%2561`` count), ``\\`` read as
   ``/``, ``;params`` dropped from each segment (Servlet style), repeated slashes merged, dot
   segments resolved after decoding, a trailing dot on the last segment ignored, case folded to
@@ -44,7 +46,7 @@ for an unknown content-encoding); it never crashes.
 Every request but ``GET /healthz`` is appended as one JSON line to ``--record``: ``case`` (the
 ``x-hostile-case`` header), ``method``, ``effective_method``, ``raw_path``, ``route``, ``host``,
 ``host_ip``, ``headers``, ``framing``, ``trailers``, ``content_encoding``, ``body`` (after
-inflating), ``status``, and ``messages`` (every JSON-RPC message it read: ``method``, ``id``,
+inflating), ``form`` (its fields, for a body that is not JSON), ``status``, and ``messages`` (every JSON-RPC message it read: ``method``, ``id``,
 ``tool``, ``arguments`` with folded lower-case keys, ``executed``) or null.
 
 Run: ``python permissive_upstream.py --port 9090 --record FILE``. Stdlib only.
@@ -407,7 +409,7 @@ class Handler(BaseHTTPRequestHandler):
         rewritten = self.headers.get("x-original-url") or self.headers.get("x-rewrite-url")
         entry.update(effective_method=effective, route=route_of(rewritten or target), host=host, host_ip=host_ip,
                      headers=[[k.lower(), v] for k, v in self.headers.items()], framing=framing,
-                     trailers=trailers, content_encoding=None, body="", messages=None)
+                     trailers=trailers, content_encoding=None, body="", form=None, messages=None)
         body, codings = self._inflate(raw_body)
         entry["content_encoding"] = codings or None
         text = body.decode(self._charset(), errors="replace").lstrip("\ufeff")
@@ -419,6 +421,8 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 if "json" in (self.headers.get("content-type") or "").lower():
                     raise BadRequest("body is not JSON") from None
+        if text.strip() and not is_json:
+            entry["form"] = parse_qsl(text, keep_blank_values=True)
         items = jsonrpc_items(doc) if is_json else None
         if items is not None:
             records, responses = [], []

@@ -188,7 +188,11 @@ def leaks(pack: str, rec: dict) -> list[str]:
             if why:
                 out.append(f"{why} ({sent})")
     raw_path = str(rec.get("raw_path") or "")
-    seen = json.dumps([rec.get("body"), rec.get("json"), raw_path, unquote_plus(unquote_plus(raw_path)),
+    # What the upstream received, and what a server decodes it to: form fields, and a URL in an
+    # argument or a JSON body that it fetches (percent-decoded twice, like the path).
+    received = json.dumps([rec.get("body"), rec.get("json"), rec.get("form")], ensure_ascii=False)
+    seen = json.dumps([received, unquote_plus(unquote_plus(received)), raw_path,
+                       unquote_plus(unquote_plus(raw_path)),
                        [v for k, v in rec.get("headers") or [] if k != hc.TAG]], ensure_ascii=False)
     if hc.SECRET in seen:
         out.append(f"received the secret {hc.SECRET} ({sent})")

@@ -23,6 +23,7 @@ mod modify;
 mod readings;
 mod request;
 pub mod risk;
+pub(crate) mod unescape;
 
 pub(crate) use charset::foreign as foreign_charset;
 pub use http::normalize_http;

@@ -51,8 +51,15 @@ impl Findings {
         }
     }
 
+    /// Scan `s` as written and, when it holds escapes, as a reader decodes it
+    /// ([`super::unescape`]): a server reading a form or a URL turns `AKIA%49OSF...` into a key.
     fn scan(&mut self, s: &str) {
-        self.scan_bytes(s.as_bytes());
+        if self.scan_bytes(s.as_bytes()) && !self.done() {
+            super::unescape::decodings(s, |t| {
+                self.scan_bytes(t.as_bytes());
+                self.done()
+            });
+        }
     }
 
     fn done(&self) -> bool {
@@ -64,15 +71,20 @@ impl Findings {
     /// on the way for the entropy check. Stops as soon as every finding is made. A byte's roles
     /// come from one table lookup ([`CLASS`]), and a run of bytes that only continue a base64
     /// run (part of a word, no detector starts there) is skipped in one tight loop.
-    fn scan_bytes(&mut self, b: &[u8]) {
+    ///
+    /// Returns whether the bytes hold a character an escape starts with (`%`, `&`, `\\`), so
+    /// [`Findings::scan`] knows whether a decoded reading can differ (meaningless once `done`).
+    fn scan_bytes(&mut self, b: &[u8]) -> bool {
         if self.done() {
-            return;
+            return false;
         }
         let class = |c: u8| CLASS.get(usize::from(c)).copied().unwrap_or(0);
         let mut run_start: Option<usize> = None;
+        let mut escaped = false;
         let mut i = 0usize;
         while let Some(&c) = b.get(i) {
             let k = class(c);
+            escaped |= k & ESCAPE != 0;
             if k & TRIGGER != 0 {
                 if k & PREFIX != 0 {
                     if !self.secret {
@@ -96,7 +108,7 @@ impl Findings {
                     }
                 }
                 if self.done() {
-                    return;
+                    return escaped;
                 }
             }
             if k & B64 != 0 {
@@ -115,7 +127,7 @@ impl Findings {
             {
                 self.secret = entropy_run(b, start, i);
                 if self.done() {
-                    return;
+                    return escaped;
                 }
             }
             i = i.saturating_add(1);
@@ -125,6 +137,7 @@ impl Findings {
         {
             self.secret = entropy_run(b, start, b.len());
         }
+        escaped
     }
 }
 
@@ -192,6 +205,8 @@ const AT: u8 = 4;
 const DIGIT: u8 = 8;
 /// A base64/url character (entropy runs).
 const B64: u8 = 16;
+/// An escape can start here (`%`, `&`, `\\`): the text may read otherwise decoded.
+const ESCAPE: u8 = 32;
 /// Any detector may start here.
 const TRIGGER: u8 = PREFIX | DASH | AT | DIGIT;
 
@@ -217,6 +232,9 @@ static CLASS: [u8; 256] = {
         }
         if is_b64_char(b) {
             k |= B64;
+        }
+        if matches!(b, b'%' | b'&' | b'\\') {
+            k |= ESCAPE;
         }
         #[expect(
             clippy::indexing_slicing,
@@ -286,7 +304,7 @@ fn walk(v: &Value, f: &mut Findings) {
 
 /// Whether this string contains a secret-like value (see the module table).
 pub fn is_secret_like(s: &str) -> bool {
-    looks_secret(s.as_bytes())
+    looks_secret(s)
 }
 
 /// Replace every string that contains a secret-like value with `"[REDACTED]"`, and remove every
@@ -302,7 +320,7 @@ pub fn redact_secrets(value: &mut Value) -> Vec<String> {
 fn redact_walk(v: &mut Value, path: &mut String, out: &mut Vec<String>) {
     match v {
         Value::String(s) => {
-            if looks_secret(s.as_bytes()) {
+            if looks_secret(s) {
                 *v = Value::String(REDACTED.to_owned());
                 out.push(path.clone());
             }
@@ -318,7 +336,7 @@ fn redact_walk(v: &mut Value, path: &mut String, out: &mut Vec<String>) {
         Value::Object(m) => {
             // One `retain` pass (order kept): removing keys one by one would be quadratic.
             m.retain(|k, _| {
-                let secret = looks_secret(k.as_bytes());
+                let secret = looks_secret(k);
                 if secret {
                     out.push(format!("{path}.{REDACTED}"));
                 }
@@ -382,14 +400,15 @@ fn starts_at_ci(b: &[u8], i: usize, pat: &[u8]) -> bool {
         .is_some_and(|s| s.eq_ignore_ascii_case(pat))
 }
 
-/// Whether `b` holds a secret-like value (the secret detectors of [`Findings::scan_bytes`]).
-fn looks_secret(b: &[u8]) -> bool {
+/// Whether `s` holds a secret-like value, as written or decoded (the secret detectors of
+/// [`Findings::scan`]).
+fn looks_secret(s: &str) -> bool {
     let mut f = Findings {
         secret: false,
         pii: true,
         card: true,
     };
-    f.scan_bytes(b);
+    f.scan(s);
     f.secret
 }
 
@@ -608,6 +627,33 @@ mod tests {
         ] {
             assert!(!is_secret_like(s), "{s}");
         }
+    }
+
+    #[test]
+    fn escapes_hide_nothing() {
+        // What a server that decodes a form, a URL or markup reads: one escape is no disguise.
+        for s in [
+            "key=AKIA%49OSFODNN7EXAMPLE",
+            "key=AKIA%2549OSFODNN7EXAMPLE",
+            "https://x.example/?k=%41%4B%49%41IOSFODNN7EXAMPLE",
+            "key &#65;KIAIOSFODNN7EXAMPLE",
+            "key &#x41;KIAIOSFODNN7EXAMPLE",
+            r"key \u0041KIAIOSFODNN7EXAMPLE",
+            "t=ghp%5Fabcdefghijklmnopqrstuvwxyz0123456789",
+        ] {
+            assert!(is_secret_like(s), "{s}");
+            let r = scan_value(&json!({ "note": s }));
+            assert!(r.secrets, "{s} in a value");
+        }
+        let r = scan_value(&json!({"to": "jane%40example.com"}));
+        assert_eq!(r.data_classes, vec!["pii"], "an escaped @");
+        for s in ["100% sure & done", r"C:\path\to\file", "a=1&b=2", "%zz &#; \\u12"] {
+            assert!(!is_secret_like(s), "{s}");
+        }
+        // Redaction replaces the string a reader decodes to a key, and a key's escaped name.
+        let mut v = json!({"url": "https://x/?k=AKIA%49OSFODNN7EXAMPLE", "ok": "100%"});
+        assert_eq!(redact_secrets(&mut v), vec!["$.url".to_owned()]);
+        assert_eq!(v["ok"], "100%");
     }
 
     #[test]

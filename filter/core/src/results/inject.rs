@@ -17,6 +17,8 @@
 //! for double encoding): percent-escapes, HTML character references and backslash escapes are
 //! no disguise to a model, which reads through them.
 
+use crate::normalize::unescape;
+
 const OVERRIDE_VERBS: [&str; 5] = ["ignore", "disregard", "forget", "override", "bypass"];
 const OVERRIDE_OBJECTS: [&str; 6] = [
     "instructions",
@@ -176,146 +178,10 @@ fn as_read(text: &str) -> Vec<u8> {
     out
 }
 
-/// How many times escapes are decoded: `%2549` is `%49` once and `I` twice.
-const UNESCAPE_ROUNDS: usize = 3;
-
-/// The named character references decoded, with what they stand for.
-const NAMED_REFERENCES: [(&str, char); 6] = [
-    ("amp", '&'),
-    ("lt", '<'),
-    ("gt", '>'),
-    ("quot", '"'),
-    ("apos", '\''),
-    ("nbsp", ' '),
-];
-
-/// One round of decoding the escapes a model reads through: percent-escapes (`%49`), HTML and
-/// XML character references (`&#73;`, `&#x49;`, `&amp;`; the `;` may be missing, as browsers
-/// allow for numeric ones) and backslash escapes (`\u0049`, `\x49`, `\n`, `\t`). `None` when
-/// the text has none. A bad escape is kept as it is.
-fn unescape_once(text: &str) -> Option<String> {
-    if !text.bytes().any(|b| matches!(b, b'%' | b'&' | b'\\')) {
-        return None;
-    }
-    let bytes = text.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
-    let mut changed = false;
-    let mut i = 0usize;
-    let hex = |s: &[u8]| -> Option<u32> {
-        std::str::from_utf8(s)
-            .ok()
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-    };
-    let push_char = |out: &mut Vec<u8>, c: u32| -> bool {
-        match char::from_u32(c) {
-            Some(ch) => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                true
-            }
-            None => false,
-        }
-    };
-    while let Some(&b) = bytes.get(i) {
-        let rest = bytes.get(i..).unwrap_or_default();
-        let mut taken = 0usize;
-        match b {
-            b'%' => {
-                if let Some(v) = rest.get(1..3).and_then(hex) {
-                    out.push(u8::try_from(v).unwrap_or(b' '));
-                    taken = 3;
-                }
-            }
-            b'\\' => match rest.get(1) {
-                Some(b'u') => {
-                    if let Some(v) = rest.get(2..6).and_then(hex)
-                        && push_char(&mut out, v)
-                    {
-                        taken = 6;
-                    }
-                }
-                Some(b'x') => {
-                    if let Some(v) = rest.get(2..4).and_then(hex)
-                        && push_char(&mut out, v)
-                    {
-                        taken = 4;
-                    }
-                }
-                Some(b'n' | b't' | b'r') => {
-                    out.push(b' ');
-                    taken = 2;
-                }
-                _ => {}
-            },
-            b'&' => {
-                if rest.get(1) == Some(&b'#') {
-                    let (digits, radix, start) = match rest.get(2) {
-                        Some(b'x' | b'X') => (rest.get(3..).unwrap_or_default(), 16, 3usize),
-                        _ => (rest.get(2..).unwrap_or_default(), 10, 2),
-                    };
-                    let n = digits
-                        .iter()
-                        .take(8)
-                        .take_while(|d| {
-                            if radix == 16 {
-                                d.is_ascii_hexdigit()
-                            } else {
-                                d.is_ascii_digit()
-                            }
-                        })
-                        .count();
-                    let value = digits
-                        .get(..n)
-                        .and_then(|d| std::str::from_utf8(d).ok())
-                        .and_then(|d| u32::from_str_radix(d, radix).ok());
-                    if n > 0
-                        && let Some(v) = value
-                        && push_char(&mut out, v)
-                    {
-                        let semi = usize::from(digits.get(n) == Some(&b';'));
-                        taken = start.saturating_add(n).saturating_add(semi);
-                    }
-                } else if let Some((name, c)) = NAMED_REFERENCES.iter().find(|(name, _)| {
-                    rest.get(1..)
-                        .is_some_and(|r| r.starts_with(name.as_bytes()))
-                        && rest.get(name.len().saturating_add(1)) == Some(&b';')
-                }) && push_char(&mut out, u32::from(*c))
-                {
-                    taken = name.len().saturating_add(2);
-                }
-            }
-            _ => {}
-        }
-        if taken == 0 {
-            out.push(b);
-            taken = 1;
-        } else {
-            changed = true;
-        }
-        i = i.saturating_add(taken);
-    }
-    changed.then(|| String::from_utf8_lossy(&out).into_owned())
-}
-
 /// Whether `text` carries an instruction aimed at the agent (rules above), as written or with
-/// its escapes decoded (up to [`UNESCAPE_ROUNDS`] times, for double encoding).
+/// its escapes decoded (up to [`unescape::ROUNDS`] times, for double encoding).
 pub(crate) fn detect(text: &str) -> bool {
-    if detect_words(text) {
-        return true;
-    }
-    let mut current = std::borrow::Cow::Borrowed(text);
-    for _ in 0..UNESCAPE_ROUNDS {
-        match unescape_once(&current) {
-            Some(next) => {
-                if detect_words(&next) {
-                    return true;
-                }
-                current = std::borrow::Cow::Owned(next);
-            }
-            None => break,
-        }
-    }
-    false
+    detect_words(text) || unescape::decodings(text, detect_words)
 }
 
 /// The rules above over the words of `text` as read, in one pass over the whole text with no
