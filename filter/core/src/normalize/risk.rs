@@ -53,12 +53,24 @@ impl Findings {
 
     /// Scan `s` as written and, when it holds escapes, as a reader decodes it
     /// ([`super::unescape`]): a server reading a form or a URL turns `AKIA%49OSF...` into a key.
+    /// Only the parts a decoding can change are read again ([`decoded_regions`]), so prose full
+    /// of `\n` or `100%` is not scanned twice.
     fn scan(&mut self, s: &str) {
-        if self.scan_bytes(s.as_bytes()) && !self.done() {
-            super::unescape::decodings(s, |t| {
+        self.scan_bytes(s.as_bytes());
+        if self.done() {
+            return;
+        }
+        for (start, end) in decoded_regions(s) {
+            let Some(region) = s.get(start..end) else {
+                continue;
+            };
+            super::unescape::decodings(region, |t| {
                 self.scan_bytes(t.as_bytes());
                 self.done()
             });
+            if self.done() {
+                return;
+            }
         }
     }
 
@@ -71,20 +83,15 @@ impl Findings {
     /// on the way for the entropy check. Stops as soon as every finding is made. A byte's roles
     /// come from one table lookup ([`CLASS`]), and a run of bytes that only continue a base64
     /// run (part of a word, no detector starts there) is skipped in one tight loop.
-    ///
-    /// Returns whether the bytes hold a character an escape starts with (`%`, `&`, `\\`), so
-    /// [`Findings::scan`] knows whether a decoded reading can differ (meaningless once `done`).
-    fn scan_bytes(&mut self, b: &[u8]) -> bool {
+    fn scan_bytes(&mut self, b: &[u8]) {
         if self.done() {
-            return false;
+            return;
         }
         let class = |c: u8| CLASS.get(usize::from(c)).copied().unwrap_or(0);
         let mut run_start: Option<usize> = None;
-        let mut escaped = false;
         let mut i = 0usize;
         while let Some(&c) = b.get(i) {
             let k = class(c);
-            escaped |= k & ESCAPE != 0;
             if k & TRIGGER != 0 {
                 if k & PREFIX != 0 {
                     if !self.secret {
@@ -108,7 +115,7 @@ impl Findings {
                     }
                 }
                 if self.done() {
-                    return escaped;
+                    return;
                 }
             }
             if k & B64 != 0 {
@@ -127,7 +134,7 @@ impl Findings {
             {
                 self.secret = entropy_run(b, start, i);
                 if self.done() {
-                    return escaped;
+                    return;
                 }
             }
             i = i.saturating_add(1);
@@ -137,8 +144,58 @@ impl Findings {
         {
             self.secret = entropy_run(b, start, b.len());
         }
-        escaped
     }
+}
+
+/// Bytes of context read on each side of an escape's word: more than the longest match a
+/// detector makes across white space (a PEM header, `bearer` and its token, a card number with
+/// separators).
+const ESCAPE_CONTEXT: usize = 64;
+/// How far an escape's word is followed on each side: the longest run the entropy check flags
+/// (512) and the context. A longer word is cut there (only ever a finding more, never one less).
+const ESCAPE_WORD: usize = 512 + ESCAPE_CONTEXT;
+
+/// The parts of `s` a decoding can read differently, as merged `start..end` byte ranges on char
+/// boundaries: around each escape that stands for a non-space character, its word (a run without
+/// ASCII white space, followed up to [`ESCAPE_WORD`] bytes each way) and [`ESCAPE_CONTEXT`] bytes
+/// on each side. Every match of the decoded text that a decoded escape takes part in lies inside
+/// one. Linear in `s`: the white space is looked for once, forwards, whatever the escapes.
+fn decoded_regions(s: &str) -> Vec<(usize, usize)> {
+    let b = s.as_bytes();
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    // Everything before `walked` has been looked at; `word_start` follows the last white space
+    // seen there, `next_ws` is the first white space at or after some earlier escape's end.
+    let (mut walked, mut word_start, mut next_ws) = (0usize, 0usize, 0usize);
+    for (at, len) in super::unescape::spans(s) {
+        while walked < at {
+            if b.get(walked).is_some_and(u8::is_ascii_whitespace) {
+                word_start = walked.saturating_add(1);
+            }
+            walked = walked.saturating_add(1);
+        }
+        let after = at.saturating_add(len);
+        if next_ws < after {
+            next_ws = after;
+            while next_ws < b.len() && !b.get(next_ws).is_some_and(u8::is_ascii_whitespace) {
+                next_ws = next_ws.saturating_add(1);
+            }
+        }
+        let from = word_start.max(at.saturating_sub(ESCAPE_WORD));
+        let to = next_ws.min(after.saturating_add(ESCAPE_WORD));
+        let mut start = from.min(at.saturating_sub(ESCAPE_CONTEXT));
+        let mut end = to.max(after.saturating_add(ESCAPE_CONTEXT)).min(b.len());
+        while !s.is_char_boundary(start) {
+            start = start.saturating_sub(1);
+        }
+        while !s.is_char_boundary(end) {
+            end = end.saturating_add(1);
+        }
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    out
 }
 
 /// How many leading bytes of `b` only continue a base64 run: no detector can start there. That
@@ -205,8 +262,6 @@ const AT: u8 = 4;
 const DIGIT: u8 = 8;
 /// A base64/url character (entropy runs).
 const B64: u8 = 16;
-/// An escape can start here (`%`, `&`, `\\`): the text may read otherwise decoded.
-const ESCAPE: u8 = 32;
 /// Any detector may start here.
 const TRIGGER: u8 = PREFIX | DASH | AT | DIGIT;
 
@@ -232,9 +287,6 @@ static CLASS: [u8; 256] = {
         }
         if is_b64_char(b) {
             k |= B64;
-        }
-        if matches!(b, b'%' | b'&' | b'\\') {
-            k |= ESCAPE;
         }
         #[expect(
             clippy::indexing_slicing,
@@ -654,6 +706,65 @@ mod tests {
         let mut v = json!({"url": "https://x/?k=AKIA%49OSFODNN7EXAMPLE", "ok": "100%"});
         assert_eq!(redact_secrets(&mut v), vec!["$.url".to_owned()]);
         assert_eq!(v["ok"], "100%");
+    }
+
+    /// The flags of `s` decoded whole, every round: what reading only the regions must equal.
+    fn whole_text_reading(s: &str) -> Risk {
+        let mut f = Findings::default();
+        f.scan_bytes(s.as_bytes());
+        super::super::unescape::decodings(s, |t| {
+            f.scan_bytes(t.as_bytes());
+            f.done()
+        });
+        f.into_risk()
+    }
+
+    #[test]
+    fn reading_the_decoded_regions_is_reading_the_decoded_text() {
+        const PARTS: [&str; 22] = [
+            "AKIA", "%49", "%2549", "&#65;", r"\u0041", " ", "\n", r"\n", "é", "xyz", "100%",
+            "-----BEGIN ", "PRIV%41TE KEY-----", "4111 1111 1111 111%31", "jane%40example.com",
+            "bearer ", "OSFODNN7EXAMPLE", "%20", "0123456789", "Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac",
+            "&amp;#83;", "ghp%5Fabcdefghijklmnopqrstuvwxyz0123456789",
+        ];
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            usize::try_from(seed >> 33).unwrap() % n
+        };
+        for _ in 0..3000 {
+            let mut s = String::new();
+            for _ in 0..next(40) {
+                s.push_str(PARTS[next(PARTS.len())]);
+                if next(8) == 0 {
+                    // Long words, so regions are cut and merged.
+                    s.push_str(&"q".repeat(next(700)));
+                }
+            }
+            let mut f = Findings::default();
+            f.scan(&s);
+            let (regions, whole) = (f.into_risk(), whole_text_reading(&s));
+            let longest_word = s.split(|c: char| c.is_ascii_whitespace()).map(str::len).max();
+            if longest_word.unwrap_or(0) <= 400 {
+                assert_eq!(regions, whole, "{s:?}");
+            } else {
+                // A word longer than the entropy check's longest run is cut: a finding more at
+                // most (a cut run can qualify), never one less.
+                assert!(regions.secrets || !whole.secrets, "{s:?}");
+                for class in &whole.data_classes {
+                    assert!(regions.data_classes.contains(class), "{class} in {s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_escapes_are_read_in_one_pass() {
+        // A megabyte of escapes with no white space: one region, decoded three times at most.
+        let s = "%41".repeat(350_000);
+        assert_eq!(decoded_regions(&s), vec![(0, s.len())]);
+        let s = format!("{} tail", "%2541 ".repeat(100_000));
+        assert_eq!(decoded_regions(&s).len(), 1);
     }
 
     #[test]
