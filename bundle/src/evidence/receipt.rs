@@ -527,11 +527,21 @@ pub fn arguments_sha256(action: &Action) -> [u8; 32] {
     if let Some(h) = action.arguments_sha256 {
         return h;
     }
+    if action.arguments.is_null() {
+        // Every action without arguments (HTTP, most MCP methods): not hashed per request.
+        return NULL_SHA256;
+    }
     let mut text = String::new();
     // AllowFloats never fails.
     let _ = canonical::write_value(&mut text, &action.arguments, Numbers::AllowFloats);
     Sha256::digest(text.as_bytes()).into()
 }
+
+/// SHA-256 of `null`, the canonical text of absent arguments (`null_arguments_hash` checks it).
+const NULL_SHA256: [u8; 32] = [
+    0x74, 0x23, 0x4e, 0x98, 0xaf, 0xe7, 0x49, 0x8f, 0xb5, 0xda, 0xf1, 0xf3, 0x6a, 0xc2, 0xd7, 0x8a,
+    0xcc, 0x33, 0x94, 0x64, 0xf9, 0x50, 0x70, 0x3b, 0x8c, 0x01, 0x98, 0x92, 0xf9, 0x82, 0xb9, 0x0b,
+];
 
 /// The version 1 action digest (receipt format 1): the same object as version 2 with
 /// `arguments` (whole, canonicalized, non-integers in `serde_json`'s shortest round-trip form)

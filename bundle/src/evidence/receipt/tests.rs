@@ -696,3 +696,13 @@ fn hash_hex_is_lowercase_hex() {
     assert_eq!(hash_hex(&h), hex::encode(h));
     assert_eq!(hash_hex(&[0xab; 32]), "ab".repeat(32));
 }
+
+#[test]
+fn null_arguments_hash() {
+    // The constant an action without arguments is named by is the hash of their canonical text.
+    let expected: [u8; 32] = Sha256::digest(b"null").into();
+    assert_eq!(NULL_SHA256, expected);
+    let action = Action::default();
+    assert!(action.arguments.is_null() && action.arguments_sha256.is_none());
+    assert_eq!(arguments_sha256(&action), expected);
+}
