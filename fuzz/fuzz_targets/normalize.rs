@@ -77,6 +77,24 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = apply_http_modifications(body, &[Modification::RedactSecrets]);
 
+    // The body as an egress form (its fields become arguments).
+    let form_cfg = NormalizeConfig {
+        inspect_http_bodies: true,
+        max_body_bytes: 64 * 1024,
+        ..NormalizeConfig::default()
+    };
+    let form_head = RequestHead {
+        method: "POST".into(),
+        scheme: "https".into(),
+        authority: "api.example".into(),
+        path: "/x".into(),
+        headers: vec![(
+            "content-type".to_owned(),
+            "application/x-www-form-urlencoded".to_owned(),
+        )],
+    };
+    let _ = normalize_http(&form_head, Some(body), &form_cfg);
+
     // Hostile request targets.
     let line = body.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(&line[..line.len().min(64)]).into_owned();

@@ -77,6 +77,43 @@ def test_json_under_another_label_is_judged_as_json(proxy) -> None:
     assert len(stack.upstream_requests("egress")) == 1, "the ambiguous body never left"
 
 
+FORM = {**RUN, "content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("body", [
+    "user=bob&role=admin",
+    "user=bob&role=ad%6Din",    # an escaped value
+    "ro%6Ce=admin&user=bob",    # an escaped name
+    "user=bob&role=admin&role=admin",
+])
+def test_a_form_body_is_read_as_arguments(proxy, body: str) -> None:
+    """A server reads a form's fields as its parameters, so a rule on `args.role` reads them too:
+    the same grant as JSON and as a form is refused alike, however the form escapes it."""
+    stack, client = proxy
+    url = "http://api.github.com/orgs/acme/memberships"
+    r = client.post(url, json={"user": "bob", "role": "admin"}, headers=RUN)
+    assert r.status_code == 403 and r.json()["rule"] == "no_admin_grants", r.text
+    r = client.post(url, content=body, headers=FORM)
+    assert r.status_code == 403, r.text
+    assert r.json()["rule"] == "no_admin_grants", r.text
+    assert stack.upstream_requests("egress") == [], "the grant never left"
+
+
+def test_a_form_servers_read_differently_is_refused(proxy) -> None:
+    """A field named twice with different values is read as either by one server or another; a
+    plain form passes unchanged."""
+    stack, client = proxy
+    url = "http://api.github.com/orgs/acme/memberships"
+    r = client.post(url, content="user=bob&role=viewer&role=admin", headers=FORM)
+    assert r.status_code == 400, r.text
+    assert "appears more than once" in r.text
+    assert stack.upstream_requests("egress") == []
+    r = client.post(url, content="user=bob&role=viewer", headers=FORM)
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert rec["body"] == "user=bob&role=viewer"
+
+
 @pytest.mark.parametrize("label", [None, "application/octet-stream"])
 def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | None) -> None:
     """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an

@@ -468,8 +468,9 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
 /// `body` is the complete buffered body when [`super::needs_body`] asked for it, else `None`.
 /// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`, or
 /// any body that starts like a JSON object or array) is parsed strictly into `arguments` (a
-/// malformed one is refused with 400, see `inspect_body`); every other body is risk-scanned as
-/// text. `size` is the body length, or the `content-length` header when the body
+/// malformed one is refused with 400, see `inspect_body`), a form body
+/// (`application/x-www-form-urlencoded`) into `arguments` of its fields (`form.rs`; one servers
+/// read differently is refused with 400); every other body is risk-scanned as text. `size` is the body length, or the `content-length` header when the body
 /// was not buffered.
 pub fn normalize_http(
     head: &RequestHead,
@@ -554,6 +555,13 @@ fn inspect_body(
     let declared = is_json_content_type(head);
     if !declared && !looks_like_json(body) {
         scan.text(&String::from_utf8_lossy(body));
+        if is_form_content_type(head) {
+            // A form's fields are the server's parameters: the policy reads them as `args`.
+            action.arguments = super::form::parse(body)
+                .map_err(|e| Refusal::bad_http(format!("request body: {}", e.reason())))?;
+            action.arguments_sha256 = Some(sha2::Sha256::digest(body).into());
+            scan.value(&action.arguments);
+        }
         return Ok(());
     }
     match json::parse(body, cfg.max_json_depth) {
@@ -581,6 +589,16 @@ fn inspect_body(
         }
     }
     Ok(())
+}
+
+fn is_form_content_type(head: &RequestHead) -> bool {
+    head.header("content-type").is_some_and(|ct| {
+        ct.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    })
 }
 
 /// Whether a body starts like a JSON object or array (after an optional UTF-8 byte-order mark and

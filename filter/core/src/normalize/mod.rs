@@ -13,6 +13,7 @@
 //! 4. after a MODIFY verdict: [`apply_modifications`] (MCP) or [`apply_http_modifications`].
 
 mod charset;
+mod form;
 mod http;
 pub(crate) mod json;
 
