@@ -60,7 +60,10 @@ pub(crate) fn parse(body: &[u8]) -> Result<Value, FormError> {
             ),
             None => (field, &[][..]),
         };
-        let (raw_name, raw_value) = (decode(name), decode(value));
+        let (raw_name, raw_value) = (
+            super::percent_decode(name, true),
+            super::percent_decode(value, true),
+        );
         let name = String::from_utf8_lossy(&raw_name).into_owned();
         let value = Value::String(String::from_utf8_lossy(&raw_value).into_owned());
         if name.ends_with("[]") {
@@ -87,32 +90,6 @@ pub(crate) fn parse(body: &[u8]) -> Result<Value, FormError> {
     Ok(Value::Object(fields))
 }
 
-/// One name or value's bytes: `+` as a space, percent-escapes decoded.
-fn decode(raw: &[u8]) -> Vec<u8> {
-    let hex = |b: Option<&u8>| b.and_then(|c| char::from(*c).to_digit(16));
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0usize;
-    while let Some(&b) = raw.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                if let (Some(h), Some(l)) = (
-                    hex(raw.get(i.saturating_add(1))),
-                    hex(raw.get(i.saturating_add(2))),
-                ) {
-                    out.push(u8::try_from((h << 4) | l).unwrap_or(b'%'));
-                    i = i.saturating_add(3);
-                    continue;
-                }
-                out.push(b'%');
-            }
-            _ => out.push(b),
-        }
-        i = i.saturating_add(1);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,8 +106,14 @@ mod tests {
             json!({"tags[]": ["a", "b"], "x": "1"})
         );
         assert_eq!(parse(b"").unwrap(), json!({}));
-        assert_eq!(parse(b"k=100%&p=%zz").unwrap(), json!({"k": "100%", "p": "%zz"}));
-        assert_eq!(parse(b"caf%C3%A9=%E2%9C%93").unwrap(), json!({"caf\u{e9}": "\u{2713}"}));
+        assert_eq!(
+            parse(b"k=100%&p=%zz").unwrap(),
+            json!({"k": "100%", "p": "%zz"})
+        );
+        assert_eq!(
+            parse(b"caf%C3%A9=%E2%9C%93").unwrap(),
+            json!({"caf\u{e9}": "\u{2713}"})
+        );
         assert_eq!(parse(b"q=caf%E9").unwrap(), json!({"q": "caf\u{fffd}"}));
     }
 

@@ -679,7 +679,11 @@ pub(crate) fn head_scan(head: &RequestHead) -> risk::Scan {
 
 /// Percent-decode (every escape; malformed ones kept), as UTF-8 with replacement characters.
 fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
-    let b = s.as_bytes();
+    String::from_utf8_lossy(&percent_decode(s.as_bytes(), plus_is_space)).into_owned()
+}
+
+/// Percent-decode `b` (every escape; malformed ones kept), `+` as a space when asked: the bytes.
+pub(crate) fn percent_decode(b: &[u8], plus_is_space: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0usize;
     while let Some(&c) = b.get(i) {
@@ -699,7 +703,7 @@ fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// The first of `names` that the request carries more than once with different values (trimmed,

@@ -699,7 +699,12 @@ mod tests {
         }
         let r = scan_value(&json!({"to": "jane%40example.com"}));
         assert_eq!(r.data_classes, vec!["pii"], "an escaped @");
-        for s in ["100% sure & done", r"C:\path\to\file", "a=1&b=2", "%zz &#; \\u12"] {
+        for s in [
+            "100% sure & done",
+            r"C:\path\to\file",
+            "a=1&b=2",
+            "%zz &#; \\u12",
+        ] {
             assert!(!is_secret_like(s), "{s}");
         }
         // Redaction replaces the string a reader decodes to a key, and a key's escaped name.
@@ -722,10 +727,28 @@ mod tests {
     #[test]
     fn reading_the_decoded_regions_is_reading_the_decoded_text() {
         const PARTS: [&str; 22] = [
-            "AKIA", "%49", "%2549", "&#65;", r"\u0041", " ", "\n", r"\n", "é", "xyz", "100%",
-            "-----BEGIN ", "PRIV%41TE KEY-----", "4111 1111 1111 111%31", "jane%40example.com",
-            "bearer ", "OSFODNN7EXAMPLE", "%20", "0123456789", "Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac",
-            "&amp;#83;", "ghp%5Fabcdefghijklmnopqrstuvwxyz0123456789",
+            "AKIA",
+            "%49",
+            "%2549",
+            "&#65;",
+            r"\u0041",
+            " ",
+            "\n",
+            r"\n",
+            "é",
+            "xyz",
+            "100%",
+            "-----BEGIN ",
+            "PRIV%41TE KEY-----",
+            "4111 1111 1111 111%31",
+            "jane%40example.com",
+            "bearer ",
+            "OSFODNN7EXAMPLE",
+            "%20",
+            "0123456789",
+            "Zx8Qp2Lr9Tb4Wm7Ks1Vn6Hy3Jd5Gf0Ac",
+            "&amp;#83;",
+            "ghp%5Fabcdefghijklmnopqrstuvwxyz0123456789",
         ];
         let mut seed: u64 = 0x5eed;
         let mut next = |n: usize| {
@@ -744,7 +767,10 @@ mod tests {
             let mut f = Findings::default();
             f.scan(&s);
             let (regions, whole) = (f.into_risk(), whole_text_reading(&s));
-            let longest_word = s.split(|c: char| c.is_ascii_whitespace()).map(str::len).max();
+            let longest_word = s
+                .split(|c: char| c.is_ascii_whitespace())
+                .map(str::len)
+                .max();
             if longest_word.unwrap_or(0) <= 400 {
                 assert_eq!(regions, whole, "{s:?}");
             } else {

@@ -201,7 +201,10 @@ mod tests {
         assert_eq!(all("AKIA%2549OSF"), ["AKIA%49OSF", "AKIAIOSF"]);
         assert_eq!(all("&#x41;&#66;&amp;C"), ["AB&C"]);
         assert_eq!(all(r"\u0041KIA \x42"), ["AKIA B"]);
-        assert!(all("plain text, 100% sure").is_empty(), "a bad escape is no decoding");
+        assert!(
+            all("plain text, 100% sure").is_empty(),
+            "a bad escape is no decoding"
+        );
         assert!(all("no escapes").is_empty());
     }
 
