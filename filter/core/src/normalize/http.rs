@@ -470,8 +470,8 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
 /// any body that starts like a JSON object or array) is parsed strictly into `arguments` (a
 /// malformed one is refused with 400, see `inspect_body`), a form body
 /// (`application/x-www-form-urlencoded`) into `arguments` of its fields (`form.rs`; one servers
-/// read differently is refused with 400); every other body is risk-scanned as text. `size` is the body length, or the `content-length` header when the body
-/// was not buffered.
+/// read differently is refused with 400); every other body is risk-scanned as text. `size` is
+/// the body length, or the `content-length` header when the body was not buffered.
 pub fn normalize_http(
     head: &RequestHead,
     body: Option<&[u8]>,
