@@ -94,6 +94,14 @@ fuzz_target!(|data: &[u8]| {
         )],
     };
     let _ = normalize_http(&form_head, Some(body), &form_cfg);
+    let multipart_head = RequestHead {
+        headers: vec![(
+            "content-type".to_owned(),
+            "multipart/form-data; boundary=XyZ".to_owned(),
+        )],
+        ..form_head
+    };
+    let _ = normalize_http(&multipart_head, Some(body), &form_cfg);
 
     // Hostile request targets.
     let line = body.split(|&b| b == b'\n').next().unwrap_or_default();

@@ -114,6 +114,41 @@ def test_a_form_servers_read_differently_is_refused(proxy) -> None:
     assert rec["body"] == "user=bob&role=viewer"
 
 
+def _multipart(*parts: tuple[str, str]) -> bytes:
+    out = b""
+    for head, content in parts:
+        out += b"--XyZ\r\n" + head.encode() + b"\r\n\r\n" + content.encode() + b"\r\n"
+    return out + b"--XyZ--\r\n"
+
+
+def test_a_multipart_body_is_read_as_arguments(proxy) -> None:
+    """A multipart form's parts are parameters too (Flask's request.form, PHP's $_POST): the grant
+    sent as a part is refused; parts servers read differently are refused; a plain multipart
+    upload passes unchanged."""
+    stack, client = proxy
+    url = "http://api.github.com/orgs/acme/memberships"
+    r = client.post(url, data={"user": "bob", "role": "admin"},
+                    files={"note": ("note.txt", b"welcome")}, headers=RUN)
+    assert r.status_code == 403, r.text
+    assert r.json()["rule"] == "no_admin_grants", r.text
+    mp = {**RUN, "content-type": "multipart/form-data; boundary=XyZ"}
+    role = 'Content-Disposition: form-data; name="role"'
+    for body in (
+        _multipart((role, "viewer"), (role, "admin")),
+        _multipart(('Content-Disposition: form-data; name*=UTF-8\'\'role', "admin")),
+        _multipart((role + "\r\nContent-Transfer-Encoding: base64", "YWRtaW4=")),
+        _multipart((role, "admin")).replace(b"\r\n", b"\n"),
+    ):
+        r = client.post(url, content=body, headers=mp)
+        assert r.status_code == 400, (body, r.text)
+    assert stack.upstream_requests("egress") == [], "nothing left"
+    body = _multipart((role, "viewer"), ('Content-Disposition: form-data; name="user"', "bob"))
+    r = client.post(url, content=body, headers=mp)
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert rec["body"].encode() == body
+
+
 @pytest.mark.parametrize("label", [None, "application/octet-stream"])
 def test_a_page_with_a_planted_instruction_taints_the_run(proxy, label: str | None) -> None:
     """Indirect prompt injection over plain HTTP: the agent fetches a page that carries an

@@ -469,8 +469,9 @@ fn split_absolute(raw: &str) -> Result<(String, &str, String), Refusal> {
 /// With `inspect_http_bodies`, a JSON body (`content-type` `application/json` or `*+json`, or
 /// any body that starts like a JSON object or array) is parsed strictly into `arguments` (a
 /// malformed one is refused with 400, see `inspect_body`), a form body
-/// (`application/x-www-form-urlencoded`) into `arguments` of its fields (`form.rs`; one servers
-/// read differently is refused with 400); every other body is risk-scanned as text. `size` is
+/// (`application/x-www-form-urlencoded`, `multipart/form-data`) into `arguments` of its fields
+/// (`form.rs`, `multipart.rs`; one servers read differently is refused with 400); every other
+/// body is risk-scanned as text. `size` is
 /// the body length, or the `content-length` header when the body was not buffered.
 pub fn normalize_http(
     head: &RequestHead,
@@ -555,10 +556,21 @@ fn inspect_body(
     let declared = is_json_content_type(head);
     if !declared && !looks_like_json(body) {
         scan.text(&String::from_utf8_lossy(body));
-        if is_form_content_type(head) {
-            // A form's fields are the server's parameters: the policy reads them as `args`.
-            action.arguments = super::form::parse(body)
-                .map_err(|e| Refusal::bad_http(format!("request body: {}", e.reason())))?;
+        // A form's fields are the server's parameters: the policy reads them as `args`.
+        let fields = match form_kind(head) {
+            Some(FormKind::Urlencoded) => Some(
+                super::form::parse(body)
+                    .map_err(|e| Refusal::bad_http(format!("request body: {}", e.reason())))?,
+            ),
+            Some(FormKind::Multipart(ct)) => Some(
+                super::multipart::boundary(&ct)
+                    .and_then(|b| super::multipart::parse(body, &b))
+                    .map_err(|e| Refusal::bad_http(format!("request body: {}", e.0)))?,
+            ),
+            None => None,
+        };
+        if let Some(fields) = fields {
+            action.arguments = fields;
             action.arguments_sha256 = Some(sha2::Sha256::digest(body).into());
             scan.value(&action.arguments);
         }
@@ -591,14 +603,24 @@ fn inspect_body(
     Ok(())
 }
 
-fn is_form_content_type(head: &RequestHead) -> bool {
-    head.header("content-type").is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-    })
+/// A body type whose fields servers read as parameters.
+enum FormKind {
+    /// `application/x-www-form-urlencoded`.
+    Urlencoded,
+    /// `multipart/form-data`, with its whole content type (for the boundary).
+    Multipart(String),
+}
+
+fn form_kind(head: &RequestHead) -> Option<FormKind> {
+    let ct = head.header("content-type")?;
+    let mime = ct.split(';').next().unwrap_or_default().trim();
+    if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Some(FormKind::Urlencoded)
+    } else if mime.eq_ignore_ascii_case("multipart/form-data") {
+        Some(FormKind::Multipart(ct.to_owned()))
+    } else {
+        None
+    }
 }
 
 /// Whether a body starts like a JSON object or array (after an optional UTF-8 byte-order mark and

@@ -16,6 +16,7 @@ mod charset;
 mod form;
 mod http;
 pub(crate) mod json;
+mod multipart;
 
 pub(crate) use json::fold_key;
 mod mcp;
