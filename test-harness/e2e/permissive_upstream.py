@@ -46,8 +46,9 @@ for an unknown content-encoding); it never crashes.
 Every request but ``GET /healthz`` is appended as one JSON line to ``--record``: ``case`` (the
 ``x-hostile-case`` header), ``method``, ``effective_method``, ``raw_path``, ``route``, ``host``,
 ``host_ip``, ``headers``, ``framing``, ``trailers``, ``content_encoding``, ``body`` (after
-inflating), ``form`` (its fields, for a body that is not JSON), ``status``, and ``messages`` (every JSON-RPC message it read: ``method``, ``id``,
-``tool``, ``arguments`` with folded lower-case keys, ``executed``) or null.
+inflating), ``form`` (its fields, for a body that is not JSON), ``status``, and ``messages``
+(every JSON-RPC message it read: ``method``, ``id``, ``tool``, ``arguments`` with folded
+lower-case keys, ``executed``) or null.
 
 Run: ``python permissive_upstream.py --port 9090 --record FILE``. Stdlib only.
 """
