@@ -439,3 +439,26 @@ fn refusal_renders_an_http_error_body() {
     let v: Value = serde_json::from_slice(&e.to_json_body(false)).unwrap();
     assert_eq!(v, json!({"error": "bad_request", "reason": e.reason}));
 }
+
+#[test]
+fn a_body_read_whole_is_hashed_once_for_the_digest() {
+    use sha2::Digest as _;
+    let hex_of = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+    // The arguments are all of the body: their hash is the body's, which the stream reuses.
+    let body = br#"{"title":"x"}"#;
+    let a = normalize_http(&json_post(), Some(body), &inspecting()).unwrap();
+    assert_eq!(a.body_sha256.as_deref(), Some(hex_of(body).as_str()));
+    assert_eq!(a.arguments_sha256, Some(sha2::Sha256::digest(body).into()));
+    let mut form = head("POST", "api.github.com", "/x");
+    form.headers = vec![(
+        "content-type".into(),
+        "application/x-www-form-urlencoded".into(),
+    )];
+    let a = normalize_http(&form, Some(b"a=1"), &inspecting()).unwrap();
+    assert_eq!(a.body_sha256.as_deref(), Some(hex_of(b"a=1").as_str()));
+    // Whitespace around the value: the arguments are not the whole body, so the stream hashes
+    // the body itself.
+    let a = normalize_http(&json_post(), Some(b" {\"title\":\"x\"} "), &inspecting()).unwrap();
+    assert_eq!(a.body_sha256, None);
+    assert_eq!(a.arguments_sha256, Some(sha2::Sha256::digest(body).into()));
+}

@@ -48,10 +48,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Value, FormError> {
     if body.contains(&b';') {
         return Err(FormError::Semicolon);
     }
-    let mut fields = Map::new();
-    // Each plain field's decoded name and value bytes, by the name the policy reads.
-    let mut raw: std::collections::HashMap<String, (Vec<u8>, Vec<u8>)> =
-        std::collections::HashMap::new();
+    let mut fields = Fields::default();
     for field in body.split(|&b| b == b'&').filter(|f| !f.is_empty()) {
         let (name, value) = match field.iter().position(|&b| b == b'=') {
             Some(eq) => (
@@ -60,34 +57,59 @@ pub(crate) fn parse(body: &[u8]) -> Result<Value, FormError> {
             ),
             None => (field, &[][..]),
         };
-        let (raw_name, raw_value) = (
-            super::percent_decode(name, true),
-            super::percent_decode(value, true),
-        );
+        fields
+            .add(
+                super::percent_decode(name, true),
+                &super::percent_decode(value, true),
+            )
+            .map_err(FormError::Repeated)?;
+    }
+    Ok(fields.into_value())
+}
+
+/// Form fields as the policy reads them, for urlencoded and multipart bodies alike: each value a
+/// string (U+FFFD for bytes that are not UTF-8), a name ending in `[]` collecting its values into
+/// an array, and any other name allowed twice only with the same bytes.
+#[derive(Default)]
+pub(crate) struct Fields {
+    values: Map<String, Value>,
+    /// Each plain field's name and value bytes, by the name the policy reads.
+    raw: std::collections::HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+impl Fields {
+    /// Add one field; the name as the policy reads it when it repeats a plain field's name with
+    /// other bytes (servers differ on which one they read).
+    pub(crate) fn add(&mut self, raw_name: Vec<u8>, raw_value: &[u8]) -> Result<(), String> {
         let name = String::from_utf8_lossy(&raw_name).into_owned();
-        let value = Value::String(String::from_utf8_lossy(&raw_value).into_owned());
+        let value = Value::String(String::from_utf8_lossy(raw_value).into_owned());
         if name.ends_with("[]") {
             // Every value under such a name is an array: inserted as one, only ever pushed to.
-            if let Value::Array(values) = fields
+            if let Value::Array(values) = self
+                .values
                 .entry(name)
                 .or_insert_with(|| Value::Array(Vec::new()))
             {
                 values.push(value);
             }
-            continue;
+            return Ok(());
         }
-        match raw.get(&name) {
-            Some((n, v)) if *n != raw_name || *v != raw_value => {
-                return Err(FormError::Repeated(name));
-            }
-            Some(_) => {}
+        match self.raw.get(&name) {
+            Some((n, v)) if *n != raw_name || v.as_slice() != raw_value => Err(name),
+            Some(_) => Ok(()),
             None => {
-                raw.insert(name.clone(), (raw_name, raw_value));
-                fields.insert(name, value);
+                self.raw
+                    .insert(name.clone(), (raw_name, raw_value.to_vec()));
+                self.values.insert(name, value);
+                Ok(())
             }
         }
     }
-    Ok(Value::Object(fields))
+
+    /// The fields as one JSON object.
+    pub(crate) fn into_value(self) -> Value {
+        Value::Object(self.values)
+    }
 }
 
 #[cfg(test)]

@@ -571,7 +571,7 @@ fn inspect_body(
         };
         if let Some(fields) = fields {
             action.arguments = fields;
-            action.arguments_sha256 = Some(sha2::Sha256::digest(body).into());
+            named_by(action, body, 0..body.len());
             scan.value(&action.arguments);
         }
         return Ok(());
@@ -579,10 +579,7 @@ fn inspect_body(
     match json::parse(body, cfg.max_json_depth) {
         Ok(parsed) => {
             action.arguments = parsed.value;
-            // The digest names the arguments by the SHA-256 of the text they were read from.
-            action.arguments_sha256 = body
-                .get(parsed.value_span)
-                .map(|t| sha2::Sha256::digest(t).into());
+            named_by(action, body, parsed.value_span);
             scan.value(&action.arguments);
         }
         Err(json::JsonError::Syntax { .. }) if !declared => {
@@ -601,6 +598,21 @@ fn inspect_body(
         }
     }
     Ok(())
+}
+
+/// Name the arguments read from `body[span]` by the SHA-256 of that text, as the digest does. When
+/// the span is the whole body it is also the body's hash (`body_sha256`, which the stream would
+/// otherwise compute again over the same bytes).
+fn named_by(action: &mut Action, body: &[u8], span: std::ops::Range<usize>) {
+    let whole = span == (0..body.len());
+    let Some(text) = body.get(span) else {
+        return;
+    };
+    let hash: [u8; 32] = sha2::Sha256::digest(text).into();
+    action.arguments_sha256 = Some(hash);
+    if whole {
+        action.body_sha256 = Some(hex::encode(hash));
+    }
 }
 
 /// A body type whose fields servers read as parameters.

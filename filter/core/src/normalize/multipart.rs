@@ -18,7 +18,7 @@
 //! Values are strings: a part's content as UTF-8, with U+FFFD for bytes that are not (binary
 //! files).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// RFC 2046: a boundary is 1 to 70 characters.
 const MAX_BOUNDARY: usize = 70;
@@ -76,8 +76,7 @@ pub(crate) fn parse(body: &[u8], boundary: &str) -> Result<Value, MultipartError
     };
     let mut next_delimiter = b"\r\n".to_vec();
     next_delimiter.extend_from_slice(delimiter);
-    let mut fields = Map::new();
-    let mut seen: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    let mut fields = super::form::Fields::default();
     let mut at = first.saturating_add(delimiter.len());
     loop {
         let rest = body.get(at..).unwrap_or_default();
@@ -89,7 +88,7 @@ pub(crate) fn parse(body: &[u8], boundary: &str) -> Result<Value, MultipartError
                     "the closing multipart delimiter is not followed by CRLF",
                 ));
             }
-            return Ok(Value::Object(fields));
+            return Ok(fields.into_value());
         }
         let Some(rest) = rest.strip_prefix(b"\r\n") else {
             return Err(bad("a multipart delimiter line does not end in CRLF"));
@@ -102,30 +101,13 @@ pub(crate) fn parse(body: &[u8], boundary: &str) -> Result<Value, MultipartError
         let content_len = find(content_rest, &next_delimiter)
             .ok_or_else(|| bad("a multipart part is not closed by a delimiter"))?;
         let content = content_rest.get(..content_len).unwrap_or_default();
-        let value = Value::String(String::from_utf8_lossy(content).into_owned());
-        if name.ends_with("[]") {
-            if let Value::Array(values) = fields
-                .entry(name)
-                .or_insert_with(|| Value::Array(Vec::new()))
-            {
-                values.push(value);
-            }
-        } else {
-            match seen.get(&name) {
-                Some(previous) if previous.as_slice() != content => {
-                    return Err(bad(format!(
-                        "multipart field `{}` appears more than once with different values: \
-                         servers differ on which one they read",
-                        super::printable(&name)
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    seen.insert(name.clone(), content.to_vec());
-                    fields.insert(name, value);
-                }
-            }
-        }
+        fields.add(name.into_bytes(), content).map_err(|name| {
+            bad(format!(
+                "multipart field `{}` appears more than once with different values: servers \
+                 differ on which one they read",
+                super::printable(&name)
+            ))
+        })?;
         // Past the content and the CRLF + delimiter that closed it.
         at = at
             .saturating_add(2)

@@ -215,9 +215,24 @@ impl Stream {
                 "no state store is configured".to_owned(),
             )),
         };
-        match granted {
+        self.await_store(host, l, c, granted, |c, token| {
+            c.lease_call = Some((token, ttl_s));
+        })
+    }
+
+    /// Wait for the store call `started` (its token kept in `c` by `keep`), or, when it could not
+    /// be sent, go on as a failed write.
+    fn await_store(
+        &mut self,
+        host: &dyn Host,
+        l: &Loaded,
+        mut c: Committing,
+        started: Result<u32, Failed>,
+        keep: impl FnOnce(&mut Committing, u32),
+    ) -> FilterAction {
+        match started {
             Ok(token) => {
-                c.lease_call = Some((token, ttl_s));
+                keep(&mut c, token);
                 self.committing = Some(c);
                 self.phase = Phase::Waiting;
                 FilterAction::Pause
@@ -231,7 +246,7 @@ impl Stream {
         &mut self,
         host: &dyn Host,
         l: &Loaded,
-        mut c: Committing,
+        c: Committing,
         lease: i64,
     ) -> FilterAction {
         let Some(staged) = &c.staged else {
@@ -251,15 +266,7 @@ impl Stream {
             )),
             (_, Err(why)) => Err(Failed::Unavailable(why)),
         };
-        match started {
-            Ok(token) => {
-                c.session_call = Some(token);
-                self.committing = Some(c);
-                self.phase = Phase::Waiting;
-                FilterAction::Pause
-            }
-            Err(f) => self.session_unsaved(host, l, c, &f),
-        }
+        self.await_store(host, l, c, started, |c, token| c.session_call = Some(token))
     }
 
     /// Etcd answered the session write.

@@ -504,14 +504,21 @@ impl Stream {
                 return FilterAction::Pause;
             }
         };
-        let body_sha256 = body
+        let hashed = body
             .as_deref()
-            .filter(|b| !b.is_empty() && self.route == Route::Http)
-            .map(|b| hex::encode(Sha256::digest(b)));
+            .filter(|b| !b.is_empty() && self.route == Route::Http);
+        // The normalizer hashed the body already when its arguments were all of it.
+        let mut body_sha256 = actions
+            .iter()
+            .find_map(|a| a.body_sha256.clone())
+            .filter(|_| hashed.is_some());
         for a in &mut actions {
             a.identity = self.identity.clone();
             a.session_id = self.session.clone();
             if a.kind == bundle::action::Kind::Http {
+                if body_sha256.is_none() {
+                    body_sha256 = hashed.map(|b| hex::encode(Sha256::digest(b)));
+                }
                 a.body_sha256.clone_from(&body_sha256);
             }
             if let Some((intent, source)) = &trusted {
