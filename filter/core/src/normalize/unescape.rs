@@ -57,7 +57,8 @@ pub(crate) fn is_escape_start(b: u8) -> bool {
 pub(crate) fn spans(text: &str) -> Vec<(usize, usize)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut scratch = Vec::with_capacity(4);
+    // Allocated at the first escape only: most texts have none.
+    let mut scratch = Vec::new();
     let mut from = 0usize;
     while let Some(found) = bytes
         .get(from..)
