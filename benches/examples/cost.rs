@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cost <native|wasm> <case> <iterations>
+//! cost dump <case> <dir>
 //! ```
 //!
 //! - `native`: `filter_core` under its mock host (Rust symbols, so callgrind attributes the cost
@@ -12,6 +13,10 @@
 //! - `wasm`: the built `portcullis.wasm` under the test harness's wasmtime host (the code Envoy
 //!   runs, compiled by Cranelift instead of V8; JIT code has no symbols, so only totals). With
 //!   `COST_HOSTCALLS=1` it prints the hostcalls per request, by name.
+//! - `dump`: writes the inputs of the `wasm` path into `dir`, for another host to replay exactly
+//!   (`benches/cost/v8.mjs`): `config.json` (the plugin configuration of `COST_VARIANT`),
+//!   `request_headers.json` and `response_headers.json` (arrays of `[name, value]`),
+//!   `request_body` and `response_body` (raw bytes), `expect.json` (`{"forwarded": bool}`).
 //!
 //! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
 //! back through the result inspection), `text1k` / `text16k` (as `call1k` / `call16k`, with an
@@ -34,8 +39,8 @@ use std::rc::Rc;
 use filter_core::mock::MockHost;
 use filter_core::{FilterAction, Plugin, Stream};
 use portcullis_benches::{
-    BASIC_POLICY, LOAD_POLICY, TOOL_RESULT, mcp_headers, plugin_config, tools_call_body,
-    tools_call_text_body, wasm_stream,
+    BASIC_POLICY, LOAD_POLICY, RESPONSE_HEADERS, TOOL_RESULT, mcp_headers, plugin_config,
+    tools_call_body, tools_call_text_body, wasm_stream,
 };
 
 struct Case {
@@ -165,16 +170,42 @@ fn wasm(c: &Case, n: u64) {
     }
 }
 
+/// Writes what [`wasm`] feeds the module for case `c` into `dir` (see the module docs).
+fn dump(c: &Case, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
+    let response_headers: Vec<[&str; 2]> = RESPONSE_HEADERS.iter().map(|(k, v)| [*k, *v]).collect();
+    write("config.json", config().as_bytes());
+    write(
+        "request_headers.json",
+        &serde_json::to_vec(&c.headers).unwrap(),
+    );
+    write("request_body", &c.body);
+    write(
+        "response_headers.json",
+        &serde_json::to_vec(&response_headers).unwrap(),
+    );
+    write("response_body", TOOL_RESULT);
+    write(
+        "expect.json",
+        &serde_json::to_vec(&serde_json::json!({"forwarded": c.allowed})).unwrap(),
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(target), Some(name), Some(n)) = (args.get(1), args.get(2), args.get(3)) else {
         eprintln!(
-            "usage: cost <native|wasm> <call256|call1k|call16k|text1k|text16k|deny1k|init|get> <iterations>"
+            "usage: cost <native|wasm> <call256|call1k|call16k|text1k|text16k|deny1k|init|get> <iterations>\n       cost dump <case> <dir>"
         );
         std::process::exit(2);
     };
-    let n: u64 = n.parse().expect("iterations: a number");
     let c = case(name);
+    if target == "dump" {
+        dump(&c, std::path::Path::new(n));
+        return;
+    }
+    let n: u64 = n.parse().expect("iterations: a number");
     match target.as_str() {
         "native" => native(&c, n),
         "wasm" => wasm(&c, n),

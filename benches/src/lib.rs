@@ -120,9 +120,14 @@ pub fn tools_call_text_body(tool: &str, size: usize) -> Result<Vec<u8>, FixtureE
 pub const TOOL_RESULT: &[u8] =
     br#"{"jsonrpc":"2.0","id":42,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
 
+/// The upstream's response headers in [`wasm_stream`]: a `200` with a JSON body.
+pub const RESPONSE_HEADERS: &[(&str, &str)] =
+    &[(":status", "200"), ("content-type", "application/json")];
+
 /// One whole HTTP stream through the built `.wasm` under the test harness's proxy-wasm host:
 /// request headers, the body (when there is one and the filter waits for it), and for a request
-/// that went upstream a `200` JSON answer `response`. Returns whether the request went upstream.
+/// that went upstream the answer [`RESPONSE_HEADERS`] with body `response`. Returns whether the
+/// request went upstream.
 pub fn wasm_stream(
     host: &mut harness::Host,
     headers: &[(String, String)],
@@ -143,11 +148,7 @@ pub fn wasm_stream(
     }
     let forwarded = s.view().request_forwarded();
     if forwarded {
-        s.response_headers(
-            &[(":status", "200"), ("content-type", "application/json")],
-            false,
-        )
-        .map_err(fail)?;
+        s.response_headers(RESPONSE_HEADERS, false).map_err(fail)?;
         s.response_body(response, true).map_err(fail)?;
     }
     if !s.view().finished() {
