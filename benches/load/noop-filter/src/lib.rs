@@ -6,13 +6,17 @@
 //! the whole body into the VM, as a filter that inspects bodies must (plus Envoy's buffering),
 //! then continue. Nothing is parsed or decided. `"props"`: as `"headers"`, plus 8 filter-state
 //! writes (`set_property`) of 64 bytes each; `"hdrs"`: plus 8 request-header writes of 64 bytes:
-//! the cost of one crossing out of the VM, measured in Envoy.
+//! the cost of one crossing out of the VM, measured in Envoy. `"mimic"`: no work, but the
+//! hostcalls Portcullis makes for an allowed egress GET, with values of its sizes (read the
+//! request headers, the peer's SAN and the clock; write the decision and a 1,110-byte receipt
+//! header to the request and to the response, four filter-state values of which an 830-byte
+//! receipt, one counter; read the response headers): what Envoy's side of those calls costs.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Headers }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { mode: Mode::Headers, metric: 0 }) });
 }}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,7 +25,12 @@ enum Mode {
     Body,
     Props,
     Hdrs,
+    Mimic,
 }
+
+/// The sizes of what Portcullis writes for an allowed egress GET (variant d of the benchmark).
+const RECEIPT_JSON_BYTES: usize = 830;
+const RECEIPT_HEADER_BYTES: usize = 1110;
 
 /// Writes per request in the `props` / `hdrs` modes.
 const WRITES: usize = 8;
@@ -38,6 +47,8 @@ const NAMES: [&str; WRITES] = [
 
 struct Root {
     mode: Mode,
+    /// The `mimic` mode's counter.
+    metric: u32,
 }
 
 impl Context for Root {}
@@ -52,13 +63,24 @@ impl RootContext for Root {
             b"body" => Mode::Body,
             b"props" => Mode::Props,
             b"hdrs" => Mode::Hdrs,
+            b"mimic" => Mode::Mimic,
             _ => Mode::Headers,
         };
+        if self.mode == Mode::Mimic {
+            self.metric = proxy_wasm::hostcalls::define_metric(
+                proxy_wasm::types::MetricType::Counter,
+                "bench_mimic_allowed",
+            )
+            .unwrap_or_default();
+        }
         true
     }
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { mode: self.mode }))
+        Some(Box::new(Stream {
+            mode: self.mode,
+            metric: self.metric,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -68,6 +90,7 @@ impl RootContext for Root {
 
 struct Stream {
     mode: Mode,
+    metric: u32,
 }
 
 impl Context for Stream {}
@@ -87,7 +110,33 @@ impl HttpContext for Stream {
                     self.set_http_request_header(name, Some(&value));
                 }
             }
+            Mode::Mimic => {
+                std::hint::black_box(self.get_http_request_headers());
+                std::hint::black_box(
+                    self.get_property(vec!["connection", "uri_san_peer_certificate"]),
+                );
+                std::hint::black_box(self.get_current_time());
+                let receipt = "r".repeat(RECEIPT_HEADER_BYTES);
+                self.set_http_request_header("x-portcullis-decision", Some("ALLOW"));
+                self.set_http_request_header("x-portcullis-receipt", Some(&receipt));
+                self.set_property(vec!["portcullis.decision"], Some(b"ALLOW"));
+                self.set_property(vec!["portcullis.rule"], Some(b"allow_github_reads"));
+                self.set_property(vec!["portcullis.session"], Some(b"anonymous:10.0.0.1"));
+                let json = "j".repeat(RECEIPT_JSON_BYTES);
+                self.set_property(vec!["portcullis.receipt"], Some(json.as_bytes()));
+                let _ = proxy_wasm::hostcalls::increment_metric(self.metric, 1);
+            }
             _ => {}
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        if self.mode == Mode::Mimic {
+            std::hint::black_box(self.get_http_response_headers());
+            let receipt = "r".repeat(RECEIPT_HEADER_BYTES);
+            self.set_http_response_header("x-portcullis-decision", Some("ALLOW"));
+            self.set_http_response_header("x-portcullis-receipt", Some(&receipt));
         }
         Action::Continue
     }
