@@ -12,6 +12,8 @@
 //! 3. [`normalize_mcp`], [`normalize_mcp_headers_only`] or [`normalize_http`];
 //! 4. after a MODIFY verdict: [`apply_modifications`] (MCP) or [`apply_http_modifications`].
 
+use std::borrow::Cow;
+
 mod charset;
 mod form;
 mod http;
@@ -666,10 +668,15 @@ pub(crate) fn head_scan(head: &RequestHead) -> risk::Scan {
         scan.text(&percent_decode_lossy(query, true));
     }
     for (name, value) in &head.headers {
-        let name = name.to_ascii_lowercase();
-        if name.starts_with(':')
-            || name.starts_with("x-portcullis-")
-            || UNSCANNED_HEADERS.contains(&name.as_str())
+        let prefixed = |p: &str| {
+            name.get(..p.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(p))
+        };
+        if prefixed(":")
+            || prefixed("x-portcullis-")
+            || UNSCANNED_HEADERS
+                .iter()
+                .any(|u| name.eq_ignore_ascii_case(u))
         {
             continue;
         }
@@ -678,9 +685,13 @@ pub(crate) fn head_scan(head: &RequestHead) -> risk::Scan {
     scan
 }
 
-/// Percent-decode (every escape; malformed ones kept), as UTF-8 with replacement characters.
-fn percent_decode_lossy(s: &str, plus_is_space: bool) -> String {
-    String::from_utf8_lossy(&percent_decode(s.as_bytes(), plus_is_space)).into_owned()
+/// Percent-decode (every escape; malformed ones kept), as UTF-8 with replacement characters; `s`
+/// itself when it holds nothing to decode.
+fn percent_decode_lossy(s: &str, plus_is_space: bool) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+')) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(String::from_utf8_lossy(&percent_decode(s.as_bytes(), plus_is_space)).into_owned())
 }
 
 /// Percent-decode `b` (every escape; malformed ones kept), `+` as a space when asked: the bytes.

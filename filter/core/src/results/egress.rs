@@ -92,7 +92,8 @@ impl Inspector {
                 LogLevel::Warn,
                 &format!("portcullis: egress response replaced: {why}"),
             );
-            self.unrecorded.push((self.base.clone(), why.clone()));
+            self.unrecorded
+                .push((Action::clone(&self.base), why.clone()));
             self.mode = Mode::Replace { body, sent: false };
             return true;
         }
@@ -189,7 +190,7 @@ impl Inspector {
             LogLevel::Warn,
             &format!("portcullis: egress response replaced: {why}"),
         );
-        self.unrecorded.push((self.base.clone(), why));
+        self.unrecorded.push((Action::clone(&self.base), why));
         self.mode = Mode::Replace { body, sent: true };
         FilterAction::Continue
     }

@@ -26,6 +26,8 @@ mod poison;
 mod result;
 mod sse;
 
+use std::rc::Rc;
+
 use bundle::action::{Action, Risk};
 use bundle::matchers::glob_match;
 use bundle::receipt::Receipt;
@@ -124,11 +126,11 @@ enum Awaits {
     },
     /// Content the agent's model reads, inspected: a tool result (`tools/call`), a resource's
     /// contents (`resources/read`), a prompt's messages (`prompts/get`); the request without its
-    /// arguments.
-    Result(Action),
+    /// arguments (shared with [`Inspector::base`] when it is the stream's first request).
+    Result(Rc<Action>),
     /// The server's `instructions` (`initialize`, `server/discover`): read like a list entry's
     /// description, since clients hand them to the model.
-    Instructions(Action),
+    Instructions(Rc<Action>),
     /// A `tasks/get` of a task handed out for a call (the call, without its arguments): the
     /// task's result, error or input requests are read as the call's would have been.
     Task(Action),
@@ -204,7 +206,7 @@ pub(crate) struct Inspector {
     pending: Vec<Pending>,
     /// The stream's request, without arguments: the base of the actions for what the server
     /// sends unasked (server requests, results replayed on a GET stream).
-    base: Action,
+    base: Rc<Action>,
     /// The pack can act on tool results (`PackReads::results`).
     results: bool,
     mode: Mode,
@@ -230,6 +232,17 @@ impl Inspector {
         results: bool,
         bind_owner: Option<String>,
     ) -> Self {
+        // The stream's first request is most often its only one: its argumentless copy is made
+        // once, for both the base and what the request awaits.
+        let base_of = base;
+        let base = Rc::new(result::without_arguments(base));
+        let without_arguments = |action: &Action| {
+            if std::ptr::eq(action, base_of) {
+                Rc::clone(&base)
+            } else {
+                Rc::new(result::without_arguments(action))
+            }
+        };
         let mut pending = Vec::new();
         for (id, action, mods) in msgs {
             let Some(id) = id else { continue };
@@ -251,9 +264,9 @@ impl Inspector {
                 .iter()
                 .any(|m| m.is(&action.operation))
             {
-                Awaits::Result(result::without_arguments(action))
+                Awaits::Result(without_arguments(action))
             } else if Method::Initialize.is(&action.operation) || action.operation == DISCOVER {
-                Awaits::Instructions(result::without_arguments(action))
+                Awaits::Instructions(without_arguments(action))
             } else if Method::TasksGet.is(&action.operation) && bind_owner.is_some() {
                 // The task's call: a tools/call of the tool the binding named (`stream/`).
                 let mut call = result::without_arguments(action);
@@ -283,7 +296,7 @@ impl Inspector {
         }
         Inspector {
             pending,
-            base: result::without_arguments(base),
+            base,
             results,
             mode: Mode::Pass,
             reader: sse::Reader::default(),
@@ -413,10 +426,10 @@ impl Inspector {
             let action = match p.awaits {
                 Awaits::Answer if checked_only => continue,
                 Awaits::Answer => None,
-                Awaits::List { action, .. }
-                | Awaits::Result(action)
-                | Awaits::Instructions(action)
-                | Awaits::Task(action) => Some(action),
+                Awaits::List { action, .. } | Awaits::Task(action) => Some(action),
+                Awaits::Result(action) | Awaits::Instructions(action) => {
+                    Some(Rc::unwrap_or_clone(action))
+                }
             };
             errs.push(unchecked_error(&p.id.to_json(), why));
             if let Some(a) = action {
@@ -686,7 +699,7 @@ impl Inspector {
             }
             // An answer to a request of another stream (the GET stream, a resumed stream): a
             // result of an unknown call.
-            None => (Awaits::Result(self.base_call()), None),
+            None => (Awaits::Result(Rc::new(self.base_call())), None),
         };
         if msg.get("result").is_some() && msg.get("error").is_some() {
             // Clients read one or the other (the TypeScript SDK the result, pydantic's union
@@ -791,8 +804,12 @@ impl Inspector {
     /// An answer the filter cannot read as what it awaited: an error (-32044) in its place, and
     /// the request recorded as refused.
     fn unchecked(&mut self, awaits: &Awaits, id: &Value, why: &str) -> Outcome {
-        if let Awaits::List { action, .. } | Awaits::Result(action) | Awaits::Task(action) = awaits
-        {
+        let action = match awaits {
+            Awaits::List { action, .. } | Awaits::Task(action) => Some(action),
+            Awaits::Result(action) => Some(&**action),
+            Awaits::Instructions(_) | Awaits::Answer => None,
+        };
+        if let Some(action) = action {
             self.unrecorded.push((action.clone(), why.to_owned()));
         }
         Outcome::Replace(unchecked_error(id, why))
@@ -975,7 +992,7 @@ impl Inspector {
     /// The call a result of an unknown request is judged as: the stream's action as a
     /// `tools/call` of no known tool.
     fn base_call(&self) -> Action {
-        let mut a = self.base.clone();
+        let mut a = Action::clone(&self.base);
         a.operation = Method::ToolsCall.name().to_owned();
         a.tool = None;
         a
