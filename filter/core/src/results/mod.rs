@@ -1237,3 +1237,48 @@ impl Cx<'_> {
         !self.l.pack.is_pack_rule(&v.deciding_rule) && self.l.pack.arg_allows.covers(&a)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::panic,
+        reason = "test code: a failed expectation aborts the test"
+    )]
+
+    use super::*;
+
+    fn call(tool: &str) -> Action {
+        Action {
+            operation: Method::ToolsCall.name().to_owned(),
+            tool: Some(tool.to_owned()),
+            arguments: json!({"path": "/etc/hosts"}),
+            ..Action::default()
+        }
+    }
+
+    fn awaited(i: &Inspector, n: usize) -> &Rc<Action> {
+        match i.pending.get(n).map(|p| &p.awaits) {
+            Some(Awaits::Result(a)) => a,
+            other => panic!("request {n} awaits {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_first_request_and_the_base_share_one_argumentless_copy() {
+        let (first, second) = (call("read_file"), call("list_dir"));
+        let (a, b) = (JsonRpcId::Num(1), JsonRpcId::Num(2));
+        let msgs = [(Some(&a), &first, &[][..]), (Some(&b), &second, &[][..])];
+        let i = Inspector::new(msgs.into_iter(), &first, true, None);
+        assert!(Rc::ptr_eq(awaited(&i, 0), &i.base));
+        assert_eq!(i.base.tool.as_deref(), Some("read_file"));
+        assert_eq!(
+            i.base.arguments,
+            Value::Null,
+            "the copy carries no arguments"
+        );
+        // Another request of the batch awaits its own copy, not the base.
+        assert!(!Rc::ptr_eq(awaited(&i, 1), &i.base));
+        assert_eq!(awaited(&i, 1).tool.as_deref(), Some("list_dir"));
+        assert_eq!(awaited(&i, 1).arguments, Value::Null);
+    }
+}
