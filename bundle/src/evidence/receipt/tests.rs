@@ -2,6 +2,7 @@ use super::*;
 use crate::action::{Principal, Target};
 use crate::evidence::keys::signing_key_from_seed;
 use crate::verdict::RuleMatch;
+use serde_json::json;
 
 fn action() -> Action {
     Action {
@@ -705,4 +706,106 @@ fn null_arguments_hash() {
     let action = Action::default();
     assert!(action.arguments.is_null() && action.arguments_sha256.is_none());
     assert_eq!(arguments_sha256(&action), expected);
+}
+
+/// A body with every member set, strings that need escapes included.
+fn full_body() -> ReceiptBody {
+    let mut body = ReceiptBody::for_action("s\u{1}\"é\n", &action(), &verdict(Decision::StepUp));
+    body.seq = 7;
+    body.prev = "cd".repeat(32);
+    body.ts_ms = u64::MAX;
+    body.bundle = Some(BundleRef {
+        pack: "p\\".into(),
+        version: "v".into(),
+        hash: "00".repeat(32),
+    });
+    body.approval = Some(ApprovalRef {
+        token_id: "t".into(),
+        group: "g\u{1f}".into(),
+        key_id: "k".into(),
+    });
+    body.credentials = Some(vec![CredentialRecord {
+        audience: "https://api.example/".into(),
+        cached: true,
+        id: "jti:1".into(),
+        name: "gh".into(),
+        scope: "repo read".into(),
+    }]);
+    body.drift_milli = Some(i64::MIN);
+    body.intent_source = Some("grant".into());
+    body.warnings = vec!["w\t\u{7f}/".into(), String::new()];
+    body.layers = Some(vec![crate::receipt::LayerRecord {
+        assigned: "agent:spiffe://x/*".into(),
+        decision: Decision::Deny,
+        hash: "ab".repeat(32),
+        mode: crate::verdict::Mode::Audit,
+        pack: "team\"é".into(),
+        rule: "r".into(),
+        version: "1".into(),
+        winner: false,
+    }]);
+    if let Some(a) = body.action.as_mut() {
+        a.prompt = Some("pr".into());
+        a.resource = Some("file:///x".into());
+        a.data_classes = vec!["pii".into()];
+        a.secrets = true;
+    }
+    if let Some(i) = body.identity.as_mut() {
+        i.human.id = Some("ann".into());
+    }
+    body
+}
+
+#[test]
+fn hand_writer_matches_generic_canonical_form() {
+    let same = |body: &ReceiptBody, what: &str| {
+        assert_eq!(
+            body.canonical_json().unwrap(),
+            body.canonical_json_generic().unwrap(),
+            "{what}"
+        );
+    };
+    let full = full_body();
+    same(&full, "every member set");
+    same(&ReceiptBody::event(EventKind::Release, ""), "no member set");
+    // Lists that are present but empty are left out, as absent ones are.
+    let mut empty_lists = ReceiptBody::event(EventKind::Credential, "s");
+    empty_lists.credentials = Some(Vec::new());
+    empty_lists.layers = Some(Vec::new());
+    empty_lists.action = Some(ReceiptAction::default());
+    empty_lists.identity = Some(ReceiptIdentity::default());
+    same(&empty_lists, "empty lists and an empty action");
+    // Each optional member alone, on top of the members every body has.
+    let Value::Object(members) = serde_json::to_value(&full).unwrap() else {
+        panic!("a body is an object");
+    };
+    let required = ["event", "prev", "seq", "session", "ts_ms", "v"];
+    for (name, value) in members
+        .iter()
+        .filter(|(k, _)| !required.contains(&k.as_str()))
+    {
+        let mut one: serde_json::Map<String, Value> = required
+            .iter()
+            .map(|k| ((*k).to_owned(), members[*k].clone()))
+            .collect();
+        one.insert(name.clone(), value.clone());
+        let body: ReceiptBody = serde_json::from_value(Value::Object(one)).unwrap();
+        same(&body, name);
+    }
+}
+
+#[test]
+fn receipt_lines_are_the_canonical_form_of_the_whole_receipt() {
+    let s = signer();
+    let mut chain = ChainHead::default();
+    for (body, force) in [(full_body(), true), (full_body(), false)] {
+        let r = seal(body, &mut chain, &s, &SignPolicy::default(), 1, force);
+        let body: Value = serde_json::from_str(&r.body.canonical_json().unwrap()).unwrap();
+        let sig = match &r.sig {
+            Some(sig) => json!({"kid": sig.key_id, "sig": URL_SAFE_NO_PAD.encode(sig.bytes)}),
+            None => Value::Null,
+        };
+        let whole = json!({"body": body, "hash": hash_hex(&r.hash), "sig": sig});
+        assert_eq!(r.to_json(), canonical::to_canonical(&whole).unwrap());
+    }
 }
