@@ -195,8 +195,10 @@ pub struct Action {
     /// Who is acting.
     pub identity: Identity,
     /// Request headers the policy may read: lowercase names, in arrival order. Hop-by-hop headers,
-    /// credentials and Portcullis' own headers are not included.
-    pub headers: Vec<(String, String)>,
+    /// credentials and Portcullis' own headers are not included. Shared, not copied, between the
+    /// actions of one request and the response inspector's copies of them (read-only: a
+    /// `strip_header` changes the request, not the action).
+    pub headers: std::sync::Arc<[(String, String)]>,
     /// The session key (from `Mcp-Session-Id` or the configured source), if any.
     pub session_id: Option<String>,
     /// The W3C trace id, if the request carried one.

@@ -615,7 +615,7 @@ fn action_strategy() -> BoxedStrategy<Action> {
                 a.target.port = port;
                 a.target.path = "/repo/x".into();
                 if let Some(h) = hdr {
-                    a.headers.push(("x-h".into(), h.into()));
+                    a.headers = vec![("x-h".into(), h.into())].into();
                 }
                 a.identity.agent.id = agent.map(str::to_owned);
                 a.identity.agent.auth = auth;

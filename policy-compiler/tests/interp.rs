@@ -674,7 +674,8 @@ rule sid { when session.id == "s1" and trace.id present deny "sid" }"#;
     a.headers = vec![(
         "content-type".into(),
         "application/json; charset=utf-8".into(),
-    )];
+    )]
+    .into();
     a.target.scheme = "https".into();
     a.session_id = Some("s1".into());
     a.trace_id = Some("abc".into());

@@ -253,7 +253,7 @@ fn headers_session_trace_and_size() {
         "size from content-length when the body was not buffered"
     );
     assert_eq!(
-        a.headers,
+        a.headers.to_vec(),
         vec![
             ("content-length".to_owned(), "120".to_owned()),
             ("authorization".to_owned(), "[REDACTED]".to_owned()),

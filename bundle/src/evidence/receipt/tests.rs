@@ -25,7 +25,7 @@ fn action() -> Action {
             },
             ..Identity::default()
         },
-        headers: vec![("authorization".into(), "Bearer HEADERSECRET".into())],
+        headers: vec![("authorization".into(), "Bearer HEADERSECRET".into())].into(),
         session_id: Some("s1".into()),
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
         size: 321,
@@ -489,7 +489,9 @@ fn digest_binds_what_is_acted_on_not_per_request_noise() {
     let d = action_digest(&a);
     let mut retry = a.clone();
     retry.trace_id = Some("ffff".into());
-    retry.headers.push(("x-request-id".into(), "123".into()));
+    retry.headers = [&retry.headers[..], &[("x-request-id".into(), "123".into())]]
+        .concat()
+        .into();
     retry.size = 330;
     retry.declared_intent = Some("x".into());
     assert_eq!(

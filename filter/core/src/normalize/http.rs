@@ -491,7 +491,7 @@ pub fn normalize_http(
         kind: Kind::Http,
         operation: head.method.to_ascii_uppercase(),
         target,
-        headers: policy_headers(head),
+        headers: policy_headers(head).into(),
         session_id: super::session_id(head),
         trace_id: super::trace_id(head),
         declared_intent: head.header("x-portcullis-intent").map(str::to_owned),

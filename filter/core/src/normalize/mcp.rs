@@ -168,7 +168,7 @@ fn base_action(head: &RequestHead, cfg: &NormalizeConfig) -> Result<Action, Refu
     Ok(Action {
         kind: Kind::Mcp,
         target: http::mcp_target(head, cfg)?,
-        headers: policy_headers(head),
+        headers: policy_headers(head).into(),
         session_id: super::session_id(head),
         trace_id: super::trace_id(head),
         declared_intent: head.header("x-portcullis-intent").map(str::to_owned),
