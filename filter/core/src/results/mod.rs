@@ -234,11 +234,10 @@ impl Inspector {
     ) -> Self {
         // The stream's first request is most often its only one: its argumentless copy is made
         // once, for both the base and what the request awaits.
-        let base_of = base;
-        let base = Rc::new(result::without_arguments(base));
+        let bare_base = Rc::new(result::without_arguments(base));
         let without_arguments = |action: &Action| {
-            if std::ptr::eq(action, base_of) {
-                Rc::clone(&base)
+            if std::ptr::eq(action, base) {
+                Rc::clone(&bare_base)
             } else {
                 Rc::new(result::without_arguments(action))
             }
@@ -296,7 +295,7 @@ impl Inspector {
         }
         Inspector {
             pending,
-            base,
+            base: bare_base,
             results,
             mode: Mode::Pass,
             reader: sse::Reader::default(),
