@@ -223,8 +223,8 @@ impl From<&Identity> for ReceiptIdentity {
 
 // Every struct inside a body declares its fields in byte order of their names and holds no
 // floats. Version 2 bodies are written by hand in that order (`receipt/write.rs`);
-// `body_fast_path_is_canonical` and `hand_writer_matches_generic_canonical_form` check the bytes
-// against the generic canonicalization.
+// `hand_writer_matches_generic_canonical_form` (and the `body_fast_path_is_canonical` property in
+// `tests/receipt_props.rs`) check the bytes against the generic canonicalization.
 
 /// Everything a receipt says. `v`, `seq`, `prev` and `ts_ms` are filled by [`seal`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
