@@ -41,9 +41,22 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         """Silence the default stderr access log."""
 
-    def _handle(self) -> None:
+    def _read_body(self) -> bytes:
+        """The request body, framed by ``content-length`` or chunked (what Envoy sends on for an
+        HTTP/2 body that carried no length); chunk extensions and trailers are read and dropped."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = b""
+            while size := int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline().strip():
+                pass
+            return body
         length = int(self.headers.get("content-length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _handle(self) -> None:
+        body = self._read_body()
         if self.path == "/healthz":
             self._reply(200, b"ok", "text/plain")
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import hostile_corpus as hc
 import portcullis_e2e as pe
 
 RUN = {"x-agent-run": "egress-run-1"}
@@ -121,6 +122,19 @@ def _multipart(*parts: tuple[str, str]) -> bytes:
     return out + b"--XyZ--\r\n"
 
 
+MULTIPART_TYPE = "multipart/form-data; boundary=XyZ"
+ROLE_PART = 'Content-Disposition: form-data; name="role"'
+USER_PART = 'Content-Disposition: form-data; name="user"'
+# Multipart bodies that parsers read differently, each refused (400): a part named twice with
+# different contents, the extended `name*=` form, a Content-Transfer-Encoding, bare-LF lines.
+AMBIGUOUS_MULTIPART = (
+    _multipart((ROLE_PART, "viewer"), (ROLE_PART, "admin")),
+    _multipart(('Content-Disposition: form-data; name*=UTF-8\'\'role', "admin")),
+    _multipart((ROLE_PART + "\r\nContent-Transfer-Encoding: base64", "YWRtaW4=")),
+    _multipart((ROLE_PART, "admin")).replace(b"\r\n", b"\n"),
+)
+
+
 def test_a_multipart_body_is_read_as_arguments(proxy) -> None:
     """A multipart form's parts are parameters too (Flask's request.form, PHP's $_POST): the grant
     sent as a part is refused; parts servers read differently are refused; a plain multipart
@@ -131,22 +145,52 @@ def test_a_multipart_body_is_read_as_arguments(proxy) -> None:
                     files={"note": ("note.txt", b"welcome")}, headers=RUN)
     assert r.status_code == 403, r.text
     assert r.json()["rule"] == "no_admin_grants", r.text
-    mp = {**RUN, "content-type": "multipart/form-data; boundary=XyZ"}
-    role = 'Content-Disposition: form-data; name="role"'
-    for body in (
-        _multipart((role, "viewer"), (role, "admin")),
-        _multipart(('Content-Disposition: form-data; name*=UTF-8\'\'role', "admin")),
-        _multipart((role + "\r\nContent-Transfer-Encoding: base64", "YWRtaW4=")),
-        _multipart((role, "admin")).replace(b"\r\n", b"\n"),
-    ):
+    mp = {**RUN, "content-type": MULTIPART_TYPE}
+    for body in AMBIGUOUS_MULTIPART:
         r = client.post(url, content=body, headers=mp)
         assert r.status_code == 400, (body, r.text)
     assert stack.upstream_requests("egress") == [], "nothing left"
-    body = _multipart((role, "viewer"), ('Content-Disposition: form-data; name="user"', "bob"))
+    body = _multipart((ROLE_PART, "viewer"), (USER_PART, "bob"))
     r = client.post(url, content=body, headers=mp)
     assert r.status_code == 200, r.text
     [rec] = stack.upstream_requests("egress")
     assert rec["body"].encode() == body
+
+
+def test_a_multipart_body_over_http2_gets_the_same_decisions(proxy) -> None:
+    """The multipart cases above, sent over HTTP/1.1 and over h2c: with `content-length` and END_STREAM
+    on the last DATA frame, and without a length, ended by a trailers HEADERS frame; each body in
+    three DATA frames (hostile_corpus.send_h2). HTTP/2 frames a body differently and Envoy hands it
+    to the filter in pieces, so the filter must read the whole body before it decides, whatever the
+    framing. Every transport gets the same answers: the grant in a part 403, every ambiguous body
+    400 (a refusal in the access log), the plain upload 200 and received byte for byte; only the
+    plain uploads reach the host."""
+    stack, _ = proxy
+    grant = _multipart((ROLE_PART, "admin"), (USER_PART, "bob"))
+    plain = _multipart((ROLE_PART, "viewer"), (USER_PART, "bob"))
+    transports = ("h1", "h2", "h2-trailers")
+    for transport in transports:
+        def post(body: bytes, what: str) -> hc.Answer:
+            case = hc.Case(what, "/orgs/acme/memberships", body, authority="api.github.com",
+                           content_type=MULTIPART_TYPE, headers=tuple(RUN.items()))
+            return hc.send(stack.ports["envoy"], case, f"{transport}|{what}", transport)
+
+        r = post(grant, "grant")
+        assert r.status == 403 and r.json()["rule"] == "no_admin_grants", (transport, r.summary())
+        for i, body in enumerate(AMBIGUOUS_MULTIPART):
+            r = post(body, f"ambiguous {i}")
+            assert r.status == 400 and r.json()["error"] == "bad_request", (transport, body, r.summary())
+            assert "multipart" in r.json()["reason"], (transport, r.summary())
+        r = post(plain, "plain")
+        assert r.status == 200 and r.headers.get("x-portcullis-decision") == "ALLOW", (transport, r.summary())
+    received = stack.upstream_requests("egress")
+    assert [pe.header(rec, hc.TAG) for rec in received] == [f"{t}|plain" for t in transports], received
+    assert all(rec["body"].encode() == plain for rec in received), received
+    lines = stack.wait_access_log(len(transports) * (len(AMBIGUOUS_MULTIPART) + 2))
+    assert [line["protocol"] for line in lines] == [p for p in ("HTTP/1.1", "HTTP/2", "HTTP/2")
+                                                    for _ in range(len(AMBIGUOUS_MULTIPART) + 2)], lines
+    refused = [(line["status"], line["decision"], line["rule"]) for line in lines if line["status"] == 400]
+    assert refused == [(400, "DENY", "filter:refused")] * len(transports) * len(AMBIGUOUS_MULTIPART), lines
 
 
 @pytest.mark.parametrize("label", [None, "application/octet-stream"])
