@@ -14,7 +14,9 @@ in the other tests. Here both configs are rendered with both settings, and:
   is judged as that upgrade: refused on the MCP endpoint, and on the egress proxy judged as the GET
   and as the CONNECT it becomes (egress.pcl: tunnels to known hosts on port 443 only);
 - a plain HTTP/2 CONNECT on the egress proxy is judged as the HTTP/1.1 CONNECT is (test_egress.py),
-  and an HTTP/2 CONNECT with a `:path` but no `:protocol` is refused by Envoy's codec itself.
+  and an HTTP/2 CONNECT with a `:path` but no `:protocol` is refused by Envoy's codec itself;
+- an upgrade that announces a body is refused (400) on any path: the filter decides an upgrade on
+  its headers and never reads that body, which a server ignoring the upgrade would act on.
 
 Policies: policies/resources.pcl (gateway), policies/egress.pcl (egress proxy).
 """
@@ -271,3 +273,45 @@ def test_without_allow_connect_envoy_refuses_an_http2_websocket(stack: pe.Stack,
     assert (line["response_code_details"], line["response_flags"], line["decision"]) == \
         ("http2.invalid.header.field", "DPE", None), line
     assert stack.upstream_requests("egress") == []
+
+
+def test_an_upgrade_that_carries_a_body_is_refused(egress: pe.Stack) -> None:
+    """A POST that asks to switch protocols and announces a body (`content-length`): a server
+    that switches reads the body as tunnel data, one that ignores the upgrade (HTTP lets it) as the
+    request's body, and the filter, deciding an upgrade on its headers, reads neither. So it is
+    refused (400), even where the pack allows both the POST and the tunnel (api.github.com:443): a
+    grant `no_admin_grants` denies, or a JSON-RPC call, would otherwise be decided unread. (Before
+    the refusal, Envoy 1.40 forwarded the headers and held the body until a 101 that never came:
+    the server hung, waiting for the announced body.)
+
+    A chunked body is Envoy's to hide: it removes `transfer-encoding` from an upgrade request, so
+    the filter and the server see a POST without a body, and the chunks would only ever pass as
+    tunnel data after a 101 (the stand-in answers 200: the grant never reaches it)."""
+    port, before = egress.ports["envoy"], len(egress.access_log())
+    head = ("POST http://api.github.com:443/orgs/acme/memberships HTTP/1.1\r\nhost: api.github.com:443\r\n"
+            "content-type: application/json\r\nx-agent-run: upgrades-run\r\nconnection: Upgrade\r\n"
+            "upgrade: websocket\r\n{tag}")
+    grant = hc.js({"user": "bob", "role": "admin"})
+    call = hc.js({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                  "params": {"name": "delete_branch", "arguments": {"branch": "main"}}})
+    cases = {
+        "upgrade with a grant": _raw(head + f"content-length: {len(grant)}\r\n\r\n", grant),
+        "upgrade with a JSON-RPC call": _raw(head + f"content-length: {len(call)}\r\n\r\n", call),
+    }
+    for tag, case in cases.items():
+        ans = hc.send(port, case, tag, "h1-raw")
+        assert ans.status == 400 and ans.json()["error"] == "bad_request", (tag, ans.summary())
+        assert "switches protocols" in ans.json()["reason"] and "body" in ans.json()["reason"], ans.body
+    assert [rec for rec in egress.upstream_requests("egress") if pe.header(rec, hc.TAG) in cases] == []
+    lines = _new_access_log(egress, before, len(cases))
+    assert [(ln["status"], ln["decision"], ln["rule"]) for ln in lines] == \
+        [(400, "DENY", "filter:refused")] * len(cases), lines
+
+    chunked = _raw(head + "transfer-encoding: chunked\r\n\r\n", b"%x\r\n%s\r\n0\r\n\r\n" % (len(grant), grant))
+    ans = hc.send(port, chunked, "upgrade with a chunked grant", "h1-raw")
+    assert ans.status == 200 and ans.body == b"", ans.summary()
+    [rec] = [r for r in egress.upstream_requests("egress") if pe.header(r, hc.TAG) == "upgrade with a chunked grant"]
+    assert rec["body"] == "" and pe.header(rec, "transfer-encoding") is None, rec
+    assert pe.header(rec, "content-length") is None, rec
+    [line] = _new_access_log(egress, before + len(cases), 1)
+    assert (line["decision"], line["response_code_details"]) == ("ALLOW", "websocket_handshake_unsuccessful"), line

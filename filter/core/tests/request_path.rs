@@ -584,6 +584,63 @@ fn a_request_that_switches_protocols_is_judged_as_the_tunnel_it_opens() {
 }
 
 #[test]
+fn a_request_that_switches_protocols_with_a_body_is_refused() {
+    let host = MockHost::new(START_MS);
+    // No tunnel rule here: the refusal comes before the policy, whatever it allows.
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let grant = br#"{"role":"admin"}"#;
+    let length = grant.len().to_string();
+    for (framing, value) in [
+        ("content-length", length.as_str()),
+        ("transfer-encoding", "chunked"),
+    ] {
+        let mut s = open(
+            &host,
+            &p,
+            "POST",
+            "/public/members",
+            "workbench",
+            &[JSON, ("upgrade", "websocket"), (framing, value)],
+        );
+        // Decided on the headers, as every upgrade is: the body is never waited for.
+        assert_eq!(s.on_request_headers(&host, false), FilterAction::Pause);
+        let answer = host
+            .state()
+            .local_response
+            .clone()
+            .expect("refused on the headers");
+        assert_eq!(answer.status, 400, "{framing}");
+        let body: Value = serde_json::from_slice(&answer.body).unwrap();
+        let reason = body["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("switches protocols") && reason.contains("body"),
+            "{reason}"
+        );
+        assert_eq!(
+            host.state()
+                .filter_state
+                .get("wasm.portcullis.rule")
+                .map(Vec::as_slice),
+            Some(&b"filter:refused"[..])
+        );
+    }
+    // Without a body (a websocket handshake), or with `content-length: 0`, the upgrade is judged
+    // as before: as the CONNECT it becomes, which this pack denies (403, not a refusal).
+    for extra in [&[][..], &[("content-length", "0")][..]] {
+        let headers: Vec<(&str, &str)> = [("upgrade", "websocket")]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        let s = send(&host, &p, "GET", "/public/feed", &headers, b"", End::Data);
+        assert_eq!(
+            (s.status, s.rule.as_deref()),
+            (Some(403), Some("no_tunnels")),
+            "{s:?}"
+        );
+    }
+}
+
+#[test]
 fn a_resource_is_judged_as_the_server_resolves_it() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));

@@ -73,6 +73,22 @@ pub fn request(
             ))),
         );
     }
+    if let Some(proto) = super::tunnel_upgrade(head)
+        && declares_body(head)
+    {
+        // A request that switches protocols is decided on its headers (its tunnel never ends as
+        // a body does), so a body it carries is never read: a server that switches reads it as
+        // tunnel data, one that ignores the upgrade (HTTP lets it) as the request's body, to
+        // act on (docs/filter-normalization.md, "Tunnels"). No websocket handshake has one.
+        return (
+            route,
+            Err(Refusal::bad_http(format!(
+                "the request switches protocols (`upgrade: {}`) and carries a body, which a \
+                 server that ignores the upgrade acts on and the filter cannot read",
+                super::printable(proto)
+            ))),
+        );
+    }
     let found_mcp = match (route, body) {
         (Route::Http | Route::McpLegacy | Route::Connect, Some(b)) => {
             match is_jsonrpc_body(b, norm) {
@@ -88,6 +104,15 @@ pub fn request(
         route,
         actions(head, route, found_mcp, body, body_expected, norm, arg_names),
     )
+}
+
+/// Whether the head announces a body: a `content-length` other than 0, or any
+/// `transfer-encoding` (the body's length is then unknown, never none).
+fn declares_body(head: &RequestHead) -> bool {
+    head.headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding")
+            || (n.eq_ignore_ascii_case("content-length") && v.trim() != "0")
+    })
 }
 
 /// [`request`] once the route is known.
