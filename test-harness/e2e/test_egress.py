@@ -100,6 +100,35 @@ def test_a_form_body_is_read_as_arguments(proxy, body: str) -> None:
     assert stack.upstream_requests("egress") == [], "the grant never left"
 
 
+def test_query_parameters_are_arguments_too(proxy) -> None:
+    """Servers read the query's parameters as parameters too, beside or instead of the body's (PHP's
+    `$_REQUEST`, Flask's `request.values`, Rails' `params`): the grant sent in the query is denied
+    as in the body, beside a viewer form or alone, repeated (PHP reads the last) or after a `;`
+    (older parsers split on it). A secret in the query, which `redact_secrets` cannot rewrite, is
+    denied rather than forwarded. A query with neither passes unchanged."""
+    stack, client = proxy
+    url = "http://api.github.com/orgs/acme/memberships"
+    for query, body in [
+        ("role=admin", "user=bob&role=viewer"),
+        ("role=admin", ""),
+        ("user=bob&role=viewer&role=admin", ""),
+        ("user=bob;role=admin", ""),
+        ("%72ole=admi%6E", "user=bob"),
+    ]:
+        r = client.post(f"{url}?{query}", content=body, headers=FORM)
+        assert r.status_code == 403, (query, r.text)
+        assert r.json()["rule"] == "no_admin_grants", (query, r.text)
+        assert "query's parameters as arguments" in r.json()["reason"], (query, r.text)
+    r = client.post(f"{url}?key=AKIAIOSFODNN7EXAMPLE", content="user=bob", headers=FORM)
+    assert r.status_code == 403, r.text
+    assert r.json()["rule"] == "filter:modify" and "the query carries one" in r.json()["reason"], r.text
+    assert stack.upstream_requests("egress") == [], "neither the grant nor the secret left"
+    r = client.post(f"{url}?page=2", content="user=bob&role=viewer", headers=FORM)
+    assert r.status_code == 200, r.text
+    [rec] = stack.upstream_requests("egress")
+    assert (rec["path"], rec["body"]) == ("/orgs/acme/memberships?page=2", "user=bob&role=viewer")
+
+
 def test_a_form_servers_read_differently_is_refused(proxy) -> None:
     """A field named twice with different values is read as either by one server or another; a
     plain form passes unchanged."""

@@ -983,3 +983,136 @@ fn a_session_key_named_like_a_workers_chain_is_refused() {
     ];
     assert!(send(&host, &p, "POST", "/mcp", &ct, &body, End::Data).forwarded);
 }
+
+#[test]
+fn query_parameters_are_arguments_too() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    // The query carries the grant, alone or beside a body that does not: PHP's `$_REQUEST`,
+    // Flask's `request.values`, Rails' `params` read it.
+    for (path, body) in [
+        ("/members?role=admin", &b""[..]),
+        ("/members?role=admin", &b"role=viewer&user=bob"[..]),
+        ("/members?user=bob&role=viewer&role=admin", &b""[..]),
+        ("/members?user=bob;role=admin", &b""[..]),
+        ("/members?%72ole=admi%6E", &b""[..]),
+        ("/members?role=admin", &br#"["bob"]"#[..]),
+    ] {
+        let s = send(&host, &p, "POST", path, &[form], body, End::Data);
+        assert_eq!(
+            (s.forwarded, s.status, s.rule.as_deref()),
+            (false, Some(403), Some("no_admin_grants")),
+            "{path} {}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(
+            s.body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("read the query's parameters as arguments"),
+            "{:?}",
+            s.body
+        );
+    }
+    // The body's grant is denied as before, whatever the query says.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/members?role=viewer",
+        &[form],
+        b"role=admin",
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_admin_grants"));
+    // Nothing to deny: forwarded unchanged.
+    for path in ["/members?role=viewer&page=2", "/members", "/members?"] {
+        let s = send(&host, &p, "GET", path, &[], b"", End::Data);
+        assert!(s.forwarded, "{path} {s:?}");
+    }
+    // A name the pack reads, spelled in another case, is refused as in a body (servers that
+    // bind parameters without case would act on it).
+    let s = send(&host, &p, "GET", "/members?ROLE=admin", &[], b"", End::Data);
+    assert_eq!((s.forwarded, s.status), (false, Some(400)), "{s:?}");
+}
+
+#[test]
+fn a_modify_of_an_argument_the_query_carries_is_refused() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let json_body = ("content-type", "application/json");
+    // The body's author is dropped as before.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/notes?draft=1",
+        &[json_body],
+        br#"{"text":"hi","author":"ann"}"#,
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&s.upstream_body).unwrap(),
+        json!({"text": "hi"})
+    );
+    // In the query, the filter cannot drop it: the request is denied, not forwarded unmade.
+    for (path, body) in [
+        ("/notes?author=ann", &br#"{"text":"hi","author":"ann"}"#[..]),
+        ("/notes?author=ann", &br#"{"text":"hi"}"#[..]),
+        ("/notes?author=ann", &b""[..]),
+    ] {
+        let s = send(&host, &p, "POST", path, &[json_body], body, End::Data);
+        assert_eq!(
+            (s.forwarded, s.status, s.rule.as_deref()),
+            (false, Some(403), Some("filter:modify")),
+            "{path} {s:?}"
+        );
+        assert!(
+            s.body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("which the query also carries"),
+            "{:?}",
+            s.body
+        );
+    }
+}
+
+#[test]
+fn query_parameters_are_read_under_every_method_the_request_may_be_read_as() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    // A server that takes `_method` from the query (Rails, Laravel) takes `role` from it too: to
+    // it this PUT is a POST granting admin, which `no_admin_grants` (POST only) denies. Neither
+    // the method reading alone (a POST without `role`) nor the query reading alone (a PUT) is.
+    let s = send(
+        &host,
+        &p,
+        "PUT",
+        "/members?_method=POST&role=admin",
+        &[],
+        b"",
+        End::Data,
+    );
+    assert_eq!(
+        (s.forwarded, s.rule.as_deref()),
+        (false, Some("no_admin_grants")),
+        "{s:?}"
+    );
+    // A request with more readings than the filter judges is denied, not judged in part.
+    let query: Vec<String> = (0..70).map(|i| format!("_method=M{i}")).collect();
+    let path = format!("/public?{}", query.join("&"));
+    let s = send(&host, &p, "GET", &path, &[], b"", End::Data);
+    assert_eq!(
+        (s.forwarded, s.rule.as_deref()),
+        (false, Some("filter:refused")),
+        "{s:?}"
+    );
+    assert!(
+        s.body["reason"].as_str().unwrap().contains("ways"),
+        "{:?}",
+        s.body
+    );
+}

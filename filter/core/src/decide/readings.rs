@@ -7,6 +7,12 @@ use bundle::verdict::{Decision, Verdict};
 
 use crate::normalize;
 use crate::policy::Policy;
+use crate::rules::FilterRule;
+
+/// The most readings of one request the filter judges. A request with more (its headers and query
+/// name that many methods, paths and parameter sets: no client sends that) is denied, since the
+/// readings left unjudged could be the ones a server executes.
+pub(crate) const MAX_READINGS: usize = 64;
 
 /// The policy's verdict on `action` as the strictest server would read it: the request as sent,
 /// and every other reading of it some server applies (`normalize::action_readings`: the path's
@@ -25,8 +31,28 @@ pub(super) fn strictest_reading(
     if verdict.decision == Decision::Deny {
         return (verdict, layers);
     }
+    let alts = normalize::action_readings(action);
+    if alts.len() > MAX_READINGS {
+        let reason = format!(
+            "the request can be read {} ways (method and path overrides, path readings, query \
+             parameters); the filter judges at most {MAX_READINGS}",
+            alts.len()
+        );
+        let verdict = Verdict {
+            decision: Decision::Deny,
+            would_be: Decision::Deny,
+            deciding_rule: FilterRule::Refused.as_str().to_owned(),
+            reason,
+            modifications: Vec::new(),
+            effects: Vec::new(),
+            step_up: None,
+            defer: None,
+            ..verdict
+        };
+        return (verdict, layers);
+    }
     let mut strictest: Option<((Verdict, Vec<LayerOutcome>), Action)> = None;
-    for alt in normalize::action_readings(action) {
+    for alt in alts {
         let v = l.bundle.evaluate_layered(&alt, state, now_ms);
         let current = strictest
             .as_ref()
@@ -44,6 +70,23 @@ pub(super) fn strictest_reading(
                     "the server resolves resource `{}` as `{}`: {}",
                     normalize::printable(action.resource.as_deref().unwrap_or_default()),
                     normalize::printable(alt.resource.as_deref().unwrap_or_default()),
+                    v.reason
+                )
+            } else if alt.arguments != action.arguments {
+                let moved = if (&alt.operation, &alt.target.path)
+                    == (&action.operation, &action.target.path)
+                {
+                    String::new()
+                } else {
+                    format!(
+                        ", and some read the request as `{} {}`",
+                        alt.operation,
+                        normalize::printable(&alt.target.path)
+                    )
+                };
+                format!(
+                    "servers read the query's parameters as arguments too (`?{}`){moved}: {}",
+                    normalize::printable(&action.target.query),
                     v.reason
                 )
             } else if alt.operation == "CONNECT" && action.operation != "CONNECT" {

@@ -99,7 +99,7 @@ pub(super) fn enforce_one(
             r.reason = reason;
             r
         }
-        Decision::Modify => modify(w, shape, index, verdict),
+        Decision::Modify => modify(w, shape, index, action, verdict),
         Decision::StepUp => {
             let r = result(verdict, Decision::StepUp);
             if batch {
@@ -225,7 +225,13 @@ pub(super) fn enforce_one(
     }
 }
 
-fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> MsgResult {
+fn modify(
+    w: &mut Work<'_>,
+    shape: &Shape,
+    index: usize,
+    action: &Action,
+    verdict: Verdict,
+) -> MsgResult {
     let mods = verdict.modifications.clone();
     let mut r = result(verdict, Decision::Modify);
     let mut injects = mods.iter().filter_map(|m| match m {
@@ -267,6 +273,10 @@ fn modify(w: &mut Work<'_>, shape: &Shape, index: usize, verdict: Verdict) -> Ms
         .filter(|m| normalize::rewrites_body(m))
         .cloned()
         .collect();
+    if let Some(why) = normalize::query_unrewritable(action, &body_mods) {
+        // The rewrite would be made to the body only and reach the server unmade in the query.
+        return deny(r, FilterRule::Modify.as_str(), why, None);
+    }
     if !body_mods.is_empty() {
         let current = w.rewritten.as_deref().or(w.original);
         let rewritten = match (shape, current) {

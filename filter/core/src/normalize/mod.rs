@@ -19,6 +19,7 @@ mod form;
 mod http;
 pub(crate) mod json;
 mod multipart;
+mod query;
 
 pub(crate) use json::fold_key;
 mod mcp;
@@ -35,6 +36,7 @@ pub(crate) use mcp::is_modern;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
+pub(crate) use query::unrewritable as query_unrewritable;
 pub use readings::{action_readings, check_argument_spelling, path_readings};
 pub use request::{Actions, Shape, request};
 

@@ -102,9 +102,10 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// `_method` query parameter, the path named by a path-override header (or prefixed by
 /// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
 /// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
-/// resolves it (`http::resource_reading`). Empty for the usual request, which
-/// pays one look at its path and headers. Each reading is the action with its `operation` and
-/// `target.path` replaced.
+/// resolves it (`http::resource_reading`); for a plain HTTP request whose query has fields, its
+/// arguments with those fields in them (`query::argument_readings`). Empty for the usual request,
+/// which pays one look at its path, query and headers. Each reading is the action with its
+/// `operation` and `target.path`, its `resource` or its `arguments` replaced.
 pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
     let header = |name: &'static str| {
         a.headers
@@ -151,20 +152,34 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
     for op in &operations {
         for path in &paths {
             let pair = (op.as_str(), path.as_str());
-            if pair != (a.operation.as_str(), a.target.path.as_str()) && !pairs.contains(&pair) {
+            if !pairs.contains(&pair) {
                 pairs.push(pair);
             }
         }
     }
-    let mut out: Vec<bundle::action::Action> = pairs
-        .into_iter()
-        .map(|(op, path)| {
-            let mut r = a.clone();
-            op.clone_into(&mut r.operation);
-            path.clone_into(&mut r.target.path);
-            r
-        })
-        .collect();
+    // The query's fields, which servers read as parameters (`query.rs`), under every method and
+    // path the request may be read as: a server that takes `_method` from the query takes the
+    // other fields from it too.
+    let arguments = super::query::argument_readings(a);
+    let mut out: Vec<bundle::action::Action> = Vec::new();
+    for (op, path) in pairs {
+        let original = (op, path) == (a.operation.as_str(), a.target.path.as_str());
+        if original && arguments.is_empty() {
+            // The request as sent: nothing to read differently (the usual case, no copy made).
+            continue;
+        }
+        let mut r = a.clone();
+        op.clone_into(&mut r.operation);
+        path.clone_into(&mut r.target.path);
+        for args in &arguments {
+            let mut with = r.clone();
+            with.set_arguments(args.clone());
+            out.push(with);
+        }
+        if !original {
+            out.push(r);
+        }
+    }
     // A resource as the server resolves it (`file:///work/../etc/passwd` is `/etc/passwd`).
     if let Some(resolved) = a
         .resource

@@ -174,6 +174,13 @@ fn actions(
         Route::Http | Route::McpLegacy | Route::Connect => {
             let a = normalize_http(head, body, norm)?;
             check_argument_spelling(&a.arguments, arg_names, None)?;
+            if !arg_names.is_empty() {
+                // The query's fields are arguments too (`query.rs`), bound without case by the
+                // same servers.
+                for fields in super::query::readings(&a.target.query) {
+                    check_argument_spelling(&serde_json::Value::Object(fields), arg_names, None)?;
+                }
+            }
             let has_body = body_expected || body.is_some_and(|b| !b.is_empty());
             (
                 Shape::Http {

@@ -1,0 +1,303 @@
+//! A plain HTTP request's query parameters, read as the arguments servers read them
+//! (docs/filter-normalization.md, "Query parameters").
+//!
+//! Most server frameworks hand a handler the query's fields as parameters, beside or merged with
+//! a form or JSON body's (PHP's `$_GET` and `$_REQUEST`, Flask's `request.args` and
+//! `request.values`, Express's `req.query`, Rails' and Spring's `params`). So the policy judges a
+//! request whose query has fields with those fields as arguments too, as readings of the request
+//! (the strictest verdict decides; `action_readings`). Where servers disagree, each way is a
+//! reading: a name given twice with different values is read as its first value (Flask, Go) and as
+//! its last (PHP, Rails); a raw `;` splits fields too for older parsers (Python before 3.9.2, some
+//! Java containers), so the query is also read split on it. Fields are split at their first `=`,
+//! `+` is a space, escapes are decoded (a malformed one kept as written, bytes that are not UTF-8
+//! read as U+FFFD), and a name ending in `[]` collects its values into an array, as form bodies
+//! are read (`form.rs`).
+
+use serde_json::{Map, Value};
+
+use bundle::action::{Action, Kind};
+use bundle::verdict::{Modification, PathSegment};
+
+/// The most readings one query yields (two splits, first and last value each).
+const MAX_READINGS: usize = 4;
+
+/// The query's fields, each way servers read them: empty when it has none (no query, or only
+/// empty fields). Distinct, the usual `&`-split first-value reading first.
+pub(crate) fn readings(query: &str) -> Vec<Map<String, Value>> {
+    let mut out: Vec<Map<String, Value>> = Vec::new();
+    let splits: &[&[u8]] = if query.contains(';') {
+        &[b"&", b"&;"]
+    } else {
+        &[b"&"]
+    };
+    for separators in splits {
+        let fields = fields(query.as_bytes(), separators);
+        if fields.is_empty() {
+            continue;
+        }
+        for last in [false, true] {
+            let reading = read(&fields, last);
+            if !out.contains(&reading) && out.len() < MAX_READINGS {
+                out.push(reading);
+            }
+        }
+    }
+    out
+}
+
+/// The names of the query's fields, as any reading names them.
+pub(crate) fn names(query: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for reading in readings(query) {
+        for name in reading.into_iter().map(|(k, _)| k) {
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+    }
+    out
+}
+
+/// `(name, value)` of each non-empty field, decoded.
+fn fields(query: &[u8], separators: &[u8]) -> Vec<(String, String)> {
+    query
+        .split(|b| separators.contains(b))
+        .filter(|f| !f.is_empty())
+        .map(|field| {
+            let (name, value) = match field.iter().position(|&b| b == b'=') {
+                Some(eq) => (
+                    field.get(..eq).unwrap_or_default(),
+                    field.get(eq.saturating_add(1)..).unwrap_or_default(),
+                ),
+                None => (field, &[][..]),
+            };
+            let text =
+                |b: &[u8]| String::from_utf8_lossy(&super::percent_decode(b, true)).into_owned();
+            (text(name), text(value))
+        })
+        .collect()
+}
+
+/// One reading of `fields`: each plain name's first (or last) value; `[]` names collect all.
+fn read(fields: &[(String, String)], last: bool) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (name, value) in fields {
+        let value = Value::String(value.clone());
+        if name.ends_with("[]") {
+            if let Value::Array(values) = out
+                .entry(name.clone())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                values.push(value);
+            }
+        } else if last || !out.contains_key(name) {
+            out.insert(name.clone(), value);
+        }
+    }
+    out
+}
+
+/// The readings of a plain HTTP action's arguments with its query's fields in them: for each way
+/// of reading the query, the body's arguments (an object) with the query's fields added where the
+/// body has none (the body's value wins) and, where both name one, with the query's value; the
+/// query's fields alone when the body gave no object. Only those that differ from the action's
+/// own arguments. Empty for an MCP action and for a query without fields.
+pub(crate) fn argument_readings(a: &Action) -> Vec<Value> {
+    if a.kind != Kind::Http {
+        return Vec::new();
+    }
+    let mut out: Vec<Value> = Vec::new();
+    for q in readings(&a.target.query) {
+        let merged = match &a.arguments {
+            Value::Object(body) => {
+                let mut body_wins = body.clone();
+                for (k, v) in &q {
+                    body_wins.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                let mut merged = vec![Value::Object(body_wins)];
+                if q.iter().any(|(k, v)| body.get(k).is_some_and(|b| b != v)) {
+                    let mut query_wins = body.clone();
+                    query_wins.extend(q);
+                    merged.push(Value::Object(query_wins));
+                }
+                merged
+            }
+            _ => vec![Value::Object(q)],
+        };
+        for v in merged {
+            if v != a.arguments && !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Why an argument rewrite of a MODIFY cannot be made to this request, if it cannot: the filter
+/// rewrites bodies, never the query, so a rewrite of an argument the query also carries (or
+/// `redact_secrets` with a secret in the query) would reach the server unmade through the query.
+pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> {
+    if a.kind != Kind::Http || a.target.query.is_empty() {
+        return None;
+    }
+    let names = names(&a.target.query);
+    for m in mods {
+        let path = match m {
+            Modification::RedactArg { path }
+            | Modification::DropArg { path }
+            | Modification::ClampArg { path, .. }
+            | Modification::CoerceArg { path, .. } => path,
+            Modification::RedactSecrets => {
+                let mut scan = super::risk::Scan::default();
+                for reading in readings(&a.target.query) {
+                    for (k, v) in reading {
+                        scan.text(&k);
+                        scan.value(&v);
+                    }
+                }
+                if scan.risk().secrets {
+                    return Some(
+                        "the policy redacts secrets, and the query carries one, which the filter \
+                         cannot rewrite"
+                            .to_owned(),
+                    );
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        if let Some(PathSegment::Key(k)) = path.first()
+            && names.contains(k)
+        {
+            return Some(format!(
+                "the policy rewrites argument `{}`, which the query also carries, and the filter \
+                 cannot rewrite a query",
+                super::printable(k)
+            ));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, reason = "test indexing on known shapes")]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    #[test]
+    fn fields_are_read_as_forms_are() {
+        assert_eq!(
+            readings("role=admin&note=a+b%21&tags[]=x&tags[]=y&flag"),
+            vec![obj(json!({
+                "role": "admin", "note": "a b!", "tags[]": ["x", "y"], "flag": ""
+            }))]
+        );
+        assert_eq!(readings(""), Vec::<Map<String, Value>>::new());
+        assert_eq!(readings("&&"), Vec::<Map<String, Value>>::new());
+        assert_eq!(
+            readings("q=caf%E9&bad=%zz"),
+            vec![obj(json!({"q": "caf\u{fffd}", "bad": "%zz"}))]
+        );
+    }
+
+    #[test]
+    fn each_way_servers_disagree_is_a_reading() {
+        // A repeated name: its first value (Flask, Go) and its last (PHP, Rails).
+        assert_eq!(
+            readings("role=viewer&role=admin"),
+            vec![
+                obj(json!({"role": "viewer"})),
+                obj(json!({"role": "admin"}))
+            ]
+        );
+        // The same value twice is one reading.
+        assert_eq!(readings("a=1&a=1"), vec![obj(json!({"a": "1"}))]);
+        // A raw `;` splits fields too for older parsers.
+        assert_eq!(
+            readings("q=1;role=admin"),
+            vec![
+                obj(json!({"q": "1;role=admin"})),
+                obj(json!({"q": "1", "role": "admin"}))
+            ]
+        );
+        // An escaped name is the name it decodes to.
+        assert_eq!(
+            readings("%72ole=admin"),
+            vec![obj(json!({"role": "admin"}))]
+        );
+        assert_eq!(names("a=1;b=2&c"), vec!["a", "c", "b"]);
+    }
+
+    #[test]
+    fn readings_are_bounded() {
+        assert!(readings("a=1&a=2;a=3&b=1;b=2").len() <= MAX_READINGS);
+    }
+
+    fn http(query: &str, arguments: Value) -> Action {
+        let mut a = Action {
+            kind: Kind::Http,
+            arguments,
+            ..Action::default()
+        };
+        a.target.query = query.to_owned();
+        a
+    }
+
+    #[test]
+    fn the_query_joins_the_bodys_arguments_both_ways() {
+        let a = http(
+            "role=admin&page=2",
+            json!({"role": "viewer", "user": "bob"}),
+        );
+        assert_eq!(
+            argument_readings(&a),
+            vec![
+                json!({"role": "viewer", "user": "bob", "page": "2"}),
+                json!({"role": "admin", "user": "bob", "page": "2"}),
+            ]
+        );
+        // No object from the body (none, an array, text): the query's fields alone.
+        assert_eq!(
+            argument_readings(&http("role=admin", Value::Null)),
+            vec![json!({"role": "admin"})]
+        );
+        assert_eq!(
+            argument_readings(&http("role=admin", json!([1]))),
+            vec![json!({"role": "admin"})]
+        );
+        // Nothing new: no reading.
+        assert!(argument_readings(&http("role=viewer", json!({"role": "viewer"}))).is_empty());
+        assert!(argument_readings(&http("", json!({"role": "viewer"}))).is_empty());
+        let mut mcp = http("role=admin", Value::Null);
+        mcp.kind = Kind::Mcp;
+        assert!(argument_readings(&mcp).is_empty());
+    }
+
+    #[test]
+    fn a_rewrite_of_what_the_query_carries_cannot_be_made() {
+        let key = |k: &str| vec![PathSegment::Key(k.to_owned())];
+        let a = http("token=abc&page=2", json!({"token": "abc"}));
+        let redact = [Modification::RedactArg { path: key("token") }];
+        assert!(unrewritable(&a, &redact).unwrap().contains("`token`"));
+        let other = [Modification::DropArg { path: key("user") }];
+        assert_eq!(unrewritable(&a, &other), None);
+        let header = [Modification::StripHeader { name: "x".into() }];
+        assert_eq!(unrewritable(&a, &header), None);
+        assert_eq!(
+            unrewritable(&http("", json!({"token": "abc"})), &redact),
+            None
+        );
+        // A secret in the query is not redacted by `redact_secrets`.
+        let secret = http("key=AKIAIOSFODNN7EXAMPLE", Value::Null);
+        assert!(unrewritable(&secret, &[Modification::RedactSecrets]).is_some());
+        assert_eq!(unrewritable(&a, &[Modification::RedactSecrets]), None);
+    }
+}
