@@ -9,11 +9,6 @@ use crate::normalize;
 use crate::policy::Policy;
 use crate::rules::FilterRule;
 
-/// The most readings of one request the filter judges. A request with more (its headers and query
-/// name that many methods, paths and parameter sets: no client sends that) is denied, since the
-/// readings left unjudged could be the ones a server executes.
-pub(crate) const MAX_READINGS: usize = 64;
-
 /// The policy's verdict on `action` as the strictest server would read it: the request as sent,
 /// and every other reading of it some server applies (`normalize::action_readings`: the path's
 /// case, `;` parameters, trailing dots; method- and path-override headers). When a reading is
@@ -31,12 +26,11 @@ pub(super) fn strictest_reading(
     if verdict.decision == Decision::Deny {
         return (verdict, layers);
     }
-    let alts = normalize::action_readings(action);
-    if alts.len() > MAX_READINGS {
+    let Ok(alts) = normalize::action_readings(action) else {
         let reason = format!(
-            "the request can be read {} ways (method and path overrides, path readings, query \
-             parameters); the filter judges at most {MAX_READINGS}",
-            alts.len()
+            "the request can be read more ways than the filter judges (method and path \
+             overrides, path readings, query parameters; at most {})",
+            normalize::MAX_READINGS
         );
         let verdict = Verdict {
             decision: Decision::Deny,
@@ -50,7 +44,7 @@ pub(super) fn strictest_reading(
             ..verdict
         };
         return (verdict, layers);
-    }
+    };
     let mut strictest: Option<((Verdict, Vec<LayerOutcome>), Action)> = None;
     for alt in alts {
         let v = l.bundle.evaluate_layered(&alt, state, now_ms);

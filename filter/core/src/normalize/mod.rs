@@ -37,7 +37,9 @@ pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, pa
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
 pub(crate) use query::unrewritable as query_unrewritable;
-pub use readings::{action_readings, check_argument_spelling, path_readings};
+pub use readings::{
+    MAX_READINGS, TooManyReadings, action_readings, check_argument_spelling, path_readings,
+};
 pub use request::{Actions, Shape, request};
 
 /// What the filter knows about a request when its headers arrive.

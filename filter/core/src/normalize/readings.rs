@@ -106,7 +106,13 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// arguments with those fields in them (`query::argument_readings`). Empty for the usual request,
 /// which pays one look at its path, query and headers. Each reading is the action with its
 /// `operation` and `target.path`, its `resource` or its `arguments` replaced.
-pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action> {
+///
+/// More than [`MAX_READINGS`] is an error, found before any reading is built: the headers and
+/// query of one request can name thousands of methods and paths, and judging each would let one
+/// request cost the filter that many evaluations.
+pub fn action_readings(
+    a: &bundle::action::Action,
+) -> Result<Vec<bundle::action::Action>, TooManyReadings> {
     let header = |name: &'static str| {
         a.headers
             .iter()
@@ -126,6 +132,9 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
         {
             let m = m.to_ascii_uppercase();
             if !m.is_empty() && !operations.contains(&m) {
+                if operations.len() > MAX_READINGS {
+                    return Err(TooManyReadings);
+                }
                 operations.push(m);
             }
         }
@@ -136,6 +145,11 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
         if upgrades && !operations.iter().any(|o| o == "CONNECT") {
             operations.push("CONNECT".to_owned());
         }
+    }
+    let overrides = PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h));
+    let prefixes = header(PATH_PREFIX_HEADER);
+    if overrides.count().saturating_add(prefixes.count()) > MAX_READINGS {
+        return Err(TooManyReadings);
     }
     let mut paths = vec![a.target.path.clone()];
     for raw in PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h)) {
@@ -148,6 +162,9 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
     }
     let more: Vec<String> = paths.iter().flat_map(|p| path_readings(p)).collect();
     paths.extend(more);
+    if operations.len().saturating_mul(paths.len()) > MAX_READINGS.saturating_add(1) {
+        return Err(TooManyReadings);
+    }
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for op in &operations {
         for path in &paths {
@@ -161,6 +178,14 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
     // path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
     let arguments = super::query::argument_readings(a);
+    // Every pair with each argument reading and with its own, but the request as sent.
+    let count = pairs
+        .len()
+        .saturating_mul(arguments.len().saturating_add(1))
+        .saturating_sub(1);
+    if count > MAX_READINGS {
+        return Err(TooManyReadings);
+    }
     let mut out: Vec<bundle::action::Action> = Vec::new();
     for (op, path) in pairs {
         let original = (op, path) == (a.operation.as_str(), a.target.path.as_str());
@@ -190,5 +215,62 @@ pub fn action_readings(a: &bundle::action::Action) -> Vec<bundle::action::Action
         r.resource = Some(resolved);
         out.push(r);
     }
-    out
+    Ok(out)
+}
+
+/// The most readings of one request the filter judges ([`action_readings`]). A request with more
+/// (its headers and query name that many methods, paths and parameter sets: no client sends that)
+/// is denied, since the readings left unjudged could be the ones a server executes.
+pub const MAX_READINGS: usize = 64;
+
+/// A request has more than [`MAX_READINGS`] readings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyReadings;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bundle::action::{Action, Kind};
+
+    fn http(query: &str, headers: Vec<(String, String)>) -> Action {
+        let mut a = Action {
+            kind: Kind::Http,
+            operation: "GET".into(),
+            headers: headers.into(),
+            ..Action::default()
+        };
+        a.target.path = "/public".into();
+        a.target.query = query.into();
+        a
+    }
+
+    #[test]
+    fn readings_are_counted_before_they_are_built() {
+        // The usual request: none.
+        assert_eq!(action_readings(&http("", Vec::new())), Ok(Vec::new()));
+        // Within the bound: each method with the query's fields, and each method without them.
+        let a = http("_method=PUT&role=admin", Vec::new());
+        let readings = action_readings(&a).unwrap();
+        assert_eq!(
+            readings
+                .iter()
+                .map(|r| (r.operation.as_str(), r.arguments.is_null()))
+                .collect::<Vec<_>>(),
+            [("GET", false), ("PUT", false), ("PUT", true)]
+        );
+        // Thousands of methods in the query or in override headers: refused, not built.
+        let query: Vec<String> = (0..5000).map(|i| format!("_method=M{i}")).collect();
+        assert_eq!(
+            action_readings(&http(&query.join("&"), Vec::new())),
+            Err(TooManyReadings)
+        );
+        let headers = (0..5000)
+            .map(|i| ("x-original-url".to_owned(), format!("/p{i}")))
+            .collect();
+        assert_eq!(action_readings(&http("", headers)), Err(TooManyReadings));
+        // Just past the bound by the product of methods and argument readings.
+        let query: Vec<String> = (0..30).map(|i| format!("_method=M{i}")).collect();
+        let a = http(&format!("{}&role=admin", query.join("&")), Vec::new());
+        assert_eq!(action_readings(&a), Err(TooManyReadings));
+    }
 }
