@@ -21,7 +21,8 @@
 //! Cases: `call256`, `call1k`, `call16k` (allowed `tools/call` of `read_file`, the response passes
 //! back through the result inspection), `text1k` / `text16k` (as `call1k` / `call16k`, with an
 //! argument of realistic text: `portcullis_benches::REALISTIC_TEXT`), `deny1k` (unknown tool,
-//! JSON-RPC error), `init` (an `initialize`), `get` (egress GET, no body). Every request carries
+//! JSON-RPC error), `init` (an `initialize`), `get` (egress GET, no body), `getq` (the load
+//! benchmark's egress GET, whose query `?state=open` is also read as arguments). Every request carries
 //! the same `mcp-session-id`, so sessions, the receipt chain and its signing cadence (every 16th
 //! ALLOW receipt signed) are in the steady state.
 
@@ -81,10 +82,17 @@ fn case(name: &str) -> Case {
                 allowed: true,
             }
         }
-        "get" => Case {
+        "get" | "getq" => Case {
             headers: [
                 (":method", "GET"),
-                (":path", "/repos/acme/widgets"),
+                (
+                    ":path",
+                    if name == "get" {
+                        "/repos/acme/widgets"
+                    } else {
+                        "/repos/acme/widgets/pulls?state=open"
+                    },
+                ),
                 (":authority", "api.github.com"),
                 (":scheme", "https"),
                 ("accept", "application/json"),
