@@ -26,7 +26,7 @@ pub(super) fn strictest_reading(
     if verdict.decision == Decision::Deny {
         return (verdict, layers);
     }
-    let Ok(alts) = normalize::action_readings(action) else {
+    let Ok(alts) = normalize::action_readings(action, l.pack.reads_args) else {
         let reason = format!(
             "the request can be read more ways than the filter judges (method and path \
              overrides, path readings, query parameters; at most {})",

@@ -58,6 +58,25 @@ pub(crate) fn names(query: &str) -> Vec<String> {
     out
 }
 
+/// Every value the query gives a field named `name` (ASCII case ignored), decoded, in either
+/// split: what a server that reads that field may read (`_method`, for the method readings).
+pub(crate) fn values(query: &str, name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let splits: &[&[u8]] = if query.contains(';') {
+        &[b"&", b"&;"]
+    } else {
+        &[b"&"]
+    };
+    for separators in splits {
+        for (n, v) in fields(query.as_bytes(), separators) {
+            if n.eq_ignore_ascii_case(name) && !out.contains(&v) {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
 /// `(name, value)` of each non-empty field, decoded.
 fn fields(query: &[u8], separators: &[u8]) -> Vec<(String, String)> {
     query

@@ -107,12 +107,21 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// which pays one look at its path, query and headers. Each reading is the action with its
 /// `operation` and `target.path`, its `resource` or its `arguments` replaced.
 ///
-/// More than [`MAX_READINGS`] is an error, found before any reading is built: the headers and
-/// query of one request can name thousands of methods and paths, and judging each would let one
-/// request cost the filter that many evaluations.
+/// The query's argument readings only when `query_args` (the pack reads arguments: otherwise no
+/// verdict can depend on them). More than [`MAX_READINGS`] is an error, found before any reading
+/// is built: the headers and query of one request can name thousands of methods and paths, and
+/// judging each would let one request cost the filter that many evaluations.
 pub fn action_readings(
     a: &bundle::action::Action,
+    query_args: bool,
 ) -> Result<Vec<bundle::action::Action>, TooManyReadings> {
+    // `_method` decoded and split as servers read the query (`query.rs`): `_method=%44ELETE` and
+    // `x=1;_method=DELETE` name DELETE to them.
+    let query_method = if a.kind == bundle::action::Kind::Http {
+        super::query::values(&a.target.query, "_method")
+    } else {
+        Vec::new()
+    };
     let header = |name: &'static str| {
         a.headers
             .iter()
@@ -121,14 +130,10 @@ pub fn action_readings(
     };
     let mut operations = vec![a.operation.clone()];
     if a.kind == bundle::action::Kind::Http {
-        let query_method = a.target.query.split('&').filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            k.eq_ignore_ascii_case("_method").then_some(v)
-        });
         for m in METHOD_OVERRIDE_HEADERS
             .iter()
             .flat_map(|h| header(h))
-            .chain(query_method)
+            .chain(query_method.iter().map(|m| m.trim()))
         {
             let m = m.to_ascii_uppercase();
             if !m.is_empty() && !operations.contains(&m) {
@@ -177,7 +182,11 @@ pub fn action_readings(
     // The query's fields, which servers read as parameters (`query.rs`), under every method and
     // path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
-    let arguments = super::query::argument_readings(a);
+    let arguments = if query_args {
+        super::query::argument_readings(a)
+    } else {
+        Vec::new()
+    };
     // Every pair with each argument reading and with its own, but the request as sent.
     let count = pairs
         .len()
@@ -232,6 +241,10 @@ mod tests {
     use super::*;
     use bundle::action::{Action, Kind};
 
+    fn action_readings_all(a: &Action) -> Result<Vec<Action>, TooManyReadings> {
+        action_readings(a, true)
+    }
+
     fn http(query: &str, headers: Vec<(String, String)>) -> Action {
         let mut a = Action {
             kind: Kind::Http,
@@ -247,10 +260,10 @@ mod tests {
     #[test]
     fn readings_are_counted_before_they_are_built() {
         // The usual request: none.
-        assert_eq!(action_readings(&http("", Vec::new())), Ok(Vec::new()));
+        assert_eq!(action_readings_all(&http("", Vec::new())), Ok(Vec::new()));
         // Within the bound: each method with the query's fields, and each method without them.
         let a = http("_method=PUT&role=admin", Vec::new());
-        let readings = action_readings(&a).unwrap();
+        let readings = action_readings_all(&a).unwrap();
         assert_eq!(
             readings
                 .iter()
@@ -258,19 +271,34 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("GET", false), ("PUT", false), ("PUT", true)]
         );
+        // `_method` as servers read it: decoded, and after a `;`.
+        for query in ["_method=%44ELETE", "x=1;_method=delete"] {
+            let ops: Vec<String> = action_readings_all(&http(query, Vec::new()))
+                .unwrap()
+                .into_iter()
+                .map(|r| r.operation)
+                .collect();
+            assert!(ops.contains(&"DELETE".to_owned()), "{query}: {ops:?}");
+        }
         // Thousands of methods in the query or in override headers: refused, not built.
         let query: Vec<String> = (0..5000).map(|i| format!("_method=M{i}")).collect();
         assert_eq!(
-            action_readings(&http(&query.join("&"), Vec::new())),
+            action_readings_all(&http(&query.join("&"), Vec::new())),
             Err(TooManyReadings)
         );
         let headers = (0..5000)
             .map(|i| ("x-original-url".to_owned(), format!("/p{i}")))
             .collect();
-        assert_eq!(action_readings(&http("", headers)), Err(TooManyReadings));
+        assert_eq!(
+            action_readings_all(&http("", headers)),
+            Err(TooManyReadings)
+        );
+        // A pack that reads no arguments: the query's fields are not judged as them.
+        let a = http("_method=PUT&role=admin", Vec::new());
+        assert_eq!(action_readings(&a, false).unwrap().len(), 1);
         // Just past the bound by the product of methods and argument readings.
         let query: Vec<String> = (0..30).map(|i| format!("_method=M{i}")).collect();
         let a = http(&format!("{}&role=admin", query.join("&")), Vec::new());
-        assert_eq!(action_readings(&a), Err(TooManyReadings));
+        assert_eq!(action_readings_all(&a), Err(TooManyReadings));
     }
 }

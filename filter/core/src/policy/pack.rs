@@ -19,6 +19,10 @@ pub(crate) struct PackReads {
     /// The argument member names the pack reads (conditions and rewrites, any depth), as
     /// `(folded, as written)`: a request naming one of them in another case is refused.
     pub arg_names: Vec<(String, String)>,
+    /// A condition of the pack reads arguments (`args...` in a rule or class): only then can a
+    /// plain HTTP request's query fields, read as arguments, change a verdict, so only then are
+    /// they judged as readings (`normalize/query.rs`).
+    pub reads_args: bool,
     /// The pack's rule names (a decision by one of them is not the default's).
     pub rule_names: Vec<String>,
     /// Rules that allow depending on arguments (list filtering keeps their tools).
@@ -40,6 +44,7 @@ impl PackReads {
             results: reads_results(p),
             byte_counts: counts_bytes(p),
             arg_names: arg_names(p),
+            reads_args: fields(p).any(|f| matches!(f, FieldRef::Arg(_))),
             rule_names: p.rules.iter().map(|r| r.name.clone()).collect(),
             arg_allows: ArgAllows::of(p),
             step_up: steps_up(p),
@@ -57,6 +62,7 @@ impl PackReads {
                 results,
                 byte_counts,
                 arg_names,
+                reads_args,
                 rule_names,
                 arg_allows,
                 step_up,
@@ -66,6 +72,7 @@ impl PackReads {
             all.results |= results;
             all.byte_counts |= byte_counts;
             all.step_up |= step_up;
+            all.reads_args |= reads_args;
             for n in arg_names {
                 if !all.arg_names.iter().any(|(_, k)| *k == n.1) {
                     all.arg_names.push(n);
