@@ -75,12 +75,18 @@ def stack(tmp_path: Path) -> Iterator[pe.Stack]:
         yield s
 
 
-@pytest.fixture
-def gateway(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> pe.Stack:
-    """Workbench (SSE responses) behind the mcp-gateway Envoy with the demo pack."""
+def start_gateway(stack: pe.Stack, keys: pe.Keys, bundle: Path) -> pe.Stack:
+    """Workbench (SSE responses) behind the mcp-gateway Envoy with ``bundle``; a start that fails
+    fails the test with Envoy's output."""
     stack.workbench()
     try:
-        stack.envoy("mcp-gateway", keys, demo_bundle)
+        stack.envoy("mcp-gateway", keys, bundle)
     except pe.E2EError as e:
         pytest.fail(str(e), pytrace=False)
     return stack
+
+
+@pytest.fixture
+def gateway(stack: pe.Stack, keys: pe.Keys, demo_bundle: Path) -> pe.Stack:
+    """Workbench (SSE responses) behind the mcp-gateway Envoy with the demo pack."""
+    return start_gateway(stack, keys, demo_bundle)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import portcullis_e2e as pe
-from conftest import POLICIES, compile_or_fail
+from conftest import POLICIES, compile_or_fail, start_gateway
 from raw import RawMcp
 
 # Spellings of a path out of /workspace/ that servers resolve to /etc/passwd (or above the
@@ -54,12 +54,7 @@ INSIDE = ["file:///workspace/notes.txt", "file:///workspace/./sub/../notes.txt",
 def gateway(stack: pe.Stack, keys: pe.Keys, tmp_path: Path) -> pe.Stack:
     """The workbench behind the mcp-gateway Envoy with policies/resources.pcl."""
     bundle = compile_or_fail(POLICIES / "resources.pcl", tmp_path / "resources.bundle", keys)
-    stack.workbench()
-    try:
-        stack.envoy("mcp-gateway", keys, bundle)
-    except pe.E2EError as e:
-        pytest.fail(str(e), pytrace=False)
-    return stack
+    return start_gateway(stack, keys, bundle)
 
 
 def _read(mcp: RawMcp, uri: str) -> tuple[int, dict]:

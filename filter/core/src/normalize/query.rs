@@ -25,12 +25,7 @@ const MAX_READINGS: usize = 4;
 /// empty fields). Distinct, the usual `&`-split first-value reading first.
 pub(crate) fn readings(query: &str) -> Vec<Map<String, Value>> {
     let mut out: Vec<Map<String, Value>> = Vec::new();
-    let splits: &[&[u8]] = if query.contains(';') {
-        &[b"&", b"&;"]
-    } else {
-        &[b"&"]
-    };
-    for separators in splits {
+    for separators in splits(query) {
         let fields = fields(query.as_bytes(), separators);
         if fields.is_empty() {
             continue;
@@ -62,12 +57,7 @@ pub(crate) fn names(query: &str) -> Vec<String> {
 /// split: what a server that reads that field may read (`_method`, for the method readings).
 pub(crate) fn values(query: &str, name: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let splits: &[&[u8]] = if query.contains(';') {
-        &[b"&", b"&;"]
-    } else {
-        &[b"&"]
-    };
-    for separators in splits {
+    for separators in splits(query) {
         for (n, v) in fields(query.as_bytes(), separators) {
             if n.eq_ignore_ascii_case(name) && !out.contains(&v) {
                 out.push(v);
@@ -75,6 +65,15 @@ pub(crate) fn values(query: &str, name: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The ways servers split `query` into fields: on `&`, and with a raw `;` also on it.
+fn splits(query: &str) -> &'static [&'static [u8]] {
+    if query.contains(';') {
+        &[b"&", b"&;"]
+    } else {
+        &[b"&"]
+    }
 }
 
 /// `(name, value)` of each non-empty field, decoded.
