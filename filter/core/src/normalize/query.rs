@@ -13,6 +13,8 @@
 //! read as U+FFFD), and a name ending in `[]` collects its values into an array, as form bodies
 //! are read (`form.rs`).
 
+use std::collections::BTreeSet;
+
 use serde_json::{Map, Value};
 
 use bundle::action::{Action, Kind};
@@ -41,26 +43,26 @@ pub(crate) fn readings(query: &str) -> Vec<Map<String, Value>> {
 }
 
 /// The names of the query's fields, as any reading names them.
-pub(crate) fn names(query: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for reading in readings(query) {
-        for name in reading.into_iter().map(|(k, _)| k) {
-            if !out.contains(&name) {
-                out.push(name);
-            }
-        }
-    }
-    out
+pub(crate) fn names(query: &str) -> BTreeSet<String> {
+    readings(query)
+        .into_iter()
+        .flat_map(|reading| reading.into_iter().map(|(k, _)| k))
+        .collect()
 }
 
-/// Every value the query gives a field named `name` (ASCII case ignored), decoded, in either
-/// split: what a server that reads that field may read (`_method`, for the method readings).
-pub(crate) fn values(query: &str, name: &str) -> Vec<String> {
+/// The distinct values the query gives a field named `name` (ASCII case ignored), decoded, in
+/// either split: what a server that reads that field may read (`_method`, for the method
+/// readings). At most `limit` + 1 of them: a caller that judges each stops there anyway, and a
+/// query of thousands would otherwise cost a comparison of each with each.
+pub(crate) fn values(query: &str, name: &str, limit: usize) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for separators in splits(query) {
         for (n, v) in fields(query.as_bytes(), separators) {
             if n.eq_ignore_ascii_case(name) && !out.contains(&v) {
                 out.push(v);
+                if out.len() > limit {
+                    return out;
+                }
             }
         }
     }
@@ -251,7 +253,16 @@ mod tests {
             readings("%72ole=admin"),
             vec![obj(json!({"role": "admin"}))]
         );
-        assert_eq!(names("a=1;b=2&c"), vec!["a", "c", "b"]);
+        assert_eq!(
+            names("a=1;b=2&c").into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            values("_method=PUT&x=1;_Method=%44ELETE", "_method", 8),
+            ["PUT", "DELETE"]
+        );
+        let many: Vec<String> = (0..1000).map(|i| format!("_method=M{i}")).collect();
+        assert_eq!(values(&many.join("&"), "_method", 64).len(), 65);
     }
 
     #[test]

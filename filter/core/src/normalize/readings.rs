@@ -118,7 +118,7 @@ pub fn action_readings(
     // `_method` decoded and split as servers read the query (`query.rs`): `_method=%44ELETE` and
     // `x=1;_method=DELETE` name DELETE to them.
     let query_method = if a.kind == bundle::action::Kind::Http {
-        super::query::values(&a.target.query, "_method")
+        super::query::values(&a.target.query, "_method", MAX_READINGS)
     } else {
         Vec::new()
     };
