@@ -850,16 +850,12 @@ pub fn hash_hex(h: &[u8; 32]) -> String {
     out
 }
 
-/// Append lowercase hex of `bytes`.
-fn push_hex(out: &mut String, bytes: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for &b in bytes {
-        for nibble in [b.wrapping_shr(4), b & 0xf] {
-            out.push(char::from(
-                HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'),
-            ));
-        }
-    }
+/// Append lowercase hex of a 32-byte hash.
+fn push_hex(out: &mut String, bytes: &[u8; 32]) {
+    let mut buf = [0u8; 64];
+    // Cannot fail: `buf` is exactly twice as long as `bytes`, and hex digits are ASCII.
+    let _ = hex::encode_to_slice(bytes, &mut buf);
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
 }
 
 /// SHA-256 of canonical bytes.
