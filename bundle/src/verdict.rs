@@ -226,6 +226,26 @@ pub struct Verdict {
     pub intent: Option<String>,
 }
 
+impl Verdict {
+    /// This verdict overruled by a check of the filter's own: a DENY by `rule` for `reason`.
+    /// Nothing of the decision it replaces is kept (its rewrites, session effects, step-up or
+    /// deferral); what it matched, its warnings, classes, risk and intent stay, for the receipt.
+    #[must_use]
+    pub fn overruled(self, rule: &str, reason: String) -> Self {
+        Self {
+            decision: Decision::Deny,
+            would_be: Decision::Deny,
+            deciding_rule: rule.to_owned(),
+            reason,
+            modifications: Vec::new(),
+            effects: Vec::new(),
+            step_up: None,
+            defer: None,
+            ..self
+        }
+    }
+}
+
 /// Risk tier of an action class.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

@@ -207,30 +207,10 @@ fn plan_on(
             layer_outcomes.push(layers);
         }
         if let Some(why) = input.grant.and_then(|g| outside_grant(g, action)) {
-            verdict = Verdict {
-                decision: Decision::Deny,
-                would_be: Decision::Deny,
-                deciding_rule: FilterRule::GrantOutside.as_str().to_owned(),
-                reason: why,
-                modifications: Vec::new(),
-                effects: Vec::new(),
-                step_up: None,
-                defer: None,
-                ..verdict
-            };
+            verdict = verdict.overruled(FilterRule::GrantOutside.as_str(), why);
         }
         if let Some((rule, why)) = input.bound_state.get(i).and_then(Option::as_ref) {
-            verdict = Verdict {
-                decision: Decision::Deny,
-                would_be: Decision::Deny,
-                deciding_rule: rule.as_str().to_owned(),
-                reason: why.clone(),
-                modifications: Vec::new(),
-                effects: Vec::new(),
-                step_up: None,
-                defer: None,
-                ..verdict
-            };
+            verdict = verdict.overruled(rule.as_str(), why.clone());
         }
         if let Some(check) = input.tool_checks.get(i).and_then(Option::as_ref)
             && (action.tool_state.changed || action.tool_state.shadowed)

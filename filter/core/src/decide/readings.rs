@@ -32,18 +32,10 @@ pub(super) fn strictest_reading(
              overrides, path readings, query parameters; at most {})",
             normalize::MAX_READINGS
         );
-        let verdict = Verdict {
-            decision: Decision::Deny,
-            would_be: Decision::Deny,
-            deciding_rule: FilterRule::Refused.as_str().to_owned(),
-            reason,
-            modifications: Vec::new(),
-            effects: Vec::new(),
-            step_up: None,
-            defer: None,
-            ..verdict
-        };
-        return (verdict, layers);
+        return (
+            verdict.overruled(FilterRule::Refused.as_str(), reason),
+            layers,
+        );
     };
     let mut strictest: Option<((Verdict, Vec<LayerOutcome>), Action)> = None;
     for alt in alts {

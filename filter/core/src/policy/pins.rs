@@ -102,15 +102,5 @@ pub(crate) fn refuse(action: &Action, check: &ToolCheck, mut v: Verdict) -> Verd
         mode: Mode::Enforce,
         reason: reason.clone(),
     });
-    Verdict {
-        decision: Decision::Deny,
-        would_be: Decision::Deny,
-        deciding_rule: rule.as_str().to_owned(),
-        reason,
-        modifications: Vec::new(),
-        effects: Vec::new(),
-        step_up: None,
-        defer: None,
-        ..v
-    }
+    v.overruled(rule.as_str(), reason)
 }
