@@ -23,50 +23,62 @@ use bundle::verdict::{Modification, PathSegment};
 /// The most readings one query yields (two splits, first and last value each).
 const MAX_READINGS: usize = 4;
 
-/// The query's fields, each way servers read them: empty when it has none (no query, or only
-/// empty fields). Distinct, the usual `&`-split first-value reading first.
-pub(crate) fn readings(query: &str) -> Vec<Map<String, Value>> {
-    let mut out: Vec<Map<String, Value>> = Vec::new();
-    for separators in splits(query) {
-        let fields = fields(query.as_bytes(), separators);
-        if fields.is_empty() {
-            continue;
-        }
-        for last in [false, true] {
-            let reading = read(&fields, last);
-            if !out.contains(&reading) && out.len() < MAX_READINGS {
-                out.push(reading);
-            }
-        }
+/// A query's fields as servers split them, decoded once: the `&` split, and with a raw `;` the
+/// split on both.
+pub(crate) struct Query {
+    splits: Vec<Vec<(String, String)>>,
+}
+
+impl Query {
+    /// `query` (the part after `?`, as sent) split and decoded.
+    pub(crate) fn parse(query: &str) -> Self {
+        let splits = splits(query)
+            .iter()
+            .map(|separators| fields(query.as_bytes(), separators))
+            .collect();
+        Self { splits }
     }
-    out
-}
 
-/// The names of the query's fields, as any reading names them.
-pub(crate) fn names(query: &str) -> BTreeSet<String> {
-    readings(query)
-        .into_iter()
-        .flat_map(|reading| reading.into_iter().map(|(k, _)| k))
-        .collect()
-}
-
-/// The distinct values the query gives a field named `name` (ASCII case ignored), decoded, in
-/// either split: what a server that reads that field may read (`_method`, for the method
-/// readings). At most `limit` + 1 of them: a caller that judges each stops there anyway, and a
-/// query of thousands would otherwise cost a comparison of each with each.
-pub(crate) fn values(query: &str, name: &str, limit: usize) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for separators in splits(query) {
-        for (n, v) in fields(query.as_bytes(), separators) {
-            if n.eq_ignore_ascii_case(name) && !out.contains(&v) {
-                out.push(v);
-                if out.len() > limit {
-                    return out;
+    /// The query's fields, each way servers read them: empty when it has none (no query, or only
+    /// empty fields). Distinct, the usual `&`-split first-value reading first.
+    pub(crate) fn readings(&self) -> Vec<Map<String, Value>> {
+        let mut out: Vec<Map<String, Value>> = Vec::new();
+        for fields in self.splits.iter().filter(|f| !f.is_empty()) {
+            for last in [false, true] {
+                let reading = read(fields, last);
+                if !out.contains(&reading) && out.len() < MAX_READINGS {
+                    out.push(reading);
                 }
             }
         }
+        out
     }
-    out
+
+    /// The names of the query's fields, as any split names them.
+    pub(crate) fn names(&self) -> BTreeSet<&str> {
+        self.splits
+            .iter()
+            .flatten()
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// The distinct values the query gives a field named `name` (ASCII case ignored), in either
+    /// split: what a server that reads that field may read (`_method`, for the method readings).
+    /// At most `limit` + 1 of them: a caller that judges each stops there anyway, and a query of
+    /// thousands would otherwise cost a comparison of each with each.
+    pub(crate) fn values(&self, name: &str, limit: usize) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (n, v) in self.splits.iter().flatten() {
+            if n.eq_ignore_ascii_case(name) && !out.contains(&v.as_str()) {
+                out.push(v);
+                if out.len() > limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The ways servers split `query` into fields: on `&`, and with a raw `;` also on it.
@@ -121,13 +133,10 @@ fn read(fields: &[(String, String)], last: bool) -> Map<String, Value> {
 /// of reading the query, the body's arguments (an object) with the query's fields added where the
 /// body has none (the body's value wins) and, where both name one, with the query's value; the
 /// query's fields alone when the body gave no object. Only those that differ from the action's
-/// own arguments. Empty for an MCP action and for a query without fields.
-pub(crate) fn argument_readings(a: &Action) -> Vec<Value> {
-    if a.kind != Kind::Http {
-        return Vec::new();
-    }
+/// own arguments. Empty for a query without fields. `query` is `a`'s, parsed.
+pub(crate) fn argument_readings(a: &Action, query: &Query) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
-    for q in readings(&a.target.query) {
+    for q in query.readings() {
         let merged = match &a.arguments {
             Value::Object(body) => {
                 let mut body_wins = body.clone();
@@ -160,7 +169,8 @@ pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> 
     if a.kind != Kind::Http || a.target.query.is_empty() {
         return None;
     }
-    let names = names(&a.target.query);
+    let query = Query::parse(&a.target.query);
+    let names = query.names();
     for m in mods {
         let path = match m {
             Modification::RedactArg { path }
@@ -169,7 +179,7 @@ pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> 
             | Modification::CoerceArg { path, .. } => path,
             Modification::RedactSecrets => {
                 let mut scan = super::risk::Scan::default();
-                for reading in readings(&a.target.query) {
+                for reading in query.readings() {
                     for (k, v) in reading {
                         scan.text(&k);
                         scan.value(&v);
@@ -187,7 +197,7 @@ pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> 
             _ => continue,
         };
         if let Some(PathSegment::Key(k)) = path.first()
-            && names.contains(k)
+            && names.contains(k.as_str())
         {
             return Some(format!(
                 "the policy rewrites argument `{}`, which the query also carries, and the filter \
@@ -204,6 +214,30 @@ pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn readings(query: &str) -> Vec<Map<String, Value>> {
+        Query::parse(query).readings()
+    }
+
+    fn names(query: &str) -> BTreeSet<String> {
+        Query::parse(query)
+            .names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn values(query: &str, name: &str, limit: usize) -> Vec<String> {
+        Query::parse(query)
+            .values(name, limit)
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn argument_readings(a: &Action) -> Vec<Value> {
+        super::argument_readings(a, &Query::parse(&a.target.query))
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {
@@ -305,9 +339,6 @@ mod tests {
         // Nothing new: no reading.
         assert!(argument_readings(&http("role=viewer", json!({"role": "viewer"}))).is_empty());
         assert!(argument_readings(&http("", json!({"role": "viewer"}))).is_empty());
-        let mut mcp = http("role=admin", Value::Null);
-        mcp.kind = Kind::Mcp;
-        assert!(argument_readings(&mcp).is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! (docs/filter-normalization.md, "Requests with several readings"), and the refusal of
 //! argument names a case-blind server would bind to a field the policy reads.
 
+use super::query::Query;
 use super::{JsonRpcId, Refusal, http, json, printable};
 
 /// The other paths servers may read a normalized path as, for policy evaluation
@@ -115,55 +116,53 @@ pub fn action_readings(
     a: &bundle::action::Action,
     query_args: bool,
 ) -> Result<Vec<bundle::action::Action>, TooManyReadings> {
-    // `_method` decoded and split as servers read the query (`query.rs`): `_method=%44ELETE` and
+    let is_http = a.kind == bundle::action::Kind::Http;
+    // The query decoded and split as servers read it (`query.rs`): `_method=%44ELETE` and
     // `x=1;_method=DELETE` name DELETE to them.
-    let query_method = if a.kind == bundle::action::Kind::Http {
-        super::query::values(&a.target.query, "_method", MAX_READINGS)
-    } else {
-        Vec::new()
-    };
-    let header = |name: &'static str| {
-        a.headers
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.trim())
-    };
+    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
+    // One walk over the headers: the methods and paths they name, and whether the request
+    // switches protocols.
     let mut operations = vec![a.operation.clone()];
-    if a.kind == bundle::action::Kind::Http {
-        for m in METHOD_OVERRIDE_HEADERS
-            .iter()
-            .flat_map(|h| header(h))
-            .chain(query_method.iter().map(|m| m.trim()))
-        {
-            let m = m.to_ascii_uppercase();
-            if !m.is_empty() && !operations.contains(&m) {
-                if operations.len() > MAX_READINGS {
-                    return Err(TooManyReadings);
-                }
-                operations.push(m);
-            }
-        }
-        // A request that switches protocols (`upgrade: websocket`) opens a tunnel to its host
-        // once the server agrees, and nothing after the switch passes the filter: it is judged
-        // as the CONNECT it becomes, too.
-        let upgrades = header("upgrade").any(|v| !v.is_empty() && !v.eq_ignore_ascii_case("h2c"));
-        if upgrades && !operations.iter().any(|o| o == "CONNECT") {
-            operations.push("CONNECT".to_owned());
-        }
-    }
-    let overrides = PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h));
-    let prefixes = header(PATH_PREFIX_HEADER);
-    if overrides.count().saturating_add(prefixes.count()) > MAX_READINGS {
-        return Err(TooManyReadings);
-    }
     let mut paths = vec![a.target.path.clone()];
-    for raw in PATH_OVERRIDE_HEADERS.iter().flat_map(|h| header(h)) {
-        let p = http::normalize_origin_path(raw, true).map_or_else(|_| raw.to_owned(), |n| n.path);
-        paths.push(p);
+    let mut upgrades = false;
+    let add_method = |operations: &mut Vec<String>, m: &str| {
+        let m = m.trim().to_ascii_uppercase();
+        if m.is_empty() || operations.contains(&m) {
+            return Ok(());
+        }
+        if operations.len() > MAX_READINGS {
+            return Err(TooManyReadings);
+        }
+        operations.push(m);
+        Ok(())
+    };
+    for (name, value) in a.headers.iter() {
+        let value = value.trim();
+        let name = name.as_str();
+        if is_http && METHOD_OVERRIDE_HEADERS.contains(&name) {
+            add_method(&mut operations, value)?;
+        } else if is_http && name == "upgrade" {
+            upgrades |= !value.is_empty() && !value.eq_ignore_ascii_case("h2c");
+        } else if PATH_OVERRIDE_HEADERS.contains(&name) || name == PATH_PREFIX_HEADER {
+            if paths.len() > MAX_READINGS {
+                return Err(TooManyReadings);
+            }
+            let p = if name == PATH_PREFIX_HEADER {
+                format!("{}{}", value.trim_end_matches('/'), a.target.path)
+            } else {
+                value.to_owned()
+            };
+            paths.push(http::normalize_origin_path(&p, true).map_or(p, |n| n.path));
+        }
     }
-    for prefix in header(PATH_PREFIX_HEADER) {
-        let joined = format!("{}{}", prefix.trim_end_matches('/'), a.target.path);
-        paths.push(http::normalize_origin_path(&joined, true).map_or(joined, |n| n.path));
+    for m in query.iter().flat_map(|q| q.values("_method", MAX_READINGS)) {
+        add_method(&mut operations, m)?;
+    }
+    // A request that switches protocols (`upgrade: websocket`) opens a tunnel to its host once
+    // the server agrees, and nothing after the switch passes the filter: it is judged as the
+    // CONNECT it becomes, too.
+    if upgrades && !operations.iter().any(|o| o == "CONNECT") {
+        operations.push("CONNECT".to_owned());
     }
     let more: Vec<String> = paths.iter().flat_map(|p| path_readings(p)).collect();
     paths.extend(more);
@@ -182,10 +181,9 @@ pub fn action_readings(
     // The query's fields, which servers read as parameters (`query.rs`), under every method and
     // path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
-    let arguments = if query_args {
-        super::query::argument_readings(a)
-    } else {
-        Vec::new()
+    let arguments = match &query {
+        Some(q) if query_args => super::query::argument_readings(a, q),
+        _ => Vec::new(),
     };
     // Every pair with each argument reading and with its own, but the request as sent.
     let count = pairs
@@ -293,6 +291,32 @@ mod tests {
             action_readings_all(&http("", headers)),
             Err(TooManyReadings)
         );
+        let headers = (0..5000)
+            .map(|i| ("x-http-method-override".to_owned(), format!("M{i}")))
+            .collect();
+        assert_eq!(
+            action_readings_all(&http("", headers)),
+            Err(TooManyReadings)
+        );
+        // Path overrides and prefixes count together.
+        let headers = (0..66)
+            .map(|i| {
+                let name = if i % 2 == 0 {
+                    "x-rewrite-url"
+                } else {
+                    "x-forwarded-prefix"
+                };
+                (name.to_owned(), format!("/p{i}"))
+            })
+            .collect();
+        assert_eq!(
+            action_readings_all(&http("", headers)),
+            Err(TooManyReadings)
+        );
+        // An MCP request's query is not read as arguments, nor its `_method`.
+        let mut mcp = http("_method=DELETE&role=admin", Vec::new());
+        mcp.kind = Kind::Mcp;
+        assert_eq!(action_readings_all(&mcp), Ok(Vec::new()));
         // A pack that reads no arguments: the query's fields are not judged as them.
         let a = http("_method=PUT&role=admin", Vec::new());
         assert_eq!(action_readings(&a, false).unwrap().len(), 1);

@@ -177,7 +177,7 @@ fn actions(
             if !arg_names.is_empty() {
                 // The query's fields are arguments too (`query.rs`), bound without case by the
                 // same servers.
-                for fields in super::query::readings(&a.target.query) {
+                for fields in super::query::Query::parse(&a.target.query).readings() {
                     check_argument_spelling(&serde_json::Value::Object(fields), arg_names, None)?;
                 }
             }
