@@ -358,6 +358,10 @@ def _cases() -> list[Case]:
     add(Case("x-method-override DELETE @egress", "/api/items/1", js({"id": 1}),
              headers=(("x-method-override", "DELETE"),)))
     add(Case("_method=DELETE query @egress", "/api/items/1?_method=DELETE", js({"id": 1})))
+    # `_method` as servers read any query parameter: escapes decoded, a raw `;` a separator.
+    add(Case("_method=%44ELETE query @egress", "/api/items/1?_method=%44ELETE", js({"id": 1})))
+    add(Case("_m%65thod=DELETE query @egress", "/api/items/1?_m%65thod=DELETE", js({"id": 1})))
+    add(Case("x=1;_method=DELETE query @egress", "/api/items/1?x=1;_method=DELETE", js({"id": 1})))
     add(Case("x-http-method-override DELETE @/admin", "/admin/users/1", js({"id": 1}),
              headers=(("x-http-method-override", "DELETE"),)))
 

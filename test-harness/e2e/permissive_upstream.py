@@ -29,7 +29,7 @@ How it reads a request (each is something a real server does):
   UTF-16, UTF-32, UTF-7) decodes the body in that charset, as body-parser's json() does.
 - **Methods**: upper-cased; on a POST, ``x-http-method-override`` / ``x-http-method`` /
   ``x-method-override`` or a ``_method`` query parameter replace it (express method-override,
-  Rails, Laravel).
+  Rails, Laravel); the query decoded, and split on ``;`` as well as ``&`` (Python before 3.9.2).
 - **Hosts**: ``[::ffff:a.b.c.d]`` and the other IPv4-mapped spellings, IPv4-compatible
   ``[::a.b.c.d]`` and NAT64 ``[64:ff9b::a.b.c.d]`` (the network delivers them to the IPv4
   address), decimal / hex / octal / short IPv4 forms (``inet_aton``), a trailing dot, upper case:
@@ -395,7 +395,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         method = self.command.upper()
         target = self.raw_target
-        query = dict(parse_qsl(target.split("?", 1)[1] if "?" in target else "", keep_blank_values=True))
+        # Split on `;` too, as Python before 3.9.2 and some Java containers do.
+        raw_query = target.split("?", 1)[1] if "?" in target else ""
+        query = dict(parse_qsl(raw_query.replace(";", "&"), keep_blank_values=True))
         effective = method
         if method == "POST":
             override = next((self.headers[h] for h in OVERRIDE_HEADERS if self.headers.get(h)), None)
