@@ -225,6 +225,15 @@ def _cases() -> list[Case]:
         "\u017fkip_checks (long s)": js(call("git_push", {"branch": "main", "\u017fkip_checks": True})),
         "sk\u0130p_checks (dotted I)": js(call("git_push", {"branch": "main", "sk\u0130p_checks": True})),
         "SKIP_CHECKS": js(call("git_push", {"branch": "main", "SKIP_CHECKS": True})),
+        # A prototype member: JSON.parse keeps it as data; a JavaScript server's merge of the
+        # arguments (`Object.assign({}, defaults, args)`) reads its members as the object's own.
+        "__proto__ skip_checks": env('"method":"tools/call","params":{"name":"git_push","arguments":'
+                                     '{"branch":"main","__proto__":{"skip_checks":true}}}'),
+        "\\u005f_proto__ skip_checks": env('"method":"tools/call","params":{"name":"git_push","arguments":'
+                                            '{"branch":"main","\\u005f_proto__":{"skip_checks":true}}}'),
+        "constructor.prototype skip_checks": env('"method":"tools/call","params":{"name":"git_push",'
+                                                 '"arguments":{"branch":"main","constructor":'
+                                                 '{"prototype":{"skip_checks":true}}}}'),
         "skip_checks false then SKIP_CHECKS true": js(call("git_push", {"branch": "main", "skip_checks": False,
                                                                       "SKIP_CHECKS": True})),
     }

@@ -12,6 +12,9 @@ How it reads a request (each is something a real server does):
   (``jsonrpc``, ``method``, ``id``, ``params``), ``params.name``, ``params.arguments`` and the
   argument keys (recursively). A message with a (folded) ``method`` is executed as a request even
   when it also carries ``result`` or ``error``.
+- **Prototypes**: the members of an argument object's ``__proto__`` object, or of its
+  ``constructor.prototype``, are read as the object's own where it has none, as JavaScript reads
+  them after ``Object.assign({}, defaults, args)`` or a recursive merge.
 - **Bodies** framed by ``content-length`` or ``transfer-encoding: chunked`` (trailers recorded);
   ``content-encoding: gzip`` / ``x-gzip`` / ``deflate`` (zlib or raw) inflated, as express.json()
   does; a UTF-8 byte-order mark skipped; invalid UTF-8 replaced. Any body that parses as JSON is
@@ -133,11 +136,22 @@ def get(obj: Any, name: str) -> tuple[bool, Any]:
 
 def folded(value: Any) -> Any:
     """``value`` as this server's structs see it: objects keyed by the folded, lower-cased key
-    (last wins), at every depth."""
+    (last wins), at every depth; and as a JavaScript server's merge reads it
+    (``Object.assign({}, defaults, args)``, a recursive merge): the members of a ``__proto__``
+    object, or of ``constructor.prototype``, are inherited, so read where the object has none."""
     if isinstance(value, Obj):
         out: dict[str, Any] = {}
+        inherited: dict[str, Any] = {}
         for key, val in value:
             out[fold(key).lower()] = folded(val)
+            if key == "__proto__" and isinstance(val, Obj):
+                inherited.update(folded(val))
+            if key == "constructor" and isinstance(val, Obj):
+                found, proto = get(val, "prototype")
+                if found and isinstance(proto, Obj):
+                    inherited.update(folded(proto))
+        for key, val in inherited.items():
+            out.setdefault(key, val)
         return out
     if isinstance(value, list):
         return [folded(v) for v in value]

@@ -592,6 +592,8 @@ fn every_bad_body_gets_its_documented_refusal() {
         (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"deploy"}}"#, 400, -32600, None, "duplicate key `name`"),
         (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}"#, 400, -32600, None, "duplicate key `method`"),
         (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":{"b":1,"b":1}}}}"#, 400, -32600, None, "duplicate key `b`"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"__proto__":{"admin":true}}}}"#, 400, -32600, None, "member `__proto__`"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":{"constructor":{"prototype":{"admin":true}}}}}}"#, 400, -32600, None, "member `constructor.prototype`"),
         (r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, 400, -32600, None, "batches are not supported"),
         (r#""ping""#, 400, -32600, None, "must be an object"),
         ("null", 400, -32600, None, "must be an object"),

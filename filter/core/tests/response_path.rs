@@ -263,7 +263,8 @@ fn a_response_the_client_would_read_differently_is_replaced() {
 
 /// A response naming a member twice, exactly or up to case: Go's case-blind decoder reads
 /// `"Result"` as the result, a first-wins parser the first `"result"`; the filter would judge one
-/// reading. Replaced by errors, in JSON and in an event stream, before anything of it passes.
+/// reading. Likewise a `__proto__` member, which a JavaScript agent's merge reads as the object's
+/// own. Replaced by errors, in JSON and in an event stream, before anything of it passes.
 #[test]
 fn a_response_naming_a_member_twice_is_replaced() {
     let twin = format!(
@@ -272,7 +273,11 @@ fn a_response_naming_a_member_twice_is_replaced() {
     let dup = format!(
         r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{SECRET}"}}]}},"result":{{"content":[{{"type":"text","text":"fine"}}]}}}}"#
     );
-    for msg in [&twin, &dup] {
+    // A prototype member: data to most clients, merged into the result by a JavaScript agent.
+    let proto = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"fine"}}],"structuredContent":{{"__proto__":{{"note":"{SECRET}"}}}}}}}}"#
+    );
+    for msg in [&twin, &dup, &proto] {
         for ct in ["application/json", "text/event-stream"] {
             let host = MockHost::new(START_MS);
             let p = plugin(&host, json!({}));
@@ -291,7 +296,10 @@ fn a_response_naming_a_member_twice_is_replaced() {
             let text = String::from_utf8_lossy(&out);
             assert!(!text.contains(SECRET), "{ct}: {text}");
             assert!(text.contains("-32044"), "{ct}: {text}");
-            assert!(text.contains("names a member twice"), "{ct}: {text}");
+            assert!(
+                text.contains("clients read the response in different ways"),
+                "{ct}: {text}"
+            );
         }
     }
 }

@@ -17,6 +17,11 @@
 //!   `"method"` beside `"Method"` is one member to them, read last-wins or first-wins. The fold
 //!   ([`fold_key`]) covers ASCII and the Unicode letters Go folds onto ASCII (`ſ` is `s`, the
 //!   Kelvin sign `K` is `k`).
+//! - a member named `__proto__`, or a `constructor` object with a `prototype` member
+//!   ([`JsonError::PrototypeKey`]): JavaScript's `JSON.parse` keeps them as data, but the
+//!   assignments servers then make (`Object.assign({}, defaults, args)`, a recursive merge) set the
+//!   object's prototype instead, so a server reads `args.role` from
+//!   `{"__proto__": {"role": "admin"}}` where every other reader finds no `role`.
 //!
 //! Integers that fit `i64` / `u64` are kept exactly; larger integers and every number with a
 //! fraction or exponent become the nearest `f64`.
@@ -75,6 +80,12 @@ pub(crate) enum JsonError {
         /// The later key that folds to the same name.
         second: String,
     },
+    /// A member JavaScript merges read as the object's prototype: `__proto__`, or `prototype`
+    /// inside `constructor`.
+    PrototypeKey {
+        /// The key path refused: `__proto__` or `constructor.prototype`.
+        key: &'static str,
+    },
 }
 
 impl JsonError {
@@ -103,15 +114,22 @@ impl JsonError {
                 super::printable(first),
                 super::printable(second)
             ),
+            JsonError::PrototypeKey { key } => format!(
+                "a json object has a member `{key}`, which javascript servers merging it read as \
+                 the object's prototype, not as data"
+            ),
         }
     }
 
-    /// Whether the document is well-formed JSON but names one member twice (exactly or up to
-    /// case): a JSON-RPC "invalid request" (-32600), not a parse error.
-    pub(crate) fn is_duplicate(&self) -> bool {
+    /// Whether the document is well-formed JSON that readers read differently: one member named
+    /// twice (exactly or up to case), or a prototype member. A JSON-RPC "invalid request"
+    /// (-32600), not a parse error.
+    pub(crate) fn is_ambiguous(&self) -> bool {
         matches!(
             self,
-            JsonError::DuplicateKey { .. } | JsonError::CaseCollision { .. }
+            JsonError::DuplicateKey { .. }
+                | JsonError::CaseCollision { .. }
+                | JsonError::PrototypeKey { .. }
         )
     }
 }
@@ -192,7 +210,7 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
         bytes,
         pos: 0,
         max_depth: max_depth.min(HARD_MAX_DEPTH),
-        duplicate: None,
+        ambiguous: None,
         spans: Vec::new(),
         members: Vec::new(),
     };
@@ -204,7 +222,7 @@ pub(crate) fn parse(bytes: &[u8], max_depth: usize) -> Result<Parsed, JsonError>
     if p.pos < bytes.len() {
         return Err(JsonError::TrailingData { offset: p.pos });
     }
-    if let Some(e) = p.duplicate {
+    if let Some(e) = p.ambiguous {
         return Err(e);
     }
     Ok(Parsed {
@@ -258,6 +276,17 @@ fn fold_char(c: char) -> char {
         .map_or(lower, |(_, to)| *to)
 }
 
+/// A member `key: v` that JavaScript merges read as a prototype, as an error.
+fn prototype_member(key: &str, v: &Value) -> Option<JsonError> {
+    match key {
+        "__proto__" => Some(JsonError::PrototypeKey { key: "__proto__" }),
+        "constructor" if v.get("prototype").is_some() => Some(JsonError::PrototypeKey {
+            key: "constructor.prototype",
+        }),
+        _ => None,
+    }
+}
+
 /// The first pair of keys of `map` that fold to the same name, as an error.
 fn case_collision(map: &Map<String, Value>) -> Option<JsonError> {
     // Objects without an upper-case or non-ASCII key cannot collide (their keys are distinct
@@ -289,7 +318,9 @@ struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
     max_depth: usize,
-    duplicate: Option<JsonError>,
+    /// The first member readers read differently (a duplicate, a case collision, a prototype
+    /// member), reported once the document is otherwise well-formed.
+    ambiguous: Option<JsonError>,
     spans: Vec<Range<usize>>,
     members: Vec<MemberSpan>,
 }
@@ -412,9 +443,12 @@ impl Parser<'_> {
             };
             let start = self.pos;
             let v = self.value(inner, child)?;
+            if self.ambiguous.is_none() {
+                self.ambiguous = prototype_member(&key, &v);
+            }
             if map.contains_key(&key) {
-                if self.duplicate.is_none() {
-                    self.duplicate = Some(JsonError::DuplicateKey { key });
+                if self.ambiguous.is_none() {
+                    self.ambiguous = Some(JsonError::DuplicateKey { key });
                 }
             } else {
                 let recorded = match (role, key.as_str()) {
@@ -438,8 +472,8 @@ impl Parser<'_> {
                 Some(b',') => self.bump(),
                 Some(b'}') => {
                     self.bump();
-                    if self.duplicate.is_none() {
-                        self.duplicate = case_collision(&map);
+                    if self.ambiguous.is_none() {
+                        self.ambiguous = case_collision(&map);
                     }
                     return Ok(Value::Object(map));
                 }
@@ -645,6 +679,36 @@ mod tests {
         assert!(matches!(
             fold_key("already_folded"),
             std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn prototype_members_are_refused_at_any_depth() {
+        let proto = Err(JsonError::PrototypeKey { key: "__proto__" });
+        assert_eq!(p(r#"{"__proto__":{"role":"admin"}}"#), proto);
+        assert_eq!(p(r#"{"a":[{"b":{"__proto__":1}}]}"#), proto);
+        // Spelled with an escape, it is the same key.
+        assert_eq!(p(r#"{"\u005f_proto__":{}}"#), proto);
+        assert_eq!(
+            p(r#"{"x":{"constructor":{"prototype":{"role":"admin"}}}}"#),
+            Err(JsonError::PrototypeKey {
+                key: "constructor.prototype"
+            })
+        );
+        assert!(p(r#"{"__proto__":{}}"#).unwrap_err().is_ambiguous());
+        // Data that only looks like it: kept.
+        for ok in [
+            r#"{"constructor":"Object","prototype":1}"#,
+            r#"{"constructor":{"name":"x"}}"#,
+            r#"{"proto":1,"__PROTO__":2,"note":"__proto__"}"#,
+            r#"["__proto__"]"#,
+        ] {
+            assert!(p(ok).is_ok(), "{ok}");
+        }
+        // A syntax error still wins.
+        assert!(matches!(
+            p(r#"{"__proto__":1"#),
+            Err(JsonError::Syntax { .. })
         ));
     }
 

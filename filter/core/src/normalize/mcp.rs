@@ -59,7 +59,7 @@ fn normalize_mcp_at(
         return Err(Refusal::too_large(cfg.max_body_bytes));
     }
     let mut parsed = json::parse(body, cfg.max_json_depth).map_err(|e| match e {
-        e if e.is_duplicate() => Refusal::invalid_request(e.reason(), None),
+        e if e.is_ambiguous() => Refusal::invalid_request(e.reason(), None),
         _ => Refusal::parse_error(e.reason()),
     })?;
     let mut base = base_action(head, cfg)?;

@@ -294,7 +294,7 @@ pub fn is_jsonrpc_body(body: &[u8], cfg: &NormalizeConfig) -> Result<bool, Refus
             serde_json::Value::Array(items) => items.iter().any(is_rpc),
             v => is_rpc(v),
         }),
-        Err(e) if mentions_jsonrpc(text) => Err(if e.is_duplicate() {
+        Err(e) if mentions_jsonrpc(text) => Err(if e.is_ambiguous() {
             Refusal::invalid_request(e.reason(), None)
         } else {
             Refusal::parse_error(format!(
@@ -518,7 +518,7 @@ pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<serde_json::Value, R
     json::parse(bytes, max_depth)
         .map(|p| p.value)
         .map_err(|e| match e {
-            e if e.is_duplicate() => Refusal::invalid_request(e.reason(), None),
+            e if e.is_ambiguous() => Refusal::invalid_request(e.reason(), None),
             _ => Refusal::parse_error(e.reason()),
         })
 }

@@ -631,7 +631,7 @@ impl Inspector {
         let text = data.strip_prefix('\u{feff}').unwrap_or(data);
         let v = match crate::normalize::json::parse(text.as_bytes(), RESPONSE_JSON_DEPTH) {
             Ok(p) => p.value,
-            Err(e) if e.is_duplicate() => return Err(ambiguous(&e)),
+            Err(e) if e.is_ambiguous() => return Err(ambiguous(&e)),
             // Not JSON: no client can read it as a message either; nothing to pass.
             Err(_) => return Ok(Outcome::Drop),
         };
@@ -1104,19 +1104,20 @@ const RESPONSE_JSON_DEPTH: usize = 128;
 /// Why a JSON response is refused when clients read it in different ways.
 fn ambiguous(e: &crate::normalize::json::JsonError) -> String {
     format!(
-        "the response names a member twice ({}): clients read it in different ways",
+        "clients read the response in different ways: {}",
         e.reason()
     )
 }
 
 /// A response body as one JSON value, read as strictly as requests are (`normalize/json.rs`): a
 /// member named twice, exactly or up to case, is a message one client reads one way and another
-/// (Go's case-blind decoder, a first-wins parser) the other way; the filter would judge one of
-/// them. `Err` says why it cannot be read.
+/// (Go's case-blind decoder, a first-wins parser) the other way, and a prototype member is read
+/// as data by some and merged into the object by JavaScript; the filter would judge one of them.
+/// `Err` says why it cannot be read.
 fn read_json(text: &[u8]) -> Result<Value, String> {
     match crate::normalize::json::parse(text, RESPONSE_JSON_DEPTH) {
         Ok(p) => Ok(p.value),
-        Err(e) if e.is_duplicate() => Err(ambiguous(&e)),
+        Err(e) if e.is_ambiguous() => Err(ambiguous(&e)),
         Err(_) => Err("the response is not json".to_owned()),
     }
 }
