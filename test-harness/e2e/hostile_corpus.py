@@ -241,6 +241,14 @@ def _cases() -> list[Case]:
         add(_mcp(f"keys {name} @mcp", body, why="the server folds keys, last wins"))
         add(Case(f"keys {name} @egress", "/api/rpc", body, why="the same body on a non-MCP path"))
 
+    # A path in the arguments: inside /repo/ as sent, outside it as the file system opens it.
+    for path in ["/repo/../etc/passwd", "/repo/./docs/../../etc/shadow", "/repo/..\\..\\etc\\passwd",
+                 "/repo/docs/../.."]:
+        add(_mcp(f"read_file {path}", js(call("read_file", {"path": path})),
+                 why="the file system resolves dot segments"))
+    add(_mcp("read_file /repo/docs/../README.md", js(call("read_file", {"path": "/repo/docs/../README.md"})),
+             why="still under /repo/ once resolved", attack=False))
+
     # Compressed request bodies (the server inflates them as express.json() does).
     add(_mcp("gzip @mcp", gz(DENIED_BODY), headers=(("content-encoding", "gzip"),), expect=(415,)))
     add(_mcp("deflate @mcp", zlib.compress(DENIED_BODY), headers=(("content-encoding", "deflate"),), expect=(415,)))

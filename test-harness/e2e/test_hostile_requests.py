@@ -29,6 +29,7 @@ import asyncio
 import importlib.util
 import json
 import math
+import posixpath
 import socket
 import subprocess
 from collections import defaultdict
@@ -163,8 +164,11 @@ def _denied_call(pack: str, msg: dict) -> str | None:
     if tool != "read_file":
         return f"executed tools/call {tool!r} {args}"
     path = args.get("path")
-    if not (isinstance(path, str) and path.startswith("/repo/")):
-        return f"executed read_file outside /repo/: {path!r}"
+    # As the file system opens it: `.` and `..` resolved, `\` a separator too (Windows).
+    opened = posixpath.normpath(path.replace("\\", "/")) if isinstance(path, str) else None
+    if not (opened is not None and path.startswith("/repo/")
+            and (opened == "/repo" or opened.startswith("/repo/"))):
+        return f"executed read_file outside /repo/: {path!r} (opened as {opened!r})"
     return None
 
 

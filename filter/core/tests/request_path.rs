@@ -689,6 +689,66 @@ fn a_resource_is_judged_as_the_server_resolves_it() {
 }
 
 #[test]
+fn a_path_in_the_arguments_is_judged_as_the_tool_resolves_it() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let tool = |name: &str, args: Value| {
+        send(
+            &host,
+            &p,
+            "POST",
+            "/mcp",
+            &[JSON],
+            &call(1, name, args),
+            End::Data,
+        )
+    };
+    for path in [
+        "/workspace/notes.md",
+        "/workspace/dir/./notes.md",
+        "/workspace/a/../notes.md",
+        "/workspace/..notes.md",
+    ] {
+        assert!(tool("open_file", json!({"path": path})).forwarded, "{path}");
+    }
+    // Inside the allowed prefix as sent, outside it as the file system reads it.
+    for (name, args) in [
+        ("open_file", json!({"path": "/workspace/../etc/passwd"})),
+        (
+            "open_file",
+            json!({"path": "/workspace/./a/../../etc/shadow"}),
+        ),
+        (
+            "open_file",
+            json!({"path": "/workspace/..\\..\\etc\\passwd"}),
+        ),
+        ("open_file", json!({"path": "/workspace/.."})),
+        (
+            "fetch",
+            json!({"url": "https://api.example/v1/../admin/users"}),
+        ),
+        (
+            "fetch",
+            json!({"url": "https://api.example/v1/%2E%2e/admin"}),
+        ),
+        ("fetch", json!({"url": "https://api.example/./admin"})),
+    ] {
+        let s = tool(name, args.clone());
+        assert!(!s.forwarded, "{args}");
+        let reason = s.body["error"]["data"]["reason"]
+            .as_str()
+            .or_else(|| s.body["error"]["message"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            reason.contains("resolves `.` and `..`"),
+            "{args}: {}",
+            s.body
+        );
+    }
+}
+
+#[test]
 fn ipv4_mapped_hosts_meet_the_ipv4_rule() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));

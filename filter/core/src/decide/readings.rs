@@ -70,11 +70,19 @@ pub(super) fn strictest_reading(
                         normalize::printable(&alt.target.path)
                     )
                 };
-                format!(
-                    "servers read the query's parameters as arguments too (`?{}`){moved}: {}",
-                    normalize::printable(&action.target.query),
-                    v.reason
-                )
+                if normalize::resolved_arguments(&action.arguments).as_ref() == Some(&alt.arguments)
+                {
+                    format!(
+                        "the tool resolves `.` and `..` in a path of the arguments{moved}: {}",
+                        v.reason
+                    )
+                } else {
+                    format!(
+                        "servers read the query's parameters as arguments too (`?{}`){moved}: {}",
+                        normalize::printable(&action.target.query),
+                        v.reason
+                    )
+                }
             } else if alt.operation == "CONNECT" && action.operation != "CONNECT" {
                 format!(
                     "the request switches protocols (`upgrade`), a tunnel to its host the filter \

@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 
 mod charset;
+mod dots;
 mod form;
 mod http;
 pub(crate) mod json;
@@ -31,6 +32,7 @@ pub mod risk;
 pub(crate) mod unescape;
 
 pub(crate) use charset::foreign as foreign_charset;
+pub(crate) use dots::resolved_value as resolved_arguments;
 pub use http::normalize_http;
 pub(crate) use mcp::is_modern;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};

@@ -104,17 +104,19 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
 /// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
 /// resolves it (`http::resource_reading`); for a plain HTTP request whose query has fields, its
-/// arguments with those fields in them (`query::argument_readings`). Empty for the usual request,
-/// which pays one look at its path, query and headers. Each reading is the action with its
-/// `operation` and `target.path`, its `resource` or its `arguments` replaced.
+/// arguments with those fields in them (`query::argument_readings`); for arguments with a
+/// path-like string that has `.` or `..` segments, those resolved (`dots.rs`). Empty for the
+/// usual request, which pays one look at its path, query, headers and argument strings. Each
+/// reading is the action with its `operation` and `target.path`, its `resource` or its
+/// `arguments` replaced.
 ///
-/// The query's argument readings only when `query_args` (the pack reads arguments: otherwise no
-/// verdict can depend on them). More than [`MAX_READINGS`] is an error, found before any reading
+/// The argument readings only when `reads_args` (the pack reads arguments: otherwise no verdict
+/// can depend on them). More than [`MAX_READINGS`] is an error, found before any reading
 /// is built: the headers and query of one request can name thousands of methods and paths, and
 /// judging each would let one request cost the filter that many evaluations.
 pub fn action_readings(
     a: &bundle::action::Action,
-    query_args: bool,
+    reads_args: bool,
 ) -> Result<Vec<bundle::action::Action>, TooManyReadings> {
     let is_http = a.kind == bundle::action::Kind::Http;
     // The query decoded and split as servers read it (`query.rs`): `_method=%44ELETE` and
@@ -181,10 +183,23 @@ pub fn action_readings(
     // The query's fields, which servers read as parameters (`query.rs`), under every method and
     // path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
-    let arguments = match &query {
-        Some(q) if query_args => super::query::argument_readings(a, q),
+    let mut arguments = match &query {
+        Some(q) if reads_args => super::query::argument_readings(a, q),
         _ => Vec::new(),
     };
+    // Path-like strings as the tool reads them, `.` and `..` resolved (`dots.rs`): of the
+    // arguments as sent and of each query reading.
+    if reads_args {
+        let resolved: Vec<serde_json::Value> = std::iter::once(&a.arguments)
+            .chain(&arguments)
+            .filter_map(super::dots::resolved_value)
+            .collect();
+        for r in resolved {
+            if r != a.arguments && !arguments.contains(&r) {
+                arguments.push(r);
+            }
+        }
+    }
     // Every pair with each argument reading and with its own, but the request as sent.
     let count = pairs
         .len()

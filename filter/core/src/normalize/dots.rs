@@ -1,0 +1,260 @@
+//! Path-like argument strings as the tool behind them reads them (docs/filter-normalization.md,
+//! "Dot segments in arguments").
+//!
+//! A rule such as `args.path prefix "/repo/"` judges the text it is given, but a file system, or
+//! an HTTP client's URL parser, resolves `.` and `..` segments first: `/repo/../etc/passwd` opens
+//! `/etc/passwd`, and `https://api.example/v1/../admin` requests `/admin`. So the arguments are
+//! also judged with every such string resolved, as one more reading of the request (the strictest
+//! verdict decides; `action_readings`). Both `/` and `\` separate segments (Windows paths, and
+//! URL parsers for `http`, `https` and `file`); in a URL, `%2e` is a dot too, and the part from
+//! `?` or `#` on is left alone. `..` never climbs above the root of an absolute path or above a
+//! URL's authority; in a relative path it is kept once nothing is left to remove. A string with
+//! no dot segment is not copied.
+
+use serde_json::Value;
+
+/// `v` with every string at any depth that has a dot segment resolved, when one has.
+pub(crate) fn resolved_value(v: &Value) -> Option<Value> {
+    has_dot_string(v).then(|| resolve_value(v))
+}
+
+fn has_dot_string(v: &Value) -> bool {
+    match v {
+        Value::String(s) => resolved(s).is_some(),
+        Value::Array(a) => a.iter().any(has_dot_string),
+        Value::Object(m) => m.values().any(has_dot_string),
+        _ => false,
+    }
+}
+
+fn resolve_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(resolved(s).unwrap_or_else(|| s.clone())),
+        Value::Array(a) => Value::Array(a.iter().map(resolve_value).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), resolve_value(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `s` with its dot segments resolved, when that changes it.
+pub(crate) fn resolved(s: &str) -> Option<String> {
+    let (head, rest) = split_url(s);
+    let url = !head.is_empty();
+    // Cheap refusal for the usual string: no dot (and, in a URL, no escape that could be one).
+    if memchr::memchr(b'.', rest.as_bytes()).is_none() && !(url && rest.contains('%')) {
+        return None;
+    }
+    let end = if url {
+        rest.find(['?', '#']).unwrap_or(rest.len())
+    } else {
+        rest.len()
+    };
+    let (path, tail) = (
+        rest.get(..end).unwrap_or_default(),
+        rest.get(end..).unwrap_or_default(),
+    );
+    if !path
+        .split(['/', '\\'])
+        .any(|seg| dots(seg, url) != Dots::None)
+    {
+        return None;
+    }
+    // A URL's path is absolute below its authority, whatever it starts with.
+    let out = resolve(path, url);
+    let r = format!("{head}{out}{tail}");
+    (r != s).then_some(r)
+}
+
+/// `scheme://authority` and the rest, or `("", s)` when `s` is not such a URL.
+fn split_url(s: &str) -> (&str, &str) {
+    let Some(colon) = s.find("://") else {
+        return ("", s);
+    };
+    let scheme = s.get(..colon).unwrap_or_default();
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !scheme_ok {
+        return ("", s);
+    }
+    let after = colon.saturating_add(3);
+    let end = s
+        .get(after..)
+        .and_then(|r| r.find(['/', '\\', '?', '#']))
+        .map_or(s.len(), |i| after.saturating_add(i));
+    (
+        s.get(..end).unwrap_or_default(),
+        s.get(end..).unwrap_or_default(),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dots {
+    None,
+    One,
+    Two,
+}
+
+/// Whether `seg` is `.` or `..` (in a URL, with any dot written `%2e`, either case).
+fn dots(seg: &str, url: bool) -> Dots {
+    match seg {
+        "." => return Dots::One,
+        ".." => return Dots::Two,
+        _ if !url || seg.len() > 6 => return Dots::None,
+        _ => {}
+    }
+    match seg.to_ascii_lowercase().as_str() {
+        "%2e" => Dots::One,
+        ".%2e" | "%2e." | "%2e%2e" => Dots::Two,
+        _ => Dots::None,
+    }
+}
+
+/// RFC 3986's `remove_dot_segments` over segments separated by `/` or `\`, each separator kept
+/// as written; `url`: the path of a URL (below its authority, `%2e` a dot).
+fn resolve(path: &str, url: bool) -> String {
+    // Each segment with the separator before it (the first has none).
+    let mut segs: Vec<(Option<char>, &str)> = Vec::new();
+    let (mut start, mut sep) = (0usize, None);
+    for (i, c) in path.char_indices() {
+        if c == '/' || c == '\\' {
+            segs.push((sep, path.get(start..i).unwrap_or_default()));
+            (start, sep) = (i.saturating_add(1), Some(c));
+        }
+    }
+    segs.push((sep, path.get(start..).unwrap_or_default()));
+    // Below a root: a leading separator, a URL's authority, or a Windows drive (`C:\\`).
+    let drive = path
+        .as_bytes()
+        .get(..2)
+        .is_some_and(|d| matches!(d, [l, b':'] if l.is_ascii_alphabetic()) && segs.len() > 1);
+    let absolute = url || drive || path.starts_with(['/', '\\']);
+    let last = segs.len().saturating_sub(1);
+    let floor = usize::from(absolute);
+    let mut out: Vec<(Option<char>, &str)> = Vec::with_capacity(segs.len());
+    for (i, (sep, seg)) in segs.into_iter().enumerate() {
+        // The root (the empty segment before a leading separator, or the drive): kept.
+        if i == 0 && absolute {
+            out.push((sep, seg));
+            continue;
+        }
+        match dots(seg, url) {
+            Dots::None => out.push((sep, seg)),
+            Dots::One => {}
+            Dots::Two => {
+                if out.len() > floor && out.last().is_some_and(|(_, s)| *s != "..") {
+                    out.pop();
+                } else if !absolute {
+                    out.push((sep, ".."));
+                }
+            }
+        }
+        // A trailing dot segment leaves a trailing separator (`/a/b/..` is `/a/`).
+        if i == last && dots(seg, url) != Dots::None && sep.is_some() {
+            out.push((sep, ""));
+        }
+    }
+    let mut s = String::with_capacity(path.len());
+    for (i, (sep, seg)) in out.iter().enumerate() {
+        // A relative path whose first segments were removed starts with what is left.
+        if let Some(c) = sep
+            && (i > 0 || absolute)
+        {
+            s.push(*c);
+        }
+        s.push_str(seg);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn paths_resolve_as_file_systems_read_them() {
+        for (s, want) in [
+            ("/repo/../etc/passwd", "/etc/passwd"),
+            ("/repo/./a/../../etc/shadow", "/etc/shadow"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/repo/a/..", "/repo/"),
+            ("/repo/a/.", "/repo/a/"),
+            ("docs/../../secrets.txt", "../secrets.txt"),
+            ("a/../b", "b"),
+            ("./notes.md", "notes.md"),
+            (
+                "C:\\repo\\..\\Windows\\system.ini",
+                "C:\\Windows\\system.ini",
+            ),
+            ("/repo/x\\..\\..\\etc", "\\etc"),
+            ("C:\\..\\..\\boot.ini", "C:\\boot.ini"),
+        ] {
+            assert_eq!(resolved(s).as_deref(), Some(want), "{s}");
+        }
+    }
+
+    #[test]
+    fn urls_resolve_below_their_authority() {
+        for (s, want) in [
+            (
+                "https://api.example/v1/../admin",
+                "https://api.example/admin",
+            ),
+            (
+                "https://api.example/../../admin",
+                "https://api.example/admin",
+            ),
+            (
+                "https://api.example/v1/%2E%2e/admin",
+                "https://api.example/admin",
+            ),
+            (
+                "https://api.example\\v1\\..\\admin",
+                "https://api.example\\admin",
+            ),
+            (
+                "https://api.example/v1/../x?next=/a/../b#/../c",
+                "https://api.example/x?next=/a/../b#/../c",
+            ),
+        ] {
+            assert_eq!(resolved(s).as_deref(), Some(want), "{s}");
+        }
+    }
+
+    #[test]
+    fn strings_without_dot_segments_are_left_alone() {
+        for s in [
+            "",
+            "plain text. With sentences... and ellipses.",
+            "/repo/file.txt",
+            "/repo/.hidden/..config",
+            "v1.2.3",
+            "https://api.example/a.b/c",
+            "https://api.example/?q=..",
+            "/repo/%2e%2e/x", // not a URL: `%2e` is a name
+            "..",
+        ] {
+            assert_eq!(resolved(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn values_resolve_at_any_depth() {
+        let v = json!({"path": "/repo/../etc/passwd", "n": 1, "more": [{"to": "a/./b"}, "x"]});
+        assert_eq!(
+            resolved_value(&v),
+            Some(json!({"path": "/etc/passwd", "n": 1, "more": [{"to": "a/b"}, "x"]}))
+        );
+        assert_eq!(resolved_value(&json!({"path": "/repo/a.md"})), None);
+        assert_eq!(resolved_value(&Value::Null), None);
+    }
+}
