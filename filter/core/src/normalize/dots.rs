@@ -44,10 +44,6 @@ fn resolve_value(v: &Value) -> Value {
 pub(crate) fn resolved(s: &str) -> Option<String> {
     let (head, rest) = split_url(s);
     let url = !head.is_empty();
-    // Cheap refusal for the usual string: no dot (and, in a URL, no escape that could be one).
-    if memchr::memchr(b'.', rest.as_bytes()).is_none() && !(url && rest.contains('%')) {
-        return None;
-    }
     let end = if url {
         rest.find(['?', '#']).unwrap_or(rest.len())
     } else {
@@ -57,39 +53,54 @@ pub(crate) fn resolved(s: &str) -> Option<String> {
         rest.get(..end).unwrap_or_default(),
         rest.get(end..).unwrap_or_default(),
     );
-    if !path
-        .split(['/', '\\'])
-        .any(|seg| dots(seg, url) != Dots::None)
-    {
+    if !has_dot_segment(path, url) {
         return None;
     }
-    // A URL's path is absolute below its authority, whatever it starts with.
     let out = resolve(path, url);
     let r = format!("{head}{out}{tail}");
     (r != s).then_some(r)
 }
 
-/// `scheme://authority` and the rest, or `("", s)` when `s` is not such a URL.
+/// Whether `path` has a `.` or `..` segment: a search for `.` and a look at its neighbours, so
+/// prose full of full stops costs about one pass (in a URL, a segment with `%` is read too).
+fn has_dot_segment(path: &str, url: bool) -> bool {
+    let b = path.as_bytes();
+    let boundary = |i: usize| b.get(i).is_none_or(|c| matches!(c, b'/' | b'\\'));
+    let dotted = memchr::memchr_iter(b'.', b).any(|i| {
+        let after = i.saturating_add(1);
+        (i == 0 || boundary(i.saturating_sub(1)))
+            && (boundary(after)
+                || (b.get(after) == Some(&b'.') && boundary(after.saturating_add(1))))
+    });
+    dotted
+        || (url
+            && memchr::memchr(b'%', b).is_some()
+            && path
+                .split(['/', '\\'])
+                .any(|seg| dots(seg, true) != Dots::None))
+}
+
+/// `scheme://authority` and the rest, or `("", s)` when `s` does not start with such a URL.
 fn split_url(s: &str) -> (&str, &str) {
-    let Some(colon) = s.find("://") else {
+    let b = s.as_bytes();
+    if !b.first().is_some_and(u8::is_ascii_alphabetic) {
         return ("", s);
-    };
-    let scheme = s.get(..colon).unwrap_or_default();
-    let scheme_ok = scheme
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic())
-        && scheme
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    if !scheme_ok {
+    }
+    let colon = b
+        .iter()
+        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
+        .unwrap_or(b.len());
+    if b.get(colon..colon.saturating_add(3)) != Some(b"://") {
         return ("", s);
     }
     let after = colon.saturating_add(3);
-    let end = s
+    let end = b
         .get(after..)
-        .and_then(|r| r.find(['/', '\\', '?', '#']))
-        .map_or(s.len(), |i| after.saturating_add(i));
+        .and_then(|r| {
+            r.iter()
+                .position(|c| matches!(c, b'/' | b'\\' | b'?' | b'#'))
+        })
+        .map_or(b.len(), |i| after.saturating_add(i));
     (
         s.get(..end).unwrap_or_default(),
         s.get(end..).unwrap_or_default(),
