@@ -249,6 +249,14 @@ def _cases() -> list[Case]:
     add(_mcp("read_file /repo/docs/../README.md", js(call("read_file", {"path": "/repo/docs/../README.md"})),
              why="still under /repo/ once resolved", attack=False))
 
+    # A URL in the arguments: the metadata address as the tool's HTTP client reads it.
+    for url in ["HTTP://169.254.169.254/latest", "http://0xA9FEA9FE/latest", "http://2852039166/latest",
+                "http://0251.0376.0251.0376/latest", "http://169.254.43518/latest",
+                "http://[::ffff:a9fe:a9fe]/latest", "http://me@169.254.169.254./latest",
+                "http://%31%36%39.254.169.254/latest", "http://good.example\\@169.254.169.254/latest"]:
+        add(_mcp(f"fetch_url {url}", js(call("fetch_url", {"url": url})),
+                 why="the HTTP client reads this host as the metadata address"))
+
     # Compressed request bodies (the server inflates them as express.json() does).
     add(_mcp("gzip @mcp", gz(DENIED_BODY), headers=(("content-encoding", "gzip"),), expect=(415,)))
     add(_mcp("deflate @mcp", zlib.compress(DENIED_BODY), headers=(("content-encoding", "deflate"),), expect=(415,)))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import ipaddress
 import json
 import math
 import posixpath
@@ -37,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import pytest
 
@@ -143,6 +144,35 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def _fetched_hosts(url: Any) -> set[str]:
+    """The hosts an HTTP client connects to for ``url``: a WHATWG parser (``\\`` ends the
+    authority) and an RFC 3986 one (Python's urllib), each host as resolvers read it (escapes
+    decoded, case and a trailing dot dropped, IPv4-mapped IPv6 and every ``inet_aton`` spelling
+    as the dotted quad)."""
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        return set()
+    hosts = set()
+    for spelled in (url.replace("\\", "/"), url):
+        try:
+            host = urlsplit(spelled).hostname
+        except ValueError:
+            continue
+        if not host:
+            continue
+        host = unquote(host).lower().rstrip(".")
+        try:
+            ip = ipaddress.ip_address(host)
+            mapped = getattr(ip, "ipv4_mapped", None)
+            host = str(mapped or ip)
+        except ValueError:
+            try:
+                host = socket.inet_ntoa(socket.inet_aton(host))
+            except OSError:
+                pass
+        hosts.add(host)
+    return hosts
+
+
 def _denied_call(pack: str, msg: dict) -> str | None:
     """Why executing this JSON-RPC message breaks ``pack`` (None when it does not)."""
     method, tool, args = msg.get("method"), msg.get("tool"), msg.get("arguments")
@@ -154,6 +184,8 @@ def _denied_call(pack: str, msg: dict) -> str | None:
     if pack == "permissive":
         if tool == "delete_branch":
             return f"executed tools/call delete_branch {args}"
+        if tool == "fetch_url" and hc.METADATA in _fetched_hosts(args.get("url")):
+            return f"executed fetch_url of the metadata address {args.get('url')!r}"
         if tool == "git_push" and args.get("skip_checks") is True:
             return f"executed git_push with skip_checks=true {args}"
         if tool == "query_rows":

@@ -689,7 +689,7 @@ fn a_resource_is_judged_as_the_server_resolves_it() {
 }
 
 #[test]
-fn a_path_in_the_arguments_is_judged_as_the_tool_resolves_it() {
+fn paths_and_urls_in_the_arguments_are_judged_as_the_tool_reads_them() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));
     let tool = |name: &str, args: Value| {
@@ -740,12 +740,24 @@ fn a_path_in_the_arguments_is_judged_as_the_tool_resolves_it() {
             .or_else(|| s.body["error"]["message"].as_str())
             .unwrap_or_default()
             .to_owned();
-        assert!(
-            reason.contains("resolves `.` and `..`"),
-            "{args}: {}",
-            s.body
-        );
+        assert!(reason.contains("the tool reads `"), "{args}: {}", s.body);
     }
+    // A URL, in every spelling its client reads as the address the rule names.
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "HTTP://169.254.169.254/latest/meta-data/",
+        "http://0xA9FEA9FE/latest/meta-data/",
+        "http://2852039166/latest/meta-data/",
+        "http://[::ffff:a9fe:a9fe]/latest/meta-data/",
+        "http://me@169.254.169.254./latest/meta-data/",
+        "http://169.254.169.254:80\\latest",
+        "http://good.example\\@169.254.169.254/",
+    ] {
+        let s = tool("fetch", json!({"url": url}));
+        assert!(!s.forwarded, "{url}");
+        assert_eq!(s.rule.as_deref(), Some("no_metadata_fetch"), "{url}");
+    }
+    assert!(tool("fetch", json!({"url": "http://169.254.169.254.example/"})).forwarded);
 }
 
 #[test]

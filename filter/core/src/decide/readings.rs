@@ -70,10 +70,15 @@ pub(super) fn strictest_reading(
                         normalize::printable(&alt.target.path)
                     )
                 };
-                if normalize::resolved_arguments(&action.arguments).as_ref() == Some(&alt.arguments)
+                if let Some((sent, read)) = normalize::path_argument_readings(&action.arguments)
+                    .iter()
+                    .find(|r| **r == alt.arguments)
+                    .and_then(|r| normalize::first_difference(&action.arguments, r))
                 {
                     format!(
-                        "the tool resolves `.` and `..` in a path of the arguments{moved}: {}",
+                        "the tool reads `{}` in the arguments as `{}`{moved}: {}",
+                        normalize::printable(sent),
+                        normalize::printable(read),
                         v.reason
                     )
                 } else {

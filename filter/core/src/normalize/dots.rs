@@ -1,43 +1,84 @@
-//! Path-like argument strings as the tool behind them reads them (docs/filter-normalization.md,
-//! "Dot segments in arguments").
+//! Paths and URLs in arguments as the tool behind them reads them (docs/filter-normalization.md,
+//! "Paths and URLs in arguments").
 //!
 //! A rule such as `args.path prefix "/repo/"` judges the text it is given, but a file system, or
 //! an HTTP client's URL parser, resolves `.` and `..` segments first: `/repo/../etc/passwd` opens
-//! `/etc/passwd`, and `https://api.example/v1/../admin` requests `/admin`. So the arguments are
-//! also judged with every such string resolved, as one more reading of the request (the strictest
-//! verdict decides; `action_readings`). Both `/` and `\` separate segments (Windows paths, and
-//! URL parsers for `http`, `https` and `file`); in a URL, `%2e` is a dot too, and the part from
-//! `?` or `#` on is left alone. `..` never climbs above the root of an absolute path or above a
+//! `/etc/passwd`, and `https://api.example/v1/../admin` requests `/admin`; and a URL's client
+//! reads its host in many spellings (`urls.rs`). So the arguments are also judged with every such
+//! string read as the tool reads it, as one more reading of the request (the strictest verdict
+//! decides; `action_readings`). Both `/` and `\` separate segments (Windows paths, and URL
+//! parsers for `http`, `https` and `file`); in a URL, `%2e` is a dot too, and the part from `?`
+//! or `#` on is left alone. `..` never climbs above the root of an absolute path or above a
 //! URL's authority; in a relative path it is kept once nothing is left to remove. A string with
-//! no dot segment is not copied.
+//! no dot segment and no URL is not copied.
 
 use serde_json::Value;
 
-/// `v` with every string at any depth that has a dot segment resolved, when one has.
-pub(crate) fn resolved_value(v: &Value) -> Option<Value> {
-    has_dot_string(v).then(|| resolve_value(v))
+use super::urls::{self, Parser};
+
+/// The readings of arguments `v` in which every path and URL string, at any depth, is read as
+/// tools read it (`parser`'s URL reading; dot segments resolved): none when no string changes,
+/// and a second one only when a URL reads differently under RFC 3986 (a `\` in its authority).
+pub(crate) fn argument_readings(v: &Value) -> Vec<Value> {
+    if !changes(v, Parser::Whatwg) {
+        // A string no parser changes has no `\`, so RFC 3986 reads it the same way.
+        return Vec::new();
+    }
+    let mut out = vec![read_value(v, Parser::Whatwg)];
+    if changes(v, Parser::Rfc3986) {
+        let rfc = read_value(v, Parser::Rfc3986);
+        if !out.contains(&rfc) {
+            out.push(rfc);
+        }
+    }
+    out
 }
 
-fn has_dot_string(v: &Value) -> bool {
+/// The first string of `sent` that reads as another string in `read` (same shape), for reasons.
+pub(crate) fn first_difference<'v>(sent: &'v Value, read: &'v Value) -> Option<(&'v str, &'v str)> {
+    match (sent, read) {
+        (Value::String(a), Value::String(b)) => (a != b).then_some((a.as_str(), b.as_str())),
+        (Value::Array(a), Value::Array(b)) => {
+            a.iter().zip(b).find_map(|(a, b)| first_difference(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .zip(b)
+            .find_map(|((_, a), (_, b))| first_difference(a, b)),
+        _ => None,
+    }
+}
+
+fn read_string(s: &str, parser: Parser) -> Option<String> {
+    urls::canonical(s, parser).or_else(|| resolved(s))
+}
+
+fn changes(v: &Value, parser: Parser) -> bool {
     match v {
-        Value::String(s) => resolved(s).is_some(),
-        Value::Array(a) => a.iter().any(has_dot_string),
-        Value::Object(m) => m.values().any(has_dot_string),
+        Value::String(s) => read_string(s, parser).is_some(),
+        Value::Array(a) => a.iter().any(|v| changes(v, parser)),
+        Value::Object(m) => m.values().any(|v| changes(v, parser)),
         _ => false,
     }
 }
 
-fn resolve_value(v: &Value) -> Value {
+fn read_value(v: &Value, parser: Parser) -> Value {
     match v {
-        Value::String(s) => Value::String(resolved(s).unwrap_or_else(|| s.clone())),
-        Value::Array(a) => Value::Array(a.iter().map(resolve_value).collect()),
+        Value::String(s) => Value::String(read_string(s, parser).unwrap_or_else(|| s.clone())),
+        Value::Array(a) => Value::Array(a.iter().map(|v| read_value(v, parser)).collect()),
         Value::Object(m) => Value::Object(
             m.iter()
-                .map(|(k, v)| (k.clone(), resolve_value(v)))
+                .map(|(k, v)| (k.clone(), read_value(v, parser)))
                 .collect(),
         ),
         other => other.clone(),
     }
+}
+
+/// A URL's path (absolute below its authority; `%2e` a dot) with its dot segments resolved, when
+/// it has any.
+pub(super) fn resolved_path(path: &str) -> Option<String> {
+    has_dot_segment(path, true).then(|| resolve(path, true))
 }
 
 /// `s` with its dot segments resolved, when that changes it.
@@ -261,11 +302,27 @@ mod tests {
     #[test]
     fn values_resolve_at_any_depth() {
         let v = json!({"path": "/repo/../etc/passwd", "n": 1, "more": [{"to": "a/./b"}, "x"]});
+        let read = json!({"path": "/etc/passwd", "n": 1, "more": [{"to": "a/b"}, "x"]});
+        assert_eq!(argument_readings(&v), vec![read.clone()]);
         assert_eq!(
-            resolved_value(&v),
-            Some(json!({"path": "/etc/passwd", "n": 1, "more": [{"to": "a/b"}, "x"]}))
+            first_difference(&v, &read),
+            Some(("/repo/../etc/passwd", "/etc/passwd"))
         );
-        assert_eq!(resolved_value(&json!({"path": "/repo/a.md"})), None);
-        assert_eq!(resolved_value(&Value::Null), None);
+        assert!(
+            argument_readings(&json!({"path": "/repo/a.md", "u": "https://a.example/"})).is_empty()
+        );
+        assert!(argument_readings(&Value::Null).is_empty());
+        // A URL is read as its client reads it; one with `\` before `@`, both ways.
+        assert_eq!(
+            argument_readings(&json!({"url": "HTTP://0xA9FEA9FE/x"})),
+            vec![json!({"url": "http://169.254.169.254/x"})]
+        );
+        assert_eq!(
+            argument_readings(&json!({"url": "http://good.example\\@evil.example/"})),
+            vec![
+                json!({"url": "http://good.example/@evil.example/"}),
+                json!({"url": "http://evil.example/"})
+            ]
+        );
     }
 }

@@ -361,7 +361,7 @@ pub(crate) fn parse_authority(raw: &str) -> Result<Authority, Refusal> {
 /// The IPv4 address an IPv6 literal delivers to: IPv4-mapped (`::ffff:a.b.c.d`), the deprecated
 /// IPv4-compatible form (`::a.b.c.d`, not `::` or `::1`), and the NAT64 well-known prefix
 /// (`64:ff9b::a.b.c.d`, RFC 6052). A host rule written for the IPv4 address must hold for them.
-fn embedded_ipv4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(super) fn embedded_ipv4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     if let Some(v4) = a.to_ipv4_mapped() {
         return Some(v4);
     }

@@ -21,6 +21,7 @@ mod http;
 pub(crate) mod json;
 mod multipart;
 mod query;
+mod urls;
 
 pub(crate) use json::fold_key;
 mod mcp;
@@ -32,7 +33,7 @@ pub mod risk;
 pub(crate) mod unescape;
 
 pub(crate) use charset::foreign as foreign_charset;
-pub(crate) use dots::resolved_value as resolved_arguments;
+pub(crate) use dots::{argument_readings as path_argument_readings, first_difference};
 pub use http::normalize_http;
 pub(crate) use mcp::is_modern;
 pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, param_header_edits};

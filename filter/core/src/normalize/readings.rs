@@ -104,8 +104,8 @@ const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 /// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
 /// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
 /// resolves it (`http::resource_reading`); for a plain HTTP request whose query has fields, its
-/// arguments with those fields in them (`query::argument_readings`); for arguments with a
-/// path-like string that has `.` or `..` segments, those resolved (`dots.rs`). Empty for the
+/// arguments with those fields in them (`query::argument_readings`); for arguments with a path
+/// or URL string, those read as the tool reads them (`dots.rs`, `urls.rs`). Empty for the
 /// usual request, which pays one look at its path, query, headers and argument strings. Each
 /// reading is the action with its `operation` and `target.path`, its `resource` or its
 /// `arguments` replaced.
@@ -187,12 +187,12 @@ pub fn action_readings(
         Some(q) if reads_args => super::query::argument_readings(a, q),
         _ => Vec::new(),
     };
-    // Path-like strings as the tool reads them, `.` and `..` resolved (`dots.rs`): of the
-    // arguments as sent and of each query reading.
+    // Paths and URLs as the tool reads them (`dots.rs`, `urls.rs`): of the arguments as sent and
+    // of each query reading.
     if reads_args {
         let resolved: Vec<serde_json::Value> = std::iter::once(&a.arguments)
             .chain(&arguments)
-            .filter_map(super::dots::resolved_value)
+            .flat_map(super::dots::argument_readings)
             .collect();
         for r in resolved {
             if r != a.arguments && !arguments.contains(&r) {
