@@ -43,6 +43,16 @@ struct Seen {
     upstream_body: Vec<u8>,
 }
 
+impl Seen {
+    /// The reason of a JSON-RPC refusal (`error.data.reason`, else `error.message`).
+    fn reason(&self) -> &str {
+        self.body["error"]["data"]["reason"]
+            .as_str()
+            .or_else(|| self.body["error"]["message"].as_str())
+            .unwrap_or_default()
+    }
+}
+
 enum End {
     /// END_STREAM on the last body chunk.
     Data,
@@ -668,12 +678,11 @@ fn a_resource_is_judged_as_the_server_resolves_it() {
         let s = read(uri);
         assert!(!s.forwarded, "{uri}");
         assert_eq!(s.rule.as_deref(), Some("workspace_only"), "{uri}");
-        let reason = s.body["error"]["data"]["reason"]
-            .as_str()
-            .or_else(|| s.body["error"]["message"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(reason.contains("resolves resource"), "{uri}: {}", s.body);
+        assert!(
+            s.reason().contains("resolves resource"),
+            "{uri}: {}",
+            s.body
+        );
     }
     // Read two ways by servers: refused.
     for uri in [
@@ -735,12 +744,11 @@ fn paths_and_urls_in_the_arguments_are_judged_as_the_tool_reads_them() {
     ] {
         let s = tool(name, args.clone());
         assert!(!s.forwarded, "{args}");
-        let reason = s.body["error"]["data"]["reason"]
-            .as_str()
-            .or_else(|| s.body["error"]["message"].as_str())
-            .unwrap_or_default()
-            .to_owned();
-        assert!(reason.contains("the tool reads `"), "{args}: {}", s.body);
+        assert!(
+            s.reason().contains("the tool reads `"),
+            "{args}: {}",
+            s.body
+        );
     }
     // A URL, in every spelling its client reads as the address the rule names.
     for url in [
