@@ -256,6 +256,9 @@ def _cases() -> list[Case]:
                 "http://%31%36%39.254.169.254/latest", "http://good.example\\@169.254.169.254/latest"]:
         add(_mcp(f"fetch_url {url}", js(call("fetch_url", {"url": url})),
                  why="the HTTP client reads this host as the metadata address"))
+        add(_mcp(f"resources/read {url}", js({"jsonrpc": "2.0", "id": 7, "method": "resources/read",
+                                              "params": {"uri": url}}),
+                 why="the server's HTTP client reads this host as the metadata address"))
 
     # Compressed request bodies (the server inflates them as express.json() does).
     add(_mcp("gzip @mcp", gz(DENIED_BODY), headers=(("content-encoding", "gzip"),), expect=(415,)))

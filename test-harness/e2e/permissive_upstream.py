@@ -51,7 +51,7 @@ Every request but ``GET /healthz`` is appended as one JSON line to ``--record``:
 ``host_ip``, ``headers``, ``framing``, ``trailers``, ``content_encoding``, ``body`` (after
 inflating), ``form`` (its fields, for a body that is not JSON), ``status``, and ``messages``
 (every JSON-RPC message it read: ``method``, ``id``, ``tool``, ``arguments`` with folded
-lower-case keys, ``executed``) or null.
+lower-case keys, ``uri``, ``executed``) or null.
 
 Run: ``python permissive_upstream.py --port 9090 --record FILE``. Stdlib only.
 """
@@ -247,9 +247,10 @@ def execute(msg: Obj) -> tuple[dict, dict | None]:
     _, params = get(msg, "params")
     has_name, name = get(params, "name")
     has_args, args = get(params, "arguments")
+    has_uri, uri = get(params, "uri")
     rec = {"method": method if has_method else None, "id": mid if has_id else None,
            "tool": name if has_name else None, "arguments": folded(args) if has_args else None,
-           "executed": has_method and isinstance(method, str)}
+           "uri": uri if has_uri else None, "executed": has_method and isinstance(method, str)}
     if not rec["executed"] or not has_id:
         return rec, None  # a notification, or a response the client posted back
     if method == "initialize":

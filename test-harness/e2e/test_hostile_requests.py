@@ -180,6 +180,8 @@ def _denied_call(pack: str, msg: dict) -> str | None:
     if method != "tools/call":
         if pack == "strict" and not (method in STRICT_METHODS or str(method).startswith("notifications/")):
             return f"executed method {method!r}"
+        if method == "resources/read" and hc.METADATA in _fetched_hosts(msg.get("uri")):
+            return f"read the resource {msg.get('uri')!r} from the metadata address"
         return None
     if pack == "permissive":
         if tool == "delete_branch":

@@ -3,6 +3,7 @@
 //! argument names a case-blind server would bind to a field the policy reads.
 
 use super::query::Query;
+use super::urls;
 use super::{JsonRpcId, Refusal, http, json, printable};
 
 /// The other paths servers may read a normalized path as, for policy evaluation
@@ -227,15 +228,25 @@ pub fn action_readings(
             out.push(r);
         }
     }
-    // A resource as the server resolves it (`file:///work/../etc/passwd` is `/etc/passwd`).
-    if let Some(resolved) = a
-        .resource
-        .as_deref()
-        .and_then(|u| http::resource_reading(u).ok().flatten())
-    {
-        let mut r = a.clone();
-        r.resource = Some(resolved);
-        out.push(r);
+    // A resource as the server resolves it (`file:///work/../etc/passwd` is `/etc/passwd`), and
+    // an `http(s)` one as its HTTP client reads it (`urls.rs`, both parsers).
+    if let Some(uri) = a.resource.as_deref() {
+        let mut resolved: Vec<String> = Vec::new();
+        let readings = [
+            http::resource_reading(uri).ok().flatten(),
+            urls::canonical(uri, urls::Parser::Whatwg),
+            urls::canonical(uri, urls::Parser::Rfc3986),
+        ];
+        for r in readings.into_iter().flatten() {
+            if !resolved.contains(&r) {
+                resolved.push(r);
+            }
+        }
+        for uri in resolved {
+            let mut r = a.clone();
+            r.resource = Some(uri);
+            out.push(r);
+        }
     }
     Ok(out)
 }
@@ -327,6 +338,19 @@ mod tests {
         assert_eq!(
             action_readings_all(&http("", headers)),
             Err(TooManyReadings)
+        );
+        // A resource URI as the server resolves it, and an http one as its client reads it.
+        let mut res = http("", Vec::new());
+        res.kind = Kind::Mcp;
+        res.resource = Some("HTTP://0xA9FEA9FE/a/../latest".into());
+        let read: Vec<Option<String>> = action_readings_all(&res)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.resource)
+            .collect();
+        assert!(
+            read.contains(&Some("http://169.254.169.254/latest".into())),
+            "{read:?}"
         );
         // An MCP request's query is not read as arguments, nor its `_method`.
         let mut mcp = http("_method=DELETE&role=admin", Vec::new());
