@@ -390,6 +390,12 @@ def _cases() -> list[Case]:
     add(Case("_method=%44ELETE query @egress", "/api/items/1?_method=%44ELETE", js({"id": 1})))
     add(Case("_m%65thod=DELETE query @egress", "/api/items/1?_m%65thod=DELETE", js({"id": 1})))
     add(Case("x=1;_method=DELETE query @egress", "/api/items/1?x=1;_method=DELETE", js({"id": 1})))
+    # `_method` in the body: a form's (Rails, Symfony, Laravel), a JSON object's (Laravel).
+    add(Case("_method=DELETE form body @egress", "/api/items/1", b"id=1&_method=DELETE",
+             content_type="application/x-www-form-urlencoded"))
+    add(Case("%5Fmethod=delete form body @egress", "/api/items/1", b"id=1&%5Fmethod=delete",
+             content_type="application/x-www-form-urlencoded"))
+    add(Case("_method DELETE json body @egress", "/api/items/1", js({"id": 1, "_method": "DELETE"})))
     add(Case("x-http-method-override DELETE @/admin", "/admin/users/1", js({"id": 1}),
              headers=(("x-http-method-override", "DELETE"),)))
 

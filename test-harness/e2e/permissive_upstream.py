@@ -32,7 +32,8 @@ How it reads a request (each is something a real server does):
   UTF-16, UTF-32, UTF-7) decodes the body in that charset, as body-parser's json() does.
 - **Methods**: upper-cased; on a POST, ``x-http-method-override`` / ``x-http-method`` /
   ``x-method-override`` or a ``_method`` query parameter replace it (express method-override,
-  Rails, Laravel); the query decoded, and split on ``;`` as well as ``&`` (Python before 3.9.2).
+  Rails, Laravel); the query decoded, and split on ``;`` as well as ``&`` (Python before 3.9.2);
+  else a ``_method`` field of a form body (Rails, Symfony, Laravel) or a JSON object (Laravel).
 - **Hosts**: ``[::ffff:a.b.c.d]`` and the other IPv4-mapped spellings, IPv4-compatible
   ``[::a.b.c.d]`` and NAT64 ``[64:ff9b::a.b.c.d]`` (the network delivers them to the IPv4
   address), decimal / hex / octal / short IPv4 forms (``inet_aton``), a trailing dot, upper case:
@@ -441,6 +442,15 @@ class Handler(BaseHTTPRequestHandler):
                     raise BadRequest("body is not JSON") from None
         if text.strip() and not is_json:
             entry["form"] = parse_qsl(text, keep_blank_values=True)
+        # `_method` in the body of a POST the headers and query did not override: a form's (Rails,
+        # Symfony, Laravel) or a JSON object's (Laravel).
+        body_method = dict(entry["form"] or []).get("_method")
+        if is_json and isinstance(doc, Obj):
+            found, value = next(((True, v) for k, v in doc if k == "_method"), (False, None))
+            body_method = value if found and isinstance(value, str) else body_method
+        if method == "POST" and effective == "POST" and body_method:
+            effective = body_method.strip().upper()
+            entry["effective_method"] = effective
         items = jsonrpc_items(doc) if is_json else None
         if items is not None:
             records, responses = [], []

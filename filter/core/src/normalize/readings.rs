@@ -99,17 +99,16 @@ const METHOD_OVERRIDE_HEADERS: &[&str] = &[
 const PATH_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
 const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
 
-/// Every other way a server may read a plain HTTP action (docs/filter-normalization.md,
-/// "Requests with several readings"): the method named by a method-override header or a
-/// `_method` query parameter, the path named by a path-override header (or prefixed by
-/// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches
-/// protocols (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server
-/// resolves it (`http::resource_reading`); for a plain HTTP request whose query has fields, its
-/// arguments with those fields in them (`query::argument_readings`); for arguments with a path
-/// or URL string, those read as the tool reads them (`dots.rs`, `urls.rs`). Empty for the
-/// usual request, which pays one look at its path, query, headers and argument strings. Each
-/// reading is the action with its `operation` and `target.path`, its `resource` or its
-/// `arguments` replaced.
+/// Every other way a server may read a plain HTTP action (docs/filter-normalization.md, "Requests
+/// with several readings"): the method named by a method-override header or a `_method` query
+/// parameter or body field, the path named by a path-override header (or prefixed by
+/// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches protocols
+/// (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server resolves it
+/// (`http::resource_reading`); for a plain HTTP request whose query has fields, its arguments with
+/// those fields in them (`query::argument_readings`); for arguments with a path or URL string,
+/// those read as the tool reads them (`dots.rs`, `urls.rs`). Empty for the usual request, which
+/// pays one look at its path, query, headers and argument strings. Each reading is the action with
+/// its `operation` and `target.path`, its `resource` or its `arguments` replaced.
 ///
 /// The argument readings only when `reads_args` (the pack reads arguments: otherwise no verdict
 /// can depend on them). More than [`MAX_READINGS`] is an error, found before any reading
@@ -160,6 +159,16 @@ pub fn action_readings(
     }
     for m in query.iter().flat_map(|q| q.values("_method", MAX_READINGS)) {
         add_method(&mut operations, m)?;
+    }
+    // `_method` in the body too: Rails (`Rack::MethodOverride`) and Symfony read it from a form,
+    // Laravel from a form or a JSON object.
+    if is_http && let Some(body) = a.arguments.as_object() {
+        let named = body
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("_method"));
+        for m in named.filter_map(|(_, v)| v.as_str()) {
+            add_method(&mut operations, m)?;
+        }
     }
     // A request that switches protocols (`upgrade: websocket`) opens a tunnel to its host once
     // the server agrees, and nothing after the switch passes the filter: it is judged as the
@@ -356,6 +365,16 @@ mod tests {
         let mut mcp = http("_method=DELETE&role=admin", Vec::new());
         mcp.kind = Kind::Mcp;
         assert_eq!(action_readings_all(&mcp), Ok(Vec::new()));
+        // `_method` in a form or JSON body names the method too, whatever the pack reads.
+        let mut form = http("", Vec::new());
+        form.operation = "POST".into();
+        form.arguments = serde_json::json!({"id": "1", "_method": "delete"});
+        let ops: Vec<String> = action_readings(&form, false)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.operation)
+            .collect();
+        assert_eq!(ops, ["DELETE"]);
         // A pack that reads no arguments: the query's fields are not judged as them.
         let a = http("_method=PUT&role=admin", Vec::new());
         assert_eq!(action_readings(&a, false).unwrap().len(), 1);
