@@ -390,6 +390,12 @@ def _cases() -> list[Case]:
     add(Case("_method=%44ELETE query @egress", "/api/items/1?_method=%44ELETE", js({"id": 1})))
     add(Case("_m%65thod=DELETE query @egress", "/api/items/1?_m%65thod=DELETE", js({"id": 1})))
     add(Case("x=1;_method=DELETE query @egress", "/api/items/1?x=1;_method=DELETE", js({"id": 1})))
+    # A forwarding header naming another host: servers behind a proxy they trust serve that one.
+    for name, value in [("x-forwarded-host", "169.254.169.254"), ("x-forwarded-host", "0xA9FEA9FE"),
+                        ("forwarded", 'for=192.0.2.1;host="169.254.169.254"'), ("x-host", "169.254.169.254:80"),
+                        ("x-forwarded-host", "[::ffff:a9fe:a9fe]")]:
+        add(Case(f"{name}: {value} @egress", "http://tools.example/api/items", js({"id": 1}),
+                 headers=((name, value),)))
     # `_method` in the body: a form's (Rails, Symfony, Laravel), a JSON object's (Laravel).
     add(Case("_method=DELETE form body @egress", "/api/items/1", b"id=1&_method=DELETE",
              content_type="application/x-www-form-urlencoded"))

@@ -34,6 +34,8 @@ How it reads a request (each is something a real server does):
   ``x-method-override`` or a ``_method`` query parameter replace it (express method-override,
   Rails, Laravel); the query decoded, and split on ``;`` as well as ``&`` (Python before 3.9.2);
   else a ``_method`` field of a form body (Rails, Symfony, Laravel) or a JSON object (Laravel).
+- **Forwarded hosts**: ``x-forwarded-host`` (its first value), ``forwarded: host=``, ``x-host`` or
+  ``x-original-host`` replace the host it serves, as a server behind a proxy it trusts does.
 - **Hosts**: ``[::ffff:a.b.c.d]`` and the other IPv4-mapped spellings, IPv4-compatible
   ``[::a.b.c.d]`` and NAT64 ``[64:ff9b::a.b.c.d]`` (the network delivers them to the IPv4
   address), decimal / hex / octal / short IPv4 forms (``inet_aton``), a trailing dot, upper case:
@@ -423,6 +425,14 @@ class Handler(BaseHTTPRequestHandler):
         authority = self.headers.get("host", "")
         if target.lower().startswith(("http://", "https://")):
             authority = target.split("//", 1)[1].split("/", 1)[0]  # RFC 9112 3.2.2: the target's host wins
+        # Behind a trusting proxy the host is the one a forwarding header names (Express takes
+        # the first of a list), as host-routed tenants and Rails' / Django's request.host read it.
+        forwarded = next((v.split(";") for v in [self.headers.get("forwarded", "").split(",")[0]] if v), [])
+        named = (self.headers.get("x-forwarded-host", "").split(",")[0].strip()
+                 or next((p.split("=", 1)[1].strip().strip('"') for p in forwarded
+                          if p.strip().lower().startswith("host=")), "")
+                 or self.headers.get("x-host", "") or self.headers.get("x-original-host", ""))
+        authority = named or authority
         host, host_ip = host_of(authority)
         # Symfony / Zend / IIS URL-rewrite style: the path to dispatch may come from a header.
         rewritten = self.headers.get("x-original-url") or self.headers.get("x-rewrite-url")

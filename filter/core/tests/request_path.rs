@@ -966,6 +966,22 @@ fn method_and_path_overrides_are_readings_too() {
         End::Data,
     );
     assert_eq!(s.rule.as_deref(), Some("no_admin"));
+    // A forwarding header names the host a server behind a trusting proxy serves.
+    for (h, v) in [
+        ("x-forwarded-host", "169.254.169.254"),
+        ("x-forwarded-host", "docs.example, 0xA9FEA9FE"),
+        ("forwarded", "for=192.0.2.1;host=\"169.254.169.254:80\""),
+        ("x-host", "[::ffff:a9fe:a9fe]"),
+        ("x-original-host", "169.254.169.254."),
+    ] {
+        let s = send(&host, &p, "GET", "/public", &[(h, v)], b"", End::Data);
+        assert_eq!(s.rule.as_deref(), Some("no_metadata"), "{h}: {v}");
+        assert!(
+            s.body.to_string().contains("GET 169.254.169.254/public"),
+            "{h}: {v}: {}",
+            s.body
+        );
+    }
     let s = send(&host, &p, "GET", "/;x=1/admin", &[], b"", End::Data);
     assert_eq!((s.forwarded, s.status), (false, Some(400)));
     let fine = send(

@@ -59,16 +59,12 @@ pub(super) fn strictest_reading(
                     v.reason
                 )
             } else if alt.arguments != action.arguments {
-                let moved = if (&alt.operation, &alt.target.path)
-                    == (&action.operation, &action.target.path)
+                let moved = if (&alt.operation, &alt.target.host, &alt.target.path)
+                    == (&action.operation, &action.target.host, &action.target.path)
                 {
                     String::new()
                 } else {
-                    format!(
-                        ", and some read the request as `{} {}`",
-                        alt.operation,
-                        normalize::printable(&alt.target.path)
-                    )
+                    format!(", and some read the request as `{}`", read_as(&alt, action))
                 };
                 if let Some((sent, read)) = normalize::path_argument_readings(&action.arguments)
                     .iter()
@@ -96,13 +92,28 @@ pub(super) fn strictest_reading(
                 )
             } else {
                 format!(
-                    "some servers read this request as `{} {}`: {}",
-                    alt.operation,
-                    normalize::printable(&alt.target.path),
+                    "some servers read this request as `{}`: {}",
+                    read_as(&alt, action),
                     v.reason
                 )
             };
             (v, layers)
         }
     }
+}
+
+/// A reading's method and target, for reasons: `OP /path`, or `OP host/path` when the reading
+/// names another host (`x-forwarded-host`, `forwarded: host=`).
+fn read_as(alt: &Action, sent: &Action) -> String {
+    let host = if alt.target.host == sent.target.host {
+        ""
+    } else {
+        alt.target.host.as_str()
+    };
+    format!(
+        "{} {}{}",
+        alt.operation,
+        normalize::printable(host),
+        normalize::printable(&alt.target.path)
+    )
 }

@@ -98,12 +98,17 @@ const METHOD_OVERRIDE_HEADERS: &[&str] = &[
 /// `X-Original-URL` / `X-Rewrite-Url`, Spring's `X-Forwarded-Prefix` before the path).
 const PATH_OVERRIDE_HEADERS: &[&str] = &["x-original-url", "x-rewrite-url"];
 const PATH_PREFIX_HEADER: &str = "x-forwarded-prefix";
+/// Headers that make servers behind a trusting proxy read another host than the request's
+/// (Rails' and Express's `request.host`, Django's `USE_X_FORWARDED_HOST`, host-routed tenants);
+/// also `forwarded: host=` (RFC 7239). A comma-separated list names each of its hosts.
+const HOST_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-original-host"];
 
 /// Every other way a server may read a plain HTTP action (docs/filter-normalization.md, "Requests
 /// with several readings"): the method named by a method-override header or a `_method` query
 /// parameter or body field, the path named by a path-override header (or prefixed by
-/// `x-forwarded-prefix`), and each path's [`path_readings`]; for a request that switches protocols
-/// (`upgrade`), the `CONNECT` it becomes; for an MCP resource, the URI as the server resolves it
+/// `x-forwarded-prefix`), the host named by a forwarding header (`x-forwarded-host`, `forwarded:
+/// host=`), and each path's [`path_readings`]; for a request that switches protocols (`upgrade`),
+/// the `CONNECT` it becomes; for an MCP resource, the URI as the server resolves it
 /// (`http::resource_reading`); for a plain HTTP request whose query has fields, its arguments with
 /// those fields in them (`query::argument_readings`); for arguments with a path or URL string,
 /// those read as the tool reads them (`dots.rs`, `urls.rs`). Empty for the usual request, which
@@ -126,6 +131,7 @@ pub fn action_readings(
     // switches protocols.
     let mut operations = vec![a.operation.clone()];
     let mut paths = vec![a.target.path.clone()];
+    let mut hosts = vec![a.target.host.clone()];
     let mut upgrades = false;
     let add_method = |operations: &mut Vec<String>, m: &str| {
         let m = m.trim().to_ascii_uppercase();
@@ -155,6 +161,15 @@ pub fn action_readings(
                 value.to_owned()
             };
             paths.push(http::normalize_origin_path(&p, true).map_or(p, |n| n.path));
+        } else if HOST_OVERRIDE_HEADERS.contains(&name) || name == "forwarded" {
+            for h in value.split(',').filter_map(|v| named_host(name, v)) {
+                if !hosts.contains(&h) {
+                    if hosts.len() > MAX_READINGS {
+                        return Err(TooManyReadings);
+                    }
+                    hosts.push(h);
+                }
+            }
         }
     }
     for m in query.iter().flat_map(|q| q.values("_method", MAX_READINGS)) {
@@ -178,15 +193,21 @@ pub fn action_readings(
     }
     let more: Vec<String> = paths.iter().flat_map(|p| path_readings(p)).collect();
     paths.extend(more);
-    if operations.len().saturating_mul(paths.len()) > MAX_READINGS.saturating_add(1) {
+    let crossed = operations
+        .len()
+        .saturating_mul(paths.len())
+        .saturating_mul(hosts.len());
+    if crossed > MAX_READINGS.saturating_add(1) {
         return Err(TooManyReadings);
     }
-    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut triples: Vec<(&str, &str, &str)> = Vec::new();
     for op in &operations {
-        for path in &paths {
-            let pair = (op.as_str(), path.as_str());
-            if !pairs.contains(&pair) {
-                pairs.push(pair);
+        for host in &hosts {
+            for path in &paths {
+                let triple = (op.as_str(), host.as_str(), path.as_str());
+                if !triples.contains(&triple) {
+                    triples.push(triple);
+                }
             }
         }
     }
@@ -210,8 +231,8 @@ pub fn action_readings(
             }
         }
     }
-    // Every pair with each argument reading and with its own, but the request as sent.
-    let count = pairs
+    // Every triple with each argument reading and with its own, but the request as sent.
+    let count = triples
         .len()
         .saturating_mul(arguments.len().saturating_add(1))
         .saturating_sub(1);
@@ -219,14 +240,20 @@ pub fn action_readings(
         return Err(TooManyReadings);
     }
     let mut out: Vec<bundle::action::Action> = Vec::new();
-    for (op, path) in pairs {
-        let original = (op, path) == (a.operation.as_str(), a.target.path.as_str());
+    let sent = (
+        a.operation.as_str(),
+        a.target.host.as_str(),
+        a.target.path.as_str(),
+    );
+    for (op, host, path) in triples {
+        let original = (op, host, path) == sent;
         if original && arguments.is_empty() {
             // The request as sent: nothing to read differently (the usual case, no copy made).
             continue;
         }
         let mut r = a.clone();
         op.clone_into(&mut r.operation);
+        host.clone_into(&mut r.target.host);
         path.clone_into(&mut r.target.path);
         for args in &arguments {
             let mut with = r.clone();
@@ -258,6 +285,19 @@ pub fn action_readings(
         }
     }
     Ok(out)
+}
+
+/// The host one element of a host header names: the value of `x-forwarded-host` and the like,
+/// the `host=` parameter of a `forwarded` element (quoted or not).
+fn named_host(header: &str, element: &str) -> Option<String> {
+    if header != "forwarded" {
+        return super::urls::host_reading(element);
+    }
+    let param = element.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("host").then_some(v.trim())
+    })?;
+    super::urls::host_reading(param.trim_matches('"'))
 }
 
 /// The most readings of one request the filter judges ([`action_readings`]). A request with more
@@ -360,6 +400,33 @@ mod tests {
         assert!(
             read.contains(&Some("http://169.254.169.254/latest".into())),
             "{read:?}"
+        );
+        // A host header names the host a server behind a trusting proxy reads.
+        let a = http(
+            "",
+            vec![
+                (
+                    "x-forwarded-host".into(),
+                    "Admin.Example:8443, 0xA9FEA9FE".into(),
+                ),
+                (
+                    "forwarded".into(),
+                    "for=192.0.2.1;host=\"meta.example\", for=x".into(),
+                ),
+            ],
+        );
+        let hosts: Vec<String> = action_readings_all(&a)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.target.host)
+            .collect();
+        assert_eq!(hosts, ["admin.example", "169.254.169.254", "meta.example"]);
+        let headers = (0..5000)
+            .map(|i| ("x-forwarded-host".to_owned(), format!("h{i}.example")))
+            .collect();
+        assert_eq!(
+            action_readings_all(&http("", headers)),
+            Err(TooManyReadings)
         );
         // An MCP request's query is not read as arguments, nor its `_method`.
         let mut mcp = http("_method=DELETE&role=admin", Vec::new());

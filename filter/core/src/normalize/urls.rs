@@ -110,6 +110,19 @@ fn split_port(hp: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// The host a `host[:port]` value names (a `Host`-like header: `x-forwarded-host`,
+/// `forwarded: host=`), as `target.host` writes hosts: canonical, an IPv6 address without its
+/// brackets. `None` when it names none.
+pub(crate) fn host_reading(value: &str) -> Option<String> {
+    let (host, _) = split_port(value.trim());
+    let host = canonical_host(host)?;
+    Some(
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .map_or_else(|| host.clone(), str::to_owned),
+    )
+}
+
 /// The host as resolvers read it, or `None` when no parser would fetch it (empty, bad escape).
 fn canonical_host(raw: &str) -> Option<String> {
     if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
@@ -266,6 +279,19 @@ mod tests {
             None,
             "a non-default port is kept"
         );
+    }
+
+    #[test]
+    fn host_headers_name_hosts_as_target_host_writes_them() {
+        for (v, want) in [
+            ("Admin.Tools.Example:8443", Some("admin.tools.example")),
+            (" 0xA9FEA9FE ", Some("169.254.169.254")),
+            ("[::ffff:a9fe:a9fe]:80", Some("169.254.169.254")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("", None),
+        ] {
+            assert_eq!(host_reading(v).as_deref(), want, "{v}");
+        }
     }
 
     #[test]
