@@ -28,7 +28,7 @@ pub(super) fn strictest_reading(
     }
     let Ok(alts) = normalize::action_readings(action, l.pack.reads_args) else {
         let reason = format!(
-            "the request can be read more ways than the filter judges (method and path \
+            "the request can be read more ways than the filter judges (method, path and host \
              overrides, path readings, query parameters; at most {})",
             normalize::MAX_READINGS
         );

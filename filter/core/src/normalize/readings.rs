@@ -113,12 +113,12 @@ const HOST_OVERRIDE_HEADERS: &[&str] = &["x-forwarded-host", "x-host", "x-origin
 /// those fields in them (`query::argument_readings`); for arguments with a path or URL string,
 /// those read as the tool reads them (`dots.rs`, `urls.rs`). Empty for the usual request, which
 /// pays one look at its path, query, headers and argument strings. Each reading is the action with
-/// its `operation` and `target.path`, its `resource` or its `arguments` replaced.
+/// its `operation`, `target.host` and `target.path`, its `resource` or its `arguments` replaced.
 ///
 /// The argument readings only when `reads_args` (the pack reads arguments: otherwise no verdict
-/// can depend on them). More than [`MAX_READINGS`] is an error, found before any reading
-/// is built: the headers and query of one request can name thousands of methods and paths, and
-/// judging each would let one request cost the filter that many evaluations.
+/// can depend on them). More than [`MAX_READINGS`] is an error, found before any reading is
+/// built: the headers and query of one request can name thousands of methods, hosts and paths,
+/// and judging each would let one request cost the filter that many evaluations.
 pub fn action_readings(
     a: &bundle::action::Action,
     reads_args: bool,
@@ -127,7 +127,7 @@ pub fn action_readings(
     // The query decoded and split as servers read it (`query.rs`): `_method=%44ELETE` and
     // `x=1;_method=DELETE` name DELETE to them.
     let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
-    // One walk over the headers: the methods and paths they name, and whether the request
+    // One walk over the headers: the methods, paths and hosts they name, and whether the request
     // switches protocols.
     let mut operations = vec![a.operation.clone()];
     let mut paths = vec![a.target.path.clone()];
@@ -211,8 +211,8 @@ pub fn action_readings(
             }
         }
     }
-    // The query's fields, which servers read as parameters (`query.rs`), under every method and
-    // path the request may be read as: a server that takes `_method` from the query takes the
+    // The query's fields, which servers read as parameters (`query.rs`), under every method, host
+    // and path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
     let mut arguments = match &query {
         Some(q) if reads_args => super::query::argument_readings(a, q),
