@@ -473,13 +473,17 @@ pub fn drift_milli(drift: f32) -> i64 {
     (f64::from(drift) * 1000.0).round() as i64
 }
 
-/// Request headers that make servers read another method or path than the request's (the
+/// Request headers that make servers read another method, path or host than the request's (the
 /// readings `docs/filter-normalization.md` lists): the action digest covers them.
 pub const READING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
     "x-forwarded-prefix",
+    "x-host",
     "x-http-method",
     "x-http-method-override",
     "x-method-override",
+    "x-original-host",
     "x-original-url",
     "x-rewrite-url",
 ];
@@ -592,7 +596,7 @@ fn write_stable_members(out: &mut String, action: &Action, session_id: Option<&s
     out.push_str(",\"operation\":");
     canonical::write_string(out, &action.operation);
     if action.kind == Kind::Http {
-        // Headers that make a server execute another method or path than the request's: an
+        // Headers that make a server execute another method, path or host than the request's: an
         // approval of one reading is no approval of another (absent when there are none, so
         // digests of requests without them are unchanged).
         let mut overrides: Vec<(&str, &str)> = action

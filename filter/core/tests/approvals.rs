@@ -152,8 +152,8 @@ fn http_answer(host: &MockHost) -> Option<Value> {
 }
 
 /// For plain HTTP the digest covers the body (hashed even though `http.inspect_bodies` is off)
-/// and the method-override headers: a token for one body approves no other body of the same
-/// length, nor the same body under another method.
+/// and the method- and host-override headers: a token for one body approves no other body of the
+/// same length, nor the same body under another method or host.
 #[test]
 fn an_http_approval_binds_the_body_and_the_method_overrides() {
     let host = MockHost::new(1_800_000_000_000);
@@ -199,6 +199,19 @@ fn an_http_approval_binds_the_body_and_the_method_overrides() {
         http_answer(&host).unwrap()["approval_error"],
         "digest_mismatch"
     );
+    // Nor a forwarding header naming a host, which servers behind a trusting proxy serve.
+    for (name, value) in [
+        ("x-forwarded-host", "uploads.example"),
+        ("forwarded", "host=uploads.example"),
+    ] {
+        let forwarded = [("x-portcullis-approval", t.as_str()), (name, value)];
+        upload(&host, &plugin, b"report-2026-11.csv", &forwarded);
+        assert_eq!(
+            http_answer(&host).unwrap()["approval_error"],
+            "digest_mismatch",
+            "{name}"
+        );
+    }
 
     upload(&host, &plugin, b"report-2026-11.csv", &with);
     assert!(http_answer(&host).is_none(), "the approved body passes");
