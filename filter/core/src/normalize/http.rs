@@ -33,11 +33,11 @@ pub(crate) struct NormPath {
     pub(crate) query: String,
 }
 
-fn is_unreserved(b: u8) -> bool {
+pub(super) fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-fn hex_val(b: u8) -> Option<u8> {
+pub(super) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b.wrapping_sub(b'0')),
         b'a'..=b'f' => Some(b.wrapping_sub(b'a').wrapping_add(10)),

@@ -331,6 +331,23 @@ mod tests {
     }
 
     #[test]
+    fn every_header_that_names_a_reading_is_bound_by_the_digest() {
+        // An approval of one reading is no approval of another: the action digest must cover
+        // every header `action_readings` reads a method, path or host from.
+        let read = METHOD_OVERRIDE_HEADERS
+            .iter()
+            .chain(PATH_OVERRIDE_HEADERS)
+            .chain(HOST_OVERRIDE_HEADERS)
+            .chain(&[PATH_PREFIX_HEADER, "forwarded"]);
+        for h in read {
+            assert!(
+                bundle::receipt::READING_HEADERS.contains(h),
+                "{h} is read but not bound"
+            );
+        }
+    }
+
+    #[test]
     fn readings_are_counted_before_they_are_built() {
         // The usual request: none.
         assert_eq!(action_readings_all(&http("", Vec::new())), Ok(Vec::new()));

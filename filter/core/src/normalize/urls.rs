@@ -193,12 +193,12 @@ fn decode_unreserved(path: &str) -> String {
     let b = path.as_bytes();
     let mut out: Vec<u8> = Vec::with_capacity(b.len());
     let mut i = 0usize;
+    let hex = |j: usize| b.get(j).copied().and_then(super::http::hex_val);
     while let Some(&c) = b.get(i) {
-        let hex = |j: usize| b.get(j).and_then(|h| char::from(*h).to_digit(16));
         if c == b'%'
             && let (Some(hi), Some(lo)) = (hex(i.saturating_add(1)), hex(i.saturating_add(2)))
-            && let Ok(v) = u8::try_from(hi.saturating_mul(16).saturating_add(lo))
-            && (v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~'))
+            && let v = (hi << 4) | lo
+            && super::http::is_unreserved(v)
         {
             out.push(v);
             i = i.saturating_add(3);
