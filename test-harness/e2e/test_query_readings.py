@@ -203,6 +203,48 @@ def test_a_modify_of_an_argument_the_query_carries_is_denied(request_path: Proxy
     assert rec["path"] == "/notes?draft=1" and json.loads(rec["body"]) == {"text": "hi"}, rec
 
 
+# -- request_path.pcl: field names servers nest ------------------------------------------------------
+
+MEMBERS = "http://tools.example/members"
+# Each grants admin to some server family's reading of its field names (normalize/nesting.rs):
+# qs / Rack (`[role]`, `member[role]`, `roles[]`), PHP (a leading space, `.` or space read as `_`, an
+# unclosed bracket read as `_`), ASP.NET / Spring (`member.role`); escaped brackets decode to them.
+NESTED_GRANTS = [
+    "[role]=admin",
+    "member[role]=admin",
+    "roles[]=viewer&roles[]=admin",
+    "+role=admin",
+    "grant.role=admin",
+    "grant+role=admin",
+    "grant[role=admin",
+    "member.role=admin",
+    "member%5Brole%5D=admin",
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_field_names_are_judged_as_servers_nest_them(request_path: Proxy, transport: str) -> None:
+    """Express (qs), Rails (Rack), PHP, ASP.NET and Spring read a form or query field named
+    `member[role]` as `member.role`, `[role]` as `role`, `roles[]` as the array `roles`, and PHP
+    `grant.role` as `grant_role`. `no_admin_grants` reads those arguments: each grant, in a form
+    body, in the query, and in a multipart body, is denied over every framing and never reaches the
+    upstream. A form body that starts with `{` or `[` but is no JSON is read as the form its label
+    says. Nested names that grant nothing (JSON:API's `filter[status]`) pass unchanged."""
+    for fields in NESTED_GRANTS:
+        for target, body in [(MEMBERS, fields.encode()), (f"{MEMBERS}?{fields}", b"user=bob")]:
+            doc = denied(request_path.send(transport, target, body), "no_admin_grants", f"{target} {body!r}")
+            assert "servers read the field name" in doc["reason"], (target, body, doc)
+    multipart = (b'--b0undary\r\ncontent-disposition: form-data; name="member[role]"\r\n\r\nadmin\r\n'
+                 b"--b0undary--\r\n")
+    denied(request_path.send(transport, MEMBERS, multipart, content_type="multipart/form-data; boundary=b0undary"),
+           "no_admin_grants", "multipart member[role]")
+    denied(request_path.send(transport, MEMBERS, b"{x}=1&role=admin"), "no_admin_grants", "form starting with {")
+    for target, body in [(MEMBERS, b"member[role]=viewer&roles[]=viewer"),
+                         (f"{MEMBERS}?filter[status]=open&page[size]=10", b"user=bob")]:
+        rec = forwarded(request_path.send(transport, target, body), "ALLOW", f"{target} {body!r}")
+        assert rec["body"] == body.decode(), rec
+
+
 # -- request_path.pcl: the bound on readings ----------------------------------------------------------
 
 # Four readings of this query's fields (query.rs): split on `&` (`tag` is `1;tag=2` first, `3;tag=4`

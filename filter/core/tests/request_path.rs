@@ -1134,6 +1134,107 @@ fn query_parameters_are_arguments_too() {
 }
 
 #[test]
+fn field_names_are_read_as_servers_nest_them() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    // Each grants admin to qs / Rack (`[role]`, `member[role]`, `roles[]`), to PHP (` role`,
+    // `grant.role`, `grant role`, `grant[role`) or to ASP.NET / Spring (`member.role`), in the body
+    // or the query; the filter reads none of these names as written.
+    let fields = [
+        "[role]=admin",
+        "member[role]=admin",
+        "roles[]=viewer&roles[]=admin",
+        "+role=admin",
+        "grant.role=admin",
+        "grant+role=admin",
+        "grant[role=admin",
+        "member.role=admin",
+        "%5Brole%5D=admin",
+        "member%5Brole%5D=admin",
+    ];
+    for f in fields {
+        for (path, body) in [
+            ("/members".to_owned(), f.as_bytes().to_vec()),
+            (format!("/members?{f}"), Vec::new()),
+            (format!("/members?{f}"), b"user=bob".to_vec()),
+        ] {
+            let s = send(&host, &p, "POST", &path, &[form], &body, End::Data);
+            let why = format!("{path} {} {s:?}", String::from_utf8_lossy(&body));
+            assert_eq!(
+                (s.forwarded, s.status, s.rule.as_deref()),
+                (false, Some(403), Some("no_admin_grants")),
+                "{why}"
+            );
+            assert!(
+                s.body["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("servers read the field name"),
+                "{why}"
+            );
+        }
+    }
+    // A form that starts like JSON but is none is read as the form it is declared.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/members",
+        &[form],
+        b"{x}=1&role=admin",
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_admin_grants"), "{s:?}");
+    // Multipart fields nest too.
+    let multipart = ("content-type", "multipart/form-data; boundary=b0undary");
+    let body = b"--b0undary\r\ncontent-disposition: form-data; name=\"member[role]\"\r\n\r\nadmin\r\n--b0undary--\r\n";
+    let s = send(&host, &p, "POST", "/members", &[multipart], body, End::Data);
+    assert_eq!(s.rule.as_deref(), Some("no_admin_grants"), "{s:?}");
+    // A JSON body's member names are not parsed so by any server: as written.
+    let json_body = ("content-type", "application/json");
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/members",
+        &[json_body],
+        br#"{"member[role]":"admin"}"#,
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+    // Nested names that grant nothing pass unchanged.
+    for (method, path, body) in [
+        (
+            "POST",
+            "/members",
+            &b"member[role]=viewer&roles[]=viewer"[..],
+        ),
+        (
+            "GET",
+            "/members?filter[status]=open&page[size]=10&sort=name.asc",
+            &b""[..],
+        ),
+    ] {
+        let s = send(&host, &p, method, path, &[form], body, End::Data);
+        assert!(s.forwarded, "{path} {s:?}");
+        assert_eq!(s.upstream_body, body);
+    }
+    // A name the pack reads, in another case once nested, is refused: ASP.NET binds
+    // `Member[Role]` to `member.role`.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/members",
+        &[form],
+        b"Member[Role]=admin",
+        End::Data,
+    );
+    assert_eq!((s.forwarded, s.status), (false, Some(400)), "{s:?}");
+}
+
+#[test]
 fn a_modify_of_an_argument_the_query_carries_is_refused() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));

@@ -79,8 +79,8 @@ pub(super) fn strictest_reading(
                     )
                 } else {
                     format!(
-                        "servers read the query's parameters as arguments too (`?{}`){moved}: {}",
-                        normalize::printable(&action.target.query),
+                        "{}{moved}: {}",
+                        normalize::parameter_reading_reason(action, &alt.arguments),
                         v.reason
                     )
                 }

@@ -524,6 +524,35 @@ pub fn normalize_http(
     Ok(action)
 }
 
+/// A body that is not JSON: scanned as text, and a form's fields read as the server's
+/// parameters, the policy's `args`.
+fn inspect_text_body(
+    head: &RequestHead,
+    body: &[u8],
+    action: &mut Action,
+    scan: &mut risk::Scan,
+) -> Result<(), Refusal> {
+    scan.text(&String::from_utf8_lossy(body));
+    let fields = match form_kind(head) {
+        Some(FormKind::Urlencoded) => Some(
+            super::form::parse(body)
+                .map_err(|e| Refusal::bad_http(format!("request body: {}", e.reason())))?,
+        ),
+        Some(FormKind::Multipart(ct)) => Some(
+            super::multipart::boundary(&ct)
+                .and_then(|b| super::multipart::parse(body, &b))
+                .map_err(|e| Refusal::bad_http(format!("request body: {}", e.0)))?,
+        ),
+        None => None,
+    };
+    if let Some(fields) = fields {
+        action.arguments = fields;
+        named_by(action, body, 0..body.len());
+        scan.value(&action.arguments);
+    }
+    Ok(())
+}
+
 fn is_json_content_type(head: &RequestHead) -> bool {
     let Some(ct) = head.header("content-type") else {
         return false;
@@ -555,26 +584,7 @@ fn inspect_body(
     // bad UTF-8, a lone surrogate or an overflowing number are all forgiven by some server.
     let declared = is_json_content_type(head);
     if !declared && !looks_like_json(body) {
-        scan.text(&String::from_utf8_lossy(body));
-        // A form's fields are the server's parameters: the policy reads them as `args`.
-        let fields = match form_kind(head) {
-            Some(FormKind::Urlencoded) => Some(
-                super::form::parse(body)
-                    .map_err(|e| Refusal::bad_http(format!("request body: {}", e.reason())))?,
-            ),
-            Some(FormKind::Multipart(ct)) => Some(
-                super::multipart::boundary(&ct)
-                    .and_then(|b| super::multipart::parse(body, &b))
-                    .map_err(|e| Refusal::bad_http(format!("request body: {}", e.0)))?,
-            ),
-            None => None,
-        };
-        if let Some(fields) = fields {
-            action.arguments = fields;
-            named_by(action, body, 0..body.len());
-            scan.value(&action.arguments);
-        }
-        return Ok(());
+        return inspect_text_body(head, body, action, scan);
     }
     match json::parse(body, cfg.max_json_depth) {
         Ok(parsed) => {
@@ -582,8 +592,10 @@ fn inspect_body(
             named_by(action, body, parsed.value_span);
             scan.value(&action.arguments);
         }
+        // Not JSON to any parser: read as its label says (a form body may start with `[`, as
+        // `[role]=admin` does, which qs and Rack read as `role`).
         Err(json::JsonError::Syntax { .. }) if !declared => {
-            scan.text(&String::from_utf8_lossy(body));
+            return inspect_text_body(head, body, action, scan);
         }
         Err(e) => {
             let how = if declared {

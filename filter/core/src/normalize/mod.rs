@@ -20,6 +20,7 @@ mod form;
 mod http;
 pub(crate) mod json;
 mod multipart;
+mod nesting;
 mod query;
 mod urls;
 
@@ -40,6 +41,7 @@ pub use mcp::{normalize_mcp, normalize_mcp_found, normalize_mcp_headers_only, pa
 pub(crate) use methods::{Method, NOTIFICATION_PREFIX};
 pub use modify::{apply_http_modifications, apply_modifications, apply_to_value, rewrites_body};
 pub(crate) use query::unrewritable as query_unrewritable;
+pub(crate) use readings::parameter_reading_reason;
 pub use readings::{
     MAX_READINGS, TooManyReadings, action_readings, check_argument_spelling, path_readings,
 };

@@ -13,9 +13,12 @@
 //! read as U+FFFD), and a name ending in `[]` collects its values into an array, as form bodies
 //! are read (`form.rs`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
+
+use super::nesting;
 
 use bundle::action::{Action, Kind};
 use bundle::verdict::{Modification, PathSegment};
@@ -129,33 +132,105 @@ fn read(fields: &[(String, String)], last: bool) -> Map<String, Value> {
     out
 }
 
-/// The readings of a plain HTTP action's arguments with its query's fields in them: for each way
-/// of reading the query, the body's arguments (an object) with the query's fields added where the
-/// body has none (the body's value wins) and, where both name one, with the query's value; the
-/// query's fields alone when the body gave no object. Only those that differ from the action's
-/// own arguments. Empty for a query without fields. `query` is `a`'s, parsed.
-pub(crate) fn argument_readings(a: &Action, query: &Query) -> Vec<Value> {
-    let mut out: Vec<Value> = Vec::new();
-    for q in query.readings() {
-        let merged = match &a.arguments {
-            Value::Object(body) => {
-                let mut body_wins = body.clone();
-                for (k, v) in &q {
-                    body_wins.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                let mut merged = vec![Value::Object(body_wins)];
-                if q.iter().any(|(k, v)| body.get(k).is_some_and(|b| b != v)) {
-                    let mut query_wins = body.clone();
-                    query_wins.extend(q);
-                    merged.push(Value::Object(query_wins));
-                }
-                merged
-            }
-            _ => vec![Value::Object(q)],
+/// The readings of a plain HTTP action's parameters (docs/filter-normalization.md, "Query
+/// parameters" and "Nested field names"): for each way of reading the query, the body's arguments
+/// (an object) with the query's fields added where the body has none (the body's value wins) and,
+/// where both name one, with the query's value; the query's fields alone when the body gave no
+/// object. When a field name may nest (`nesting.rs`), the same again in each dialect, applied to
+/// the query's fields and, for a form body (`form_body`), to the body's. Only those that differ
+/// from the action's own arguments, distinct. `query` is `a`'s, parsed, if it has one.
+pub(crate) fn argument_readings(a: &Action, query: Option<&Query>, form_body: bool) -> Vec<Value> {
+    readings_by_dialect(a, query, form_body)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect()
+}
+
+/// Why `read` (one of [`argument_readings`]) is a reading of `a`, for a refusal's reason.
+pub(crate) fn reading_reason(
+    a: &Action,
+    query: Option<&Query>,
+    form_body: bool,
+    read: &Value,
+) -> String {
+    let dialect = readings_by_dialect(a, query, form_body)
+        .into_iter()
+        .find_map(|(v, d)| (v == *read).then_some(d))
+        .flatten();
+    let body = a.arguments.as_object().filter(|_| form_body);
+    let nested = dialect.and_then(|_| {
+        let fields = query.iter().flat_map(|q| q.readings());
+        fields
+            .chain(body.cloned())
+            .find_map(|f| nesting::first_nested(&f).map(|(n, p)| (n.to_owned(), p)))
+    });
+    match nested {
+        Some((name, place)) => format!(
+            "servers read the field name `{}` as `{}`",
+            super::printable(&name),
+            super::printable(&place)
+        ),
+        None => format!(
+            "servers read the query's parameters as arguments too (`?{}`)",
+            super::printable(&a.target.query)
+        ),
+    }
+}
+
+/// [`argument_readings`], each with the dialect that read the field names (`None`: as written).
+fn readings_by_dialect(
+    a: &Action,
+    query: Option<&Query>,
+    form_body: bool,
+) -> Vec<(Value, Option<nesting::Dialect>)> {
+    let plain = query.map(Query::readings).unwrap_or_default();
+    let body = a.arguments.as_object().filter(|_| form_body);
+    let nests = plain
+        .iter()
+        .flat_map(|q| q.keys())
+        .chain(body.into_iter().flat_map(|b| b.keys()))
+        .any(|k| nesting::may_nest(k));
+    let dialects = std::iter::once(None).chain(
+        nesting::Dialect::ALL
+            .into_iter()
+            .map(Some)
+            .filter(|_| nests),
+    );
+    let mut out: Vec<(Value, Option<nesting::Dialect>)> = Vec::new();
+    let mut add = |v: Value, d: Option<nesting::Dialect>| {
+        if v != a.arguments && !out.iter().any(|(o, _)| *o == v) {
+            out.push((v, d));
+        }
+    };
+    for d in dialects {
+        let args: Cow<'_, Value> = match (d, body) {
+            (Some(d), Some(b)) => Cow::Owned(Value::Object(nesting::nest(b, d))),
+            _ => Cow::Borrowed(&a.arguments),
         };
-        for v in merged {
-            if v != a.arguments && !out.contains(&v) {
-                out.push(v);
+        if plain.is_empty() {
+            add(args.into_owned(), d);
+            continue;
+        }
+        for q in &plain {
+            let q: Cow<'_, Map<String, Value>> = match d {
+                Some(d) => Cow::Owned(nesting::nest(q, d)),
+                None => Cow::Borrowed(q),
+            };
+            match args.as_ref() {
+                Value::Object(body) => {
+                    let mut body_wins = body.clone();
+                    for (k, v) in q.iter() {
+                        body_wins.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                    let differs = q.iter().any(|(k, v)| body.get(k).is_some_and(|b| b != v));
+                    add(Value::Object(body_wins), d);
+                    if differs {
+                        let mut query_wins = body.clone();
+                        query_wins.extend(q.into_owned());
+                        add(Value::Object(query_wins), d);
+                    }
+                }
+                _ => add(Value::Object(q.into_owned()), d),
             }
         }
     }
@@ -170,7 +245,15 @@ pub(crate) fn unrewritable(a: &Action, mods: &[Modification]) -> Option<String> 
         return None;
     }
     let query = Query::parse(&a.target.query);
-    let names = query.names();
+    // The names as written, and the top-level name each dialect reads a nested one as
+    // (`user[role]` carries `user`).
+    let nested: Vec<String> = query
+        .names()
+        .iter()
+        .flat_map(|n| nesting::top_names(n))
+        .collect();
+    let mut names = query.names();
+    names.extend(nested.iter().map(String::as_str));
     for m in mods {
         let path = match m {
             Modification::RedactArg { path }
@@ -236,7 +319,7 @@ mod tests {
     }
 
     fn argument_readings(a: &Action) -> Vec<Value> {
-        super::argument_readings(a, &Query::parse(&a.target.query))
+        super::argument_readings(a, Some(&Query::parse(&a.target.query)), false)
     }
 
     fn obj(v: Value) -> Map<String, Value> {
@@ -342,6 +425,53 @@ mod tests {
     }
 
     #[test]
+    fn nested_field_names_are_read_in_each_dialect() {
+        // The query alone: as written, then qs / Rack, PHP (the same here) and dots.
+        assert_eq!(
+            argument_readings(&http("user[role]=admin", Value::Null)),
+            vec![
+                json!({"user[role]": "admin"}),
+                json!({"user": {"role": "admin"}}),
+            ]
+        );
+        assert_eq!(
+            argument_readings(&http("[role]=admin&access.level=owner", Value::Null)),
+            vec![
+                json!({"[role]": "admin", "access.level": "owner"}),
+                json!({"role": "admin", "access.level": "owner"}),
+                json!({"access_level": "owner"}),
+                json!({"[role]": "admin", "access": {"level": "owner"}}),
+            ]
+        );
+        // A form body's names nest too, with the query's in the same dialect.
+        let mut form = http(
+            "tags[]=c",
+            json!({"user[role]": "admin", "tags[]": ["a", "b"]}),
+        );
+        let readings = super::argument_readings(&form, Some(&Query::parse("tags[]=c")), true);
+        assert!(readings.contains(&json!({"user": {"role": "admin"}, "tags": ["a", "b"]})));
+        // A JSON body's member names are not nested.
+        form.target.query.clear();
+        assert!(super::argument_readings(&form, None, false).is_empty());
+        assert_eq!(
+            super::argument_readings(&form, None, true),
+            vec![json!({"user": {"role": "admin"}, "tags": ["a", "b"]})]
+        );
+        // Plain names: the query reading only.
+        assert_eq!(
+            argument_readings(&http("role=admin", Value::Null)),
+            vec![json!({"role": "admin"})]
+        );
+        let why = reading_reason(
+            &form,
+            None,
+            true,
+            &json!({"user": {"role": "admin"}, "tags": ["a", "b"]}),
+        );
+        assert!(why.contains("`user[role]` as `user.role`"), "{why}");
+    }
+
+    #[test]
     fn a_rewrite_of_what_the_query_carries_cannot_be_made() {
         let key = |k: &str| vec![PathSegment::Key(k.to_owned())];
         let a = http("token=abc&page=2", json!({"token": "abc"}));
@@ -351,6 +481,19 @@ mod tests {
         assert_eq!(unrewritable(&a, &other), None);
         let header = [Modification::StripHeader { name: "x".into() }];
         assert_eq!(unrewritable(&a, &header), None);
+        // A nested name carries its top-level name to the servers that nest it.
+        let nested = http("user[role]=admin", json!({"user": {"role": "viewer"}}));
+        assert!(unrewritable(&nested, &[Modification::DropArg { path: key("user") }]).is_some());
+        let dotted = http("access.level=owner", Value::Null);
+        assert!(
+            unrewritable(
+                &dotted,
+                &[Modification::DropArg {
+                    path: key("access_level")
+                }]
+            )
+            .is_some()
+        );
         assert_eq!(
             unrewritable(&http("", json!({"token": "abc"})), &redact),
             None

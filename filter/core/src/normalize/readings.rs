@@ -214,9 +214,12 @@ pub fn action_readings(
     // The query's fields, which servers read as parameters (`query.rs`), under every method, host
     // and path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
-    let mut arguments = match &query {
-        Some(q) if reads_args => super::query::argument_readings(a, q),
-        _ => Vec::new(),
+    // And a form's or the query's field names as servers nest them (`nesting.rs`).
+    let form_body = is_http && is_form_body(a);
+    let mut arguments = if reads_args && (query.is_some() || form_body) {
+        super::query::argument_readings(a, query.as_ref(), form_body)
+    } else {
+        Vec::new()
     };
     // Paths and URLs as the tool reads them (`dots.rs`, `urls.rs`): of the arguments as sent and
     // of each query reading.
@@ -285,6 +288,43 @@ pub fn action_readings(
         }
     }
     Ok(out)
+}
+
+/// Whether a plain HTTP action's arguments were read from a form (urlencoded or multipart), whose
+/// field names servers may nest (`nesting.rs`); a JSON body's member names are never parsed so.
+fn is_form_body(a: &bundle::action::Action) -> bool {
+    a.headers
+        .iter()
+        .filter(|(name, _)| name == "content-type")
+        .any(|(_, value)| {
+            let mime = value.split(';').next().unwrap_or_default().trim();
+            mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                || mime.eq_ignore_ascii_case("multipart/form-data")
+        })
+}
+
+/// A plain HTTP action's arguments with its query's fields in them, and with its form's and
+/// query's field names nested as servers nest them: each way servers read its parameters
+/// (`query.rs`, `nesting.rs`). Empty when no server reads them other than as the action has them.
+pub(crate) fn parameter_readings(a: &bundle::action::Action) -> Vec<serde_json::Value> {
+    let is_http = a.kind == bundle::action::Kind::Http;
+    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
+    let form_body = is_http && is_form_body(a);
+    if query.is_none() && !form_body {
+        return Vec::new();
+    }
+    super::query::argument_readings(a, query.as_ref(), form_body)
+}
+
+/// Why `read`, one of the argument readings [`action_readings`] built from a plain HTTP action's
+/// query or form field names, is a reading of `a` (for the refusal's reason).
+pub(crate) fn parameter_reading_reason(
+    a: &bundle::action::Action,
+    read: &serde_json::Value,
+) -> String {
+    let is_http = a.kind == bundle::action::Kind::Http;
+    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
+    super::query::reading_reason(a, query.as_ref(), is_http && is_form_body(a), read)
 }
 
 /// The host one element of a host header names: the value of `x-forwarded-host` and the like,

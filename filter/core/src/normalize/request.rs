@@ -175,10 +175,10 @@ fn actions(
             let a = normalize_http(head, body, norm)?;
             check_argument_spelling(&a.arguments, arg_names, None)?;
             if !arg_names.is_empty() {
-                // The query's fields are arguments too (`query.rs`), bound without case by the
-                // same servers.
-                for fields in super::query::Query::parse(&a.target.query).readings() {
-                    check_argument_spelling(&serde_json::Value::Object(fields), arg_names, None)?;
+                // The query's fields are arguments too (`query.rs`), and field names nest
+                // (`nesting.rs`: `User[Role]`), bound without case by the same servers.
+                for args in super::readings::parameter_readings(&a) {
+                    check_argument_spelling(&args, arg_names, None)?;
                 }
             }
             let has_body = body_expected || body.is_some_and(|b| !b.is_empty());
