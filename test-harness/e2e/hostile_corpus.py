@@ -405,6 +405,19 @@ def _cases() -> list[Case]:
     add(Case("x-http-method-override DELETE @/admin", "/admin/users/1", js({"id": 1}),
              headers=(("x-http-method-override", "DELETE"),)))
 
+    # Header names with `_`: CGI-style servers (Django, PHP, WSGI, Rack) read them as the `-`
+    # name, so each is a host, method or path override to them; the filter refuses them (400).
+    for name, value, target, method in [
+        ("x_forwarded_host", "169.254.169.254", "http://tools.example/api/items", "POST"),
+        ("x_http_method_override", "DELETE", "/api/items/1", "POST"),
+        ("x_method_override", "DELETE", "/api/items/1", "POST"),
+        ("x_original_url", "/admin/users", "/public", "GET"),
+        ("x_rewrite_url", "/admin", "/public", "POST"),
+    ]:
+        add(Case(f"{name}: {value} @egress", target, js({"id": 1}) if method == "POST" else None,
+                 method=method, content_type="application/json" if method == "POST" else None,
+                 headers=((name, value),), expect=(400,)))
+
     # Path rewrites by header (Symfony / Zend / IIS): the server routes on the header.
     add(Case("x-original-url /admin", "/public", method="GET", content_type=None,
              headers=(("x-original-url", "/admin/users"),)))

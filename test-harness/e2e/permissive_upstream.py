@@ -34,6 +34,9 @@ How it reads a request (each is something a real server does):
   ``x-method-override`` or a ``_method`` query parameter replace it (express method-override,
   Rails, Laravel); the query decoded, and split on ``;`` as well as ``&`` (Python before 3.9.2);
   else a ``_method`` field of a form body (Rails, Symfony, Laravel) or a JSON object (Laravel).
+- **Header names** are read as CGI maps them (Django, PHP, WSGI, Rack servers): ``_`` is ``-``, so
+  ``x_forwarded_host`` is ``x-forwarded-host`` and ``x_http_method_override`` a method override,
+  wherever the dashed spelling is absent.
 - **Forwarded hosts**: ``x-forwarded-host`` (its first value), ``forwarded: host=``, ``x-host`` or
   ``x-original-host`` replace the host it serves, as a server behind a proxy it trusts does.
 - **Hosts**: ``[::ffff:a.b.c.d]`` and the other IPv4-mapped spellings, IPv4-compatible
@@ -293,6 +296,13 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- reading --
 
+    def _header(self, name: str, default: str | None = None) -> str | None:
+        """A request header as CGI-style servers read it: ``name``, else its ``_`` spelling."""
+        value = self.headers.get(name)
+        if value is None:
+            value = self.headers.get(name.replace("-", "_"))
+        return default if value is None else value
+
     def _read_line(self) -> bytes:
         line = self.rfile.readline(65537)
         if not line.endswith(b"\n"):
@@ -418,7 +428,7 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(raw_query.replace(";", "&"), keep_blank_values=True))
         effective = method
         if method == "POST":
-            override = next((self.headers[h] for h in OVERRIDE_HEADERS if self.headers.get(h)), None)
+            override = next((self._header(h) for h in OVERRIDE_HEADERS if self._header(h)), None)
             override = override or query.get("_method")
             if override:
                 effective = override.strip().upper()
@@ -427,15 +437,15 @@ class Handler(BaseHTTPRequestHandler):
             authority = target.split("//", 1)[1].split("/", 1)[0]  # RFC 9112 3.2.2: the target's host wins
         # Behind a trusting proxy the host is the one a forwarding header names (Express takes
         # the first of a list), as host-routed tenants and Rails' / Django's request.host read it.
-        forwarded = next((v.split(";") for v in [self.headers.get("forwarded", "").split(",")[0]] if v), [])
-        named = (self.headers.get("x-forwarded-host", "").split(",")[0].strip()
+        forwarded = next((v.split(";") for v in [self._header("forwarded", "").split(",")[0]] if v), [])
+        named = (self._header("x-forwarded-host", "").split(",")[0].strip()
                  or next((p.split("=", 1)[1].strip().strip('"') for p in forwarded
                           if p.strip().lower().startswith("host=")), "")
-                 or self.headers.get("x-host", "") or self.headers.get("x-original-host", ""))
+                 or self._header("x-host", "") or self._header("x-original-host", ""))
         authority = named or authority
         host, host_ip = host_of(authority)
         # Symfony / Zend / IIS URL-rewrite style: the path to dispatch may come from a header.
-        rewritten = self.headers.get("x-original-url") or self.headers.get("x-rewrite-url")
+        rewritten = self._header("x-original-url") or self._header("x-rewrite-url")
         entry.update(effective_method=effective, route=route_of(rewritten or target), host=host, host_ip=host_ip,
                      headers=[[k.lower(), v] for k, v in self.headers.items()], framing=framing,
                      trailers=trailers, content_encoding=None, body="", form=None, messages=None)

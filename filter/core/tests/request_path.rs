@@ -1235,6 +1235,84 @@ fn field_names_are_read_as_servers_nest_them() {
 }
 
 #[test]
+fn header_names_with_underscores_are_refused_or_dropped() {
+    // Each is read by Django, PHP, WSGI and Rack servers as the header with `-`: a host, a
+    // method, a path, the MCP session, the filter's own identity header.
+    let spoofs = [
+        ("x_forwarded_host", "169.254.169.254"),
+        ("x_http_method_override", "DELETE"),
+        ("x_original_url", "/admin/users"),
+        ("x_portcullis_agent", "admin-bot"),
+        ("X_Custom", "1"),
+    ];
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    for (name, value) in spoofs {
+        let s = send(
+            &host,
+            &p,
+            "POST",
+            "/public",
+            &[(name, value)],
+            b"",
+            End::Data,
+        );
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{name} {s:?}");
+        let reason = s.body["reason"].as_str().unwrap_or_default();
+        let dashed = name.replace('_', "-").to_ascii_lowercase();
+        assert!(reason.contains(&format!("as `{dashed}`")), "{reason}");
+    }
+    // On the MCP endpoint, a JSON-RPC error.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/mcp",
+        &[
+            ("content-type", "application/json"),
+            ("mcp_session_id", "other"),
+        ],
+        &call(1, "read_file", json!({})),
+        End::Data,
+    );
+    assert_eq!(s.status, Some(400), "{s:?}");
+    assert!(s.reason().contains("`mcp-session-id`"), "{s:?}");
+    // `drop`: removed before anything reads them; the request is judged without them.
+    let p = plugin(&host, json!({ "http": { "underscore_headers": "drop" } }));
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/public",
+        &[("x_forwarded_host", "169.254.169.254"), ("x-run", "1")],
+        b"",
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+    let sent = host.state().request_headers.clone();
+    assert!(sent.iter().all(|(n, _)| !n.contains('_')), "{sent:?}");
+    assert!(sent.iter().any(|(n, _)| n == "x-run"), "{sent:?}");
+    // `allow`: passed on as sent.
+    let p = plugin(&host, json!({ "http": { "underscore_headers": "allow" } }));
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/public",
+        &[("x_custom", "1")],
+        b"",
+        End::Data,
+    );
+    assert!(s.forwarded, "{s:?}");
+    assert!(
+        host.state()
+            .request_headers
+            .iter()
+            .any(|(n, _)| n == "x_custom")
+    );
+}
+
+#[test]
 fn a_modify_of_an_argument_the_query_carries_is_refused() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));

@@ -65,6 +65,21 @@ impl SessionKeySource {
     }
 }
 
+/// What the filter does with a request header whose name has an `_` (`http.underscore_headers`;
+/// docs/filter-normalization.md, "Header names with `_`").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnderscoreHeaders {
+    /// Refuse the request (400), as Envoy's `headers_with_underscores_action: REJECT_REQUEST`
+    /// does (default).
+    #[default]
+    Reject,
+    /// Remove such headers before anything reads them: neither the policy nor the server sees
+    /// them.
+    Drop,
+    /// Pass them on, read as other headers (for upstreams known to keep `_` and `-` apart).
+    Allow,
+}
+
 /// What the filter does when its own machinery fails (shared data, call-out dispatch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FailureMode {
@@ -219,6 +234,8 @@ pub struct Config {
     /// Hosts whose servers read request paths literally: for them a double-encoded escape or an
     /// empty path segment is not refused (`http.literal_path_hosts`).
     pub literal_path_hosts: Vec<String>,
+    /// What a request header named with an `_` gets (`http.underscore_headers`).
+    pub underscore_headers: UnderscoreHeaders,
     /// The MCP server's name (`target.server`).
     pub server_name: String,
     /// Accept JSON-RPC batches (every element is evaluated).
@@ -355,6 +372,7 @@ struct RawMcp {
 struct RawHttp {
     inspect_bodies: Option<bool>,
     literal_path_hosts: Option<Vec<String>>,
+    underscore_headers: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -582,6 +600,17 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         }
     }
 
+    let underscore_headers = match raw.http.underscore_headers.as_deref() {
+        None | Some("reject") => UnderscoreHeaders::Reject,
+        Some("drop") => UnderscoreHeaders::Drop,
+        Some("allow") => UnderscoreHeaders::Allow,
+        Some(other) => {
+            return Err(err(format!(
+                "`http.underscore_headers`: `{other}` is not `reject`, `drop` or `allow`"
+            )));
+        }
+    };
+
     let key = match raw.session.key {
         None => SessionKeySource::McpSessionId,
         Some(k) => match (k.source.as_str(), k.name) {
@@ -767,6 +796,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         mcp_paths,
         mcp_legacy_paths,
         literal_path_hosts,
+        underscore_headers,
         server_name,
         allow_batches: raw.mcp.allow_batches.unwrap_or(false),
         inspect_http_bodies: raw.http.inspect_bodies.unwrap_or(false),
@@ -833,6 +863,7 @@ mod tests {
         assert!(c.identity.jwt.is_none() && c.identity.headers.is_none());
         assert_eq!(c.failure_mode, FailureMode::Closed);
         assert!(!c.allow_batches);
+        assert_eq!(c.underscore_headers, UnderscoreHeaders::Reject);
     }
 
     #[test]
@@ -846,6 +877,15 @@ mod tests {
             serde_json::json!({"literal_path_hosts": ["Files.Internal.", "[::ffff:10.0.0.1]"]});
         let c = parse_v(&v).unwrap();
         assert!(c.mcp_legacy_paths.is_empty());
+        for (value, mode) in [
+            ("reject", UnderscoreHeaders::Reject),
+            ("drop", UnderscoreHeaders::Drop),
+            ("allow", UnderscoreHeaders::Allow),
+        ] {
+            let mut v = base();
+            v["http"] = serde_json::json!({ "underscore_headers": value });
+            assert_eq!(parse_v(&v).unwrap().underscore_headers, mode);
+        }
         assert_eq!(
             c.literal_path_hosts,
             vec!["files.internal".to_owned(), "10.0.0.1".to_owned()]
@@ -950,6 +990,10 @@ mod tests {
                 "expected a boolean",
             ),
             (serde_json::json!({"failure_mode": "maybe"}), "`maybe`"),
+            (
+                serde_json::json!({"http": {"underscore_headers": "keep"}}),
+                "`http.underscore_headers`: `keep` is not",
+            ),
             (
                 serde_json::json!({"session": {"run": "cookie"}}),
                 "`session.run`: `cookie` is not one of",

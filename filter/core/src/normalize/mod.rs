@@ -744,6 +744,28 @@ pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &'a [String]) -> O
     })
 }
 
+/// The first request header whose name has an `_` (docs/filter-normalization.md, "Header names
+/// with `_`"): servers that map header names to CGI variables (Django, PHP, Rack servers, WSGI)
+/// read `x_forwarded_host` as `x-forwarded-host`, others as a header of its own, so no reading of
+/// it is the server's for sure.
+pub(crate) fn underscore_header(head: &RequestHead) -> Option<&str> {
+    head.headers
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .find(|n| n.contains('_'))
+}
+
+/// The refusal of a request that carries the header `name`, named with an `_`.
+pub(crate) fn underscore_refusal(name: &str) -> Refusal {
+    let dashed = name.replace('_', "-").to_ascii_lowercase();
+    Refusal::bad_http(format!(
+        "header `{}` has an `_` in its name: servers that read `_` as `-` (CGI, PHP, WSGI, \
+         Django, Rack) read it as `{}`, others as another header (`http.underscore_headers`)",
+        printable(name),
+        printable(&dashed)
+    ))
+}
+
 /// A body the filter reads must be in a form it can read: any `content-encoding` other than
 /// `identity` (gzip, deflate, br, ...) is refused with 415, since a server that inflates request
 /// bodies (`express.json()` does) would act on what the filter never saw.

@@ -24,7 +24,7 @@ use bundle::verdict::Decision;
 pub use outputs::{APPROVAL_HEADER, DECISION_HEADER, RECEIPT_HEADER, WARNING_HEADER};
 
 use crate::bench::Stage;
-use crate::config::SessionKeySource;
+use crate::config::{SessionKeySource, UnderscoreHeaders};
 use crate::decide::{self, Input, Plan, Shape};
 use crate::host::{FilterAction, Host, LogLevel};
 use crate::identity;
@@ -218,6 +218,24 @@ impl Stream {
             .map(|t| t.trim().to_owned());
         identity::strip_spoofed_headers(host, &policy.cfg.identity, &self.head.headers);
         self.route = normalize::route(&self.head, &policy.norm);
+        // Before anything reads a header: one named with `_` is read as its `-` spelling by some
+        // servers and as another header by the rest (docs/filter-normalization.md).
+        match policy.cfg.underscore_headers {
+            UnderscoreHeaders::Reject => {
+                if let Some(name) = normalize::underscore_header(&self.head) {
+                    let refusal = normalize::underscore_refusal(name);
+                    self.refuse(host, &refusal);
+                    return FilterAction::Pause;
+                }
+            }
+            UnderscoreHeaders::Drop => {
+                while let Some(name) = normalize::underscore_header(&self.head).map(str::to_owned) {
+                    host.set_request_header(&name, None);
+                    self.head.headers.retain(|(n, _)| *n != name);
+                }
+            }
+            UnderscoreHeaders::Allow => {}
+        }
         self.identity = identity::identify(host, &policy.cfg.identity, &self.head.headers);
         self.principal = identity::principal_of(&self.identity);
         let trace = normalize::trace_id(&self.head);
