@@ -213,6 +213,7 @@ NESTED_GRANTS = [
     "[role]=admin",
     "member[role]=admin",
     "roles[]=viewer&roles[]=admin",
+    "roles[0]=viewer&roles[1]=admin",
     "+role=admin",
     "grant.role=admin",
     "grant+role=admin",

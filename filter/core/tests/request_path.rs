@@ -1145,6 +1145,7 @@ fn field_names_are_read_as_servers_nest_them() {
         "[role]=admin",
         "member[role]=admin",
         "roles[]=viewer&roles[]=admin",
+        "roles[0]=viewer&roles[1]=admin",
         "+role=admin",
         "grant.role=admin",
         "grant+role=admin",
