@@ -183,6 +183,11 @@ pub(crate) fn session_key(
         SessionKeySource::Header(name) => header(headers, name)?,
         SessionKeySource::Traceparent => trace_id?,
     };
+    usable_key(raw)
+}
+
+/// `raw` as a session key: trimmed, visible ASCII only, 1 to 256 bytes; `None` otherwise.
+pub(crate) fn usable_key(raw: &str) -> Option<String> {
     let v = raw.trim();
     if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return None;

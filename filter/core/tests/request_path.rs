@@ -1313,6 +1313,61 @@ fn header_names_with_underscores_are_refused_or_dropped() {
     );
 }
 
+/// The session and sequence number of the receipt the last request wrote.
+fn receipt_session(host: &MockHost) -> (String, u64) {
+    let st = host.state();
+    let raw = st
+        .filter_state
+        .get("wasm.portcullis.receipt")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let r: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    let r = if r.is_array() { r[0].clone() } else { r };
+    (
+        r["body"]["session"].as_str().unwrap_or_default().to_owned(),
+        r["body"]["seq"].as_u64().unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_legacy_message_is_decided_in_the_session_its_query_names() {
+    let host = MockHost::new(START_MS);
+    // `require_initialize` holds for `mcp-session-id`; a legacy session id comes from the SSE
+    // stream's `endpoint` event, never an `initialize` answer's header.
+    let p = plugin(&host, json!({ "session": { "require_initialize": true } }));
+    let json_body = ("content-type", "application/json");
+    let body = call(1, "read_file", json!({"path": "/workspace/a"}));
+    let mut seqs = Vec::new();
+    for path in [
+        "/messages?sessionId=legacy-1",
+        "/messages/?session_id=legacy-1",
+        "/messages?sessionId=legacy-1&x=1",
+    ] {
+        let s = send(&host, &p, "POST", path, &[json_body], &body, End::Data);
+        assert!(s.forwarded, "{path} {s:?}");
+        let (session, seq) = receipt_session(&host);
+        assert_eq!(session, "legacy-1", "{path}");
+        seqs.push(seq);
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "one chain: {seqs:?}"
+    );
+    // Two sessions named at once: each server acts in the one it reads.
+    for (path, extra) in [
+        ("/messages?sessionId=a&session_id=b", None),
+        ("/messages?sessionId=a&sessionId=b", None),
+        ("/messages?sessionId=a", Some(("mcp-session-id", "b"))),
+    ] {
+        let headers: Vec<(&str, &str)> = std::iter::once(json_body).chain(extra).collect();
+        let s = send(&host, &p, "POST", path, &headers, &body, End::Data);
+        assert_eq!((s.forwarded, s.status), (false, Some(400)), "{path} {s:?}");
+        // Refused at the headers, before the body says it is JSON-RPC: a plain HTTP answer.
+        let reason = s.body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("more than one session"), "{s:?}");
+    }
+}
+
 #[test]
 fn a_modify_of_an_argument_the_query_carries_is_refused() {
     let host = MockHost::new(START_MS);

@@ -744,6 +744,44 @@ pub(crate) fn ambiguous_header<'a>(head: &RequestHead, names: &'a [String]) -> O
     })
 }
 
+/// The session a legacy HTTP+SSE message names in its query (`POST /messages?sessionId=...`):
+/// the TypeScript SDK's server reads `sessionId`, the Python SDK's `session_id`; `None` without
+/// one. Refused when the request names two different sessions (the query's names or repeats
+/// disagree, or the query and `mcp-session-id`, `header`, disagree): each server would act in
+/// the one it reads.
+pub(crate) fn legacy_session_id(
+    head: &RequestHead,
+    header: Option<&str>,
+) -> Result<Option<String>, Refusal> {
+    let Some((_, q)) = head.path.split_once('?') else {
+        return Ok(header.map(str::to_owned));
+    };
+    let query = query::Query::parse(q);
+    let mut named: Vec<&str> = Vec::new();
+    for name in ["sessionId", "session_id"] {
+        for v in query.values(name, 2) {
+            if !named.contains(&v) {
+                named.push(v);
+            }
+        }
+    }
+    if let Some(h) = header
+        && !named.contains(&h)
+        && !named.is_empty()
+    {
+        named.push(h);
+    }
+    match named.as_slice() {
+        [] => Ok(header.map(str::to_owned)),
+        [one] => Ok(Some((*one).to_owned())),
+        _ => Err(Refusal::bad_http(
+            "the message names more than one session (`sessionId`, `session_id`, \
+             `mcp-session-id`): servers differ on which one they act in"
+                .to_owned(),
+        )),
+    }
+}
+
 /// The first request header whose name has an `_` (docs/filter-normalization.md, "Header names
 /// with `_`"): servers that map header names to CGI variables (Django, PHP, Rack servers, WSGI)
 /// read `x_forwarded_host` as `x-forwarded-host`, others as a header of its own, so no reading of

@@ -94,6 +94,9 @@ pub struct Stream {
     principal: Option<String>,
     /// The session key the request carried (from `session.key`).
     key: Option<String>,
+    /// `key` is a legacy HTTP+SSE message's `sessionId` (`normalize::legacy_session_id`), which
+    /// no `initialize` answer names in a header: `session.require_initialize` does not apply.
+    legacy_key: bool,
     /// The session the request is decided in: its key, or its principal's run; after the
     /// decision, the session it was saved in (`None`: none was).
     session: Option<String>,
@@ -167,6 +170,7 @@ impl Stream {
             identity: Identity::default(),
             principal: None,
             key: None,
+            legacy_key: false,
             session: None,
             approval_token: None,
             grant_token: None,
@@ -244,6 +248,25 @@ impl Stream {
             &self.head.headers,
             trace.as_deref(),
         );
+        self.legacy_key = false;
+        if self.route == Route::McpLegacy
+            && policy.cfg.session.key == SessionKeySource::McpSessionId
+        {
+            // A legacy message names its session in the query (`?sessionId=`): that is the
+            // session the server acts in, so it is the filter's too.
+            match normalize::legacy_session_id(&self.head, self.key.as_deref()) {
+                Ok(Some(id)) => {
+                    self.legacy_key = self.key.is_none();
+                    self.key = identity::usable_key(&id);
+                }
+                Ok(None) => {}
+                Err(refusal) => {
+                    self.key = None;
+                    self.refuse(host, &refusal);
+                    return FilterAction::Pause;
+                }
+            }
+        }
         if let Some(key) = self
             .key
             .as_deref()
@@ -606,7 +629,7 @@ impl Stream {
             actions: &actions,
             body: body.as_deref(),
             session: self.session.as_deref(),
-            keyed: self.key.is_some() && self.key == self.session,
+            keyed: self.key.is_some() && self.key == self.session && !self.legacy_key,
             principal: self
                 .principal
                 .as_deref()
