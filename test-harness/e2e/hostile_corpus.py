@@ -405,6 +405,11 @@ def _cases() -> list[Case]:
     add(Case("x-http-method-override DELETE @/admin", "/admin/users/1", js({"id": 1}),
              headers=(("x-http-method-override", "DELETE"),)))
 
+    # Overlong UTF-8 escapes: `%C0%AE` is `.` and `%C0%AF` `/` to decoders that accept them.
+    for target in ["/public/%c0%ae%c0%ae/admin/users", "/%C0%AE%C0%AE/admin", "/public/..%c0%afadmin",
+                   "/public/%e0%80%ae%e0%80%ae/admin"]:
+        add(Case(f"overlong {target}", target, method="GET", content_type=None, expect=(400,)))
+
     # Header names with `_`: CGI-style servers (Django, PHP, WSGI, Rack) read them as the `-`
     # name, so each is a host, method or path override to them; the filter refuses them (400).
     for name, value, target, method in [

@@ -22,7 +22,8 @@ How it reads a request (each is something a real server does):
   GET is executed). Any other body is also read as a form (``a=1&b=%41``, percent-decoded, ``+``
   as a space), whatever its ``content-type``, as servers that merge form fields into their
   parameters do.
-- **Routes**: percent-decoding applied twice (``%252F`` and ``%2561`` count), ``\\`` read as
+- **Routes**: percent-decoding applied twice (``%252F`` and ``%2561`` count), overlong UTF-8
+  read as the ASCII it encodes (``%C0%AE`` is ``.``, as IIS and older JVM decoders read it), ``\\`` read as
   ``/``, ``;params`` dropped from each segment (Servlet style), repeated slashes merged, dot
   segments resolved after decoding, a trailing dot on the last segment ignored, case folded to
   lower case, no trailing slash.
@@ -77,7 +78,7 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, unquote_to_bytes
 
 _LOCK = threading.Lock()
 MAX_BODY = 8 << 20
@@ -180,6 +181,24 @@ def parse_json(text: str) -> Any:
 
 # -- routes and hosts -------------------------------------------------------------------------
 
+def _overlong(raw: bytes) -> bytes:
+    """``raw`` with each overlong UTF-8 sequence (``C0 AE``, ``E0 80 AE``) read as the ASCII
+    character it encodes, as decoders that accept overlong forms (IIS, older JVMs) read it."""
+    out, i = bytearray(), 0
+    while i < len(raw):
+        b = raw[i]
+        if b in (0xC0, 0xC1) and i + 1 < len(raw) and 0x80 <= raw[i + 1] <= 0xBF:
+            out.append(((b & 0x1F) << 6 | (raw[i + 1] & 0x3F)) & 0x7F)
+            i += 2
+        elif b == 0xE0 and i + 2 < len(raw) and raw[i + 1] in (0x80, 0x81) and 0x80 <= raw[i + 2] <= 0xBF:
+            out.append(((raw[i + 1] & 0x3F) << 6 | (raw[i + 2] & 0x3F)) & 0x7F)
+            i += 3
+        else:
+            out.append(b)
+            i += 1
+    return bytes(out)
+
+
 def route_of(raw_path: str) -> str:
     """The route this server dispatches on (see the module docstring)."""
     path = raw_path.split("#", 1)[0].split("?", 1)[0]
@@ -189,7 +208,7 @@ def route_of(raw_path: str) -> str:
             rest = path[len(scheme):]
             path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
     for _ in range(2):
-        path = unquote(path, errors="replace")
+        path = _overlong(unquote_to_bytes(path)).decode("utf-8", errors="replace")
     segments: list[str] = []
     for seg in path.replace("\\", "/").split("/"):
         seg = seg.split(";", 1)[0]

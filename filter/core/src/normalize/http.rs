@@ -142,6 +142,12 @@ fn decode_unreserved(p: &str) -> Result<String, Refusal> {
             ));
         };
         let v = (hi << 4) | lo;
+        if overlong_at(bytes, i, v) {
+            return Err(Refusal::bad_http(
+                "request path has an overlong utf-8 escape (`%C0%AE`): decoders that accept \
+                 overlong forms (IIS, older Java servers) read it as an ascii character",
+            ));
+        }
         match v {
             b'/' | b'\\' => {
                 return Err(Refusal::bad_http(
@@ -169,6 +175,30 @@ fn decode_unreserved(p: &str) -> Result<String, Refusal> {
         i = i.saturating_add(3);
     }
     Ok(out)
+}
+
+/// Whether the escape at `i` (decoding to `v`) starts an overlong UTF-8 sequence: a lead byte
+/// that only ever encodes what a shorter form does (`C0`, `C1`), or `E0` / `F0` followed by an
+/// escaped continuation below the shortest form's range. No valid UTF-8 has one; decoders that
+/// accept them read `%C0%AE` as `.` and `%C0%AF` as `/`.
+fn overlong_at(bytes: &[u8], i: usize, v: u8) -> bool {
+    let next = || {
+        let at = i.saturating_add(3);
+        match (
+            bytes.get(at),
+            bytes.get(at.saturating_add(1)),
+            bytes.get(at.saturating_add(2)),
+        ) {
+            (Some(b'%'), Some(&h), Some(&l)) => Some((hex_val(h)? << 4) | hex_val(l)?),
+            _ => None,
+        }
+    };
+    match v {
+        0xC0 | 0xC1 => true,
+        0xE0 => next().is_some_and(|c| (0x80..=0x9F).contains(&c)),
+        0xF0 => next().is_some_and(|c| (0x80..=0x8F).contains(&c)),
+        _ => false,
+    }
 }
 
 /// How a server resolves a hierarchical resource URI (`file:///a/../b`, `repo://acme/%61pp`):
@@ -258,6 +288,13 @@ fn decode_resource_path(p: &str) -> Result<String, String> {
             return Err("its path has a malformed percent-escape".to_owned());
         };
         let v = (hi << 4) | lo;
+        if overlong_at(bytes, i, v) {
+            return Err(
+                "its path has an overlong utf-8 escape (`%C0%AE`), an ascii character to \
+                 decoders that accept overlong forms"
+                    .to_owned(),
+            );
+        }
         match v {
             b'/' | b'\\' | 0 => {
                 return Err(
@@ -754,6 +791,25 @@ mod tests {
         assert!(r("file:///a/%2F..").is_err());
         assert!(r("file:///a/%2525").is_err());
         assert!(r("file:///a\\b").is_err());
+    }
+
+    #[test]
+    fn overlong_utf8_escapes_are_refused() {
+        for p in [
+            "/%C0%AE%C0%AE/admin",
+            "/x/%c0%af/admin",
+            "/%c1%9c",
+            "/%E0%80%AE",
+            "/%F0%80%80%AE",
+        ] {
+            let e = normalize_origin_path(p, false).unwrap_err();
+            assert!(e.reason.contains("overlong"), "{p}: {}", e.reason);
+        }
+        // Shortest forms pass, as escapes kept.
+        for p in ["/caf%C3%A9", "/%E0%A4%85", "/%F0%9F%98%80", "/%E0", "/%C3"] {
+            assert!(normalize_origin_path(p, false).is_ok(), "{p}");
+        }
+        assert!(resource_reading("file:///w/%c0%ae%c0%ae/etc").is_err());
     }
 
     #[test]
