@@ -246,6 +246,34 @@ def test_field_names_are_judged_as_servers_nest_them(request_path: Proxy, transp
         assert rec["body"] == body.decode(), rec
 
 
+# -- request_path.pcl: values frameworks trim ---------------------------------------------------------
+
+TRIMMED_GRANTS = [
+    (MEMBERS, b"role=+admin", FORM),
+    (MEMBERS, b"role=admin%00", FORM),
+    (MEMBERS, b"role=%E2%80%8Badmin%0A", FORM),
+    (f"{MEMBERS}?role=%09admin", b"user=bob", FORM),
+    (MEMBERS, b'{"role":"admin "}', "application/json"),
+    (MEMBERS, b'{"member":{"role":"\\u0000admin"}}', "application/json"),
+    (MEMBERS, b"role%00x=admin", FORM),  # PHP ends a field name at a NUL
+]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_values_are_judged_as_frameworks_that_trim_them(request_path: Proxy, transport: str) -> None:
+    """Laravel's `TrimStrings` middleware (in every new application) and Django's form fields trim
+    parameter values of white space, NUL and invisible marks, so ` admin` and `admin\\0` grant
+    admin to them: each, in a form, the query or a JSON body, is denied by `no_admin_grants` over
+    every framing and never reaches the upstream. Spaces inside a value pass as sent."""
+    for target, body, ctype in TRIMMED_GRANTS:
+        doc = denied(request_path.send(transport, target, body, content_type=ctype), "no_admin_grants",
+                     f"{target} {body!r}")
+        if b"%00x" not in body:
+            assert "frameworks that trim parameter values" in doc["reason"], (target, body, doc)
+    rec = forwarded(request_path.send(transport, MEMBERS, b"role=+viewer+&note=a+b"), "ALLOW", "inner spaces")
+    assert rec["body"] == "role=+viewer+&note=a+b", rec
+
+
 # -- request_path.pcl: the bound on readings ----------------------------------------------------------
 
 # Four readings of this query's fields (query.rs): split on `&` (`tag` is `1;tag=2` first, `3;tag=4`

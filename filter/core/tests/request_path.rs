@@ -1313,6 +1313,61 @@ fn header_names_with_underscores_are_refused_or_dropped() {
     );
 }
 
+#[test]
+fn parameter_values_are_judged_as_frameworks_that_trim_them() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({ "http": { "inspect_bodies": true } }));
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    let json_body = ("content-type", "application/json");
+    // Laravel's `TrimStrings` and Django's form fields read each as `admin`.
+    for (path, ct, body) in [
+        ("/members", form, &b"role=+admin"[..]),
+        ("/members", form, b"role=admin%00"),
+        ("/members", form, b"role=%09admin%0D%0A"),
+        ("/members", form, b"role=%E2%80%8Badmin"),
+        ("/members?role=admin%20", form, b"user=bob"),
+        ("/members", json_body, br#"{"role":" admin"}"#),
+        ("/members", json_body, br#"{"role":"admin\u0000"}"#),
+        (
+            "/members",
+            json_body,
+            br#"{"member":{"role":"\ufeffadmin"}}"#,
+        ),
+    ] {
+        let s = send(&host, &p, "POST", path, &[ct], body, End::Data);
+        let why = format!("{path} {} {s:?}", String::from_utf8_lossy(body));
+        assert_eq!(
+            (s.forwarded, s.status, s.rule.as_deref()),
+            (false, Some(403), Some("no_admin_grants")),
+            "{why}"
+        );
+        let reason = s.body["reason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("frameworks that trim parameter values"),
+            "{why}"
+        );
+    }
+    // PHP ends a field name at a NUL: `role%00x` is `role` to it.
+    let s = send(
+        &host,
+        &p,
+        "POST",
+        "/members",
+        &[form],
+        b"role%00x=admin",
+        End::Data,
+    );
+    assert_eq!(s.rule.as_deref(), Some("no_admin_grants"), "{s:?}");
+    // A value with spaces inside, or that trims to something else, passes as sent.
+    for body in [&b"role=+viewer+&note=a+b"[..], b"role=admin+viewer"] {
+        let s = send(&host, &p, "POST", "/members", &[form], body, End::Data);
+        assert!(s.forwarded, "{s:?}");
+        assert_eq!(s.upstream_body, body);
+    }
+    // MCP servers take arguments as sent: an MCP call is not trimmed (a resolved path is judged
+    // on its own terms, above).
+}
+
 /// The session and sequence number of the receipt the last request wrote.
 fn receipt_session(host: &MockHost) -> (String, u64) {
     let st = host.state();

@@ -31,6 +31,7 @@ mod modify;
 mod readings;
 mod request;
 pub mod risk;
+mod trim;
 pub(crate) mod unescape;
 
 pub(crate) use charset::foreign as foreign_charset;

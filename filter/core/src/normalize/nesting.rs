@@ -7,8 +7,8 @@
 //! - **brackets** (`qs`, the parser of Express's `req.query` and of body-parser's `urlencoded`
 //!   with `extended`; Rack, so Rails and Sinatra): `user[role]` is `user.role`, `tags[]` adds to
 //!   the array `tags`, and a name that starts with a bracket is named by it (`[role]` is `role`);
-//! - **PHP** (`$_GET`, `$_POST`, `$_REQUEST`): the same brackets, but leading spaces of a name are
-//!   dropped, a space or `.` before the first bracket reads as `_` (`user.role` is `user_role`),
+//! - **PHP** (`$_GET`, `$_POST`, `$_REQUEST`): the same brackets, but a name ends at a NUL,
+//!   leading spaces of a name are dropped, a space or `.` before the first bracket reads as `_` (`user.role` is `user_role`),
 //!   an unclosed first bracket reads as `_` too (`user[role` is `user_role`), and a name that
 //!   starts with a bracket is dropped;
 //! - **dots** (ASP.NET Core's and Spring's model binding, `qs` with `allowDots`): `user.role` and
@@ -62,9 +62,10 @@ enum Step<'a> {
 }
 
 /// Whether some dialect may read the field `name` as other than its name as written: it has a
-/// bracket, a `.` or a space. The usual name has none, so most requests pay one scan of each.
+/// bracket, a `.`, a space or a NUL. The usual name has none, so most requests pay one scan of
+/// each.
 pub(crate) fn may_nest(name: &str) -> bool {
-    name.bytes().any(|b| matches!(b, b'[' | b'.' | b' '))
+    name.bytes().any(|b| matches!(b, b'[' | b'.' | b' ' | 0))
 }
 
 /// `fields` (names as written, each a string or, for a `[]` name, an array) as `dialect` reads
@@ -221,11 +222,13 @@ fn brackets(name: &str) -> Vec<Step<'_>> {
     path
 }
 
-/// PHP's `php_register_variable_ex`: leading spaces dropped; before the first `[`, a space or
+/// PHP's `php_register_variable_ex`: the name ends at a NUL (a C string: `role%00x` is `role`);
+/// leading spaces dropped; before the first `[`, a space or
 /// `.` is `_`; an empty name drops the field; each `[...]` (up to the next `]`, brackets inside
 /// included) follows while the next character is `[`; an unclosed first `[` is `_`, and so is
 /// each space, `.` or `[` after it.
 fn php(name: &str) -> Option<Vec<Step<'_>>> {
+    let name = name.split('\0').next().unwrap_or_default();
     let name = name.trim_start_matches(' ');
     let open = name.find('[');
     let base_end = open.unwrap_or(name.len());
@@ -366,6 +369,8 @@ mod tests {
         assert_eq!(shown("a[b]x[c]", d).as_deref(), Some("a.b"));
         assert_eq!(shown("a[b[c]]", d).as_deref(), Some("a.b[c"));
         assert_eq!(shown("[role]", d), None);
+        assert_eq!(shown("role\0x", d).as_deref(), Some("role"));
+        assert_eq!(shown("\0role", d), None);
         assert_eq!(shown("  ", d), None);
         assert_eq!(
             read(json!({"[role]": "admin", " access.level": "owner"}), d),

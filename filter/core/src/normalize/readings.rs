@@ -221,6 +221,19 @@ pub fn action_readings(
     } else {
         Vec::new()
     };
+    // Parameter values trimmed, as Laravel and Django read them (`trim.rs`): of the arguments as
+    // sent and of each parameter reading, for plain HTTP (MCP servers take values as sent).
+    if reads_args && is_http {
+        let trimmed: Vec<serde_json::Value> = std::iter::once(&a.arguments)
+            .chain(&arguments)
+            .filter_map(super::trim::trimmed)
+            .collect();
+        for r in trimmed {
+            if r != a.arguments && !arguments.contains(&r) {
+                arguments.push(r);
+            }
+        }
+    }
     // Paths and URLs as the tool reads them (`dots.rs`, `urls.rs`): of the arguments as sent and
     // of each query reading.
     if reads_args {
@@ -317,14 +330,31 @@ pub(crate) fn parameter_readings(a: &bundle::action::Action) -> Vec<serde_json::
 }
 
 /// Why `read`, one of the argument readings [`action_readings`] built from a plain HTTP action's
-/// query or form field names, is a reading of `a` (for the refusal's reason).
+/// query, form field names or trimmed values, is a reading of `a` (for the refusal's reason).
 pub(crate) fn parameter_reading_reason(
     a: &bundle::action::Action,
     read: &serde_json::Value,
 ) -> String {
     let is_http = a.kind == bundle::action::Kind::Http;
     let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
-    super::query::reading_reason(a, query.as_ref(), is_http && is_form_body(a), read)
+    let form_body = is_http && is_form_body(a);
+    let params = if query.is_some() || form_body {
+        super::query::argument_readings(a, query.as_ref(), form_body)
+    } else {
+        Vec::new()
+    };
+    if !params.contains(read)
+        && let Some((sent, trimmed)) = std::iter::once(&a.arguments)
+            .chain(&params)
+            .find_map(super::trim::first_untrimmed)
+    {
+        return format!(
+            "frameworks that trim parameter values (Laravel, Django) read `{}` as `{}`",
+            printable(sent),
+            printable(trimmed)
+        );
+    }
+    super::query::reading_reason(a, query.as_ref(), form_body, read)
 }
 
 /// The host one element of a host header names: the value of `x-forwarded-host` and the like,
