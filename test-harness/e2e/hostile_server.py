@@ -40,7 +40,9 @@ header wins). Shape keys (all optional):
                    ``"multiline"`` (the JSON spread over several ``data:`` lines), ``"comments"``
                    (``: keep-alive`` comment lines and ``retry:`` between fields), ``"nospace"``
                    (``data:{...}``), ``"unterminated"`` (the last event has no blank line after
-                   it: the stream just ends).
+                   it: the stream just ends), ``"bom"`` (the stream starts with a UTF-8 byte-order
+                   mark, which SSE clients drop: the TypeScript SDK's ``TextDecoderStream`` does;
+                   each event's ``data:`` line comes first, right after the mark).
 ``server_requests`` methods of server-to-client requests sent before the result (SSE):
                    ``sampling/createMessage``, ``elicitation/create``, ``roots/list``; their text is
                    :func:`instruction` in the ``payload`` spelling.
@@ -424,6 +426,10 @@ def sse_event(data: str, event_id: str | None, style: str) -> str:
     else:
         lines = [f"data: {data}"]
     head = ["event: message"] + ([f"id: {event_id}"] if event_id else [])
+    if style == "bom":
+        # `data:` first, so the stream's leading mark sits right before it (`event` defaults to
+        # `message`).
+        return "\n".join(lines + ([f"id: {event_id}"] if event_id else [])) + "\n\n"
     if style == "comments":
         head = [": keep-alive", "event: message", "retry: 1000", ": more"] + ([f"id: {event_id}"] if event_id else [])
     nl = {"crlf": "\r\n", "cr": "\r"}.get(style, "\n")
@@ -711,6 +717,8 @@ class Handler(BaseHTTPRequestHandler):
         text = "".join(t for _, t in sent)
         if style == "unterminated" and text.endswith("\n\n"):
             text = text[:-2]
+        if style == "bom":
+            text = "\ufeff" + text
         self.send_body(text.encode(), shape, "text/event-stream", extra_headers)
 
 

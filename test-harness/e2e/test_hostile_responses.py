@@ -783,13 +783,13 @@ def test_body_starting_with_a_bom(gw: Gateway, framing: str) -> None:
     check_taint_if_read(c, seen, rid)
 
 
-SSE_STYLES = ["crlf", "cr", "multiline", "comments", "nospace", "unterminated"]
+SSE_STYLES = ["crlf", "cr", "multiline", "comments", "nospace", "unterminated", "bom"]
 
 
 @pytest.mark.parametrize("style", SSE_STYLES)
 def test_sse_framing(gw: Gateway, style: str) -> None:
     """Valid event-stream spellings (CRLF, CR, data over several lines, comments, no space after
-    the colon) and a stream that ends inside its last event."""
+    the colon, a leading byte-order mark) and a stream that ends inside its last event."""
     c = Client(gw, f"sse-style/{style}")
     rid, seen = c.call("fetch_page", shape={"framing": "sse", "sse_style": style, "notifications": 1})
     check_bar(seen, [rid])
@@ -799,7 +799,7 @@ def test_sse_framing(gw: Gateway, style: str) -> None:
         check_delivered_and_tainted(c, seen, rid)
 
 
-@pytest.mark.parametrize("style", ["multiline", "unterminated", "cr"])
+@pytest.mark.parametrize("style", ["multiline", "unterminated", "cr", "bom"])
 def test_sse_list_framing(gw: Gateway, style: str) -> None:
     c = Client(gw, f"sse-list-style/{style}")
     msg = c.list_msg()

@@ -97,13 +97,42 @@ pub(crate) struct Reader {
     skip_line_empty: bool,
     /// While skipping: the last byte was a CR (an LF now completes that line end).
     skip_cr: bool,
+    /// How many bytes of a UTF-8 byte-order mark the stream has started with so far.
+    bom_seen: usize,
+    /// The stream's start is behind: a byte-order mark there was dropped, or there was none.
+    past_bom: bool,
 }
+
+/// A UTF-8 byte-order mark: clients drop one at the start of an event stream (the HTML event-stream
+/// format says to; `eventsource-parser`, under the TypeScript SDK, does), so `\u{feff}data: {..}`
+/// is a message to them.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl Reader {
     /// Feed the next chunk; complete events (and oversize markers) are appended to `out`. An
     /// event longer than `limit` bytes is reported once as [`Item::Oversize`] and dropped.
     pub(crate) fn feed(&mut self, chunk: &[u8], limit: usize, out: &mut Vec<Item>) {
         let mut rest = chunk;
+        if !self.past_bom {
+            // The stream's first bytes: a byte-order mark there is not part of its first line,
+            // for a client or for the filter, and it is not passed on.
+            let matched = rest
+                .iter()
+                .zip(BOM.get(self.bom_seen..).unwrap_or_default())
+                .take_while(|(a, b)| a == b)
+                .count();
+            self.bom_seen = self.bom_seen.saturating_add(matched);
+            rest = rest.get(matched..).unwrap_or_default();
+            if self.bom_seen < BOM.len() && rest.is_empty() {
+                return;
+            }
+            self.past_bom = true;
+            if self.bom_seen < BOM.len() {
+                // Not a mark after all: its first bytes were the stream's.
+                self.buf
+                    .extend_from_slice(BOM.get(..self.bom_seen).unwrap_or_default());
+            }
+        }
         if self.skipping {
             rest = self.skip(rest);
             if self.skipping {
@@ -181,6 +210,12 @@ impl Reader {
     /// Returns whether an incomplete event with data is left (a message cut off mid-way; SSE
     /// clients discard it).
     pub(crate) fn finish(&mut self, limit: usize, out: &mut Vec<Item>) -> bool {
+        if !self.past_bom {
+            // The stream ended inside what began like a byte-order mark: those were its bytes.
+            self.past_bom = true;
+            self.buf
+                .extend_from_slice(BOM.get(..self.bom_seen).unwrap_or_default());
+        }
         if !self.skipping && self.buf.last() == Some(&b'\r') {
             // A CR at the very end is one line end; with an LF after it, CRLF is still one.
             self.feed(b"\n", limit, out);
@@ -318,6 +353,47 @@ mod tests {
             big.feed(b"y", 1 << 20, &mut out);
         }
         assert_eq!(out, vec![Item::Oversize]);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped_however_the_stream_is_cut() {
+        let msg = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        let mut stream = b"\xEF\xBB\xBFdata: ".to_vec();
+        stream.extend_from_slice(msg);
+        stream.extend_from_slice(b"\n\n\xEF\xBB\xBFdata: x\n\n");
+        for size in 1..=stream.len() {
+            let items = read_in_chunks(&stream, size, 1 << 20);
+            let Some(Item::Event {
+                raw,
+                data,
+                has_data,
+            }) = items.first()
+            else {
+                panic!("size {size}: {items:?}");
+            };
+            assert!(*has_data, "size {size}");
+            assert_eq!(data.as_bytes(), msg, "size {size}");
+            assert!(
+                raw.starts_with(b"data: "),
+                "size {size}: the mark is not passed on"
+            );
+            // Only the stream's first: a mark later is part of a line (a field no client reads).
+            assert!(
+                matches!(
+                    items.get(1),
+                    Some(Item::Event {
+                        has_data: false,
+                        ..
+                    })
+                ),
+                "size {size}: {items:?}"
+            );
+        }
+        // Bytes that begin like a mark but are not one are the stream's own.
+        let items = read_in_chunks(b"\xEF\xBBdata: 1\n\n", 1, 1 << 20);
+        assert!(
+            matches!(items.first(), Some(Item::Event { has_data: false, raw, .. }) if raw.starts_with(b"\xEF\xBB"))
+        );
     }
 
     #[test]
