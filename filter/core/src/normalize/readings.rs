@@ -126,7 +126,8 @@ pub fn action_readings(
     let is_http = a.kind == bundle::action::Kind::Http;
     // The query decoded and split as servers read it (`query.rs`): `_method=%44ELETE` and
     // `x=1;_method=DELETE` name DELETE to them.
-    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
+    let params = Params::of(a);
+    let query = params.query.as_ref();
     // One walk over the headers: the methods, paths and hosts they name, and whether the request
     // switches protocols.
     let mut operations = vec![a.operation.clone()];
@@ -172,7 +173,10 @@ pub fn action_readings(
             }
         }
     }
-    for m in query.iter().flat_map(|q| q.values("_method", MAX_READINGS)) {
+    for m in query
+        .into_iter()
+        .flat_map(|q| q.values("_method", MAX_READINGS))
+    {
         add_method(&mut operations, m)?;
     }
     // `_method` in the body too: Rails (`Rack::MethodOverride`) and Symfony read it from a form,
@@ -215,9 +219,8 @@ pub fn action_readings(
     // and path the request may be read as: a server that takes `_method` from the query takes the
     // other fields from it too.
     // And a form's or the query's field names as servers nest them (`nesting.rs`).
-    let form_body = is_http && is_form_body(a);
-    let mut arguments = if reads_args && (query.is_some() || form_body) {
-        super::query::argument_readings(a, query.as_ref(), form_body)
+    let mut arguments = if reads_args {
+        params.readings(a)
     } else {
         Vec::new()
     };
@@ -303,30 +306,49 @@ pub fn action_readings(
     Ok(out)
 }
 
-/// Whether a plain HTTP action's arguments were read from a form (urlencoded or multipart), whose
-/// field names servers may nest (`nesting.rs`); a JSON body's member names are never parsed so.
-fn is_form_body(a: &bundle::action::Action) -> bool {
-    a.headers
-        .iter()
-        .filter(|(name, _)| name == "content-type")
-        .any(|(_, value)| {
-            let mime = value.split(';').next().unwrap_or_default().trim();
-            mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-                || mime.eq_ignore_ascii_case("multipart/form-data")
-        })
+/// What of a plain HTTP action servers read as parameters besides its arguments: its query's
+/// fields (`query.rs`), and, when its body is a form, the form's field names as they nest them
+/// (`nesting.rs`).
+struct Params {
+    query: Option<Query>,
+    /// The arguments were read from a form (urlencoded or multipart); a JSON body's member names
+    /// are never nested.
+    form_body: bool,
+}
+
+impl Params {
+    fn of(a: &bundle::action::Action) -> Self {
+        let is_http = a.kind == bundle::action::Kind::Http;
+        let form_body = is_http
+            && a.headers
+                .iter()
+                .filter(|(name, _)| name == "content-type")
+                .any(|(_, value)| {
+                    let mime = value.split(';').next().unwrap_or_default().trim();
+                    mime.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                        || mime.eq_ignore_ascii_case("multipart/form-data")
+                });
+        Self {
+            query: (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query)),
+            form_body,
+        }
+    }
+
+    /// `a`'s arguments as servers read its parameters (`query::argument_readings`), other than
+    /// as the action has them; empty without a query or a form.
+    fn readings(&self, a: &bundle::action::Action) -> Vec<serde_json::Value> {
+        if self.query.is_none() && !self.form_body {
+            return Vec::new();
+        }
+        super::query::argument_readings(a, self.query.as_ref(), self.form_body)
+    }
 }
 
 /// A plain HTTP action's arguments with its query's fields in them, and with its form's and
 /// query's field names nested as servers nest them: each way servers read its parameters
 /// (`query.rs`, `nesting.rs`). Empty when no server reads them other than as the action has them.
 pub(crate) fn parameter_readings(a: &bundle::action::Action) -> Vec<serde_json::Value> {
-    let is_http = a.kind == bundle::action::Kind::Http;
-    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
-    let form_body = is_http && is_form_body(a);
-    if query.is_none() && !form_body {
-        return Vec::new();
-    }
-    super::query::argument_readings(a, query.as_ref(), form_body)
+    Params::of(a).readings(a)
 }
 
 /// Why `read`, one of the argument readings [`action_readings`] built from a plain HTTP action's
@@ -335,14 +357,8 @@ pub(crate) fn parameter_reading_reason(
     a: &bundle::action::Action,
     read: &serde_json::Value,
 ) -> String {
-    let is_http = a.kind == bundle::action::Kind::Http;
-    let query = (is_http && !a.target.query.is_empty()).then(|| Query::parse(&a.target.query));
-    let form_body = is_http && is_form_body(a);
-    let params = if query.is_some() || form_body {
-        super::query::argument_readings(a, query.as_ref(), form_body)
-    } else {
-        Vec::new()
-    };
+    let p = Params::of(a);
+    let params = p.readings(a);
     if !params.contains(read)
         && let Some((sent, trimmed)) = std::iter::once(&a.arguments)
             .chain(&params)
@@ -354,7 +370,7 @@ pub(crate) fn parameter_reading_reason(
             printable(trimmed)
         );
     }
-    super::query::reading_reason(a, query.as_ref(), form_body, read)
+    super::query::reading_reason(a, p.query.as_ref(), p.form_body, read)
 }
 
 /// The host one element of a host header names: the value of `x-forwarded-host` and the like,
