@@ -44,6 +44,17 @@ struct Seen {
 }
 
 impl Seen {
+    /// Assert the request was denied (403) by `rule` with a reason that contains `says`.
+    fn assert_denied(&self, rule: &str, says: &str, why: &str) {
+        assert_eq!(
+            (self.forwarded, self.status, self.rule.as_deref()),
+            (false, Some(403), Some(rule)),
+            "{why} {self:?}"
+        );
+        let reason = self.body["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(says), "{why}: {reason}");
+    }
+
     /// The reason of a JSON-RPC refusal (`error.data.reason`, else `error.message`).
     fn reason(&self) -> &str {
         self.body["error"]["data"]["reason"]
@@ -1161,19 +1172,8 @@ fn field_names_are_read_as_servers_nest_them() {
             (format!("/members?{f}"), b"user=bob".to_vec()),
         ] {
             let s = send(&host, &p, "POST", &path, &[form], &body, End::Data);
-            let why = format!("{path} {} {s:?}", String::from_utf8_lossy(&body));
-            assert_eq!(
-                (s.forwarded, s.status, s.rule.as_deref()),
-                (false, Some(403), Some("no_admin_grants")),
-                "{why}"
-            );
-            assert!(
-                s.body["reason"]
-                    .as_str()
-                    .unwrap()
-                    .contains("servers read the field name"),
-                "{why}"
-            );
+            let why = format!("{path} {}", String::from_utf8_lossy(&body));
+            s.assert_denied("no_admin_grants", "servers read the field name", &why);
         }
     }
     // A form that starts like JSON but is none is read as the form it is declared.
@@ -1335,16 +1335,11 @@ fn parameter_values_are_judged_as_frameworks_that_trim_them() {
         ),
     ] {
         let s = send(&host, &p, "POST", path, &[ct], body, End::Data);
-        let why = format!("{path} {} {s:?}", String::from_utf8_lossy(body));
-        assert_eq!(
-            (s.forwarded, s.status, s.rule.as_deref()),
-            (false, Some(403), Some("no_admin_grants")),
-            "{why}"
-        );
-        let reason = s.body["reason"].as_str().unwrap_or_default();
-        assert!(
-            reason.contains("frameworks that trim parameter values"),
-            "{why}"
+        let why = format!("{path} {}", String::from_utf8_lossy(body));
+        s.assert_denied(
+            "no_admin_grants",
+            "frameworks that trim parameter values",
+            &why,
         );
     }
     // PHP ends a field name at a NUL: `role%00x` is `role` to it.

@@ -227,28 +227,12 @@ pub fn action_readings(
     // Parameter values trimmed, as Laravel and Django read them (`trim.rs`): of the arguments as
     // sent and of each parameter reading, for plain HTTP (MCP servers take values as sent).
     if reads_args && is_http {
-        let trimmed: Vec<serde_json::Value> = std::iter::once(&a.arguments)
-            .chain(&arguments)
-            .filter_map(super::trim::trimmed)
-            .collect();
-        for r in trimmed {
-            if r != a.arguments && !arguments.contains(&r) {
-                arguments.push(r);
-            }
-        }
+        read_again(&mut arguments, &a.arguments, super::trim::trimmed);
     }
     // Paths and URLs as the tool reads them (`dots.rs`, `urls.rs`): of the arguments as sent and
     // of each query reading.
     if reads_args {
-        let resolved: Vec<serde_json::Value> = std::iter::once(&a.arguments)
-            .chain(&arguments)
-            .flat_map(super::dots::argument_readings)
-            .collect();
-        for r in resolved {
-            if r != a.arguments && !arguments.contains(&r) {
-                arguments.push(r);
-            }
-        }
+        read_again(&mut arguments, &a.arguments, super::dots::argument_readings);
     }
     // Every triple with each argument reading and with its own, but the request as sent.
     let count = triples
@@ -304,6 +288,24 @@ pub fn action_readings(
         }
     }
     Ok(out)
+}
+
+/// Add to `readings` what `read` makes of the arguments as sent (`sent`) and of each reading so
+/// far: each once, none equal to `sent`.
+fn read_again<R: IntoIterator<Item = serde_json::Value>>(
+    readings: &mut Vec<serde_json::Value>,
+    sent: &serde_json::Value,
+    read: impl Fn(&serde_json::Value) -> R,
+) {
+    let more: Vec<serde_json::Value> = std::iter::once(sent)
+        .chain(readings.iter())
+        .flat_map(read)
+        .collect();
+    for r in more {
+        if r != *sent && !readings.contains(&r) {
+            readings.push(r);
+        }
+    }
 }
 
 /// What of a plain HTTP action servers read as parameters besides its arguments: its query's
