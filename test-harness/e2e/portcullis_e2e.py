@@ -244,8 +244,9 @@ class Stack:
 
     # -- the pieces ---------------------------------------------------------------------------
 
-    def workbench(self, *, json_response: bool = False, stateless: bool = False) -> int:
-        """Start the workbench MCP server; returns its port. Its requests go to files['upstream']."""
+    def workbench(self, *, json_response: bool = False, stateless: bool = False, sse: bool = False) -> int:
+        """Start the workbench MCP server (``sse``: over the legacy HTTP+SSE transport); returns its
+        port. Its requests go to files['upstream']."""
         port = free_port()
         record = self.dir / "upstream.jsonl"
         argv = [PYTHON, str(HERE / "workbench_server.py"), "--port", str(port), "--record", str(record)]
@@ -253,6 +254,8 @@ class Stack:
             argv.append("--json-response")
         if stateless:
             argv.append("--stateless")
+        if sse:
+            argv.append("--sse")
         proc = self.start("workbench", argv)
         wait_until("workbench server", lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, proc)
         self.ports["workbench"] = port

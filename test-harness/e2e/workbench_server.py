@@ -6,8 +6,9 @@ the environment variable ``WORKBENCH_RECORD`` (or ``--record``): method, path, t
 body as received. Tests read that file to assert what the upstream actually got through Envoy —
 and that it got nothing at all when Portcullis denied an action.
 
-Run: ``python workbench_server.py --port 8080 [--json-response] [--stateless] [--record FILE]``.
-The MCP endpoint is ``/mcp``; ``GET /healthz`` answers ``ok`` (used to wait for start-up).
+Run: ``python workbench_server.py --port 8080 [--json-response] [--stateless] [--sse] [--record FILE]``.
+The MCP endpoint is ``/mcp`` (with ``--sse``, the legacy HTTP+SSE transport: ``GET /sse`` and
+``POST /messages/``); ``GET /healthz`` answers ``ok`` (used to wait for start-up).
 """
 
 from __future__ import annotations
@@ -160,16 +161,22 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not SSE")
     ap.add_argument("--stateless", action="store_true", help="no Mcp-Session-Id (stateless HTTP)")
+    ap.add_argument("--sse", action="store_true",
+                    help="the legacy HTTP+SSE transport (GET /sse, POST /messages/?session_id=)")
     ap.add_argument("--record", default=os.environ.get("WORKBENCH_RECORD"))
     args = ap.parse_args()
     server = build_server()
-    app = server.streamable_http_app(
-        json_response=args.json_response,
-        stateless_http=args.stateless,
-        # Requests arrive through Envoy with Envoy's authority; the server is loopback only.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        host=args.host,
-    )
+    # Requests arrive through Envoy with Envoy's authority; the server is loopback only.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    if args.sse:
+        app = server.sse_app(transport_security=security, host=args.host)
+    else:
+        app = server.streamable_http_app(
+            json_response=args.json_response,
+            stateless_http=args.stateless,
+            transport_security=security,
+            host=args.host,
+        )
     uvicorn.run(Recorder(app, args.record), host=args.host, port=args.port, log_level="warning")
 
 

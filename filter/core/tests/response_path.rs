@@ -473,6 +473,30 @@ fn arrays_a_bom_and_answers_to_other_streams_are_read_too() {
 }
 
 #[test]
+fn an_event_no_client_reads_as_a_message_passes_and_an_unreadable_message_does_not() {
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let mut s = request(&host, &p, "GET", &Value::Null);
+    // The legacy transport's `endpoint` event names where to post; other types no client reads
+    // as messages. A `message` event whose data is no JSON is removed, as before.
+    let stream = "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: ping\ndata: tick\n\nevent: message\ndata: not json\n\ndata: also not json\n\n";
+    let (_, out) = respond(
+        &host,
+        &mut s,
+        &[(":status", "200"), ("content-type", "text/event-stream")],
+        &[stream.as_bytes()],
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with(
+            "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: ping\ndata: tick\n\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("not json"), "{text}");
+}
+
+#[test]
 fn a_batch_mixing_a_list_and_a_call_gets_both_checked() {
     let host = MockHost::new(START_MS);
     let p = plugin(&host, json!({}));

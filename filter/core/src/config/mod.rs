@@ -581,7 +581,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let mcp_legacy_paths = raw
         .mcp
         .legacy_paths
-        .unwrap_or_else(|| vec!["/messages".to_owned()]);
+        .unwrap_or_else(|| vec!["/messages".to_owned(), "/sse".to_owned()]);
     if let Some(p) = mcp_legacy_paths.iter().find(|p| !p.starts_with('/')) {
         return Err(err(format!(
             "`mcp.legacy_paths`: `{p}` must start with `/`"
@@ -869,7 +869,10 @@ mod tests {
     #[test]
     fn legacy_paths_and_literal_hosts_are_read() {
         let c = parse_v(&base()).unwrap();
-        assert_eq!(c.mcp_legacy_paths, vec!["/messages".to_owned()]);
+        assert_eq!(
+            c.mcp_legacy_paths,
+            vec!["/messages".to_owned(), "/sse".to_owned()]
+        );
         assert!(c.literal_path_hosts.is_empty());
         let mut v = base();
         v["mcp"] = serde_json::json!({"legacy_paths": []});

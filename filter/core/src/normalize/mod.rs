@@ -119,7 +119,7 @@ impl Default for NormalizeConfig {
     fn default() -> Self {
         NormalizeConfig {
             mcp_paths: vec!["/mcp".to_owned()],
-            mcp_legacy_paths: vec!["/messages".to_owned()],
+            mcp_legacy_paths: vec!["/messages".to_owned(), "/sse".to_owned()],
             literal_path_hosts: Vec::new(),
             server_name: String::new(),
             max_body_bytes: 1024 * 1024,
@@ -188,10 +188,15 @@ pub fn route(head: &RequestHead, cfg: &NormalizeConfig) -> Route {
     let key = endpoint_key(&norm.path);
     let on = |paths: &[String]| paths.iter().any(|p| path_matches(&key, &endpoint_key(p)));
     if !on(&cfg.mcp_paths) {
-        return if on(&cfg.mcp_legacy_paths) {
-            Route::McpLegacy
-        } else {
-            Route::Http
+        if !on(&cfg.mcp_legacy_paths) {
+            return Route::Http;
+        }
+        // The legacy transport's event stream (`GET /sse`) carries every answer and server
+        // request: read as an MCP stream (except in header-only mode, where nothing is MCP).
+        // Anything else there is a message, or plain HTTP.
+        return match head.method.to_ascii_uppercase().as_str() {
+            "GET" | "HEAD" if !cfg.header_only() => Route::McpStream,
+            _ => Route::McpLegacy,
         };
     }
     match head.method.to_ascii_uppercase().as_str() {
@@ -960,6 +965,15 @@ mod tests {
             route(&head("POST", "/Messages/?session_id=abc"), &cfg),
             Route::McpLegacy
         );
+        // Its event stream is an MCP stream, except in header-only mode.
+        assert_eq!(route(&head("GET", "/sse"), &cfg), Route::McpStream);
+        assert_eq!(route(&head("HEAD", "/SSE/"), &cfg), Route::McpStream);
+        assert_eq!(route(&head("POST", "/sse"), &cfg), Route::McpLegacy);
+        let header_only = NormalizeConfig {
+            mcp_paths: Vec::new(),
+            ..NormalizeConfig::default()
+        };
+        assert_eq!(route(&head("GET", "/sse"), &header_only), Route::McpLegacy);
         assert_eq!(route(&head("POST", "/m%2fcp"), &cfg), Route::Http);
         // A forward proxy's absolute-form target reaches the MCP normalizer too.
         assert_eq!(

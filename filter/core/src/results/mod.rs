@@ -547,7 +547,7 @@ impl Inspector {
                                 out.extend_from_slice(&raw);
                                 continue;
                             }
-                            match self.event(cx, &data) {
+                            match self.event(cx, &data, sse::event_type(&raw)) {
                                 Ok(Outcome::Keep) => out.extend_from_slice(&raw),
                                 Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
@@ -581,7 +581,7 @@ impl Inspector {
                             has_data: true,
                         } = item
                         {
-                            match self.event(cx, &data) {
+                            match self.event(cx, &data, sse::event_type(&raw)) {
                                 Ok(Outcome::Keep) => out.extend_from_slice(&raw),
                                 Ok(Outcome::Replace(v)) => {
                                     out.extend_from_slice(&sse::rewrite(&raw, &v.to_string()));
@@ -627,11 +627,19 @@ impl Inspector {
     /// One event's data: a message, or an array of them.
     /// `Err` (why) when the data is JSON that clients read in different ways: what it may answer
     /// is answered with errors instead.
-    fn event(&mut self, cx: &Judge<'_>, data: &str) -> Result<Outcome, String> {
+    fn event(
+        &mut self,
+        cx: &Judge<'_>,
+        data: &str,
+        kind: Option<&[u8]>,
+    ) -> Result<Outcome, String> {
         let text = data.strip_prefix('\u{feff}').unwrap_or(data);
         let v = match crate::normalize::json::parse(text.as_bytes(), RESPONSE_JSON_DEPTH) {
             Ok(p) => p.value,
             Err(e) if e.is_ambiguous() => return Err(ambiguous(&e)),
+            // Not JSON, in an event of a type other than `message` (the legacy transport's
+            // `endpoint`, which names where to post): no client reads it as a message; it passes.
+            Err(_) if kind.is_some_and(|k| k != b"message") => return Ok(Outcome::Keep),
             // Not JSON: no client can read it as a message either; nothing to pass.
             Err(_) => return Ok(Outcome::Drop),
         };

@@ -53,6 +53,16 @@ pub(crate) fn rewrite(raw: &[u8], data: &str) -> Vec<u8> {
     out
 }
 
+/// The type an event's `event:` field gives it (the last one counts), if it has one.
+pub(crate) fn event_type(raw: &[u8]) -> Option<&[u8]> {
+    raw.split(|&b| b == b'\n' || b == b'\r')
+        .rev()
+        .find_map(|line| {
+            let v = line.strip_prefix(b"event:")?;
+            Some(v.strip_prefix(b" ").unwrap_or(v))
+        })
+}
+
 /// The value of a `data` field line (`data:x`, `data: x`, or a bare `data`).
 fn data_field(line: &[u8]) -> Option<&[u8]> {
     match line.strip_prefix(b"data:") {
@@ -394,6 +404,16 @@ mod tests {
         assert!(
             matches!(items.first(), Some(Item::Event { has_data: false, raw, .. }) if raw.starts_with(b"\xEF\xBB"))
         );
+    }
+
+    #[test]
+    fn an_events_type_is_its_last_event_field() {
+        assert_eq!(
+            event_type(b"event: endpoint\ndata: /m\n\n"),
+            Some(&b"endpoint"[..])
+        );
+        assert_eq!(event_type(b"event:a\r\nevent: b\r\n\r\n"), Some(&b"b"[..]));
+        assert_eq!(event_type(b"data: {}\n\n"), None);
     }
 
     #[test]
