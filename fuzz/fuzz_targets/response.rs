@@ -1,7 +1,9 @@
 //! Fuzz the response path (`filter_core` through `Stream`, under the mock host): a forwarded
 //! `tools/call`, then an arbitrary answer from the server, as SSE or JSON, cut into chunks. It
 //! must never panic nor misuse the host, and what reaches the agent must stay readable: every
-//! event it gets from an SSE answer carries JSON data (or none), however the answer was cut.
+//! event it gets from an SSE answer that a client reads as a message (no `event:` type, or
+//! `message`) carries JSON data (or none), however the answer was cut. Events of another type
+//! (the legacy transport's `endpoint`) are no message to any client and may carry any text.
 //!
 //! Input layout: byte 0 picks the framing (bit 0: SSE, else JSON; bit 1: end with trailers),
 //! byte 1 is the chunk stride; the rest is the response body.
@@ -137,14 +139,21 @@ fuzz_target!(|data: &[u8]| {
     let trailers = flags & 2 != 0;
     let cut = run(body, sse, trailers, usize::from(stride));
     if sse {
-        // Every event the agent gets is JSON (or carries no data).
+        // Every event the agent reads as a message is JSON (or carries no data).
         for ev in cut.split(|b| *b == b'\n').collect::<Vec<_>>().split(|l| l.is_empty()) {
             let data: Vec<&[u8]> = ev
                 .iter()
                 .filter_map(|l| l.strip_prefix(b"data:"))
                 .map(|d| d.strip_prefix(b" ").unwrap_or(d))
                 .collect();
-            if data.is_empty() || ev.iter().any(|l| l.contains(&b'\r')) {
+            // The last `event:` field names the type; an empty one is `message`.
+            let kind = ev
+                .iter()
+                .rev()
+                .find_map(|l| l.strip_prefix(b"event:"))
+                .map(|k| k.strip_prefix(b" ").unwrap_or(k));
+            let a_message = kind.is_none_or(|k| k.is_empty() || k == b"message");
+            if data.is_empty() || !a_message || ev.iter().any(|l| l.contains(&b'\r')) {
                 continue;
             }
             let joined = data.join(&b'\n');

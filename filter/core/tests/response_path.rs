@@ -479,7 +479,7 @@ fn an_event_no_client_reads_as_a_message_passes_and_an_unreadable_message_does_n
     let mut s = request(&host, &p, "GET", &Value::Null);
     // The legacy transport's `endpoint` event names where to post; other types no client reads
     // as messages. A `message` event whose data is no JSON is removed, as before.
-    let stream = "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: ping\ndata: tick\n\nevent: message\ndata: not json\n\ndata: also not json\n\n";
+    let stream = "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: ping\ndata: tick\n\nevent: message\ndata: not json\n\ndata: also not json\n\nevent:\ndata: empty type, not json\n\n";
     let (_, out) = respond(
         &host,
         &mut s,

@@ -639,7 +639,10 @@ impl Inspector {
             Err(e) if e.is_ambiguous() => return Err(ambiguous(&e)),
             // Not JSON, in an event of a type other than `message` (the legacy transport's
             // `endpoint`, which names where to post): no client reads it as a message; it passes.
-            Err(_) if kind.is_some_and(|k| k != b"message") => return Ok(Outcome::Keep),
+            // (An empty `event:` is `message` to clients.)
+            Err(_) if kind.is_some_and(|k| !k.is_empty() && k != b"message") => {
+                return Ok(Outcome::Keep);
+            }
             // Not JSON: no client can read it as a message either; nothing to pass.
             Err(_) => return Ok(Outcome::Drop),
         };
