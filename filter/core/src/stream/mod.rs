@@ -233,10 +233,13 @@ impl Stream {
                 }
             }
             UnderscoreHeaders::Drop => {
-                while let Some(name) = normalize::underscore_header(&self.head).map(str::to_owned) {
-                    host.set_request_header(&name, None);
-                    self.head.headers.retain(|(n, _)| *n != name);
-                }
+                self.head.headers.retain(|(name, _)| {
+                    let keep = !name.contains('_');
+                    if !keep {
+                        host.set_request_header(name, None);
+                    }
+                    keep
+                });
             }
             UnderscoreHeaders::Allow => {}
         }
