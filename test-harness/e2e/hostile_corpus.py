@@ -260,6 +260,12 @@ def _cases() -> list[Case]:
                                               "params": {"uri": url}}),
                  why="the server's HTTP client reads this host as the metadata address"))
 
+    # A host alone in the arguments: the metadata address as the tool's resolver reads it.
+    for host in ["0xA9FEA9FE", "2852039166", "169.254.43518", "0251.0376.0251.0376", "169.254.169.254.",
+                 "::ffff:a9fe:a9fe", "[::ffff:169.254.169.254]", "0xa9fea9fe:80", "[64:ff9b::a9fe:a9fe]:80"]:
+        add(_mcp(f"connect_host {host}", js(call("connect_host", {"host": host})),
+                 why="the resolver reads this host as the metadata address"))
+
     # Compressed request bodies (the server inflates them as express.json() does).
     add(_mcp("gzip @mcp", gz(DENIED_BODY), headers=(("content-encoding", "gzip"),), expect=(415,)))
     add(_mcp("deflate @mcp", zlib.compress(DENIED_BODY), headers=(("content-encoding", "deflate"),), expect=(415,)))

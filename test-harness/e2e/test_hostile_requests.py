@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import ipaddress
 import json
 import math
 import posixpath
@@ -43,6 +42,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 import pytest
 
 import hostile_corpus as hc
+import permissive_upstream
 import portcullis_e2e as pe
 from conftest import POLICIES, compile_or_fail
 
@@ -147,7 +147,7 @@ def _number(value: Any) -> float | None:
 def _fetched_hosts(url: Any) -> set[str]:
     """The hosts an HTTP client connects to for ``url``: a WHATWG parser (``\\`` ends the
     authority) and an RFC 3986 one (Python's urllib), each host as resolvers read it (escapes
-    decoded, case and a trailing dot dropped, IPv4-mapped IPv6 and every ``inet_aton`` spelling
+    decoded, case and a trailing dot dropped, IPv6 carrying IPv4 and every ``inet_aton`` spelling
     as the dotted quad)."""
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         return set()
@@ -159,18 +159,14 @@ def _fetched_hosts(url: Any) -> set[str]:
             continue
         if not host:
             continue
-        host = unquote(host).lower().rstrip(".")
-        try:
-            ip = ipaddress.ip_address(host)
-            mapped = getattr(ip, "ipv4_mapped", None)
-            host = str(mapped or ip)
-        except ValueError:
-            try:
-                host = socket.inet_ntoa(socket.inet_aton(host))
-            except OSError:
-                pass
-        hosts.add(host)
+        hosts.add(_address(unquote(host)))
     return hosts
+
+
+def _address(host: str) -> str:
+    """The address a resolver connects to for ``host`` (``host_of``), else the name."""
+    name, ip = permissive_upstream.host_of(host)
+    return ip or name
 
 
 def _denied_call(pack: str, msg: dict) -> str | None:
@@ -188,6 +184,8 @@ def _denied_call(pack: str, msg: dict) -> str | None:
             return f"executed tools/call delete_branch {args}"
         if tool == "fetch_url" and hc.METADATA in _fetched_hosts(args.get("url")):
             return f"executed fetch_url of the metadata address {args.get('url')!r}"
+        if tool == "connect_host" and _address(str(args.get("host"))) == hc.METADATA:
+            return f"executed connect_host to the metadata address {args.get('host')!r}"
         if tool == "git_push" and args.get("skip_checks") is True:
             return f"executed git_push with skip_checks=true {args}"
         if tool == "query_rows":

@@ -777,6 +777,24 @@ fn paths_and_urls_in_the_arguments_are_judged_as_the_tool_reads_them() {
         assert_eq!(s.rule.as_deref(), Some("no_metadata_fetch"), "{url}");
     }
     assert!(tool("fetch", json!({"url": "http://169.254.169.254.example/"})).forwarded);
+    // A host alone, in every spelling a resolver reads as that address.
+    for host_arg in [
+        "169.254.169.254",
+        "0xA9FEA9FE",
+        "2852039166",
+        "169.254.43518",
+        "0251.0376.0251.0376",
+        "169.254.169.254.",
+        "::ffff:a9fe:a9fe",
+        "[::ffff:169.254.169.254]",
+        "0xa9fea9fe:080",
+    ] {
+        let s = tool("connect", json!({"host": host_arg}));
+        assert!(!s.forwarded, "{host_arg}");
+        assert_eq!(s.rule.as_deref(), Some("no_metadata_connect"), "{host_arg}");
+    }
+    assert!(tool("connect", json!({"host": "db.internal.example"})).forwarded);
+    assert!(tool("connect", json!({"host": "169.254.169.253"})).forwarded);
 }
 
 #[test]

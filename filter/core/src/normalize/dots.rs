@@ -4,13 +4,14 @@
 //! A rule such as `args.path prefix "/repo/"` judges the text it is given, but a file system, or
 //! an HTTP client's URL parser, resolves `.` and `..` segments first: `/repo/../etc/passwd` opens
 //! `/etc/passwd`, and `https://api.example/v1/../admin` requests `/admin`; and a URL's client
-//! reads its host in many spellings (`urls.rs`). So the arguments are also judged with every such
+//! reads its host in many spellings (`urls.rs`), as does a resolver a string that is only a host
+//! (`0xA9FEA9FE`, a connect tool's `host`). So the arguments are also judged with every such
 //! string read as the tool reads it, as one more reading of the request (the strictest verdict
 //! decides; `action_readings`). Both `/` and `\` separate segments (Windows paths, and URL
 //! parsers for `http`, `https` and `file`); in a URL, `%2e` is a dot too, and the part from `?`
 //! or `#` on is left alone. `..` never climbs above the root of an absolute path or above a
 //! URL's authority; in a relative path it is kept once nothing is left to remove. A string with
-//! no dot segment and no URL is not copied.
+//! no dot segment, no URL and no other spelling of a host is not copied.
 
 use serde_json::Value;
 
@@ -50,7 +51,9 @@ pub(crate) fn first_difference<'v>(sent: &'v Value, read: &'v Value) -> Option<(
 }
 
 fn read_string(s: &str, parser: Parser) -> Option<String> {
-    urls::canonical(s, parser).or_else(|| resolved(s))
+    urls::canonical(s, parser)
+        .or_else(|| resolved(s))
+        .or_else(|| urls::bare_host(s))
 }
 
 fn changes(v: &Value, parser: Parser) -> bool {

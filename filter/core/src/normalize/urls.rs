@@ -123,6 +123,93 @@ pub(crate) fn host_reading(value: &str) -> Option<String> {
     )
 }
 
+/// The longest `host:port` a bare host reading looks at (a 253-character name, `:`, five digits).
+const MAX_BARE_HOST: usize = 259;
+
+/// A string that is nothing but a host, or `host:port`, as a resolver reads it, when that is
+/// another spelling: what a connect, ping or lookup tool's `host` argument reaches. Every IPv4
+/// spelling `inet_aton` accepts (`0xA9FEA9FE`, `169.254.43518`, `0251.0376.0251.0376`) is the
+/// dotted quad, an IPv6 address in canonical form (brackets dropped unless a port follows) and
+/// one carrying an IPv4 address (mapped, compatible, NAT64) that address, and a DNS name (two or
+/// more labels, the last with a letter; or `localhost`) lowercased with its trailing dot dropped.
+/// A lone decimal number below 2^24 (`80`, `2024`) is left alone: `inet_aton` reads it as an
+/// address in `0.0.0.0/8`, which no rule names, and such numbers are everywhere in arguments.
+pub(crate) fn bare_host(s: &str) -> Option<String> {
+    if s.is_empty()
+        || s.len() > MAX_BARE_HOST
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+    {
+        return None;
+    }
+    let read = if let Some(rest) = s.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(bare_port(p.strip_prefix(':')?)?),
+        };
+        with_port(&v6_host(v6.parse().ok()?), port)
+    } else if s.bytes().filter(|&b| b == b':').nth(1).is_some() {
+        v6_host(s.parse().ok()?) // a bare IPv6 address: no port can follow it
+    } else {
+        let (host, port) = s.split_once(':').map_or((s, None), |(h, p)| (h, Some(p)));
+        let port = match port {
+            None => None,
+            Some(p) => Some(bare_port(p)?),
+        };
+        with_port(&bare_name(host)?, port)
+    };
+    (read != s).then_some(read)
+}
+
+/// A port as resolvers read it: decimal digits, leading zeros dropped.
+fn bare_port(p: &str) -> Option<&str> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = p.trim_start_matches('0');
+    Some(if n.is_empty() { "0" } else { n })
+}
+
+/// An IPv6 address as a host: the IPv4 address it carries, else its canonical form.
+fn v6_host(a: Ipv6Addr) -> String {
+    super::http::embedded_ipv4(a).map_or_else(|| a.to_string(), |v4| v4.to_string())
+}
+
+/// `host` with `:port`, an IPv6 address in brackets then.
+fn with_port(host: &str, port: Option<&str>) -> String {
+    match port {
+        None => host.to_owned(),
+        Some(p) if host.contains(':') => format!("[{host}]:{p}"),
+        Some(p) => format!("{host}:{p}"),
+    }
+}
+
+/// A name or IPv4 spelling as a resolver reads it; `None` when it is neither.
+fn bare_name(host: &str) -> Option<String> {
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host.starts_with(|c: char| c.is_ascii_digit())
+        && let Some(a) = inet_aton(&host)
+    {
+        let lone_small_number = host.bytes().all(|b| b.is_ascii_digit()) && u32::from(a) < 1 << 24;
+        return (!lone_small_number).then(|| a.to_string());
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    let label_ok = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let named = labels.len() >= 2
+        && labels.iter().all(label_ok)
+        && labels
+            .last()
+            .is_some_and(|l| l.bytes().any(|b| b.is_ascii_alphabetic()));
+    (named || host == "localhost").then_some(host)
+}
+
 /// The host as resolvers read it, or `None` when no parser would fetch it (empty, bad escape).
 fn canonical_host(raw: &str) -> Option<String> {
     if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
@@ -291,6 +378,49 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(host_reading(v).as_deref(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn a_bare_host_is_read_as_resolvers_read_it() {
+        for (s, want) in [
+            ("0xA9FEA9FE", Some("169.254.169.254")),
+            ("2852039166", Some("169.254.169.254")),
+            ("169.254.43518", Some("169.254.169.254")),
+            ("0251.0376.0251.0376", Some("169.254.169.254")),
+            ("169.254.169.254.", Some("169.254.169.254")),
+            ("0xA9FEA9FE:0080", Some("169.254.169.254:80")),
+            ("::ffff:a9fe:a9fe", Some("169.254.169.254")),
+            ("[::FFFF:169.254.169.254]", Some("169.254.169.254")),
+            ("[::ffff:a9fe:a9fe]:80", Some("169.254.169.254:80")),
+            ("[64:ff9b::a9fe:a9fe]", Some("169.254.169.254")),
+            ("0:0:0:0:0:0:0:1", Some("::1")),
+            ("[::1]", Some("::1")),
+            ("[0::1]:6379", Some("[::1]:6379")),
+            ("127.1", Some("127.0.0.1")),
+            (
+                "Metadata.Google.Internal.",
+                Some("metadata.google.internal"),
+            ),
+            ("LOCALHOST", Some("localhost")),
+            ("1A.Example", Some("1a.example")),
+            // Already canonical, or no host at all: no reading.
+            ("169.254.169.254", None),
+            ("::1", None),
+            ("api.example:8080", None),
+            ("80", None),
+            ("2024", None),
+            ("0", None),
+            ("Admin", None),
+            ("1.2.3.4.5", None),
+            ("12:30:00", None),
+            ("get_secret", None),
+            ("a host", None),
+            ("api.example:http", None),
+            ("[::1", None),
+            ("", None),
+        ] {
+            assert_eq!(bare_host(s).as_deref(), want, "{s}");
         }
     }
 
