@@ -215,10 +215,14 @@ def wait_until(what: str, check, proc: Proc | None = None, timeout: float = STAR
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every JSON line of ``path`` ([] when it does not exist yet)."""
+    """Every complete JSON line of ``path`` ([] when it does not exist yet). A last line without
+    its newline is still being written (Envoy's access log flushes as it goes): it is left for the
+    next read."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 @dataclass
