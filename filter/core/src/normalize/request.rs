@@ -98,11 +98,14 @@ pub fn request(
         }
         _ => false,
     };
-    // Answered as JSON-RPC from here on, like any MCP POST.
+    // Answered as JSON-RPC from here on, like any MCP POST. A legacy message endpoint fronts the
+    // configured MCP server (as its event stream does); JSON-RPC found anywhere else goes to the
+    // host it names.
+    let elsewhere = found_mcp && route != Route::McpLegacy;
     let route = if found_mcp { Route::Mcp } else { route };
     (
         route,
-        actions(head, route, found_mcp, body, body_expected, norm, arg_names),
+        actions(head, route, elsewhere, body, body_expected, norm, arg_names),
     )
 }
 
@@ -119,7 +122,7 @@ fn declares_body(head: &RequestHead) -> bool {
 fn actions(
     head: &RequestHead,
     route: Route,
-    found_mcp: bool,
+    found_elsewhere: bool,
     body: Option<&[u8]>,
     body_expected: bool,
     norm: &NormalizeConfig,
@@ -128,7 +131,7 @@ fn actions(
     let (shape, actions) = match route {
         Route::Mcp => {
             let bytes = body.unwrap_or_default();
-            let req = if found_mcp {
+            let req = if found_elsewhere {
                 normalize_mcp_found(head, bytes, norm)?
             } else {
                 normalize_mcp(head, bytes, norm)?
