@@ -72,6 +72,10 @@ header wins). Shape keys (all optional):
 ``status``         send this HTTP status (default 200).
 ``push``           GET stream without ``Last-Event-ID``: the server requests it pushes (as
                    ``server_requests``); the stream then ends.
+``push_answers``   GET stream without ``Last-Event-ID``: answers it pushes after them, each
+                   ``{"id": ..., "method": ..., "name": ...}`` answered as that request would be
+                   (a ``tools/list``, a ``tools/call`` of ``name``), though no request of the
+                   stream asked.
 ``rug_pull``       ``tools/list``: ``send_email`` has another definition (:data:`RUG_PULLED`).
 ``list_changed``   SSE: a ``notifications/tools/list_changed`` before the answers.
 ``shadow``         ``tools/list``: :data:`SHADOW_TOOLS` (a look-alike of ``fetch_page``, and
@@ -634,6 +638,10 @@ class Handler(BaseHTTPRequestHandler):
             variant = str(shape.get("request_payload", shape.get("payload", "plain")))
             text = "".join(sse_event(dumps(server_request(m, n, variant)), None, style)
                            for n, m in enumerate(shape.get("push") or [], 1))
+            # Answers to requests of other streams (a client ties them by id all the same).
+            for a in shape.get("push_answers") or []:
+                msg = {"method": a.get("method"), "params": {"name": a.get("name")}}
+                text += "".join(sse_event(dumps(m), None, style) for m in self.answer(a.get("id"), msg, shape))
         self.send_body(text.encode(), shape, "text/event-stream")
 
     def do_DELETE(self) -> None:  # noqa: N802

@@ -1121,6 +1121,60 @@ def test_envoy_is_healthy_after_the_corpus(gw: Gateway) -> None:
         assert not c.tainted()
 
 
+def listed_names(seen: Seen, rid: int) -> list[str]:
+    return [t.get("name") for t in (seen.result(rid) or {}).get("tools", [])]
+
+
+def test_a_list_answered_on_the_resumed_stream_is_filtered(gw: Gateway) -> None:
+    """The POST stream of a tools/list ends after its priming event (MCP 2025-11-25 polling); the
+    list comes on the GET stream the client resumes with Last-Event-ID. It is the list's answer
+    all the same: the denied tool hidden, the poisoned definitions removed."""
+    c = Client(gw, "list/resumed")
+    stream = f"l{uuid.uuid4().hex[:8]}"
+    msg = c.list_msg()
+    first = c.post(msg, shape={"framing": "sse", "stream": stream, "cut_after": 1, "poisoned": True})
+    check_bar(first, [])
+    assert first.result(msg["id"]) is None, "the list was meant for the resumed stream"
+    seen = c.get(last_event_id=f"{stream}-0")
+    check_bar(seen, [msg["id"]], removed=(hs.DENIED_TOOL, "IMPORTANT", "get_secret"))
+    names = listed_names(seen, msg["id"])
+    assert "lookup_notes" not in names and "convert_units" not in names, names
+    assert {"fetch_page", "send_email", "search_logs"} <= set(names), names
+
+
+def test_a_withheld_result_answered_on_the_resumed_stream_is_withheld(gw: Gateway) -> None:
+    """The same for a tools/call: `dump_env`'s result, replayed on the resumed stream, is judged
+    as `dump_env`'s (withheld), and a `fetch_page` result as `fetch_page`'s (its key redacted,
+    the result delivered)."""
+    c = Client(gw, "call/resumed")
+    for tool in (hs.WITHHELD_TOOL, "fetch_page"):
+        stream = f"c{uuid.uuid4().hex[:8]}"
+        rid, first = c.call(tool, shape={"framing": "sse", "stream": stream, "cut_after": 1})
+        check_bar(first, [])
+        seen = c.get(last_event_id=f"{stream}-0")
+        check_bar(seen, [rid], removed=(KEY, hs.WITHHELD_MARKER))
+        if tool == "fetch_page":
+            assert seen.result(rid) is not None, seen.describe()
+            assert "[REDACTED]" in delivered_text(seen, rid), seen.describe()
+        else:
+            errors = [a["error"] for a in seen.answers(rid) if "error" in a]
+            assert errors and "environment dumps" in errors[0].get("message", ""), seen.describe()
+
+
+def test_answers_pushed_on_the_get_stream_are_judged_as_every_answer_they_could_be(gw: Gateway) -> None:
+    """A hostile server answers requests on the standalone GET stream, which no request of it
+    asked: clients tie them by id all the same. A list there is filtered as a list, and an output
+    is judged as the result of any tool a result rule names: `dump_env`'s is withheld although
+    the filter cannot tell which call it answers."""
+    c = Client(gw, "get/answers")
+    seen = c.get(shape={"push_answers": [{"id": 41, "method": "tools/list"},
+                                         {"id": 42, "method": "tools/call", "name": hs.WITHHELD_TOOL}],
+                        "poisoned": True})
+    check_bar(seen, [41, 42], removed=(hs.DENIED_TOOL, "IMPORTANT", "get_secret", hs.WITHHELD_MARKER))
+    names = listed_names(seen, 41)
+    assert "lookup_notes" not in names and "fetch_page" in names, names
+
+
 @pytest.mark.parametrize("framing", ["json", "sse"])
 def test_a_poisoned_tool_definition_never_reaches_the_agent(gw: Gateway, framing: str) -> None:
     """Tools whose definitions carry an instruction (in the description; spelled with zero-width

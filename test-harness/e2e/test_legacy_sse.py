@@ -55,6 +55,52 @@ rule secret_results {
 """
 
 
+# Result rules that name their tools, and a taint a result carries into the next call.
+TIED_PACK = """
+pack "legacy_tied" {
+  version "1.0.0"
+  mode enforce
+  default deny "not allowed"
+  unknown_session deny "session state was lost"
+}
+
+rule protocol_messages {
+  when class mcp_protocol
+  allow "MCP protocol messages act on nothing"
+}
+
+rule no_branch_deletion {
+  when tool == "delete_branch"
+  deny "deleting branches is not allowed"
+}
+
+rule no_secret_after_injection {
+  when kind == mcp and tool == "get_secret" and session.tainted("untrusted_instruction")
+  deny "no secrets after untrusted instructions"
+}
+
+rule tools {
+  when kind == mcp and operation == "tools/call"
+  allow "the workbench's tools are in scope"
+}
+
+rule rows_withheld {
+  when operation == "tools/result" and tool == "query_db"
+  deny "query rows never reach the agent"
+}
+
+rule injected_result {
+  when operation == "tools/result" and args.injection == true
+  allow "tool output aimed instructions at the agent" then taint "untrusted_instruction"
+}
+
+rule results {
+  when operation == "tools/result"
+  allow "other results pass"
+}
+"""
+
+
 def legacy_url(stack: pe.Stack) -> str:
     return f"http://127.0.0.1:{stack.ports['envoy']}/sse"
 
@@ -145,3 +191,39 @@ def test_a_taint_holds_across_legacy_messages(stack: pe.Stack, keys: pe.Keys, de
     assert (error.get("code"), (error.get("data") or {}).get("rule")) == (-32040, "session:killed"), (status, body)
     tools = [m.get("params", {}).get("name") for m in messages_received(stack) if m.get("method") == "tools/call"]
     assert tools == ["fetch_url"], tools
+
+
+def test_answers_on_the_legacy_stream_are_checked_as_the_answers_they_are(stack: pe.Stack, keys: pe.Keys,
+                                                                         tmp_path: Path) -> None:
+    """The stream opens without a session; its `endpoint` event names it. Each message the server
+    accepts with 202 is handed over, so its answer on the stream is checked as that request's:
+    the list filtered (`delete_branch` hidden), `query_db`'s rows withheld by a rule on its
+    results, `fetch_url`'s page delivered (an output no request claims would be withheld as
+    `query_db`'s could be), and the instruction in that page taints the session the endpoint
+    named, so the `get_secret` after it is denied and never reaches the server."""
+    policy = tmp_path / "tied.pcl"
+    policy.write_text(TIED_PACK)
+    start(stack, keys, compile_or_fail(policy, tmp_path / "tied.bundle", keys))
+
+    async def run() -> tuple[list[str], list[object]]:
+        out: list[object] = []
+        async with Client(sse_client(legacy_url(stack), timeout=4.0), mode="legacy",
+                          read_timeout_seconds=4.0) as client:
+            names = [t.name for t in (await client.list_tools()).tools]
+            for tool, args in [("fetch_url", {"url": "https://example.com"}),
+                               ("query_db", {"sql": "select 1", "limit": 1}),
+                               ("get_secret", {"name": "prod-db"})]:
+                try:
+                    out.append(await client.call_tool(tool, args))
+                except Exception as e:  # noqa: BLE001 - the outcome is the point
+                    out.append(e)
+        return names, out
+
+    names, (fetched, rows, secret) = asyncio.run(run())
+    assert "delete_branch" not in names and "fetch_url" in names, names
+    assert not isinstance(fetched, Exception), fetched
+    assert "fetched https://example.com" in text_of(fetched), fetched
+    assert isinstance(rows, Exception) and "query rows never reach the agent" in str(rows), rows
+    assert isinstance(secret, Exception), f"get_secret after an injected page was answered: {secret}"
+    tools = [m.get("params", {}).get("name") for m in messages_received(stack) if m.get("method") == "tools/call"]
+    assert tools == ["fetch_url", "query_db"], tools

@@ -759,9 +759,18 @@ pub(crate) fn legacy_session_id(
     head: &RequestHead,
     header: Option<&str>,
 ) -> Result<Option<String>, Refusal> {
-    let Some((_, q)) = head.path.split_once('?') else {
-        return Ok(header.map(str::to_owned));
-    };
+    match head.path.split_once('?') {
+        Some((_, q)) => legacy_session_in_query(q, header),
+        None => Ok(header.map(str::to_owned)),
+    }
+}
+
+/// [`legacy_session_id`] of a query (the part after `?`): also the session a legacy event
+/// stream's `endpoint` event names (`/messages/?session_id=...`).
+pub(crate) fn legacy_session_in_query(
+    q: &str,
+    header: Option<&str>,
+) -> Result<Option<String>, Refusal> {
     let query = query::Query::parse(q);
     let mut named: Vec<&str> = Vec::new();
     for name in ["sessionId", "session_id"] {

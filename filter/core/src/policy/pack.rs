@@ -2,7 +2,7 @@
 //! every request, and each is a query on the compiled program, not on the filter's state.
 
 use bundle::action::{Action, Kind};
-use bundle::format::{DecisionDef, FieldRef, Instr, Pred, Program};
+use bundle::format::{DecisionDef, FieldRef, Instr, Pred, Program, RuleDef};
 use bundle::verdict::{Decision, Modification, PathSegment};
 
 use crate::normalize::{Method, fold_key};
@@ -35,6 +35,9 @@ pub(crate) struct PackReads {
     pub on_changed: Vec<String>,
     /// The pack's rules whose condition reads `tool.shadowed` (`tool:shadowed`).
     pub on_shadowed: Vec<String>,
+    /// The tools named by rules that can match a tool result ([`result_tools`]): an answer the
+    /// filter cannot tie to its call is judged as a result of each (`results::Inspector`).
+    pub result_tools: Vec<String>,
 }
 
 impl PackReads {
@@ -50,6 +53,7 @@ impl PackReads {
             step_up: steps_up(p),
             on_changed: rules_reading(p, &FieldRef::ToolChanged),
             on_shadowed: rules_reading(p, &FieldRef::ToolShadowed),
+            result_tools: result_tools(p),
         }
     }
 
@@ -68,6 +72,7 @@ impl PackReads {
                 step_up,
                 on_changed,
                 on_shadowed,
+                result_tools,
             } = PackReads::of(p);
             all.results |= results;
             all.byte_counts |= byte_counts;
@@ -82,6 +87,11 @@ impl PackReads {
             all.arg_allows.rules.extend(arg_allows.rules);
             all.on_changed.extend(on_changed);
             all.on_shadowed.extend(on_shadowed);
+            for t in result_tools {
+                if !all.result_tools.contains(&t) {
+                    all.result_tools.push(t);
+                }
+            }
         }
         all
     }
@@ -199,13 +209,34 @@ fn arg_names(p: &Program) -> Vec<(String, String)> {
 /// read on the response path).
 pub(crate) fn reads_results(p: &Program) -> bool {
     let modifies = |d: &DecisionDef| d.decision == Decision::Modify;
-    p.rules.iter().any(|r| {
-        r.pins.kind != Some(Kind::Http)
-            && (r.pins.operations.is_empty()
-                || r.pins.operations.iter().any(|o| Method::ToolsResult.is(o)))
-    }) || modifies(&p.default)
+    p.rules.iter().any(can_match_results)
+        || modifies(&p.default)
         || modifies(&p.unknown_session)
         || p.intents.iter().any(|i| modifies(&i.outside))
+}
+
+/// Whether rule `r` can match a `tools/result` action: not pinned to other operations, nor to
+/// plain HTTP.
+fn can_match_results(r: &RuleDef) -> bool {
+    r.pins.kind != Some(Kind::Http)
+        && (r.pins.operations.is_empty()
+            || r.pins.operations.iter().any(|o| Method::ToolsResult.is(o)))
+}
+
+/// The tools pinned by rules that can match a tool result, each once.
+fn result_tools(p: &Program) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in p
+        .rules
+        .iter()
+        .filter(|r| can_match_results(r))
+        .flat_map(|r| &r.pins.tools)
+    {
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    out
 }
 
 /// The rules that could allow a call depending on its arguments (conditions that read `args`):
@@ -254,9 +285,9 @@ mod tests {
         reason = "test code: a failed unwrap is a failed test"
     )]
 
-    use super::reads_results;
+    use super::{reads_results, result_tools};
 
-    fn reads(rules: &str) -> bool {
+    fn bundle(rules: &str) -> bundle::Bundle {
         let src = format!(
             "pack \"p\" {{\n  version \"1.0.0\"\n  mode enforce\n  default deny \"no\"\n}}\n{rules}\n"
         );
@@ -265,8 +296,22 @@ mod tests {
         let key = bundle::keys::signing_key_from_seed([1; 32]);
         let signed = bundle::sign(&unsigned, &key).unwrap();
         let trust = bundle::Trust::Keys(vec![key.verifying_key()]);
-        let b = bundle::Bundle::from_bytes(&signed, &trust).unwrap();
-        reads_results(b.program())
+        bundle::Bundle::from_bytes(&signed, &trust).unwrap()
+    }
+
+    fn reads(rules: &str) -> bool {
+        reads_results(bundle(rules).program())
+    }
+
+    #[test]
+    fn the_tools_result_rules_name_are_those_an_untied_answer_is_judged_as() {
+        let b = bundle(
+            "rule c { when kind == mcp and operation == \"tools/call\" and tool == \"a\" allow \"ok\" }\n\
+             rule r { when operation == \"tools/result\" and tool == \"b\" deny \"no\" }\n\
+             rule t { when tool in [\"c\", \"b\"] allow \"ok\" then taint \"x\" }\n\
+             rule h { when kind == http and tool == \"d\" allow \"ok\" }",
+        );
+        assert_eq!(result_tools(b.program()), ["b", "c"]);
     }
 
     #[test]

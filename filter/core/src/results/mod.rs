@@ -46,6 +46,39 @@ use crate::session::bindings::{self, Bound};
 /// JSON-RPC error code of a list response the filter could not check.
 pub const UNCHECKED_RESPONSE_CODE: i64 = -32044;
 
+/// What a request handed over to another stream awaits ([`Bound::decision`] of an `Awaited`
+/// binding is its index here): a list, an `initialize` answer's instructions, a result.
+const HANDED_OVER: [Method; 8] = [
+    Method::ToolsList,
+    Method::PromptsList,
+    Method::ResourcesList,
+    Method::ResourcesTemplatesList,
+    Method::Initialize,
+    Method::ToolsCall,
+    Method::PromptsGet,
+    Method::ResourcesRead,
+];
+
+/// Whose handed-over requests a stream's answers may answer: its session, as its principal (when
+/// one is known) runs it. `None` without a session.
+fn handover_owner(cx: &Judge<'_>) -> Option<String> {
+    let session = cx.session?;
+    Some(format!("{}\n{session}", cx.principal.unwrap_or_default()))
+}
+
+/// Every spelling of a request id a client ties an answer to (`ids.rs`), as JSON text: the id as
+/// sent, then each integer a client reads it as.
+fn id_spellings(id: &Value) -> Vec<String> {
+    let mut out = vec![id.to_string()];
+    for n in ids::readings(id) {
+        let s = n.to_string();
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
 /// Which list a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ListKind {
@@ -61,6 +94,23 @@ pub(crate) enum ListKind {
 }
 
 impl ListKind {
+    const ALL: [ListKind; 4] = [
+        ListKind::Tools,
+        ListKind::Prompts,
+        ListKind::Resources,
+        ListKind::Templates,
+    ];
+
+    /// The method that asks for this list.
+    fn method(self) -> Method {
+        match self {
+            ListKind::Tools => Method::ToolsList,
+            ListKind::Prompts => Method::PromptsList,
+            ListKind::Resources => Method::ResourcesList,
+            ListKind::Templates => Method::ResourcesTemplatesList,
+        }
+    }
+
     fn of(operation: &str) -> Option<Self> {
         match Method::from_name(operation)? {
             Method::ToolsList => Some(ListKind::Tools),
@@ -119,11 +169,7 @@ impl ListKind {
 #[derive(Clone, Debug)]
 enum Awaits {
     /// A list, filtered before the agent sees it.
-    List {
-        kind: ListKind,
-        action: Action,
-        remove: Vec<String>,
-    },
+    List(ListPending),
     /// Content the agent's model reads, inspected: a tool result (`tools/call`), a resource's
     /// contents (`resources/read`), a prompt's messages (`prompts/get`); the request without its
     /// arguments (shared with [`Inspector::base`] when it is the stream's first request).
@@ -219,6 +265,12 @@ pub(crate) struct Inspector {
     egress: bool,
     /// Whose server-held state the stream's answers hand out (`None`: not a 2026-07-28 stream).
     bind_owner: Option<String>,
+    /// The session a stream opened without one names in its first `endpoint` event (the legacy
+    /// HTTP+SSE transport's `GET /sse`): the session its answers are judged in.
+    named_session: Option<Rc<str>>,
+    /// The server accepted the stream's requests without answering them here (`202`): their
+    /// answers come on another stream ([`Self::hand_over`]).
+    answered_elsewhere: bool,
 }
 
 impl Inspector {
@@ -254,11 +306,11 @@ impl Inspector {
                     })
                     .flatten()
                     .collect();
-                Awaits::List {
+                Awaits::List(ListPending {
                     kind,
                     action: action.clone(),
                     remove,
-                }
+                })
             } else if [Method::ToolsCall, Method::ResourcesRead, Method::PromptsGet]
                 .iter()
                 .any(|m| m.is(&action.operation))
@@ -303,6 +355,8 @@ impl Inspector {
             unrecorded: Vec::new(),
             egress: false,
             bind_owner,
+            named_session: None,
+            answered_elsewhere: false,
         }
     }
 
@@ -321,6 +375,12 @@ impl Inspector {
                 .iter()
                 .any(|n| read.contains(n))
         })
+    }
+
+    /// Whether the server accepted the stream's requests without answering them on it (`202`):
+    /// the stream then hands them over ([`Self::hand_over`]) and is not read further.
+    pub(crate) fn answered_elsewhere(&self) -> bool {
+        self.answered_elsewhere
     }
 
     /// The receipts sealed since the last call.
@@ -352,6 +412,12 @@ impl Inspector {
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
         };
         let status = all(":status").next().unwrap_or_default();
+        if status == "202" && !types.iter().any(|t| is_json(t) || is_sse(t)) {
+            // Accepted, answered elsewhere: the legacy transport answers every message on its
+            // event stream, and Streamable HTTP clients then await the answer on the GET stream.
+            self.answered_elsewhere = answered;
+            return false;
+        }
         if !status.starts_with('2') {
             // An error answer in JSON may still carry messages (a result, an error payload):
             // read like any; one the filter cannot read answers nothing that is awaited.
@@ -378,7 +444,7 @@ impl Inspector {
             // One JSON document answers this stream's requests: there is something to read only
             // when a list or a result the pack can see is awaited.
             let to_check = self.pending.iter().any(|p| match p.awaits {
-                Awaits::List { .. } | Awaits::Instructions(_) | Awaits::Task(_) => true,
+                Awaits::List(_) | Awaits::Instructions(_) | Awaits::Task(_) => true,
                 Awaits::Result(_) => self.results || p.bind.is_some(),
                 Awaits::Answer => p.bind.is_some(),
             });
@@ -425,7 +491,7 @@ impl Inspector {
             let action = match p.awaits {
                 Awaits::Answer if checked_only => continue,
                 Awaits::Answer => None,
-                Awaits::List { action, .. } | Awaits::Task(action) => Some(action),
+                Awaits::List(ListPending { action, .. }) | Awaits::Task(action) => Some(action),
                 Awaits::Result(action) | Awaits::Instructions(action) => {
                     Some(Rc::unwrap_or_clone(action))
                 }
@@ -471,7 +537,8 @@ impl Inspector {
         writable: bool,
     ) -> FilterAction {
         let a = self.body(cx, body_size, end_of_stream, writable);
-        self.record_refusals(cx);
+        let named = self.named_session.clone();
+        self.record_refusals(&cx.in_session(named.as_deref()));
         a
     }
 
@@ -595,6 +662,8 @@ impl Inspector {
                     // have answered is answered with an error instead of silence.
                     if cut {
                         self.error_events("the stream ended inside an event", true, &mut out);
+                    } else {
+                        self.hand_over(cx);
                     }
                 }
                 if out != chunk {
@@ -633,6 +702,14 @@ impl Inspector {
         data: &str,
         kind: Option<&[u8]>,
     ) -> Result<Outcome, String> {
+        if kind == Some(b"endpoint".as_slice())
+            && cx.session.is_none()
+            && self.named_session.is_none()
+        {
+            self.named_session = endpoint_session(data);
+        }
+        let named = self.named_session.clone();
+        let cx = &cx.in_session(named.as_deref());
         let text = data.strip_prefix('\u{feff}').unwrap_or(data);
         let v = match crate::normalize::json::parse(text.as_bytes(), RESPONSE_JSON_DEPTH) {
             Ok(p) => p.value,
@@ -702,14 +779,23 @@ impl Inspector {
         let Some(id) = id else {
             return Outcome::Keep;
         };
-        let (awaits, bind) = match self.pending_index(id) {
+        let (awaits, bind, untied) = match self.pending_index(id) {
             Some(i) => {
                 let p = self.pending.swap_remove(i);
-                (p.awaits, p.bind)
+                (p.awaits, p.bind, false)
             }
-            // An answer to a request of another stream (the GET stream, a resumed stream): a
-            // result of an unknown call.
-            None => (Awaits::Result(Rc::new(self.base_call())), None),
+            // An answer to a request of another stream (the GET stream, a resumed stream,
+            // another POST's, the legacy transport's): clients tie it by its id all the same.
+            // A request whose stream ended before its answer was handed over; any other answer
+            // is judged as every answer it could be.
+            None => match self.handed_over(cx, id) {
+                Some(awaits) => (awaits, None, false),
+                None => (
+                    Awaits::Result(Rc::new(self.base_as(Method::ToolsCall))),
+                    None,
+                    true,
+                ),
+            },
         };
         if msg.get("result").is_some() && msg.get("error").is_some() {
             // Clients read one or the other (the TypeScript SDK the result, pydantic's union
@@ -779,23 +865,15 @@ impl Inspector {
                     TaskOutcome::Answer(e) => Outcome::Replace(e),
                 }
             }
-            Awaits::List {
-                kind,
-                action,
-                remove,
-            } => {
+            Awaits::List(p) => {
                 let mut m = msg.clone();
-                let p = ListPending {
-                    kind,
-                    action,
-                    remove,
-                };
                 if list_filter(cx, &p, &mut m, &mut self.sealed) > 0 {
                     Outcome::Replace(m)
                 } else {
                     Outcome::Keep
                 }
             }
+            Awaits::Result(call) if untied => self.untied(cx, &call, msg),
             Awaits::Result(call) => {
                 if !self.results {
                     return Outcome::Keep;
@@ -815,7 +893,7 @@ impl Inspector {
     /// the request recorded as refused.
     fn unchecked(&mut self, awaits: &Awaits, id: &Value, why: &str) -> Outcome {
         let action = match awaits {
-            Awaits::List { action, .. } | Awaits::Task(action) => Some(action),
+            Awaits::List(ListPending { action, .. }) | Awaits::Task(action) => Some(action),
             Awaits::Result(action) => Some(&**action),
             Awaits::Instructions(_) | Awaits::Answer => None,
         };
@@ -986,7 +1064,7 @@ impl Inspector {
                 return Outcome::Drop;
             }
         };
-        let mut call = self.base_call();
+        let mut call = self.base_as(Method::ToolsCall);
         call.tool = (!bound.name.is_empty()).then_some(bound.name);
         match self.task_state(cx, &call, params, &Value::Null) {
             TaskOutcome::Keep => Outcome::Keep,
@@ -999,17 +1077,208 @@ impl Inspector {
         }
     }
 
-    /// The call a result of an unknown request is judged as: the stream's action as a
-    /// `tools/call` of no known tool.
-    fn base_call(&self) -> Action {
+    /// An answer no request of this stream awaits. Its client ties it by id to a request the
+    /// filter cannot see from here (sent on another stream of the session), so it is judged as
+    /// every answer it could be: a list of each kind whose member it carries (filtered, pinned
+    /// and scanned as list answers are), the `instructions` of an `initialize` answer, and the
+    /// result of an unknown call, and, when it carries a call's output, of any tool a result rule
+    /// of the pack names that the session could have called (`result::judge_as`: the strictest
+    /// decision decides).
+    fn untied(&mut self, cx: &Judge<'_>, call: &Action, msg: &Value) -> Outcome {
+        let mut m = msg.clone();
+        let mut changed = false;
+        for kind in ListKind::ALL {
+            let listed = m
+                .get("result")
+                .and_then(|r| r.get(kind.field()))
+                .is_some_and(Value::is_array);
+            if listed {
+                let p = self.list_request(cx, kind);
+                changed |= list_filter(cx, &p, &mut m, &mut self.sealed) > 0;
+            }
+        }
+        if m.get("result")
+            .is_some_and(|r| r.get("instructions").is_some())
+        {
+            let request = self.base_as(Method::Initialize);
+            changed |= poison::strip_instructions(cx, &request, &mut m, &mut self.sealed);
+        }
+        let judged = if self.results {
+            // Read as a tool's result only where a `tools/call` client hands the model something
+            // of it: content, structured content, an error.
+            let output = m.get("error").is_some()
+                || m.get("result").is_some_and(|r| {
+                    r.get("content").is_some() || r.get("structuredContent").is_some()
+                });
+            let tools = if output {
+                self.callable_result_tools(cx)
+            } else {
+                Vec::new()
+            };
+            let action = result::result_action(call, &m);
+            let field = if m.get("result").is_some() {
+                "result"
+            } else {
+                "error"
+            };
+            let j = result::judge_as(cx, &action, &tools, &m, field);
+            self.enforced(j, &m)
+        } else {
+            Outcome::Keep
+        };
+        match judged {
+            Outcome::Keep if changed => Outcome::Replace(m),
+            other => other,
+        }
+    }
+
+    /// At the clean end of an event stream, the requests it still awaits. A server may close a
+    /// stream before answering (MCP 2025-11-25 polling, or a dropped connection) and send the
+    /// answer on the GET stream the client resumes with `Last-Event-ID`. What each awaits is
+    /// remembered for the session (`bindings`, kind `Awaited`, under every spelling of its id a
+    /// client ties), so that answer is checked as what it answers wherever it comes.
+    pub(crate) fn hand_over(&mut self, cx: &Judge<'_>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(owner) = handover_owner(cx) else {
+            return;
+        };
+        let now = cx.host.now_ms();
+        for p in std::mem::take(&mut self.pending) {
+            let (method, name) = match &p.awaits {
+                Awaits::List(l) => (l.kind.method(), None),
+                Awaits::Instructions(_) => (Method::Initialize, None),
+                Awaits::Result(a) => match Method::from_name(&a.operation) {
+                    Some(m) => (
+                        m,
+                        a.tool
+                            .as_ref()
+                            .or(a.prompt.as_ref())
+                            .or(a.resource.as_ref()),
+                    ),
+                    None => continue,
+                },
+                Awaits::Task(_) | Awaits::Answer => continue,
+            };
+            let Some(code) = HANDED_OVER.iter().position(|m| *m == method) else {
+                continue;
+            };
+            let bound = Bound {
+                digest: [0; 32],
+                decision: u8::try_from(code).unwrap_or(u8::MAX),
+                name: name.cloned().unwrap_or_default(),
+            };
+            for spelling in id_spellings(&p.id.to_json()) {
+                let key = bindings::key_of(bindings::BindKind::Awaited, &owner, &spelling);
+                if let Err(e) = bindings::bind(cx.host, key, &bound, now) {
+                    // Its answer, if it comes elsewhere, is judged as every answer it could be.
+                    cx.host.log(
+                        LogLevel::Warn,
+                        &format!(
+                            "portcullis: a request left unanswered cannot be handed over: {}",
+                            e.0
+                        ),
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// What the request an answer with `id` answers awaits, when its stream ended before the
+    /// answer and handed it over ([`Self::hand_over`]).
+    fn handed_over(&self, cx: &Judge<'_>, id: &Value) -> Option<Awaits> {
+        let owner = handover_owner(cx)?;
+        let now = cx.host.now_ms();
+        let bound = id_spellings(id).iter().find_map(|spelling| {
+            let key = bindings::key_of(bindings::BindKind::Awaited, &owner, spelling);
+            bindings::lookup(cx.host, key, now).ok().flatten()
+        })?;
+        let method = *HANDED_OVER.get(usize::from(bound.decision))?;
+        if let Some(kind) = ListKind::of(method.name()) {
+            return Some(Awaits::List(self.list_request(cx, kind)));
+        }
+        let mut request = self.base_as(method);
+        let name = (!bound.name.is_empty()).then_some(bound.name);
+        match method {
+            Method::Initialize => return Some(Awaits::Instructions(Rc::new(request))),
+            Method::PromptsGet => request.prompt = name,
+            Method::ResourcesRead => request.resource = name,
+            _ => request.tool = name,
+        }
+        Some(Awaits::Result(Rc::new(request)))
+    }
+
+    /// The list request of `kind` as this stream's session would send it: its `remove_tools`
+    /// (a MODIFY of the list request) found by judging it again.
+    fn list_request(&self, cx: &Judge<'_>, kind: ListKind) -> ListPending {
+        let action = self.base_as(kind.method());
+        let (state, now) = cx.state_now();
+        let verdict = cx.l.bundle.evaluate(&action, &state, now);
+        let remove = if verdict.decision == Decision::Modify {
+            verdict
+                .modifications
+                .into_iter()
+                .filter_map(|m| match m {
+                    Modification::RemoveTools { patterns } => Some(patterns),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ListPending {
+            kind,
+            action,
+            remove,
+        }
+    }
+
+    /// The tools a result rule of the pack names that some call of, in this session, could be
+    /// forwarded (a list would show them: `Cx::keeps`).
+    fn callable_result_tools(&self, cx: &Judge<'_>) -> Vec<String> {
+        let named = &cx.l.pack.result_tools;
+        if named.is_empty() {
+            return Vec::new();
+        }
+        let (state, now) = cx.state_now();
+        let c = Cx {
+            l: cx.l,
+            state: &state,
+            now,
+        };
+        let list = ListPending {
+            kind: ListKind::Tools,
+            action: self.base_as(Method::ToolsList),
+            remove: Vec::new(),
+        };
+        named
+            .iter()
+            .filter(|t| c.keeps(&list, t))
+            .cloned()
+            .collect()
+    }
+
+    /// The stream's base action as a request of `method`, naming nothing (a result of an unknown
+    /// request is judged as the answer to `base_as(Method::ToolsCall)`).
+    fn base_as(&self, method: Method) -> Action {
         let mut a = Action::clone(&self.base);
-        a.operation = Method::ToolsCall.name().to_owned();
+        method.name().clone_into(&mut a.operation);
         a.tool = None;
+        a.prompt = None;
+        a.resource = None;
         a
     }
 
     fn judged(&mut self, cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -> Outcome {
         let j = result::judge(cx, action, msg, field);
+        self.enforced(j, msg)
+    }
+
+    /// What a judgment does to `msg`; its receipt goes with the stream's.
+    fn enforced(&mut self, j: result::Judged, msg: &Value) -> Outcome {
         if let Some(r) = j.receipt {
             self.sealed.push(r);
         }
@@ -1047,6 +1316,36 @@ pub(crate) struct Judge<'a> {
     /// The principal of the stream, when one is known: a result's taints and quarantines reach
     /// it too.
     pub principal: Option<&'a str>,
+}
+
+impl<'a> Judge<'a> {
+    /// The session's state as stored (a new session's without one), and the time it was read.
+    fn state_now(&self) -> (SessionState, u64) {
+        let now = self.host.now_ms();
+        let state = match self.session {
+            Some(s) => self.sessions.read(self.host, s, None, now).state,
+            None => SessionState::new(now),
+        };
+        (state, now)
+    }
+
+    /// This judge, in `named` when it has no session of its own.
+    fn in_session(&self, named: Option<&'a str>) -> Judge<'a> {
+        Judge {
+            session: self.session.or(named),
+            ..*self
+        }
+    }
+}
+
+/// The session a legacy event stream's `endpoint` event names in the URL it gives
+/// (`/messages/?session_id=...`, `sessionId` for the TypeScript SDK), read as a message's query
+/// is (`normalize::legacy_session_in_query`); `None` when it names none, or two.
+fn endpoint_session(data: &str) -> Option<Rc<str>> {
+    let (_, query) = data.trim().split_once('?')?;
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    let id = crate::normalize::legacy_session_in_query(query, None).ok()??;
+    crate::identity::usable_key(&id).map(Rc::from)
 }
 
 /// The body of an answer that awaits no JSON-RPC reply and cannot be read (a GET stream's, an
@@ -1134,6 +1433,7 @@ fn read_json(text: &[u8]) -> Result<Value, String> {
 }
 
 /// A list request awaiting its answer.
+#[derive(Clone, Debug)]
 struct ListPending {
     kind: ListKind,
     action: Action,
@@ -1153,11 +1453,7 @@ fn list_filter(
     msg: &mut Value,
     sealed: &mut Vec<Receipt>,
 ) -> usize {
-    let now = cx.host.now_ms();
-    let state = match cx.session {
-        Some(s) => cx.sessions.read(cx.host, s, None, now).state,
-        None => SessionState::new(now),
-    };
+    let (state, now) = cx.state_now();
     let c = Cx {
         l: cx.l,
         state: &state,

@@ -226,6 +226,33 @@ fn enforced_deny(l: &Policy, verdict: &Verdict) -> bool {
             || verdict.deciding_rule == bundle::builtin::SESSION_KILLED)
 }
 
+/// Fold the verdict on one reading of an untied answer (as the result of `tool`) into `into`:
+/// its effects always; its rewrites when both are MODIFY; the whole verdict, its reason naming
+/// the reading, when it is stricter.
+fn merge_reading(into: &mut Verdict, v: Verdict, tool: &str) {
+    let mut effects = std::mem::take(&mut into.effects);
+    for e in &v.effects {
+        if !effects.contains(e) {
+            effects.push(e.clone());
+        }
+    }
+    if v.decision > into.decision {
+        let reason = format!(
+            "no request of this stream awaits the answer, and as the result of `{}`: {}",
+            normalize::printable(tool),
+            v.reason
+        );
+        *into = Verdict { reason, ..v };
+    } else if v.decision == Decision::Modify && into.decision == Decision::Modify {
+        for m in v.modifications {
+            if !into.modifications.contains(&m) {
+                into.modifications.push(m);
+            }
+        }
+    }
+    into.effects = effects;
+}
+
 fn effect(
     deny: bool,
     verdict: &Verdict,
@@ -248,9 +275,29 @@ fn effect(
 /// is recorded, but a rewrite or a DENY still holds; so does it when the session cannot be saved
 /// (redaction must not depend on the store).
 pub(crate) fn judge(cx: &Judge<'_>, action: &Action, msg: &Value, field: &str) -> Judged {
+    judge_as(cx, action, &[], msg, field)
+}
+
+/// [`judge`] for an answer the filter cannot tie to its call (`action.tool` is `None`): judged
+/// also as the result of each of `tools`. The strictest decision decides (its reason names the
+/// tool), and the effects of every reading, and the rewrites of every MODIFY reading, apply.
+pub(crate) fn judge_as(
+    cx: &Judge<'_>,
+    action: &Action,
+    tools: &[String],
+    msg: &Value,
+    field: &str,
+) -> Judged {
     let l = cx.l;
     let verdict_on = |state: &SessionState, now: u64| {
-        let verdict = l.bundle.evaluate(action, state, now);
+        let mut verdict = l.bundle.evaluate(action, state, now);
+        if !tools.is_empty() {
+            let mut reading = action.clone();
+            for t in tools {
+                reading.tool = Some(t.clone());
+                merge_reading(&mut verdict, l.bundle.evaluate(&reading, state, now), t);
+            }
+        }
         let (rewritten, changes) = modify_member(msg, field, &verdict);
         let deny = enforced_deny(l, &verdict);
         (verdict, changes, deny, (rewritten, deny))

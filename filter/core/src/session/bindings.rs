@@ -32,6 +32,9 @@ pub(crate) enum BindKind {
     RequestState,
     /// A task id (the tasks extension) handed out for a `tools/call`.
     Task,
+    /// A request whose event stream ended before its answer: the answer comes on another stream
+    /// of the session (`results::Inspector::hand_over`).
+    Awaited,
 }
 
 impl BindKind {
@@ -39,6 +42,7 @@ impl BindKind {
         match self {
             BindKind::RequestState => "request_state",
             BindKind::Task => "task",
+            BindKind::Awaited => "awaited",
         }
     }
 }

@@ -439,6 +439,17 @@ impl Stream {
         if let Some(i) = &mut self.inspector
             && !i.on_headers(host)
         {
+            if i.answered_elsewhere()
+                && let Ok(l) = &self.plugin.loaded
+            {
+                i.hand_over(&Judge {
+                    host,
+                    l: &l.policy,
+                    sessions: &l.sessions,
+                    session: self.session.as_deref(),
+                    principal: self.principal.as_deref(),
+                });
+            }
             self.inspector = None;
         }
         FilterAction::Continue
