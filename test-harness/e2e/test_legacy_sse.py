@@ -29,20 +29,26 @@ from mcp.client.sse import sse_client
 import portcullis_e2e as pe
 from conftest import compile_or_fail
 
-# Allows every tool of the workbench and the protocol; redacts secrets in results.
-RESULTS_PACK = """
-pack "legacy_results" {
+
+def pack(name: str, rules: str) -> str:
+    """A pack that denies by default and allows the MCP protocol, with ``rules``."""
+    return f"""
+pack "{name}" {{
   version "1.0.0"
   mode enforce
   default deny "not allowed"
   unknown_session deny "session state was lost"
-}
+}}
 
-rule protocol_messages {
+rule protocol_messages {{
   when class mcp_protocol
   allow "MCP protocol messages act on nothing"
-}
+}}
+{rules}"""
 
+
+# Allows every tool of the workbench and the protocol; redacts secrets in results.
+RESULTS_PACK = pack("legacy_results", """
 rule tools {
   when kind == mcp and operation == "tools/call" and tool != "delete_branch"
   allow "the workbench's tools are in scope"
@@ -52,23 +58,11 @@ rule secret_results {
   when operation == "tools/result" and risk.secrets == true
   modify "secrets in tool output are redacted" { redact_secrets }
 }
-"""
+""")
 
 
 # Result rules that name their tools, and a taint a result carries into the next call.
-TIED_PACK = """
-pack "legacy_tied" {
-  version "1.0.0"
-  mode enforce
-  default deny "not allowed"
-  unknown_session deny "session state was lost"
-}
-
-rule protocol_messages {
-  when class mcp_protocol
-  allow "MCP protocol messages act on nothing"
-}
-
+TIED_PACK = pack("legacy_tied", """
 rule no_branch_deletion {
   when tool == "delete_branch"
   deny "deleting branches is not allowed"
@@ -98,7 +92,7 @@ rule results {
   when operation == "tools/result"
   allow "other results pass"
 }
-"""
+""")
 
 
 def legacy_url(stack: pe.Stack) -> str:

@@ -1039,13 +1039,12 @@ fn an_answer_on_another_stream_is_judged_as_every_answer_it_could_be() {
         };
         let (_, out) = respond(&host, &mut s, &sse, &[events.as_bytes()]);
         let got = sse_messages(&out);
-        let tools: Vec<&str> = got[0]["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(tools, ["fetch_url"], "{carrier}: {}", got[0]);
+        assert_eq!(
+            names(&got[0], "tools", "name"),
+            ["fetch_url"],
+            "{carrier}: {}",
+            got[0]
+        );
         assert!(
             got[1]["result"].get("instructions").is_none(),
             "{carrier}: {}",
@@ -1102,13 +1101,12 @@ fn an_answer_its_stream_ended_without_comes_on_the_resumed_stream_as_that_answer
     assert!(got[0].get("error").is_none(), "{}", got[0]);
     assert!(!got[0].to_string().contains(SECRET), "{}", got[0]);
     assert!(got[0].to_string().contains("[REDACTED]"), "{}", got[0]);
-    let tools: Vec<&str> = got[1]["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(tools, ["fetch_url", "read_file"], "{}", got[1]);
+    assert_eq!(
+        names(&got[1], "tools", "name"),
+        ["fetch_url", "read_file"],
+        "{}",
+        got[1]
+    );
 }
 
 #[test]
