@@ -226,24 +226,37 @@ fn enforced_deny(l: &Policy, verdict: &Verdict) -> bool {
             || verdict.deciding_rule == bundle::builtin::SESSION_KILLED)
 }
 
-/// Fold the verdict on one reading of an untied answer (as the result of `tool`) into `into`:
-/// its effects always; its rewrites when both are MODIFY; the whole verdict, its reason naming
-/// the reading, when it is stricter.
-fn merge_reading(into: &mut Verdict, v: Verdict, tool: &str) {
+/// How far a verdict acts on a result: an enforced DENY replaces it (2), a MODIFY rewrites it
+/// (1); anything else lets it pass as it is (0): ALLOW, and what is recorded but not enforced (a
+/// DENY by the pack's default or an intent's outside decision, STEP_UP, DEFER).
+fn weight(l: &Policy, v: &Verdict) -> u8 {
+    match v.decision {
+        Decision::Deny if enforced_deny(l, v) => 2,
+        Decision::Modify => 1,
+        _ => 0,
+    }
+}
+
+/// Fold the verdict `v` on one reading of an untied answer (as the result of `tool`), of weight
+/// `w`, into `into` of weight `*into_w`: its effects always; its rewrites when both MODIFY; the
+/// whole verdict, its reason naming the reading, when it acts more (so a DENY that is not
+/// enforced never displaces a MODIFY that is).
+fn merge_reading(into: &mut Verdict, into_w: &mut u8, v: Verdict, w: u8, tool: &str) {
     let mut effects = std::mem::take(&mut into.effects);
     for e in &v.effects {
         if !effects.contains(e) {
             effects.push(e.clone());
         }
     }
-    if v.decision > into.decision {
+    if w > *into_w {
         let reason = format!(
             "no request of this stream awaits the answer, and as the result of `{}`: {}",
             normalize::printable(tool),
             v.reason
         );
         *into = Verdict { reason, ..v };
-    } else if v.decision == Decision::Modify && into.decision == Decision::Modify {
+        *into_w = w;
+    } else if w == 1 && *into_w == 1 {
         for m in v.modifications {
             if !into.modifications.contains(&m) {
                 into.modifications.push(m);
@@ -292,10 +305,13 @@ pub(crate) fn judge_as(
     let verdict_on = |state: &SessionState, now: u64| {
         let mut verdict = l.bundle.evaluate(action, state, now);
         if !tools.is_empty() {
+            let mut w = weight(l, &verdict);
             let mut reading = action.clone();
             for t in tools {
                 reading.tool = Some(t.clone());
-                merge_reading(&mut verdict, l.bundle.evaluate(&reading, state, now), t);
+                let v = l.bundle.evaluate(&reading, state, now);
+                let vw = weight(l, &v);
+                merge_reading(&mut verdict, &mut w, v, vw, t);
             }
         }
         let (rewritten, changes) = modify_member(msg, field, &verdict);
@@ -528,7 +544,56 @@ mod tests {
         reason = "test code: a failed unwrap is a failed test"
     )]
 
-    use super::compact_json_len;
+    use bundle::verdict::{Decision, Effect, Modification, Verdict};
+
+    use super::{compact_json_len, merge_reading};
+
+    fn verdict(decision: Decision, rule: &str) -> Verdict {
+        Verdict {
+            decision,
+            deciding_rule: rule.to_owned(),
+            reason: rule.to_owned(),
+            ..Verdict::default()
+        }
+    }
+
+    #[test]
+    fn an_untied_answers_readings_merge_by_what_they_do_to_it() {
+        // A redaction is not displaced by a DENY that is not enforced (the pack's default, an
+        // intent's outside decision); the readings' effects all apply.
+        let mut into = verdict(Decision::Modify, "secret_results");
+        into.modifications.push(Modification::RedactSecrets);
+        let mut w = 1;
+        let mut default = verdict(Decision::Deny, "default");
+        default.effects.push(Effect::Taint("x".into()));
+        merge_reading(&mut into, &mut w, default, 0, "t");
+        assert_eq!((into.decision, w), (Decision::Modify, 1));
+        assert_eq!(into.modifications, [Modification::RedactSecrets]);
+        assert_eq!(into.effects, [Effect::Taint("x".into())]);
+        // Two rewrites both apply.
+        let mut other = verdict(Decision::Modify, "drop_rows");
+        other.modifications.push(Modification::DropArg {
+            path: vec![bundle::verdict::PathSegment::Key("rows".into())],
+        });
+        merge_reading(&mut into, &mut w, other, 1, "t");
+        assert_eq!(into.modifications.len(), 2);
+        // An enforced DENY decides, its reason naming the reading.
+        merge_reading(
+            &mut into,
+            &mut w,
+            verdict(Decision::Deny, "withheld"),
+            2,
+            "dump_env",
+        );
+        assert_eq!((into.decision, w), (Decision::Deny, 2));
+        assert_eq!(into.deciding_rule, "withheld");
+        assert!(
+            into.reason.contains("as the result of `dump_env`"),
+            "{}",
+            into.reason
+        );
+        assert_eq!(into.effects, [Effect::Taint("x".into())]);
+    }
 
     #[test]
     fn a_results_size_is_its_compact_json_length() {
