@@ -61,7 +61,9 @@ import hashlib
 import html
 import json
 import re
+import shutil
 import socket
+import subprocess
 import time
 import unicodedata
 import urllib.parse
@@ -933,6 +935,28 @@ def test_an_answer_whose_id_a_client_coerces_is_checked(gw: Gateway, target: str
     c = Client(gw, f"coerced-id/{how}/{target}")
     rid, seen = send_target(c, target, {"answer_id": how})
     check_target(c, target, hs.answer_id(rid, how), seen)
+
+
+@pytest.mark.parametrize(("framing", "how"), [("json", "string"), ("sse", "float"), ("json", "hex")])
+def test_the_typescript_sdk_gets_answers_with_coerced_ids_checked(gw: Gateway, framing: str, how: str) -> None:
+    """The official TypeScript SDK client, through Envoy, against a server that writes every
+    answer's id another way (`"7"`, `7.0`, `"0x7"`): the SDK ties each to its request by
+    `Number(id)`, and the filter checks each as that request's answer. The list comes without
+    `wipe_disk`, `dump_env`'s output is withheld, `fetch_page`'s key is redacted."""
+    node = shutil.which("node")
+    assert node, "node not found (scripts/setup installs it for the real-client tests)"
+    shape = json.dumps({"answer_id": how, "framing": framing})
+    proc = subprocess.run([node, str(pe.HERE / "clients" / "coerced_ids_client.mjs"), "--url",
+                           f"http://127.0.0.1:{gw.port}/mcp", "--shape", shape],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(out["tools"], list) and "fetch_page" in out["tools"], out
+    assert hs.DENIED_TOOL not in out["tools"], out
+    assert "environment dumps never reach the agent" in out["dump_env"].get("error", {}).get("message", ""), out
+    text = json.dumps(out["fetch_page"])
+    assert "result" in out["fetch_page"] and KEY not in text and "[REDACTED]" in text, out
+    assert hs.WITHHELD_MARKER not in proc.stdout, out
 
 
 @pytest.mark.parametrize("framing", ["json", "sse"])
