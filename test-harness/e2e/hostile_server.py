@@ -68,6 +68,7 @@ header wins). Shape keys (all optional):
 ``stream``         SSE: name the events ``<stream>-<n>``, and keep them for resumption.
 ``cut_after``      SSE: end the response after this many events (the rest, including the result,
                    is only kept for a GET with ``Last-Event-ID``).
+``reset``          end the response by resetting the connection (TCP RST) instead of its last chunk.
 ``content_type``   send this ``content-type`` instead of the framing's (``""``: none at all).
 ``status``         send this HTTP status (default 200).
 ``push``           GET stream without ``Last-Event-ID``: the server requests it pushes (as
@@ -96,6 +97,7 @@ import ctypes.util
 import gzip
 import json
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -561,6 +563,12 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(gap)
             self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
             self.wfile.flush()
+        if shape.get("reset"):
+            # Abort: the body never ends (no last chunk), the connection is reset.
+            self.close_connection = True
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            return
         tail = b"0\r\n"
         if shape.get("trailers"):
             tail += b"x-upstream-digest: sha256=deadbeef\r\nx-upstream-status: complete\r\n"

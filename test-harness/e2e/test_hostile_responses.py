@@ -1185,6 +1185,39 @@ def test_a_withheld_result_answered_on_the_resumed_stream_is_withheld(gw: Gatewa
             assert errors and "environment dumps" in errors[0].get("message", ""), seen.describe()
 
 
+def test_a_result_whose_stream_was_reset_is_checked_as_its_calls_on_the_resumed_stream(gw: Gateway) -> None:
+    """The server resets the POST's connection after its priming event (no last chunk): once
+    Envoy is done with the stream, the call is handed over, and its result replayed on the GET
+    stream the client resumes is `fetch_page`'s (key redacted, delivered), not withheld as any
+    output would be; `dump_env`'s, replayed the same way, is withheld."""
+    c = Client(gw, "call/reset")
+    for tool in ("fetch_page", hs.WITHHELD_TOOL):
+        stream = f"x{uuid.uuid4().hex[:8]}"
+        rid, first = c.call(tool, shape={"framing": "sse", "stream": stream, "cut_after": 1, "reset": True})
+        assert first.result(rid) is None, first.describe()
+        seen = resume_until_answered(c, f"{stream}-0", rid, result=tool == "fetch_page")
+        check_bar(seen, [rid], removed=(KEY, hs.WITHHELD_MARKER))
+        if tool == "fetch_page":
+            assert seen.result(rid) is not None, seen.describe()
+            assert "[REDACTED]" in delivered_text(seen, rid), seen.describe()
+        else:
+            errors = [a["error"] for a in seen.answers(rid) if "error" in a]
+            assert errors and "environment dumps" in errors[0].get("message", ""), seen.describe()
+
+
+def resume_until_answered(c: Client, last_event_id: str, rid: int, *, result: bool) -> Seen:
+    """Resume with ``last_event_id`` until the answer to ``rid`` is there (a result, when
+    ``result``): Envoy hands a reset stream over when it is done with it, which may be a moment
+    after the client saw the reset. At most 5 s."""
+    deadline = time.monotonic() + 5
+    while True:
+        seen = c.get(last_event_id=last_event_id)
+        answered = seen.result(rid) is not None if result else bool(seen.answers(rid))
+        if answered or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.1)
+
+
 def test_answers_pushed_on_the_get_stream_are_judged_as_every_answer_they_could_be(gw: Gateway) -> None:
     """A hostile server answers requests on the standalone GET stream, which no request of it
     asked: clients tie them by id all the same. A list there is filtered as a list, and an output

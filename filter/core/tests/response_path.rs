@@ -1189,3 +1189,48 @@ fn the_legacy_event_stream_is_judged_in_the_session_its_endpoint_names() {
         Some("after_injection")
     );
 }
+
+#[test]
+fn requests_a_reset_or_a_partial_answer_left_unanswered_are_handed_over_too() {
+    // The server resets a POST's event stream after its priming event, or answers only one
+    // request of a batch in its JSON body: once the stream is over (Envoy logs it), what it still
+    // awaited is handed over, and an answer on the resumed GET stream is checked as that call's
+    // (`fetch_url`'s secret redacted), not as any answer (denied as `leaky`'s could be).
+    let host = MockHost::new(START_MS);
+    let p = plugin(&host, json!({}));
+    let sse = [(":status", "200"), ("content-type", "text/event-stream")];
+    let mut s = request(&host, &p, "POST", &call(5, "fetch_url", json!({})));
+    host.state().response_headers = pairs(&sse);
+    s.on_response_headers(&host);
+    let priming = b"id: s-0\ndata: \n\n";
+    host.state().response_body = priming.to_vec();
+    assert_eq!(
+        s.on_response_body(&host, priming.len(), false),
+        FilterAction::Continue
+    );
+    s.on_log(&host);
+    let batch = json!([
+        call(6, "fetch_url", json!({})),
+        call(7, "fetch_url", json!({}))
+    ]);
+    let mut b = request(&host, &p, "POST", &batch);
+    let (_, out) = respond(
+        &host,
+        &mut b,
+        &[(":status", "200"), ("content-type", "application/json")],
+        &[text_result(json!(6), "page").to_string().as_bytes()],
+    );
+    assert!(String::from_utf8_lossy(&out).contains("page"));
+    b.on_log(&host);
+
+    let events: String = [text_result(json!(5), SECRET), text_result(json!(7), SECRET)]
+        .iter()
+        .map(|m| format!("data: {m}\n\n"))
+        .collect();
+    let mut g = request(&host, &p, "GET", &Value::Null);
+    let (_, out) = respond(&host, &mut g, &sse, &[events.as_bytes()]);
+    for answer in sse_messages(&out) {
+        assert!(answer.get("error").is_none(), "{answer}");
+        assert!(answer.to_string().contains("[REDACTED]"), "{answer}");
+    }
+}

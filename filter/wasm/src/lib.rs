@@ -472,4 +472,9 @@ impl HttpContext for Http {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         action(self.stream.on_response_trailers(&WasmHost))
     }
+
+    /// The stream is over, however it ended: what it still awaited is handed over.
+    fn on_log(&mut self) {
+        self.stream.on_log(&WasmHost);
+    }
 }

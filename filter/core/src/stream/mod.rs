@@ -436,23 +436,41 @@ impl Stream {
                     .begin(host, &session, self.principal.as_deref(), intent.as_ref());
             }
         }
-        if let Some(i) = &mut self.inspector
-            && !i.on_headers(host)
+        if self.inspector.as_mut().is_some_and(|i| !i.on_headers(host))
+            && let Some(mut i) = self.inspector.take()
+            && i.answered_elsewhere()
         {
-            if i.answered_elsewhere()
-                && let Ok(l) = &self.plugin.loaded
-            {
-                i.hand_over(&Judge {
-                    host,
-                    l: &l.policy,
-                    sessions: &l.sessions,
-                    session: self.session.as_deref(),
-                    principal: self.principal.as_deref(),
-                });
+            // Accepted (202): the answers come on another stream, maybe before this one is over.
+            let plugin = Rc::clone(&self.plugin);
+            if let Ok(l) = &plugin.loaded {
+                i.hand_over(&self.judge(host, l));
             }
-            self.inspector = None;
         }
         FilterAction::Continue
+    }
+
+    /// The stream is over, whatever ended it (Envoy logs it). Requests its answer still awaited
+    /// (the server reset the stream, or its JSON body answered only some of a batch) are handed
+    /// over: their answers, if they come on another stream, are checked as theirs.
+    pub fn on_log(&mut self, host: &dyn Host) {
+        let Some(mut i) = self.inspector.take() else {
+            return;
+        };
+        let plugin = Rc::clone(&self.plugin);
+        if let Ok(l) = &plugin.loaded {
+            i.hand_over(&self.judge(host, l));
+        }
+    }
+
+    /// What a server-to-agent message of this stream is judged with.
+    fn judge<'a>(&'a self, host: &'a dyn Host, l: &'a Loaded) -> Judge<'a> {
+        Judge {
+            host,
+            l: &l.policy,
+            sessions: &l.sessions,
+            session: self.session.as_deref(),
+            principal: self.principal.as_deref(),
+        }
     }
 
     /// Response body data arrived; `body_size` is everything buffered so far. What the inspector
@@ -493,18 +511,12 @@ impl Stream {
         let Ok(l) = &plugin.loaded else {
             return FilterAction::Continue;
         };
-        let Some(i) = &mut self.inspector else {
+        let Some(mut i) = self.inspector.take() else {
             return FilterAction::Continue;
         };
-        let cx = Judge {
-            host,
-            l: &l.policy,
-            sessions: &l.sessions,
-            session: self.session.as_deref(),
-            principal: self.principal.as_deref(),
-        };
-        let a = i.on_body(&cx, body_size, end_of_stream, writable);
+        let a = i.on_body(&self.judge(host, l), body_size, end_of_stream, writable);
         let sealed = i.take_receipts();
+        self.inspector = Some(i);
         if !sealed.is_empty() {
             // The access log line of this stream carries the action's receipt and the result's,
             // as an array (the same shape as a batch), so the chain is complete in the log.
