@@ -115,7 +115,8 @@ pub const MAX_CREDENTIAL_ID_BYTES: usize = 128;
 
 /// Live bindings of server-held state (MRTR `requestState`) to the decision it was minted under
 /// (`portcullis/bindings`, 56 bytes each, so the set stays under ~112 KiB). When full, the entry
-/// closest to expiry is forgotten and its retry is denied as unknown (fail closed).
+/// closest to expiry is forgotten and its retry is denied as unknown (fail closed). The requests
+/// handed over to another stream (`portcullis/awaited`) are a set of their own of the same size.
 pub const MAX_BINDINGS: usize = 2048;
 
 /// How long a binding lives after the server handed the state out: a retry later than this is

@@ -11,7 +11,10 @@
 //! entries: the first 16 bytes of SHA-256 over (kind, owner, value) — the value itself (a
 //! server's opaque state, possibly sensitive) is never stored — the 32-byte action digest, and
 //! the expiry ([`BINDING_TTL_MS`] after it was seen). When the set is full the entry closest to
-//! expiry is forgotten: its retry is then denied as unknown, never allowed unchecked.
+//! expiry is forgotten: its retry is then denied as unknown, never allowed unchecked. Requests
+//! handed over to another stream ([`BindKind::Awaited`]) are kept the same way in a set of their
+//! own, `portcullis/awaited`, so a server that leaves many unanswered pushes out only those
+//! (their answers are then judged as every answer they could be).
 
 use sha2::{Digest as _, Sha256};
 
@@ -20,8 +23,14 @@ use super::store::EMPTY_SLOT_CAS;
 use crate::host::{Host, LogLevel, SharedDataError};
 use crate::limits::{BINDING_TTL_MS, MAX_BINDINGS};
 
-/// The shared-data key of the binding set.
+/// The shared-data key of the binding set: the server state handed out (request states, task
+/// ids).
 pub(crate) const BINDINGS_KEY: &str = "portcullis/bindings";
+
+/// The shared-data key of the requests handed over to another stream: a set of its own, so a
+/// server that leaves many requests unanswered pushes out only its own entries, never a
+/// request state or a task a retry needs.
+pub(crate) const AWAITED_KEY: &str = "portcullis/awaited";
 
 const MAGIC: &[u8; 4] = b"PBD1";
 
@@ -38,6 +47,14 @@ pub(crate) enum BindKind {
 }
 
 impl BindKind {
+    /// The shared-data key of the set that holds this kind.
+    const fn set(self) -> &'static str {
+        match self {
+            BindKind::RequestState | BindKind::Task => BINDINGS_KEY,
+            BindKind::Awaited => AWAITED_KEY,
+        }
+    }
+
     const fn tag(self) -> &'static str {
         match self {
             BindKind::RequestState => "request_state",
@@ -47,19 +64,29 @@ impl BindKind {
     }
 }
 
+/// Where a bound value is kept: its set, and the hash of what was bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BindKey {
+    set: &'static str,
+    hash: [u8; 16],
+}
+
 /// The key of `value` of `kind` handed to `owner`.
-pub(crate) fn key_of(kind: BindKind, owner: &str, value: &str) -> [u8; 16] {
+pub(crate) fn key_of(kind: BindKind, owner: &str, value: &str) -> BindKey {
     let mut h = Sha256::new();
     for part in [kind.tag(), owner, value] {
         h.update(u64::try_from(part.len()).unwrap_or(u64::MAX).to_be_bytes());
         h.update(part.as_bytes());
     }
     let full: [u8; 32] = h.finalize().into();
-    let mut out = [0u8; 16];
-    for (o, b) in out.iter_mut().zip(full) {
+    let mut hash = [0u8; 16];
+    for (o, b) in hash.iter_mut().zip(full) {
         *o = b;
     }
-    out
+    BindKey {
+        set: kind.set(),
+        hash,
+    }
 }
 
 /// The digest a binding holds an action to: [`bundle::receipt::action_digest`] of the action
@@ -149,16 +176,16 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Unavailable(pub String);
 
-/// Read the live entries and their CAS (`None` bytes: no set yet).
-fn read(host: &dyn Host) -> Result<(Option<Vec<Entry>>, Option<u32>), Unavailable> {
+/// Read the live entries of `set` and their CAS (`None` bytes: no set yet).
+fn read(host: &dyn Host, set: &str) -> Result<(Option<Vec<Entry>>, Option<u32>), Unavailable> {
     let (bytes, cas) = host
-        .get_shared_data(BINDINGS_KEY)
-        .map_err(|e| Unavailable(format!("`{BINDINGS_KEY}` cannot be read: {}", e.0)))?;
+        .get_shared_data(set)
+        .map_err(|e| Unavailable(format!("`{set}` cannot be read: {}", e.0)))?;
     match bytes {
         None => Ok((None, cas)),
         Some(b) => match decode(&b) {
             Some(entries) => Ok((Some(entries), cas)),
-            None => Err(Unavailable(format!("`{BINDINGS_KEY}` is unreadable"))),
+            None => Err(Unavailable(format!("`{set}` is unreadable"))),
         },
     }
 }
@@ -167,7 +194,7 @@ fn read(host: &dyn Host) -> Result<(Option<Vec<Entry>>, Option<u32>), Unavailabl
 /// asked for more input on the retry) is bound anew.
 pub(crate) fn bind(
     host: &dyn Host,
-    key: [u8; 16],
+    key: BindKey,
     bound: &Bound,
     now_ms: u64,
 ) -> Result<(), Unavailable> {
@@ -177,10 +204,10 @@ pub(crate) fn bind(
         )));
     }
     let outcome = retry_cas(|| {
-        let (entries, cas) = read(host).map_err(|u| SharedDataError::Other(u.0))?;
+        let (entries, cas) = read(host, key.set).map_err(|u| SharedDataError::Other(u.0))?;
         let existed = entries.is_some();
         let mut live = entries.unwrap_or_default();
-        live.retain(|e| e.expires_ms > now_ms && e.key != key);
+        live.retain(|e| e.expires_ms > now_ms && e.key != key.hash);
         if live.len() >= MAX_BINDINGS {
             // Forget the entry closest to expiry: its retry is denied as unknown.
             if let Some(i) = live
@@ -194,18 +221,20 @@ pub(crate) fn bind(
             host.log(
                 LogLevel::Warn,
                 &format!(
-                    "portcullis: {BINDINGS_KEY} is full ({MAX_BINDINGS} live entries): the one \
-                     closest to expiry was forgotten, its retry will be denied"
+                    "portcullis: {} is full ({MAX_BINDINGS} live entries): the one closest to \
+                     expiry was forgotten (a retry that needs it is denied; an answer that needs \
+                     it is judged as every answer it could be)",
+                    key.set
                 ),
             );
         }
         live.push(Entry {
-            key,
+            key: key.hash,
             expires_ms: now_ms.saturating_add(BINDING_TTL_MS),
             bound: bound.clone(),
         });
         let cas = if existed { cas } else { Some(EMPTY_SLOT_CAS) };
-        host.set_shared_data(BINDINGS_KEY, &encode(&live), cas)?;
+        host.set_shared_data(key.set, &encode(&live), cas)?;
         Ok(())
     });
     outcome.map_err(|e| Unavailable(e.0))
@@ -214,14 +243,14 @@ pub(crate) fn bind(
 /// What `key` was bound to, if it is live.
 pub(crate) fn lookup(
     host: &dyn Host,
-    key: [u8; 16],
+    key: BindKey,
     now_ms: u64,
 ) -> Result<Option<Bound>, Unavailable> {
-    let (entries, _) = read(host)?;
+    let (entries, _) = read(host, key.set)?;
     Ok(entries
         .unwrap_or_default()
         .into_iter()
-        .find(|e| e.key == key && e.expires_ms > now_ms)
+        .find(|e| e.key == key.hash && e.expires_ms > now_ms)
         .map(|e| e.bound))
 }
 
@@ -273,8 +302,23 @@ mod tests {
         bind(&host, last, &b(2), 3).unwrap();
         assert_eq!(lookup(&host, first, 4).unwrap(), None);
         assert_eq!(lookup(&host, last, 4).unwrap(), Some(b(2)));
-        let (entries, _) = read(&host).unwrap();
+        let (entries, _) = read(&host, BINDINGS_KEY).unwrap();
         assert_eq!(entries.unwrap().len(), MAX_BINDINGS);
+    }
+
+    #[test]
+    fn requests_handed_over_never_push_out_state_a_retry_needs() {
+        // A server that leaves many requests unanswered fills the awaited set only.
+        let host = MockHost::new(0);
+        let state = key_of(BindKind::RequestState, "o", "opaque");
+        bind(&host, state, &b(0), 1).unwrap();
+        for i in 0..=MAX_BINDINGS {
+            let k = key_of(BindKind::Awaited, "o", &i.to_string());
+            bind(&host, k, &b(1), 2).unwrap();
+        }
+        assert_eq!(lookup(&host, state, 3).unwrap(), Some(b(0)));
+        let (awaited, _) = read(&host, AWAITED_KEY).unwrap();
+        assert_eq!(awaited.unwrap().len(), MAX_BINDINGS);
     }
 
     #[test]
@@ -287,7 +331,7 @@ mod tests {
         assert!(bind(&host, k, &b(0), 1).is_err());
         // A truncated entry is unreadable too.
         let mut bytes = encode(&[Entry {
-            key: k,
+            key: k.hash,
             expires_ms: 9,
             bound: b(1),
         }]);
