@@ -1166,34 +1166,18 @@ def test_a_list_answered_on_the_resumed_stream_is_filtered(gw: Gateway) -> None:
     assert {"fetch_page", "send_email", "search_logs"} <= set(names), names
 
 
-def test_a_withheld_result_answered_on_the_resumed_stream_is_withheld(gw: Gateway) -> None:
-    """The same for a tools/call: `dump_env`'s result, replayed on the resumed stream, is judged
-    as `dump_env`'s (withheld), and a `fetch_page` result as `fetch_page`'s (its key redacted,
-    the result delivered)."""
-    c = Client(gw, "call/resumed")
-    for tool in (hs.WITHHELD_TOOL, "fetch_page"):
-        stream = f"c{uuid.uuid4().hex[:8]}"
-        rid, first = c.call(tool, shape={"framing": "sse", "stream": stream, "cut_after": 1})
-        check_bar(first, [])
-        seen = c.get(last_event_id=f"{stream}-0")
-        check_bar(seen, [rid], removed=(KEY, hs.WITHHELD_MARKER))
-        if tool == "fetch_page":
-            assert seen.result(rid) is not None, seen.describe()
-            assert "[REDACTED]" in delivered_text(seen, rid), seen.describe()
-        else:
-            errors = [a["error"] for a in seen.answers(rid) if "error" in a]
-            assert errors and "environment dumps" in errors[0].get("message", ""), seen.describe()
-
-
-def test_a_result_whose_stream_was_reset_is_checked_as_its_calls_on_the_resumed_stream(gw: Gateway) -> None:
-    """The server resets the POST's connection after its priming event (no last chunk): once
-    Envoy is done with the stream, the call is handed over, and its result replayed on the GET
-    stream the client resumes is `fetch_page`'s (key redacted, delivered), not withheld as any
-    output would be; `dump_env`'s, replayed the same way, is withheld."""
-    c = Client(gw, "call/reset")
+@pytest.mark.parametrize("ended", ["cleanly", "reset"])
+def test_a_result_answered_on_the_resumed_stream_is_checked_as_its_calls(gw: Gateway, ended: str) -> None:
+    """The POST's event stream ends after its priming event, cleanly or by a reset of the
+    connection (no last chunk), and the client resumes with GET + Last-Event-ID: the call was
+    handed over (at the clean end, or once Envoy is done with the reset stream), so the result
+    replayed there is judged as its call's. `fetch_page`'s is delivered with its key redacted (not
+    withheld, as any output no request claims would be); `dump_env`'s is withheld."""
+    c = Client(gw, f"call/resumed/{ended}")
     for tool in ("fetch_page", hs.WITHHELD_TOOL):
-        stream = f"x{uuid.uuid4().hex[:8]}"
-        rid, first = c.call(tool, shape={"framing": "sse", "stream": stream, "cut_after": 1, "reset": True})
+        stream = f"c{uuid.uuid4().hex[:8]}"
+        shape = {"framing": "sse", "stream": stream, "cut_after": 1, "reset": ended == "reset"}
+        rid, first = c.call(tool, shape=shape)
         assert first.result(rid) is None, first.describe()
         seen = resume_until_answered(c, f"{stream}-0", rid, result=tool == "fetch_page")
         check_bar(seen, [rid], removed=(KEY, hs.WITHHELD_MARKER))
