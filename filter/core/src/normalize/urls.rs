@@ -213,11 +213,8 @@ fn bare_name(host: &str) -> Option<String> {
 /// The host as resolvers read it, or `None` when no parser would fetch it (empty, bad escape).
 fn canonical_host(raw: &str) -> Option<String> {
     if let Some(v6) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        let a: Ipv6Addr = v6.parse().ok()?;
-        return Some(match super::http::embedded_ipv4(a) {
-            Some(v4) => v4.to_string(),
-            None => format!("[{a}]"),
-        });
+        let h = v6_host(v6.parse().ok()?);
+        return Some(if h.contains(':') { format!("[{h}]") } else { h });
     }
     let decoded = super::percent_decode(raw.as_bytes(), false);
     let host = String::from_utf8(decoded).ok()?.to_ascii_lowercase();

@@ -79,6 +79,17 @@ fn id_spellings(id: &Value) -> Vec<String> {
     out
 }
 
+/// The `remove_tools` patterns of a list request's MODIFY.
+fn removed_tools(mods: &[Modification]) -> Vec<String> {
+    mods.iter()
+        .filter_map(|m| match m {
+            Modification::RemoveTools { patterns } => Some(patterns.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 /// Which list a request asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ListKind {
@@ -298,18 +309,10 @@ impl Inspector {
         for (id, action, mods) in msgs {
             let Some(id) = id else { continue };
             let awaits = if let Some(kind) = ListKind::of(&action.operation) {
-                let remove = mods
-                    .iter()
-                    .filter_map(|m| match m {
-                        Modification::RemoveTools { patterns } => Some(patterns.iter().cloned()),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
                 Awaits::List(ListPending {
                     kind,
                     action: action.clone(),
-                    remove,
+                    remove: removed_tools(mods),
                 })
             } else if [Method::ToolsCall, Method::ResourcesRead, Method::PromptsGet]
                 .iter()
@@ -1085,6 +1088,7 @@ impl Inspector {
     /// of the pack names that the session could have called (`result::judge_as`: the strictest
     /// decision decides).
     fn untied(&mut self, cx: &Judge<'_>, call: &Action, msg: &Value) -> Outcome {
+        let (state, now) = cx.state_now();
         let mut m = msg.clone();
         let mut changed = false;
         for kind in ListKind::ALL {
@@ -1093,7 +1097,7 @@ impl Inspector {
                 .and_then(|r| r.get(kind.field()))
                 .is_some_and(Value::is_array);
             if listed {
-                let p = self.list_request(cx, kind);
+                let p = self.list_request(cx, &state, now, kind);
                 changed |= list_filter(cx, &p, &mut m, &mut self.sealed) > 0;
             }
         }
@@ -1111,7 +1115,7 @@ impl Inspector {
                     r.get("content").is_some() || r.get("structuredContent").is_some()
                 });
             let tools = if output {
-                self.callable_result_tools(cx)
+                self.callable_result_tools(cx, &state, now)
             } else {
                 Vec::new()
             };
@@ -1197,7 +1201,8 @@ impl Inspector {
         })?;
         let method = *HANDED_OVER.get(usize::from(bound.decision))?;
         if let Some(kind) = ListKind::of(method.name()) {
-            return Some(Awaits::List(self.list_request(cx, kind)));
+            let (state, now) = cx.state_now();
+            return Some(Awaits::List(self.list_request(cx, &state, now, kind)));
         }
         let mut request = self.base_as(method);
         let name = (!bound.name.is_empty()).then_some(bound.name);
@@ -1212,20 +1217,17 @@ impl Inspector {
 
     /// The list request of `kind` as this stream's session would send it: its `remove_tools`
     /// (a MODIFY of the list request) found by judging it again.
-    fn list_request(&self, cx: &Judge<'_>, kind: ListKind) -> ListPending {
+    fn list_request(
+        &self,
+        cx: &Judge<'_>,
+        state: &SessionState,
+        now: u64,
+        kind: ListKind,
+    ) -> ListPending {
         let action = self.base_as(kind.method());
-        let (state, now) = cx.state_now();
-        let verdict = cx.l.bundle.evaluate(&action, &state, now);
+        let verdict = cx.l.bundle.evaluate(&action, state, now);
         let remove = if verdict.decision == Decision::Modify {
-            verdict
-                .modifications
-                .into_iter()
-                .filter_map(|m| match m {
-                    Modification::RemoveTools { patterns } => Some(patterns),
-                    _ => None,
-                })
-                .flatten()
-                .collect()
+            removed_tools(&verdict.modifications)
         } else {
             Vec::new()
         };
@@ -1238,15 +1240,14 @@ impl Inspector {
 
     /// The tools a result rule of the pack names that some call of, in this session, could be
     /// forwarded (a list would show them: `Cx::keeps`).
-    fn callable_result_tools(&self, cx: &Judge<'_>) -> Vec<String> {
+    fn callable_result_tools(&self, cx: &Judge<'_>, state: &SessionState, now: u64) -> Vec<String> {
         let named = &cx.l.pack.result_tools;
         if named.is_empty() {
             return Vec::new();
         }
-        let (state, now) = cx.state_now();
         let c = Cx {
             l: cx.l,
-            state: &state,
+            state,
             now,
         };
         let list = ListPending {
